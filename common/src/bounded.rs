@@ -1,0 +1,117 @@
+//! Length-bounded strings and byte strings for the boundary protocol.
+//!
+//! Invariant: a value of these types never exceeds its bound, whether built locally or decoded
+//! from the wire; decode checks the bound before the value exists. Each type has its own serde
+//! name, so the boundary manifest shows which bound applies to every field.
+
+use serde::{Deserialize, Serialize};
+
+/// One bounded type as listed in the boundary manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoundDescription {
+    /// The type's serde name, as it appears in the manifest.
+    pub name: &'static str,
+    /// Maximum length in bytes.
+    pub max_len: usize,
+    /// What the bytes are.
+    pub meaning: &'static str,
+}
+
+/// Returned when a value exceeds its bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooLong {
+    /// The bounded type's name.
+    pub name: &'static str,
+    /// Its bound.
+    pub max_len: usize,
+    /// The offered length.
+    pub len: usize,
+}
+
+impl std::fmt::Display for TooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is {} bytes, limit {}",
+            self.name, self.len, self.max_len
+        )
+    }
+}
+
+macro_rules! bounded_types {
+    ($($(#[$doc:meta])* $name:ident : $inner:ty, $max:expr, $meaning:expr;)*) => {
+        $(
+            $(#[$doc])*
+            #[derive(Clone, PartialEq, Eq, Hash)]
+            pub struct $name($inner);
+
+            impl $name {
+                /// The bound, in bytes.
+                pub const MAX_LEN: usize = $max;
+                /// This type's entry in the manifest's limits table.
+                pub const DESCRIPTION: BoundDescription =
+                    BoundDescription { name: stringify!($name), max_len: $max, meaning: $meaning };
+
+                /// Builds the value, or says by how much it is too long.
+                pub fn new(value: impl Into<$inner>) -> Result<Self, TooLong> {
+                    let value = value.into();
+                    if value.len() > $max {
+                        return Err(TooLong { name: stringify!($name), max_len: $max, len: value.len() });
+                    }
+                    Ok(Self(value))
+                }
+
+                /// The contents.
+                pub fn as_inner(&self) -> &$inner {
+                    &self.0
+                }
+
+                /// Consumes the value.
+                pub fn into_inner(self) -> $inner {
+                    self.0
+                }
+            }
+
+            impl std::fmt::Debug for $name {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    write!(f, "{}({:?})", stringify!($name), self.0)
+                }
+            }
+
+            impl Serialize for $name {
+                fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                    s.serialize_newtype_struct(stringify!($name), &self.0)
+                }
+            }
+
+            impl<'de> Deserialize<'de> for $name {
+                fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                    struct V;
+                    impl<'de> serde::de::Visitor<'de> for V {
+                        type Value = $name;
+                        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                            write!(f, "{} of at most {} bytes", stringify!($name), $max)
+                        }
+                        fn visit_newtype_struct<D: serde::Deserializer<'de>>(
+                            self,
+                            d: D,
+                        ) -> Result<$name, D::Error> {
+                            let inner = <$inner as Deserialize>::deserialize(d)?;
+                            $name::new(inner).map_err(serde::de::Error::custom)
+                        }
+                    }
+                    d.deserialize_newtype_struct(stringify!($name), V)
+                }
+            }
+        )*
+        /// Every bounded type, for the manifest's limits table.
+        pub const ALL_BOUNDS: &[BoundDescription] = &[$($name::DESCRIPTION),*];
+    };
+}
+
+bounded_types! {
+    /// Short human-readable label: a build name, a client name.
+    Label: String, crate::limits::MAX_LABEL_LEN, "UTF-8 label";
+    /// Human-readable text: an error message. Never carries secret material.
+    Text: String, crate::limits::MAX_TEXT_LEN, "UTF-8 text";
+}

@@ -1,0 +1,180 @@
+//! The error model: one error type, stable codes, recovery classes.
+//!
+//! Invariants: a code's string and its recovery class never change once released; variants are
+//! only appended (the wire carries the variant index, and the boundary manifest pins the order).
+//! Messages are for people and never contain secret material.
+
+use crate::bounded::Text;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What a caller does when it receives an error. Documented in `ARCHITECTURE.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RecoveryClass {
+    /// Transient. Send the same request again (with backoff). The enclave's markers make a
+    /// repeated request safe: if it already took effect, the retry gets a `new_attempt` error.
+    Retry,
+    /// This signing attempt can never complete. Do not resend it; open a new attempt (fresh
+    /// nonces, possibly another signer set) in the same session.
+    NewAttempt,
+    /// The request itself is wrong. Resending it unchanged fails the same way; fix the caller.
+    FixRequest,
+    /// This node cannot serve until an operator acts (HSM, configuration, tampered store).
+    /// Do not retry automatically; route the work to other signers and raise an alert.
+    Operator,
+}
+
+impl RecoveryClass {
+    /// Stable snake_case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RecoveryClass::Retry => "retry",
+            RecoveryClass::NewAttempt => "new_attempt",
+            RecoveryClass::FixRequest => "fix_request",
+            RecoveryClass::Operator => "operator",
+        }
+    }
+}
+
+impl fmt::Display for RecoveryClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $variant:ident = $code:literal, $class:ident;)*) => {
+        /// Every error frostgate reports. Append only.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[non_exhaustive]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            /// All codes, in wire order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),*];
+
+            /// Stable snake_case code.
+            pub const fn code(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $code,)* }
+            }
+
+            /// What the caller does about it.
+            pub const fn recovery_class(self) -> RecoveryClass {
+                match self { $(ErrorCode::$variant => RecoveryClass::$class,)* }
+            }
+
+            /// Looks a code up by its string.
+            pub fn from_code(code: &str) -> Option<ErrorCode> {
+                Self::ALL.iter().copied().find(|c| c.code() == code)
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// A frame's length prefix exceeds `MAX_FRAME_LEN`; rejected before allocation.
+    FrameTooLarge = "frame_too_large", FixRequest;
+    /// The connection ended in the middle of a frame, or a frame is shorter than its header.
+    FrameTruncated = "frame_truncated", FixRequest;
+    /// A frame's body decoded with bytes left over.
+    FrameTrailingBytes = "frame_trailing_bytes", FixRequest;
+    /// The frame's protocol version is not the one this build speaks.
+    UnsupportedProtocolVersion = "unsupported_protocol_version", FixRequest;
+    /// The frame names a message kind this build does not know.
+    UnknownMessageKind = "unknown_message_kind", FixRequest;
+    /// The frame's body does not decode as the message kind it names (or breaks a field bound).
+    MalformedMessage = "malformed_message", FixRequest;
+    /// A well-formed message that is not valid here: a reply where a request was expected,
+    /// a request sent in the wrong direction, a reply to no outstanding request.
+    UnexpectedMessage = "unexpected_message", FixRequest;
+    /// The connecting process runs as a Unix user the enclave is not configured to serve.
+    PeerNotAuthorized = "peer_not_authorized", Operator;
+    /// The connection closed before the reply arrived. The request may or may not have taken
+    /// effect; resending it is safe.
+    ChannelClosed = "channel_closed", Retry;
+    /// Reading or writing the connection failed.
+    ChannelIo = "channel_io", Retry;
+    /// The peer already has `MAX_IN_FLIGHT` requests outstanding on this connection.
+    TooManyInFlight = "too_many_in_flight", Retry;
+    /// No reply within the caller's deadline. Resending is safe.
+    RequestTimeout = "request_timeout", Retry;
+    /// The enclave process could not be started or reached.
+    EnclaveUnavailable = "enclave_unavailable", Retry;
+    /// A configuration file or flag is missing, unknown or invalid.
+    ConfigInvalid = "config_invalid", Operator;
+    /// A bug: an invariant the code relies on did not hold. The request did not take effect.
+    Internal = "internal", Operator;
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// An error with its code and a human-readable message. This is also the wire form: it crosses
+/// the channel as the `Error` message.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Error {
+    code: ErrorCode,
+    message: Text,
+}
+
+impl Error {
+    /// Builds an error. The message is truncated (at a character boundary) to the text bound.
+    pub fn new(code: ErrorCode, message: impl fmt::Display) -> Self {
+        let mut message = message.to_string();
+        if message.len() > Text::MAX_LEN {
+            let mut end = Text::MAX_LEN;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        let message = Text::new(message).unwrap_or_else(|_| {
+            // Unreachable: truncated to the bound above.
+            Text::new(String::new()).unwrap_or_else(|_| unreachable!("empty text fits"))
+        });
+        Error { code, message }
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// What the caller does about it.
+    pub fn recovery_class(&self) -> RecoveryClass {
+        self.code.recovery_class()
+    }
+
+    /// The human-readable detail.
+    pub fn message(&self) -> &str {
+        self.message.as_inner()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            self.code,
+            self.code.recovery_class(),
+            self.message()
+        )
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Shorthand.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,20 @@
+//! Hard limits shared by both processes. Checked on decode (before allocation) and on encode.
+
+/// Largest frame body (everything after the 4-byte length prefix), in bytes.
+/// A length prefix above this is rejected before any buffer is allocated.
+pub const MAX_FRAME_LEN: usize = 1 << 20;
+
+/// Fixed frame header after the length prefix: u16 protocol version, u64 request id.
+pub const FRAME_HEADER_LEN: usize = 2 + 8;
+
+/// Most participants in one group (FROST identifiers are 1..=MAX_PARTICIPANTS).
+pub const MAX_PARTICIPANTS: u16 = 100;
+
+/// Longest human-readable text carried by a message (error messages, names), in bytes.
+pub const MAX_TEXT_LEN: usize = 512;
+
+/// Longest short label (build names, client names), in bytes.
+pub const MAX_LABEL_LEN: usize = 64;
+
+/// Most requests one side may have outstanding on one connection.
+pub const MAX_IN_FLIGHT: usize = 1024;

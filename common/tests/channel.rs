@@ -1,0 +1,183 @@
+//! The multiplexed channel: concurrent requests in both directions on one connection, direction
+//! checks, stray replies, and connection loss.
+
+use frostgate_common::channel::{refuse_all, Channel, Handler};
+use frostgate_common::error::ErrorCode;
+use frostgate_common::frame::{self, raw_frame, Frame};
+use frostgate_common::protocol::*;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+const T: Option<Duration> = Some(Duration::from_secs(10));
+
+/// Answers pings after a delay that depends on the value, so replies come back out of order.
+fn slow_echo() -> Handler {
+    Arc::new(|m| {
+        Box::pin(async move {
+            match m {
+                Message::Ping(p) => {
+                    tokio::time::sleep(Duration::from_millis(p.echo % 7)).await;
+                    Message::Pong(p)
+                }
+                Message::Health => Message::HealthReply(HealthReply {
+                    state: ServiceState::Ready,
+                    uptime_seconds: 1,
+                }),
+                other => Message::error(ErrorCode::UnexpectedMessage, other.info().name),
+            }
+        })
+    })
+}
+
+fn pair() -> (Channel, Channel) {
+    let (a, b) = UnixStream::pair().expect("pair");
+    let (ar, aw) = a.into_split();
+    let (br, bw) = b.into_split();
+    let (host, _) = Channel::start(Side::Host, Box::new(ar), Box::new(aw), slow_echo());
+    let (enclave, _) = Channel::start(Side::Enclave, Box::new(br), Box::new(bw), slow_echo());
+    (host, enclave)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_requests_in_flight_in_both_directions() {
+    let (host, enclave) = pair();
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        let (h, e) = (host.clone(), enclave.clone());
+        tasks.push(tokio::spawn(async move {
+            let a = h
+                .call(Message::Ping(Ping { echo: i }), T)
+                .await
+                .expect("host call");
+            let b = e
+                .call(Message::Ping(Ping { echo: 1000 + i }), T)
+                .await
+                .expect("enclave call");
+            (i, a, b)
+        }));
+    }
+    for t in tasks {
+        let (i, a, b) = t.await.expect("join");
+        assert_eq!(a, Message::Pong(Ping { echo: i }));
+        assert_eq!(b, Message::Pong(Ping { echo: 1000 + i }));
+    }
+    assert_eq!(host.in_flight(), 0);
+    assert_eq!(enclave.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn a_side_cannot_send_the_other_sides_requests() {
+    let (_host, enclave) = pair();
+    // Health is host -> enclave only: the enclave's channel refuses to send it.
+    let e = enclave.call(Message::Health, T).await.expect_err("refused");
+    assert_eq!(e.code(), ErrorCode::Internal);
+}
+
+#[tokio::test]
+async fn a_request_from_the_wrong_side_is_answered_unexpected_message() {
+    let (a, b) = UnixStream::pair().expect("pair");
+    let (br, bw) = b.into_split();
+    let (_host, _) = Channel::start(Side::Host, Box::new(br), Box::new(bw), slow_echo());
+    // Pretend to be an enclave sending a host-only request (Health) to the host.
+    let (mut r, mut w) = a.into_split();
+    w.write_all(
+        &frame::encode(&Frame {
+            request_id: 42,
+            message: Message::Health,
+        })
+        .expect("encode"),
+    )
+    .await
+    .expect("write");
+    let reply = read_frame(&mut r).await;
+    assert_eq!(reply.request_id, 42);
+    assert!(
+        matches!(reply.message, Message::Error(ref e) if e.code() == ErrorCode::UnexpectedMessage),
+        "{reply:?}"
+    );
+}
+
+#[tokio::test]
+async fn stray_replies_are_dropped_and_the_connection_keeps_working() {
+    let (a, b) = UnixStream::pair().expect("pair");
+    let (br, bw) = b.into_split();
+    let (_enclave, _) = Channel::start(Side::Enclave, Box::new(br), Box::new(bw), slow_echo());
+    let (mut r, mut w) = a.into_split();
+    let stray = Frame {
+        request_id: 77,
+        message: Message::Pong(Ping { echo: 1 }),
+    };
+    w.write_all(&frame::encode(&stray).expect("encode"))
+        .await
+        .expect("write");
+    let ping = Frame {
+        request_id: 78,
+        message: Message::Ping(Ping { echo: 2 }),
+    };
+    w.write_all(&frame::encode(&ping).expect("encode"))
+        .await
+        .expect("write");
+    let reply = read_frame(&mut r).await;
+    assert_eq!(
+        reply,
+        Frame {
+            request_id: 78,
+            message: Message::Pong(Ping { echo: 2 })
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_bad_frame_is_answered_and_the_next_good_one_served() {
+    let (a, b) = UnixStream::pair().expect("pair");
+    let (br, bw) = b.into_split();
+    let (_enclave, _) = Channel::start(Side::Enclave, Box::new(br), Box::new(bw), slow_echo());
+    let (mut r, mut w) = a.into_split();
+    w.write_all(&raw_frame(PROTOCOL_VERSION + 1, 5, &[5, 1]))
+        .await
+        .expect("write");
+    let reply = read_frame(&mut r).await;
+    assert_eq!(reply.request_id, 5);
+    assert!(
+        matches!(reply.message, Message::Error(ref e) if e.code() == ErrorCode::UnsupportedProtocolVersion)
+    );
+    w.write_all(
+        &frame::encode(&Frame {
+            request_id: 6,
+            message: Message::Ping(Ping { echo: 3 }),
+        })
+        .expect("encode"),
+    )
+    .await
+    .expect("write");
+    assert_eq!(
+        read_frame(&mut r).await.message,
+        Message::Pong(Ping { echo: 3 })
+    );
+}
+
+#[tokio::test]
+async fn outstanding_calls_fail_channel_closed_when_the_peer_goes_away() {
+    let (a, b) = UnixStream::pair().expect("pair");
+    let (ar, aw) = a.into_split();
+    let (host, _) = Channel::start(Side::Host, Box::new(ar), Box::new(aw), refuse_all());
+    let call = tokio::spawn(async move { host.call(Message::Health, T).await });
+    // Read the request, then close without answering.
+    let (mut br, _bw) = b.into_split();
+    let _ = read_frame(&mut br).await;
+    drop(br);
+    drop(_bw);
+    let e = call.await.expect("join").expect_err("closed");
+    assert_eq!(e.code(), ErrorCode::ChannelClosed);
+}
+
+async fn read_frame(r: &mut (impl AsyncReadExt + Unpin)) -> Frame {
+    let mut prefix = [0u8; 4];
+    r.read_exact(&mut prefix).await.expect("prefix");
+    let len = frame::check_length(prefix).expect("len");
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await.expect("body");
+    frame::decode_body(&body).expect("decode")
+}

@@ -1,0 +1,75 @@
+//! Error codes, their recovery classes and their wire order are pinned: changing any of them is a
+//! breaking change for every caller and must fail here first.
+
+use frostgate_common::{Error, ErrorCode, RecoveryClass};
+
+/// (wire index, code, recovery class). Append only.
+const PINNED: &[(usize, &str, &str)] = &[
+    (0, "frame_too_large", "fix_request"),
+    (1, "frame_truncated", "fix_request"),
+    (2, "frame_trailing_bytes", "fix_request"),
+    (3, "unsupported_protocol_version", "fix_request"),
+    (4, "unknown_message_kind", "fix_request"),
+    (5, "malformed_message", "fix_request"),
+    (6, "unexpected_message", "fix_request"),
+    (7, "peer_not_authorized", "operator"),
+    (8, "channel_closed", "retry"),
+    (9, "channel_io", "retry"),
+    (10, "too_many_in_flight", "retry"),
+    (11, "request_timeout", "retry"),
+    (12, "enclave_unavailable", "retry"),
+    (13, "config_invalid", "operator"),
+    (14, "internal", "operator"),
+];
+
+#[test]
+fn every_code_is_pinned_with_its_class_and_wire_index() {
+    assert_eq!(
+        ErrorCode::ALL.len(),
+        PINNED.len(),
+        "a code was added or removed: pin it here"
+    );
+    for (&code, &(index, name, class)) in ErrorCode::ALL.iter().zip(PINNED) {
+        assert_eq!(code.code(), name);
+        assert_eq!(code.recovery_class().as_str(), class, "{name}");
+        let wire = postcard::to_stdvec(&code).expect("encode");
+        assert_eq!(
+            wire,
+            postcard::to_stdvec(&(index as u32)).expect("encode"),
+            "{name} moved on the wire"
+        );
+        assert_eq!(ErrorCode::from_code(name), Some(code));
+    }
+}
+
+#[test]
+fn codes_are_unique_snake_case() {
+    let mut seen = std::collections::HashSet::new();
+    for c in ErrorCode::ALL {
+        assert!(seen.insert(c.code()), "duplicate {}", c.code());
+        assert!(
+            c.code()
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch == '_'),
+            "{} not snake_case",
+            c.code()
+        );
+    }
+}
+
+#[test]
+fn recovery_class_names_are_pinned() {
+    assert_eq!(RecoveryClass::Retry.as_str(), "retry");
+    assert_eq!(RecoveryClass::NewAttempt.as_str(), "new_attempt");
+    assert_eq!(RecoveryClass::FixRequest.as_str(), "fix_request");
+    assert_eq!(RecoveryClass::Operator.as_str(), "operator");
+}
+
+#[test]
+fn error_messages_are_bounded_and_display_code_and_class() {
+    let e = Error::new(ErrorCode::ChannelClosed, "é".repeat(1000));
+    assert!(e.message().len() <= frostgate_common::bounded::Text::MAX_LEN);
+    assert!(e.to_string().starts_with("channel_closed (retry): "));
+    let wire = postcard::to_stdvec(&e).expect("encode");
+    assert_eq!(postcard::from_bytes::<Error>(&wire).expect("decode"), e);
+}

@@ -1,0 +1,81 @@
+//! Accepts host connections and serves each on its own channel.
+//!
+//! Invariant: a connection whose peer is not the configured host (Unix uid, or vsock CID) gets
+//! one `peer_not_authorized` error frame and is closed before any request is read.
+
+use crate::service::Service;
+use frostgate_common::channel::{Channel, Handler};
+use frostgate_common::error::{Error, ErrorCode};
+use frostgate_common::frame::{self, Frame};
+use frostgate_common::protocol::{Message, Side};
+use frostgate_common::transport::{Listener, Peer};
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+
+/// Who may connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerPolicy {
+    /// The only Unix uid served on a Unix socket.
+    pub allowed_uid: u32,
+    /// The only CID served on vsock, if any.
+    pub allowed_cid: Option<u32>,
+}
+
+impl PeerPolicy {
+    fn check(&self, peer: Peer) -> Result<(), Error> {
+        match peer {
+            Peer::Unix { uid, .. } if uid == self.allowed_uid => Ok(()),
+            Peer::Unix { uid, .. } => Err(Error::new(
+                ErrorCode::PeerNotAuthorized,
+                format!(
+                    "uid {uid} is not the configured host user {}",
+                    self.allowed_uid
+                ),
+            )),
+            Peer::Vsock { cid } if Some(cid) == self.allowed_cid => Ok(()),
+            Peer::Vsock { cid } => Err(Error::new(
+                ErrorCode::PeerNotAuthorized,
+                format!("vsock cid {cid} is not the configured host"),
+            )),
+        }
+    }
+}
+
+/// Serves connections until the future is dropped.
+pub async fn serve(listener: Listener, policy: PeerPolicy, service: Arc<Service>) {
+    let handler: Handler = {
+        let service = service.clone();
+        Arc::new(move |m: Message| {
+            let service = service.clone();
+            Box::pin(async move { service.handle(m).await })
+        })
+    };
+    loop {
+        let (reader, mut writer, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(code = %e.code(), "accept failed: {}", e.message());
+                continue;
+            }
+        };
+        if let Err(e) = policy.check(peer) {
+            tracing::warn!(code = %e.code(), ?peer, "refusing connection: {}", e.message());
+            tokio::spawn(async move {
+                if let Ok(bytes) = frame::encode(&Frame {
+                    request_id: 0,
+                    message: Message::Error(e),
+                }) {
+                    let _ = writer.write_all(&bytes).await;
+                    let _ = writer.shutdown().await;
+                }
+            });
+            continue;
+        }
+        tracing::info!(?peer, "host connected");
+        let (_channel, done) = Channel::start(Side::Enclave, reader, writer, handler.clone());
+        tokio::spawn(async move {
+            let _ = done.await;
+            tracing::info!(?peer, "host disconnected");
+        });
+    }
+}

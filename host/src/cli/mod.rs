@@ -1,0 +1,85 @@
+//! The CLI tree; one module per subcommand group.
+
+mod enclave;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use frostgate_common::Error;
+use std::io::Write;
+use std::process::ExitCode;
+
+/// frostgate: a threshold signing enclave for Bitcoin Taproot.
+#[derive(Debug, Parser)]
+#[command(name = "frostgate", version)]
+pub struct Cli {
+    /// Log format (logs go to stderr).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "human",
+        env = "FROSTGATE_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Talk to an enclave process.
+    #[command(subcommand)]
+    Enclave(enclave::EnclaveCommand),
+}
+
+/// Installs the global subscriber. `RUST_LOG` overrides the default level (`warn` for the CLI).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Enclave(c) => enclave::run(c).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report_error(&e),
+    }
+}
+
+/// Prints an error with its code and recovery class to stderr; exit status 1.
+fn report_error(e: &Error) -> ExitCode {
+    let mut err = std::io::stderr();
+    let _ = writeln!(
+        err,
+        "error: {} (recovery: {}): {}",
+        e.code(),
+        e.recovery_class(),
+        e.message()
+    );
+    ExitCode::FAILURE
+}
+
+/// Writes to stdout, ignoring a closed pipe.
+fn out(text: &str) {
+    let mut o = std::io::stdout();
+    let _ = o.write_all(text.as_bytes());
+    let _ = o.flush();
+}

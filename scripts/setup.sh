@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what frostgate needs on Debian, idempotently: SoftHSM2 (the token for local use and
+# tests) and OpenSC (pkcs11-tool, to audit a token from outside). Safe to run repeatedly.
+set -euo pipefail
+
+need=()
+command -v softhsm2-util >/dev/null 2>&1 && [ -e /usr/lib/softhsm/libsofthsm2.so ] || need+=(softhsm2)
+command -v pkcs11-tool >/dev/null 2>&1 || need+=(opensc)
+
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "setup: need root or sudo to install ${need[*]}" >&2; exit 1; }
+    sudo="sudo"
+  fi
+  echo "setup: installing ${need[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+echo "setup: softhsm2 $(softhsm2-util --version), pkcs11-tool at $(command -v pkcs11-tool)"

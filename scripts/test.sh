@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it: setup, formatting, lints, every test.
+# Each test creates its own SoftHSM token directory under a temporary directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+echo "== cargo build (binaries used by the integration tests)"
+cargo build --workspace --bins --all-features
+echo "== cargo test"
+cargo test --workspace --all-features

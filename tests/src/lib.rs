@@ -1,0 +1,169 @@
+//! Test support: build and start the real frostgate binaries, each run in its own temp dir.
+//!
+//! Invariants: every child process is killed when its guard drops; no fixed ports, no sleeps
+//! as synchronization (readiness is the enclave's `READY` line on stdout).
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long a child may take to become ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Directory holding the freshly built `frostgate` and `frostgate-enclave` binaries.
+/// Builds them once per test process (a no-op when they are up to date), so tests never run a
+/// stale binary.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root")
+            .to_path_buf();
+        let cargo = option_env!("CARGO").unwrap_or("cargo");
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--bins",
+                "-p",
+                "frostgate-enclave",
+                "-p",
+                "frostgate-host",
+            ])
+            .current_dir(&workspace)
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the binaries failed");
+        // target/<profile>/deps/<test-binary> -> target/<profile>
+        let exe = std::env::current_exe().expect("current exe");
+        exe.parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .to_path_buf()
+    })
+}
+
+/// Path of the `frostgate-enclave` binary.
+pub fn enclave_bin() -> PathBuf {
+    bin_dir().join("frostgate-enclave")
+}
+
+/// Path of the `frostgate` binary.
+pub fn host_bin() -> PathBuf {
+    bin_dir().join("frostgate")
+}
+
+/// A running enclave process in its own temp dir; killed on drop.
+#[derive(Debug)]
+pub struct EnclaveProcess {
+    child: Option<Child>,
+    /// The enclave's Unix socket.
+    pub socket: PathBuf,
+    /// The file collecting the enclave's stderr (its logs).
+    pub log: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl EnclaveProcess {
+    /// Starts the enclave with extra arguments and waits for readiness.
+    pub fn start(extra_args: &[&str]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("fg-test-")
+            .tempdir()
+            .expect("temp dir");
+        let socket = dir.path().join("enclave.sock");
+        let log = dir.path().join("enclave.log");
+        let stderr = std::fs::File::create(&log).expect("log file");
+        let mut child = Command::new(enclave_bin())
+            .arg("--listen")
+            .arg(&socket)
+            .args(extra_args)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start enclave");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(READY_TIMEOUT).unwrap_or_default();
+        let me = EnclaveProcess {
+            child: Some(child),
+            socket,
+            log,
+            dir,
+        };
+        assert!(
+            line.starts_with("READY "),
+            "enclave not ready: {line:?}; log:\n{}",
+            me.logs()
+        );
+        me
+    }
+
+    /// The temp dir owned by this process.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Everything the enclave logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The enclave's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("running")
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        wait_bounded(&mut child, READY_TIMEOUT)
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for EnclaveProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits for a child with a deadline; kills it and panics if the deadline passes.
+pub fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process {} did not exit within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// This process's uid.
+pub fn own_uid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}

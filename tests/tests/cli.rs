@@ -1,0 +1,87 @@
+//! The `frostgate` CLI against real processes.
+
+use frostgate_tests::{host_bin, EnclaveProcess};
+use std::process::Command;
+
+#[test]
+fn enclave_status_spawns_a_child_enclave_and_reports_json() {
+    let out = Command::new(host_bin())
+        .args(["enclave", "status", "--spawn", "--json"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["state"], "ready");
+    assert_eq!(v["protocol_version"], 1);
+    assert_eq!(v["build"]["name"], "frostgate-enclave");
+    assert!(v["refusal_code"].is_null());
+}
+
+#[test]
+fn enclave_status_connects_to_a_running_enclave() {
+    let enclave = EnclaveProcess::start(&[]);
+    let out = Command::new(host_bin())
+        .args(["enclave", "status", "--connect"])
+        .arg(format!("unix:{}", enclave.socket.display()))
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("state:    ready"), "{text}");
+}
+
+#[test]
+fn enclave_status_without_an_enclave_fails_with_a_code() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = Command::new(host_bin())
+        .args(["enclave", "status", "--connect"])
+        .arg(dir.path().join("nobody-listens.sock"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error: enclave_unavailable (recovery: retry)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn enclave_status_refused_by_peer_credentials_reports_the_code() {
+    let other = frostgate_tests::own_uid().wrapping_add(4242).to_string();
+    let enclave = EnclaveProcess::start(&["--allowed-uid", &other]);
+    let out = Command::new(host_bin())
+        .args(["enclave", "status", "--connect"])
+        .arg(&enclave.socket)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error: peer_not_authorized (recovery: operator)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn enclave_protocol_prints_the_checked_in_manifest() {
+    let out = Command::new(host_bin())
+        .args(["enclave", "protocol"])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let checked_in = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../common/BOUNDARY.md"
+    ))
+    .expect("manifest");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), checked_in);
+}
