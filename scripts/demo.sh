@@ -18,7 +18,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== starting the enclave (socket in $work)"
-coproc ENCLAVE { exec "$bin/frostgate-enclave" --listen "unix:$work/enclave.sock" 2>"$work/enclave.log"; }
+coproc ENCLAVE { exec "$bin/frostgate-enclave" serve --listen "unix:$work/enclave.sock" 2>"$work/enclave.log"; }
 enclave_pid=$ENCLAVE_PID
 read -r -t 30 ready <&"${ENCLAVE[0]}" || { echo "enclave did not start"; cat "$work/enclave.log"; exit 1; }
 echo "   $ready"

@@ -106,6 +106,30 @@ error_codes! {
     ConfigInvalid = "config_invalid", Operator;
     /// A bug: an invariant the code relies on did not hold. The request did not take effect.
     Internal = "internal", Operator;
+    /// The enclave runs without HSM custody configured, so it holds no keys and refuses to sign.
+    CustodyNotConfigured = "custody_not_configured", Operator;
+    /// The PKCS#11 module could not be loaded or initialized.
+    HsmModuleUnavailable = "hsm_module_unavailable", Operator;
+    /// No token (or more than one) carries the configured label.
+    HsmTokenNotFound = "hsm_token_not_found", Operator;
+    /// The token rejected the PIN.
+    HsmPinIncorrect = "hsm_pin_incorrect", Operator;
+    /// The token's user PIN is locked.
+    HsmPinLocked = "hsm_pin_locked", Operator;
+    /// The PIN source (file or environment variable) is missing, unreadable or empty.
+    HsmPinUnavailable = "hsm_pin_unavailable", Operator;
+    /// A key object this enclave needs is not on the token (run `frostgate token init`).
+    HsmObjectMissing = "hsm_object_missing", Operator;
+    /// A key object on the token is weaker than its role allows (extractable, not sensitive,
+    /// extra usages, wrong type or size, duplicated label).
+    HsmObjectPolicyViolation = "hsm_object_policy_violation", Operator;
+    /// `token init` found this enclave's objects already on the token and was not told to rotate.
+    HsmObjectsExist = "hsm_objects_exist", FixRequest;
+    /// A PKCS#11 call failed unexpectedly; the message names the function and return value.
+    HsmOperationFailed = "hsm_operation_failed", Retry;
+    /// A sealed blob did not authenticate: tampered, truncated, wrong associated data, wrong
+    /// token or unknown format. Deliberately one code for every cause.
+    UnsealFailed = "unseal_failed", Operator;
 }
 
 impl fmt::Display for ErrorCode {

@@ -20,6 +20,17 @@ const PINNED: &[(usize, &str, &str)] = &[
     (12, "enclave_unavailable", "retry"),
     (13, "config_invalid", "operator"),
     (14, "internal", "operator"),
+    (15, "custody_not_configured", "operator"),
+    (16, "hsm_module_unavailable", "operator"),
+    (17, "hsm_token_not_found", "operator"),
+    (18, "hsm_pin_incorrect", "operator"),
+    (19, "hsm_pin_locked", "operator"),
+    (20, "hsm_pin_unavailable", "operator"),
+    (21, "hsm_object_missing", "operator"),
+    (22, "hsm_object_policy_violation", "operator"),
+    (23, "hsm_objects_exist", "fix_request"),
+    (24, "hsm_operation_failed", "retry"),
+    (25, "unseal_failed", "operator"),
 ];
 
 #[test]

@@ -4,6 +4,8 @@
 //! handled by [`service::Service`]; [`server`] owns connections and refuses unauthorized peers.
 #![forbid(unsafe_code)]
 
+pub mod custody;
 pub mod logging;
+pub mod sealing;
 pub mod server;
 pub mod service;

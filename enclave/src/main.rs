@@ -1,75 +1,241 @@
-//! `frostgate-enclave`: listens for the host, serves until SIGTERM or SIGINT.
+//! `frostgate-enclave`: serves the host (`serve`), or manages this enclave's token objects
+//! (`token init`, `token inspect`). The PIN is read only by this binary.
 #![forbid(unsafe_code)]
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
+use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::transport::{Address, Listener};
+use frostgate_enclave::custody::config::EnclaveConfig;
+use frostgate_enclave::custody::Custody;
 use frostgate_enclave::logging::{self, LogFormat};
 use frostgate_enclave::server::{self, PeerPolicy};
 use frostgate_enclave::service::Service;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 /// The frostgate enclave process.
 #[derive(Debug, Parser)]
 #[command(name = "frostgate-enclave", version)]
-struct Args {
+struct Cli {
+    /// Log format (logs go to stderr).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "human",
+        env = "FROSTGATE_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the host on one channel until SIGTERM or SIGINT.
+    Serve(ServeArgs),
+    /// Manage this enclave's objects on its HSM token.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
     /// Where to listen: a Unix socket path (`unix:/path` or a bare path) or `vsock:CID:PORT`.
     #[arg(long, env = "FROSTGATE_ENCLAVE_LISTEN")]
     listen: String,
+    /// Enclave configuration (TOML). Without `[custody]` the enclave holds no keys and refuses
+    /// to sign (health: `custody_not_configured`).
+    #[arg(long, env = "FROSTGATE_ENCLAVE_CONFIG")]
+    config: Option<PathBuf>,
     /// The only Unix uid allowed to connect. Defaults to this process's own uid.
     #[arg(long, env = "FROSTGATE_ENCLAVE_ALLOWED_UID")]
     allowed_uid: Option<u32>,
     /// The only vsock CID allowed to connect (vsock transport only).
     #[arg(long, env = "FROSTGATE_ENCLAVE_ALLOWED_CID")]
     allowed_cid: Option<u32>,
-    /// Log format.
-    #[arg(
-        long,
-        value_enum,
-        default_value = "human",
-        env = "FROSTGATE_LOG_FORMAT"
-    )]
-    log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create the key-encryption key, MAC root key and identity key pair on the token.
+    Init(TokenArgs),
+    /// Print every object and its protections; exit non-zero on any violation.
+    Inspect(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// Enclave configuration (TOML) with a `[custody]` section.
+    #[arg(long, env = "FROSTGATE_ENCLAVE_CONFIG")]
+    config: PathBuf,
+    /// `init` only: destroy and recreate existing objects. Blobs sealed under the old
+    /// key-encryption key become unreadable.
+    #[arg(long)]
+    danger_rotate: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    logging::init(args.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the runtime");
-            return ExitCode::FAILURE;
-        }
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    let result = match cli.command {
+        Command::Serve(args) => match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(serve(args)),
+            Err(e) => Err(Error::new(
+                ErrorCode::Internal,
+                format!("cannot start the runtime: {e}"),
+            )),
+        },
+        Command::Token(TokenCommand::Init(args)) => token_init(args),
+        Command::Token(TokenCommand::Inspect(args)) => token_inspect(args),
     };
-    runtime.block_on(run(args))
+    frostgate_enclave::custody::token::finalize_module();
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(code = %e.code(), recovery = %e.recovery_class(), "{}", e.message());
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: {} (recovery: {}): {}",
+                e.code(),
+                e.recovery_class(),
+                e.message()
+            );
+            ExitCode::from(if e.code() == ErrorCode::ConfigInvalid {
+                2
+            } else {
+                1
+            })
+        }
+    }
 }
 
-async fn run(args: Args) -> ExitCode {
-    let address: Address = match args.listen.parse() {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::error!(code = %e.code(), "{e}");
-            return ExitCode::from(2);
+fn custody_config(
+    path: &std::path::Path,
+) -> Result<frostgate_enclave::custody::config::CustodyConfig, Error> {
+    EnclaveConfig::load(path)?.custody.ok_or_else(|| {
+        Error::new(
+            ErrorCode::ConfigInvalid,
+            format!("{}: no [custody] section", path.display()),
+        )
+    })
+}
+
+fn out(text: &str) {
+    let mut o = std::io::stdout();
+    let _ = o.write_all(text.as_bytes());
+    let _ = o.flush();
+}
+
+fn token_init(args: TokenArgs) -> Result<ExitCode, Error> {
+    let config = custody_config(&args.config)?;
+    let key = Custody::init(&config, args.danger_rotate)?;
+    tracing::info!(token = %config.token_label, rotated = args.danger_rotate, "token objects created");
+    if args.json {
+        out(&format!(
+            "{}\n",
+            serde_json::json!({ "token": config.token_label, "identity_public_key": hex::encode(&key) })
+        ));
+    } else {
+        out(&format!(
+            "token {:?}: objects created\nidentity public key: {}\n",
+            config.token_label,
+            hex::encode(&key)
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn token_inspect(args: TokenArgs) -> Result<ExitCode, Error> {
+    let config = custody_config(&args.config)?;
+    let reports = Custody::inspect(&config)?;
+    let ok = reports.iter().all(|r| r.violations.is_empty());
+    if args.json {
+        out(&format!(
+            "{}\n",
+            serde_json::json!({ "token": config.token_label, "ok": ok, "objects": reports })
+        ));
+    } else {
+        let mut s = format!("token {:?}\n", config.token_label);
+        for r in &reports {
+            s.push_str(&format!(
+                "\n{} ({:?}): {}\n",
+                r.label,
+                r.role,
+                if r.violations.is_empty() {
+                    "ok"
+                } else {
+                    "VIOLATION"
+                }
+            ));
+            for (name, value) in &r.attributes {
+                s.push_str(&format!(
+                    "  {name:<22} {}\n",
+                    value.as_deref().unwrap_or("unreadable")
+                ));
+            }
+            for v in &r.violations {
+                s.push_str(&format!("  ! {v}\n"));
+            }
+        }
+        out(&s);
+    }
+    if ok {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let bad: Vec<_> = reports
+            .iter()
+            .filter(|r| !r.violations.is_empty())
+            .map(|r| r.label.as_str())
+            .collect();
+        let missing = reports.iter().any(|r| r.count == 0);
+        let code = if missing {
+            ErrorCode::HsmObjectMissing
+        } else {
+            ErrorCode::HsmObjectPolicyViolation
+        };
+        Err(Error::new(
+            code,
+            format!("objects failing their policy: {}", bad.join(", ")),
+        ))
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
+    let address: Address = args.listen.parse()?;
+    let custody = match &args.config {
+        Some(path) => EnclaveConfig::load(path)?.custody,
+        None => None,
+    };
+    // Boot self-check before listening: a bad token or weak object stops the process here.
+    let custody = match custody {
+        Some(c) => {
+            let custody = Custody::open(&c)?;
+            tracing::info!(token = %c.token_label, identity = %hex::encode(custody.identity_public_key()), "custody ready");
+            Some(custody)
+        }
+        None => {
+            tracing::warn!(code = %ErrorCode::CustodyNotConfigured, "no [custody] configured: this enclave refuses to sign");
+            None
         }
     };
-    let listener = match Listener::bind(&address) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(code = %e.code(), %address, "{e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let listener = Listener::bind(&address)?;
     let allowed_uid = match args.allowed_uid.or_else(own_uid) {
         Some(uid) => uid,
+        // Fail closed: never guess which user to serve.
         None => {
-            // Fail closed: never guess which user to serve.
-            tracing::error!(code = %frostgate_common::ErrorCode::ConfigInvalid, "cannot determine this process's uid; pass --allowed-uid");
-            return ExitCode::FAILURE;
+            return Err(Error::new(
+                ErrorCode::ConfigInvalid,
+                "cannot determine this process's uid; pass --allowed-uid",
+            ))
         }
     };
     let policy = PeerPolicy {
@@ -77,21 +243,19 @@ async fn run(args: Args) -> ExitCode {
         allowed_cid: args.allowed_cid,
     };
     tracing::info!(%address, allowed_uid, "enclave listening");
-    // Readiness line for supervisors: the only thing this process writes to stdout.
-    let mut stdout = std::io::stdout();
-    let _ = writeln!(stdout, "READY {address}");
-    let _ = stdout.flush();
+    // Readiness line for supervisors: the only thing `serve` writes to stdout.
+    out(&format!("READY {address}\n"));
 
-    let service = Arc::new(Service::new());
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot install the SIGTERM handler");
-            return ExitCode::FAILURE;
-        }
-    };
+    let service = Arc::new(Service::new(custody));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| {
+            Error::new(
+                ErrorCode::Internal,
+                format!("cannot install the SIGTERM handler: {e}"),
+            )
+        })?;
     tokio::select! {
-        _ = server::serve(listener, policy, service) => {}
+        _ = server::serve(listener, policy, service.clone()) => {}
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
     }
@@ -99,8 +263,11 @@ async fn run(args: Args) -> ExitCode {
     if let Address::Unix(path) = &address {
         let _ = std::fs::remove_file(path);
     }
+    if let Some(service) = Arc::into_inner(service) {
+        service.shutdown();
+    }
     tracing::info!("enclave stopped");
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }
 
 /// This process's uid, read from `/proc/self` metadata (no unsafe call needed).

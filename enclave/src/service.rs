@@ -1,5 +1,6 @@
 //! Answers the host's requests. One `Service` per enclave process, shared by all connections.
 
+use crate::custody::Custody;
 use frostgate_common::bounded::Label;
 use frostgate_common::error::ErrorCode;
 use frostgate_common::protocol::{
@@ -12,6 +13,7 @@ use std::time::Instant;
 pub struct Service {
     started: Instant,
     build: BuildInfo,
+    custody: Option<Custody>,
 }
 
 fn label(s: &str) -> Label {
@@ -21,8 +23,8 @@ fn label(s: &str) -> Label {
 }
 
 impl Service {
-    /// A new service.
-    pub fn new() -> Self {
+    /// A new service. Without custody it answers but refuses to sign.
+    pub fn new(custody: Option<Custody>) -> Self {
         let profile = if cfg!(debug_assertions) {
             "debug"
         } else {
@@ -35,6 +37,22 @@ impl Service {
                 version: label(env!("CARGO_PKG_VERSION")),
                 profile: label(profile),
             },
+            custody,
+        }
+    }
+
+    /// Whether the enclave can sign, or the code that says why not.
+    pub fn state(&self) -> ServiceState {
+        match &self.custody {
+            Some(_) => ServiceState::Ready,
+            None => ServiceState::Refusing(ErrorCode::CustodyNotConfigured),
+        }
+    }
+
+    /// Closes the HSM session and finalizes the module.
+    pub fn shutdown(self) {
+        if let Some(c) = self.custody {
+            c.close();
         }
     }
 
@@ -67,11 +85,5 @@ impl Service {
                 format!("{} is not served by the enclave", other.info().name),
             ),
         }
-    }
-}
-
-impl Default for Service {
-    fn default() -> Self {
-        Self::new()
     }
 }

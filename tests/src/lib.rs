@@ -79,7 +79,7 @@ impl EnclaveProcess {
         let log = dir.path().join("enclave.log");
         let stderr = std::fs::File::create(&log).expect("log file");
         let mut child = Command::new(enclave_bin())
-            .arg("--listen")
+            .args(["serve", "--listen"])
             .arg(&socket)
             .args(extra_args)
             .env("RUST_LOG", "debug")

@@ -1,6 +1,7 @@
 //! The CLI tree; one module per subcommand group.
 
 mod enclave;
+mod token;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use frostgate_common::Error;
@@ -38,6 +39,9 @@ enum Command {
     /// Talk to an enclave process.
     #[command(subcommand)]
     Enclave(enclave::EnclaveCommand),
+    /// Manage the enclave's HSM token objects (runs `frostgate-enclave token ...`).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// Installs the global subscriber. `RUST_LOG` overrides the default level (`warn` for the CLI).
@@ -56,10 +60,11 @@ pub fn init_logging(format: LogFormat) {
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Enclave(c) => enclave::run(c).await,
+        Command::Enclave(c) => enclave::run(c).await.map(|()| ExitCode::SUCCESS),
+        Command::Token(c) => token::run(c),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => report_error(&e),
     }
 }

@@ -1,0 +1,190 @@
+//! Custody configuration: which PKCS#11 module, which token (by label, never by slot), where the
+//! PIN comes from, and the labels of this enclave's objects.
+//!
+//! Invariant: the PIN is read only into `secrecy` memory, never logged or `Debug`-printed, and
+//! never leaves the enclave process.
+
+use frostgate_common::error::{Error, ErrorCode};
+use secrecy::SecretString;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// Debian's SoftHSM2 module.
+pub const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// The enclave's configuration file (TOML).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnclaveConfig {
+    /// HSM custody. Without it the enclave holds no keys and refuses to sign.
+    pub custody: Option<CustodyConfig>,
+}
+
+/// `[custody]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustodyConfig {
+    /// Path of the PKCS#11 module.
+    #[serde(default = "default_module")]
+    pub module: PathBuf,
+    /// Label of the token (slot ids are not stable; labels are).
+    pub token_label: String,
+    /// Where the user PIN comes from.
+    pub pin: PinSource,
+    /// Prefix of this enclave's object labels (`<prefix>-kek`, `<prefix>-mac-root`,
+    /// `<prefix>-identity`).
+    #[serde(default = "default_prefix")]
+    pub object_label_prefix: String,
+}
+
+/// Where the user PIN is read from. The configuration names the source, never the PIN.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum PinSource {
+    /// A file holding the PIN (one trailing newline is ignored).
+    File(PathBuf),
+    /// The name of an environment variable holding the PIN.
+    Env(String),
+}
+
+fn default_module() -> PathBuf {
+    PathBuf::from(DEFAULT_MODULE)
+}
+
+fn default_prefix() -> String {
+    "frostgate".into()
+}
+
+fn config_err(msg: impl std::fmt::Display) -> Error {
+    Error::new(ErrorCode::ConfigInvalid, msg)
+}
+
+impl EnclaveConfig {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| config_err(format!("reading {}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| config_err(format!("{}: {}", path.display(), e.message())))
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let config: EnclaveConfig = toml::from_str(text).map_err(|e| config_err(e.message()))?;
+        if let Some(c) = &config.custody {
+            c.validate()?;
+        }
+        Ok(config)
+    }
+}
+
+impl CustodyConfig {
+    fn validate(&self) -> Result<(), Error> {
+        if self.token_label.is_empty() || self.token_label.len() > 32 {
+            return Err(config_err(
+                "custody.token_label must be 1..=32 bytes (the PKCS#11 label field)",
+            ));
+        }
+        let p = &self.object_label_prefix;
+        if p.is_empty()
+            || p.len() > 32
+            || !p
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(config_err(
+                "custody.object_label_prefix must be 1..=32 of [A-Za-z0-9_-]",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads the PIN from its source into secret memory.
+    pub fn read_pin(&self) -> Result<SecretString, Error> {
+        let unavailable = |msg: String| Error::new(ErrorCode::HsmPinUnavailable, msg);
+        let raw: Zeroizing<Vec<u8>> = match &self.pin {
+            PinSource::File(path) => {
+                Zeroizing::new(std::fs::read(path).map_err(|e| {
+                    unavailable(format!("reading PIN file {}: {e}", path.display()))
+                })?)
+            }
+            PinSource::Env(name) => Zeroizing::new(
+                std::env::var_os(name)
+                    .ok_or_else(|| unavailable(format!("environment variable {name} is not set")))?
+                    .into_encoded_bytes(),
+            ),
+        };
+        let mut pin: &[u8] = &raw;
+        if let Some(stripped) = pin.strip_suffix(b"\n") {
+            pin = stripped.strip_suffix(b"\r").unwrap_or(stripped);
+        }
+        if pin.is_empty() {
+            return Err(unavailable("the PIN source is empty".into()));
+        }
+        let pin =
+            std::str::from_utf8(pin).map_err(|_| unavailable("the PIN is not UTF-8".into()))?;
+        // `String::from(&str)` allocates exactly `len` bytes, so turning it into the boxed str
+        // inside `SecretString` does not reallocate and leave an unwiped copy behind.
+        Ok(SecretString::from(String::from(pin)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn parses_and_rejects_unknown_fields() {
+        let ok = EnclaveConfig::parse("[custody]\ntoken_label = \"n1\"\npin = { env = \"P\" }\n")
+            .expect("valid");
+        let c = ok.custody.expect("custody");
+        assert_eq!(c.module, PathBuf::from(DEFAULT_MODULE));
+        assert_eq!(c.object_label_prefix, "frostgate");
+        for bad in [
+            "[custody]\ntoken_label = \"n1\"\npin = { env = \"P\" }\nslot = 3\n",
+            "[custody]\ntoken_label = \"n1\"\n",
+            "[custody]\ntoken_label = \"\"\npin = { env = \"P\" }\n",
+            "[custody]\ntoken_label = \"n1\"\npin = { env = \"P\" }\nobject_label_prefix = \"a b\"\n",
+            "[custodie]\n",
+        ] {
+            let e = EnclaveConfig::parse(bad).expect_err(bad);
+            assert_eq!(e.code(), ErrorCode::ConfigInvalid, "{bad}");
+        }
+    }
+
+    #[test]
+    fn pin_from_file_strips_one_newline_and_debug_redacts() {
+        let dir = std::env::temp_dir().join(format!("fg-pin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let f = dir.join("pin");
+        std::fs::write(&f, "s3cr3t-pin\n").expect("write");
+        let c = CustodyConfig {
+            module: default_module(),
+            token_label: "t".into(),
+            pin: PinSource::File(f.clone()),
+            object_label_prefix: "p".into(),
+        };
+        let pin = c.read_pin().expect("pin");
+        assert_eq!(pin.expose_secret(), "s3cr3t-pin");
+        assert!(!format!("{pin:?}").contains("s3cr3t"));
+        std::fs::write(&f, "\n").expect("write");
+        assert_eq!(
+            c.read_pin().expect_err("empty").code(),
+            ErrorCode::HsmPinUnavailable
+        );
+        std::fs::remove_file(&f).expect("rm");
+        assert_eq!(
+            c.read_pin().expect_err("missing").code(),
+            ErrorCode::HsmPinUnavailable
+        );
+        let c = CustodyConfig {
+            pin: PinSource::Env("FROSTGATE_TEST_SURELY_UNSET_VAR".into()),
+            ..c
+        };
+        assert_eq!(
+            c.read_pin().expect_err("unset").code(),
+            ErrorCode::HsmPinUnavailable
+        );
+    }
+}

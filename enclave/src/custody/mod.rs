@@ -1,0 +1,89 @@
+//! Key custody in the HSM, through PKCS#11.
+//!
+//! Invariants: key material this enclave relies on (key-encryption key, MAC root, identity
+//! private key) is generated on the token and never leaves it; the enclave refuses to start
+//! unless every object is present, unique and within its role's policy ([`objects::load`]).
+
+pub mod config;
+pub mod objects;
+pub mod token;
+
+use config::CustodyConfig;
+use frostgate_common::error::Error;
+use objects::{Labels, ObjectReport, Objects};
+use token::Token;
+
+/// A logged-in token whose objects passed the boot self-check.
+#[derive(Debug)]
+pub struct Custody {
+    token: Token,
+    objects: Objects,
+    identity_public_key: Vec<u8>,
+}
+
+impl Custody {
+    /// Boot: opens the token and checks every object. Fails closed with a typed error.
+    pub fn open(config: &CustodyConfig) -> Result<Custody, Error> {
+        let token = Token::open(config)?;
+        let labels = Labels::new(&config.object_label_prefix);
+        let loaded = token.with_session(|s| {
+            let objects = objects::load(s, &labels)?;
+            let key = objects::identity_public_key(s, &objects)?;
+            Ok((objects, key))
+        });
+        match loaded {
+            Ok((objects, identity_public_key)) => Ok(Custody {
+                token,
+                objects,
+                identity_public_key,
+            }),
+            Err(e) => {
+                token.close();
+                Err(e)
+            }
+        }
+    }
+
+    /// `token init`: creates the objects (refusing to overwrite unless `danger_rotate`).
+    /// Returns the new identity public key.
+    pub fn init(config: &CustodyConfig, danger_rotate: bool) -> Result<Vec<u8>, Error> {
+        let token = Token::open(config)?;
+        let labels = Labels::new(&config.object_label_prefix);
+        let result = token.with_session(|s| {
+            let objects = objects::init(s, &labels, danger_rotate)?;
+            objects::identity_public_key(s, &objects)
+        });
+        token.close();
+        result
+    }
+
+    /// `token inspect`: a report on every object, violations included; never fails on a weak
+    /// object (the caller decides), only on an unusable token.
+    pub fn inspect(config: &CustodyConfig) -> Result<Vec<ObjectReport>, Error> {
+        let token = Token::open(config)?;
+        let labels = Labels::new(&config.object_label_prefix);
+        let result = token.with_session(|s| objects::inspect(s, &labels));
+        token.close();
+        result
+    }
+
+    /// The token.
+    pub fn token(&self) -> &Token {
+        &self.token
+    }
+
+    /// The checked object handles.
+    pub fn objects(&self) -> &Objects {
+        &self.objects
+    }
+
+    /// The identity public key (uncompressed SEC1 P-256 point).
+    pub fn identity_public_key(&self) -> &[u8] {
+        &self.identity_public_key
+    }
+
+    /// Closes the token's sessions (logging this application out).
+    pub fn close(self) {
+        self.token.close();
+    }
+}

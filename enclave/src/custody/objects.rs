@@ -1,0 +1,471 @@
+//! This enclave's objects on the token, their templates, and the policy every one must meet.
+//!
+//! Invariant: the same [`expectations`] table drives the templates' security flags at creation and
+//! the check at boot and in `token inspect`, so what is created is exactly what is enforced.
+//! Every flag is set explicitly (SoftHSM's defaults are permissive).
+
+use super::token::hsm_err;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+use frostgate_common::error::{Error, ErrorCode};
+use serde::Serialize;
+
+/// DER of the P-256 curve OID (1.2.840.10045.3.1.7), the identity key's curve.
+pub const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+
+/// What an object is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// AES-256 key-encryption key: seals key shares (encrypt + decrypt only).
+    Kek,
+    /// Generic-secret MAC root: the store-sealing key is derived from it (sign + verify only).
+    MacRoot,
+    /// Private half of the P-256 identity key pair (sign + ECDH derive only).
+    IdentityPrivate,
+    /// Public half of the identity key pair (verify only).
+    IdentityPublic,
+}
+
+/// Every role, in report order.
+pub const ROLES: [Role; 4] = [
+    Role::Kek,
+    Role::MacRoot,
+    Role::IdentityPrivate,
+    Role::IdentityPublic,
+];
+
+/// Object labels derived from the configured prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Labels {
+    prefix: String,
+}
+
+impl Labels {
+    /// Labels under `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Labels {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// The label of the object with this role.
+    pub fn of(&self, role: Role) -> String {
+        match role {
+            Role::Kek => format!("{}-kek", self.prefix),
+            Role::MacRoot => format!("{}-mac-root", self.prefix),
+            Role::IdentityPrivate | Role::IdentityPublic => format!("{}-identity", self.prefix),
+        }
+    }
+}
+
+fn class_of(role: Role) -> ObjectClass {
+    match role {
+        Role::Kek | Role::MacRoot => ObjectClass::SECRET_KEY,
+        Role::IdentityPrivate => ObjectClass::PRIVATE_KEY,
+        Role::IdentityPublic => ObjectClass::PUBLIC_KEY,
+    }
+}
+
+/// The boolean attributes an object with this role must have, with their required values.
+pub fn expectations(role: Role) -> Vec<(AttributeType, bool)> {
+    use AttributeType as A;
+    let protected = [
+        (A::Token, true),
+        (A::Private, true),
+        (A::Sensitive, true),
+        (A::AlwaysSensitive, true),
+        (A::Extractable, false),
+        (A::NeverExtractable, true),
+        (A::Modifiable, false),
+        (A::Copyable, false),
+    ];
+    let mut v: Vec<(AttributeType, bool)> = match role {
+        Role::IdentityPublic => vec![(A::Token, true), (A::Modifiable, false)],
+        _ => protected.to_vec(),
+    };
+    v.extend(match role {
+        Role::Kek => [
+            (A::Encrypt, true),
+            (A::Decrypt, true),
+            (A::Sign, false),
+            (A::Verify, false),
+            (A::Wrap, false),
+            (A::Unwrap, false),
+            (A::Derive, false),
+        ]
+        .as_slice(),
+        Role::MacRoot => [
+            (A::Sign, true),
+            (A::Verify, true),
+            (A::Encrypt, false),
+            (A::Decrypt, false),
+            (A::Wrap, false),
+            (A::Unwrap, false),
+            (A::Derive, false),
+        ]
+        .as_slice(),
+        Role::IdentityPrivate => [
+            (A::Sign, true),
+            (A::Derive, true),
+            (A::Decrypt, false),
+            (A::Unwrap, false),
+            (A::SignRecover, false),
+        ]
+        .as_slice(),
+        Role::IdentityPublic => [
+            (A::Verify, true),
+            (A::Encrypt, false),
+            (A::Wrap, false),
+            (A::VerifyRecover, false),
+            (A::Derive, false),
+        ]
+        .as_slice(),
+    });
+    v
+}
+
+fn bool_attr(t: AttributeType, value: bool) -> Option<Attribute> {
+    use AttributeType as A;
+    Some(match t {
+        A::Token => Attribute::Token(value),
+        A::Private => Attribute::Private(value),
+        A::Sensitive => Attribute::Sensitive(value),
+        A::Extractable => Attribute::Extractable(value),
+        A::Modifiable => Attribute::Modifiable(value),
+        A::Copyable => Attribute::Copyable(value),
+        A::Encrypt => Attribute::Encrypt(value),
+        A::Decrypt => Attribute::Decrypt(value),
+        A::Sign => Attribute::Sign(value),
+        A::Verify => Attribute::Verify(value),
+        A::Wrap => Attribute::Wrap(value),
+        A::Unwrap => Attribute::Unwrap(value),
+        A::Derive => Attribute::Derive(value),
+        A::SignRecover => Attribute::SignRecover(value),
+        A::VerifyRecover => Attribute::VerifyRecover(value),
+        // Set by the token itself, never in a template.
+        _ => return None,
+    })
+}
+
+fn template(role: Role, labels: &Labels, id: &[u8]) -> Vec<Attribute> {
+    let mut t = vec![
+        Attribute::Class(class_of(role)),
+        Attribute::Label(labels.of(role).into_bytes()),
+        Attribute::Id(id.to_vec()),
+    ];
+    t.extend(
+        expectations(role)
+            .into_iter()
+            .filter_map(|(a, v)| bool_attr(a, v)),
+    );
+    match role {
+        Role::Kek => t.extend([
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+        ]),
+        Role::MacRoot => t.extend([
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+            Attribute::ValueLen(32.into()),
+        ]),
+        Role::IdentityPrivate => t.push(Attribute::KeyType(KeyType::EC)),
+        Role::IdentityPublic => t.extend([
+            Attribute::KeyType(KeyType::EC),
+            Attribute::EcParams(P256_PARAMS.to_vec()),
+        ]),
+    }
+    t
+}
+
+/// Handles of this enclave's objects, each checked against its policy.
+#[derive(Debug, Clone, Copy)]
+pub struct Objects {
+    /// Key-encryption key.
+    pub kek: ObjectHandle,
+    /// MAC root key.
+    pub mac_root: ObjectHandle,
+    /// Identity private key.
+    pub identity_private: ObjectHandle,
+    /// Identity public key.
+    pub identity_public: ObjectHandle,
+}
+
+/// What `token inspect` shows about one object.
+#[derive(Debug, Clone, Serialize)]
+pub struct ObjectReport {
+    /// The object's role.
+    pub role: Role,
+    /// Its label.
+    pub label: String,
+    /// How many objects carry this label and class (exactly 1 is required).
+    pub count: usize,
+    /// Attribute name -> value as read from the token (`null` if unreadable).
+    pub attributes: Vec<(String, Option<String>)>,
+    /// Every way the object breaks its role's policy.
+    pub violations: Vec<String>,
+}
+
+fn find(session: &Session, role: Role, labels: &Labels) -> Result<Vec<ObjectHandle>, Error> {
+    let t = [
+        Attribute::Class(class_of(role)),
+        Attribute::Label(labels.of(role).into_bytes()),
+    ];
+    session
+        .find_objects(&t)
+        .map_err(|e| hsm_err("C_FindObjects", e))
+}
+
+/// Reads one object's attributes and checks them against its role.
+fn check(
+    session: &Session,
+    role: Role,
+    labels: &Labels,
+    handle: ObjectHandle,
+    count: usize,
+) -> Result<ObjectReport, Error> {
+    let expected = expectations(role);
+    let mut types: Vec<AttributeType> = expected.iter().map(|(t, _)| *t).collect();
+    types.extend([
+        AttributeType::KeyType,
+        AttributeType::ValueLen,
+        AttributeType::EcParams,
+    ]);
+    let mut attributes = Vec::new();
+    let mut violations = Vec::new();
+    let mut read = Vec::new();
+    for t in &types {
+        // One attribute per call: a token that does not know one attribute must not hide the others.
+        let got = session
+            .get_attributes(handle, std::slice::from_ref(t))
+            .map_err(|e| hsm_err("C_GetAttributeValue", e))?;
+        read.extend(got);
+    }
+    for (t, want) in &expected {
+        let got = read.iter().find_map(|a| bool_value(a, *t));
+        attributes.push((format!("{t}"), got.map(|b| b.to_string())));
+        match got {
+            Some(v) if v == *want => {}
+            Some(v) => violations.push(format!("{t} is {v}, must be {want}")),
+            None => violations.push(format!("{t} is unreadable, must be {want}")),
+        }
+    }
+    let key_type = read.iter().find_map(|a| {
+        if let Attribute::KeyType(k) = a {
+            Some(*k)
+        } else {
+            None
+        }
+    });
+    let value_len = read.iter().find_map(|a| {
+        if let Attribute::ValueLen(l) = a {
+            Some(u64::from(*l))
+        } else {
+            None
+        }
+    });
+    let ec_params = read.iter().find_map(|a| {
+        if let Attribute::EcParams(p) = a {
+            Some(p.clone())
+        } else {
+            None
+        }
+    });
+    attributes.push(("CKA_KEY_TYPE".into(), key_type.map(|k| format!("{k}"))));
+    match role {
+        Role::Kek => {
+            attributes.push(("CKA_VALUE_LEN".into(), value_len.map(|l| l.to_string())));
+            if key_type != Some(KeyType::AES) || value_len != Some(32) {
+                violations.push(format!(
+                    "must be an AES-256 key (type {key_type:?}, length {value_len:?})"
+                ));
+            }
+        }
+        Role::MacRoot => {
+            attributes.push(("CKA_VALUE_LEN".into(), value_len.map(|l| l.to_string())));
+            if key_type != Some(KeyType::GENERIC_SECRET) || value_len.is_none_or(|l| l < 32) {
+                violations.push(format!("must be a generic secret of at least 32 bytes (type {key_type:?}, length {value_len:?})"));
+            }
+        }
+        Role::IdentityPrivate | Role::IdentityPublic => {
+            attributes.push((
+                "CKA_EC_PARAMS".into(),
+                ec_params.as_deref().map(hex::encode),
+            ));
+            if key_type != Some(KeyType::EC)
+                || ec_params.as_deref().is_some_and(|p| p != P256_PARAMS)
+            {
+                violations.push("must be a P-256 EC key".to_string());
+            }
+        }
+    }
+    if count != 1 {
+        violations.push(format!(
+            "{count} objects carry this label; exactly one is allowed"
+        ));
+    }
+    Ok(ObjectReport {
+        role,
+        label: labels.of(role),
+        count,
+        attributes,
+        violations,
+    })
+}
+
+fn bool_value(a: &Attribute, t: AttributeType) -> Option<bool> {
+    use Attribute as B;
+    let (at, v) = match a {
+        B::Token(v) => (AttributeType::Token, v),
+        B::Private(v) => (AttributeType::Private, v),
+        B::Sensitive(v) => (AttributeType::Sensitive, v),
+        B::AlwaysSensitive(v) => (AttributeType::AlwaysSensitive, v),
+        B::Extractable(v) => (AttributeType::Extractable, v),
+        B::NeverExtractable(v) => (AttributeType::NeverExtractable, v),
+        B::Modifiable(v) => (AttributeType::Modifiable, v),
+        B::Copyable(v) => (AttributeType::Copyable, v),
+        B::Encrypt(v) => (AttributeType::Encrypt, v),
+        B::Decrypt(v) => (AttributeType::Decrypt, v),
+        B::Sign(v) => (AttributeType::Sign, v),
+        B::Verify(v) => (AttributeType::Verify, v),
+        B::Wrap(v) => (AttributeType::Wrap, v),
+        B::Unwrap(v) => (AttributeType::Unwrap, v),
+        B::Derive(v) => (AttributeType::Derive, v),
+        B::SignRecover(v) => (AttributeType::SignRecover, v),
+        B::VerifyRecover(v) => (AttributeType::VerifyRecover, v),
+        _ => return None,
+    };
+    (at == t).then_some(*v)
+}
+
+/// Reports on every role's object (missing objects get a report with `count == 0`).
+pub fn inspect(session: &Session, labels: &Labels) -> Result<Vec<ObjectReport>, Error> {
+    ROLES
+        .iter()
+        .map(|&role| {
+            let found = find(session, role, labels)?;
+            match found.first() {
+                Some(&h) => check(session, role, labels, h, found.len()),
+                None => Ok(ObjectReport {
+                    role,
+                    label: labels.of(role),
+                    count: 0,
+                    attributes: Vec::new(),
+                    violations: vec!["missing".into()],
+                }),
+            }
+        })
+        .collect()
+}
+
+/// Boot self-check: every object present, unique and within its policy.
+pub fn load(session: &Session, labels: &Labels) -> Result<Objects, Error> {
+    let mut handles = Vec::new();
+    for role in ROLES {
+        let found = find(session, role, labels)?;
+        let Some(&h) = found.first() else {
+            return Err(Error::new(
+                ErrorCode::HsmObjectMissing,
+                format!("{} ({role:?}) is not on the token", labels.of(role)),
+            ));
+        };
+        let report = check(session, role, labels, h, found.len())?;
+        if !report.violations.is_empty() {
+            return Err(Error::new(
+                ErrorCode::HsmObjectPolicyViolation,
+                format!(
+                    "{} ({role:?}): {}",
+                    report.label,
+                    report.violations.join("; ")
+                ),
+            ));
+        }
+        handles.push(h);
+    }
+    Ok(Objects {
+        kek: handles[0],
+        mac_root: handles[1],
+        identity_private: handles[2],
+        identity_public: handles[3],
+    })
+}
+
+/// Creates this enclave's objects. Refuses if any exists, unless `danger_rotate`, which first
+/// destroys them (blobs sealed under the old key-encryption key become unreadable).
+pub fn init(session: &Session, labels: &Labels, danger_rotate: bool) -> Result<Objects, Error> {
+    let mut existing = Vec::new();
+    for role in ROLES {
+        for h in find(session, role, labels)? {
+            existing.push((role, h));
+        }
+    }
+    if !existing.is_empty() && !danger_rotate {
+        let mut names: Vec<String> = existing.iter().map(|(r, _)| labels.of(*r)).collect();
+        names.dedup();
+        return Err(Error::new(
+            ErrorCode::HsmObjectsExist,
+            format!(
+                "already on the token: {}; pass --danger-rotate to replace them",
+                names.join(", ")
+            ),
+        ));
+    }
+    for (_, h) in existing {
+        session
+            .destroy_object(h)
+            .map_err(|e| hsm_err("C_DestroyObject", e))?;
+    }
+    let mut id = [0u8; 16];
+    session
+        .generate_random_slice(&mut id)
+        .map_err(|e| hsm_err("C_GenerateRandom", e))?;
+    session
+        .generate_key(&Mechanism::AesKeyGen, &template(Role::Kek, labels, &id))
+        .map_err(|e| hsm_err("C_GenerateKey(AES)", e))?;
+    session
+        .generate_key(
+            &Mechanism::GenericSecretKeyGen,
+            &template(Role::MacRoot, labels, &id),
+        )
+        .map_err(|e| hsm_err("C_GenerateKey(GENERIC_SECRET)", e))?;
+    session
+        .generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &template(Role::IdentityPublic, labels, &id),
+            &template(Role::IdentityPrivate, labels, &id),
+        )
+        .map_err(|e| hsm_err("C_GenerateKeyPair(EC P-256)", e))?;
+    load(session, labels)
+}
+
+/// The identity public key as an uncompressed SEC1 point (65 bytes).
+pub fn identity_public_key(session: &Session, objects: &Objects) -> Result<Vec<u8>, Error> {
+    let attrs = session
+        .get_attributes(objects.identity_public, &[AttributeType::EcPoint])
+        .map_err(|e| hsm_err("C_GetAttributeValue", e))?;
+    let der = attrs
+        .into_iter()
+        .find_map(|a| {
+            if let Attribute::EcPoint(p) = a {
+                Some(p)
+            } else {
+                None
+            }
+        })
+        .ok_or_else(|| {
+            Error::new(
+                ErrorCode::HsmObjectPolicyViolation,
+                "identity public key has no CKA_EC_POINT",
+            )
+        })?;
+    // CKA_EC_POINT is a DER OCTET STRING (0x04, len 0x41, then the 65-byte point); some tokens
+    // return the raw point.
+    match der.as_slice() {
+        [0x04, 0x41, point @ ..] if point.len() == 65 && point[0] == 0x04 => Ok(point.to_vec()),
+        point if point.len() == 65 && point[0] == 0x04 => Ok(point.to_vec()),
+        _ => Err(Error::new(
+            ErrorCode::HsmObjectPolicyViolation,
+            "identity public key is not an uncompressed P-256 point",
+        )),
+    }
+}
