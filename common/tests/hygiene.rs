@@ -87,7 +87,11 @@ fn boundary_names() -> Vec<String> {
             }
             ContainerFormat::Enum(vs) => {
                 for v in vs.values() {
-                    names.push(v.name.clone());
+                    // A unit variant carries no data (e.g. the error code `HsmPinIncorrect`),
+                    // so only variants with a payload are checked by name.
+                    if !matches!(v.value, VariantFormat::Unit) {
+                        names.push(v.name.clone());
+                    }
                     match &v.value {
                         VariantFormat::Struct(fields) => fields.iter().for_each(|f| {
                             names.push(f.name.clone());
