@@ -76,7 +76,7 @@ impl Service {
                 })
             }
             Message::Health => Message::HealthReply(HealthReply {
-                state: ServiceState::Ready,
+                state: self.state(),
                 uptime_seconds: self.started.elapsed().as_secs(),
             }),
             Message::Ping(p) => Message::Pong(p),

@@ -71,6 +71,11 @@ pub struct EnclaveProcess {
 impl EnclaveProcess {
     /// Starts the enclave with extra arguments and waits for readiness.
     pub fn start(extra_args: &[&str]) -> Self {
+        Self::start_with_env(extra_args, &[])
+    }
+
+    /// Starts the enclave with extra arguments and environment, and waits for readiness.
+    pub fn start_with_env(extra_args: &[&str], env: &[(String, String)]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("fg-test-")
             .tempdir()
@@ -82,7 +87,8 @@ impl EnclaveProcess {
             .args(["serve", "--listen"])
             .arg(&socket)
             .args(extra_args)
-            .env("RUST_LOG", "debug")
+            .env("RUST_LOG", "trace")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -162,6 +168,8 @@ pub fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+pub mod token;
 
 /// This process's uid.
 pub fn own_uid() -> u32 {

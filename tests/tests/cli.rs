@@ -15,9 +15,42 @@ fn enclave_status_spawns_a_child_enclave_and_reports_json() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
-    assert_eq!(v["state"], "ready");
+    // No custody configured: the enclave answers but refuses to sign, and says why.
+    assert_eq!(v["state"], "refusing");
+    assert_eq!(v["refusal_code"], "custody_not_configured");
     assert_eq!(v["protocol_version"], 1);
     assert_eq!(v["build"]["name"], "frostgate-enclave");
+}
+
+#[test]
+fn enclave_status_spawns_a_child_enclave_with_custody() {
+    let dir = frostgate_tests::token::TokenDir::new();
+    let token = dir.add_token("status1");
+    let config = token.config.display().to_string();
+    let init = Command::new(host_bin())
+        .args(["token", "init", "--config", &config])
+        .envs(token.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("run");
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let out = Command::new(host_bin())
+        .args([
+            "enclave", "status", "--spawn", "--json", "--config", &config,
+        ])
+        .envs(token.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["state"], "ready");
     assert!(v["refusal_code"].is_null());
 }
 
@@ -35,7 +68,11 @@ fn enclave_status_connects_to_a_running_enclave() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("state:    ready"), "{text}");
+    assert!(
+        text.contains("state:    refusing")
+            && text.contains("refusal:  custody_not_configured (recovery: operator)"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -27,6 +27,9 @@ pub struct StatusArgs {
     /// The enclave binary to start with `--spawn` (default: next to this executable).
     #[arg(long)]
     enclave_bin: Option<PathBuf>,
+    /// With `--spawn`: the enclave configuration (TOML) for the child enclave.
+    #[arg(long, requires = "spawn")]
+    config: Option<PathBuf>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -59,7 +62,11 @@ async fn status(args: StatusArgs) -> Result<(), Error> {
                     )
                 })?;
             let bin = args.enclave_bin.clone().unwrap_or_else(default_enclave_bin);
-            let client = EnclaveClient::spawn(&bin, dir.path(), &[]).await?;
+            let extra: Vec<String> = match &args.config {
+                Some(c) => vec!["--config".into(), c.display().to_string()],
+                None => Vec::new(),
+            };
+            let client = EnclaveClient::spawn(&bin, dir.path(), &extra).await?;
             _socket_dir = dir;
             client
         }

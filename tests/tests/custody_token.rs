@@ -1,0 +1,408 @@
+//! Custody through the real binaries: `token init` / `token inspect`, the boot self-check of
+//! `frostgate-enclave serve`, the auditor's outside view with `pkcs11-tool`, and log hygiene.
+
+use frostgate_common::protocol::ServiceState;
+use frostgate_common::transport::Address;
+use frostgate_host::enclave::EnclaveClient;
+use frostgate_tests::token::{TestToken, TokenDir};
+use frostgate_tests::{enclave_bin, host_bin, wait_bounded, EnclaveProcess};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+/// Runs a binary with the token's environment and full tracing; returns its output.
+fn run(bin: std::path::PathBuf, token: &TestToken, args: &[&str]) -> Output {
+    Command::new(bin)
+        .args(args)
+        .env("RUST_LOG", "trace")
+        .envs(token.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("run")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn init(token: &TestToken) -> serde_json::Value {
+    let o = run(
+        host_bin(),
+        token,
+        &[
+            "token",
+            "init",
+            "--json",
+            "--config",
+            &token.config.display().to_string(),
+        ],
+    );
+    assert!(o.status.success(), "init: {}", text(&o));
+    serde_json::from_slice(&o.stdout).expect("json")
+}
+
+/// Starts `serve` and expects it to refuse to boot; returns everything it printed.
+fn boot_refused(token: &TestToken, config: &std::path::Path) -> String {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut child = Command::new(enclave_bin())
+        .args(["serve", "--listen"])
+        .arg(dir.path().join("e.sock"))
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "trace")
+        .envs(token.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let status = wait_bounded(&mut child, Duration::from_secs(60));
+    let out = child.wait_with_output().expect("output");
+    let all = text(&out);
+    assert!(!status.success(), "boot should have been refused:\n{all}");
+    assert!(!all.contains("READY"), "never listened:\n{all}");
+    assert!(!dir.path().join("e.sock").exists());
+    all
+}
+
+#[test]
+fn init_inspect_and_serve_ready() {
+    let dir = TokenDir::new();
+    let token = dir.add_token("node1");
+    let v = init(&token);
+    assert_eq!(v["identity_public_key"].as_str().expect("hex").len(), 130);
+
+    let o = run(
+        host_bin(),
+        &token,
+        &[
+            "token",
+            "inspect",
+            "--json",
+            "--config",
+            &token.config.display().to_string(),
+        ],
+    );
+    assert!(o.status.success(), "inspect: {}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(report["ok"], true);
+    let objects = report["objects"].as_array().expect("objects");
+    assert_eq!(objects.len(), 4);
+    for obj in objects {
+        assert_eq!(obj["count"], 1);
+        assert!(
+            obj["violations"].as_array().expect("violations").is_empty(),
+            "{obj}"
+        );
+    }
+
+    let enclave = EnclaveProcess::start_with_env(
+        &["--config", &token.config.display().to_string()],
+        token.env(),
+    );
+    let health = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt")
+        .block_on(async {
+            EnclaveClient::connect(Address::Unix(enclave.socket.clone()))
+                .await
+                .expect("connect")
+                .health()
+                .await
+        })
+        .expect("health");
+    assert_eq!(health.state, ServiceState::Ready);
+    assert!(
+        !enclave.logs().contains(&token.pin),
+        "PIN in the enclave's log"
+    );
+}
+
+#[test]
+fn serve_without_custody_reports_refusal_code() {
+    let enclave = EnclaveProcess::start(&[]);
+    let o = Command::new(host_bin())
+        .args(["enclave", "status", "--json", "--connect"])
+        .arg(&enclave.socket)
+        .output()
+        .expect("run");
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["state"], "refusing");
+    assert_eq!(v["refusal_code"], "custody_not_configured");
+    assert_eq!(v["refusal_recovery_class"], "operator");
+}
+
+#[test]
+fn init_refuses_existing_objects_and_danger_rotate_replaces_them() {
+    let dir = TokenDir::new();
+    let token = dir.add_token("node1");
+    let first = init(&token);
+    let config = token.config.display().to_string();
+    let o = run(host_bin(), &token, &["token", "init", "--config", &config]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("error: hsm_objects_exist (recovery: fix_request)"),
+        "{}",
+        text(&o)
+    );
+    // Still exactly one of each object, unchanged.
+    let o = run(
+        host_bin(),
+        &token,
+        &["token", "inspect", "--json", "--config", &config],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+
+    let o = run(
+        host_bin(),
+        &token,
+        &[
+            "token",
+            "init",
+            "--danger-rotate",
+            "--json",
+            "--config",
+            &config,
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let second: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_ne!(first["identity_public_key"], second["identity_public_key"]);
+    let o = run(
+        host_bin(),
+        &token,
+        &["token", "inspect", "--json", "--config", &config],
+    );
+    assert!(
+        o.status.success(),
+        "exactly one of each after rotation: {}",
+        text(&o)
+    );
+}
+
+#[test]
+fn the_kek_value_cannot_be_read_from_outside() {
+    let dir = TokenDir::new();
+    let token = dir.add_token("node1");
+    init(&token);
+    let out_file = dir.path().join("kek.bin");
+    let o = token.pkcs11_tool(&[
+        "--read-object",
+        "--type",
+        "secrkey",
+        "--label",
+        "frostgate-kek",
+        "-o",
+        &out_file.display().to_string(),
+    ]);
+    assert!(
+        !o.status.success(),
+        "reading the KEK succeeded: {}",
+        text(&o)
+    );
+    assert!(
+        std::fs::read(&out_file)
+            .map(|b| b.is_empty())
+            .unwrap_or(true),
+        "KEK bytes written"
+    );
+    let listing = token.pkcs11_tool(&["-O"]);
+    let listing = text(&listing);
+    assert!(
+        listing.contains("frostgate-kek") && listing.contains("never extractable"),
+        "{listing}"
+    );
+}
+
+#[test]
+fn boot_refuses_a_weakened_object() {
+    let dir = TokenDir::new();
+    let token = dir.add_token("node1");
+    init(&token);
+    // An attacker (or a careless operator) replaces the KEK with an extractable one.
+    let o = token.pkcs11_tool(&[
+        "--delete-object",
+        "--type",
+        "secrkey",
+        "--label",
+        "frostgate-kek",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = token.pkcs11_tool(&[
+        "--keygen",
+        "--key-type",
+        "AES:32",
+        "--label",
+        "frostgate-kek",
+        "--extractable",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let all = boot_refused(&token, &token.config);
+    assert!(
+        all.contains("error: hsm_object_policy_violation (recovery: operator)"),
+        "{all}"
+    );
+    assert!(all.contains("CKA_EXTRACTABLE is true"), "{all}");
+    let o = run(
+        host_bin(),
+        &token,
+        &[
+            "token",
+            "inspect",
+            "--json",
+            "--config",
+            &token.config.display().to_string(),
+        ],
+    );
+    assert!(!o.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(report["ok"], false);
+    assert!(text(&o).contains("hsm_object_policy_violation"));
+}
+
+#[test]
+fn boot_refuses_a_duplicated_label() {
+    let dir = TokenDir::new();
+    let token = dir.add_token("node1");
+    init(&token);
+    // A second, otherwise harmless object with the KEK's label makes the choice ambiguous.
+    let o = token.pkcs11_tool(&[
+        "--keygen",
+        "--key-type",
+        "AES:32",
+        "--label",
+        "frostgate-kek",
+        "--sensitive",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let all = boot_refused(&token, &token.config);
+    assert!(
+        all.contains("hsm_object_policy_violation") && all.contains("2 objects carry this label"),
+        "{all}"
+    );
+}
+
+#[test]
+fn boot_refuses_a_missing_object() {
+    let dir = TokenDir::new();
+    let token = dir.add_token("node1");
+    init(&token);
+    let o = token.pkcs11_tool(&[
+        "--delete-object",
+        "--type",
+        "secrkey",
+        "--label",
+        "frostgate-mac-root",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let all = boot_refused(&token, &token.config);
+    assert!(
+        all.contains("error: hsm_object_missing (recovery: operator)"),
+        "{all}"
+    );
+    // Before init, everything is missing.
+    let fresh = dir.add_token("node2");
+    let all = boot_refused(&fresh, &fresh.config);
+    assert!(all.contains("hsm_object_missing"), "{all}");
+}
+
+#[test]
+fn wrong_pin_missing_token_missing_pin_and_bad_module_have_their_codes() {
+    let dir = TokenDir::new();
+    let token = dir.add_token("node1");
+    init(&token);
+    let wrong_pin = dir.path().join("wrong.pin");
+    std::fs::write(&wrong_pin, "not-the-pin\n").expect("write");
+    let cases = [
+        (
+            "wrong pin",
+            token.config_with("wrong-pin", None, None, Some(&wrong_pin)),
+            "error: hsm_pin_incorrect (recovery: operator)",
+        ),
+        (
+            "missing token",
+            token.config_with("no-token", None, Some("no-such-token"), None),
+            "error: hsm_token_not_found (recovery: operator)",
+        ),
+        (
+            "missing pin file",
+            token.config_with("no-pin", None, None, Some(&dir.path().join("absent.pin"))),
+            "error: hsm_pin_unavailable (recovery: operator)",
+        ),
+        (
+            "bad module",
+            token.config_with("bad-module", Some("/nonexistent/libpkcs11.so"), None, None),
+            "error: hsm_module_unavailable (recovery: operator)",
+        ),
+    ];
+    for (name, config, expected) in cases {
+        let all = boot_refused(&token, &config);
+        assert!(all.contains(expected), "{name}: {all}");
+        let o = run(
+            host_bin(),
+            &token,
+            &[
+                "token",
+                "inspect",
+                "--config",
+                &config.display().to_string(),
+            ],
+        );
+        assert!(
+            !o.status.success() && text(&o).contains(expected),
+            "{name} (inspect): {}",
+            text(&o)
+        );
+    }
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[custody]\ntoken_label = \"node1\"\npin = { file = \"/x\" }\nslot = 0\n",
+    )
+    .expect("write");
+    let all = boot_refused(&token, &bad);
+    assert!(
+        all.contains("error: config_invalid (recovery: operator)") && all.contains("slot"),
+        "{all}"
+    );
+}
+
+#[test]
+fn the_pin_never_appears_in_any_output_or_log() {
+    let dir = TokenDir::new();
+    let token = dir.add_token("node1");
+    let config = token.config.display().to_string();
+    let mut seen = String::new();
+    for args in [
+        vec!["token", "init", "--config", &config],
+        vec!["token", "init", "--config", &config],
+        vec!["token", "inspect", "--config", &config],
+        vec!["token", "inspect", "--json", "--config", &config],
+    ] {
+        seen.push_str(&text(&run(host_bin(), &token, &args)));
+        seen.push_str(&text(&run(enclave_bin(), &token, &args)));
+    }
+    let enclave = EnclaveProcess::start_with_env(&["--config", &config], token.env());
+    seen.push_str(&enclave.logs());
+    drop(enclave);
+    let wrong = dir.path().join("wrong.pin");
+    let wrong_pin = format!("wrong-{}", frostgate_tests::token::random_hex(8));
+    std::fs::write(&wrong, &wrong_pin).expect("write");
+    let wrong_config = token.config_with("wrong", None, None, Some(&wrong));
+    let refused = boot_refused(&token, &wrong_config);
+    assert!(
+        seen.contains("TRACE") || seen.contains("DEBUG") || seen.contains("INFO"),
+        "logs were captured:\n{seen}"
+    );
+    assert!(
+        !seen.contains(&token.pin),
+        "the PIN appeared in output or logs"
+    );
+    assert!(
+        !refused.contains(&wrong_pin),
+        "a rejected PIN appeared in output or logs"
+    );
+}
