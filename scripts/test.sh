@@ -13,3 +13,5 @@ echo "== cargo build (binaries used by the integration tests)"
 cargo build --workspace --bins --all-features
 echo "== cargo test"
 cargo test --workspace --all-features
+echo "== custody tests on a second PKCS#11 implementation (kryoptic)"
+scripts/kryoptic.sh

@@ -211,6 +211,9 @@ impl TokenDir {
         run(&[
             "--slot",
             &slot,
+            "--login",
+            "--login-type",
+            "so",
             "--init-pin",
             "--so-pin",
             SO_PIN,
