@@ -30,11 +30,7 @@ pub struct TooLong {
 
 impl std::fmt::Display for TooLong {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} is {} bytes, limit {}",
-            self.name, self.len, self.max_len
-        )
+        write!(f, "{} is {} bytes, limit {}", self.name, self.len, self.max_len)
     }
 }
 
@@ -114,4 +110,16 @@ bounded_types! {
     Label: String, crate::limits::MAX_LABEL_LEN, "UTF-8 label";
     /// Human-readable text: an error message. Never carries secret material.
     Text: String, crate::limits::MAX_TEXT_LEN, "UTF-8 text";
+    /// A participant's round-1 commitments (FROST `SigningCommitments` encoding). Public.
+    CommitmentBytes: Vec<u8>, 256, "FROST SigningCommitments (public nonce commitments)";
+    /// A FROST `SigningPackage` encoding: the message and every signer's commitments. Public.
+    SigningPackageBytes: Vec<u8>, 64 * 1024, "FROST SigningPackage";
+    /// A FROST `SignatureShare` encoding: one signer's round-2 output. Public.
+    SignatureShareBytes: Vec<u8>, 128, "FROST SignatureShare";
+    /// A FROST `PublicKeyPackage` encoding: group key and verifying shares. Public.
+    PublicKeyPackageBytes: Vec<u8>, 64 * 1024, "FROST PublicKeyPackage";
+    /// A set of participants, ascending, no duplicates (checked by the enclave).
+    Signers: Vec<crate::ids::ParticipantId>, crate::limits::MAX_PARTICIPANTS as usize, "participant ids (count)";
+    /// Signature shares by signer.
+    SignerShares: Vec<crate::protocol::SignerShare>, crate::limits::MAX_PARTICIPANTS as usize, "signature shares (count)";
 }

@@ -38,12 +38,7 @@ type CloseReason = Arc<Mutex<Option<Error>>>;
 pub fn refuse_all() -> Handler {
     Arc::new(|m: Message| {
         let name = m.info().name;
-        Box::pin(async move {
-            Message::error(
-                ErrorCode::UnexpectedMessage,
-                format!("{name} is not served here"),
-            )
-        })
+        Box::pin(async move { Message::error(ErrorCode::UnexpectedMessage, format!("{name} is not served here")) })
     })
 }
 
@@ -96,68 +91,40 @@ impl Channel {
     }
 
     /// Sends a request and waits for its reply. An `Error` reply becomes `Err`.
-    pub async fn call(
-        &self,
-        request: Message,
-        timeout: Option<Duration>,
-    ) -> Result<Message, Error> {
+    pub async fn call(&self, request: Message, timeout: Option<Duration>) -> Result<Message, Error> {
         let info = request.info();
         if info.role != Role::Request || !info.direction.allows_sender(self.inner.side) {
-            return Err(Error::new(
-                ErrorCode::Internal,
-                format!("{} is not a request this side may send", info.name),
-            ));
+            return Err(Error::new(ErrorCode::Internal, format!("{} is not a request this side may send", info.name)));
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
             let mut pending = lock(&self.inner.pending);
             if pending.len() >= MAX_IN_FLIGHT {
-                return Err(Error::new(
-                    ErrorCode::TooManyInFlight,
-                    format!("{MAX_IN_FLIGHT} requests outstanding"),
-                ));
+                return Err(Error::new(ErrorCode::TooManyInFlight, format!("{MAX_IN_FLIGHT} requests outstanding")));
             }
             pending.insert(id, tx);
         }
-        let _guard = PendingGuard {
-            pending: &self.inner.pending,
-            id,
-        };
-        let bytes = frame::encode(&Frame {
-            request_id: id,
-            message: request,
-        })?;
-        self.inner
-            .out
-            .send(bytes)
-            .await
-            .map_err(|_| self.closed("connection closed"))?;
+        let _guard = PendingGuard { pending: &self.inner.pending, id };
+        let bytes = frame::encode(&Frame { request_id: id, message: request })?;
+        self.inner.out.send(bytes).await.map_err(|_| self.closed("connection closed"))?;
         let reply = match timeout {
             Some(t) => tokio::time::timeout(t, rx).await.map_err(|_| {
-                Error::new(
-                    ErrorCode::RequestTimeout,
-                    format!("no reply to {} within {t:?}", info.name),
-                )
+                Error::new(ErrorCode::RequestTimeout, format!("no reply to {} within {t:?}", info.name))
             })?,
             None => rx.await,
         };
         match reply {
             Ok(Message::Error(e)) => Err(e),
             Ok(m) => Ok(m),
-            Err(_) => Err(self.closed(&format!(
-                "connection closed before the reply to {}",
-                info.name
-            ))),
+            Err(_) => Err(self.closed(&format!("connection closed before the reply to {}", info.name))),
         }
     }
 
     /// The error for a call cut off by the connection's end: the peer's stated reason if it
     /// gave one, else `channel_closed`.
     fn closed(&self, what: &str) -> Error {
-        lock(&self.inner.close_reason)
-            .clone()
-            .unwrap_or_else(|| Error::new(ErrorCode::ChannelClosed, what))
+        lock(&self.inner.close_reason).clone().unwrap_or_else(|| Error::new(ErrorCode::ChannelClosed, what))
     }
 
     /// Number of this side's requests awaiting a reply.
@@ -183,11 +150,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn write_loop(
-    mut writer: BoxWrite,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-    mut close: oneshot::Receiver<()>,
-) {
+async fn write_loop(mut writer: BoxWrite, mut rx: mpsc::Receiver<Vec<u8>>, mut close: oneshot::Receiver<()>) {
     loop {
         let bytes = tokio::select! {
             biased;
@@ -216,19 +179,13 @@ async fn write_loop(
 }
 
 async fn send_reply(out: &mpsc::Sender<Vec<u8>>, request_id: u64, message: Message) {
-    match frame::encode(&Frame {
-        request_id,
-        message,
-    }) {
+    match frame::encode(&Frame { request_id, message }) {
         Ok(bytes) => {
             let _ = out.send(bytes).await;
         }
         Err(e) => {
             tracing::error!(code = %e.code(), "reply does not encode");
-            if let Ok(bytes) = frame::encode(&Frame {
-                request_id,
-                message: Message::Error(e),
-            }) {
+            if let Ok(bytes) = frame::encode(&Frame { request_id, message: Message::Error(e) }) {
                 let _ = out.send(bytes).await;
             }
         }
@@ -269,11 +226,7 @@ async fn read_loop(
                 }
                 // A length shorter than the header: consume it and carry on.
                 let mut skip = vec![0u8; u32::from_be_bytes(prefix) as usize];
-                if !matches!(
-                    read_exact_or_eof(&mut reader, &mut skip).await,
-                    ReadOutcome::Full
-                ) && !skip.is_empty()
-                {
+                if !matches!(read_exact_or_eof(&mut reader, &mut skip).await, ReadOutcome::Full) && !skip.is_empty() {
                     return;
                 }
                 send_reply(&out, 0, Message::Error(e)).await;
@@ -281,10 +234,7 @@ async fn read_loop(
             }
         };
         let mut body = vec![0u8; len];
-        if !matches!(
-            read_exact_or_eof(&mut reader, &mut body).await,
-            ReadOutcome::Full
-        ) {
+        if !matches!(read_exact_or_eof(&mut reader, &mut body).await, ReadOutcome::Full) {
             tracing::warn!(code = %ErrorCode::FrameTruncated, "connection ended inside a frame");
             return;
         }

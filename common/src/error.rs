@@ -130,6 +130,47 @@ error_codes! {
     /// A sealed blob did not authenticate: tampered, truncated, wrong associated data, wrong
     /// token or unknown format. Deliberately one code for every cause.
     UnsealFailed = "unseal_failed", Operator;
+    /// No key with this id is held by this enclave.
+    UnknownKey = "unknown_key", FixRequest;
+    /// No open session with this id (never opened, expired, or lost in a restart): open the
+    /// session and a new attempt again.
+    UnknownSession = "unknown_session", NewAttempt;
+    /// The session id is already bound to a different key, message or Taproot mode.
+    SessionConflict = "session_conflict", FixRequest;
+    /// No open attempt with this id (never opened, expired, or lost in a restart).
+    UnknownAttempt = "unknown_attempt", NewAttempt;
+    /// The attempt id is already bound to a different session or signer set.
+    AttemptConflict = "attempt_conflict", FixRequest;
+    /// The signer set is empty, unsorted, duplicated, smaller than the threshold, or names a
+    /// participant the key does not have.
+    SignerSetInvalid = "signer_set_invalid", FixRequest;
+    /// This enclave holds no share for that participant seat, or the seat is not in the attempt.
+    SeatNotHeld = "seat_not_held", FixRequest;
+    /// No live nonce for this attempt and seat (expired, aborted, wiped after an unknown
+    /// outcome, or lost in a restart).
+    NonceUnavailable = "nonce_unavailable", NewAttempt;
+    /// This seat's nonce for this attempt was already consumed; no second share is ever released.
+    NonceAlreadyConsumed = "nonce_already_consumed", NewAttempt;
+    /// The signing package does not match the session and attempt: message, signer set, this
+    /// seat's own commitment, or the Taproot mode. Nothing was consumed.
+    SigningPackageMismatch = "signing_package_mismatch", FixRequest;
+    /// The attempt already produced (or is producing) its signature; open a new attempt to sign
+    /// again.
+    AttemptCompleted = "attempt_completed", NewAttempt;
+    /// A FROST encoding (package, commitments, share, key package) did not decode.
+    InvalidEncoding = "invalid_encoding", FixRequest;
+    /// A bounded registry (sessions, attempts, live nonces) is full; retry after expiry.
+    RegistryFull = "registry_full", Retry;
+    /// The marker could not be made durable and is known not to have been written; it was rolled
+    /// back and the nonce stays live. Retry the same request.
+    StoreCommitFailed = "store_commit_failed", Retry;
+    /// The marker's durability is unknown (lost acknowledgement, crash). The marker is kept and
+    /// the nonce wiped; this attempt cannot complete.
+    StoreOutcomeUnknown = "store_outcome_unknown", NewAttempt;
+    /// A development-only request (e.g. the test dealer) sent to an enclave built without it.
+    DevFeatureDisabled = "dev_feature_disabled", FixRequest;
+    /// FROST refused to sign or aggregate after the inputs were validated; nothing was released.
+    SigningFailed = "signing_failed", NewAttempt;
 }
 
 impl fmt::Display for ErrorCode {
@@ -182,13 +223,7 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({}): {}",
-            self.code,
-            self.code.recovery_class(),
-            self.message()
-        )
+        write!(f, "{} ({}): {}", self.code, self.code.recovery_class(), self.message())
     }
 }
 

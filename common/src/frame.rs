@@ -32,25 +32,18 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>, Error> {
     out.extend_from_slice(&[0u8; 4]);
     out.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
     out.extend_from_slice(&frame.request_id.to_be_bytes());
-    let out = postcard::to_extend(&frame.message, out).map_err(|e| {
-        Error::new(
-            ErrorCode::Internal,
-            format!("encoding {}: {e}", frame.message.info().name),
-        )
-    })?;
+    let out = postcard::to_extend(&frame.message, out)
+        .map_err(|e| Error::new(ErrorCode::Internal, format!("encoding {}: {e}", frame.message.info().name)))?;
     let body_len = out.len() - 4;
     if body_len > MAX_FRAME_LEN {
         return Err(Error::new(
             ErrorCode::FrameTooLarge,
-            format!(
-                "{} frame of {body_len} bytes exceeds {MAX_FRAME_LEN}",
-                frame.message.info().name
-            ),
+            format!("{} frame of {body_len} bytes exceeds {MAX_FRAME_LEN}", frame.message.info().name),
         ));
     }
     let mut out = out;
-    let len = u32::try_from(body_len)
-        .map_err(|_| Error::new(ErrorCode::FrameTooLarge, "frame length overflows u32"))?;
+    let len =
+        u32::try_from(body_len).map_err(|_| Error::new(ErrorCode::FrameTooLarge, "frame length overflows u32"))?;
     out[..4].copy_from_slice(&len.to_be_bytes());
     Ok(out)
 }
@@ -59,16 +52,10 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>, Error> {
 pub fn check_length(prefix: [u8; 4]) -> Result<usize, Error> {
     let len = u32::from_be_bytes(prefix) as usize;
     if len > MAX_FRAME_LEN {
-        return Err(Error::new(
-            ErrorCode::FrameTooLarge,
-            format!("frame length {len} exceeds {MAX_FRAME_LEN}"),
-        ));
+        return Err(Error::new(ErrorCode::FrameTooLarge, format!("frame length {len} exceeds {MAX_FRAME_LEN}")));
     }
     if len < FRAME_HEADER_LEN {
-        return Err(Error::new(
-            ErrorCode::FrameTruncated,
-            format!("frame length {len} is shorter than the header"),
-        ));
+        return Err(Error::new(ErrorCode::FrameTruncated, format!("frame length {len} is shorter than the header")));
     }
     Ok(len)
 }
@@ -85,10 +72,7 @@ pub fn decode_body(body: &[u8]) -> Result<Frame, FrameError> {
     let mut id = [0u8; 8];
     id.copy_from_slice(&body[2..10]);
     let request_id = u64::from_be_bytes(id);
-    let fail = |code, msg: String| FrameError {
-        request_id: Some(request_id),
-        error: Error::new(code, msg),
-    };
+    let fail = |code, msg: String| FrameError { request_id: Some(request_id), error: Error::new(code, msg) };
     if version != PROTOCOL_VERSION {
         return Err(fail(
             ErrorCode::UnsupportedProtocolVersion,
@@ -98,36 +82,18 @@ pub fn decode_body(body: &[u8]) -> Result<Frame, FrameError> {
     let payload = &body[FRAME_HEADER_LEN..];
     match read_varint(payload) {
         Some(kind) if kind >= KINDS.len() as u64 => {
-            return Err(fail(
-                ErrorCode::UnknownMessageKind,
-                format!("message kind {kind} is unknown"),
-            ));
+            return Err(fail(ErrorCode::UnknownMessageKind, format!("message kind {kind} is unknown")));
         }
         Some(_) => {}
-        None => {
-            return Err(fail(
-                ErrorCode::MalformedMessage,
-                "message kind is not readable".into(),
-            ))
-        }
+        None => return Err(fail(ErrorCode::MalformedMessage, "message kind is not readable".into())),
     }
     match postcard::take_from_bytes::<Message>(payload) {
-        Ok((message, [])) => Ok(Frame {
-            request_id,
-            message,
-        }),
+        Ok((message, [])) => Ok(Frame { request_id, message }),
         Ok((message, rest)) => Err(fail(
             ErrorCode::FrameTrailingBytes,
-            format!(
-                "{} message followed by {} trailing bytes",
-                message.info().name,
-                rest.len()
-            ),
+            format!("{} message followed by {} trailing bytes", message.info().name, rest.len()),
         )),
-        Err(e) => Err(fail(
-            ErrorCode::MalformedMessage,
-            format!("message does not decode: {e}"),
-        )),
+        Err(e) => Err(fail(ErrorCode::MalformedMessage, format!("message does not decode: {e}"))),
     }
 }
 

@@ -29,17 +29,11 @@ impl std::error::Error for IdParseError {}
 
 fn parse_hex<const N: usize>(kind: &'static str, s: &str) -> Result<[u8; N], IdParseError> {
     if s.len() != 2 * N {
-        return Err(IdParseError {
-            kind,
-            reason: "wrong length",
-        });
+        return Err(IdParseError { kind, reason: "wrong length" });
     }
     let mut out = [0u8; N];
     // `hex` accepts both cases; the canonical (Display) form is lowercase.
-    hex::decode_to_slice(s, &mut out).map_err(|_| IdParseError {
-        kind,
-        reason: "not hex",
-    })?;
+    hex::decode_to_slice(s, &mut out).map_err(|_| IdParseError { kind, reason: "not hex" })?;
     Ok(out)
 }
 
@@ -110,14 +104,8 @@ impl ParticipantId {
     pub fn new(value: u16) -> Result<Self, IdParseError> {
         const KIND: &str = "ParticipantId";
         match value {
-            0 => Err(IdParseError {
-                kind: KIND,
-                reason: "zero is not a participant",
-            }),
-            v if v > MAX_PARTICIPANTS => Err(IdParseError {
-                kind: KIND,
-                reason: "above the participant limit",
-            }),
+            0 => Err(IdParseError { kind: KIND, reason: "zero is not a participant" }),
+            v if v > MAX_PARTICIPANTS => Err(IdParseError { kind: KIND, reason: "above the participant limit" }),
             v => Ok(Self(v)),
         }
     }
@@ -145,30 +133,19 @@ impl FromStr for ParticipantId {
     fn from_str(s: &str) -> Result<Self, IdParseError> {
         const KIND: &str = "ParticipantId";
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(IdParseError {
-                kind: KIND,
-                reason: "not a decimal number",
-            });
+            return Err(IdParseError { kind: KIND, reason: "not a decimal number" });
         }
         let digits = s.trim_start_matches('0');
         if digits.len() > 5 {
-            return Err(IdParseError {
-                kind: KIND,
-                reason: "above the participant limit",
-            });
+            return Err(IdParseError { kind: KIND, reason: "above the participant limit" });
         }
         let value: u32 = if digits.is_empty() {
             0
         } else {
-            digits.parse().map_err(|_| IdParseError {
-                kind: KIND,
-                reason: "not a decimal number",
-            })?
+            digits.parse().map_err(|_| IdParseError { kind: KIND, reason: "not a decimal number" })?
         };
-        let value = u16::try_from(value).map_err(|_| IdParseError {
-            kind: KIND,
-            reason: "above the participant limit",
-        })?;
+        let value =
+            u16::try_from(value).map_err(|_| IdParseError { kind: KIND, reason: "above the participant limit" })?;
         Self::new(value)
     }
 }
@@ -187,10 +164,7 @@ impl<'de> Deserialize<'de> for ParticipantId {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 write!(f, "a participant id in 1..={MAX_PARTICIPANTS}")
             }
-            fn visit_newtype_struct<D: serde::Deserializer<'de>>(
-                self,
-                d: D,
-            ) -> Result<ParticipantId, D::Error> {
+            fn visit_newtype_struct<D: serde::Deserializer<'de>>(self, d: D) -> Result<ParticipantId, D::Error> {
                 ParticipantId::new(u16::deserialize(d)?).map_err(serde::de::Error::custom)
             }
         }
@@ -211,10 +185,7 @@ mod tests {
         assert_eq!(a, upper.parse().expect("upper"));
         assert_eq!(a, mixed.parse().expect("mixed"));
         assert_eq!(a.to_string(), lower);
-        assert_eq!(
-            SessionId::from_str(upper).expect("upper").to_string(),
-            lower
-        );
+        assert_eq!(SessionId::from_str(upper).expect("upper").to_string(), lower);
     }
 
     #[test]
@@ -234,28 +205,10 @@ mod tests {
 
     #[test]
     fn participant_ids_canonicalize_and_bound() {
-        assert_eq!(
-            ParticipantId::from_str("007").expect("007"),
-            ParticipantId::new(7).expect("7")
-        );
-        assert_eq!(
-            ParticipantId::from_str("007").expect("007").to_string(),
-            "7"
-        );
+        assert_eq!(ParticipantId::from_str("007").expect("007"), ParticipantId::new(7).expect("7"));
+        assert_eq!(ParticipantId::from_str("007").expect("007").to_string(), "7");
         assert_eq!(ParticipantId::from_str("100").expect("100").get(), 100);
-        for bad in [
-            "0",
-            "000",
-            "101",
-            "65536",
-            "99999999999",
-            "-1",
-            "+1",
-            "1 ",
-            "",
-            "0x1",
-            "１",
-        ] {
+        for bad in ["0", "000", "101", "65536", "99999999999", "-1", "+1", "1 ", "", "0x1", "１"] {
             assert!(ParticipantId::from_str(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -267,11 +220,6 @@ mod tests {
         let big = postcard::to_stdvec(&(MAX_PARTICIPANTS + 1)).expect("encode");
         assert!(postcard::from_bytes::<ParticipantId>(&big).is_err());
         let ok = postcard::to_stdvec(&ParticipantId::new(3).expect("3")).expect("encode");
-        assert_eq!(
-            postcard::from_bytes::<ParticipantId>(&ok)
-                .expect("decode")
-                .get(),
-            3
-        );
+        assert_eq!(postcard::from_bytes::<ParticipantId>(&ok).expect("decode").get(), 3);
     }
 }

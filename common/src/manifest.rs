@@ -8,10 +8,10 @@ use crate::bounded::ALL_BOUNDS;
 use crate::error::ErrorCode;
 use crate::ids::ParticipantId;
 use crate::limits;
-use crate::protocol::{Direction, Message, Role, ServiceState, KINDS, PROTOCOL_VERSION};
-use serde_reflection::{
-    ContainerFormat, Format, Named, Registry, Samples, Tracer, TracerConfig, VariantFormat,
+use crate::protocol::{
+    AggregateOutcome, Direction, Message, Role, ServiceState, ShareVerdict, TaprootMode, KINDS, PROTOCOL_VERSION,
 };
+use serde_reflection::{ContainerFormat, Format, Named, Registry, Samples, Tracer, TracerConfig, VariantFormat};
 use std::fmt::Write;
 
 /// Traces the message set. Fails only if a boundary type cannot be traced (a bug).
@@ -20,19 +20,15 @@ pub fn registry() -> Result<Registry, String> {
     let mut samples = Samples::new();
     // Types whose decoder validates need a valid sample before the decoder can be traced.
     let participant = ParticipantId::new(1).map_err(|e| e.to_string())?;
-    tracer
-        .trace_value(&mut samples, &participant)
-        .map_err(|e| e.to_string())?;
-    tracer
-        .trace_type::<Message>(&samples)
-        .map_err(|e| e.to_string())?;
+    tracer.trace_value(&mut samples, &participant).map_err(|e| e.to_string())?;
+    let e = |e: serde_reflection::Error| e.to_string();
+    tracer.trace_type::<Message>(&samples).map_err(e)?;
     // Every enum nested in a message must be traced on its own to see all of its variants.
-    tracer
-        .trace_type::<ErrorCode>(&samples)
-        .map_err(|e| e.to_string())?;
-    tracer
-        .trace_type::<ServiceState>(&samples)
-        .map_err(|e| e.to_string())?;
+    tracer.trace_type::<ErrorCode>(&samples).map_err(e)?;
+    tracer.trace_type::<ServiceState>(&samples).map_err(e)?;
+    tracer.trace_type::<TaprootMode>(&samples).map_err(e)?;
+    tracer.trace_type::<ShareVerdict>(&samples).map_err(e)?;
+    tracer.trace_type::<AggregateOutcome>(&samples).map_err(e)?;
     tracer.registry().map_err(|e| e.to_string())
 }
 
@@ -42,8 +38,12 @@ pub fn render() -> Result<String, String> {
     let mut s = String::new();
     let w = &mut s;
     let _ = writeln!(w, "# frostgate boundary manifest\n");
-    let _ = writeln!(w, "Generated from the code by `frostgate enclave protocol`; `common/tests/manifest.rs` fails when");
-    let _ = writeln!(w, "the code and this file differ. Review every diff of this file as a change to the trust boundary.\n");
+    let _ =
+        writeln!(w, "Generated from the code by `frostgate enclave protocol`; `common/tests/manifest.rs` fails when");
+    let _ = writeln!(
+        w,
+        "the code and this file differ. Review every diff of this file as a change to the trust boundary.\n"
+    );
     let _ = writeln!(w, "Protocol version: {PROTOCOL_VERSION}\n");
     let _ = writeln!(w, "## Frame\n");
     let _ = writeln!(w, "| field | encoding |\n|---|---|");
@@ -53,20 +53,14 @@ pub fn render() -> Result<String, String> {
         limits::FRAME_HEADER_LEN,
         limits::MAX_FRAME_LEN
     );
+    let _ = writeln!(w, "| version | u16 big-endian, must equal {PROTOCOL_VERSION} |");
     let _ = writeln!(
         w,
-        "| version | u16 big-endian, must equal {PROTOCOL_VERSION} |"
+        "| request id | u64 big-endian; a reply carries its request's id; 0 = error about an unreadable frame |"
     );
-    let _ = writeln!(w, "| request id | u64 big-endian; a reply carries its request's id; 0 = error about an unreadable frame |");
-    let _ = writeln!(
-        w,
-        "| message | postcard encoding of `Message`; its first varint is the message kind |\n"
-    );
+    let _ = writeln!(w, "| message | postcard encoding of `Message`; its first varint is the message kind |\n");
     let _ = writeln!(w, "## Messages\n");
-    let _ = writeln!(
-        w,
-        "| kind | name | role | sender | payload |\n|---|---|---|---|---|"
-    );
+    let _ = writeln!(w, "| kind | name | role | sender | payload |\n|---|---|---|---|---|");
     let variants = match registry.get("Message") {
         Some(ContainerFormat::Enum(v)) => v,
         _ => return Err("Message is not an enum".into()),
@@ -76,12 +70,7 @@ pub fn render() -> Result<String, String> {
             .get(&(index as u32))
             .filter(|v| v.name == info.name)
             .map(|v| variant(&v.value))
-            .ok_or_else(|| {
-                format!(
-                    "KINDS[{index}] = {} does not match the Message enum",
-                    info.name
-                )
-            })?;
+            .ok_or_else(|| format!("KINDS[{index}] = {} does not match the Message enum", info.name))?;
         let role = match info.role {
             Role::Request => "request",
             Role::Reply => "reply",
@@ -91,18 +80,10 @@ pub fn render() -> Result<String, String> {
             Direction::EnclaveToHost => "enclave",
             Direction::Both => "either",
         };
-        let _ = writeln!(
-            w,
-            "| {index} | {} | {role} | {sender} | {payload} |",
-            info.name
-        );
+        let _ = writeln!(w, "| {index} | {} | {role} | {sender} | {payload} |", info.name);
     }
     if variants.len() != KINDS.len() {
-        return Err(format!(
-            "Message has {} variants, KINDS lists {}",
-            variants.len(),
-            KINDS.len()
-        ));
+        return Err(format!("Message has {} variants, KINDS lists {}", variants.len(), KINDS.len()));
     }
     let _ = writeln!(w, "\n## Types\n");
     for (name, container) in &registry {
@@ -119,11 +100,7 @@ pub fn render() -> Result<String, String> {
     let _ = writeln!(w, "\n## Limits\n");
     let _ = writeln!(w, "| limit | value |\n|---|---|");
     let _ = writeln!(w, "| MAX_FRAME_LEN | {} |", limits::MAX_FRAME_LEN);
-    let _ = writeln!(
-        w,
-        "| MAX_IN_FLIGHT (per side, per connection) | {} |",
-        limits::MAX_IN_FLIGHT
-    );
+    let _ = writeln!(w, "| MAX_IN_FLIGHT (per side, per connection) | {} |", limits::MAX_IN_FLIGHT);
     let _ = writeln!(w, "| MAX_PARTICIPANTS | {} |", limits::MAX_PARTICIPANTS);
     let _ = writeln!(w, "\n## Error codes\n");
     let _ = writeln!(w, "| index | code | recovery class |\n|---|---|---|");
@@ -155,11 +132,7 @@ fn container(c: &ContainerFormat) -> String {
 fn variant(v: &VariantFormat) -> String {
     match v {
         VariantFormat::Unit => "none".into(),
-        other => variant_suffix(other)
-            .trim_start_matches('(')
-            .trim_end_matches(')')
-            .trim()
-            .to_string(),
+        other => variant_suffix(other).trim_start_matches('(').trim_end_matches(')').trim().to_string(),
     }
 }
 
@@ -174,11 +147,7 @@ fn variant_suffix(v: &VariantFormat) -> String {
 }
 
 fn named(fields: &[Named<Format>]) -> String {
-    fields
-        .iter()
-        .map(|f| format!("{}: {}", f.name, format(&f.value)))
-        .collect::<Vec<_>>()
-        .join(", ")
+    fields.iter().map(|f| format!("{}: {}", f.name, format(&f.value))).collect::<Vec<_>>().join(", ")
 }
 
 fn list(fs: &[Format]) -> String {

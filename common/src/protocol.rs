@@ -5,8 +5,11 @@
 //! secret. [`KINDS`] describes each kind's role and direction, and the checked-in boundary
 //! manifest (`common/BOUNDARY.md`) pins all of it.
 
-use crate::bounded::Label;
+use crate::bounded::{
+    CommitmentBytes, Label, PublicKeyPackageBytes, SignatureShareBytes, SignerShares, Signers, SigningPackageBytes,
+};
 use crate::error::{Error, ErrorCode};
+use crate::ids::{AttemptId, KeyId, ParticipantId, SessionId};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. A frame with any other version is rejected.
@@ -46,9 +49,7 @@ impl Direction {
     pub fn allows_sender(self, sender: Side) -> bool {
         matches!(
             (self, sender),
-            (Direction::Both, _)
-                | (Direction::HostToEnclave, Side::Host)
-                | (Direction::EnclaveToHost, Side::Enclave)
+            (Direction::Both, _) | (Direction::HostToEnclave, Side::Host) | (Direction::EnclaveToHost, Side::Enclave)
         )
     }
 }
@@ -82,45 +83,71 @@ pub enum Message {
     Ping(Ping),
     /// Reply to [`Message::Ping`] with the same value.
     Pong(Ping),
+    /// Host -> enclave: bind a session id, once and for good, to a key, a 32-byte message and
+    /// a Taproot mode. Repeating the identical binding is accepted.
+    OpenSession(OpenSession),
+    /// Enclave -> host: the session is bound; the signature will verify under `output_key`.
+    SessionOpened(SessionOpened),
+    /// Host -> enclave: bind an attempt id to a session and an exact signer set.
+    OpenAttempt(OpenAttempt),
+    /// Enclave -> host: the attempt is open.
+    AttemptOpened(AttemptRef),
+    /// Host -> enclave: round-1 commitments for one seat in one attempt (same answer until the
+    /// nonce is consumed).
+    Round1(SeatRef),
+    /// Enclave -> host: the seat's public commitments.
+    Round1Reply(Round1Reply),
+    /// Host -> enclave: sign the package with the seat's nonce (at most once per attempt and seat).
+    Round2(Round2),
+    /// Enclave -> host: the seat's signature share.
+    Round2Reply(Round2Reply),
+    /// Host -> enclave: check one signer's share as it arrives.
+    VerifyShare(VerifyShare),
+    /// Enclave -> host: valid, invalid or indeterminate.
+    ShareVerdict(ShareVerdict),
+    /// Host -> enclave: aggregate the attempt's shares into the BIP340 signature.
+    Aggregate(Aggregate),
+    /// Enclave -> host: the signature, or the candidate culprits if shares were invalid.
+    AggregateReply(AggregateOutcome),
+    /// Host -> enclave: abandon an attempt and wipe its live nonces.
+    AbortAttempt(AttemptRef),
+    /// Enclave -> host: the attempt is gone.
+    AttemptAborted(AttemptAborted),
+    /// Host -> enclave, development builds only: create a key with a trusted dealer, every seat
+    /// held by this enclave (shares sealed like any other). Refused otherwise.
+    DevDealerKeygen(DevDealerKeygen),
+    /// Enclave -> host: a key's public description.
+    KeyInfo(KeyInfo),
+    /// Host -> enclave: describe a key this enclave holds.
+    GetKey(KeyRef),
 }
 
 /// Role and direction of every kind, in wire (variant index) order.
 pub const KINDS: &[KindInfo] = &[
-    KindInfo {
-        name: "Error",
-        role: Role::Reply,
-        direction: Direction::Both,
-    },
-    KindInfo {
-        name: "Hello",
-        role: Role::Request,
-        direction: Direction::HostToEnclave,
-    },
-    KindInfo {
-        name: "HelloReply",
-        role: Role::Reply,
-        direction: Direction::EnclaveToHost,
-    },
-    KindInfo {
-        name: "Health",
-        role: Role::Request,
-        direction: Direction::HostToEnclave,
-    },
-    KindInfo {
-        name: "HealthReply",
-        role: Role::Reply,
-        direction: Direction::EnclaveToHost,
-    },
-    KindInfo {
-        name: "Ping",
-        role: Role::Request,
-        direction: Direction::Both,
-    },
-    KindInfo {
-        name: "Pong",
-        role: Role::Reply,
-        direction: Direction::Both,
-    },
+    KindInfo { name: "Error", role: Role::Reply, direction: Direction::Both },
+    KindInfo { name: "Hello", role: Role::Request, direction: Direction::HostToEnclave },
+    KindInfo { name: "HelloReply", role: Role::Reply, direction: Direction::EnclaveToHost },
+    KindInfo { name: "Health", role: Role::Request, direction: Direction::HostToEnclave },
+    KindInfo { name: "HealthReply", role: Role::Reply, direction: Direction::EnclaveToHost },
+    KindInfo { name: "Ping", role: Role::Request, direction: Direction::Both },
+    KindInfo { name: "Pong", role: Role::Reply, direction: Direction::Both },
+    KindInfo { name: "OpenSession", role: Role::Request, direction: Direction::HostToEnclave },
+    KindInfo { name: "SessionOpened", role: Role::Reply, direction: Direction::EnclaveToHost },
+    KindInfo { name: "OpenAttempt", role: Role::Request, direction: Direction::HostToEnclave },
+    KindInfo { name: "AttemptOpened", role: Role::Reply, direction: Direction::EnclaveToHost },
+    KindInfo { name: "Round1", role: Role::Request, direction: Direction::HostToEnclave },
+    KindInfo { name: "Round1Reply", role: Role::Reply, direction: Direction::EnclaveToHost },
+    KindInfo { name: "Round2", role: Role::Request, direction: Direction::HostToEnclave },
+    KindInfo { name: "Round2Reply", role: Role::Reply, direction: Direction::EnclaveToHost },
+    KindInfo { name: "VerifyShare", role: Role::Request, direction: Direction::HostToEnclave },
+    KindInfo { name: "ShareVerdict", role: Role::Reply, direction: Direction::EnclaveToHost },
+    KindInfo { name: "Aggregate", role: Role::Request, direction: Direction::HostToEnclave },
+    KindInfo { name: "AggregateReply", role: Role::Reply, direction: Direction::EnclaveToHost },
+    KindInfo { name: "AbortAttempt", role: Role::Request, direction: Direction::HostToEnclave },
+    KindInfo { name: "AttemptAborted", role: Role::Reply, direction: Direction::EnclaveToHost },
+    KindInfo { name: "DevDealerKeygen", role: Role::Request, direction: Direction::HostToEnclave },
+    KindInfo { name: "KeyInfo", role: Role::Reply, direction: Direction::EnclaveToHost },
+    KindInfo { name: "GetKey", role: Role::Request, direction: Direction::HostToEnclave },
 ];
 
 impl Message {
@@ -134,6 +161,23 @@ impl Message {
             Message::HealthReply(_) => 4,
             Message::Ping(_) => 5,
             Message::Pong(_) => 6,
+            Message::OpenSession(_) => 7,
+            Message::SessionOpened(_) => 8,
+            Message::OpenAttempt(_) => 9,
+            Message::AttemptOpened(_) => 10,
+            Message::Round1(_) => 11,
+            Message::Round1Reply(_) => 12,
+            Message::Round2(_) => 13,
+            Message::Round2Reply(_) => 14,
+            Message::VerifyShare(_) => 15,
+            Message::ShareVerdict(_) => 16,
+            Message::Aggregate(_) => 17,
+            Message::AggregateReply(_) => 18,
+            Message::AbortAttempt(_) => 19,
+            Message::AttemptAborted(_) => 20,
+            Message::DevDealerKeygen(_) => 21,
+            Message::KeyInfo(_) => 22,
+            Message::GetKey(_) => 23,
         }
     }
 
@@ -200,4 +244,235 @@ pub enum ServiceState {
 pub struct Ping {
     /// Echoed unchanged by the receiver.
     pub echo: u64,
+}
+
+/// How the signature's key is derived from the group's internal key (BIP341).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TaprootMode {
+    /// Key-path only output (BIP86): output key = internal key tweaked with no script tree.
+    Bip86,
+    /// Output key committing to a script tree with this 32-byte merkle root.
+    ScriptTree {
+        /// The script tree's merkle root.
+        merkle_root: [u8; 32],
+    },
+    /// Plain BIP340 under the internal key itself, no tweak.
+    Untweaked,
+}
+
+impl TaprootMode {
+    /// The merkle root as the BIP341 tweak input: `None` for BIP86.
+    pub fn merkle_root(&self) -> Option<&[u8; 32]> {
+        match self {
+            TaprootMode::ScriptTree { merkle_root } => Some(merkle_root),
+            _ => None,
+        }
+    }
+}
+
+/// A BIP340 signature: 32-byte `r` (x coordinate) then 32-byte `s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bip340Signature {
+    /// The nonce point's x coordinate.
+    pub r: [u8; 32],
+    /// The scalar.
+    pub s: [u8; 32],
+}
+
+impl Bip340Signature {
+    /// The 64-byte encoding.
+    pub fn to_bytes(&self) -> [u8; 64] {
+        let mut out = [0u8; 64];
+        out[..32].copy_from_slice(&self.r);
+        out[32..].copy_from_slice(&self.s);
+        out
+    }
+}
+
+/// Opens a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenSession {
+    /// The session id.
+    pub session: SessionId,
+    /// The group key.
+    pub key: KeyId,
+    /// The 32-byte message (a BIP341 sighash or any digest).
+    pub message: [u8; 32],
+    /// How the key is tweaked.
+    pub mode: TaprootMode,
+}
+
+/// Reply to [`OpenSession`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionOpened {
+    /// The session id.
+    pub session: SessionId,
+    /// The x-only key the final signature verifies under.
+    pub output_key: [u8; 32],
+}
+
+/// Opens an attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenAttempt {
+    /// The session.
+    pub session: SessionId,
+    /// The attempt id.
+    pub attempt: AttemptId,
+    /// Exactly the participants who sign in this attempt, ascending.
+    pub signers: Signers,
+}
+
+/// Names an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRef {
+    /// The attempt id.
+    pub attempt: AttemptId,
+}
+
+/// Names one seat in one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatRef {
+    /// The attempt id.
+    pub attempt: AttemptId,
+    /// The participant seat held by this enclave.
+    pub seat: ParticipantId,
+}
+
+/// Reply to [`Message::Round1`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Round1Reply {
+    /// The attempt id.
+    pub attempt: AttemptId,
+    /// The seat.
+    pub seat: ParticipantId,
+    /// The seat's public nonce commitments.
+    pub commitments: CommitmentBytes,
+}
+
+/// Round-2 request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Round2 {
+    /// The attempt id.
+    pub attempt: AttemptId,
+    /// The seat.
+    pub seat: ParticipantId,
+    /// The Taproot mode the coordinator believes is bound; must equal the session's.
+    pub mode: TaprootMode,
+    /// The signing package.
+    pub signing_package: SigningPackageBytes,
+}
+
+/// Reply to [`Round2`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Round2Reply {
+    /// The attempt id.
+    pub attempt: AttemptId,
+    /// The seat.
+    pub seat: ParticipantId,
+    /// The seat's signature share.
+    pub signature_share: SignatureShareBytes,
+}
+
+/// One signer's signature share.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SignerShare {
+    /// The signer.
+    pub signer: ParticipantId,
+    /// Its share.
+    pub signature_share: SignatureShareBytes,
+}
+
+/// Checks one share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyShare {
+    /// The attempt id.
+    pub attempt: AttemptId,
+    /// The signing package the share was made for.
+    pub signing_package: SigningPackageBytes,
+    /// The signer and its share.
+    pub share: SignerShare,
+}
+
+/// Reply to [`VerifyShare`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShareVerdict {
+    /// The share verifies against the signer's verifying share and this package.
+    Valid,
+    /// The share does not verify. The signer is a candidate culprit: a coordinator that altered
+    /// other signers' commitments can also make an honest share fail.
+    Invalid,
+    /// The share could not be judged (it does not decode, or the signer is not in the package).
+    Indeterminate,
+}
+
+/// Aggregation request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Aggregate {
+    /// The attempt id.
+    pub attempt: AttemptId,
+    /// The Taproot mode the coordinator believes is bound; must equal the session's.
+    pub mode: TaprootMode,
+    /// The signing package.
+    pub signing_package: SigningPackageBytes,
+    /// One share per signer of the attempt.
+    pub shares: SignerShares,
+}
+
+/// Reply to [`Aggregate`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AggregateOutcome {
+    /// The BIP340 signature, verified by the enclave under the session's output key.
+    Signed {
+        /// The signature.
+        signature: Bip340Signature,
+        /// The x-only key it verifies under.
+        output_key: [u8; 32],
+    },
+    /// Some shares did not verify; these signers are candidate culprits, not proven ones.
+    InvalidShares {
+        /// The signers whose shares failed.
+        candidate_culprits: Signers,
+    },
+}
+
+/// Reply to [`Message::AbortAttempt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptAborted {
+    /// The attempt id.
+    pub attempt: AttemptId,
+    /// How many live nonce pairs were wiped.
+    pub wiped_count: u16,
+}
+
+/// Development-only dealer key generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DevDealerKeygen {
+    /// Signatures need this many participants.
+    pub threshold: u16,
+    /// Participants 1..=participants are created, all held here.
+    pub participants: u16,
+}
+
+/// Names a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRef {
+    /// The key id.
+    pub key: KeyId,
+}
+
+/// A key's public description.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    /// The key id: the group's x-only internal key (BIP341 "internal key").
+    pub key: KeyId,
+    /// Signatures need this many participants.
+    pub threshold: u16,
+    /// Every participant of the group.
+    pub participants: Signers,
+    /// The seats this enclave holds.
+    pub seats: Signers,
+    /// The BIP86 (key-path only) output key.
+    pub bip86_output_key: [u8; 32],
+    /// The public key package.
+    pub public_key_package: PublicKeyPackageBytes,
 }

@@ -44,16 +44,11 @@ impl FromStr for Address {
                 let (cid, port) = rest
                     .split_once(':')
                     .and_then(|(c, p)| Some((c.parse().ok()?, p.parse().ok()?)))
-                    .ok_or_else(|| {
-                        Error::new(ErrorCode::ConfigInvalid, format!("bad vsock address {s:?}"))
-                    })?;
+                    .ok_or_else(|| Error::new(ErrorCode::ConfigInvalid, format!("bad vsock address {s:?}")))?;
                 return Ok(Address::Vsock { cid, port });
             }
             #[cfg(not(feature = "vsock"))]
-            return Err(Error::new(
-                ErrorCode::ConfigInvalid,
-                format!("{rest:?}: this build has no vsock support"),
-            ));
+            return Err(Error::new(ErrorCode::ConfigInvalid, format!("{rest:?}: this build has no vsock support")));
         }
         let path = s.strip_prefix("unix:").unwrap_or(s);
         if path.is_empty() {
@@ -103,8 +98,7 @@ impl Listener {
                 if path.exists() {
                     std::fs::remove_file(path).map_err(|e| io_err("removing stale socket", e))?;
                 }
-                let l = tokio::net::UnixListener::bind(path)
-                    .map_err(|e| io_err("binding socket", e))?;
+                let l = tokio::net::UnixListener::bind(path).map_err(|e| io_err("binding socket", e))?;
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
                     .map_err(|e| io_err("restricting socket permissions", e))?;
@@ -124,18 +118,9 @@ impl Listener {
         match self {
             Listener::Unix(l) => {
                 let (stream, _) = l.accept().await.map_err(|e| io_err("accept", e))?;
-                let cred = stream
-                    .peer_cred()
-                    .map_err(|e| io_err("reading peer credentials", e))?;
+                let cred = stream.peer_cred().map_err(|e| io_err("reading peer credentials", e))?;
                 let (r, w) = stream.into_split();
-                Ok((
-                    Box::new(r),
-                    Box::new(w),
-                    Peer::Unix {
-                        uid: cred.uid(),
-                        pid: cred.pid(),
-                    },
-                ))
+                Ok((Box::new(r), Box::new(w), Peer::Unix { uid: cred.uid(), pid: cred.pid() }))
             }
             #[cfg(feature = "vsock")]
             Listener::Vsock(l) => {
@@ -152,24 +137,16 @@ pub async fn connect(address: &Address) -> Result<(BoxRead, BoxWrite), Error> {
     match address {
         Address::Unix(path) => {
             let s = tokio::net::UnixStream::connect(path).await.map_err(|e| {
-                Error::new(
-                    ErrorCode::EnclaveUnavailable,
-                    format!("connecting to {}: {e}", path.display()),
-                )
+                Error::new(ErrorCode::EnclaveUnavailable, format!("connecting to {}: {e}", path.display()))
             })?;
             let (r, w) = s.into_split();
             Ok((Box::new(r), Box::new(w)))
         }
         #[cfg(feature = "vsock")]
         Address::Vsock { cid, port } => {
-            let s = tokio_vsock::VsockStream::connect(tokio_vsock::VsockAddr::new(*cid, *port))
-                .await
-                .map_err(|e| {
-                    Error::new(
-                        ErrorCode::EnclaveUnavailable,
-                        format!("connecting to vsock {cid}:{port}: {e}"),
-                    )
-                })?;
+            let s = tokio_vsock::VsockStream::connect(tokio_vsock::VsockAddr::new(*cid, *port)).await.map_err(|e| {
+                Error::new(ErrorCode::EnclaveUnavailable, format!("connecting to vsock {cid}:{port}: {e}"))
+            })?;
             let (r, w) = tokio::io::split(s);
             Ok((Box::new(r), Box::new(w)))
         }

@@ -21,10 +21,7 @@ fn slow_echo() -> Handler {
                     tokio::time::sleep(Duration::from_millis(p.echo % 7)).await;
                     Message::Pong(p)
                 }
-                Message::Health => Message::HealthReply(HealthReply {
-                    state: ServiceState::Ready,
-                    uptime_seconds: 1,
-                }),
+                Message::Health => Message::HealthReply(HealthReply { state: ServiceState::Ready, uptime_seconds: 1 }),
                 other => Message::error(ErrorCode::UnexpectedMessage, other.info().name),
             }
         })
@@ -47,14 +44,8 @@ async fn many_requests_in_flight_in_both_directions() {
     for i in 0..200u64 {
         let (h, e) = (host.clone(), enclave.clone());
         tasks.push(tokio::spawn(async move {
-            let a = h
-                .call(Message::Ping(Ping { echo: i }), T)
-                .await
-                .expect("host call");
-            let b = e
-                .call(Message::Ping(Ping { echo: 1000 + i }), T)
-                .await
-                .expect("enclave call");
+            let a = h.call(Message::Ping(Ping { echo: i }), T).await.expect("host call");
+            let b = e.call(Message::Ping(Ping { echo: 1000 + i }), T).await.expect("enclave call");
             (i, a, b)
         }));
     }
@@ -82,21 +73,12 @@ async fn a_request_from_the_wrong_side_is_answered_unexpected_message() {
     let (_host, _) = Channel::start(Side::Host, Box::new(br), Box::new(bw), slow_echo());
     // Pretend to be an enclave sending a host-only request (Health) to the host.
     let (mut r, mut w) = a.into_split();
-    w.write_all(
-        &frame::encode(&Frame {
-            request_id: 42,
-            message: Message::Health,
-        })
-        .expect("encode"),
-    )
-    .await
-    .expect("write");
+    w.write_all(&frame::encode(&Frame { request_id: 42, message: Message::Health }).expect("encode"))
+        .await
+        .expect("write");
     let reply = read_frame(&mut r).await;
     assert_eq!(reply.request_id, 42);
-    assert!(
-        matches!(reply.message, Message::Error(ref e) if e.code() == ErrorCode::UnexpectedMessage),
-        "{reply:?}"
-    );
+    assert!(matches!(reply.message, Message::Error(ref e) if e.code() == ErrorCode::UnexpectedMessage), "{reply:?}");
 }
 
 #[tokio::test]
@@ -105,28 +87,12 @@ async fn stray_replies_are_dropped_and_the_connection_keeps_working() {
     let (br, bw) = b.into_split();
     let (_enclave, _) = Channel::start(Side::Enclave, Box::new(br), Box::new(bw), slow_echo());
     let (mut r, mut w) = a.into_split();
-    let stray = Frame {
-        request_id: 77,
-        message: Message::Pong(Ping { echo: 1 }),
-    };
-    w.write_all(&frame::encode(&stray).expect("encode"))
-        .await
-        .expect("write");
-    let ping = Frame {
-        request_id: 78,
-        message: Message::Ping(Ping { echo: 2 }),
-    };
-    w.write_all(&frame::encode(&ping).expect("encode"))
-        .await
-        .expect("write");
+    let stray = Frame { request_id: 77, message: Message::Pong(Ping { echo: 1 }) };
+    w.write_all(&frame::encode(&stray).expect("encode")).await.expect("write");
+    let ping = Frame { request_id: 78, message: Message::Ping(Ping { echo: 2 }) };
+    w.write_all(&frame::encode(&ping).expect("encode")).await.expect("write");
     let reply = read_frame(&mut r).await;
-    assert_eq!(
-        reply,
-        Frame {
-            request_id: 78,
-            message: Message::Pong(Ping { echo: 2 })
-        }
-    );
+    assert_eq!(reply, Frame { request_id: 78, message: Message::Pong(Ping { echo: 2 }) });
 }
 
 #[tokio::test]
@@ -135,27 +101,14 @@ async fn a_bad_frame_is_answered_and_the_next_good_one_served() {
     let (br, bw) = b.into_split();
     let (_enclave, _) = Channel::start(Side::Enclave, Box::new(br), Box::new(bw), slow_echo());
     let (mut r, mut w) = a.into_split();
-    w.write_all(&raw_frame(PROTOCOL_VERSION + 1, 5, &[5, 1]))
-        .await
-        .expect("write");
+    w.write_all(&raw_frame(PROTOCOL_VERSION + 1, 5, &[5, 1])).await.expect("write");
     let reply = read_frame(&mut r).await;
     assert_eq!(reply.request_id, 5);
-    assert!(
-        matches!(reply.message, Message::Error(ref e) if e.code() == ErrorCode::UnsupportedProtocolVersion)
-    );
-    w.write_all(
-        &frame::encode(&Frame {
-            request_id: 6,
-            message: Message::Ping(Ping { echo: 3 }),
-        })
-        .expect("encode"),
-    )
-    .await
-    .expect("write");
-    assert_eq!(
-        read_frame(&mut r).await.message,
-        Message::Pong(Ping { echo: 3 })
-    );
+    assert!(matches!(reply.message, Message::Error(ref e) if e.code() == ErrorCode::UnsupportedProtocolVersion));
+    w.write_all(&frame::encode(&Frame { request_id: 6, message: Message::Ping(Ping { echo: 3 }) }).expect("encode"))
+        .await
+        .expect("write");
+    assert_eq!(read_frame(&mut r).await.message, Message::Pong(Ping { echo: 3 }));
 }
 
 #[tokio::test]

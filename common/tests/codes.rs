@@ -31,24 +31,33 @@ const PINNED: &[(usize, &str, &str)] = &[
     (23, "hsm_objects_exist", "fix_request"),
     (24, "hsm_operation_failed", "retry"),
     (25, "unseal_failed", "operator"),
+    (26, "unknown_key", "fix_request"),
+    (27, "unknown_session", "new_attempt"),
+    (28, "session_conflict", "fix_request"),
+    (29, "unknown_attempt", "new_attempt"),
+    (30, "attempt_conflict", "fix_request"),
+    (31, "signer_set_invalid", "fix_request"),
+    (32, "seat_not_held", "fix_request"),
+    (33, "nonce_unavailable", "new_attempt"),
+    (34, "nonce_already_consumed", "new_attempt"),
+    (35, "signing_package_mismatch", "fix_request"),
+    (36, "attempt_completed", "new_attempt"),
+    (37, "invalid_encoding", "fix_request"),
+    (38, "registry_full", "retry"),
+    (39, "store_commit_failed", "retry"),
+    (40, "store_outcome_unknown", "new_attempt"),
+    (41, "dev_feature_disabled", "fix_request"),
+    (42, "signing_failed", "new_attempt"),
 ];
 
 #[test]
 fn every_code_is_pinned_with_its_class_and_wire_index() {
-    assert_eq!(
-        ErrorCode::ALL.len(),
-        PINNED.len(),
-        "a code was added or removed: pin it here"
-    );
+    assert_eq!(ErrorCode::ALL.len(), PINNED.len(), "a code was added or removed: pin it here");
     for (&code, &(index, name, class)) in ErrorCode::ALL.iter().zip(PINNED) {
         assert_eq!(code.code(), name);
         assert_eq!(code.recovery_class().as_str(), class, "{name}");
         let wire = postcard::to_stdvec(&code).expect("encode");
-        assert_eq!(
-            wire,
-            postcard::to_stdvec(&(index as u32)).expect("encode"),
-            "{name} moved on the wire"
-        );
+        assert_eq!(wire, postcard::to_stdvec(&(index as u32)).expect("encode"), "{name} moved on the wire");
         assert_eq!(ErrorCode::from_code(name), Some(code));
     }
 }
@@ -58,13 +67,7 @@ fn codes_are_unique_snake_case() {
     let mut seen = std::collections::HashSet::new();
     for c in ErrorCode::ALL {
         assert!(seen.insert(c.code()), "duplicate {}", c.code());
-        assert!(
-            c.code()
-                .chars()
-                .all(|ch| ch.is_ascii_lowercase() || ch == '_'),
-            "{} not snake_case",
-            c.code()
-        );
+        assert!(c.code().chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'), "{} not snake_case", c.code());
     }
 }
 

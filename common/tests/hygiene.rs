@@ -5,25 +5,11 @@ use serde_reflection::{ContainerFormat, Format, VariantFormat};
 
 /// Words that name secret material. A boundary type, field or variant whose name contains one of
 /// these (as a snake_case or CamelCase word) fails the test.
-const SECRET_WORDS: &[&str] = &[
-    "secret",
-    "nonce",
-    "nonces",
-    "pin",
-    "password",
-    "passphrase",
-    "private",
-    "kek",
-    "seed",
-    "plaintext",
-];
+const SECRET_WORDS: &[&str] =
+    &["secret", "nonce", "nonces", "pin", "password", "passphrase", "private", "kek", "seed", "plaintext"];
 /// Word pairs that name secret material.
-const SECRET_PAIRS: &[(&str, &str)] = &[
-    ("signing", "share"),
-    ("secret", "share"),
-    ("key", "package"),
-    ("key", "share"),
-];
+const SECRET_PAIRS: &[(&str, &str)] =
+    &[("signing", "share"), ("secret", "share"), ("key", "package"), ("key", "share")];
 
 fn words(name: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -53,8 +39,7 @@ fn names_secret(name: &str) -> bool {
     }
     // "public key package" is public; any other "key package" is the secret one.
     w.windows(2).enumerate().any(|(i, p)| {
-        SECRET_PAIRS.contains(&(p[0].as_str(), p[1].as_str()))
-            && !(p[0] == "key" && i > 0 && w[i - 1] == "public")
+        SECRET_PAIRS.contains(&(p[0].as_str(), p[1].as_str())) && !(p[0] == "key" && i > 0 && w[i - 1] == "public")
     })
 }
 
@@ -98,17 +83,13 @@ fn boundary_names() -> Vec<String> {
                             collect_format_names(&f.value, &mut names);
                         }),
                         VariantFormat::NewType(f) => collect_format_names(f, &mut names),
-                        VariantFormat::Tuple(fs) => {
-                            fs.iter().for_each(|f| collect_format_names(f, &mut names))
-                        }
+                        VariantFormat::Tuple(fs) => fs.iter().for_each(|f| collect_format_names(f, &mut names)),
                         _ => {}
                     }
                 }
             }
             ContainerFormat::NewTypeStruct(f) => collect_format_names(f, &mut names),
-            ContainerFormat::TupleStruct(fs) => {
-                fs.iter().for_each(|f| collect_format_names(f, &mut names))
-            }
+            ContainerFormat::TupleStruct(fs) => fs.iter().for_each(|f| collect_format_names(f, &mut names)),
             ContainerFormat::UnitStruct => {}
         }
     }
@@ -156,37 +137,17 @@ fn no_boundary_type_field_or_variant_names_a_secret() {
     let names = boundary_names();
     assert!(names.len() > 10, "tracing found too little: {names:?}");
     let bad: Vec<_> = names.iter().filter(|n| names_secret(n)).collect();
-    assert!(
-        bad.is_empty(),
-        "boundary names that denote secrets: {bad:?}"
-    );
+    assert!(bad.is_empty(), "boundary names that denote secrets: {bad:?}");
 }
 
 #[test]
 fn common_depends_on_no_crate_that_holds_secrets() {
     let manifest = include_str!("../Cargo.toml");
-    let deps = manifest
-        .split("[dependencies]")
-        .nth(1)
-        .expect("[dependencies]")
-        .split("\n[")
-        .next()
-        .expect("section");
-    for forbidden in [
-        "frost",
-        "secrecy",
-        "zeroize",
-        "cryptoki",
-        "ring",
-        "secp256k1",
-        "bitcoin",
-    ] {
+    let deps = manifest.split("[dependencies]").nth(1).expect("[dependencies]").split("\n[").next().expect("section");
+    for forbidden in ["frost", "secrecy", "zeroize", "cryptoki", "ring", "secp256k1", "bitcoin"] {
         for line in deps.lines() {
             let name = line.split(['=', '.', ' ']).next().unwrap_or("").trim();
-            assert!(
-                !name.contains(forbidden),
-                "common depends on {name}, which can hold secrets"
-            );
+            assert!(!name.contains(forbidden), "common depends on {name}, which can hold secrets");
         }
     }
 }

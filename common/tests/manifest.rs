@@ -20,17 +20,9 @@ fn checked_in_manifest_matches_the_code() {
 fn manifest_lists_every_message_kind_and_error_code() {
     let m = frostgate_common::manifest::render().expect("manifest renders");
     for (i, k) in frostgate_common::protocol::KINDS.iter().enumerate() {
-        assert!(
-            m.contains(&format!("| {i} | {} |", k.name)),
-            "kind {} missing",
-            k.name
-        );
+        assert!(m.contains(&format!("| {i} | {} |", k.name)), "kind {} missing", k.name);
     }
     for c in frostgate_common::ErrorCode::ALL {
-        assert!(
-            m.contains(&format!("| {} | {} |", c.code(), c.recovery_class())),
-            "code {} missing",
-            c.code()
-        );
+        assert!(m.contains(&format!("| {} | {} |", c.code(), c.recovery_class())), "code {} missing", c.code());
     }
 }

@@ -20,13 +20,7 @@ use std::sync::Arc;
 #[command(name = "frostgate-enclave", version)]
 struct Cli {
     /// Log format (logs go to stderr).
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value = "human",
-        env = "FROSTGATE_LOG_FORMAT"
-    )]
+    #[arg(long, global = true, value_enum, default_value = "human", env = "FROSTGATE_LOG_FORMAT")]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -84,15 +78,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
     let result = match cli.command {
-        Command::Serve(args) => match tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-        {
+        Command::Serve(args) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(rt) => rt.block_on(serve(args)),
-            Err(e) => Err(Error::new(
-                ErrorCode::Internal,
-                format!("cannot start the runtime: {e}"),
-            )),
+            Err(e) => Err(Error::new(ErrorCode::Internal, format!("cannot start the runtime: {e}"))),
         },
         Command::Token(TokenCommand::Init(args)) => token_init(args),
         Command::Token(TokenCommand::Inspect(args)) => token_inspect(args),
@@ -102,31 +90,17 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             tracing::error!(code = %e.code(), recovery = %e.recovery_class(), "{}", e.message());
-            let _ = writeln!(
-                std::io::stderr(),
-                "error: {} (recovery: {}): {}",
-                e.code(),
-                e.recovery_class(),
-                e.message()
-            );
-            ExitCode::from(if e.code() == ErrorCode::ConfigInvalid {
-                2
-            } else {
-                1
-            })
+            let _ =
+                writeln!(std::io::stderr(), "error: {} (recovery: {}): {}", e.code(), e.recovery_class(), e.message());
+            ExitCode::from(if e.code() == ErrorCode::ConfigInvalid { 2 } else { 1 })
         }
     }
 }
 
-fn custody_config(
-    path: &std::path::Path,
-) -> Result<frostgate_enclave::custody::config::CustodyConfig, Error> {
-    EnclaveConfig::load(path)?.custody.ok_or_else(|| {
-        Error::new(
-            ErrorCode::ConfigInvalid,
-            format!("{}: no [custody] section", path.display()),
-        )
-    })
+fn custody_config(path: &std::path::Path) -> Result<frostgate_enclave::custody::config::CustodyConfig, Error> {
+    EnclaveConfig::load(path)?
+        .custody
+        .ok_or_else(|| Error::new(ErrorCode::ConfigInvalid, format!("{}: no [custody] section", path.display())))
 }
 
 fn out(text: &str) {
@@ -145,11 +119,7 @@ fn token_init(args: TokenArgs) -> Result<ExitCode, Error> {
             serde_json::json!({ "token": config.token_label, "identity_public_key": hex::encode(&key) })
         ));
     } else {
-        out(&format!(
-            "token {:?}: objects created\nidentity public key: {}\n",
-            config.token_label,
-            hex::encode(&key)
-        ));
+        out(&format!("token {:?}: objects created\nidentity public key: {}\n", config.token_label, hex::encode(&key)));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -159,10 +129,7 @@ fn token_inspect(args: TokenArgs) -> Result<ExitCode, Error> {
     let reports = Custody::inspect(&config)?;
     let ok = reports.iter().all(|r| r.violations.is_empty());
     if args.json {
-        out(&format!(
-            "{}\n",
-            serde_json::json!({ "token": config.token_label, "ok": ok, "objects": reports })
-        ));
+        out(&format!("{}\n", serde_json::json!({ "token": config.token_label, "ok": ok, "objects": reports })));
     } else {
         let mut s = format!("token {:?}\n", config.token_label);
         for r in &reports {
@@ -170,17 +137,10 @@ fn token_inspect(args: TokenArgs) -> Result<ExitCode, Error> {
                 "\n{} ({:?}): {}\n",
                 r.label,
                 r.role,
-                if r.violations.is_empty() {
-                    "ok"
-                } else {
-                    "VIOLATION"
-                }
+                if r.violations.is_empty() { "ok" } else { "VIOLATION" }
             ));
             for (name, value) in &r.attributes {
-                s.push_str(&format!(
-                    "  {name:<22} {}\n",
-                    value.as_deref().unwrap_or("unreadable")
-                ));
+                s.push_str(&format!("  {name:<22} {}\n", value.as_deref().unwrap_or("unreadable")));
             }
             for v in &r.violations {
                 s.push_str(&format!("  ! {v}\n"));
@@ -191,21 +151,10 @@ fn token_inspect(args: TokenArgs) -> Result<ExitCode, Error> {
     if ok {
         Ok(ExitCode::SUCCESS)
     } else {
-        let bad: Vec<_> = reports
-            .iter()
-            .filter(|r| !r.violations.is_empty())
-            .map(|r| r.label.as_str())
-            .collect();
+        let bad: Vec<_> = reports.iter().filter(|r| !r.violations.is_empty()).map(|r| r.label.as_str()).collect();
         let missing = reports.iter().any(|r| r.count == 0);
-        let code = if missing {
-            ErrorCode::HsmObjectMissing
-        } else {
-            ErrorCode::HsmObjectPolicyViolation
-        };
-        Err(Error::new(
-            code,
-            format!("objects failing their policy: {}", bad.join(", ")),
-        ))
+        let code = if missing { ErrorCode::HsmObjectMissing } else { ErrorCode::HsmObjectPolicyViolation };
+        Err(Error::new(code, format!("objects failing their policy: {}", bad.join(", "))))
     }
 }
 
@@ -232,28 +181,17 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
         Some(uid) => uid,
         // Fail closed: never guess which user to serve.
         None => {
-            return Err(Error::new(
-                ErrorCode::ConfigInvalid,
-                "cannot determine this process's uid; pass --allowed-uid",
-            ))
+            return Err(Error::new(ErrorCode::ConfigInvalid, "cannot determine this process's uid; pass --allowed-uid"))
         }
     };
-    let policy = PeerPolicy {
-        allowed_uid,
-        allowed_cid: args.allowed_cid,
-    };
+    let policy = PeerPolicy { allowed_uid, allowed_cid: args.allowed_cid };
     tracing::info!(%address, allowed_uid, "enclave listening");
     // Readiness line for supervisors: the only thing `serve` writes to stdout.
     out(&format!("READY {address}\n"));
 
     let service = Arc::new(Service::new(custody));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| {
-            Error::new(
-                ErrorCode::Internal,
-                format!("cannot install the SIGTERM handler: {e}"),
-            )
-        })?;
+        .map_err(|e| Error::new(ErrorCode::Internal, format!("cannot install the SIGTERM handler: {e}")))?;
     tokio::select! {
         _ = server::serve(listener, policy, service.clone()) => {}
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),

@@ -66,19 +66,14 @@ pub fn seal(custody: &Custody, context: &SealContext, plaintext: &[u8]) -> Resul
     if plaintext.len() > MAX_PLAINTEXT {
         return Err(Error::new(
             ErrorCode::Internal,
-            format!(
-                "plaintext of {} bytes exceeds {MAX_PLAINTEXT}",
-                plaintext.len()
-            ),
+            format!("plaintext of {} bytes exceeds {MAX_PLAINTEXT}", plaintext.len()),
         ));
     }
     let aad = context.aad(BLOB_VERSION);
     custody.token().with_session(|s| {
         let mut iv = [0u8; IV_LEN];
-        s.generate_random_slice(&mut iv)
-            .map_err(|e| hsm_err("C_GenerateRandom", e))?;
-        let params = GcmParams::new(&mut iv, &aad, TAG_BITS.into())
-            .map_err(|e| hsm_err("GCM parameters", e))?;
+        s.generate_random_slice(&mut iv).map_err(|e| hsm_err("C_GenerateRandom", e))?;
+        let params = GcmParams::new(&mut iv, &aad, TAG_BITS.into()).map_err(|e| hsm_err("GCM parameters", e))?;
         let sealed = s
             .encrypt(&Mechanism::AesGcm(params), custody.objects().kek, plaintext)
             .map_err(|e| hsm_err("C_Encrypt(AES-GCM)", e))?;
@@ -91,11 +86,7 @@ pub fn seal(custody: &Custody, context: &SealContext, plaintext: &[u8]) -> Resul
 }
 
 /// Unseals a blob for `context`. Any failure is `unseal_failed`.
-pub fn unseal(
-    custody: &Custody,
-    context: &SealContext,
-    blob: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, Error> {
+pub fn unseal(custody: &Custody, context: &SealContext, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
     let failed = || Error::new(ErrorCode::UnsealFailed, "sealed blob did not authenticate");
     if blob.len() < 1 + IV_LEN + TAG_LEN || blob[0] != BLOB_VERSION {
         return Err(failed());
@@ -105,16 +96,12 @@ pub fn unseal(
     let aad = context.aad(blob[0]);
     custody.token().with_session(|s| {
         let params = GcmParams::new(&mut iv, &aad, TAG_BITS.into()).map_err(|_| failed())?;
-        s.decrypt(
-            &Mechanism::AesGcm(params),
-            custody.objects().kek,
-            &blob[1 + IV_LEN..],
+        s.decrypt(&Mechanism::AesGcm(params), custody.objects().kek, &blob[1 + IV_LEN..]).map(Zeroizing::new).map_err(
+            |e| {
+                // SoftHSM reports a bad tag as CKR_GENERAL_ERROR; every failure here means the same.
+                tracing::debug!(error = %e, "unseal failed");
+                failed()
+            },
         )
-        .map(Zeroizing::new)
-        .map_err(|e| {
-            // SoftHSM reports a bad tag as CKR_GENERAL_ERROR; every failure here means the same.
-            tracing::debug!(error = %e, "unseal failed");
-            failed()
-        })
     })
 }

@@ -27,16 +27,12 @@ impl PeerPolicy {
             Peer::Unix { uid, .. } if uid == self.allowed_uid => Ok(()),
             Peer::Unix { uid, .. } => Err(Error::new(
                 ErrorCode::PeerNotAuthorized,
-                format!(
-                    "uid {uid} is not the configured host user {}",
-                    self.allowed_uid
-                ),
+                format!("uid {uid} is not the configured host user {}", self.allowed_uid),
             )),
             Peer::Vsock { cid } if Some(cid) == self.allowed_cid => Ok(()),
-            Peer::Vsock { cid } => Err(Error::new(
-                ErrorCode::PeerNotAuthorized,
-                format!("vsock cid {cid} is not the configured host"),
-            )),
+            Peer::Vsock { cid } => {
+                Err(Error::new(ErrorCode::PeerNotAuthorized, format!("vsock cid {cid} is not the configured host")))
+            }
         }
     }
 }
@@ -61,10 +57,7 @@ pub async fn serve(listener: Listener, policy: PeerPolicy, service: Arc<Service>
         if let Err(e) = policy.check(peer) {
             tracing::warn!(code = %e.code(), ?peer, "refusing connection: {}", e.message());
             tokio::spawn(async move {
-                if let Ok(bytes) = frame::encode(&Frame {
-                    request_id: 0,
-                    message: Message::Error(e),
-                }) {
+                if let Ok(bytes) = frame::encode(&Frame { request_id: 0, message: Message::Error(e) }) {
                     let _ = writer.write_all(&bytes).await;
                     let _ = writer.shutdown().await;
                 }

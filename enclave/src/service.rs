@@ -3,9 +3,7 @@
 use crate::custody::Custody;
 use frostgate_common::bounded::Label;
 use frostgate_common::error::ErrorCode;
-use frostgate_common::protocol::{
-    BuildInfo, HealthReply, HelloReply, Message, ServiceState, PROTOCOL_VERSION,
-};
+use frostgate_common::protocol::{BuildInfo, HealthReply, HelloReply, Message, ServiceState, PROTOCOL_VERSION};
 use std::time::Instant;
 
 /// The enclave's request handler.
@@ -25,11 +23,7 @@ fn label(s: &str) -> Label {
 impl Service {
     /// A new service. Without custody it answers but refuses to sign.
     pub fn new(custody: Option<Custody>) -> Self {
-        let profile = if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        };
+        let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
         Service {
             started: Instant::now(),
             build: BuildInfo {
@@ -63,17 +57,11 @@ impl Service {
                 if hello.protocol_version != PROTOCOL_VERSION {
                     return Message::error(
                         ErrorCode::UnsupportedProtocolVersion,
-                        format!(
-                            "host speaks {}, enclave speaks {PROTOCOL_VERSION}",
-                            hello.protocol_version
-                        ),
+                        format!("host speaks {}, enclave speaks {PROTOCOL_VERSION}", hello.protocol_version),
                     );
                 }
                 tracing::info!(client = %hello.client.as_inner(), "hello");
-                Message::HelloReply(HelloReply {
-                    protocol_version: PROTOCOL_VERSION,
-                    build: self.build.clone(),
-                })
+                Message::HelloReply(HelloReply { protocol_version: PROTOCOL_VERSION, build: self.build.clone() })
             }
             Message::Health => Message::HealthReply(HealthReply {
                 state: self.state(),

@@ -6,9 +6,7 @@
 use frostgate_common::bounded::Label;
 use frostgate_common::channel::{Channel, Handler};
 use frostgate_common::error::{Error, ErrorCode};
-use frostgate_common::protocol::{
-    HealthReply, Hello, HelloReply, Message, Ping, Side, PROTOCOL_VERSION,
-};
+use frostgate_common::protocol::{HealthReply, Hello, HelloReply, Message, Ping, Side, PROTOCOL_VERSION};
 use frostgate_common::transport::{self, Address};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -51,33 +49,18 @@ impl EnclaveClient {
         let client = Label::new(format!("frostgate {}", env!("CARGO_PKG_VERSION")))
             .map_err(|e| Error::new(ErrorCode::Internal, e))?;
         let reply = channel
-            .call(
-                Message::Hello(Hello {
-                    protocol_version: PROTOCOL_VERSION,
-                    client,
-                }),
-                Some(REQUEST_TIMEOUT),
-            )
+            .call(Message::Hello(Hello { protocol_version: PROTOCOL_VERSION, client }), Some(REQUEST_TIMEOUT))
             .await?;
         let hello = match reply {
             Message::HelloReply(h) => h,
             other => return Err(unexpected("HelloReply", &other)),
         };
-        Ok(EnclaveClient {
-            channel,
-            address,
-            hello,
-            child: None,
-        })
+        Ok(EnclaveClient { channel, address, hello, child: None })
     }
 
     /// Starts `enclave_bin` listening on a socket in `socket_dir`, waits for its readiness line,
     /// then connects.
-    pub async fn spawn(
-        enclave_bin: &Path,
-        socket_dir: &Path,
-        extra_args: &[String],
-    ) -> Result<Self, Error> {
+    pub async fn spawn(enclave_bin: &Path, socket_dir: &Path, extra_args: &[String]) -> Result<Self, Error> {
         let socket = socket_dir.join("enclave.sock");
         let child = ChildEnclave::start(enclave_bin, &socket, extra_args)?;
         let mut client = Self::connect(Address::Unix(socket)).await?;
@@ -102,11 +85,7 @@ impl EnclaveClient {
 
     /// Asks for the enclave's health.
     pub async fn health(&self) -> Result<HealthReply, Error> {
-        match self
-            .channel
-            .call(Message::Health, Some(REQUEST_TIMEOUT))
-            .await?
-        {
+        match self.channel.call(Message::Health, Some(REQUEST_TIMEOUT)).await? {
             Message::HealthReply(h) => Ok(h),
             other => Err(unexpected("HealthReply", &other)),
         }
@@ -114,11 +93,7 @@ impl EnclaveClient {
 
     /// Round trip of a ping.
     pub async fn ping(&self, echo: u64) -> Result<u64, Error> {
-        match self
-            .channel
-            .call(Message::Ping(Ping { echo }), Some(REQUEST_TIMEOUT))
-            .await?
-        {
+        match self.channel.call(Message::Ping(Ping { echo }), Some(REQUEST_TIMEOUT)).await? {
             Message::Pong(p) => Ok(p.echo),
             other => Err(unexpected("Pong", &other)),
         }
@@ -126,10 +101,7 @@ impl EnclaveClient {
 }
 
 fn unexpected(wanted: &str, got: &Message) -> Error {
-    Error::new(
-        ErrorCode::UnexpectedMessage,
-        format!("expected {wanted}, got {}", got.info().name),
-    )
+    Error::new(ErrorCode::UnexpectedMessage, format!("expected {wanted}, got {}", got.info().name))
 }
 
 /// An enclave process started by this host.
@@ -150,15 +122,9 @@ impl ChildEnclave {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| {
-                Error::new(
-                    ErrorCode::EnclaveUnavailable,
-                    format!("starting {}: {e}", enclave_bin.display()),
-                )
+                Error::new(ErrorCode::EnclaveUnavailable, format!("starting {}: {e}", enclave_bin.display()))
             })?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| Error::new(ErrorCode::Internal, "child stdout not captured"))?;
+        let stdout = child.stdout.take().ok_or_else(|| Error::new(ErrorCode::Internal, "child stdout not captured"))?;
         let mut guard = ChildEnclave { child };
         let mut line = String::new();
         let read = BufReader::new(stdout).read_line(&mut line);

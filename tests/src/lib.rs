@@ -19,31 +19,17 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("workspace root")
-            .to_path_buf();
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
         let cargo = option_env!("CARGO").unwrap_or("cargo");
         let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "--bins",
-                "-p",
-                "frostgate-enclave",
-                "-p",
-                "frostgate-host",
-            ])
+            .args(["build", "--quiet", "--bins", "-p", "frostgate-enclave", "-p", "frostgate-host"])
             .current_dir(&workspace)
             .status()
             .expect("run cargo build");
         assert!(status.success(), "building the binaries failed");
         // target/<profile>/deps/<test-binary> -> target/<profile>
         let exe = std::env::current_exe().expect("current exe");
-        exe.parent()
-            .and_then(Path::parent)
-            .expect("target dir")
-            .to_path_buf()
+        exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
     })
 }
 
@@ -76,10 +62,7 @@ impl EnclaveProcess {
 
     /// Starts the enclave with extra arguments and environment, and waits for readiness.
     pub fn start_with_env(extra_args: &[&str], env: &[(String, String)]) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("fg-test-")
-            .tempdir()
-            .expect("temp dir");
+        let dir = tempfile::Builder::new().prefix("fg-test-").tempdir().expect("temp dir");
         let socket = dir.path().join("enclave.sock");
         let log = dir.path().join("enclave.log");
         let stderr = std::fs::File::create(&log).expect("log file");
@@ -102,17 +85,8 @@ impl EnclaveProcess {
             let _ = tx.send(line);
         });
         let line = rx.recv_timeout(READY_TIMEOUT).unwrap_or_default();
-        let me = EnclaveProcess {
-            child: Some(child),
-            socket,
-            log,
-            dir,
-        };
-        assert!(
-            line.starts_with("READY "),
-            "enclave not ready: {line:?}; log:\n{}",
-            me.logs()
-        );
+        let me = EnclaveProcess { child: Some(child), socket, log, dir };
+        assert!(line.starts_with("READY "), "enclave not ready: {line:?}; log:\n{}", me.logs());
         me
     }
 

@@ -34,9 +34,9 @@ impl Provider {
     pub fn module(self) -> PathBuf {
         match self {
             Provider::SoftHsm => PathBuf::from(SOFTHSM_MODULE),
-            Provider::Kryoptic => PathBuf::from(
-                std::env::var("FROSTGATE_KRYOPTIC_MODULE").expect("FROSTGATE_KRYOPTIC_MODULE"),
-            ),
+            Provider::Kryoptic => {
+                PathBuf::from(std::env::var("FROSTGATE_KRYOPTIC_MODULE").expect("FROSTGATE_KRYOPTIC_MODULE"))
+            }
         }
     }
 }
@@ -45,9 +45,7 @@ impl Provider {
 pub fn random_hex(bytes: usize) -> String {
     use std::io::Read;
     let mut buf = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .expect("urandom");
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)).expect("urandom");
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -80,10 +78,7 @@ impl TokenDir {
     /// A fresh, empty token directory for the selected provider.
     pub fn new() -> TokenDir {
         let provider = Provider::from_env();
-        let dir = tempfile::Builder::new()
-            .prefix("fg-token-")
-            .tempdir()
-            .expect("temp dir");
+        let dir = tempfile::Builder::new().prefix("fg-token-").tempdir().expect("temp dir");
         let conf = match provider {
             Provider::SoftHsm => {
                 std::fs::create_dir(dir.path().join("tokens")).expect("tokens dir");
@@ -100,11 +95,7 @@ impl TokenDir {
             }
             Provider::Kryoptic => dir.path().join("kryoptic.conf"),
         };
-        TokenDir {
-            dir,
-            provider,
-            conf,
-        }
+        TokenDir { dir, provider, conf }
     }
 
     /// The environment a process needs to see these tokens.
@@ -128,24 +119,11 @@ impl TokenDir {
         match self.provider {
             Provider::SoftHsm => {
                 let out = Command::new("softhsm2-util")
-                    .args([
-                        "--init-token",
-                        "--free",
-                        "--label",
-                        label,
-                        "--so-pin",
-                        SO_PIN,
-                        "--pin",
-                        &pin,
-                    ])
+                    .args(["--init-token", "--free", "--label", label, "--so-pin", SO_PIN, "--pin", &pin])
                     .envs(self.env())
                     .output()
                     .expect("softhsm2-util");
-                assert!(
-                    out.status.success(),
-                    "init token: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                assert!(out.status.success(), "init token: {}", String::from_utf8_lossy(&out.stderr));
             }
             Provider::Kryoptic => self.init_kryoptic_token(label, &pin, &module),
         }
@@ -161,14 +139,7 @@ impl TokenDir {
             ),
         )
         .expect("config");
-        TestToken {
-            label: label.into(),
-            pin,
-            pin_file,
-            config,
-            module,
-            env: self.env(),
-        }
+        TestToken { label: label.into(), pin, pin_file, config, module, env: self.env() }
     }
 
     fn init_kryoptic_token(&self, label: &str, pin: &str, module: &Path) {
@@ -178,10 +149,7 @@ impl TokenDir {
         let db = self.path().join(format!("{label}.sql"));
         std::fs::write(
             &self.conf,
-            format!(
-                "{existing}[[slots]]\nslot = {slot}\ndbtype = \"sqlite\"\ndbargs = \"{}\"\n\n",
-                db.display()
-            ),
+            format!("{existing}[[slots]]\nslot = {slot}\ndbtype = \"sqlite\"\ndbargs = \"{}\"\n\n", db.display()),
         )
         .expect("kryoptic conf");
         let m = module.display().to_string();
@@ -192,34 +160,11 @@ impl TokenDir {
                 .envs(self.env())
                 .output()
                 .expect("pkcs11-tool");
-            assert!(
-                out.status.success(),
-                "pkcs11-tool {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "pkcs11-tool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         };
         let slot = slot.to_string();
-        run(&[
-            "--slot",
-            &slot,
-            "--init-token",
-            "--label",
-            label,
-            "--so-pin",
-            SO_PIN,
-        ]);
-        run(&[
-            "--slot",
-            &slot,
-            "--login",
-            "--login-type",
-            "so",
-            "--init-pin",
-            "--so-pin",
-            SO_PIN,
-            "--new-pin",
-            pin,
-        ]);
+        run(&["--slot", &slot, "--init-token", "--label", label, "--so-pin", SO_PIN]);
+        run(&["--slot", &slot, "--login", "--login-type", "so", "--init-pin", "--so-pin", SO_PIN, "--new-pin", pin]);
     }
 }
 
@@ -266,9 +211,7 @@ impl TestToken {
             &path,
             format!(
                 "[custody]\nmodule = \"{}\"\ntoken_label = \"{}\"\npin = {{ file = \"{}\" }}\n",
-                module
-                    .map(str::to_string)
-                    .unwrap_or_else(|| self.module.display().to_string()),
+                module.map(str::to_string).unwrap_or_else(|| self.module.display().to_string()),
                 label.unwrap_or(&self.label),
                 pin_file.unwrap_or(&self.pin_file).display()
             ),

@@ -5,15 +5,8 @@ use std::process::Command;
 
 #[test]
 fn enclave_status_spawns_a_child_enclave_and_reports_json() {
-    let out = Command::new(host_bin())
-        .args(["enclave", "status", "--spawn", "--json"])
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(host_bin()).args(["enclave", "status", "--spawn", "--json"]).output().expect("run");
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     // No custody configured: the enclave answers but refuses to sign, and says why.
     assert_eq!(v["state"], "refusing");
@@ -32,23 +25,13 @@ fn enclave_status_spawns_a_child_enclave_with_custody() {
         .envs(token.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .output()
         .expect("run");
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
     let out = Command::new(host_bin())
-        .args([
-            "enclave", "status", "--spawn", "--json", "--config", &config,
-        ])
+        .args(["enclave", "status", "--spawn", "--json", "--config", &config])
         .envs(token.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .output()
         .expect("run");
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(v["state"], "ready");
     assert!(v["refusal_code"].is_null());
@@ -62,15 +45,10 @@ fn enclave_status_connects_to_a_running_enclave() {
         .arg(format!("unix:{}", enclave.socket.display()))
         .output()
         .expect("run");
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("state:    refusing")
-            && text.contains("refusal:  custody_not_configured (recovery: operator)"),
+        text.contains("state:    refusing") && text.contains("refusal:  custody_not_configured (recovery: operator)"),
         "{text}"
     );
 }
@@ -85,40 +63,25 @@ fn enclave_status_without_an_enclave_fails_with_a_code() {
         .expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("error: enclave_unavailable (recovery: retry)"),
-        "{err}"
-    );
+    assert!(err.contains("error: enclave_unavailable (recovery: retry)"), "{err}");
 }
 
 #[test]
 fn enclave_status_refused_by_peer_credentials_reports_the_code() {
     let other = frostgate_tests::own_uid().wrapping_add(4242).to_string();
     let enclave = EnclaveProcess::start(&["--allowed-uid", &other]);
-    let out = Command::new(host_bin())
-        .args(["enclave", "status", "--connect"])
-        .arg(&enclave.socket)
-        .output()
-        .expect("run");
+    let out =
+        Command::new(host_bin()).args(["enclave", "status", "--connect"]).arg(&enclave.socket).output().expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("error: peer_not_authorized (recovery: operator)"),
-        "{err}"
-    );
+    assert!(err.contains("error: peer_not_authorized (recovery: operator)"), "{err}");
 }
 
 #[test]
 fn enclave_protocol_prints_the_checked_in_manifest() {
-    let out = Command::new(host_bin())
-        .args(["enclave", "protocol"])
-        .output()
-        .expect("run");
+    let out = Command::new(host_bin()).args(["enclave", "protocol"]).output().expect("run");
     assert!(out.status.success());
-    let checked_in = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../common/BOUNDARY.md"
-    ))
-    .expect("manifest");
+    let checked_in =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../common/BOUNDARY.md")).expect("manifest");
     assert_eq!(String::from_utf8_lossy(&out.stdout), checked_in);
 }

@@ -20,25 +20,11 @@ fn run(bin: std::path::PathBuf, token: &TestToken, args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 fn init(token: &TestToken) -> serde_json::Value {
-    let o = run(
-        host_bin(),
-        token,
-        &[
-            "token",
-            "init",
-            "--json",
-            "--config",
-            &token.config.display().to_string(),
-        ],
-    );
+    let o = run(host_bin(), token, &["token", "init", "--json", "--config", &token.config.display().to_string()]);
     assert!(o.status.success(), "init: {}", text(&o));
     serde_json::from_slice(&o.stdout).expect("json")
 }
@@ -73,17 +59,7 @@ fn init_inspect_and_serve_ready() {
     let v = init(&token);
     assert_eq!(v["identity_public_key"].as_str().expect("hex").len(), 130);
 
-    let o = run(
-        host_bin(),
-        &token,
-        &[
-            "token",
-            "inspect",
-            "--json",
-            "--config",
-            &token.config.display().to_string(),
-        ],
-    );
+    let o = run(host_bin(), &token, &["token", "inspect", "--json", "--config", &token.config.display().to_string()]);
     assert!(o.status.success(), "inspect: {}", text(&o));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(report["ok"], true);
@@ -91,33 +67,20 @@ fn init_inspect_and_serve_ready() {
     assert_eq!(objects.len(), 4);
     for obj in objects {
         assert_eq!(obj["count"], 1);
-        assert!(
-            obj["violations"].as_array().expect("violations").is_empty(),
-            "{obj}"
-        );
+        assert!(obj["violations"].as_array().expect("violations").is_empty(), "{obj}");
     }
 
-    let enclave = EnclaveProcess::start_with_env(
-        &["--config", &token.config.display().to_string()],
-        token.env(),
-    );
+    let enclave = EnclaveProcess::start_with_env(&["--config", &token.config.display().to_string()], token.env());
     let health = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("rt")
         .block_on(async {
-            EnclaveClient::connect(Address::Unix(enclave.socket.clone()))
-                .await
-                .expect("connect")
-                .health()
-                .await
+            EnclaveClient::connect(Address::Unix(enclave.socket.clone())).await.expect("connect").health().await
         })
         .expect("health");
     assert_eq!(health.state, ServiceState::Ready);
-    assert!(
-        !enclave.logs().contains(&token.pin),
-        "PIN in the enclave's log"
-    );
+    assert!(!enclave.logs().contains(&token.pin), "PIN in the enclave's log");
 }
 
 #[test]
@@ -143,44 +106,17 @@ fn init_refuses_existing_objects_and_danger_rotate_replaces_them() {
     let config = token.config.display().to_string();
     let o = run(host_bin(), &token, &["token", "init", "--config", &config]);
     assert!(!o.status.success());
-    assert!(
-        text(&o).contains("error: hsm_objects_exist (recovery: fix_request)"),
-        "{}",
-        text(&o)
-    );
+    assert!(text(&o).contains("error: hsm_objects_exist (recovery: fix_request)"), "{}", text(&o));
     // Still exactly one of each object, unchanged.
-    let o = run(
-        host_bin(),
-        &token,
-        &["token", "inspect", "--json", "--config", &config],
-    );
+    let o = run(host_bin(), &token, &["token", "inspect", "--json", "--config", &config]);
     assert!(o.status.success(), "{}", text(&o));
 
-    let o = run(
-        host_bin(),
-        &token,
-        &[
-            "token",
-            "init",
-            "--danger-rotate",
-            "--json",
-            "--config",
-            &config,
-        ],
-    );
+    let o = run(host_bin(), &token, &["token", "init", "--danger-rotate", "--json", "--config", &config]);
     assert!(o.status.success(), "{}", text(&o));
     let second: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_ne!(first["identity_public_key"], second["identity_public_key"]);
-    let o = run(
-        host_bin(),
-        &token,
-        &["token", "inspect", "--json", "--config", &config],
-    );
-    assert!(
-        o.status.success(),
-        "exactly one of each after rotation: {}",
-        text(&o)
-    );
+    let o = run(host_bin(), &token, &["token", "inspect", "--json", "--config", &config]);
+    assert!(o.status.success(), "exactly one of each after rotation: {}", text(&o));
 }
 
 #[test]
@@ -198,23 +134,11 @@ fn the_kek_value_cannot_be_read_from_outside() {
         "-o",
         &out_file.display().to_string(),
     ]);
-    assert!(
-        !o.status.success(),
-        "reading the KEK succeeded: {}",
-        text(&o)
-    );
-    assert!(
-        std::fs::read(&out_file)
-            .map(|b| b.is_empty())
-            .unwrap_or(true),
-        "KEK bytes written"
-    );
+    assert!(!o.status.success(), "reading the KEK succeeded: {}", text(&o));
+    assert!(std::fs::read(&out_file).map(|b| b.is_empty()).unwrap_or(true), "KEK bytes written");
     let listing = token.pkcs11_tool(&["-O"]);
     let listing = text(&listing);
-    assert!(
-        listing.contains("frostgate-kek") && listing.contains("never extractable"),
-        "{listing}"
-    );
+    assert!(listing.contains("frostgate-kek") && listing.contains("never extractable"), "{listing}");
 }
 
 #[test]
@@ -223,40 +147,14 @@ fn boot_refuses_a_weakened_object() {
     let token = dir.add_token("node1");
     init(&token);
     // An attacker (or a careless operator) replaces the KEK with an extractable one.
-    let o = token.pkcs11_tool(&[
-        "--delete-object",
-        "--type",
-        "secrkey",
-        "--label",
-        "frostgate-kek",
-    ]);
+    let o = token.pkcs11_tool(&["--delete-object", "--type", "secrkey", "--label", "frostgate-kek"]);
     assert!(o.status.success(), "{}", text(&o));
-    let o = token.pkcs11_tool(&[
-        "--keygen",
-        "--key-type",
-        "AES:32",
-        "--label",
-        "frostgate-kek",
-        "--extractable",
-    ]);
+    let o = token.pkcs11_tool(&["--keygen", "--key-type", "AES:32", "--label", "frostgate-kek", "--extractable"]);
     assert!(o.status.success(), "{}", text(&o));
     let all = boot_refused(&token, &token.config);
-    assert!(
-        all.contains("error: hsm_object_policy_violation (recovery: operator)"),
-        "{all}"
-    );
+    assert!(all.contains("error: hsm_object_policy_violation (recovery: operator)"), "{all}");
     assert!(all.contains("CKA_EXTRACTABLE is true"), "{all}");
-    let o = run(
-        host_bin(),
-        &token,
-        &[
-            "token",
-            "inspect",
-            "--json",
-            "--config",
-            &token.config.display().to_string(),
-        ],
-    );
+    let o = run(host_bin(), &token, &["token", "inspect", "--json", "--config", &token.config.display().to_string()]);
     assert!(!o.status.success());
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(report["ok"], false);
@@ -269,20 +167,10 @@ fn boot_refuses_a_duplicated_label() {
     let token = dir.add_token("node1");
     init(&token);
     // A second, otherwise harmless object with the KEK's label makes the choice ambiguous.
-    let o = token.pkcs11_tool(&[
-        "--keygen",
-        "--key-type",
-        "AES:32",
-        "--label",
-        "frostgate-kek",
-        "--sensitive",
-    ]);
+    let o = token.pkcs11_tool(&["--keygen", "--key-type", "AES:32", "--label", "frostgate-kek", "--sensitive"]);
     assert!(o.status.success(), "{}", text(&o));
     let all = boot_refused(&token, &token.config);
-    assert!(
-        all.contains("hsm_object_policy_violation") && all.contains("2 objects carry this label"),
-        "{all}"
-    );
+    assert!(all.contains("hsm_object_policy_violation") && all.contains("2 objects carry this label"), "{all}");
 }
 
 #[test]
@@ -290,19 +178,10 @@ fn boot_refuses_a_missing_object() {
     let dir = TokenDir::new();
     let token = dir.add_token("node1");
     init(&token);
-    let o = token.pkcs11_tool(&[
-        "--delete-object",
-        "--type",
-        "secrkey",
-        "--label",
-        "frostgate-mac-root",
-    ]);
+    let o = token.pkcs11_tool(&["--delete-object", "--type", "secrkey", "--label", "frostgate-mac-root"]);
     assert!(o.status.success(), "{}", text(&o));
     let all = boot_refused(&token, &token.config);
-    assert!(
-        all.contains("error: hsm_object_missing (recovery: operator)"),
-        "{all}"
-    );
+    assert!(all.contains("error: hsm_object_missing (recovery: operator)"), "{all}");
     // Before init, everything is missing.
     let fresh = dir.add_token("node2");
     let all = boot_refused(&fresh, &fresh.config);
@@ -341,33 +220,13 @@ fn wrong_pin_missing_token_missing_pin_and_bad_module_have_their_codes() {
     for (name, config, expected) in cases {
         let all = boot_refused(&token, &config);
         assert!(all.contains(expected), "{name}: {all}");
-        let o = run(
-            host_bin(),
-            &token,
-            &[
-                "token",
-                "inspect",
-                "--config",
-                &config.display().to_string(),
-            ],
-        );
-        assert!(
-            !o.status.success() && text(&o).contains(expected),
-            "{name} (inspect): {}",
-            text(&o)
-        );
+        let o = run(host_bin(), &token, &["token", "inspect", "--config", &config.display().to_string()]);
+        assert!(!o.status.success() && text(&o).contains(expected), "{name} (inspect): {}", text(&o));
     }
     let bad = dir.path().join("bad.toml");
-    std::fs::write(
-        &bad,
-        "[custody]\ntoken_label = \"node1\"\npin = { file = \"/x\" }\nslot = 0\n",
-    )
-    .expect("write");
+    std::fs::write(&bad, "[custody]\ntoken_label = \"node1\"\npin = { file = \"/x\" }\nslot = 0\n").expect("write");
     let all = boot_refused(&token, &bad);
-    assert!(
-        all.contains("error: config_invalid (recovery: operator)") && all.contains("slot"),
-        "{all}"
-    );
+    assert!(all.contains("error: config_invalid (recovery: operator)") && all.contains("slot"), "{all}");
 }
 
 #[test]
@@ -393,16 +252,7 @@ fn the_pin_never_appears_in_any_output_or_log() {
     std::fs::write(&wrong, &wrong_pin).expect("write");
     let wrong_config = token.config_with("wrong", None, None, Some(&wrong));
     let refused = boot_refused(&token, &wrong_config);
-    assert!(
-        seen.contains("TRACE") || seen.contains("DEBUG") || seen.contains("INFO"),
-        "logs were captured:\n{seen}"
-    );
-    assert!(
-        !seen.contains(&token.pin),
-        "the PIN appeared in output or logs"
-    );
-    assert!(
-        !refused.contains(&wrong_pin),
-        "a rejected PIN appeared in output or logs"
-    );
+    assert!(seen.contains("TRACE") || seen.contains("DEBUG") || seen.contains("INFO"), "logs were captured:\n{seen}");
+    assert!(!seen.contains(&token.pin), "the PIN appeared in output or logs");
+    assert!(!refused.contains(&wrong_pin), "a rejected PIN appeared in output or logs");
 }

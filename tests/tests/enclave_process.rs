@@ -14,8 +14,7 @@ use std::time::Duration;
 
 fn raw_connect(e: &EnclaveProcess) -> UnixStream {
     let s = UnixStream::connect(&e.socket).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
     s
 }
 
@@ -35,52 +34,30 @@ fn error_code(f: &Frame) -> ErrorCode {
 }
 
 fn ping(s: &mut UnixStream, id: u64) {
-    s.write_all(
-        &frame::encode(&Frame {
-            request_id: id,
-            message: Message::Ping(Ping { echo: id }),
-        })
-        .expect("encode"),
-    )
-    .expect("write");
+    s.write_all(&frame::encode(&Frame { request_id: id, message: Message::Ping(Ping { echo: id }) }).expect("encode"))
+        .expect("write");
     let reply = read_frame(s).expect("reply");
-    assert_eq!(
-        reply,
-        Frame {
-            request_id: id,
-            message: Message::Pong(Ping { echo: id })
-        }
-    );
+    assert_eq!(reply, Frame { request_id: id, message: Message::Pong(Ping { echo: id }) });
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
 }
 
 #[test]
 fn handshake_health_and_ping_through_the_host_client() {
     let enclave = EnclaveProcess::start(&[]);
     runtime().block_on(async {
-        let client = EnclaveClient::connect(Address::Unix(enclave.socket.clone()))
-            .await
-            .expect("connect");
+        let client = EnclaveClient::connect(Address::Unix(enclave.socket.clone())).await.expect("connect");
         assert_eq!(client.hello().protocol_version, PROTOCOL_VERSION);
         assert_eq!(client.hello().build.name.as_inner(), "frostgate-enclave");
         let health = client.health().await.expect("health");
-        assert_eq!(
-            health.state,
-            ServiceState::Refusing(ErrorCode::CustodyNotConfigured)
-        );
+        assert_eq!(health.state, ServiceState::Refusing(ErrorCode::CustodyNotConfigured));
         // Several requests in flight at once on one connection.
         let tasks: Vec<_> = (0..64u64)
             .map(|i| {
                 let ch = client.channel().clone();
-                tokio::spawn(
-                    async move { (i, ch.call(Message::Ping(Ping { echo: i }), None).await) },
-                )
+                tokio::spawn(async move { (i, ch.call(Message::Ping(Ping { echo: i }), None).await) })
             })
             .collect();
         for t in tasks {
@@ -101,35 +78,15 @@ fn every_malformed_frame_class_gets_its_code_and_other_connections_keep_working(
     let mut trailing = ping_payload.clone();
     trailing.push(0);
     let cases: Vec<(&str, Vec<u8>, ErrorCode)> = vec![
-        (
-            "bad version",
-            raw_frame(PROTOCOL_VERSION + 1, 11, &ping_payload),
-            ErrorCode::UnsupportedProtocolVersion,
-        ),
-        (
-            "unknown kind",
-            raw_frame(PROTOCOL_VERSION, 12, &[0x7e]),
-            ErrorCode::UnknownMessageKind,
-        ),
-        (
-            "trailing bytes",
-            raw_frame(PROTOCOL_VERSION, 13, &trailing),
-            ErrorCode::FrameTrailingBytes,
-        ),
+        ("bad version", raw_frame(PROTOCOL_VERSION + 1, 11, &ping_payload), ErrorCode::UnsupportedProtocolVersion),
+        ("unknown kind", raw_frame(PROTOCOL_VERSION, 12, &[0x7e]), ErrorCode::UnknownMessageKind),
+        ("trailing bytes", raw_frame(PROTOCOL_VERSION, 13, &trailing), ErrorCode::FrameTrailingBytes),
         (
             "garbage",
-            raw_frame(
-                PROTOCOL_VERSION,
-                14,
-                &[1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
-            ),
+            raw_frame(PROTOCOL_VERSION, 14, &[1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
             ErrorCode::MalformedMessage,
         ),
-        (
-            "shorter than header",
-            vec![0, 0, 0, 3, 1, 2, 3],
-            ErrorCode::FrameTruncated,
-        ),
+        ("shorter than header", vec![0, 0, 0, 3, 1, 2, 3], ErrorCode::FrameTruncated),
     ];
     for (name, bytes, code) in cases {
         let mut s = raw_connect(&enclave);
@@ -143,23 +100,15 @@ fn every_malformed_frame_class_gets_its_code_and_other_connections_keep_working(
 
     // Oversize: rejected from the length prefix, then that connection is closed.
     let mut s = raw_connect(&enclave);
-    s.write_all(&((MAX_FRAME_LEN + 1) as u32).to_be_bytes())
-        .expect("write");
+    s.write_all(&((MAX_FRAME_LEN + 1) as u32).to_be_bytes()).expect("write");
     let reply = read_frame(&mut s).expect("reply");
     assert_eq!(reply.request_id, 0);
     assert_eq!(error_code(&reply), ErrorCode::FrameTooLarge);
-    assert!(
-        read_frame(&mut s).is_none(),
-        "connection closed after an oversize frame"
-    );
+    assert!(read_frame(&mut s).is_none(), "connection closed after an oversize frame");
 
     // Truncated: the peer hangs up inside a frame; the enclave drops that connection only.
     let mut s = raw_connect(&enclave);
-    let full = frame::encode(&Frame {
-        request_id: 20,
-        message: Message::Ping(Ping { echo: 1 }),
-    })
-    .expect("encode");
+    let full = frame::encode(&Frame { request_id: 20, message: Message::Ping(Ping { echo: 1 }) }).expect("encode");
     s.write_all(&full[..full.len() - 2]).expect("write");
     s.shutdown(std::net::Shutdown::Write).expect("shutdown");
     assert!(read_frame(&mut s).is_none());
@@ -168,19 +117,12 @@ fn every_malformed_frame_class_gets_its_code_and_other_connections_keep_working(
     let mut fresh = raw_connect(&enclave);
     ping(&mut fresh, 4);
     let logs = enclave.logs();
-    assert!(
-        logs.contains("frame_too_large") && logs.contains("unknown_message_kind"),
-        "codes are logged:\n{logs}"
-    );
+    assert!(logs.contains("frame_too_large") && logs.contains("unknown_message_kind"), "codes are logged:\n{logs}");
 }
 
 fn postcard_ping() -> Vec<u8> {
     // The payload of a Ping: kind 5, then the varint echo value 7.
-    let f = frame::encode(&Frame {
-        request_id: 0,
-        message: Message::Ping(Ping { echo: 7 }),
-    })
-    .expect("encode");
+    let f = frame::encode(&Frame { request_id: 0, message: Message::Ping(Ping { echo: 7 }) }).expect("encode");
     f[4 + 10..].to_vec()
 }
 
@@ -189,14 +131,8 @@ fn requests_the_host_may_not_send_are_refused() {
     let enclave = EnclaveProcess::start(&[]);
     let mut s = raw_connect(&enclave);
     // A reply-kind frame with no outstanding request is dropped (never answered) ...
-    s.write_all(
-        &frame::encode(&Frame {
-            request_id: 30,
-            message: Message::Pong(Ping { echo: 9 }),
-        })
-        .expect("encode"),
-    )
-    .expect("write");
+    s.write_all(&frame::encode(&Frame { request_id: 30, message: Message::Pong(Ping { echo: 9 }) }).expect("encode"))
+        .expect("write");
     // ... so the next reply the host sees is the answer to its ping.
     ping(&mut s, 31);
 }
@@ -209,16 +145,9 @@ fn a_connection_from_another_unix_user_is_refused() {
     let reply = read_frame(&mut s).expect("refusal frame");
     assert_eq!(reply.request_id, 0);
     assert_eq!(error_code(&reply), ErrorCode::PeerNotAuthorized);
-    assert!(
-        read_frame(&mut s).is_none(),
-        "connection closed after refusal"
-    );
+    assert!(read_frame(&mut s).is_none(), "connection closed after refusal");
     // The host client reports the typed refusal.
-    let err = runtime()
-        .block_on(EnclaveClient::connect(Address::Unix(
-            enclave.socket.clone(),
-        )))
-        .expect_err("refused");
+    let err = runtime().block_on(EnclaveClient::connect(Address::Unix(enclave.socket.clone()))).expect_err("refused");
     assert_eq!(err.code(), ErrorCode::PeerNotAuthorized, "{err}");
     assert!(enclave.logs().contains("peer_not_authorized"));
 }

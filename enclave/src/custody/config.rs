@@ -63,8 +63,7 @@ fn config_err(msg: impl std::fmt::Display) -> Error {
 impl EnclaveConfig {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| config_err(format!("reading {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| config_err(format!("reading {}: {e}", path.display())))?;
         Self::parse(&text).map_err(|e| config_err(format!("{}: {}", path.display(), e.message())))
     }
 
@@ -81,20 +80,11 @@ impl EnclaveConfig {
 impl CustodyConfig {
     fn validate(&self) -> Result<(), Error> {
         if self.token_label.is_empty() || self.token_label.len() > 32 {
-            return Err(config_err(
-                "custody.token_label must be 1..=32 bytes (the PKCS#11 label field)",
-            ));
+            return Err(config_err("custody.token_label must be 1..=32 bytes (the PKCS#11 label field)"));
         }
         let p = &self.object_label_prefix;
-        if p.is_empty()
-            || p.len() > 32
-            || !p
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(config_err(
-                "custody.object_label_prefix must be 1..=32 of [A-Za-z0-9_-]",
-            ));
+        if p.is_empty() || p.len() > 32 || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(config_err("custody.object_label_prefix must be 1..=32 of [A-Za-z0-9_-]"));
         }
         Ok(())
     }
@@ -103,11 +93,9 @@ impl CustodyConfig {
     pub fn read_pin(&self) -> Result<SecretString, Error> {
         let unavailable = |msg: String| Error::new(ErrorCode::HsmPinUnavailable, msg);
         let raw: Zeroizing<Vec<u8>> = match &self.pin {
-            PinSource::File(path) => {
-                Zeroizing::new(std::fs::read(path).map_err(|e| {
-                    unavailable(format!("reading PIN file {}: {e}", path.display()))
-                })?)
-            }
+            PinSource::File(path) => Zeroizing::new(
+                std::fs::read(path).map_err(|e| unavailable(format!("reading PIN file {}: {e}", path.display())))?,
+            ),
             PinSource::Env(name) => Zeroizing::new(
                 std::env::var_os(name)
                     .ok_or_else(|| unavailable(format!("environment variable {name} is not set")))?
@@ -121,8 +109,7 @@ impl CustodyConfig {
         if pin.is_empty() {
             return Err(unavailable("the PIN source is empty".into()));
         }
-        let pin =
-            std::str::from_utf8(pin).map_err(|_| unavailable("the PIN is not UTF-8".into()))?;
+        let pin = std::str::from_utf8(pin).map_err(|_| unavailable("the PIN is not UTF-8".into()))?;
         // `String::from(&str)` allocates exactly `len` bytes, so turning it into the boxed str
         // inside `SecretString` does not reallocate and leave an unwiped copy behind.
         Ok(SecretString::from(String::from(pin)))
@@ -136,8 +123,7 @@ mod tests {
 
     #[test]
     fn parses_and_rejects_unknown_fields() {
-        let ok = EnclaveConfig::parse("[custody]\ntoken_label = \"n1\"\npin = { env = \"P\" }\n")
-            .expect("valid");
+        let ok = EnclaveConfig::parse("[custody]\ntoken_label = \"n1\"\npin = { env = \"P\" }\n").expect("valid");
         let c = ok.custody.expect("custody");
         assert_eq!(c.module, PathBuf::from(DEFAULT_MODULE));
         assert_eq!(c.object_label_prefix, "frostgate");
@@ -169,22 +155,10 @@ mod tests {
         assert_eq!(pin.expose_secret(), "s3cr3t-pin");
         assert!(!format!("{pin:?}").contains("s3cr3t"));
         std::fs::write(&f, "\n").expect("write");
-        assert_eq!(
-            c.read_pin().expect_err("empty").code(),
-            ErrorCode::HsmPinUnavailable
-        );
+        assert_eq!(c.read_pin().expect_err("empty").code(), ErrorCode::HsmPinUnavailable);
         std::fs::remove_file(&f).expect("rm");
-        assert_eq!(
-            c.read_pin().expect_err("missing").code(),
-            ErrorCode::HsmPinUnavailable
-        );
-        let c = CustodyConfig {
-            pin: PinSource::Env("FROSTGATE_TEST_SURELY_UNSET_VAR".into()),
-            ..c
-        };
-        assert_eq!(
-            c.read_pin().expect_err("unset").code(),
-            ErrorCode::HsmPinUnavailable
-        );
+        assert_eq!(c.read_pin().expect_err("missing").code(), ErrorCode::HsmPinUnavailable);
+        let c = CustodyConfig { pin: PinSource::Env("FROSTGATE_TEST_SURELY_UNSET_VAR".into()), ..c };
+        assert_eq!(c.read_pin().expect_err("unset").code(), ErrorCode::HsmPinUnavailable);
     }
 }

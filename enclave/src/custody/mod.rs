@@ -32,11 +32,7 @@ impl Custody {
             Ok((objects, key))
         });
         match loaded {
-            Ok((objects, identity_public_key)) => Ok(Custody {
-                token,
-                objects,
-                identity_public_key,
-            }),
+            Ok((objects, identity_public_key)) => Ok(Custody { token, objects, identity_public_key }),
             Err(e) => {
                 token.close();
                 Err(e)

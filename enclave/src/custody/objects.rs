@@ -29,12 +29,7 @@ pub enum Role {
 }
 
 /// Every role, in report order.
-pub const ROLES: [Role; 4] = [
-    Role::Kek,
-    Role::MacRoot,
-    Role::IdentityPrivate,
-    Role::IdentityPublic,
-];
+pub const ROLES: [Role; 4] = [Role::Kek, Role::MacRoot, Role::IdentityPrivate, Role::IdentityPublic];
 
 /// Object labels derived from the configured prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,9 +40,7 @@ pub struct Labels {
 impl Labels {
     /// Labels under `prefix`.
     pub fn new(prefix: &str) -> Self {
-        Labels {
-            prefix: prefix.to_string(),
-        }
+        Labels { prefix: prefix.to_string() }
     }
 
     /// The label of the object with this role.
@@ -106,22 +99,14 @@ pub fn expectations(role: Role) -> Vec<(AttributeType, bool)> {
             (A::Derive, false),
         ]
         .as_slice(),
-        Role::IdentityPrivate => [
-            (A::Sign, true),
-            (A::Derive, true),
-            (A::Decrypt, false),
-            (A::Unwrap, false),
-            (A::SignRecover, false),
-        ]
-        .as_slice(),
-        Role::IdentityPublic => [
-            (A::Verify, true),
-            (A::Encrypt, false),
-            (A::Wrap, false),
-            (A::VerifyRecover, false),
-            (A::Derive, false),
-        ]
-        .as_slice(),
+        Role::IdentityPrivate => {
+            [(A::Sign, true), (A::Derive, true), (A::Decrypt, false), (A::Unwrap, false), (A::SignRecover, false)]
+                .as_slice()
+        }
+        Role::IdentityPublic => {
+            [(A::Verify, true), (A::Encrypt, false), (A::Wrap, false), (A::VerifyRecover, false), (A::Derive, false)]
+                .as_slice()
+        }
     });
     v
 }
@@ -155,25 +140,12 @@ fn template(role: Role, labels: &Labels, id: &[u8]) -> Vec<Attribute> {
         Attribute::Label(labels.of(role).into_bytes()),
         Attribute::Id(id.to_vec()),
     ];
-    t.extend(
-        expectations(role)
-            .into_iter()
-            .filter_map(|(a, v)| bool_attr(a, v)),
-    );
+    t.extend(expectations(role).into_iter().filter_map(|(a, v)| bool_attr(a, v)));
     match role {
-        Role::Kek => t.extend([
-            Attribute::KeyType(KeyType::AES),
-            Attribute::ValueLen(32.into()),
-        ]),
-        Role::MacRoot => t.extend([
-            Attribute::KeyType(KeyType::GENERIC_SECRET),
-            Attribute::ValueLen(32.into()),
-        ]),
+        Role::Kek => t.extend([Attribute::KeyType(KeyType::AES), Attribute::ValueLen(32.into())]),
+        Role::MacRoot => t.extend([Attribute::KeyType(KeyType::GENERIC_SECRET), Attribute::ValueLen(32.into())]),
         Role::IdentityPrivate => t.push(Attribute::KeyType(KeyType::EC)),
-        Role::IdentityPublic => t.extend([
-            Attribute::KeyType(KeyType::EC),
-            Attribute::EcParams(P256_PARAMS.to_vec()),
-        ]),
+        Role::IdentityPublic => t.extend([Attribute::KeyType(KeyType::EC), Attribute::EcParams(P256_PARAMS.to_vec())]),
     }
     t
 }
@@ -207,13 +179,8 @@ pub struct ObjectReport {
 }
 
 fn find(session: &Session, role: Role, labels: &Labels) -> Result<Vec<ObjectHandle>, Error> {
-    let t = [
-        Attribute::Class(class_of(role)),
-        Attribute::Label(labels.of(role).into_bytes()),
-    ];
-    session
-        .find_objects(&t)
-        .map_err(|e| hsm_err("C_FindObjects", e))
+    let t = [Attribute::Class(class_of(role)), Attribute::Label(labels.of(role).into_bytes())];
+    session.find_objects(&t).map_err(|e| hsm_err("C_FindObjects", e))
 }
 
 /// Reads one object's attributes and checks them against its role.
@@ -226,19 +193,14 @@ fn check(
 ) -> Result<ObjectReport, Error> {
     let expected = expectations(role);
     let mut types: Vec<AttributeType> = expected.iter().map(|(t, _)| *t).collect();
-    types.extend([
-        AttributeType::KeyType,
-        AttributeType::ValueLen,
-        AttributeType::EcParams,
-    ]);
+    types.extend([AttributeType::KeyType, AttributeType::ValueLen, AttributeType::EcParams]);
     let mut attributes = Vec::new();
     let mut violations = Vec::new();
     let mut read = Vec::new();
     for t in &types {
         // One attribute per call: a token that does not know one attribute must not hide the others.
-        let got = session
-            .get_attributes(handle, std::slice::from_ref(t))
-            .map_err(|e| hsm_err("C_GetAttributeValue", e))?;
+        let got =
+            session.get_attributes(handle, std::slice::from_ref(t)).map_err(|e| hsm_err("C_GetAttributeValue", e))?;
         read.extend(got);
     }
     for (t, want) in &expected {
@@ -250,67 +212,36 @@ fn check(
             None => violations.push(format!("{t} is unreadable, must be {want}")),
         }
     }
-    let key_type = read.iter().find_map(|a| {
-        if let Attribute::KeyType(k) = a {
-            Some(*k)
-        } else {
-            None
-        }
-    });
-    let value_len = read.iter().find_map(|a| {
-        if let Attribute::ValueLen(l) = a {
-            Some(u64::from(*l))
-        } else {
-            None
-        }
-    });
-    let ec_params = read.iter().find_map(|a| {
-        if let Attribute::EcParams(p) = a {
-            Some(p.clone())
-        } else {
-            None
-        }
-    });
+    let key_type = read.iter().find_map(|a| if let Attribute::KeyType(k) = a { Some(*k) } else { None });
+    let value_len = read.iter().find_map(|a| if let Attribute::ValueLen(l) = a { Some(u64::from(*l)) } else { None });
+    let ec_params = read.iter().find_map(|a| if let Attribute::EcParams(p) = a { Some(p.clone()) } else { None });
     attributes.push(("CKA_KEY_TYPE".into(), key_type.map(|k| format!("{k}"))));
     match role {
         Role::Kek => {
             attributes.push(("CKA_VALUE_LEN".into(), value_len.map(|l| l.to_string())));
             if key_type != Some(KeyType::AES) || value_len != Some(32) {
-                violations.push(format!(
-                    "must be an AES-256 key (type {key_type:?}, length {value_len:?})"
-                ));
+                violations.push(format!("must be an AES-256 key (type {key_type:?}, length {value_len:?})"));
             }
         }
         Role::MacRoot => {
             attributes.push(("CKA_VALUE_LEN".into(), value_len.map(|l| l.to_string())));
             if key_type != Some(KeyType::GENERIC_SECRET) || value_len.is_none_or(|l| l < 32) {
-                violations.push(format!("must be a generic secret of at least 32 bytes (type {key_type:?}, length {value_len:?})"));
+                violations.push(format!(
+                    "must be a generic secret of at least 32 bytes (type {key_type:?}, length {value_len:?})"
+                ));
             }
         }
         Role::IdentityPrivate | Role::IdentityPublic => {
-            attributes.push((
-                "CKA_EC_PARAMS".into(),
-                ec_params.as_deref().map(hex::encode),
-            ));
-            if key_type != Some(KeyType::EC)
-                || ec_params.as_deref().is_some_and(|p| p != P256_PARAMS)
-            {
+            attributes.push(("CKA_EC_PARAMS".into(), ec_params.as_deref().map(hex::encode)));
+            if key_type != Some(KeyType::EC) || ec_params.as_deref().is_some_and(|p| p != P256_PARAMS) {
                 violations.push("must be a P-256 EC key".to_string());
             }
         }
     }
     if count != 1 {
-        violations.push(format!(
-            "{count} objects carry this label; exactly one is allowed"
-        ));
+        violations.push(format!("{count} objects carry this label; exactly one is allowed"));
     }
-    Ok(ObjectReport {
-        role,
-        label: labels.of(role),
-        count,
-        attributes,
-        violations,
-    })
+    Ok(ObjectReport { role, label: labels.of(role), count, attributes, violations })
 }
 
 fn bool_value(a: &Attribute, t: AttributeType) -> Option<bool> {
@@ -373,21 +304,12 @@ pub fn load(session: &Session, labels: &Labels) -> Result<Objects, Error> {
         if !report.violations.is_empty() {
             return Err(Error::new(
                 ErrorCode::HsmObjectPolicyViolation,
-                format!(
-                    "{} ({role:?}): {}",
-                    report.label,
-                    report.violations.join("; ")
-                ),
+                format!("{} ({role:?}): {}", report.label, report.violations.join("; ")),
             ));
         }
         handles.push(h);
     }
-    Ok(Objects {
-        kek: handles[0],
-        mac_root: handles[1],
-        identity_private: handles[2],
-        identity_public: handles[3],
-    })
+    Ok(Objects { kek: handles[0], mac_root: handles[1], identity_private: handles[2], identity_public: handles[3] })
 }
 
 /// Creates this enclave's objects. Refuses if any exists, unless `danger_rotate`, which first
@@ -404,29 +326,19 @@ pub fn init(session: &Session, labels: &Labels, danger_rotate: bool) -> Result<O
         names.dedup();
         return Err(Error::new(
             ErrorCode::HsmObjectsExist,
-            format!(
-                "already on the token: {}; pass --danger-rotate to replace them",
-                names.join(", ")
-            ),
+            format!("already on the token: {}; pass --danger-rotate to replace them", names.join(", ")),
         ));
     }
     for (_, h) in existing {
-        session
-            .destroy_object(h)
-            .map_err(|e| hsm_err("C_DestroyObject", e))?;
+        session.destroy_object(h).map_err(|e| hsm_err("C_DestroyObject", e))?;
     }
     let mut id = [0u8; 16];
-    session
-        .generate_random_slice(&mut id)
-        .map_err(|e| hsm_err("C_GenerateRandom", e))?;
+    session.generate_random_slice(&mut id).map_err(|e| hsm_err("C_GenerateRandom", e))?;
     session
         .generate_key(&Mechanism::AesKeyGen, &template(Role::Kek, labels, &id))
         .map_err(|e| hsm_err("C_GenerateKey(AES)", e))?;
     session
-        .generate_key(
-            &Mechanism::GenericSecretKeyGen,
-            &template(Role::MacRoot, labels, &id),
-        )
+        .generate_key(&Mechanism::GenericSecretKeyGen, &template(Role::MacRoot, labels, &id))
         .map_err(|e| hsm_err("C_GenerateKey(GENERIC_SECRET)", e))?;
     session
         .generate_key_pair(
@@ -445,19 +357,8 @@ pub fn identity_public_key(session: &Session, objects: &Objects) -> Result<Vec<u
         .map_err(|e| hsm_err("C_GetAttributeValue", e))?;
     let der = attrs
         .into_iter()
-        .find_map(|a| {
-            if let Attribute::EcPoint(p) = a {
-                Some(p)
-            } else {
-                None
-            }
-        })
-        .ok_or_else(|| {
-            Error::new(
-                ErrorCode::HsmObjectPolicyViolation,
-                "identity public key has no CKA_EC_POINT",
-            )
-        })?;
+        .find_map(|a| if let Attribute::EcPoint(p) = a { Some(p) } else { None })
+        .ok_or_else(|| Error::new(ErrorCode::HsmObjectPolicyViolation, "identity public key has no CKA_EC_POINT"))?;
     // CKA_EC_POINT is a DER OCTET STRING (0x04, len 0x41, then the 65-byte point); some tokens
     // return the raw point.
     match der.as_slice() {

@@ -34,16 +34,10 @@ fn module(path: &Path) -> Result<Pkcs11, Error> {
             ),
         ));
     }
-    let module_err = |e: CkError| {
-        Error::new(
-            ErrorCode::HsmModuleUnavailable,
-            format!("PKCS#11 module {}: {e}", path.display()),
-        )
-    };
+    let module_err =
+        |e: CkError| Error::new(ErrorCode::HsmModuleUnavailable, format!("PKCS#11 module {}: {e}", path.display()));
     let pkcs11 = Pkcs11::new(path).map_err(module_err)?;
-    pkcs11
-        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .map_err(module_err)?;
+    pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).map_err(module_err)?;
     *slot = Some((path.to_path_buf(), pkcs11.clone()));
     Ok(pkcs11)
 }
@@ -75,10 +69,7 @@ pub struct Token {
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Token")
-            .field("label", &self.label)
-            .field("slot", &self.slot.id())
-            .finish_non_exhaustive()
+        f.debug_struct("Token").field("label", &self.label).field("slot", &self.slot.id()).finish_non_exhaustive()
     }
 }
 
@@ -91,9 +82,7 @@ impl Token {
 
     fn login(pkcs11: Pkcs11, config: &CustodyConfig) -> Result<Token, Error> {
         let slot = find_slot(&pkcs11, &config.token_label)?;
-        let anchor = pkcs11
-            .open_rw_session(slot)
-            .map_err(|e| hsm_err("C_OpenSession", e))?;
+        let anchor = pkcs11.open_rw_session(slot).map_err(|e| hsm_err("C_OpenSession", e))?;
         let pin = config.read_pin()?;
         match anchor.login(UserType::User, Some(&pin)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
@@ -133,16 +122,10 @@ impl Token {
     }
 
     /// Runs `f` on a work session from the pool (opened on demand; returned afterwards).
-    pub fn with_session<R>(
-        &self,
-        f: impl FnOnce(&Session) -> Result<R, Error>,
-    ) -> Result<R, Error> {
+    pub fn with_session<R>(&self, f: impl FnOnce(&Session) -> Result<R, Error>) -> Result<R, Error> {
         let session = match lock(&self.pool).pop() {
             Some(s) => s,
-            None => self
-                .pkcs11
-                .open_rw_session(self.slot)
-                .map_err(|e| hsm_err("C_OpenSession", e))?,
+            None => self.pkcs11.open_rw_session(self.slot).map_err(|e| hsm_err("C_OpenSession", e))?,
         };
         let result = f(&session);
         let mut pool = lock(&self.pool);
@@ -165,27 +148,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn find_slot(pkcs11: &Pkcs11, label: &str) -> Result<Slot, Error> {
-    let slots = pkcs11
-        .get_slots_with_token()
-        .map_err(|e| hsm_err("C_GetSlotList", e))?;
+    let slots = pkcs11.get_slots_with_token().map_err(|e| hsm_err("C_GetSlotList", e))?;
     let mut found = Vec::new();
     for slot in slots {
-        let info = pkcs11
-            .get_token_info(slot)
-            .map_err(|e| hsm_err("C_GetTokenInfo", e))?;
+        let info = pkcs11.get_token_info(slot).map_err(|e| hsm_err("C_GetTokenInfo", e))?;
         if info.label().trim_end() == label {
             found.push(slot);
         }
     }
     match found.as_slice() {
         [slot] => Ok(*slot),
-        [] => Err(Error::new(
-            ErrorCode::HsmTokenNotFound,
-            format!("no token labelled {label:?}"),
-        )),
-        many => Err(Error::new(
-            ErrorCode::HsmTokenNotFound,
-            format!("{} tokens labelled {label:?}: ambiguous", many.len()),
-        )),
+        [] => Err(Error::new(ErrorCode::HsmTokenNotFound, format!("no token labelled {label:?}"))),
+        many => {
+            Err(Error::new(ErrorCode::HsmTokenNotFound, format!("{} tokens labelled {label:?}: ambiguous", many.len())))
+        }
     }
 }

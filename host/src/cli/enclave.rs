@@ -38,8 +38,7 @@ pub struct StatusArgs {
 pub async fn run(cmd: EnclaveCommand) -> Result<(), Error> {
     match cmd {
         EnclaveCommand::Protocol => {
-            let manifest = frostgate_common::manifest::render()
-                .map_err(|e| Error::new(ErrorCode::Internal, e))?;
+            let manifest = frostgate_common::manifest::render().map_err(|e| Error::new(ErrorCode::Internal, e))?;
             out(&manifest);
             Ok(())
         }
@@ -55,12 +54,7 @@ async fn status(args: StatusArgs) -> Result<(), Error> {
             let dir = tempfile::Builder::new()
                 .prefix("frostgate-enclave-")
                 .tempdir()
-                .map_err(|e| {
-                    Error::new(
-                        ErrorCode::EnclaveUnavailable,
-                        format!("creating socket dir: {e}"),
-                    )
-                })?;
+                .map_err(|e| Error::new(ErrorCode::EnclaveUnavailable, format!("creating socket dir: {e}")))?;
             let bin = args.enclave_bin.clone().unwrap_or_else(default_enclave_bin);
             let extra: Vec<String> = match &args.config {
                 Some(c) => vec!["--config".into(), c.display().to_string()],
@@ -108,10 +102,7 @@ async fn status(args: StatusArgs) -> Result<(), Error> {
             hello.build.profile.as_inner(),
         );
         if let Some(code) = refusal {
-            s.push_str(&format!(
-                "refusal:  {code} (recovery: {})\n",
-                code.recovery_class()
-            ));
+            s.push_str(&format!("refusal:  {code} (recovery: {})\n", code.recovery_class()));
         }
         s.push_str(&format!("uptime:   {} s\n", health.uptime_seconds));
         out(&s);

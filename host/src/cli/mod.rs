@@ -13,13 +13,7 @@ use std::process::ExitCode;
 #[command(name = "frostgate", version)]
 pub struct Cli {
     /// Log format (logs go to stderr).
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value = "human",
-        env = "FROSTGATE_LOG_FORMAT"
-    )]
+    #[arg(long, global = true, value_enum, default_value = "human", env = "FROSTGATE_LOG_FORMAT")]
     pub log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -48,9 +42,7 @@ enum Command {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -72,13 +64,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 /// Prints an error with its code and recovery class to stderr; exit status 1.
 fn report_error(e: &Error) -> ExitCode {
     let mut err = std::io::stderr();
-    let _ = writeln!(
-        err,
-        "error: {} (recovery: {}): {}",
-        e.code(),
-        e.recovery_class(),
-        e.message()
-    );
+    let _ = writeln!(err, "error: {} (recovery: {}): {}", e.code(), e.recovery_class(), e.message());
     ExitCode::FAILURE
 }
 

@@ -45,16 +45,7 @@ pub fn run(cmd: TokenCommand) -> Result<ExitCode, Error> {
     if args.json {
         c.arg("--json");
     }
-    let status = c.status().map_err(|e| {
-        Error::new(
-            ErrorCode::EnclaveUnavailable,
-            format!("running {}: {e}", bin.display()),
-        )
-    })?;
-    Ok(ExitCode::from(
-        status
-            .code()
-            .and_then(|c| u8::try_from(c).ok())
-            .unwrap_or(1),
-    ))
+    let status =
+        c.status().map_err(|e| Error::new(ErrorCode::EnclaveUnavailable, format!("running {}: {e}", bin.display())))?;
+    Ok(ExitCode::from(status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(1)))
 }
