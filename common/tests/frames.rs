@@ -1,9 +1,9 @@
 //! Frame round trips (property tests over every message kind) and every malformed-frame class.
 
 use frostgate_common::bounded::*;
-use frostgate_common::ids::*;
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::frame::{self, decode_body, raw_frame, Frame};
+use frostgate_common::ids::*;
 use frostgate_common::limits::{MAX_FRAME_LEN, MAX_LABEL_LEN, MAX_TEXT_LEN};
 use frostgate_common::protocol::*;
 use proptest::prelude::*;
@@ -84,7 +84,12 @@ fn message() -> impl Strategy<Value = Message> {
             Round1Reply { attempt, seat, commitments: CommitmentBytes::new(c).expect("bound") }
         )),
         (attempt(), pid(), mode(), blob(SigningPackageBytes::MAX_LEN)).prop_map(|(attempt, seat, mode, p)| {
-            Message::Round2(Round2 { attempt, seat, mode, signing_package: SigningPackageBytes::new(p).expect("bound") })
+            Message::Round2(Round2 {
+                attempt,
+                seat,
+                mode,
+                signing_package: SigningPackageBytes::new(p).expect("bound"),
+            })
         }),
         (attempt(), pid(), blob(SignatureShareBytes::MAX_LEN)).prop_map(|(attempt, seat, b)| Message::Round2Reply(
             Round2Reply { attempt, seat, signature_share: SignatureShareBytes::new(b).expect("bound") }
@@ -116,18 +121,19 @@ fn message() -> impl Strategy<Value = Message> {
         attempt().prop_map(|attempt| Message::AbortAttempt(AttemptRef { attempt })),
         (attempt(), any::<u16>())
             .prop_map(|(attempt, wiped_count)| Message::AttemptAborted(AttemptAborted { attempt, wiped_count })),
-        (any::<u16>(), any::<u16>())
-            .prop_map(|(threshold, participants)| Message::DevDealerKeygen(DevDealerKeygen { threshold, participants })),
-        (bytes::<32>(), any::<u16>(), signers(), signers(), bytes::<32>(), blob(PublicKeyPackageBytes::MAX_LEN)).prop_map(
-            |(k, threshold, participants, seats, bip86_output_key, p)| Message::KeyInfo(KeyInfo {
+        (any::<u16>(), any::<u16>()).prop_map(|(threshold, participants)| Message::DevDealerKeygen(DevDealerKeygen {
+            threshold,
+            participants
+        })),
+        (bytes::<32>(), any::<u16>(), signers(), signers(), bytes::<32>(), blob(PublicKeyPackageBytes::MAX_LEN))
+            .prop_map(|(k, threshold, participants, seats, bip86_output_key, p)| Message::KeyInfo(KeyInfo {
                 key: KeyId::from_bytes(k),
                 threshold,
                 participants,
                 seats,
                 bip86_output_key,
                 public_key_package: PublicKeyPackageBytes::new(p).expect("bound"),
-            })
-        ),
+            })),
         bytes::<32>().prop_map(|k| Message::GetKey(KeyRef { key: KeyId::from_bytes(k) })),
     ];
     prop_oneof![base, signing]

@@ -5,7 +5,10 @@
 #![forbid(unsafe_code)]
 
 pub mod custody;
+pub mod keys;
 pub mod logging;
+pub mod markers;
+pub mod rounds;
 pub mod sealing;
 pub mod server;
 pub mod service;

@@ -8,6 +8,7 @@ use frostgate_common::transport::{Address, Listener};
 use frostgate_enclave::custody::config::EnclaveConfig;
 use frostgate_enclave::custody::Custody;
 use frostgate_enclave::logging::{self, LogFormat};
+use frostgate_enclave::rounds::Limits;
 use frostgate_enclave::server::{self, PeerPolicy};
 use frostgate_enclave::service::Service;
 use std::io::Write;
@@ -189,7 +190,23 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
     // Readiness line for supervisors: the only thing `serve` writes to stdout.
     out(&format!("READY {address}\n"));
 
-    let service = Arc::new(Service::new(custody));
+    // Markers live in process memory until the sealed host store is configured (store issue).
+    let store = Arc::new(frostgate_enclave::markers::MemoryStore::new());
+    let service = Arc::new(Service::new(custody, store, Limits::default()));
+    // Expiry sweep: wipes nonces past their TTL and removes expired sessions.
+    let sweeper = service.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            if let Some(engine) = sweeper.engine() {
+                let wiped = engine.sweep(std::time::Instant::now());
+                if wiped > 0 {
+                    tracing::info!(wiped, "expired nonces wiped");
+                }
+            }
+        }
+    });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::new(ErrorCode::Internal, format!("cannot install the SIGTERM handler: {e}")))?;
     tokio::select! {
@@ -201,9 +218,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
     if let Address::Unix(path) = &address {
         let _ = std::fs::remove_file(path);
     }
-    if let Some(service) = Arc::into_inner(service) {
-        service.shutdown();
-    }
+    drop(service);
     tracing::info!("enclave stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -22,7 +22,8 @@ pub fn bin_dir() -> &'static Path {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
         let cargo = option_env!("CARGO").unwrap_or("cargo");
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "--bins", "-p", "frostgate-enclave", "-p", "frostgate-host"])
+            // All features: the tests use the development dealer (`dev-dealer`).
+            .args(["build", "--quiet", "--all-features", "--bins", "-p", "frostgate-enclave", "-p", "frostgate-host"])
             .current_dir(&workspace)
             .status()
             .expect("run cargo build");
@@ -143,6 +144,7 @@ pub fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
     }
 }
 
+pub mod signing;
 pub mod token;
 
 /// This process's uid.

@@ -1,0 +1,138 @@
+//! Group keys held by this enclave: public key packages, sealed seats, and the one definition of
+//! "internal key" and "output key".
+//!
+//! Definitions (BIP341): the **internal key** of a group is the x-only encoding of its
+//! `PublicKeyPackage` verifying key, whatever produced it (DKG, whose part 3 already applies the
+//! ciphersuite's key-only tweak, or the dev dealer, which applies none); it is also the key id.
+//! The **output key** of a session is the internal key tweaked per BIP341 with no script tree
+//! (`bip86`), with the session's merkle root (`script_tree`), or not at all (`untweaked`).
+//!
+//! Invariant: a seat's `KeyPackage` exists in plaintext only between unseal and the end of the
+//! round that needed it (it is `ZeroizeOnDrop`); at rest it is a blob sealed in the HSM.
+
+use crate::custody::Custody;
+use crate::sealing::{self, SealContext, SealedKind};
+use frost_secp256k1_tr::keys::{KeyPackage, PublicKeyPackage, Tweak};
+use frost_secp256k1_tr::Identifier;
+use frostgate_common::error::{Error, ErrorCode};
+use frostgate_common::ids::{KeyId, ParticipantId};
+use frostgate_common::protocol::TaprootMode;
+use std::collections::BTreeMap;
+
+/// A sealed key package for one seat.
+#[derive(Debug, Clone)]
+pub struct SealedSeat {
+    /// The sealed `KeyPackage` encoding.
+    pub blob: Vec<u8>,
+    /// The key epoch bound into the blob.
+    pub epoch: u64,
+}
+
+/// One group key as this enclave holds it.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    /// The key id (the internal key).
+    pub key_id: KeyId,
+    /// The public key package (untweaked).
+    pub public: PublicKeyPackage,
+    /// Signatures need this many participants.
+    pub threshold: u16,
+    /// Every participant and its FROST identifier.
+    pub participants: BTreeMap<ParticipantId, Identifier>,
+    /// The seats held here.
+    pub seats: BTreeMap<ParticipantId, SealedSeat>,
+}
+
+/// Maps a FROST error to a typed error.
+pub fn frost_err(code: ErrorCode, what: &str, e: frost_secp256k1_tr::Error) -> Error {
+    Error::new(code, format!("{what}: {e}"))
+}
+
+/// The FROST identifier of a participant id.
+pub fn identifier(p: ParticipantId) -> Result<Identifier, Error> {
+    Identifier::try_from(p.get()).map_err(|e| frost_err(ErrorCode::Internal, "identifier", e))
+}
+
+fn x_only(key: &frost_secp256k1_tr::VerifyingKey) -> Result<[u8; 32], Error> {
+    let sec1 = key.serialize().map_err(|e| frost_err(ErrorCode::Internal, "verifying key", e))?;
+    sec1.get(1..33)
+        .and_then(|x| <[u8; 32]>::try_from(x).ok())
+        .ok_or_else(|| Error::new(ErrorCode::Internal, "verifying key is not a 33-byte SEC1 point"))
+}
+
+/// The key id (internal key) of a public key package.
+pub fn key_id_of(public: &PublicKeyPackage) -> Result<KeyId, Error> {
+    x_only(public.verifying_key()).map(KeyId::from_bytes)
+}
+
+/// The public key package tweaked for a mode (what shares and signatures verify against).
+pub fn tweaked(public: &PublicKeyPackage, mode: &TaprootMode) -> PublicKeyPackage {
+    match mode {
+        TaprootMode::Untweaked => public.clone(),
+        TaprootMode::Bip86 => public.clone().tweak::<&[u8]>(None),
+        TaprootMode::ScriptTree { merkle_root } => public.clone().tweak(Some(merkle_root.as_slice())),
+    }
+}
+
+/// The x-only output key for a mode.
+pub fn output_key(public: &PublicKeyPackage, mode: &TaprootMode) -> Result<[u8; 32], Error> {
+    x_only(tweaked(public, mode).verifying_key())
+}
+
+impl KeyRecord {
+    /// Builds a record from a public key package and the sealed seats held here.
+    pub fn new(public: PublicKeyPackage, seats: BTreeMap<ParticipantId, SealedSeat>) -> Result<KeyRecord, Error> {
+        let key_id = key_id_of(&public)?;
+        let threshold = public
+            .min_signers()
+            .ok_or_else(|| Error::new(ErrorCode::Internal, "public key package lacks min_signers"))?;
+        let mut participants = BTreeMap::new();
+        for id in public.verifying_shares().keys() {
+            let p = (1..=frostgate_common::limits::MAX_PARTICIPANTS)
+                .find(|&n| Identifier::try_from(n).is_ok_and(|i| &i == id))
+                .ok_or_else(|| {
+                    Error::new(ErrorCode::Internal, "participant identifier outside 1..=MAX_PARTICIPANTS")
+                })?;
+            participants.insert(ParticipantId::new(p).map_err(|e| Error::new(ErrorCode::Internal, e))?, *id);
+        }
+        Ok(KeyRecord { key_id, public, threshold, participants, seats })
+    }
+
+    /// The seal context of a seat.
+    pub fn seal_context(&self, seat: ParticipantId, epoch: u64) -> SealContext {
+        SealContext { kind: SealedKind::KeyShare, key_id: self.key_id, participant: seat, epoch }
+    }
+
+    /// Unseals a seat's key package. Lives only as long as the caller keeps it.
+    pub fn unseal(&self, custody: &Custody, seat: ParticipantId) -> Result<KeyPackage, Error> {
+        let sealed = self.seats.get(&seat).ok_or_else(|| Error::new(ErrorCode::SeatNotHeld, format!("seat {seat}")))?;
+        let plain = sealing::unseal(custody, &self.seal_context(seat, sealed.epoch), &sealed.blob)?;
+        KeyPackage::deserialize(&plain).map_err(|e| frost_err(ErrorCode::UnsealFailed, "key package", e))
+    }
+}
+
+/// Development only: a trusted dealer creates a key whose every seat is held by this enclave.
+/// Each key package is sealed like any other share.
+#[cfg(feature = "dev-dealer")]
+pub fn dev_dealer(custody: &Custody, threshold: u16, participants: u16) -> Result<KeyRecord, Error> {
+    use frost_secp256k1_tr::keys::{generate_with_dealer, IdentifierList};
+    use zeroize::Zeroizing;
+    if participants > frostgate_common::limits::MAX_PARTICIPANTS || threshold < 2 || threshold > participants {
+        return Err(Error::new(
+            ErrorCode::SignerSetInvalid,
+            format!("{threshold}-of-{participants} is not a valid group"),
+        ));
+    }
+    let (shares, public) = generate_with_dealer(participants, threshold, IdentifierList::Default, rand_core::OsRng)
+        .map_err(|e| frost_err(ErrorCode::SigningFailed, "dealer", e))?;
+    let mut record = KeyRecord::new(public, BTreeMap::new())?;
+    let ids: Vec<(ParticipantId, Identifier)> = record.participants.iter().map(|(p, i)| (*p, *i)).collect();
+    for (seat, id) in ids {
+        let share = shares.get(&id).ok_or_else(|| Error::new(ErrorCode::Internal, "dealer share missing"))?.clone();
+        let package = KeyPackage::try_from(share).map_err(|e| frost_err(ErrorCode::Internal, "key package", e))?;
+        let plain = Zeroizing::new(package.serialize().map_err(|e| frost_err(ErrorCode::Internal, "key package", e))?);
+        let blob = sealing::seal(custody, &record.seal_context(seat, 0), &plain)?;
+        record.seats.insert(seat, SealedSeat { blob, epoch: 0 });
+    }
+    Ok(record)
+}

@@ -1,0 +1,81 @@
+//! Markers and their durability: what must be on disk before a share or a signature leaves.
+//!
+//! Invariant: the engine releases a signature share only after [`MarkerStore::persist`] returned
+//! `Ok` for the nonce's consumed marker, and a signature only after its completed marker did.
+//! The sealed host store (store issue) implements this trait over the channel; until then
+//! [`MemoryStore`] keeps markers for the life of the process.
+
+use frostgate_common::error::Error;
+use frostgate_common::ids::{AttemptId, ParticipantId};
+use frostgate_common::protocol::TaprootMode;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+
+/// One durable marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// This seat's nonce for this attempt was consumed (at most one share, ever).
+    NonceConsumed {
+        /// The attempt.
+        attempt: AttemptId,
+        /// The seat.
+        seat: ParticipantId,
+    },
+    /// The attempt produced its signature over this message and Taproot mode.
+    AttemptCompleted {
+        /// The attempt.
+        attempt: AttemptId,
+        /// The signed message.
+        message: [u8; 32],
+        /// The Taproot mode (and with it the merkle root).
+        mode: TaprootMode,
+    },
+}
+
+/// Why a persist did not succeed, split by what is known about the write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PersistError {
+    /// Known not to have become visible: the engine rolls the marker back; nonces stay live.
+    NotWritten(Error),
+    /// Unknown whether it became durable (lost acknowledgement, crash): the engine keeps the
+    /// marker and wipes the nonces.
+    Unknown(Error),
+}
+
+/// The future a persist returns.
+pub type PersistFuture<'a> = Pin<Box<dyn Future<Output = Result<(), PersistError>> + Send + 'a>>;
+
+/// Makes markers durable. `Ok` means durable and acknowledged.
+pub trait MarkerStore: Send + Sync + std::fmt::Debug {
+    /// Persists the records atomically (all or none).
+    fn persist(&self, records: Vec<Record>) -> PersistFuture<'_>;
+}
+
+/// Markers held in process memory: durable for the life of the process only. Used until the
+/// sealed host store is configured, and by tests.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    records: Mutex<Vec<Record>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every record persisted so far.
+    pub fn records(&self) -> Vec<Record> {
+        self.records.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl MarkerStore for MemoryStore {
+    fn persist(&self, records: Vec<Record>) -> PersistFuture<'_> {
+        Box::pin(async move {
+            self.records.lock().unwrap_or_else(|p| p.into_inner()).extend(records);
+            Ok(())
+        })
+    }
+}

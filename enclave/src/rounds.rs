@@ -1,0 +1,622 @@
+//! The signing engine: sessions, attempts, round 1, round 2, share verification, aggregation.
+//!
+//! Invariants:
+//! - A nonce pair lives only in this process's memory ([`LiveNonce`]), is never cloned or
+//!   serialized, is consumed by value, and is wiped on drop (`SigningNonces` is `ZeroizeOnDrop`).
+//! - Round 2 verifies the signing package against the session and attempt *before* anything is
+//!   consumed; then check-and-set of the consumed marker happens under the one state lock; the
+//!   share is computed and released only after the marker is durable.
+//! - A consumed marker is never removed while its attempt is known, so no second share is ever
+//!   released for a nonce, whatever package a later request carries.
+//! - Aggregation uses the enclave's own public key package (never one from the request), records
+//!   the completed marker durably before the signature leaves, and reports invalid shares only
+//!   as candidate culprits.
+//! - Every registry is bounded ([`Limits`]); see `ARCHITECTURE.md` for the expiry rules.
+
+use crate::custody::Custody;
+use crate::keys::{self, frost_err, identifier, KeyRecord};
+use crate::markers::{MarkerStore, PersistError, Record};
+use frost_core::CheaterDetection;
+use frost_secp256k1_tr::round1::{self, SigningCommitments, SigningNonces};
+use frost_secp256k1_tr::round2::{self, SignatureShare};
+use frost_secp256k1_tr::{Identifier, SigningPackage};
+use frostgate_common::bounded::{CommitmentBytes, SignatureShareBytes, Signers};
+use frostgate_common::error::{Error, ErrorCode};
+use frostgate_common::ids::{AttemptId, KeyId, ParticipantId, SessionId};
+use frostgate_common::protocol::{AggregateOutcome, Bip340Signature, ShareVerdict, SignerShare, TaprootMode};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Bounds on the engine's registries.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Open sessions.
+    pub max_sessions: usize,
+    /// Open attempts.
+    pub max_attempts: usize,
+    /// Live nonce pairs.
+    pub max_live_nonces: usize,
+    /// A live nonce pair older than this is wiped by the sweep.
+    pub nonce_ttl: Duration,
+    /// A session older than this is removed by the sweep with its attempts, nonces and markers.
+    pub session_ttl: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_sessions: 4096,
+            max_attempts: 16384,
+            max_live_nonces: 16384,
+            nonce_ttl: Duration::from_secs(300),
+            session_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Session {
+    key: KeyId,
+    message: [u8; 32],
+    mode: TaprootMode,
+    output_key: [u8; 32],
+    created: Instant,
+}
+
+#[derive(Debug)]
+struct Attempt {
+    session: SessionId,
+    signers: BTreeSet<ParticipantId>,
+}
+
+/// A nonce pair with the commitments issued for it. Never cloned, never serialized.
+struct LiveNonce {
+    nonces: SigningNonces,
+    commitments: Vec<u8>,
+    created: Instant,
+}
+
+impl std::fmt::Debug for LiveNonce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LiveNonce(..)")
+    }
+}
+
+/// Marker lifecycle: `Pending` while its persist is in flight (already blocks a second use),
+/// `Kept` once durable or of unknown durability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Marker {
+    Pending,
+    Kept,
+}
+
+type Seat = (AttemptId, ParticipantId);
+
+#[derive(Debug, Default)]
+struct State {
+    keys: HashMap<KeyId, Arc<KeyRecord>>,
+    sessions: HashMap<SessionId, Session>,
+    attempts: HashMap<AttemptId, Attempt>,
+    nonces: HashMap<Seat, LiveNonce>,
+    consumed: HashMap<Seat, Marker>,
+    completed: HashMap<AttemptId, Marker>,
+}
+
+/// Counts for health and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Keys held.
+    pub keys: usize,
+    /// Open sessions.
+    pub sessions: usize,
+    /// Open attempts.
+    pub attempts: usize,
+    /// Live nonce pairs.
+    pub live_nonces: usize,
+    /// Consumed-nonce markers.
+    pub consumed_markers: usize,
+    /// Completed-attempt markers.
+    pub completed_markers: usize,
+}
+
+/// The signing engine.
+#[derive(Debug)]
+pub struct Engine {
+    custody: Arc<Custody>,
+    store: Arc<dyn MarkerStore>,
+    limits: Limits,
+    state: Mutex<State>,
+}
+
+fn err(code: ErrorCode, msg: impl std::fmt::Display) -> Error {
+    Error::new(code, msg)
+}
+
+fn decode_package(bytes: &[u8]) -> Result<SigningPackage, Error> {
+    SigningPackage::deserialize(bytes).map_err(|e| frost_err(ErrorCode::InvalidEncoding, "signing package", e))
+}
+
+/// Seat context copied out of the state for work done without the lock.
+struct Bound {
+    key: Arc<KeyRecord>,
+    message: [u8; 32],
+    mode: TaprootMode,
+    output_key: [u8; 32],
+    signers: BTreeSet<ParticipantId>,
+}
+
+impl Engine {
+    /// An engine over a custody token and a marker store.
+    pub fn new(custody: Arc<Custody>, store: Arc<dyn MarkerStore>, limits: Limits) -> Self {
+        Engine { custody, store, limits, state: Mutex::new(State::default()) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied marker: every mutation is a
+        // single map operation. Keep serving from the map as it is.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registry sizes.
+    pub fn counts(&self) -> Counts {
+        let s = self.lock();
+        Counts {
+            keys: s.keys.len(),
+            sessions: s.sessions.len(),
+            attempts: s.attempts.len(),
+            live_nonces: s.nonces.len(),
+            consumed_markers: s.consumed.len(),
+            completed_markers: s.completed.len(),
+        }
+    }
+
+    /// Adds a key (from DKG or the dev dealer).
+    pub fn insert_key(&self, record: KeyRecord) -> Result<(), Error> {
+        let mut s = self.lock();
+        if s.keys.contains_key(&record.key_id) {
+            return Err(err(ErrorCode::Internal, format!("key {} already held", record.key_id)));
+        }
+        s.keys.insert(record.key_id, Arc::new(record));
+        Ok(())
+    }
+
+    /// A key held here.
+    pub fn key(&self, key: &KeyId) -> Result<Arc<KeyRecord>, Error> {
+        self.lock().keys.get(key).cloned().ok_or_else(|| err(ErrorCode::UnknownKey, format!("key {key}")))
+    }
+
+    /// The custody token.
+    pub fn custody(&self) -> &Custody {
+        &self.custody
+    }
+
+    /// Binds a session. An identical repeat is accepted; any difference is a conflict.
+    pub fn open_session(
+        &self,
+        id: SessionId,
+        key: KeyId,
+        message: [u8; 32],
+        mode: TaprootMode,
+    ) -> Result<[u8; 32], Error> {
+        let record = self.key(&key)?;
+        let output_key = keys::output_key(&record.public, &mode)?;
+        let now = Instant::now();
+        let mut s = self.lock();
+        if let Some(existing) = s.sessions.get(&id) {
+            if existing.key == key && existing.message == message && existing.mode == mode {
+                return Ok(existing.output_key);
+            }
+            return Err(err(
+                ErrorCode::SessionConflict,
+                format!("session {id} is bound to another key, message or mode"),
+            ));
+        }
+        if s.sessions.len() >= self.limits.max_sessions {
+            self.sweep_locked(&mut s, now);
+            if s.sessions.len() >= self.limits.max_sessions {
+                return Err(err(ErrorCode::RegistryFull, format!("{} open sessions", s.sessions.len())));
+            }
+        }
+        s.sessions.insert(id, Session { key, message, mode, output_key, created: now });
+        Ok(output_key)
+    }
+
+    /// Binds an attempt to a session and an exact, ascending signer set.
+    pub fn open_attempt(&self, session: SessionId, attempt: AttemptId, signers: &[ParticipantId]) -> Result<(), Error> {
+        let mut s = self.lock();
+        let sess =
+            s.sessions.get(&session).ok_or_else(|| err(ErrorCode::UnknownSession, format!("session {session}")))?;
+        let key = s.keys.get(&sess.key).ok_or_else(|| err(ErrorCode::UnknownKey, format!("key {}", sess.key)))?;
+        if !signers.windows(2).all(|w| w[0] < w[1]) {
+            return Err(err(ErrorCode::SignerSetInvalid, "signers must be strictly ascending"));
+        }
+        if signers.len() < key.threshold as usize {
+            return Err(err(
+                ErrorCode::SignerSetInvalid,
+                format!("{} signers, threshold {}", signers.len(), key.threshold),
+            ));
+        }
+        if let Some(p) = signers.iter().find(|p| !key.participants.contains_key(p)) {
+            return Err(err(ErrorCode::SignerSetInvalid, format!("participant {p} is not in the group")));
+        }
+        let set: BTreeSet<ParticipantId> = signers.iter().copied().collect();
+        if let Some(existing) = s.attempts.get(&attempt) {
+            if existing.session == session && existing.signers == set {
+                return Ok(());
+            }
+            return Err(err(
+                ErrorCode::AttemptConflict,
+                format!("attempt {attempt} is bound to another session or signer set"),
+            ));
+        }
+        if s.attempts.len() >= self.limits.max_attempts {
+            self.sweep_locked(&mut s, Instant::now());
+            if s.attempts.len() >= self.limits.max_attempts {
+                return Err(err(ErrorCode::RegistryFull, format!("{} open attempts", s.attempts.len())));
+            }
+        }
+        s.attempts.insert(attempt, Attempt { session, signers: set });
+        Ok(())
+    }
+
+    /// Copies what a seat's work needs out of the state, checking the seat is held and signs.
+    fn bound(s: &State, attempt: &AttemptId, seat: Option<ParticipantId>) -> Result<Bound, Error> {
+        let a = s.attempts.get(attempt).ok_or_else(|| err(ErrorCode::UnknownAttempt, format!("attempt {attempt}")))?;
+        let sess = s
+            .sessions
+            .get(&a.session)
+            .ok_or_else(|| err(ErrorCode::UnknownSession, format!("session {}", a.session)))?;
+        let key = s.keys.get(&sess.key).ok_or_else(|| err(ErrorCode::UnknownKey, format!("key {}", sess.key)))?.clone();
+        if let Some(seat) = seat {
+            if !a.signers.contains(&seat) || !key.seats.contains_key(&seat) {
+                return Err(err(
+                    ErrorCode::SeatNotHeld,
+                    format!("seat {seat} is not held here or not in attempt {attempt}"),
+                ));
+            }
+        }
+        Ok(Bound {
+            key,
+            message: sess.message,
+            mode: sess.mode,
+            output_key: sess.output_key,
+            signers: a.signers.clone(),
+        })
+    }
+
+    /// Round 1: the seat's commitments, the same ones until the nonce is consumed.
+    pub fn round1(&self, attempt: AttemptId, seat: ParticipantId) -> Result<CommitmentBytes, Error> {
+        let key = {
+            let s = self.lock();
+            let b = Self::bound(&s, &attempt, Some(seat))?;
+            if s.consumed.contains_key(&(attempt, seat)) {
+                return Err(err(ErrorCode::NonceAlreadyConsumed, format!("seat {seat} in attempt {attempt}")));
+            }
+            if let Some(live) = s.nonces.get(&(attempt, seat)) {
+                return commitment_bytes(live.commitments.clone());
+            }
+            b.key
+        };
+        // Fresh nonces from the OS CSPRNG, hedged with the share (FROST's `commit`). The key
+        // package is unsealed without holding the state lock and wiped when it drops.
+        let package = key.unseal(&self.custody, seat)?;
+        let (nonces, commitments) = round1::commit(package.signing_share(), &mut rand_core::OsRng);
+        drop(package);
+        let commitments = commitments.serialize().map_err(|e| frost_err(ErrorCode::Internal, "commitments", e))?;
+        let now = Instant::now();
+        let mut s = self.lock();
+        // Re-check under the lock: the attempt may have been aborted or used meanwhile.
+        Self::bound(&s, &attempt, Some(seat))?;
+        if s.consumed.contains_key(&(attempt, seat)) {
+            return Err(err(ErrorCode::NonceAlreadyConsumed, format!("seat {seat} in attempt {attempt}")));
+        }
+        if let Some(live) = s.nonces.get(&(attempt, seat)) {
+            // A concurrent round 1 won; ours is dropped (wiped) unused.
+            return commitment_bytes(live.commitments.clone());
+        }
+        if s.nonces.len() >= self.limits.max_live_nonces {
+            self.sweep_locked(&mut s, now);
+            if s.nonces.len() >= self.limits.max_live_nonces {
+                return Err(err(ErrorCode::RegistryFull, format!("{} live nonces", s.nonces.len())));
+            }
+        }
+        s.nonces.insert((attempt, seat), LiveNonce { nonces, commitments: commitments.clone(), created: now });
+        commitment_bytes(commitments)
+    }
+
+    /// Checks a package against the bound session and attempt. Consumes nothing.
+    fn check_package(b: &Bound, package: &SigningPackage, mode: &TaprootMode) -> Result<(), Error> {
+        if *mode != b.mode {
+            return Err(err(
+                ErrorCode::SigningPackageMismatch,
+                "the request's Taproot mode differs from the session's",
+            ));
+        }
+        if package.message().as_slice() != b.message {
+            return Err(err(ErrorCode::SigningPackageMismatch, "the package's message differs from the session's"));
+        }
+        let expected: BTreeSet<Identifier> = b.signers.iter().map(|p| identifier(*p)).collect::<Result<_, _>>()?;
+        let got: BTreeSet<Identifier> = package.signing_commitments().keys().copied().collect();
+        if got != expected {
+            return Err(err(
+                ErrorCode::SigningPackageMismatch,
+                format!("the package has {} signers; the attempt has exactly {}", got.len(), expected.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Round 2: verify, consume durably, then sign and release.
+    pub async fn round2(
+        &self,
+        attempt: AttemptId,
+        seat: ParticipantId,
+        mode: TaprootMode,
+        package_bytes: &[u8],
+    ) -> Result<SignatureShareBytes, Error> {
+        let package = decode_package(package_bytes)?;
+        let marker = (attempt, seat);
+        let bound = {
+            let mut s = self.lock();
+            let b = Self::bound(&s, &attempt, Some(seat))?;
+            if s.consumed.contains_key(&marker) {
+                return Err(err(ErrorCode::NonceAlreadyConsumed, format!("seat {seat} in attempt {attempt}")));
+            }
+            let live = s
+                .nonces
+                .get(&marker)
+                .ok_or_else(|| err(ErrorCode::NonceUnavailable, format!("seat {seat} in attempt {attempt}")))?;
+            Self::check_package(&b, &package, &mode)?;
+            let own = package
+                .signing_commitments()
+                .get(&identifier(seat)?)
+                .map(SigningCommitments::serialize)
+                .transpose()
+                .map_err(|e| frost_err(ErrorCode::InvalidEncoding, "own commitment", e))?;
+            if own.as_deref() != Some(live.commitments.as_slice()) {
+                return Err(err(
+                    ErrorCode::SigningPackageMismatch,
+                    "this seat's commitment is not the one issued in round 1",
+                ));
+            }
+            // Check-and-set under the one lock: from here on no other request can use this nonce.
+            s.consumed.insert(marker, Marker::Pending);
+            b
+        };
+        let persisted = self.store.persist(vec![Record::NonceConsumed { attempt, seat }]).await;
+        let live = {
+            let mut s = self.lock();
+            match persisted {
+                Ok(()) => {
+                    s.consumed.insert(marker, Marker::Kept);
+                    s.nonces.remove(&marker)
+                }
+                Err(PersistError::NotWritten(e)) => {
+                    s.consumed.remove(&marker);
+                    return Err(err(
+                        ErrorCode::StoreCommitFailed,
+                        format!("consumed marker not written ({e}); nonce kept"),
+                    ));
+                }
+                Err(PersistError::Unknown(e)) => {
+                    s.consumed.insert(marker, Marker::Kept);
+                    drop(s.nonces.remove(&marker));
+                    return Err(err(
+                        ErrorCode::StoreOutcomeUnknown,
+                        format!("consumed marker outcome unknown ({e}); nonce wiped"),
+                    ));
+                }
+            }
+        };
+        let live =
+            live.ok_or_else(|| err(ErrorCode::NonceUnavailable, "the nonce was wiped before it could be used"))?;
+        let key_package = bound.key.unseal(&self.custody, seat)?;
+        let share = sign(&package, live, &key_package, &mode)?;
+        SignatureShareBytes::new(share.serialize()).map_err(|e| err(ErrorCode::Internal, e))
+    }
+
+    /// Checks one share as it arrives.
+    pub fn verify_share(
+        &self,
+        attempt: AttemptId,
+        package_bytes: &[u8],
+        share: &SignerShare,
+    ) -> Result<ShareVerdict, Error> {
+        let package = decode_package(package_bytes)?;
+        let b = Self::bound(&self.lock(), &attempt, None)?;
+        let mode = b.mode;
+        Self::check_package(&b, &package, &mode)?;
+        if !b.signers.contains(&share.signer) {
+            return Ok(ShareVerdict::Indeterminate);
+        }
+        let Ok(sig_share) = SignatureShare::deserialize(share.signature_share.as_inner()) else {
+            return Ok(ShareVerdict::Invalid);
+        };
+        let tweaked = keys::tweaked(&b.key.public, &b.mode);
+        let id = identifier(share.signer)?;
+        let Some(verifying_share) = tweaked.verifying_shares().get(&id) else {
+            return Ok(ShareVerdict::Indeterminate);
+        };
+        Ok(
+            match frost_core::verify_signature_share(id, verifying_share, &sig_share, &package, tweaked.verifying_key())
+            {
+                Ok(()) => ShareVerdict::Valid,
+                Err(_) => ShareVerdict::Invalid,
+            },
+        )
+    }
+
+    /// Aggregates the attempt's shares; records completion durably before releasing.
+    pub async fn aggregate(
+        &self,
+        attempt: AttemptId,
+        mode: TaprootMode,
+        package_bytes: &[u8],
+        shares: &[SignerShare],
+    ) -> Result<AggregateOutcome, Error> {
+        let package = decode_package(package_bytes)?;
+        let bound = {
+            let mut s = self.lock();
+            let b = Self::bound(&s, &attempt, None)?;
+            if s.completed.contains_key(&attempt) {
+                return Err(err(
+                    ErrorCode::AttemptCompleted,
+                    format!("attempt {attempt} already signed; open a new attempt"),
+                ));
+            }
+            Self::check_package(&b, &package, &mode)?;
+            let given: BTreeSet<ParticipantId> = shares.iter().map(|s| s.signer).collect();
+            if given.len() != shares.len() || given != b.signers {
+                return Err(err(
+                    ErrorCode::SigningPackageMismatch,
+                    "exactly one share per signer of the attempt is required",
+                ));
+            }
+            s.completed.insert(attempt, Marker::Pending);
+            b
+        };
+        let result = self.aggregate_unlocked(&bound, &package, shares);
+        let signature = match result {
+            Ok(AggregateOutcome::Signed { signature, .. }) => signature,
+            other => {
+                self.lock().completed.remove(&attempt);
+                return other;
+            }
+        };
+        let record = Record::AttemptCompleted { attempt, message: bound.message, mode: bound.mode };
+        let persisted = self.store.persist(vec![record]).await;
+        let mut s = self.lock();
+        match persisted {
+            Ok(()) => {
+                s.completed.insert(attempt, Marker::Kept);
+                Ok(AggregateOutcome::Signed { signature, output_key: bound.output_key })
+            }
+            Err(PersistError::NotWritten(e)) => {
+                s.completed.remove(&attempt);
+                Err(err(ErrorCode::StoreCommitFailed, format!("completed marker not written ({e})")))
+            }
+            Err(PersistError::Unknown(e)) => {
+                s.completed.insert(attempt, Marker::Kept);
+                Err(err(ErrorCode::StoreOutcomeUnknown, format!("completed marker outcome unknown ({e})")))
+            }
+        }
+    }
+
+    fn aggregate_unlocked(
+        &self,
+        b: &Bound,
+        package: &SigningPackage,
+        shares: &[SignerShare],
+    ) -> Result<AggregateOutcome, Error> {
+        let mut map = BTreeMap::new();
+        let mut undecodable = Vec::new();
+        for share in shares {
+            match SignatureShare::deserialize(share.signature_share.as_inner()) {
+                Ok(s) => {
+                    map.insert(identifier(share.signer)?, s);
+                }
+                Err(_) => undecodable.push(share.signer),
+            }
+        }
+        if !undecodable.is_empty() {
+            return culprits(undecodable);
+        }
+        // The enclave's own key package, tweaked for the session: never one from the request.
+        let tweaked = keys::tweaked(&b.key.public, &b.mode);
+        match frost_core::aggregate_custom(package, &map, &tweaked, CheaterDetection::AllCheaters) {
+            Ok(signature) => {
+                tweaked
+                    .verifying_key()
+                    .verify(&b.message, &signature)
+                    .map_err(|e| frost_err(ErrorCode::SigningFailed, "self-verification", e))?;
+                let bytes = signature.serialize().map_err(|e| frost_err(ErrorCode::Internal, "signature", e))?;
+                let (r, s) = (bytes.get(..32), bytes.get(32..));
+                match (r.and_then(|r| r.try_into().ok()), s.and_then(|s| s.try_into().ok()), bytes.len()) {
+                    (Some(r), Some(s), 64) => {
+                        Ok(AggregateOutcome::Signed { signature: Bip340Signature { r, s }, output_key: b.output_key })
+                    }
+                    _ => Err(err(ErrorCode::Internal, format!("signature encoding is {} bytes, not 64", bytes.len()))),
+                }
+            }
+            Err(frost_core::Error::InvalidSignatureShare { culprits: ids }) => {
+                let by_id: BTreeMap<Identifier, ParticipantId> =
+                    b.key.participants.iter().map(|(p, i)| (*i, *p)).collect();
+                culprits(ids.iter().filter_map(|i| by_id.get(i).copied()).collect())
+            }
+            Err(e) => Err(frost_err(ErrorCode::SigningFailed, "aggregate", e)),
+        }
+    }
+
+    /// Abandons an attempt: its live nonces are wiped, its markers kept.
+    pub fn abort(&self, attempt: AttemptId) -> Result<u16, Error> {
+        let mut s = self.lock();
+        if s.attempts.remove(&attempt).is_none() {
+            return Err(err(ErrorCode::UnknownAttempt, format!("attempt {attempt}")));
+        }
+        let before = s.nonces.len();
+        s.nonces.retain(|(a, _), _| *a != attempt);
+        Ok(u16::try_from(before - s.nonces.len()).unwrap_or(u16::MAX))
+    }
+
+    /// Expiry sweep: wipes nonces older than the nonce TTL (markers and keys untouched), and
+    /// removes sessions older than the session TTL with their attempts, nonces and markers.
+    pub fn sweep(&self, now: Instant) -> usize {
+        let mut s = self.lock();
+        self.sweep_locked(&mut s, now)
+    }
+
+    fn sweep_locked(&self, s: &mut State, now: Instant) -> usize {
+        let before = s.nonces.len();
+        let ttl = self.limits.nonce_ttl;
+        s.nonces.retain(|_, n| now.saturating_duration_since(n.created) < ttl);
+        let expired: BTreeSet<SessionId> = s
+            .sessions
+            .iter()
+            .filter(|(_, sess)| now.saturating_duration_since(sess.created) >= self.limits.session_ttl)
+            .map(|(id, _)| *id)
+            .collect();
+        if !expired.is_empty() {
+            let gone: BTreeSet<AttemptId> =
+                s.attempts.iter().filter(|(_, a)| expired.contains(&a.session)).map(|(id, _)| *id).collect();
+            s.sessions.retain(|id, _| !expired.contains(id));
+            s.attempts.retain(|id, _| !gone.contains(id));
+            s.nonces.retain(|(a, _), _| !gone.contains(a));
+            // Markers of pending persists stay until their persist resolves.
+            s.consumed.retain(|(a, _), m| !gone.contains(a) || *m == Marker::Pending);
+            s.completed.retain(|a, m| !gone.contains(a) || *m == Marker::Pending);
+        }
+        before - s.nonces.len()
+    }
+}
+
+fn culprits(mut list: Vec<ParticipantId>) -> Result<AggregateOutcome, Error> {
+    list.sort();
+    list.dedup();
+    Ok(AggregateOutcome::InvalidShares {
+        candidate_culprits: Signers::new(list).map_err(|e| err(ErrorCode::Internal, e))?,
+    })
+}
+
+fn commitment_bytes(bytes: Vec<u8>) -> Result<CommitmentBytes, Error> {
+    CommitmentBytes::new(bytes).map_err(|e| err(ErrorCode::Internal, e))
+}
+
+/// Signs with a nonce pair taken by value: it is dropped (wiped) when this returns.
+fn sign(
+    package: &SigningPackage,
+    live: LiveNonce,
+    key_package: &frost_secp256k1_tr::keys::KeyPackage,
+    mode: &TaprootMode,
+) -> Result<SignatureShare, Error> {
+    let LiveNonce { nonces, .. } = live;
+    let result = match mode {
+        TaprootMode::Untweaked => round2::sign(package, &nonces, key_package),
+        TaprootMode::Bip86 => round2::sign_with_tweak(package, &nonces, key_package, None),
+        TaprootMode::ScriptTree { merkle_root } => {
+            round2::sign_with_tweak(package, &nonces, key_package, Some(merkle_root))
+        }
+    };
+    drop(nonces);
+    result.map_err(|e| frost_err(ErrorCode::SigningFailed, "round 2", e))
+}
