@@ -21,6 +21,8 @@ use std::sync::Arc;
 pub enum Caller {
     /// In process, straight into the enclave's request handler.
     Service(Arc<Service>),
+    /// In process, recording the frame encoding of every request and reply.
+    Recording(Arc<Service>, Arc<std::sync::Mutex<Vec<Vec<u8>>>>),
     /// Over the real channel to an enclave process.
     Channel(Channel),
 }
@@ -28,12 +30,28 @@ pub enum Caller {
 impl Caller {
     /// Sends a request; an `Error` reply becomes `Err`.
     pub async fn call(&self, m: Message) -> Result<Message, Error> {
-        match self {
-            Caller::Service(s) => match s.handle(m).await {
-                Message::Error(e) => Err(e),
-                other => Ok(other),
-            },
-            Caller::Channel(c) => c.call(m, Some(std::time::Duration::from_secs(60))).await,
+        let reply = match self {
+            Caller::Service(s) => s.handle(m).await,
+            Caller::Recording(s, frames) => {
+                let encode = |m: &Message| {
+                    frostgate_common::frame::encode(&frostgate_common::frame::Frame {
+                        request_id: 1,
+                        message: m.clone(),
+                    })
+                    .expect("every message encodes")
+                };
+                let request = encode(&m);
+                let reply = s.handle(m).await;
+                let mut f = frames.lock().expect("lock");
+                f.push(request);
+                f.push(encode(&reply));
+                reply
+            }
+            Caller::Channel(c) => return c.call(m, Some(std::time::Duration::from_secs(60))).await,
+        };
+        match reply {
+            Message::Error(e) => Err(e),
+            other => Ok(other),
         }
     }
 }

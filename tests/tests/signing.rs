@@ -454,3 +454,43 @@ fn an_enclave_without_custody_refuses_signing_requests() {
         assert_eq!(e.code(), ErrorCode::CustodyNotConfigured);
     });
 }
+
+#[test]
+fn no_share_byte_string_crosses_the_boundary_in_a_full_signing_flow() {
+    rt().block_on(async {
+        let service = Arc::new(Service::from_engine(Some(Engine::new(
+            custody(),
+            Arc::new(MemoryStore::new()),
+            Limits::default(),
+        ))));
+        let frames = Arc::new(Mutex::new(Vec::new()));
+        let c = Caller::Recording(service.clone(), frames.clone());
+        let key = dealer(&c, 3, 5).await;
+        for mode in modes() {
+            let p = prepare(&c, key.key, &[pid(1), pid(2), pid(4)], mode).await;
+            let shares = sign_all(&c, &p).await;
+            for (s, share) in &shares {
+                verify_share(&c, p.attempt, &p.package, *s, share).await.expect("verdict");
+            }
+            signed(aggregate(&c, p.attempt, mode, &p.package, &shares).await.expect("aggregate"));
+        }
+        let engine = service.engine().expect("engine");
+        let record = engine.key(&key.key).expect("key");
+        let frames = frames.lock().expect("lock");
+        assert!(frames.len() > 40);
+        for seat in record.seats.keys() {
+            let package = record.unseal(engine.custody(), *seat).expect("unseal");
+            let secret = package.signing_share().serialize();
+            assert_eq!(secret.len(), 32);
+            for f in frames.iter() {
+                assert!(
+                    !f.windows(secret.len()).any(|w| w == secret.as_slice()),
+                    "seat {seat}'s share crossed the boundary"
+                );
+                // Nor its byte-reversed form (a little-endian scalar encoding).
+                let rev: Vec<u8> = secret.iter().rev().copied().collect();
+                assert!(!f.windows(rev.len()).any(|w| w == rev.as_slice()));
+            }
+        }
+    });
+}
