@@ -120,6 +120,10 @@ bounded_types! {
     PublicKeyPackageBytes: Vec<u8>, 64 * 1024, "FROST PublicKeyPackage";
     /// A set of participants, ascending, no duplicates (checked by the enclave).
     Signers: Vec<crate::ids::ParticipantId>, crate::limits::MAX_PARTICIPANTS as usize, "participant ids (count)";
+    /// A sealed store record's body (public state; authenticated, not encrypted).
+    RecordBody: Vec<u8>, 256 * 1024, "sealed store record body";
+    /// Sealed store records, in chain order.
+    SealedRecords: Vec<crate::protocol::SealedRecord>, 256, "sealed store records (count)";
     /// Signature shares by signer.
     SignerShares: Vec<crate::protocol::SignerShare>, crate::limits::MAX_PARTICIPANTS as usize, "signature shares (count)";
 }

@@ -171,6 +171,13 @@ error_codes! {
     DevFeatureDisabled = "dev_feature_disabled", FixRequest;
     /// FROST refused to sign or aggregate after the inputs were validated; nothing was released.
     SigningFailed = "signing_failed", NewAttempt;
+    /// The enclave has not (yet, or since an unknown commit outcome) received and verified the
+    /// host's store; the host must stream it (`StoreLoad`). Signing is refused until then.
+    StoreNotLoaded = "store_not_loaded", Retry;
+    /// A store record failed its MAC, or the chain is broken (gap, reorder, fork, bad format).
+    StoreTampered = "store_tampered", Operator;
+    /// The store is older than the HSM anchor (records deleted or an old copy restored).
+    StoreRollbackDetected = "store_rollback_detected", Operator;
 }
 
 impl fmt::Display for ErrorCode {

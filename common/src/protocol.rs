@@ -6,7 +6,8 @@
 //! manifest (`common/BOUNDARY.md`) pins all of it.
 
 use crate::bounded::{
-    CommitmentBytes, Label, PublicKeyPackageBytes, SignatureShareBytes, SignerShares, Signers, SigningPackageBytes,
+    CommitmentBytes, Label, PublicKeyPackageBytes, RecordBody, SealedRecords, SignatureShareBytes, SignerShares,
+    Signers, SigningPackageBytes,
 };
 use crate::error::{Error, ErrorCode};
 use crate::ids::{AttemptId, KeyId, ParticipantId, SessionId};
@@ -120,6 +121,15 @@ pub enum Message {
     KeyInfo(KeyInfo),
     /// Host -> enclave: describe a key this enclave holds.
     GetKey(KeyRef),
+    /// Enclave -> host: commit these sealed records durably in one transaction, then acknowledge.
+    PersistRecords(PersistRecords),
+    /// Host -> enclave: the records are durable; the store's head version.
+    PersistAck(PersistAck),
+    /// Host -> enclave: one chunk of the host's store, in chain order (the first chunk of a load
+    /// has `first`; the last has `last`).
+    StoreLoad(StoreLoad),
+    /// Enclave -> host: progress or the verdict of a load.
+    StoreStatus(StoreStatus),
 }
 
 /// Role and direction of every kind, in wire (variant index) order.
@@ -148,6 +158,10 @@ pub const KINDS: &[KindInfo] = &[
     KindInfo { name: "DevDealerKeygen", role: Role::Request, direction: Direction::HostToEnclave },
     KindInfo { name: "KeyInfo", role: Role::Reply, direction: Direction::EnclaveToHost },
     KindInfo { name: "GetKey", role: Role::Request, direction: Direction::HostToEnclave },
+    KindInfo { name: "PersistRecords", role: Role::Request, direction: Direction::EnclaveToHost },
+    KindInfo { name: "PersistAck", role: Role::Reply, direction: Direction::HostToEnclave },
+    KindInfo { name: "StoreLoad", role: Role::Request, direction: Direction::HostToEnclave },
+    KindInfo { name: "StoreStatus", role: Role::Reply, direction: Direction::EnclaveToHost },
 ];
 
 impl Message {
@@ -178,6 +192,10 @@ impl Message {
             Message::DevDealerKeygen(_) => 21,
             Message::KeyInfo(_) => 22,
             Message::GetKey(_) => 23,
+            Message::PersistRecords(_) => 24,
+            Message::PersistAck(_) => 25,
+            Message::StoreLoad(_) => 26,
+            Message::StoreStatus(_) => 27,
         }
     }
 
@@ -475,4 +493,61 @@ pub struct KeyInfo {
     pub bip86_output_key: [u8; 32],
     /// The public key package.
     pub public_key_package: PublicKeyPackageBytes,
+}
+
+/// One record of the host's sealed store. The body is public state; the MAC (HMAC-SHA256 under
+/// a key derived in the HSM) covers the version, the previous record's MAC and the body.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SealedRecord {
+    /// Position in the chain, from 1, without gaps.
+    pub version: u64,
+    /// The previous record's MAC (zeros before version 1).
+    pub prev_mac: [u8; 32],
+    /// The record (enclave-defined encoding of public state).
+    pub body: RecordBody,
+    /// The record's MAC.
+    pub mac: [u8; 32],
+}
+
+/// Records to commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistRecords {
+    /// Consecutive records continuing the host's chain.
+    pub records: SealedRecords,
+    /// If set, after committing, delete every record with a lower version (compaction: a
+    /// complete snapshot starts at that version).
+    pub compact_before: Option<u64>,
+}
+
+/// Acknowledges a durable commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistAck {
+    /// The store's head version after the commit.
+    pub head_version: u64,
+}
+
+/// A chunk of the host's store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreLoad {
+    /// Starts a new load (discarding any partial one).
+    pub first: bool,
+    /// Ends the load: the enclave compares the chain head with its HSM anchor.
+    pub last: bool,
+    /// Check only: do not adopt the records or finish an interrupted anchor update.
+    pub verify_only: bool,
+    /// Records in chain order.
+    pub records: SealedRecords,
+}
+
+/// The result of a load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStatus {
+    /// Ready, or refusing with the code that explains why.
+    pub state: ServiceState,
+    /// Records verified so far in this load.
+    pub records: u64,
+    /// The chain head's version.
+    pub head_version: u64,
+    /// The HSM anchor's version (after finishing an interrupted update, if one was finished).
+    pub anchor_version: u64,
 }

@@ -48,6 +48,9 @@ const PINNED: &[(usize, &str, &str)] = &[
     (40, "store_outcome_unknown", "new_attempt"),
     (41, "dev_feature_disabled", "fix_request"),
     (42, "signing_failed", "new_attempt"),
+    (43, "store_not_loaded", "retry"),
+    (44, "store_tampered", "operator"),
+    (45, "store_rollback_detected", "operator"),
 ];
 
 #[test]

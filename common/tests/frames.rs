@@ -136,7 +136,42 @@ fn message() -> impl Strategy<Value = Message> {
             })),
         bytes::<32>().prop_map(|k| Message::GetKey(KeyRef { key: KeyId::from_bytes(k) })),
     ];
-    prop_oneof![base, signing]
+    let store =
+        prop_oneof![
+            (proptest::collection::vec(sealed_record(), 0..4), proptest::option::of(any::<u64>())).prop_map(
+                |(r, compact_before)| {
+                    Message::PersistRecords(PersistRecords {
+                        records: SealedRecords::new(r).expect("bound"),
+                        compact_before,
+                    })
+                }
+            ),
+            any::<u64>().prop_map(|head_version| Message::PersistAck(PersistAck { head_version })),
+            (any::<bool>(), any::<bool>(), any::<bool>(), proptest::collection::vec(sealed_record(), 0..4)).prop_map(
+                |(first, last, verify_only, r)| Message::StoreLoad(StoreLoad {
+                    first,
+                    last,
+                    verify_only,
+                    records: SealedRecords::new(r).expect("bound")
+                })
+            ),
+            (
+                prop_oneof![Just(ServiceState::Ready), code().prop_map(ServiceState::Refusing)],
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>()
+            )
+                .prop_map(|(state, records, head_version, anchor_version)| Message::StoreStatus(
+                    StoreStatus { state, records, head_version, anchor_version }
+                )),
+        ];
+    prop_oneof![base, signing, store]
+}
+
+fn sealed_record() -> impl Strategy<Value = SealedRecord> {
+    (any::<u64>(), bytes::<32>(), blob(RecordBody::MAX_LEN), bytes::<32>()).prop_map(|(version, prev_mac, b, mac)| {
+        SealedRecord { version, prev_mac, body: RecordBody::new(b).expect("bound"), mac }
+    })
 }
 
 proptest! {
