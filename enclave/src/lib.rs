@@ -12,3 +12,4 @@ pub mod rounds;
 pub mod sealing;
 pub mod server;
 pub mod service;
+pub mod store;

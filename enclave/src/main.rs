@@ -10,7 +10,7 @@ use frostgate_enclave::custody::Custody;
 use frostgate_enclave::logging::{self, LogFormat};
 use frostgate_enclave::rounds::Limits;
 use frostgate_enclave::server::{self, PeerPolicy};
-use frostgate_enclave::service::Service;
+use frostgate_enclave::service::{Service, StoreMode};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +51,10 @@ struct ServeArgs {
     /// The only vsock CID allowed to connect (vsock transport only).
     #[arg(long, env = "FROSTGATE_ENCLAVE_ALLOWED_CID")]
     allowed_cid: Option<u32>,
+    /// DEVELOPMENT ONLY: keep markers in enclave memory instead of the host's sealed store
+    /// (lost at restart).
+    #[arg(long)]
+    dev_memory_markers: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -190,9 +194,13 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
     // Readiness line for supervisors: the only thing `serve` writes to stdout.
     out(&format!("READY {address}\n"));
 
-    // Markers live in process memory until the sealed host store is configured (store issue).
-    let store = Arc::new(frostgate_enclave::markers::MemoryStore::new());
-    let service = Arc::new(Service::new(custody, store, Limits::default()));
+    let mode = if args.dev_memory_markers {
+        tracing::warn!("DEVELOPMENT: markers kept in memory only");
+        StoreMode::DevMemory
+    } else {
+        StoreMode::Host
+    };
+    let service = Arc::new(Service::new(custody, mode, Limits::default())?);
     // Expiry sweep: wipes nonces past their TTL and removes expired sessions.
     let sweeper = service.clone();
     tokio::spawn(async move {
@@ -200,7 +208,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
         loop {
             tick.tick().await;
             if let Some(engine) = sweeper.engine() {
-                let wiped = engine.sweep(std::time::Instant::now());
+                let wiped = engine.sweep_and_record(std::time::Instant::now()).await;
                 if wiped > 0 {
                     tracing::info!(wiped, "expired nonces wiped");
                 }

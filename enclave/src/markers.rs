@@ -6,14 +6,16 @@
 //! [`MemoryStore`] keeps markers for the life of the process.
 
 use frostgate_common::error::Error;
-use frostgate_common::ids::{AttemptId, ParticipantId};
+use frostgate_common::ids::{AttemptId, KeyId, ParticipantId, SessionId};
 use frostgate_common::protocol::TaprootMode;
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
 
-/// One durable marker.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One durable record of public state. Its postcard encoding is a sealed store record's body.
+/// Append only: variants are matched by index in stored data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
     /// This seat's nonce for this attempt was consumed (at most one share, ever).
     NonceConsumed {
@@ -30,6 +32,53 @@ pub enum Record {
         message: [u8; 32],
         /// The Taproot mode (and with it the merkle root).
         mode: TaprootMode,
+    },
+    /// A key: its public key package and the sealed key packages of the seats held here.
+    KeyAdded {
+        /// The key id.
+        key: KeyId,
+        /// `PublicKeyPackage` encoding.
+        public_key_package: Vec<u8>,
+        /// (seat, key epoch, sealed blob).
+        seats: Vec<(ParticipantId, u64, Vec<u8>)>,
+    },
+    /// A session binding.
+    SessionBound {
+        /// The session.
+        session: SessionId,
+        /// The key.
+        key: KeyId,
+        /// The message.
+        message: [u8; 32],
+        /// The mode.
+        mode: TaprootMode,
+        /// Unix seconds when it was opened (for expiry across restarts).
+        opened_unix: u64,
+    },
+    /// An attempt binding.
+    AttemptBound {
+        /// The attempt.
+        attempt: AttemptId,
+        /// Its session.
+        session: SessionId,
+        /// Its signers, ascending.
+        signers: Vec<ParticipantId>,
+    },
+    /// A session expired: it, its attempts and their markers are gone.
+    SessionExpired {
+        /// The session.
+        session: SessionId,
+    },
+    /// A snapshot of the whole state starts here; records before it may be deleted once the
+    /// matching end is durable.
+    SnapshotBegin {
+        /// Snapshot id.
+        id: u64,
+    },
+    /// The snapshot with this id is complete.
+    SnapshotEnd {
+        /// Snapshot id.
+        id: u64,
     },
 }
 
@@ -50,6 +99,11 @@ pub type PersistFuture<'a> = Pin<Box<dyn Future<Output = Result<(), PersistError
 pub trait MarkerStore: Send + Sync + std::fmt::Debug {
     /// Persists the records atomically (all or none).
     fn persist(&self, records: Vec<Record>) -> PersistFuture<'_>;
+
+    /// Whether the store can take records now; signing is refused otherwise.
+    fn ready(&self) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// Markers held in process memory: durable for the life of the process only. Used until the

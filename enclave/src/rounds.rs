@@ -62,6 +62,20 @@ struct Session {
     mode: TaprootMode,
     output_key: [u8; 32],
     created: Instant,
+    opened_unix: u64,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Maps a failed persist of a binding (not a nonce) to the caller's error.
+fn persist_err(e: PersistError) -> Error {
+    match e {
+        PersistError::NotWritten(e) if e.code() == ErrorCode::StoreNotLoaded => e,
+        PersistError::NotWritten(e) => err(ErrorCode::StoreCommitFailed, format!("not written: {e}")),
+        PersistError::Unknown(e) => err(ErrorCode::StoreCommitFailed, format!("outcome unknown: {e}")),
+    }
 }
 
 #[derive(Debug)]
@@ -171,14 +185,133 @@ impl Engine {
         }
     }
 
-    /// Adds a key (from DKG or the dev dealer).
-    pub fn insert_key(&self, record: KeyRecord) -> Result<(), Error> {
-        let mut s = self.lock();
-        if s.keys.contains_key(&record.key_id) {
+    /// Adds a key (from DKG or the dev dealer) once it is durable in the store.
+    pub async fn add_key(&self, record: KeyRecord) -> Result<(), Error> {
+        if self.lock().keys.contains_key(&record.key_id) {
             return Err(err(ErrorCode::Internal, format!("key {} already held", record.key_id)));
         }
-        s.keys.insert(record.key_id, Arc::new(record));
+        let stored = key_record(&record)?;
+        self.store.persist(vec![stored]).await.map_err(persist_err)?;
+        self.lock().keys.insert(record.key_id, Arc::new(record));
         Ok(())
+    }
+
+    /// Whether the marker store takes records (signing is refused otherwise).
+    pub fn ready(&self) -> Result<(), Error> {
+        self.store.ready()
+    }
+
+    /// Applies verified store records (at load). Idempotent; never removes live nonces of
+    /// attempts that still exist, and only adds markers (a marker known in memory stays).
+    pub fn replay(&self, records: &[Record]) -> Result<(), Error> {
+        let now = Instant::now();
+        let unix = unix_now();
+        let mut s = self.lock();
+        for r in records {
+            match r {
+                Record::KeyAdded { key, public_key_package, seats } => {
+                    let public = frost_secp256k1_tr::keys::PublicKeyPackage::deserialize(public_key_package)
+                        .map_err(|e| frost_err(ErrorCode::StoreTampered, "stored public key package", e))?;
+                    let seats = seats
+                        .iter()
+                        .map(|(p, epoch, blob)| (*p, keys::SealedSeat { blob: blob.clone(), epoch: *epoch }))
+                        .collect();
+                    let record = KeyRecord::new(public, seats)?;
+                    if record.key_id != *key {
+                        return Err(err(
+                            ErrorCode::StoreTampered,
+                            "stored key id does not match its public key package",
+                        ));
+                    }
+                    s.keys.insert(*key, Arc::new(record));
+                }
+                Record::SessionBound { session, key, message, mode, opened_unix } => {
+                    let record = s
+                        .keys
+                        .get(key)
+                        .cloned()
+                        .ok_or_else(|| err(ErrorCode::StoreTampered, "session of an unknown key"))?;
+                    let output_key = keys::output_key(&record.public, mode)?;
+                    let age = Duration::from_secs(unix.saturating_sub(*opened_unix));
+                    let created = now.checked_sub(age).unwrap_or(now);
+                    s.sessions.insert(
+                        *session,
+                        Session {
+                            key: *key,
+                            message: *message,
+                            mode: *mode,
+                            output_key,
+                            created,
+                            opened_unix: *opened_unix,
+                        },
+                    );
+                }
+                Record::AttemptBound { attempt, session, signers } => {
+                    s.attempts
+                        .insert(*attempt, Attempt { session: *session, signers: signers.iter().copied().collect() });
+                }
+                Record::NonceConsumed { attempt, seat } => {
+                    s.consumed.insert((*attempt, *seat), Marker::Kept);
+                    drop(s.nonces.remove(&(*attempt, *seat)));
+                }
+                Record::AttemptCompleted { attempt, .. } => {
+                    s.completed.insert(*attempt, Marker::Kept);
+                }
+                Record::SessionExpired { session } => Self::remove_sessions(&mut s, &BTreeSet::from([*session])),
+                Record::SnapshotBegin { .. } | Record::SnapshotEnd { .. } => {}
+            }
+        }
+        if s.sessions.len() > self.limits.max_sessions || s.attempts.len() > self.limits.max_attempts {
+            self.sweep_locked(&mut s, now);
+            if s.sessions.len() > self.limits.max_sessions || s.attempts.len() > self.limits.max_attempts {
+                return Err(err(ErrorCode::RegistryFull, "the stored state exceeds the engine's bounds"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole durable state as records (a snapshot for compaction).
+    pub fn snapshot(&self) -> Result<Vec<Record>, Error> {
+        let s = self.lock();
+        let mut out = Vec::new();
+        for k in s.keys.values() {
+            out.push(key_record(k)?);
+        }
+        for (id, sess) in &s.sessions {
+            out.push(Record::SessionBound {
+                session: *id,
+                key: sess.key,
+                message: sess.message,
+                mode: sess.mode,
+                opened_unix: sess.opened_unix,
+            });
+        }
+        for (id, a) in &s.attempts {
+            out.push(Record::AttemptBound {
+                attempt: *id,
+                session: a.session,
+                signers: a.signers.iter().copied().collect(),
+            });
+        }
+        for ((attempt, seat), m) in &s.consumed {
+            if *m == Marker::Kept {
+                out.push(Record::NonceConsumed { attempt: *attempt, seat: *seat });
+            }
+        }
+        for (attempt, m) in &s.completed {
+            if *m == Marker::Kept {
+                if let Some(a) = s.attempts.get(attempt) {
+                    if let Some(sess) = s.sessions.get(&a.session) {
+                        out.push(Record::AttemptCompleted {
+                            attempt: *attempt,
+                            message: sess.message,
+                            mode: sess.mode,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// A key held here.
@@ -191,8 +324,8 @@ impl Engine {
         &self.custody
     }
 
-    /// Binds a session. An identical repeat is accepted; any difference is a conflict.
-    pub fn open_session(
+    /// Binds a session, durably. An identical repeat is accepted; any difference is a conflict.
+    pub async fn open_session(
         &self,
         id: SessionId,
         key: KeyId,
@@ -202,61 +335,81 @@ impl Engine {
         let record = self.key(&key)?;
         let output_key = keys::output_key(&record.public, &mode)?;
         let now = Instant::now();
-        let mut s = self.lock();
-        if let Some(existing) = s.sessions.get(&id) {
-            if existing.key == key && existing.message == message && existing.mode == mode {
-                return Ok(existing.output_key);
+        let opened_unix = unix_now();
+        {
+            let mut s = self.lock();
+            if let Some(existing) = s.sessions.get(&id) {
+                if existing.key == key && existing.message == message && existing.mode == mode {
+                    return Ok(existing.output_key);
+                }
+                return Err(err(
+                    ErrorCode::SessionConflict,
+                    format!("session {id} is bound to another key, message or mode"),
+                ));
             }
-            return Err(err(
-                ErrorCode::SessionConflict,
-                format!("session {id} is bound to another key, message or mode"),
-            ));
-        }
-        if s.sessions.len() >= self.limits.max_sessions {
-            self.sweep_locked(&mut s, now);
             if s.sessions.len() >= self.limits.max_sessions {
-                return Err(err(ErrorCode::RegistryFull, format!("{} open sessions", s.sessions.len())));
+                self.sweep_locked(&mut s, now);
+                if s.sessions.len() >= self.limits.max_sessions {
+                    return Err(err(ErrorCode::RegistryFull, format!("{} open sessions", s.sessions.len())));
+                }
             }
+            s.sessions.insert(id, Session { key, message, mode, output_key, created: now, opened_unix });
         }
-        s.sessions.insert(id, Session { key, message, mode, output_key, created: now });
+        let record = Record::SessionBound { session: id, key, message, mode, opened_unix };
+        if let Err(e) = self.store.persist(vec![record]).await {
+            self.lock().sessions.remove(&id);
+            return Err(persist_err(e));
+        }
         Ok(output_key)
     }
 
-    /// Binds an attempt to a session and an exact, ascending signer set.
-    pub fn open_attempt(&self, session: SessionId, attempt: AttemptId, signers: &[ParticipantId]) -> Result<(), Error> {
-        let mut s = self.lock();
-        let sess =
-            s.sessions.get(&session).ok_or_else(|| err(ErrorCode::UnknownSession, format!("session {session}")))?;
-        let key = s.keys.get(&sess.key).ok_or_else(|| err(ErrorCode::UnknownKey, format!("key {}", sess.key)))?;
-        if !signers.windows(2).all(|w| w[0] < w[1]) {
-            return Err(err(ErrorCode::SignerSetInvalid, "signers must be strictly ascending"));
-        }
-        if signers.len() < key.threshold as usize {
-            return Err(err(
-                ErrorCode::SignerSetInvalid,
-                format!("{} signers, threshold {}", signers.len(), key.threshold),
-            ));
-        }
-        if let Some(p) = signers.iter().find(|p| !key.participants.contains_key(p)) {
-            return Err(err(ErrorCode::SignerSetInvalid, format!("participant {p} is not in the group")));
-        }
-        let set: BTreeSet<ParticipantId> = signers.iter().copied().collect();
-        if let Some(existing) = s.attempts.get(&attempt) {
-            if existing.session == session && existing.signers == set {
-                return Ok(());
+    /// Binds an attempt to a session and an exact, ascending signer set, durably.
+    pub async fn open_attempt(
+        &self,
+        session: SessionId,
+        attempt: AttemptId,
+        signers: &[ParticipantId],
+    ) -> Result<(), Error> {
+        {
+            let mut s = self.lock();
+            let sess =
+                s.sessions.get(&session).ok_or_else(|| err(ErrorCode::UnknownSession, format!("session {session}")))?;
+            let key = s.keys.get(&sess.key).ok_or_else(|| err(ErrorCode::UnknownKey, format!("key {}", sess.key)))?;
+            if !signers.windows(2).all(|w| w[0] < w[1]) {
+                return Err(err(ErrorCode::SignerSetInvalid, "signers must be strictly ascending"));
             }
-            return Err(err(
-                ErrorCode::AttemptConflict,
-                format!("attempt {attempt} is bound to another session or signer set"),
-            ));
-        }
-        if s.attempts.len() >= self.limits.max_attempts {
-            self.sweep_locked(&mut s, Instant::now());
+            if signers.len() < key.threshold as usize {
+                return Err(err(
+                    ErrorCode::SignerSetInvalid,
+                    format!("{} signers, threshold {}", signers.len(), key.threshold),
+                ));
+            }
+            if let Some(p) = signers.iter().find(|p| !key.participants.contains_key(p)) {
+                return Err(err(ErrorCode::SignerSetInvalid, format!("participant {p} is not in the group")));
+            }
+            let set: BTreeSet<ParticipantId> = signers.iter().copied().collect();
+            if let Some(existing) = s.attempts.get(&attempt) {
+                if existing.session == session && existing.signers == set {
+                    return Ok(());
+                }
+                return Err(err(
+                    ErrorCode::AttemptConflict,
+                    format!("attempt {attempt} is bound to another session or signer set"),
+                ));
+            }
             if s.attempts.len() >= self.limits.max_attempts {
-                return Err(err(ErrorCode::RegistryFull, format!("{} open attempts", s.attempts.len())));
+                self.sweep_locked(&mut s, Instant::now());
+                if s.attempts.len() >= self.limits.max_attempts {
+                    return Err(err(ErrorCode::RegistryFull, format!("{} open attempts", s.attempts.len())));
+                }
             }
+            s.attempts.insert(attempt, Attempt { session, signers: set });
         }
-        s.attempts.insert(attempt, Attempt { session, signers: set });
+        let record = Record::AttemptBound { attempt, session, signers: signers.to_vec() };
+        if let Err(e) = self.store.persist(vec![record]).await {
+            self.lock().attempts.remove(&attempt);
+            return Err(persist_err(e));
+        }
         Ok(())
     }
 
@@ -561,9 +714,40 @@ impl Engine {
 
     /// Expiry sweep: wipes nonces older than the nonce TTL (markers and keys untouched), and
     /// removes sessions older than the session TTL with their attempts, nonces and markers.
+    /// Returns the number of nonces wiped.
     pub fn sweep(&self, now: Instant) -> usize {
         let mut s = self.lock();
         self.sweep_locked(&mut s, now)
+    }
+
+    /// The sweep, then durably records the sessions it expired (best effort: a session whose
+    /// expiry record is lost expires again after a reload, from its stored opening time).
+    pub async fn sweep_and_record(&self, now: Instant) -> usize {
+        let (wiped, expired) = {
+            let mut s = self.lock();
+            let before: BTreeSet<SessionId> = s.sessions.keys().copied().collect();
+            let wiped = self.sweep_locked(&mut s, now);
+            let expired: Vec<SessionId> = before.into_iter().filter(|id| !s.sessions.contains_key(id)).collect();
+            (wiped, expired)
+        };
+        if !expired.is_empty() {
+            let records = expired.into_iter().map(|session| Record::SessionExpired { session }).collect();
+            if let Err(e) = self.store.persist(records).await {
+                tracing::warn!(error = ?e, "session expiry not recorded");
+            }
+        }
+        wiped
+    }
+
+    fn remove_sessions(s: &mut State, expired: &BTreeSet<SessionId>) {
+        let gone: BTreeSet<AttemptId> =
+            s.attempts.iter().filter(|(_, a)| expired.contains(&a.session)).map(|(id, _)| *id).collect();
+        s.sessions.retain(|id, _| !expired.contains(id));
+        s.attempts.retain(|id, _| !gone.contains(id));
+        s.nonces.retain(|(a, _), _| !gone.contains(a));
+        // Markers of pending persists stay until their persist resolves.
+        s.consumed.retain(|(a, _), m| !gone.contains(a) || *m == Marker::Pending);
+        s.completed.retain(|a, m| !gone.contains(a) || *m == Marker::Pending);
     }
 
     fn sweep_locked(&self, s: &mut State, now: Instant) -> usize {
@@ -577,17 +761,21 @@ impl Engine {
             .map(|(id, _)| *id)
             .collect();
         if !expired.is_empty() {
-            let gone: BTreeSet<AttemptId> =
-                s.attempts.iter().filter(|(_, a)| expired.contains(&a.session)).map(|(id, _)| *id).collect();
-            s.sessions.retain(|id, _| !expired.contains(id));
-            s.attempts.retain(|id, _| !gone.contains(id));
-            s.nonces.retain(|(a, _), _| !gone.contains(a));
-            // Markers of pending persists stay until their persist resolves.
-            s.consumed.retain(|(a, _), m| !gone.contains(a) || *m == Marker::Pending);
-            s.completed.retain(|a, m| !gone.contains(a) || *m == Marker::Pending);
+            Self::remove_sessions(s, &expired);
         }
         before - s.nonces.len()
     }
+}
+
+fn key_record(k: &KeyRecord) -> Result<Record, Error> {
+    Ok(Record::KeyAdded {
+        key: k.key_id,
+        public_key_package: k
+            .public
+            .serialize()
+            .map_err(|e| frost_err(ErrorCode::Internal, "public key package", e))?,
+        seats: k.seats.iter().map(|(p, s)| (*p, s.epoch, s.blob.clone())).collect(),
+    })
 }
 
 fn culprits(mut list: Vec<ParticipantId>) -> Result<AggregateOutcome, Error> {

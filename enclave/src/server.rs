@@ -3,7 +3,7 @@
 //! Invariant: a connection whose peer is not the configured host (Unix uid, or vsock CID) gets
 //! one `peer_not_authorized` error frame and is closed before any request is read.
 
-use crate::service::Service;
+use crate::service::{Connection, Service};
 use frostgate_common::channel::{Channel, Handler};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::frame::{self, Frame};
@@ -39,13 +39,6 @@ impl PeerPolicy {
 
 /// Serves connections until the future is dropped.
 pub async fn serve(listener: Listener, policy: PeerPolicy, service: Arc<Service>) {
-    let handler: Handler = {
-        let service = service.clone();
-        Arc::new(move |m: Message| {
-            let service = service.clone();
-            Box::pin(async move { service.handle(m).await })
-        })
-    };
     loop {
         let (reader, mut writer, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -65,7 +58,16 @@ pub async fn serve(listener: Listener, policy: PeerPolicy, service: Arc<Service>
             continue;
         }
         tracing::info!(?peer, "host connected");
-        let (_channel, done) = Channel::start(Side::Enclave, reader, writer, handler.clone());
+        let connection = Arc::new(Connection::default());
+        let handler: Handler = {
+            let (service, connection) = (service.clone(), connection.clone());
+            Arc::new(move |m: Message| {
+                let (service, connection) = (service.clone(), connection.clone());
+                Box::pin(async move { service.handle_on(m, &connection).await })
+            })
+        };
+        let (channel, done) = Channel::start(Side::Enclave, reader, writer, handler);
+        let _ = connection.channel.set(channel);
         tokio::spawn(async move {
             let _ = done.await;
             tracing::info!(?peer, "host disconnected");

@@ -2,13 +2,33 @@
 //! Every request is answered with its reply or a typed error; nothing here panics on input.
 
 use crate::custody::Custody;
-use crate::markers::MarkerStore;
+use crate::markers::{MarkerStore, MemoryStore};
 use crate::rounds::{Engine, Limits};
+use crate::store::SealedStore;
 use frostgate_common::bounded::{Label, PublicKeyPackageBytes, Signers};
+use frostgate_common::channel::Channel;
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::protocol::*;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::Instant;
+
+/// Where markers are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreMode {
+    /// The host's sealed store (production): signing waits until the host streamed it.
+    Host,
+    /// Development only: markers in enclave memory, lost at restart.
+    DevMemory,
+}
+
+/// Per-connection context: the connection's own channel (a store load makes it the store's
+/// channel).
+#[derive(Debug, Default)]
+pub struct Connection {
+    /// Set once the channel is started.
+    pub channel: OnceLock<Channel>,
+}
 
 /// The enclave's request handler.
 #[derive(Debug)]
@@ -16,6 +36,7 @@ pub struct Service {
     started: Instant,
     build: BuildInfo,
     engine: Option<Engine>,
+    store: Option<SealedStore>,
 }
 
 fn label(s: &str) -> Label {
@@ -26,7 +47,26 @@ fn label(s: &str) -> Label {
 
 impl Service {
     /// A new service. Without custody it answers but refuses to sign.
-    pub fn new(custody: Option<Custody>, store: Arc<dyn MarkerStore>, limits: Limits) -> Self {
+    pub fn new(custody: Option<Custody>, mode: StoreMode, limits: Limits) -> Result<Self, Error> {
+        let mut service = Self::from_engine(None);
+        if let Some(custody) = custody {
+            let custody = Arc::new(custody);
+            let markers: Arc<dyn MarkerStore> = match mode {
+                StoreMode::Host => {
+                    let store = SealedStore::open(custody.clone())?;
+                    service.store = Some(store.clone());
+                    Arc::new(store)
+                }
+                StoreMode::DevMemory => Arc::new(MemoryStore::new()),
+            };
+            service.engine = Some(Engine::new(custody, markers, limits));
+        }
+        Ok(service)
+    }
+
+    /// A service over an already built engine (tests build engines with their own limits and
+    /// marker stores).
+    pub fn from_engine(engine: Option<Engine>) -> Self {
         let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
         Service {
             started: Instant::now(),
@@ -35,24 +75,63 @@ impl Service {
                 version: label(env!("CARGO_PKG_VERSION")),
                 profile: label(profile),
             },
-            engine: custody.map(|c| Engine::new(Arc::new(c), store, limits)),
+            engine,
+            store: None,
         }
     }
 
-    /// A service over an already built engine (tests build engines with their own limits and
-    /// marker stores).
-    pub fn from_engine(engine: Option<Engine>) -> Self {
-        let mut s = Service::new(None, Arc::new(crate::markers::MemoryStore::new()), Limits::default());
-        s.engine = engine;
-        s
+    /// The sealed store, when markers go to the host.
+    pub fn store(&self) -> Option<&SealedStore> {
+        self.store.as_ref()
     }
 
     /// Whether the enclave can sign, or the code that says why not.
     pub fn state(&self) -> ServiceState {
         match &self.engine {
-            Some(_) => ServiceState::Ready,
+            Some(engine) => match engine.ready() {
+                Ok(()) => ServiceState::Ready,
+                Err(e) => ServiceState::Refusing(e.code()),
+            },
             None => ServiceState::Refusing(ErrorCode::CustodyNotConfigured),
         }
+    }
+
+    /// Answers one request on a connection (store loads adopt that connection).
+    pub async fn handle_on(&self, request: Message, connection: &Connection) -> Message {
+        match request {
+            Message::StoreLoad(load) => self.store_load(load, connection).unwrap_or_else(|e| {
+                tracing::warn!(code = %e.code(), "store load refused: {}", e.message());
+                Message::Error(e)
+            }),
+            other => self.handle(other).await,
+        }
+    }
+
+    fn store_load(&self, load: StoreLoad, connection: &Connection) -> Result<Message, Error> {
+        let (Some(engine), Some(store)) = (&self.engine, &self.store) else {
+            return Err(Error::new(ErrorCode::UnexpectedMessage, "this enclave does not use a host store"));
+        };
+        let (records, done) = store.load_chunk(&load)?;
+        let mut head_version = 0;
+        if let Some((head, replay)) = done {
+            head_version = head.version;
+            if !load.verify_only {
+                let channel = connection
+                    .channel
+                    .get()
+                    .cloned()
+                    .ok_or_else(|| Error::new(ErrorCode::Internal, "connection without a channel"))?;
+                engine.replay(&replay)?;
+                store.adopt(channel, head);
+                tracing::info!(records, head = head.version, "host store loaded and verified");
+            }
+        }
+        Ok(Message::StoreStatus(StoreStatus {
+            state: self.state(),
+            records,
+            head_version,
+            anchor_version: store.anchor_version(),
+        }))
     }
 
     /// The signing engine, if custody is configured.
@@ -88,7 +167,10 @@ impl Service {
             other => {
                 let kind = other.info().name;
                 let result = match &self.engine {
-                    Some(engine) => signing(engine, other).await,
+                    Some(engine) => match engine.ready() {
+                        Ok(()) => signing(engine, other).await,
+                        Err(e) => Err(e),
+                    },
                     None => {
                         Err(Error::new(ErrorCode::CustodyNotConfigured, "this enclave has no HSM custody configured"))
                     }
@@ -105,11 +187,11 @@ impl Service {
 async fn signing(engine: &Engine, request: Message) -> Result<Message, Error> {
     Ok(match request {
         Message::OpenSession(r) => {
-            let output_key = engine.open_session(r.session, r.key, r.message, r.mode)?;
+            let output_key = engine.open_session(r.session, r.key, r.message, r.mode).await?;
             Message::SessionOpened(SessionOpened { session: r.session, output_key })
         }
         Message::OpenAttempt(r) => {
-            engine.open_attempt(r.session, r.attempt, r.signers.as_inner())?;
+            engine.open_attempt(r.session, r.attempt, r.signers.as_inner()).await?;
             Message::AttemptOpened(AttemptRef { attempt: r.attempt })
         }
         Message::Round1(r) => {
@@ -130,7 +212,7 @@ async fn signing(engine: &Engine, request: Message) -> Result<Message, Error> {
             Message::AttemptAborted(AttemptAborted { attempt: r.attempt, wiped_count: engine.abort(r.attempt)? })
         }
         Message::GetKey(r) => Message::KeyInfo(key_info(engine, &*engine.key(&r.key)?)?),
-        Message::DevDealerKeygen(r) => dev_dealer(engine, r)?,
+        Message::DevDealerKeygen(r) => dev_dealer(engine, r).await?,
         other => {
             return Err(Error::new(
                 ErrorCode::UnexpectedMessage,
@@ -141,16 +223,16 @@ async fn signing(engine: &Engine, request: Message) -> Result<Message, Error> {
 }
 
 #[cfg(feature = "dev-dealer")]
-fn dev_dealer(engine: &Engine, r: DevDealerKeygen) -> Result<Message, Error> {
+async fn dev_dealer(engine: &Engine, r: DevDealerKeygen) -> Result<Message, Error> {
     let record = crate::keys::dev_dealer(engine.custody(), r.threshold, r.participants)?;
     let info = key_info(engine, &record)?;
     tracing::warn!(key = %record.key_id, "DEVELOPMENT dealer key created: not for production funds");
-    engine.insert_key(record)?;
+    engine.add_key(record).await?;
     Ok(Message::KeyInfo(info))
 }
 
 #[cfg(not(feature = "dev-dealer"))]
-fn dev_dealer(_engine: &Engine, _r: DevDealerKeygen) -> Result<Message, Error> {
+async fn dev_dealer(_engine: &Engine, _r: DevDealerKeygen) -> Result<Message, Error> {
     Err(Error::new(ErrorCode::DevFeatureDisabled, "this enclave was built without the dev-dealer feature"))
 }
 

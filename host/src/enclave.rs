@@ -3,10 +3,15 @@
 //! Invariant: a child enclave started here is stopped (SIGTERM, then SIGKILL after a grace
 //! period) when its [`EnclaveClient`] is dropped, so no enclave outlives its host by accident.
 
+use crate::store::HostStore;
 use frostgate_common::bounded::Label;
+use frostgate_common::bounded::SealedRecords;
 use frostgate_common::channel::{Channel, Handler};
 use frostgate_common::error::{Error, ErrorCode};
-use frostgate_common::protocol::{HealthReply, Hello, HelloReply, Message, Ping, Side, PROTOCOL_VERSION};
+use frostgate_common::protocol::{
+    HealthReply, Hello, HelloReply, Message, PersistAck, PersistRecords, Ping, Side, StoreLoad, StoreStatus,
+    PROTOCOL_VERSION,
+};
 use frostgate_common::transport::{self, Address};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -17,20 +22,50 @@ use std::time::{Duration, Instant};
 /// Default deadline for one request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Answers the enclave's requests to the host.
-pub fn host_handler() -> Handler {
-    Arc::new(|m: Message| {
+/// Answers the enclave's requests to the host: pings, and commits to the host's store.
+pub fn host_handler(store: Option<Arc<HostStore>>) -> Handler {
+    Arc::new(move |m: Message| {
+        let store = store.clone();
         Box::pin(async move {
-            match m {
-                Message::Ping(p) => Message::Pong(p),
-                other => Message::error(
+            match (m, store) {
+                (Message::Ping(p), _) => Message::Pong(p),
+                (Message::PersistRecords(p), Some(store)) => persist(store, p).await,
+                (other, _) => Message::error(
                     ErrorCode::UnexpectedMessage,
-                    format!("{} is not served by the host", other.info().name),
+                    format!("{} is not served by this host", other.info().name),
                 ),
             }
         })
     })
 }
+
+/// Commits the enclave's records, then acknowledges. A failed transaction is reported as
+/// `store_commit_failed` (known not written).
+async fn persist(store: Arc<HostStore>, p: PersistRecords) -> Message {
+    if fault("host_before_commit") {
+        return Message::error(ErrorCode::StoreCommitFailed, "DEVELOPMENT fault injection: commit refused");
+    }
+    let result = tokio::task::spawn_blocking(move || store.append(p.records.as_inner(), p.compact_before)).await;
+    match result {
+        Ok(Ok(head_version)) => {
+            if fault("host_after_commit_before_ack") {
+                tracing::error!("DEVELOPMENT fault injection: aborting after commit, before ack");
+                std::process::abort();
+            }
+            Message::PersistAck(PersistAck { head_version })
+        }
+        Ok(Err(e)) => Message::Error(e),
+        Err(e) => Message::error(ErrorCode::StoreCommitFailed, format!("commit task failed: {e}")),
+    }
+}
+
+/// Whether the development fault `point` is configured (never, without the feature).
+fn fault(point: &str) -> bool {
+    cfg!(feature = "dev-fault-injection") && std::env::var("FROSTGATE_DEV_FAULT").is_ok_and(|v| v == point)
+}
+
+/// Most records per `StoreLoad` chunk.
+const LOAD_CHUNK: usize = 256;
 
 /// A connected enclave.
 #[derive(Debug)]
@@ -44,8 +79,14 @@ pub struct EnclaveClient {
 impl EnclaveClient {
     /// Connects to a running enclave and says hello.
     pub async fn connect(address: Address) -> Result<Self, Error> {
+        Self::connect_with_store(address, None).await
+    }
+
+    /// Connects, says hello, and serves the enclave's commits from `store`. Call
+    /// [`Self::load_store`] to stream the store to the enclave.
+    pub async fn connect_with_store(address: Address, store: Option<Arc<HostStore>>) -> Result<Self, Error> {
         let (r, w) = transport::connect(&address).await?;
-        let (channel, _done) = Channel::start(Side::Host, r, w, host_handler());
+        let (channel, _done) = Channel::start(Side::Host, r, w, host_handler(store));
         let client = Label::new(format!("frostgate {}", env!("CARGO_PKG_VERSION")))
             .map_err(|e| Error::new(ErrorCode::Internal, e))?;
         let reply = channel
@@ -81,6 +122,29 @@ impl EnclaveClient {
     /// The raw channel (for callers that build their own requests).
     pub fn channel(&self) -> &Channel {
         &self.channel
+    }
+
+    /// Streams every record of `store` to the enclave, which verifies the chain against its
+    /// HSM anchor; with `verify_only` the enclave adopts nothing.
+    pub async fn load_store(&self, store: &HostStore, verify_only: bool) -> Result<StoreStatus, Error> {
+        let records = store.records()?;
+        let chunks: Vec<&[frostgate_common::protocol::SealedRecord]> =
+            if records.is_empty() { vec![&[]] } else { records.chunks(LOAD_CHUNK).collect() };
+        let n = chunks.len();
+        let mut status = None;
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let load = StoreLoad {
+                first: i == 0,
+                last: i + 1 == n,
+                verify_only,
+                records: SealedRecords::new(chunk.to_vec()).map_err(|e| Error::new(ErrorCode::Internal, e))?,
+            };
+            match self.channel.call(Message::StoreLoad(load), Some(REQUEST_TIMEOUT)).await? {
+                Message::StoreStatus(s) => status = Some(s),
+                other => return Err(unexpected("StoreStatus", &other)),
+            }
+        }
+        status.ok_or_else(|| Error::new(ErrorCode::Internal, "no store status"))
     }
 
     /// Asks for the enclave's health.

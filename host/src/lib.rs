@@ -3,3 +3,5 @@
 #![forbid(unsafe_code)]
 
 pub mod enclave;
+pub mod proxy;
+pub mod store;

@@ -33,8 +33,10 @@ fn enclave_status_spawns_a_child_enclave_with_custody() {
         .expect("run");
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
-    assert_eq!(v["state"], "ready");
-    assert!(v["refusal_code"].is_null());
+    // Custody is up, but no host store was streamed to this enclave: it says so and refuses.
+    assert_eq!(v["state"], "refusing");
+    assert_eq!(v["refusal_code"], "store_not_loaded");
+    assert_eq!(v["refusal_recovery_class"], "retry");
 }
 
 #[test]

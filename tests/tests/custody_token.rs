@@ -76,7 +76,16 @@ fn init_inspect_and_serve_ready() {
         .build()
         .expect("rt")
         .block_on(async {
-            EnclaveClient::connect(Address::Unix(enclave.socket.clone())).await.expect("connect").health().await
+            let store =
+                std::sync::Arc::new(frostgate_host::store::HostStore::open(&dir.path().join("host.db")).expect("db"));
+            let client = EnclaveClient::connect_with_store(Address::Unix(enclave.socket.clone()), Some(store.clone()))
+                .await
+                .expect("connect");
+            let before = client.health().await.expect("health");
+            assert_eq!(before.state, ServiceState::Refusing(frostgate_common::ErrorCode::StoreNotLoaded));
+            let status = client.load_store(&store, false).await.expect("load");
+            assert_eq!((status.records, status.head_version, status.anchor_version), (0, 0, 0));
+            client.health().await
         })
         .expect("health");
     assert_eq!(health.state, ServiceState::Ready);

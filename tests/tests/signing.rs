@@ -370,7 +370,9 @@ fn persist_failures_roll_back_or_burn_the_nonce_and_never_release_two_shares() {
         assert_eq!((e.code(), e.recovery_class()), (ErrorCode::StoreCommitFailed, RecoveryClass::Retry));
         assert_eq!(round1(&c, p.attempt, pid(1)).await.expect("still live"), p.commitments[&pid(1)]);
         round2(&c, p.attempt, pid(1), p.mode, &p.package).await.expect("retry succeeds");
-        assert_eq!(store.inner.records().len(), 1);
+        let consumed =
+            |s: &FaultyStore| s.inner.records().iter().filter(|r| matches!(r, Record::NonceConsumed { .. })).count();
+        assert_eq!(consumed(&store), 1, "exactly one durable consumed marker");
 
         // Outcome unknown: marker kept, nonce wiped; the attempt can never produce that share.
         fail(PersistError::Unknown(io.clone()));

@@ -22,7 +22,12 @@ fn the_enclave_process_signs_2_of_3_in_every_mode_over_the_channel() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let enclave = EnclaveProcess::start_with_env(&["--config", &config], token.env());
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt").block_on(async {
-        let client = EnclaveClient::connect(Address::Unix(enclave.socket.clone())).await.expect("connect");
+        let store =
+            std::sync::Arc::new(frostgate_host::store::HostStore::open(&dir.path().join("host.db")).expect("db"));
+        let client = EnclaveClient::connect_with_store(Address::Unix(enclave.socket.clone()), Some(store.clone()))
+            .await
+            .expect("connect");
+        client.load_store(&store, false).await.expect("load");
         let c = Caller::Channel(client.channel().clone());
         let key = dealer(&c, 2, 3).await;
         for mode in [TaprootMode::Bip86, TaprootMode::ScriptTree { merkle_root: random() }, TaprootMode::Untweaked] {

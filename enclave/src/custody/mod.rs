@@ -19,6 +19,7 @@ pub struct Custody {
     token: Token,
     objects: Objects,
     identity_public_key: Vec<u8>,
+    label_prefix: String,
 }
 
 impl Custody {
@@ -32,7 +33,9 @@ impl Custody {
             Ok((objects, key))
         });
         match loaded {
-            Ok((objects, identity_public_key)) => Ok(Custody { token, objects, identity_public_key }),
+            Ok((objects, identity_public_key)) => {
+                Ok(Custody { token, objects, identity_public_key, label_prefix: config.object_label_prefix.clone() })
+            }
             Err(e) => {
                 token.close();
                 Err(e)
@@ -71,6 +74,29 @@ impl Custody {
     /// The checked object handles.
     pub fn objects(&self) -> &Objects {
         &self.objects
+    }
+
+    /// The prefix of this enclave's object labels.
+    pub fn label_prefix(&self) -> &str {
+        &self.label_prefix
+    }
+
+    /// Derives the store-sealing key: HMAC-SHA256 computed inside the HSM with the MAC root key
+    /// over a fixed label. The root never leaves the HSM; the result lives in wiped memory.
+    pub fn derive_store_key(&self) -> Result<zeroize::Zeroizing<[u8; 32]>, Error> {
+        use cryptoki::mechanism::Mechanism;
+        self.token.with_session(|s| {
+            let out = zeroize::Zeroizing::new(
+                s.sign(&Mechanism::Sha256Hmac, self.objects.mac_root, b"frostgate/store-sealing-key/v1")
+                    .map_err(|e| token::hsm_err("C_Sign(SHA256_HMAC)", e))?,
+            );
+            let mut key = zeroize::Zeroizing::new([0u8; 32]);
+            if out.len() != 32 {
+                return Err(Error::new(frostgate_common::ErrorCode::HsmOperationFailed, "HMAC output is not 32 bytes"));
+            }
+            key.copy_from_slice(&out);
+            Ok(key)
+        })
     }
 
     /// The identity public key (uncompressed SEC1 P-256 point).

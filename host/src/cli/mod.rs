@@ -1,6 +1,8 @@
 //! The CLI tree; one module per subcommand group.
 
 mod enclave;
+mod host;
+mod store;
 mod token;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -36,6 +38,12 @@ enum Command {
     /// Manage the enclave's HSM token objects (runs `frostgate-enclave token ...`).
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Run the host process in front of an enclave.
+    #[command(subcommand)]
+    Host(host::HostCommand),
+    /// Inspect the host's sealed store.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
 }
 
 /// Installs the global subscriber. `RUST_LOG` overrides the default level (`warn` for the CLI).
@@ -54,6 +62,8 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Enclave(c) => enclave::run(c).await.map(|()| ExitCode::SUCCESS),
         Command::Token(c) => token::run(c),
+        Command::Host(c) => host::run(c).await.map(|()| ExitCode::SUCCESS),
+        Command::Store(c) => store::run(c).await.map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

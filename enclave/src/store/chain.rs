@@ -1,0 +1,180 @@
+//! The MAC chain of the host's sealed store.
+//!
+//! `mac_n = HMAC-SHA256(K_s, "frostgate/store/v1" | version_n (u64 BE) | mac_{n-1} | body_n)`,
+//! with `mac_0` = 32 zero bytes and `K_s` derived inside the HSM from the MAC root key at boot.
+//! Invariant: [`Loader`] accepts only a contiguous chain whose every MAC verifies, starting at
+//! version 1 or at a complete snapshot; anything else is `store_tampered`.
+
+use crate::markers::Record;
+use frostgate_common::bounded::RecordBody;
+use frostgate_common::error::{Error, ErrorCode};
+use frostgate_common::protocol::SealedRecord;
+use zeroize::Zeroizing;
+
+const DOMAIN: &[u8] = b"frostgate/store/v1";
+
+/// The chain head: the last record's version and MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// Version (0 = empty store).
+    pub version: u64,
+    /// MAC (zeros for the empty store).
+    pub mac: [u8; 32],
+}
+
+impl Head {
+    /// The empty store.
+    pub const EMPTY: Head = Head { version: 0, mac: [0; 32] };
+}
+
+/// The store-sealing key. Lives only in enclave memory, wiped on drop.
+pub struct StoreKey(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreKey(..)")
+    }
+}
+
+impl StoreKey {
+    /// Wraps derived key bytes.
+    pub fn new(bytes: Zeroizing<[u8; 32]>) -> Self {
+        StoreKey(bytes)
+    }
+
+    fn key(&self) -> ring::hmac::Key {
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.0.as_slice())
+    }
+
+    fn input(version: u64, prev: &[u8; 32], body: &[u8]) -> Vec<u8> {
+        let mut m = Vec::with_capacity(DOMAIN.len() + 8 + 32 + body.len());
+        m.extend_from_slice(DOMAIN);
+        m.extend_from_slice(&version.to_be_bytes());
+        m.extend_from_slice(prev);
+        m.extend_from_slice(body);
+        m
+    }
+
+    fn mac(&self, version: u64, prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
+        let tag = ring::hmac::sign(&self.key(), &Self::input(version, prev, body));
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    /// Seals records after `head`; returns them and the new head.
+    pub fn seal(&self, head: Head, records: &[Record]) -> Result<(Vec<SealedRecord>, Head), Error> {
+        let mut out = Vec::with_capacity(records.len());
+        let mut h = head;
+        for r in records {
+            let body =
+                postcard::to_stdvec(r).map_err(|e| Error::new(ErrorCode::Internal, format!("record encoding: {e}")))?;
+            let body = RecordBody::new(body).map_err(|e| Error::new(ErrorCode::Internal, e))?;
+            let version = h.version + 1;
+            let mac = self.mac(version, &h.mac, body.as_inner());
+            out.push(SealedRecord { version, prev_mac: h.mac, body, mac });
+            h = Head { version, mac };
+        }
+        Ok((out, h))
+    }
+
+    fn verify(&self, r: &SealedRecord) -> bool {
+        // Constant-time comparison inside ring.
+        ring::hmac::verify(&self.key(), &Self::input(r.version, &r.prev_mac, r.body.as_inner()), &r.mac).is_ok()
+    }
+}
+
+fn tampered(msg: impl std::fmt::Display) -> Error {
+    Error::new(ErrorCode::StoreTampered, msg)
+}
+
+/// Verifies a streamed store, chunk by chunk.
+#[derive(Debug, Default)]
+pub struct Loader {
+    head: Option<Head>,
+    records: Vec<Record>,
+    open_snapshot: Option<u64>,
+    count: u64,
+}
+
+impl Loader {
+    /// Verifies and decodes the next records.
+    pub fn push(&mut self, key: &StoreKey, chunk: &[SealedRecord]) -> Result<(), Error> {
+        for r in chunk {
+            if !key.verify(r) {
+                return Err(tampered(format!("record {} fails its MAC", r.version)));
+            }
+            let record: Record = postcard::from_bytes(r.body.as_inner())
+                .map_err(|e| tampered(format!("record {} does not decode: {e}", r.version)))?;
+            match self.head {
+                None => {
+                    let starts_chain = r.version == 1 && r.prev_mac == [0; 32];
+                    match (&record, starts_chain) {
+                        (_, true) => {}
+                        (Record::SnapshotBegin { id }, false) => self.open_snapshot = Some(*id),
+                        _ => {
+                            return Err(tampered(format!(
+                                "the store starts at record {} without a snapshot",
+                                r.version
+                            )))
+                        }
+                    }
+                }
+                Some(h) => {
+                    if r.version != h.version + 1 || r.prev_mac != h.mac {
+                        return Err(tampered(format!("record {} does not follow record {}", r.version, h.version)));
+                    }
+                }
+            }
+            if let (Record::SnapshotEnd { id }, Some(open)) = (&record, self.open_snapshot) {
+                if *id == open {
+                    self.open_snapshot = None;
+                }
+            }
+            self.head = Some(Head { version: r.version, mac: r.mac });
+            self.records.push(record);
+            self.count += 1;
+        }
+        Ok(())
+    }
+
+    /// Records verified so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Ends the stream: the verified head and records.
+    pub fn finish(self) -> Result<(Head, Vec<Record>), Error> {
+        if self.open_snapshot.is_some() {
+            return Err(tampered("the store starts inside an incomplete snapshot"));
+        }
+        Ok((self.head.unwrap_or(Head::EMPTY), self.records))
+    }
+}
+
+/// Compares a verified head with the HSM anchor. `Ok(true)` means the head is exactly one
+/// commit ahead (an interrupted anchor update to finish).
+pub fn check_against_anchor(head: Head, head_prev_mac: Option<[u8; 32]>, anchor: Head) -> Result<bool, Error> {
+    let rollback = |msg: String| Error::new(ErrorCode::StoreRollbackDetected, msg);
+    if head.version == anchor.version {
+        return if head.mac == anchor.mac {
+            Ok(false)
+        } else {
+            Err(tampered("the store's head differs from the HSM anchor"))
+        };
+    }
+    if head.version == anchor.version + 1 {
+        return if head_prev_mac == Some(anchor.mac) {
+            Ok(true)
+        } else {
+            Err(tampered("the store's last record does not extend the anchored head"))
+        };
+    }
+    if head.version < anchor.version {
+        return Err(rollback(format!(
+            "the store ends at record {}, the HSM anchor is at {}",
+            head.version, anchor.version
+        )));
+    }
+    Err(rollback(format!("the store is at record {}, but the HSM anchor only at {}", head.version, anchor.version)))
+}

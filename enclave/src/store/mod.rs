@@ -1,0 +1,325 @@
+//! The host-side sealed store, seen from the enclave: records are sealed here (MAC chain under a
+//! key derived in the HSM), committed by the host, and the chain head is anchored in the HSM.
+//!
+//! Invariants:
+//! - [`SealedStore::persist`] returns `Ok` only after the host acknowledged a durable commit AND
+//!   the HSM anchor was advanced to the new head; only then may the caller release anything.
+//! - Group commit: records that arrive while a commit is in flight share the next commit and the
+//!   next anchor update.
+//! - Outcome known-not-written: `NotWritten`, the head is unchanged. Outcome unknown (no ack,
+//!   anchor failure): `Unknown`, and the store stops taking records (`store_not_loaded`) until the
+//!   host streams its store again, which re-establishes the true head.
+//! - A load adopts the host's records only if the whole chain verifies and its head equals the
+//!   anchor or is exactly one commit ahead (then the anchor update is finished).
+
+pub mod anchor;
+pub mod chain;
+pub mod faults;
+
+use crate::custody::Custody;
+use crate::markers::{MarkerStore, PersistError, PersistFuture, Record};
+use chain::{Head, Loader, StoreKey};
+use frostgate_common::bounded::SealedRecords;
+use frostgate_common::channel::Channel;
+use frostgate_common::error::{Error, ErrorCode};
+use frostgate_common::protocol::{Message, PersistRecords, SealedRecord, StoreLoad};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// How long the enclave waits for the host's acknowledgement.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most records in one `PersistRecords` message.
+const CHUNK_RECORDS: usize = 256;
+/// Most body bytes in one `PersistRecords` message (well under the frame limit).
+const CHUNK_BYTES: usize = 512 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the host's store (at boot, or after an unknown commit outcome).
+    NotLoaded,
+    /// Verified and anchored; taking records.
+    Ready,
+    /// The last load failed verification (tampered, rolled back): refuse until a good load.
+    Failed(ErrorCode),
+}
+
+struct Pending {
+    records: Vec<Record>,
+    done: oneshot::Sender<Result<(), PersistError>>,
+}
+
+struct Inner {
+    phase: Phase,
+    head: Head,
+    anchor: Head,
+    channel: Option<Channel>,
+    queue: Vec<Pending>,
+    committing: bool,
+    loader: Option<(Loader, Option<[u8; 32]>)>,
+    commits: u64,
+    committed_records: u64,
+}
+
+struct Shared {
+    custody: Arc<Custody>,
+    key: StoreKey,
+    inner: Mutex<Inner>,
+}
+
+/// Commit counters, for measurements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Host commits (anchor updates) so far.
+    pub commits: u64,
+    /// Records committed so far.
+    pub records: u64,
+    /// The chain head's version.
+    pub head_version: u64,
+}
+
+/// The enclave's view of the host's sealed store.
+#[derive(Clone)]
+pub struct SealedStore {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SealedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SealedStore(..)")
+    }
+}
+
+fn lock(s: &Shared) -> MutexGuard<'_, Inner> {
+    s.inner.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SealedStore {
+    /// Derives the store key in the HSM and reads the anchor. The store starts not loaded.
+    pub fn open(custody: Arc<Custody>) -> Result<Self, Error> {
+        let key = StoreKey::new(custody.derive_store_key()?);
+        let anchor = anchor::read(&custody)?;
+        let inner = Inner {
+            phase: Phase::NotLoaded,
+            head: anchor,
+            anchor,
+            channel: None,
+            queue: Vec::new(),
+            committing: false,
+            loader: None,
+            commits: 0,
+            committed_records: 0,
+        };
+        Ok(SealedStore { shared: Arc::new(Shared { custody, key, inner: Mutex::new(inner) }) })
+    }
+
+    /// Commit counters.
+    pub fn stats(&self) -> CommitStats {
+        let i = lock(&self.shared);
+        CommitStats { commits: i.commits, records: i.committed_records, head_version: i.head.version }
+    }
+
+    /// The anchored head's version.
+    pub fn anchor_version(&self) -> u64 {
+        lock(&self.shared).anchor.version
+    }
+
+    /// Takes one chunk of a load. On the last chunk of a successful load returns the verified
+    /// records (for the engine to replay) and the head; the caller then calls [`Self::adopt`].
+    pub fn load_chunk(&self, load: &StoreLoad) -> Result<(u64, Option<(Head, Vec<Record>)>), Error> {
+        let mut i = lock(&self.shared);
+        if load.first {
+            i.loader = Some((Loader::default(), None));
+        }
+        let fail = |i: &mut Inner, e: Error| {
+            i.loader = None;
+            if !load.verify_only {
+                i.phase = Phase::Failed(e.code());
+            }
+            e
+        };
+        let Some((loader, last_prev)) = i.loader.as_mut() else {
+            return Err(Error::new(ErrorCode::UnexpectedMessage, "a store load must start with `first`"));
+        };
+        if let Err(e) = loader.push(&self.shared.key, load.records.as_inner()) {
+            return Err(fail(&mut i, e));
+        }
+        if let Some(r) = load.records.as_inner().last() {
+            *last_prev = Some(r.prev_mac);
+        }
+        let count = loader.count();
+        if !load.last {
+            return Ok((count, None));
+        }
+        let Some((loader, last_prev)) = i.loader.take() else { return Ok((count, None)) };
+        let (head, records) = match loader.finish() {
+            Ok(x) => x,
+            Err(e) => return Err(fail(&mut i, e)),
+        };
+        // Re-read the anchor: it is the HSM's word, not this process's memory.
+        let anchor = anchor::read(&self.shared.custody)?;
+        let ahead = match chain::check_against_anchor(head, last_prev, anchor) {
+            Ok(ahead) => ahead,
+            Err(e) => return Err(fail(&mut i, e)),
+        };
+        if load.verify_only {
+            return Ok((count, Some((head, Vec::new()))));
+        }
+        if i.committing {
+            return Err(Error::new(ErrorCode::StoreNotLoaded, "a commit is in flight; load again"));
+        }
+        if ahead {
+            anchor::update(&self.shared.custody, head)?;
+            tracing::info!(version = head.version, "finished an interrupted anchor update");
+        }
+        i.anchor = head;
+        i.head = head;
+        Ok((count, Some((head, records))))
+    }
+
+    /// Makes a loaded store live on `channel` (the connection that streamed it).
+    pub fn adopt(&self, channel: Channel, head: Head) {
+        let mut i = lock(&self.shared);
+        i.channel = Some(channel);
+        i.head = head;
+        i.phase = Phase::Ready;
+    }
+
+    fn fail_all(batch: Vec<Pending>, e: &PersistError) {
+        for p in batch {
+            let _ = p.done.send(Err(e.clone()));
+        }
+    }
+
+    async fn commit_loop(shared: Arc<Shared>) {
+        loop {
+            let (batch, head, channel) = {
+                let mut i = lock(&shared);
+                if i.queue.is_empty() {
+                    i.committing = false;
+                    return;
+                }
+                let batch = std::mem::take(&mut i.queue);
+                if i.phase != Phase::Ready {
+                    drop(i);
+                    Self::fail_all(batch, &PersistError::NotWritten(not_loaded()));
+                    continue;
+                }
+                (batch, i.head, i.channel.clone())
+            };
+            let records: Vec<Record> = batch.iter().flat_map(|p| p.records.iter().cloned()).collect();
+            let n = records.len() as u64;
+            match Self::commit(&shared, head, channel, &records).await {
+                Ok(new_head) => {
+                    {
+                        let mut i = lock(&shared);
+                        i.head = new_head;
+                        i.anchor = new_head;
+                        i.commits += 1;
+                        i.committed_records += n;
+                    }
+                    for p in batch {
+                        let _ = p.done.send(Ok(()));
+                    }
+                }
+                Err(e) => {
+                    if matches!(e, PersistError::Unknown(_)) {
+                        // The true head is unknown: take nothing more until the host reloads.
+                        lock(&shared).phase = Phase::NotLoaded;
+                        tracing::warn!(code = %ErrorCode::StoreNotLoaded, "commit outcome unknown; waiting for a store reload");
+                    }
+                    Self::fail_all(batch, &e);
+                }
+            }
+        }
+    }
+
+    async fn commit(
+        shared: &Shared,
+        head: Head,
+        channel: Option<Channel>,
+        records: &[Record],
+    ) -> Result<Head, PersistError> {
+        let (sealed, new_head) = shared.key.seal(head, records).map_err(PersistError::NotWritten)?;
+        let channel = channel.ok_or_else(|| PersistError::NotWritten(not_loaded()))?;
+        for (index, chunk) in chunks(sealed).into_iter().enumerate() {
+            let last = chunk.last().map(|r| r.version).unwrap_or(head.version);
+            let records =
+                SealedRecords::new(chunk).map_err(|e| PersistError::NotWritten(Error::new(ErrorCode::Internal, e)))?;
+            let reply = channel
+                .call(Message::PersistRecords(PersistRecords { records, compact_before: None }), Some(ACK_TIMEOUT))
+                .await;
+            match reply {
+                Ok(Message::PersistAck(ack)) if ack.head_version == last => {}
+                Ok(other) => {
+                    return Err(PersistError::Unknown(Error::new(
+                        ErrorCode::UnexpectedMessage,
+                        format!("host answered {} to a commit", other.info().name),
+                    )))
+                }
+                // The host says the transaction did not commit; nothing of this batch is durable
+                // only if this was its first chunk.
+                Err(e) if e.code() == ErrorCode::StoreCommitFailed && index == 0 => {
+                    return Err(PersistError::NotWritten(e))
+                }
+                Err(e) => return Err(PersistError::Unknown(e)),
+            }
+        }
+        faults::crash_point(faults::AFTER_ACK_BEFORE_ANCHOR);
+        anchor::update(&shared.custody, new_head).map_err(PersistError::Unknown)?;
+        faults::crash_point(faults::AFTER_ANCHOR_BEFORE_RELEASE);
+        Ok(new_head)
+    }
+}
+
+fn not_loaded() -> Error {
+    Error::new(ErrorCode::StoreNotLoaded, "the host's store is not loaded")
+}
+
+fn chunks(sealed: Vec<SealedRecord>) -> Vec<Vec<SealedRecord>> {
+    let mut out: Vec<Vec<SealedRecord>> = vec![Vec::new()];
+    let mut bytes = 0;
+    for r in sealed {
+        let len = r.body.as_inner().len() + 80;
+        let cur = out.last_mut().map(|c| c.len()).unwrap_or(0);
+        if cur > 0 && (cur >= CHUNK_RECORDS || bytes + len > CHUNK_BYTES) {
+            out.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += len;
+        if let Some(c) = out.last_mut() {
+            c.push(r);
+        }
+    }
+    out
+}
+
+impl MarkerStore for SealedStore {
+    fn persist(&self, records: Vec<Record>) -> PersistFuture<'_> {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let (done, rx) = oneshot::channel();
+            let lead = {
+                let mut i = lock(&shared);
+                if i.phase != Phase::Ready {
+                    return Err(PersistError::NotWritten(not_loaded()));
+                }
+                i.queue.push(Pending { records, done });
+                !std::mem::replace(&mut i.committing, true)
+            };
+            if lead {
+                tokio::spawn(Self::commit_loop(shared));
+            }
+            rx.await
+                .unwrap_or_else(|_| Err(PersistError::Unknown(Error::new(ErrorCode::Internal, "committer stopped"))))
+        })
+    }
+
+    fn ready(&self) -> Result<(), Error> {
+        match lock(&self.shared).phase {
+            Phase::Ready => Ok(()),
+            Phase::NotLoaded => Err(not_loaded()),
+            Phase::Failed(code) => Err(Error::new(code, "the host's store failed verification; signing is refused")),
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! `frostgate host serve`: the host process in front of an enclave.
+
+use super::out;
+use clap::{Args, Subcommand};
+use frostgate_common::error::{Error, ErrorCode};
+use frostgate_common::transport::{Address, Listener};
+use frostgate_host::enclave::EnclaveClient;
+use frostgate_host::proxy::Host;
+use frostgate_host::store::HostStore;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Connect to the enclave, load the store into it, serve its commits and local clients.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The host store (SQLite; created if missing).
+    #[arg(long, env = "FROSTGATE_DB")]
+    db: PathBuf,
+    /// The enclave's address.
+    #[arg(long, env = "FROSTGATE_ENCLAVE")]
+    enclave: String,
+    /// Where local clients connect (Unix socket).
+    #[arg(long)]
+    listen: String,
+}
+
+pub async fn run(cmd: HostCommand) -> Result<(), Error> {
+    let HostCommand::Serve(args) = cmd;
+    let store = Arc::new(HostStore::open(&args.db)?);
+    let enclave = EnclaveClient::connect_with_store(args.enclave.parse::<Address>()?, Some(store.clone())).await?;
+    let host = Host::new(enclave, store);
+    let status = host.load().await?;
+    tracing::info!(head = status.head_version, records = status.records, "store loaded into the enclave");
+    let address: Address = args.listen.parse()?;
+    let listener = Listener::bind(&address)?;
+    let uid = nix::unistd::geteuid().as_raw();
+    out(&format!("READY {address}\n"));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::new(ErrorCode::Internal, format!("SIGTERM handler: {e}")))?;
+    tokio::select! {
+        _ = host.serve(listener, uid) => {}
+        _ = term.recv() => tracing::info!("SIGTERM: host shutting down"),
+    }
+    #[allow(irrefutable_let_patterns)] // refutable with the `vsock` feature
+    if let Address::Unix(p) = &address {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
+}

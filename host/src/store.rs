@@ -1,0 +1,151 @@
+//! The host's durable store: SQLite in WAL mode with `synchronous=FULL`, one writer, versioned
+//! schema migrations. It holds the enclave's sealed records as opaque rows; nothing in it is
+//! secret and everything in it is authenticated by the enclave.
+//!
+//! Invariant: [`HostStore::append`] returns only after the transaction is durable, and writes all
+//! of a batch or none of it.
+
+use frostgate_common::bounded::RecordBody;
+use frostgate_common::error::{Error, ErrorCode};
+use frostgate_common::protocol::SealedRecord;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &["CREATE TABLE records (
+        version  INTEGER PRIMARY KEY,
+        prev_mac BLOB NOT NULL,
+        body     BLOB NOT NULL,
+        mac      BLOB NOT NULL
+    );"];
+
+fn db_err(what: &str, e: rusqlite::Error) -> Error {
+    Error::new(ErrorCode::StoreCommitFailed, format!("{what}: {e}"))
+}
+
+/// Row counts and sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Rows.
+    pub records: u64,
+    /// Lowest version present (0 if empty).
+    pub first_version: u64,
+    /// Highest version present (0 if empty).
+    pub head_version: u64,
+    /// Database file size in bytes.
+    pub file_bytes: u64,
+}
+
+/// The host's store.
+#[derive(Debug)]
+pub struct HostStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl HostStore {
+    /// Opens (creating if needed) and migrates the database.
+    pub fn open(path: &Path) -> Result<HostStore, Error> {
+        let mut conn = Connection::open(path).map_err(|e| db_err("opening the store", e))?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| db_err("WAL", e))?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(|e| db_err("synchronous", e))?;
+        let applied: usize =
+            conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(|e| db_err("user_version", e))?;
+        if applied > MIGRATIONS.len() {
+            return Err(Error::new(
+                ErrorCode::ConfigInvalid,
+                format!("store schema {applied} is newer than this build"),
+            ));
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(applied) {
+            let tx = conn.transaction().map_err(|e| db_err("migration", e))?;
+            tx.execute_batch(m).map_err(|e| db_err("migration", e))?;
+            tx.pragma_update(None, "user_version", i + 1).map_err(|e| db_err("migration", e))?;
+            tx.commit().map_err(|e| db_err("migration", e))?;
+        }
+        Ok(HostStore { path: path.to_path_buf(), conn: Mutex::new(conn) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends consecutive records in one durable transaction; optionally deletes every record
+    /// below `compact_before`. Returns the new head version.
+    pub fn append(&self, records: &[SealedRecord], compact_before: Option<u64>) -> Result<u64, Error> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| db_err("begin", e))?;
+        let head: Option<(i64, Vec<u8>)> = tx
+            .query_row("SELECT version, mac FROM records ORDER BY version DESC LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(|e| db_err("reading the head", e))?;
+        if let (Some((version, mac)), Some(first)) = (&head, records.first()) {
+            if first.version != *version as u64 + 1 || first.prev_mac.as_slice() != mac.as_slice() {
+                return Err(Error::new(
+                    ErrorCode::StoreCommitFailed,
+                    format!("record {} does not continue the stored head {version}", first.version),
+                ));
+            }
+        }
+        for r in records {
+            tx.execute(
+                "INSERT INTO records (version, prev_mac, body, mac) VALUES (?1, ?2, ?3, ?4)",
+                params![r.version as i64, r.prev_mac.as_slice(), r.body.as_inner(), r.mac.as_slice()],
+            )
+            .map_err(|e| db_err("insert", e))?;
+        }
+        if let Some(before) = compact_before {
+            tx.execute("DELETE FROM records WHERE version < ?1", params![before as i64])
+                .map_err(|e| db_err("compaction", e))?;
+        }
+        tx.commit().map_err(|e| db_err("commit", e))?;
+        Ok(records.last().map(|r| r.version).or(head.map(|(v, _)| v as u64)).unwrap_or(0))
+    }
+
+    /// Every record in version order.
+    pub fn records(&self) -> Result<Vec<SealedRecord>, Error> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT version, prev_mac, body, mac FROM records ORDER BY version")
+            .map_err(|e| db_err("read", e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, Vec<u8>>(2)?, r.get::<_, Vec<u8>>(3)?))
+            })
+            .map_err(|e| db_err("read", e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (version, prev, body, mac) = row.map_err(|e| db_err("read", e))?;
+            // A row that does not even have the record's shape is passed on as an empty,
+            // failing record: the enclave's verdict (store_tampered) is the one that counts.
+            out.push(SealedRecord {
+                version: version as u64,
+                prev_mac: prev.try_into().unwrap_or([0; 32]),
+                body: RecordBody::new(body)
+                    .unwrap_or_else(|_| RecordBody::new(Vec::new()).unwrap_or_else(|_| unreachable!())),
+                mac: mac.try_into().unwrap_or([0; 32]),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Row counts and file size.
+    pub fn stats(&self) -> Result<Stats, Error> {
+        let conn = self.lock();
+        let (records, first, head): (i64, Option<i64>, Option<i64>) = conn
+            .query_row("SELECT COUNT(*), MIN(version), MAX(version) FROM records", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(|e| db_err("stats", e))?;
+        let file_bytes = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        Ok(Stats {
+            records: records as u64,
+            first_version: first.unwrap_or(0) as u64,
+            head_version: head.unwrap_or(0) as u64,
+            file_bytes,
+        })
+    }
+}
