@@ -127,6 +127,11 @@ impl Channel {
         lock(&self.inner.close_reason).clone().unwrap_or_else(|| Error::new(ErrorCode::ChannelClosed, what))
     }
 
+    /// Whether two handles send on the same connection.
+    pub fn same_connection(&self, other: &Channel) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// Number of this side's requests awaiting a reply.
     pub fn in_flight(&self) -> usize {
         lock(&self.inner.pending).len()

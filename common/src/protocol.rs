@@ -246,6 +246,10 @@ pub struct HealthReply {
     pub state: ServiceState,
     /// Seconds since the enclave process started.
     pub uptime_seconds: u64,
+    /// Store commits (host transactions + anchor updates) since start.
+    pub store_commits: u64,
+    /// Records committed since start (more records than commits = group commit at work).
+    pub store_records: u64,
 }
 
 /// Whether the enclave serves.

@@ -21,7 +21,12 @@ fn slow_echo() -> Handler {
                     tokio::time::sleep(Duration::from_millis(p.echo % 7)).await;
                     Message::Pong(p)
                 }
-                Message::Health => Message::HealthReply(HealthReply { state: ServiceState::Ready, uptime_seconds: 1 }),
+                Message::Health => Message::HealthReply(HealthReply {
+                    state: ServiceState::Ready,
+                    uptime_seconds: 1,
+                    store_commits: 0,
+                    store_records: 0,
+                }),
                 other => Message::error(ErrorCode::UnexpectedMessage, other.info().name),
             }
         })

@@ -60,8 +60,15 @@ fn message() -> impl Strategy<Value = Message> {
             HelloReply { protocol_version: v, build: BuildInfo { name, version, profile } }
         )),
         Just(Message::Health),
-        (prop_oneof![Just(ServiceState::Ready), code().prop_map(ServiceState::Refusing)], any::<u64>())
-            .prop_map(|(state, uptime_seconds)| Message::HealthReply(HealthReply { state, uptime_seconds })),
+        (
+            prop_oneof![Just(ServiceState::Ready), code().prop_map(ServiceState::Refusing)],
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>()
+        )
+            .prop_map(|(state, uptime_seconds, store_commits, store_records)| Message::HealthReply(
+                HealthReply { state, uptime_seconds, store_commits, store_records }
+            )),
         any::<u64>().prop_map(|echo| Message::Ping(Ping { echo })),
         any::<u64>().prop_map(|echo| Message::Pong(Ping { echo })),
     ];

@@ -67,9 +67,13 @@ pub async fn serve(listener: Listener, policy: PeerPolicy, service: Arc<Service>
             })
         };
         let (channel, done) = Channel::start(Side::Enclave, reader, writer, handler);
-        let _ = connection.channel.set(channel);
+        let _ = connection.channel.set(channel.clone());
+        let service = service.clone();
         tokio::spawn(async move {
             let _ = done.await;
+            if let Some(store) = service.store() {
+                store.detach(&channel);
+            }
             tracing::info!(?peer, "host disconnected");
         });
     }

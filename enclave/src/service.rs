@@ -111,9 +111,10 @@ impl Service {
         let (Some(engine), Some(store)) = (&self.engine, &self.store) else {
             return Err(Error::new(ErrorCode::UnexpectedMessage, "this enclave does not use a host store"));
         };
-        let (records, done) = store.load_chunk(&load)?;
+        let progress = store.load_chunk(&load)?;
+        let records = progress.records;
         let mut head_version = 0;
-        if let Some((head, replay)) = done {
+        if let Some(crate::store::Loaded { head, records: replay }) = progress.done {
             head_version = head.version;
             if !load.verify_only {
                 let channel = connection
@@ -162,6 +163,8 @@ impl Service {
             Message::Health => Message::HealthReply(HealthReply {
                 state: self.state(),
                 uptime_seconds: self.started.elapsed().as_secs(),
+                store_commits: self.store.as_ref().map(|s| s.stats().commits).unwrap_or(0),
+                store_records: self.store.as_ref().map(|s| s.stats().records).unwrap_or(0),
             }),
             Message::Ping(p) => Message::Pong(p),
             other => {

@@ -59,9 +59,16 @@ async fn persist(store: Arc<HostStore>, p: PersistRecords) -> Message {
     }
 }
 
-/// Whether the development fault `point` is configured (never, without the feature).
+/// Whether the development fault `point` is armed (never, without the feature): by
+/// `FROSTGATE_DEV_FAULT`, or by the content of the file named by `FROSTGATE_DEV_FAULT_FILE`.
 fn fault(point: &str) -> bool {
-    cfg!(feature = "dev-fault-injection") && std::env::var("FROSTGATE_DEV_FAULT").is_ok_and(|v| v == point)
+    if !cfg!(feature = "dev-fault-injection") {
+        return false;
+    }
+    std::env::var("FROSTGATE_DEV_FAULT").is_ok_and(|v| v == point)
+        || std::env::var_os("FROSTGATE_DEV_FAULT_FILE")
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .is_some_and(|v| v.trim() == point)
 }
 
 /// Most records per `StoreLoad` chunk.

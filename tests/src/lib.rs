@@ -44,10 +44,97 @@ pub fn host_bin() -> PathBuf {
     bin_dir().join("frostgate")
 }
 
+/// A child process that prints `READY ...` on stdout when it serves; killed on drop.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    /// The file collecting the process's stderr (its logs).
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `bin` and waits (bounded) for its readiness line. Panics with the log if it exits.
+    pub fn start(bin: &Path, args: &[String], env: &[(String, String)], log: PathBuf) -> Daemon {
+        Self::try_start(bin, args, env, log).unwrap_or_else(|(line, logs)| panic!("not ready: {line:?}; log:\n{logs}"))
+    }
+
+    /// Starts `bin`; `Err((stdout line, log))` if it exits or prints anything but `READY`.
+    pub fn try_start(
+        bin: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        log: PathBuf,
+    ) -> Result<Daemon, (String, String)> {
+        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+        let mut child = Command::new(bin)
+            .args(args)
+            .env("RUST_LOG", "trace")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(READY_TIMEOUT).unwrap_or_default();
+        let mut d = Daemon { child: Some(child), log };
+        if line.starts_with("READY ") {
+            Ok(d)
+        } else {
+            d.kill();
+            Err((line, d.logs()))
+        }
+    }
+
+    /// Everything the process logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("running")
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        wait_bounded(&mut child, READY_TIMEOUT)
+    }
+
+    /// Waits (bounded) for the process to exit by itself (e.g. an injected crash).
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        wait_bounded(&mut child, READY_TIMEOUT)
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A running enclave process in its own temp dir; killed on drop.
 #[derive(Debug)]
 pub struct EnclaveProcess {
-    child: Option<Child>,
+    daemon: Daemon,
     /// The enclave's Unix socket.
     pub socket: PathBuf,
     /// The file collecting the enclave's stderr (its logs).
@@ -66,29 +153,10 @@ impl EnclaveProcess {
         let dir = tempfile::Builder::new().prefix("fg-test-").tempdir().expect("temp dir");
         let socket = dir.path().join("enclave.sock");
         let log = dir.path().join("enclave.log");
-        let stderr = std::fs::File::create(&log).expect("log file");
-        let mut child = Command::new(enclave_bin())
-            .args(["serve", "--listen"])
-            .arg(&socket)
-            .args(extra_args)
-            .env("RUST_LOG", "trace")
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("start enclave");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(READY_TIMEOUT).unwrap_or_default();
-        let me = EnclaveProcess { child: Some(child), socket, log, dir };
-        assert!(line.starts_with("READY "), "enclave not ready: {line:?}; log:\n{}", me.logs());
-        me
+        let mut args = vec!["serve".to_string(), "--listen".into(), socket.display().to_string()];
+        args.extend(extra_args.iter().map(|a| a.to_string()));
+        let daemon = Daemon::start(&enclave_bin(), &args, env, log.clone());
+        EnclaveProcess { daemon, socket, log, dir }
     }
 
     /// The temp dir owned by this process.
@@ -98,34 +166,22 @@ impl EnclaveProcess {
 
     /// Everything the enclave logged so far.
     pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.daemon.logs()
     }
 
     /// The enclave's pid.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(Child::id).expect("running")
+        self.daemon.pid()
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
-        wait_bounded(&mut child, READY_TIMEOUT)
+        self.daemon.terminate()
     }
 
     /// Sends SIGKILL and reaps the process.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for EnclaveProcess {
-    fn drop(&mut self) {
-        self.kill();
+        self.daemon.kill()
     }
 }
 
@@ -144,6 +200,7 @@ pub fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
     }
 }
 
+pub mod node;
 pub mod signing;
 pub mod token;
 

@@ -78,6 +78,24 @@ pub struct CommitStats {
     pub head_version: u64,
 }
 
+/// A completely verified load: its head and its records (empty for a verify-only load).
+#[derive(Debug)]
+pub struct Loaded {
+    /// The verified head.
+    pub head: Head,
+    /// The records to replay.
+    pub records: Vec<Record>,
+}
+
+/// The result of one load chunk: records verified so far, and the load once complete.
+#[derive(Debug)]
+pub struct LoadProgress {
+    /// Records verified so far.
+    pub records: u64,
+    /// Set on the last chunk of a successful load.
+    pub done: Option<Loaded>,
+}
+
 /// The enclave's view of the host's sealed store.
 #[derive(Clone)]
 pub struct SealedStore {
@@ -126,7 +144,7 @@ impl SealedStore {
 
     /// Takes one chunk of a load. On the last chunk of a successful load returns the verified
     /// records (for the engine to replay) and the head; the caller then calls [`Self::adopt`].
-    pub fn load_chunk(&self, load: &StoreLoad) -> Result<(u64, Option<(Head, Vec<Record>)>), Error> {
+    pub fn load_chunk(&self, load: &StoreLoad) -> Result<LoadProgress, Error> {
         let mut i = lock(&self.shared);
         if load.first {
             i.loader = Some((Loader::default(), None));
@@ -149,9 +167,9 @@ impl SealedStore {
         }
         let count = loader.count();
         if !load.last {
-            return Ok((count, None));
+            return Ok(LoadProgress { records: count, done: None });
         }
-        let Some((loader, last_prev)) = i.loader.take() else { return Ok((count, None)) };
+        let Some((loader, last_prev)) = i.loader.take() else { return Ok(LoadProgress { records: count, done: None }) };
         let (head, records) = match loader.finish() {
             Ok(x) => x,
             Err(e) => return Err(fail(&mut i, e)),
@@ -163,7 +181,7 @@ impl SealedStore {
             Err(e) => return Err(fail(&mut i, e)),
         };
         if load.verify_only {
-            return Ok((count, Some((head, Vec::new()))));
+            return Ok(LoadProgress { records: count, done: Some(Loaded { head, records: Vec::new() }) });
         }
         if i.committing {
             return Err(Error::new(ErrorCode::StoreNotLoaded, "a commit is in flight; load again"));
@@ -174,7 +192,7 @@ impl SealedStore {
         }
         i.anchor = head;
         i.head = head;
-        Ok((count, Some((head, records))))
+        Ok(LoadProgress { records: count, done: Some(Loaded { head, records }) })
     }
 
     /// Makes a loaded store live on `channel` (the connection that streamed it).
@@ -183,6 +201,18 @@ impl SealedStore {
         i.channel = Some(channel);
         i.head = head;
         i.phase = Phase::Ready;
+    }
+
+    /// The connection that carried the store ended: take no records until the next load.
+    pub fn detach(&self, channel: &Channel) {
+        let mut i = lock(&self.shared);
+        if i.channel.as_ref().is_some_and(|c| c.same_connection(channel)) {
+            i.channel = None;
+            if i.phase == Phase::Ready {
+                i.phase = Phase::NotLoaded;
+            }
+            tracing::warn!(code = %ErrorCode::StoreNotLoaded, "the store's connection closed; waiting for a reload");
+        }
     }
 
     fn fail_all(batch: Vec<Pending>, e: &PersistError) {

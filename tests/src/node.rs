@@ -1,0 +1,152 @@
+//! One signer node for tests: its own token, an enclave process and a host process with its
+//! SQLite store, restartable (SIGKILL) with all state on disk kept.
+
+use crate::signing::Caller;
+use crate::token::{TestToken, TokenDir};
+use crate::{enclave_bin, host_bin, Daemon};
+use frostgate_common::channel::{refuse_all, Channel};
+use frostgate_common::protocol::Side;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A node: token, enclave, host.
+#[derive(Debug)]
+pub struct Node {
+    /// The token directory (kept across restarts).
+    pub tokens: TokenDir,
+    /// The token.
+    pub token: TestToken,
+    /// The host's database.
+    pub db: PathBuf,
+    /// Write a fault point's name here to arm it in the enclave or host (dev builds).
+    pub fault_file: PathBuf,
+    /// The enclave process.
+    pub enclave: Option<Daemon>,
+    /// The host process.
+    pub host: Option<Daemon>,
+}
+
+impl Node {
+    /// A fresh token with its objects; no process started yet.
+    pub fn new() -> Node {
+        let tokens = TokenDir::new();
+        let token = tokens.add_token("node");
+        let o = Command::new(host_bin())
+            .args(["token", "init", "--config"])
+            .arg(&token.config)
+            .envs(token.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("token init");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let db = tokens.path().join("host.db");
+        let fault_file = tokens.path().join("fault");
+        Node { tokens, token, db, fault_file, enclave: None, host: None }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.tokens.path().join(name)
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        let mut env = self.token.env().to_vec();
+        env.push(("FROSTGATE_DEV_FAULT_FILE".into(), self.fault_file.display().to_string()));
+        env
+    }
+
+    /// The host's client socket.
+    pub fn host_socket(&self) -> PathBuf {
+        self.path("host.sock")
+    }
+
+    /// Starts the enclave.
+    pub fn start_enclave(&mut self) {
+        let args = vec![
+            "serve".into(),
+            "--listen".into(),
+            self.path("enclave.sock").display().to_string(),
+            "--config".into(),
+            self.token.config.display().to_string(),
+        ];
+        self.enclave = Some(Daemon::start(&enclave_bin(), &args, &self.env(), self.path("enclave.log")));
+    }
+
+    /// Starts the host (which loads the store into the enclave); `Err(log)` if it refuses.
+    pub fn try_start_host(&mut self) -> Result<(), String> {
+        let args = vec![
+            "host".into(),
+            "serve".into(),
+            "--db".into(),
+            self.db.display().to_string(),
+            "--enclave".into(),
+            self.path("enclave.sock").display().to_string(),
+            "--listen".into(),
+            self.host_socket().display().to_string(),
+        ];
+        let d = Daemon::try_start(&host_bin(), &args, &self.env(), self.path("host.log")).map_err(|(_, log)| log)?;
+        self.host = Some(d);
+        Ok(())
+    }
+
+    /// Starts both processes.
+    pub fn start(&mut self) {
+        self.disarm();
+        self.start_enclave();
+        self.try_start_host().unwrap_or_else(|log| panic!("host refused to start:\n{log}"));
+    }
+
+    /// SIGKILLs both processes.
+    pub fn kill(&mut self) {
+        if let Some(mut h) = self.host.take() {
+            h.kill();
+        }
+        if let Some(mut e) = self.enclave.take() {
+            e.kill();
+        }
+    }
+
+    /// Arms a fault point.
+    pub fn arm(&self, point: &str) {
+        std::fs::write(&self.fault_file, point).expect("fault file");
+    }
+
+    /// Disarms every fault point.
+    pub fn disarm(&self) {
+        let _ = std::fs::remove_file(&self.fault_file);
+    }
+
+    /// A client of the host (call inside a tokio runtime).
+    pub async fn caller(&self) -> Caller {
+        let s = tokio::net::UnixStream::connect(self.host_socket()).await.expect("connect to host");
+        let (r, w) = s.into_split();
+        let (channel, _): (Channel, _) = Channel::start(Side::Host, Box::new(r), Box::new(w), refuse_all());
+        Caller::Channel(channel)
+    }
+
+    /// Both logs.
+    pub fn logs(&self) -> String {
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        format!("--- enclave ---\n{}\n--- host ---\n{}", read(&self.path("enclave.log")), read(&self.path("host.log")))
+    }
+
+    /// `frostgate store verify --connect <enclave>` against `db`: `Ok(stdout)` or `Err(stderr)`.
+    pub fn verify(&self, db: &Path) -> Result<String, String> {
+        let o = Command::new(host_bin())
+            .args(["store", "verify", "--db"])
+            .arg(db)
+            .arg("--connect")
+            .arg(self.path("enclave.sock"))
+            .output()
+            .expect("store verify");
+        if o.status.success() {
+            Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&o.stderr).into_owned())
+        }
+    }
+}
+
+impl Default for Node {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,335 @@
+//! The sealed host store with real processes: an enclave and a host (`frostgate host serve`)
+//! per node, killed with SIGKILL, their database tampered with, and faults injected at each step
+//! of the commit protocol.
+
+use frostgate_common::error::{ErrorCode, RecoveryClass};
+use frostgate_common::protocol::*;
+use frostgate_tests::node::Node;
+use frostgate_tests::signing::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+fn code<T: std::fmt::Debug>(r: Result<T, frostgate_common::Error>) -> ErrorCode {
+    r.expect_err("expected an error").code()
+}
+
+async fn sign_fully(c: &Caller, key: &KeyInfo, signers: &[frostgate_common::ids::ParticipantId]) -> Prepared {
+    let p = prepare(c, key.key, signers, TaprootMode::Bip86).await;
+    let shares = sign_all(c, &p).await;
+    match aggregate(c, p.attempt, p.mode, &p.package, &shares).await.expect("aggregate") {
+        AggregateOutcome::Signed { signature, output_key } => {
+            assert!(libsecp_verifies(&signature, &p.message, &output_key))
+        }
+        other => panic!("{other:?}"),
+    }
+    p
+}
+
+async fn health(c: &Caller) -> HealthReply {
+    match c.call(Message::Health).await.expect("health") {
+        Message::HealthReply(h) => h,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn snapshot_db(db: &Path, to: &Path) {
+    let _ = std::fs::remove_file(to);
+    let conn = rusqlite::Connection::open(db).expect("open");
+    conn.execute("VACUUM INTO ?1", [to.display().to_string()]).expect("vacuum into");
+}
+
+fn restore_db(from: &Path, db: &Path) {
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    std::fs::copy(from, db).expect("restore");
+}
+
+fn versions(db: &Path) -> Vec<i64> {
+    let conn = rusqlite::Connection::open(db).expect("open");
+    let mut s = conn.prepare("SELECT version FROM records ORDER BY version").expect("prepare");
+    s.query_map([], |r| r.get(0)).expect("query").map(|r| r.expect("row")).collect()
+}
+
+#[test]
+fn markers_keys_and_completions_survive_sigkill_of_both_processes() {
+    let mut node = Node::new();
+    node.start();
+    let rt = rt();
+    let (key, done, half) = rt.block_on(async {
+        let c = node.caller().await;
+        let key = dealer(&c, 2, 3).await;
+        let done = sign_fully(&c, &key, &[pid(1), pid(3)]).await;
+        let half = prepare(&c, key.key, &[pid(1), pid(2)], TaprootMode::Bip86).await;
+        round2(&c, half.attempt, pid(1), half.mode, &half.package).await.expect("share");
+        (key, done, half)
+    });
+    node.kill();
+    node.start();
+    rt.block_on(async {
+        let c = node.caller().await;
+        assert_eq!(health(&c).await.state, ServiceState::Ready);
+        // The consumed marker survived: no second share, whatever the package.
+        assert_eq!(
+            code(round2(&c, half.attempt, pid(1), half.mode, &half.package).await),
+            ErrorCode::NonceAlreadyConsumed
+        );
+        assert_eq!(code(round1(&c, half.attempt, pid(1)).await), ErrorCode::NonceAlreadyConsumed);
+        // The other seat's nonce was lost with the process: a package with its old commitment
+        // can never be signed.
+        let fresh = round1(&c, half.attempt, pid(2)).await.expect("a fresh nonce");
+        assert_ne!(fresh, half.commitments[&pid(2)]);
+        assert_eq!(
+            code(round2(&c, half.attempt, pid(2), half.mode, &half.package).await),
+            ErrorCode::SigningPackageMismatch
+        );
+        // The completion survived.
+        let shares: BTreeMap<_, _> = done.commitments.keys().map(|s| (*s, vec![0u8; 32])).collect();
+        let e = aggregate(&c, done.attempt, done.mode, &done.package, &shares).await.expect_err("completed");
+        assert_eq!((e.code(), e.recovery_class()), (ErrorCode::AttemptCompleted, RecoveryClass::NewAttempt));
+        // The key survived and signs.
+        sign_fully(&c, &key, &[pid(2), pid(3)]).await;
+    });
+    assert!(node.verify(&node.db).expect("store verifies").contains("store verified"));
+}
+
+#[test]
+fn tampering_deletion_reordering_and_rollback_are_detected_at_boot() {
+    let mut node = Node::new();
+    node.start();
+    let dir = node.tokens.path().to_path_buf();
+    let older = dir.join("older.db");
+    let pristine = dir.join("pristine.db");
+    rt().block_on(async {
+        let c = node.caller().await;
+        let key = dealer(&c, 2, 3).await;
+        snapshot_db(&node.db, &older);
+        sign_fully(&c, &key, &[pid(1), pid(2)]).await;
+        sign_fully(&c, &key, &[pid(2), pid(3)]).await;
+    });
+    node.kill();
+    snapshot_db(&node.db, &pristine);
+    let all = versions(&pristine);
+    assert!(all.len() >= 8, "{all:?}");
+    let mid = all[all.len() / 2];
+    let last = *all.last().expect("last");
+    type Tamper = Box<dyn Fn(&rusqlite::Connection)>;
+    let cases: Vec<(&str, Tamper, ErrorCode)> = vec![
+        (
+            "byte of a middle body",
+            Box::new(move |c| {
+                c.execute("UPDATE records SET body = CAST(substr(body, 1, 3) || X'FF' || substr(body, 5) AS BLOB) WHERE version = ?1", [mid]).expect("u");
+            }),
+            ErrorCode::StoreTampered,
+        ),
+        (
+            "byte of the last mac",
+            Box::new(move |c| {
+                c.execute("UPDATE records SET mac = CAST(X'00' || substr(mac, 2) AS BLOB) WHERE version = ?1", [last])
+                    .expect("u");
+            }),
+            ErrorCode::StoreTampered,
+        ),
+        (
+            "middle record deleted",
+            Box::new(move |c| {
+                c.execute("DELETE FROM records WHERE version = ?1", [mid]).expect("d");
+            }),
+            ErrorCode::StoreTampered,
+        ),
+        (
+            "records reordered",
+            Box::new(move |c| {
+                c.execute_batch(&format!(
+                "UPDATE records SET version = -1 WHERE version = {mid}; UPDATE records SET version = {mid} WHERE version = {next}; UPDATE records SET version = {next} WHERE version = -1;",
+                next = mid + 1
+            )).expect("swap");
+            }),
+            ErrorCode::StoreTampered,
+        ),
+        (
+            "last record deleted",
+            Box::new(move |c| {
+                c.execute("DELETE FROM records WHERE version = ?1", [last]).expect("d");
+            }),
+            ErrorCode::StoreRollbackDetected,
+        ),
+        (
+            "every record deleted",
+            Box::new(|c| {
+                c.execute("DELETE FROM records", []).expect("d");
+            }),
+            ErrorCode::StoreRollbackDetected,
+        ),
+    ];
+    let expect_refused = |node: &mut Node, name: &str, expected: ErrorCode| {
+        node.start_enclave();
+        let log = node.try_start_host().expect_err("the host must not come up on a bad store");
+        let line = format!("error: {} (recovery: operator)", expected.code());
+        assert!(log.contains(&line), "{name}: expected {line}\n{log}");
+        let status = std::process::Command::new(frostgate_tests::host_bin())
+            .args(["enclave", "status", "--json", "--connect"])
+            .arg(node.tokens.path().join("enclave.sock"))
+            .output()
+            .expect("status");
+        let v: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+        assert_eq!(v["refusal_code"], expected.code(), "{name}: the enclave reports why it refuses");
+        node.kill();
+    };
+    for (name, tamper, expected) in cases {
+        restore_db(&pristine, &node.db);
+        tamper(&rusqlite::Connection::open(&node.db).expect("open"));
+        expect_refused(&mut node, name, expected);
+    }
+    restore_db(&older, &node.db);
+    expect_refused(&mut node, "older copy restored", ErrorCode::StoreRollbackDetected);
+    // The genuine store still boots and signs.
+    restore_db(&pristine, &node.db);
+    node.start();
+    rt().block_on(async {
+        let c = node.caller().await;
+        let key = match c.call(Message::GetKey(KeyRef { key: key_of(&node).await })).await.expect("key") {
+            Message::KeyInfo(k) => k,
+            other => panic!("{other:?}"),
+        };
+        sign_fully(&c, &key, &[pid(1), pid(3)]).await;
+    });
+}
+
+/// The key id stored on the node (read back through the store verification path).
+async fn key_of(node: &Node) -> frostgate_common::ids::KeyId {
+    let conn = rusqlite::Connection::open(&node.db).expect("open");
+    let body: Vec<u8> =
+        conn.query_row("SELECT body FROM records ORDER BY version LIMIT 1", [], |r| r.get(0)).expect("first record");
+    match postcard::from_bytes::<frostgate_enclave::markers::Record>(&body).expect("record") {
+        frostgate_enclave::markers::Record::KeyAdded { key, .. } => key,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn faults_at_every_commit_step_never_release_two_shares_and_leave_a_loadable_store() {
+    for point in
+        ["host_before_commit", "host_after_commit_before_ack", "after_ack_before_anchor", "after_anchor_before_release"]
+    {
+        let mut node = Node::new();
+        node.start();
+        let rt = rt();
+        let (key, p) = rt.block_on(async {
+            let c = node.caller().await;
+            let key = dealer(&c, 2, 3).await;
+            let p = prepare(&c, key.key, &[pid(1), pid(2)], TaprootMode::Bip86).await;
+            (key, p)
+        });
+        node.arm(point);
+        let first = rt.block_on(async {
+            let c = node.caller().await;
+            round2(&c, p.attempt, pid(1), p.mode, &p.package).await
+        });
+        let mut released = usize::from(first.is_ok());
+        match point {
+            "host_before_commit" => {
+                let e = first.expect_err("refused");
+                assert_eq!(
+                    (e.code(), e.recovery_class()),
+                    (ErrorCode::StoreCommitFailed, RecoveryClass::Retry),
+                    "{point}"
+                );
+                node.disarm();
+            }
+            "host_after_commit_before_ack" => {
+                assert!(first.is_err(), "{point}: no share without an ack");
+                node.host.take().expect("host").wait_exit();
+                assert!(
+                    node.logs().contains("DEVELOPMENT fault injection"),
+                    "{point}: the fault fired\n{}",
+                    node.logs()
+                );
+                node.disarm();
+                // The enclave kept running; a new host reloads the store (finishing the anchor).
+                node.try_start_host().expect("host restarts");
+            }
+            _ => {
+                assert!(first.is_err(), "{point}: the enclave crashed before releasing");
+                node.enclave.take().expect("enclave").wait_exit();
+                assert!(
+                    node.logs().contains("DEVELOPMENT fault injection"),
+                    "{point}: the fault fired\n{}",
+                    node.logs()
+                );
+                node.kill();
+                node.start();
+            }
+        }
+        rt.block_on(async {
+            let c = node.caller().await;
+            assert_eq!(health(&c).await.state, ServiceState::Ready, "{point}: loadable\n{}", node.logs());
+            match round2(&c, p.attempt, pid(1), p.mode, &p.package).await {
+                Ok(_) => released += 1,
+                Err(e) => assert_eq!(e.code(), ErrorCode::NonceAlreadyConsumed, "{point}"),
+            }
+            assert!(released <= 1, "{point}: {released} shares released for one nonce");
+            if point == "host_before_commit" {
+                assert_eq!(released, 1, "the marker was rolled back and the nonce kept: the retry signs");
+            }
+            // The node keeps working.
+            sign_fully(&c, &key, &[pid(2), pid(3)]).await;
+        });
+        assert!(node.verify(&node.db).is_ok(), "{point}: the store verifies\n{}", node.logs());
+    }
+}
+
+#[test]
+fn a_thousand_concurrent_duplicates_release_one_share_and_commits_are_grouped() {
+    let mut node = Node::new();
+    node.start();
+    rt().block_on(async {
+        let c = node.caller().await;
+        let key = dealer(&c, 2, 3).await;
+        let p = prepare(&c, key.key, &[pid(1), pid(2)], TaprootMode::Bip86).await;
+        let tasks: Vec<_> = (0..1000)
+            .map(|_| {
+                let (c, p) = (c.clone(), p.clone());
+                tokio::spawn(async move { round2(&c, p.attempt, pid(1), p.mode, &p.package).await })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.expect("join") {
+                Ok(_) => ok += 1,
+                Err(e) => assert_eq!(e.code(), ErrorCode::NonceAlreadyConsumed),
+            }
+        }
+        assert_eq!(ok, 1, "exactly one share for 1000 duplicates");
+
+        // Group commit: 64 distinct round-2 markers in flight at once share commits.
+        let mut prepared = Vec::new();
+        for _ in 0..32 {
+            prepared.push(prepare(&c, key.key, &[pid(2), pid(3)], TaprootMode::Bip86).await);
+        }
+        let before = health(&c).await;
+        let started = std::time::Instant::now();
+        let tasks: Vec<_> = prepared
+            .iter()
+            .flat_map(|p| [pid(2), pid(3)].map(|s| (p.clone(), s)))
+            .map(|(p, s)| {
+                let c = c.clone();
+                tokio::spawn(async move { round2(&c, p.attempt, s, p.mode, &p.package).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("join").expect("share");
+        }
+        let elapsed = started.elapsed();
+        let after = health(&c).await;
+        let (commits, records) =
+            (after.store_commits - before.store_commits, after.store_records - before.store_records);
+        println!("group commit: {records} markers in {commits} commits over {elapsed:?}");
+        assert_eq!(records, 64);
+        assert!(commits < records, "{commits} commits for {records} markers: no grouping");
+    });
+}

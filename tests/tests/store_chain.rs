@@ -1,0 +1,157 @@
+//! The store's MAC chain, exhaustively: every byte of every field of every record, deletions,
+//! reorders, and every relation between the chain head and the HSM anchor.
+
+use frostgate_common::error::ErrorCode;
+use frostgate_common::ids::{AttemptId, KeyId, ParticipantId, SessionId};
+use frostgate_common::protocol::{SealedRecord, TaprootMode};
+use frostgate_enclave::markers::Record;
+use frostgate_enclave::store::chain::{check_against_anchor, Head, Loader, StoreKey};
+use frostgate_tests::signing::random;
+
+fn key() -> StoreKey {
+    StoreKey::new(zeroize::Zeroizing::new(random()))
+}
+
+fn records() -> Vec<Record> {
+    let attempt = AttemptId::from_bytes(random());
+    let session = SessionId::from_bytes(random());
+    let p = |n| ParticipantId::new(n).expect("p");
+    vec![
+        Record::KeyAdded {
+            key: KeyId::from_bytes(random()),
+            public_key_package: vec![7; 120],
+            seats: vec![(p(1), 0, vec![9; 60])],
+        },
+        Record::SessionBound {
+            session,
+            key: KeyId::from_bytes(random()),
+            message: random(),
+            mode: TaprootMode::Bip86,
+            opened_unix: 1,
+        },
+        Record::AttemptBound { attempt, session, signers: vec![p(1), p(2)] },
+        Record::NonceConsumed { attempt, seat: p(1) },
+        Record::AttemptCompleted { attempt, message: random(), mode: TaprootMode::Untweaked },
+    ]
+}
+
+fn load(k: &StoreKey, chain: &[SealedRecord]) -> Result<(Head, Vec<Record>), ErrorCode> {
+    let mut l = Loader::default();
+    l.push(k, chain).map_err(|e| e.code())?;
+    l.finish().map_err(|e| e.code())
+}
+
+#[test]
+fn an_intact_chain_loads_and_round_trips_its_records() {
+    let k = key();
+    let rs = records();
+    let (chain, head) = k.seal(Head::EMPTY, &rs).expect("seal");
+    let (h, loaded) = load(&k, &chain).expect("loads");
+    assert_eq!(h, head);
+    assert_eq!(loaded, rs);
+    // Loading in chunks gives the same result.
+    let mut l = Loader::default();
+    for c in chain.chunks(2) {
+        l.push(&k, c).expect("chunk");
+    }
+    assert_eq!(l.finish().expect("finish").0, head);
+}
+
+#[test]
+fn every_byte_of_every_field_of_every_record_is_authenticated() {
+    let k = key();
+    let (chain, _) = k.seal(Head::EMPTY, &records()).expect("seal");
+    let mut checked = 0;
+    for i in 0..chain.len() {
+        for bit in [0x01u64, 0x80] {
+            for byte in 0..8 {
+                let mut c = chain.clone();
+                c[i].version ^= bit << (8 * byte);
+                assert_eq!(load(&k, &c).expect_err("version"), ErrorCode::StoreTampered);
+                checked += 1;
+            }
+        }
+        for j in 0..32 {
+            let mut c = chain.clone();
+            c[i].prev_mac[j] ^= 1;
+            assert_eq!(load(&k, &c).expect_err("prev"), ErrorCode::StoreTampered);
+            let mut c = chain.clone();
+            c[i].mac[j] ^= 1;
+            assert_eq!(load(&k, &c).expect_err("mac"), ErrorCode::StoreTampered);
+            checked += 2;
+        }
+        for j in 0..chain[i].body.as_inner().len() {
+            let mut c = chain.clone();
+            let mut body = c[i].body.clone().into_inner();
+            body[j] ^= 1;
+            c[i].body = frostgate_common::bounded::RecordBody::new(body).expect("bound");
+            assert_eq!(load(&k, &c).expect_err("body"), ErrorCode::StoreTampered);
+            checked += 1;
+        }
+    }
+    assert!(checked > 500, "{checked}");
+}
+
+#[test]
+fn deleted_reordered_or_foreign_records_are_tampering() {
+    let k = key();
+    let (chain, _) = k.seal(Head::EMPTY, &records()).expect("seal");
+    for i in 0..chain.len() - 1 {
+        let mut c = chain.clone();
+        c.remove(i);
+        assert_eq!(load(&k, &c).expect_err("deleted"), ErrorCode::StoreTampered, "delete {i}");
+        let mut c = chain.clone();
+        c.swap(i, i + 1);
+        assert_eq!(load(&k, &c).expect_err("swapped"), ErrorCode::StoreTampered, "swap {i}");
+    }
+    // A record sealed under another key (another enclave's store) does not verify.
+    let (other, _) = key().seal(Head::EMPTY, &records()).expect("seal");
+    assert_eq!(load(&k, &other).expect_err("foreign"), ErrorCode::StoreTampered);
+    // A store may start at a complete snapshot, never at an arbitrary record.
+    let (snap, _) = k
+        .seal(
+            Head { version: 10, mac: random() },
+            &[
+                Record::SnapshotBegin { id: 1 },
+                Record::NonceConsumed {
+                    attempt: AttemptId::from_bytes(random()),
+                    seat: ParticipantId::new(1).expect("p"),
+                },
+                Record::SnapshotEnd { id: 1 },
+            ],
+        )
+        .expect("seal");
+    assert!(load(&k, &snap).is_ok());
+    assert_eq!(load(&k, &snap[..2]).expect_err("incomplete snapshot"), ErrorCode::StoreTampered);
+    assert_eq!(load(&k, &snap[1..]).expect_err("no snapshot"), ErrorCode::StoreTampered);
+}
+
+#[test]
+fn the_head_must_equal_the_anchor_or_be_exactly_one_commit_ahead() {
+    let k = key();
+    let (chain, head) = k.seal(Head::EMPTY, &records()).expect("seal");
+    let at = |n: usize| Head { version: chain[n - 1].version, mac: chain[n - 1].mac };
+    let prev = |n: usize| Some(chain[n - 1].prev_mac);
+    let n = chain.len();
+    assert_eq!(check_against_anchor(head, prev(n), head), Ok(false));
+    assert_eq!(check_against_anchor(head, prev(n), at(n - 1)), Ok(true), "one ahead: finish the anchor update");
+    let code = |r: Result<bool, frostgate_common::Error>| r.expect_err("refused").code();
+    assert_eq!(
+        code(check_against_anchor(at(n - 1), prev(n - 1), head)),
+        ErrorCode::StoreRollbackDetected,
+        "last record deleted"
+    );
+    assert_eq!(code(check_against_anchor(at(2), prev(2), head)), ErrorCode::StoreRollbackDetected, "older copy");
+    assert_eq!(code(check_against_anchor(Head::EMPTY, None, head)), ErrorCode::StoreRollbackDetected, "store deleted");
+    assert_eq!(
+        code(check_against_anchor(head, prev(n), at(n - 2))),
+        ErrorCode::StoreRollbackDetected,
+        "anchor two behind"
+    );
+    assert_eq!(
+        code(check_against_anchor(head, prev(n), Head { version: head.version, mac: random() })),
+        ErrorCode::StoreTampered,
+        "fork"
+    );
+    assert_eq!(check_against_anchor(Head::EMPTY, None, Head::EMPTY), Ok(false), "fresh store");
+}
