@@ -15,6 +15,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The frostgate enclave process.
 #[derive(Debug, Parser)]
@@ -55,6 +56,18 @@ struct ServeArgs {
     /// (lost at restart).
     #[arg(long)]
     dev_memory_markers: bool,
+    /// Live nonces older than this are wiped.
+    #[arg(long, default_value_t = 300)]
+    nonce_ttl_secs: u64,
+    /// Sessions older than this are removed with their attempts and markers.
+    #[arg(long, default_value_t = 3600)]
+    session_ttl_secs: u64,
+    /// How often the expiry sweep (and compaction check) runs.
+    #[arg(long, default_value_t = 10)]
+    sweep_interval_secs: u64,
+    /// Write a snapshot and drop older store records after this many records.
+    #[arg(long, default_value_t = 10_000)]
+    compact_after_records: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -200,19 +213,20 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
     } else {
         StoreMode::Host
     };
-    let service = Arc::new(Service::new(custody, mode, Limits::default())?);
-    // Expiry sweep: wipes nonces past their TTL and removes expired sessions.
-    let sweeper = service.clone();
+    let limits = Limits {
+        nonce_ttl: Duration::from_secs(args.nonce_ttl_secs),
+        session_ttl: Duration::from_secs(args.session_ttl_secs),
+        ..Limits::default()
+    };
+    let service = Arc::new(Service::new(custody, mode, limits, args.compact_after_records.max(1))?);
+    // Expiry sweep and compaction.
+    let maintainer = service.clone();
+    let interval = Duration::from_secs(args.sweep_interval_secs.max(1));
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+        let mut tick = tokio::time::interval(interval);
         loop {
             tick.tick().await;
-            if let Some(engine) = sweeper.engine() {
-                let wiped = engine.sweep_and_record(std::time::Instant::now()).await;
-                if wiped > 0 {
-                    tracing::info!(wiped, "expired nonces wiped");
-                }
-            }
+            maintainer.maintain().await;
         }
     });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -47,13 +47,13 @@ fn label(s: &str) -> Label {
 
 impl Service {
     /// A new service. Without custody it answers but refuses to sign.
-    pub fn new(custody: Option<Custody>, mode: StoreMode, limits: Limits) -> Result<Self, Error> {
+    pub fn new(custody: Option<Custody>, mode: StoreMode, limits: Limits, compact_after: u64) -> Result<Self, Error> {
         let mut service = Self::from_engine(None);
         if let Some(custody) = custody {
             let custody = Arc::new(custody);
             let markers: Arc<dyn MarkerStore> = match mode {
                 StoreMode::Host => {
-                    let store = SealedStore::open(custody.clone())?;
+                    let store = SealedStore::open(custody.clone(), compact_after)?;
                     service.store = Some(store.clone());
                     Arc::new(store)
                 }
@@ -77,6 +77,24 @@ impl Service {
             },
             engine,
             store: None,
+        }
+    }
+
+    /// Periodic maintenance: the expiry sweep, then compaction when due.
+    pub async fn maintain(&self) {
+        let Some(engine) = &self.engine else { return };
+        let wiped = engine.sweep_and_record(Instant::now()).await;
+        if wiped > 0 {
+            tracing::info!(wiped, "expired nonces wiped");
+        }
+        if let Some(store) = self.store.as_ref().filter(|s| s.needs_compaction()) {
+            match engine.snapshot() {
+                Ok(state) => match store.compact(state).await {
+                    Ok(()) => tracing::info!(head = store.stats().head_version, "store compacted"),
+                    Err(e) => tracing::warn!(error = ?e, "compaction failed"),
+                },
+                Err(e) => tracing::warn!(code = %e.code(), "snapshot failed: {}", e.message()),
+            }
         }
     }
 

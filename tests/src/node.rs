@@ -24,6 +24,8 @@ pub struct Node {
     pub enclave: Option<Daemon>,
     /// The host process.
     pub host: Option<Daemon>,
+    /// Extra arguments for `frostgate-enclave serve`.
+    pub enclave_args: Vec<String>,
 }
 
 impl Node {
@@ -40,7 +42,7 @@ impl Node {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let db = tokens.path().join("host.db");
         let fault_file = tokens.path().join("fault");
-        Node { tokens, token, db, fault_file, enclave: None, host: None }
+        Node { tokens, token, db, fault_file, enclave: None, host: None, enclave_args: Vec::new() }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -60,13 +62,14 @@ impl Node {
 
     /// Starts the enclave.
     pub fn start_enclave(&mut self) {
-        let args = vec![
+        let mut args = vec![
             "serve".into(),
             "--listen".into(),
             self.path("enclave.sock").display().to_string(),
             "--config".into(),
             self.token.config.display().to_string(),
         ];
+        args.extend(self.enclave_args.iter().cloned());
         self.enclave = Some(Daemon::start(&enclave_bin(), &args, &self.env(), self.path("enclave.log")));
     }
 

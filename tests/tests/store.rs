@@ -333,3 +333,72 @@ fn a_thousand_concurrent_duplicates_release_one_share_and_commits_are_grouped() 
         assert!(commits < records, "{commits} commits for {records} markers: no grouping");
     });
 }
+
+fn wait_for(what: &str, node: &Node, mut done: impl FnMut(&[i64]) -> bool) -> Vec<i64> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let v = versions(&node.db);
+        if done(&v) {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what} did not happen:\n{}", node.logs());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn compaction_replaces_old_records_with_a_snapshot_that_boots() {
+    let mut node = Node::new();
+    node.enclave_args = ["--session-ttl-secs", "1", "--sweep-interval-secs", "1", "--compact-after-records", "20"]
+        .map(String::from)
+        .to_vec();
+    node.start();
+    let rt = rt();
+    let (key, old) = rt.block_on(async {
+        let c = node.caller().await;
+        let key = dealer(&c, 2, 3).await;
+        let mut last = None;
+        for _ in 0..3 {
+            last = Some(sign_fully(&c, &key, &[pid(1), pid(2)]).await);
+        }
+        (key, last.expect("signed"))
+    });
+    // 1 key + 3 x (session, attempt, 2 consumed, completed) = 16 records; then the sweep records
+    // the three session expiries (19), still under the threshold.
+    let grown = wait_for("session expiry", &node, |v| v.len() >= 19);
+    assert_eq!(grown.first(), Some(&1));
+    rt.block_on(async {
+        let c = node.caller().await;
+        sign_fully(&c, &key, &[pid(2), pid(3)]).await;
+    });
+    // Past the threshold: the next sweep writes a snapshot of the live state and the host drops
+    // every older record.
+    let compacted = wait_for("compaction", &node, |v| v.first().is_some_and(|f| *f > 1));
+    assert!(compacted.len() < grown.len(), "{compacted:?} vs {grown:?}");
+    let conn = rusqlite::Connection::open(&node.db).expect("open");
+    let first: Vec<u8> =
+        conn.query_row("SELECT body FROM records ORDER BY version LIMIT 1", [], |r| r.get(0)).expect("row");
+    assert!(matches!(
+        postcard::from_bytes::<frostgate_enclave::markers::Record>(&first).expect("record"),
+        frostgate_enclave::markers::Record::SnapshotBegin { .. }
+    ));
+    let stats = std::process::Command::new(frostgate_tests::host_bin())
+        .args(["store", "stats", "--json", "--db"])
+        .arg(&node.db)
+        .output()
+        .expect("stats");
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("json");
+    let rows = versions(&node.db);
+    assert_eq!(stats["records"], rows.len() as u64);
+    assert_eq!(stats["first_version"], rows[0] as u64);
+    node.kill();
+    node.start();
+    rt.block_on(async {
+        let c = node.caller().await;
+        assert_eq!(health(&c).await.state, ServiceState::Ready, "{}", node.logs());
+        // The expired session is gone for good; the key survived the snapshot and signs.
+        assert_eq!(code(open_attempt(&c, old.session, &[pid(1), pid(2)]).await), ErrorCode::UnknownSession);
+        sign_fully(&c, &key, &[pid(1), pid(3)]).await;
+    });
+    assert!(node.verify(&node.db).is_ok());
+}

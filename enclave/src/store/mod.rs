@@ -46,6 +46,8 @@ enum Phase {
 
 struct Pending {
     records: Vec<Record>,
+    /// A snapshot: committed alone, and records before it are deleted with its last chunk.
+    snapshot: bool,
     done: oneshot::Sender<Result<(), PersistError>>,
 }
 
@@ -59,6 +61,10 @@ struct Inner {
     loader: Option<(Loader, Option<[u8; 32]>)>,
     commits: u64,
     committed_records: u64,
+    since_snapshot: u64,
+    last_snapshot: u64,
+    compact_after: u64,
+    next_snapshot_id: u64,
 }
 
 struct Shared {
@@ -114,7 +120,8 @@ fn lock(s: &Shared) -> MutexGuard<'_, Inner> {
 
 impl SealedStore {
     /// Derives the store key in the HSM and reads the anchor. The store starts not loaded.
-    pub fn open(custody: Arc<Custody>) -> Result<Self, Error> {
+    /// A snapshot compacts the store once `compact_after` records accumulated since the last.
+    pub fn open(custody: Arc<Custody>, compact_after: u64) -> Result<Self, Error> {
         let key = StoreKey::new(custody.derive_store_key()?);
         let anchor = anchor::read(&custody)?;
         let inner = Inner {
@@ -127,6 +134,10 @@ impl SealedStore {
             loader: None,
             commits: 0,
             committed_records: 0,
+            since_snapshot: 0,
+            last_snapshot: 0,
+            compact_after,
+            next_snapshot_id: 0,
         };
         Ok(SealedStore { shared: Arc::new(Shared { custody, key, inner: Mutex::new(inner) }) })
     }
@@ -192,7 +203,31 @@ impl SealedStore {
         }
         i.anchor = head;
         i.head = head;
+        i.since_snapshot = count;
         Ok(LoadProgress { records: count, done: Some(Loaded { head, records }) })
+    }
+
+    /// Whether to compact: the records written since the last snapshot are at least the
+    /// threshold and at least the last snapshot's size. So the store holds at most about twice
+    /// the live state plus the threshold, and a large state does not compact on every sweep.
+    pub fn needs_compaction(&self) -> bool {
+        let i = lock(&self.shared);
+        i.phase == Phase::Ready && i.since_snapshot >= i.compact_after.max(i.last_snapshot)
+    }
+
+    /// Writes `state` (the engine's whole durable state) as a snapshot; once its end is durable
+    /// the host deletes every older record. Boot then replays only the snapshot and what follows.
+    pub async fn compact(&self, state: Vec<Record>) -> Result<(), PersistError> {
+        let id = {
+            let mut i = lock(&self.shared);
+            i.next_snapshot_id += 1;
+            i.head.version.wrapping_mul(1 << 16).wrapping_add(i.next_snapshot_id)
+        };
+        let mut records = Vec::with_capacity(state.len() + 2);
+        records.push(Record::SnapshotBegin { id });
+        records.extend(state);
+        records.push(Record::SnapshotEnd { id });
+        self.enqueue(records, true).await
     }
 
     /// Makes a loaded store live on `channel` (the connection that streamed it).
@@ -229,7 +264,13 @@ impl SealedStore {
                     i.committing = false;
                     return;
                 }
-                let batch = std::mem::take(&mut i.queue);
+                // A snapshot is committed alone, so nothing interleaves with it.
+                let take = if i.queue[0].snapshot {
+                    1
+                } else {
+                    i.queue.iter().position(|p| p.snapshot).unwrap_or(i.queue.len())
+                };
+                let batch: Vec<Pending> = i.queue.drain(..take).collect();
                 if i.phase != Phase::Ready {
                     drop(i);
                     Self::fail_all(batch, &PersistError::NotWritten(not_loaded()));
@@ -239,7 +280,8 @@ impl SealedStore {
             };
             let records: Vec<Record> = batch.iter().flat_map(|p| p.records.iter().cloned()).collect();
             let n = records.len() as u64;
-            match Self::commit(&shared, head, channel, &records).await {
+            let snapshot = batch.first().is_some_and(|p| p.snapshot);
+            match Self::commit(&shared, head, channel, &records, snapshot).await {
                 Ok(new_head) => {
                     {
                         let mut i = lock(&shared);
@@ -247,6 +289,12 @@ impl SealedStore {
                         i.anchor = new_head;
                         i.commits += 1;
                         i.committed_records += n;
+                        if snapshot {
+                            i.since_snapshot = 0;
+                            i.last_snapshot = n;
+                        } else {
+                            i.since_snapshot += n;
+                        }
                     }
                     for p in batch {
                         let _ = p.done.send(Ok(()));
@@ -269,15 +317,21 @@ impl SealedStore {
         head: Head,
         channel: Option<Channel>,
         records: &[Record],
+        snapshot: bool,
     ) -> Result<Head, PersistError> {
         let (sealed, new_head) = shared.key.seal(head, records).map_err(PersistError::NotWritten)?;
         let channel = channel.ok_or_else(|| PersistError::NotWritten(not_loaded()))?;
-        for (index, chunk) in chunks(sealed).into_iter().enumerate() {
+        let snapshot_start = sealed.first().map(|r| r.version).filter(|_| snapshot);
+        let chunks = chunks(sealed);
+        let count = chunks.len();
+        for (index, chunk) in chunks.into_iter().enumerate() {
             let last = chunk.last().map(|r| r.version).unwrap_or(head.version);
             let records =
                 SealedRecords::new(chunk).map_err(|e| PersistError::NotWritten(Error::new(ErrorCode::Internal, e)))?;
+            // Older records go only in the transaction that makes the snapshot's end durable.
+            let compact_before = if index + 1 == count { snapshot_start } else { None };
             let reply = channel
-                .call(Message::PersistRecords(PersistRecords { records, compact_before: None }), Some(ACK_TIMEOUT))
+                .call(Message::PersistRecords(PersistRecords { records, compact_before }), Some(ACK_TIMEOUT))
                 .await;
             match reply {
                 Ok(Message::PersistAck(ack)) if ack.head_version == last => {}
@@ -324,25 +378,28 @@ fn chunks(sealed: Vec<SealedRecord>) -> Vec<Vec<SealedRecord>> {
     out
 }
 
+impl SealedStore {
+    async fn enqueue(&self, records: Vec<Record>, snapshot: bool) -> Result<(), PersistError> {
+        let shared = self.shared.clone();
+        let (done, rx) = oneshot::channel();
+        let lead = {
+            let mut i = lock(&shared);
+            if i.phase != Phase::Ready {
+                return Err(PersistError::NotWritten(not_loaded()));
+            }
+            i.queue.push(Pending { records, snapshot, done });
+            !std::mem::replace(&mut i.committing, true)
+        };
+        if lead {
+            tokio::spawn(Self::commit_loop(shared));
+        }
+        rx.await.unwrap_or_else(|_| Err(PersistError::Unknown(Error::new(ErrorCode::Internal, "committer stopped"))))
+    }
+}
+
 impl MarkerStore for SealedStore {
     fn persist(&self, records: Vec<Record>) -> PersistFuture<'_> {
-        let shared = self.shared.clone();
-        Box::pin(async move {
-            let (done, rx) = oneshot::channel();
-            let lead = {
-                let mut i = lock(&shared);
-                if i.phase != Phase::Ready {
-                    return Err(PersistError::NotWritten(not_loaded()));
-                }
-                i.queue.push(Pending { records, done });
-                !std::mem::replace(&mut i.committing, true)
-            };
-            if lead {
-                tokio::spawn(Self::commit_loop(shared));
-            }
-            rx.await
-                .unwrap_or_else(|_| Err(PersistError::Unknown(Error::new(ErrorCode::Internal, "committer stopped"))))
-        })
+        Box::pin(self.enqueue(records, false))
     }
 
     fn ready(&self) -> Result<(), Error> {
