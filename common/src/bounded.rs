@@ -124,6 +124,20 @@ bounded_types! {
     RecordBody: Vec<u8>, 256 * 1024, "sealed store record body";
     /// Sealed store records, in chain order.
     SealedRecords: Vec<crate::protocol::SealedRecord>, 256, "sealed store records (count)";
+    /// An enclave's P-256 identity public key, uncompressed SEC1 (65 bytes; checked by the enclave).
+    IdentityKeyBytes: Vec<u8>, 65, "P-256 identity public key (SEC1 uncompressed)";
+    /// A FROST DKG round-1 package (commitment and proof of knowledge). Public.
+    DkgPackageBytes: Vec<u8>, 16 * 1024, "FROST DKG round-1 package";
+    /// An encrypted, authenticated DKG round-2 package (only the recipient enclave can open it).
+    DkgCiphertext: Vec<u8>, 1024, "AES-256-GCM ciphertext of a FROST DKG round-2 package";
+    /// A DKG's participants.
+    DkgParticipants: Vec<crate::protocol::DkgParticipant>, crate::limits::MAX_PARTICIPANTS as usize, "DKG participants (count)";
+    /// Round-1 packages by participant.
+    DkgRound1Packages: Vec<crate::protocol::DkgRound1Package>, crate::limits::MAX_PARTICIPANTS as usize, "DKG round-1 packages (count)";
+    /// Encrypted round-2 packages.
+    DkgEnvelopes: Vec<crate::protocol::DkgEnvelope>, crate::limits::MAX_PARTICIPANTS as usize, "DKG envelopes (count)";
+    /// Transcript confirmations.
+    DkgConfirmations: Vec<crate::protocol::DkgConfirmation>, crate::limits::MAX_PARTICIPANTS as usize, "DKG confirmations (count)";
     /// Signature shares by signer.
     SignerShares: Vec<crate::protocol::SignerShare>, crate::limits::MAX_PARTICIPANTS as usize, "signature shares (count)";
 }

@@ -178,6 +178,23 @@ error_codes! {
     StoreTampered = "store_tampered", Operator;
     /// The store is older than the HSM anchor (records deleted or an old copy restored).
     StoreRollbackDetected = "store_rollback_detected", Operator;
+    /// No DKG with this id is running here (never started, aborted, or lost in a restart).
+    DkgUnknown = "dkg_unknown", NewAttempt;
+    /// The DKG configuration is invalid here: this enclave's identity key is not the one pinned
+    /// for its participant id, a bad threshold, duplicate or unsorted participants.
+    DkgConfigInvalid = "dkg_config_invalid", FixRequest;
+    /// A DKG request arrived out of order (e.g. round 2 before round 1).
+    DkgPhase = "dkg_phase", FixRequest;
+    /// A round-1 proof of knowledge failed; the culprit is named. The DKG is aborted.
+    DkgInvalidProof = "dkg_invalid_proof", NewAttempt;
+    /// A round-2 package did not decrypt or authenticate; the sender is named. Aborted.
+    DkgDecryptFailed = "dkg_decrypt_failed", NewAttempt;
+    /// A round-2 share failed verification against its sender's commitment; the sender is a
+    /// candidate culprit (an equivocating relay causes the same). Aborted.
+    DkgInvalidShare = "dkg_invalid_share", NewAttempt;
+    /// The participants' transcript confirmations differ or do not verify: some participant saw
+    /// a different transcript (equivocation). Aborted; no key is activated.
+    DkgTranscriptMismatch = "dkg_transcript_mismatch", NewAttempt;
 }
 
 impl fmt::Display for ErrorCode {

@@ -94,6 +94,11 @@ byte_id!(
     AttemptId,
     16
 );
+byte_id!(
+    /// One distributed key generation run. 16 bytes.
+    DkgId,
+    16
+);
 
 /// A FROST participant identifier, 1..=[`MAX_PARTICIPANTS`].
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -6,11 +6,12 @@
 //! manifest (`common/BOUNDARY.md`) pins all of it.
 
 use crate::bounded::{
-    CommitmentBytes, Label, PublicKeyPackageBytes, RecordBody, SealedRecords, SignatureShareBytes, SignerShares,
-    Signers, SigningPackageBytes,
+    CommitmentBytes, DkgCiphertext, DkgConfirmations, DkgEnvelopes, DkgPackageBytes, DkgParticipants,
+    DkgRound1Packages, IdentityKeyBytes, Label, PublicKeyPackageBytes, RecordBody, SealedRecords, SignatureShareBytes,
+    SignerShares, Signers, SigningPackageBytes,
 };
 use crate::error::{Error, ErrorCode};
-use crate::ids::{AttemptId, KeyId, ParticipantId, SessionId};
+use crate::ids::{AttemptId, DkgId, KeyId, ParticipantId, SessionId};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. A frame with any other version is rejected.
@@ -130,6 +131,31 @@ pub enum Message {
     StoreLoad(StoreLoad),
     /// Enclave -> host: progress or the verdict of a load.
     StoreStatus(StoreStatus),
+    /// Host -> enclave: the enclave's identity public key.
+    GetIdentity,
+    /// Enclave -> host: the identity public key.
+    Identity(IdentityKeyBytes),
+    /// Host -> enclave: start a DKG (round 1) as one participant of a pinned group.
+    DkgStart(DkgStart),
+    /// Enclave -> host: this participant's round-1 package.
+    DkgRound1(DkgRound1Package),
+    /// Host -> enclave: everyone else's round-1 packages; answer with encrypted round-2 packages.
+    DkgRound2(DkgRound2),
+    /// Enclave -> host: round-2 packages, each encrypted to its recipient's identity key.
+    DkgRound2Reply(DkgEnvelopes),
+    /// Host -> enclave: the round-2 packages addressed to this participant; answer with a signed
+    /// confirmation of the transcript.
+    DkgFinish(DkgFinish),
+    /// Enclave -> host: this participant's transcript confirmation.
+    DkgConfirm(DkgConfirmation),
+    /// Host -> enclave: every participant's confirmation; activate the key if all agree.
+    DkgActivate(DkgActivate),
+    /// Enclave -> host: a participant was identified as the cause of an abort.
+    DkgBlame(DkgBlame),
+    /// Host -> enclave: abandon a DKG (its secrets are wiped).
+    DkgAbort(DkgRef),
+    /// Enclave -> host: the DKG is gone.
+    DkgAborted(DkgRef),
 }
 
 /// Role and direction of every kind, in wire (variant index) order.
@@ -162,6 +188,18 @@ pub const KINDS: &[KindInfo] = &[
     KindInfo { name: "PersistAck", role: Role::Reply, direction: Direction::HostToEnclave },
     KindInfo { name: "StoreLoad", role: Role::Request, direction: Direction::HostToEnclave },
     KindInfo { name: "StoreStatus", role: Role::Reply, direction: Direction::EnclaveToHost },
+    KindInfo { name: "GetIdentity", role: Role::Request, direction: Direction::HostToEnclave },
+    KindInfo { name: "Identity", role: Role::Reply, direction: Direction::EnclaveToHost },
+    KindInfo { name: "DkgStart", role: Role::Request, direction: Direction::HostToEnclave },
+    KindInfo { name: "DkgRound1", role: Role::Reply, direction: Direction::EnclaveToHost },
+    KindInfo { name: "DkgRound2", role: Role::Request, direction: Direction::HostToEnclave },
+    KindInfo { name: "DkgRound2Reply", role: Role::Reply, direction: Direction::EnclaveToHost },
+    KindInfo { name: "DkgFinish", role: Role::Request, direction: Direction::HostToEnclave },
+    KindInfo { name: "DkgConfirm", role: Role::Reply, direction: Direction::EnclaveToHost },
+    KindInfo { name: "DkgActivate", role: Role::Request, direction: Direction::HostToEnclave },
+    KindInfo { name: "DkgBlame", role: Role::Reply, direction: Direction::EnclaveToHost },
+    KindInfo { name: "DkgAbort", role: Role::Request, direction: Direction::HostToEnclave },
+    KindInfo { name: "DkgAborted", role: Role::Reply, direction: Direction::EnclaveToHost },
 ];
 
 impl Message {
@@ -196,6 +234,18 @@ impl Message {
             Message::PersistAck(_) => 25,
             Message::StoreLoad(_) => 26,
             Message::StoreStatus(_) => 27,
+            Message::GetIdentity => 28,
+            Message::Identity(_) => 29,
+            Message::DkgStart(_) => 30,
+            Message::DkgRound1(_) => 31,
+            Message::DkgRound2(_) => 32,
+            Message::DkgRound2Reply(_) => 33,
+            Message::DkgFinish(_) => 34,
+            Message::DkgConfirm(_) => 35,
+            Message::DkgActivate(_) => 36,
+            Message::DkgBlame(_) => 37,
+            Message::DkgAbort(_) => 38,
+            Message::DkgAborted(_) => 39,
         }
     }
 
@@ -554,4 +604,112 @@ pub struct StoreStatus {
     pub head_version: u64,
     /// The HSM anchor's version (after finishing an interrupted update, if one was finished).
     pub anchor_version: u64,
+}
+
+/// One participant of a DKG, pinned by its enclave's identity key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DkgParticipant {
+    /// The participant id (FROST identifier).
+    pub id: ParticipantId,
+    /// Its enclave's identity public key.
+    pub identity_key: IdentityKeyBytes,
+}
+
+/// Starts a DKG.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DkgStart {
+    /// The DKG id.
+    pub dkg: DkgId,
+    /// Signatures will need this many participants.
+    pub threshold: u16,
+    /// Which participant this enclave is.
+    pub me: ParticipantId,
+    /// Every participant, ascending by id.
+    pub participants: DkgParticipants,
+}
+
+/// A round-1 package (public).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DkgRound1Package {
+    /// The DKG id.
+    pub dkg: DkgId,
+    /// Its sender.
+    pub from: ParticipantId,
+    /// The package.
+    pub package: DkgPackageBytes,
+}
+
+/// Round 2: everyone else's round-1 packages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DkgRound2 {
+    /// The DKG id.
+    pub dkg: DkgId,
+    /// The other participants' round-1 packages.
+    pub round1: DkgRound1Packages,
+}
+
+/// An encrypted round-2 package from one participant to another.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DkgEnvelope {
+    /// The DKG id.
+    pub dkg: DkgId,
+    /// Sender.
+    pub from: ParticipantId,
+    /// Recipient.
+    pub to: ParticipantId,
+    /// Ciphertext (only the recipient's enclave can open it; the sender's identity authenticates it).
+    pub ciphertext: DkgCiphertext,
+}
+
+/// Round 3: the envelopes addressed to this participant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DkgFinish {
+    /// The DKG id.
+    pub dkg: DkgId,
+    /// One envelope from every other participant.
+    pub envelopes: DkgEnvelopes,
+}
+
+/// A participant's signed view of the whole DKG transcript.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DkgConfirmation {
+    /// The DKG id.
+    pub dkg: DkgId,
+    /// The confirming participant.
+    pub from: ParticipantId,
+    /// The resulting key id (x-only internal key).
+    pub key: KeyId,
+    /// SHA-256 of the transcript as this participant saw it.
+    pub transcript_hash: [u8; 32],
+    /// ECDSA P-256 signature (r) by the participant's identity key over the transcript.
+    pub signature_r: [u8; 32],
+    /// ECDSA P-256 signature (s).
+    pub signature_s: [u8; 32],
+}
+
+/// Activation: every participant's confirmation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DkgActivate {
+    /// The DKG id.
+    pub dkg: DkgId,
+    /// One confirmation per participant.
+    pub confirmations: DkgConfirmations,
+}
+
+/// An abort attributed to a participant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DkgBlame {
+    /// The DKG id.
+    pub dkg: DkgId,
+    /// Why (`dkg_invalid_proof`, `dkg_decrypt_failed`, `dkg_invalid_share`).
+    pub code: ErrorCode,
+    /// The participant named as the cause (a candidate for `dkg_invalid_share`).
+    pub culprit: ParticipantId,
+}
+
+/// Names a DKG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DkgRef {
+    /// The DKG id.
+    pub dkg: DkgId,
 }

@@ -51,6 +51,13 @@ const PINNED: &[(usize, &str, &str)] = &[
     (43, "store_not_loaded", "retry"),
     (44, "store_tampered", "operator"),
     (45, "store_rollback_detected", "operator"),
+    (46, "dkg_unknown", "new_attempt"),
+    (47, "dkg_config_invalid", "fix_request"),
+    (48, "dkg_phase", "fix_request"),
+    (49, "dkg_invalid_proof", "new_attempt"),
+    (50, "dkg_decrypt_failed", "new_attempt"),
+    (51, "dkg_invalid_share", "new_attempt"),
+    (52, "dkg_transcript_mismatch", "new_attempt"),
 ];
 
 #[test]

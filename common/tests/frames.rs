@@ -172,7 +172,80 @@ fn message() -> impl Strategy<Value = Message> {
                     StoreStatus { state, records, head_version, anchor_version }
                 )),
         ];
-    prop_oneof![base, signing, store]
+    let dkg = prop_oneof![
+        Just(Message::GetIdentity),
+        identity().prop_map(Message::Identity),
+        (dkg_id(), any::<u16>(), pid(), proptest::collection::vec(participant(), 0..4)).prop_map(
+            |(dkg, threshold, me, p)| {
+                Message::DkgStart(DkgStart {
+                    dkg,
+                    threshold,
+                    me,
+                    participants: DkgParticipants::new(p).expect("bound"),
+                })
+            }
+        ),
+        round1_package().prop_map(Message::DkgRound1),
+        (dkg_id(), proptest::collection::vec(round1_package(), 0..3)).prop_map(|(dkg, r)| Message::DkgRound2(
+            DkgRound2 { dkg, round1: DkgRound1Packages::new(r).expect("bound") }
+        )),
+        proptest::collection::vec(envelope(), 0..3)
+            .prop_map(|e| Message::DkgRound2Reply(DkgEnvelopes::new(e).expect("bound"))),
+        (dkg_id(), proptest::collection::vec(envelope(), 0..3)).prop_map(|(dkg, e)| Message::DkgFinish(DkgFinish {
+            dkg,
+            envelopes: DkgEnvelopes::new(e).expect("bound")
+        })),
+        confirmation().prop_map(Message::DkgConfirm),
+        (dkg_id(), proptest::collection::vec(confirmation(), 0..3)).prop_map(|(dkg, c)| Message::DkgActivate(
+            DkgActivate { dkg, confirmations: DkgConfirmations::new(c).expect("bound") }
+        )),
+        (dkg_id(), code(), pid()).prop_map(|(dkg, code, culprit)| Message::DkgBlame(DkgBlame { dkg, code, culprit })),
+        dkg_id().prop_map(|dkg| Message::DkgAbort(DkgRef { dkg })),
+        dkg_id().prop_map(|dkg| Message::DkgAborted(DkgRef { dkg })),
+    ];
+    prop_oneof![base, signing, store, dkg]
+}
+
+fn dkg_id() -> impl Strategy<Value = DkgId> {
+    bytes::<16>().prop_map(DkgId::from_bytes)
+}
+
+fn identity() -> impl Strategy<Value = IdentityKeyBytes> {
+    proptest::collection::vec(any::<u8>(), 65).prop_map(|v| IdentityKeyBytes::new(v).expect("bound"))
+}
+
+fn participant() -> impl Strategy<Value = DkgParticipant> {
+    (pid(), identity()).prop_map(|(id, identity_key)| DkgParticipant { id, identity_key })
+}
+
+fn round1_package() -> impl Strategy<Value = DkgRound1Package> {
+    (dkg_id(), pid(), blob(DkgPackageBytes::MAX_LEN)).prop_map(|(dkg, from, b)| DkgRound1Package {
+        dkg,
+        from,
+        package: DkgPackageBytes::new(b).expect("bound"),
+    })
+}
+
+fn envelope() -> impl Strategy<Value = DkgEnvelope> {
+    (dkg_id(), pid(), pid(), blob(DkgCiphertext::MAX_LEN)).prop_map(|(dkg, from, to, b)| DkgEnvelope {
+        dkg,
+        from,
+        to,
+        ciphertext: DkgCiphertext::new(b).expect("bound"),
+    })
+}
+
+fn confirmation() -> impl Strategy<Value = DkgConfirmation> {
+    (dkg_id(), pid(), bytes::<32>(), bytes::<32>(), bytes::<32>(), bytes::<32>()).prop_map(
+        |(dkg, from, k, transcript_hash, signature_r, signature_s)| DkgConfirmation {
+            dkg,
+            from,
+            key: KeyId::from_bytes(k),
+            transcript_hash,
+            signature_r,
+            signature_s,
+        },
+    )
 }
 
 fn sealed_record() -> impl Strategy<Value = SealedRecord> {

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod custody;
+pub mod dkg;
 pub mod keys;
 pub mod logging;
 pub mod markers;

@@ -37,6 +37,7 @@ pub struct Service {
     build: BuildInfo,
     engine: Option<Engine>,
     store: Option<SealedStore>,
+    dkgs: crate::dkg::Dkgs,
 }
 
 fn label(s: &str) -> Label {
@@ -77,6 +78,7 @@ impl Service {
             },
             engine,
             store: None,
+            dkgs: crate::dkg::Dkgs::default(),
         }
     }
 
@@ -189,7 +191,7 @@ impl Service {
                 let kind = other.info().name;
                 let result = match &self.engine {
                     Some(engine) => match engine.ready() {
-                        Ok(()) => signing(engine, other).await,
+                        Ok(()) => signing(engine, &self.dkgs, other).await,
                         Err(e) => Err(e),
                     },
                     None => {
@@ -205,8 +207,44 @@ impl Service {
     }
 }
 
-async fn signing(engine: &Engine, request: Message) -> Result<Message, Error> {
+async fn signing(engine: &Engine, dkgs: &crate::dkg::Dkgs, request: Message) -> Result<Message, Error> {
+    use crate::dkg::DkgError;
+    let dkg_reply = |dkg: frostgate_common::ids::DkgId, r: Result<Message, DkgError>| match r {
+        Ok(m) => Ok(m),
+        Err(DkgError::Error(e)) => Err(e),
+        Err(DkgError::Blame(code, culprit)) => {
+            tracing::warn!(%dkg, code = %code, %culprit, "DKG aborted");
+            Ok(Message::DkgBlame(DkgBlame { dkg, code, culprit }))
+        }
+    };
     Ok(match request {
+        Message::GetIdentity => Message::Identity(
+            frostgate_common::bounded::IdentityKeyBytes::new(engine.custody().identity_public_key().to_vec())
+                .map_err(|e| Error::new(ErrorCode::Internal, e))?,
+        ),
+        Message::DkgStart(r) => dkg_reply(r.dkg, dkgs.start(engine, &r).map(Message::DkgRound1))?,
+        Message::DkgRound2(r) => {
+            dkg_reply(r.dkg, dkgs.round2(engine, r.dkg, r.round1.as_inner()).map(Message::DkgRound2Reply))?
+        }
+        Message::DkgFinish(r) => {
+            dkg_reply(r.dkg, dkgs.finish(engine, r.dkg, r.envelopes.as_inner()).map(Message::DkgConfirm))?
+        }
+        Message::DkgActivate(r) => {
+            let activated = match dkgs.activate(engine, r.dkg, r.confirmations.as_inner()).await {
+                Ok(record) => {
+                    tracing::info!(dkg = %r.dkg, key = %record.key_id, "DKG key activated");
+                    key_info(engine, &record).map(Message::KeyInfo).map_err(DkgError::Error)
+                }
+                Err(e) => Err(e),
+            };
+            dkg_reply(r.dkg, activated)?
+        }
+        Message::DkgAbort(r) => {
+            if !dkgs.abort(r.dkg) {
+                return Err(Error::new(ErrorCode::DkgUnknown, format!("DKG {}", r.dkg)));
+            }
+            Message::DkgAborted(r)
+        }
         Message::OpenSession(r) => {
             let output_key = engine.open_session(r.session, r.key, r.message, r.mode).await?;
             Message::SessionOpened(SessionOpened { session: r.session, output_key })

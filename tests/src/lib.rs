@@ -200,6 +200,7 @@ pub fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
     }
 }
 
+pub mod dkg;
 pub mod node;
 pub mod signing;
 pub mod token;

@@ -5,6 +5,7 @@
 //! unless every object is present, unique and within its role's policy ([`objects::load`]).
 
 pub mod config;
+pub mod identity;
 pub mod objects;
 pub mod token;
 

@@ -1,0 +1,392 @@
+//! Distributed key generation between enclaves (FROST DKG parts 1-3), one participant per
+//! enclave, with round-2 packages encrypted end to end and a signed transcript check.
+//!
+//! Invariants:
+//! - DKG secret packages live only in this map, in enclave memory (`ZeroizeOnDrop`); a restart
+//!   loses them and the DKG must start again. Nothing secret is persisted before activation, and
+//!   then only the sealed key package.
+//! - A DKG runs only if this enclave's identity key is the one pinned for its participant id,
+//!   and round-2 packages travel only as AES-256-GCM ciphertexts under pairwise keys derived in the
+//!   HSMs (static-static ECDH): the hosts and the relay see ciphertext only.
+//! - A key is activated only when every participant's signed confirmation verifies under its
+//!   pinned identity key over the same transcript hash as this enclave's own.
+
+use crate::custody::identity::{self, verify_identity_signature};
+use crate::keys::{frost_err, identifier, KeyRecord, SealedSeat};
+use crate::rounds::Engine;
+use crate::sealing;
+use frost_secp256k1_tr::keys::dkg::{self as fdkg, round1, round2};
+use frost_secp256k1_tr::keys::{KeyPackage, PublicKeyPackage};
+use frost_secp256k1_tr::Identifier;
+use frostgate_common::bounded::{DkgCiphertext, DkgEnvelopes, DkgPackageBytes};
+use frostgate_common::error::{Error, ErrorCode};
+use frostgate_common::ids::{DkgId, KeyId, ParticipantId};
+use frostgate_common::protocol::{DkgConfirmation, DkgEnvelope, DkgRound1Package, DkgStart};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+use zeroize::Zeroizing;
+
+/// Most DKGs in progress at once.
+pub const MAX_DKGS: usize = 16;
+
+/// A DKG failure: a typed error, or an abort attributed to a participant.
+#[derive(Debug)]
+pub enum DkgError {
+    /// Not attributable.
+    Error(Error),
+    /// Attributed to `culprit`, with the reason.
+    Blame(ErrorCode, ParticipantId),
+}
+
+impl From<Error> for DkgError {
+    fn from(e: Error) -> Self {
+        DkgError::Error(e)
+    }
+}
+
+type DkgResult<T> = Result<T, DkgError>;
+
+enum Phase {
+    Round1(round1::SecretPackage),
+    Round2 { secret: round2::SecretPackage, others: BTreeMap<Identifier, round1::Package> },
+    Confirmed { key_package: KeyPackage, public: PublicKeyPackage, transcript: [u8; 32], key: KeyId },
+}
+
+struct Dkg {
+    threshold: u16,
+    me: ParticipantId,
+    participants: BTreeMap<ParticipantId, Vec<u8>>,
+    round1: BTreeMap<ParticipantId, Vec<u8>>,
+    phase: Phase,
+}
+
+/// DKGs in progress.
+#[derive(Default)]
+pub struct Dkgs {
+    map: Mutex<HashMap<DkgId, Dkg>>,
+}
+
+impl std::fmt::Debug for Dkgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Dkgs(..)")
+    }
+}
+
+fn err(code: ErrorCode, msg: impl std::fmt::Display) -> DkgError {
+    DkgError::Error(Error::new(code, msg))
+}
+
+fn context(dkg: &DkgId, from: ParticipantId, to: ParticipantId) -> Vec<u8> {
+    let mut c = b"frostgate/dkg-round2/v1".to_vec();
+    c.extend_from_slice(dkg.as_bytes());
+    c.extend_from_slice(&from.get().to_be_bytes());
+    c.extend_from_slice(&to.get().to_be_bytes());
+    c
+}
+
+fn aead(key: &Zeroizing<[u8; 32]>) -> Result<LessSafeKey, Error> {
+    UnboundKey::new(&AES_256_GCM, key.as_slice())
+        .map(LessSafeKey::new)
+        .map_err(|_| Error::new(ErrorCode::Internal, "AES-256-GCM key"))
+}
+
+impl Dkgs {
+    fn lock(&self) -> MutexGuard<'_, HashMap<DkgId, Dkg>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Number of DKGs in progress.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is in progress.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Round 1: checks the pinned configuration, runs part 1, returns the public package.
+    pub fn start(&self, engine: &Engine, r: &DkgStart) -> DkgResult<DkgRound1Package> {
+        let ids: Vec<ParticipantId> = r.participants.as_inner().iter().map(|p| p.id).collect();
+        let n = ids.len() as u16;
+        if n < 2 || r.threshold < 2 || r.threshold > n || !ids.windows(2).all(|w| w[0] < w[1]) {
+            return Err(err(
+                ErrorCode::DkgConfigInvalid,
+                format!("{}-of-{n} with ascending unique participants is required", r.threshold),
+            ));
+        }
+        let participants: BTreeMap<ParticipantId, Vec<u8>> =
+            r.participants.as_inner().iter().map(|p| (p.id, p.identity_key.as_inner().clone())).collect();
+        if participants.values().any(|k| !identity::well_formed(k)) {
+            return Err(err(ErrorCode::DkgConfigInvalid, "an identity key is not an uncompressed P-256 point"));
+        }
+        if participants.get(&r.me).map(Vec::as_slice) != Some(engine.custody().identity_public_key()) {
+            return Err(err(
+                ErrorCode::DkgConfigInvalid,
+                format!("participant {} is not pinned to this enclave's identity key", r.me),
+            ));
+        }
+        let mut map = self.lock();
+        if let Some(existing) = map.get(&r.dkg) {
+            if existing.me == r.me && existing.threshold == r.threshold && existing.participants == participants {
+                if let Some(own) = existing.round1.get(&r.me) {
+                    return Ok(round1_package(r.dkg, r.me, own.clone())?);
+                }
+            }
+            return Err(err(ErrorCode::DkgConfigInvalid, "this DKG id is already running with another configuration"));
+        }
+        if map.len() >= MAX_DKGS {
+            return Err(err(ErrorCode::RegistryFull, format!("{MAX_DKGS} DKGs in progress")));
+        }
+        let (secret, package) = fdkg::part1(identifier(r.me)?, n, r.threshold, rand_core::OsRng)
+            .map_err(|e| frost_err(ErrorCode::DkgConfigInvalid, "DKG part 1", e))?;
+        let bytes = package.serialize().map_err(|e| frost_err(ErrorCode::Internal, "round-1 package", e))?;
+        let dkg = Dkg {
+            threshold: r.threshold,
+            me: r.me,
+            participants,
+            round1: BTreeMap::from([(r.me, bytes.clone())]),
+            phase: Phase::Round1(secret),
+        };
+        map.insert(r.dkg, dkg);
+        Ok(round1_package(r.dkg, r.me, bytes)?)
+    }
+
+    /// Round 2: verifies everyone else's proofs, returns round-2 packages encrypted to each recipient.
+    pub fn round2(&self, engine: &Engine, id: DkgId, packages: &[DkgRound1Package]) -> DkgResult<DkgEnvelopes> {
+        let mut map = self.lock();
+        let dkg = map.get(&id).ok_or_else(|| err(ErrorCode::DkgUnknown, format!("DKG {id}")))?;
+        let expected: Vec<ParticipantId> = dkg.participants.keys().copied().filter(|p| *p != dkg.me).collect();
+        let mut given: Vec<ParticipantId> = packages.iter().map(|p| p.from).collect();
+        given.sort();
+        if given != expected || packages.iter().any(|p| p.dkg != id) {
+            return Err(err(
+                ErrorCode::DkgConfigInvalid,
+                "round 2 needs exactly one round-1 package from every other participant",
+            ));
+        }
+        if !matches!(dkg.phase, Phase::Round1(_)) {
+            return Err(err(ErrorCode::DkgPhase, "round 2 is allowed once, after round 1"));
+        }
+        let mut others = BTreeMap::new();
+        for p in packages {
+            let Ok(pkg) = round1::Package::deserialize(p.package.as_inner()) else {
+                map.remove(&id);
+                return Err(DkgError::Blame(ErrorCode::DkgInvalidProof, p.from));
+            };
+            others.insert(identifier(p.from)?, pkg);
+        }
+        // Taken out under the lock; put back only if part 2 succeeds (else the DKG is aborted).
+        let Some(Dkg { threshold, me, participants, mut round1, phase: Phase::Round1(secret) }) = map.remove(&id)
+        else {
+            return Err(err(ErrorCode::Internal, "phase changed under the lock"));
+        };
+        let (secret2, outgoing) = match fdkg::part2(secret, &others) {
+            Ok(x) => x,
+            Err(e) => {
+                let culprit = e.culprits().first().and_then(|c| participant_of(&participants, c));
+                return Err(match culprit {
+                    Some(c) => DkgError::Blame(ErrorCode::DkgInvalidProof, c),
+                    None => err(ErrorCode::DkgInvalidProof, format!("DKG part 2: {e}")),
+                });
+            }
+        };
+        for (p, pkg) in &others {
+            if let Some(pid) = participant_of(&participants, p) {
+                round1.insert(pid, pkg.serialize().map_err(|e| frost_err(ErrorCode::Internal, "round-1 package", e))?);
+            }
+        }
+        let mut envelopes = Vec::new();
+        for (to_id, pkg) in &outgoing {
+            let to =
+                participant_of(&participants, to_id).ok_or_else(|| err(ErrorCode::Internal, "unknown recipient"))?;
+            let plain =
+                Zeroizing::new(pkg.serialize().map_err(|e| frost_err(ErrorCode::Internal, "round-2 package", e))?);
+            let ctx = context(&id, me, to);
+            let key = engine.custody().identity_shared_key(&participants[&to], &ctx)?;
+            envelopes.push(DkgEnvelope { dkg: id, from: me, to, ciphertext: seal(&key, &ctx, &plain)? });
+        }
+        map.insert(id, Dkg { threshold, me, participants, round1, phase: Phase::Round2 { secret: secret2, others } });
+        DkgEnvelopes::new(envelopes).map_err(|e| err(ErrorCode::Internal, e))
+    }
+
+    /// Round 3: decrypts and verifies the shares addressed here, derives the key, and returns a
+    /// signed confirmation of the transcript. The key is not active yet.
+    pub fn finish(&self, engine: &Engine, id: DkgId, envelopes: &[DkgEnvelope]) -> DkgResult<DkgConfirmation> {
+        let mut map = self.lock();
+        let dkg = map.get_mut(&id).ok_or_else(|| err(ErrorCode::DkgUnknown, format!("DKG {id}")))?;
+        let Phase::Round2 { secret, others } = &dkg.phase else {
+            return Err(err(ErrorCode::DkgPhase, "finish is allowed once, after round 2"));
+        };
+        let expected: Vec<ParticipantId> = dkg.participants.keys().copied().filter(|p| *p != dkg.me).collect();
+        let mut given: Vec<ParticipantId> = envelopes.iter().map(|e| e.from).collect();
+        given.sort();
+        if given != expected || envelopes.iter().any(|e| e.to != dkg.me || e.dkg != id) {
+            return Err(err(
+                ErrorCode::DkgConfigInvalid,
+                "finish needs exactly one envelope from every other participant, addressed here",
+            ));
+        }
+        let mut incoming = BTreeMap::new();
+        let mut blame = None;
+        for e in envelopes {
+            let ctx = context(&id, e.from, dkg.me);
+            let key = engine.custody().identity_shared_key(&dkg.participants[&e.from], &ctx)?;
+            let Some(plain) = open(&key, &ctx, e.ciphertext.as_inner()) else {
+                blame = Some(DkgError::Blame(ErrorCode::DkgDecryptFailed, e.from));
+                break;
+            };
+            match round2::Package::deserialize(&plain) {
+                Ok(p) => {
+                    incoming.insert(identifier(e.from)?, p);
+                }
+                Err(_) => {
+                    blame = Some(DkgError::Blame(ErrorCode::DkgInvalidShare, e.from));
+                    break;
+                }
+            }
+        }
+        let result = match blame {
+            Some(b) => Err(b),
+            None => fdkg::part3(secret, others, &incoming).map_err(|e| {
+                match e.culprits().first().and_then(|c| participant_of(&dkg.participants, c)) {
+                    Some(c) => DkgError::Blame(ErrorCode::DkgInvalidShare, c),
+                    None => err(ErrorCode::DkgInvalidShare, format!("DKG part 3: {e}")),
+                }
+            }),
+        };
+        let (key_package, public) = match result {
+            Ok(x) => x,
+            Err(e) => {
+                map.remove(&id);
+                return Err(e);
+            }
+        };
+        let key = crate::keys::key_id_of(&public)?;
+        let transcript = transcript_hash(&id, dkg, &public)?;
+        let (r, s) = engine.custody().identity_sign(&transcript)?;
+        let me = dkg.me;
+        dkg.phase = Phase::Confirmed { key_package, public, transcript, key };
+        Ok(DkgConfirmation { dkg: id, from: me, key, transcript_hash: transcript, signature_r: r, signature_s: s })
+    }
+
+    /// Activation: every participant must have confirmed the same transcript with its pinned
+    /// identity key. Then the share is sealed and the key stored; otherwise the DKG is aborted.
+    pub async fn activate(
+        &self,
+        engine: &Engine,
+        id: DkgId,
+        confirmations: &[DkgConfirmation],
+    ) -> DkgResult<KeyRecord> {
+        let record = {
+            let mut map = self.lock();
+            let dkg = map.get(&id).ok_or_else(|| err(ErrorCode::DkgUnknown, format!("DKG {id}")))?;
+            let Phase::Confirmed { key_package, public, transcript, key } = &dkg.phase else {
+                return Err(err(ErrorCode::DkgPhase, "activation is allowed after finish"));
+            };
+            if let Err(e) = check_confirmations(id, dkg, transcript, key, confirmations) {
+                map.remove(&id);
+                return Err(e);
+            }
+            let plain =
+                Zeroizing::new(key_package.serialize().map_err(|e| frost_err(ErrorCode::Internal, "key package", e))?);
+            let mut record = KeyRecord::new(public.clone(), BTreeMap::new())?;
+            let blob = sealing::seal(engine.custody(), &record.seal_context(dkg.me, 0), &plain)?;
+            record.seats.insert(dkg.me, SealedSeat { blob, epoch: 0 });
+            record
+        };
+        engine.add_key(record.clone()).await?;
+        self.lock().remove(&id);
+        Ok(record)
+    }
+
+    /// Abandons a DKG; its secrets are wiped.
+    pub fn abort(&self, id: DkgId) -> bool {
+        self.lock().remove(&id).is_some()
+    }
+}
+
+fn check_confirmations(
+    id: DkgId,
+    dkg: &Dkg,
+    transcript: &[u8; 32],
+    key: &KeyId,
+    confirmations: &[DkgConfirmation],
+) -> DkgResult<()> {
+    let mut from: Vec<ParticipantId> = confirmations.iter().map(|c| c.from).collect();
+    from.sort();
+    from.dedup();
+    if from.len() != confirmations.len() || from != dkg.participants.keys().copied().collect::<Vec<_>>() {
+        return Err(err(ErrorCode::DkgTranscriptMismatch, "activation needs one confirmation from every participant"));
+    }
+    for c in confirmations {
+        if c.dkg != id || c.transcript_hash != *transcript || c.key != *key {
+            return Err(err(
+                ErrorCode::DkgTranscriptMismatch,
+                format!("participant {} saw a different transcript", c.from),
+            ));
+        }
+        if !verify_identity_signature(&dkg.participants[&c.from], transcript, &c.signature_r, &c.signature_s) {
+            return Err(err(
+                ErrorCode::DkgTranscriptMismatch,
+                format!("participant {}'s confirmation does not verify", c.from),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn participant_of(participants: &BTreeMap<ParticipantId, Vec<u8>>, id: &Identifier) -> Option<ParticipantId> {
+    participants.keys().copied().find(|p| identifier(*p).is_ok_and(|i| &i == id))
+}
+
+fn round1_package(dkg: DkgId, from: ParticipantId, bytes: Vec<u8>) -> Result<DkgRound1Package, Error> {
+    Ok(DkgRound1Package {
+        dkg,
+        from,
+        package: DkgPackageBytes::new(bytes).map_err(|e| Error::new(ErrorCode::Internal, e))?,
+    })
+}
+
+/// SHA-256 over everything every participant must agree on.
+fn transcript_hash(id: &DkgId, dkg: &Dkg, public: &PublicKeyPackage) -> Result<[u8; 32], Error> {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"frostgate/dkg-transcript/v1");
+    ctx.update(id.as_bytes());
+    ctx.update(&dkg.threshold.to_be_bytes());
+    for (p, key) in &dkg.participants {
+        ctx.update(&p.get().to_be_bytes());
+        ctx.update(key);
+        let pkg = dkg.round1.get(p).ok_or_else(|| Error::new(ErrorCode::Internal, "missing round-1 package"))?;
+        ctx.update(&(pkg.len() as u32).to_be_bytes());
+        ctx.update(pkg);
+    }
+    ctx.update(&public.serialize().map_err(|e| frost_err(ErrorCode::Internal, "public key package", e))?);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    Ok(out)
+}
+
+fn seal(key: &Zeroizing<[u8; 32]>, aad: &[u8], plain: &[u8]) -> Result<DkgCiphertext, Error> {
+    let mut nonce = [0u8; 12];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+        .map_err(|_| Error::new(ErrorCode::Internal, "randomness"))?;
+    let mut buf = plain.to_vec();
+    aead(key)?
+        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf)
+        .map_err(|_| Error::new(ErrorCode::Internal, "AES-GCM seal"))?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&buf);
+    // The plaintext copy inside `buf` was overwritten in place by ciphertext.
+    DkgCiphertext::new(out).map_err(|e| Error::new(ErrorCode::Internal, e))
+}
+
+fn open(key: &Zeroizing<[u8; 32]>, aad: &[u8], ciphertext: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let (nonce, body) = (ciphertext.get(..12)?, ciphertext.get(12..)?);
+    let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+    let mut buf = Zeroizing::new(body.to_vec());
+    let len = aead(key).ok()?.open_in_place(nonce, Aad::from(aad), &mut buf).ok()?.len();
+    buf.truncate(len);
+    Some(buf)
+}

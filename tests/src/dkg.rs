@@ -1,0 +1,218 @@
+//! A test relay for DKG between real nodes: it routes the enclaves' messages exactly as an
+//! untrusted coordinator would, can tamper with them, and records every message it relays.
+
+use crate::signing::{libsecp_verifies, package, random, Caller};
+use frostgate_common::bounded::*;
+use frostgate_common::error::Error;
+use frostgate_common::ids::{AttemptId, DkgId, KeyId, ParticipantId, SessionId};
+use frostgate_common::protocol::*;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Ways the relay misbehaves.
+#[derive(Debug, Default)]
+pub struct Tamper {
+    /// Replace the round-1 package that `(to, from)` receives.
+    pub round1: Option<(ParticipantId, ParticipantId, Vec<u8>)>,
+    /// Flip a byte of the envelope `(from, to)`.
+    pub envelope: Option<(ParticipantId, ParticipantId)>,
+    /// Replace the transcript hash in `from`'s confirmation.
+    pub confirmation: Option<ParticipantId>,
+    /// Stop after round 2 (for restart tests).
+    pub stop_after_round2: bool,
+}
+
+/// What each node answered.
+#[derive(Debug, Default)]
+pub struct DkgRun {
+    /// The DKG id.
+    pub dkg: Option<DkgId>,
+    /// Activated keys by node.
+    pub keys: BTreeMap<ParticipantId, KeyInfo>,
+    /// Blames by the node that reported them.
+    pub blames: BTreeMap<ParticipantId, DkgBlame>,
+    /// Errors by node.
+    pub errors: BTreeMap<ParticipantId, Error>,
+    /// Key ids the nodes confirmed.
+    pub confirmed_keys: Vec<KeyId>,
+}
+
+/// The relay.
+#[derive(Clone)]
+pub struct Relay {
+    /// Nodes by participant id.
+    pub nodes: Vec<(ParticipantId, Caller)>,
+    /// Frame encodings of every request and reply relayed.
+    pub recorded: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Relay(..)")
+    }
+}
+
+enum Step {
+    Ok(Message),
+    Blame(DkgBlame),
+    Err(Error),
+}
+
+impl Relay {
+    /// A relay over nodes.
+    pub fn new(nodes: Vec<(ParticipantId, Caller)>) -> Relay {
+        Relay { nodes, recorded: Arc::new(Mutex::new(Vec::new())) }
+    }
+
+    async fn call(&self, c: &Caller, m: Message) -> Step {
+        let encode = |m: &Message| {
+            frostgate_common::frame::encode(&frostgate_common::frame::Frame { request_id: 1, message: m.clone() })
+                .expect("encodes")
+        };
+        self.recorded.lock().expect("lock").push(encode(&m));
+        match c.call(m).await {
+            Ok(reply) => {
+                self.recorded.lock().expect("lock").push(encode(&reply));
+                match reply {
+                    Message::DkgBlame(b) => Step::Blame(b),
+                    other => Step::Ok(other),
+                }
+            }
+            Err(e) => Step::Err(e),
+        }
+    }
+
+    /// Each node's pinned identity.
+    pub async fn participants(&self) -> DkgParticipants {
+        let mut out = Vec::new();
+        for (id, c) in &self.nodes {
+            match c.call(Message::GetIdentity).await.expect("identity") {
+                Message::Identity(identity_key) => out.push(DkgParticipant { id: *id, identity_key }),
+                other => panic!("{other:?}"),
+            }
+        }
+        DkgParticipants::new(out).expect("bound")
+    }
+
+    /// Runs a DKG as far as it goes.
+    pub async fn run(&self, threshold: u16, tamper: &Tamper) -> DkgRun {
+        let dkg = DkgId::from_bytes(random());
+        self.run_with_id(dkg, threshold, tamper).await
+    }
+
+    /// Runs a DKG with a chosen id.
+    pub async fn run_with_id(&self, dkg: DkgId, threshold: u16, tamper: &Tamper) -> DkgRun {
+        let mut run = DkgRun { dkg: Some(dkg), ..DkgRun::default() };
+        let participants = self.participants().await;
+        let note = |run: &mut DkgRun, at: ParticipantId, s: Step| -> Option<Message> {
+            match s {
+                Step::Ok(m) => Some(m),
+                Step::Blame(b) => {
+                    run.blames.insert(at, b);
+                    None
+                }
+                Step::Err(e) => {
+                    run.errors.insert(at, e);
+                    None
+                }
+            }
+        };
+        let mut round1 = BTreeMap::new();
+        for (me, c) in &self.nodes {
+            let m = Message::DkgStart(DkgStart { dkg, threshold, me: *me, participants: participants.clone() });
+            if let Some(Message::DkgRound1(p)) = note(&mut run, *me, self.call(c, m).await) {
+                round1.insert(*me, p);
+            }
+        }
+        let mut envelopes: Vec<DkgEnvelope> = Vec::new();
+        for (me, c) in &self.nodes {
+            let mut others: Vec<DkgRound1Package> =
+                round1.iter().filter(|(k, _)| *k != me).map(|(_, p)| p.clone()).collect();
+            if let Some((to, from, bytes)) = &tamper.round1 {
+                if to == me {
+                    for p in others.iter_mut().filter(|p| p.from == *from) {
+                        p.package = DkgPackageBytes::new(bytes.clone()).expect("bound");
+                    }
+                }
+            }
+            let m = Message::DkgRound2(DkgRound2 { dkg, round1: DkgRound1Packages::new(others).expect("bound") });
+            if let Some(Message::DkgRound2Reply(e)) = note(&mut run, *me, self.call(c, m).await) {
+                envelopes.extend(e.into_inner());
+            }
+        }
+        if tamper.stop_after_round2 {
+            return run;
+        }
+        if let Some((from, to)) = tamper.envelope {
+            for e in envelopes.iter_mut().filter(|e| e.from == from && e.to == to) {
+                let mut b = e.ciphertext.clone().into_inner();
+                let last = b.len() - 1;
+                b[last] ^= 1;
+                e.ciphertext = DkgCiphertext::new(b).expect("bound");
+            }
+        }
+        let mut confirmations = Vec::new();
+        for (me, c) in &self.nodes {
+            let mine: Vec<DkgEnvelope> = envelopes.iter().filter(|e| e.to == *me).cloned().collect();
+            let m = Message::DkgFinish(DkgFinish { dkg, envelopes: DkgEnvelopes::new(mine).expect("bound") });
+            if let Some(Message::DkgConfirm(mut conf)) = note(&mut run, *me, self.call(c, m).await) {
+                run.confirmed_keys.push(conf.key);
+                if tamper.confirmation == Some(*me) {
+                    conf.transcript_hash = random();
+                }
+                confirmations.push(conf);
+            }
+        }
+        for (me, c) in &self.nodes {
+            if run.blames.contains_key(me) || run.errors.contains_key(me) {
+                continue;
+            }
+            let m = Message::DkgActivate(DkgActivate {
+                dkg,
+                confirmations: DkgConfirmations::new(confirmations.clone()).expect("b"),
+            });
+            if let Some(Message::KeyInfo(k)) = note(&mut run, *me, self.call(c, m).await) {
+                run.keys.insert(*me, k);
+            }
+        }
+        run
+    }
+}
+
+/// Signs with several nodes, each holding its own seat: every signer opens the same session and
+/// attempt, runs round 1 and round 2; the first aggregates. Returns the signature, message and
+/// output key, checked by libsecp256k1.
+pub async fn sign_multi(
+    signers: &[(ParticipantId, Caller)],
+    key: KeyId,
+    mode: TaprootMode,
+) -> (Bip340Signature, [u8; 32], [u8; 32]) {
+    let session = SessionId::from_bytes(random());
+    let attempt = AttemptId::from_bytes(random());
+    let message: [u8; 32] = random();
+    let ids: Vec<ParticipantId> = signers.iter().map(|(p, _)| *p).collect();
+    let mut commitments = BTreeMap::new();
+    let mut output = None;
+    for (p, c) in signers {
+        match c.call(Message::OpenSession(OpenSession { session, key, message, mode })).await.expect("session") {
+            Message::SessionOpened(o) => output = Some(o.output_key),
+            other => panic!("{other:?}"),
+        }
+        let open = OpenAttempt { session, attempt, signers: Signers::new(ids.clone()).expect("b") };
+        c.call(Message::OpenAttempt(open)).await.expect("attempt");
+        commitments.insert(*p, crate::signing::round1(c, attempt, *p).await.expect("round 1"));
+    }
+    let pkg = package(&commitments, &message);
+    let mut shares = BTreeMap::new();
+    for (p, c) in signers {
+        shares.insert(*p, crate::signing::round2(c, attempt, *p, mode, &pkg).await.expect("round 2"));
+    }
+    match crate::signing::aggregate(&signers[0].1, attempt, mode, &pkg, &shares).await.expect("aggregate") {
+        AggregateOutcome::Signed { signature, output_key } => {
+            assert_eq!(Some(output_key), output);
+            assert!(libsecp_verifies(&signature, &message, &output_key), "libsecp256k1 rejects the signature");
+            (signature, message, output_key)
+        }
+        other => panic!("{other:?}"),
+    }
+}

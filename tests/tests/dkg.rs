@@ -1,0 +1,221 @@
+//! DKG between separate enclave processes (each node: its own token, enclave, host and store),
+//! relayed by an untrusted test relay.
+
+use frostgate_common::error::ErrorCode;
+use frostgate_common::protocol::*;
+use frostgate_tests::dkg::{sign_multi, Relay, Tamper};
+use frostgate_tests::node::Node;
+use frostgate_tests::signing::*;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+fn cluster(n: u16) -> Vec<Node> {
+    (0..n)
+        .map(|_| {
+            let mut node = Node::new();
+            node.start();
+            node
+        })
+        .collect()
+}
+
+async fn relay(nodes: &[Node]) -> Relay {
+    let mut callers = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        callers.push((pid(i as u16 + 1), node.caller().await));
+    }
+    Relay::new(callers)
+}
+
+async fn holds_no_key(relay: &Relay, key: frostgate_common::ids::KeyId) {
+    for (p, c) in &relay.nodes {
+        let e = c.call(Message::GetKey(KeyRef { key })).await.expect_err("no key may be active");
+        assert_eq!(e.code(), ErrorCode::UnknownKey, "node {p}");
+    }
+}
+
+#[test]
+fn dkg_2_of_3_and_3_of_5_then_sign_in_every_mode() {
+    let rt = rt();
+    for (t, n) in [(2u16, 3u16), (3, 5)] {
+        let nodes = cluster(n);
+        rt.block_on(async {
+            let relay = relay(&nodes).await;
+            let run = relay.run(t, &Tamper::default()).await;
+            assert!(run.blames.is_empty() && run.errors.is_empty(), "{run:?}");
+            assert_eq!(run.keys.len(), n as usize);
+            let first = run.keys.values().next().expect("key").clone();
+            for (p, k) in &run.keys {
+                assert_eq!(k.key, first.key, "node {p} derived another key");
+                assert_eq!(k.threshold, t);
+                assert_eq!(k.seats.as_inner(), &[*p], "each enclave holds exactly its own seat");
+                assert_eq!(k.public_key_package, first.public_key_package);
+            }
+            // The P2TR output key matches rust-bitcoin's BIP341 computation.
+            assert_eq!(first.bip86_output_key, bitcoin_output_key(first.key.as_bytes(), &TaprootMode::Bip86));
+            let signers: Vec<_> = relay.nodes.iter().rev().take(t as usize).rev().cloned().collect();
+            for mode in [TaprootMode::Bip86, TaprootMode::ScriptTree { merkle_root: random() }, TaprootMode::Untweaked]
+            {
+                let (_, _, output_key) = sign_multi(&signers, first.key, mode).await;
+                assert_eq!(output_key, bitcoin_output_key(first.key.as_bytes(), &mode), "{t}-of-{n} {mode:?}");
+            }
+        });
+    }
+}
+
+#[test]
+fn a_tampered_round2_ciphertext_names_its_sender_and_no_key_is_activated() {
+    let nodes = cluster(3);
+    rt().block_on(async {
+        let relay = relay(&nodes).await;
+        let tamper = Tamper { envelope: Some((pid(2), pid(1))), ..Tamper::default() };
+        let run = relay.run(2, &tamper).await;
+        let blame = run.blames.get(&pid(1)).expect("node 1 blames");
+        assert_eq!((blame.code, blame.culprit), (ErrorCode::DkgDecryptFailed, pid(2)));
+        assert!(run.keys.is_empty(), "{run:?}");
+        for p in [pid(2), pid(3)] {
+            assert_eq!(run.errors.get(&p).map(|e| e.code()), Some(ErrorCode::DkgTranscriptMismatch), "node {p}");
+        }
+        for key in &run.confirmed_keys {
+            holds_no_key(&relay, *key).await;
+        }
+        // A fresh DKG among the same nodes succeeds.
+        let run = relay.run(2, &Tamper::default()).await;
+        assert_eq!(run.keys.len(), 3, "{run:?}");
+    });
+}
+
+#[test]
+fn an_equivocating_relay_aborts_the_dkg_with_no_key_activated_anywhere() {
+    let nodes = cluster(3);
+    rt().block_on(async {
+        let relay = relay(&nodes).await;
+        // A valid round-1 package for participant 1 that participant 1 never sent, shown to
+        // participant 3 only.
+        let (_secret, fake) = frost_secp256k1_tr::keys::dkg::part1(
+            frost_secp256k1_tr::Identifier::try_from(1u16).expect("id"),
+            3,
+            2,
+            frost_secp256k1_tr::rand_core::OsRng,
+        )
+        .expect("part1");
+        let tamper = Tamper { round1: Some((pid(3), pid(1), fake.serialize().expect("bytes"))), ..Tamper::default() };
+        let run = relay.run(2, &tamper).await;
+        assert!(run.keys.is_empty(), "no key may be activated: {run:?}");
+        let blame = run.blames.get(&pid(3)).expect("the victim aborts");
+        assert_eq!((blame.code, blame.culprit), (ErrorCode::DkgInvalidShare, pid(1)), "candidate culprit");
+        for p in [pid(1), pid(2)] {
+            assert_eq!(run.errors.get(&p).map(|e| e.code()), Some(ErrorCode::DkgTranscriptMismatch), "node {p}");
+        }
+        for key in &run.confirmed_keys {
+            holds_no_key(&relay, *key).await;
+        }
+
+        // A relay that forges one participant's transcript confirmation is refused by everyone.
+        let run = relay.run(2, &Tamper { confirmation: Some(pid(2)), ..Tamper::default() }).await;
+        assert!(run.keys.is_empty(), "{run:?}");
+        assert!(
+            run.errors.values().all(|e| e.code() == ErrorCode::DkgTranscriptMismatch) && run.errors.len() == 3,
+            "{run:?}"
+        );
+        for key in &run.confirmed_keys {
+            holds_no_key(&relay, *key).await;
+        }
+    });
+}
+
+#[test]
+fn a_restart_mid_dkg_aborts_cleanly_and_a_fresh_dkg_succeeds() {
+    let mut nodes = cluster(3);
+    let rt = rt();
+    let dkg = rt.block_on(async {
+        let relay = relay(&nodes).await;
+        let run = relay.run(2, &Tamper { stop_after_round2: true, ..Tamper::default() }).await;
+        assert!(run.errors.is_empty() && run.blames.is_empty(), "{run:?}");
+        run.dkg.expect("id")
+    });
+    nodes[1].kill();
+    nodes[1].start();
+    rt.block_on(async {
+        let relay = relay(&nodes).await;
+        let restarted = &relay.nodes[1].1;
+        let finish = DkgFinish { dkg, envelopes: frostgate_common::bounded::DkgEnvelopes::new(vec![]).expect("b") };
+        let e = restarted.call(Message::DkgFinish(finish)).await.expect_err("the secret is gone");
+        assert_eq!(
+            (e.code(), e.recovery_class()),
+            (ErrorCode::DkgUnknown, frostgate_common::RecoveryClass::NewAttempt)
+        );
+        for (p, c) in [&relay.nodes[0], &relay.nodes[2]] {
+            match c.call(Message::DkgAbort(DkgRef { dkg })).await.expect("abort") {
+                Message::DkgAborted(r) => assert_eq!(r.dkg, dkg, "node {p}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        let run = relay.run(2, &Tamper::default()).await;
+        assert_eq!(run.keys.len(), 3, "{run:?}");
+        let key = run.keys.values().next().expect("key").key;
+        sign_multi(&[relay.nodes[0].clone(), relay.nodes[1].clone()], key, TaprootMode::Bip86).await;
+    });
+}
+
+#[test]
+fn no_dkg_share_appears_in_any_store_log_or_relayed_message() {
+    let mut nodes = cluster(3);
+    let rt = rt();
+    let (relay, key) = rt.block_on(async {
+        let relay = relay(&nodes).await;
+        let run = relay.run(2, &Tamper::default()).await;
+        assert_eq!(run.keys.len(), 3, "{run:?}");
+        let key = run.keys.values().next().expect("key").key;
+        sign_multi(&[relay.nodes[0].clone(), relay.nodes[2].clone()], key, TaprootMode::Bip86).await;
+        (relay, key)
+    });
+    for n in nodes.iter_mut() {
+        n.kill();
+    }
+    // Recover node 1's share the only legitimate way: its own token unseals its own blob.
+    let node = &nodes[0];
+    node.token.export_env();
+    let config = frostgate_enclave::custody::config::EnclaveConfig::load(&node.token.config)
+        .expect("config")
+        .custody
+        .expect("c");
+    let custody = frostgate_enclave::custody::Custody::open(&config).expect("custody");
+    let conn = rusqlite::Connection::open(&node.db).expect("db");
+    let bodies: Vec<Vec<u8>> = {
+        let mut s = conn.prepare("SELECT body FROM records").expect("prepare");
+        s.query_map([], |r| r.get(0)).expect("query").map(|r| r.expect("row")).collect()
+    };
+    let (public, seats) = bodies
+        .iter()
+        .find_map(|b| match postcard::from_bytes::<frostgate_enclave::markers::Record>(b) {
+            Ok(frostgate_enclave::markers::Record::KeyAdded { key: k, public_key_package, seats }) if k == key => {
+                Some((public_key_package, seats))
+            }
+            _ => None,
+        })
+        .expect("the key's record");
+    let public = frost_secp256k1_tr::keys::PublicKeyPackage::deserialize(&public).expect("pkp");
+    let seats =
+        seats.into_iter().map(|(p, epoch, blob)| (p, frostgate_enclave::keys::SealedSeat { blob, epoch })).collect();
+    let record = frostgate_enclave::keys::KeyRecord::new(public, seats).expect("record");
+    let share = record.unseal(&custody, pid(1)).expect("unseal").signing_share().serialize();
+    assert_eq!(share.len(), 32);
+    let contains = |hay: &[u8]| hay.windows(share.len()).any(|w| w == share.as_slice());
+    for n in &nodes {
+        for suffix in ["", "-wal"] {
+            let bytes = std::fs::read(format!("{}{suffix}", n.db.display())).unwrap_or_default();
+            assert!(!contains(&bytes), "a share in a store file");
+        }
+        assert!(!contains(n.logs().as_bytes()), "a share in the logs");
+        assert!(!n.logs().contains(&hex::encode(&share)), "a share (hex) in the logs");
+        assert!(!n.logs().contains(&n.token.pin), "a PIN in the logs");
+    }
+    let recorded = relay.recorded.lock().expect("lock");
+    assert!(recorded.len() > 20);
+    for m in recorded.iter() {
+        assert!(!contains(m), "a share in a relayed message");
+    }
+}
