@@ -50,7 +50,15 @@ type DkgResult<T> = Result<T, DkgError>;
 enum Phase {
     Round1(round1::SecretPackage),
     Round2 { secret: round2::SecretPackage, others: BTreeMap<Identifier, round1::Package> },
-    Confirmed { key_package: KeyPackage, public: PublicKeyPackage, transcript: [u8; 32], key: KeyId },
+    Confirmed(Box<Confirmed>),
+}
+
+/// A derived but not yet activated key (boxed: the key package is large).
+struct Confirmed {
+    key_package: KeyPackage,
+    public: PublicKeyPackage,
+    transcript: [u8; 32],
+    key: KeyId,
 }
 
 struct Dkg {
@@ -267,7 +275,7 @@ impl Dkgs {
         let transcript = transcript_hash(&id, dkg, &public)?;
         let (r, s) = engine.custody().identity_sign(&transcript)?;
         let me = dkg.me;
-        dkg.phase = Phase::Confirmed { key_package, public, transcript, key };
+        dkg.phase = Phase::Confirmed(Box::new(Confirmed { key_package, public, transcript, key }));
         Ok(DkgConfirmation { dkg: id, from: me, key, transcript_hash: transcript, signature_r: r, signature_s: s })
     }
 
@@ -282,9 +290,10 @@ impl Dkgs {
         let record = {
             let mut map = self.lock();
             let dkg = map.get(&id).ok_or_else(|| err(ErrorCode::DkgUnknown, format!("DKG {id}")))?;
-            let Phase::Confirmed { key_package, public, transcript, key } = &dkg.phase else {
+            let Phase::Confirmed(confirmed) = &dkg.phase else {
                 return Err(err(ErrorCode::DkgPhase, "activation is allowed after finish"));
             };
+            let Confirmed { key_package, public, transcript, key } = confirmed.as_ref();
             if let Err(e) = check_confirmations(id, dkg, transcript, key, confirmations) {
                 map.remove(&id);
                 return Err(e);
