@@ -66,6 +66,17 @@ impl Channel {
         writer: BoxWrite,
         handler: Handler,
     ) -> (Channel, tokio::task::JoinHandle<()>) {
+        Self::start_with(side, reader, writer, |_| handler)
+    }
+
+    /// Like [`Channel::start`], but the handler is built from the channel itself before the
+    /// first frame is read, so a handler can always reach its own connection.
+    pub fn start_with(
+        side: Side,
+        reader: BoxRead,
+        writer: BoxWrite,
+        make_handler: impl FnOnce(Channel) -> Handler,
+    ) -> (Channel, tokio::task::JoinHandle<()>) {
         let (out, out_rx) = mpsc::channel::<Vec<u8>>(MAX_IN_FLIGHT);
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
         let close_reason: CloseReason = Arc::new(Mutex::new(None));
@@ -76,6 +87,8 @@ impl Channel {
             close_reason: close_reason.clone(),
             next_id: AtomicU64::new(1),
         });
+        let channel = Channel { inner };
+        let handler = make_handler(channel.clone());
         let (close_tx, close_rx) = oneshot::channel::<()>();
         let writer_task = tokio::spawn(write_loop(writer, out_rx, close_rx));
         let done = tokio::spawn(async move {
@@ -87,7 +100,7 @@ impl Channel {
             let _ = close_tx.send(());
             let _ = writer_task.await;
         });
-        (Channel { inner }, done)
+        (channel, done)
     }
 
     /// Sends a request and waits for its reply. An `Error` reply becomes `Err`.

@@ -59,15 +59,16 @@ pub async fn serve(listener: Listener, policy: PeerPolicy, service: Arc<Service>
         }
         tracing::info!(?peer, "host connected");
         let connection = Arc::new(Connection::default());
-        let handler: Handler = {
+        let (channel, done) = Channel::start_with(Side::Enclave, reader, writer, |channel| {
+            // Recorded before the first frame is read: a store load always finds its channel.
+            let _ = connection.channel.set(channel);
             let (service, connection) = (service.clone(), connection.clone());
-            Arc::new(move |m: Message| {
+            let handler: Handler = Arc::new(move |m: Message| {
                 let (service, connection) = (service.clone(), connection.clone());
                 Box::pin(async move { service.handle_on(m, &connection).await })
-            })
-        };
-        let (channel, done) = Channel::start(Side::Enclave, reader, writer, handler);
-        let _ = connection.channel.set(channel.clone());
+            });
+            handler
+        });
         let service = service.clone();
         tokio::spawn(async move {
             let _ = done.await;

@@ -402,3 +402,25 @@ fn compaction_replaces_old_records_with_a_snapshot_that_boots() {
     });
     assert!(node.verify(&node.db).is_ok());
 }
+
+#[test]
+fn a_store_load_sent_right_after_connecting_always_finds_its_connection() {
+    // Regression: the first request on a fresh connection raced the recording of the
+    // connection's own channel ("connection without a channel").
+    let mut node = Node::new();
+    node.start_enclave();
+    let enclave = node.tokens.path().join("enclave.sock");
+    rt().block_on(async {
+        let store = std::sync::Arc::new(frostgate_host::store::HostStore::open(&node.db).expect("db"));
+        for i in 0..50 {
+            let client = frostgate_host::enclave::EnclaveClient::connect_with_store(
+                frostgate_common::transport::Address::Unix(enclave.clone()),
+                Some(store.clone()),
+            )
+            .await
+            .expect("connect");
+            let status = client.load_store(&store, false).await.unwrap_or_else(|e| panic!("load {i}: {e}"));
+            assert_eq!(status.state, ServiceState::Ready);
+        }
+    });
+}
