@@ -61,7 +61,7 @@ async fn persist(store: Arc<HostStore>, p: PersistRecords) -> Message {
 
 /// Whether the development fault `point` is armed (never, without the feature): by
 /// `FROSTGATE_DEV_FAULT`, or by the content of the file named by `FROSTGATE_DEV_FAULT_FILE`.
-fn fault(point: &str) -> bool {
+pub(crate) fn fault(point: &str) -> bool {
     if !cfg!(feature = "dev-fault-injection") {
         return false;
     }

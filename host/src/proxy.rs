@@ -35,6 +35,17 @@ impl Host {
     /// Forwards one request; reloads the store if the enclave asks for it.
     pub async fn forward(self: &Arc<Self>, m: Message) -> Message {
         match self.enclave.channel().call(m, Some(REQUEST_TIMEOUT)).await {
+            Ok(Message::Round2Reply(mut r)) if crate::enclave::fault("host_corrupt_shares") => {
+                // DEVELOPMENT fault injection: this node returns invalid shares.
+                let mut share = r.signature_share.clone().into_inner();
+                if let Some(last) = share.last_mut() {
+                    *last ^= 1;
+                }
+                if let Ok(s) = frostgate_common::bounded::SignatureShareBytes::new(share) {
+                    r.signature_share = s;
+                }
+                Message::Round2Reply(r)
+            }
             Ok(reply) => reply,
             Err(e) => {
                 if e.code() == ErrorCode::StoreNotLoaded {

@@ -1,6 +1,8 @@
 //! The CLI tree; one module per subcommand group.
 
+mod dev;
 mod enclave;
+mod group;
 mod host;
 mod store;
 mod token;
@@ -44,6 +46,19 @@ enum Command {
     /// Inspect the host's sealed store.
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// Development tooling (local clusters on SoftHSM).
+    #[command(subcommand)]
+    Dev(dev::DevCommand),
+    /// Run a DKG across a cluster; print the key id, output key and address.
+    Keygen(group::KeygenArgs),
+    /// Sign a 32-byte message with ROAST across a cluster.
+    Sign(group::SignArgs),
+    /// Verify a BIP340 signature with libsecp256k1.
+    Verify(group::VerifyArgs),
+    /// Print a key's internal key, output key and address.
+    Pubkey(group::PubkeyArgs),
+    /// Each node's health, including why an enclave refuses to sign.
+    Status(group::StatusArgs),
 }
 
 /// Installs the global subscriber. `RUST_LOG` overrides the default level (`warn` for the CLI).
@@ -64,6 +79,12 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Token(c) => token::run(c),
         Command::Host(c) => host::run(c).await.map(|()| ExitCode::SUCCESS),
         Command::Store(c) => store::run(c).await.map(|()| ExitCode::SUCCESS),
+        Command::Dev(c) => dev::run(c).map(|()| ExitCode::SUCCESS),
+        Command::Keygen(a) => group::keygen(a).await.map(|()| ExitCode::SUCCESS),
+        Command::Sign(a) => group::sign(a).await.map(|()| ExitCode::SUCCESS),
+        Command::Verify(a) => group::verify(a).map(|()| ExitCode::SUCCESS),
+        Command::Pubkey(a) => group::pubkey(a).await.map(|()| ExitCode::SUCCESS),
+        Command::Status(a) => group::status(a).await.map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,276 @@
+//! `frostgate dev cluster init|up|down`: a local development cluster on fresh SoftHSM tokens.
+
+use super::out;
+use clap::{Args, Subcommand};
+use frostgate_common::error::{Error, ErrorCode};
+use frostgate_host::cluster::{Cluster, NodeEntry};
+use frostgate_host::enclave::default_enclave_bin;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Subcommand)]
+pub enum DevCommand {
+    /// A local cluster of nodes (development only).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Create fresh SoftHSM tokens (one per node), their objects, node configs and cluster.toml.
+    Init(InitArgs),
+    /// Start every node (enclave + host) in the background.
+    Up(DirArgs),
+    /// Stop every node.
+    Down(DirArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The cluster directory (created; must not already hold a cluster).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Number of nodes.
+    #[arg(long)]
+    nodes: u16,
+    /// Signing threshold.
+    #[arg(long)]
+    threshold: u16,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DirArgs {
+    /// The cluster directory.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn io(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::new(ErrorCode::ConfigInvalid, format!("{what}: {e}"))
+}
+
+fn random_hex(n: usize) -> String {
+    let bytes: [u8; 16] = frostgate_host::random_bytes();
+    hex::encode(&bytes[..n.min(16)])
+}
+
+pub fn run(cmd: DevCommand) -> Result<(), Error> {
+    let DevCommand::Cluster(c) = cmd;
+    match c {
+        ClusterCommand::Init(a) => init(a),
+        ClusterCommand::Up(a) => up(a),
+        ClusterCommand::Down(a) => down(a),
+    }
+}
+
+fn init(a: InitArgs) -> Result<(), Error> {
+    if a.threshold < 2 || a.threshold > a.nodes || a.nodes > frostgate_common::limits::MAX_PARTICIPANTS {
+        return Err(Error::new(
+            ErrorCode::ConfigInvalid,
+            format!("{}-of-{} is not a valid cluster", a.threshold, a.nodes),
+        ));
+    }
+    let dir = std::path::absolute(&a.dir).map_err(|e| io("cluster dir", e))?;
+    if dir.join("cluster.toml").exists() {
+        return Err(Error::new(ErrorCode::ConfigInvalid, format!("{} already holds a cluster", dir.display())));
+    }
+    let mut nodes = Vec::new();
+    for id in 1..=a.nodes {
+        let nd = dir.join(format!("node{id}"));
+        std::fs::create_dir_all(nd.join("tokens")).map_err(|e| io("node dir", e))?;
+        let conf = nd.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\nlibrary.reset_on_fork = true\n",
+                nd.join("tokens").display()
+            ),
+        )
+        .map_err(|e| io("softhsm conf", e))?;
+        let label = format!("frostgate-node{id}");
+        let pin = random_hex(16);
+        let so_pin = random_hex(16);
+        let o = Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", &label, "--so-pin", &so_pin, "--pin", &pin])
+            .env("SOFTHSM2_CONF", &conf)
+            .output()
+            .map_err(|e| io("softhsm2-util (install softhsm2)", e))?;
+        if !o.status.success() {
+            return Err(Error::new(
+                ErrorCode::HsmOperationFailed,
+                format!("softhsm2-util: {}", String::from_utf8_lossy(&o.stderr)),
+            ));
+        }
+        let pin_file = nd.join("pin");
+        write_private(&pin_file, &format!("{pin}\n"))?;
+        let config = nd.join("enclave.toml");
+        std::fs::write(
+            &config,
+            format!("[custody]\ntoken_label = \"{label}\"\npin = {{ file = \"{}\" }}\n", pin_file.display()),
+        )
+        .map_err(|e| io("enclave config", e))?;
+        let o = Command::new(default_enclave_bin())
+            .args(["token", "init", "--config"])
+            .arg(&config)
+            .env("SOFTHSM2_CONF", &conf)
+            .output()
+            .map_err(|e| io("frostgate-enclave", e))?;
+        if !o.status.success() {
+            return Err(Error::new(
+                ErrorCode::HsmOperationFailed,
+                format!("token init: {}", String::from_utf8_lossy(&o.stderr)),
+            ));
+        }
+        nodes.push(NodeEntry {
+            id,
+            dir: nd.clone(),
+            host_socket: nd.join("host.sock"),
+            enclave_socket: nd.join("enclave.sock"),
+            db: nd.join("host.db"),
+            enclave_config: config,
+            softhsm_conf: Some(conf),
+        });
+    }
+    let cluster = Cluster { threshold: a.threshold, nodes };
+    cluster.save(&dir.join("cluster.toml"))?;
+    if a.json {
+        out(&format!(
+            "{}\n",
+            serde_json::json!({"cluster": dir.join("cluster.toml"), "nodes": a.nodes, "threshold": a.threshold})
+        ));
+    } else {
+        out(&format!("cluster {}-of-{} created: {}\n", a.threshold, a.nodes, dir.join("cluster.toml").display()));
+    }
+    Ok(())
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io("pin file", e))?;
+    f.write_all(text.as_bytes()).map_err(|e| io("pin file", e))
+}
+
+fn alive(pid_file: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).ok().map(|_| pid)
+}
+
+/// Starts a daemon in its own process group and waits (bounded) for its `READY` line.
+fn start_daemon(
+    bin: &Path,
+    args: &[String],
+    env: &[(&str, PathBuf)],
+    log: &Path,
+    pid_file: &Path,
+) -> Result<(), Error> {
+    let stderr = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| io("log", e))?;
+    let mut cmd = Command::new(bin);
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).process_group(0);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child =
+        cmd.spawn().map_err(|e| Error::new(ErrorCode::EnclaveUnavailable, format!("{}: {e}", bin.display())))?;
+    let stdout = child.stdout.take().ok_or_else(|| Error::new(ErrorCode::Internal, "stdout"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+    if !line.starts_with("READY") {
+        let _ = child.kill();
+        let _ = child.wait();
+        let tail = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: String =
+            tail.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        return Err(Error::new(ErrorCode::EnclaveUnavailable, format!("{} did not start:\n{tail}", bin.display())));
+    }
+    std::fs::write(pid_file, child.id().to_string()).map_err(|e| io("pid file", e))
+}
+
+fn up(a: DirArgs) -> Result<(), Error> {
+    let cluster = Cluster::load(&a.dir.join("cluster.toml"))?;
+    let enclave_bin = default_enclave_bin();
+    let host_bin = std::env::current_exe().map_err(|e| io("current exe", e))?;
+    for n in &cluster.nodes {
+        let mut env: Vec<(&str, PathBuf)> = vec![("FROSTGATE_DEV_FAULT_FILE", n.dir.join("fault"))];
+        if let Some(conf) = &n.softhsm_conf {
+            env.push(("SOFTHSM2_CONF", conf.clone()));
+        }
+        if alive(&n.dir.join("enclave.pid")).is_none() {
+            let args = vec![
+                "serve".into(),
+                "--listen".into(),
+                n.enclave_socket.display().to_string(),
+                "--config".into(),
+                n.enclave_config.display().to_string(),
+            ];
+            start_daemon(&enclave_bin, &args, &env, &n.dir.join("enclave.log"), &n.dir.join("enclave.pid"))?;
+        }
+        if alive(&n.dir.join("host.pid")).is_none() {
+            let args = vec![
+                "host".into(),
+                "serve".into(),
+                "--db".into(),
+                n.db.display().to_string(),
+                "--enclave".into(),
+                n.enclave_socket.display().to_string(),
+                "--listen".into(),
+                n.host_socket.display().to_string(),
+            ];
+            start_daemon(&host_bin, &args, &env, &n.dir.join("host.log"), &n.dir.join("host.pid"))?;
+        }
+    }
+    if a.json {
+        out(&format!("{}\n", serde_json::json!({"up": cluster.nodes.len()})));
+    } else {
+        out(&format!("{} nodes up\n", cluster.nodes.len()));
+    }
+    Ok(())
+}
+
+fn stop(pid_file: &Path) {
+    let Some(pid) = alive(pid_file) else { return };
+    let pid = nix::unistd::Pid::from_raw(pid);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && nix::sys::signal::kill(pid, None).is_ok() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if nix::sys::signal::kill(pid, None).is_ok() {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    let _ = std::fs::remove_file(pid_file);
+}
+
+fn down(a: DirArgs) -> Result<(), Error> {
+    let cluster = Cluster::load(&a.dir.join("cluster.toml"))?;
+    for n in &cluster.nodes {
+        stop(&n.dir.join("host.pid"));
+        stop(&n.dir.join("enclave.pid"));
+    }
+    if a.json {
+        out(&format!("{}\n", serde_json::json!({"down": cluster.nodes.len()})));
+    } else {
+        out(&format!("{} nodes down\n", cluster.nodes.len()));
+    }
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! The cluster file: the nodes of one signing group as the CLI and the coordinator see them.
+
+use frostgate_common::error::{Error, ErrorCode};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// `cluster.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// Signatures need this many nodes.
+    pub threshold: u16,
+    /// The nodes, by participant id.
+    pub nodes: Vec<NodeEntry>,
+}
+
+/// One node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    /// Participant id.
+    pub id: u16,
+    /// The node's directory (logs, pid files).
+    pub dir: PathBuf,
+    /// The host's client socket.
+    pub host_socket: PathBuf,
+    /// The enclave's socket.
+    pub enclave_socket: PathBuf,
+    /// The host store.
+    pub db: PathBuf,
+    /// The enclave configuration.
+    pub enclave_config: PathBuf,
+    /// The SoftHSM configuration of the node's token (development clusters).
+    pub softhsm_conf: Option<PathBuf>,
+}
+
+impl Cluster {
+    /// Reads and checks a cluster file.
+    pub fn load(path: &Path) -> Result<Cluster, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::new(ErrorCode::ConfigInvalid, format!("reading {}: {e}", path.display())))?;
+        let c: Cluster = toml::from_str(&text)
+            .map_err(|e| Error::new(ErrorCode::ConfigInvalid, format!("{}: {}", path.display(), e.message())))?;
+        let n = c.nodes.len() as u16;
+        if c.threshold < 2 || c.threshold > n || c.nodes.iter().enumerate().any(|(i, node)| node.id != i as u16 + 1) {
+            return Err(Error::new(
+                ErrorCode::ConfigInvalid,
+                format!("{}: a t-of-n cluster with nodes 1..=n in order", path.display()),
+            ));
+        }
+        Ok(c)
+    }
+
+    /// Writes the cluster file.
+    pub fn save(&self, path: &Path) -> Result<(), Error> {
+        let text = toml::to_string_pretty(self).map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+        std::fs::write(path, text)
+            .map_err(|e| Error::new(ErrorCode::ConfigInvalid, format!("writing {}: {e}", path.display())))
+    }
+}

@@ -1,0 +1,376 @@
+//! The ROAST coordinator: robust asynchronous threshold signing over untrusted signer nodes.
+//!
+//! It keeps a ready set and an excluded set; whenever `t` signers are ready (and fewer than
+//! `n - t + 1` attempts run) it starts an attempt with `t` of them. Every share is verified by the
+//! coordinator itself against the key's public key package (a node never vouches for its own
+//! share); a signer that times out, errs or returns an invalid share is excluded with evidence,
+//! the others of a failed attempt become ready again. It finishes with a BIP340 signature as long
+//! as `t` honest signers respond, and re-verifies it with libsecp256k1 before returning it.
+
+use crate::signer::SignerClient;
+use bitcoin::secp256k1::{schnorr, Message as SecpMessage, Secp256k1, XOnlyPublicKey};
+use frost_secp256k1_tr::keys::{PublicKeyPackage, Tweak};
+use frost_secp256k1_tr::round1::SigningCommitments;
+use frost_secp256k1_tr::round2::SignatureShare;
+use frost_secp256k1_tr::{Identifier, SigningPackage};
+use frostgate_common::bounded::{SignatureShareBytes, SignerShares, Signers, SigningPackageBytes};
+use frostgate_common::error::{Error, ErrorCode};
+use frostgate_common::ids::{AttemptId, KeyId, ParticipantId, SessionId};
+use frostgate_common::protocol::*;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// What to sign.
+#[derive(Debug, Clone)]
+pub struct SignRequest {
+    /// The key.
+    pub key: KeyId,
+    /// The 32-byte message.
+    pub message: [u8; 32],
+    /// The Taproot mode.
+    pub mode: TaprootMode,
+}
+
+/// Why a signer was excluded.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evidence {
+    /// The signer.
+    pub signer: u16,
+    /// What happened (`unreachable`, `timeout`, `error`, `invalid_share`).
+    pub reason: String,
+    /// The step (`open`, `round1`, `round2`).
+    pub step: String,
+    /// The error code, when the signer answered with one.
+    pub code: Option<String>,
+    /// The attempt, hex.
+    pub attempt: Option<String>,
+    /// For an invalid share: the share, hex.
+    pub share: Option<String>,
+    /// For an invalid share: SHA-256 of the signing package it was checked against, hex.
+    pub package_sha256: Option<String>,
+}
+
+/// A finished signing.
+#[derive(Debug, Clone, Serialize)]
+pub struct Signed {
+    /// The BIP340 signature, hex.
+    pub signature: String,
+    /// The x-only key it verifies under, hex.
+    pub output_key: String,
+    /// The signers whose shares make up the signature.
+    pub signers: Vec<u16>,
+    /// Attempts started.
+    pub attempts: u32,
+    /// Every excluded signer, with evidence.
+    pub excluded: Vec<Evidence>,
+}
+
+/// Coordinator settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Deadline for each call to a signer.
+    pub signer_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { signer_timeout: Duration::from_secs(10) }
+    }
+}
+
+enum Event {
+    Free(ParticipantId),
+    Excluded(Evidence),
+    Failed,
+    Done(Bip340Signature, [u8; 32], Vec<ParticipantId>),
+}
+
+fn evidence(signer: ParticipantId, step: &str, attempt: AttemptId, e: &Error) -> Evidence {
+    let reason = match e.code() {
+        ErrorCode::RequestTimeout => "timeout",
+        ErrorCode::EnclaveUnavailable | ErrorCode::ChannelClosed | ErrorCode::ChannelIo => "unreachable",
+        _ => "error",
+    };
+    Evidence {
+        signer: signer.get(),
+        reason: reason.into(),
+        step: step.into(),
+        code: Some(e.code().code().into()),
+        attempt: Some(attempt.to_string()),
+        share: None,
+        package_sha256: None,
+    }
+}
+
+/// Runs ROAST until a signature or until fewer than `threshold` signers remain.
+pub async fn sign(
+    signers: Vec<Arc<SignerClient>>,
+    request: SignRequest,
+    settings: Settings,
+) -> Result<Signed, (Error, Vec<Evidence>)> {
+    let fail = |e: Error| (e, Vec::new());
+    let (public, threshold) = public_key(&signers, &request.key, settings).await.map_err(fail)?;
+    let t = threshold as usize;
+    let n = signers.len();
+    if n < t {
+        return Err(fail(Error::new(ErrorCode::SignerSetInvalid, format!("{n} signers for a {t}-of-n key"))));
+    }
+    let session = SessionId::from_bytes(crate::random_bytes());
+    let by_id: BTreeMap<ParticipantId, Arc<SignerClient>> = signers.iter().map(|s| (s.id(), s.clone())).collect();
+    let mut excluded: BTreeMap<ParticipantId, Evidence> = BTreeMap::new();
+    // A node that could not even be reached is never ready; it is reported, not hidden.
+    for s in signers.iter().filter(|s| !s.reachable()) {
+        let e = Error::new(ErrorCode::EnclaveUnavailable, "unreachable");
+        let mut ev = evidence(s.id(), "connect", AttemptId::from_bytes([0; 16]), &e);
+        ev.attempt = None;
+        excluded.insert(s.id(), ev);
+    }
+    let mut ready: BTreeSet<ParticipantId> = by_id.keys().copied().filter(|p| !excluded.contains_key(p)).collect();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (mut active, mut attempts) = (0usize, 0u32);
+    let max_active = n - t + 1;
+    let public = Arc::new(public);
+    loop {
+        while ready.len() >= t && active < max_active {
+            let chosen: Vec<ParticipantId> = ready.iter().copied().take(t).collect();
+            for p in &chosen {
+                ready.remove(p);
+            }
+            let clients: Vec<Arc<SignerClient>> = chosen.iter().map(|p| by_id[p].clone()).collect();
+            let (tx, request, public) = (tx.clone(), request.clone(), public.clone());
+            active += 1;
+            attempts += 1;
+            tokio::spawn(async move { attempt(clients, session, request, public, settings, tx).await });
+        }
+        if active == 0 {
+            let e = Error::new(
+                ErrorCode::SigningFailed,
+                format!("fewer than {t} responsive, honest signers remain ({} excluded)", excluded.len()),
+            );
+            return Err((e, excluded.into_values().collect()));
+        }
+        match rx.recv().await {
+            Some(Event::Free(p)) => {
+                if !excluded.contains_key(&p) {
+                    ready.insert(p);
+                }
+            }
+            Some(Event::Excluded(ev)) => {
+                if let Ok(p) = ParticipantId::new(ev.signer) {
+                    ready.remove(&p);
+                    excluded.entry(p).or_insert(ev);
+                }
+            }
+            Some(Event::Failed) => active -= 1,
+            Some(Event::Done(signature, output_key, used)) => {
+                return Ok(Signed {
+                    signature: hex::encode(signature.to_bytes()),
+                    output_key: hex::encode(output_key),
+                    signers: used.iter().map(|p| p.get()).collect(),
+                    attempts,
+                    excluded: excluded.into_values().collect(),
+                });
+            }
+            None => return Err(fail(Error::new(ErrorCode::Internal, "coordinator channel closed"))),
+        }
+    }
+}
+
+async fn public_key(
+    signers: &[Arc<SignerClient>],
+    key: &KeyId,
+    settings: Settings,
+) -> Result<(PublicKeyPackage, u16), Error> {
+    let mut last = Error::new(ErrorCode::EnclaveUnavailable, "no signer reachable");
+    for s in signers {
+        match s.call(Message::GetKey(KeyRef { key: *key }), settings.signer_timeout).await {
+            Ok(Message::KeyInfo(info)) => {
+                let public = PublicKeyPackage::deserialize(info.public_key_package.as_inner())
+                    .map_err(|e| Error::new(ErrorCode::InvalidEncoding, format!("public key package: {e}")))?;
+                return Ok((public, info.threshold));
+            }
+            Ok(other) => last = Error::new(ErrorCode::UnexpectedMessage, other.info().name),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+fn tweaked(public: &PublicKeyPackage, mode: &TaprootMode) -> PublicKeyPackage {
+    match mode {
+        TaprootMode::Untweaked => public.clone(),
+        TaprootMode::Bip86 => public.clone().tweak::<&[u8]>(None),
+        TaprootMode::ScriptTree { merkle_root } => public.clone().tweak(Some(merkle_root.as_slice())),
+    }
+}
+
+/// Runs `f` on every client concurrently; returns the successes and reports the failures.
+async fn each<T: Send + 'static, F, Fut>(
+    clients: &[Arc<SignerClient>],
+    step: &'static str,
+    attempt: AttemptId,
+    tx: &mpsc::UnboundedSender<Event>,
+    f: F,
+) -> Option<BTreeMap<ParticipantId, T>>
+where
+    F: Fn(Arc<SignerClient>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>> + Send + 'static,
+{
+    let tasks: Vec<_> = clients.iter().map(|c| (c.id(), tokio::spawn(f(c.clone())))).collect();
+    let mut ok = BTreeMap::new();
+    let mut failed = Vec::new();
+    for (id, t) in tasks {
+        match t.await {
+            Ok(Ok(v)) => {
+                ok.insert(id, v);
+            }
+            Ok(Err(e)) => failed.push(evidence(id, step, attempt, &e)),
+            Err(_) => failed.push(evidence(id, step, attempt, &Error::new(ErrorCode::Internal, "task failed"))),
+        }
+    }
+    if failed.is_empty() {
+        return Some(ok);
+    }
+    let bad: BTreeSet<u16> = failed.iter().map(|e| e.signer).collect();
+    for ev in failed {
+        let _ = tx.send(Event::Excluded(ev));
+    }
+    release(clients, attempt, &bad, tx).await;
+    None
+}
+
+/// Ends a failed attempt: the good signers are free again, and their nonces are wiped.
+async fn release(
+    clients: &[Arc<SignerClient>],
+    attempt: AttemptId,
+    bad: &BTreeSet<u16>,
+    tx: &mpsc::UnboundedSender<Event>,
+) {
+    for c in clients {
+        if !bad.contains(&c.id().get()) {
+            let _ = c.call(Message::AbortAttempt(AttemptRef { attempt }), Duration::from_secs(5)).await;
+            let _ = tx.send(Event::Free(c.id()));
+        }
+    }
+    let _ = tx.send(Event::Failed);
+}
+
+async fn attempt(
+    clients: Vec<Arc<SignerClient>>,
+    session: SessionId,
+    request: SignRequest,
+    public: Arc<PublicKeyPackage>,
+    settings: Settings,
+    tx: mpsc::UnboundedSender<Event>,
+) {
+    let attempt = AttemptId::from_bytes(crate::random_bytes());
+    let ids: Vec<ParticipantId> = clients.iter().map(|c| c.id()).collect();
+    let timeout = settings.signer_timeout;
+    let req = request.clone();
+    let signers = ids.clone();
+    let opened = each(&clients, "round1", attempt, &tx, move |c| {
+        let (req, signers) = (req.clone(), signers.clone());
+        async move {
+            let open = OpenSession { session, key: req.key, message: req.message, mode: req.mode };
+            c.call(Message::OpenSession(open), timeout).await?;
+            let signers = Signers::new(signers).map_err(|e| Error::new(ErrorCode::Internal, e))?;
+            c.call(Message::OpenAttempt(OpenAttempt { session, attempt, signers }), timeout).await?;
+            match c.call(Message::Round1(SeatRef { attempt, seat: c.id() }), timeout).await? {
+                Message::Round1Reply(r) => SigningCommitments::deserialize(r.commitments.as_inner())
+                    .map_err(|e| Error::new(ErrorCode::InvalidEncoding, format!("commitments: {e}"))),
+                other => Err(Error::new(ErrorCode::UnexpectedMessage, other.info().name)),
+            }
+        }
+    })
+    .await;
+    let Some(commitments) = opened else { return };
+    let map: BTreeMap<Identifier, SigningCommitments> =
+        commitments.iter().filter_map(|(p, c)| Identifier::try_from(p.get()).ok().map(|i| (i, *c))).collect();
+    let package = SigningPackage::new(map, &request.message);
+    let Ok(package_bytes) = package.serialize() else {
+        release(&clients, attempt, &BTreeSet::new(), &tx).await;
+        return;
+    };
+    let package_hash = hex::encode(sha256(&package_bytes));
+    let mode = request.mode;
+    let bytes = package_bytes.clone();
+    let shares = each(&clients, "round2", attempt, &tx, move |c| {
+        let bytes = bytes.clone();
+        async move {
+            let signing_package = SigningPackageBytes::new(bytes).map_err(|e| Error::new(ErrorCode::Internal, e))?;
+            match c.call(Message::Round2(Round2 { attempt, seat: c.id(), mode, signing_package }), timeout).await? {
+                Message::Round2Reply(r) => Ok(r.signature_share.into_inner()),
+                other => Err(Error::new(ErrorCode::UnexpectedMessage, other.info().name)),
+            }
+        }
+    })
+    .await;
+    let Some(shares) = shares else { return };
+    // Verify every share ourselves, against the key's own public package.
+    let tweaked = tweaked(&public, &mode);
+    let mut invalid = Vec::new();
+    for (p, share) in &shares {
+        let valid = Identifier::try_from(p.get()).ok().and_then(|id| {
+            let s = SignatureShare::deserialize(share).ok()?;
+            let vs = tweaked.verifying_shares().get(&id)?;
+            frost_core::verify_signature_share(id, vs, &s, &package, tweaked.verifying_key()).ok()
+        });
+        if valid.is_none() {
+            invalid.push(Evidence {
+                signer: p.get(),
+                reason: "invalid_share".into(),
+                step: "round2".into(),
+                code: None,
+                attempt: Some(attempt.to_string()),
+                share: Some(hex::encode(share)),
+                package_sha256: Some(package_hash.clone()),
+            });
+        }
+    }
+    if !invalid.is_empty() {
+        let bad: BTreeSet<u16> = invalid.iter().map(|e| e.signer).collect();
+        for ev in invalid {
+            let _ = tx.send(Event::Excluded(ev));
+        }
+        release(&clients, attempt, &bad, &tx).await;
+        return;
+    }
+    let list: Vec<SignerShare> = shares
+        .iter()
+        .filter_map(|(p, s)| {
+            SignatureShareBytes::new(s.clone()).ok().map(|b| SignerShare { signer: *p, signature_share: b })
+        })
+        .collect();
+    let Ok(list) = SignerShares::new(list) else { return release(&clients, attempt, &BTreeSet::new(), &tx).await };
+    for c in &clients {
+        let Ok(signing_package) = SigningPackageBytes::new(package_bytes.clone()) else { break };
+        let m = Message::Aggregate(Aggregate { attempt, mode, signing_package, shares: list.clone() });
+        if let Ok(Message::AggregateReply(AggregateOutcome::Signed { signature, output_key })) =
+            c.call(m, timeout).await
+        {
+            if libsecp_verifies(&signature, &request.message, &output_key) {
+                let _ = tx.send(Event::Done(signature, output_key, ids));
+                return;
+            }
+        }
+    }
+    release(&clients, attempt, &BTreeSet::new(), &tx).await;
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    use bitcoin::hashes::{sha256, Hash};
+    sha256::Hash::hash(data).to_byte_array()
+}
+
+/// BIP340 verification by libsecp256k1.
+pub fn libsecp_verifies(signature: &Bip340Signature, message: &[u8; 32], xonly: &[u8; 32]) -> bool {
+    let secp = Secp256k1::verification_only();
+    let (Ok(sig), Ok(key)) = (schnorr::Signature::from_slice(&signature.to_bytes()), XOnlyPublicKey::from_slice(xonly))
+    else {
+        return false;
+    };
+    secp.verify_schnorr(&sig, &SecpMessage::from_digest(*message), &key).is_ok()
+}
