@@ -16,6 +16,18 @@ pub enum DevCommand {
     /// A local cluster of nodes (development only).
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// The BIP341 key-path sighash of a synthetic transaction spending a P2TR output (demo input).
+    Sighash(SighashArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SighashArgs {
+    /// The P2TR output key being spent (x-only, hex).
+    #[arg(long)]
+    output_key: String,
+    /// The amount of the spent output, satoshis.
+    #[arg(long, default_value_t = 100_000)]
+    amount: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,7 +76,10 @@ fn random_hex(n: usize) -> String {
 }
 
 pub fn run(cmd: DevCommand) -> Result<(), Error> {
-    let DevCommand::Cluster(c) = cmd;
+    let c = match cmd {
+        DevCommand::Cluster(c) => c,
+        DevCommand::Sighash(a) => return sighash(a),
+    };
     match c {
         ClusterCommand::Init(a) => init(a),
         ClusterCommand::Up(a) => up(a),
@@ -272,5 +287,35 @@ fn down(a: DirArgs) -> Result<(), Error> {
     } else {
         out(&format!("{} nodes down\n", cluster.nodes.len()));
     }
+    Ok(())
+}
+
+/// A one-input, one-output transaction spending `amount` from the P2TR output, and its
+/// SIGHASH_DEFAULT key-path sighash (BIP341), computed by rust-bitcoin.
+fn sighash(a: SighashArgs) -> Result<(), Error> {
+    use bitcoin::hashes::Hash;
+    use bitcoin::key::TweakedPublicKey;
+    use bitcoin::sighash::{Prevouts, SighashCache, TapSighashType};
+    use bitcoin::{absolute, transaction, Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(&a.output_key, &mut key).map_err(|_| Error::new(ErrorCode::ConfigInvalid, "--output-key: 32 bytes of hex"))?;
+    let key = bitcoin::secp256k1::XOnlyPublicKey::from_slice(&key).map_err(|e| Error::new(ErrorCode::ConfigInvalid, e.to_string()))?;
+    let script = ScriptBuf::new_p2tr_tweaked(TweakedPublicKey::dangerous_assume_tweaked(key));
+    let prevout = TxOut { value: Amount::from_sat(a.amount), script_pubkey: script.clone() };
+    let tx = Transaction {
+        version: transaction::Version::TWO,
+        lock_time: absolute::LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint { txid: Txid::from_byte_array(bitcoin::hashes::sha256::Hash::hash(b"frostgate demo").to_byte_array()), vout: 0 },
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+            witness: Witness::new(),
+        }],
+        output: vec![TxOut { value: Amount::from_sat(a.amount.saturating_sub(1_000)), script_pubkey: script }],
+    };
+    let sighash = SighashCache::new(&tx)
+        .taproot_key_spend_signature_hash(0, &Prevouts::All(&[prevout]), TapSighashType::Default)
+        .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+    out(&format!("{}\n", hex::encode(sighash.to_byte_array())));
     Ok(())
 }
