@@ -183,7 +183,16 @@ fn write_private(path: &Path, text: &str) -> Result<(), Error> {
 
 fn alive(pid_file: &Path) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).ok().map(|_| pid)
+    running(pid).then_some(pid)
+}
+
+/// Whether the process exists and is not a zombie (an exited daemon whose parent, the CLI that
+/// started it, is gone and which nobody reaped yet).
+fn running(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Field 3, after the parenthesized command name, is the state.
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    matches!(state, Some(s) if s != "Z" && s != "X")
 }
 
 /// Starts a daemon in its own process group and waits (bounded) for its `READY` line.
@@ -263,14 +272,17 @@ fn up(a: DirArgs) -> Result<(), Error> {
 }
 
 fn stop(pid_file: &Path) {
-    let Some(pid) = alive(pid_file) else { return };
-    let pid = nix::unistd::Pid::from_raw(pid);
+    let Some(raw) = alive(pid_file) else {
+        let _ = std::fs::remove_file(pid_file);
+        return;
+    };
+    let pid = nix::unistd::Pid::from_raw(raw);
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline && nix::sys::signal::kill(pid, None).is_ok() {
+    while Instant::now() < deadline && running(raw) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    if nix::sys::signal::kill(pid, None).is_ok() {
+    if running(raw) {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
     }
     let _ = std::fs::remove_file(pid_file);
@@ -296,17 +308,24 @@ fn sighash(a: SighashArgs) -> Result<(), Error> {
     use bitcoin::hashes::Hash;
     use bitcoin::key::TweakedPublicKey;
     use bitcoin::sighash::{Prevouts, SighashCache, TapSighashType};
-    use bitcoin::{absolute, transaction, Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
+    use bitcoin::{
+        absolute, transaction, Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness,
+    };
     let mut key = [0u8; 32];
-    hex::decode_to_slice(&a.output_key, &mut key).map_err(|_| Error::new(ErrorCode::ConfigInvalid, "--output-key: 32 bytes of hex"))?;
-    let key = bitcoin::secp256k1::XOnlyPublicKey::from_slice(&key).map_err(|e| Error::new(ErrorCode::ConfigInvalid, e.to_string()))?;
+    hex::decode_to_slice(&a.output_key, &mut key)
+        .map_err(|_| Error::new(ErrorCode::ConfigInvalid, "--output-key: 32 bytes of hex"))?;
+    let key = bitcoin::secp256k1::XOnlyPublicKey::from_slice(&key)
+        .map_err(|e| Error::new(ErrorCode::ConfigInvalid, e.to_string()))?;
     let script = ScriptBuf::new_p2tr_tweaked(TweakedPublicKey::dangerous_assume_tweaked(key));
     let prevout = TxOut { value: Amount::from_sat(a.amount), script_pubkey: script.clone() };
     let tx = Transaction {
         version: transaction::Version::TWO,
         lock_time: absolute::LockTime::ZERO,
         input: vec![TxIn {
-            previous_output: OutPoint { txid: Txid::from_byte_array(bitcoin::hashes::sha256::Hash::hash(b"frostgate demo").to_byte_array()), vout: 0 },
+            previous_output: OutPoint {
+                txid: Txid::from_byte_array(bitcoin::hashes::sha256::Hash::hash(b"frostgate demo").to_byte_array()),
+                vout: 0,
+            },
             script_sig: ScriptBuf::new(),
             sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
             witness: Witness::new(),

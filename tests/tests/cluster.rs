@@ -1,0 +1,182 @@
+//! Signer nodes and the ROAST coordinator through the real CLI: `dev cluster`, `keygen`,
+//! `sign`, `verify`, `status`, with nodes offline, returning invalid shares, or crashing.
+
+use frostgate_tests::host_bin;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct Cluster {
+    dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = fg(&["dev", "cluster", "down", "--dir", &self.dir.display().to_string()]);
+    }
+}
+
+fn fg(args: &[&str]) -> Result<serde_json::Value, String> {
+    let o = Command::new(host_bin()).args(args).output().expect("run frostgate");
+    if !o.status.success() {
+        return Err(format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)));
+    }
+    Ok(serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null))
+}
+
+fn cluster(nodes: u16, threshold: u16) -> Cluster {
+    let tmp = tempfile::tempdir().expect("dir");
+    let dir = tmp.path().join("cluster");
+    let d = dir.display().to_string();
+    fg(&[
+        "dev",
+        "cluster",
+        "init",
+        "--dir",
+        &d,
+        "--nodes",
+        &nodes.to_string(),
+        "--threshold",
+        &threshold.to_string(),
+        "--json",
+    ])
+    .expect("init");
+    fg(&["dev", "cluster", "up", "--dir", &d, "--json"]).expect("up");
+    Cluster { dir, _tmp: tmp }
+}
+
+impl Cluster {
+    fn file(&self) -> String {
+        self.dir.join("cluster.toml").display().to_string()
+    }
+
+    fn node(&self, i: u16) -> PathBuf {
+        self.dir.join(format!("node{i}"))
+    }
+
+    fn kill(&self, i: u16) {
+        for p in ["host.pid", "enclave.pid"] {
+            let pid: i32 = std::fs::read_to_string(self.node(i).join(p)).expect("pid").trim().parse().expect("pid");
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    fn arm(&self, i: u16, point: &str) {
+        std::fs::write(self.node(i).join("fault"), point).expect("fault");
+    }
+
+    fn keygen(&self) -> serde_json::Value {
+        fg(&["keygen", "--cluster", &self.file(), "--json"]).expect("keygen")
+    }
+
+    fn sign(&self, key: &str, message: &str) -> Result<serde_json::Value, String> {
+        fg(&["sign", "--cluster", &self.file(), "--key", key, "--message", message, "--timeout-ms", "5000", "--json"])
+    }
+
+    fn logs(&self) -> String {
+        let mut s = String::new();
+        for entry in std::fs::read_dir(&self.dir).expect("dir").flatten() {
+            for log in ["enclave.log", "host.log"] {
+                s.push_str(&std::fs::read_to_string(entry.path().join(log)).unwrap_or_default());
+            }
+        }
+        s
+    }
+}
+
+fn verified(sig: &serde_json::Value, message: &str) {
+    let out = fg(&[
+        "verify",
+        "--output-key",
+        sig["output_key"].as_str().expect("output key"),
+        "--message",
+        message,
+        "--signature",
+        sig["signature"].as_str().expect("signature"),
+        "--json",
+    ])
+    .expect("verify");
+    assert_eq!(out["valid"], true);
+}
+
+fn message() -> String {
+    frostgate_tests::token::random_hex(32)
+}
+
+fn excluded<'a>(sig: &'a serde_json::Value, node: u64) -> &'a serde_json::Value {
+    sig["excluded"]
+        .as_array()
+        .expect("excluded")
+        .iter()
+        .find(|e| e["signer"] == node)
+        .unwrap_or_else(|| panic!("node {node} not excluded: {sig}"))
+}
+
+#[test]
+fn three_of_five_signs_with_one_node_offline_and_one_returning_invalid_shares() {
+    let c = cluster(5, 3);
+    let key = c.keygen();
+    let k = key["key"].as_str().expect("key").to_string();
+    assert_eq!(key["threshold"], 3);
+    c.kill(3);
+    c.arm(2, "host_corrupt_shares");
+    let status = fg(&["status", "--cluster", &c.file(), "--json"]).expect("status");
+    assert_eq!(status["nodes"][2]["state"], "down");
+    assert_eq!(status["nodes"][2]["code"], "enclave_unavailable");
+    let m = message();
+    let sig = c.sign(&k, &m).unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    verified(&sig, &m);
+    let signers: Vec<u64> =
+        sig["signers"].as_array().expect("signers").iter().map(|v| v.as_u64().expect("id")).collect();
+    assert_eq!(signers.len(), 3);
+    assert!(!signers.contains(&2) && !signers.contains(&3), "{sig}");
+    let bad = excluded(&sig, 2);
+    assert_eq!(bad["reason"], "invalid_share");
+    assert!(
+        bad["share"].as_str().is_some_and(|s| s.len() >= 64)
+            && bad["package_sha256"].as_str().is_some_and(|s| s.len() == 64),
+        "evidence: {bad}"
+    );
+    assert_eq!(excluded(&sig, 3)["reason"], "unreachable");
+    assert!(sig["attempts"].as_u64().expect("attempts") >= 2, "{sig}");
+
+    // Restarting the nodes keeps their keys and markers: the same key signs again.
+    std::fs::remove_file(c.node(2).join("fault")).expect("disarm");
+    let d = c.dir.display().to_string();
+    fg(&["dev", "cluster", "down", "--dir", &d]).expect("down");
+    fg(&["dev", "cluster", "up", "--dir", &d]).expect("up");
+    let status = fg(&["status", "--cluster", &c.file(), "--json"]).expect("status");
+    assert!(status["nodes"].as_array().expect("nodes").iter().all(|n| n["state"] == "ready"), "{status}");
+    let m = message();
+    let sig = c.sign(&k, &m).expect("sign after restart");
+    verified(&sig, &m);
+    assert!(sig["excluded"].as_array().expect("excluded").is_empty(), "{sig}");
+}
+
+#[test]
+fn a_node_killed_mid_signing_does_not_stop_the_signature() {
+    let c = cluster(5, 3);
+    let k = c.keygen()["key"].as_str().expect("key").to_string();
+    // Node 1's enclave crashes at its first commit of this signing (binding the session).
+    c.arm(1, "after_anchor_before_release");
+    let m = message();
+    let sig = c.sign(&k, &m).unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    verified(&sig, &m);
+    assert!(!sig["signers"].as_array().expect("signers").iter().any(|v| v == 1), "{sig}");
+    let ev = excluded(&sig, 1);
+    assert!(ev["reason"] == "unreachable" || ev["reason"] == "timeout", "{ev}");
+    assert!(c.logs().contains("DEVELOPMENT fault injection"), "the crash happened");
+    let status = fg(&["status", "--cluster", &c.file(), "--json"]).expect("status");
+    assert_ne!(status["nodes"][0]["state"], "ready", "{status}");
+}
+
+#[test]
+fn a_cluster_smaller_than_its_threshold_fails_with_evidence() {
+    let c = cluster(3, 2);
+    let k = c.keygen()["key"].as_str().expect("key").to_string();
+    c.kill(1);
+    c.kill(2);
+    let e = c.sign(&k, &message()).expect_err("cannot sign with one node");
+    assert!(e.contains("error: ") && (e.contains("signing_failed") || e.contains("enclave_unavailable")), "{e}");
+    let _ = Path::new(&c.dir);
+}
