@@ -156,6 +156,11 @@ pub enum Message {
     DkgAbort(DkgRef),
     /// Enclave -> host: the DKG is gone.
     DkgAborted(DkgRef),
+    /// Host -> enclave: the session is finished (its signature exists or it is abandoned):
+    /// remove it with its attempts, nonces and markers. Idempotent.
+    CloseSession(SessionRef),
+    /// Enclave -> host: the session is gone.
+    SessionClosed(SessionRef),
 }
 
 /// Role and direction of every kind, in wire (variant index) order.
@@ -200,6 +205,8 @@ pub const KINDS: &[KindInfo] = &[
     KindInfo { name: "DkgBlame", role: Role::Reply, direction: Direction::EnclaveToHost },
     KindInfo { name: "DkgAbort", role: Role::Request, direction: Direction::HostToEnclave },
     KindInfo { name: "DkgAborted", role: Role::Reply, direction: Direction::EnclaveToHost },
+    KindInfo { name: "CloseSession", role: Role::Request, direction: Direction::HostToEnclave },
+    KindInfo { name: "SessionClosed", role: Role::Reply, direction: Direction::EnclaveToHost },
 ];
 
 impl Message {
@@ -246,6 +253,8 @@ impl Message {
             Message::DkgBlame(_) => 37,
             Message::DkgAbort(_) => 38,
             Message::DkgAborted(_) => 39,
+            Message::CloseSession(_) => 40,
+            Message::SessionClosed(_) => 41,
         }
     }
 
@@ -712,4 +721,11 @@ pub struct DkgBlame {
 pub struct DkgRef {
     /// The DKG id.
     pub dkg: DkgId,
+}
+
+/// Names a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRef {
+    /// The session id.
+    pub session: SessionId,
 }

@@ -202,6 +202,8 @@ fn message() -> impl Strategy<Value = Message> {
         (dkg_id(), code(), pid()).prop_map(|(dkg, code, culprit)| Message::DkgBlame(DkgBlame { dkg, code, culprit })),
         dkg_id().prop_map(|dkg| Message::DkgAbort(DkgRef { dkg })),
         dkg_id().prop_map(|dkg| Message::DkgAborted(DkgRef { dkg })),
+        bytes::<16>().prop_map(|s| Message::CloseSession(SessionRef { session: SessionId::from_bytes(s) })),
+        bytes::<16>().prop_map(|s| Message::SessionClosed(SessionRef { session: SessionId::from_bytes(s) })),
     ];
     prop_oneof![base, signing, store, dkg]
 }

@@ -100,6 +100,11 @@ pub trait MarkerStore: Send + Sync + std::fmt::Debug {
     /// Persists the records atomically (all or none).
     fn persist(&self, records: Vec<Record>) -> PersistFuture<'_>;
 
+    /// Enqueues records now and does not wait for them. Commits are FIFO: these records are
+    /// durable no later than any record persisted after this call returns. For bindings whose
+    /// durability is implied by a later marker's (sessions, attempts); never for markers.
+    fn persist_detached(&self, records: Vec<Record>);
+
     /// Whether the store can take records now; signing is refused otherwise.
     fn ready(&self) -> Result<(), Error> {
         Ok(())
@@ -131,5 +136,9 @@ impl MarkerStore for MemoryStore {
             self.records.lock().unwrap_or_else(|p| p.into_inner()).extend(records);
             Ok(())
         })
+    }
+
+    fn persist_detached(&self, records: Vec<Record>) {
+        self.records.lock().unwrap_or_else(|p| p.into_inner()).extend(records);
     }
 }

@@ -355,11 +355,9 @@ impl Engine {
             }
             s.sessions.insert(id, Session { key, message, mode, output_key, created: now, opened_unix });
         }
-        let record = Record::SessionBound { session: id, key, message, mode, opened_unix };
-        if let Err(e) = self.store.persist(vec![record]).await {
-            self.lock().sessions.remove(&id);
-            return Err(persist_err(e));
-        }
+        // Not awaited: FIFO commits make the binding durable no later than the consumed marker
+        // that must be durable before any share of this session leaves.
+        self.store.persist_detached(vec![Record::SessionBound { session: id, key, message, mode, opened_unix }]);
         Ok(output_key)
     }
 
@@ -405,11 +403,8 @@ impl Engine {
             }
             s.attempts.insert(attempt, Attempt { session, signers: set });
         }
-        let record = Record::AttemptBound { attempt, session, signers: signers.to_vec() };
-        if let Err(e) = self.store.persist(vec![record]).await {
-            self.lock().attempts.remove(&attempt);
-            return Err(persist_err(e));
-        }
+        // Not awaited, as for sessions: a later marker's durability implies this one's.
+        self.store.persist_detached(vec![Record::AttemptBound { attempt, session, signers: signers.to_vec() }]);
         Ok(())
     }
 
@@ -698,6 +693,21 @@ impl Engine {
                 culprits(ids.iter().filter_map(|i| by_id.get(i).copied()).collect())
             }
             Err(e) => Err(frost_err(ErrorCode::SigningFailed, "aggregate", e)),
+        }
+    }
+
+    /// Closes a session (its signature exists, or it is abandoned): removes it with its attempts,
+    /// live nonces (wiped) and markers, and records the closing. Idempotent. Safe for the same
+    /// reason expiry is: the nonces are gone, so no old package can ever be signed again.
+    pub fn close_session(&self, session: SessionId) {
+        let known = {
+            let mut s = self.lock();
+            let known = s.sessions.contains_key(&session);
+            Self::remove_sessions(&mut s, &BTreeSet::from([session]));
+            known
+        };
+        if known {
+            self.store.persist_detached(vec![Record::SessionExpired { session }]);
         }
     }
 

@@ -267,6 +267,10 @@ async fn signing(engine: &Engine, dkgs: &crate::dkg::Dkgs, request: Message) -> 
         Message::Aggregate(r) => Message::AggregateReply(
             engine.aggregate(r.attempt, r.mode, r.signing_package.as_inner(), r.shares.as_inner()).await?,
         ),
+        Message::CloseSession(r) => {
+            engine.close_session(r.session);
+            Message::SessionClosed(r)
+        }
         Message::AbortAttempt(r) => {
             Message::AttemptAborted(AttemptAborted { attempt: r.attempt, wiped_count: engine.abort(r.attempt)? })
         }

@@ -166,6 +166,20 @@ pub async fn sign(
             }
             Some(Event::Failed) => active -= 1,
             Some(Event::Done(signature, output_key, used)) => {
+                // The signature exists: every signer may drop the session (bounded registries).
+                let closing: Vec<_> = by_id
+                    .values()
+                    .filter(|c| c.reachable())
+                    .map(|c| {
+                        let c = c.clone();
+                        tokio::spawn(async move {
+                            let _ = c.call(Message::CloseSession(SessionRef { session }), Duration::from_secs(2)).await;
+                        })
+                    })
+                    .collect();
+                for t in closing {
+                    let _ = t.await;
+                }
                 return Ok(Signed {
                     signature: hex::encode(signature.to_bytes()),
                     output_key: hex::encode(output_key),

@@ -352,6 +352,10 @@ impl MarkerStore for FaultyStore {
             None => self.inner.persist(records),
         }
     }
+
+    fn persist_detached(&self, records: Vec<Record>) {
+        self.inner.persist_detached(records);
+    }
 }
 
 #[test]

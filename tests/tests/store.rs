@@ -223,6 +223,10 @@ fn faults_at_every_commit_step_never_release_two_shares_and_leave_a_loadable_sto
             let c = node.caller().await;
             let key = dealer(&c, 2, 3).await;
             let p = prepare(&c, key.key, &[pid(1), pid(2)], TaprootMode::Bip86).await;
+            // Session and attempt bindings are committed without a wait; an awaited commit
+            // (a new key) is a barrier after which they are durable (commits are FIFO), so the
+            // armed fault below hits the round-2 marker's commit.
+            dealer(&c, 2, 3).await;
             (key, p)
         });
         node.arm(point);

@@ -379,7 +379,13 @@ fn chunks(sealed: Vec<SealedRecord>) -> Vec<Vec<SealedRecord>> {
 }
 
 impl SealedStore {
-    async fn enqueue(&self, records: Vec<Record>, snapshot: bool) -> Result<(), PersistError> {
+    /// Queues records synchronously (FIFO with every other record) and returns the wait for
+    /// their commit.
+    fn submit(
+        &self,
+        records: Vec<Record>,
+        snapshot: bool,
+    ) -> Result<oneshot::Receiver<Result<(), PersistError>>, PersistError> {
         let shared = self.shared.clone();
         let (done, rx) = oneshot::channel();
         let lead = {
@@ -393,6 +399,11 @@ impl SealedStore {
         if lead {
             tokio::spawn(Self::commit_loop(shared));
         }
+        Ok(rx)
+    }
+
+    async fn enqueue(&self, records: Vec<Record>, snapshot: bool) -> Result<(), PersistError> {
+        let rx = self.submit(records, snapshot)?;
         rx.await.unwrap_or_else(|_| Err(PersistError::Unknown(Error::new(ErrorCode::Internal, "committer stopped"))))
     }
 }
@@ -400,6 +411,12 @@ impl SealedStore {
 impl MarkerStore for SealedStore {
     fn persist(&self, records: Vec<Record>) -> PersistFuture<'_> {
         Box::pin(self.enqueue(records, false))
+    }
+
+    fn persist_detached(&self, records: Vec<Record>) {
+        if let Err(e) = self.submit(records, false) {
+            tracing::warn!(error = ?e, "binding not queued");
+        }
     }
 
     fn ready(&self) -> Result<(), Error> {

@@ -54,6 +54,8 @@ pub struct InitArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    #[arg(skip)]
+    quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -64,6 +66,8 @@ pub struct DirArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    #[arg(skip)]
+    quiet: bool,
 }
 
 fn io(what: &str, e: impl std::fmt::Display) -> Error {
@@ -85,6 +89,22 @@ pub fn run(cmd: DevCommand) -> Result<(), Error> {
         ClusterCommand::Up(a) => up(a),
         ClusterCommand::Down(a) => down(a),
     }
+}
+
+/// Creates a development cluster (tokens, objects, configs, cluster.toml) in `dir`.
+pub fn create_cluster(dir: &Path, nodes: u16, threshold: u16) -> Result<PathBuf, Error> {
+    init(InitArgs { dir: dir.to_path_buf(), nodes, threshold, json: false, quiet: true })?;
+    Ok(dir.join("cluster.toml"))
+}
+
+/// Starts every node of the cluster in `dir`.
+pub fn start_cluster(dir: &Path) -> Result<(), Error> {
+    up(DirArgs { dir: dir.to_path_buf(), json: false, quiet: true })
+}
+
+/// Stops every node of the cluster in `dir`.
+pub fn stop_cluster(dir: &Path) -> Result<(), Error> {
+    down(DirArgs { dir: dir.to_path_buf(), json: false, quiet: true })
 }
 
 fn init(a: InitArgs) -> Result<(), Error> {
@@ -157,6 +177,9 @@ fn init(a: InitArgs) -> Result<(), Error> {
     }
     let cluster = Cluster { threshold: a.threshold, nodes };
     cluster.save(&dir.join("cluster.toml"))?;
+    if a.quiet {
+        return Ok(());
+    }
     if a.json {
         out(&format!(
             "{}\n",
@@ -263,6 +286,9 @@ fn up(a: DirArgs) -> Result<(), Error> {
             start_daemon(&host_bin, &args, &env, &n.dir.join("host.log"), &n.dir.join("host.pid"))?;
         }
     }
+    if a.quiet {
+        return Ok(());
+    }
     if a.json {
         out(&format!("{}\n", serde_json::json!({"up": cluster.nodes.len()})));
     } else {
@@ -293,6 +319,9 @@ fn down(a: DirArgs) -> Result<(), Error> {
     for n in &cluster.nodes {
         stop(&n.dir.join("host.pid"));
         stop(&n.dir.join("enclave.pid"));
+    }
+    if a.quiet {
+        return Ok(());
     }
     if a.json {
         out(&format!("{}\n", serde_json::json!({"down": cluster.nodes.len()})));

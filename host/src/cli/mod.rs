@@ -1,5 +1,6 @@
 //! The CLI tree; one module per subcommand group.
 
+mod bench;
 mod dev;
 mod enclave;
 mod group;
@@ -59,6 +60,8 @@ enum Command {
     Pubkey(group::PubkeyArgs),
     /// Each node's health, including why an enclave refuses to sign.
     Status(group::StatusArgs),
+    /// Load test a fresh local cluster and compare with pure in-process FROST.
+    Bench(bench::BenchArgs),
 }
 
 /// Installs the global subscriber. `RUST_LOG` overrides the default level (`warn` for the CLI).
@@ -85,6 +88,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Verify(a) => group::verify(a).map(|()| ExitCode::SUCCESS),
         Command::Pubkey(a) => group::pubkey(a).await.map(|()| ExitCode::SUCCESS),
         Command::Status(a) => group::status(a).await.map(|()| ExitCode::SUCCESS),
+        Command::Bench(a) => bench::run(a).await.map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,244 @@
+//! `frostgate bench`: throughput and latency of a local cluster (all nodes on this machine, each
+//! with its own SoftHSM token, enclave, host and durable store), against the same signings done
+//! in process with `frost-secp256k1-tr` alone (no HSM, no store, no channel, no network).
+
+use super::dev;
+use super::out;
+use clap::Args;
+use frostgate_common::error::{Error, ErrorCode};
+use frostgate_common::protocol::{Message, TaprootMode};
+use frostgate_host::coordinator::{self, Settings, SignRequest};
+use frostgate_host::dkg_relay;
+use frostgate_host::signer::SignerClient;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Nodes in the cluster.
+    #[arg(long, default_value_t = 3)]
+    nodes: u16,
+    /// Signing threshold.
+    #[arg(long, default_value_t = 2)]
+    threshold: u16,
+    /// Concurrent signings.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Stop after this many signatures.
+    #[arg(long, conflicts_with = "seconds")]
+    count: Option<u64>,
+    /// Stop after this many seconds (default 10 when no count is given).
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn store_counters(nodes: &[Arc<SignerClient>]) -> (u64, u64) {
+    let mut commits = 0;
+    let mut records = 0;
+    for n in nodes {
+        if let Ok(Message::HealthReply(h)) = n.call(Message::Health, Duration::from_secs(5)).await {
+            commits += h.store_commits;
+            records += h.store_records;
+        }
+    }
+    (commits, records)
+}
+
+fn progress(done: u64, goal: &str) {
+    let mut e = std::io::stderr();
+    let _ = write!(e, "\rsigned {done}{goal}   ");
+    let _ = e.flush();
+}
+
+pub async fn run(a: BenchArgs) -> Result<(), Error> {
+    if a.concurrency == 0 {
+        return Err(Error::new(ErrorCode::ConfigInvalid, "--concurrency must be at least 1"));
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("frostgate-bench-")
+        .tempdir()
+        .map_err(|e| Error::new(ErrorCode::ConfigInvalid, e.to_string()))?;
+    let dir = tmp.path().join("cluster");
+    let cluster_file = dev::create_cluster(&dir, a.nodes, a.threshold)?;
+    dev::start_cluster(&dir)?;
+    let result = measure(&a, &cluster_file).await;
+    let _ = dev::stop_cluster(&dir);
+    result
+}
+
+async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Error> {
+    let cluster = frostgate_host::cluster::Cluster::load(cluster_file)?;
+    let nodes = dkg_relay::connect_all(&cluster).await;
+    let key = dkg_relay::run(&nodes, a.threshold).await?.key;
+    let deadline = a.count.is_none().then(|| Instant::now() + Duration::from_secs(a.seconds.unwrap_or(10)));
+    let goal = a.count.map(|c| format!("/{c}")).unwrap_or_default();
+    let (commits0, records0) = store_counters(&nodes).await;
+    let started = Instant::now();
+    let issued = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let failures = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..a.concurrency {
+        let (nodes, issued, done, latencies, failures) =
+            (nodes.clone(), issued.clone(), done.clone(), latencies.clone(), failures.clone());
+        let count = a.count;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = issued.fetch_add(1, Ordering::SeqCst);
+                if count.is_some_and(|c| n >= c) || deadline.is_some_and(|d| Instant::now() >= d) {
+                    return;
+                }
+                let request = SignRequest { key, message: frostgate_host::random_bytes(), mode: TaprootMode::Bip86 };
+                let t = Instant::now();
+                match coordinator::sign(nodes.clone(), request, Settings::default()).await {
+                    Ok(_) => {
+                        latencies.lock().unwrap_or_else(|p| p.into_inner()).push(t.elapsed().as_secs_f64() * 1000.0);
+                        done.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(_) => {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        }));
+    }
+    let ticker = {
+        let (done, goal) = (done.clone(), goal.clone());
+        tokio::spawn(async move {
+            loop {
+                progress(done.load(Ordering::SeqCst), &goal);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+    for t in tasks {
+        let _ = t.await;
+    }
+    ticker.abort();
+    let elapsed = started.elapsed().as_secs_f64();
+    progress(done.load(Ordering::SeqCst), &goal);
+    let _ = writeln!(std::io::stderr());
+    let (commits1, records1) = store_counters(&nodes).await;
+    let signed = done.load(Ordering::SeqCst);
+    let mut lat = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    lat.sort_by(|x, y| x.total_cmp(y));
+    let throughput = signed as f64 / elapsed;
+    let commits = commits1.saturating_sub(commits0);
+    let records = records1.saturating_sub(records0);
+    let pure = pure_frost(a.nodes, a.threshold, signed.max(1), a.concurrency).await?;
+    let report = serde_json::json!({
+        "nodes": a.nodes,
+        "threshold": a.threshold,
+        "concurrency": a.concurrency,
+        "signatures": signed,
+        "failures": failures.load(Ordering::SeqCst),
+        "seconds": elapsed,
+        "signatures_per_sec": throughput,
+        "latency_ms": {"p50": percentile(&lat, 0.50), "p95": percentile(&lat, 0.95), "p99": percentile(&lat, 0.99)},
+        "commits_per_sec": commits as f64 / elapsed,
+        "markers_per_sec": records as f64 / elapsed,
+        "mean_batch": if commits > 0 { records as f64 / commits as f64 } else { 0.0 },
+        "pure_signatures_per_sec": pure,
+        "ratio": throughput / pure,
+    });
+    if a.json {
+        out(&format!("{report}\n"));
+    } else {
+        out(&format!(
+            "frostgate {t}-of-{n}, concurrency {c}: {signed} signatures in {elapsed:.1} s\n\
+             | metric | value |\n|---|---|\n\
+             | signatures/s | {throughput:.1} |\n| latency p50 / p95 / p99 (ms) | {p50:.1} / {p95:.1} / {p99:.1} |\n\
+             | store commits/s | {cps:.1} |\n| durable records/s | {mps:.1} |\n| mean records per commit | {batch:.1} |\n\
+             | pure frost-secp256k1-tr signatures/s | {pure:.1} |\n| ratio frostgate / pure | {ratio:.3} |\n",
+            t = a.threshold,
+            n = a.nodes,
+            c = a.concurrency,
+            p50 = report["latency_ms"]["p50"].as_f64().unwrap_or(0.0),
+            p95 = report["latency_ms"]["p95"].as_f64().unwrap_or(0.0),
+            p99 = report["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
+            cps = report["commits_per_sec"].as_f64().unwrap_or(0.0),
+            mps = report["markers_per_sec"].as_f64().unwrap_or(0.0),
+            batch = report["mean_batch"].as_f64().unwrap_or(0.0),
+            ratio = report["ratio"].as_f64().unwrap_or(0.0),
+        ));
+    }
+    Ok(())
+}
+
+/// The same number of t-of-n signings with `frost-secp256k1-tr` alone, `concurrency` at a time:
+/// round 1 for t signers, signing package, round 2, aggregate (all-cheater detection), verify.
+/// Throwaway keys from a trusted dealer, in this process: a baseline, never a signer.
+async fn pure_frost(n: u16, t: u16, count: u64, concurrency: usize) -> Result<f64, Error> {
+    use frost_secp256k1_tr as frost;
+    let (shares, public) =
+        frost::keys::generate_with_dealer(n, t, frost::keys::IdentifierList::Default, rand_core_os())
+            .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+    let packages: Vec<frost::keys::KeyPackage> = shares
+        .into_values()
+        .take(t as usize)
+        .map(frost::keys::KeyPackage::try_from)
+        .collect::<Result<_, _>>()
+        .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+    let packages = Arc::new(packages);
+    let public = Arc::new(public);
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (packages, public, next) = (packages.clone(), public.clone(), next.clone());
+        tasks.push(tokio::task::spawn_blocking(move || -> Result<(), String> {
+            while next.fetch_add(1, Ordering::SeqCst) < count {
+                let message: [u8; 32] = frostgate_host::random_bytes();
+                let mut nonces = std::collections::BTreeMap::new();
+                let mut commitments = std::collections::BTreeMap::new();
+                for kp in packages.iter() {
+                    let (n, c) = frost::round1::commit(kp.signing_share(), &mut rand_core_os());
+                    nonces.insert(*kp.identifier(), n);
+                    commitments.insert(*kp.identifier(), c);
+                }
+                let package = frost::SigningPackage::new(commitments, &message);
+                let mut sig_shares = std::collections::BTreeMap::new();
+                for kp in packages.iter() {
+                    let share = frost::round2::sign_with_tweak(&package, &nonces[kp.identifier()], kp, None)
+                        .map_err(|e| e.to_string())?;
+                    sig_shares.insert(*kp.identifier(), share);
+                }
+                let sig =
+                    frost::aggregate_with_tweak(&package, &sig_shares, &public, None).map_err(|e| e.to_string())?;
+                use frost::keys::Tweak;
+                public
+                    .as_ref()
+                    .clone()
+                    .tweak::<&[u8]>(None)
+                    .verifying_key()
+                    .verify(&message, &sig)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await
+            .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?
+            .map_err(|e| Error::new(ErrorCode::Internal, e))?;
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+fn rand_core_os() -> frost_secp256k1_tr::rand_core::OsRng {
+    frost_secp256k1_tr::rand_core::OsRng
+}
