@@ -69,10 +69,11 @@ struct Dkg {
     phase: Phase,
 }
 
-/// DKGs in progress.
+/// DKGs in progress, and the group they may run in.
 #[derive(Default)]
 pub struct Dkgs {
     map: Mutex<HashMap<DkgId, Dkg>>,
+    pinned: Option<BTreeMap<ParticipantId, Vec<u8>>>,
 }
 
 impl std::fmt::Debug for Dkgs {
@@ -100,6 +101,12 @@ fn aead(key: &Zeroizing<[u8; 32]>) -> Result<LessSafeKey, Error> {
 }
 
 impl Dkgs {
+    /// DKGs restricted to the pinned group (from the enclave's own configuration, never from
+    /// the host). Without pins every DKG is refused.
+    pub fn new(pinned: Option<BTreeMap<ParticipantId, Vec<u8>>>) -> Dkgs {
+        Dkgs { map: Mutex::new(HashMap::new()), pinned }
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<DkgId, Dkg>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -128,6 +135,20 @@ impl Dkgs {
             r.participants.as_inner().iter().map(|p| (p.id, p.identity_key.as_inner().clone())).collect();
         if participants.values().any(|k| !identity::well_formed(k)) {
             return Err(err(ErrorCode::DkgConfigInvalid, "an identity key is not an uncompressed P-256 point"));
+        }
+        // The host proposes the participants; the enclave's own configuration decides. A host that
+        // substituted a peer's identity key could otherwise read that peer's round-2 share.
+        match &self.pinned {
+            None => {
+                return Err(err(ErrorCode::DkgConfigInvalid, "no [group] is pinned in this enclave's configuration"))
+            }
+            Some(pins) if *pins != participants => {
+                return Err(err(
+                    ErrorCode::DkgConfigInvalid,
+                    "the participants or identity keys differ from the pinned [group]",
+                ));
+            }
+            Some(_) => {}
         }
         if participants.get(&r.me).map(Vec::as_slice) != Some(engine.custody().identity_public_key()) {
             return Err(err(

@@ -178,10 +178,12 @@ fn token_inspect(args: TokenArgs) -> Result<ExitCode, Error> {
 
 async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
     let address: Address = args.listen.parse()?;
-    let custody = match &args.config {
-        Some(path) => EnclaveConfig::load(path)?.custody,
+    let config = match &args.config {
+        Some(path) => Some(EnclaveConfig::load(path)?),
         None => None,
     };
+    let group = config.as_ref().and_then(|c| c.group.as_ref()).map(|g| g.pins()).transpose()?;
+    let custody = config.and_then(|c| c.custody);
     // Boot self-check before listening: a bad token or weak object stops the process here.
     let custody = match custody {
         Some(c) => {
@@ -218,7 +220,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
         session_ttl: Duration::from_secs(args.session_ttl_secs),
         ..Limits::default()
     };
-    let service = Arc::new(Service::new(custody, mode, limits, args.compact_after_records.max(1))?);
+    let service = Arc::new(Service::new(custody, group, mode, limits, args.compact_after_records.max(1))?);
     // Expiry sweep and compaction.
     let maintainer = service.clone();
     let interval = Duration::from_secs(args.sweep_interval_secs.max(1));

@@ -47,9 +47,17 @@ fn label(s: &str) -> Label {
 }
 
 impl Service {
-    /// A new service. Without custody it answers but refuses to sign.
-    pub fn new(custody: Option<Custody>, mode: StoreMode, limits: Limits, compact_after: u64) -> Result<Self, Error> {
+    /// A new service. Without custody it answers but refuses to sign; without a pinned group it
+    /// refuses every DKG.
+    pub fn new(
+        custody: Option<Custody>,
+        group: Option<std::collections::BTreeMap<frostgate_common::ids::ParticipantId, Vec<u8>>>,
+        mode: StoreMode,
+        limits: Limits,
+        compact_after: u64,
+    ) -> Result<Self, Error> {
         let mut service = Self::from_engine(None);
+        service.dkgs = crate::dkg::Dkgs::new(group);
         if let Some(custody) = custody {
             let custody = Arc::new(custody);
             let markers: Arc<dyn MarkerStore> = match mode {

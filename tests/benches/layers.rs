@@ -58,6 +58,15 @@ fn bench(c: &mut Criterion) {
     c.bench_function("hsm/seal 200B (AES-GCM in SoftHSM)", |b| b.iter(|| seal(&custody, &ctx, &plain)));
     c.bench_function("hsm/unseal 200B", |b| b.iter(|| unseal(&custody, &ctx, &blob)));
 
+    // The HSM anchor update paid once per commit (create the new data object, destroy the old).
+    let mut version = 0u64;
+    c.bench_function("hsm/anchor update (create + destroy data object)", |b| {
+        b.iter(|| {
+            version += 1;
+            frostgate_enclave::store::anchor::update(&custody, Head { version, mac: [9; 32] })
+        })
+    });
+
     // Record MAC (HMAC-SHA256, ring) of one consumed marker.
     let store_key = StoreKey::new(zeroize::Zeroizing::new([3u8; 32]));
     let record = vec![Record::NonceConsumed { attempt: p.attempt, seat: ParticipantId::new(1).expect("p") }];

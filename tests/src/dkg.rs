@@ -20,6 +20,8 @@ pub struct Tamper {
     pub confirmation: Option<ParticipantId>,
     /// Stop after round 2 (for restart tests).
     pub stop_after_round2: bool,
+    /// Announce participant `.0` with participant `.1`'s identity key.
+    pub identity: Option<(ParticipantId, ParticipantId)>,
 }
 
 /// What each node answered.
@@ -103,16 +105,25 @@ impl Relay {
     /// Runs a DKG with a chosen id.
     pub async fn run_with_id(&self, dkg: DkgId, threshold: u16, tamper: &Tamper) -> DkgRun {
         let mut run = DkgRun { dkg: Some(dkg), ..DkgRun::default() };
-        let participants = self.participants().await;
+        let mut participants = self.participants().await;
+        if let Some((victim, with)) = tamper.identity {
+            let mut list = participants.clone().into_inner();
+            let key = list.iter().find(|p| p.id == with).map(|p| p.identity_key.clone()).expect("participant");
+            for p in list.iter_mut().filter(|p| p.id == victim) {
+                p.identity_key = key.clone();
+            }
+            participants = DkgParticipants::new(list).expect("bound");
+        }
         let note = |run: &mut DkgRun, at: ParticipantId, s: Step| -> Option<Message> {
             match s {
                 Step::Ok(m) => Some(m),
+                // The first failure per node is the cause; later steps only echo it.
                 Step::Blame(b) => {
-                    run.blames.insert(at, b);
+                    run.blames.entry(at).or_insert(b);
                     None
                 }
                 Step::Err(e) => {
-                    run.errors.insert(at, e);
+                    run.errors.entry(at).or_insert(e);
                     None
                 }
             }

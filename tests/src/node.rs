@@ -26,6 +26,8 @@ pub struct Node {
     pub host: Option<Daemon>,
     /// Extra arguments for `frostgate-enclave serve`.
     pub enclave_args: Vec<String>,
+    /// The enclave's identity public key (hex), from `token init`.
+    pub identity_key: String,
 }
 
 impl Node {
@@ -34,15 +36,34 @@ impl Node {
         let tokens = TokenDir::new();
         let token = tokens.add_token("node");
         let o = Command::new(host_bin())
-            .args(["token", "init", "--config"])
+            .args(["token", "init", "--json", "--config"])
             .arg(&token.config)
             .envs(token.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output()
             .expect("token init");
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let init: serde_json::Value = serde_json::from_slice(&o.stdout).expect("token init json");
+        let identity_key = init["identity_public_key"].as_str().expect("identity key").to_string();
         let db = tokens.path().join("host.db");
         let fault_file = tokens.path().join("fault");
-        Node { tokens, token, db, fault_file, enclave: None, host: None, enclave_args: Vec::new() }
+        Node { tokens, token, db, fault_file, enclave: None, host: None, enclave_args: Vec::new(), identity_key }
+    }
+
+    /// Pins the group (participant i+1 = nodes[i]) in every node's enclave configuration.
+    pub fn pin_group(nodes: &[Node]) {
+        let mut group = String::from("\n[group]\nparticipants = [\n");
+        for (i, n) in nodes.iter().enumerate() {
+            group.push_str(&format!("  {{ id = {}, identity_key = \"{}\" }},\n", i + 1, n.identity_key));
+        }
+        group.push_str("]\n");
+        for n in nodes {
+            let mut config = std::fs::read_to_string(&n.token.config).expect("config");
+            if let Some(at) = config.find("\n[group]") {
+                config.truncate(at);
+            }
+            config.push_str(&group);
+            std::fs::write(&n.token.config, config).expect("config");
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {

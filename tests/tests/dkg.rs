@@ -12,13 +12,12 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 fn cluster(n: u16) -> Vec<Node> {
-    (0..n)
-        .map(|_| {
-            let mut node = Node::new();
-            node.start();
-            node
-        })
-        .collect()
+    let mut nodes: Vec<Node> = (0..n).map(|_| Node::new()).collect();
+    Node::pin_group(&nodes);
+    for node in nodes.iter_mut() {
+        node.start();
+    }
+    nodes
 }
 
 async fn relay(nodes: &[Node]) -> Relay {
@@ -218,4 +217,33 @@ fn no_dkg_share_appears_in_any_store_log_or_relayed_message() {
     for m in recorded.iter() {
         assert!(!contains(m), "a share in a relayed message");
     }
+}
+
+#[test]
+fn a_host_that_substitutes_an_identity_key_or_an_unpinned_enclave_gets_no_dkg() {
+    let nodes = cluster(3);
+    rt().block_on(async {
+        let relay = relay(&nodes).await;
+        // The relay swaps participant 2's identity key for participant 3's (a man in the middle
+        // would use its own): every enclave refuses, because its own [group] pins differ.
+        let run = relay.run(2, &Tamper { identity: Some((pid(2), pid(3))), ..Tamper::default() }).await;
+        assert!(run.keys.is_empty());
+        assert_eq!(run.errors.len(), 3, "{run:?}");
+        assert!(run.errors.values().all(|e| e.code() == ErrorCode::DkgConfigInvalid), "{run:?}");
+    });
+    // Enclaves with no pinned group refuse every DKG.
+    let mut unpinned: Vec<Node> = (0..2).map(|_| Node::new()).collect();
+    for n in unpinned.iter_mut() {
+        n.start();
+    }
+    rt().block_on(async {
+        let relay = relay(&unpinned).await;
+        let run = relay.run(2, &Tamper::default()).await;
+        assert!(run.keys.is_empty());
+        for p in [pid(1), pid(2)] {
+            let e = run.errors.get(&p).expect("refused");
+            assert_eq!(e.code(), ErrorCode::DkgConfigInvalid);
+            assert!(e.message().contains("no [group]"), "{e}");
+        }
+    });
 }

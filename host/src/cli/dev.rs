@@ -119,6 +119,7 @@ fn init(a: InitArgs) -> Result<(), Error> {
         return Err(Error::new(ErrorCode::ConfigInvalid, format!("{} already holds a cluster", dir.display())));
     }
     let mut nodes = Vec::new();
+    let mut pins = Vec::new();
     for id in 1..=a.nodes {
         let nd = dir.join(format!("node{id}"));
         std::fs::create_dir_all(nd.join("tokens")).map_err(|e| io("node dir", e))?;
@@ -154,7 +155,7 @@ fn init(a: InitArgs) -> Result<(), Error> {
         )
         .map_err(|e| io("enclave config", e))?;
         let o = Command::new(default_enclave_bin())
-            .args(["token", "init", "--config"])
+            .args(["token", "init", "--json", "--config"])
             .arg(&config)
             .env("SOFTHSM2_CONF", &conf)
             .output()
@@ -165,6 +166,10 @@ fn init(a: InitArgs) -> Result<(), Error> {
                 format!("token init: {}", String::from_utf8_lossy(&o.stderr)),
             ));
         }
+        let init: serde_json::Value = serde_json::from_slice(&o.stdout).map_err(|e| io("token init output", e))?;
+        let identity =
+            init["identity_public_key"].as_str().ok_or_else(|| io("token init output", "no identity key"))?;
+        pins.push(format!("  {{ id = {id}, identity_key = \"{identity}\" }},\n"));
         nodes.push(NodeEntry {
             id,
             dir: nd.clone(),
@@ -174,6 +179,13 @@ fn init(a: InitArgs) -> Result<(), Error> {
             enclave_config: config,
             softhsm_conf: Some(conf),
         });
+    }
+    // Every enclave pins the whole group: a DKG runs only among exactly these identity keys.
+    let group = format!("\n[group]\nparticipants = [\n{}]\n", pins.concat());
+    for n in &nodes {
+        let mut f =
+            std::fs::OpenOptions::new().append(true).open(&n.enclave_config).map_err(|e| io("enclave config", e))?;
+        std::io::Write::write_all(&mut f, group.as_bytes()).map_err(|e| io("enclave config", e))?;
     }
     let cluster = Cluster { threshold: a.threshold, nodes };
     cluster.save(&dir.join("cluster.toml"))?;
