@@ -42,6 +42,14 @@ pub fn refuse_all() -> Handler {
     })
 }
 
+/// Refuses a peer: one error frame (request id 0), then the connection is shut down.
+pub async fn refuse(mut writer: BoxWrite, error: Error) {
+    if let Ok(bytes) = frame::encode(&Frame { request_id: 0, message: Message::Error(error) }) {
+        let _ = writer.write_all(&bytes).await;
+        let _ = writer.shutdown().await;
+    }
+}
+
 /// The sending half of a connection; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Channel {

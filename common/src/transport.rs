@@ -113,6 +113,16 @@ impl Listener {
         }
     }
 
+    /// Accepts the next connection, logging (and skipping) failed accepts.
+    pub async fn next(&self) -> (BoxRead, BoxWrite, Peer) {
+        loop {
+            match self.accept().await {
+                Ok(c) => return c,
+                Err(e) => tracing::warn!(code = %e.code(), "accept failed: {}", e.message()),
+            }
+        }
+    }
+
     /// Accepts one connection and reports its peer.
     pub async fn accept(&self) -> Result<(BoxRead, BoxWrite, Peer), Error> {
         match self {

@@ -4,13 +4,11 @@
 //! one `peer_not_authorized` error frame and is closed before any request is read.
 
 use crate::service::{Connection, Service};
-use frostgate_common::channel::{Channel, Handler};
+use frostgate_common::channel::{refuse, Channel, Handler};
 use frostgate_common::error::{Error, ErrorCode};
-use frostgate_common::frame::{self, Frame};
 use frostgate_common::protocol::{Message, Side};
 use frostgate_common::transport::{Listener, Peer};
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
 
 /// Who may connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,21 +38,10 @@ impl PeerPolicy {
 /// Serves connections until the future is dropped.
 pub async fn serve(listener: Listener, policy: PeerPolicy, service: Arc<Service>) {
     loop {
-        let (reader, mut writer, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(code = %e.code(), "accept failed: {}", e.message());
-                continue;
-            }
-        };
+        let (reader, writer, peer) = listener.next().await;
         if let Err(e) = policy.check(peer) {
             tracing::warn!(code = %e.code(), ?peer, "refusing connection: {}", e.message());
-            tokio::spawn(async move {
-                if let Ok(bytes) = frame::encode(&Frame { request_id: 0, message: Message::Error(e) }) {
-                    let _ = writer.write_all(&bytes).await;
-                    let _ = writer.shutdown().await;
-                }
-            });
+            tokio::spawn(refuse(writer, e));
             continue;
         }
         tracing::info!(?peer, "host connected");

@@ -5,7 +5,7 @@
 
 use crate::enclave::{EnclaveClient, REQUEST_TIMEOUT};
 use crate::store::HostStore;
-use frostgate_common::channel::{Channel, Handler};
+use frostgate_common::channel::{refuse, Channel, Handler};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::protocol::{Message, Side};
 use frostgate_common::transport::{Listener, Peer};
@@ -65,22 +65,10 @@ impl Host {
     /// Serves local clients until the future is dropped.
     pub async fn serve(self: Arc<Self>, listener: Listener, allowed_uid: u32) {
         loop {
-            let (reader, mut writer, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(code = %e.code(), "accept failed: {}", e.message());
-                    continue;
-                }
-            };
+            let (reader, writer, peer) = listener.next().await;
             if !matches!(peer, Peer::Unix { uid, .. } if uid == allowed_uid) {
                 tracing::warn!(?peer, code = %ErrorCode::PeerNotAuthorized, "refusing client");
-                let e = Message::error(ErrorCode::PeerNotAuthorized, "not the host's user");
-                if let Ok(bytes) =
-                    frostgate_common::frame::encode(&frostgate_common::frame::Frame { request_id: 0, message: e })
-                {
-                    use tokio::io::AsyncWriteExt;
-                    let _ = writer.write_all(&bytes).await;
-                }
+                tokio::spawn(refuse(writer, Error::new(ErrorCode::PeerNotAuthorized, "not the host's user")));
                 continue;
             }
             let me = self.clone();
