@@ -52,10 +52,6 @@ struct ServeArgs {
     /// The only vsock CID allowed to connect (vsock transport only).
     #[arg(long, env = "FROSTGATE_ENCLAVE_ALLOWED_CID")]
     allowed_cid: Option<u32>,
-    /// DEVELOPMENT ONLY: keep markers in enclave memory instead of the host's sealed store
-    /// (lost at restart).
-    #[arg(long)]
-    dev_memory_markers: bool,
     /// Live nonces older than this are wiped.
     #[arg(long, default_value_t = 300)]
     nonce_ttl_secs: u64,
@@ -209,12 +205,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
     // Readiness line for supervisors: the only thing `serve` writes to stdout.
     out(&format!("READY {address}\n"));
 
-    let mode = if args.dev_memory_markers {
-        tracing::warn!("DEVELOPMENT: markers kept in memory only");
-        StoreMode::DevMemory
-    } else {
-        StoreMode::Host
-    };
+    let mode = StoreMode::Host;
     let limits = Limits {
         nonce_ttl: Duration::from_secs(args.nonce_ttl_secs),
         session_ttl: Duration::from_secs(args.session_ttl_secs),

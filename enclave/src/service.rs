@@ -18,8 +18,9 @@ use std::time::Instant;
 pub enum StoreMode {
     /// The host's sealed store (production): signing waits until the host streamed it.
     Host,
-    /// Development only: markers in enclave memory, lost at restart.
-    DevMemory,
+    /// Markers in enclave memory only, lost at restart: for in-process tests and tools, never
+    /// selectable from the `frostgate-enclave` command line.
+    Memory,
 }
 
 /// Per-connection context: the connection's own channel (a store load makes it the store's
@@ -66,7 +67,7 @@ impl Service {
                     service.store = Some(store.clone());
                     Arc::new(store)
                 }
-                StoreMode::DevMemory => Arc::new(MemoryStore::new()),
+                StoreMode::Memory => Arc::new(MemoryStore::new()),
             };
             service.engine = Some(Engine::new(custody, markers, limits));
         }
