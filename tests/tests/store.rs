@@ -315,6 +315,9 @@ fn a_thousand_concurrent_duplicates_release_one_share_and_commits_are_grouped() 
         for _ in 0..32 {
             prepared.push(prepare(&c, key.key, &[pid(2), pid(3)], TaprootMode::Bip86).await);
         }
+        // Barrier: an awaited commit after which every earlier (unawaited) binding is durable,
+        // so the window below counts exactly the 64 round-2 markers.
+        dealer(&c, 2, 3).await;
         let before = health(&c).await;
         let started = std::time::Instant::now();
         let tasks: Vec<_> = prepared
