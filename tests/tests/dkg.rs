@@ -247,3 +247,41 @@ fn a_host_that_substitutes_an_identity_key_or_an_unpinned_enclave_gets_no_dkg() 
         }
     });
 }
+
+#[test]
+fn out_of_order_unknown_and_invalid_proof_dkg_requests_get_their_codes() {
+    let nodes = cluster(3);
+    rt().block_on(async {
+        let relay = relay(&nodes).await;
+        let participants = relay.participants().await;
+        let dkg = frostgate_common::ids::DkgId::from_bytes(random());
+        let (_, c1) = &relay.nodes[0];
+        let start = DkgStart { dkg, threshold: 2, me: pid(1), participants: participants.clone() };
+        assert!(matches!(c1.call(Message::DkgStart(start)).await.expect("start"), Message::DkgRound1(_)));
+        // Finish and activate before round 2: out of order.
+        let finish = DkgFinish { dkg, envelopes: frostgate_common::bounded::DkgEnvelopes::new(vec![]).expect("b") };
+        assert_eq!(c1.call(Message::DkgFinish(finish)).await.expect_err("phase").code(), ErrorCode::DkgPhase);
+        let activate =
+            DkgActivate { dkg, confirmations: frostgate_common::bounded::DkgConfirmations::new(vec![]).expect("b") };
+        assert_eq!(c1.call(Message::DkgActivate(activate)).await.expect_err("phase").code(), ErrorCode::DkgPhase);
+        // An unknown DKG id.
+        let other = DkgRef { dkg: frostgate_common::ids::DkgId::from_bytes(random()) };
+        assert_eq!(c1.call(Message::DkgAbort(other)).await.expect_err("unknown").code(), ErrorCode::DkgUnknown);
+        c1.call(Message::DkgAbort(DkgRef { dkg })).await.expect("abort");
+
+        // A proof of knowledge made for identifier 2, presented as participant 1's: node 2 and
+        // node 3 reject it and name participant 1.
+        let (_secret, forged) = frost_secp256k1_tr::keys::dkg::part1(
+            frost_secp256k1_tr::Identifier::try_from(2u16).expect("id"),
+            3,
+            2,
+            frost_secp256k1_tr::rand_core::OsRng,
+        )
+        .expect("part1");
+        let tamper = Tamper { round1: Some((pid(3), pid(1), forged.serialize().expect("bytes"))), ..Tamper::default() };
+        let run = relay.run(2, &tamper).await;
+        let blame = run.blames.get(&pid(3)).expect("node 3 blames");
+        assert_eq!((blame.code, blame.culprit), (ErrorCode::DkgInvalidProof, pid(1)));
+        assert!(run.keys.is_empty(), "{run:?}");
+    });
+}
