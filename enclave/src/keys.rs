@@ -53,7 +53,8 @@ pub fn identifier(p: ParticipantId) -> Result<Identifier, Error> {
     Identifier::try_from(p.get()).map_err(|e| frost_err(ErrorCode::Internal, "identifier", e))
 }
 
-fn x_only(key: &frost_secp256k1_tr::VerifyingKey) -> Result<[u8; 32], Error> {
+/// The x-only (BIP340) encoding of a verifying key.
+pub fn x_only(key: &frost_secp256k1_tr::VerifyingKey) -> Result<[u8; 32], Error> {
     let sec1 = key.serialize().map_err(|e| frost_err(ErrorCode::Internal, "verifying key", e))?;
     sec1.get(1..33)
         .and_then(|x| <[u8; 32]>::try_from(x).ok())

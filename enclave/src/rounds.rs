@@ -141,7 +141,13 @@ pub struct Engine {
     store: Arc<dyn MarkerStore>,
     limits: Limits,
     state: Mutex<State>,
+    /// Tweaked public key packages by (key, mode): tweaking costs a scalar multiplication per
+    /// participant, and every session, share check and aggregate needs one. Public data.
+    tweaked: Mutex<HashMap<(KeyId, TaprootMode), Arc<frost_secp256k1_tr::keys::PublicKeyPackage>>>,
 }
+
+/// Most cached tweaked packages (script-tree roots vary per session; the cache is dropped when full).
+const TWEAK_CACHE: usize = 256;
 
 fn err(code: ErrorCode, msg: impl std::fmt::Display) -> Error {
     Error::new(code, msg)
@@ -163,13 +169,27 @@ struct Bound {
 impl Engine {
     /// An engine over a custody token and a marker store.
     pub fn new(custody: Arc<Custody>, store: Arc<dyn MarkerStore>, limits: Limits) -> Self {
-        Engine { custody, store, limits, state: Mutex::new(State::default()) }
+        Engine { custody, store, limits, state: Mutex::new(State::default()), tweaked: Mutex::new(HashMap::new()) }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave a half-applied marker: every mutation is a
         // single map operation. Keep serving from the map as it is.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The key's public package tweaked for `mode` (cached).
+    fn tweaked(&self, key: &KeyRecord, mode: &TaprootMode) -> Arc<frost_secp256k1_tr::keys::PublicKeyPackage> {
+        let mut cache = self.tweaked.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = cache.get(&(key.key_id, *mode)) {
+            return t.clone();
+        }
+        if cache.len() >= TWEAK_CACHE {
+            cache.clear();
+        }
+        let t = Arc::new(keys::tweaked(&key.public, mode));
+        cache.insert((key.key_id, *mode), t.clone());
+        t
     }
 
     /// Registry sizes.
@@ -333,7 +353,7 @@ impl Engine {
         mode: TaprootMode,
     ) -> Result<[u8; 32], Error> {
         let record = self.key(&key)?;
-        let output_key = keys::output_key(&record.public, &mode)?;
+        let output_key = keys::x_only(self.tweaked(&record, &mode).verifying_key())?;
         let now = Instant::now();
         let opened_unix = unix_now();
         {
@@ -581,7 +601,7 @@ impl Engine {
         let Ok(sig_share) = SignatureShare::deserialize(share.signature_share.as_inner()) else {
             return Ok(ShareVerdict::Invalid);
         };
-        let tweaked = keys::tweaked(&b.key.public, &b.mode);
+        let tweaked = self.tweaked(&b.key, &b.mode);
         let id = identifier(share.signer)?;
         let Some(verifying_share) = tweaked.verifying_shares().get(&id) else {
             return Ok(ShareVerdict::Indeterminate);
@@ -671,7 +691,7 @@ impl Engine {
             return culprits(undecodable);
         }
         // The enclave's own key package, tweaked for the session: never one from the request.
-        let tweaked = keys::tweaked(&b.key.public, &b.mode);
+        let tweaked = self.tweaked(&b.key, &b.mode);
         match frost_core::aggregate_custom(package, &map, &tweaked, CheaterDetection::AllCheaters) {
             Ok(signature) => {
                 tweaked

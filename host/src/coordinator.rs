@@ -105,15 +105,58 @@ fn evidence(signer: ParticipantId, step: &str, attempt: AttemptId, e: &Error) ->
     }
 }
 
+/// A key's public material, fetched once and reused across signings (public data only).
+#[derive(Debug)]
+pub struct KeyMaterial {
+    public: PublicKeyPackage,
+    threshold: u16,
+    tweaked: std::sync::Mutex<std::collections::HashMap<TaprootMode, Arc<PublicKeyPackage>>>,
+}
+
+impl KeyMaterial {
+    /// Fetches the key's public key package from the first signer that answers.
+    pub async fn fetch(
+        signers: &[Arc<SignerClient>],
+        key: &KeyId,
+        settings: Settings,
+    ) -> Result<Arc<KeyMaterial>, Error> {
+        let (public, threshold) = public_key(signers, key, settings).await?;
+        Ok(Arc::new(KeyMaterial {
+            public,
+            threshold,
+            tweaked: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }))
+    }
+
+    /// The package tweaked for `mode` (computed once per mode).
+    fn tweaked(&self, mode: &TaprootMode) -> Arc<PublicKeyPackage> {
+        let mut cache = self.tweaked.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 64 {
+            cache.clear();
+        }
+        cache.entry(*mode).or_insert_with(|| Arc::new(tweaked(&self.public, mode))).clone()
+    }
+}
+
 /// Runs ROAST until a signature or until fewer than `threshold` signers remain.
 pub async fn sign(
     signers: Vec<Arc<SignerClient>>,
     request: SignRequest,
     settings: Settings,
 ) -> Result<Signed, (Error, Vec<Evidence>)> {
+    let key = KeyMaterial::fetch(&signers, &request.key, settings).await.map_err(|e| (e, Vec::new()))?;
+    sign_with(signers, request, settings, key).await
+}
+
+/// [`sign`] with key material fetched beforehand (no per-signing key fetch and decode).
+pub async fn sign_with(
+    signers: Vec<Arc<SignerClient>>,
+    request: SignRequest,
+    settings: Settings,
+    key: Arc<KeyMaterial>,
+) -> Result<Signed, (Error, Vec<Evidence>)> {
     let fail = |e: Error| (e, Vec::new());
-    let (public, threshold) = public_key(&signers, &request.key, settings).await.map_err(fail)?;
-    let t = threshold as usize;
+    let t = key.threshold as usize;
     let n = signers.len();
     if n < t {
         return Err(fail(Error::new(ErrorCode::SignerSetInvalid, format!("{n} signers for a {t}-of-n key"))));
@@ -132,7 +175,7 @@ pub async fn sign(
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (mut active, mut attempts) = (0usize, 0u32);
     let max_active = n - t + 1;
-    let public = Arc::new(public);
+    let public = key.tweaked(&request.mode);
     loop {
         while ready.len() >= t && active < max_active {
             let chosen: Vec<ParticipantId> = ready.iter().copied().take(t).collect();
@@ -280,6 +323,7 @@ async fn attempt(
     settings: Settings,
     tx: mpsc::UnboundedSender<Event>,
 ) {
+    // `public` is already tweaked for `request.mode`.
     let attempt = AttemptId::from_bytes(crate::random_bytes());
     let ids: Vec<ParticipantId> = clients.iter().map(|c| c.id()).collect();
     let timeout = settings.signer_timeout;
@@ -323,8 +367,8 @@ async fn attempt(
     })
     .await;
     let Some(shares) = shares else { return };
-    // Verify every share ourselves, against the key's own public package.
-    let tweaked = tweaked(&public, &mode);
+    // Verify every share ourselves, against the key's own public package (tweaked for the mode).
+    let tweaked = public;
     let mut invalid = Vec::new();
     for (p, share) in &shares {
         let valid = Identifier::try_from(p.get()).ok().and_then(|id| {

@@ -83,6 +83,7 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
     let cluster = frostgate_host::cluster::Cluster::load(cluster_file)?;
     let nodes = dkg_relay::connect_all(&cluster).await;
     let key = dkg_relay::run(&nodes, a.threshold).await?.key;
+    let material = coordinator::KeyMaterial::fetch(&nodes, &key, Settings::default()).await?;
     let deadline = a.count.is_none().then(|| Instant::now() + Duration::from_secs(a.seconds.unwrap_or(10)));
     let goal = a.count.map(|c| format!("/{c}")).unwrap_or_default();
     let (commits0, records0) = store_counters(&nodes).await;
@@ -95,6 +96,7 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
     for _ in 0..a.concurrency {
         let (nodes, issued, done, latencies, failures) =
             (nodes.clone(), issued.clone(), done.clone(), latencies.clone(), failures.clone());
+        let material = material.clone();
         let count = a.count;
         tasks.push(tokio::spawn(async move {
             loop {
@@ -104,7 +106,7 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
                 }
                 let request = SignRequest { key, message: frostgate_host::random_bytes(), mode: TaprootMode::Bip86 };
                 let t = Instant::now();
-                match coordinator::sign(nodes.clone(), request, Settings::default()).await {
+                match coordinator::sign_with(nodes.clone(), request, Settings::default(), material.clone()).await {
                     Ok(_) => {
                         latencies.lock().unwrap_or_else(|p| p.into_inner()).push(t.elapsed().as_secs_f64() * 1000.0);
                         done.fetch_add(1, Ordering::SeqCst);
