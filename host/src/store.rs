@@ -82,6 +82,16 @@ impl HostStore {
             })
             .optional()
             .map_err(|e| db_err("reading the head", e))?;
+        // An empty store starts at record 1, or at a snapshot (compaction): anything else means
+        // the store was lost under a running enclave; refuse rather than write an unloadable store.
+        if let (None, Some(first)) = (&head, records.first()) {
+            if first.version != 1 && compact_before != Some(first.version) {
+                return Err(Error::new(
+                    ErrorCode::StoreCommitFailed,
+                    format!("the store is empty but record {} does not start a chain or a snapshot", first.version),
+                ));
+            }
+        }
         if let (Some((version, mac)), Some(first)) = (&head, records.first()) {
             if first.version != *version as u64 + 1 || first.prev_mac.as_slice() != mac.as_slice() {
                 return Err(Error::new(

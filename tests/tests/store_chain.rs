@@ -155,3 +155,23 @@ fn the_head_must_equal_the_anchor_or_be_exactly_one_commit_ahead() {
     );
     assert_eq!(check_against_anchor(Head::EMPTY, None, Head::EMPTY), Ok(false), "fresh store");
 }
+
+#[test]
+fn the_host_store_refuses_records_that_do_not_continue_its_chain() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = frostgate_host::store::HostStore::open(&dir.path().join("db")).expect("db");
+    let k = key();
+    let (chain, _) = k.seal(Head::EMPTY, &records()).expect("seal");
+    // An empty store does not accept a chain's middle (the store was lost under a live enclave).
+    let e = store.append(&chain[2..], None).expect_err("refused");
+    assert_eq!(e.code(), ErrorCode::StoreCommitFailed);
+    assert_eq!(store.stats().expect("stats").records, 0, "nothing half-written");
+    store.append(&chain[..2], None).expect("start");
+    // A gap, a repeat, or a fork is refused; the next record is accepted.
+    assert_eq!(store.append(&chain[3..], None).expect_err("gap").code(), ErrorCode::StoreCommitFailed);
+    assert_eq!(store.append(&chain[1..2], None).expect_err("repeat").code(), ErrorCode::StoreCommitFailed);
+    let (fork, _) = k.seal(Head { version: 2, mac: random() }, &records()[..1]).expect("seal");
+    assert_eq!(store.append(&fork, None).expect_err("fork").code(), ErrorCode::StoreCommitFailed);
+    assert_eq!(store.append(&chain[2..], None).expect("continue"), chain.len() as u64);
+    assert_eq!(store.records().expect("records"), chain);
+}

@@ -197,6 +197,8 @@ impl SealedStore {
         if i.committing {
             return Err(Error::new(ErrorCode::StoreNotLoaded, "a commit is in flight; load again"));
         }
+        // Take no records until `adopt` installs the loaded head and its channel.
+        i.phase = Phase::NotLoaded;
         if ahead {
             anchor::update(&self.shared.custody, head)?;
             tracing::info!(version = head.version, "finished an interrupted anchor update");
