@@ -45,7 +45,10 @@ async fn persist(store: Arc<HostStore>, p: PersistRecords) -> Message {
     if fault("host_before_commit") {
         return Message::error(ErrorCode::StoreCommitFailed, "DEVELOPMENT fault injection: commit refused");
     }
+    let records = p.records.as_inner().len();
+    let started = std::time::Instant::now();
     let result = tokio::task::spawn_blocking(move || store.append(p.records.as_inner(), p.compact_before)).await;
+    crate::metrics::global().observe_commit(started.elapsed(), records);
     match result {
         Ok(Ok(head_version)) => {
             if fault("host_after_commit_before_ack") {

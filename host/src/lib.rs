@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod coordinator;
 pub mod dkg_relay;
 pub mod enclave;
+pub mod metrics;
 pub mod proxy;
 pub mod signer;
 pub mod store;

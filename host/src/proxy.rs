@@ -34,7 +34,11 @@ impl Host {
 
     /// Forwards one request; reloads the store if the enclave asks for it.
     pub async fn forward(self: &Arc<Self>, m: Message) -> Message {
-        match self.enclave.channel().call(m, Some(REQUEST_TIMEOUT)).await {
+        let kind = m.info().name;
+        let started = std::time::Instant::now();
+        let result = self.enclave.channel().call(m, Some(REQUEST_TIMEOUT)).await;
+        crate::metrics::global().observe_request(kind, started.elapsed(), &result);
+        match result {
             Ok(Message::Round2Reply(mut r)) if crate::enclave::fault("host_corrupt_shares") => {
                 // DEVELOPMENT fault injection: this node returns invalid shares.
                 let mut share = r.signature_share.clone().into_inner();

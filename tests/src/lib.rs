@@ -50,6 +50,8 @@ pub struct Daemon {
     child: Option<Child>,
     /// The file collecting the process's stderr (its logs).
     pub log: PathBuf,
+    /// The process's readiness line.
+    pub ready: String,
 }
 
 impl Daemon {
@@ -83,7 +85,7 @@ impl Daemon {
             let _ = tx.send(line);
         });
         let line = rx.recv_timeout(READY_TIMEOUT).unwrap_or_default();
-        let mut d = Daemon { child: Some(child), log };
+        let mut d = Daemon { child: Some(child), log, ready: line.trim().to_string() };
         if line.starts_with("READY ") {
             Ok(d)
         } else {

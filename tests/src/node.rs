@@ -26,6 +26,8 @@ pub struct Node {
     pub host: Option<Daemon>,
     /// Extra arguments for `frostgate-enclave serve`.
     pub enclave_args: Vec<String>,
+    /// Extra arguments for `frostgate host serve`.
+    pub host_args: Vec<String>,
     /// The enclave's identity public key (hex), from `token init`.
     pub identity_key: String,
 }
@@ -46,7 +48,17 @@ impl Node {
         let identity_key = init["identity_public_key"].as_str().expect("identity key").to_string();
         let db = tokens.path().join("host.db");
         let fault_file = tokens.path().join("fault");
-        Node { tokens, token, db, fault_file, enclave: None, host: None, enclave_args: Vec::new(), identity_key }
+        Node {
+            tokens,
+            token,
+            db,
+            fault_file,
+            enclave: None,
+            host: None,
+            enclave_args: Vec::new(),
+            host_args: Vec::new(),
+            identity_key,
+        }
     }
 
     /// Pins the group (participant i+1 = nodes[i]) in every node's enclave configuration.
@@ -106,6 +118,8 @@ impl Node {
             "--listen".into(),
             self.host_socket().display().to_string(),
         ];
+        let mut args = args;
+        args.extend(self.host_args.iter().cloned());
         let d = Daemon::try_start(&host_bin(), &args, &self.env(), self.path("host.log")).map_err(|(_, log)| log)?;
         self.host = Some(d);
         Ok(())

@@ -27,10 +27,18 @@ pub struct ServeArgs {
     /// Where local clients connect (Unix socket).
     #[arg(long)]
     listen: String,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (loopback IP:PORT only; port 0 picks one).
+    #[arg(long)]
+    metrics_listen: Option<String>,
 }
 
 pub async fn run(cmd: HostCommand) -> Result<(), Error> {
     let HostCommand::Serve(args) = cmd;
+    // Checked before anything else starts: a bad metrics address refuses the whole host.
+    let metrics = match &args.metrics_listen {
+        Some(a) => Some(frostgate_host::metrics::bind(a).await?),
+        None => None,
+    };
     let store = Arc::new(HostStore::open(&args.db)?);
     let enclave = EnclaveClient::connect_with_store(args.enclave.parse::<Address>()?, Some(store.clone())).await?;
     let host = Host::new(enclave, store);
@@ -39,7 +47,13 @@ pub async fn run(cmd: HostCommand) -> Result<(), Error> {
     let address: Address = args.listen.parse()?;
     let listener = Listener::bind(&address)?;
     let uid = nix::unistd::geteuid().as_raw();
-    out(&format!("READY {address}\n"));
+    let mut ready = format!("READY {address}");
+    if let Some(listener) = metrics {
+        let local = listener.local_addr().map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+        ready.push_str(&format!(" metrics=http://{local}/metrics"));
+        tokio::spawn(frostgate_host::metrics::serve(listener));
+    }
+    out(&format!("{ready}\n"));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::new(ErrorCode::Internal, format!("SIGTERM handler: {e}")))?;
     tokio::select! {
