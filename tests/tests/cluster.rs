@@ -179,3 +179,36 @@ fn a_cluster_smaller_than_its_threshold_fails_with_evidence() {
     let e = c.sign(&k, &message()).expect_err("cannot sign with one node");
     assert!(e.contains("error: ") && (e.contains("signing_failed") || e.contains("enclave_unavailable")), "{e}");
 }
+
+#[test]
+fn status_names_the_code_of_a_node_whose_store_was_rolled_back() {
+    let c = cluster(3, 2);
+    let k = c.keygen()["key"].as_str().expect("key").to_string();
+    let db = c.node(2).join("host.db");
+    let older = c.dir.join("older.db");
+    rusqlite::Connection::open(&db)
+        .expect("db")
+        .execute("VACUUM INTO ?1", [older.display().to_string()])
+        .expect("copy");
+    let m = message();
+    let sig = c.sign(&k, &m).expect("sign");
+    assert!(sig["signers"].as_array().expect("signers").iter().any(|v| v == 2), "node 2 signed: {sig}");
+    let d = c.dir.display().to_string();
+    fg(&["dev", "cluster", "down", "--dir", &d]).expect("down");
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    std::fs::copy(&older, &db).expect("restore an older copy");
+    let e = fg(&["dev", "cluster", "up", "--dir", &d]).expect_err("node 2 cannot come up");
+    assert!(e.contains("node 2") && e.contains("store_rollback_detected"), "{e}");
+    let status = fg(&["status", "--cluster", &c.file(), "--json"]).expect("status");
+    let nodes = status["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes[1]["state"], "refusing", "{status}");
+    assert_eq!(nodes[1]["code"], "store_rollback_detected", "{status}");
+    assert_eq!(nodes[1]["recovery_class"], "operator");
+    assert_eq!((nodes[0]["state"].as_str(), nodes[2]["state"].as_str()), (Some("ready"), Some("ready")), "{status}");
+    // The other two still sign.
+    let m = message();
+    let sig = c.sign(&k, &m).expect("sign without node 2");
+    verified(&sig, &m);
+}

@@ -269,34 +269,16 @@ fn up(a: DirArgs) -> Result<(), Error> {
     let cluster = Cluster::load(&a.dir.join("cluster.toml"))?;
     let enclave_bin = default_enclave_bin();
     let host_bin = std::env::current_exe().map_err(|e| io("current exe", e))?;
+    // Start every node that can start; report the others together (one bad node must not keep
+    // the rest of the cluster down).
+    let mut failed = Vec::new();
     for n in &cluster.nodes {
-        let mut env: Vec<(&str, PathBuf)> = vec![("FROSTGATE_DEV_FAULT_FILE", n.dir.join("fault"))];
-        if let Some(conf) = &n.softhsm_conf {
-            env.push(("SOFTHSM2_CONF", conf.clone()));
+        if let Err(e) = start_node(n, &enclave_bin, &host_bin) {
+            failed.push(format!("node {}: {}", n.id, e.message()));
         }
-        if alive(&n.dir.join("enclave.pid")).is_none() {
-            let args = vec![
-                "serve".into(),
-                "--listen".into(),
-                n.enclave_socket.display().to_string(),
-                "--config".into(),
-                n.enclave_config.display().to_string(),
-            ];
-            start_daemon(&enclave_bin, &args, &env, &n.dir.join("enclave.log"), &n.dir.join("enclave.pid"))?;
-        }
-        if alive(&n.dir.join("host.pid")).is_none() {
-            let args = vec![
-                "host".into(),
-                "serve".into(),
-                "--db".into(),
-                n.db.display().to_string(),
-                "--enclave".into(),
-                n.enclave_socket.display().to_string(),
-                "--listen".into(),
-                n.host_socket.display().to_string(),
-            ];
-            start_daemon(&host_bin, &args, &env, &n.dir.join("host.log"), &n.dir.join("host.pid"))?;
-        }
+    }
+    if !failed.is_empty() {
+        return Err(Error::new(ErrorCode::EnclaveUnavailable, format!("not started: {}", failed.join("; "))));
     }
     if a.quiet {
         return Ok(());
@@ -305,6 +287,37 @@ fn up(a: DirArgs) -> Result<(), Error> {
         out(&format!("{}\n", serde_json::json!({"up": cluster.nodes.len()})));
     } else {
         out(&format!("{} nodes up\n", cluster.nodes.len()));
+    }
+    Ok(())
+}
+
+fn start_node(n: &NodeEntry, enclave_bin: &Path, host_bin: &Path) -> Result<(), Error> {
+    let mut env: Vec<(&str, PathBuf)> = vec![("FROSTGATE_DEV_FAULT_FILE", n.dir.join("fault"))];
+    if let Some(conf) = &n.softhsm_conf {
+        env.push(("SOFTHSM2_CONF", conf.clone()));
+    }
+    if alive(&n.dir.join("enclave.pid")).is_none() {
+        let args = vec![
+            "serve".into(),
+            "--listen".into(),
+            n.enclave_socket.display().to_string(),
+            "--config".into(),
+            n.enclave_config.display().to_string(),
+        ];
+        start_daemon(enclave_bin, &args, &env, &n.dir.join("enclave.log"), &n.dir.join("enclave.pid"))?;
+    }
+    if alive(&n.dir.join("host.pid")).is_none() {
+        let args = vec![
+            "host".into(),
+            "serve".into(),
+            "--db".into(),
+            n.db.display().to_string(),
+            "--enclave".into(),
+            n.enclave_socket.display().to_string(),
+            "--listen".into(),
+            n.host_socket.display().to_string(),
+        ];
+        start_daemon(host_bin, &args, &env, &n.dir.join("host.log"), &n.dir.join("host.pid"))?;
     }
     Ok(())
 }

@@ -248,19 +248,36 @@ pub fn verify(a: VerifyArgs) -> Result<(), Error> {
     }
 }
 
+fn health_row(node: u16, via: &str, state: &ServiceState) -> serde_json::Value {
+    match state {
+        ServiceState::Ready => serde_json::json!({"node": node, "state": "ready", "via": via}),
+        ServiceState::Refusing(code) => serde_json::json!({"node": node, "state": "refusing", "via": via,
+            "code": code.code(), "recovery_class": code.recovery_class().as_str()}),
+    }
+}
+
 pub async fn status(a: StatusArgs) -> Result<(), Error> {
     let cluster = Cluster::load(&a.cluster)?;
+    let clients = dkg_relay::connect_all(&cluster).await;
     let mut rows = Vec::new();
-    for n in dkg_relay::connect_all(&cluster).await {
+    for (n, entry) in clients.iter().zip(&cluster.nodes) {
         let row = match n.call(Message::Health, Duration::from_secs(5)).await {
-            Ok(Message::HealthReply(h)) => match h.state {
-                ServiceState::Ready => serde_json::json!({"node": n.id().get(), "state": "ready"}),
-                ServiceState::Refusing(code) => serde_json::json!({"node": n.id().get(), "state": "refusing",
-                    "code": code.code(), "recovery_class": code.recovery_class().as_str()}),
-            },
+            Ok(Message::HealthReply(h)) => health_row(n.id().get(), "host", &h.state),
             Ok(other) => serde_json::json!({"node": n.id().get(), "state": "error", "code": other.info().name}),
-            Err(e) => serde_json::json!({"node": n.id().get(), "state": "down", "code": e.code().code(),
-                "recovery_class": e.recovery_class().as_str()}),
+            // The host is down: its enclave may still run and know why (e.g. the host's store
+            // failed verification and the enclave refuses with store_rollback_detected).
+            Err(host_err) => {
+                let enclave = frostgate_common::transport::Address::Unix(entry.enclave_socket.clone());
+                match frostgate_host::enclave::EnclaveClient::connect(enclave).await {
+                    Ok(client) => match client.health().await {
+                        Ok(h) => health_row(n.id().get(), "enclave", &h.state),
+                        Err(e) => serde_json::json!({"node": n.id().get(), "state": "down", "code": e.code().code(),
+                            "recovery_class": e.recovery_class().as_str()}),
+                    },
+                    Err(_) => serde_json::json!({"node": n.id().get(), "state": "down", "code": host_err.code().code(),
+                        "recovery_class": host_err.recovery_class().as_str()}),
+                }
+            }
         };
         rows.push(row);
     }
