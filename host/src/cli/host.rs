@@ -34,17 +34,28 @@ pub struct ServeArgs {
 
 pub async fn run(cmd: HostCommand) -> Result<(), Error> {
     let HostCommand::Serve(args) = cmd;
+    serve(&args.db, &args.enclave, &args.listen, args.metrics_listen.as_deref()).await
+}
+
+/// The host process: load the store into the enclave, serve its commits and local clients,
+/// until SIGTERM. Shared by `frostgate host serve` and `frostgate node`.
+pub async fn serve(
+    db: &std::path::Path,
+    enclave: &str,
+    listen: &str,
+    metrics_listen: Option<&str>,
+) -> Result<(), Error> {
     // Checked before anything else starts: a bad metrics address refuses the whole host.
-    let metrics = match &args.metrics_listen {
+    let metrics = match metrics_listen {
         Some(a) => Some(frostgate_host::metrics::bind(a).await?),
         None => None,
     };
-    let store = Arc::new(HostStore::open(&args.db)?);
-    let enclave = EnclaveClient::connect_with_store(args.enclave.parse::<Address>()?, Some(store.clone())).await?;
+    let store = Arc::new(HostStore::open(db)?);
+    let enclave = EnclaveClient::connect_with_store(enclave.parse::<Address>()?, Some(store.clone())).await?;
     let host = Host::new(enclave, store);
     let status = host.load().await?;
     tracing::info!(head = status.head_version, records = status.records, "store loaded into the enclave");
-    let address: Address = args.listen.parse()?;
+    let address: Address = listen.parse()?;
     let listener = Listener::bind(&address)?;
     let uid = nix::unistd::geteuid().as_raw();
     let mut ready = format!("READY {address}");

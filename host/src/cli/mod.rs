@@ -5,6 +5,7 @@ mod dev;
 mod enclave;
 mod group;
 mod host;
+mod node;
 mod store;
 mod token;
 
@@ -62,6 +63,12 @@ enum Command {
     Status(group::StatusArgs),
     /// Load test a fresh local cluster and compare with pure in-process FROST.
     Bench(bench::BenchArgs),
+    /// Run one signer node (its enclave as a child, or a running one, and the host).
+    Node {
+        /// The node configuration (TOML).
+        #[arg(long, env = "FROSTGATE_NODE_CONFIG")]
+        config: std::path::PathBuf,
+    },
 }
 
 /// Installs the global subscriber. `RUST_LOG` overrides the default level (`warn` for the CLI).
@@ -89,6 +96,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Pubkey(a) => group::pubkey(a).await.map(|()| ExitCode::SUCCESS),
         Command::Status(a) => group::status(a).await.map(|()| ExitCode::SUCCESS),
         Command::Bench(a) => bench::run(a).await.map(|()| ExitCode::SUCCESS),
+        Command::Node { config } => node::run(&config).await.map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
