@@ -143,11 +143,15 @@ fn the_head_must_equal_the_anchor_or_be_exactly_one_commit_ahead() {
     );
     assert_eq!(code(check_against_anchor(at(2), prev(2), head)), ErrorCode::StoreRollbackDetected, "older copy");
     assert_eq!(code(check_against_anchor(Head::EMPTY, None, head)), ErrorCode::StoreRollbackDetected, "store deleted");
+    // One interrupted commit may hold several records: ahead by two records, extending the anchor.
+    assert_eq!(check_against_anchor(head, prev(n - 1), at(n - 2)), Ok(true), "multi-record commit");
+    // Ahead of the anchor but not extending it: a fork.
     assert_eq!(
-        code(check_against_anchor(head, prev(n), at(n - 2))),
-        ErrorCode::StoreRollbackDetected,
-        "anchor two behind"
+        code(check_against_anchor(head, Some(random()), at(n - 2))),
+        ErrorCode::StoreTampered,
+        "ahead, not extending"
     );
+    assert_eq!(code(check_against_anchor(head, None, at(n - 2))), ErrorCode::StoreTampered, "ahead, successor missing");
     assert_eq!(
         code(check_against_anchor(head, prev(n), Head { version: head.version, mac: random() })),
         ErrorCode::StoreTampered,
@@ -174,4 +178,24 @@ fn the_host_store_refuses_records_that_do_not_continue_its_chain() {
     assert_eq!(store.append(&fork, None).expect_err("fork").code(), ErrorCode::StoreCommitFailed);
     assert_eq!(store.append(&chain[2..], None).expect("continue"), chain.len() as u64);
     assert_eq!(store.records().expect("records"), chain);
+}
+
+#[test]
+fn a_store_ahead_by_one_interrupted_multi_record_commit_loads() {
+    let k = key();
+    let rs = records();
+    // Commit 1: two records, anchored. Commit 2: three records, committed but not anchored.
+    let (first, anchored) = k.seal(Head::EMPTY, &rs[..2]).expect("seal");
+    let (second, head) = k.seal(anchored, &rs[2..]).expect("seal");
+    let chain: Vec<_> = first.iter().chain(second.iter()).cloned().collect();
+    let mut l = Loader::for_anchor(anchored.version);
+    l.push(&k, &chain).expect("verifies");
+    let (h, _, successor) = l.finish_with_successor().expect("finish");
+    assert_eq!(h, head);
+    assert_eq!(check_against_anchor(h, successor, anchored), Ok(true));
+    // A store that ends at the first commit while the anchor is at the second: rollback.
+    let mut l = Loader::for_anchor(head.version);
+    l.push(&k, &first).expect("verifies");
+    let (h, _, successor) = l.finish_with_successor().expect("finish");
+    assert_eq!(check_against_anchor(h, successor, head).expect_err("behind").code(), ErrorCode::StoreRollbackDetected);
 }

@@ -95,9 +95,23 @@ pub struct Loader {
     records: Vec<Record>,
     open_snapshot: Option<u64>,
     count: u64,
+    /// The anchored version, and the `prev_mac` of the record right after it, once seen.
+    anchor_version: Option<u64>,
+    successor_prev: Option<[u8; 32]>,
 }
 
 impl Loader {
+    /// A loader that remembers which record follows the anchored version (see
+    /// [`check_against_anchor`]).
+    pub fn for_anchor(anchor_version: u64) -> Self {
+        Loader { anchor_version: Some(anchor_version), ..Loader::default() }
+    }
+
+    /// The `prev_mac` of the record right after the anchored version, if the chain has one.
+    pub fn successor_prev(&self) -> Option<[u8; 32]> {
+        self.successor_prev
+    }
+
     /// Verifies and decodes the next records.
     pub fn push(&mut self, key: &StoreKey, chunk: &[SealedRecord]) -> Result<(), Error> {
         for r in chunk {
@@ -131,6 +145,9 @@ impl Loader {
                     self.open_snapshot = None;
                 }
             }
+            if self.anchor_version.is_some_and(|a| a + 1 == r.version) {
+                self.successor_prev = Some(r.prev_mac);
+            }
             self.head = Some(Head { version: r.version, mac: r.mac });
             self.records.push(record);
             self.count += 1;
@@ -145,16 +162,27 @@ impl Loader {
 
     /// Ends the stream: the verified head and records.
     pub fn finish(self) -> Result<(Head, Vec<Record>), Error> {
+        self.finish_with_successor().map(|(h, r, _)| (h, r))
+    }
+
+    /// Like [`Loader::finish`], also returning the anchored record's successor's `prev_mac`.
+    pub fn finish_with_successor(self) -> Result<(Head, Vec<Record>, Option<[u8; 32]>), Error> {
         if self.open_snapshot.is_some() {
             return Err(tampered("the store starts inside an incomplete snapshot"));
         }
-        Ok((self.head.unwrap_or(Head::EMPTY), self.records))
+        Ok((self.head.unwrap_or(Head::EMPTY), self.records, self.successor_prev))
     }
 }
 
-/// Compares a verified head with the HSM anchor. `Ok(true)` means the head is exactly one
-/// commit ahead (an interrupted anchor update to finish).
-pub fn check_against_anchor(head: Head, head_prev_mac: Option<[u8; 32]>, anchor: Head) -> Result<bool, Error> {
+/// Compares a verified head with the HSM anchor. `successor_prev` is the `prev_mac` of the
+/// record right after the anchored version, if the chain has it. `Ok(true)` means the store is
+/// ahead of the anchor by the one interrupted commit (which may hold many records): the anchor
+/// update is to be finished.
+///
+/// Why "ahead and extending the anchored head" can only be one commit: the enclave seals a batch
+/// only after the previous one is anchored, so a MAC-valid extension of the anchored head is at
+/// most the one batch whose anchor update was interrupted.
+pub fn check_against_anchor(head: Head, successor_prev: Option<[u8; 32]>, anchor: Head) -> Result<bool, Error> {
     let rollback = |msg: String| Error::new(ErrorCode::StoreRollbackDetected, msg);
     if head.version == anchor.version {
         return if head.mac == anchor.mac {
@@ -163,18 +191,14 @@ pub fn check_against_anchor(head: Head, head_prev_mac: Option<[u8; 32]>, anchor:
             Err(tampered("the store's head differs from the HSM anchor"))
         };
     }
-    if head.version == anchor.version + 1 {
-        return if head_prev_mac == Some(anchor.mac) {
-            Ok(true)
-        } else {
-            Err(tampered("the store's last record does not extend the anchored head"))
-        };
-    }
     if head.version < anchor.version {
         return Err(rollback(format!(
             "the store ends at record {}, the HSM anchor is at {}",
             head.version, anchor.version
         )));
     }
-    Err(rollback(format!("the store is at record {}, but the HSM anchor only at {}", head.version, anchor.version)))
+    if successor_prev == Some(anchor.mac) {
+        return Ok(true);
+    }
+    Err(tampered(format!("the store's records after {} do not extend the anchored head", anchor.version)))
 }

@@ -158,7 +158,7 @@ impl SealedStore {
     pub fn load_chunk(&self, load: &StoreLoad) -> Result<LoadProgress, Error> {
         let mut i = lock(&self.shared);
         if load.first {
-            i.loader = Some((Loader::default(), None));
+            i.loader = Some((Loader::for_anchor(i.anchor.version), None));
         }
         let fail = |i: &mut Inner, e: Error| {
             i.loader = None;
@@ -180,14 +180,18 @@ impl SealedStore {
         if !load.last {
             return Ok(LoadProgress { records: count, done: None });
         }
-        let Some((loader, last_prev)) = i.loader.take() else { return Ok(LoadProgress { records: count, done: None }) };
-        let (head, records) = match loader.finish() {
+        let Some((loader, _)) = i.loader.take() else { return Ok(LoadProgress { records: count, done: None }) };
+        let (head, records, successor_prev) = match loader.finish_with_successor() {
             Ok(x) => x,
             Err(e) => return Err(fail(&mut i, e)),
         };
         // Re-read the anchor: it is the HSM's word, not this process's memory.
         let anchor = anchor::read(&self.shared.custody)?;
-        let ahead = match chain::check_against_anchor(head, last_prev, anchor) {
+        if anchor.version != i.anchor.version {
+            // The loader tracked the successor of a stale anchor version: load again.
+            return Err(Error::new(ErrorCode::StoreNotLoaded, "the HSM anchor moved during the load; load again"));
+        }
+        let ahead = match chain::check_against_anchor(head, successor_prev, anchor) {
             Ok(ahead) => ahead,
             Err(e) => return Err(fail(&mut i, e)),
         };
