@@ -190,12 +190,15 @@ fn a_store_ahead_by_one_interrupted_multi_record_commit_loads() {
     let chain: Vec<_> = first.iter().chain(second.iter()).cloned().collect();
     let mut l = Loader::for_anchor(anchored.version);
     l.push(&k, &chain).expect("verifies");
-    let (h, _, successor) = l.finish_with_successor().expect("finish");
-    assert_eq!(h, head);
-    assert_eq!(check_against_anchor(h, successor, anchored), Ok(true));
+    let v = l.finish_with_successor().expect("finish");
+    assert_eq!(v.head, head);
+    assert_eq!(check_against_anchor(v.head, v.successor_prev, anchored), Ok(true));
     // A store that ends at the first commit while the anchor is at the second: rollback.
     let mut l = Loader::for_anchor(head.version);
     l.push(&k, &first).expect("verifies");
-    let (h, _, successor) = l.finish_with_successor().expect("finish");
-    assert_eq!(check_against_anchor(h, successor, head).expect_err("behind").code(), ErrorCode::StoreRollbackDetected);
+    let v = l.finish_with_successor().expect("finish");
+    assert_eq!(
+        check_against_anchor(v.head, v.successor_prev, head).expect_err("behind").code(),
+        ErrorCode::StoreRollbackDetected
+    );
 }

@@ -88,6 +88,17 @@ fn tampered(msg: impl std::fmt::Display) -> Error {
     Error::new(ErrorCode::StoreTampered, msg)
 }
 
+/// A completely verified stream.
+#[derive(Debug)]
+pub struct Verified {
+    /// The chain head.
+    pub head: Head,
+    /// The records, in order.
+    pub records: Vec<Record>,
+    /// The `prev_mac` of the record right after the anchored version, if present.
+    pub successor_prev: Option<[u8; 32]>,
+}
+
 /// Verifies a streamed store, chunk by chunk.
 #[derive(Debug, Default)]
 pub struct Loader {
@@ -162,15 +173,19 @@ impl Loader {
 
     /// Ends the stream: the verified head and records.
     pub fn finish(self) -> Result<(Head, Vec<Record>), Error> {
-        self.finish_with_successor().map(|(h, r, _)| (h, r))
+        self.finish_with_successor().map(|v| (v.head, v.records))
     }
 
     /// Like [`Loader::finish`], also returning the anchored record's successor's `prev_mac`.
-    pub fn finish_with_successor(self) -> Result<(Head, Vec<Record>, Option<[u8; 32]>), Error> {
+    pub fn finish_with_successor(self) -> Result<Verified, Error> {
         if self.open_snapshot.is_some() {
             return Err(tampered("the store starts inside an incomplete snapshot"));
         }
-        Ok((self.head.unwrap_or(Head::EMPTY), self.records, self.successor_prev))
+        Ok(Verified {
+            head: self.head.unwrap_or(Head::EMPTY),
+            records: self.records,
+            successor_prev: self.successor_prev,
+        })
     }
 }
 

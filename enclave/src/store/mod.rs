@@ -181,7 +181,7 @@ impl SealedStore {
             return Ok(LoadProgress { records: count, done: None });
         }
         let Some((loader, _)) = i.loader.take() else { return Ok(LoadProgress { records: count, done: None }) };
-        let (head, records, successor_prev) = match loader.finish_with_successor() {
+        let chain::Verified { head, records, successor_prev } = match loader.finish_with_successor() {
             Ok(x) => x,
             Err(e) => return Err(fail(&mut i, e)),
         };
