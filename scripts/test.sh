@@ -15,3 +15,5 @@ echo "== cargo test"
 cargo test --workspace --all-features
 echo "== custody tests on a second PKCS#11 implementation (kryoptic)"
 scripts/kryoptic.sh
+echo "== the main job (scripts/demo.sh) from this checkout"
+scripts/demo.sh
