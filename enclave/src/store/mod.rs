@@ -58,7 +58,7 @@ struct Inner {
     channel: Option<Channel>,
     queue: Vec<Pending>,
     committing: bool,
-    loader: Option<(Loader, Option<[u8; 32]>)>,
+    loader: Option<Loader>,
     commits: u64,
     committed_records: u64,
     since_snapshot: u64,
@@ -158,7 +158,7 @@ impl SealedStore {
     pub fn load_chunk(&self, load: &StoreLoad) -> Result<LoadProgress, Error> {
         let mut i = lock(&self.shared);
         if load.first {
-            i.loader = Some((Loader::for_anchor(i.anchor.version), None));
+            i.loader = Some(Loader::for_anchor(i.anchor.version));
         }
         let fail = |i: &mut Inner, e: Error| {
             i.loader = None;
@@ -167,20 +167,17 @@ impl SealedStore {
             }
             e
         };
-        let Some((loader, last_prev)) = i.loader.as_mut() else {
+        let Some(loader) = i.loader.as_mut() else {
             return Err(Error::new(ErrorCode::UnexpectedMessage, "a store load must start with `first`"));
         };
         if let Err(e) = loader.push(&self.shared.key, load.records.as_inner()) {
             return Err(fail(&mut i, e));
         }
-        if let Some(r) = load.records.as_inner().last() {
-            *last_prev = Some(r.prev_mac);
-        }
         let count = loader.count();
         if !load.last {
             return Ok(LoadProgress { records: count, done: None });
         }
-        let Some((loader, _)) = i.loader.take() else { return Ok(LoadProgress { records: count, done: None }) };
+        let Some(loader) = i.loader.take() else { return Ok(LoadProgress { records: count, done: None }) };
         let chain::Verified { head, records, successor_prev } = match loader.finish_with_successor() {
             Ok(x) => x,
             Err(e) => return Err(fail(&mut i, e)),
