@@ -309,6 +309,10 @@ pub struct HealthReply {
     pub store_commits: u64,
     /// Records committed since start (more records than commits = group commit at work).
     pub store_records: u64,
+    /// HSM operations (PKCS#11 work units) since start.
+    pub hsm_operations: u64,
+    /// Their total duration, microseconds.
+    pub hsm_micros: u64,
 }
 
 /// Whether the enclave serves.

@@ -26,6 +26,8 @@ fn slow_echo() -> Handler {
                     uptime_seconds: 1,
                     store_commits: 0,
                     store_records: 0,
+                    hsm_operations: 0,
+                    hsm_micros: 0,
                 }),
                 other => Message::error(ErrorCode::UnexpectedMessage, other.info().name),
             }

@@ -64,11 +64,19 @@ fn message() -> impl Strategy<Value = Message> {
             prop_oneof![Just(ServiceState::Ready), code().prop_map(ServiceState::Refusing)],
             any::<u64>(),
             any::<u64>(),
-            any::<u64>()
+            any::<u64>(),
+            any::<(u64, u64)>()
         )
-            .prop_map(|(state, uptime_seconds, store_commits, store_records)| Message::HealthReply(
-                HealthReply { state, uptime_seconds, store_commits, store_records }
-            )),
+            .prop_map(|(state, uptime_seconds, store_commits, store_records, (hsm_operations, hsm_micros))| {
+                Message::HealthReply(HealthReply {
+                    state,
+                    uptime_seconds,
+                    store_commits,
+                    store_records,
+                    hsm_operations,
+                    hsm_micros,
+                })
+            }),
         any::<u64>().prop_map(|echo| Message::Ping(Ping { echo })),
         any::<u64>().prop_map(|echo| Message::Pong(Ping { echo })),
     ];

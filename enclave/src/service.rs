@@ -194,6 +194,8 @@ impl Service {
                 uptime_seconds: self.started.elapsed().as_secs(),
                 store_commits: self.store.as_ref().map(|s| s.stats().commits).unwrap_or(0),
                 store_records: self.store.as_ref().map(|s| s.stats().records).unwrap_or(0),
+                hsm_operations: crate::custody::token::hsm_counters().0,
+                hsm_micros: crate::custody::token::hsm_counters().1,
             }),
             Message::Ping(p) => Message::Pong(p),
             other => {

@@ -22,6 +22,8 @@ pub struct Metrics {
     failures: IntCounterVec,
     commit_seconds: Histogram,
     commit_records: Histogram,
+    hsm_operations: prometheus::IntGauge,
+    hsm_seconds: prometheus::Gauge,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -54,7 +56,27 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(failures.clone()))?;
     registry.register(Box::new(commit_seconds.clone()))?;
     registry.register(Box::new(commit_records.clone()))?;
-    Ok(Metrics { registry, requests, request_seconds, signatures, failures, commit_seconds, commit_records })
+    let hsm_operations = prometheus::IntGauge::new(
+        "enclave_hsm_operations_total",
+        "HSM (PKCS#11) operations by the enclave since it started",
+    )?;
+    let hsm_seconds = prometheus::Gauge::new(
+        "enclave_hsm_seconds_total",
+        "Time spent in those HSM operations (divide by the count for the mean latency)",
+    )?;
+    registry.register(Box::new(hsm_operations.clone()))?;
+    registry.register(Box::new(hsm_seconds.clone()))?;
+    Ok(Metrics {
+        registry,
+        requests,
+        request_seconds,
+        signatures,
+        failures,
+        commit_seconds,
+        commit_records,
+        hsm_operations,
+        hsm_seconds,
+    })
 }
 
 /// The process's metrics.
@@ -86,6 +108,12 @@ impl Metrics {
     pub fn observe_commit(&self, elapsed: Duration, records: usize) {
         self.commit_seconds.observe(elapsed.as_secs_f64());
         self.commit_records.observe(records as f64);
+    }
+
+    /// Records the enclave's cumulative HSM counters (from its health report).
+    pub fn observe_enclave(&self, health: &frostgate_common::protocol::HealthReply) {
+        self.hsm_operations.set(i64::try_from(health.hsm_operations).unwrap_or(i64::MAX));
+        self.hsm_seconds.set(health.hsm_micros as f64 / 1e6);
     }
 
     /// The text exposition format.

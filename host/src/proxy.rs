@@ -38,6 +38,9 @@ impl Host {
         let started = std::time::Instant::now();
         let result = self.enclave.channel().call(m, Some(REQUEST_TIMEOUT)).await;
         crate::metrics::global().observe_request(kind, started.elapsed(), &result);
+        if let Ok(Message::HealthReply(h)) = &result {
+            crate::metrics::global().observe_enclave(h);
+        }
         match result {
             Ok(Message::Round2Reply(mut r)) if crate::enclave::fault("host_corrupt_shares") => {
                 // DEVELOPMENT fault injection: this node returns invalid shares.
@@ -62,6 +65,17 @@ impl Host {
                     });
                 }
                 Message::Error(e)
+            }
+        }
+    }
+
+    /// Refreshes the enclave's counters in the metrics every `every` (until dropped).
+    pub async fn poll_enclave(self: Arc<Self>, every: std::time::Duration) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if let Ok(h) = self.enclave.health().await {
+                crate::metrics::global().observe_enclave(&h);
             }
         }
     }

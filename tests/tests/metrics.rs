@@ -38,6 +38,8 @@ fn metrics_count_signatures_failures_rounds_and_commits() {
         let p = prepare(&c, key.key, &[pid(1), pid(2)], TaprootMode::Bip86).await;
         let shares = sign_all(&c, &p).await;
         aggregate(&c, p.attempt, p.mode, &p.package, &shares).await.expect("signed");
+        // Health refreshes the enclave's HSM counters.
+        c.call(frostgate_common::protocol::Message::Health).await.expect("health");
         // A refused request is counted under its code.
         round2(&c, p.attempt, pid(1), p.mode, &p.package).await.expect_err("consumed");
         (key, p)
@@ -50,6 +52,9 @@ fn metrics_count_signatures_failures_rounds_and_commits() {
     assert_eq!(value(&m, r#"frostgate_request_seconds_count{kind="Round1"}"#), 2.0);
     assert!(value(&m, "frostgate_store_commit_seconds_count") >= 2.0, "{m}");
     assert!(value(&m, "frostgate_store_commit_records_sum") >= 3.0, "{m}");
+    // Every signing step used the HSM (unseal per round, seal per key, anchor per commit).
+    assert!(value(&m, "frostgate_enclave_hsm_operations_total") >= 10.0, "{m}");
+    assert!(value(&m, "frostgate_enclave_hsm_seconds_total") > 0.0, "{m}");
     // Nothing but kinds, codes and numbers: no ids, keys or payloads.
     assert!(!m.contains(&key.key.to_string()) && !m.contains(&p.attempt.to_string()));
 }

@@ -50,6 +50,15 @@ pub fn finalize_module() {
     }
 }
 
+/// HSM calls made through [`Token::with_session`] and their total duration, process-wide.
+static HSM_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static HSM_MICROS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// (calls, total microseconds) of HSM work so far.
+pub fn hsm_counters() -> (u64, u64) {
+    (HSM_CALLS.load(std::sync::atomic::Ordering::Relaxed), HSM_MICROS.load(std::sync::atomic::Ordering::Relaxed))
+}
+
 /// Most idle work sessions kept open.
 const POOL_MAX: usize = 8;
 
@@ -127,7 +136,10 @@ impl Token {
             Some(s) => s,
             None => self.pkcs11.open_rw_session(self.slot).map_err(|e| hsm_err("C_OpenSession", e))?,
         };
+        let started = std::time::Instant::now();
         let result = f(&session);
+        HSM_MICROS.fetch_add(started.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+        HSM_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut pool = lock(&self.pool);
         if pool.len() < POOL_MAX {
             pool.push(session);

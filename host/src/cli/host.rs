@@ -63,6 +63,7 @@ pub async fn serve(
         let local = listener.local_addr().map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
         ready.push_str(&format!(" metrics=http://{local}/metrics"));
         tokio::spawn(frostgate_host::metrics::serve(listener));
+        tokio::spawn(host.clone().poll_enclave(std::time::Duration::from_secs(5)));
     }
     out(&format!("{ready}\n"));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
