@@ -131,3 +131,15 @@ fn identity_keys_are_p256_points_and_differ_per_token() {
     assert_eq!(a[0], 0x04);
     assert_ne!(a, b);
 }
+
+#[test]
+fn an_hsm_operation_that_fails_has_its_code() {
+    let f = fixture();
+    // Well-formed on the outside (65 bytes, 0x04 prefix) but not a point on P-256: the token's
+    // ECDH refuses it, and the failure names the PKCS#11 function.
+    let e = f.a.identity_shared_key(&[4u8; 65], b"context").expect_err("not a curve point");
+    assert_eq!(e.code(), ErrorCode::HsmOperationFailed);
+    assert!(e.message().contains("C_DeriveKey"), "{e}");
+    // Not even well-formed: refused before the HSM is asked.
+    assert_eq!(f.a.identity_shared_key(&[2u8; 33], b"context").expect_err("short").code(), ErrorCode::DkgConfigInvalid);
+}
