@@ -13,6 +13,8 @@ echo "== cargo build (binaries used by the integration tests)"
 cargo build --workspace --bins --all-features
 echo "== cargo test"
 cargo test --workspace --all-features
+echo "== enclave unit tests of a production feature set (no development features)"
+cargo test -p frostgate-enclave --lib
 echo "== custody tests on a second PKCS#11 implementation (kryoptic)"
 scripts/kryoptic.sh
 echo "== the main job (scripts/demo.sh) from this checkout"

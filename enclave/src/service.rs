@@ -198,6 +198,11 @@ impl Service {
                 hsm_micros: crate::custody::token::hsm_counters().1,
             }),
             Message::Ping(p) => Message::Pong(p),
+            // Refused by the build itself, whatever the enclave's state.
+            #[cfg(not(feature = "dev-dealer"))]
+            Message::DevDealerKeygen(_) => {
+                Message::error(ErrorCode::DevFeatureDisabled, "this enclave was built without the dev-dealer feature")
+            }
             other => {
                 let kind = other.info().name;
                 let result = match &self.engine {
@@ -322,4 +327,21 @@ fn key_info(_engine: &Engine, record: &crate::keys::KeyRecord) -> Result<KeyInfo
         bip86_output_key: crate::keys::output_key(&record.public, &TaprootMode::Bip86)?,
         public_key_package: PublicKeyPackageBytes::new(bytes).map_err(internal)?,
     })
+}
+
+#[cfg(all(test, not(feature = "dev-dealer")))]
+mod tests {
+    use super::*;
+
+    /// Only compiled without the `dev-dealer` feature: `scripts/test.sh` runs
+    /// `cargo test -p frostgate-enclave --lib` for this.
+    #[tokio::test]
+    async fn a_build_without_the_dev_dealer_refuses_it_with_its_code() {
+        let service = Service::from_engine(None);
+        let reply = service.handle(Message::DevDealerKeygen(DevDealerKeygen { threshold: 2, participants: 3 })).await;
+        match reply {
+            Message::Error(e) => assert_eq!(e.code(), ErrorCode::DevFeatureDisabled),
+            other => panic!("{other:?}"),
+        }
+    }
 }
