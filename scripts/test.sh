@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
+results=$(mktemp -t frostgate-test-results-XXXXXX)
+trap 'rm -f "$results"' EXIT
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
@@ -12,10 +14,13 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "== cargo build (binaries used by the integration tests)"
 cargo build --workspace --bins --all-features
 echo "== cargo test"
-cargo test --workspace --all-features
+cargo test --workspace --all-features 2>&1 | tee -a "$results"
 echo "== enclave unit tests of a production feature set (no development features)"
-cargo test -p frostgate-enclave --lib
+cargo test -p frostgate-enclave --lib 2>&1 | tee -a "$results"
 echo "== custody tests on a second PKCS#11 implementation (kryoptic)"
-scripts/kryoptic.sh
+scripts/kryoptic.sh 2>&1 | tee -a "$results"
 echo "== the main job (scripts/demo.sh) from this checkout"
 scripts/demo.sh
+# One plain closing line over every cargo test run above.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "summary: %d passed, %d failed\n", p, f }' "$results"
