@@ -162,15 +162,23 @@ async fn a_call_without_a_reply_times_out_and_a_full_window_refuses_more() {
     let e = host.call(Message::Ping(Ping { echo: 1 }), Some(Duration::from_millis(50))).await.expect_err("timeout");
     assert_eq!((e.code(), e.recovery_class()), (ErrorCode::RequestTimeout, frostgate_common::RecoveryClass::Retry));
     assert_eq!(host.in_flight(), 0, "a timed-out call leaves no pending entry");
-    // Fill the window of outstanding requests; one more is refused locally.
+    // Fill the window of outstanding requests on a fresh connection (the timed-out ping above
+    // still occupies one of the peer's serving slots); one more is refused locally.
+    let (a, b) = UnixStream::pair().expect("pair");
+    let (ar, aw) = a.into_split();
+    let (br, bw) = b.into_split();
+    let (host, _) = Channel::start(Side::Host, Box::new(ar), Box::new(aw), refuse_all());
+    let (_enclave2, _) = Channel::start(Side::Enclave, Box::new(br), Box::new(bw), black_hole());
     let max = frostgate_common::limits::MAX_IN_FLIGHT;
     let mut waiting = Vec::new();
     for i in 0..max {
         let h = host.clone();
         waiting.push(tokio::spawn(async move { h.call(Message::Ping(Ping { echo: i as u64 }), None).await }));
     }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while host.in_flight() < max {
-        tokio::task::yield_now().await;
+        assert!(std::time::Instant::now() < deadline, "only {} calls in flight", host.in_flight());
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let e = host.call(Message::Ping(Ping { echo: 0 }), None).await.expect_err("window full");
     assert_eq!(e.code(), ErrorCode::TooManyInFlight);
