@@ -111,16 +111,6 @@ impl Dkgs {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Number of DKGs in progress.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether none is in progress.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Round 1: checks the pinned configuration, runs part 1, returns the public package.
     pub fn start(&self, engine: &Engine, r: &DkgStart) -> DkgResult<DkgRound1Package> {
         let ids: Vec<ParticipantId> = r.participants.as_inner().iter().map(|p| p.id).collect();

@@ -291,6 +291,8 @@ async fn signing(engine: &Engine, dkgs: &crate::dkg::Dkgs, request: Message) -> 
             Message::AttemptAborted(AttemptAborted { attempt: r.attempt, wiped_count: engine.abort(r.attempt)? })
         }
         Message::GetKey(r) => Message::KeyInfo(key_info(engine, &*engine.key(&r.key)?)?),
+        // Without the feature, `handle` refuses this before the engine is reached.
+        #[cfg(feature = "dev-dealer")]
         Message::DevDealerKeygen(r) => dev_dealer(engine, r).await?,
         other => {
             return Err(Error::new(
@@ -308,11 +310,6 @@ async fn dev_dealer(engine: &Engine, r: DevDealerKeygen) -> Result<Message, Erro
     tracing::warn!(key = %record.key_id, "DEVELOPMENT dealer key created: not for production funds");
     engine.add_key(record).await?;
     Ok(Message::KeyInfo(info))
-}
-
-#[cfg(not(feature = "dev-dealer"))]
-async fn dev_dealer(_engine: &Engine, _r: DevDealerKeygen) -> Result<Message, Error> {
-    Err(Error::new(ErrorCode::DevFeatureDisabled, "this enclave was built without the dev-dealer feature"))
 }
 
 fn key_info(_engine: &Engine, record: &crate::keys::KeyRecord) -> Result<KeyInfo, Error> {

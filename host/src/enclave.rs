@@ -213,11 +213,6 @@ impl ChildEnclave {
             }
         }
     }
-
-    /// The child's pid.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
 }
 
 impl Drop for ChildEnclave {

@@ -99,11 +99,6 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The pid.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(Child::id).expect("running")
-    }
-
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
@@ -141,7 +136,8 @@ pub struct EnclaveProcess {
     pub socket: PathBuf,
     /// The file collecting the enclave's stderr (its logs).
     pub log: PathBuf,
-    dir: tempfile::TempDir,
+    /// Keeps the socket and log directory alive as long as the process.
+    _dir: tempfile::TempDir,
 }
 
 impl EnclaveProcess {
@@ -158,22 +154,12 @@ impl EnclaveProcess {
         let mut args = vec!["serve".to_string(), "--listen".into(), socket.display().to_string()];
         args.extend(extra_args.iter().map(|a| a.to_string()));
         let daemon = Daemon::start(&enclave_bin(), &args, env, log.clone());
-        EnclaveProcess { daemon, socket, log, dir }
-    }
-
-    /// The temp dir owned by this process.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
+        EnclaveProcess { daemon, socket, log, _dir: dir }
     }
 
     /// Everything the enclave logged so far.
     pub fn logs(&self) -> String {
         self.daemon.logs()
-    }
-
-    /// The enclave's pid.
-    pub fn pid(&self) -> u32 {
-        self.daemon.pid()
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
