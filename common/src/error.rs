@@ -195,6 +195,12 @@ error_codes! {
     /// The participants' transcript confirmations differ or do not verify: some participant saw
     /// a different transcript (equivocation). Aborted; no key is activated.
     DkgTranscriptMismatch = "dkg_transcript_mismatch", NewAttempt;
+    /// A signer node's network API could not be reached: connection refused or lost, TLS
+    /// handshake refused (e.g. an unpinned certificate on either side), or no gRPC answer.
+    NodeUnavailable = "node_unavailable", Retry;
+    /// The network API was configured to listen on a non-loopback address without mutual TLS;
+    /// the node refuses to start.
+    TlsRequired = "tls_required", Operator;
 }
 
 impl fmt::Display for ErrorCode {

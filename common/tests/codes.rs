@@ -58,6 +58,8 @@ const PINNED: &[(usize, &str, &str)] = &[
     (50, "dkg_decrypt_failed", "new_attempt"),
     (51, "dkg_invalid_share", "new_attempt"),
     (52, "dkg_transcript_mismatch", "new_attempt"),
+    (53, "node_unavailable", "retry"),
+    (54, "tls_required", "operator"),
 ];
 
 #[test]

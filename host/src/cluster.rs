@@ -1,5 +1,6 @@
 //! The cluster file: the nodes of one signing group as the CLI and the coordinator see them.
 
+use crate::api::tls::TlsFiles;
 use frostgate_common::error::{Error, ErrorCode};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -10,8 +11,20 @@ use std::path::{Path, PathBuf};
 pub struct Cluster {
     /// Signatures need this many nodes.
     pub threshold: u16,
+    /// The coordinator's TLS identity (certificate and key), for nodes that require mutual TLS.
+    pub tls: Option<ClientIdentity>,
     /// The nodes, by participant id.
     pub nodes: Vec<NodeEntry>,
+}
+
+/// A client's own TLS certificate and key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientIdentity {
+    /// Certificate (PEM); each node pins it.
+    pub cert: PathBuf,
+    /// Private key (PEM, PKCS#8).
+    pub key: PathBuf,
 }
 
 /// One node.
@@ -22,8 +35,12 @@ pub struct NodeEntry {
     pub id: u16,
     /// The node's directory (logs, pid files).
     pub dir: PathBuf,
-    /// The host's client socket.
-    pub host_socket: PathBuf,
+    /// The node's network API, `IP:PORT`, as clients reach it.
+    pub api: String,
+    /// Where the node binds its API (default: `api`), e.g. `0.0.0.0:PORT` with TLS.
+    pub api_listen: Option<String>,
+    /// The node's TLS certificate (PEM), pinned: set = the node requires mutual TLS.
+    pub server_cert: Option<PathBuf>,
     /// The enclave's socket.
     pub enclave_socket: PathBuf,
     /// The host store.
@@ -48,7 +65,19 @@ impl Cluster {
                 format!("{}: a t-of-n cluster with nodes 1..=n in order", path.display()),
             ));
         }
+        if c.tls.is_none() && c.nodes.iter().any(|n| n.server_cert.is_some()) {
+            return Err(Error::new(
+                ErrorCode::ConfigInvalid,
+                format!("{}: nodes with server_cert need the coordinator's [tls] identity", path.display()),
+            ));
+        }
         Ok(c)
+    }
+
+    /// How a client of this cluster speaks TLS to `node`: `None` = plain (loopback).
+    pub fn tls_for(&self, node: &NodeEntry) -> Option<TlsFiles> {
+        let (server_cert, me) = (node.server_cert.as_ref()?, self.tls.as_ref()?);
+        Some(TlsFiles { cert: me.cert.clone(), key: me.key.clone(), peers: vec![server_cert.clone()] })
     }
 
     /// Writes the cluster file.

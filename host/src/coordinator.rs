@@ -91,7 +91,10 @@ enum Event {
 fn evidence(signer: ParticipantId, step: &str, attempt: AttemptId, e: &Error) -> Evidence {
     let reason = match e.code() {
         ErrorCode::RequestTimeout => "timeout",
-        ErrorCode::EnclaveUnavailable | ErrorCode::ChannelClosed | ErrorCode::ChannelIo => "unreachable",
+        ErrorCode::NodeUnavailable
+        | ErrorCode::EnclaveUnavailable
+        | ErrorCode::ChannelClosed
+        | ErrorCode::ChannelIo => "unreachable",
         _ => "error",
     };
     Evidence {
@@ -166,7 +169,7 @@ pub async fn sign_with(
     let mut excluded: BTreeMap<ParticipantId, Evidence> = BTreeMap::new();
     // A node that could not even be reached is never ready; it is reported, not hidden.
     for s in signers.iter().filter(|s| !s.reachable()) {
-        let e = Error::new(ErrorCode::EnclaveUnavailable, "unreachable");
+        let e = Error::new(ErrorCode::NodeUnavailable, "unreachable");
         let mut ev = evidence(s.id(), "connect", AttemptId::from_bytes([0; 16]), &e);
         ev.attempt = None;
         excluded.insert(s.id(), ev);
@@ -241,7 +244,7 @@ async fn public_key(
     key: &KeyId,
     settings: Settings,
 ) -> Result<(PublicKeyPackage, u16), Error> {
-    let mut last = Error::new(ErrorCode::EnclaveUnavailable, "no signer reachable");
+    let mut last = Error::new(ErrorCode::NodeUnavailable, "no signer reachable");
     for s in signers {
         match s.call(Message::GetKey(KeyRef { key: *key }), settings.signer_timeout).await {
             Ok(Message::KeyInfo(info)) => {

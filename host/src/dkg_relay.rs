@@ -99,7 +99,7 @@ pub async fn connect_all(cluster: &crate::cluster::Cluster) -> Vec<Arc<SignerCli
     let mut out = Vec::new();
     for n in &cluster.nodes {
         let id = ParticipantId::new(n.id).unwrap_or_else(|_| unreachable!("checked when the cluster file was loaded"));
-        out.push(Arc::new(SignerClient::connect(id, &n.host_socket).await));
+        out.push(Arc::new(SignerClient::connect(id, &n.api, cluster.tls_for(n).as_ref()).await));
     }
     out
 }

@@ -2,6 +2,7 @@
 //! [`enclave::EnclaveClient`], which speaks the boundary protocol and nothing else.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod cluster;
 pub mod coordinator;
 pub mod dkg_relay;

@@ -25,6 +25,8 @@ pub enum Caller {
     Recording(Arc<Service>, Arc<std::sync::Mutex<Vec<Vec<u8>>>>),
     /// Over the real channel to an enclave process.
     Channel(Channel),
+    /// Over a node's network API (gRPC).
+    Node(frostgate_host::signer::SignerClient),
 }
 
 impl Caller {
@@ -48,6 +50,7 @@ impl Caller {
                 reply
             }
             Caller::Channel(c) => return c.call(m, Some(std::time::Duration::from_secs(60))).await,
+            Caller::Node(c) => return c.call(m, std::time::Duration::from_secs(60)).await,
         };
         match reply {
             Message::Error(e) => Err(e),

@@ -122,7 +122,7 @@ fn three_of_five_signs_with_one_node_offline_and_one_returning_invalid_shares() 
     c.arm(2, "host_corrupt_shares");
     let status = fg(&["status", "--cluster", &c.file(), "--json"]).expect("status");
     assert_eq!(status["nodes"][2]["state"], "down");
-    assert_eq!(status["nodes"][2]["code"], "enclave_unavailable");
+    assert_eq!(status["nodes"][2]["code"], "node_unavailable");
     let m = message();
     let sig = c.sign(&k, &m).unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
     verified(&sig, &m);
@@ -177,7 +177,7 @@ fn a_cluster_smaller_than_its_threshold_fails_with_evidence() {
     c.kill(1);
     c.kill(2);
     let e = c.sign(&k, &message()).expect_err("cannot sign with one node");
-    assert!(e.contains("error: ") && (e.contains("signing_failed") || e.contains("enclave_unavailable")), "{e}");
+    assert!(e.contains("error: ") && (e.contains("signing_failed") || e.contains("node_unavailable")), "{e}");
 }
 
 #[test]

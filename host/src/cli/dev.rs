@@ -3,7 +3,7 @@
 use super::out;
 use clap::{Args, Subcommand};
 use frostgate_common::error::{Error, ErrorCode};
-use frostgate_host::cluster::{Cluster, NodeEntry};
+use frostgate_host::cluster::{ClientIdentity, Cluster, NodeEntry};
 use frostgate_host::enclave::default_enclave_bin;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -51,6 +51,14 @@ pub struct InitArgs {
     /// Signing threshold.
     #[arg(long)]
     threshold: u16,
+    /// Mutual TLS on every node's API: a self-signed certificate per node and one for the
+    /// coordinator (under DIR/tls), each pinned by the other side.
+    #[arg(long)]
+    tls: bool,
+    /// The IP the nodes' APIs bind (clients still connect over loopback). A non-loopback address
+    /// needs --tls, or the nodes refuse to start (`tls_required`).
+    #[arg(long, default_value = "127.0.0.1")]
+    api_bind: std::net::IpAddr,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -93,7 +101,15 @@ pub fn run(cmd: DevCommand) -> Result<(), Error> {
 
 /// Creates a development cluster (tokens, objects, configs, cluster.toml) in `dir`.
 pub fn create_cluster(dir: &Path, nodes: u16, threshold: u16) -> Result<PathBuf, Error> {
-    init(InitArgs { dir: dir.to_path_buf(), nodes, threshold, json: false, quiet: true })?;
+    init(InitArgs {
+        dir: dir.to_path_buf(),
+        nodes,
+        threshold,
+        tls: false,
+        api_bind: std::net::Ipv4Addr::LOCALHOST.into(),
+        json: false,
+        quiet: true,
+    })?;
     Ok(dir.join("cluster.toml"))
 }
 
@@ -120,9 +136,16 @@ fn init(a: InitArgs) -> Result<(), Error> {
     }
     let mut nodes = Vec::new();
     let mut pins = Vec::new();
+    let tls = if a.tls {
+        std::fs::create_dir_all(dir.join("tls")).map_err(|e| io("tls dir", e))?;
+        Some(certificate(&dir.join("tls"), "coordinator")?)
+    } else {
+        None
+    };
     for id in 1..=a.nodes {
         let nd = dir.join(format!("node{id}"));
         std::fs::create_dir_all(nd.join("tokens")).map_err(|e| io("node dir", e))?;
+        let port = free_port()?;
         let conf = nd.join("softhsm2.conf");
         std::fs::write(
             &conf,
@@ -173,7 +196,9 @@ fn init(a: InitArgs) -> Result<(), Error> {
         nodes.push(NodeEntry {
             id,
             dir: nd.clone(),
-            host_socket: nd.join("host.sock"),
+            api: format!("127.0.0.1:{port}"),
+            api_listen: (!a.api_bind.is_loopback()).then(|| std::net::SocketAddr::new(a.api_bind, port).to_string()),
+            server_cert: if a.tls { Some(certificate(&nd, "tls")?.cert) } else { None },
             enclave_socket: nd.join("enclave.sock"),
             db: nd.join("host.db"),
             enclave_config: config,
@@ -187,7 +212,7 @@ fn init(a: InitArgs) -> Result<(), Error> {
             std::fs::OpenOptions::new().append(true).open(&n.enclave_config).map_err(|e| io("enclave config", e))?;
         std::io::Write::write_all(&mut f, group.as_bytes()).map_err(|e| io("enclave config", e))?;
     }
-    let cluster = Cluster { threshold: a.threshold, nodes };
+    let cluster = Cluster { threshold: a.threshold, tls, nodes };
     cluster.save(&dir.join("cluster.toml"))?;
     if a.quiet {
         return Ok(());
@@ -203,6 +228,21 @@ fn init(a: InitArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// A free loopback port now (the node binds it at `up`).
+fn free_port() -> Result<u16, Error> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| io("free port", e))?;
+    Ok(l.local_addr().map_err(|e| io("free port", e))?.port())
+}
+
+/// A self-signed certificate `DIR/NAME.crt` and its key `DIR/NAME.key` (mode 0600).
+fn certificate(dir: &Path, name: &str) -> Result<ClientIdentity, Error> {
+    let (cert, key) = frostgate_host::api::tls::generate(&format!("frostgate-{name}"))?;
+    let id = ClientIdentity { cert: dir.join(format!("{name}.crt")), key: dir.join(format!("{name}.key")) };
+    std::fs::write(&id.cert, cert).map_err(|e| io("certificate", e))?;
+    write_private(&id.key, &key)?;
+    Ok(id)
+}
+
 fn write_private(path: &Path, text: &str) -> Result<(), Error> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -212,8 +252,8 @@ fn write_private(path: &Path, text: &str) -> Result<(), Error> {
         .truncate(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| io("pin file", e))?;
-    f.write_all(text.as_bytes()).map_err(|e| io("pin file", e))
+        .map_err(|e| io("private file", e))?;
+    f.write_all(text.as_bytes()).map_err(|e| io("private file", e))
 }
 
 fn alive(pid_file: &Path) -> Option<i32> {
@@ -273,7 +313,7 @@ fn up(a: DirArgs) -> Result<(), Error> {
     // the rest of the cluster down).
     let mut failed = Vec::new();
     for n in &cluster.nodes {
-        if let Err(e) = start_node(n, &enclave_bin, &host_bin) {
+        if let Err(e) = start_node(&cluster, n, &enclave_bin, &host_bin) {
             failed.push(format!("node {}: {}", n.id, e.message()));
         }
     }
@@ -291,7 +331,7 @@ fn up(a: DirArgs) -> Result<(), Error> {
     Ok(())
 }
 
-fn start_node(n: &NodeEntry, enclave_bin: &Path, host_bin: &Path) -> Result<(), Error> {
+fn start_node(cluster: &Cluster, n: &NodeEntry, enclave_bin: &Path, host_bin: &Path) -> Result<(), Error> {
     let mut env: Vec<(&str, PathBuf)> = vec![("FROSTGATE_DEV_FAULT_FILE", n.dir.join("fault"))];
     if let Some(conf) = &n.softhsm_conf {
         env.push(("SOFTHSM2_CONF", conf.clone()));
@@ -307,16 +347,22 @@ fn start_node(n: &NodeEntry, enclave_bin: &Path, host_bin: &Path) -> Result<(), 
         start_daemon(enclave_bin, &args, &env, &n.dir.join("enclave.log"), &n.dir.join("enclave.pid"))?;
     }
     if alive(&n.dir.join("host.pid")).is_none() {
-        let args = vec![
+        let mut args = vec![
             "host".into(),
             "serve".into(),
             "--db".into(),
             n.db.display().to_string(),
             "--enclave".into(),
             n.enclave_socket.display().to_string(),
-            "--listen".into(),
-            n.host_socket.display().to_string(),
+            "--api-listen".into(),
+            n.api_listen.clone().unwrap_or_else(|| n.api.clone()),
         ];
+        if let (Some(cert), Some(client)) = (&n.server_cert, &cluster.tls) {
+            let key = cert.with_extension("key");
+            for (flag, path) in [("--tls-cert", cert), ("--tls-key", &key), ("--tls-client-cert", &client.cert)] {
+                args.extend([flag.to_string(), path.display().to_string()]);
+            }
+        }
         start_daemon(host_bin, &args, &env, &n.dir.join("host.log"), &n.dir.join("host.pid"))?;
     }
     Ok(())

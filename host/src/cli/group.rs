@@ -168,7 +168,7 @@ pub async fn keygen(a: KeygenArgs) -> Result<(), Error> {
 pub async fn pubkey(a: PubkeyArgs) -> Result<(), Error> {
     let cluster = Cluster::load(&a.cluster)?;
     let key = KeyId::from_str(&a.key).map_err(|e| Error::new(ErrorCode::ConfigInvalid, e))?;
-    let mut last = Error::new(ErrorCode::EnclaveUnavailable, "no node reachable");
+    let mut last = Error::new(ErrorCode::NodeUnavailable, "no node reachable");
     for n in dkg_relay::connect_all(&cluster).await {
         match n.call(Message::GetKey(KeyRef { key }), Duration::from_secs(10)).await {
             Ok(Message::KeyInfo(k)) => {

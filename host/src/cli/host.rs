@@ -4,6 +4,8 @@ use super::out;
 use clap::{Args, Subcommand};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::transport::{Address, Listener};
+use frostgate_host::api::server::ApiConfig;
+use frostgate_host::api::tls::TlsFiles;
 use frostgate_host::enclave::EnclaveClient;
 use frostgate_host::proxy::Host;
 use frostgate_host::store::HostStore;
@@ -24,30 +26,62 @@ pub struct ServeArgs {
     /// The enclave's address.
     #[arg(long, env = "FROSTGATE_ENCLAVE")]
     enclave: String,
-    /// Where local clients connect (Unix socket).
+    /// A Unix socket for local clients of the same user (the full boundary message set).
     #[arg(long)]
-    listen: String,
+    listen: Option<String>,
+    /// The network API (gRPC), `IP:PORT`; a non-loopback address requires the --tls-* flags.
+    #[arg(long)]
+    api_listen: Option<String>,
+    /// The API's TLS certificate (PEM); with --tls-key and --tls-client-cert: mutual TLS.
+    #[arg(long, requires_all = ["tls_key", "tls_client_cert", "api_listen"])]
+    tls_cert: Option<PathBuf>,
+    /// The API's TLS private key (PEM, PKCS#8).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// A client certificate (PEM) the API accepts (pinned; repeat for several clients).
+    #[arg(long, requires = "tls_cert")]
+    tls_client_cert: Vec<PathBuf>,
     /// Serve Prometheus metrics at `http://ADDR/metrics` (loopback IP:PORT only; port 0 picks one).
     #[arg(long)]
     metrics_listen: Option<String>,
 }
 
 pub async fn run(cmd: HostCommand) -> Result<(), Error> {
-    let HostCommand::Serve(args) = cmd;
-    serve(&args.db, &args.enclave, &args.listen, args.metrics_listen.as_deref()).await
+    let HostCommand::Serve(a) = cmd;
+    let tls = match (a.tls_cert, a.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key, peers: a.tls_client_cert }),
+        _ => None,
+    };
+    let api = a.api_listen.map(|listen| ApiConfig { listen, tls });
+    let listeners = Listeners { local: a.listen.as_deref(), api: api.as_ref(), metrics: a.metrics_listen.as_deref() };
+    serve(&a.db, &a.enclave, listeners).await
+}
+
+/// Where a host serves: a local Unix socket, the network API, metrics (each optional).
+#[derive(Debug, Clone, Copy)]
+pub struct Listeners<'a> {
+    /// Unix socket for local clients of the same user.
+    pub local: Option<&'a str>,
+    /// The gRPC API.
+    pub api: Option<&'a ApiConfig>,
+    /// Prometheus metrics, loopback `IP:PORT`.
+    pub metrics: Option<&'a str>,
 }
 
 /// The host process: load the store into the enclave, serve its commits and local clients,
 /// until SIGTERM. Shared by `frostgate host serve` and `frostgate node`.
-pub async fn serve(
-    db: &std::path::Path,
-    enclave: &str,
-    listen: &str,
-    metrics_listen: Option<&str>,
-) -> Result<(), Error> {
-    // Checked before anything else starts: a bad metrics address refuses the whole host.
-    let metrics = match metrics_listen {
+pub async fn serve(db: &std::path::Path, enclave: &str, listeners: Listeners<'_>) -> Result<(), Error> {
+    if listeners.local.is_none() && listeners.api.is_none() {
+        return Err(Error::new(ErrorCode::ConfigInvalid, "nothing to serve: give a local socket or an API address"));
+    }
+    // Checked before anything else starts: a bad metrics or API address (or a non-loopback API
+    // without TLS) refuses the whole host.
+    let metrics = match listeners.metrics {
         Some(a) => Some(frostgate_host::metrics::bind(a).await?),
+        None => None,
+    };
+    let api = match listeners.api {
+        Some(c) => Some(frostgate_host::api::server::bind(c).await?),
         None => None,
     };
     let store = Arc::new(HostStore::open(db)?);
@@ -55,10 +89,23 @@ pub async fn serve(
     let host = Host::new(enclave, store);
     let status = host.load().await?;
     tracing::info!(head = status.head_version, records = status.records, "store loaded into the enclave");
-    let address: Address = listen.parse()?;
-    let listener = Listener::bind(&address)?;
+    let local = match listeners.local {
+        Some(l) => {
+            let address: Address = l.parse()?;
+            Some((Listener::bind(&address)?, address))
+        }
+        None => None,
+    };
     let uid = nix::unistd::geteuid().as_raw();
-    let mut ready = format!("READY {address}");
+    let mut ready = "READY".to_string();
+    if let Some((_, address)) = &local {
+        ready.push_str(&format!(" {address}"));
+    }
+    let mut servers = tokio::task::JoinSet::new();
+    if let Some(api) = api {
+        ready.push_str(&format!(" api={}{}", api.local_addr()?, if api.tls() { " tls=mutual" } else { "" }));
+        servers.spawn(api.serve(host.clone()));
+    }
     if let Some(listener) = metrics {
         let local = listener.local_addr().map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
         ready.push_str(&format!(" metrics=http://{local}/metrics"));
@@ -68,13 +115,27 @@ pub async fn serve(
     out(&format!("{ready}\n"));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::new(ErrorCode::Internal, format!("SIGTERM handler: {e}")))?;
-    tokio::select! {
-        _ = host.serve(listener, uid) => {}
-        _ = term.recv() => tracing::info!("SIGTERM: host shutting down"),
+    let socket = local.as_ref().map(|(_, a)| a.clone());
+    if let Some((listener, _)) = local {
+        let host = host.clone();
+        servers.spawn(async move {
+            host.serve(listener, uid).await;
+            Ok(())
+        });
     }
+    let result = tokio::select! {
+        done = servers.join_next() => match done {
+            Some(Ok(Err(e))) => Err(e),
+            _ => Err(Error::new(ErrorCode::Internal, "a listener stopped")),
+        },
+        _ = term.recv() => {
+            tracing::info!("SIGTERM: host shutting down");
+            Ok(())
+        }
+    };
     #[allow(irrefutable_let_patterns)] // refutable with the `vsock` feature
-    if let Address::Unix(p) = &address {
+    if let Some(Address::Unix(p)) = &socket {
         let _ = std::fs::remove_file(p);
     }
-    Ok(())
+    result
 }

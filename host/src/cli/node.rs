@@ -2,6 +2,7 @@
 //! (stopped with the node) or connects to a running one, then runs the host.
 
 use frostgate_common::error::{Error, ErrorCode};
+use frostgate_host::api::server::ApiConfig;
 use frostgate_host::enclave::{default_enclave_bin, ChildEnclave};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,16 @@ pub struct NodeConfig {
     pub node: NodeSection,
     /// The enclave.
     pub enclave: EnclaveSection,
+    /// The network API (default: loopback, port 7300, no TLS).
+    #[serde(default = "default_api")]
+    pub api: ApiConfig,
+}
+
+/// The API's default: loopback only.
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:7300";
+
+fn default_api() -> ApiConfig {
+    ApiConfig { listen: DEFAULT_API_LISTEN.into(), tls: None }
 }
 
 /// `[node]`.
@@ -22,8 +33,8 @@ pub struct NodeConfig {
 pub struct NodeSection {
     /// The host store (SQLite).
     pub db: PathBuf,
-    /// The Unix socket for local clients (coordinator, CLI).
-    pub listen: String,
+    /// A Unix socket for local clients of the same user (optional).
+    pub listen: Option<String>,
     /// Prometheus metrics, loopback `IP:PORT` only.
     pub metrics_listen: Option<String>,
 }
@@ -51,6 +62,8 @@ pub fn load(path: &Path) -> Result<NodeConfig, Error> {
 
 pub async fn run(config: &Path) -> Result<(), Error> {
     let c = load(config)?;
+    // Refused before the enclave starts.
+    c.api.check()?;
     // The child (if any) lives exactly as long as this function: dropped -> SIGTERM.
     let _child = match &c.enclave.config {
         Some(enclave_config) => {
@@ -63,11 +76,10 @@ pub async fn run(config: &Path) -> Result<(), Error> {
         }
         None => None,
     };
-    super::host::serve(
-        &c.node.db,
-        &c.enclave.socket.display().to_string(),
-        &c.node.listen,
-        c.node.metrics_listen.as_deref(),
-    )
-    .await
+    let listeners = super::host::Listeners {
+        local: c.node.listen.as_deref(),
+        api: Some(&c.api),
+        metrics: c.node.metrics_listen.as_deref(),
+    };
+    super::host::serve(&c.node.db, &c.enclave.socket.display().to_string(), listeners).await
 }
