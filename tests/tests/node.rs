@@ -1,18 +1,24 @@
-//! `frostgate node --config node.toml`: one process command that runs an enclave child and the host.
+//! `frostgate node --config node.toml`: one process command that runs an enclave child and the
+//! host, serving the gRPC API on loopback, or on any address with mutual TLS (pinned certificates).
 
-use frostgate_common::protocol::TaprootMode;
+use frostgate_common::error::ErrorCode;
+use frostgate_common::ids::ParticipantId;
+use frostgate_common::protocol::{Message, TaprootMode};
+use frostgate_host::api::tls::TlsFiles;
+use frostgate_host::signer::SignerClient;
 use frostgate_tests::node::Node;
 use frostgate_tests::signing::*;
 use frostgate_tests::{host_bin, Daemon};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-fn write_config(node: &Node, extra: &str) -> std::path::PathBuf {
+fn write_config(node: &Node, extra: &str) -> PathBuf {
     let path = node.tokens.path().join("frostgate-node.toml");
     std::fs::write(
         &path,
         format!(
-            "[node]\ndb = \"{}\"\nlisten = \"{}\"\nmetrics_listen = \"127.0.0.1:0\"\n{extra}\n[enclave]\nsocket = \"{}\"\nconfig = \"{}\"\n",
+            "[node]\ndb = \"{}\"\nmetrics_listen = \"127.0.0.1:0\"\n{extra}\n[enclave]\nsocket = \"{}\"\nconfig = \"{}\"\n",
             node.db.display(),
-            node.host_socket().display(),
             node.tokens.path().join("child-enclave.sock").display(),
             node.token.config.display(),
         ),
@@ -21,27 +27,85 @@ fn write_config(node: &Node, extra: &str) -> std::path::PathBuf {
     path
 }
 
+/// `[api]` with `listen` (and `[api.tls]` when given).
+fn api_section(listen: &str, tls: Option<&TlsFiles>) -> String {
+    let mut s = format!("[api]\nlisten = \"{listen}\"\n");
+    if let Some(t) = tls {
+        let peers: Vec<String> = t.peers.iter().map(|p| format!("\"{}\"", p.display())).collect();
+        s.push_str(&format!(
+            "[api.tls]\ncert = \"{}\"\nkey = \"{}\"\npeers = [{}]\n",
+            t.cert.display(),
+            t.key.display(),
+            peers.join(", ")
+        ));
+    }
+    s
+}
+
+fn start(node: &Node, config: &Path) -> Daemon {
+    let args = vec!["node".to_string(), "--config".into(), config.display().to_string()];
+    Daemon::start(&host_bin(), &args, node.token.env(), node.tokens.path().join("node.log"))
+}
+
+/// The API's bound address from the readiness line (`... api=IP:PORT ...`).
+fn api_port(d: &Daemon) -> u16 {
+    let addr = d.ready.split_whitespace().find_map(|w| w.strip_prefix("api=")).expect("api address");
+    addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).expect("port")
+}
+
+/// A self-signed certificate and key in `dir`.
+fn cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (c, k) = frostgate_host::api::tls::generate(name).expect("generate");
+    let (cp, kp) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    std::fs::write(&cp, c).expect("cert");
+    std::fs::write(&kp, k).expect("key");
+    (cp, kp)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt")
+}
+
+fn one() -> ParticipantId {
+    ParticipantId::new(1).expect("id")
+}
+
+/// Dealer key, 2-of-3 signing of all seats through one node, libsecp256k1 check.
+async fn sign_through(c: &Caller) {
+    let key = dealer(c, 2, 3).await;
+    let p = prepare(c, key.key, &[pid(1), pid(3)], TaprootMode::Bip86).await;
+    let shares = sign_all(c, &p).await;
+    match aggregate(c, p.attempt, p.mode, &p.package, &shares).await.expect("aggregate") {
+        frostgate_common::protocol::AggregateOutcome::Signed { signature, output_key } => {
+            assert!(libsecp_verifies(&signature, &p.message, &output_key));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn a_node_runs_its_enclave_as_a_child_signs_and_stops_both_on_sigterm() {
     let node = Node::new();
-    let config = write_config(&node, "");
-    let log = node.tokens.path().join("node.log");
-    let args = vec!["node".to_string(), "--config".into(), config.display().to_string()];
-    let mut daemon = Daemon::start(&host_bin(), &args, node.token.env(), log);
+    let config = write_config(&node, &api_section("127.0.0.1:0", None));
+    let mut daemon = start(&node, &config);
     assert!(daemon.ready.contains("metrics=http://127.0.0.1:"), "{}", daemon.ready);
+    assert!(!daemon.ready.contains("tls=mutual"), "{}", daemon.ready);
     let child_socket = node.tokens.path().join("child-enclave.sock");
     assert!(child_socket.exists(), "the enclave child listens");
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt").block_on(async {
-        let c = node.caller().await;
-        let key = dealer(&c, 2, 3).await;
-        let p = prepare(&c, key.key, &[pid(1), pid(3)], TaprootMode::Bip86).await;
-        let shares = sign_all(&c, &p).await;
-        match aggregate(&c, p.attempt, p.mode, &p.package, &shares).await.expect("aggregate") {
-            frostgate_common::protocol::AggregateOutcome::Signed { signature, output_key } => {
-                assert!(libsecp_verifies(&signature, &p.message, &output_key));
-            }
-            other => panic!("{other:?}"),
-        }
+    let port = api_port(&daemon);
+    rt().block_on(async {
+        let client = SignerClient::connect(one(), &format!("127.0.0.1:{port}"), None).await;
+        assert!(client.reachable());
+        sign_through(&Caller::Node(client.clone())).await;
+        // Only the network-facing subset exists on the API: no store loading, no commits.
+        let load = Message::StoreLoad(frostgate_common::protocol::StoreLoad {
+            first: true,
+            last: true,
+            verify_only: true,
+            records: frostgate_common::bounded::SealedRecords::new(Vec::new()).expect("empty"),
+        });
+        let e = client.call(load, Duration::from_secs(5)).await.expect_err("not on the API");
+        assert_eq!(e.code(), ErrorCode::UnexpectedMessage);
     });
     let status = daemon.terminate();
     assert!(status.success(), "{status:?}\n{}", daemon.logs());
@@ -61,4 +125,89 @@ fn a_node_config_with_an_unknown_field_is_refused() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("error: config_invalid (recovery: operator)") && err.contains("slot"), "{err}");
+}
+
+#[test]
+fn a_non_loopback_api_without_tls_refuses_to_start_before_its_enclave() {
+    let node = Node::new();
+    let config = write_config(&node, &api_section("0.0.0.0:0", None));
+    let out = std::process::Command::new(host_bin())
+        .args(["node", "--config"])
+        .arg(&config)
+        .envs(node.token.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error: tls_required (recovery: operator)") && err.contains("0.0.0.0"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty(), "never ready");
+    assert!(!node.tokens.path().join("child-enclave.sock").exists(), "the enclave was never started");
+    // The same through `frostgate host serve`, and an IPv6 wildcard too.
+    for addr in ["0.0.0.0:0", "[::]:0"] {
+        let out = std::process::Command::new(host_bin())
+            .args(["host", "serve", "--db"])
+            .arg(&node.db)
+            .args(["--enclave", "/nonexistent.sock", "--api-listen", addr])
+            .output()
+            .expect("run");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("error: tls_required"), "{addr}: {err}");
+    }
+}
+
+#[test]
+fn a_tls_api_with_a_missing_certificate_file_is_refused() {
+    let node = Node::new();
+    let dir = node.tokens.path();
+    let (client, _) = cert(dir, "client");
+    let tls = TlsFiles { cert: dir.join("missing.crt"), key: dir.join("missing.key"), peers: vec![client] };
+    let config = write_config(&node, &api_section("0.0.0.0:0", Some(&tls)));
+    let out = std::process::Command::new(host_bin()).args(["node", "--config"]).arg(&config).output().expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error: config_invalid") && err.contains("missing.crt"), "{err}");
+}
+
+#[test]
+fn mutual_tls_admits_exactly_the_pinned_certificates() {
+    let node = Node::new();
+    let dir = node.tokens.path();
+    let (server_cert, server_key) = cert(dir, "node");
+    let (client_cert, client_key) = cert(dir, "coordinator");
+    let (other_cert, other_key) = cert(dir, "intruder");
+    let (other_server, _) = cert(dir, "other-node");
+    let served = TlsFiles { cert: server_cert.clone(), key: server_key.clone(), peers: vec![client_cert.clone()] };
+    // Listening on every interface is allowed with TLS.
+    let config = write_config(&node, &api_section("0.0.0.0:0", Some(&served)));
+    let daemon = start(&node, &config);
+    assert!(daemon.ready.contains("tls=mutual"), "{}", daemon.ready);
+    let address = format!("127.0.0.1:{}", api_port(&daemon));
+    let health = |c: SignerClient| async move { c.call(Message::Health, Duration::from_secs(10)).await };
+    rt().block_on(async {
+        let pinned = TlsFiles { cert: client_cert.clone(), key: client_key.clone(), peers: vec![server_cert.clone()] };
+        let good = SignerClient::connect(one(), &address, Some(&pinned)).await;
+        assert!(matches!(health(good.clone()).await, Ok(Message::HealthReply(_))));
+        sign_through(&Caller::Node(good)).await;
+
+        // A client certificate the node does not pin.
+        let intruder = TlsFiles { cert: other_cert.clone(), key: other_key.clone(), peers: vec![server_cert.clone()] };
+        let e = health(SignerClient::connect(one(), &address, Some(&intruder)).await).await.expect_err("refused");
+        assert_eq!(e.code(), ErrorCode::NodeUnavailable, "{e}");
+        // The pinned client, expecting another node's certificate (a node impersonator).
+        let wrong = TlsFiles { cert: client_cert.clone(), key: client_key.clone(), peers: vec![other_server] };
+        let e = health(SignerClient::connect(one(), &address, Some(&wrong)).await).await.expect_err("refused");
+        assert_eq!(e.code(), ErrorCode::NodeUnavailable, "{e}");
+        // No TLS at all.
+        let e = health(SignerClient::connect(one(), &address, None).await).await.expect_err("refused");
+        assert_eq!(e.code(), ErrorCode::NodeUnavailable, "{e}");
+    });
+    let logs = daemon.logs();
+    assert!(logs.contains("peer_not_authorized"), "the node logs refused handshakes:\n{logs}");
+    // The TLS private keys never reach the log.
+    for key in [&server_key, &client_key, &other_key] {
+        let pem = std::fs::read_to_string(key).expect("key");
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        assert!(!logs.contains(&body[..40]), "a private key was logged");
+    }
 }

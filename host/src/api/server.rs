@@ -42,9 +42,13 @@ pub struct Bound {
 }
 
 impl ApiConfig {
-    /// The address, if the configuration is acceptable: `tls_required` for a non-loopback
-    /// address without TLS.
-    pub fn check(&self) -> Result<SocketAddr, Error> {
+    /// Checks everything short of binding: the address (`tls_required` for a non-loopback
+    /// address without TLS) and the TLS files (`config_invalid`).
+    pub fn check(&self) -> Result<(), Error> {
+        self.prepare().map(|_| ())
+    }
+
+    fn prepare(&self) -> Result<(SocketAddr, Option<Arc<rustls::ServerConfig>>), Error> {
         let addr: SocketAddr = self.listen.parse().map_err(|e| {
             Error::new(ErrorCode::ConfigInvalid, format!("API listen address {:?}: {e} (want IP:PORT)", self.listen))
         })?;
@@ -54,14 +58,13 @@ impl ApiConfig {
                 format!("API listen address {addr} is not loopback: configure mutual TLS ([api.tls]) or use loopback"),
             ));
         }
-        Ok(addr)
+        Ok((addr, self.tls.as_ref().map(tls::server_config).transpose()?))
     }
 }
 
 /// Checks the configuration and binds the listener.
 pub async fn bind(config: &ApiConfig) -> Result<Bound, Error> {
-    let addr = config.check()?;
-    let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+    let (addr, tls) = config.prepare()?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| Error::new(ErrorCode::ConfigInvalid, format!("API listen address {addr}: {e}")))?;
