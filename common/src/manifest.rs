@@ -182,3 +182,47 @@ fn format(f: &Format) -> String {
         Format::TupleArray { content, size } => format!("[{}; {size}]", format(content)),
     }
 }
+
+/// Words that name secret material. A boundary type, field or variant whose name contains one of
+/// these (as a snake_case or CamelCase word) fails the test.
+const SECRET_WORDS: &[&str] =
+    &["secret", "nonce", "nonces", "pin", "password", "passphrase", "private", "kek", "seed", "plaintext"];
+/// Word pairs that name secret material.
+const SECRET_PAIRS: &[(&str, &str)] =
+    &[("signing", "share"), ("secret", "share"), ("key", "package"), ("key", "share")];
+
+fn words(name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for ch in name.chars() {
+        if ch == '_' || ch == '-' {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+        } else if ch.is_uppercase() && !cur.is_empty() {
+            out.push(std::mem::take(&mut cur));
+            cur.extend(ch.to_lowercase());
+        } else {
+            cur.extend(ch.to_lowercase());
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Whether a type, field, variant or RPC name denotes secret material (a key share, a nonce, a
+/// DKG secret package, a PIN, a private key). The hygiene tests run it over every name reachable
+/// from the boundary and over the network API's contract; `public key package` and
+/// `signature share` are public.
+pub fn names_secret(name: &str) -> bool {
+    let w = words(name);
+    if w.iter().any(|x| SECRET_WORDS.contains(&x.as_str())) {
+        return true;
+    }
+    // "public key package" is public; any other "key package" is the secret one.
+    w.windows(2).enumerate().any(|(i, p)| {
+        SECRET_PAIRS.contains(&(p[0].as_str(), p[1].as_str())) && !(p[0] == "key" && i > 0 && w[i - 1] == "public")
+    })
+}

@@ -25,6 +25,10 @@ fn fg(args: &[&str]) -> Result<serde_json::Value, String> {
 }
 
 fn cluster(nodes: u16, threshold: u16) -> Cluster {
+    cluster_with(nodes, threshold, &[])
+}
+
+fn cluster_with(nodes: u16, threshold: u16, extra: &[&str]) -> Cluster {
     let tmp = tempfile::tempdir().expect("dir");
     let dir = tmp.path().join("cluster");
     let d = dir.display().to_string();
@@ -39,7 +43,10 @@ fn cluster(nodes: u16, threshold: u16) -> Cluster {
         "--threshold",
         &threshold.to_string(),
         "--json",
-    ])
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    .collect::<Vec<_>>())
     .expect("init");
     fg(&["dev", "cluster", "up", "--dir", &d, "--json"]).expect("up");
     Cluster { dir, _tmp: tmp }
@@ -211,4 +218,35 @@ fn status_names_the_code_of_a_node_whose_store_was_rolled_back() {
     let m = message();
     let sig = c.sign(&k, &m).expect("sign without node 2");
     verified(&sig, &m);
+}
+
+#[test]
+fn a_mutual_tls_cluster_on_every_interface_keygens_and_signs_and_pins_each_node() {
+    let c = cluster_with(3, 2, &["--tls", "--api-bind", "0.0.0.0"]);
+    let text = std::fs::read_to_string(c.file()).expect("cluster.toml");
+    assert!(text.contains("server_cert") && text.contains("api_listen = \"0.0.0.0:"), "{text}");
+    for i in 1..=3 {
+        let log = std::fs::read_to_string(c.node(i).join("host.log")).unwrap_or_default();
+        assert!(!log.contains("BEGIN PRIVATE KEY"), "node {i} logged a key");
+    }
+    let k = c.keygen()["key"].as_str().expect("key").to_string();
+    let m = message();
+    verified(&c.sign(&k, &m).unwrap_or_else(|e| panic!("{e}\n{}", c.logs())), &m);
+    // Pin the wrong certificate for node 1: the coordinator refuses to talk to it (a node
+    // impersonator), reports why, and signs with the other two.
+    let swapped = text.replacen("node1/tls.crt", "node3/tls.crt", 1);
+    assert_ne!(swapped, text);
+    std::fs::write(c.file(), swapped).expect("cluster.toml");
+    let sig = c.sign(&k, &m).unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    verified(&sig, &m);
+    assert_eq!(excluded(&sig, 1)["code"], "node_unavailable", "{sig}");
+    // Without the coordinator's own certificate the cluster file is refused.
+    let without: String = text
+        .lines()
+        .filter(|l| !l.starts_with("[tls]") && !l.starts_with("cert =") && !l.starts_with("key ="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(c.file(), without).expect("cluster.toml");
+    let e = c.sign(&k, &m).expect_err("no client identity");
+    assert!(e.contains("error: config_invalid"), "{e}");
 }

@@ -1,0 +1,84 @@
+//! The network API's contract (`proto/frostgate/v1/signer.proto`) against the boundary: every RPC
+//! is a boundary request the host may forward, the host-only requests (store, commits, channel
+//! handshake) are not on the network, and no message, field or RPC names a secret.
+
+use frostgate_common::manifest::names_secret;
+use frostgate_common::protocol::{Direction, Role, KINDS};
+
+const PROTO: &str = include_str!("../proto/frostgate/v1/signer.proto");
+
+/// Non-comment lines of the contract.
+fn lines() -> impl Iterator<Item = &'static str> {
+    PROTO.lines().map(|l| l.split("//").next().unwrap_or("").trim()).filter(|l| !l.is_empty())
+}
+
+fn rpcs() -> Vec<&'static str> {
+    lines().filter_map(|l| l.strip_prefix("rpc ")).map(|l| l.split('(').next().unwrap_or("").trim()).collect()
+}
+
+/// Every message, enum, field, oneof and RPC name.
+fn names() -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for l in lines() {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        match words.as_slice() {
+            ["message" | "enum" | "oneof" | "service", name, ..] => out.push(*name),
+            ["rpc", ..] => {
+                out.extend(l.split(['(', ')', ' ']).filter(|w| !w.is_empty() && *w != "rpc" && *w != "returns"))
+            }
+            // `type name = N;` and `repeated type name = N;`
+            [.., name, "=", _] => out.push(name),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn every_rpc_is_a_boundary_request_from_the_host() {
+    let rpcs = rpcs();
+    // Pinned: adding an RPC is a reviewed change of this list, the proto and ARCHITECTURE.md.
+    let expected = [
+        "Health",
+        "GetKey",
+        "GetIdentity",
+        "OpenSession",
+        "OpenAttempt",
+        "Round1",
+        "Round2",
+        "VerifyShare",
+        "Aggregate",
+        "AbortAttempt",
+        "CloseSession",
+        "DkgStart",
+        "DkgRound2",
+        "DkgFinish",
+        "DkgActivate",
+        "DkgAbort",
+        "DevDealerKeygen",
+    ];
+    assert_eq!(rpcs, expected);
+    for rpc in &rpcs {
+        let kind = KINDS.iter().find(|k| k.name == *rpc).unwrap_or_else(|| panic!("{rpc} is not a boundary kind"));
+        assert_eq!(kind.role, Role::Request, "{rpc}");
+        assert_eq!(kind.direction, Direction::HostToEnclave, "{rpc}");
+    }
+}
+
+#[test]
+fn host_only_requests_are_not_on_the_network() {
+    let rpcs = rpcs();
+    for private in ["Hello", "StoreLoad", "PersistRecords", "Ping"] {
+        assert!(!rpcs.contains(&private), "{private} must not be reachable from the network");
+    }
+}
+
+#[test]
+fn no_name_in_the_contract_denotes_a_secret() {
+    let names = names();
+    for expected in ["Signer", "Round2", "signature_share", "public_key_package", "ciphertext", "DkgBlame"] {
+        assert!(names.contains(&expected), "the parser missed {expected}: {names:?}");
+    }
+    let bad: Vec<_> = names.iter().filter(|n| names_secret(n)).collect();
+    assert!(bad.is_empty(), "contract names that denote secrets: {bad:?}");
+}
