@@ -20,8 +20,8 @@ trap cleanup EXIT
 # One field of frostgate's one-line JSON output (strings, numbers or flat arrays).
 json() { sed -n "s/.*\"$1\":\(\"[^\"]*\"\|\[[^]]*\]\|[0-9]*\).*/\1/p" | tr -d '"'; }
 
-echo "== 3 nodes, 2-of-3, each with its own SoftHSM token (in $work)"
-"$fg" dev cluster init --dir "$cluster" --nodes 3 --threshold 2
+echo "== 3 nodes, 2-of-3, each with its own SoftHSM token (in $work), gRPC API with mutual TLS"
+"$fg" dev cluster init --dir "$cluster" --nodes 3 --threshold 2 --tls
 "$fg" dev cluster up --dir "$cluster"
 "$fg" status --cluster "$cluster/cluster.toml"
 

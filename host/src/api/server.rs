@@ -89,7 +89,13 @@ impl Bound {
             .max_encoding_message_size(MAX_MESSAGE_LEN);
         let router = tonic::transport::Server::builder().tcp_nodelay(true).add_service(service);
         let done = match self.tls {
-            None => router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(self.listener)).await,
+            None => {
+                use tokio_stream::StreamExt;
+                // Nagle off on every connection (the builder's setting covers only listeners it binds).
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener)
+                    .map(|c| c.and_then(|s| s.set_nodelay(true).map(|()| s)));
+                router.serve_with_incoming(incoming).await
+            }
             Some(config) => router.serve_with_incoming(tls_incoming(self.listener, config)).await,
         };
         done.map_err(|e| Error::new(ErrorCode::Internal, format!("API server: {e}")))

@@ -32,6 +32,9 @@ pub struct BenchArgs {
     /// Stop after this many seconds (default 10 when no count is given).
     #[arg(long)]
     seconds: Option<u64>,
+    /// Mutual TLS (pinned certificates) between the coordinator and every node's API.
+    #[arg(long)]
+    tls: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -72,7 +75,7 @@ pub async fn run(a: BenchArgs) -> Result<(), Error> {
         .tempdir()
         .map_err(|e| Error::new(ErrorCode::ConfigInvalid, e.to_string()))?;
     let dir = tmp.path().join("cluster");
-    let cluster_file = dev::create_cluster(&dir, a.nodes, a.threshold)?;
+    let cluster_file = dev::create_cluster(&dir, a.nodes, a.threshold, a.tls)?;
     dev::start_cluster(&dir)?;
     let result = measure(&a, &cluster_file).await;
     let _ = dev::stop_cluster(&dir);
@@ -156,17 +159,19 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
         "mean_batch": if commits > 0 { records as f64 / commits as f64 } else { 0.0 },
         "pure_signatures_per_sec": pure,
         "ratio": throughput / pure,
+        "transport": if a.tls { "grpc+mtls" } else { "grpc" },
     });
     if a.json {
         out(&format!("{report}\n"));
     } else {
         out(&format!(
-            "frostgate {t}-of-{n}, concurrency {c}: {signed} signatures in {elapsed:.1} s\n\
+            "frostgate {t}-of-{n}, concurrency {c}, {transport}: {signed} signatures in {elapsed:.1} s\n\
              | metric | value |\n|---|---|\n\
              | signatures/s | {throughput:.1} |\n| latency p50 / p95 / p99 (ms) | {p50:.1} / {p95:.1} / {p99:.1} |\n\
              | store commits/s | {cps:.1} |\n| durable records/s | {mps:.1} |\n| mean records per commit | {batch:.1} |\n\
              | pure frost-secp256k1-tr signatures/s | {pure:.1} |\n| ratio frostgate / pure | {ratio:.3} |\n",
             t = a.threshold,
+            transport = report["transport"].as_str().unwrap_or(""),
             n = a.nodes,
             c = a.concurrency,
             p50 = report["latency_ms"]["p50"].as_f64().unwrap_or(0.0),

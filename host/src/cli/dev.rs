@@ -100,12 +100,12 @@ pub fn run(cmd: DevCommand) -> Result<(), Error> {
 }
 
 /// Creates a development cluster (tokens, objects, configs, cluster.toml) in `dir`.
-pub fn create_cluster(dir: &Path, nodes: u16, threshold: u16) -> Result<PathBuf, Error> {
+pub fn create_cluster(dir: &Path, nodes: u16, threshold: u16, tls: bool) -> Result<PathBuf, Error> {
     init(InitArgs {
         dir: dir.to_path_buf(),
         nodes,
         threshold,
-        tls: false,
+        tls,
         api_bind: std::net::Ipv4Addr::LOCALHOST.into(),
         json: false,
         quiet: true,
