@@ -64,7 +64,16 @@ impl SignerClient {
 }
 
 async fn connect(address: &str, tls: Option<&TlsFiles>) -> Result<Channel, Error> {
-    let unavailable = |e: &dyn std::fmt::Display| Error::new(ErrorCode::NodeUnavailable, e.to_string());
+    // tonic's transport errors say "transport error"; the cause is further down the chain.
+    let unavailable = |e: &dyn std::error::Error| {
+        let mut text = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            text.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        Error::new(ErrorCode::NodeUnavailable, text)
+    };
     let endpoint = Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| Error::new(ErrorCode::ConfigInvalid, format!("node address {address:?}: {e}")))?
         .connect_timeout(CONNECT_TIMEOUT)
@@ -86,10 +95,7 @@ async fn connect(address: &str, tls: Option<&TlsFiles>) -> Result<Channel, Error
             Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
         }
     });
-    endpoint
-        .connect_with_connector(connect)
-        .await
-        .map_err(|e| unavailable(&format!("{e}: {:?}", std::error::Error::source(&e))))
+    endpoint.connect_with_connector(connect).await.map_err(|e| unavailable(&e))
 }
 
 /// A reply, checked.

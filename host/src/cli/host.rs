@@ -133,7 +133,6 @@ pub async fn serve(db: &std::path::Path, enclave: &str, listeners: Listeners<'_>
             Ok(())
         }
     };
-    #[allow(irrefutable_let_patterns)] // refutable with the `vsock` feature
     if let Some(Address::Unix(p)) = &socket {
         let _ = std::fs::remove_file(p);
     }
