@@ -211,3 +211,32 @@ fn mutual_tls_admits_exactly_the_pinned_certificates() {
         assert!(!logs.contains(&body[..40]), "a private key was logged");
     }
 }
+
+#[test]
+fn a_node_config_with_a_missing_field_names_it() {
+    let node = Node::new();
+    let cases = [
+        // No database.
+        ("[node]\n[enclave]\nsocket = \"/tmp/x.sock\"\n".to_string(), "db"),
+        // TLS without its pinned peers.
+        (
+            format!(
+                "[node]\ndb = \"{}\"\n[enclave]\nsocket = \"/tmp/x.sock\"\n[api]\nlisten = \"0.0.0.0:0\"\n[api.tls]\ncert = \"a\"\nkey = \"b\"\n",
+                node.db.display()
+            ),
+            "peers",
+        ),
+    ];
+    for (text, field) in cases {
+        let path = node.tokens.path().join("incomplete.toml");
+        std::fs::write(&path, text).expect("write");
+        let out = std::process::Command::new(host_bin()).args(["node", "--config"]).arg(&path).output().expect("run");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("error: config_invalid (recovery: operator)")
+                && err.contains(&format!("missing field `{field}`")),
+            "{field}: {err}"
+        );
+    }
+}
