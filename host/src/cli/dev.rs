@@ -320,14 +320,7 @@ fn up(a: DirArgs) -> Result<(), Error> {
     if !failed.is_empty() {
         return Err(Error::new(ErrorCode::EnclaveUnavailable, format!("not started: {}", failed.join("; "))));
     }
-    if a.quiet {
-        return Ok(());
-    }
-    if a.json {
-        out(&format!("{}\n", serde_json::json!({"up": cluster.nodes.len()})));
-    } else {
-        out(&format!("{} nodes up\n", cluster.nodes.len()));
-    }
+    report(&a, "up", cluster.nodes.len());
     Ok(())
 }
 
@@ -368,6 +361,18 @@ fn start_node(cluster: &Cluster, n: &NodeEntry, enclave_bin: &Path, host_bin: &P
     Ok(())
 }
 
+/// `N nodes up|down`, or `{"up|down": N}` with `--json`; nothing when called as a library.
+fn report(a: &DirArgs, verb: &str, nodes: usize) {
+    if a.quiet {
+        return;
+    }
+    if a.json {
+        out(&format!("{}\n", serde_json::json!({ verb: nodes })));
+    } else {
+        out(&format!("{nodes} nodes {verb}\n"));
+    }
+}
+
 fn stop(pid_file: &Path) {
     let Some(raw) = alive(pid_file) else {
         let _ = std::fs::remove_file(pid_file);
@@ -391,14 +396,7 @@ fn down(a: DirArgs) -> Result<(), Error> {
         stop(&n.dir.join("host.pid"));
         stop(&n.dir.join("enclave.pid"));
     }
-    if a.quiet {
-        return Ok(());
-    }
-    if a.json {
-        out(&format!("{}\n", serde_json::json!({"down": cluster.nodes.len()})));
-    } else {
-        out(&format!("{} nodes down\n", cluster.nodes.len()));
-    }
+    report(&a, "down", cluster.nodes.len());
     Ok(())
 }
 
