@@ -201,6 +201,17 @@ error_codes! {
     /// The network API was configured to listen on a non-loopback address without mutual TLS;
     /// the node refuses to start.
     TlsRequired = "tls_required", Operator;
+    /// The HSM holds no store anchor object. `token init` creates it, so a missing anchor means
+    /// it was deleted: rollback detection cannot work without it, and the store is refused.
+    StoreAnchorMissing = "store_anchor_missing", Operator;
+    /// The HSM's store anchor object is malformed, public, duplicated with another value, or its
+    /// authenticator does not verify under the store key (forged or copied from another token).
+    StoreAnchorInvalid = "store_anchor_invalid", Operator;
+    /// A path given to listen on exists and is not a stale socket; it is never deleted.
+    ListenPathOccupied = "listen_path_occupied", Operator;
+    /// The caller (one TLS identity, or one local client) holds its quota of open sessions,
+    /// attempts or DKGs; finish or close some, or wait for their expiry.
+    QuotaExceeded = "quota_exceeded", Retry;
 }
 
 impl fmt::Display for ErrorCode {

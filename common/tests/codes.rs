@@ -60,6 +60,10 @@ const PINNED: &[(usize, &str, &str)] = &[
     (52, "dkg_transcript_mismatch", "new_attempt"),
     (53, "node_unavailable", "retry"),
     (54, "tls_required", "operator"),
+    (55, "store_anchor_missing", "operator"),
+    (56, "store_anchor_invalid", "operator"),
+    (57, "listen_path_occupied", "operator"),
+    (58, "quota_exceeded", "retry"),
 ];
 
 #[test]

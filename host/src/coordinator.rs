@@ -109,36 +109,87 @@ fn evidence(signer: ParticipantId, step: &str, attempt: AttemptId, e: &Error) ->
 }
 
 /// A key's public material, fetched once and reused across signings (public data only).
+///
+/// Invariant: the package is one that at least `threshold` nodes returned byte for byte and whose
+/// verifying key is the key id, so fewer than `threshold` lying nodes cannot substitute it; nodes
+/// that returned another package are excluded from every signing with this material.
 #[derive(Debug)]
 pub struct KeyMaterial {
     public: PublicKeyPackage,
     threshold: u16,
-    tweaked: std::sync::Mutex<std::collections::HashMap<TaprootMode, Arc<PublicKeyPackage>>>,
+    disagreeing: Vec<Evidence>,
+    tweaked: std::sync::Mutex<std::collections::HashMap<TaprootMode, Arc<Tweaked>>>,
+}
+
+/// A package tweaked for one mode, with its x-only output key (computed here, never taken from a
+/// node).
+#[derive(Debug)]
+struct Tweaked {
+    public: PublicKeyPackage,
+    output_key: [u8; 32],
 }
 
 impl KeyMaterial {
-    /// Fetches the key's public key package from the first signer that answers.
+    /// Fetches the key's public key package from every signer and keeps the one that at least
+    /// `threshold` of them agree on (see the type's invariant).
     pub async fn fetch(
         signers: &[Arc<SignerClient>],
         key: &KeyId,
         settings: Settings,
     ) -> Result<Arc<KeyMaterial>, Error> {
-        let (public, threshold) = public_key(signers, key, settings).await?;
+        let (public, threshold, disagreeing) = public_key(signers, key, settings).await?;
         Ok(Arc::new(KeyMaterial {
             public,
             threshold,
+            disagreeing,
             tweaked: std::sync::Mutex::new(std::collections::HashMap::new()),
         }))
     }
 
+    /// The agreed package's threshold.
+    pub fn threshold(&self) -> u16 {
+        self.threshold
+    }
+
+    /// The participants of the agreed package, ascending.
+    pub fn participants(&self) -> Vec<u16> {
+        (1..=frostgate_common::limits::MAX_PARTICIPANTS)
+            .filter(|&n| Identifier::try_from(n).is_ok_and(|i| self.public.verifying_shares().contains_key(&i)))
+            .collect()
+    }
+
+    /// Nodes that returned another package than the agreed one, with evidence.
+    pub fn disagreeing(&self) -> &[Evidence] {
+        &self.disagreeing
+    }
+
+    /// The x-only output key for `mode`, computed from the agreed package.
+    pub fn output_key(&self, mode: &TaprootMode) -> Result<[u8; 32], Error> {
+        self.tweaked(mode).map(|t| t.output_key)
+    }
+
     /// The package tweaked for `mode` (computed once per mode).
-    fn tweaked(&self, mode: &TaprootMode) -> Arc<PublicKeyPackage> {
+    fn tweaked(&self, mode: &TaprootMode) -> Result<Arc<Tweaked>, Error> {
         let mut cache = self.tweaked.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() > 64 {
             cache.clear();
         }
-        cache.entry(*mode).or_insert_with(|| Arc::new(tweaked(&self.public, mode))).clone()
+        if let Some(t) = cache.get(mode) {
+            return Ok(t.clone());
+        }
+        let public = tweaked(&self.public, mode);
+        let output_key = x_only(public.verifying_key())?;
+        let t = Arc::new(Tweaked { public, output_key });
+        cache.insert(*mode, t.clone());
+        Ok(t)
     }
+}
+
+fn x_only(key: &frost_secp256k1_tr::VerifyingKey) -> Result<[u8; 32], Error> {
+    let sec1 = key.serialize().map_err(|e| Error::new(ErrorCode::InvalidEncoding, format!("verifying key: {e}")))?;
+    sec1.get(1..33)
+        .and_then(|x| <[u8; 32]>::try_from(x).ok())
+        .ok_or_else(|| Error::new(ErrorCode::InvalidEncoding, "verifying key is not a 33-byte SEC1 point"))
 }
 
 /// Runs ROAST until a signature or until fewer than `threshold` signers remain.
@@ -174,11 +225,17 @@ pub async fn sign_with(
         ev.attempt = None;
         excluded.insert(s.id(), ev);
     }
+    // A node that disagreed about the key's public package is not trusted to sign with it.
+    for ev in &key.disagreeing {
+        if let Ok(p) = ParticipantId::new(ev.signer) {
+            excluded.entry(p).or_insert_with(|| ev.clone());
+        }
+    }
     let mut ready: BTreeSet<ParticipantId> = by_id.keys().copied().filter(|p| !excluded.contains_key(p)).collect();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (mut active, mut attempts) = (0usize, 0u32);
     let max_active = n - t + 1;
-    let public = key.tweaked(&request.mode);
+    let public = key.tweaked(&request.mode).map_err(fail)?;
     loop {
         while ready.len() >= t && active < max_active {
             let chosen: Vec<ParticipantId> = ready.iter().copied().take(t).collect();
@@ -239,24 +296,85 @@ pub async fn sign_with(
     }
 }
 
+/// Asks every signer for the key's package; returns the package at least `threshold` of them
+/// returned identically (and whose verifying key is `key`), its threshold, and evidence against
+/// every node that answered with anything else.
 async fn public_key(
     signers: &[Arc<SignerClient>],
     key: &KeyId,
     settings: Settings,
-) -> Result<(PublicKeyPackage, u16), Error> {
+) -> Result<(PublicKeyPackage, u16, Vec<Evidence>), Error> {
+    let asks: Vec<_> = signers
+        .iter()
+        .map(|s| {
+            let s = s.clone();
+            let key = *key;
+            tokio::spawn(
+                async move { (s.id(), s.call(Message::GetKey(KeyRef { key }), settings.signer_timeout).await) },
+            )
+        })
+        .collect();
+    let mut by_package: BTreeMap<Vec<u8>, Vec<ParticipantId>> = BTreeMap::new();
+    let mut disagreeing = Vec::new();
     let mut last = Error::new(ErrorCode::NodeUnavailable, "no signer reachable");
-    for s in signers {
-        match s.call(Message::GetKey(KeyRef { key: *key }), settings.signer_timeout).await {
-            Ok(Message::KeyInfo(info)) => {
-                let public = PublicKeyPackage::deserialize(info.public_key_package.as_inner())
-                    .map_err(|e| Error::new(ErrorCode::InvalidEncoding, format!("public key package: {e}")))?;
-                return Ok((public, info.threshold));
+    let mismatch = |signer: ParticipantId, why: String| Evidence {
+        signer: signer.get(),
+        reason: "key_package_mismatch".into(),
+        step: "get_key".into(),
+        code: Some(why),
+        attempt: None,
+        share: None,
+        package_sha256: None,
+    };
+    for ask in asks {
+        let Ok((id, reply)) = ask.await else { continue };
+        let info = match reply {
+            Ok(Message::KeyInfo(info)) => info,
+            Ok(other) => {
+                last = Error::new(ErrorCode::UnexpectedMessage, other.info().name);
+                continue;
             }
-            Ok(other) => last = Error::new(ErrorCode::UnexpectedMessage, other.info().name),
-            Err(e) => last = e,
+            Err(e) => {
+                last = e;
+                continue;
+            }
+        };
+        let bytes = info.public_key_package.as_inner().to_vec();
+        match PublicKeyPackage::deserialize(&bytes) {
+            Ok(p) if x_only(p.verifying_key()).ok() == Some(*key.as_bytes()) && p.min_signers().is_some() => {
+                by_package.entry(bytes).or_default().push(id);
+            }
+            Ok(_) => disagreeing.push(mismatch(id, "its package's verifying key is not the key id".into())),
+            Err(e) => disagreeing.push(mismatch(id, format!("its package does not decode: {e}"))),
         }
     }
-    Err(last)
+    let best = by_package.iter().max_by_key(|(_, ids)| ids.len()).map(|(b, ids)| (b.clone(), ids.len()));
+    let Some((bytes, agreeing)) = best else {
+        if !disagreeing.is_empty() {
+            last = Error::new(ErrorCode::SigningFailed, "no node returned a public key package for this key id");
+        }
+        return Err(last);
+    };
+    let public = PublicKeyPackage::deserialize(&bytes)
+        .map_err(|e| Error::new(ErrorCode::InvalidEncoding, format!("public key package: {e}")))?;
+    let threshold = public.min_signers().unwrap_or(u16::MAX);
+    if agreeing < threshold as usize {
+        return Err(Error::new(
+            ErrorCode::SigningFailed,
+            format!(
+                "only {agreeing} node(s) agree on the key's public package; {threshold} must (nodes disagree: {:?})",
+                by_package.values().collect::<Vec<_>>()
+            ),
+        ));
+    }
+    for (other, ids) in &by_package {
+        if *other != bytes {
+            for id in ids {
+                disagreeing.push(mismatch(*id, "its package differs from the one the other nodes agree on".into()));
+            }
+        }
+    }
+    Ok((public, threshold, disagreeing))
 }
 
 fn tweaked(public: &PublicKeyPackage, mode: &TaprootMode) -> PublicKeyPackage {
@@ -322,11 +440,11 @@ async fn attempt(
     clients: Vec<Arc<SignerClient>>,
     session: SessionId,
     request: SignRequest,
-    public: Arc<PublicKeyPackage>,
+    public: Arc<Tweaked>,
     settings: Settings,
     tx: mpsc::UnboundedSender<Event>,
 ) {
-    // `public` is already tweaked for `request.mode`.
+    // `public` is already tweaked for `request.mode`; its output key is ours, not a node's.
     let attempt = AttemptId::from_bytes(crate::random_bytes());
     let ids: Vec<ParticipantId> = clients.iter().map(|c| c.id()).collect();
     let timeout = settings.signer_timeout;
@@ -371,7 +489,7 @@ async fn attempt(
     .await;
     let Some(shares) = shares else { return };
     // Verify every share ourselves, against the key's own public package (tweaked for the mode).
-    let tweaked = public;
+    let tweaked = &public.public;
     let mut invalid = Vec::new();
     for (p, share) in &shares {
         let valid = Identifier::try_from(p.get()).ok().and_then(|id| {
@@ -406,19 +524,30 @@ async fn attempt(
         })
         .collect();
     let Ok(list) = SignerShares::new(list) else { return release(&clients, attempt, &BTreeSet::new(), &tx).await };
+    // Any node may aggregate; its result counts only if it verifies under the output key this
+    // coordinator computed itself. A node whose aggregate does not is excluded with evidence.
+    let mut lied = BTreeSet::new();
     for c in &clients {
         let Ok(signing_package) = SigningPackageBytes::new(package_bytes.clone()) else { break };
         let m = Message::Aggregate(Aggregate { attempt, mode, signing_package, shares: list.clone() });
-        if let Ok(Message::AggregateReply(AggregateOutcome::Signed { signature, output_key })) =
-            c.call(m, timeout).await
-        {
-            if libsecp_verifies(&signature, &request.message, &output_key) {
-                let _ = tx.send(Event::Done(signature, output_key, ids));
+        if let Ok(Message::AggregateReply(AggregateOutcome::Signed { signature, .. })) = c.call(m, timeout).await {
+            if libsecp_verifies(&signature, &request.message, &public.output_key) {
+                let _ = tx.send(Event::Done(signature, public.output_key, ids));
                 return;
             }
+            lied.insert(c.id().get());
+            let _ = tx.send(Event::Excluded(Evidence {
+                signer: c.id().get(),
+                reason: "invalid_aggregate".into(),
+                step: "aggregate".into(),
+                code: None,
+                attempt: Some(attempt.to_string()),
+                share: Some(hex::encode(signature.to_bytes())),
+                package_sha256: Some(package_hash.clone()),
+            }));
         }
     }
-    release(&clients, attempt, &BTreeSet::new(), &tx).await;
+    release(&clients, attempt, &lied, &tx).await;
 }
 
 fn sha256(data: &[u8]) -> [u8; 32] {

@@ -189,6 +189,7 @@ pub fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
 }
 
 pub mod dkg;
+pub mod liar;
 pub mod node;
 pub mod signing;
 pub mod token;

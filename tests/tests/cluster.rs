@@ -250,3 +250,41 @@ fn a_mutual_tls_cluster_on_every_interface_keygens_and_signs_and_pins_each_node(
     let e = c.sign(&k, &m).expect_err("no client identity");
     assert!(e.contains("error: config_invalid"), "{e}");
 }
+
+/// A node that lies about the key's public package (same key id, forged verifying shares) or
+/// answers `Aggregate` with a valid signature under a key of its own: the coordinator believes
+/// neither. It signs with the honest nodes, the signature verifies under the key from keygen,
+/// the liar is excluded with evidence, and no honest node is blamed.
+#[test]
+fn a_lying_node_cannot_substitute_the_key_package_or_the_signature() {
+    use frostgate_tests::liar::{Liar, Lie};
+    let c = cluster(3, 2);
+    let key = c.keygen();
+    let k = key["key"].as_str().expect("key").to_string();
+    let real_output_key = key["output_key"].as_str().expect("output key").to_string();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let honest = frostgate_host::cluster::Cluster::load(std::path::Path::new(&c.file())).expect("cluster");
+    for (lie, reason) in [(Lie::KeyPackageShares, "key_package_mismatch"), (Lie::AggregateOwnKey, "invalid_aggregate")]
+    {
+        let addr = rt.block_on(Liar::start(&honest.nodes[0].api, lie));
+        let mut lying = honest.clone();
+        lying.nodes[0].api = addr.to_string();
+        let file = c.dir.join(format!("lying-{reason}.toml"));
+        lying.save(&file).expect("save");
+        let file = file.display().to_string();
+        let m = message();
+        let sig = fg(&["sign", "--cluster", &file, "--key", &k, "--message", &m, "--timeout-ms", "5000", "--json"])
+            .unwrap_or_else(|e| panic!("{lie:?}: {e}\n{}", c.logs()));
+        assert_eq!(sig["output_key"], real_output_key.as_str(), "{lie:?}: {sig}");
+        verified(&sig, &m);
+        let ev = excluded(&sig, 1);
+        assert_eq!(ev["reason"], reason, "{lie:?}: {sig}");
+        for e in sig["excluded"].as_array().expect("excluded") {
+            assert_eq!(e["signer"], 1, "{lie:?}: an honest node was blamed: {sig}");
+        }
+        // `pubkey` takes the package the honest majority agrees on, not the liar's.
+        let pk = fg(&["pubkey", "--cluster", &file, "--key", &k, "--json"]).expect("pubkey");
+        assert_eq!(pk["output_key"], real_output_key.as_str(), "{lie:?}");
+        assert_eq!(pk["address"], key["address"], "{lie:?}");
+    }
+}

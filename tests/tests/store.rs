@@ -431,3 +431,115 @@ fn a_store_load_sent_right_after_connecting_always_finds_its_connection() {
         }
     });
 }
+
+/// The anchor can be deleted (from outside, with the PIN) or replaced by a forged object: either
+/// way the enclave refuses the store with a typed code, and signing never resumes on a store that
+/// could be a rollback. Putting the genuine anchor back makes the node serve again.
+#[test]
+fn a_deleted_or_forged_anchor_fails_closed() {
+    let mut node = Node::new();
+    node.start();
+    let older = node.tokens.path().join("older.db");
+    rt().block_on(async {
+        let c = node.caller().await;
+        let key = dealer(&c, 2, 3).await;
+        snapshot_db(&node.db, &older);
+        sign_fully(&c, &key, &[pid(1), pid(2)]).await;
+    });
+    node.kill();
+    let label = "frostgate-store-anchor";
+    let list =
+        |node: &Node| String::from_utf8_lossy(&node.token.pkcs11_tool(&["-O", "--type", "data"]).stdout).into_owned();
+    assert!(list(&node).contains(label), "token init created the anchor:\n{}", list(&node));
+    // Keep the genuine anchor's value to restore it later.
+    let genuine = node.tokens.path().join("anchor.bin");
+    let o = node.token.pkcs11_tool(&[
+        "--read-object",
+        "--type",
+        "data",
+        "--label",
+        label,
+        "-o",
+        genuine.to_str().expect("utf8"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let value = std::fs::read(&genuine).expect("anchor value");
+    assert_eq!(value.len(), 72, "version | mac | tag");
+
+    let expect_refused = |node: &mut Node, name: &str, db: &Path, expected: ErrorCode| {
+        restore_db(db, &node.db);
+        node.start_enclave();
+        let log = node.try_start_host().expect_err("the host must not come up");
+        let line = format!("error: {} (recovery: operator)", expected.code());
+        assert!(log.contains(&line), "{name}: expected {line}\n{log}");
+        let status = std::process::Command::new(frostgate_tests::host_bin())
+            .args(["enclave", "status", "--json", "--connect"])
+            .arg(node.tokens.path().join("enclave.sock"))
+            .output()
+            .expect("status");
+        let v: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+        assert_eq!(v["refusal_code"], expected.code(), "{name}: the enclave names the fault");
+        node.kill();
+    };
+    let pristine = node.tokens.path().join("pristine.db");
+    snapshot_db(&node.db, &pristine);
+
+    // 1. Deleted with pkcs11-tool: neither the current store nor an older copy is adopted.
+    let o = node.token.pkcs11_tool(&["--delete-object", "--type", "data", "--label", label]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!list(&node).contains(label));
+    expect_refused(&mut node, "anchor deleted, current store", &pristine, ErrorCode::StoreAnchorMissing);
+    expect_refused(&mut node, "anchor deleted, older store", &older, ErrorCode::StoreAnchorMissing);
+
+    // 2. Forged: a private data object with the anchor's label, the older store's head and a tag
+    //    that was not made with this token's store key.
+    let conn = rusqlite::Connection::open(&older).expect("open");
+    let (version, mac): (i64, Vec<u8>) = conn
+        .query_row("SELECT version, mac FROM records ORDER BY version DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("older head");
+    let mut forged = (version as u64).to_be_bytes().to_vec();
+    forged.extend_from_slice(&mac);
+    forged.extend_from_slice(&[0x5a; 32]);
+    let forged_file = node.tokens.path().join("forged.bin");
+    std::fs::write(&forged_file, &forged).expect("forged");
+    let write = |node: &Node, file: &Path, private: bool| {
+        let mut args = vec![
+            "--write-object",
+            file.to_str().expect("utf8"),
+            "--type",
+            "data",
+            "--label",
+            label,
+            "--application-label",
+            "frostgate",
+        ];
+        if private {
+            args.push("--private");
+        }
+        let o = node.token.pkcs11_tool(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    write(&node, &forged_file, true);
+    expect_refused(&mut node, "forged anchor, older store", &older, ErrorCode::StoreAnchorInvalid);
+    let o = node.token.pkcs11_tool(&["--delete-object", "--type", "data", "--label", label]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // 3. The genuine value copied into a public object: refused (the enclave's anchor is private).
+    write(&node, &genuine, false);
+    expect_refused(&mut node, "public copy of the anchor", &pristine, ErrorCode::StoreAnchorInvalid);
+    let o = node.token.pkcs11_tool(&["--delete-object", "--type", "data", "--label", label]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // 4. The genuine anchor restored by the operator: the genuine store boots and signs again.
+    write(&node, &genuine, true);
+    restore_db(&pristine, &node.db);
+    node.start();
+    rt().block_on(async {
+        let c = node.caller().await;
+        assert_eq!(health(&c).await.state, ServiceState::Ready);
+        let key = match c.call(Message::GetKey(KeyRef { key: key_of(&node).await })).await.expect("key") {
+            Message::KeyInfo(k) => k,
+            other => panic!("{other:?}"),
+        };
+        sign_fully(&c, &key, &[pid(1), pid(3)]).await;
+    });
+}

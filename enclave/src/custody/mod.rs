@@ -44,17 +44,32 @@ impl Custody {
         }
     }
 
-    /// `token init`: creates the objects (refusing to overwrite unless `danger_rotate`).
-    /// Returns the new identity public key.
+    /// `token init`: creates the objects (refusing to overwrite unless `danger_rotate`) and the
+    /// store anchor at the empty head. Returns the new identity public key.
     pub fn init(config: &CustodyConfig, danger_rotate: bool) -> Result<Vec<u8>, Error> {
         let token = Token::open(config)?;
         let labels = Labels::new(&config.object_label_prefix);
-        let result = token.with_session(|s| {
+        let created = token.with_session(|s| {
             let objects = objects::init(s, &labels, danger_rotate)?;
-            objects::identity_public_key(s, &objects)
+            let key = objects::identity_public_key(s, &objects)?;
+            Ok((objects, key))
         });
-        token.close();
-        result
+        let (objects, identity_public_key) = match created {
+            Ok(x) => x,
+            Err(e) => {
+                token.close();
+                return Err(e);
+            }
+        };
+        let custody = Custody { token, objects, identity_public_key, label_prefix: config.object_label_prefix.clone() };
+        // The store anchor starts at the empty head: from here on a missing anchor is an attack.
+        let anchored = custody
+            .derive_store_key()
+            .map(crate::store::chain::StoreKey::new)
+            .and_then(|key| crate::store::anchor::create_genesis(&custody, &key));
+        let key = custody.identity_public_key.clone();
+        custody.close();
+        anchored.map(|()| key)
     }
 
     /// `token inspect`: a report on every object, violations included; never fails on a weak

@@ -1,53 +1,77 @@
 //! The chain head anchored in the HSM: a private token data object `<prefix>-store-anchor`
-//! holding `version (u64 BE) | mac (32)`.
+//! holding `version (u64 BE) | mac (32) | tag (32)`, where
+//! `tag = HMAC-SHA256(K_s, "frostgate/anchor/v1" | version | mac)` under the store key.
 //!
-//! SoftHSM cannot change a data object's value, so an update creates the new object and then
-//! destroys the old one; a reader takes the highest version and removes the rest (finishing an
-//! update interrupted between the two steps).
+//! Invariants:
+//! - `token init` creates the anchor (the empty head); from then on the token always holds one.
+//!   A missing anchor is `store_anchor_missing`, never "an empty store": otherwise deleting the
+//!   object would let any older or truncated store "extend" it.
+//! - Every anchor object must be private, well formed and carry a tag that verifies under this
+//!   token's store key; anything else is `store_anchor_invalid` (a forged or transplanted object).
+//! - SoftHSM cannot change a data object's value, so an update creates the new object and then
+//!   destroys the old one; a reader takes the highest version and removes the rest (finishing an
+//!   update interrupted between the two steps).
 
 use crate::custody::token::hsm_err;
 use crate::custody::Custody;
-use crate::store::chain::Head;
+use crate::store::chain::{Head, StoreKey};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use frostgate_common::error::{Error, ErrorCode};
+
+/// Bytes of an anchor object's value.
+const VALUE_LEN: usize = 8 + 32 + 32;
 
 /// The anchor object's label.
 pub fn label(custody: &Custody) -> String {
     format!("{}-store-anchor", custody.label_prefix())
 }
 
-fn find(s: &Session, label: &str) -> Result<Vec<(ObjectHandle, Head)>, Error> {
+fn invalid(msg: impl std::fmt::Display) -> Error {
+    Error::new(ErrorCode::StoreAnchorInvalid, msg)
+}
+
+fn find(s: &Session, label: &str, key: &StoreKey) -> Result<Vec<(ObjectHandle, Head)>, Error> {
     let handles = s
         .find_objects(&[Attribute::Class(ObjectClass::DATA), Attribute::Label(label.as_bytes().to_vec())])
         .map_err(|e| hsm_err("C_FindObjects(anchor)", e))?;
     let mut out = Vec::new();
     for h in handles {
-        let attrs =
-            s.get_attributes(h, &[AttributeType::Value]).map_err(|e| hsm_err("C_GetAttributeValue(anchor)", e))?;
+        let attrs = s
+            .get_attributes(h, &[AttributeType::Value, AttributeType::Private])
+            .map_err(|e| hsm_err("C_GetAttributeValue(anchor)", e))?;
+        let private = attrs.iter().any(|a| matches!(a, Attribute::Private(true)));
+        if !private {
+            return Err(invalid("an anchor object is not private (not created by this enclave)"));
+        }
         let value = attrs.into_iter().find_map(|a| if let Attribute::Value(v) = a { Some(v) } else { None });
         let head = value
-            .filter(|v| v.len() == 40)
-            .map(|v| {
-                let mut version = [0u8; 8];
-                version.copy_from_slice(&v[..8]);
-                let mut mac = [0u8; 32];
-                mac.copy_from_slice(&v[8..]);
-                Head { version: u64::from_be_bytes(version), mac }
+            .filter(|v| v.len() == VALUE_LEN)
+            .and_then(|v| {
+                let version = u64::from_be_bytes(v[..8].try_into().ok()?);
+                let mac: [u8; 32] = v[8..40].try_into().ok()?;
+                let tag: [u8; 32] = v[40..].try_into().ok()?;
+                let head = Head { version, mac };
+                key.verify_anchor_tag(head, &tag).then_some(head)
             })
-            .ok_or_else(|| Error::new(ErrorCode::StoreTampered, "the HSM anchor object is malformed"))?;
+            .ok_or_else(|| invalid("an anchor object is malformed or its tag does not verify under the store key"))?;
         out.push((h, head));
     }
     Ok(out)
 }
 
-/// Reads the anchor (the empty head if none exists), removing superseded objects.
-pub fn read(custody: &Custody) -> Result<Head, Error> {
+/// Reads the anchor, removing superseded objects. Fails closed when there is none.
+pub fn read(custody: &Custody, key: &StoreKey) -> Result<Head, Error> {
     let label = label(custody);
     custody.token().with_session(|s| {
-        let mut found = find(s, &label)?;
+        let mut found = find(s, &label, key)?;
         found.sort_by_key(|(_, h)| h.version);
-        let Some(&(_, newest)) = found.last() else { return Ok(Head::EMPTY) };
+        let Some(&(_, newest)) = found.last() else {
+            return Err(Error::new(
+                ErrorCode::StoreAnchorMissing,
+                format!("the HSM holds no {label} object; the store cannot be checked for rollback"),
+            ));
+        };
         for (h, _) in &found[..found.len() - 1] {
             s.destroy_object(*h).map_err(|e| hsm_err("C_DestroyObject(anchor)", e))?;
         }
@@ -55,26 +79,48 @@ pub fn read(custody: &Custody) -> Result<Head, Error> {
     })
 }
 
+fn create(s: &Session, label: &str, key: &StoreKey, head: Head) -> Result<(), Error> {
+    let mut value = Vec::with_capacity(VALUE_LEN);
+    value.extend_from_slice(&head.version.to_be_bytes());
+    value.extend_from_slice(&head.mac);
+    value.extend_from_slice(&key.anchor_tag(head));
+    s.create_object(&[
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Modifiable(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Application(b"frostgate".to_vec()),
+        Attribute::Value(value),
+    ])
+    .map_err(|e| hsm_err("C_CreateObject(anchor)", e))?;
+    Ok(())
+}
+
 /// Advances the anchor to `head`: create the new object, then destroy the old ones.
-pub fn update(custody: &Custody, head: Head) -> Result<(), Error> {
+pub fn update(custody: &Custody, key: &StoreKey, head: Head) -> Result<(), Error> {
     let label = label(custody);
     custody.token().with_session(|s| {
-        let old = find(s, &label)?;
-        let mut value = head.version.to_be_bytes().to_vec();
-        value.extend_from_slice(&head.mac);
-        s.create_object(&[
-            Attribute::Class(ObjectClass::DATA),
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Modifiable(false),
-            Attribute::Label(label.as_bytes().to_vec()),
-            Attribute::Application(b"frostgate".to_vec()),
-            Attribute::Value(value),
-        ])
-        .map_err(|e| hsm_err("C_CreateObject(anchor)", e))?;
+        let old = find(s, &label, key)?;
+        create(s, &label, key, head)?;
         for (h, _) in old {
             s.destroy_object(h).map_err(|e| hsm_err("C_DestroyObject(anchor)", e))?;
         }
         Ok(())
+    })
+}
+
+/// `token init`: replaces any anchor object by the empty head's. Only for freshly created token
+/// objects (a new MAC root makes every earlier record unverifiable anyway).
+pub fn create_genesis(custody: &Custody, key: &StoreKey) -> Result<(), Error> {
+    let label = label(custody);
+    custody.token().with_session(|s| {
+        let old = s
+            .find_objects(&[Attribute::Class(ObjectClass::DATA), Attribute::Label(label.as_bytes().to_vec())])
+            .map_err(|e| hsm_err("C_FindObjects(anchor)", e))?;
+        for h in old {
+            s.destroy_object(h).map_err(|e| hsm_err("C_DestroyObject(anchor)", e))?;
+        }
+        create(s, &label, key, Head::EMPTY)
     })
 }

@@ -12,6 +12,7 @@ use frostgate_common::protocol::SealedRecord;
 use zeroize::Zeroizing;
 
 const DOMAIN: &[u8] = b"frostgate/store/v1";
+const ANCHOR_DOMAIN: &[u8] = b"frostgate/anchor/v1";
 
 /// The chain head: the last record's version and MAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +77,27 @@ impl StoreKey {
             h = Head { version, mac };
         }
         Ok((out, h))
+    }
+
+    fn anchor_input(head: Head) -> Vec<u8> {
+        let mut m = Vec::with_capacity(ANCHOR_DOMAIN.len() + 8 + 32);
+        m.extend_from_slice(ANCHOR_DOMAIN);
+        m.extend_from_slice(&head.version.to_be_bytes());
+        m.extend_from_slice(&head.mac);
+        m
+    }
+
+    /// The HSM anchor object's authenticator for `head`.
+    pub fn anchor_tag(&self, head: Head) -> [u8; 32] {
+        let tag = ring::hmac::sign(&self.key(), &Self::anchor_input(head));
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    /// Whether `tag` authenticates `head` as an anchor (constant-time comparison).
+    pub fn verify_anchor_tag(&self, head: Head, tag: &[u8; 32]) -> bool {
+        ring::hmac::verify(&self.key(), &Self::anchor_input(head), tag).is_ok()
     }
 
     fn verify(&self, r: &SealedRecord) -> bool {

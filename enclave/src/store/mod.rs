@@ -58,7 +58,10 @@ struct Inner {
     channel: Option<Channel>,
     queue: Vec<Pending>,
     committing: bool,
+    /// The load that may become live.
     loader: Option<Loader>,
+    /// A verify-only load (`store verify`): its own loader, so it cannot disturb a live load.
+    verify_loader: Option<Loader>,
     commits: u64,
     committed_records: u64,
     since_snapshot: u64,
@@ -123,15 +126,25 @@ impl SealedStore {
     /// A snapshot compacts the store once `compact_after` records accumulated since the last.
     pub fn open(custody: Arc<Custody>, compact_after: u64) -> Result<Self, Error> {
         let key = StoreKey::new(custody.derive_store_key()?);
-        let anchor = anchor::read(&custody)?;
+        // A missing or invalid anchor does not stop the process: the enclave answers and names
+        // the fault (health, status) while refusing every load and every signature.
+        let (anchor, phase) = match anchor::read(&custody, &key) {
+            Ok(anchor) => (anchor, Phase::NotLoaded),
+            Err(e) if matches!(e.code(), ErrorCode::StoreAnchorMissing | ErrorCode::StoreAnchorInvalid) => {
+                tracing::error!(code = %e.code(), "{}", e.message());
+                (Head::EMPTY, Phase::Failed(e.code()))
+            }
+            Err(e) => return Err(e),
+        };
         let inner = Inner {
-            phase: Phase::NotLoaded,
+            phase,
             head: anchor,
             anchor,
             channel: None,
             queue: Vec::new(),
             committing: false,
             loader: None,
+            verify_loader: None,
             commits: 0,
             committed_records: 0,
             since_snapshot: 0,
@@ -157,17 +170,34 @@ impl SealedStore {
     /// records (for the engine to replay) and the head; the caller then calls [`Self::adopt`].
     pub fn load_chunk(&self, load: &StoreLoad) -> Result<LoadProgress, Error> {
         let mut i = lock(&self.shared);
+        if let Phase::Failed(code) = i.phase {
+            if matches!(code, ErrorCode::StoreAnchorMissing | ErrorCode::StoreAnchorInvalid) {
+                // Re-read: an operator may have restored the token's anchor.
+                match anchor::read(&self.shared.custody, &self.shared.key) {
+                    Ok(anchor) => {
+                        i.anchor = anchor;
+                        i.head = anchor;
+                        i.phase = Phase::NotLoaded;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let anchor_version = i.anchor.version;
+        let slot = if load.verify_only { &mut i.verify_loader } else { &mut i.loader };
         if load.first {
-            i.loader = Some(Loader::for_anchor(i.anchor.version));
+            *slot = Some(Loader::for_anchor(anchor_version));
         }
         let fail = |i: &mut Inner, e: Error| {
-            i.loader = None;
-            if !load.verify_only {
+            if load.verify_only {
+                i.verify_loader = None;
+            } else {
+                i.loader = None;
                 i.phase = Phase::Failed(e.code());
             }
             e
         };
-        let Some(loader) = i.loader.as_mut() else {
+        let Some(loader) = slot.as_mut() else {
             return Err(Error::new(ErrorCode::UnexpectedMessage, "a store load must start with `first`"));
         };
         if let Err(e) = loader.push(&self.shared.key, load.records.as_inner()) {
@@ -177,13 +207,19 @@ impl SealedStore {
         if !load.last {
             return Ok(LoadProgress { records: count, done: None });
         }
-        let Some(loader) = i.loader.take() else { return Ok(LoadProgress { records: count, done: None }) };
+        let Some(loader) = slot.take() else { return Ok(LoadProgress { records: count, done: None }) };
         let chain::Verified { head, records, successor_prev } = match loader.finish_with_successor() {
             Ok(x) => x,
             Err(e) => return Err(fail(&mut i, e)),
         };
         // Re-read the anchor: it is the HSM's word, not this process's memory.
-        let anchor = anchor::read(&self.shared.custody)?;
+        let anchor = match anchor::read(&self.shared.custody, &self.shared.key) {
+            Ok(anchor) => anchor,
+            Err(e) if matches!(e.code(), ErrorCode::StoreAnchorMissing | ErrorCode::StoreAnchorInvalid) => {
+                return Err(fail(&mut i, e))
+            }
+            Err(e) => return Err(e),
+        };
         if anchor.version != i.anchor.version {
             // The loader tracked the successor of a stale anchor version: load again.
             return Err(Error::new(ErrorCode::StoreNotLoaded, "the HSM anchor moved during the load; load again"));
@@ -201,7 +237,7 @@ impl SealedStore {
         // Take no records until `adopt` installs the loaded head and its channel.
         i.phase = Phase::NotLoaded;
         if ahead {
-            anchor::update(&self.shared.custody, head)?;
+            anchor::update(&self.shared.custody, &self.shared.key, head)?;
             tracing::info!(version = head.version, "finished an interrupted anchor update");
         }
         i.anchor = head;
@@ -353,7 +389,7 @@ impl SealedStore {
             }
         }
         faults::crash_point(faults::AFTER_ACK_BEFORE_ANCHOR);
-        anchor::update(&shared.custody, new_head).map_err(PersistError::Unknown)?;
+        anchor::update(&shared.custody, &shared.key, new_head).map_err(PersistError::Unknown)?;
         faults::crash_point(faults::AFTER_ANCHOR_BEFORE_RELEASE);
         Ok(new_head)
     }

@@ -6,7 +6,7 @@ use bitcoin::secp256k1::XOnlyPublicKey;
 use clap::{Args, ValueEnum};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::KeyId;
-use frostgate_common::protocol::{Bip340Signature, KeyInfo, KeyRef, Message, ServiceState, TaprootMode};
+use frostgate_common::protocol::{Bip340Signature, KeyInfo, Message, ServiceState, TaprootMode};
 use frostgate_host::cluster::Cluster;
 use frostgate_host::coordinator::{self, Settings, SignRequest};
 use frostgate_host::dkg_relay;
@@ -168,18 +168,23 @@ pub async fn keygen(a: KeygenArgs) -> Result<(), Error> {
 pub async fn pubkey(a: PubkeyArgs) -> Result<(), Error> {
     let cluster = Cluster::load(&a.cluster)?;
     let key = KeyId::from_str(&a.key).map_err(|e| Error::new(ErrorCode::ConfigInvalid, e))?;
-    let mut last = Error::new(ErrorCode::NodeUnavailable, "no node reachable");
-    for n in dkg_relay::connect_all(&cluster).await {
-        match n.call(Message::GetKey(KeyRef { key }), Duration::from_secs(10)).await {
-            Ok(Message::KeyInfo(k)) => {
-                print_key(&describe(&k, a.network)?, a.json);
-                return Ok(());
-            }
-            Ok(other) => last = Error::new(ErrorCode::UnexpectedMessage, other.info().name),
-            Err(e) => last = e,
-        }
+    let nodes = dkg_relay::connect_all(&cluster).await;
+    // The package `threshold` nodes agree on, never one node's word; the output key is ours.
+    let material = coordinator::KeyMaterial::fetch(&nodes, &key, Settings::default()).await?;
+    for ev in material.disagreeing() {
+        tracing::warn!(signer = ev.signer, reason = %ev.reason, "node disagrees about the key's public package");
     }
-    Err(last)
+    let output_key = material.output_key(&TaprootMode::Bip86)?;
+    let v = serde_json::json!({
+        "key": key.to_string(),
+        "internal_key": key.to_string(),
+        "output_key": hex::encode(output_key),
+        "address": address(&output_key, a.network)?,
+        "threshold": material.threshold(),
+        "participants": material.participants(),
+    });
+    print_key(&v, a.json);
+    Ok(())
 }
 
 pub async fn sign(a: SignArgs) -> Result<(), Error> {
