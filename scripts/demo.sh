@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
-echo "== building"
-cargo build --quiet --workspace --bins
+echo "== building (production feature set: each binary with -p, no development feature)"
+cargo build --quiet --locked -p frostgate-enclave -p frostgate-host --bins
 fg=target/debug/frostgate
 
 work=$(mktemp -d -t frostgate-demo-XXXXXX)

@@ -296,6 +296,8 @@ pub struct BuildInfo {
     pub version: Label,
     /// `debug` or `release`.
     pub profile: Label,
+    /// Development features compiled in, comma-separated; empty in a production build.
+    pub dev_features: Label,
 }
 
 /// The enclave's health.
@@ -313,6 +315,8 @@ pub struct HealthReply {
     pub hsm_operations: u64,
     /// Their total duration, microseconds.
     pub hsm_micros: u64,
+    /// Development features compiled into the enclave, comma-separated; empty in production.
+    pub dev_features: Label,
 }
 
 /// Whether the enclave serves.

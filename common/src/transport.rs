@@ -90,12 +90,27 @@ pub enum Listener {
 }
 
 impl Listener {
-    /// Binds. A Unix socket file left by a previous run is replaced; the new file is made
+    /// Binds. Only a *stale* Unix socket (a socket file nobody accepts on) is replaced; any other
+    /// existing path (a regular file such as a database, a directory, a symlink, a live socket)
+    /// is refused with `listen_path_occupied` and left untouched. The new file is made
     /// accessible to its owner only (peer credentials are still checked on every connection).
     pub fn bind(address: &Address) -> Result<Listener, Error> {
         match address {
             Address::Unix(path) => {
-                if path.exists() {
+                if let Ok(meta) = std::fs::symlink_metadata(path) {
+                    use std::os::unix::fs::FileTypeExt;
+                    let occupied = |why: &str| {
+                        Error::new(
+                            ErrorCode::ListenPathOccupied,
+                            format!("{} {why}; refusing to replace it", path.display()),
+                        )
+                    };
+                    if !meta.file_type().is_socket() {
+                        return Err(occupied("exists and is not a socket"));
+                    }
+                    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                        return Err(occupied("is a socket another process is serving"));
+                    }
                     std::fs::remove_file(path).map_err(|e| io_err("removing stale socket", e))?;
                 }
                 let l = tokio::net::UnixListener::bind(path).map_err(|e| io_err("binding socket", e))?;

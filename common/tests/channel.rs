@@ -28,6 +28,7 @@ fn slow_echo() -> Handler {
                     store_records: 0,
                     hsm_operations: 0,
                     hsm_micros: 0,
+                    dev_features: frostgate_common::bounded::Label::new(String::new()).expect("label"),
                 }),
                 other => Message::error(ErrorCode::UnexpectedMessage, other.info().name),
             }

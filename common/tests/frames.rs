@@ -56,27 +56,34 @@ fn message() -> impl Strategy<Value = Message> {
         (code(), proptest::string::string_regex(&format!(".{{0,{}}}", MAX_TEXT_LEN / 4)).expect("regex"))
             .prop_map(|(c, m)| Message::Error(Error::new(c, m))),
         (any::<u16>(), label()).prop_map(|(v, client)| Message::Hello(Hello { protocol_version: v, client })),
-        (any::<u16>(), label(), label(), label()).prop_map(|(v, name, version, profile)| Message::HelloReply(
-            HelloReply { protocol_version: v, build: BuildInfo { name, version, profile } }
-        )),
+        (any::<u16>(), label(), label(), label(), label()).prop_map(|(v, name, version, profile, dev_features)| {
+            Message::HelloReply(HelloReply {
+                protocol_version: v,
+                build: BuildInfo { name, version, profile, dev_features },
+            })
+        }),
         Just(Message::Health),
         (
             prop_oneof![Just(ServiceState::Ready), code().prop_map(ServiceState::Refusing)],
             any::<u64>(),
             any::<u64>(),
             any::<u64>(),
-            any::<(u64, u64)>()
+            any::<(u64, u64)>(),
+            label()
         )
-            .prop_map(|(state, uptime_seconds, store_commits, store_records, (hsm_operations, hsm_micros))| {
-                Message::HealthReply(HealthReply {
-                    state,
-                    uptime_seconds,
-                    store_commits,
-                    store_records,
-                    hsm_operations,
-                    hsm_micros,
-                })
-            }),
+            .prop_map(
+                |(state, uptime_seconds, store_commits, store_records, (hsm_operations, hsm_micros), dev_features)| {
+                    Message::HealthReply(HealthReply {
+                        state,
+                        uptime_seconds,
+                        store_commits,
+                        store_records,
+                        hsm_operations,
+                        hsm_micros,
+                        dev_features,
+                    })
+                }
+            ),
         any::<u64>().prop_map(|echo| Message::Ping(Ping { echo })),
         any::<u64>().prop_map(|echo| Message::Pong(Ping { echo })),
     ];

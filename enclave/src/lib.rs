@@ -4,6 +4,23 @@
 //! handled by [`service::Service`]; [`server`] owns connections and refuses unauthorized peers.
 #![forbid(unsafe_code)]
 
+/// The development features compiled into this build, comma-separated; empty in a production
+/// build. Reported in `Hello`, `Health` and `--version` so an operator can tell.
+pub const DEV_FEATURES: &str = match (cfg!(feature = "dev-dealer"), cfg!(feature = "dev-fault-injection")) {
+    (true, true) => "dev-dealer,dev-fault-injection",
+    (true, false) => "dev-dealer",
+    (false, true) => "dev-fault-injection",
+    (false, false) => "",
+};
+
+/// `--version` text: the package version and the development features (`none` in production).
+pub const VERSION: &str = match (cfg!(feature = "dev-dealer"), cfg!(feature = "dev-fault-injection")) {
+    (true, true) => concat!(env!("CARGO_PKG_VERSION"), " (dev features: dev-dealer,dev-fault-injection)"),
+    (true, false) => concat!(env!("CARGO_PKG_VERSION"), " (dev features: dev-dealer)"),
+    (false, true) => concat!(env!("CARGO_PKG_VERSION"), " (dev features: dev-fault-injection)"),
+    (false, false) => concat!(env!("CARGO_PKG_VERSION"), " (dev features: none)"),
+};
+
 pub mod custody;
 pub mod dkg;
 pub mod keys;

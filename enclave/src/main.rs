@@ -19,7 +19,7 @@ use std::time::Duration;
 
 /// The frostgate enclave process.
 #[derive(Debug, Parser)]
-#[command(name = "frostgate-enclave", version)]
+#[command(name = "frostgate-enclave", version = frostgate_enclave::VERSION)]
 struct Cli {
     /// Log format (logs go to stderr).
     #[arg(long, global = true, value_enum, default_value = "human", env = "FROSTGATE_LOG_FORMAT")]

@@ -7,7 +7,10 @@
 //!   consumed; then check-and-set of the consumed marker happens under the one state lock; the
 //!   share is computed and released only after the marker is durable.
 //! - A consumed marker is never removed while its attempt is known, so no second share is ever
-//!   released for a nonce, whatever package a later request carries.
+//!   released for a nonce, whatever package a later request carries. Markers go with their
+//!   attempt (abort, close, expiry): by then every nonce of the attempt is consumed or wiped.
+//! - No share or signature leaves before the session and attempt bindings it depends on are
+//!   durable: bindings not yet known durable are committed with the marker.
 //! - Aggregation uses the enclave's own public key package (never one from the request), records
 //!   the completed marker durably before the signature leaves, and reports invalid shares only
 //!   as candidate culprits.
@@ -25,6 +28,7 @@ use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::{AttemptId, KeyId, ParticipantId, SessionId};
 use frostgate_common::protocol::{AggregateOutcome, Bip340Signature, ShareVerdict, SignerShare, TaprootMode};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -63,6 +67,20 @@ struct Session {
     output_key: [u8; 32],
     created: Instant,
     opened_unix: u64,
+    /// Set once the `SessionBound` record is known durable (replayed, or its commit succeeded).
+    durable: Arc<AtomicBool>,
+}
+
+impl Session {
+    fn record(&self, session: SessionId) -> Record {
+        Record::SessionBound {
+            session,
+            key: self.key,
+            message: self.message,
+            mode: self.mode,
+            opened_unix: self.opened_unix,
+        }
+    }
 }
 
 fn unix_now() -> u64 {
@@ -82,6 +100,14 @@ fn persist_err(e: PersistError) -> Error {
 struct Attempt {
     session: SessionId,
     signers: BTreeSet<ParticipantId>,
+    /// Set once the `AttemptBound` record is known durable.
+    durable: Arc<AtomicBool>,
+}
+
+impl Attempt {
+    fn record(&self, attempt: AttemptId) -> Record {
+        Record::AttemptBound { attempt, session: self.session, signers: self.signers.iter().copied().collect() }
+    }
 }
 
 /// A nonce pair with the commitments issued for it. Never cloned, never serialized.
@@ -164,6 +190,23 @@ struct Bound {
     mode: TaprootMode,
     output_key: [u8; 32],
     signers: BTreeSet<ParticipantId>,
+    /// The session and attempt binding records not yet known durable, with their flags: they
+    /// go into the same commit as the marker, so nothing leaves before its bindings are durable.
+    undurable: Vec<(Record, Arc<AtomicBool>)>,
+}
+
+impl Bound {
+    /// `records` preceded by every binding not yet known durable.
+    fn with_bindings(&self, records: Vec<Record>) -> Vec<Record> {
+        self.undurable.iter().map(|(r, _)| r.clone()).chain(records).collect()
+    }
+
+    /// After a durable commit of [`Self::with_bindings`]: the bindings are durable too.
+    fn bindings_durable(&self) {
+        for (_, flag) in &self.undurable {
+            flag.store(true, Ordering::Release);
+        }
+    }
 }
 
 impl Engine {
@@ -263,12 +306,19 @@ impl Engine {
                             output_key,
                             created,
                             opened_unix: *opened_unix,
+                            durable: Arc::new(AtomicBool::new(true)),
                         },
                     );
                 }
                 Record::AttemptBound { attempt, session, signers } => {
-                    s.attempts
-                        .insert(*attempt, Attempt { session: *session, signers: signers.iter().copied().collect() });
+                    s.attempts.insert(
+                        *attempt,
+                        Attempt {
+                            session: *session,
+                            signers: signers.iter().copied().collect(),
+                            durable: Arc::new(AtomicBool::new(true)),
+                        },
+                    );
                 }
                 Record::NonceConsumed { attempt, seat } => {
                     s.consumed.insert((*attempt, *seat), Marker::Kept);
@@ -281,6 +331,8 @@ impl Engine {
                 Record::SnapshotBegin { .. } | Record::SnapshotEnd { .. } => {}
             }
         }
+        // Markers live only as long as their attempt (see `abort`).
+        Self::drop_orphan_markers(&mut s);
         if s.sessions.len() > self.limits.max_sessions || s.attempts.len() > self.limits.max_attempts {
             self.sweep_locked(&mut s, now);
             if s.sessions.len() > self.limits.max_sessions || s.attempts.len() > self.limits.max_attempts {
@@ -298,23 +350,13 @@ impl Engine {
             out.push(key_record(k)?);
         }
         for (id, sess) in &s.sessions {
-            out.push(Record::SessionBound {
-                session: *id,
-                key: sess.key,
-                message: sess.message,
-                mode: sess.mode,
-                opened_unix: sess.opened_unix,
-            });
+            out.push(sess.record(*id));
         }
         for (id, a) in &s.attempts {
-            out.push(Record::AttemptBound {
-                attempt: *id,
-                session: a.session,
-                signers: a.signers.iter().copied().collect(),
-            });
+            out.push(a.record(*id));
         }
         for ((attempt, seat), m) in &s.consumed {
-            if *m == Marker::Kept {
+            if *m == Marker::Kept && s.attempts.contains_key(attempt) {
                 out.push(Record::NonceConsumed { attempt: *attempt, seat: *seat });
             }
         }
@@ -356,7 +398,7 @@ impl Engine {
         let output_key = keys::x_only(self.tweaked(&record, &mode).verifying_key())?;
         let now = Instant::now();
         let opened_unix = unix_now();
-        {
+        let durable = {
             let mut s = self.lock();
             if let Some(existing) = s.sessions.get(&id) {
                 if existing.key == key && existing.message == message && existing.mode == mode {
@@ -373,11 +415,15 @@ impl Engine {
                     return Err(err(ErrorCode::RegistryFull, format!("{} open sessions", s.sessions.len())));
                 }
             }
-            s.sessions.insert(id, Session { key, message, mode, output_key, created: now, opened_unix });
-        }
-        // Not awaited: FIFO commits make the binding durable no later than the consumed marker
-        // that must be durable before any share of this session leaves.
-        self.store.persist_detached(vec![Record::SessionBound { session: id, key, message, mode, opened_unix }]);
+            let durable = Arc::new(AtomicBool::new(false));
+            let session =
+                Session { key, message, mode, output_key, created: now, opened_unix, durable: durable.clone() };
+            s.sessions.insert(id, session);
+            durable
+        };
+        // Not awaited; if this commit fails, the binding goes again with the first marker of
+        // the session (`Bound::with_bindings`), so no share leaves before it is durable.
+        self.persist_binding(Record::SessionBound { session: id, key, message, mode, opened_unix }, durable);
         Ok(output_key)
     }
 
@@ -421,11 +467,28 @@ impl Engine {
                     return Err(err(ErrorCode::RegistryFull, format!("{} open attempts", s.attempts.len())));
                 }
             }
-            s.attempts.insert(attempt, Attempt { session, signers: set });
+            let durable = Arc::new(AtomicBool::new(false));
+            s.attempts.insert(attempt, Attempt { session, signers: set, durable: durable.clone() });
+            drop(s);
+            // Not awaited, as for sessions.
+            self.persist_binding(Record::AttemptBound { attempt, session, signers: signers.to_vec() }, durable);
         }
-        // Not awaited, as for sessions: a later marker's durability implies this one's.
-        self.store.persist_detached(vec![Record::AttemptBound { attempt, session, signers: signers.to_vec() }]);
         Ok(())
+    }
+
+    /// Commits a binding record in the background and flags it durable once it is.
+    fn persist_binding(&self, record: Record, durable: Arc<AtomicBool>) {
+        let store = self.store.clone();
+        let commit = async move {
+            match store.persist(vec![record]).await {
+                Ok(()) => durable.store(true, Ordering::Release),
+                Err(e) => tracing::warn!(error = ?e, "binding not committed; it goes with the next marker"),
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn(commit)),
+            Err(_) => tracing::warn!("no runtime: the binding goes with the next marker"),
+        }
     }
 
     /// Copies what a seat's work needs out of the state, checking the seat is held and signs.
@@ -444,12 +507,20 @@ impl Engine {
                 ));
             }
         }
+        let mut undurable = Vec::new();
+        if !sess.durable.load(Ordering::Acquire) {
+            undurable.push((sess.record(a.session), sess.durable.clone()));
+        }
+        if !a.durable.load(Ordering::Acquire) {
+            undurable.push((a.record(*attempt), a.durable.clone()));
+        }
         Ok(Bound {
             key,
             message: sess.message,
             mode: sess.mode,
             output_key: sess.output_key,
             signers: a.signers.clone(),
+            undurable,
         })
     }
 
@@ -552,12 +623,13 @@ impl Engine {
             s.consumed.insert(marker, Marker::Pending);
             b
         };
-        let persisted = self.store.persist(vec![Record::NonceConsumed { attempt, seat }]).await;
+        let persisted = self.store.persist(bound.with_bindings(vec![Record::NonceConsumed { attempt, seat }])).await;
         let live = {
             let mut s = self.lock();
             match persisted {
                 Ok(()) => {
-                    s.consumed.insert(marker, Marker::Kept);
+                    bound.bindings_durable();
+                    Self::settle(&mut s, marker);
                     s.nonces.remove(&marker)
                 }
                 Err(PersistError::NotWritten(e)) => {
@@ -568,7 +640,7 @@ impl Engine {
                     ));
                 }
                 Err(PersistError::Unknown(e)) => {
-                    s.consumed.insert(marker, Marker::Kept);
+                    Self::settle(&mut s, marker);
                     drop(s.nonces.remove(&marker));
                     return Err(err(
                         ErrorCode::StoreOutcomeUnknown,
@@ -653,11 +725,20 @@ impl Engine {
             }
         };
         let record = Record::AttemptCompleted { attempt, message: bound.message, mode: bound.mode };
-        let persisted = self.store.persist(vec![record]).await;
+        let persisted = self.store.persist(bound.with_bindings(vec![record])).await;
         let mut s = self.lock();
+        let keep = |s: &mut State| {
+            // An attempt aborted or closed meanwhile takes its markers with it.
+            if s.attempts.contains_key(&attempt) {
+                s.completed.insert(attempt, Marker::Kept);
+            } else {
+                s.completed.remove(&attempt);
+            }
+        };
         match persisted {
             Ok(()) => {
-                s.completed.insert(attempt, Marker::Kept);
+                bound.bindings_durable();
+                keep(&mut s);
                 Ok(AggregateOutcome::Signed { signature, output_key: bound.output_key })
             }
             Err(PersistError::NotWritten(e)) => {
@@ -665,7 +746,7 @@ impl Engine {
                 Err(err(ErrorCode::StoreCommitFailed, format!("completed marker not written ({e})")))
             }
             Err(PersistError::Unknown(e)) => {
-                s.completed.insert(attempt, Marker::Kept);
+                keep(&mut s);
                 Err(err(ErrorCode::StoreOutcomeUnknown, format!("completed marker outcome unknown ({e})")))
             }
         }
@@ -738,7 +819,11 @@ impl Engine {
         }
     }
 
-    /// Abandons an attempt: its live nonces are wiped, its markers kept.
+    /// Abandons an attempt: it is forgotten with its live nonces (wiped) and its settled
+    /// markers. Safe for the reason closing is: a consumed nonce was taken by value and no longer
+    /// exists, and the aborted attempt's other nonces are wiped here, so no nonce of this attempt
+    /// can ever sign again; an attempt re-opened under the same id gets fresh nonces. Markers whose
+    /// persist is in flight stay until it resolves (then [`Self::settle`] drops them).
     pub fn abort(&self, attempt: AttemptId) -> Result<u16, Error> {
         let mut s = self.lock();
         if s.attempts.remove(&attempt).is_none() {
@@ -746,7 +831,26 @@ impl Engine {
         }
         let before = s.nonces.len();
         s.nonces.retain(|(a, _), _| *a != attempt);
-        Ok(u16::try_from(before - s.nonces.len()).unwrap_or(u16::MAX))
+        let wiped = before - s.nonces.len();
+        Self::drop_orphan_markers(&mut s);
+        Ok(u16::try_from(wiped).unwrap_or(u16::MAX))
+    }
+
+    /// A consumed marker whose persist resolved: kept while its attempt exists, dropped with an
+    /// attempt that was aborted or closed meanwhile.
+    fn settle(s: &mut State, marker: Seat) {
+        if s.attempts.contains_key(&marker.0) {
+            s.consumed.insert(marker, Marker::Kept);
+        } else {
+            s.consumed.remove(&marker);
+        }
+    }
+
+    /// Removes settled markers of attempts no longer known.
+    fn drop_orphan_markers(s: &mut State) {
+        let State { attempts, consumed, completed, .. } = s;
+        consumed.retain(|(a, _), m| *m == Marker::Pending || attempts.contains_key(a));
+        completed.retain(|a, m| *m == Marker::Pending || attempts.contains_key(a));
     }
 
     /// Expiry sweep: wipes nonces older than the nonce TTL (markers and keys untouched), and

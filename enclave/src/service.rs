@@ -84,6 +84,7 @@ impl Service {
                 name: label(env!("CARGO_PKG_NAME")),
                 version: label(env!("CARGO_PKG_VERSION")),
                 profile: label(profile),
+                dev_features: label(crate::DEV_FEATURES),
             },
             engine,
             store: None,
@@ -196,6 +197,7 @@ impl Service {
                 store_records: self.store.as_ref().map(|s| s.stats().records).unwrap_or(0),
                 hsm_operations: crate::custody::token::hsm_counters().0,
                 hsm_micros: crate::custody::token::hsm_counters().1,
+                dev_features: label(crate::DEV_FEATURES),
             }),
             Message::Ping(p) => Message::Pong(p),
             // Refused by the build itself, whatever the enclave's state.

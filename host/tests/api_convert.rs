@@ -66,6 +66,7 @@ fn every_network_type_round_trips() {
             store_records: 3,
             hsm_operations: 4,
             hsm_micros: u64::MAX,
+            dev_features: Label::new("dev-dealer".to_string()).expect("label"),
         });
     }
     round_trip(IdentityKeyBytes::new(vec![4; 65]).expect("identity"));

@@ -162,3 +162,51 @@ fn sigterm_shuts_down_cleanly_and_removes_the_socket() {
     assert!(!enclave.socket.exists(), "socket file removed");
     assert!(enclave.logs().contains("SIGTERM: shutting down"));
 }
+
+/// `--listen` replaces only a stale socket: a regular file (say, a mistyped `host.db`), a
+/// directory or a socket another enclave serves is refused with `listen_path_occupied` and left
+/// as it was; a socket left by a killed enclave is replaced.
+#[test]
+fn listen_refuses_every_existing_path_but_a_stale_socket() {
+    let dir = tempfile::tempdir().expect("dir");
+    let run = |path: &std::path::Path| {
+        let mut child = std::process::Command::new(frostgate_tests::enclave_bin())
+            .args(["serve", "--listen"])
+            .arg(path)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        frostgate_tests::wait_bounded(&mut child, Duration::from_secs(30));
+        let o = child.wait_with_output().expect("output");
+        (o.status, String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let db = dir.path().join("host.db");
+    std::fs::write(&db, b"the only copy of the sealed shares").expect("db");
+    let sub = dir.path().join("a-directory");
+    std::fs::create_dir(&sub).expect("dir");
+    for path in [&db, &sub] {
+        let (status, err) = run(path);
+        assert!(!status.success(), "{}: {err}", path.display());
+        assert!(err.contains("error: listen_path_occupied (recovery: operator)"), "{err}");
+    }
+    assert_eq!(std::fs::read(&db).expect("db kept"), b"the only copy of the sealed shares");
+    assert!(sub.is_dir());
+
+    // A live enclave's socket: the second enclave is refused and the first keeps serving.
+    let mut live = EnclaveProcess::start(&[]);
+    let (status, err) = run(&live.socket);
+    assert!(!status.success() && err.contains("listen_path_occupied"), "{err}");
+    let mut s = raw_connect(&live);
+    ping(&mut s, 1);
+    // Killed: its socket file is stale now, and a new enclave replaces it.
+    live.kill();
+    assert!(live.socket.exists());
+    let args = ["serve".to_string(), "--listen".into(), live.socket.display().to_string()];
+    let mut again =
+        frostgate_tests::Daemon::start(&frostgate_tests::enclave_bin(), &args, &[], dir.path().join("again.log"));
+    let mut s = UnixStream::connect(&live.socket).expect("connect to the new enclave");
+    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    ping(&mut s, 2);
+    again.kill();
+}

@@ -543,3 +543,113 @@ fn a_deleted_or_forged_anchor_fails_closed() {
         sign_fully(&c, &key, &[pid(1), pid(3)]).await;
     });
 }
+
+/// A session and attempt whose background binding commits fail still never release a share
+/// before the bindings are durable: they are committed with the consumed marker. After a kill -9
+/// the attempt is known (its marker refuses a second share) instead of unknown.
+#[test]
+fn a_share_never_leaves_before_its_bindings_are_durable() {
+    let mut node = Node::new();
+    node.start();
+    let rt = rt();
+    let enclave_log = node.tokens.path().join("enclave.log");
+    let (key, attempt, pkg) = rt.block_on(async {
+        let c = node.caller().await;
+        let key = dealer(&c, 2, 3).await;
+        node.arm("host_before_commit");
+        let message = random::<32>();
+        let (session, _) = open_session(&c, key.key, message, TaprootMode::Bip86).await.expect("session");
+        let attempt = open_attempt(&c, session, &[pid(1), pid(2)]).await.expect("attempt");
+        // Both background commits were refused by the host.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::fs::read_to_string(&enclave_log).unwrap_or_default().matches("binding not committed").count() < 2 {
+            assert!(std::time::Instant::now() < deadline, "{}", node.logs());
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        node.disarm();
+        let mut commitments = BTreeMap::new();
+        for s in [pid(1), pid(2)] {
+            commitments.insert(s, round1(&c, attempt, s).await.expect("round 1"));
+        }
+        let pkg = package(&commitments, &message);
+        round2(&c, attempt, pid(1), TaprootMode::Bip86, &pkg).await.expect("share");
+        (key, attempt, pkg)
+    });
+    node.kill();
+    node.start();
+    rt.block_on(async {
+        let c = node.caller().await;
+        assert_eq!(
+            code(round2(&c, attempt, pid(1), TaprootMode::Bip86, &pkg).await),
+            ErrorCode::NonceAlreadyConsumed,
+            "the attempt and its marker were durable before the share left"
+        );
+        sign_fully(&c, &key, &[pid(1), pid(2)]).await;
+    });
+}
+
+/// ROAST aborts every failed attempt. Aborted attempts leave no markers behind: after thousands
+/// of aborted attempts (each with a consumed nonce) a snapshot holds the key and the session only,
+/// and the store stays bounded. An aborted attempt's consumed seat still never signs again.
+#[test]
+fn aborted_attempts_leave_no_markers_and_snapshots_stay_bounded() {
+    const ABORTED: usize = 1000;
+    let mut node = Node::new();
+    node.enclave_args = ["--sweep-interval-secs", "1", "--compact-after-records", "500"].map(String::from).to_vec();
+    node.start();
+    let rt = rt();
+    rt.block_on(async {
+        let c = node.caller().await;
+        let key = dealer(&c, 2, 3).await;
+        let message = random::<32>();
+        let (session, _) = open_session(&c, key.key, message, TaprootMode::Bip86).await.expect("session");
+        for i in 0..ABORTED {
+            let attempt = open_attempt(&c, session, &[pid(1), pid(2)]).await.expect("attempt");
+            let mut commitments = BTreeMap::new();
+            for s in [pid(1), pid(2)] {
+                commitments.insert(s, round1(&c, attempt, s).await.expect("round 1"));
+            }
+            let pkg = package(&commitments, &message);
+            round2(&c, attempt, pid(1), TaprootMode::Bip86, &pkg).await.expect("share");
+            match c.call(Message::AbortAttempt(AttemptRef { attempt })).await.expect("abort") {
+                Message::AttemptAborted(_) => {}
+                other => panic!("{other:?}"),
+            }
+            if i == 0 {
+                // The consumed seat of an aborted attempt: no share, whatever comes next.
+                assert_eq!(
+                    code(round2(&c, attempt, pid(1), TaprootMode::Bip86, &pkg).await),
+                    ErrorCode::UnknownAttempt
+                );
+            }
+        }
+    });
+    // 1 key + 1 session + 1000 x (attempt, marker) records: compaction must have run, and its
+    // snapshot holds no marker of an aborted attempt.
+    let rows = wait_for("compaction", &node, |v| v.first().is_some_and(|f| *f > 1));
+    let conn = rusqlite::Connection::open(&node.db).expect("open");
+    let mut stmt = conn.prepare("SELECT body FROM records ORDER BY version").expect("prepare");
+    let bodies: Vec<Vec<u8>> = stmt.query_map([], |r| r.get(0)).expect("query").map(|r| r.expect("row")).collect();
+    use frostgate_enclave::markers::Record;
+    let records: Vec<Record> = bodies.iter().map(|b| postcard::from_bytes(b).expect("record")).collect();
+    let end = records.iter().position(|r| matches!(r, Record::SnapshotEnd { .. })).expect("a complete snapshot");
+    let snapshot = &records[..=end];
+    assert!(matches!(snapshot[0], Record::SnapshotBegin { .. }));
+    let markers = snapshot.iter().filter(|r| matches!(r, Record::NonceConsumed { .. })).count();
+    let attempts = snapshot.iter().filter(|r| matches!(r, Record::AttemptBound { .. })).count();
+    // At most the one attempt in flight when the snapshot was taken (before the fix: every
+    // aborted attempt's marker, hundreds).
+    assert!(
+        markers <= 1 && attempts <= 1,
+        "the snapshot carries aborted attempts: {markers} markers, {attempts} attempts"
+    );
+    assert!(snapshot.len() <= 6, "begin, key, session, [attempt, marker,] end: {} records", snapshot.len());
+    assert!(rows.len() < 2 * ABORTED, "{} records kept", rows.len());
+    // The compacted store boots.
+    node.kill();
+    node.start();
+    rt.block_on(async {
+        let c = node.caller().await;
+        assert_eq!(health(&c).await.state, ServiceState::Ready, "{}", node.logs());
+    });
+}

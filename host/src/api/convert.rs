@@ -122,6 +122,7 @@ impl Proto for HealthReply {
             store_records: self.store_records,
             hsm_operations: self.hsm_operations,
             hsm_micros: self.hsm_micros,
+            enclave_dev_features: self.dev_features.as_inner().to_string(),
         }
     }
     fn from_pb(p: pb::HealthReply) -> Result<Self, Error> {
@@ -139,6 +140,7 @@ impl Proto for HealthReply {
             store_records: p.store_records,
             hsm_operations: p.hsm_operations,
             hsm_micros: p.hsm_micros,
+            dev_features: Label::new(p.enclave_dev_features).map_err(|e| malformed("enclave_dev_features", e))?,
         })
     }
 }

@@ -85,6 +85,7 @@ async fn status(args: StatusArgs) -> Result<(), Error> {
                 "name": hello.build.name.as_inner(),
                 "version": hello.build.version.as_inner(),
                 "profile": hello.build.profile.as_inner(),
+                "dev_features": hello.build.dev_features.as_inner(),
             },
             "state": state,
             "refusal_code": refusal.map(|c| c.code()),
@@ -94,12 +95,13 @@ async fn status(args: StatusArgs) -> Result<(), Error> {
         out(&format!("{v}\n"));
     } else {
         let mut s = format!(
-            "enclave:  {}\nprotocol: {}\nbuild:    {} {} ({})\nstate:    {state}\n",
+            "enclave:  {}\nprotocol: {}\nbuild:    {} {} ({}; dev features: {})\nstate:    {state}\n",
             client.address(),
             hello.protocol_version,
             hello.build.name.as_inner(),
             hello.build.version.as_inner(),
             hello.build.profile.as_inner(),
+            Some(hello.build.dev_features.as_inner().as_str()).filter(|f| !f.is_empty()).unwrap_or("none"),
         );
         if let Some(code) = refusal {
             s.push_str(&format!("refusal:  {code} (recovery: {})\n", code.recovery_class()));

@@ -253,12 +253,14 @@ pub fn verify(a: VerifyArgs) -> Result<(), Error> {
     }
 }
 
-fn health_row(node: u16, via: &str, state: &ServiceState) -> serde_json::Value {
-    match state {
+fn health_row(node: u16, via: &str, h: &frostgate_common::protocol::HealthReply) -> serde_json::Value {
+    let mut row = match &h.state {
         ServiceState::Ready => serde_json::json!({"node": node, "state": "ready", "via": via}),
         ServiceState::Refusing(code) => serde_json::json!({"node": node, "state": "refusing", "via": via,
             "code": code.code(), "recovery_class": code.recovery_class().as_str()}),
-    }
+    };
+    row["dev_features"] = h.dev_features.as_inner().as_str().into();
+    row
 }
 
 pub async fn status(a: StatusArgs) -> Result<(), Error> {
@@ -267,7 +269,7 @@ pub async fn status(a: StatusArgs) -> Result<(), Error> {
     let mut rows = Vec::new();
     for (n, entry) in clients.iter().zip(&cluster.nodes) {
         let row = match n.call(Message::Health, Duration::from_secs(5)).await {
-            Ok(Message::HealthReply(h)) => health_row(n.id().get(), "host", &h.state),
+            Ok(Message::HealthReply(h)) => health_row(n.id().get(), "host", &h),
             Ok(other) => serde_json::json!({"node": n.id().get(), "state": "error", "code": other.info().name}),
             // The host is down: its enclave may still run and know why (e.g. the host's store
             // failed verification and the enclave refuses with store_rollback_detected).
@@ -275,7 +277,7 @@ pub async fn status(a: StatusArgs) -> Result<(), Error> {
                 let enclave = frostgate_common::transport::Address::Unix(entry.enclave_socket.clone());
                 match frostgate_host::enclave::EnclaveClient::connect(enclave).await {
                     Ok(client) => match client.health().await {
-                        Ok(h) => health_row(n.id().get(), "enclave", &h.state),
+                        Ok(h) => health_row(n.id().get(), "enclave", &h),
                         Err(e) => serde_json::json!({"node": n.id().get(), "state": "down", "code": e.code().code(),
                             "recovery_class": e.recovery_class().as_str()}),
                     },
@@ -292,10 +294,15 @@ pub async fn status(a: StatusArgs) -> Result<(), Error> {
         let mut t = String::new();
         for r in &rows {
             t.push_str(&format!(
-                "node {}: {}{}\n",
+                "node {}: {}{}{}\n",
                 r["node"],
                 r["state"].as_str().unwrap_or(""),
-                r["code"].as_str().map(|c| format!(" ({c})")).unwrap_or_default()
+                r["code"].as_str().map(|c| format!(" ({c})")).unwrap_or_default(),
+                r["dev_features"]
+                    .as_str()
+                    .filter(|f| !f.is_empty())
+                    .map(|f| format!(" [DEVELOPMENT BUILD: {f}]"))
+                    .unwrap_or_default()
             ));
         }
         out(&t);

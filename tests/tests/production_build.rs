@@ -1,0 +1,93 @@
+//! A production build (each binary built with `-p`, as the README says) contains no development
+//! code path: its enclave reports no dev feature and refuses `DevDealerKeygen` with
+//! `dev_feature_disabled`, across a real process with HSM custody.
+//!
+//! The production binaries are built into the shared target directory and copied out; the
+//! development binaries the other tests use are rebuilt right after (Cargo keeps both feature
+//! sets' artifacts, so each rebuild only re-links).
+
+use frostgate_common::error::ErrorCode;
+use frostgate_common::protocol::{DevDealerKeygen, Message, ServiceState};
+use frostgate_common::transport::Address;
+use frostgate_host::enclave::EnclaveClient;
+use frostgate_tests::token::TokenDir;
+use frostgate_tests::Daemon;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn cargo_build(args: &[&str]) {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
+        .args(["build", "--quiet", "--locked", "--bins", "-p", "frostgate-enclave", "-p", "frostgate-host"])
+        .args(args)
+        .current_dir(workspace)
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "cargo build {args:?}");
+}
+
+/// The production `frostgate-enclave` and `frostgate`, copied into `dir`.
+fn production_binaries(dir: &Path) -> (PathBuf, PathBuf) {
+    let built = frostgate_tests::bin_dir().to_path_buf();
+    cargo_build(&[]);
+    let enclave = dir.join("frostgate-enclave");
+    let host = dir.join("frostgate");
+    std::fs::copy(built.join("frostgate-enclave"), &enclave).expect("copy enclave");
+    std::fs::copy(built.join("frostgate"), &host).expect("copy host");
+    // Put the development binaries back for every later test.
+    cargo_build(&["--all-features"]);
+    (enclave, host)
+}
+
+fn version(bin: &Path) -> String {
+    let o = Command::new(bin).arg("--version").output().expect("--version");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn a_production_build_has_no_dev_feature_and_refuses_the_dealer() {
+    let tokens = TokenDir::new();
+    let (enclave_bin, host_bin) = production_binaries(tokens.path());
+    assert!(version(&enclave_bin).contains("(dev features: none)"), "{}", version(&enclave_bin));
+    assert!(version(&frostgate_tests::enclave_bin()).contains("dev-dealer"), "the test build has the dealer");
+
+    let token = tokens.add_token("prod");
+    let o = Command::new(&host_bin)
+        .args(["token", "init", "--config"])
+        .arg(&token.config)
+        .envs(token.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("token init");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let socket = tokens.path().join("enclave.sock");
+    let args: Vec<String> = vec![
+        "serve".into(),
+        "--listen".into(),
+        socket.display().to_string(),
+        "--config".into(),
+        token.config.display().to_string(),
+    ];
+    let mut enclave = Daemon::start(&enclave_bin, &args, token.env(), tokens.path().join("enclave.log"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    rt.block_on(async {
+        let client = EnclaveClient::connect(Address::Unix(socket.clone())).await.expect("connect");
+        assert_eq!(client.hello().build.dev_features.as_inner(), "");
+        let health = client.health().await.expect("health");
+        assert_eq!(health.dev_features.as_inner(), "");
+        // Custody is up; the store is simply not loaded yet (no host).
+        assert_eq!(health.state, ServiceState::Refusing(ErrorCode::StoreNotLoaded));
+        let reply = client
+            .channel()
+            .call(Message::DevDealerKeygen(DevDealerKeygen { threshold: 2, participants: 3 }), None)
+            .await;
+        assert_eq!(reply.expect_err("refused").code(), ErrorCode::DevFeatureDisabled);
+    });
+    // The development enclave, same token: it does report its dev features.
+    enclave.kill();
+    let mut dev = Daemon::start(&frostgate_tests::enclave_bin(), &args, token.env(), tokens.path().join("dev.log"));
+    rt.block_on(async {
+        let client = EnclaveClient::connect(Address::Unix(socket.clone())).await.expect("connect");
+        assert!(client.hello().build.dev_features.as_inner().contains("dev-dealer"));
+    });
+    dev.kill();
+}
