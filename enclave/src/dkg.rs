@@ -25,10 +25,14 @@ use frostgate_common::protocol::{DkgConfirmation, DkgEnvelope, DkgRound1Package,
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 /// Most DKGs in progress at once.
 pub const MAX_DKGS: usize = 16;
+/// A DKG not activated or aborted within this long is dropped (its secrets wiped), so unfinished
+/// DKGs cannot hold the registry forever.
+pub const DEFAULT_DKG_TTL: Duration = Duration::from_secs(600);
 
 /// A DKG failure: a typed error, or an abort attributed to a participant.
 #[derive(Debug)]
@@ -67,13 +71,20 @@ struct Dkg {
     participants: BTreeMap<ParticipantId, Vec<u8>>,
     round1: BTreeMap<ParticipantId, Vec<u8>>,
     phase: Phase,
+    started: Instant,
 }
 
 /// DKGs in progress, and the group they may run in.
-#[derive(Default)]
 pub struct Dkgs {
     map: Mutex<HashMap<DkgId, Dkg>>,
     pinned: Option<BTreeMap<ParticipantId, Vec<u8>>>,
+    ttl: Duration,
+}
+
+impl Default for Dkgs {
+    fn default() -> Self {
+        Dkgs::new(None, DEFAULT_DKG_TTL)
+    }
 }
 
 impl std::fmt::Debug for Dkgs {
@@ -103,8 +114,17 @@ fn aead(key: &Zeroizing<[u8; 32]>) -> Result<LessSafeKey, Error> {
 impl Dkgs {
     /// DKGs restricted to the pinned group (from the enclave's own configuration, never from
     /// the host). Without pins every DKG is refused.
-    pub fn new(pinned: Option<BTreeMap<ParticipantId, Vec<u8>>>) -> Dkgs {
-        Dkgs { map: Mutex::new(HashMap::new()), pinned }
+    /// A DKG older than `ttl` is dropped (see [`DEFAULT_DKG_TTL`]).
+    pub fn new(pinned: Option<BTreeMap<ParticipantId, Vec<u8>>>, ttl: Duration) -> Dkgs {
+        Dkgs { map: Mutex::new(HashMap::new()), pinned, ttl }
+    }
+
+    /// Drops DKGs older than the TTL (their secret packages are wiped on drop). Returns how many.
+    pub fn expire(&self, now: Instant) -> usize {
+        let mut map = self.lock();
+        let before = map.len();
+        map.retain(|_, d| now.saturating_duration_since(d.started) < self.ttl);
+        before - map.len()
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<DkgId, Dkg>> {
@@ -156,7 +176,14 @@ impl Dkgs {
             return Err(err(ErrorCode::DkgConfigInvalid, "this DKG id is already running with another configuration"));
         }
         if map.len() >= MAX_DKGS {
-            return Err(err(ErrorCode::RegistryFull, format!("{MAX_DKGS} DKGs in progress")));
+            let now = Instant::now();
+            map.retain(|_, d| now.saturating_duration_since(d.started) < self.ttl);
+        }
+        if map.len() >= MAX_DKGS {
+            return Err(err(
+                ErrorCode::RegistryFull,
+                format!("{MAX_DKGS} DKGs in progress; the oldest expires {}s after its start", self.ttl.as_secs()),
+            ));
         }
         let (secret, package) = fdkg::part1(identifier(r.me)?, n, r.threshold, rand_core::OsRng)
             .map_err(|e| frost_err(ErrorCode::DkgConfigInvalid, "DKG part 1", e))?;
@@ -167,6 +194,7 @@ impl Dkgs {
             participants,
             round1: BTreeMap::from([(r.me, bytes.clone())]),
             phase: Phase::Round1(secret),
+            started: Instant::now(),
         };
         map.insert(r.dkg, dkg);
         Ok(round1_package(r.dkg, r.me, bytes)?)
@@ -197,7 +225,8 @@ impl Dkgs {
             others.insert(identifier(p.from)?, pkg);
         }
         // Taken out under the lock; put back only if part 2 succeeds (else the DKG is aborted).
-        let Some(Dkg { threshold, me, participants, mut round1, phase: Phase::Round1(secret) }) = map.remove(&id)
+        let Some(Dkg { threshold, me, participants, mut round1, phase: Phase::Round1(secret), started }) =
+            map.remove(&id)
         else {
             return Err(err(ErrorCode::Internal, "phase changed under the lock"));
         };
@@ -226,7 +255,10 @@ impl Dkgs {
             let key = engine.custody().identity_shared_key(&participants[&to], &ctx)?;
             envelopes.push(DkgEnvelope { dkg: id, from: me, to, ciphertext: seal(&key, &ctx, &plain)? });
         }
-        map.insert(id, Dkg { threshold, me, participants, round1, phase: Phase::Round2 { secret: secret2, others } });
+        map.insert(
+            id,
+            Dkg { threshold, me, participants, round1, phase: Phase::Round2 { secret: secret2, others }, started },
+        );
         DkgEnvelopes::new(envelopes).map_err(|e| err(ErrorCode::Internal, e))
     }
 

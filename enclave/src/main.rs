@@ -58,6 +58,9 @@ struct ServeArgs {
     /// Sessions older than this are removed with their attempts and markers.
     #[arg(long, default_value_t = 3600)]
     session_ttl_secs: u64,
+    /// A DKG not finished within this long is dropped with its secrets.
+    #[arg(long, default_value_t = 600)]
+    dkg_ttl_secs: u64,
     /// How often the expiry sweep (and compaction check) runs.
     #[arg(long, default_value_t = 10)]
     sweep_interval_secs: u64,
@@ -209,6 +212,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
     let limits = Limits {
         nonce_ttl: Duration::from_secs(args.nonce_ttl_secs),
         session_ttl: Duration::from_secs(args.session_ttl_secs),
+        dkg_ttl: Duration::from_secs(args.dkg_ttl_secs),
         ..Limits::default()
     };
     let service = Arc::new(Service::new(custody, group, mode, limits, args.compact_after_records.max(1))?);

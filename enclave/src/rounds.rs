@@ -28,7 +28,6 @@ use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::{AttemptId, KeyId, ParticipantId, SessionId};
 use frostgate_common::protocol::{AggregateOutcome, Bip340Signature, ShareVerdict, SignerShare, TaprootMode};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -45,6 +44,8 @@ pub struct Limits {
     pub nonce_ttl: Duration,
     /// A session older than this is removed by the sweep with its attempts, nonces and markers.
     pub session_ttl: Duration,
+    /// A DKG not finished within this long is dropped with its secrets.
+    pub dkg_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -55,6 +56,7 @@ impl Default for Limits {
             max_live_nonces: 16384,
             nonce_ttl: Duration::from_secs(300),
             session_ttl: Duration::from_secs(3600),
+            dkg_ttl: crate::dkg::DEFAULT_DKG_TTL,
         }
     }
 }
@@ -67,8 +69,8 @@ struct Session {
     output_key: [u8; 32],
     created: Instant,
     opened_unix: u64,
-    /// Set once the `SessionBound` record is known durable (replayed, or its commit succeeded).
-    durable: Arc<AtomicBool>,
+    /// Whether the `SessionBound` record is durable (replayed, or its commit succeeded).
+    durable: BindingState,
 }
 
 impl Session {
@@ -100,8 +102,8 @@ fn persist_err(e: PersistError) -> Error {
 struct Attempt {
     session: SessionId,
     signers: BTreeSet<ParticipantId>,
-    /// Set once the `AttemptBound` record is known durable.
-    durable: Arc<AtomicBool>,
+    /// Whether the `AttemptBound` record is durable.
+    durable: BindingState,
 }
 
 impl Attempt {
@@ -183,6 +185,24 @@ fn decode_package(bytes: &[u8]) -> Result<SigningPackage, Error> {
     SigningPackage::deserialize(bytes).map_err(|e| frost_err(ErrorCode::InvalidEncoding, "signing package", e))
 }
 
+/// Where a session or attempt binding's background commit stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Binding {
+    /// Its commit is in flight.
+    Queued,
+    /// Durable.
+    Durable,
+    /// Its commit failed (or never ran): it must go with the next marker.
+    Failed,
+}
+
+/// A binding's state, shared by the registry and its background commit.
+type BindingState = Arc<tokio::sync::watch::Sender<Binding>>;
+
+fn binding(state: Binding) -> BindingState {
+    Arc::new(tokio::sync::watch::Sender::new(state))
+}
+
 /// Seat context copied out of the state for work done without the lock.
 struct Bound {
     key: Arc<KeyRecord>,
@@ -190,21 +210,31 @@ struct Bound {
     mode: TaprootMode,
     output_key: [u8; 32],
     signers: BTreeSet<ParticipantId>,
-    /// The session and attempt binding records not yet known durable, with their flags: they
-    /// go into the same commit as the marker, so nothing leaves before its bindings are durable.
-    undurable: Vec<(Record, Arc<AtomicBool>)>,
+    /// The session and attempt bindings not yet known durable, with their states.
+    undurable: Vec<(Record, BindingState)>,
 }
 
 impl Bound {
-    /// `records` preceded by every binding not yet known durable.
-    fn with_bindings(&self, records: Vec<Record>) -> Vec<Record> {
-        self.undurable.iter().map(|(r, _)| r.clone()).chain(records).collect()
+    /// `records` preceded by every binding whose background commit did not make it durable
+    /// (waiting for a commit in flight to resolve), so nothing leaves before its bindings are
+    /// durable, and a binding is written twice only after its own commit failed.
+    async fn with_bindings(&self, records: Vec<Record>) -> Vec<Record> {
+        let mut out = Vec::new();
+        for (record, state) in &self.undurable {
+            let mut rx = state.subscribe();
+            let settled = rx.wait_for(|b| *b != Binding::Queued).await.map(|b| *b).ok();
+            if settled != Some(Binding::Durable) {
+                out.push(record.clone());
+            }
+        }
+        out.extend(records);
+        out
     }
 
     /// After a durable commit of [`Self::with_bindings`]: the bindings are durable too.
     fn bindings_durable(&self) {
-        for (_, flag) in &self.undurable {
-            flag.store(true, Ordering::Release);
+        for (_, state) in &self.undurable {
+            state.send_replace(Binding::Durable);
         }
     }
 }
@@ -306,7 +336,7 @@ impl Engine {
                             output_key,
                             created,
                             opened_unix: *opened_unix,
-                            durable: Arc::new(AtomicBool::new(true)),
+                            durable: binding(Binding::Durable),
                         },
                     );
                 }
@@ -316,7 +346,7 @@ impl Engine {
                         Attempt {
                             session: *session,
                             signers: signers.iter().copied().collect(),
-                            durable: Arc::new(AtomicBool::new(true)),
+                            durable: binding(Binding::Durable),
                         },
                     );
                 }
@@ -415,7 +445,7 @@ impl Engine {
                     return Err(err(ErrorCode::RegistryFull, format!("{} open sessions", s.sessions.len())));
                 }
             }
-            let durable = Arc::new(AtomicBool::new(false));
+            let durable = binding(Binding::Queued);
             let session =
                 Session { key, message, mode, output_key, created: now, opened_unix, durable: durable.clone() };
             s.sessions.insert(id, session);
@@ -467,7 +497,7 @@ impl Engine {
                     return Err(err(ErrorCode::RegistryFull, format!("{} open attempts", s.attempts.len())));
                 }
             }
-            let durable = Arc::new(AtomicBool::new(false));
+            let durable = binding(Binding::Queued);
             s.attempts.insert(attempt, Attempt { session, signers: set, durable: durable.clone() });
             drop(s);
             // Not awaited, as for sessions.
@@ -476,18 +506,24 @@ impl Engine {
         Ok(())
     }
 
-    /// Commits a binding record in the background and flags it durable once it is.
-    fn persist_binding(&self, record: Record, durable: Arc<AtomicBool>) {
-        let store = self.store.clone();
+    /// Commits a binding record in the background and records the outcome in `state`.
+    fn persist_binding(&self, record: Record, state: BindingState) {
+        let (store, outcome) = (self.store.clone(), state.clone());
         let commit = async move {
             match store.persist(vec![record]).await {
-                Ok(()) => durable.store(true, Ordering::Release),
-                Err(e) => tracing::warn!(error = ?e, "binding not committed; it goes with the next marker"),
-            }
+                Ok(()) => outcome.send_replace(Binding::Durable),
+                Err(e) => {
+                    tracing::warn!(error = ?e, "binding not committed; it goes with the next marker");
+                    outcome.send_replace(Binding::Failed)
+                }
+            };
         };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => drop(rt.spawn(commit)),
-            Err(_) => tracing::warn!("no runtime: the binding goes with the next marker"),
+            Err(_) => {
+                tracing::warn!("no runtime: the binding goes with the next marker");
+                state.send_replace(Binding::Failed);
+            }
         }
     }
 
@@ -508,10 +544,10 @@ impl Engine {
             }
         }
         let mut undurable = Vec::new();
-        if !sess.durable.load(Ordering::Acquire) {
+        if *sess.durable.borrow() != Binding::Durable {
             undurable.push((sess.record(a.session), sess.durable.clone()));
         }
-        if !a.durable.load(Ordering::Acquire) {
+        if *a.durable.borrow() != Binding::Durable {
             undurable.push((a.record(*attempt), a.durable.clone()));
         }
         Ok(Bound {
@@ -623,7 +659,8 @@ impl Engine {
             s.consumed.insert(marker, Marker::Pending);
             b
         };
-        let persisted = self.store.persist(bound.with_bindings(vec![Record::NonceConsumed { attempt, seat }])).await;
+        let records = bound.with_bindings(vec![Record::NonceConsumed { attempt, seat }]).await;
+        let persisted = self.store.persist(records).await;
         let live = {
             let mut s = self.lock();
             match persisted {
@@ -725,7 +762,8 @@ impl Engine {
             }
         };
         let record = Record::AttemptCompleted { attempt, message: bound.message, mode: bound.mode };
-        let persisted = self.store.persist(bound.with_bindings(vec![record])).await;
+        let records = bound.with_bindings(vec![record]).await;
+        let persisted = self.store.persist(records).await;
         let mut s = self.lock();
         let keep = |s: &mut State| {
             // An attempt aborted or closed meanwhile takes its markers with it.

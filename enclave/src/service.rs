@@ -58,7 +58,7 @@ impl Service {
         compact_after: u64,
     ) -> Result<Self, Error> {
         let mut service = Self::from_engine(None);
-        service.dkgs = crate::dkg::Dkgs::new(group);
+        service.dkgs = crate::dkg::Dkgs::new(group, limits.dkg_ttl);
         if let Some(custody) = custody {
             let custody = Arc::new(custody);
             let markers: Arc<dyn MarkerStore> = match mode {
@@ -94,6 +94,10 @@ impl Service {
 
     /// Periodic maintenance: the expiry sweep, then compaction when due.
     pub async fn maintain(&self) {
+        let dropped = self.dkgs.expire(Instant::now());
+        if dropped > 0 {
+            tracing::info!(dropped, "unfinished DKGs expired");
+        }
         let Some(engine) = &self.engine else { return };
         let wiped = engine.sweep_and_record(Instant::now()).await;
         if wiped > 0 {

@@ -84,6 +84,8 @@ pub struct EnclaveClient {
     address: Address,
     hello: HelloReply,
     child: Option<ChildEnclave>,
+    /// Becomes `true` when the connection has ended.
+    closed: tokio::sync::watch::Receiver<bool>,
 }
 
 impl EnclaveClient {
@@ -96,7 +98,12 @@ impl EnclaveClient {
     /// [`Self::load_store`] to stream the store to the enclave.
     pub async fn connect_with_store(address: Address, store: Option<Arc<HostStore>>) -> Result<Self, Error> {
         let (r, w) = transport::connect(&address).await?;
-        let (channel, _done) = Channel::start(Side::Host, r, w, host_handler(store));
+        let (channel, done) = Channel::start(Side::Host, r, w, host_handler(store));
+        let (ended, closed) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let _ = done.await;
+            let _ = ended.send(true);
+        });
         let client = Label::new(format!("frostgate {}", env!("CARGO_PKG_VERSION")))
             .map_err(|e| Error::new(ErrorCode::Internal, e))?;
         let reply = channel
@@ -106,7 +113,17 @@ impl EnclaveClient {
             Message::HelloReply(h) => h,
             other => return Err(unexpected("HelloReply", &other)),
         };
-        Ok(EnclaveClient { channel, address, hello, child: None })
+        Ok(EnclaveClient { channel, address, hello, child: None, closed })
+    }
+
+    /// Resolves once the connection has ended (the enclave died, restarted or hung up).
+    pub async fn closed(&self) {
+        let mut rx = self.closed.clone();
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Starts `enclave_bin` listening on a socket in `socket_dir`, waits for its readiness line,
@@ -212,6 +229,13 @@ impl ChildEnclave {
                 ))
             }
         }
+    }
+}
+
+impl ChildEnclave {
+    /// The exit status, if the child has exited (reaped here).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 }
 

@@ -24,6 +24,8 @@ pub struct Metrics {
     commit_records: Histogram,
     hsm_operations: prometheus::IntGauge,
     hsm_seconds: prometheus::Gauge,
+    enclave_reconnects: IntCounter,
+    enclave_restarts: IntCounter,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -66,6 +68,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
     )?;
     registry.register(Box::new(hsm_operations.clone()))?;
     registry.register(Box::new(hsm_seconds.clone()))?;
+    let enclave_reconnects = IntCounter::new(
+        "enclave_reconnects_total",
+        "Times the host reconnected to its enclave (and reloaded the store) after the connection ended",
+    )?;
+    let enclave_restarts =
+        IntCounter::new("enclave_restarts_total", "Times `frostgate node` restarted its enclave child after it died")?;
+    registry.register(Box::new(enclave_reconnects.clone()))?;
+    registry.register(Box::new(enclave_restarts.clone()))?;
     Ok(Metrics {
         registry,
         requests,
@@ -76,6 +86,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         commit_records,
         hsm_operations,
         hsm_seconds,
+        enclave_reconnects,
+        enclave_restarts,
     })
 }
 
@@ -114,6 +126,16 @@ impl Metrics {
     pub fn observe_enclave(&self, health: &frostgate_common::protocol::HealthReply) {
         self.hsm_operations.set(i64::try_from(health.hsm_operations).unwrap_or(i64::MAX));
         self.hsm_seconds.set(health.hsm_micros as f64 / 1e6);
+    }
+
+    /// The host reconnected to its enclave.
+    pub fn enclave_reconnected(&self) {
+        self.enclave_reconnects.inc();
+    }
+
+    /// The node restarted its enclave child.
+    pub fn enclave_restarted(&self) {
+        self.enclave_restarts.inc();
     }
 
     /// The text exposition format.

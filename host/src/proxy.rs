@@ -1,7 +1,10 @@
-//! `frostgate host serve`: the host process in front of one enclave. It owns the host store,
-//! streams it to the enclave at start (and again whenever the enclave reports
-//! `store_not_loaded`), serves the enclave's commits, and forwards boundary requests from local
-//! clients (same Unix user only) to the enclave. The node issue puts the network API here.
+//! The host in front of one enclave: it owns the host store, streams it to the enclave at start
+//! (and again whenever the enclave reports `store_not_loaded`), serves the enclave's commits, and
+//! forwards boundary requests from the network API and local clients (same Unix user only).
+//!
+//! Self-healing: when the enclave connection ends (the enclave died or was restarted),
+//! [`Host::supervise`] reconnects with backoff and reloads the store; until then requests fail
+//! `channel_closed` (retry class).
 
 use crate::enclave::{EnclaveClient, REQUEST_TIMEOUT};
 use crate::store::HostStore;
@@ -15,28 +18,78 @@ use tokio::sync::Mutex;
 /// A host in front of one enclave.
 #[derive(Debug)]
 pub struct Host {
-    enclave: EnclaveClient,
+    enclave: std::sync::RwLock<Arc<EnclaveClient>>,
     store: Arc<HostStore>,
     reload: Mutex<()>,
+    reconnects: std::sync::atomic::AtomicU64,
 }
+
+/// Longest wait between two reconnection attempts.
+const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Host {
     /// Wraps a connected enclave (connected with `store` as its commit target).
     pub fn new(enclave: EnclaveClient, store: Arc<HostStore>) -> Arc<Host> {
-        Arc::new(Host { enclave, store, reload: Mutex::new(()) })
+        Arc::new(Host {
+            enclave: std::sync::RwLock::new(Arc::new(enclave)),
+            store,
+            reload: Mutex::new(()),
+            reconnects: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// The current enclave connection.
+    fn enclave(&self) -> Arc<EnclaveClient> {
+        self.enclave.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Times the host reconnected to its enclave.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Streams the store to the enclave (one load at a time).
     pub async fn load(&self) -> Result<frostgate_common::protocol::StoreStatus, Error> {
         let _one = self.reload.lock().await;
-        self.enclave.load_store(&self.store, false).await
+        self.enclave().load_store(&self.store, false).await
+    }
+
+    /// Keeps the enclave connection alive: whenever it ends, reconnects (backoff from 100 ms to
+    /// 5 s) and reloads the store. Runs until dropped.
+    pub async fn supervise(self: Arc<Self>) {
+        loop {
+            let current = self.enclave();
+            current.closed().await;
+            let address = current.address().clone();
+            drop(current);
+            tracing::warn!(code = %ErrorCode::EnclaveUnavailable, %address, "the enclave connection ended; reconnecting");
+            let mut delay = std::time::Duration::from_millis(100);
+            let client = loop {
+                tokio::time::sleep(delay).await;
+                match EnclaveClient::connect_with_store(address.clone(), Some(self.store.clone())).await {
+                    Ok(client) => break client,
+                    Err(e) => {
+                        tracing::debug!(code = %e.code(), "enclave not reachable yet: {}", e.message());
+                        delay = (delay * 2).min(MAX_BACKOFF);
+                    }
+                }
+            };
+            *self.enclave.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(client);
+            self.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            crate::metrics::global().enclave_reconnected();
+            match self.load().await {
+                Ok(s) => tracing::info!(head = s.head_version, "reconnected to the enclave; store reloaded"),
+                // The enclave names the fault in its health (e.g. store_rollback_detected).
+                Err(e) => tracing::error!(code = %e.code(), "reconnected, but the store load failed: {}", e.message()),
+            }
+        }
     }
 
     /// Forwards one request; reloads the store if the enclave asks for it.
     pub async fn forward(self: &Arc<Self>, m: Message) -> Message {
         let kind = m.info().name;
         let started = std::time::Instant::now();
-        let result = self.enclave.channel().call(m, Some(REQUEST_TIMEOUT)).await;
+        let result = self.enclave().channel().call(m, Some(REQUEST_TIMEOUT)).await;
         crate::metrics::global().observe_request(kind, started.elapsed(), &result);
         if let Ok(Message::HealthReply(h)) = &result {
             crate::metrics::global().observe_enclave(h);
@@ -74,7 +127,7 @@ impl Host {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            if let Ok(h) = self.enclave.health().await {
+            if let Ok(h) = self.enclave().health().await {
                 crate::metrics::global().observe_enclave(&h);
             }
         }

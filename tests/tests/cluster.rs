@@ -258,7 +258,8 @@ fn a_mutual_tls_cluster_on_every_interface_keygens_and_signs_and_pins_each_node(
 #[test]
 fn a_lying_node_cannot_substitute_the_key_package_or_the_signature() {
     use frostgate_tests::liar::{Liar, Lie};
-    let c = cluster(3, 2);
+    // Plaintext (development) so the liar can sit in front of node 1 without its TLS key.
+    let c = cluster_with(3, 2, &["--dev-plaintext"]);
     let key = c.keygen();
     let k = key["key"].as_str().expect("key").to_string();
     let real_output_key = key["output_key"].as_str().expect("output key").to_string();

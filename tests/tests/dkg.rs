@@ -285,3 +285,41 @@ fn out_of_order_unknown_and_invalid_proof_dkg_requests_get_their_codes() {
         assert!(run.keys.is_empty(), "{run:?}");
     });
 }
+
+/// Unfinished DKGs (a caller that starts DKGs and never finishes them) expire: they fill the
+/// registry only until their TTL, then a real DKG runs.
+#[test]
+fn unfinished_dkgs_expire_and_free_the_registry() {
+    let mut nodes: Vec<Node> = (0..2).map(|_| Node::new()).collect();
+    Node::pin_group(&nodes);
+    for n in nodes.iter_mut() {
+        n.enclave_args = ["--dkg-ttl-secs", "2", "--sweep-interval-secs", "1"].map(String::from).to_vec();
+        n.start();
+    }
+    rt().block_on(async {
+        let relay = relay(&nodes).await;
+        let participants = relay.participants().await;
+        let c = &relay.nodes[0].1;
+        let start =
+            |dkg| Message::DkgStart(DkgStart { dkg, threshold: 2, me: pid(1), participants: participants.clone() });
+        for _ in 0..frostgate_enclave::dkg::MAX_DKGS {
+            c.call(start(frostgate_common::ids::DkgId::from_bytes(random()))).await.expect("start");
+        }
+        let e = c.call(start(frostgate_common::ids::DkgId::from_bytes(random()))).await.expect_err("full");
+        assert_eq!(e.code(), ErrorCode::RegistryFull, "{e}");
+        // Bounded wait for the TTL to pass (the enclave's clock decides, not the test's).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match c.call(start(frostgate_common::ids::DkgId::from_bytes(random()))).await {
+                Ok(_) => break,
+                Err(e) if e.code() == ErrorCode::RegistryFull && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let run = relay.run(2, &Tamper::default()).await;
+        assert!(run.blames.is_empty() && run.errors.is_empty(), "{run:?}");
+        assert_eq!(run.keys.len(), 2);
+    });
+}

@@ -30,6 +30,9 @@ fn write_config(node: &Node, extra: &str) -> PathBuf {
 /// `[api]` with `listen` (and `[api.tls]` when given).
 fn api_section(listen: &str, tls: Option<&TlsFiles>) -> String {
     let mut s = format!("[api]\nlisten = \"{listen}\"\n");
+    if tls.is_none() {
+        s.push_str("dev_plaintext = true\n");
+    }
     if let Some(t) = tls {
         let peers: Vec<String> = t.peers.iter().map(|p| format!("\"{}\"", p.display())).collect();
         s.push_str(&format!(
@@ -154,6 +157,19 @@ fn a_non_loopback_api_without_tls_refuses_to_start_before_its_enclave() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("error: tls_required"), "{addr}: {err}");
     }
+    // Loopback too: mutual TLS is the default; plaintext only when asked for by name.
+    let config = write_config(&node, "[api]\nlisten = \"127.0.0.1:0\"\n");
+    let out = std::process::Command::new(host_bin()).args(["node", "--config"]).arg(&config).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("error: tls_required") && err.contains("dev_plaintext"), "{err}");
+    let out = std::process::Command::new(host_bin())
+        .args(["host", "serve", "--db"])
+        .arg(&node.db)
+        .args(["--enclave", "/nonexistent.sock", "--api-listen", "127.0.0.1:0"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("error: tls_required"), "{err}");
 }
 
 #[test]
@@ -239,4 +255,109 @@ fn a_node_config_with_a_missing_field_names_it() {
             "{field}: {err}"
         );
     }
+}
+
+/// Reads the metrics endpoint from the readiness line (`... metrics=http://IP:PORT/metrics`).
+fn metrics(d: &Daemon) -> String {
+    let url = d.ready.split_whitespace().find_map(|w| w.strip_prefix("metrics=http://")).expect("metrics address");
+    let (addr, path) = url.split_once('/').expect("path");
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect metrics");
+    write!(s, "GET /{path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("response");
+    body
+}
+
+/// Polls `check` every 100 ms for up to 60 s.
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "{what} did not happen");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The enclave child dies (SIGKILL): the node restarts it with backoff, the host reconnects and
+/// reloads the store, the key survives and signs again, and the metrics count the restart.
+#[test]
+fn a_node_restarts_a_dead_enclave_child_and_serves_again() {
+    let node = Node::new();
+    let config = write_config(&node, &api_section("127.0.0.1:0", None));
+    let daemon = start(&node, &config);
+    let port = api_port(&daemon);
+    let child_pid = || -> Option<i32> {
+        let o = std::process::Command::new("pgrep")
+            .args(["-P", &daemon.pid().expect("running").to_string()])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&o.stdout).lines().next()?.trim().parse().ok()
+    };
+    let first = child_pid().expect("the enclave child runs");
+    rt().block_on(async {
+        let client = SignerClient::connect(one(), &format!("127.0.0.1:{port}"), None).await;
+        let c = Caller::Node(client.clone());
+        let key = dealer(&c, 2, 3).await;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(first), nix::sys::signal::Signal::SIGKILL).expect("kill");
+        eventually("enclave restart and store reload", || {
+            let client = client.clone();
+            async move {
+                matches!(
+                    client.call(Message::Health, Duration::from_secs(2)).await,
+                    Ok(Message::HealthReply(h)) if h.state == frostgate_common::protocol::ServiceState::Ready
+                )
+            }
+        })
+        .await;
+        // The key came back from the sealed store and signs.
+        let p = prepare(&c, key.key, &[pid(1), pid(2)], TaprootMode::Bip86).await;
+        let shares = sign_all(&c, &p).await;
+        assert!(matches!(
+            aggregate(&c, p.attempt, p.mode, &p.package, &shares).await.expect("aggregate"),
+            frostgate_common::protocol::AggregateOutcome::Signed { .. }
+        ));
+    });
+    let second = child_pid().expect("a new enclave child runs");
+    assert_ne!(first, second);
+    let m = metrics(&daemon);
+    assert!(m.contains("frostgate_enclave_restarts_total 1"), "{m}");
+    assert!(m.contains("frostgate_enclave_reconnects_total 1"), "{m}");
+}
+
+/// A host in front of a separately run enclave: the enclave is killed and started again; the
+/// host reconnects by itself, reloads the store, and its clients are served again.
+#[test]
+fn a_host_reconnects_to_a_restarted_enclave_and_reloads_the_store() {
+    let mut node = Node::new();
+    node.start();
+    let rt = rt();
+    let key = rt.block_on(async { dealer(&node.caller().await, 2, 3).await });
+    if let Some(mut e) = node.enclave.take() {
+        e.kill();
+    }
+    rt.block_on(async {
+        let c = node.caller().await;
+        // Down: a typed, retryable error, not a hang.
+        let e = c.call(Message::Health).await.expect_err("enclave down");
+        assert_eq!(e.recovery_class(), frostgate_common::error::RecoveryClass::Retry, "{e}");
+    });
+    node.start_enclave();
+    rt.block_on(async {
+        let c = node.caller().await;
+        eventually("reconnect and reload", || {
+            let c = &c;
+            async move {
+                matches!(c.call(Message::Health).await,
+                    Ok(Message::HealthReply(h)) if h.state == frostgate_common::protocol::ServiceState::Ready)
+            }
+        })
+        .await;
+        let p = prepare(&c, key.key, &[pid(2), pid(3)], TaprootMode::Bip86).await;
+        let shares = sign_all(&c, &p).await;
+        assert!(matches!(
+            aggregate(&c, p.attempt, p.mode, &p.package, &shares).await.expect("aggregate"),
+            frostgate_common::protocol::AggregateOutcome::Signed { .. }
+        ));
+    });
+    assert!(node.logs().contains("store reloaded"), "{}", node.logs());
 }

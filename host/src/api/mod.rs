@@ -2,10 +2,14 @@
 //! of its enclave and called by coordinators and DKG relays.
 //!
 //! Invariants: the API exposes only the network-facing subset of the boundary messages (no store
-//! loading, no commits, no channel handshake), each checked on arrival ([`convert`]); it listens on
-//! loopback unless mutual TLS with pinned certificates is configured ([`tls`], [`server`]); every
-//! error carries its stable code and recovery class in the status metadata.
+//! loading, no commits, no channel handshake), each checked on arrival ([`convert`]); it requires
+//! mutual TLS with pinned certificates, except an explicit development plaintext mode on loopback
+//! ([`tls`], [`server`]); connections and each caller's share of the enclave are bounded
+//! ([`connection`], [`admission`]); every error carries its stable code and recovery class in the
+//! status metadata.
 
+pub mod admission;
+pub mod connection;
 pub mod convert;
 pub mod server;
 pub mod tls;

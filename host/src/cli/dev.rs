@@ -51,12 +51,17 @@ pub struct InitArgs {
     /// Signing threshold.
     #[arg(long)]
     threshold: u16,
-    /// Mutual TLS on every node's API: a self-signed certificate per node and one for the
-    /// coordinator (under DIR/tls), each pinned by the other side.
-    #[arg(long)]
+    /// Mutual TLS on every node's API (the default; kept so older scripts keep working): a
+    /// self-signed certificate per node and one for the coordinator (under DIR/tls), each pinned
+    /// by the other side.
+    #[arg(long, conflicts_with = "dev_plaintext")]
     tls: bool,
+    /// DEVELOPMENT ONLY: plaintext gRPC on loopback instead of mutual TLS (any local user can
+    /// then call the nodes and sign).
+    #[arg(long)]
+    dev_plaintext: bool,
     /// The IP the nodes' APIs bind (clients still connect over loopback). A non-loopback address
-    /// needs --tls, or the nodes refuse to start (`tls_required`).
+    /// needs TLS, or the nodes refuse to start (`tls_required`).
     #[arg(long, default_value = "127.0.0.1")]
     api_bind: std::net::IpAddr,
     /// Print one JSON object.
@@ -106,6 +111,7 @@ pub fn create_cluster(dir: &Path, nodes: u16, threshold: u16, tls: bool) -> Resu
         nodes,
         threshold,
         tls,
+        dev_plaintext: !tls,
         api_bind: std::net::Ipv4Addr::LOCALHOST.into(),
         json: false,
         quiet: true,
@@ -136,7 +142,7 @@ fn init(a: InitArgs) -> Result<(), Error> {
     }
     let mut nodes = Vec::new();
     let mut pins = Vec::new();
-    let tls = if a.tls {
+    let tls = if !a.dev_plaintext {
         std::fs::create_dir_all(dir.join("tls")).map_err(|e| io("tls dir", e))?;
         Some(certificate(&dir.join("tls"), "coordinator")?)
     } else {
@@ -198,7 +204,7 @@ fn init(a: InitArgs) -> Result<(), Error> {
             dir: nd.clone(),
             api: format!("127.0.0.1:{port}"),
             api_listen: (!a.api_bind.is_loopback()).then(|| std::net::SocketAddr::new(a.api_bind, port).to_string()),
-            server_cert: if a.tls { Some(certificate(&nd, "tls")?.cert) } else { None },
+            server_cert: if !a.dev_plaintext { Some(certificate(&nd, "tls")?.cert) } else { None },
             enclave_socket: nd.join("enclave.sock"),
             db: nd.join("host.db"),
             enclave_config: config,
@@ -350,6 +356,9 @@ fn start_node(cluster: &Cluster, n: &NodeEntry, enclave_bin: &Path, host_bin: &P
             "--api-listen".into(),
             n.api_listen.clone().unwrap_or_else(|| n.api.clone()),
         ];
+        if n.server_cert.is_none() {
+            args.push("--dev-plaintext-api".into());
+        }
         if let (Some(cert), Some(client)) = (&n.server_cert, &cluster.tls) {
             let key = cert.with_extension("key");
             for (flag, path) in [("--tls-cert", cert), ("--tls-key", &key), ("--tls-client-cert", &client.cert)] {

@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// A client certificate (PEM) the API accepts (pinned; repeat for several clients).
     #[arg(long, requires = "tls_cert")]
     tls_client_cert: Vec<PathBuf>,
+    /// DEVELOPMENT ONLY: serve the API as plaintext gRPC (loopback only) without the --tls-*
+    /// flags. Any local user can then call the node, and sign.
+    #[arg(long, conflicts_with = "tls_cert")]
+    dev_plaintext_api: bool,
     /// Serve Prometheus metrics at `http://ADDR/metrics` (loopback IP:PORT only; port 0 picks one).
     #[arg(long)]
     metrics_listen: Option<String>,
@@ -52,7 +56,8 @@ pub async fn run(cmd: HostCommand) -> Result<(), Error> {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key, peers: a.tls_client_cert }),
         _ => None,
     };
-    let api = a.api_listen.map(|listen| ApiConfig { listen, tls });
+    let dev_plaintext = a.dev_plaintext_api;
+    let api = a.api_listen.map(|listen| ApiConfig { listen, tls, dev_plaintext, limits: Default::default() });
     let listeners = Listeners { local: a.listen.as_deref(), api: api.as_ref(), metrics: a.metrics_listen.as_deref() };
     serve(&a.db, &a.enclave, listeners).await
 }
@@ -89,6 +94,7 @@ pub async fn serve(db: &std::path::Path, enclave: &str, listeners: Listeners<'_>
     let host = Host::new(enclave, store);
     let status = host.load().await?;
     tracing::info!(head = status.head_version, records = status.records, "store loaded into the enclave");
+    tokio::spawn(host.clone().supervise());
     let local = match listeners.local {
         Some(l) => {
             let address: Address = l.parse()?;

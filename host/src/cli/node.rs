@@ -1,11 +1,13 @@
 //! `frostgate node --config node.toml`: one signer node. Starts its enclave as a child process
-//! (stopped with the node) or connects to a running one, then runs the host.
+//! (stopped with the node, restarted with backoff if it dies) or connects to a running one, then
+//! runs the host (which reconnects to a restarted enclave and reloads the store).
 
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_host::api::server::ApiConfig;
 use frostgate_host::enclave::{default_enclave_bin, ChildEnclave};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// `node.toml`.
 #[derive(Debug, Deserialize)]
@@ -15,7 +17,8 @@ pub struct NodeConfig {
     pub node: NodeSection,
     /// The enclave.
     pub enclave: EnclaveSection,
-    /// The network API (default: loopback, port 7300, no TLS).
+    /// The network API (default: loopback, port 7300; refused without `[api.tls]` unless
+    /// `dev_plaintext = true`).
     #[serde(default = "default_api")]
     pub api: ApiConfig,
 }
@@ -24,7 +27,7 @@ pub struct NodeConfig {
 pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:7300";
 
 fn default_api() -> ApiConfig {
-    ApiConfig { listen: DEFAULT_API_LISTEN.into(), tls: None }
+    ApiConfig { listen: DEFAULT_API_LISTEN.into(), tls: None, dev_plaintext: false, limits: Default::default() }
 }
 
 /// `[node]`.
@@ -64,15 +67,18 @@ pub async fn run(config: &Path) -> Result<(), Error> {
     let c = load(config)?;
     // Refused before the enclave starts.
     c.api.check()?;
-    // The child (if any) lives exactly as long as this function: dropped -> SIGTERM.
-    let _child = match &c.enclave.config {
+    // The child (if any) lives exactly as long as this function: its supervisor is stopped
+    // (and the child dropped -> SIGTERM) before this returns.
+    let supervisor = match &c.enclave.config {
         Some(enclave_config) => {
             let bin = c.enclave.binary.clone().unwrap_or_else(default_enclave_bin);
-            Some(ChildEnclave::start(
-                &bin,
-                &c.enclave.socket,
-                &["--config".into(), enclave_config.display().to_string()],
-            )?)
+            let start = ChildStart {
+                bin,
+                socket: c.enclave.socket.clone(),
+                args: vec!["--config".into(), enclave_config.display().to_string()],
+            };
+            let child = start.start()?;
+            Some(tokio::spawn(supervise(child, start)))
         }
         None => None,
     };
@@ -81,5 +87,51 @@ pub async fn run(config: &Path) -> Result<(), Error> {
         api: Some(&c.api),
         metrics: c.node.metrics_listen.as_deref(),
     };
-    super::host::serve(&c.node.db, &c.enclave.socket.display().to_string(), listeners).await
+    let result = super::host::serve(&c.node.db, &c.enclave.socket.display().to_string(), listeners).await;
+    if let Some(s) = supervisor {
+        s.abort();
+        let _ = s.await;
+    }
+    result
+}
+
+/// How to start the enclave child.
+#[derive(Debug, Clone)]
+struct ChildStart {
+    bin: PathBuf,
+    socket: PathBuf,
+    args: Vec<String>,
+}
+
+impl ChildStart {
+    fn start(&self) -> Result<ChildEnclave, Error> {
+        ChildEnclave::start(&self.bin, &self.socket, &self.args)
+    }
+}
+
+/// Longest wait between two restarts of a failing enclave child.
+const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Restarts the enclave child whenever it dies (backoff 200 ms doubling to 10 s while restarts
+/// fail). The host side notices the ended connection and reconnects by itself.
+async fn supervise(mut child: ChildEnclave, start: ChildStart) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        let Some(status) = child.exited() else { continue };
+        tracing::error!(code = %ErrorCode::EnclaveUnavailable, %status, "the enclave child died; restarting it");
+        let mut delay = Duration::from_millis(200);
+        child = loop {
+            tokio::time::sleep(delay).await;
+            let s = start.clone();
+            match tokio::task::spawn_blocking(move || s.start()).await {
+                Ok(Ok(c)) => break c,
+                Ok(Err(e)) => tracing::error!(code = %e.code(), "enclave restart failed: {}", e.message()),
+                Err(e) => tracing::error!("enclave restart task failed: {e}"),
+            }
+            delay = (delay * 2).min(MAX_RESTART_BACKOFF);
+        };
+        frostgate_host::metrics::global().enclave_restarted();
+        tracing::info!("enclave child restarted");
+    }
 }

@@ -1,0 +1,148 @@
+//! Per-caller admission to the enclave: in-flight requests, open sessions, attempts and DKGs.
+//!
+//! Invariants: one caller (a client certificate, or a plaintext peer address) never has more
+//! than its quota of each; a request over quota is refused before it reaches the enclave
+//! (`too_many_in_flight` for concurrency, `quota_exceeded` for registries), so a flood from one
+//! caller cannot fill the enclave's registries or its one channel for the others. A reservation is
+//! taken before forwarding (so concurrent requests cannot overshoot) and released when the
+//! request fails, the session or attempt is closed or aborted, the DKG ends, or its TTL passes.
+
+use super::connection::{ApiLimits, CallerId};
+use frostgate_common::error::{Error, ErrorCode};
+use frostgate_common::ids::{AttemptId, DkgId, SessionId};
+use frostgate_common::protocol::Message;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Registry entries older than this are forgotten here (the enclave's session TTL; DKGs expire
+/// sooner in the enclave).
+const ENTRY_TTL: Duration = Duration::from_secs(3600);
+
+#[derive(Debug)]
+struct Caller {
+    in_flight: Arc<Semaphore>,
+    sessions: HashMap<SessionId, Instant>,
+    attempts: HashMap<AttemptId, (SessionId, Instant)>,
+    dkgs: HashMap<DkgId, Instant>,
+}
+
+/// What a request reserved, to settle once its reply is known.
+#[derive(Debug)]
+pub struct Ticket {
+    _permit: OwnedSemaphorePermit,
+    caller: CallerId,
+    reserved: Option<Reserved>,
+    /// A DKG step: the DKG leaves the caller's count when the step ends it (blame or key).
+    dkg_step: Option<DkgId>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Reserved {
+    Session(SessionId),
+    Attempt(AttemptId),
+    Dkg(DkgId),
+}
+
+/// The admission state of one API server.
+#[derive(Debug)]
+pub struct Admission {
+    limits: ApiLimits,
+    callers: Mutex<HashMap<CallerId, Caller>>,
+}
+
+fn quota(caller: &CallerId, what: &str, max: usize) -> Error {
+    Error::new(ErrorCode::QuotaExceeded, format!("caller {caller} holds its quota of {max} open {what}"))
+}
+
+impl Admission {
+    /// Admission under `limits`.
+    pub fn new(limits: ApiLimits) -> Admission {
+        Admission { limits, callers: Mutex::new(HashMap::new()) }
+    }
+
+    /// Admits `m` from `caller`, or refuses it before it reaches the enclave.
+    pub fn enter(&self, caller: &CallerId, m: &Message) -> Result<Ticket, Error> {
+        let limits = self.limits;
+        let mut callers = self.callers.lock().unwrap_or_else(|p| p.into_inner());
+        let c = callers.entry(caller.clone()).or_insert_with(|| Caller {
+            in_flight: Arc::new(Semaphore::new(limits.max_in_flight_per_caller.max(1))),
+            sessions: HashMap::new(),
+            attempts: HashMap::new(),
+            dkgs: HashMap::new(),
+        });
+        let permit = c.in_flight.clone().try_acquire_owned().map_err(|_| {
+            Error::new(
+                ErrorCode::TooManyInFlight,
+                format!("caller {caller} has {} requests in flight", limits.max_in_flight_per_caller),
+            )
+        })?;
+        let now = Instant::now();
+        c.sessions.retain(|_, t| now.duration_since(*t) < ENTRY_TTL);
+        c.attempts.retain(|_, (_, t)| now.duration_since(*t) < ENTRY_TTL);
+        c.dkgs.retain(|_, t| now.duration_since(*t) < ENTRY_TTL);
+        let reserved = match m {
+            Message::OpenSession(o) if !c.sessions.contains_key(&o.session) => {
+                if c.sessions.len() >= limits.max_sessions_per_caller {
+                    return Err(quota(caller, "sessions", limits.max_sessions_per_caller));
+                }
+                c.sessions.insert(o.session, now);
+                Some(Reserved::Session(o.session))
+            }
+            Message::OpenAttempt(o) if !c.attempts.contains_key(&o.attempt) => {
+                if c.attempts.len() >= limits.max_attempts_per_caller {
+                    return Err(quota(caller, "attempts", limits.max_attempts_per_caller));
+                }
+                c.attempts.insert(o.attempt, (o.session, now));
+                Some(Reserved::Attempt(o.attempt))
+            }
+            Message::DkgStart(d) if !c.dkgs.contains_key(&d.dkg) => {
+                if c.dkgs.len() >= limits.max_dkgs_per_caller {
+                    return Err(quota(caller, "DKGs", limits.max_dkgs_per_caller));
+                }
+                c.dkgs.insert(d.dkg, now);
+                Some(Reserved::Dkg(d.dkg))
+            }
+            Message::CloseSession(s) => {
+                c.sessions.remove(&s.session);
+                c.attempts.retain(|_, (session, _)| *session != s.session);
+                None
+            }
+            Message::AbortAttempt(a) => {
+                c.attempts.remove(&a.attempt);
+                None
+            }
+            Message::DkgAbort(d) => {
+                c.dkgs.remove(&d.dkg);
+                None
+            }
+            _ => None,
+        };
+        let dkg_step = match m {
+            Message::DkgStart(d) => Some(d.dkg),
+            Message::DkgRound2(d) => Some(d.dkg),
+            Message::DkgFinish(d) => Some(d.dkg),
+            Message::DkgActivate(d) => Some(d.dkg),
+            _ => None,
+        };
+        Ok(Ticket { _permit: permit, caller: caller.clone(), reserved, dkg_step })
+    }
+
+    /// Settles a ticket with the enclave's reply: a refused opening gives its reservation back;
+    /// a DKG that ended (blame, or the activated key) leaves the caller's count.
+    pub fn settle(&self, ticket: Ticket, reply: &Message) {
+        let mut callers = self.callers.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(c) = callers.get_mut(&ticket.caller) else { return };
+        if let (Some(r), Message::Error(_)) = (ticket.reserved, reply) {
+            match r {
+                Reserved::Session(s) => drop(c.sessions.remove(&s)),
+                Reserved::Attempt(a) => drop(c.attempts.remove(&a)),
+                Reserved::Dkg(d) => drop(c.dkgs.remove(&d)),
+            }
+        }
+        if let (Some(d), Message::DkgBlame(_) | Message::KeyInfo(_)) = (ticket.dkg_step, reply) {
+            c.dkgs.remove(&d);
+        }
+    }
+}
