@@ -289,3 +289,148 @@ fn a_lying_node_cannot_substitute_the_key_package_or_the_signature() {
         assert_eq!(pk["address"], key["address"], "{lie:?}");
     }
 }
+
+/// An API client of node 1 connecting from another address (another caller identity).
+async fn other_caller(api: &str) -> frostgate_host::api::pb::signer_client::SignerClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{api}"))
+        .expect("endpoint")
+        .local_address(Some("127.0.0.2".parse().expect("ip")))
+        .connect()
+        .await
+        .expect("connect from 127.0.0.2");
+    frostgate_host::api::pb::signer_client::SignerClient::new(channel)
+}
+
+fn code_of(s: &tonic::Status) -> frostgate_common::error::ErrorCode {
+    frostgate_host::api::error_from_status(1, s).code()
+}
+
+/// One caller floods node 1 (sessions to its quota, thousands of concurrent Health calls, DKGs to
+/// its quota, connections beyond the per-peer cap): it is refused with typed codes, and an honest
+/// coordinator (another caller) still runs a DKG and signs through the same node.
+#[test]
+fn floods_by_one_caller_do_not_stop_an_honest_coordinator() {
+    use frostgate_common::error::ErrorCode;
+    use frostgate_host::api::connection::ApiLimits;
+    use frostgate_host::api::pb;
+    let c = cluster_with(3, 2, &["--dev-plaintext"]);
+    let key = c.keygen();
+    let k = key["key"].as_str().expect("key").to_string();
+    let key_id = hex::decode(&k).expect("hex");
+    let cluster = frostgate_host::cluster::Cluster::load(std::path::Path::new(&c.file())).expect("cluster");
+    let api = cluster.nodes[0].api.clone();
+    let limits = ApiLimits::default();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let mut attacker = rt.block_on(other_caller(&api));
+    let bip86 = || Some(pb::TaprootMode { mode: Some(pb::taproot_mode::Mode::Bip86(pb::Empty {})) });
+
+    // 1. Sessions up to the caller's quota, then quota_exceeded; nothing more reaches the enclave.
+    rt.block_on(async {
+        for i in 0..=limits.max_sessions_per_caller {
+            let r = attacker
+                .open_session(pb::OpenSession {
+                    session_id: frostgate_tests::signing::random::<16>().to_vec(),
+                    key_id: key_id.clone(),
+                    message: vec![7; 32],
+                    mode: bip86(),
+                })
+                .await;
+            match (i < limits.max_sessions_per_caller, r) {
+                (true, Ok(_)) => {}
+                (false, Err(s)) => assert_eq!(code_of(&s), ErrorCode::QuotaExceeded, "{s:?}"),
+                (_, other) => panic!("session {i}: {other:?}"),
+            }
+        }
+    });
+    let m = message();
+    let sig = c.sign(&k, &m).unwrap_or_else(|e| panic!("honest signing after a session flood: {e}"));
+    verified(&sig, &m);
+
+    // 2. Thousands of concurrent Health calls from the attacker while the honest coordinator signs.
+    let flood = rt.spawn({
+        let attacker = attacker.clone();
+        async move {
+            let calls: Vec<_> = (0..3000)
+                .map(|_| {
+                    let mut a = attacker.clone();
+                    tokio::spawn(async move { a.health(pb::HealthRequest {}).await })
+                })
+                .collect();
+            let mut refused = 0;
+            for t in calls {
+                if let Ok(Err(s)) = t.await {
+                    assert_eq!(code_of(&s), ErrorCode::TooManyInFlight, "{s:?}");
+                    refused += 1;
+                }
+            }
+            refused
+        }
+    });
+    let m = message();
+    let sig = c.sign(&k, &m).unwrap_or_else(|e| panic!("honest signing during a Health flood: {e}"));
+    verified(&sig, &m);
+    let refused = rt.block_on(flood).expect("flood");
+    assert!(refused > 0, "the per-caller in-flight bound never engaged");
+
+    // 3. DKGs: the attacker's unfinished DKGs stop at its quota; an honest keygen still runs.
+    rt.block_on(async {
+        let mut participants = Vec::new();
+        for n in &cluster.nodes {
+            let mut client = pb::signer_client::SignerClient::connect(format!("http://{}", n.api)).await.expect("c");
+            let id = client.get_identity(pb::GetIdentityRequest {}).await.expect("identity").into_inner();
+            participants.push(pb::DkgParticipant { id: n.id.into(), identity_key: id.identity_key });
+        }
+        for i in 0..=limits.max_dkgs_per_caller {
+            let r = attacker
+                .dkg_start(pb::DkgStart {
+                    dkg_id: frostgate_tests::signing::random::<16>().to_vec(),
+                    threshold: 2,
+                    me: 1,
+                    participants: participants.clone(),
+                })
+                .await;
+            match (i < limits.max_dkgs_per_caller, r) {
+                (true, Ok(_)) => {}
+                (false, Err(s)) => assert_eq!(code_of(&s), ErrorCode::QuotaExceeded, "{s:?}"),
+                (_, other) => panic!("DKG {i}: {other:?}"),
+            }
+        }
+    });
+    let fresh = c.keygen();
+    assert_ne!(fresh["key"], key["key"]);
+
+    // 4. Connections: from one address at most the per-peer cap stays open.
+    let held: Vec<std::net::TcpStream> = (0..limits.max_connections_per_peer + 20)
+        .filter_map(|_| {
+            let s = socket2_connect_from("127.0.0.2", &api)?;
+            Some(s)
+        })
+        .collect();
+    let open = held
+        .iter()
+        .filter(|s| {
+            use std::io::Read;
+            s.set_read_timeout(Some(std::time::Duration::from_millis(500))).expect("timeout");
+            let mut b = [0u8; 1];
+            // A closed connection reads EOF (or a reset); an open idle one times out.
+            matches!((&**s).read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut)
+        })
+        .count();
+    assert!(open <= limits.max_connections_per_peer, "{open} connections held open from one address");
+    let m = message();
+    let sig = c.sign(&k, &m).unwrap_or_else(|e| panic!("honest signing while connections are held: {e}"));
+    verified(&sig, &m);
+    drop(held);
+}
+
+/// A TCP connection to `to` from the local address `from` (port chosen by the kernel).
+fn socket2_connect_from(from: &str, to: &str) -> Option<std::net::TcpStream> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+    rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().ok()?;
+        socket.bind(format!("{from}:0").parse().ok()?).ok()?;
+        let stream = socket.connect(to.parse().ok()?).await.ok()?.into_std().ok()?;
+        stream.set_nonblocking(false).ok()?;
+        Some(stream)
+    })
+}

@@ -361,3 +361,34 @@ fn a_host_reconnects_to_a_restarted_enclave_and_reloads_the_store() {
     });
     assert!(node.logs().contains("store reloaded"), "{}", node.logs());
 }
+
+/// An idle API connection (no bytes either way) is closed after `idle_timeout_secs`; a TLS client
+/// that never finishes its handshake is dropped too.
+#[test]
+fn idle_api_connections_are_closed() {
+    let node = Node::new();
+    let config =
+        write_config(&node, &format!("{}[api.limits]\nidle_timeout_secs = 1\n", api_section("127.0.0.1:0", None)));
+    let daemon = start(&node, &config);
+    let port = api_port(&daemon);
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    idle.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let started = std::time::Instant::now();
+    use std::io::Read;
+    let mut b = [0u8; 256];
+    // The server speaks first (HTTP/2 settings); then nothing, until it closes the connection.
+    let closed = loop {
+        match idle.read(&mut b) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) => break !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+        }
+    };
+    assert!(closed, "the idle connection was not closed");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // A busy client is not affected: a request after the idle period on a fresh connection works.
+    rt().block_on(async {
+        let client = SignerClient::connect(one(), &format!("127.0.0.1:{port}"), None).await;
+        assert!(matches!(client.call(Message::Health, Duration::from_secs(5)).await, Ok(Message::HealthReply(_))));
+    });
+}
