@@ -67,6 +67,10 @@ struct ServeArgs {
     /// Write a snapshot and drop older store records after this many records.
     #[arg(long, default_value_t = 10_000)]
     compact_after_records: u64,
+    /// Shut down when the parent process exits (set by `frostgate node` for its child, so an
+    /// enclave never outlives a node that was killed).
+    #[arg(long)]
+    exit_with_parent: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,13 +98,13 @@ struct TokenArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
-    let result = match cli.command {
-        Command::Serve(args) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-            Ok(rt) => rt.block_on(serve(args)),
-            Err(e) => Err(Error::new(ErrorCode::Internal, format!("cannot start the runtime: {e}"))),
-        },
-        Command::Token(TokenCommand::Init(args)) => token_init(args),
-        Command::Token(TokenCommand::Inspect(args)) => token_inspect(args),
+    // Before any configuration, PIN or key is read.
+    let result = match frostgate_enclave::hardening::harden() {
+        Ok(h) => {
+            tracing::debug!(memory_locked = h.memory_locked, "process hardened (not dumpable, no core)");
+            run(cli.command)
+        }
+        Err(e) => Err(e),
     };
     frostgate_enclave::custody::token::finalize_module();
     match result {
@@ -114,10 +118,23 @@ fn main() -> ExitCode {
     }
 }
 
+fn run(command: Command) -> Result<ExitCode, Error> {
+    match command {
+        Command::Serve(args) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(serve(args)),
+            Err(e) => Err(Error::new(ErrorCode::Internal, format!("cannot start the runtime: {e}"))),
+        },
+        Command::Token(TokenCommand::Init(args)) => token_init(args),
+        Command::Token(TokenCommand::Inspect(args)) => token_inspect(args),
+    }
+}
+
 fn custody_config(path: &std::path::Path) -> Result<frostgate_enclave::custody::config::CustodyConfig, Error> {
-    EnclaveConfig::load(path)?
+    let custody = EnclaveConfig::load(path)?
         .custody
-        .ok_or_else(|| Error::new(ErrorCode::ConfigInvalid, format!("{}: no [custody] section", path.display())))
+        .ok_or_else(|| Error::new(ErrorCode::ConfigInvalid, format!("{}: no [custody] section", path.display())))?;
+    frostgate_enclave::hardening::check_custody_files(&custody)?;
+    Ok(custody)
 }
 
 fn out(text: &str) {
@@ -186,6 +203,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
     // Boot self-check before listening: a bad token or weak object stops the process here.
     let custody = match custody {
         Some(c) => {
+            frostgate_enclave::hardening::check_custody_files(&c)?;
             let custody = Custody::open(&c)?;
             tracing::info!(token = %c.token_label, identity = %hex::encode(custody.identity_public_key()), "custody ready");
             Some(custody)
@@ -232,6 +250,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
         _ = server::serve(listener, policy, service.clone()) => {}
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = parent_exited(args.exit_with_parent) => tracing::warn!("the parent process exited: shutting down"),
     }
     #[allow(irrefutable_let_patterns)] // refutable with the `vsock` feature
     if let Address::Unix(path) = &address {
@@ -242,8 +261,24 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// This process's uid, read from `/proc/self` metadata (no unsafe call needed).
+/// Resolves when the parent process has exited (this process was re-parented); never when
+/// `watch` is false.
+async fn parent_exited(watch: bool) {
+    if !watch {
+        return std::future::pending().await;
+    }
+    let parent = nix::unistd::getppid();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        if nix::unistd::getppid() != parent {
+            return;
+        }
+    }
+}
+
+/// This process's effective uid (not from `/proc/self`: a non-dumpable process's `/proc` files
+/// belong to root).
 fn own_uid() -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map(|m| m.uid()).ok()
+    Some(nix::unistd::geteuid().as_raw())
 }

@@ -205,7 +205,7 @@ impl ChildEnclave {
     /// Starts the enclave and waits (bounded) for its `READY` line on stdout.
     pub fn start(enclave_bin: &Path, socket: &Path, extra_args: &[String]) -> Result<Self, Error> {
         let mut child = Command::new(enclave_bin)
-            .args(["serve", "--listen"])
+            .args(["serve", "--exit-with-parent", "--listen"])
             .arg(socket)
             .args(extra_args)
             .stdin(Stdio::null())

@@ -58,6 +58,15 @@ pub struct TokenDir {
     conf: PathBuf,
 }
 
+/// Writes a file readable by its owner only (PIN files: the enclave refuses any other mode).
+pub fn write_private(path: &Path, contents: impl AsRef<[u8]>) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).expect("private file");
+    f.write_all(contents.as_ref()).expect("write");
+}
+
 /// One initialized token with its PIN in a file and an enclave configuration naming it.
 #[derive(Debug, Clone)]
 pub struct TestToken {
@@ -82,6 +91,10 @@ impl TokenDir {
         let conf = match provider {
             Provider::SoftHsm => {
                 std::fs::create_dir(dir.path().join("tokens")).expect("tokens dir");
+                // The enclave refuses a token directory other users can reach.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(dir.path().join("tokens"), std::fs::Permissions::from_mode(0o700))
+                    .expect("chmod tokens");
                 let conf = dir.path().join("softhsm2.conf");
                 std::fs::write(
                     &conf,
@@ -128,7 +141,7 @@ impl TokenDir {
             Provider::Kryoptic => self.init_kryoptic_token(label, &pin, &module),
         }
         let pin_file = self.path().join(format!("{label}.pin"));
-        std::fs::write(&pin_file, format!("{pin}\n")).expect("pin file");
+        write_private(&pin_file, format!("{pin}\n"));
         let config = self.path().join(format!("{label}.toml"));
         std::fs::write(
             &config,

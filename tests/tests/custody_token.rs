@@ -203,7 +203,7 @@ fn wrong_pin_missing_token_missing_pin_and_bad_module_have_their_codes() {
     let token = dir.add_token("node1");
     init(&token);
     let wrong_pin = dir.path().join("wrong.pin");
-    std::fs::write(&wrong_pin, "not-the-pin\n").expect("write");
+    frostgate_tests::token::write_private(&wrong_pin, "not-the-pin\n");
     let cases = [
         (
             "wrong pin",
@@ -258,10 +258,35 @@ fn the_pin_never_appears_in_any_output_or_log() {
     drop(enclave);
     let wrong = dir.path().join("wrong.pin");
     let wrong_pin = format!("wrong-{}", frostgate_tests::token::random_hex(8));
-    std::fs::write(&wrong, &wrong_pin).expect("write");
+    frostgate_tests::token::write_private(&wrong, &wrong_pin);
     let wrong_config = token.config_with("wrong", None, None, Some(&wrong));
     let refused = boot_refused(&token, &wrong_config);
     assert!(seen.contains("TRACE") || seen.contains("DEBUG") || seen.contains("INFO"), "logs were captured:\n{seen}");
     assert!(!seen.contains(&token.pin), "the PIN appeared in output or logs");
     assert!(!refused.contains(&wrong_pin), "a rejected PIN appeared in output or logs");
+}
+
+/// The enclave refuses a PIN file or a SoftHSM token directory that another user can read (or
+/// that another user owns), before it reads the PIN.
+#[test]
+fn a_pin_file_or_token_directory_readable_by_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TokenDir::new();
+    let token = dir.add_token("node1");
+    init(&token);
+    let chmod = |p: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    chmod(&token.pin_file, 0o644);
+    let all = boot_refused(&token, &token.config);
+    assert!(all.contains("error: config_invalid (recovery: operator)") && all.contains("PIN file"), "{all}");
+    chmod(&token.pin_file, 0o600);
+    let tokens = dir.path().join("tokens");
+    chmod(&tokens, 0o755);
+    let all = boot_refused(&token, &token.config);
+    assert!(all.contains("error: config_invalid") && all.contains("token directory"), "{all}");
+    chmod(&tokens, 0o700);
+    // Private again: the enclave starts.
+    let config = token.config.display().to_string();
+    drop(EnclaveProcess::start_with_env(&["--config", &config], token.env()));
 }

@@ -151,6 +151,9 @@ fn init(a: InitArgs) -> Result<(), Error> {
     for id in 1..=a.nodes {
         let nd = dir.join(format!("node{id}"));
         std::fs::create_dir_all(nd.join("tokens")).map_err(|e| io("node dir", e))?;
+        // The enclave refuses a token directory other users can reach.
+        std::fs::set_permissions(nd.join("tokens"), std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(|e| io("token dir permissions", e))?;
         let port = free_port()?;
         let conf = nd.join("softhsm2.conf");
         std::fs::write(
@@ -399,13 +402,29 @@ fn stop(pid_file: &Path) {
     let _ = std::fs::remove_file(pid_file);
 }
 
+/// Stops every node: those the cluster file names, and every `DIR/*/` holding pid files (so an
+/// edited or broken cluster file never leaves processes running).
 fn down(a: DirArgs) -> Result<(), Error> {
-    let cluster = Cluster::load(&a.dir.join("cluster.toml"))?;
-    for n in &cluster.nodes {
-        stop(&n.dir.join("host.pid"));
-        stop(&n.dir.join("enclave.pid"));
+    let mut dirs: Vec<PathBuf> = match Cluster::load(&a.dir.join("cluster.toml")) {
+        Ok(cluster) => cluster.nodes.into_iter().map(|n| n.dir).collect(),
+        Err(e) => {
+            tracing::warn!(code = %e.code(), "cluster file unreadable; stopping by pid files: {}", e.message());
+            Vec::new()
+        }
+    };
+    if let Ok(entries) = std::fs::read_dir(&a.dir) {
+        for entry in entries.flatten() {
+            let d = entry.path();
+            if (d.join("host.pid").exists() || d.join("enclave.pid").exists()) && !dirs.contains(&d) {
+                dirs.push(d);
+            }
+        }
     }
-    report(&a, "down", cluster.nodes.len());
+    for d in &dirs {
+        stop(&d.join("host.pid"));
+        stop(&d.join("enclave.pid"));
+    }
+    report(&a, "down", dirs.len());
     Ok(())
 }
 
