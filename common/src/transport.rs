@@ -95,6 +95,12 @@ impl Listener {
     /// is refused with `listen_path_occupied` and left untouched. The new file is made
     /// accessible to its owner only (peer credentials are still checked on every connection).
     pub fn bind(address: &Address) -> Result<Listener, Error> {
+        Self::bind_mode(address, 0o600)
+    }
+
+    /// [`Self::bind`] with the socket file's mode (0o666 when another user must connect; the
+    /// peer credentials of every connection are still checked).
+    pub fn bind_mode(address: &Address, mode: u32) -> Result<Listener, Error> {
         match address {
             Address::Unix(path) => {
                 if let Ok(meta) = std::fs::symlink_metadata(path) {
@@ -115,7 +121,7 @@ impl Listener {
                 }
                 let l = tokio::net::UnixListener::bind(path).map_err(|e| io_err("binding socket", e))?;
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
                     .map_err(|e| io_err("restricting socket permissions", e))?;
                 Ok(Listener::Unix(l))
             }

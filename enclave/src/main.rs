@@ -67,6 +67,9 @@ struct ServeArgs {
     /// Write a snapshot and drop older store records after this many records.
     #[arg(long, default_value_t = 10_000)]
     compact_after_records: u64,
+    /// Started as root: become this user before anything else (two-user deployments).
+    #[arg(long, env = "FROSTGATE_ENCLAVE_USER")]
+    user: Option<String>,
     /// Shut down when the parent process exits (set by `frostgate node` for its child, so an
     /// enclave never outlives a node that was killed).
     #[arg(long)]
@@ -98,8 +101,19 @@ struct TokenArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
-    // Before any configuration, PIN or key is read.
-    let result = match frostgate_enclave::hardening::harden() {
+    // Before any configuration, PIN or key is read: drop root (if asked), then harden (a uid
+    // change resets the dumpable flag, so hardening comes after).
+    let user = match &cli.command {
+        Command::Serve(args) => args.user.clone(),
+        Command::Token(_) => None,
+    };
+    let dropped = match user {
+        Some(u) => {
+            frostgate_common::privileges::drop_to(&u).map(|a| tracing::info!(user = %a.name, uid = a.uid, "running as"))
+        }
+        None => Ok(()),
+    };
+    let result = match dropped.and_then(|()| frostgate_enclave::hardening::harden()) {
         Ok(h) => {
             tracing::debug!(memory_locked = h.memory_locked, "process hardened (not dumpable, no core)");
             run(cli.command)
@@ -213,7 +227,6 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
             None
         }
     };
-    let listener = Listener::bind(&address)?;
     let allowed_uid = match args.allowed_uid.or_else(own_uid) {
         Some(uid) => uid,
         // Fail closed: never guess which user to serve.
@@ -221,6 +234,10 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
             return Err(Error::new(ErrorCode::ConfigInvalid, "cannot determine this process's uid; pass --allowed-uid"))
         }
     };
+    // Serving another user (two users): that user must be able to connect; the peer-credential
+    // check on every connection stays the authority.
+    let mode = if Some(allowed_uid) == own_uid() { 0o600 } else { 0o666 };
+    let listener = Listener::bind_mode(&address, mode)?;
     let policy = PeerPolicy { allowed_uid, allowed_cid: args.allowed_cid };
     tracing::info!(%address, allowed_uid, "enclave listening");
     // Readiness line for supervisors: the only thing `serve` writes to stdout.

@@ -1,7 +1,7 @@
 //! The host's side of the channel: connect to a running enclave, or start one as a child.
 //!
-//! Invariant: a child enclave started here is stopped (SIGTERM, then SIGKILL after a grace
-//! period) when its [`EnclaveClient`] is dropped, so no enclave outlives its host by accident.
+//! Invariant: a child enclave started here ([`EnclaveClient::spawn`]) is stopped when its
+//! [`EnclaveClient`] is dropped (see [`crate::supervisor`]).
 
 use crate::store::HostStore;
 use frostgate_common::bounded::Label;
@@ -13,11 +13,9 @@ use frostgate_common::protocol::{
     PROTOCOL_VERSION,
 };
 use frostgate_common::transport::{self, Address};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Default deadline for one request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -83,7 +81,7 @@ pub struct EnclaveClient {
     channel: Channel,
     address: Address,
     hello: HelloReply,
-    child: Option<ChildEnclave>,
+    child: Option<crate::supervisor::ChildProcess>,
     /// Becomes `true` when the connection has ended.
     closed: tokio::sync::watch::Receiver<bool>,
 }
@@ -130,7 +128,12 @@ impl EnclaveClient {
     /// then connects.
     pub async fn spawn(enclave_bin: &Path, socket_dir: &Path, extra_args: &[String]) -> Result<Self, Error> {
         let socket = socket_dir.join("enclave.sock");
-        let child = ChildEnclave::start(enclave_bin, &socket, extra_args)?;
+        let spec = crate::supervisor::ChildSpec {
+            name: "enclave",
+            bin: enclave_bin.to_path_buf(),
+            args: crate::supervisor::enclave_args(&socket, extra_args),
+        };
+        let child = spec.start()?;
         let mut client = Self::connect(Address::Unix(socket)).await?;
         client.child = Some(child);
         Ok(client)
@@ -193,69 +196,6 @@ impl EnclaveClient {
 
 fn unexpected(wanted: &str, got: &Message) -> Error {
     Error::new(ErrorCode::UnexpectedMessage, format!("expected {wanted}, got {}", got.info().name))
-}
-
-/// An enclave process started by this host.
-#[derive(Debug)]
-pub struct ChildEnclave {
-    child: Child,
-}
-
-impl ChildEnclave {
-    /// Starts the enclave and waits (bounded) for its `READY` line on stdout.
-    pub fn start(enclave_bin: &Path, socket: &Path, extra_args: &[String]) -> Result<Self, Error> {
-        let mut child = Command::new(enclave_bin)
-            .args(["serve", "--exit-with-parent", "--listen"])
-            .arg(socket)
-            .args(extra_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| {
-                Error::new(ErrorCode::EnclaveUnavailable, format!("starting {}: {e}", enclave_bin.display()))
-            })?;
-        let stdout = child.stdout.take().ok_or_else(|| Error::new(ErrorCode::Internal, "child stdout not captured"))?;
-        let mut guard = ChildEnclave { child };
-        let mut line = String::new();
-        let read = BufReader::new(stdout).read_line(&mut line);
-        match read {
-            Ok(n) if n > 0 && line.starts_with("READY ") => Ok(guard),
-            _ => {
-                let status = guard.child.wait().ok();
-                Err(Error::new(
-                    ErrorCode::EnclaveUnavailable,
-                    format!("enclave exited before it was ready ({status:?})"),
-                ))
-            }
-        }
-    }
-}
-
-impl ChildEnclave {
-    /// The exit status, if the child has exited (reaped here).
-    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-}
-
-impl Drop for ChildEnclave {
-    fn drop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The `frostgate-enclave` binary next to the running executable, if there is one.

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod signer;
 pub mod store;
+pub mod supervisor;
 
 /// Random bytes from the OS (ids for sessions, attempts, DKGs).
 pub fn random_bytes<const N: usize>() -> [u8; N] {

@@ -68,6 +68,9 @@ enum Command {
         /// The node configuration (TOML).
         #[arg(long, env = "FROSTGATE_NODE_CONFIG")]
         config: std::path::PathBuf,
+        /// Which part to run (`host`: started by a two-user node for its host child).
+        #[arg(long, value_enum, default_value = "node", hide = true)]
+        role: node::Role,
     },
 }
 
@@ -96,7 +99,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Pubkey(a) => group::pubkey(a).await.map(|()| ExitCode::SUCCESS),
         Command::Status(a) => group::status(a).await.map(|()| ExitCode::SUCCESS),
         Command::Bench(a) => bench::run(a).await.map(|()| ExitCode::SUCCESS),
-        Command::Node { config } => node::run(&config).await.map(|()| ExitCode::SUCCESS),
+        Command::Node { config, role } => node::run(&config, role).await.map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
