@@ -6,7 +6,22 @@ cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 results=$(mktemp -t frostgate-test-results-XXXXXX)
-trap 'rm -f "$results"' EXIT
+# Every frostgate process this run started must be gone at the end, whatever failed: any left is
+# reported, killed, and fails the run.
+leftovers() {
+  local status=$?
+  rm -f "$results"
+  local left
+  left=$(pgrep -af "$PWD/target/[^ ]*/frostgate" || true)
+  if [ -n "$left" ]; then
+    echo "FAIL: frostgate processes left running after the suite:" >&2
+    echo "$left" >&2
+    pkill -KILL -f "$PWD/target/[^ ]*/frostgate" || true
+    status=1
+  fi
+  exit "$status"
+}
+trap leftovers EXIT
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

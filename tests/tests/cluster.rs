@@ -348,19 +348,27 @@ fn floods_by_one_caller_do_not_stop_an_honest_coordinator() {
 
     // 2. Thousands of concurrent Health calls from the attacker while the honest coordinator signs.
     let flood = rt.spawn({
-        let attacker = attacker.clone();
+        let api = api.clone();
         async move {
-            let calls: Vec<_> = (0..3000)
-                .map(|_| {
+            // 30 connections x 100 concurrent calls, all from one address (one caller).
+            let mut calls = Vec::new();
+            for _ in 0..30 {
+                let attacker = other_caller(&api).await;
+                for _ in 0..100 {
                     let mut a = attacker.clone();
-                    tokio::spawn(async move { a.health(pb::HealthRequest {}).await })
-                })
-                .collect();
+                    calls.push(tokio::spawn(async move { a.health(pb::HealthRequest {}).await }));
+                }
+            }
             let mut refused = 0;
             for t in calls {
                 if let Ok(Err(s)) = t.await {
-                    assert_eq!(code_of(&s), ErrorCode::TooManyInFlight, "{s:?}");
-                    refused += 1;
+                    // Refused by the per-caller bound, or the flooder's own connection dropped
+                    // under its load (HTTP/2 protections): never another code.
+                    match code_of(&s) {
+                        ErrorCode::TooManyInFlight => refused += 1,
+                        ErrorCode::NodeUnavailable => {}
+                        other => panic!("{other}: {s:?}"),
+                    }
                 }
             }
             refused

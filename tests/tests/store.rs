@@ -653,3 +653,52 @@ fn aborted_attempts_leave_no_markers_and_snapshots_stay_bounded() {
         assert_eq!(health(&c).await.state, ServiceState::Ready, "{}", node.logs());
     });
 }
+
+/// `frostgate store verify` (a verify-only load) in the middle of a host's load has a loader of
+/// its own: the host's load completes and is adopted, and the verification reports the store.
+#[test]
+fn a_verify_only_load_during_a_load_does_not_disturb_it() {
+    use frostgate_common::bounded::SealedRecords;
+    use frostgate_common::transport::Address;
+    use frostgate_host::enclave::EnclaveClient;
+    let mut node = Node::new();
+    node.start();
+    let rt = rt();
+    rt.block_on(async {
+        let c = node.caller().await;
+        let key = dealer(&c, 2, 3).await;
+        sign_fully(&c, &key, &[pid(1), pid(2)]).await;
+    });
+    node.kill();
+    let records = frostgate_host::store::HostStore::open(&node.db).expect("db").records().expect("records");
+    assert!(records.len() >= 3, "{}", records.len());
+    node.start_enclave();
+    rt.block_on(async {
+        let address = Address::Unix(node.tokens.path().join("enclave.sock"));
+        let host = EnclaveClient::connect(address.clone()).await.expect("host connection");
+        let verifier = EnclaveClient::connect(address).await.expect("verifier connection");
+        let load = |first, last, verify_only, rs: &[frostgate_common::protocol::SealedRecord]| {
+            Message::StoreLoad(StoreLoad {
+                first,
+                last,
+                verify_only,
+                records: SealedRecords::new(rs.to_vec()).expect("bounded"),
+            })
+        };
+        // The host's load: first chunk.
+        host.channel().call(load(true, false, false, &records[..1]), None).await.expect("first chunk");
+        // A whole verify-only load on another connection, in between.
+        match verifier.channel().call(load(true, true, true, &records), None).await.expect("verify") {
+            Message::StoreStatus(s) => assert_eq!(s.head_version, records.last().expect("last").version),
+            other => panic!("{other:?}"),
+        }
+        // The host's load goes on where it was and is adopted.
+        match host.channel().call(load(false, true, false, &records[1..]), None).await.expect("last chunk") {
+            Message::StoreStatus(s) => {
+                assert_eq!(s.state, ServiceState::Ready);
+                assert_eq!(s.records, records.len() as u64);
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+}
