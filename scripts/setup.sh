@@ -19,4 +19,12 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+
+# Google's protoc and the Python gRPC runtime, for the test that generates a client in another
+# language from host/proto (pinned; PyPI).
+if ! python3 -c 'import grpc_tools, grpc' >/dev/null 2>&1; then
+  echo "setup: installing grpcio-tools (PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check "grpcio-tools==1.76.0" "grpcio==1.76.0" \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "grpcio-tools==1.76.0" "grpcio==1.76.0"
+fi
 echo "setup: softhsm2 $(softhsm2-util --version), pkcs11-tool at $(command -v pkcs11-tool)"

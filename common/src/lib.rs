@@ -12,6 +12,7 @@ pub mod frame;
 pub mod ids;
 pub mod limits;
 pub mod manifest;
+pub mod parent;
 pub mod privileges;
 pub mod protocol;
 pub mod transport;

@@ -267,7 +267,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
         _ = server::serve(listener, policy, service.clone()) => {}
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-        _ = parent_exited(args.exit_with_parent) => tracing::warn!("the parent process exited: shutting down"),
+        _ = frostgate_common::parent::exited(args.exit_with_parent) => tracing::warn!("the parent process exited: shutting down"),
     }
     #[allow(irrefutable_let_patterns)] // refutable with the `vsock` feature
     if let Address::Unix(path) = &address {
@@ -276,22 +276,6 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
     drop(service);
     tracing::info!("enclave stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Resolves when the parent process has exited (this process was re-parented); never when
-/// `watch` is false.
-async fn parent_exited(watch: bool) {
-    if !watch {
-        return std::future::pending().await;
-    }
-    let parent = nix::unistd::getppid();
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        tick.tick().await;
-        if nix::unistd::getppid() != parent {
-            return;
-        }
-    }
 }
 
 /// This process's effective uid (not from `/proc/self`: a non-dumpable process's `/proc` files

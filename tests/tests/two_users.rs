@@ -141,6 +141,12 @@ fn the_host_user_cannot_read_the_pin_the_token_or_the_enclave_and_the_node_signs
         }
     });
     drop(daemon);
+    // The supervisor was killed: both children notice and stop (bounded wait).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while children.iter().any(|p| Path::new(&format!("/proc/{p}")).exists()) {
+        assert!(std::time::Instant::now() < deadline, "children outlived the killed node: {children:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // Give the token directory back to root so the temp dirs can be removed.
     chown_r(enclave_dir, 0, 0);
     chown_r(base.path(), 0, 0);

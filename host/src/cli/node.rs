@@ -78,11 +78,19 @@ pub async fn run(config: &Path, role: Role) -> Result<(), Error> {
     // Refused before any child starts.
     c.api.check()?;
     match (role, &c.node.user, &c.enclave.user) {
-        (Role::Host, Some(user), _) => {
-            frostgate_common::privileges::drop_to(user)?;
-            serve_host(&c).await
+        (Role::Host, user, _) => {
+            if let Some(user) = user {
+                frostgate_common::privileges::drop_to(user)?;
+            }
+            // Started by a two-user node: stop with it, even if it was killed.
+            tokio::select! {
+                r = serve_host(&c) => r,
+                _ = frostgate_common::parent::exited(true) => {
+                    tracing::warn!("the node supervisor exited: stopping the host");
+                    Ok(())
+                }
+            }
         }
-        (Role::Host, None, _) => serve_host(&c).await,
         (Role::Node, Some(host_user), Some(enclave_user)) => two_users(config, &c, host_user, enclave_user).await,
         (Role::Node, None, None) => one_user(&c).await,
         (Role::Node, _, _) => Err(Error::new(
