@@ -46,9 +46,9 @@ struct ServeArgs {
     /// to sign (health: `custody_not_configured`).
     #[arg(long, env = "FROSTGATE_ENCLAVE_CONFIG")]
     config: Option<PathBuf>,
-    /// The only Unix uid allowed to connect. Defaults to this process's own uid.
-    #[arg(long, env = "FROSTGATE_ENCLAVE_ALLOWED_UID")]
-    allowed_uid: Option<u32>,
+    /// A Unix uid allowed to connect (repeat for several). Defaults to this process's own uid.
+    #[arg(long)]
+    allowed_uid: Vec<u32>,
     /// The only vsock CID allowed to connect (vsock transport only).
     #[arg(long, env = "FROSTGATE_ENCLAVE_ALLOWED_CID")]
     allowed_cid: Option<u32>,
@@ -227,19 +227,21 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
             None
         }
     };
-    let allowed_uid = match args.allowed_uid.or_else(own_uid) {
-        Some(uid) => uid,
+    let own = own_uid();
+    let allowed_uids = match (args.allowed_uid.is_empty(), own) {
+        (false, _) => args.allowed_uid.clone(),
+        (true, Some(uid)) => vec![uid],
         // Fail closed: never guess which user to serve.
-        None => {
+        (true, None) => {
             return Err(Error::new(ErrorCode::ConfigInvalid, "cannot determine this process's uid; pass --allowed-uid"))
         }
     };
     // Serving another user (two users): that user must be able to connect; the peer-credential
     // check on every connection stays the authority.
-    let mode = if Some(allowed_uid) == own_uid() { 0o600 } else { 0o666 };
+    let mode = if own.is_some_and(|o| allowed_uids == [o]) { 0o600 } else { 0o666 };
     let listener = Listener::bind_mode(&address, mode)?;
-    let policy = PeerPolicy { allowed_uid, allowed_cid: args.allowed_cid };
-    tracing::info!(%address, allowed_uid, "enclave listening");
+    tracing::info!(%address, ?allowed_uids, "enclave listening");
+    let policy = PeerPolicy { allowed_uids, allowed_cid: args.allowed_cid };
     // Readiness line for supervisors: the only thing `serve` writes to stdout.
     out(&format!("READY {address}\n"));
 

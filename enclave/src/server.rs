@@ -11,10 +11,10 @@ use frostgate_common::transport::{Listener, Peer};
 use std::sync::Arc;
 
 /// Who may connect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerPolicy {
-    /// The only Unix uid served on a Unix socket.
-    pub allowed_uid: u32,
+    /// The Unix uids served on a Unix socket (the host's; a development cluster adds root).
+    pub allowed_uids: Vec<u32>,
     /// The only CID served on vsock, if any.
     pub allowed_cid: Option<u32>,
 }
@@ -22,10 +22,10 @@ pub struct PeerPolicy {
 impl PeerPolicy {
     fn check(&self, peer: Peer) -> Result<(), Error> {
         match peer {
-            Peer::Unix { uid, .. } if uid == self.allowed_uid => Ok(()),
+            Peer::Unix { uid, .. } if self.allowed_uids.contains(&uid) => Ok(()),
             Peer::Unix { uid, .. } => Err(Error::new(
                 ErrorCode::PeerNotAuthorized,
-                format!("uid {uid} is not the configured host user {}", self.allowed_uid),
+                format!("uid {uid} is not a configured host user {:?}", self.allowed_uids),
             )),
             Peer::Vsock { cid } if Some(cid) == self.allowed_cid => Ok(()),
             Peer::Vsock { cid } => {

@@ -49,6 +49,12 @@ pub struct NodeEntry {
     pub enclave_config: PathBuf,
     /// The SoftHSM configuration of the node's token (development clusters).
     pub softhsm_conf: Option<PathBuf>,
+    /// Two users (development clusters made by root): the enclave's user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enclave_user: Option<String>,
+    /// Two users: the host's user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_user: Option<String>,
 }
 
 impl Cluster {

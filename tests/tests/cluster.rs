@@ -191,7 +191,7 @@ fn a_cluster_smaller_than_its_threshold_fails_with_evidence() {
 fn status_names_the_code_of_a_node_whose_store_was_rolled_back() {
     let c = cluster(3, 2);
     let k = c.keygen()["key"].as_str().expect("key").to_string();
-    let db = c.node(2).join("host.db");
+    let db = c.node(2).join("host").join("host.db");
     let older = c.dir.join("older.db");
     rusqlite::Connection::open(&db)
         .expect("db")
@@ -234,7 +234,7 @@ fn a_mutual_tls_cluster_on_every_interface_keygens_and_signs_and_pins_each_node(
     verified(&c.sign(&k, &m).unwrap_or_else(|e| panic!("{e}\n{}", c.logs())), &m);
     // Pin the wrong certificate for node 1: the coordinator refuses to talk to it (a node
     // impersonator), reports why, and signs with the other two.
-    let swapped = text.replacen("node1/tls.crt", "node3/tls.crt", 1);
+    let swapped = text.replacen("node1/host/tls.crt", "node3/host/tls.crt", 1);
     assert_ne!(swapped, text);
     std::fs::write(c.file(), swapped).expect("cluster.toml");
     let sig = c.sign(&k, &m).unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));

@@ -3,6 +3,7 @@
 use super::out;
 use clap::{Args, Subcommand};
 use frostgate_common::error::{Error, ErrorCode};
+use frostgate_common::privileges::{account, Account};
 use frostgate_host::cluster::{ClientIdentity, Cluster, NodeEntry};
 use frostgate_host::enclave::default_enclave_bin;
 use std::io::{BufRead, BufReader};
@@ -148,19 +149,26 @@ fn init(a: InitArgs) -> Result<(), Error> {
     } else {
         None
     };
+    // Run as root: every node's enclave and host run as two users (created here if missing).
+    let users = if nix::unistd::geteuid().is_root() { Some(dev_users()?) } else { None };
     for id in 1..=a.nodes {
         let nd = dir.join(format!("node{id}"));
-        std::fs::create_dir_all(nd.join("tokens")).map_err(|e| io("node dir", e))?;
-        // The enclave refuses a token directory other users can reach.
-        std::fs::set_permissions(nd.join("tokens"), std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .map_err(|e| io("token dir permissions", e))?;
+        // node{id}/enclave: token, PIN, configs (the enclave's user alone); node{id}/host: the
+        // store and the TLS key (the host's user alone); node{id}/run: the enclave's socket.
+        let (ed, hd, rd) = (nd.join("enclave"), nd.join("host"), nd.join("run"));
+        for (d, mode) in [(ed.join("tokens"), 0o700), (ed.clone(), 0o700), (hd.clone(), 0o700), (rd.clone(), 0o755)] {
+            std::fs::create_dir_all(&d).map_err(|e| io("node dir", e))?;
+            // The enclave refuses a token directory other users can reach.
+            std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .map_err(|e| io("node dir permissions", e))?;
+        }
         let port = free_port()?;
-        let conf = nd.join("softhsm2.conf");
+        let conf = ed.join("softhsm2.conf");
         std::fs::write(
             &conf,
             format!(
                 "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\nlibrary.reset_on_fork = true\n",
-                nd.join("tokens").display()
+                ed.join("tokens").display()
             ),
         )
         .map_err(|e| io("softhsm conf", e))?;
@@ -178,9 +186,9 @@ fn init(a: InitArgs) -> Result<(), Error> {
                 format!("softhsm2-util: {}", String::from_utf8_lossy(&o.stderr)),
             ));
         }
-        let pin_file = nd.join("pin");
+        let pin_file = ed.join("pin");
         write_private(&pin_file, &format!("{pin}\n"))?;
-        let config = nd.join("enclave.toml");
+        let config = ed.join("enclave.toml");
         std::fs::write(
             &config,
             format!("[custody]\ntoken_label = \"{label}\"\npin = {{ file = \"{}\" }}\n", pin_file.display()),
@@ -207,11 +215,13 @@ fn init(a: InitArgs) -> Result<(), Error> {
             dir: nd.clone(),
             api: format!("127.0.0.1:{port}"),
             api_listen: (!a.api_bind.is_loopback()).then(|| std::net::SocketAddr::new(a.api_bind, port).to_string()),
-            server_cert: if !a.dev_plaintext { Some(certificate(&nd, "tls")?.cert) } else { None },
-            enclave_socket: nd.join("enclave.sock"),
-            db: nd.join("host.db"),
+            server_cert: if !a.dev_plaintext { Some(certificate(&hd, "tls")?.cert) } else { None },
+            enclave_socket: rd.join("enclave.sock"),
+            db: hd.join("host.db"),
             enclave_config: config,
             softhsm_conf: Some(conf),
+            enclave_user: users.as_ref().map(|u| u.0.name.clone()),
+            host_user: users.as_ref().map(|u| u.1.name.clone()),
         });
     }
     // Every enclave pins the whole group: a DKG runs only among exactly these identity keys.
@@ -220,6 +230,13 @@ fn init(a: InitArgs) -> Result<(), Error> {
         let mut f =
             std::fs::OpenOptions::new().append(true).open(&n.enclave_config).map_err(|e| io("enclave config", e))?;
         std::io::Write::write_all(&mut f, group.as_bytes()).map_err(|e| io("enclave config", e))?;
+    }
+    if let Some((enclave, host)) = &users {
+        for n in &nodes {
+            chown_r(&n.dir.join("enclave"), enclave)?;
+            chown_r(&n.dir.join("run"), enclave)?;
+            chown_r(&n.dir.join("host"), host)?;
+        }
     }
     let cluster = Cluster { threshold: a.threshold, tls, nodes };
     cluster.save(&dir.join("cluster.toml"))?;
@@ -233,6 +250,43 @@ fn init(a: InitArgs) -> Result<(), Error> {
         ));
     } else {
         out(&format!("cluster {}-of-{} created: {}\n", a.threshold, a.nodes, dir.join("cluster.toml").display()));
+    }
+    Ok(())
+}
+
+/// The development cluster's two users (enclave, host), created if missing (root only).
+const DEV_ENCLAVE_USER: &str = "frostgate-dev-enclave";
+const DEV_HOST_USER: &str = "frostgate-dev-host";
+
+fn dev_users() -> Result<(Account, Account), Error> {
+    // Concurrent `useradd`s can clobber each other's entries: one creator at a time.
+    let lock = std::fs::File::create(std::env::temp_dir().join("frostgate-dev-users.lock"))
+        .map_err(|e| io("users lock", e))?;
+    lock.lock().map_err(|e| io("users lock", e))?;
+    let ensure = |name: &str| -> Result<Account, Error> {
+        if let Ok(a) = account(name) {
+            return Ok(a);
+        }
+        let o = Command::new("useradd")
+            .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name])
+            .output()
+            .map_err(|e| io("useradd", e))?;
+        // Another `dev cluster init` may have created it meanwhile.
+        account(name).map_err(|_| io(&format!("useradd {name}"), String::from_utf8_lossy(&o.stderr)))
+    };
+    Ok((ensure(DEV_ENCLAVE_USER)?, ensure(DEV_HOST_USER)?))
+}
+
+/// `chown -R` to `who` (and its group).
+fn chown_r(path: &Path, who: &Account) -> Result<(), Error> {
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        std::os::unix::fs::chown(&p, Some(who.uid), Some(who.gid)).map_err(|e| io("chown", e))?;
+        if p.is_dir() {
+            for entry in std::fs::read_dir(&p).map_err(|e| io("read dir", e))?.flatten() {
+                stack.push(entry.path());
+            }
+        }
     }
     Ok(())
 }
@@ -346,6 +400,13 @@ fn start_node(cluster: &Cluster, n: &NodeEntry, enclave_bin: &Path, host_bin: &P
             "--config".into(),
             n.enclave_config.display().to_string(),
         ];
+        let mut args = args;
+        if let (Some(enclave), Some(host)) = (&n.enclave_user, &n.host_user) {
+            // The enclave drops to its user and serves the host's (and root, for `status`).
+            let host_uid = account(host)?.uid;
+            args.extend(["--user".into(), enclave.clone(), "--allowed-uid".into(), host_uid.to_string()]);
+            args.extend(["--allowed-uid".into(), "0".into()]);
+        }
         start_daemon(enclave_bin, &args, &env, &n.dir.join("enclave.log"), &n.dir.join("enclave.pid"))?;
     }
     if alive(&n.dir.join("host.pid")).is_none() {
@@ -361,6 +422,9 @@ fn start_node(cluster: &Cluster, n: &NodeEntry, enclave_bin: &Path, host_bin: &P
         ];
         if n.server_cert.is_none() {
             args.push("--dev-plaintext-api".into());
+        }
+        if let Some(host) = &n.host_user {
+            args.extend(["--user".into(), host.clone()]);
         }
         if let (Some(cert), Some(client)) = (&n.server_cert, &cluster.tls) {
             let key = cert.with_extension("key");

@@ -45,6 +45,9 @@ pub struct ServeArgs {
     /// flags. Any local user can then call the node, and sign.
     #[arg(long, conflicts_with = "tls_cert")]
     dev_plaintext_api: bool,
+    /// Started as root: become this user before opening anything (two-user deployments).
+    #[arg(long)]
+    user: Option<String>,
     /// Serve Prometheus metrics at `http://ADDR/metrics` (loopback IP:PORT only; port 0 picks one).
     #[arg(long)]
     metrics_listen: Option<String>,
@@ -52,6 +55,9 @@ pub struct ServeArgs {
 
 pub async fn run(cmd: HostCommand) -> Result<(), Error> {
     let HostCommand::Serve(a) = cmd;
+    if let Some(user) = &a.user {
+        frostgate_common::privileges::drop_to(user)?;
+    }
     let tls = match (a.tls_cert, a.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key, peers: a.tls_client_cert }),
         _ => None,
