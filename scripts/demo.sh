@@ -11,6 +11,8 @@ cargo build --quiet --locked -p frostgate-enclave -p frostgate-host --bins
 fg=target/debug/frostgate
 
 work=$(mktemp -d -t frostgate-demo-XXXXXX)
+# Run as root, the cluster's enclaves and hosts run as two other users: they must reach it.
+chmod 755 "$work"
 cluster="$work/cluster"
 cleanup() {
   "$fg" dev cluster down --dir "$cluster" >/dev/null 2>&1 || true

@@ -317,6 +317,12 @@ pub struct HealthReply {
     pub hsm_micros: u64,
     /// Development features compiled into the enclave, comma-separated; empty in production.
     pub dev_features: Label,
+    /// Filled by the host in front of the enclave (the enclave sends 0): times the host
+    /// reconnected to its enclave since the host started.
+    pub host_reconnects: u64,
+    /// Filled by the host of a one-user `frostgate node` (the enclave sends 0): times the node
+    /// restarted its dead enclave child.
+    pub enclave_restarts: u64,
 }
 
 /// Whether the enclave serves.

@@ -29,6 +29,8 @@ fn slow_echo() -> Handler {
                     hsm_operations: 0,
                     hsm_micros: 0,
                     dev_features: frostgate_common::bounded::Label::new(String::new()).expect("label"),
+                    host_reconnects: 0,
+                    enclave_restarts: 0,
                 }),
                 other => Message::error(ErrorCode::UnexpectedMessage, other.info().name),
             }

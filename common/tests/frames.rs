@@ -69,10 +69,17 @@ fn message() -> impl Strategy<Value = Message> {
             any::<u64>(),
             any::<u64>(),
             any::<(u64, u64)>(),
-            label()
+            (label(), any::<(u64, u64)>())
         )
             .prop_map(
-                |(state, uptime_seconds, store_commits, store_records, (hsm_operations, hsm_micros), dev_features)| {
+                |(
+                    state,
+                    uptime_seconds,
+                    store_commits,
+                    store_records,
+                    (hsm_operations, hsm_micros),
+                    (dev_features, (host_reconnects, enclave_restarts)),
+                )| {
                     Message::HealthReply(HealthReply {
                         state,
                         uptime_seconds,
@@ -81,6 +88,8 @@ fn message() -> impl Strategy<Value = Message> {
                         hsm_operations,
                         hsm_micros,
                         dev_features,
+                        host_reconnects,
+                        enclave_restarts,
                     })
                 }
             ),

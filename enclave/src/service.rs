@@ -202,6 +202,8 @@ impl Service {
                 hsm_operations: crate::custody::token::hsm_counters().0,
                 hsm_micros: crate::custody::token::hsm_counters().1,
                 dev_features: label(crate::DEV_FEATURES),
+                host_reconnects: 0,
+                enclave_restarts: 0,
             }),
             Message::Ping(p) => Message::Pong(p),
             // Refused by the build itself, whatever the enclave's state.

@@ -138,6 +138,11 @@ impl Metrics {
         self.enclave_restarts.inc();
     }
 
+    /// Times the node restarted its enclave child.
+    pub fn enclave_restarts(&self) -> u64 {
+        self.enclave_restarts.get()
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

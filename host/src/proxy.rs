@@ -91,9 +91,16 @@ impl Host {
         let started = std::time::Instant::now();
         let result = self.enclave().channel().call(m, Some(REQUEST_TIMEOUT)).await;
         crate::metrics::global().observe_request(kind, started.elapsed(), &result);
-        if let Ok(Message::HealthReply(h)) = &result {
-            crate::metrics::global().observe_enclave(h);
-        }
+        let result = match result {
+            Ok(Message::HealthReply(mut h)) => {
+                crate::metrics::global().observe_enclave(&h);
+                // What only the host knows about its enclave's life.
+                h.host_reconnects = self.reconnects();
+                h.enclave_restarts = crate::metrics::global().enclave_restarts();
+                Ok(Message::HealthReply(h))
+            }
+            other => other,
+        };
         match result {
             Ok(Message::Round2Reply(mut r)) if crate::enclave::fault("host_corrupt_shares") => {
                 // DEVELOPMENT fault injection: this node returns invalid shares.

@@ -67,6 +67,8 @@ fn every_network_type_round_trips() {
             hsm_operations: 4,
             hsm_micros: u64::MAX,
             dev_features: Label::new("dev-dealer".to_string()).expect("label"),
+            host_reconnects: 7,
+            enclave_restarts: 8,
         });
     }
     round_trip(IdentityKeyBytes::new(vec![4; 65]).expect("identity"));

@@ -309,6 +309,11 @@ fn a_node_restarts_a_dead_enclave_child_and_serves_again() {
             }
         })
         .await;
+        // Health (through the API, as `frostgate status` reads it) counts the restart.
+        match client.call(Message::Health, Duration::from_secs(5)).await.expect("health") {
+            Message::HealthReply(h) => assert_eq!((h.enclave_restarts, h.host_reconnects), (1, 1), "{h:?}"),
+            other => panic!("{other:?}"),
+        }
         // The key came back from the sealed store and signs.
         let p = prepare(&c, key.key, &[pid(1), pid(2)], TaprootMode::Bip86).await;
         let shares = sign_all(&c, &p).await;

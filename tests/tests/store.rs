@@ -97,6 +97,23 @@ fn markers_keys_and_completions_survive_sigkill_of_both_processes() {
     assert!(node.verify(&node.db).expect("store verifies").contains("store verified"));
 }
 
+/// Starts the node's enclave and host on its current store: the host must refuse with `expected`,
+/// and the enclave (asked directly) must name the same code.
+fn expect_refused(node: &mut Node, name: &str, expected: ErrorCode) {
+    node.start_enclave();
+    let log = node.try_start_host().expect_err("the host must not come up on a bad store");
+    let line = format!("error: {} (recovery: operator)", expected.code());
+    assert!(log.contains(&line), "{name}: expected {line}\n{log}");
+    let status = std::process::Command::new(frostgate_tests::host_bin())
+        .args(["enclave", "status", "--json", "--connect"])
+        .arg(node.tokens.path().join("enclave.sock"))
+        .output()
+        .expect("status");
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    assert_eq!(v["refusal_code"], expected.code(), "{name}: the enclave reports why it refuses");
+    node.kill();
+}
+
 #[test]
 fn tampering_deletion_reordering_and_rollback_are_detected_at_boot() {
     let mut node = Node::new();
@@ -166,20 +183,6 @@ fn tampering_deletion_reordering_and_rollback_are_detected_at_boot() {
             ErrorCode::StoreRollbackDetected,
         ),
     ];
-    let expect_refused = |node: &mut Node, name: &str, expected: ErrorCode| {
-        node.start_enclave();
-        let log = node.try_start_host().expect_err("the host must not come up on a bad store");
-        let line = format!("error: {} (recovery: operator)", expected.code());
-        assert!(log.contains(&line), "{name}: expected {line}\n{log}");
-        let status = std::process::Command::new(frostgate_tests::host_bin())
-            .args(["enclave", "status", "--json", "--connect"])
-            .arg(node.tokens.path().join("enclave.sock"))
-            .output()
-            .expect("status");
-        let v: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
-        assert_eq!(v["refusal_code"], expected.code(), "{name}: the enclave reports why it refuses");
-        node.kill();
-    };
     for (name, tamper, expected) in cases {
         restore_db(&pristine, &node.db);
         tamper(&rusqlite::Connection::open(&node.db).expect("open"));
@@ -468,18 +471,7 @@ fn a_deleted_or_forged_anchor_fails_closed() {
 
     let expect_refused = |node: &mut Node, name: &str, db: &Path, expected: ErrorCode| {
         restore_db(db, &node.db);
-        node.start_enclave();
-        let log = node.try_start_host().expect_err("the host must not come up");
-        let line = format!("error: {} (recovery: operator)", expected.code());
-        assert!(log.contains(&line), "{name}: expected {line}\n{log}");
-        let status = std::process::Command::new(frostgate_tests::host_bin())
-            .args(["enclave", "status", "--json", "--connect"])
-            .arg(node.tokens.path().join("enclave.sock"))
-            .output()
-            .expect("status");
-        let v: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
-        assert_eq!(v["refusal_code"], expected.code(), "{name}: the enclave names the fault");
-        node.kill();
+        expect_refused(node, name, expected);
     };
     let pristine = node.tokens.path().join("pristine.db");
     snapshot_db(&node.db, &pristine);

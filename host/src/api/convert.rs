@@ -123,6 +123,8 @@ impl Proto for HealthReply {
             hsm_operations: self.hsm_operations,
             hsm_micros: self.hsm_micros,
             enclave_dev_features: self.dev_features.as_inner().to_string(),
+            host_reconnects: self.host_reconnects,
+            enclave_restarts: self.enclave_restarts,
         }
     }
     fn from_pb(p: pb::HealthReply) -> Result<Self, Error> {
@@ -141,6 +143,8 @@ impl Proto for HealthReply {
             hsm_operations: p.hsm_operations,
             hsm_micros: p.hsm_micros,
             dev_features: Label::new(p.enclave_dev_features).map_err(|e| malformed("enclave_dev_features", e))?,
+            host_reconnects: p.host_reconnects,
+            enclave_restarts: p.enclave_restarts,
         })
     }
 }

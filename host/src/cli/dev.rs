@@ -151,6 +151,9 @@ fn init(a: InitArgs) -> Result<(), Error> {
     };
     // Run as root: every node's enclave and host run as two users (created here if missing).
     let users = if nix::unistd::geteuid().is_root() { Some(dev_users()?) } else { None };
+    if users.is_some() {
+        traversable_by_others(&dir)?;
+    }
     for id in 1..=a.nodes {
         let nd = dir.join(format!("node{id}"));
         // node{id}/enclave: token, PIN, configs (the enclave's user alone); node{id}/host: the
@@ -275,6 +278,27 @@ fn dev_users() -> Result<(Account, Account), Error> {
         account(name).map_err(|_| io(&format!("useradd {name}"), String::from_utf8_lossy(&o.stderr)))
     };
     Ok((ensure(DEV_ENCLAVE_USER)?, ensure(DEV_HOST_USER)?))
+}
+
+/// The users of a two-user cluster must reach the node directories: every existing ancestor of
+/// `dir` must be searchable by others (`o+x`).
+fn traversable_by_others(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    for ancestor in dir.ancestors().skip(1) {
+        let Ok(meta) = std::fs::metadata(ancestor) else { continue };
+        if meta.permissions().mode() & 0o001 == 0 {
+            return Err(Error::new(
+                ErrorCode::ConfigInvalid,
+                format!(
+                    "{} is not searchable by other users (chmod o+x it): a two-user cluster's enclave and host \
+                     users must reach {}",
+                    ancestor.display(),
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `chown -R` to `who` (and its group).

@@ -260,6 +260,9 @@ fn health_row(node: u16, via: &str, h: &frostgate_common::protocol::HealthReply)
             "code": code.code(), "recovery_class": code.recovery_class().as_str()}),
     };
     row["dev_features"] = h.dev_features.as_inner().as_str().into();
+    row["uptime_seconds"] = h.uptime_seconds.into();
+    row["host_reconnects"] = h.host_reconnects.into();
+    row["enclave_restarts"] = h.enclave_restarts.into();
     row
 }
 
@@ -294,10 +297,18 @@ pub async fn status(a: StatusArgs) -> Result<(), Error> {
         let mut t = String::new();
         for r in &rows {
             t.push_str(&format!(
-                "node {}: {}{}{}\n",
+                "node {}: {}{}{}{}\n",
                 r["node"],
                 r["state"].as_str().unwrap_or(""),
                 r["code"].as_str().map(|c| format!(" ({c})")).unwrap_or_default(),
+                match (r["enclave_restarts"].as_u64(), r["host_reconnects"].as_u64()) {
+                    (Some(0) | None, Some(0) | None) => String::new(),
+                    (restarts, reconnects) => format!(
+                        " [enclave restarted {}x, reconnected {}x]",
+                        restarts.unwrap_or(0),
+                        reconnects.unwrap_or(0)
+                    ),
+                },
                 r["dev_features"]
                     .as_str()
                     .filter(|f| !f.is_empty())
