@@ -397,3 +397,42 @@ fn idle_api_connections_are_closed() {
         assert!(matches!(client.call(Message::Health, Duration::from_secs(5)).await, Ok(Message::HealthReply(_))));
     });
 }
+
+/// Quotas are per TLS identity: one pinned client that holds its quota of sessions is refused
+/// (`quota_exceeded`), another pinned client of the same node still opens sessions and signs;
+/// closing sessions gives the quota back.
+#[test]
+fn session_quotas_are_per_client_certificate() {
+    let node = Node::new();
+    let dir = node.tokens.path();
+    let (server_cert, server_key) = cert(dir, "node");
+    let (a_cert, a_key) = cert(dir, "coordinator-a");
+    let (b_cert, b_key) = cert(dir, "coordinator-b");
+    let served = TlsFiles { cert: server_cert.clone(), key: server_key, peers: vec![a_cert.clone(), b_cert.clone()] };
+    let api = format!("{}[api.limits]\nmax_sessions_per_caller = 3\n", api_section("127.0.0.1:0", Some(&served)));
+    let daemon = start(&node, &write_config(&node, &api));
+    let address = format!("127.0.0.1:{}", api_port(&daemon));
+    rt().block_on(async {
+        let tls = |cert: &PathBuf, key: &PathBuf| TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            peers: vec![server_cert.clone()],
+        };
+        let a = Caller::Node(SignerClient::connect(one(), &address, Some(&tls(&a_cert, &a_key))).await);
+        let b = Caller::Node(SignerClient::connect(one(), &address, Some(&tls(&b_cert, &b_key))).await);
+        let key = dealer(&a, 2, 3).await;
+        let mut opened = Vec::new();
+        for _ in 0..3 {
+            opened.push(open_session(&a, key.key, random(), TaprootMode::Bip86).await.expect("within quota").0);
+        }
+        let e = open_session(&a, key.key, random(), TaprootMode::Bip86).await.expect_err("over quota");
+        assert_eq!(e.code(), ErrorCode::QuotaExceeded, "{e}");
+        // Another certificate is another caller: it signs.
+        sign_through(&b).await;
+        // Closing one of A's sessions gives its quota back.
+        let close = frostgate_common::protocol::SessionRef { session: opened[0] };
+        a.call(Message::CloseSession(close)).await.expect("close");
+        open_session(&a, key.key, random(), TaprootMode::Bip86).await.expect("quota given back");
+    });
+    drop(daemon);
+}
