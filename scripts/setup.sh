@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Installs what frostgate needs on Debian, idempotently: SoftHSM2 (the token for local use and
-# tests) and OpenSC (pkcs11-tool, to audit a token from outside). Safe to run repeatedly.
+# tests), OpenSC (pkcs11-tool, to audit a token from outside), procps and passwd (pgrep, useradd),
+# and grpcio-tools from PyPI (Google's protoc, for the generated-client test). Safe to run repeatedly.
 set -euo pipefail
 
 need=()
 command -v softhsm2-util >/dev/null 2>&1 && [ -e /usr/lib/softhsm/libsofthsm2.so ] || need+=(softhsm2)
 command -v pkcs11-tool >/dev/null 2>&1 || need+=(opensc)
+# pgrep/pkill (tests, the leftover-process check) and useradd (two-user clusters, as root).
+command -v pgrep >/dev/null 2>&1 || need+=(procps)
+command -v useradd >/dev/null 2>&1 || need+=(passwd)
 
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
