@@ -76,9 +76,10 @@ fn private_to_me(path: &Path, what: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// SoftHSM's token directory, from the file `SOFTHSM2_CONF` names (`directories.tokendir`).
+/// SoftHSM's token directory, from the file `SOFTHSM2_CONF` names, or SoftHSM's default
+/// configuration file (`directories.tokendir`).
 fn softhsm_token_dir() -> Option<std::path::PathBuf> {
-    let conf = std::env::var_os("SOFTHSM2_CONF")?;
+    let conf = std::env::var_os("SOFTHSM2_CONF").unwrap_or_else(|| "/etc/softhsm/softhsm2.conf".into());
     let text = std::fs::read_to_string(conf).ok()?;
     text.lines().find_map(|l| {
         let (k, v) = l.split_once('=')?;

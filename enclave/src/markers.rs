@@ -100,10 +100,10 @@ pub trait MarkerStore: Send + Sync + std::fmt::Debug {
     /// Persists the records atomically (all or none).
     fn persist(&self, records: Vec<Record>) -> PersistFuture<'_>;
 
-    /// Enqueues records now and does not wait for them. Commits are FIFO: these records are
-    /// durable no later than any record persisted after this call returns. For bindings whose
-    /// durability is implied by a later marker's (sessions, attempts); never for markers.
-    fn persist_detached(&self, records: Vec<Record>);
+    /// Enqueues records now (in call order with every other record) and returns their outcome
+    /// to await later, or to drop. For bindings and closings; never for markers that must be
+    /// durable before something leaves.
+    fn persist_detached(&self, records: Vec<Record>) -> PersistFuture<'static>;
 
     /// Whether the store can take records now; signing is refused otherwise.
     fn ready(&self) -> Result<(), Error> {
@@ -138,7 +138,8 @@ impl MarkerStore for MemoryStore {
         })
     }
 
-    fn persist_detached(&self, records: Vec<Record>) {
+    fn persist_detached(&self, records: Vec<Record>) -> PersistFuture<'static> {
         self.records.lock().unwrap_or_else(|p| p.into_inner()).extend(records);
+        Box::pin(std::future::ready(Ok(())))
     }
 }

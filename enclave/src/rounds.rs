@@ -506,11 +506,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Commits a binding record in the background and records the outcome in `state`.
+    /// Queues a binding record now (in order with later records, e.g. its session's closing)
+    /// and records the commit's outcome in `state` in the background.
     fn persist_binding(&self, record: Record, state: BindingState) {
-        let (store, outcome) = (self.store.clone(), state.clone());
+        let queued = self.store.persist_detached(vec![record]);
+        let outcome = state.clone();
         let commit = async move {
-            match store.persist(vec![record]).await {
+            match queued.await {
                 Ok(()) => outcome.send_replace(Binding::Durable),
                 Err(e) => {
                     tracing::warn!(error = ?e, "binding not committed; it goes with the next marker");
@@ -853,7 +855,8 @@ impl Engine {
             known
         };
         if known {
-            self.store.persist_detached(vec![Record::SessionExpired { session }]);
+            // Queued in order after the session's binding; its outcome is not awaited.
+            drop(self.store.persist_detached(vec![Record::SessionExpired { session }]));
         }
     }
 

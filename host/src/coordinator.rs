@@ -110,9 +110,10 @@ fn evidence(signer: ParticipantId, step: &str, attempt: AttemptId, e: &Error) ->
 
 /// A key's public material, fetched once and reused across signings (public data only).
 ///
-/// Invariant: the package is one that at least `threshold` nodes returned byte for byte and whose
-/// verifying key is the key id, so fewer than `threshold` lying nodes cannot substitute it; nodes
-/// that returned another package are excluded from every signing with this material.
+/// Invariant: the package is the only one that at least `threshold` nodes returned byte for
+/// byte, whose verifying key is the key id and whose threshold is the cluster's (from the
+/// operator's cluster file, never from a node), so fewer than `threshold` lying nodes cannot
+/// substitute it; nodes that returned another package are excluded from every signing with it.
 #[derive(Debug)]
 pub struct KeyMaterial {
     public: PublicKeyPackage,
@@ -135,9 +136,10 @@ impl KeyMaterial {
     pub async fn fetch(
         signers: &[Arc<SignerClient>],
         key: &KeyId,
+        threshold: u16,
         settings: Settings,
     ) -> Result<Arc<KeyMaterial>, Error> {
-        let (public, threshold, disagreeing) = public_key(signers, key, settings).await?;
+        let (public, disagreeing) = public_key(signers, key, threshold, settings).await?;
         Ok(Arc::new(KeyMaterial {
             public,
             threshold,
@@ -192,13 +194,14 @@ fn x_only(key: &frost_secp256k1_tr::VerifyingKey) -> Result<[u8; 32], Error> {
         .ok_or_else(|| Error::new(ErrorCode::InvalidEncoding, "verifying key is not a 33-byte SEC1 point"))
 }
 
-/// Runs ROAST until a signature or until fewer than `threshold` signers remain.
+/// Runs ROAST until a signature or until fewer than `threshold` (the cluster's) signers remain.
 pub async fn sign(
     signers: Vec<Arc<SignerClient>>,
     request: SignRequest,
+    threshold: u16,
     settings: Settings,
 ) -> Result<Signed, (Error, Vec<Evidence>)> {
-    let key = KeyMaterial::fetch(&signers, &request.key, settings).await.map_err(|e| (e, Vec::new()))?;
+    let key = KeyMaterial::fetch(&signers, &request.key, threshold, settings).await.map_err(|e| (e, Vec::new()))?;
     sign_with(signers, request, settings, key).await
 }
 
@@ -296,14 +299,16 @@ pub async fn sign_with(
     }
 }
 
-/// Asks every signer for the key's package; returns the package at least `threshold` of them
-/// returned identically (and whose verifying key is `key`), its threshold, and evidence against
-/// every node that answered with anything else.
+/// Asks every signer for the key's package; returns the one package that at least `threshold`
+/// of them returned identically (verifying key = `key`, threshold = `threshold`), and evidence
+/// against every node that answered with anything else. Two packages each backed by `threshold`
+/// nodes (impossible with fewer than `threshold` liars) fail closed.
 async fn public_key(
     signers: &[Arc<SignerClient>],
     key: &KeyId,
+    threshold: u16,
     settings: Settings,
-) -> Result<(PublicKeyPackage, u16, Vec<Evidence>), Error> {
+) -> Result<(PublicKeyPackage, Vec<Evidence>), Error> {
     let asks: Vec<_> = signers
         .iter()
         .map(|s| {
@@ -341,32 +346,41 @@ async fn public_key(
         };
         let bytes = info.public_key_package.as_inner().to_vec();
         match PublicKeyPackage::deserialize(&bytes) {
-            Ok(p) if x_only(p.verifying_key()).ok() == Some(*key.as_bytes()) && p.min_signers().is_some() => {
-                by_package.entry(bytes).or_default().push(id);
+            Ok(p) if x_only(p.verifying_key()).ok() != Some(*key.as_bytes()) => {
+                disagreeing.push(mismatch(id, "its package's verifying key is not the key id".into()))
             }
-            Ok(_) => disagreeing.push(mismatch(id, "its package's verifying key is not the key id".into())),
+            Ok(p) if p.min_signers() != Some(threshold) => disagreeing.push(mismatch(
+                id,
+                format!("its package's threshold {:?} is not the cluster's {threshold}", p.min_signers()),
+            )),
+            Ok(_) => by_package.entry(bytes).or_default().push(id),
             Err(e) => disagreeing.push(mismatch(id, format!("its package does not decode: {e}"))),
         }
     }
-    let best = by_package.iter().max_by_key(|(_, ids)| ids.len()).map(|(b, ids)| (b.clone(), ids.len()));
-    let Some((bytes, agreeing)) = best else {
-        if !disagreeing.is_empty() {
-            last = Error::new(ErrorCode::SigningFailed, "no node returned a public key package for this key id");
+    let backed: Vec<&Vec<u8>> =
+        by_package.iter().filter(|(_, ids)| ids.len() >= threshold as usize).map(|(b, _)| b).collect();
+    let bytes = match backed.as_slice() {
+        [one] => (*one).clone(),
+        [] if by_package.is_empty() && disagreeing.is_empty() => return Err(last),
+        [] => {
+            return Err(Error::new(
+                ErrorCode::SigningFailed,
+                format!(
+                    "no public key package is returned by {threshold} nodes (agreeing groups: {:?}; disagreeing: {:?})",
+                    by_package.values().collect::<Vec<_>>(),
+                    disagreeing.iter().map(|e| e.signer).collect::<Vec<_>>()
+                ),
+            ))
         }
-        return Err(last);
+        _ => {
+            return Err(Error::new(
+                ErrorCode::SigningFailed,
+                format!("conflicting public key packages are each returned by {threshold} nodes: refusing to choose"),
+            ))
+        }
     };
     let public = PublicKeyPackage::deserialize(&bytes)
         .map_err(|e| Error::new(ErrorCode::InvalidEncoding, format!("public key package: {e}")))?;
-    let threshold = public.min_signers().unwrap_or(u16::MAX);
-    if agreeing < threshold as usize {
-        return Err(Error::new(
-            ErrorCode::SigningFailed,
-            format!(
-                "only {agreeing} node(s) agree on the key's public package; {threshold} must (nodes disagree: {:?})",
-                by_package.values().collect::<Vec<_>>()
-            ),
-        ));
-    }
     for (other, ids) in &by_package {
         if *other != bytes {
             for id in ids {
@@ -374,7 +388,7 @@ async fn public_key(
             }
         }
     }
-    Ok((public, threshold, disagreeing))
+    Ok((public, disagreeing))
 }
 
 fn tweaked(public: &PublicKeyPackage, mode: &TaprootMode) -> PublicKeyPackage {

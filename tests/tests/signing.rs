@@ -353,8 +353,8 @@ impl MarkerStore for FaultyStore {
         }
     }
 
-    fn persist_detached(&self, records: Vec<Record>) {
-        self.inner.persist_detached(records);
+    fn persist_detached(&self, records: Vec<Record>) -> PersistFuture<'static> {
+        self.inner.persist_detached(records)
     }
 }
 

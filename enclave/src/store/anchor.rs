@@ -9,8 +9,7 @@
 //! - Every anchor object must be private, well formed and carry a tag that verifies under this
 //!   token's store key; anything else is `store_anchor_invalid` (a forged or transplanted object).
 //! - SoftHSM cannot change a data object's value, so an update creates the new object and then
-//!   destroys the old one; a reader takes the highest version and removes the rest (finishing an
-//!   update interrupted between the two steps).
+//!   destroys every older one; a reader takes the highest version and destroys nothing.
 
 use crate::custody::token::hsm_err;
 use crate::custody::Custody;
@@ -60,22 +59,19 @@ fn find(s: &Session, label: &str, key: &StoreKey) -> Result<Vec<(ObjectHandle, H
     Ok(out)
 }
 
-/// Reads the anchor, removing superseded objects. Fails closed when there is none.
+/// Reads the anchor: the highest version. Fails closed when there is none. Read-only: a
+/// superseded object left by an interrupted update is removed by the next [`update`], never here
+/// (a reader racing an update must not destroy the object the update is about to replace).
 pub fn read(custody: &Custody, key: &StoreKey) -> Result<Head, Error> {
     let label = label(custody);
     custody.token().with_session(|s| {
-        let mut found = find(s, &label, key)?;
-        found.sort_by_key(|(_, h)| h.version);
-        let Some(&(_, newest)) = found.last() else {
-            return Err(Error::new(
+        let found = find(s, &label, key)?;
+        found.into_iter().map(|(_, h)| h).max_by_key(|h| h.version).ok_or_else(|| {
+            Error::new(
                 ErrorCode::StoreAnchorMissing,
                 format!("the HSM holds no {label} object; the store cannot be checked for rollback"),
-            ));
-        };
-        for (h, _) in &found[..found.len() - 1] {
-            s.destroy_object(*h).map_err(|e| hsm_err("C_DestroyObject(anchor)", e))?;
-        }
-        Ok(newest)
+            )
+        })
     })
 }
 

@@ -452,9 +452,15 @@ impl MarkerStore for SealedStore {
         Box::pin(self.enqueue(records, false))
     }
 
-    fn persist_detached(&self, records: Vec<Record>) {
-        if let Err(e) = self.submit(records, false) {
-            tracing::warn!(error = ?e, "binding not queued");
+    fn persist_detached(&self, records: Vec<Record>) -> PersistFuture<'static> {
+        // Queued now, so in order with every record submitted after this returns.
+        match self.submit(records, false) {
+            Ok(rx) => Box::pin(async move {
+                rx.await.unwrap_or_else(|_| {
+                    Err(PersistError::Unknown(Error::new(ErrorCode::Internal, "committer stopped")))
+                })
+            }),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
         }
     }
 

@@ -5,7 +5,8 @@
 //! (`too_many_in_flight` for concurrency, `quota_exceeded` for registries), so a flood from one
 //! caller cannot fill the enclave's registries or its one channel for the others. A reservation is
 //! taken before forwarding (so concurrent requests cannot overshoot) and released when the
-//! request fails, the session or attempt is closed or aborted, the DKG ends, or its TTL passes.
+//! request fails or is abandoned, the enclave closed or aborted it, the DKG ended, or its TTL
+//! passed.
 
 use super::connection::{ApiLimits, CallerId};
 use frostgate_common::error::{Error, ErrorCode};
@@ -28,14 +29,44 @@ struct Caller {
     dkgs: HashMap<DkgId, Instant>,
 }
 
-/// What a request reserved, to settle once its reply is known.
+type Callers = Arc<Mutex<HashMap<CallerId, Caller>>>;
+
+/// What a request reserved, to settle once its reply is known. Dropped unsettled (the client
+/// went away mid-request), it gives its reservation back.
 #[derive(Debug)]
 pub struct Ticket {
     _permit: OwnedSemaphorePermit,
+    callers: Callers,
     caller: CallerId,
     reserved: Option<Reserved>,
+    /// Closing, aborting: released only once the enclave did it.
+    releases: Option<Reserved>,
     /// A DKG step: the DKG leaves the caller's count when the step ends it (blame or key).
     dkg_step: Option<DkgId>,
+}
+
+impl Ticket {
+    fn undo(&mut self, c: &mut Caller) {
+        match self.reserved.take() {
+            Some(Reserved::Session(s)) => drop(c.sessions.remove(&s)),
+            Some(Reserved::Attempt(a)) => drop(c.attempts.remove(&a)),
+            Some(Reserved::Dkg(d)) => drop(c.dkgs.remove(&d)),
+            None => {}
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.reserved.is_none() {
+            return;
+        }
+        let callers = self.callers.clone();
+        let mut callers = callers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = callers.get_mut(&self.caller) {
+            self.undo(c);
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -49,7 +80,7 @@ enum Reserved {
 #[derive(Debug)]
 pub struct Admission {
     limits: ApiLimits,
-    callers: Mutex<HashMap<CallerId, Caller>>,
+    callers: Callers,
 }
 
 fn quota(caller: &CallerId, what: &str, max: usize) -> Error {
@@ -59,7 +90,7 @@ fn quota(caller: &CallerId, what: &str, max: usize) -> Error {
 impl Admission {
     /// Admission under `limits`.
     pub fn new(limits: ApiLimits) -> Admission {
-        Admission { limits, callers: Mutex::new(HashMap::new()) }
+        Admission { limits, callers: Arc::new(Mutex::new(HashMap::new())) }
     }
 
     /// Admits `m` from `caller`, or refuses it before it reaches the enclave.
@@ -104,19 +135,12 @@ impl Admission {
                 c.dkgs.insert(d.dkg, now);
                 Some(Reserved::Dkg(d.dkg))
             }
-            Message::CloseSession(s) => {
-                c.sessions.remove(&s.session);
-                c.attempts.retain(|_, (session, _)| *session != s.session);
-                None
-            }
-            Message::AbortAttempt(a) => {
-                c.attempts.remove(&a.attempt);
-                None
-            }
-            Message::DkgAbort(d) => {
-                c.dkgs.remove(&d.dkg);
-                None
-            }
+            _ => None,
+        };
+        let releases = match m {
+            Message::CloseSession(s) => Some(Reserved::Session(s.session)),
+            Message::AbortAttempt(a) => Some(Reserved::Attempt(a.attempt)),
+            Message::DkgAbort(d) => Some(Reserved::Dkg(d.dkg)),
             _ => None,
         };
         let dkg_step = match m {
@@ -126,19 +150,34 @@ impl Admission {
             Message::DkgActivate(d) => Some(d.dkg),
             _ => None,
         };
-        Ok(Ticket { _permit: permit, caller: caller.clone(), reserved, dkg_step })
+        Ok(Ticket {
+            _permit: permit,
+            callers: self.callers.clone(),
+            caller: caller.clone(),
+            reserved,
+            releases,
+            dkg_step,
+        })
     }
 
     /// Settles a ticket with the enclave's reply: a refused opening gives its reservation back;
-    /// a DKG that ended (blame, or the activated key) leaves the caller's count.
-    pub fn settle(&self, ticket: Ticket, reply: &Message) {
+    /// a close or abort the enclave carried out releases what it closed; a DKG that ended (blame,
+    /// or the activated key) leaves the caller's count.
+    pub fn settle(&self, mut ticket: Ticket, reply: &Message) {
         let mut callers = self.callers.lock().unwrap_or_else(|p| p.into_inner());
         let Some(c) = callers.get_mut(&ticket.caller) else { return };
-        if let (Some(r), Message::Error(_)) = (ticket.reserved, reply) {
-            match r {
-                Reserved::Session(s) => drop(c.sessions.remove(&s)),
-                Reserved::Attempt(a) => drop(c.attempts.remove(&a)),
-                Reserved::Dkg(d) => drop(c.dkgs.remove(&d)),
+        if matches!(reply, Message::Error(_)) {
+            ticket.undo(c);
+        } else {
+            ticket.reserved = None;
+            match ticket.releases {
+                Some(Reserved::Session(s)) => {
+                    c.sessions.remove(&s);
+                    c.attempts.retain(|_, (session, _)| *session != s);
+                }
+                Some(Reserved::Attempt(a)) => drop(c.attempts.remove(&a)),
+                Some(Reserved::Dkg(d)) => drop(c.dkgs.remove(&d)),
+                None => {}
             }
         }
         if let (Some(d), Message::DkgBlame(_) | Message::KeyInfo(_)) = (ticket.dkg_step, reply) {

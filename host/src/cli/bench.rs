@@ -86,7 +86,7 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
     let cluster = frostgate_host::cluster::Cluster::load(cluster_file)?;
     let nodes = dkg_relay::connect_all(&cluster).await;
     let key = dkg_relay::run(&nodes, a.threshold).await?.key;
-    let material = coordinator::KeyMaterial::fetch(&nodes, &key, Settings::default()).await?;
+    let material = coordinator::KeyMaterial::fetch(&nodes, &key, cluster.threshold, Settings::default()).await?;
     let deadline = a.count.is_none().then(|| Instant::now() + Duration::from_secs(a.seconds.unwrap_or(10)));
     let goal = a.count.map(|c| format!("/{c}")).unwrap_or_default();
     let (commits0, records0) = store_counters(&nodes).await;

@@ -7,6 +7,7 @@ use frostgate_common::privileges::{account, Account};
 use frostgate_host::cluster::{ClientIdentity, Cluster, NodeEntry};
 use frostgate_host::enclave::default_enclave_bin;
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -263,7 +264,14 @@ const DEV_HOST_USER: &str = "frostgate-dev-host";
 
 fn dev_users() -> Result<(Account, Account), Error> {
     // Concurrent `useradd`s can clobber each other's entries: one creator at a time.
-    let lock = std::fs::File::create(std::env::temp_dir().join("frostgate-dev-users.lock"))
+    // Root only, in a root-owned directory (not a world-writable one an attacker could plant a
+    // link in).
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open("/run/frostgate-dev-users.lock")
         .map_err(|e| io("users lock", e))?;
     lock.lock().map_err(|e| io("users lock", e))?;
     let ensure = |name: &str| -> Result<Account, Error> {
@@ -301,18 +309,16 @@ fn traversable_by_others(dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// `chown -R` to `who` (and its group).
+/// `chown -R` to `who` (and its group), never following a symbolic link, children before their
+/// directory (so nothing is handed over while root still walks it).
 fn chown_r(path: &Path, who: &Account) -> Result<(), Error> {
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        std::os::unix::fs::chown(&p, Some(who.uid), Some(who.gid)).map_err(|e| io("chown", e))?;
-        if p.is_dir() {
-            for entry in std::fs::read_dir(&p).map_err(|e| io("read dir", e))?.flatten() {
-                stack.push(entry.path());
-            }
+    let meta = std::fs::symlink_metadata(path).map_err(|e| io("stat", e))?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).map_err(|e| io("read dir", e))?.flatten() {
+            chown_r(&entry.path(), who)?;
         }
     }
-    Ok(())
+    std::os::unix::fs::lchown(path, Some(who.uid), Some(who.gid)).map_err(|e| io("chown", e))
 }
 
 /// A free loopback port now (the node binds it at `up`).

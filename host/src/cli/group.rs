@@ -170,7 +170,7 @@ pub async fn pubkey(a: PubkeyArgs) -> Result<(), Error> {
     let key = KeyId::from_str(&a.key).map_err(|e| Error::new(ErrorCode::ConfigInvalid, e))?;
     let nodes = dkg_relay::connect_all(&cluster).await;
     // The package `threshold` nodes agree on, never one node's word; the output key is ours.
-    let material = coordinator::KeyMaterial::fetch(&nodes, &key, Settings::default()).await?;
+    let material = coordinator::KeyMaterial::fetch(&nodes, &key, cluster.threshold, Settings::default()).await?;
     for ev in material.disagreeing() {
         tracing::warn!(signer = ev.signer, reason = %ev.reason, "node disagrees about the key's public package");
     }
@@ -198,7 +198,7 @@ pub async fn sign(a: SignArgs) -> Result<(), Error> {
     };
     let nodes = dkg_relay::connect_all(&cluster).await;
     let settings = Settings { signer_timeout: Duration::from_millis(a.timeout_ms) };
-    match coordinator::sign(nodes, SignRequest { key, message, mode }, settings).await {
+    match coordinator::sign(nodes, SignRequest { key, message, mode }, cluster.threshold, settings).await {
         Ok(s) => {
             if a.json {
                 out(&format!(

@@ -75,13 +75,17 @@ pub fn load(path: &Path) -> Result<NodeConfig, Error> {
 
 pub async fn run(config: &Path, role: Role) -> Result<(), Error> {
     let c = load(config)?;
-    // Refused before any child starts.
-    c.api.check()?;
+    // Refused before any child starts (the host child checks after dropping root: the check
+    // reads the TLS key).
+    if role == Role::Node {
+        c.api.check()?;
+    }
     match (role, &c.node.user, &c.enclave.user) {
         (Role::Host, user, _) => {
             if let Some(user) = user {
                 frostgate_common::privileges::drop_to(user)?;
             }
+            c.api.check()?;
             // Started by a two-user node: stop with it, even if it was killed.
             tokio::select! {
                 r = serve_host(&c) => r,
