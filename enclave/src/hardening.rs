@@ -48,32 +48,32 @@ pub fn harden() -> Result<Hardened, Error> {
     Ok(Hardened { memory_locked })
 }
 
-/// Refuses a path that another user can read or write, or that this user does not own.
-fn private_to_me(path: &Path, what: &str) -> Result<(), Error> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        // Missing: reading it fails later with its own code (e.g. `hsm_pin_unavailable`).
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::new(ErrorCode::ConfigInvalid, format!("{what} {}: {e}", path.display()))),
-    };
+/// Refuses a file or directory that another user can read or write, or that this user does not
+/// own (`uid` and `mode` as read from it).
+pub fn private_to_me(path: &Path, what: &str, uid: u32, mode: u32) -> Result<(), Error> {
     let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me {
+    if uid != me {
         return Err(Error::new(
             ErrorCode::ConfigInvalid,
-            format!("{what} {} belongs to uid {}, not to this enclave's uid {me}", path.display(), meta.uid()),
+            format!("{what} {} belongs to uid {uid}, not to this enclave's uid {me}", path.display()),
         ));
     }
-    if meta.mode() & 0o077 != 0 {
+    if mode & 0o077 != 0 {
         return Err(Error::new(
             ErrorCode::ConfigInvalid,
-            format!(
-                "{what} {} is accessible by other users (mode {:o}); chmod go-rwx",
-                path.display(),
-                meta.mode() & 0o777
-            ),
+            format!("{what} {} is accessible by other users (mode {:o}); chmod go-rwx", path.display(), mode & 0o777),
         ));
     }
     Ok(())
+}
+
+/// [`private_to_me`] for a path that may be missing (then the use that follows reports it).
+fn private_path(path: &Path, what: &str) -> Result<(), Error> {
+    match std::fs::metadata(path) {
+        Ok(meta) => private_to_me(path, what, meta.uid(), meta.mode()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::new(ErrorCode::ConfigInvalid, format!("{what} {}: {e}", path.display()))),
+    }
 }
 
 /// SoftHSM's token directory, from the file `SOFTHSM2_CONF` names, or SoftHSM's default
@@ -87,16 +87,17 @@ fn softhsm_token_dir() -> Option<std::path::PathBuf> {
     })
 }
 
-/// Checks the custody files: the PIN file and (SoftHSM) the token directory are this user's
-/// alone. A PIN from the environment is allowed (the process is not dumpable, so its
-/// `/proc/PID/environ` is readable by root only).
+/// Checks the custody files before the token is opened: the PIN file (checked again on the
+/// descriptor it is read from, see `CustodyConfig::read_pin`) and (SoftHSM) the token directory
+/// are this user's alone. A PIN from the environment is allowed (the process is not dumpable, so
+/// its `/proc/PID/environ` is readable by root only).
 pub fn check_custody_files(config: &CustodyConfig) -> Result<(), Error> {
     if let PinSource::File(path) = &config.pin {
-        private_to_me(path, "PIN file")?;
+        private_path(path, "PIN file")?;
     }
     if config.module.to_string_lossy().contains("softhsm") {
         if let Some(dir) = softhsm_token_dir() {
-            private_to_me(&dir, "SoftHSM token directory")?;
+            private_path(&dir, "SoftHSM token directory")?;
         }
     }
     Ok(())

@@ -102,6 +102,11 @@ fn config_err(msg: impl std::fmt::Display) -> Error {
     Error::new(ErrorCode::ConfigInvalid, msg)
 }
 
+/// `O_NOFOLLOW` (Linux): opening a symbolic link fails.
+const fn libc_o_nofollow() -> i32 {
+    0o400000
+}
+
 impl EnclaveConfig {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, Error> {
@@ -138,9 +143,23 @@ impl CustodyConfig {
     pub fn read_pin(&self) -> Result<SecretString, Error> {
         let unavailable = |msg: String| Error::new(ErrorCode::HsmPinUnavailable, msg);
         let raw: Zeroizing<Vec<u8>> = match &self.pin {
-            PinSource::File(path) => Zeroizing::new(
-                std::fs::read(path).map_err(|e| unavailable(format!("reading PIN file {}: {e}", path.display())))?,
-            ),
+            PinSource::File(path) => {
+                // One descriptor for the check and the read (no swap between them); a link is
+                // refused, and so is a file another user owns or can reach.
+                use std::io::Read;
+                use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+                let mut file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc_o_nofollow())
+                    .open(path)
+                    .map_err(|e| unavailable(format!("reading PIN file {}: {e}", path.display())))?;
+                let meta = file.metadata().map_err(|e| unavailable(format!("PIN file {}: {e}", path.display())))?;
+                crate::hardening::private_to_me(path, "PIN file", meta.uid(), meta.mode())?;
+                let mut bytes = Zeroizing::new(Vec::new());
+                file.read_to_end(&mut bytes)
+                    .map_err(|e| unavailable(format!("reading PIN file {}: {e}", path.display())))?;
+                bytes
+            }
             PinSource::Env(name) => Zeroizing::new(
                 std::env::var_os(name)
                     .ok_or_else(|| unavailable(format!("environment variable {name} is not set")))?
@@ -190,6 +209,9 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         let f = dir.join("pin");
         std::fs::write(&f, "s3cr3t-pin\n").expect("write");
+        use std::os::unix::fs::PermissionsExt;
+        let chmod = |mode| std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        chmod(0o600);
         let c = CustodyConfig {
             module: default_module(),
             token_label: "t".into(),
@@ -199,6 +221,17 @@ mod tests {
         let pin = c.read_pin().expect("pin");
         assert_eq!(pin.expose_secret(), "s3cr3t-pin");
         assert!(!format!("{pin:?}").contains("s3cr3t"));
+        // Readable by others: refused, on the descriptor it would be read from.
+        chmod(0o644);
+        assert_eq!(c.read_pin().expect_err("other-readable").code(), ErrorCode::ConfigInvalid);
+        chmod(0o600);
+        // A symbolic link to a PIN file: refused (O_NOFOLLOW).
+        let link = dir.join("pin-link");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&f, &link).expect("symlink");
+        let linked = CustodyConfig { pin: PinSource::File(link.clone()), ..c.clone() };
+        assert_eq!(linked.read_pin().expect_err("link").code(), ErrorCode::HsmPinUnavailable);
+        std::fs::remove_file(&link).expect("rm link");
         std::fs::write(&f, "\n").expect("write");
         assert_eq!(c.read_pin().expect_err("empty").code(), ErrorCode::HsmPinUnavailable);
         std::fs::remove_file(&f).expect("rm");

@@ -27,6 +27,9 @@ struct Caller {
     sessions: HashMap<SessionId, Instant>,
     attempts: HashMap<AttemptId, (SessionId, Instant)>,
     dkgs: HashMap<DkgId, Instant>,
+    /// Openings forwarded and not yet answered: a concurrent close must not release them (the
+    /// opening could still take effect after the close, uncounted).
+    opening: std::collections::HashSet<Reserved>,
 }
 
 type Callers = Arc<Mutex<HashMap<CallerId, Caller>>>;
@@ -47,6 +50,9 @@ pub struct Ticket {
 
 impl Ticket {
     fn undo(&mut self, c: &mut Caller) {
+        if let Some(r) = self.reserved {
+            c.opening.remove(&r);
+        }
         match self.reserved.take() {
             Some(Reserved::Session(s)) => drop(c.sessions.remove(&s)),
             Some(Reserved::Attempt(a)) => drop(c.attempts.remove(&a)),
@@ -69,7 +75,7 @@ impl Drop for Ticket {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Reserved {
     Session(SessionId),
     Attempt(AttemptId),
@@ -102,6 +108,7 @@ impl Admission {
             sessions: HashMap::new(),
             attempts: HashMap::new(),
             dkgs: HashMap::new(),
+            opening: std::collections::HashSet::new(),
         });
         let permit = c.in_flight.clone().try_acquire_owned().map_err(|_| {
             Error::new(
@@ -143,6 +150,9 @@ impl Admission {
             Message::DkgAbort(d) => Some(Reserved::Dkg(d.dkg)),
             _ => None,
         };
+        if let Some(r) = reserved {
+            c.opening.insert(r);
+        }
         let dkg_step = match m {
             Message::DkgStart(d) => Some(d.dkg),
             Message::DkgRound2(d) => Some(d.dkg),
@@ -169,15 +179,18 @@ impl Admission {
         if matches!(reply, Message::Error(_)) {
             ticket.undo(c);
         } else {
-            ticket.reserved = None;
+            if let Some(r) = ticket.reserved.take() {
+                c.opening.remove(&r);
+            }
+            let Caller { sessions, attempts, dkgs, opening, .. } = c;
             match ticket.releases {
-                Some(Reserved::Session(s)) => {
-                    c.sessions.remove(&s);
-                    c.attempts.retain(|_, (session, _)| *session != s);
+                Some(r @ Reserved::Session(s)) if !opening.contains(&r) => {
+                    sessions.remove(&s);
+                    attempts.retain(|a, (session, _)| *session != s || opening.contains(&Reserved::Attempt(*a)));
                 }
-                Some(Reserved::Attempt(a)) => drop(c.attempts.remove(&a)),
-                Some(Reserved::Dkg(d)) => drop(c.dkgs.remove(&d)),
-                None => {}
+                Some(r @ Reserved::Attempt(a)) if !opening.contains(&r) => drop(attempts.remove(&a)),
+                Some(r @ Reserved::Dkg(d)) if !opening.contains(&r) => drop(dkgs.remove(&d)),
+                _ => {}
             }
         }
         if let (Some(d), Message::DkgBlame(_) | Message::KeyInfo(_)) = (ticket.dkg_step, reply) {
