@@ -193,6 +193,7 @@ pub fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
     }
 }
 
+pub mod dev_cluster;
 pub mod dkg;
 pub mod liar;
 pub mod node;

@@ -2,26 +2,11 @@
 //! `sign`, `verify`, `status`, with nodes offline, returning invalid shares, or crashing.
 
 use frostgate_tests::host_bin;
-use std::path::PathBuf;
-use std::process::Command;
 
-struct Cluster {
-    dir: PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = fg(&["dev", "cluster", "down", "--dir", &self.dir.display().to_string()]);
-    }
-}
+use frostgate_tests::dev_cluster::{run_json, DevCluster as Cluster};
 
 fn fg(args: &[&str]) -> Result<serde_json::Value, String> {
-    let o = Command::new(host_bin()).args(args).output().expect("run frostgate");
-    if !o.status.success() {
-        return Err(format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)));
-    }
-    Ok(serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null))
+    run_json(&host_bin(), args)
 }
 
 fn cluster(nodes: u16, threshold: u16) -> Cluster {
@@ -29,66 +14,7 @@ fn cluster(nodes: u16, threshold: u16) -> Cluster {
 }
 
 fn cluster_with(nodes: u16, threshold: u16, extra: &[&str]) -> Cluster {
-    let tmp = tempfile::tempdir().expect("dir");
-    let dir = tmp.path().join("cluster");
-    let d = dir.display().to_string();
-    fg(&[
-        "dev",
-        "cluster",
-        "init",
-        "--dir",
-        &d,
-        "--nodes",
-        &nodes.to_string(),
-        "--threshold",
-        &threshold.to_string(),
-        "--json",
-    ]
-    .into_iter()
-    .chain(extra.iter().copied())
-    .collect::<Vec<_>>())
-    .expect("init");
-    fg(&["dev", "cluster", "up", "--dir", &d, "--json"]).expect("up");
-    Cluster { dir, _tmp: tmp }
-}
-
-impl Cluster {
-    fn file(&self) -> String {
-        self.dir.join("cluster.toml").display().to_string()
-    }
-
-    fn node(&self, i: u16) -> PathBuf {
-        self.dir.join(format!("node{i}"))
-    }
-
-    fn kill(&self, i: u16) {
-        for p in ["host.pid", "enclave.pid"] {
-            let pid: i32 = std::fs::read_to_string(self.node(i).join(p)).expect("pid").trim().parse().expect("pid");
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-        }
-    }
-
-    fn arm(&self, i: u16, point: &str) {
-        std::fs::write(self.node(i).join("fault"), point).expect("fault");
-    }
-
-    fn keygen(&self) -> serde_json::Value {
-        fg(&["keygen", "--cluster", &self.file(), "--json"]).expect("keygen")
-    }
-
-    fn sign(&self, key: &str, message: &str) -> Result<serde_json::Value, String> {
-        fg(&["sign", "--cluster", &self.file(), "--key", key, "--message", message, "--timeout-ms", "5000", "--json"])
-    }
-
-    fn logs(&self) -> String {
-        let mut s = String::new();
-        for entry in std::fs::read_dir(&self.dir).expect("dir").flatten() {
-            for log in ["enclave.log", "host.log"] {
-                s.push_str(&std::fs::read_to_string(entry.path().join(log)).unwrap_or_default());
-            }
-        }
-        s
-    }
+    Cluster::start(&host_bin(), nodes, threshold, extra)
 }
 
 fn verified(sig: &serde_json::Value, message: &str) {

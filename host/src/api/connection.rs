@@ -104,14 +104,13 @@ fn take_slot(counts: &Arc<Mutex<Counts>>, peer: IpAddr, limits: &ApiLimits) -> O
     Some(Slot { counts: counts.clone(), peer })
 }
 
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-}
+/// A plain or TLS byte stream.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// One accepted connection (plain or mutual TLS) with its caller identity and idle deadline.
 pub struct ApiConnection {
-    stream: Stream,
+    stream: Box<dyn Io>,
     caller: CallerId,
     idle_timeout: Duration,
     idle: Pin<Box<Sleep>>,
@@ -151,11 +150,7 @@ use std::future::Future;
 impl AsyncRead for ApiConnection {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
-        let r = match &mut self.stream {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        };
-        match r {
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
                     self.touch();
@@ -173,10 +168,7 @@ impl AsyncRead for ApiConnection {
 
 impl AsyncWrite for ApiConnection {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        let r = match &mut self.stream {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        };
+        let r = Pin::new(&mut self.stream).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &r {
             if *n > 0 {
                 self.touch();
@@ -185,16 +177,10 @@ impl AsyncWrite for ApiConnection {
         r
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match &mut self.stream {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match &mut self.stream {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -235,12 +221,12 @@ pub fn incoming(
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             let idle = Box::pin(tokio::time::sleep(idle_timeout));
             tokio::spawn(async move {
-                let (stream, caller) = match acceptor {
-                    None => (Stream::Plain(tcp), CallerId(format!("plaintext:{}", peer.ip()))),
+                let (stream, caller): (Box<dyn Io>, _) = match acceptor {
+                    None => (Box::new(tcp), CallerId(format!("plaintext:{}", peer.ip()))),
                     Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(s)) => {
                             let Some(caller) = tls_caller(&s) else { return };
-                            (Stream::Tls(Box::new(s)), caller)
+                            (Box::new(s), caller)
                         }
                         Ok(Err(e)) => {
                             tracing::warn!(%peer, code = %ErrorCode::PeerNotAuthorized, "TLS handshake refused: {e}");

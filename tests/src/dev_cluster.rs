@@ -1,0 +1,105 @@
+//! A development cluster (`frostgate dev cluster init/up`) of some `frostgate` binary, in its own
+//! temp dir, stopped (`dev cluster down`) when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Runs `bin args`; its one-line JSON output (`Null` when it printed none), or `Err(output)`.
+pub fn run_json(bin: &Path, args: &[&str]) -> Result<serde_json::Value, String> {
+    let o = Command::new(bin).args(args).output().expect("run frostgate");
+    if !o.status.success() {
+        return Err(format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)));
+    }
+    Ok(serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null))
+}
+
+/// A running development cluster.
+#[derive(Debug)]
+pub struct DevCluster {
+    /// The cluster directory (`cluster.toml`, `node<i>/`).
+    pub dir: PathBuf,
+    bin: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Drop for DevCluster {
+    fn drop(&mut self) {
+        let _ = self.run(&["dev", "cluster", "down", "--dir", &self.dir.display().to_string()]);
+    }
+}
+
+impl DevCluster {
+    /// `t`-of-`n` nodes of `bin` (extra `dev cluster init` flags in `extra`), all up.
+    pub fn start(bin: &Path, nodes: u16, threshold: u16, extra: &[&str]) -> DevCluster {
+        let tmp = tempfile::tempdir().expect("dir");
+        let dir = tmp.path().join("cluster");
+        let d = dir.display().to_string();
+        let (n, t) = (nodes.to_string(), threshold.to_string());
+        let mut init = vec!["dev", "cluster", "init", "--dir", &d, "--nodes", &n, "--threshold", &t, "--json"];
+        init.extend_from_slice(extra);
+        run_json(bin, &init).expect("init");
+        let cluster = DevCluster { dir, bin: bin.to_path_buf(), _tmp: tmp };
+        cluster.run(&["dev", "cluster", "up", "--dir", &d, "--json"]).expect("up");
+        cluster
+    }
+
+    /// Runs this cluster's `frostgate` binary.
+    pub fn run(&self, args: &[&str]) -> Result<serde_json::Value, String> {
+        run_json(&self.bin, args)
+    }
+
+    /// The cluster file.
+    pub fn file(&self) -> String {
+        self.dir.join("cluster.toml").display().to_string()
+    }
+
+    /// Node `i`'s directory.
+    pub fn node(&self, i: u16) -> PathBuf {
+        self.dir.join(format!("node{i}"))
+    }
+
+    /// SIGKILLs node `i`'s host and enclave.
+    pub fn kill(&self, i: u16) {
+        for p in ["host.pid", "enclave.pid"] {
+            let pid: i32 = std::fs::read_to_string(self.node(i).join(p)).expect("pid").trim().parse().expect("pid");
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    /// Arms a development fault point on node `i`.
+    pub fn arm(&self, i: u16, point: &str) {
+        std::fs::write(self.node(i).join("fault"), point).expect("fault");
+    }
+
+    /// `frostgate keygen`.
+    pub fn keygen(&self) -> serde_json::Value {
+        self.run(&["keygen", "--cluster", &self.file(), "--json"]).expect("keygen")
+    }
+
+    /// `frostgate sign` of `message` (hex) with `key`.
+    pub fn sign(&self, key: &str, message: &str) -> Result<serde_json::Value, String> {
+        self.run(&[
+            "sign",
+            "--cluster",
+            &self.file(),
+            "--key",
+            key,
+            "--message",
+            message,
+            "--timeout-ms",
+            "5000",
+            "--json",
+        ])
+    }
+
+    /// Every node's logs.
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for entry in std::fs::read_dir(&self.dir).expect("dir").flatten() {
+            for log in ["enclave.log", "host.log"] {
+                s.push_str(&std::fs::read_to_string(entry.path().join(log)).unwrap_or_default());
+            }
+        }
+        s
+    }
+}
