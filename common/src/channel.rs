@@ -11,7 +11,7 @@
 use crate::error::{Error, ErrorCode};
 use crate::frame::{self, Frame};
 use crate::limits::MAX_IN_FLIGHT;
-use crate::protocol::{Message, Role, Side};
+use crate::protocol::{reply_of, Message, Request, Role, Side};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -109,6 +109,12 @@ impl Channel {
             let _ = writer_task.await;
         });
         (channel, done)
+    }
+
+    /// Sends a typed request and waits for its typed reply (see [`crate::protocol::Request`]).
+    pub async fn request<R: Request>(&self, request: R, timeout: Option<Duration>) -> Result<R::Reply, Error> {
+        let reply = self.call(request.into(), timeout).await?;
+        reply_of::<R>(reply)
     }
 
     /// Sends a request and waits for its reply. An `Error` reply becomes `Err`.

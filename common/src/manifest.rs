@@ -60,7 +60,16 @@ pub fn render() -> Result<String, String> {
     );
     let _ = writeln!(w, "| message | postcard encoding of `Message`; its first varint is the message kind |\n");
     let _ = writeln!(w, "## Messages\n");
-    let _ = writeln!(w, "| kind | name | role | sender | payload |\n|---|---|---|---|---|");
+    let _ = writeln!(
+        w,
+        "Generated from the one boundary table (`common/src/protocol/table.rs`). `exposure`: `channel` \
+         (host and enclave only) or `network` (also the gRPC RPC of that name); `needs`: the enclave's \
+         state before it serves the request.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| kind | name | role | sender | exposure | needs | reply | payload |\n|---|---|---|---|---|---|---|---|"
+    );
     let variants = match registry.get("Message") {
         Some(ContainerFormat::Enum(v)) => v,
         _ => return Err("Message is not an enum".into()),
@@ -80,7 +89,13 @@ pub fn render() -> Result<String, String> {
             Direction::EnclaveToHost => "enclave",
             Direction::Both => "either",
         };
-        let _ = writeln!(w, "| {index} | {} | {role} | {sender} | {payload} |", info.name);
+        let (exposure, needs) = match info.request {
+            Some(r) => (format!("{:?}", r.exposure).to_lowercase(), format!("{:?}", r.readiness).to_lowercase()),
+            None => (String::new(), String::new()),
+        };
+        let reply = Message::reply_names(index).join(" or ");
+        let _ =
+            writeln!(w, "| {index} | {} | {role} | {sender} | {exposure} | {needs} | {reply} | {payload} |", info.name);
     }
     if variants.len() != KINDS.len() {
         return Err(format!("Message has {} variants, KINDS lists {}", variants.len(), KINDS.len()));

@@ -19,9 +19,9 @@ fn slow_echo() -> Handler {
             match m {
                 Message::Ping(p) => {
                     tokio::time::sleep(Duration::from_millis(p.echo % 7)).await;
-                    Message::Pong(p)
+                    Message::Pong(Pong { echo: p.echo })
                 }
-                Message::Health => Message::HealthReply(HealthReply {
+                Message::Health(Health) => Message::HealthReply(HealthReply {
                     state: ServiceState::Ready,
                     uptime_seconds: 1,
                     store_commits: 0,
@@ -61,8 +61,8 @@ async fn many_requests_in_flight_in_both_directions() {
     }
     for t in tasks {
         let (i, a, b) = t.await.expect("join");
-        assert_eq!(a, Message::Pong(Ping { echo: i }));
-        assert_eq!(b, Message::Pong(Ping { echo: 1000 + i }));
+        assert_eq!(a, Message::Pong(Pong { echo: i }));
+        assert_eq!(b, Message::Pong(Pong { echo: 1000 + i }));
     }
     assert_eq!(host.in_flight(), 0);
     assert_eq!(enclave.in_flight(), 0);
@@ -72,7 +72,7 @@ async fn many_requests_in_flight_in_both_directions() {
 async fn a_side_cannot_send_the_other_sides_requests() {
     let (_host, enclave) = pair();
     // Health is host -> enclave only: the enclave's channel refuses to send it.
-    let e = enclave.call(Message::Health, T).await.expect_err("refused");
+    let e = enclave.call(Message::Health(Health), T).await.expect_err("refused");
     assert_eq!(e.code(), ErrorCode::Internal);
 }
 
@@ -83,7 +83,7 @@ async fn a_request_from_the_wrong_side_is_answered_unexpected_message() {
     let (_host, _) = Channel::start(Side::Host, Box::new(br), Box::new(bw), slow_echo());
     // Pretend to be an enclave sending a host-only request (Health) to the host.
     let (mut r, mut w) = a.into_split();
-    w.write_all(&frame::encode(&Frame { request_id: 42, message: Message::Health }).expect("encode"))
+    w.write_all(&frame::encode(&Frame { request_id: 42, message: Message::Health(Health) }).expect("encode"))
         .await
         .expect("write");
     let reply = read_frame(&mut r).await;
@@ -97,12 +97,12 @@ async fn stray_replies_are_dropped_and_the_connection_keeps_working() {
     let (br, bw) = b.into_split();
     let (_enclave, _) = Channel::start(Side::Enclave, Box::new(br), Box::new(bw), slow_echo());
     let (mut r, mut w) = a.into_split();
-    let stray = Frame { request_id: 77, message: Message::Pong(Ping { echo: 1 }) };
+    let stray = Frame { request_id: 77, message: Message::Pong(Pong { echo: 1 }) };
     w.write_all(&frame::encode(&stray).expect("encode")).await.expect("write");
     let ping = Frame { request_id: 78, message: Message::Ping(Ping { echo: 2 }) };
     w.write_all(&frame::encode(&ping).expect("encode")).await.expect("write");
     let reply = read_frame(&mut r).await;
-    assert_eq!(reply, Frame { request_id: 78, message: Message::Pong(Ping { echo: 2 }) });
+    assert_eq!(reply, Frame { request_id: 78, message: Message::Pong(Pong { echo: 2 }) });
 }
 
 #[tokio::test]
@@ -118,7 +118,7 @@ async fn a_bad_frame_is_answered_and_the_next_good_one_served() {
     w.write_all(&frame::encode(&Frame { request_id: 6, message: Message::Ping(Ping { echo: 3 }) }).expect("encode"))
         .await
         .expect("write");
-    assert_eq!(read_frame(&mut r).await.message, Message::Pong(Ping { echo: 3 }));
+    assert_eq!(read_frame(&mut r).await.message, Message::Pong(Pong { echo: 3 }));
 }
 
 #[tokio::test]
@@ -126,7 +126,7 @@ async fn outstanding_calls_fail_channel_closed_when_the_peer_goes_away() {
     let (a, b) = UnixStream::pair().expect("pair");
     let (ar, aw) = a.into_split();
     let (host, _) = Channel::start(Side::Host, Box::new(ar), Box::new(aw), refuse_all());
-    let call = tokio::spawn(async move { host.call(Message::Health, T).await });
+    let call = tokio::spawn(async move { host.call(Message::Health(Health), T).await });
     // Read the request, then close without answering.
     let (mut br, _bw) = b.into_split();
     let _ = read_frame(&mut br).await;

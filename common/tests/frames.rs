@@ -62,7 +62,7 @@ fn message() -> impl Strategy<Value = Message> {
                 build: BuildInfo { name, version, profile, dev_features },
             })
         }),
-        Just(Message::Health),
+        Just(Message::Health(Health)),
         (
             prop_oneof![Just(ServiceState::Ready), code().prop_map(ServiceState::Refusing)],
             any::<u64>(),
@@ -94,7 +94,7 @@ fn message() -> impl Strategy<Value = Message> {
                 }
             ),
         any::<u64>().prop_map(|echo| Message::Ping(Ping { echo })),
-        any::<u64>().prop_map(|echo| Message::Pong(Ping { echo })),
+        any::<u64>().prop_map(|echo| Message::Pong(Pong { echo })),
     ];
     let signing = prop_oneof![
         (bytes::<16>(), bytes::<32>(), bytes::<32>(), mode()).prop_map(|(s, k, message, mode)| Message::OpenSession(
@@ -109,7 +109,7 @@ fn message() -> impl Strategy<Value = Message> {
             attempt,
             signers
         })),
-        attempt().prop_map(|attempt| Message::AttemptOpened(AttemptRef { attempt })),
+        attempt().prop_map(|attempt| Message::AttemptOpened(AttemptOpened { attempt })),
         (attempt(), pid()).prop_map(|(attempt, seat)| Message::Round1(SeatRef { attempt, seat })),
         (attempt(), pid(), blob(CommitmentBytes::MAX_LEN)).prop_map(|(attempt, seat, c)| Message::Round1Reply(
             Round1Reply { attempt, seat, commitments: CommitmentBytes::new(c).expect("bound") }
@@ -197,7 +197,7 @@ fn message() -> impl Strategy<Value = Message> {
                 )),
         ];
     let dkg = prop_oneof![
-        Just(Message::GetIdentity),
+        Just(Message::GetIdentity(GetIdentity)),
         identity().prop_map(Message::Identity),
         (dkg_id(), any::<u16>(), pid(), proptest::collection::vec(participant(), 0..4)).prop_map(
             |(dkg, threshold, me, p)| {
@@ -225,9 +225,9 @@ fn message() -> impl Strategy<Value = Message> {
         )),
         (dkg_id(), code(), pid()).prop_map(|(dkg, code, culprit)| Message::DkgBlame(DkgBlame { dkg, code, culprit })),
         dkg_id().prop_map(|dkg| Message::DkgAbort(DkgRef { dkg })),
-        dkg_id().prop_map(|dkg| Message::DkgAborted(DkgRef { dkg })),
+        dkg_id().prop_map(|dkg| Message::DkgAborted(DkgAborted { dkg })),
         bytes::<16>().prop_map(|s| Message::CloseSession(SessionRef { session: SessionId::from_bytes(s) })),
-        bytes::<16>().prop_map(|s| Message::SessionClosed(SessionRef { session: SessionId::from_bytes(s) })),
+        bytes::<16>().prop_map(|s| Message::SessionClosed(SessionClosed { session: SessionId::from_bytes(s) })),
     ];
     prop_oneof![base, signing, store, dkg]
 }

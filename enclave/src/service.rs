@@ -2,12 +2,14 @@
 //! Every request is answered with its reply or a typed error; nothing here panics on input.
 
 use crate::custody::Custody;
+use crate::dkg::DkgError;
 use crate::markers::{MarkerStore, MemoryStore};
 use crate::rounds::{Engine, Limits};
 use crate::store::SealedStore;
 use frostgate_common::bounded::{Label, PublicKeyPackageBytes, Signers};
 use frostgate_common::channel::Channel;
 use frostgate_common::error::{Error, ErrorCode};
+use frostgate_common::ids::DkgId;
 use frostgate_common::protocol::*;
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -132,41 +134,21 @@ impl Service {
 
     /// Answers one request on a connection (store loads adopt that connection).
     pub async fn handle_on(&self, request: Message, connection: &Connection) -> Message {
-        match request {
-            Message::StoreLoad(load) => self.store_load(load, connection).unwrap_or_else(|e| {
-                tracing::warn!(code = %e.code(), "store load refused: {}", e.message());
-                Message::Error(e)
-            }),
-            other => self.handle(other).await,
-        }
+        self.serve(request, Some(connection)).await
     }
 
-    fn store_load(&self, load: StoreLoad, connection: &Connection) -> Result<Message, Error> {
-        let (Some(engine), Some(store)) = (&self.engine, &self.store) else {
-            return Err(Error::new(ErrorCode::UnexpectedMessage, "this enclave does not use a host store"));
-        };
-        let progress = store.load_chunk(&load)?;
-        let records = progress.records;
-        let mut head_version = 0;
-        if let Some(crate::store::Loaded { head, records: replay }) = progress.done {
-            head_version = head.version;
-            if !load.verify_only {
-                let channel = connection
-                    .channel
-                    .get()
-                    .cloned()
-                    .ok_or_else(|| Error::new(ErrorCode::Internal, "connection without a channel"))?;
-                engine.replay(&replay)?;
-                store.adopt(channel, head);
-                tracing::info!(records, head = head.version, "host store loaded and verified");
-            }
+    /// Answers one request. Never panics on any input.
+    pub async fn handle(&self, request: Message) -> Message {
+        self.serve(request, None).await
+    }
+
+    async fn serve(&self, request: Message, connection: Option<&Connection>) -> Message {
+        let kind = request.info().name;
+        let reply = serve_enclave(&Served { service: self, connection }, request).await;
+        if let Message::Error(e) = &reply {
+            tracing::info!(kind, code = %e.code(), "request refused: {}", e.message());
         }
-        Ok(Message::StoreStatus(StoreStatus {
-            state: self.state(),
-            records,
-            head_version,
-            anchor_version: store.anchor_version(),
-        }))
+        reply
     }
 
     /// The signing engine, if custody is configured.
@@ -180,147 +162,201 @@ impl Service {
             drop(engine);
         }
     }
+}
 
-    /// Answers one request. Never panics on any input.
-    pub async fn handle(&self, request: Message) -> Message {
-        match request {
-            Message::Hello(hello) => {
-                if hello.protocol_version != PROTOCOL_VERSION {
-                    return Message::error(
-                        ErrorCode::UnsupportedProtocolVersion,
-                        format!("host speaks {}, enclave speaks {PROTOCOL_VERSION}", hello.protocol_version),
-                    );
-                }
-                tracing::info!(client = %hello.client.as_inner(), "hello");
-                Message::HelloReply(HelloReply { protocol_version: PROTOCOL_VERSION, build: self.build.clone() })
-            }
-            Message::Health => Message::HealthReply(HealthReply {
-                state: self.state(),
-                uptime_seconds: self.started.elapsed().as_secs(),
-                store_commits: self.store.as_ref().map(|s| s.stats().commits).unwrap_or(0),
-                store_records: self.store.as_ref().map(|s| s.stats().records).unwrap_or(0),
-                hsm_operations: crate::custody::token::hsm_counters().0,
-                hsm_micros: crate::custody::token::hsm_counters().1,
-                dev_features: label(crate::DEV_FEATURES),
-                host_reconnects: 0,
-                enclave_restarts: 0,
-            }),
-            Message::Ping(p) => Message::Pong(p),
-            // Refused by the build itself, whatever the enclave's state.
-            #[cfg(not(feature = "dev-dealer"))]
-            Message::DevDealerKeygen(_) => {
-                Message::error(ErrorCode::DevFeatureDisabled, "this enclave was built without the dev-dealer feature")
-            }
-            other => {
-                let kind = other.info().name;
-                let result = match &self.engine {
-                    Some(engine) => match engine.ready() {
-                        Ok(()) => signing(engine, &self.dkgs, other).await,
-                        Err(e) => Err(e),
-                    },
-                    None => {
-                        Err(Error::new(ErrorCode::CustodyNotConfigured, "this enclave has no HSM custody configured"))
-                    }
-                };
-                result.unwrap_or_else(|e| {
-                    tracing::info!(kind, code = %e.code(), "request refused: {}", e.message());
-                    Message::Error(e)
-                })
+/// One request being served, with the connection it came on (for store loads).
+struct Served<'a> {
+    service: &'a Service,
+    connection: Option<&'a Connection>,
+}
+
+impl Served<'_> {
+    fn engine(&self) -> Result<&Engine, Error> {
+        self.service
+            .engine
+            .as_ref()
+            .ok_or_else(|| Error::new(ErrorCode::CustodyNotConfigured, "this enclave has no HSM custody configured"))
+    }
+
+    /// A DKG step's reply; a blame is logged and answered as such.
+    fn dkg_step<T>(dkg: DkgId, r: Result<T, DkgError>) -> Result<DkgOutcome<T>, Error> {
+        match r {
+            Ok(t) => Ok(DkgOutcome::Done(t)),
+            Err(DkgError::Error(e)) => Err(e),
+            Err(DkgError::Blame(code, culprit)) => {
+                tracing::warn!(%dkg, code = %code, %culprit, "DKG aborted");
+                Ok(DkgOutcome::Blame(DkgBlame { dkg, code, culprit }))
             }
         }
     }
 }
 
-async fn signing(engine: &Engine, dkgs: &crate::dkg::Dkgs, request: Message) -> Result<Message, Error> {
-    use crate::dkg::DkgError;
-    let dkg_reply = |dkg: frostgate_common::ids::DkgId, r: Result<Message, DkgError>| match r {
-        Ok(m) => Ok(m),
-        Err(DkgError::Error(e)) => Err(e),
-        Err(DkgError::Blame(code, culprit)) => {
-            tracing::warn!(%dkg, code = %code, %culprit, "DKG aborted");
-            Ok(Message::DkgBlame(DkgBlame { dkg, code, culprit }))
-        }
-    };
-    Ok(match request {
-        Message::GetIdentity => Message::Identity(
-            frostgate_common::bounded::IdentityKeyBytes::new(engine.custody().identity_public_key().to_vec())
-                .map_err(|e| Error::new(ErrorCode::Internal, e))?,
-        ),
-        Message::DkgStart(r) => dkg_reply(r.dkg, dkgs.start(engine, &r).map(Message::DkgRound1))?,
-        Message::DkgRound2(r) => {
-            dkg_reply(r.dkg, dkgs.round2(engine, r.dkg, r.round1.as_inner()).map(Message::DkgRound2Reply))?
-        }
-        Message::DkgFinish(r) => {
-            dkg_reply(r.dkg, dkgs.finish(engine, r.dkg, r.envelopes.as_inner()).map(Message::DkgConfirm))?
-        }
-        Message::DkgActivate(r) => {
-            let activated = match dkgs.activate(engine, r.dkg, r.confirmations.as_inner()).await {
-                Ok(record) => {
-                    tracing::info!(dkg = %r.dkg, key = %record.key_id, "DKG key activated");
-                    key_info(engine, &record).map(Message::KeyInfo).map_err(DkgError::Error)
-                }
-                Err(e) => Err(e),
-            };
-            dkg_reply(r.dkg, activated)?
-        }
-        Message::DkgAbort(r) => {
-            if !dkgs.abort(r.dkg) {
-                return Err(Error::new(ErrorCode::DkgUnknown, format!("DKG {}", r.dkg)));
+impl EnclaveApi for Served<'_> {
+    fn admit(&self, readiness: Readiness) -> Result<(), Error> {
+        match readiness {
+            Readiness::Any => Ok(()),
+            Readiness::Custody => self.engine().map(|_| ()),
+            Readiness::Ready => self.engine()?.ready(),
+            // Refused by the build itself, whatever the enclave's state.
+            Readiness::DevBuild if !cfg!(feature = "dev-dealer") => {
+                Err(Error::new(ErrorCode::DevFeatureDisabled, "this enclave was built without the dev-dealer feature"))
             }
-            Message::DkgAborted(r)
+            Readiness::DevBuild => self.engine()?.ready(),
         }
-        Message::OpenSession(r) => {
-            let output_key = engine.open_session(r.session, r.key, r.message, r.mode).await?;
-            Message::SessionOpened(SessionOpened { session: r.session, output_key })
-        }
-        Message::OpenAttempt(r) => {
-            engine.open_attempt(r.session, r.attempt, r.signers.as_inner()).await?;
-            Message::AttemptOpened(AttemptRef { attempt: r.attempt })
-        }
-        Message::Round1(r) => {
-            let commitments = engine.round1(r.attempt, r.seat)?;
-            Message::Round1Reply(Round1Reply { attempt: r.attempt, seat: r.seat, commitments })
-        }
-        Message::Round2(r) => {
-            let signature_share = engine.round2(r.attempt, r.seat, r.mode, r.signing_package.as_inner()).await?;
-            Message::Round2Reply(Round2Reply { attempt: r.attempt, seat: r.seat, signature_share })
-        }
-        Message::VerifyShare(r) => {
-            Message::ShareVerdict(engine.verify_share(r.attempt, r.signing_package.as_inner(), &r.share)?)
-        }
-        Message::Aggregate(r) => Message::AggregateReply(
-            engine.aggregate(r.attempt, r.mode, r.signing_package.as_inner(), r.shares.as_inner()).await?,
-        ),
-        Message::CloseSession(r) => {
-            engine.close_session(r.session);
-            Message::SessionClosed(r)
-        }
-        Message::AbortAttempt(r) => {
-            Message::AttemptAborted(AttemptAborted { attempt: r.attempt, wiped_count: engine.abort(r.attempt)? })
-        }
-        Message::GetKey(r) => Message::KeyInfo(key_info(engine, &*engine.key(&r.key)?)?),
-        // Without the feature, `handle` refuses this before the engine is reached.
-        #[cfg(feature = "dev-dealer")]
-        Message::DevDealerKeygen(r) => dev_dealer(engine, r).await?,
-        other => {
+    }
+
+    async fn hello(&self, hello: Hello) -> Result<HelloReply, Error> {
+        if hello.protocol_version != PROTOCOL_VERSION {
             return Err(Error::new(
-                ErrorCode::UnexpectedMessage,
-                format!("{} is not served by the enclave", other.info().name),
+                ErrorCode::UnsupportedProtocolVersion,
+                format!("host speaks {}, enclave speaks {PROTOCOL_VERSION}", hello.protocol_version),
             ));
         }
-    })
+        tracing::info!(client = %hello.client.as_inner(), "hello");
+        Ok(HelloReply { protocol_version: PROTOCOL_VERSION, build: self.service.build.clone() })
+    }
+
+    async fn health(&self, _: Health) -> Result<HealthReply, Error> {
+        let store = self.service.store.as_ref().map(|s| s.stats());
+        let (hsm_operations, hsm_micros) = crate::custody::token::hsm_counters();
+        Ok(HealthReply {
+            state: self.service.state(),
+            uptime_seconds: self.service.started.elapsed().as_secs(),
+            store_commits: store.as_ref().map(|s| s.commits).unwrap_or(0),
+            store_records: store.as_ref().map(|s| s.records).unwrap_or(0),
+            hsm_operations,
+            hsm_micros,
+            dev_features: label(crate::DEV_FEATURES),
+            host_reconnects: 0,
+            enclave_restarts: 0,
+        })
+    }
+
+    async fn ping(&self, p: Ping) -> Result<Pong, Error> {
+        Ok(Pong { echo: p.echo })
+    }
+
+    async fn open_session(&self, r: OpenSession) -> Result<SessionOpened, Error> {
+        let output_key = self.engine()?.open_session(r.session, r.key, r.message, r.mode).await?;
+        Ok(SessionOpened { session: r.session, output_key })
+    }
+
+    async fn open_attempt(&self, r: OpenAttempt) -> Result<AttemptOpened, Error> {
+        self.engine()?.open_attempt(r.session, r.attempt, r.signers.as_inner()).await?;
+        Ok(AttemptOpened { attempt: r.attempt })
+    }
+
+    async fn round1(&self, r: SeatRef) -> Result<Round1Reply, Error> {
+        let commitments = self.engine()?.round1(r.attempt, r.seat)?;
+        Ok(Round1Reply { attempt: r.attempt, seat: r.seat, commitments })
+    }
+
+    async fn round2(&self, r: Round2) -> Result<Round2Reply, Error> {
+        let signature_share = self.engine()?.round2(r.attempt, r.seat, r.mode, r.signing_package.as_inner()).await?;
+        Ok(Round2Reply { attempt: r.attempt, seat: r.seat, signature_share })
+    }
+
+    async fn verify_share(&self, r: VerifyShare) -> Result<ShareVerdict, Error> {
+        self.engine()?.verify_share(r.attempt, r.signing_package.as_inner(), &r.share)
+    }
+
+    async fn aggregate(&self, r: Aggregate) -> Result<AggregateOutcome, Error> {
+        self.engine()?.aggregate(r.attempt, r.mode, r.signing_package.as_inner(), r.shares.as_inner()).await
+    }
+
+    async fn abort_attempt(&self, r: AttemptRef) -> Result<AttemptAborted, Error> {
+        Ok(AttemptAborted { attempt: r.attempt, wiped_count: self.engine()?.abort(r.attempt)? })
+    }
+
+    async fn dev_dealer_keygen(&self, r: DevDealerKeygen) -> Result<KeyInfo, Error> {
+        dev_dealer(self.engine()?, r).await
+    }
+
+    async fn get_key(&self, r: KeyRef) -> Result<KeyInfo, Error> {
+        let engine = self.engine()?;
+        key_info(&*engine.key(&r.key)?)
+    }
+
+    async fn store_load(&self, load: StoreLoad) -> Result<StoreStatus, Error> {
+        let (Ok(engine), Some(store)) = (self.engine(), &self.service.store) else {
+            return Err(Error::new(ErrorCode::UnexpectedMessage, "this enclave does not use a host store"));
+        };
+        let progress = store.load_chunk(&load)?;
+        let records = progress.records;
+        let mut head_version = 0;
+        if let Some(crate::store::Loaded { head, records: replay }) = progress.done {
+            head_version = head.version;
+            if !load.verify_only {
+                let channel = self
+                    .connection
+                    .and_then(|c| c.channel.get().cloned())
+                    .ok_or_else(|| Error::new(ErrorCode::Internal, "connection without a channel"))?;
+                engine.replay(&replay)?;
+                store.adopt(channel, head);
+                tracing::info!(records, head = head.version, "host store loaded and verified");
+            }
+        }
+        Ok(StoreStatus { state: self.service.state(), records, head_version, anchor_version: store.anchor_version() })
+    }
+
+    async fn get_identity(&self, _: GetIdentity) -> Result<IdentityKeyBytes, Error> {
+        IdentityKeyBytes::new(self.engine()?.custody().identity_public_key().to_vec())
+            .map_err(|e| Error::new(ErrorCode::Internal, e))
+    }
+
+    async fn dkg_start(&self, r: DkgStart) -> Result<DkgOutcome<DkgRound1Package>, Error> {
+        Self::dkg_step(r.dkg, self.service.dkgs.start(self.engine()?, &r))
+    }
+
+    async fn dkg_round2(&self, r: DkgRound2) -> Result<DkgOutcome<DkgEnvelopes>, Error> {
+        Self::dkg_step(r.dkg, self.service.dkgs.round2(self.engine()?, r.dkg, r.round1.as_inner()))
+    }
+
+    async fn dkg_finish(&self, r: DkgFinish) -> Result<DkgOutcome<DkgConfirmation>, Error> {
+        Self::dkg_step(r.dkg, self.service.dkgs.finish(self.engine()?, r.dkg, r.envelopes.as_inner()))
+    }
+
+    async fn dkg_activate(&self, r: DkgActivate) -> Result<DkgOutcome<KeyInfo>, Error> {
+        let engine = self.engine()?;
+        let activated = match self.service.dkgs.activate(engine, r.dkg, r.confirmations.as_inner()).await {
+            Ok(record) => {
+                tracing::info!(dkg = %r.dkg, key = %record.key_id, "DKG key activated");
+                key_info(&record).map_err(DkgError::Error)
+            }
+            Err(e) => Err(e),
+        };
+        Self::dkg_step(r.dkg, activated)
+    }
+
+    async fn dkg_abort(&self, r: DkgRef) -> Result<DkgAborted, Error> {
+        if !self.service.dkgs.abort(r.dkg) {
+            return Err(Error::new(ErrorCode::DkgUnknown, format!("DKG {}", r.dkg)));
+        }
+        Ok(DkgAborted { dkg: r.dkg })
+    }
+
+    async fn close_session(&self, r: SessionRef) -> Result<SessionClosed, Error> {
+        self.engine()?.close_session(r.session);
+        Ok(SessionClosed { session: r.session })
+    }
 }
 
 #[cfg(feature = "dev-dealer")]
-async fn dev_dealer(engine: &Engine, r: DevDealerKeygen) -> Result<Message, Error> {
+async fn dev_dealer(engine: &Engine, r: DevDealerKeygen) -> Result<KeyInfo, Error> {
     let record = crate::keys::dev_dealer(engine.custody(), r.threshold, r.participants)?;
-    let info = key_info(engine, &record)?;
+    let info = key_info(&record)?;
     tracing::warn!(key = %record.key_id, "DEVELOPMENT dealer key created: not for production funds");
     engine.add_key(record).await?;
-    Ok(Message::KeyInfo(info))
+    Ok(info)
 }
 
-fn key_info(_engine: &Engine, record: &crate::keys::KeyRecord) -> Result<KeyInfo, Error> {
+/// Never reached: `admit` refuses `DevBuild` requests in a build without the feature.
+#[cfg(not(feature = "dev-dealer"))]
+async fn dev_dealer(_: &Engine, _: DevDealerKeygen) -> Result<KeyInfo, Error> {
+    Err(Error::new(ErrorCode::DevFeatureDisabled, "this enclave was built without the dev-dealer feature"))
+}
+
+fn key_info(record: &crate::keys::KeyRecord) -> Result<KeyInfo, Error> {
     let internal = |e| Error::new(ErrorCode::Internal, e);
     let bytes =
         record.public.serialize().map_err(|e| crate::keys::frost_err(ErrorCode::Internal, "public key package", e))?;
@@ -343,7 +379,7 @@ mod tests {
     #[tokio::test]
     async fn a_build_without_the_dev_dealer_refuses_it_with_its_code() {
         let service = Service::from_engine(None);
-        let reply = service.handle(Message::DevDealerKeygen(DevDealerKeygen { threshold: 2, participants: 3 })).await;
+        let reply = service.handle(DevDealerKeygen { threshold: 2, participants: 3 }.into()).await;
         match reply {
             Message::Error(e) => assert_eq!(e.code(), ErrorCode::DevFeatureDisabled),
             other => panic!("{other:?}"),

@@ -279,7 +279,7 @@ pub async fn sign_with(
                     .map(|c| {
                         let c = c.clone();
                         tokio::spawn(async move {
-                            let _ = c.call(Message::CloseSession(SessionRef { session }), Duration::from_secs(2)).await;
+                            let _ = c.call(SessionRef { session }, Duration::from_secs(2)).await;
                         })
                     })
                     .collect();
@@ -314,9 +314,7 @@ async fn public_key(
         .map(|s| {
             let s = s.clone();
             let key = *key;
-            tokio::spawn(
-                async move { (s.id(), s.call(Message::GetKey(KeyRef { key }), settings.signer_timeout).await) },
-            )
+            tokio::spawn(async move { (s.id(), s.call(KeyRef { key }, settings.signer_timeout).await) })
         })
         .collect();
     let mut by_package: BTreeMap<Vec<u8>, Vec<ParticipantId>> = BTreeMap::new();
@@ -334,11 +332,7 @@ async fn public_key(
     for ask in asks {
         let Ok((id, reply)) = ask.await else { continue };
         let info = match reply {
-            Ok(Message::KeyInfo(info)) => info,
-            Ok(other) => {
-                last = Error::new(ErrorCode::UnexpectedMessage, other.info().name);
-                continue;
-            }
+            Ok(info) => info,
             Err(e) => {
                 last = e;
                 continue;
@@ -443,7 +437,7 @@ async fn release(
 ) {
     for c in clients {
         if !bad.contains(&c.id().get()) {
-            let _ = c.call(Message::AbortAttempt(AttemptRef { attempt }), Duration::from_secs(5)).await;
+            let _ = c.call(AttemptRef { attempt }, Duration::from_secs(5)).await;
             let _ = tx.send(Event::Free(c.id()));
         }
     }
@@ -468,14 +462,12 @@ async fn attempt(
         let (req, signers) = (req.clone(), signers.clone());
         async move {
             let open = OpenSession { session, key: req.key, message: req.message, mode: req.mode };
-            c.call(Message::OpenSession(open), timeout).await?;
+            c.call(open, timeout).await?;
             let signers = Signers::new(signers).map_err(|e| Error::new(ErrorCode::Internal, e))?;
-            c.call(Message::OpenAttempt(OpenAttempt { session, attempt, signers }), timeout).await?;
-            match c.call(Message::Round1(SeatRef { attempt, seat: c.id() }), timeout).await? {
-                Message::Round1Reply(r) => SigningCommitments::deserialize(r.commitments.as_inner())
-                    .map_err(|e| Error::new(ErrorCode::InvalidEncoding, format!("commitments: {e}"))),
-                other => Err(Error::new(ErrorCode::UnexpectedMessage, other.info().name)),
-            }
+            c.call(OpenAttempt { session, attempt, signers }, timeout).await?;
+            let r = c.call(SeatRef { attempt, seat: c.id() }, timeout).await?;
+            SigningCommitments::deserialize(r.commitments.as_inner())
+                .map_err(|e| Error::new(ErrorCode::InvalidEncoding, format!("commitments: {e}")))
         }
     })
     .await;
@@ -494,10 +486,8 @@ async fn attempt(
         let bytes = bytes.clone();
         async move {
             let signing_package = SigningPackageBytes::new(bytes).map_err(|e| Error::new(ErrorCode::Internal, e))?;
-            match c.call(Message::Round2(Round2 { attempt, seat: c.id(), mode, signing_package }), timeout).await? {
-                Message::Round2Reply(r) => Ok(r.signature_share.into_inner()),
-                other => Err(Error::new(ErrorCode::UnexpectedMessage, other.info().name)),
-            }
+            let r = c.call(Round2 { attempt, seat: c.id(), mode, signing_package }, timeout).await?;
+            Ok(r.signature_share.into_inner())
         }
     })
     .await;
@@ -543,8 +533,8 @@ async fn attempt(
     let mut lied = BTreeSet::new();
     for c in &clients {
         let Ok(signing_package) = SigningPackageBytes::new(package_bytes.clone()) else { break };
-        let m = Message::Aggregate(Aggregate { attempt, mode, signing_package, shares: list.clone() });
-        if let Ok(Message::AggregateReply(AggregateOutcome::Signed { signature, .. })) = c.call(m, timeout).await {
+        let m = Aggregate { attempt, mode, signing_package, shares: list.clone() };
+        if let Ok(AggregateOutcome::Signed { signature, .. }) = c.call(m, timeout).await {
             if libsecp_verifies(&signature, &request.message, &public.output_key) {
                 let _ = tx.send(Event::Done(signature, public.output_key, ids));
                 return;

@@ -1,6 +1,8 @@
 //! Relays a DKG between signer nodes. The relay is untrusted by design: it sees public round-1
 //! packages, ciphertexts and signed confirmations only; any abort is propagated to every node.
 
+use crate::api::convert::Proto;
+use crate::api::rpc::NetworkRequest;
 use crate::signer::SignerClient;
 use frostgate_common::bounded::*;
 use frostgate_common::error::{Error, ErrorCode};
@@ -11,10 +13,15 @@ use std::time::Duration;
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
-async fn step(c: &SignerClient, m: Message) -> Result<Message, Error> {
-    match c.call(m, STEP_TIMEOUT).await? {
-        Message::DkgBlame(b) => Err(Error::new(b.code, format!("node {} blames participant {}", c.id(), b.culprit))),
-        other => Ok(other),
+/// One DKG step on one node: its result, or the blame it answered as an error naming the culprit.
+async fn step<T, R>(c: &SignerClient, request: R) -> Result<T, Error>
+where
+    R: NetworkRequest<Reply = DkgOutcome<T>>,
+    DkgOutcome<T>: Proto,
+{
+    match c.call(request, STEP_TIMEOUT).await? {
+        DkgOutcome::Done(t) => Ok(t),
+        DkgOutcome::Blame(b) => Err(Error::new(b.code, format!("node {} blames participant {}", c.id(), b.culprit))),
     }
 }
 
@@ -24,72 +31,45 @@ pub async fn run(nodes: &[Arc<SignerClient>], threshold: u16) -> Result<KeyInfo,
     let result = run_inner(nodes, threshold, dkg).await;
     if result.is_err() {
         for n in nodes {
-            let _ = n.call(Message::DkgAbort(DkgRef { dkg }), Duration::from_secs(5)).await;
+            let _ = n.call(DkgRef { dkg }, Duration::from_secs(5)).await;
         }
     }
     result
 }
 
-fn unexpected(m: &Message) -> Error {
-    Error::new(ErrorCode::UnexpectedMessage, m.info().name)
-}
-
 async fn run_inner(nodes: &[Arc<SignerClient>], threshold: u16, dkg: DkgId) -> Result<KeyInfo, Error> {
+    let internal = |e| Error::new(ErrorCode::Internal, e);
     let mut participants = Vec::new();
     for n in nodes {
-        match step(n, Message::GetIdentity).await? {
-            Message::Identity(identity_key) => participants.push(DkgParticipant { id: n.id(), identity_key }),
-            other => return Err(unexpected(&other)),
-        }
+        let identity_key = n.call(GetIdentity, STEP_TIMEOUT).await?;
+        participants.push(DkgParticipant { id: n.id(), identity_key });
     }
-    let participants = DkgParticipants::new(participants).map_err(|e| Error::new(ErrorCode::Internal, e))?;
+    let participants = DkgParticipants::new(participants).map_err(internal)?;
     let mut round1 = Vec::new();
     for n in nodes {
-        let m = Message::DkgStart(DkgStart { dkg, threshold, me: n.id(), participants: participants.clone() });
-        match step(n, m).await? {
-            Message::DkgRound1(p) => round1.push(p),
-            other => return Err(unexpected(&other)),
-        }
+        round1.push(step(n, DkgStart { dkg, threshold, me: n.id(), participants: participants.clone() }).await?);
     }
     let mut envelopes = Vec::new();
     for n in nodes {
         let others: Vec<DkgRound1Package> = round1.iter().filter(|p| p.from != n.id()).cloned().collect();
-        let m = Message::DkgRound2(DkgRound2 {
-            dkg,
-            round1: DkgRound1Packages::new(others).map_err(|e| Error::new(ErrorCode::Internal, e))?,
-        });
-        match step(n, m).await? {
-            Message::DkgRound2Reply(e) => envelopes.extend(e.into_inner()),
-            other => return Err(unexpected(&other)),
-        }
+        let round1 = DkgRound1Packages::new(others).map_err(internal)?;
+        let reply: DkgEnvelopes = step(n, DkgRound2 { dkg, round1 }).await?;
+        envelopes.extend(reply.into_inner());
     }
     let mut confirmations = Vec::new();
     for n in nodes {
         let mine: Vec<DkgEnvelope> = envelopes.iter().filter(|e| e.to == n.id()).cloned().collect();
-        let m = Message::DkgFinish(DkgFinish {
-            dkg,
-            envelopes: DkgEnvelopes::new(mine).map_err(|e| Error::new(ErrorCode::Internal, e))?,
-        });
-        match step(n, m).await? {
-            Message::DkgConfirm(c) => confirmations.push(c),
-            other => return Err(unexpected(&other)),
-        }
+        let envelopes = DkgEnvelopes::new(mine).map_err(internal)?;
+        confirmations.push(step(n, DkgFinish { dkg, envelopes }).await?);
     }
-    let confirmations = DkgConfirmations::new(confirmations).map_err(|e| Error::new(ErrorCode::Internal, e))?;
+    let confirmations = DkgConfirmations::new(confirmations).map_err(internal)?;
     let mut key: Option<KeyInfo> = None;
     for n in nodes {
-        match step(n, Message::DkgActivate(DkgActivate { dkg, confirmations: confirmations.clone() })).await? {
-            Message::KeyInfo(k) => {
-                if key.as_ref().is_some_and(|first| first.key != k.key) {
-                    return Err(Error::new(
-                        ErrorCode::DkgTranscriptMismatch,
-                        format!("node {} activated another key", n.id()),
-                    ));
-                }
-                key.get_or_insert(k);
-            }
-            other => return Err(unexpected(&other)),
+        let k = step(n, DkgActivate { dkg, confirmations: confirmations.clone() }).await?;
+        if key.as_ref().is_some_and(|first| first.key != k.key) {
+            return Err(Error::new(ErrorCode::DkgTranscriptMismatch, format!("node {} activated another key", n.id())));
         }
+        key.get_or_insert(k);
     }
     key.ok_or_else(|| Error::new(ErrorCode::Internal, "no node in the DKG"))
 }

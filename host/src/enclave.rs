@@ -9,8 +9,8 @@ use frostgate_common::bounded::SealedRecords;
 use frostgate_common::channel::{Channel, Handler};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::protocol::{
-    HealthReply, Hello, HelloReply, Message, PersistAck, PersistRecords, Ping, Side, StoreLoad, StoreStatus,
-    PROTOCOL_VERSION,
+    serve_host, Health, HealthReply, Hello, HelloReply, HostApi, Message, PersistAck, PersistRecords, Ping, Pong, Side,
+    StoreLoad, StoreStatus, PROTOCOL_VERSION,
 };
 use frostgate_common::transport::{self, Address};
 use std::path::{Path, PathBuf};
@@ -22,41 +22,47 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Answers the enclave's requests to the host: pings, and commits to the host's store.
 pub fn host_handler(store: Option<Arc<HostStore>>) -> Handler {
+    let served = Arc::new(Served { store });
     Arc::new(move |m: Message| {
-        let store = store.clone();
-        Box::pin(async move {
-            match (m, store) {
-                (Message::Ping(p), _) => Message::Pong(p),
-                (Message::PersistRecords(p), Some(store)) => persist(store, p).await,
-                (other, _) => Message::error(
-                    ErrorCode::UnexpectedMessage,
-                    format!("{} is not served by this host", other.info().name),
-                ),
-            }
-        })
+        let served = served.clone();
+        Box::pin(async move { serve_host(&*served, m).await })
     })
 }
 
-/// Commits the enclave's records, then acknowledges. A failed transaction is reported as
-/// `store_commit_failed` (known not written).
-async fn persist(store: Arc<HostStore>, p: PersistRecords) -> Message {
-    if fault("host_before_commit") {
-        return Message::error(ErrorCode::StoreCommitFailed, "DEVELOPMENT fault injection: commit refused");
+/// What the host serves to its enclave.
+struct Served {
+    store: Option<Arc<HostStore>>,
+}
+
+impl HostApi for Served {
+    async fn ping(&self, p: Ping) -> Result<Pong, Error> {
+        Ok(Pong { echo: p.echo })
     }
-    let records = p.records.as_inner().len();
-    let started = std::time::Instant::now();
-    let result = tokio::task::spawn_blocking(move || store.append(p.records.as_inner(), p.compact_before)).await;
-    crate::metrics::global().observe_commit(started.elapsed(), records);
-    match result {
-        Ok(Ok(head_version)) => {
-            if fault("host_after_commit_before_ack") {
-                tracing::error!("DEVELOPMENT fault injection: aborting after commit, before ack");
-                std::process::abort();
-            }
-            Message::PersistAck(PersistAck { head_version })
+
+    /// Commits the enclave's records, then acknowledges. A failed transaction is reported as
+    /// `store_commit_failed` (known not written).
+    async fn persist_records(&self, p: PersistRecords) -> Result<PersistAck, Error> {
+        let Some(store) = self.store.clone() else {
+            return Err(Error::new(ErrorCode::UnexpectedMessage, "PersistRecords is not served by this host"));
+        };
+        if fault("host_before_commit") {
+            return Err(Error::new(ErrorCode::StoreCommitFailed, "DEVELOPMENT fault injection: commit refused"));
         }
-        Ok(Err(e)) => Message::Error(e),
-        Err(e) => Message::error(ErrorCode::StoreCommitFailed, format!("commit task failed: {e}")),
+        let records = p.records.as_inner().len();
+        let started = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || store.append(p.records.as_inner(), p.compact_before)).await;
+        crate::metrics::global().observe_commit(started.elapsed(), records);
+        match result {
+            Ok(Ok(head_version)) => {
+                if fault("host_after_commit_before_ack") {
+                    tracing::error!("DEVELOPMENT fault injection: aborting after commit, before ack");
+                    std::process::abort();
+                }
+                Ok(PersistAck { head_version })
+            }
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(Error::new(ErrorCode::StoreCommitFailed, format!("commit task failed: {e}"))),
+        }
     }
 }
 
@@ -104,13 +110,8 @@ impl EnclaveClient {
         });
         let client = Label::new(format!("frostgate {}", env!("CARGO_PKG_VERSION")))
             .map_err(|e| Error::new(ErrorCode::Internal, e))?;
-        let reply = channel
-            .call(Message::Hello(Hello { protocol_version: PROTOCOL_VERSION, client }), Some(REQUEST_TIMEOUT))
-            .await?;
-        let hello = match reply {
-            Message::HelloReply(h) => h,
-            other => return Err(unexpected("HelloReply", &other)),
-        };
+        let hello =
+            channel.request(Hello { protocol_version: PROTOCOL_VERSION, client }, Some(REQUEST_TIMEOUT)).await?;
         Ok(EnclaveClient { channel, address, hello, child: None, closed })
     }
 
@@ -169,33 +170,20 @@ impl EnclaveClient {
                 verify_only,
                 records: SealedRecords::new(chunk.to_vec()).map_err(|e| Error::new(ErrorCode::Internal, e))?,
             };
-            match self.channel.call(Message::StoreLoad(load), Some(REQUEST_TIMEOUT)).await? {
-                Message::StoreStatus(s) => status = Some(s),
-                other => return Err(unexpected("StoreStatus", &other)),
-            }
+            status = Some(self.channel.request(load, Some(REQUEST_TIMEOUT)).await?);
         }
         status.ok_or_else(|| Error::new(ErrorCode::Internal, "no store status"))
     }
 
     /// Asks for the enclave's health.
     pub async fn health(&self) -> Result<HealthReply, Error> {
-        match self.channel.call(Message::Health, Some(REQUEST_TIMEOUT)).await? {
-            Message::HealthReply(h) => Ok(h),
-            other => Err(unexpected("HealthReply", &other)),
-        }
+        self.channel.request(Health, Some(REQUEST_TIMEOUT)).await
     }
 
     /// Round trip of a ping.
     pub async fn ping(&self, echo: u64) -> Result<u64, Error> {
-        match self.channel.call(Message::Ping(Ping { echo }), Some(REQUEST_TIMEOUT)).await? {
-            Message::Pong(p) => Ok(p.echo),
-            other => Err(unexpected("Pong", &other)),
-        }
+        Ok(self.channel.request(Ping { echo }, Some(REQUEST_TIMEOUT)).await?.echo)
     }
-}
-
-fn unexpected(wanted: &str, got: &Message) -> Error {
-    Error::new(ErrorCode::UnexpectedMessage, format!("expected {wanted}, got {}", got.info().name))
 }
 
 /// The `frostgate-enclave` binary next to the running executable, if there is one.

@@ -1,23 +1,21 @@
 //! A connection to one signer node's network API (gRPC, mutual TLS when configured).
 //!
-//! Callers speak boundary [`Message`]s; each is sent as the RPC of the same name and the reply
-//! checked back into a message ([`Proto::from_pb`]), so the coordinator and the DKG relay are the
-//! same whether a node is local or remote. An unreachable node is represented, not hidden: every
+//! Callers send typed boundary requests; each is sent as the RPC of the same name and the reply
+//! checked back into its typed reply ([`Proto::from_pb`]), so the coordinator and the DKG relay
+//! are the same whether a node is local or remote. An unreachable node is represented, not hidden: every
 //! call to it fails `node_unavailable`.
 
 use crate::api::convert::Proto;
+use crate::api::rpc::{Client, NetworkRequest};
 use crate::api::tls::{self, TlsFiles};
-use crate::api::{error_from_status, pb, MAX_MESSAGE_LEN};
+use crate::api::{error_from_status, MAX_MESSAGE_LEN};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::ParticipantId;
-use frostgate_common::protocol::*;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
 /// How long connecting (TCP and TLS) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-type Client = pb::signer_client::SignerClient<Channel>;
 
 /// One signer (cheap to clone: clones share the connection).
 #[derive(Debug, Clone)]
@@ -48,17 +46,24 @@ impl SignerClient {
         self.client.is_ok()
     }
 
-    /// One request with a deadline.
-    pub async fn call(&self, m: Message, timeout: Duration) -> Result<Message, Error> {
+    /// One request with a deadline: its RPC, the reply checked ([`Proto::from_pb`]).
+    pub async fn call<R>(&self, request: R, timeout: Duration) -> Result<R::Reply, Error>
+    where
+        R: NetworkRequest,
+        R::Reply: Proto,
+    {
         let client = match &self.client {
             Ok(c) => c.clone(),
             Err(e) => return Err(e.clone()),
         };
-        match tokio::time::timeout(timeout, dispatch(client, self.id, m)).await {
+        let id = self.id;
+        let call = async move {
+            let reply = R::send(client, request.to_pb()).await.map_err(|s| error_from_status(id, &s))?;
+            R::Reply::from_pb(reply.into_inner())
+        };
+        match tokio::time::timeout(timeout, call).await {
             Ok(reply) => reply,
-            Err(_) => {
-                Err(Error::new(ErrorCode::RequestTimeout, format!("node {}: no reply within {timeout:?}", self.id)))
-            }
+            Err(_) => Err(Error::new(ErrorCode::RequestTimeout, format!("node {id}: no reply within {timeout:?}"))),
         }
     }
 }
@@ -96,69 +101,4 @@ async fn connect(address: &str, tls: Option<&TlsFiles>) -> Result<Channel, Error
         }
     });
     endpoint.connect_with_connector(connect).await.map_err(|e| unavailable(&e))
-}
-
-/// A reply, checked.
-fn got<A: Proto>(node: ParticipantId, r: Result<tonic::Response<A::Pb>, tonic::Status>) -> Result<A, Error> {
-    A::from_pb(raw(node, r)?)
-}
-
-fn raw<T>(node: ParticipantId, r: Result<tonic::Response<T>, tonic::Status>) -> Result<T, Error> {
-    r.map(tonic::Response::into_inner).map_err(|s| error_from_status(node, &s))
-}
-
-fn no_outcome() -> Error {
-    Error::new(ErrorCode::MalformedMessage, "reply without an outcome")
-}
-
-async fn dispatch(mut c: Client, id: ParticipantId, m: Message) -> Result<Message, Error> {
-    Ok(match m {
-        Message::Health => Message::HealthReply(got(id, c.health(pb::HealthRequest {}).await)?),
-        Message::GetKey(r) => Message::KeyInfo(got(id, c.get_key(r.to_pb()).await)?),
-        Message::GetIdentity => Message::Identity(got(id, c.get_identity(pb::GetIdentityRequest {}).await)?),
-        Message::OpenSession(r) => Message::SessionOpened(got(id, c.open_session(r.to_pb()).await)?),
-        Message::OpenAttempt(r) => Message::AttemptOpened(got(id, c.open_attempt(r.to_pb()).await)?),
-        Message::Round1(r) => Message::Round1Reply(got(id, c.round1(r.to_pb()).await)?),
-        Message::Round2(r) => Message::Round2Reply(got(id, c.round2(r.to_pb()).await)?),
-        Message::VerifyShare(r) => Message::ShareVerdict(got(id, c.verify_share(r.to_pb()).await)?),
-        Message::Aggregate(r) => Message::AggregateReply(got(id, c.aggregate(r.to_pb()).await)?),
-        Message::AbortAttempt(r) => Message::AttemptAborted(got(id, c.abort_attempt(r.to_pb()).await)?),
-        Message::CloseSession(r) => Message::SessionClosed(got(id, c.close_session(r.to_pb()).await)?),
-        Message::DkgAbort(r) => Message::DkgAborted(got(id, c.dkg_abort(r.to_pb()).await)?),
-        Message::DevDealerKeygen(r) => Message::KeyInfo(got(id, c.dev_dealer_keygen(r.to_pb()).await)?),
-        Message::DkgStart(r) => {
-            use pb::dkg_start_reply::Outcome;
-            match raw(id, c.dkg_start(r.to_pb()).await)?.outcome.ok_or_else(no_outcome)? {
-                Outcome::Round1(p) => Message::DkgRound1(Proto::from_pb(p)?),
-                Outcome::Blame(b) => Message::DkgBlame(Proto::from_pb(b)?),
-            }
-        }
-        Message::DkgRound2(r) => {
-            use pb::dkg_round2_reply::Outcome;
-            match raw(id, c.dkg_round2(r.to_pb()).await)?.outcome.ok_or_else(no_outcome)? {
-                Outcome::Envelopes(e) => Message::DkgRound2Reply(Proto::from_pb(e)?),
-                Outcome::Blame(b) => Message::DkgBlame(Proto::from_pb(b)?),
-            }
-        }
-        Message::DkgFinish(r) => {
-            use pb::dkg_finish_reply::Outcome;
-            match raw(id, c.dkg_finish(r.to_pb()).await)?.outcome.ok_or_else(no_outcome)? {
-                Outcome::Confirmation(x) => Message::DkgConfirm(Proto::from_pb(x)?),
-                Outcome::Blame(b) => Message::DkgBlame(Proto::from_pb(b)?),
-            }
-        }
-        Message::DkgActivate(r) => {
-            use pb::dkg_activate_reply::Outcome;
-            match raw(id, c.dkg_activate(r.to_pb()).await)?.outcome.ok_or_else(no_outcome)? {
-                Outcome::Key(k) => Message::KeyInfo(Proto::from_pb(k)?),
-                Outcome::Blame(b) => Message::DkgBlame(Proto::from_pb(b)?),
-            }
-        }
-        other => {
-            return Err(Error::new(
-                ErrorCode::UnexpectedMessage,
-                format!("{} is not part of the network API", other.info().name),
-            ))
-        }
-    })
 }

@@ -65,6 +65,59 @@ fn every_rpc_is_a_boundary_request_from_the_host() {
     }
 }
 
+/// `rpc Name(.frostgate.v1.Request) returns (.frostgate.v1.Reply);` as (name, request, reply).
+fn rpc_signatures() -> Vec<(String, String, String)> {
+    lines()
+        .filter_map(|l| l.strip_prefix("rpc "))
+        .map(|l| {
+            let parts: Vec<&str> = l.split(['(', ')', ' ', ';']).filter(|w| !w.is_empty() && *w != "returns").collect();
+            let short = |t: &str| t.rsplit('.').next().unwrap_or(t).to_string();
+            (parts[0].to_string(), short(parts[1]), short(parts[2]))
+        })
+        .collect()
+}
+
+#[test]
+fn the_boundary_table_and_the_proto_agree_rpc_by_rpc() {
+    use frostgate_common::protocol::Exposure;
+    // From the table: every `Network` row, with the generated types its conversions use.
+    let table: Vec<(String, String, String)> = frostgate_host::api::rpc::rpcs()
+        .into_iter()
+        .map(|r| {
+            let short = |t: &str| t.rsplit("::").next().unwrap_or(t).to_string();
+            (r.rpc.to_string(), short(r.request_pb), short(r.reply_pb))
+        })
+        .collect();
+    let mut proto = rpc_signatures();
+    let mut sorted = table.clone();
+    proto.sort();
+    sorted.sort();
+    assert_eq!(sorted, proto, "the table's Network rows and signer.proto's RPCs differ");
+    // And the table's exposure column says the same.
+    let network: Vec<&str> =
+        KINDS.iter().filter(|k| k.request.is_some_and(|r| r.exposure == Exposure::Network)).map(|k| k.name).collect();
+    let mut from_proto: Vec<&str> = proto.iter().map(|(n, _, _)| n.as_str()).collect();
+    let mut network_sorted = network.clone();
+    from_proto.sort();
+    network_sorted.sort();
+    assert_eq!(network_sorted, from_proto);
+    // Requests and replies are distinct message types (protoc resolves a bare name to an RPC).
+    for (rpc, request, reply) in &proto {
+        assert!(PROTO.contains(&format!("rpc {rpc}(.frostgate.v1.{request}) returns (.frostgate.v1.{reply})")));
+    }
+}
+
+#[test]
+fn every_kind_is_a_request_exactly_when_its_row_says_so() {
+    for k in KINDS {
+        assert_eq!(k.role == Role::Request, k.request.is_some(), "{}", k.name);
+        if k.role == Role::Request {
+            assert!(!frostgate_common::protocol::Message::reply_names(KINDS.iter().position(|x| x == k).unwrap_or(0))
+                .is_empty());
+        }
+    }
+}
+
 #[test]
 fn host_only_requests_are_not_on_the_network() {
     let rpcs = rpcs();

@@ -6,6 +6,8 @@ use frostgate_common::bounded::*;
 use frostgate_common::error::Error;
 use frostgate_common::ids::{AttemptId, DkgId, KeyId, ParticipantId, SessionId};
 use frostgate_common::protocol::*;
+use frostgate_host::api::convert::Proto;
+use frostgate_host::api::rpc::NetworkRequest;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -54,10 +56,25 @@ impl std::fmt::Debug for Relay {
     }
 }
 
-enum Step {
-    Ok(Message),
+enum Step<T> {
+    Ok(T),
     Blame(DkgBlame),
     Err(Error),
+}
+
+/// Keeps a node's step result; the first failure per node is the cause, later ones only echo it.
+fn note<T>(run: &mut DkgRun, at: ParticipantId, s: Step<T>) -> Option<T> {
+    match s {
+        Step::Ok(t) => Some(t),
+        Step::Blame(b) => {
+            run.blames.entry(at).or_insert(b);
+            None
+        }
+        Step::Err(e) => {
+            run.errors.entry(at).or_insert(e);
+            None
+        }
+    }
 }
 
 impl Relay {
@@ -66,18 +83,24 @@ impl Relay {
         Relay { nodes, recorded: Arc::new(Mutex::new(Vec::new())) }
     }
 
-    async fn call(&self, c: &Caller, m: Message) -> Step {
-        let encode = |m: &Message| {
-            frostgate_common::frame::encode(&frostgate_common::frame::Frame { request_id: 1, message: m.clone() })
+    /// One DKG step, recording the frame encoding of the request and the reply.
+    async fn call<R, T>(&self, c: &Caller, r: R) -> Step<T>
+    where
+        R: NetworkRequest<Reply = DkgOutcome<T>> + Clone,
+        DkgOutcome<T>: Proto + Clone,
+        T: Into<Message>,
+    {
+        let encode = |m: Message| {
+            frostgate_common::frame::encode(&frostgate_common::frame::Frame { request_id: 1, message: m })
                 .expect("encodes")
         };
-        self.recorded.lock().expect("lock").push(encode(&m));
-        match c.call(m).await {
+        self.recorded.lock().expect("lock").push(encode(r.clone().into()));
+        match c.request(r).await {
             Ok(reply) => {
-                self.recorded.lock().expect("lock").push(encode(&reply));
+                self.recorded.lock().expect("lock").push(encode(reply.clone().into()));
                 match reply {
-                    Message::DkgBlame(b) => Step::Blame(b),
-                    other => Step::Ok(other),
+                    DkgOutcome::Blame(b) => Step::Blame(b),
+                    DkgOutcome::Done(t) => Step::Ok(t),
                 }
             }
             Err(e) => Step::Err(e),
@@ -88,10 +111,8 @@ impl Relay {
     pub async fn participants(&self) -> DkgParticipants {
         let mut out = Vec::new();
         for (id, c) in &self.nodes {
-            match c.call(Message::GetIdentity).await.expect("identity") {
-                Message::Identity(identity_key) => out.push(DkgParticipant { id: *id, identity_key }),
-                other => panic!("{other:?}"),
-            }
+            let identity_key = c.request(GetIdentity).await.expect("identity");
+            out.push(DkgParticipant { id: *id, identity_key });
         }
         DkgParticipants::new(out).expect("bound")
     }
@@ -114,24 +135,10 @@ impl Relay {
             }
             participants = DkgParticipants::new(list).expect("bound");
         }
-        let note = |run: &mut DkgRun, at: ParticipantId, s: Step| -> Option<Message> {
-            match s {
-                Step::Ok(m) => Some(m),
-                // The first failure per node is the cause; later steps only echo it.
-                Step::Blame(b) => {
-                    run.blames.entry(at).or_insert(b);
-                    None
-                }
-                Step::Err(e) => {
-                    run.errors.entry(at).or_insert(e);
-                    None
-                }
-            }
-        };
         let mut round1 = BTreeMap::new();
         for (me, c) in &self.nodes {
-            let m = Message::DkgStart(DkgStart { dkg, threshold, me: *me, participants: participants.clone() });
-            if let Some(Message::DkgRound1(p)) = note(&mut run, *me, self.call(c, m).await) {
+            let m = DkgStart { dkg, threshold, me: *me, participants: participants.clone() };
+            if let Some(p) = note(&mut run, *me, self.call(c, m).await) {
                 round1.insert(*me, p);
             }
         }
@@ -146,8 +153,8 @@ impl Relay {
                     }
                 }
             }
-            let m = Message::DkgRound2(DkgRound2 { dkg, round1: DkgRound1Packages::new(others).expect("bound") });
-            if let Some(Message::DkgRound2Reply(e)) = note(&mut run, *me, self.call(c, m).await) {
+            let m = DkgRound2 { dkg, round1: DkgRound1Packages::new(others).expect("bound") };
+            if let Some(e) = note(&mut run, *me, self.call(c, m).await) {
                 envelopes.extend(e.into_inner());
             }
         }
@@ -165,8 +172,8 @@ impl Relay {
         let mut confirmations = Vec::new();
         for (me, c) in &self.nodes {
             let mine: Vec<DkgEnvelope> = envelopes.iter().filter(|e| e.to == *me).cloned().collect();
-            let m = Message::DkgFinish(DkgFinish { dkg, envelopes: DkgEnvelopes::new(mine).expect("bound") });
-            if let Some(Message::DkgConfirm(mut conf)) = note(&mut run, *me, self.call(c, m).await) {
+            let m = DkgFinish { dkg, envelopes: DkgEnvelopes::new(mine).expect("bound") };
+            if let Some(mut conf) = note(&mut run, *me, self.call(c, m).await) {
                 run.confirmed_keys.push(conf.key);
                 if tamper.confirmation == Some(*me) {
                     conf.transcript_hash = random();
@@ -178,11 +185,8 @@ impl Relay {
             if run.blames.contains_key(me) || run.errors.contains_key(me) {
                 continue;
             }
-            let m = Message::DkgActivate(DkgActivate {
-                dkg,
-                confirmations: DkgConfirmations::new(confirmations.clone()).expect("b"),
-            });
-            if let Some(Message::KeyInfo(k)) = note(&mut run, *me, self.call(c, m).await) {
+            let m = DkgActivate { dkg, confirmations: DkgConfirmations::new(confirmations.clone()).expect("b") };
+            if let Some(k) = note(&mut run, *me, self.call(c, m).await) {
                 run.keys.insert(*me, k);
             }
         }
@@ -205,12 +209,9 @@ pub async fn sign_multi(
     let mut commitments = BTreeMap::new();
     let mut output = None;
     for (p, c) in signers {
-        match c.call(Message::OpenSession(OpenSession { session, key, message, mode })).await.expect("session") {
-            Message::SessionOpened(o) => output = Some(o.output_key),
-            other => panic!("{other:?}"),
-        }
+        output = Some(c.request(OpenSession { session, key, message, mode }).await.expect("session").output_key);
         let open = OpenAttempt { session, attempt, signers: Signers::new(ids.clone()).expect("b") };
-        c.call(Message::OpenAttempt(open)).await.expect("attempt");
+        c.request(open).await.expect("attempt");
         commitments.insert(*p, crate::signing::round1(c, attempt, *p).await.expect("round 1"));
     }
     let pkg = package(&commitments, &message);

@@ -13,6 +13,8 @@ use frostgate_common::error::Error;
 use frostgate_common::ids::{AttemptId, KeyId, ParticipantId, SessionId};
 use frostgate_common::protocol::*;
 use frostgate_enclave::service::Service;
+use frostgate_host::api::convert::Proto;
+use frostgate_host::api::rpc::NetworkRequest;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -30,7 +32,22 @@ pub enum Caller {
 }
 
 impl Caller {
-    /// Sends a request; an `Error` reply becomes `Err`.
+    /// Sends a typed request; an `Error` reply becomes `Err`, the reply is checked to be the one
+    /// the boundary table names.
+    pub async fn request<R>(&self, r: R) -> Result<R::Reply, Error>
+    where
+        R: NetworkRequest,
+        R::Reply: Proto,
+    {
+        match self {
+            Caller::Channel(c) => c.request(r, Some(std::time::Duration::from_secs(60))).await,
+            Caller::Node(c) => c.call(r, std::time::Duration::from_secs(60)).await,
+            _ => reply_of::<R>(self.call(r.into()).await.unwrap_or_else(Message::Error)),
+        }
+    }
+
+    /// Sends any message (also ones no honest host sends); an `Error` reply becomes `Err`. Over
+    /// a node's API only typed requests exist: use [`Caller::request`].
     pub async fn call(&self, m: Message) -> Result<Message, Error> {
         let reply = match self {
             Caller::Service(s) => s.handle(m).await,
@@ -50,7 +67,7 @@ impl Caller {
                 reply
             }
             Caller::Channel(c) => return c.call(m, Some(std::time::Duration::from_secs(60))).await,
-            Caller::Node(c) => return c.call(m, std::time::Duration::from_secs(60)).await,
+            Caller::Node(_) => panic!("raw messages do not exist on the network API: use Caller::request"),
         };
         match reply {
             Message::Error(e) => Err(e),
@@ -74,10 +91,7 @@ pub fn pid(n: u16) -> ParticipantId {
 
 /// Creates a dealer key held by the callee.
 pub async fn dealer(c: &Caller, threshold: u16, participants: u16) -> KeyInfo {
-    match c.call(Message::DevDealerKeygen(DevDealerKeygen { threshold, participants })).await.expect("dealer") {
-        Message::KeyInfo(k) => k,
-        other => panic!("unexpected {other:?}"),
-    }
+    c.request(DevDealerKeygen { threshold, participants }).await.expect("dealer")
 }
 
 /// Opens a session; returns its id and output key.
@@ -88,28 +102,22 @@ pub async fn open_session(
     mode: TaprootMode,
 ) -> Result<(SessionId, [u8; 32]), Error> {
     let session = SessionId::from_bytes(random());
-    match c.call(Message::OpenSession(OpenSession { session, key, message, mode })).await? {
-        Message::SessionOpened(o) => Ok((session, o.output_key)),
-        other => panic!("unexpected {other:?}"),
-    }
+    let o = c.request(OpenSession { session, key, message, mode }).await?;
+    Ok((session, o.output_key))
 }
 
 /// Opens an attempt with a fresh id.
 pub async fn open_attempt(c: &Caller, session: SessionId, signers: &[ParticipantId]) -> Result<AttemptId, Error> {
     let attempt = AttemptId::from_bytes(random());
     let signers = Signers::new(signers.to_vec()).expect("bound");
-    match c.call(Message::OpenAttempt(OpenAttempt { session, attempt, signers })).await? {
-        Message::AttemptOpened(_) => Ok(attempt),
-        other => panic!("unexpected {other:?}"),
-    }
+    let opened = c.request(OpenAttempt { session, attempt, signers }).await?;
+    assert_eq!(opened.attempt, attempt);
+    Ok(attempt)
 }
 
 /// Round 1 for one seat.
 pub async fn round1(c: &Caller, attempt: AttemptId, seat: ParticipantId) -> Result<Vec<u8>, Error> {
-    match c.call(Message::Round1(SeatRef { attempt, seat })).await? {
-        Message::Round1Reply(r) => Ok(r.commitments.into_inner()),
-        other => panic!("unexpected {other:?}"),
-    }
+    Ok(c.request(SeatRef { attempt, seat }).await?.commitments.into_inner())
 }
 
 /// Builds a signing package from commitments by seat (the coordinator's job).
@@ -132,10 +140,7 @@ pub async fn round2(
     pkg: &[u8],
 ) -> Result<Vec<u8>, Error> {
     let signing_package = SigningPackageBytes::new(pkg.to_vec()).expect("bound");
-    match c.call(Message::Round2(Round2 { attempt, seat, mode, signing_package })).await? {
-        Message::Round2Reply(r) => Ok(r.signature_share.into_inner()),
-        other => panic!("unexpected {other:?}"),
-    }
+    Ok(c.request(Round2 { attempt, seat, mode, signing_package }).await?.signature_share.into_inner())
 }
 
 /// Builds the share list for aggregation.
@@ -159,16 +164,13 @@ pub async fn aggregate(
     pkg: &[u8],
     list: &BTreeMap<ParticipantId, Vec<u8>>,
 ) -> Result<AggregateOutcome, Error> {
-    let m = Message::Aggregate(Aggregate {
+    c.request(Aggregate {
         attempt,
         mode,
         signing_package: SigningPackageBytes::new(pkg.to_vec()).expect("bound"),
         shares: shares(list),
-    });
-    match c.call(m).await? {
-        Message::AggregateReply(o) => Ok(o),
-        other => panic!("unexpected {other:?}"),
-    }
+    })
+    .await
 }
 
 /// Verifies one share through the enclave.
@@ -179,15 +181,12 @@ pub async fn verify_share(
     signer: ParticipantId,
     share: &[u8],
 ) -> Result<ShareVerdict, Error> {
-    let m = Message::VerifyShare(VerifyShare {
+    c.request(VerifyShare {
         attempt,
         signing_package: SigningPackageBytes::new(pkg.to_vec()).expect("bound"),
         share: SignerShare { signer, signature_share: SignatureShareBytes::new(share.to_vec()).expect("bound") },
-    });
-    match c.call(m).await? {
-        Message::ShareVerdict(v) => Ok(v),
-        other => panic!("unexpected {other:?}"),
-    }
+    })
+    .await
 }
 
 /// A prepared attempt: session, attempt, commitments, package.

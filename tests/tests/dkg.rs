@@ -147,10 +147,7 @@ fn a_restart_mid_dkg_aborts_cleanly_and_a_fresh_dkg_succeeds() {
             (ErrorCode::DkgUnknown, frostgate_common::RecoveryClass::NewAttempt)
         );
         for (p, c) in [&relay.nodes[0], &relay.nodes[2]] {
-            match c.call(Message::DkgAbort(DkgRef { dkg })).await.expect("abort") {
-                Message::DkgAborted(r) => assert_eq!(r.dkg, dkg, "node {p}"),
-                other => panic!("{other:?}"),
-            }
+            assert_eq!(c.request(DkgRef { dkg }).await.expect("abort").dkg, dkg, "node {p}");
         }
         let run = relay.run(2, &Tamper::default()).await;
         assert_eq!(run.keys.len(), 3, "{run:?}");

@@ -37,7 +37,7 @@ fn ping(s: &mut UnixStream, id: u64) {
     s.write_all(&frame::encode(&Frame { request_id: id, message: Message::Ping(Ping { echo: id }) }).expect("encode"))
         .expect("write");
     let reply = read_frame(s).expect("reply");
-    assert_eq!(reply, Frame { request_id: id, message: Message::Pong(Ping { echo: id }) });
+    assert_eq!(reply, Frame { request_id: id, message: Message::Pong(Pong { echo: id }) });
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -62,7 +62,7 @@ fn handshake_health_and_ping_through_the_host_client() {
             .collect();
         for t in tasks {
             let (i, reply) = t.await.expect("join");
-            assert_eq!(reply.expect("pong"), Message::Pong(Ping { echo: i }));
+            assert_eq!(reply.expect("pong"), Message::Pong(Pong { echo: i }));
         }
         assert_eq!(client.ping(99).await.expect("pong"), 99);
     });
@@ -131,7 +131,7 @@ fn requests_the_host_may_not_send_are_refused() {
     let enclave = EnclaveProcess::start(&[]);
     let mut s = raw_connect(&enclave);
     // A reply-kind frame with no outstanding request is dropped (never answered) ...
-    s.write_all(&frame::encode(&Frame { request_id: 30, message: Message::Pong(Ping { echo: 9 }) }).expect("encode"))
+    s.write_all(&frame::encode(&Frame { request_id: 30, message: Message::Pong(Pong { echo: 9 }) }).expect("encode"))
         .expect("write");
     // ... so the next reply the host sees is the answer to its ping.
     ping(&mut s, 31);

@@ -39,7 +39,7 @@ fn metrics_count_signatures_failures_rounds_and_commits() {
         let shares = sign_all(&c, &p).await;
         aggregate(&c, p.attempt, p.mode, &p.package, &shares).await.expect("signed");
         // Health refreshes the enclave's HSM counters.
-        c.call(frostgate_common::protocol::Message::Health).await.expect("health");
+        c.request(frostgate_common::protocol::Health).await.expect("health");
         // A refused request is counted under its code.
         round2(&c, p.attempt, pid(1), p.mode, &p.package).await.expect_err("consumed");
         (key, p)

@@ -7,7 +7,7 @@
 //! sets' artifacts, so each rebuild only re-links).
 
 use frostgate_common::error::ErrorCode;
-use frostgate_common::protocol::{DevDealerKeygen, Message, ServiceState};
+use frostgate_common::protocol::{DevDealerKeygen, ServiceState};
 use frostgate_common::transport::Address;
 use frostgate_host::enclave::EnclaveClient;
 use frostgate_tests::token::TokenDir;
@@ -88,10 +88,7 @@ fn a_production_build_has_no_dev_feature_and_refuses_the_dealer() {
         assert_eq!(health.dev_features.as_inner(), "");
         // Custody is up; the store is simply not loaded yet (no host).
         assert_eq!(health.state, ServiceState::Refusing(ErrorCode::StoreNotLoaded));
-        let reply = client
-            .channel()
-            .call(Message::DevDealerKeygen(DevDealerKeygen { threshold: 2, participants: 3 }), None)
-            .await;
+        let reply = client.channel().request(DevDealerKeygen { threshold: 2, participants: 3 }, None).await;
         assert_eq!(reply.expect_err("refused").code(), ErrorCode::DevFeatureDisabled);
     });
     // The development enclave, same token: it does report its dev features.

@@ -30,10 +30,7 @@ async fn sign_fully(c: &Caller, key: &KeyInfo, signers: &[frostgate_common::ids:
 }
 
 async fn health(c: &Caller) -> HealthReply {
-    match c.call(Message::Health).await.expect("health") {
-        Message::HealthReply(h) => h,
-        other => panic!("{other:?}"),
-    }
+    c.request(Health).await.expect("health")
 }
 
 fn snapshot_db(db: &Path, to: &Path) {
@@ -195,10 +192,7 @@ fn tampering_deletion_reordering_and_rollback_are_detected_at_boot() {
     node.start();
     rt().block_on(async {
         let c = node.caller().await;
-        let key = match c.call(Message::GetKey(KeyRef { key: key_of(&node).await })).await.expect("key") {
-            Message::KeyInfo(k) => k,
-            other => panic!("{other:?}"),
-        };
+        let key = c.request(KeyRef { key: key_of(&node).await }).await.expect("key");
         sign_fully(&c, &key, &[pid(1), pid(3)]).await;
     });
 }
@@ -528,10 +522,7 @@ fn a_deleted_or_forged_anchor_fails_closed() {
     rt().block_on(async {
         let c = node.caller().await;
         assert_eq!(health(&c).await.state, ServiceState::Ready);
-        let key = match c.call(Message::GetKey(KeyRef { key: key_of(&node).await })).await.expect("key") {
-            Message::KeyInfo(k) => k,
-            other => panic!("{other:?}"),
-        };
+        let key = c.request(KeyRef { key: key_of(&node).await }).await.expect("key");
         sign_fully(&c, &key, &[pid(1), pid(3)]).await;
     });
 }
@@ -603,10 +594,7 @@ fn aborted_attempts_leave_no_markers_and_snapshots_stay_bounded() {
             }
             let pkg = package(&commitments, &message);
             round2(&c, attempt, pid(1), TaprootMode::Bip86, &pkg).await.expect("share");
-            match c.call(Message::AbortAttempt(AttemptRef { attempt })).await.expect("abort") {
-                Message::AttemptAborted(_) => {}
-                other => panic!("{other:?}"),
-            }
+            c.request(AttemptRef { attempt }).await.expect("abort");
             if i == 0 {
                 // The consumed seat of an aborted attempt: no share, whatever comes next.
                 assert_eq!(

@@ -6,7 +6,7 @@
 //! Needs root (to create the two test users and start the node); elsewhere it says so and passes
 //! nothing off as tested.
 
-use frostgate_common::protocol::{Message, ServiceState, TaprootMode};
+use frostgate_common::protocol::{Health, ServiceState, TaprootMode};
 use frostgate_host::signer::SignerClient;
 use frostgate_tests::node::Node;
 use frostgate_tests::signing::*;
@@ -125,10 +125,8 @@ fn the_host_user_cannot_read_the_pin_the_token_or_the_enclave_and_the_node_signs
         .expect("api port");
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt").block_on(async {
         let client = SignerClient::connect(pid(1), &format!("127.0.0.1:{port}"), None).await;
-        match client.call(Message::Health, Duration::from_secs(10)).await.expect("health") {
-            Message::HealthReply(h) => assert_eq!(h.state, ServiceState::Ready),
-            other => panic!("{other:?}"),
-        }
+        let h = client.call(Health, Duration::from_secs(10)).await.expect("health");
+        assert_eq!(h.state, ServiceState::Ready);
         let c = Caller::Node(client);
         let key = dealer(&c, 2, 3).await;
         let p = prepare(&c, key.key, &[pid(1), pid(2)], TaprootMode::Bip86).await;

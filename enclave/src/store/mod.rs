@@ -22,7 +22,7 @@ use chain::{Head, Loader, StoreKey};
 use frostgate_common::bounded::SealedRecords;
 use frostgate_common::channel::Channel;
 use frostgate_common::error::{Error, ErrorCode};
-use frostgate_common::protocol::{Message, PersistRecords, SealedRecord, StoreLoad};
+use frostgate_common::protocol::{PersistRecords, SealedRecord, StoreLoad};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -369,15 +369,13 @@ impl SealedStore {
                 SealedRecords::new(chunk).map_err(|e| PersistError::NotWritten(Error::new(ErrorCode::Internal, e)))?;
             // Older records go only in the transaction that makes the snapshot's end durable.
             let compact_before = if index + 1 == count { snapshot_start } else { None };
-            let reply = channel
-                .call(Message::PersistRecords(PersistRecords { records, compact_before }), Some(ACK_TIMEOUT))
-                .await;
+            let reply = channel.request(PersistRecords { records, compact_before }, Some(ACK_TIMEOUT)).await;
             match reply {
-                Ok(Message::PersistAck(ack)) if ack.head_version == last => {}
-                Ok(other) => {
+                Ok(ack) if ack.head_version == last => {}
+                Ok(ack) => {
                     return Err(PersistError::Unknown(Error::new(
                         ErrorCode::UnexpectedMessage,
-                        format!("host answered {} to a commit", other.info().name),
+                        format!("host acknowledged head {} to a commit ending at {last}", ack.head_version),
                     )))
                 }
                 // The host says the transaction did not commit; nothing of this batch is durable

@@ -11,6 +11,7 @@
 pub mod admission;
 pub mod connection;
 pub mod convert;
+pub mod rpc;
 pub mod server;
 pub mod tls;
 

@@ -1,6 +1,7 @@
 //! The gRPC server: each RPC is checked ([`Proto::from_pb`]), admitted for its caller
 //! ([`Admission`]), forwarded to the enclave through [`Host::forward`] like any local request,
-//! and its reply converted back.
+//! and its reply converted back ([`SignerApi::serve`]; one method per RPC, generated in
+//! [`super::rpc`]).
 //!
 //! Invariants: the listener is bound only after its configuration is accepted. Mutual TLS is
 //! required, loopback included; plaintext only with `dev_plaintext = true` and only on loopback
@@ -11,6 +12,7 @@ use super::admission::Admission;
 use super::connection::{self, ApiLimits, CallerId};
 use super::convert::Proto;
 use super::pb;
+use super::rpc::NetworkRequest;
 use super::tls::{self, TlsFiles};
 use super::{status, MAX_MESSAGE_LEN};
 use crate::proxy::Host;
@@ -116,9 +118,9 @@ impl Bound {
     }
 }
 
-/// The `Signer` service of one node.
+/// The `Signer` service of one node (its RPC methods are generated in [`super::rpc`]).
 #[derive(Debug)]
-struct SignerApi {
+pub(crate) struct SignerApi {
     host: Arc<Host>,
     admission: Admission,
 }
@@ -128,211 +130,20 @@ fn caller_of<T>(r: &Request<T>) -> CallerId {
     r.extensions().get::<CallerId>().cloned().unwrap_or_else(|| CallerId("unknown".into()))
 }
 
-fn unexpected(kind: &str) -> Status {
-    status(&Error::new(ErrorCode::UnexpectedMessage, format!("the enclave answered {kind}")))
-}
-
 impl SignerApi {
-    /// Admits one request for its caller and forwards it; an error becomes the status.
-    async fn forward(&self, caller: &CallerId, m: Message) -> Result<Message, Status> {
-        let ticket = self.admission.enter(caller, &m).map_err(|e| status(&e))?;
+    /// One RPC: the request checked ([`Proto::from_pb`]), admitted for its caller, forwarded to
+    /// the enclave, its typed reply converted back; any error becomes the status.
+    pub(crate) async fn serve<Q>(&self, request: Request<Q::Pb>) -> Result<Response<<Q::Reply as Proto>::Pb>, Status>
+    where
+        Q: NetworkRequest,
+        Q::Reply: Proto,
+    {
+        let caller = caller_of(&request);
+        let m: Message = Q::from_pb(request.into_inner()).map_err(|e| status(&e))?.into();
+        let ticket = self.admission.enter(&caller, &m).map_err(|e| status(&e))?;
         let reply = self.host.forward(m).await;
         self.admission.settle(ticket, &reply);
-        match reply {
-            Message::Error(e) => Err(status(&e)),
-            reply => Ok(reply),
-        }
-    }
-
-    /// The common shape: checked request in, one reply kind out.
-    async fn unary<Q: Proto, A: Proto>(
-        &self,
-        request: Request<Q::Pb>,
-        wrap: fn(Q) -> Message,
-        unwrap: fn(Message) -> Option<A>,
-    ) -> Result<Response<A::Pb>, Status> {
-        let caller = caller_of(&request);
-        let m = wrap(Q::from_pb(request.into_inner()).map_err(|e| status(&e))?);
-        let reply = self.forward(&caller, m).await?;
-        let kind = reply.info().name;
-        unwrap(reply).map(|a| Response::new(a.to_pb())).ok_or_else(|| unexpected(kind))
-    }
-}
-
-/// A DKG step's reply or the blame that aborted it.
-fn dkg_outcome<T>(m: Message, ok: fn(Message) -> Option<T>, blame: fn(pb::DkgBlame) -> T) -> Result<T, Status> {
-    let kind = m.info().name;
-    match m {
-        Message::DkgBlame(b) => Ok(blame(b.to_pb())),
-        other => ok(other).ok_or_else(|| unexpected(kind)),
-    }
-}
-
-fn checked<T: Proto>(p: T::Pb) -> Result<T, Status> {
-    T::from_pb(p).map_err(|e| status(&e))
-}
-
-#[tonic::async_trait]
-impl pb::signer_server::Signer for SignerApi {
-    async fn health(&self, r: Request<pb::HealthRequest>) -> Result<Response<pb::HealthReply>, Status> {
-        match self.forward(&caller_of(&r), Message::Health).await? {
-            Message::HealthReply(h) => Ok(Response::new(h.to_pb())),
-            other => Err(unexpected(other.info().name)),
-        }
-    }
-
-    async fn get_key(&self, r: Request<pb::KeyRef>) -> Result<Response<pb::KeyInfo>, Status> {
-        self.unary(r, Message::GetKey, |m| match m {
-            Message::KeyInfo(k) => Some(k),
-            _ => None,
-        })
-        .await
-    }
-
-    async fn get_identity(&self, r: Request<pb::GetIdentityRequest>) -> Result<Response<pb::Identity>, Status> {
-        match self.forward(&caller_of(&r), Message::GetIdentity).await? {
-            Message::Identity(i) => Ok(Response::new(i.to_pb())),
-            other => Err(unexpected(other.info().name)),
-        }
-    }
-
-    async fn open_session(&self, r: Request<pb::OpenSession>) -> Result<Response<pb::SessionOpened>, Status> {
-        self.unary(r, Message::OpenSession, |m| match m {
-            Message::SessionOpened(s) => Some(s),
-            _ => None,
-        })
-        .await
-    }
-
-    async fn open_attempt(&self, r: Request<pb::OpenAttempt>) -> Result<Response<pb::AttemptRef>, Status> {
-        self.unary(r, Message::OpenAttempt, |m| match m {
-            Message::AttemptOpened(a) => Some(a),
-            _ => None,
-        })
-        .await
-    }
-
-    async fn round1(&self, r: Request<pb::SeatRef>) -> Result<Response<pb::Round1Reply>, Status> {
-        self.unary(r, Message::Round1, |m| match m {
-            Message::Round1Reply(a) => Some(a),
-            _ => None,
-        })
-        .await
-    }
-
-    async fn round2(&self, r: Request<pb::Round2>) -> Result<Response<pb::Round2Reply>, Status> {
-        self.unary(r, Message::Round2, |m| match m {
-            Message::Round2Reply(a) => Some(a),
-            _ => None,
-        })
-        .await
-    }
-
-    async fn verify_share(&self, r: Request<pb::VerifyShare>) -> Result<Response<pb::ShareVerdictReply>, Status> {
-        self.unary(r, Message::VerifyShare, |m| match m {
-            Message::ShareVerdict(v) => Some(v),
-            _ => None,
-        })
-        .await
-    }
-
-    async fn aggregate(&self, r: Request<pb::Aggregate>) -> Result<Response<pb::AggregateReply>, Status> {
-        self.unary(r, Message::Aggregate, |m| match m {
-            Message::AggregateReply(a) => Some(a),
-            _ => None,
-        })
-        .await
-    }
-
-    async fn abort_attempt(&self, r: Request<pb::AttemptRef>) -> Result<Response<pb::AttemptAborted>, Status> {
-        self.unary(r, Message::AbortAttempt, |m| match m {
-            Message::AttemptAborted(a) => Some(a),
-            _ => None,
-        })
-        .await
-    }
-
-    async fn close_session(&self, r: Request<pb::SessionRef>) -> Result<Response<pb::SessionRef>, Status> {
-        self.unary(r, Message::CloseSession, |m| match m {
-            Message::SessionClosed(s) => Some(s),
-            _ => None,
-        })
-        .await
-    }
-
-    async fn dkg_start(&self, r: Request<pb::DkgStart>) -> Result<Response<pb::DkgStartReply>, Status> {
-        use pb::dkg_start_reply::Outcome;
-        let caller = caller_of(&r);
-        let reply = self.forward(&caller, Message::DkgStart(checked(r.into_inner())?)).await?;
-        let outcome = dkg_outcome(
-            reply,
-            |m| match m {
-                Message::DkgRound1(p) => Some(Outcome::Round1(p.to_pb())),
-                _ => None,
-            },
-            Outcome::Blame,
-        )?;
-        Ok(Response::new(pb::DkgStartReply { outcome: Some(outcome) }))
-    }
-
-    async fn dkg_round2(&self, r: Request<pb::DkgRound2>) -> Result<Response<pb::DkgRound2Reply>, Status> {
-        use pb::dkg_round2_reply::Outcome;
-        let caller = caller_of(&r);
-        let reply = self.forward(&caller, Message::DkgRound2(checked(r.into_inner())?)).await?;
-        let outcome = dkg_outcome(
-            reply,
-            |m| match m {
-                Message::DkgRound2Reply(e) => Some(Outcome::Envelopes(e.to_pb())),
-                _ => None,
-            },
-            Outcome::Blame,
-        )?;
-        Ok(Response::new(pb::DkgRound2Reply { outcome: Some(outcome) }))
-    }
-
-    async fn dkg_finish(&self, r: Request<pb::DkgFinish>) -> Result<Response<pb::DkgFinishReply>, Status> {
-        use pb::dkg_finish_reply::Outcome;
-        let caller = caller_of(&r);
-        let reply = self.forward(&caller, Message::DkgFinish(checked(r.into_inner())?)).await?;
-        let outcome = dkg_outcome(
-            reply,
-            |m| match m {
-                Message::DkgConfirm(c) => Some(Outcome::Confirmation(c.to_pb())),
-                _ => None,
-            },
-            Outcome::Blame,
-        )?;
-        Ok(Response::new(pb::DkgFinishReply { outcome: Some(outcome) }))
-    }
-
-    async fn dkg_activate(&self, r: Request<pb::DkgActivate>) -> Result<Response<pb::DkgActivateReply>, Status> {
-        use pb::dkg_activate_reply::Outcome;
-        let caller = caller_of(&r);
-        let reply = self.forward(&caller, Message::DkgActivate(checked(r.into_inner())?)).await?;
-        let outcome = dkg_outcome(
-            reply,
-            |m| match m {
-                Message::KeyInfo(k) => Some(Outcome::Key(k.to_pb())),
-                _ => None,
-            },
-            Outcome::Blame,
-        )?;
-        Ok(Response::new(pb::DkgActivateReply { outcome: Some(outcome) }))
-    }
-
-    async fn dkg_abort(&self, r: Request<pb::DkgRef>) -> Result<Response<pb::DkgRef>, Status> {
-        self.unary(r, Message::DkgAbort, |m| match m {
-            Message::DkgAborted(d) => Some(d),
-            _ => None,
-        })
-        .await
-    }
-
-    async fn dev_dealer_keygen(&self, r: Request<pb::DevDealerKeygen>) -> Result<Response<pb::KeyInfo>, Status> {
-        self.unary(r, Message::DevDealerKeygen, |m| match m {
-            Message::KeyInfo(k) => Some(k),
-            _ => None,
-        })
-        .await
+        let reply = reply_of::<Q>(reply).map_err(|e| status(&e))?;
+        Ok(Response::new(reply.to_pb()))
     }
 }

@@ -6,7 +6,7 @@ use super::dev;
 use super::out;
 use clap::Args;
 use frostgate_common::error::{Error, ErrorCode};
-use frostgate_common::protocol::{Message, TaprootMode};
+use frostgate_common::protocol::{Health, TaprootMode};
 use frostgate_host::coordinator::{self, Settings, SignRequest};
 use frostgate_host::dkg_relay;
 use frostgate_host::signer::SignerClient;
@@ -52,7 +52,7 @@ async fn store_counters(nodes: &[Arc<SignerClient>]) -> (u64, u64) {
     let mut commits = 0;
     let mut records = 0;
     for n in nodes {
-        if let Ok(Message::HealthReply(h)) = n.call(Message::Health, Duration::from_secs(5)).await {
+        if let Ok(h) = n.call(Health, Duration::from_secs(5)).await {
             commits += h.store_commits;
             records += h.store_records;
         }

@@ -6,7 +6,7 @@ use bitcoin::secp256k1::XOnlyPublicKey;
 use clap::{Args, ValueEnum};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::KeyId;
-use frostgate_common::protocol::{Bip340Signature, KeyInfo, Message, ServiceState, TaprootMode};
+use frostgate_common::protocol::{Bip340Signature, Health, KeyInfo, ServiceState, TaprootMode};
 use frostgate_host::cluster::Cluster;
 use frostgate_host::coordinator::{self, Settings, SignRequest};
 use frostgate_host::dkg_relay;
@@ -271,9 +271,8 @@ pub async fn status(a: StatusArgs) -> Result<(), Error> {
     let clients = dkg_relay::connect_all(&cluster).await;
     let mut rows = Vec::new();
     for (n, entry) in clients.iter().zip(&cluster.nodes) {
-        let row = match n.call(Message::Health, Duration::from_secs(5)).await {
-            Ok(Message::HealthReply(h)) => health_row(n.id().get(), "host", &h),
-            Ok(other) => serde_json::json!({"node": n.id().get(), "state": "error", "code": other.info().name}),
+        let row = match n.call(Health, Duration::from_secs(5)).await {
+            Ok(h) => health_row(n.id().get(), "host", &h),
             // The host is down: its enclave may still run and know why (e.g. the host's store
             // failed verification and the enclave refuses with store_rollback_detected).
             Err(host_err) => {

@@ -1,271 +1,81 @@
-//! The boundary message set: every message that may cross the host/enclave channel.
-//!
-//! Invariants: one enum, [`Message`]; each request sits beside its reply; variants are only
-//! appended (the wire carries the variant index as the message kind); no variant carries a
-//! secret. [`KINDS`] describes each kind's role and direction, and the checked-in boundary
-//! manifest (`common/BOUNDARY.md`) pins all of it.
+//! The payloads of the boundary messages. Each type is the payload of exactly one message kind
+//! (so a reply type names its message), and none carries a secret.
 
+use super::Message;
 use crate::bounded::{
     CommitmentBytes, DkgCiphertext, DkgConfirmations, DkgEnvelopes, DkgPackageBytes, DkgParticipants,
     DkgRound1Packages, IdentityKeyBytes, Label, PublicKeyPackageBytes, RecordBody, SealedRecords, SignatureShareBytes,
     SignerShares, Signers, SigningPackageBytes,
 };
-use crate::error::{Error, ErrorCode};
+use crate::error::ErrorCode;
 use crate::ids::{AttemptId, DkgId, KeyId, ParticipantId, SessionId};
 use serde::{Deserialize, Serialize};
 
-/// The protocol version this build speaks. A frame with any other version is rejected.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Asks for the enclave's health (no fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health;
 
-/// Whether a message opens an exchange or answers one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Opens an exchange; the receiver answers with a reply carrying the same request id.
-    Request,
-    /// Answers the request with the same request id. Never answered itself.
-    Reply,
+/// Asks for the enclave's identity public key (no fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetIdentity;
+
+/// The echo of a [`Ping`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pong {
+    /// The ping's value.
+    pub echo: u64,
 }
 
-/// Which side may send a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Only the host sends it.
-    HostToEnclave,
-    /// Only the enclave sends it.
-    EnclaveToHost,
-    /// Either side.
-    Both,
+/// Reply to [`super::OpenAttempt`]: the attempt is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptOpened {
+    /// The attempt id.
+    pub attempt: AttemptId,
 }
 
-/// One side of the channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// The host process.
-    Host,
-    /// The enclave process.
-    Enclave,
+/// Reply to a DKG abort: the DKG is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DkgAborted {
+    /// The DKG id.
+    pub dkg: DkgId,
 }
 
-impl Direction {
-    /// Whether `sender` may send a message with this direction.
-    pub fn allows_sender(self, sender: Side) -> bool {
-        matches!(
-            (self, sender),
-            (Direction::Both, _) | (Direction::HostToEnclave, Side::Host) | (Direction::EnclaveToHost, Side::Enclave)
-        )
-    }
+/// Reply to a session close: the session is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionClosed {
+    /// The session id.
+    pub session: SessionId,
 }
 
-/// Static description of one message kind, indexed by the kind number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KindInfo {
-    /// The variant name.
-    pub name: &'static str,
-    /// Request or reply.
-    pub role: Role,
-    /// Who may send it.
-    pub direction: Direction,
+/// The reply of a DKG step: its result, or the blame that aborted the DKG.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DkgOutcome<T> {
+    /// The step's result.
+    Done(T),
+    /// A participant was named as the cause of the abort.
+    Blame(DkgBlame),
 }
 
-/// Every message crossing the channel. Append only.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Message {
-    /// Reply to any request that failed, or to a frame that could not be read (request id 0
-    /// when the frame's id could not be read).
-    Error(Error),
-    /// Host -> enclave: opens the conversation and states the host's protocol version.
-    Hello(Hello),
-    /// Enclave -> host: the enclave's protocol version and build.
-    HelloReply(HelloReply),
-    /// Host -> enclave: is the enclave able to serve?
-    Health,
-    /// Enclave -> host: whether it serves, or the code of the error that makes it refuse.
-    HealthReply(HealthReply),
-    /// Either side: liveness of the reverse path; the receiver echoes the value.
-    Ping(Ping),
-    /// Reply to [`Message::Ping`] with the same value.
-    Pong(Ping),
-    /// Host -> enclave: bind a session id, once and for good, to a key, a 32-byte message and
-    /// a Taproot mode. Repeating the identical binding is accepted.
-    OpenSession(OpenSession),
-    /// Enclave -> host: the session is bound; the signature will verify under `output_key`.
-    SessionOpened(SessionOpened),
-    /// Host -> enclave: bind an attempt id to a session and an exact signer set.
-    OpenAttempt(OpenAttempt),
-    /// Enclave -> host: the attempt is open.
-    AttemptOpened(AttemptRef),
-    /// Host -> enclave: round-1 commitments for one seat in one attempt (same answer until the
-    /// nonce is consumed).
-    Round1(SeatRef),
-    /// Enclave -> host: the seat's public commitments.
-    Round1Reply(Round1Reply),
-    /// Host -> enclave: sign the package with the seat's nonce (at most once per attempt and seat).
-    Round2(Round2),
-    /// Enclave -> host: the seat's signature share.
-    Round2Reply(Round2Reply),
-    /// Host -> enclave: check one signer's share as it arrives.
-    VerifyShare(VerifyShare),
-    /// Enclave -> host: valid, invalid or indeterminate.
-    ShareVerdict(ShareVerdict),
-    /// Host -> enclave: aggregate the attempt's shares into the BIP340 signature.
-    Aggregate(Aggregate),
-    /// Enclave -> host: the signature, or the candidate culprits if shares were invalid.
-    AggregateReply(AggregateOutcome),
-    /// Host -> enclave: abandon an attempt and wipe its live nonces.
-    AbortAttempt(AttemptRef),
-    /// Enclave -> host: the attempt is gone.
-    AttemptAborted(AttemptAborted),
-    /// Host -> enclave, development builds only: create a key with a trusted dealer, every seat
-    /// held by this enclave (shares sealed like any other). Refused otherwise.
-    DevDealerKeygen(DevDealerKeygen),
-    /// Enclave -> host: a key's public description.
-    KeyInfo(KeyInfo),
-    /// Host -> enclave: describe a key this enclave holds.
-    GetKey(KeyRef),
-    /// Enclave -> host: commit these sealed records durably in one transaction, then acknowledge.
-    PersistRecords(PersistRecords),
-    /// Host -> enclave: the records are durable; the store's head version.
-    PersistAck(PersistAck),
-    /// Host -> enclave: one chunk of the host's store, in chain order (the first chunk of a load
-    /// has `first`; the last has `last`).
-    StoreLoad(StoreLoad),
-    /// Enclave -> host: progress or the verdict of a load.
-    StoreStatus(StoreStatus),
-    /// Host -> enclave: the enclave's identity public key.
-    GetIdentity,
-    /// Enclave -> host: the identity public key.
-    Identity(IdentityKeyBytes),
-    /// Host -> enclave: start a DKG (round 1) as one participant of a pinned group.
-    DkgStart(DkgStart),
-    /// Enclave -> host: this participant's round-1 package.
-    DkgRound1(DkgRound1Package),
-    /// Host -> enclave: everyone else's round-1 packages; answer with encrypted round-2 packages.
-    DkgRound2(DkgRound2),
-    /// Enclave -> host: round-2 packages, each encrypted to its recipient's identity key.
-    DkgRound2Reply(DkgEnvelopes),
-    /// Host -> enclave: the round-2 packages addressed to this participant; answer with a signed
-    /// confirmation of the transcript.
-    DkgFinish(DkgFinish),
-    /// Enclave -> host: this participant's transcript confirmation.
-    DkgConfirm(DkgConfirmation),
-    /// Host -> enclave: every participant's confirmation; activate the key if all agree.
-    DkgActivate(DkgActivate),
-    /// Enclave -> host: a participant was identified as the cause of an abort.
-    DkgBlame(DkgBlame),
-    /// Host -> enclave: abandon a DKG (its secrets are wiped).
-    DkgAbort(DkgRef),
-    /// Enclave -> host: the DKG is gone.
-    DkgAborted(DkgRef),
-    /// Host -> enclave: the session is finished (its signature exists or it is abandoned):
-    /// remove it with its attempts, nonces and markers. Idempotent.
-    CloseSession(SessionRef),
-    /// Enclave -> host: the session is gone.
-    SessionClosed(SessionRef),
-}
-
-/// Role and direction of every kind, in wire (variant index) order.
-pub const KINDS: &[KindInfo] = &[
-    KindInfo { name: "Error", role: Role::Reply, direction: Direction::Both },
-    KindInfo { name: "Hello", role: Role::Request, direction: Direction::HostToEnclave },
-    KindInfo { name: "HelloReply", role: Role::Reply, direction: Direction::EnclaveToHost },
-    KindInfo { name: "Health", role: Role::Request, direction: Direction::HostToEnclave },
-    KindInfo { name: "HealthReply", role: Role::Reply, direction: Direction::EnclaveToHost },
-    KindInfo { name: "Ping", role: Role::Request, direction: Direction::Both },
-    KindInfo { name: "Pong", role: Role::Reply, direction: Direction::Both },
-    KindInfo { name: "OpenSession", role: Role::Request, direction: Direction::HostToEnclave },
-    KindInfo { name: "SessionOpened", role: Role::Reply, direction: Direction::EnclaveToHost },
-    KindInfo { name: "OpenAttempt", role: Role::Request, direction: Direction::HostToEnclave },
-    KindInfo { name: "AttemptOpened", role: Role::Reply, direction: Direction::EnclaveToHost },
-    KindInfo { name: "Round1", role: Role::Request, direction: Direction::HostToEnclave },
-    KindInfo { name: "Round1Reply", role: Role::Reply, direction: Direction::EnclaveToHost },
-    KindInfo { name: "Round2", role: Role::Request, direction: Direction::HostToEnclave },
-    KindInfo { name: "Round2Reply", role: Role::Reply, direction: Direction::EnclaveToHost },
-    KindInfo { name: "VerifyShare", role: Role::Request, direction: Direction::HostToEnclave },
-    KindInfo { name: "ShareVerdict", role: Role::Reply, direction: Direction::EnclaveToHost },
-    KindInfo { name: "Aggregate", role: Role::Request, direction: Direction::HostToEnclave },
-    KindInfo { name: "AggregateReply", role: Role::Reply, direction: Direction::EnclaveToHost },
-    KindInfo { name: "AbortAttempt", role: Role::Request, direction: Direction::HostToEnclave },
-    KindInfo { name: "AttemptAborted", role: Role::Reply, direction: Direction::EnclaveToHost },
-    KindInfo { name: "DevDealerKeygen", role: Role::Request, direction: Direction::HostToEnclave },
-    KindInfo { name: "KeyInfo", role: Role::Reply, direction: Direction::EnclaveToHost },
-    KindInfo { name: "GetKey", role: Role::Request, direction: Direction::HostToEnclave },
-    KindInfo { name: "PersistRecords", role: Role::Request, direction: Direction::EnclaveToHost },
-    KindInfo { name: "PersistAck", role: Role::Reply, direction: Direction::HostToEnclave },
-    KindInfo { name: "StoreLoad", role: Role::Request, direction: Direction::HostToEnclave },
-    KindInfo { name: "StoreStatus", role: Role::Reply, direction: Direction::EnclaveToHost },
-    KindInfo { name: "GetIdentity", role: Role::Request, direction: Direction::HostToEnclave },
-    KindInfo { name: "Identity", role: Role::Reply, direction: Direction::EnclaveToHost },
-    KindInfo { name: "DkgStart", role: Role::Request, direction: Direction::HostToEnclave },
-    KindInfo { name: "DkgRound1", role: Role::Reply, direction: Direction::EnclaveToHost },
-    KindInfo { name: "DkgRound2", role: Role::Request, direction: Direction::HostToEnclave },
-    KindInfo { name: "DkgRound2Reply", role: Role::Reply, direction: Direction::EnclaveToHost },
-    KindInfo { name: "DkgFinish", role: Role::Request, direction: Direction::HostToEnclave },
-    KindInfo { name: "DkgConfirm", role: Role::Reply, direction: Direction::EnclaveToHost },
-    KindInfo { name: "DkgActivate", role: Role::Request, direction: Direction::HostToEnclave },
-    KindInfo { name: "DkgBlame", role: Role::Reply, direction: Direction::EnclaveToHost },
-    KindInfo { name: "DkgAbort", role: Role::Request, direction: Direction::HostToEnclave },
-    KindInfo { name: "DkgAborted", role: Role::Reply, direction: Direction::EnclaveToHost },
-    KindInfo { name: "CloseSession", role: Role::Request, direction: Direction::HostToEnclave },
-    KindInfo { name: "SessionClosed", role: Role::Reply, direction: Direction::EnclaveToHost },
-];
-
-impl Message {
-    /// The kind number (variant index) as it travels on the wire.
-    pub fn kind(&self) -> usize {
-        match self {
-            Message::Error(_) => 0,
-            Message::Hello(_) => 1,
-            Message::HelloReply(_) => 2,
-            Message::Health => 3,
-            Message::HealthReply(_) => 4,
-            Message::Ping(_) => 5,
-            Message::Pong(_) => 6,
-            Message::OpenSession(_) => 7,
-            Message::SessionOpened(_) => 8,
-            Message::OpenAttempt(_) => 9,
-            Message::AttemptOpened(_) => 10,
-            Message::Round1(_) => 11,
-            Message::Round1Reply(_) => 12,
-            Message::Round2(_) => 13,
-            Message::Round2Reply(_) => 14,
-            Message::VerifyShare(_) => 15,
-            Message::ShareVerdict(_) => 16,
-            Message::Aggregate(_) => 17,
-            Message::AggregateReply(_) => 18,
-            Message::AbortAttempt(_) => 19,
-            Message::AttemptAborted(_) => 20,
-            Message::DevDealerKeygen(_) => 21,
-            Message::KeyInfo(_) => 22,
-            Message::GetKey(_) => 23,
-            Message::PersistRecords(_) => 24,
-            Message::PersistAck(_) => 25,
-            Message::StoreLoad(_) => 26,
-            Message::StoreStatus(_) => 27,
-            Message::GetIdentity => 28,
-            Message::Identity(_) => 29,
-            Message::DkgStart(_) => 30,
-            Message::DkgRound1(_) => 31,
-            Message::DkgRound2(_) => 32,
-            Message::DkgRound2Reply(_) => 33,
-            Message::DkgFinish(_) => 34,
-            Message::DkgConfirm(_) => 35,
-            Message::DkgActivate(_) => 36,
-            Message::DkgBlame(_) => 37,
-            Message::DkgAbort(_) => 38,
-            Message::DkgAborted(_) => 39,
-            Message::CloseSession(_) => 40,
-            Message::SessionClosed(_) => 41,
+impl<T: Into<Message>> From<DkgOutcome<T>> for Message {
+    fn from(o: DkgOutcome<T>) -> Message {
+        match o {
+            DkgOutcome::Done(t) => t.into(),
+            DkgOutcome::Blame(b) => Message::DkgBlame(b),
         }
     }
+}
 
-    /// Static description of this message's kind.
-    pub fn info(&self) -> &'static KindInfo {
-        &KINDS[self.kind()]
+impl<T: super::FromMessage> super::FromMessage for DkgOutcome<T> {
+    fn from_message(m: Message) -> Result<Self, Box<Message>> {
+        match m {
+            Message::DkgBlame(b) => Ok(DkgOutcome::Blame(b)),
+            other => T::from_message(other).map(DkgOutcome::Done),
+        }
     }
-
-    /// Builds the error reply.
-    pub fn error(code: ErrorCode, message: impl std::fmt::Display) -> Message {
-        Message::Error(Error::new(code, message))
+    fn names() -> Vec<&'static str> {
+        let mut names = T::names();
+        names.push("DkgBlame");
+        names
     }
 }
 

@@ -1,0 +1,156 @@
+//! The boundary table: every message that may cross the host/enclave channel, one row each.
+//!
+//! This is the single place the message set is written. Everything else is generated from it:
+//! the [`Message`](super::Message) enum and [`KINDS`](super::KINDS) (by `define_boundary!` in
+//! this crate), typed request/reply pairs ([`Request`](super::Request)), the serving traits and
+//! their dispatch ([`EnclaveApi`](super::EnclaveApi), [`HostApi`](super::HostApi)),
+//! `common/BOUNDARY.md`, and the host's gRPC server and client glue.
+//!
+//! A row: `kind Name(Payload) { request|reply, from: Host|Enclave|Both [, exposure: Channel|Network,
+//! ready: Any|Custody|Ready|DevBuild, serve: method, reply: ReplyType] }`.
+//! - `kind` is the wire index (the variant index of `Message`): rows are only appended, never
+//!   reordered or removed (`tests/frames.rs` freezes the bytes).
+//! - `from` is who may send it; a request is served by the other side (`Both`: by either).
+//! - `exposure`: `Channel` (host and enclave only) or `Network` (also an RPC of the gRPC API,
+//!   `host/proto/frostgate/v1/signer.proto`, named like the row).
+//! - `ready`: what the enclave must be before it serves the request (`Any`; `Custody`: an HSM
+//!   is configured; `Ready`: custody and a verified store; `DevBuild`: a development build, then
+//!   `Ready`).
+//! - `serve`: the method of the serving trait; `reply`: its reply type (the payload of the reply
+//!   row, or [`DkgOutcome`](super::DkgOutcome) of it for DKG steps, which may end in a blame).
+//!
+//! Invariant: no payload carries a secret (`tests/hygiene.rs` checks every reachable name).
+
+/// Passes the boundary table to `$callback!`. Payload types are resolved where the callback
+/// expands, so it needs `frostgate_common::protocol::*` in scope.
+#[macro_export]
+macro_rules! boundary_table {
+    ($callback:ident) => {
+        $callback! {
+            /// Reply to any request that failed, or to a frame that could not be read (request id 0
+            /// when the frame's id could not be read).
+            0 Error(Error) { reply, from: Both }
+            /// Host -> enclave: opens the conversation and states the host's protocol version.
+            1 Hello(Hello) { request, from: Host, exposure: Channel, ready: Any, serve: hello, reply: HelloReply }
+            /// Enclave -> host: the enclave's protocol version and build.
+            2 HelloReply(HelloReply) { reply, from: Enclave }
+            /// Host -> enclave: is the enclave able to serve?
+            3 Health(Health) { request, from: Host, exposure: Network, ready: Any, serve: health, reply: HealthReply }
+            /// Enclave -> host: whether it serves, or the code of the error that makes it refuse.
+            4 HealthReply(HealthReply) { reply, from: Enclave }
+            /// Either side: liveness of the reverse path; the receiver echoes the value.
+            5 Ping(Ping) { request, from: Both, exposure: Channel, ready: Any, serve: ping, reply: Pong }
+            /// Reply to a ping with the same value.
+            6 Pong(Pong) { reply, from: Both }
+            /// Host -> enclave: bind a session id, once and for good, to a key, a 32-byte message
+            /// and a Taproot mode. Repeating the identical binding is accepted.
+            7 OpenSession(OpenSession) {
+                request, from: Host, exposure: Network, ready: Ready, serve: open_session, reply: SessionOpened
+            }
+            /// Enclave -> host: the session is bound; the signature will verify under `output_key`.
+            8 SessionOpened(SessionOpened) { reply, from: Enclave }
+            /// Host -> enclave: bind an attempt id to a session and an exact signer set.
+            9 OpenAttempt(OpenAttempt) {
+                request, from: Host, exposure: Network, ready: Ready, serve: open_attempt, reply: AttemptOpened
+            }
+            /// Enclave -> host: the attempt is open.
+            10 AttemptOpened(AttemptOpened) { reply, from: Enclave }
+            /// Host -> enclave: round-1 commitments for one seat in one attempt (same answer until
+            /// the nonce is consumed).
+            11 Round1(SeatRef) { request, from: Host, exposure: Network, ready: Ready, serve: round1, reply: Round1Reply }
+            /// Enclave -> host: the seat's public commitments.
+            12 Round1Reply(Round1Reply) { reply, from: Enclave }
+            /// Host -> enclave: sign the package with the seat's nonce (at most once per attempt
+            /// and seat).
+            13 Round2(Round2) { request, from: Host, exposure: Network, ready: Ready, serve: round2, reply: Round2Reply }
+            /// Enclave -> host: the seat's signature share.
+            14 Round2Reply(Round2Reply) { reply, from: Enclave }
+            /// Host -> enclave: check one signer's share as it arrives.
+            15 VerifyShare(VerifyShare) {
+                request, from: Host, exposure: Network, ready: Ready, serve: verify_share, reply: ShareVerdict
+            }
+            /// Enclave -> host: valid, invalid or indeterminate.
+            16 ShareVerdict(ShareVerdict) { reply, from: Enclave }
+            /// Host -> enclave: aggregate the attempt's shares into the BIP340 signature.
+            17 Aggregate(Aggregate) {
+                request, from: Host, exposure: Network, ready: Ready, serve: aggregate, reply: AggregateOutcome
+            }
+            /// Enclave -> host: the signature, or the candidate culprits if shares were invalid.
+            18 AggregateReply(AggregateOutcome) { reply, from: Enclave }
+            /// Host -> enclave: abandon an attempt and wipe its live nonces.
+            19 AbortAttempt(AttemptRef) {
+                request, from: Host, exposure: Network, ready: Ready, serve: abort_attempt, reply: AttemptAborted
+            }
+            /// Enclave -> host: the attempt is gone.
+            20 AttemptAborted(AttemptAborted) { reply, from: Enclave }
+            /// Host -> enclave, development builds only: create a key with a trusted dealer, every
+            /// seat held by this enclave (shares sealed like any other). Refused otherwise.
+            21 DevDealerKeygen(DevDealerKeygen) {
+                request, from: Host, exposure: Network, ready: DevBuild, serve: dev_dealer_keygen, reply: KeyInfo
+            }
+            /// Enclave -> host: a key's public description.
+            22 KeyInfo(KeyInfo) { reply, from: Enclave }
+            /// Host -> enclave: describe a key this enclave holds.
+            23 GetKey(KeyRef) { request, from: Host, exposure: Network, ready: Ready, serve: get_key, reply: KeyInfo }
+            /// Enclave -> host: commit these sealed records durably in one transaction, then
+            /// acknowledge.
+            24 PersistRecords(PersistRecords) {
+                request, from: Enclave, exposure: Channel, ready: Any, serve: persist_records, reply: PersistAck
+            }
+            /// Host -> enclave: the records are durable; the store's head version.
+            25 PersistAck(PersistAck) { reply, from: Host }
+            /// Host -> enclave: one chunk of the host's store, in chain order (the first chunk of
+            /// a load has `first`; the last has `last`).
+            26 StoreLoad(StoreLoad) {
+                request, from: Host, exposure: Channel, ready: Custody, serve: store_load, reply: StoreStatus
+            }
+            /// Enclave -> host: progress or the verdict of a load.
+            27 StoreStatus(StoreStatus) { reply, from: Enclave }
+            /// Host -> enclave: the enclave's identity public key.
+            28 GetIdentity(GetIdentity) {
+                request, from: Host, exposure: Network, ready: Ready, serve: get_identity, reply: IdentityKeyBytes
+            }
+            /// Enclave -> host: the identity public key.
+            29 Identity(IdentityKeyBytes) { reply, from: Enclave }
+            /// Host -> enclave: start a DKG (round 1) as one participant of a pinned group.
+            30 DkgStart(DkgStart) {
+                request, from: Host, exposure: Network, ready: Ready, serve: dkg_start,
+                reply: DkgOutcome<DkgRound1Package>
+            }
+            /// Enclave -> host: this participant's round-1 package.
+            31 DkgRound1(DkgRound1Package) { reply, from: Enclave }
+            /// Host -> enclave: everyone else's round-1 packages; answer with encrypted round-2
+            /// packages.
+            32 DkgRound2(DkgRound2) {
+                request, from: Host, exposure: Network, ready: Ready, serve: dkg_round2, reply: DkgOutcome<DkgEnvelopes>
+            }
+            /// Enclave -> host: round-2 packages, each encrypted to its recipient's identity key.
+            33 DkgRound2Reply(DkgEnvelopes) { reply, from: Enclave }
+            /// Host -> enclave: the round-2 packages addressed to this participant; answer with a
+            /// signed confirmation of the transcript.
+            34 DkgFinish(DkgFinish) {
+                request, from: Host, exposure: Network, ready: Ready, serve: dkg_finish,
+                reply: DkgOutcome<DkgConfirmation>
+            }
+            /// Enclave -> host: this participant's transcript confirmation.
+            35 DkgConfirm(DkgConfirmation) { reply, from: Enclave }
+            /// Host -> enclave: every participant's confirmation; activate the key if all agree.
+            36 DkgActivate(DkgActivate) {
+                request, from: Host, exposure: Network, ready: Ready, serve: dkg_activate, reply: DkgOutcome<KeyInfo>
+            }
+            /// Enclave -> host: a participant was identified as the cause of an abort.
+            37 DkgBlame(DkgBlame) { reply, from: Enclave }
+            /// Host -> enclave: abandon a DKG (its secrets are wiped).
+            38 DkgAbort(DkgRef) { request, from: Host, exposure: Network, ready: Ready, serve: dkg_abort, reply: DkgAborted }
+            /// Enclave -> host: the DKG is gone.
+            39 DkgAborted(DkgAborted) { reply, from: Enclave }
+            /// Host -> enclave: the session is finished (its signature exists or it is abandoned):
+            /// remove it with its attempts, nonces and markers. Idempotent.
+            40 CloseSession(SessionRef) {
+                request, from: Host, exposure: Network, ready: Ready, serve: close_session, reply: SessionClosed
+            }
+            /// Enclave -> host: the session is gone.
+            41 SessionClosed(SessionClosed) { reply, from: Enclave }
+        }
+    };
+}

@@ -1,0 +1,107 @@
+//! The gRPC glue, generated from the boundary table: for every `Network` row, the server's RPC
+//! method (check, admit, forward, convert back: [`SignerApi::serve`]) and the client's call
+//! ([`NetworkRequest::send`]).
+//!
+//! Invariant: the set of RPCs is the set of `Network` rows. A row without its RPC in
+//! `signer.proto` (or an RPC without its row) does not compile, and `tests/proto.rs` checks the
+//! request and reply message of every RPC against the row's types.
+
+use super::convert::Proto;
+use super::pb;
+use super::server::SignerApi;
+use frostgate_common::protocol::*;
+use std::future::Future;
+use tonic::transport::Channel;
+use tonic::{Request as GrpcRequest, Response, Status};
+
+/// The generated gRPC client.
+pub type Client = pb::signer_client::SignerClient<Channel>;
+
+/// A boundary request that is also an RPC of the network API.
+pub trait NetworkRequest: Request + Proto {
+    /// The RPC's name in `signer.proto`.
+    const RPC: &'static str;
+    /// Calls the RPC.
+    fn send(
+        client: Client,
+        request: Self::Pb,
+    ) -> impl Future<Output = Result<Response<<Self::Reply as Proto>::Pb>, Status>> + Send
+    where
+        Self::Reply: Proto;
+}
+
+/// One `Network` row as `tests/proto.rs` compares it with `signer.proto`.
+#[derive(Debug, Clone, Copy)]
+pub struct RpcRow {
+    /// The RPC (the row's name).
+    pub rpc: &'static str,
+    /// The generated request message's Rust type name.
+    pub request_pb: &'static str,
+    /// The generated reply message's Rust type name.
+    pub reply_pb: &'static str,
+}
+
+macro_rules! grpc_glue {
+    (@rows [$($acc:tt)*]) => {
+        grpc_glue!(@emit $($acc)*);
+    };
+    (@rows [$($acc:tt)*]
+        $(#[doc = $doc:literal])*
+        $kind:literal $name:ident ($payload:ty) {
+            request, from: $from:ident, exposure: Network, ready: $ready:ident, serve: $method:ident, reply: $reply:ty
+        }
+        $($rest:tt)*
+    ) => {
+        grpc_glue!(@rows [$($acc)* ($name, $method, $payload, $reply)] $($rest)*);
+    };
+    (@rows [$($acc:tt)*]
+        $(#[doc = $doc:literal])*
+        $kind:literal $name:ident ($payload:ty) { $($spec:tt)* }
+        $($rest:tt)*
+    ) => {
+        grpc_glue!(@rows [$($acc)*] $($rest)*);
+    };
+    (@emit $(($name:ident, $method:ident, $payload:ty, $reply:ty))*) => {
+        #[tonic::async_trait]
+        impl pb::signer_server::Signer for SignerApi {
+            $(
+                async fn $method(
+                    &self,
+                    request: GrpcRequest<<$payload as Proto>::Pb>,
+                ) -> Result<Response<<$reply as Proto>::Pb>, Status> {
+                    self.serve::<$payload>(request).await
+                }
+            )*
+        }
+
+        $(
+            impl NetworkRequest for $payload {
+                const RPC: &'static str = stringify!($name);
+                async fn send(
+                    mut client: Client,
+                    request: <$payload as Proto>::Pb,
+                ) -> Result<Response<<$reply as Proto>::Pb>, Status> {
+                    client.$method(request).await
+                }
+            }
+        )*
+
+        /// Every RPC of the network API, from the table.
+        pub fn rpcs() -> Vec<RpcRow> {
+            vec![
+                $(
+                    RpcRow {
+                        rpc: stringify!($name),
+                        request_pb: std::any::type_name::<<$payload as Proto>::Pb>(),
+                        reply_pb: std::any::type_name::<<$reply as Proto>::Pb>(),
+                    },
+                )*
+            ]
+        }
+    };
+    ($($rows:tt)*) => {
+        grpc_glue!(@rows [] $($rows)*);
+    };
+}
+
+frostgate_common::boundary_table!(grpc_glue);
