@@ -127,7 +127,7 @@ fn main() -> ExitCode {
             tracing::error!(code = %e.code(), recovery = %e.recovery_class(), "{}", e.message());
             let _ =
                 writeln!(std::io::stderr(), "error: {} (recovery: {}): {}", e.code(), e.recovery_class(), e.message());
-            ExitCode::from(if e.code() == ErrorCode::ConfigInvalid { 2 } else { 1 })
+            ExitCode::from(frostgate_common::exit::status_for(&e))
         }
     }
 }

@@ -1,16 +1,20 @@
-//! The frostgate host: everything outside the enclave. It reaches the enclave only through
-//! [`enclave::EnclaveClient`], which speaks the boundary protocol and nothing else.
+//! The frostgate host: everything outside the enclave, in three parts and a CLI.
+//!
+//! - [`node`]: the node daemon next to one enclave (enclave client, sealed host store, metrics);
+//!   it reaches the enclave only through [`node::enclave::EnclaveClient`], which speaks the
+//!   boundary protocol and nothing else.
+//! - [`coordinator`]: ROAST signing and DKG relaying over many nodes (cluster file, clients).
+//! - [`api`]: the gRPC contract shared by both (proto, conversions, TLS, server and client glue
+//!   generated from the boundary table).
+//! - [`supervisor`]: the one way to start a child process and wait for its `READY` line (node,
+//!   dev cluster, tests).
+//!
+//! The binary's CLI (`src/cli/`) is a thin layer over these.
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod cluster;
 pub mod coordinator;
-pub mod dkg_relay;
-pub mod enclave;
-pub mod metrics;
-pub mod proxy;
-pub mod signer;
-pub mod store;
+pub mod node;
 pub mod supervisor;
 
 /// Random bytes from the OS (ids for sessions, attempts, DKGs).

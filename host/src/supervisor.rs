@@ -33,35 +33,52 @@ pub struct ChildSpec {
     pub args: Vec<String>,
 }
 
+/// Starts `cmd` (stdin closed, stdout piped: the rest of `cmd`'s setup is the caller's) and waits
+/// at most `timeout` for its first stdout line. Ready when that line is `READY` or starts with
+/// `READY `: returns the child and the line. Otherwise the child is killed and reaped, and the
+/// error says what it printed (nothing, when it exited or stalled).
+///
+/// The one readiness protocol of every frostgate daemon, used by the node's children, the dev
+/// cluster and the tests.
+pub fn spawn_ready(cmd: &mut Command, timeout: Duration) -> Result<(Child, String), String> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting {:?}: {e}", cmd.get_program()))?;
+    let Some(stdout) = child.stdout.take() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err("stdout not captured".into());
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(timeout).unwrap_or_default();
+    let line = line.trim().to_string();
+    if line == "READY" || line.starts_with("READY ") {
+        return Ok((child, line));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Err(if line.is_empty() {
+        format!("exited or stalled within {timeout:?} before it was ready")
+    } else {
+        format!("printed {line:?} instead of READY")
+    })
+}
+
 impl ChildSpec {
     /// Starts the child and waits (bounded) for its `READY` line on stdout; its stderr is ours.
     pub fn start(&self) -> Result<ChildProcess, Error> {
-        let unavailable = |what: String| Error::new(ErrorCode::EnclaveUnavailable, format!("{}: {what}", self.name));
-        let mut child = Command::new(&self.bin)
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| unavailable(format!("starting {}: {e}", self.bin.display())))?;
-        let stdout = child.stdout.take().ok_or_else(|| Error::new(ErrorCode::Internal, "child stdout not captured"))?;
-        let mut guard = ChildProcess { child, ready: String::new() };
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(line) if line.starts_with("READY ") || line.trim() == "READY" => {
-                guard.ready = line.trim().to_string();
-                Ok(guard)
-            }
-            _ => {
-                drop(guard);
-                Err(unavailable("exited or stalled before it was ready".into()))
-            }
-        }
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(&self.args).stderr(Stdio::inherit());
+        let (child, ready) = spawn_ready(&mut cmd, READY_TIMEOUT)
+            .map_err(|why| Error::new(ErrorCode::EnclaveUnavailable, format!("{}: {why}", self.name)))?;
+        Ok(ChildProcess { child, ready })
     }
 }
 

@@ -12,7 +12,7 @@ use frostgate_enclave::rounds::{Engine, Limits};
 use frostgate_enclave::sealing::{seal, unseal, SealContext, SealedKind};
 use frostgate_enclave::service::Service;
 use frostgate_enclave::store::chain::{Head, StoreKey};
-use frostgate_host::store::HostStore;
+use frostgate_host::node::store::HostStore;
 use frostgate_tests::signing::*;
 use frostgate_tests::token::TokenDir;
 use std::sync::Arc;

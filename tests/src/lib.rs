@@ -4,9 +4,8 @@
 //! as synchronization (readiness is the enclave's `READY` line on stdout).
 #![forbid(unsafe_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -68,29 +67,14 @@ impl Daemon {
         log: PathBuf,
     ) -> Result<Daemon, (String, String)> {
         let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
-        let mut child = Command::new(bin)
-            .args(args)
-            .env("RUST_LOG", "trace")
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(READY_TIMEOUT).unwrap_or_default();
-        let mut d = Daemon { child: Some(child), log, ready: line.trim().to_string() };
-        if line.starts_with("READY ") {
-            Ok(d)
-        } else {
-            d.kill();
-            Err((line, d.logs()))
+        let mut cmd = Command::new(bin);
+        cmd.args(args).env("RUST_LOG", "trace").envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).stderr(stderr);
+        match frostgate_host::supervisor::spawn_ready(&mut cmd, READY_TIMEOUT) {
+            Ok((child, ready)) => Ok(Daemon { child: Some(child), log, ready }),
+            Err(why) => {
+                let logs = std::fs::read_to_string(&log).unwrap_or_default();
+                Err((why, logs))
+            }
         }
     }
 

@@ -28,7 +28,7 @@ pub enum Caller {
     /// Over the real channel to an enclave process.
     Channel(Channel),
     /// Over a node's network API (gRPC).
-    Node(frostgate_host::signer::SignerClient),
+    Node(frostgate_host::coordinator::signer::SignerClient),
 }
 
 impl Caller {

@@ -63,9 +63,40 @@ fn enclave_status_without_an_enclave_fails_with_a_code() {
         .arg(dir.path().join("nobody-listens.sock"))
         .output()
         .expect("run");
-    assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("error: enclave_unavailable (recovery: retry)"), "{err}");
+    assert_eq!(out.status.code(), Some(i32::from(frostgate_common::exit::RETRY)), "{err}");
+}
+
+#[test]
+fn exit_statuses_follow_the_one_table_in_both_binaries() {
+    use frostgate_common::exit;
+    let dir = tempfile::tempdir().expect("dir");
+    // A signature that does not verify: the input is wrong.
+    let zero = "00".repeat(32);
+    let out = Command::new(host_bin())
+        .args(["verify", "--output-key", &zero, "--message", &zero, "--signature", &"00".repeat(64)])
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(exit::status_for(&frostgate_common::Error::new(
+            frostgate_common::ErrorCode::SigningFailed,
+            "x"
+        )))),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A missing configuration file: 2, from the host and from the enclave.
+    let missing = dir.path().join("missing.toml");
+    let out = Command::new(host_bin()).args(["status", "--cluster"]).arg(&missing).output().expect("run");
+    assert_eq!(out.status.code(), Some(i32::from(exit::CONFIG)), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(frostgate_tests::enclave_bin())
+        .args(["token", "inspect", "--config"])
+        .arg(&missing)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(i32::from(exit::CONFIG)), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

@@ -190,7 +190,7 @@ fn a_lying_node_cannot_substitute_the_key_package_or_the_signature() {
     let k = key["key"].as_str().expect("key").to_string();
     let real_output_key = key["output_key"].as_str().expect("output key").to_string();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
-    let honest = frostgate_host::cluster::Cluster::load(std::path::Path::new(&c.file())).expect("cluster");
+    let honest = frostgate_host::coordinator::cluster::Cluster::load(std::path::Path::new(&c.file())).expect("cluster");
     for (lie, reason) in [(Lie::KeyPackageShares, "key_package_mismatch"), (Lie::AggregateOwnKey, "invalid_aggregate")]
     {
         let addr = rt.block_on(Liar::start(&honest.nodes[0].api, lie));
@@ -243,7 +243,8 @@ fn floods_by_one_caller_do_not_stop_an_honest_coordinator() {
     let key = c.keygen();
     let k = key["key"].as_str().expect("key").to_string();
     let key_id = hex::decode(&k).expect("hex");
-    let cluster = frostgate_host::cluster::Cluster::load(std::path::Path::new(&c.file())).expect("cluster");
+    let cluster =
+        frostgate_host::coordinator::cluster::Cluster::load(std::path::Path::new(&c.file())).expect("cluster");
     let api = cluster.nodes[0].api.clone();
     let limits = ApiLimits::default();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");

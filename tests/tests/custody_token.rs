@@ -3,7 +3,7 @@
 
 use frostgate_common::protocol::ServiceState;
 use frostgate_common::transport::Address;
-use frostgate_host::enclave::EnclaveClient;
+use frostgate_host::node::enclave::EnclaveClient;
 use frostgate_tests::token::{TestToken, TokenDir};
 use frostgate_tests::{enclave_bin, host_bin, wait_bounded, EnclaveProcess};
 use std::process::{Command, Output, Stdio};
@@ -76,8 +76,9 @@ fn init_inspect_and_serve_ready() {
         .build()
         .expect("rt")
         .block_on(async {
-            let store =
-                std::sync::Arc::new(frostgate_host::store::HostStore::open(&dir.path().join("host.db")).expect("db"));
+            let store = std::sync::Arc::new(
+                frostgate_host::node::store::HostStore::open(&dir.path().join("host.db")).expect("db"),
+            );
             let client = EnclaveClient::connect_with_store(Address::Unix(enclave.socket.clone()), Some(store.clone()))
                 .await
                 .expect("connect");

@@ -6,7 +6,7 @@ use frostgate_common::frame::{self, raw_frame, Frame};
 use frostgate_common::limits::MAX_FRAME_LEN;
 use frostgate_common::protocol::*;
 use frostgate_common::transport::Address;
-use frostgate_host::enclave::EnclaveClient;
+use frostgate_host::node::enclave::EnclaveClient;
 use frostgate_tests::{own_uid, EnclaveProcess};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

@@ -5,7 +5,7 @@ use frostgate_common::error::ErrorCode;
 use frostgate_common::ids::ParticipantId;
 use frostgate_common::protocol::{Health, TaprootMode};
 use frostgate_host::api::tls::TlsFiles;
-use frostgate_host::signer::SignerClient;
+use frostgate_host::coordinator::signer::SignerClient;
 use frostgate_tests::node::Node;
 use frostgate_tests::signing::*;
 use frostgate_tests::{host_bin, Daemon};

@@ -9,7 +9,7 @@
 use frostgate_common::error::ErrorCode;
 use frostgate_common::protocol::{DevDealerKeygen, ServiceState};
 use frostgate_common::transport::Address;
-use frostgate_host::enclave::EnclaveClient;
+use frostgate_host::node::enclave::EnclaveClient;
 use frostgate_tests::token::TokenDir;
 use frostgate_tests::Daemon;
 use std::path::{Path, PathBuf};
@@ -111,7 +111,7 @@ fn a_protoc_generated_python_client_talks_to_a_production_cluster() {
     let c = frostgate_tests::dev_cluster::DevCluster::start(&host_bin, 3, 2, &["--dev-plaintext"]);
     let key_id = c.keygen()["key"].as_str().expect("key").to_string();
     let dir = c.dir.clone();
-    let cluster = frostgate_host::cluster::Cluster::load(&dir.join("cluster.toml")).expect("cluster");
+    let cluster = frostgate_host::coordinator::cluster::Cluster::load(&dir.join("cluster.toml")).expect("cluster");
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
     let out = work.path().join("generated");
     std::fs::create_dir(&out).expect("out dir");

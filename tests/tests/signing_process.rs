@@ -3,7 +3,7 @@
 
 use frostgate_common::protocol::TaprootMode;
 use frostgate_common::transport::Address;
-use frostgate_host::enclave::EnclaveClient;
+use frostgate_host::node::enclave::EnclaveClient;
 use frostgate_tests::signing::*;
 use frostgate_tests::token::TokenDir;
 use frostgate_tests::EnclaveProcess;
@@ -23,7 +23,7 @@ fn the_enclave_process_signs_2_of_3_in_every_mode_over_the_channel() {
     let enclave = EnclaveProcess::start_with_env(&["--config", &config], token.env());
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt").block_on(async {
         let store =
-            std::sync::Arc::new(frostgate_host::store::HostStore::open(&dir.path().join("host.db")).expect("db"));
+            std::sync::Arc::new(frostgate_host::node::store::HostStore::open(&dir.path().join("host.db")).expect("db"));
         let client = EnclaveClient::connect_with_store(Address::Unix(enclave.socket.clone()), Some(store.clone()))
             .await
             .expect("connect");

@@ -415,9 +415,9 @@ fn a_store_load_sent_right_after_connecting_always_finds_its_connection() {
     node.start_enclave();
     let enclave = node.tokens.path().join("enclave.sock");
     rt().block_on(async {
-        let store = std::sync::Arc::new(frostgate_host::store::HostStore::open(&node.db).expect("db"));
+        let store = std::sync::Arc::new(frostgate_host::node::store::HostStore::open(&node.db).expect("db"));
         for i in 0..50 {
-            let client = frostgate_host::enclave::EnclaveClient::connect_with_store(
+            let client = frostgate_host::node::enclave::EnclaveClient::connect_with_store(
                 frostgate_common::transport::Address::Unix(enclave.clone()),
                 Some(store.clone()),
             )
@@ -640,7 +640,7 @@ fn aborted_attempts_leave_no_markers_and_snapshots_stay_bounded() {
 fn a_verify_only_load_during_a_load_does_not_disturb_it() {
     use frostgate_common::bounded::SealedRecords;
     use frostgate_common::transport::Address;
-    use frostgate_host::enclave::EnclaveClient;
+    use frostgate_host::node::enclave::EnclaveClient;
     let mut node = Node::new();
     node.start();
     let rt = rt();
@@ -650,7 +650,7 @@ fn a_verify_only_load_during_a_load_does_not_disturb_it() {
         sign_fully(&c, &key, &[pid(1), pid(2)]).await;
     });
     node.kill();
-    let records = frostgate_host::store::HostStore::open(&node.db).expect("db").records().expect("records");
+    let records = frostgate_host::node::store::HostStore::open(&node.db).expect("db").records().expect("records");
     assert!(records.len() >= 3, "{}", records.len());
     node.start_enclave();
     rt.block_on(async {

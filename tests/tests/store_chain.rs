@@ -163,7 +163,7 @@ fn the_head_must_equal_the_anchor_or_be_exactly_one_commit_ahead() {
 #[test]
 fn the_host_store_refuses_records_that_do_not_continue_its_chain() {
     let dir = tempfile::tempdir().expect("dir");
-    let store = frostgate_host::store::HostStore::open(&dir.path().join("db")).expect("db");
+    let store = frostgate_host::node::store::HostStore::open(&dir.path().join("db")).expect("db");
     let k = key();
     let (chain, _) = k.seal(Head::EMPTY, &records()).expect("seal");
     // An empty store does not accept a chain's middle (the store was lost under a live enclave).

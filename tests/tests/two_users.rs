@@ -7,7 +7,7 @@
 //! nothing off as tested.
 
 use frostgate_common::protocol::{Health, ServiceState, TaprootMode};
-use frostgate_host::signer::SignerClient;
+use frostgate_host::coordinator::signer::SignerClient;
 use frostgate_tests::node::Node;
 use frostgate_tests::signing::*;
 use frostgate_tests::{host_bin, Daemon};

@@ -15,7 +15,7 @@ use super::pb;
 use super::rpc::NetworkRequest;
 use super::tls::{self, TlsFiles};
 use super::{status, MAX_MESSAGE_LEN};
-use crate::proxy::Host;
+use crate::node::proxy::Host;
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::protocol::*;
 use serde::{Deserialize, Serialize};

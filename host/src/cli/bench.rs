@@ -7,9 +7,9 @@ use super::out;
 use clap::Args;
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::protocol::{Health, TaprootMode};
+use frostgate_host::coordinator::dkg_relay;
+use frostgate_host::coordinator::signer::SignerClient;
 use frostgate_host::coordinator::{self, Settings, SignRequest};
-use frostgate_host::dkg_relay;
-use frostgate_host::signer::SignerClient;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -83,7 +83,7 @@ pub async fn run(a: BenchArgs) -> Result<(), Error> {
 }
 
 async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Error> {
-    let cluster = frostgate_host::cluster::Cluster::load(cluster_file)?;
+    let cluster = frostgate_host::coordinator::cluster::Cluster::load(cluster_file)?;
     let nodes = dkg_relay::connect_all(&cluster).await;
     let key = dkg_relay::run(&nodes, a.threshold).await?.key;
     let material = coordinator::KeyMaterial::fetch(&nodes, &key, cluster.threshold, Settings::default()).await?;

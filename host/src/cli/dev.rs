@@ -4,13 +4,12 @@ use super::out;
 use clap::{Args, Subcommand};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::privileges::{account, Account};
-use frostgate_host::cluster::{ClientIdentity, Cluster, NodeEntry};
-use frostgate_host::enclave::default_enclave_bin;
-use std::io::{BufRead, BufReader};
+use frostgate_host::coordinator::cluster::{ClientIdentity, Cluster, NodeEntry};
+use frostgate_host::node::enclave::default_enclave_bin;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Subcommand)]
@@ -373,28 +372,17 @@ fn start_daemon(
 ) -> Result<(), Error> {
     let stderr = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| io("log", e))?;
     let mut cmd = Command::new(bin);
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).process_group(0);
+    cmd.args(args).stderr(stderr).process_group(0);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child =
-        cmd.spawn().map_err(|e| Error::new(ErrorCode::EnclaveUnavailable, format!("{}: {e}", bin.display())))?;
-    let stdout = child.stdout.take().ok_or_else(|| Error::new(ErrorCode::Internal, "stdout"))?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
-    if !line.starts_with("READY") {
-        let _ = child.kill();
-        let _ = child.wait();
-        let tail = std::fs::read_to_string(log).unwrap_or_default();
-        let tail: String =
-            tail.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-        return Err(Error::new(ErrorCode::EnclaveUnavailable, format!("{} did not start:\n{tail}", bin.display())));
-    }
+    let (child, _) = frostgate_host::supervisor::spawn_ready(&mut cmd, frostgate_host::supervisor::READY_TIMEOUT)
+        .map_err(|why| {
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: String =
+                tail.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            Error::new(ErrorCode::EnclaveUnavailable, format!("{} did not start ({why}):\n{tail}", bin.display()))
+        })?;
     std::fs::write(pid_file, child.id().to_string()).map_err(|e| io("pid file", e))
 }
 

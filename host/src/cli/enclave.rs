@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::protocol::ServiceState;
 use frostgate_common::transport::Address;
-use frostgate_host::enclave::{default_enclave_bin, EnclaveClient};
+use frostgate_host::node::enclave::{default_enclave_bin, EnclaveClient};
 use std::path::PathBuf;
 
 #[derive(Debug, Subcommand)]

@@ -6,10 +6,11 @@ use bitcoin::secp256k1::XOnlyPublicKey;
 use clap::{Args, ValueEnum};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::KeyId;
-use frostgate_common::protocol::{Bip340Signature, Health, KeyInfo, ServiceState, TaprootMode};
-use frostgate_host::cluster::Cluster;
+use frostgate_common::protocol::{Bip340Signature, Health, ServiceState, TaprootMode};
+use frostgate_host::coordinator::cluster::Cluster;
+use frostgate_host::coordinator::dkg_relay;
 use frostgate_host::coordinator::{self, Settings, SignRequest};
-use frostgate_host::dkg_relay;
+use serde::Serialize;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -131,29 +132,48 @@ fn address(output_key: &[u8; 32], network: Network) -> Result<String, Error> {
         .to_string())
 }
 
-fn describe(k: &KeyInfo, network: Network) -> Result<serde_json::Value, Error> {
-    Ok(serde_json::json!({
-        "key": k.key.to_string(),
-        "internal_key": k.key.to_string(),
-        "output_key": hex::encode(k.bip86_output_key),
-        "address": address(&k.bip86_output_key, network)?,
-        "threshold": k.threshold,
-        "participants": k.participants.as_inner().iter().map(|p| p.get()).collect::<Vec<_>>(),
-    }))
+/// What `keygen` and `pubkey` print.
+#[derive(Debug, Serialize)]
+struct KeyRow {
+    key: String,
+    internal_key: String,
+    output_key: String,
+    address: String,
+    threshold: u16,
+    participants: Vec<u16>,
 }
 
-fn print_key(v: &serde_json::Value, json: bool) {
-    if json {
-        out(&format!("{v}\n"));
-    } else {
-        out(&format!(
-            "key id (internal key): {}\noutput key (BIP86):   {}\naddress:              {}\nthreshold:            {}-of-{}\n",
-            v["key"].as_str().unwrap_or(""),
-            v["output_key"].as_str().unwrap_or(""),
-            v["address"].as_str().unwrap_or(""),
-            v["threshold"],
-            v["participants"].as_array().map(Vec::len).unwrap_or(0),
-        ));
+impl KeyRow {
+    fn new(
+        key: &KeyId,
+        output_key: &[u8; 32],
+        threshold: u16,
+        participants: Vec<u16>,
+        network: Network,
+    ) -> Result<Self, Error> {
+        Ok(KeyRow {
+            key: key.to_string(),
+            internal_key: key.to_string(),
+            output_key: hex::encode(output_key),
+            address: address(output_key, network)?,
+            threshold,
+            participants,
+        })
+    }
+
+    fn print(&self, json: bool) {
+        if json {
+            out(&format!("{}\n", serde_json::json!(self)));
+        } else {
+            out(&format!(
+                "key id (internal key): {}\noutput key (BIP86):   {}\naddress:              {}\nthreshold:            {}-of-{}\n",
+                self.key,
+                self.output_key,
+                self.address,
+                self.threshold,
+                self.participants.len(),
+            ));
+        }
     }
 }
 
@@ -161,7 +181,8 @@ pub async fn keygen(a: KeygenArgs) -> Result<(), Error> {
     let cluster = Cluster::load(&a.cluster)?;
     let nodes = dkg_relay::connect_all(&cluster).await;
     let key = dkg_relay::run(&nodes, cluster.threshold).await?;
-    print_key(&describe(&key, a.network)?, a.json);
+    let participants = key.participants.as_inner().iter().map(|p| p.get()).collect();
+    KeyRow::new(&key.key, &key.bip86_output_key, key.threshold, participants, a.network)?.print(a.json);
     Ok(())
 }
 
@@ -175,15 +196,7 @@ pub async fn pubkey(a: PubkeyArgs) -> Result<(), Error> {
         tracing::warn!(signer = ev.signer, reason = %ev.reason, "node disagrees about the key's public package");
     }
     let output_key = material.output_key(&TaprootMode::Bip86)?;
-    let v = serde_json::json!({
-        "key": key.to_string(),
-        "internal_key": key.to_string(),
-        "output_key": hex::encode(output_key),
-        "address": address(&output_key, a.network)?,
-        "threshold": material.threshold(),
-        "participants": material.participants(),
-    });
-    print_key(&v, a.json);
+    KeyRow::new(&key, &output_key, material.threshold(), material.participants(), a.network)?.print(a.json);
     Ok(())
 }
 
@@ -253,17 +266,74 @@ pub fn verify(a: VerifyArgs) -> Result<(), Error> {
     }
 }
 
-fn health_row(node: u16, via: &str, h: &frostgate_common::protocol::HealthReply) -> serde_json::Value {
-    let mut row = match &h.state {
-        ServiceState::Ready => serde_json::json!({"node": node, "state": "ready", "via": via}),
-        ServiceState::Refusing(code) => serde_json::json!({"node": node, "state": "refusing", "via": via,
-            "code": code.code(), "recovery_class": code.recovery_class().as_str()}),
-    };
-    row["dev_features"] = h.dev_features.as_inner().as_str().into();
-    row["uptime_seconds"] = h.uptime_seconds.into();
-    row["host_reconnects"] = h.host_reconnects.into();
-    row["enclave_restarts"] = h.enclave_restarts.into();
-    row
+/// One node's line of `status`.
+#[derive(Debug, Serialize)]
+struct StatusRow {
+    node: u16,
+    /// `ready`, `refusing` or `down`.
+    state: &'static str,
+    /// Who answered: `host`, or `enclave` when the host is down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    via: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovery_class: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dev_features: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uptime_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_reconnects: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enclave_restarts: Option<u64>,
+}
+
+impl StatusRow {
+    fn health(node: u16, via: &'static str, h: &frostgate_common::protocol::HealthReply) -> Self {
+        let (state, code) = match h.state {
+            ServiceState::Ready => ("ready", None),
+            ServiceState::Refusing(code) => ("refusing", Some(code)),
+        };
+        StatusRow {
+            node,
+            state,
+            via: Some(via),
+            code: code.map(|c| c.code()),
+            recovery_class: code.map(|c| c.recovery_class().as_str()),
+            dev_features: Some(h.dev_features.as_inner().clone()),
+            uptime_seconds: Some(h.uptime_seconds),
+            host_reconnects: Some(h.host_reconnects),
+            enclave_restarts: Some(h.enclave_restarts),
+        }
+    }
+
+    fn down(node: u16, e: &Error) -> Self {
+        StatusRow {
+            node,
+            state: "down",
+            via: None,
+            code: Some(e.code().code()),
+            recovery_class: Some(e.recovery_class().as_str()),
+            dev_features: None,
+            uptime_seconds: None,
+            host_reconnects: None,
+            enclave_restarts: None,
+        }
+    }
+
+    fn text(&self) -> String {
+        let code = self.code.map(|c| format!(" ({c})")).unwrap_or_default();
+        let restarts = match (self.enclave_restarts.unwrap_or(0), self.host_reconnects.unwrap_or(0)) {
+            (0, 0) => String::new(),
+            (restarts, reconnects) => format!(" [enclave restarted {restarts}x, reconnected {reconnects}x]"),
+        };
+        let dev = match self.dev_features.as_deref() {
+            Some(f) if !f.is_empty() => format!(" [DEVELOPMENT BUILD: {f}]"),
+            _ => String::new(),
+        };
+        format!("node {}: {}{code}{restarts}{dev}\n", self.node, self.state)
+    }
 }
 
 pub async fn status(a: StatusArgs) -> Result<(), Error> {
@@ -272,19 +342,17 @@ pub async fn status(a: StatusArgs) -> Result<(), Error> {
     let mut rows = Vec::new();
     for (n, entry) in clients.iter().zip(&cluster.nodes) {
         let row = match n.call(Health, Duration::from_secs(5)).await {
-            Ok(h) => health_row(n.id().get(), "host", &h),
+            Ok(h) => StatusRow::health(n.id().get(), "host", &h),
             // The host is down: its enclave may still run and know why (e.g. the host's store
             // failed verification and the enclave refuses with store_rollback_detected).
             Err(host_err) => {
                 let enclave = frostgate_common::transport::Address::Unix(entry.enclave_socket.clone());
-                match frostgate_host::enclave::EnclaveClient::connect(enclave).await {
+                match frostgate_host::node::enclave::EnclaveClient::connect(enclave).await {
                     Ok(client) => match client.health().await {
-                        Ok(h) => health_row(n.id().get(), "enclave", &h),
-                        Err(e) => serde_json::json!({"node": n.id().get(), "state": "down", "code": e.code().code(),
-                            "recovery_class": e.recovery_class().as_str()}),
+                        Ok(h) => StatusRow::health(n.id().get(), "enclave", &h),
+                        Err(e) => StatusRow::down(n.id().get(), &e),
                     },
-                    Err(_) => serde_json::json!({"node": n.id().get(), "state": "down", "code": host_err.code().code(),
-                        "recovery_class": host_err.recovery_class().as_str()}),
+                    Err(_) => StatusRow::down(n.id().get(), &host_err),
                 }
             }
         };
@@ -293,29 +361,7 @@ pub async fn status(a: StatusArgs) -> Result<(), Error> {
     if a.json {
         out(&format!("{}\n", serde_json::json!({"nodes": rows})));
     } else {
-        let mut t = String::new();
-        for r in &rows {
-            t.push_str(&format!(
-                "node {}: {}{}{}{}\n",
-                r["node"],
-                r["state"].as_str().unwrap_or(""),
-                r["code"].as_str().map(|c| format!(" ({c})")).unwrap_or_default(),
-                match (r["enclave_restarts"].as_u64(), r["host_reconnects"].as_u64()) {
-                    (Some(0) | None, Some(0) | None) => String::new(),
-                    (restarts, reconnects) => format!(
-                        " [enclave restarted {}x, reconnected {}x]",
-                        restarts.unwrap_or(0),
-                        reconnects.unwrap_or(0)
-                    ),
-                },
-                r["dev_features"]
-                    .as_str()
-                    .filter(|f| !f.is_empty())
-                    .map(|f| format!(" [DEVELOPMENT BUILD: {f}]"))
-                    .unwrap_or_default()
-            ));
-        }
-        out(&t);
+        out(&rows.iter().map(StatusRow::text).collect::<String>());
     }
     Ok(())
 }

@@ -6,9 +6,9 @@ use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::transport::{Address, Listener};
 use frostgate_host::api::server::ApiConfig;
 use frostgate_host::api::tls::TlsFiles;
-use frostgate_host::enclave::EnclaveClient;
-use frostgate_host::proxy::Host;
-use frostgate_host::store::HostStore;
+use frostgate_host::node::enclave::EnclaveClient;
+use frostgate_host::node::proxy::Host;
+use frostgate_host::node::store::HostStore;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -88,7 +88,7 @@ pub async fn serve(db: &std::path::Path, enclave: &str, listeners: Listeners<'_>
     // Checked before anything else starts: a bad metrics or API address (or a non-loopback API
     // without TLS) refuses the whole host.
     let metrics = match listeners.metrics {
-        Some(a) => Some(frostgate_host::metrics::bind(a).await?),
+        Some(a) => Some(frostgate_host::node::metrics::bind(a).await?),
         None => None,
     };
     let api = match listeners.api {
@@ -121,7 +121,7 @@ pub async fn serve(db: &std::path::Path, enclave: &str, listeners: Listeners<'_>
     if let Some(listener) = metrics {
         let local = listener.local_addr().map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
         ready.push_str(&format!(" metrics=http://{local}/metrics"));
-        tokio::spawn(frostgate_host::metrics::serve(listener));
+        tokio::spawn(frostgate_host::node::metrics::serve(listener));
         tokio::spawn(host.clone().poll_enclave(std::time::Duration::from_secs(5)));
     }
     out(&format!("{ready}\n"));

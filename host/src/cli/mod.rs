@@ -107,11 +107,12 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// Prints an error with its code and recovery class to stderr; exit status 1.
+/// Prints an error with its code and recovery class to stderr; the exit status is the class's
+/// ([`frostgate_common::exit`]).
 fn report_error(e: &Error) -> ExitCode {
     let mut err = std::io::stderr();
     let _ = writeln!(err, "error: {} (recovery: {}): {}", e.code(), e.recovery_class(), e.message());
-    ExitCode::FAILURE
+    ExitCode::from(frostgate_common::exit::status_for(e))
 }
 
 /// Writes to stdout, ignoring a closed pipe.

@@ -8,7 +8,7 @@
 
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_host::api::server::ApiConfig;
-use frostgate_host::enclave::default_enclave_bin;
+use frostgate_host::node::enclave::default_enclave_bin;
 use frostgate_host::supervisor::{self, ChildSpec};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -141,7 +141,7 @@ async fn one_user(c: &NodeConfig) -> Result<(), Error> {
             let spec = enclave_spec(c, enclave_config, &[]);
             let child = spec.start()?;
             Some(tokio::spawn(supervisor::keep_running(child, spec, || {
-                frostgate_host::metrics::global().enclave_restarted()
+                frostgate_host::node::metrics::global().enclave_restarted()
             })))
         }
         None => None,

@@ -4,8 +4,8 @@ use super::out;
 use clap::{Args, Subcommand};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::transport::Address;
-use frostgate_host::enclave::{default_enclave_bin, EnclaveClient};
-use frostgate_host::store::HostStore;
+use frostgate_host::node::enclave::{default_enclave_bin, EnclaveClient};
+use frostgate_host::node::store::HostStore;
 use std::path::PathBuf;
 
 #[derive(Debug, Subcommand)]

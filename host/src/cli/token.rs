@@ -3,7 +3,7 @@
 
 use clap::{Args, Subcommand};
 use frostgate_common::error::{Error, ErrorCode};
-use frostgate_host::enclave::default_enclave_bin;
+use frostgate_host::node::enclave::default_enclave_bin;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 

@@ -7,9 +7,10 @@
 //! the others of a failed attempt become ready again. It finishes with a BIP340 signature as long
 //! as `t` honest signers respond, and re-verifies it with libsecp256k1 before returning it.
 
-use crate::signer::SignerClient;
+use super::signer::SignerClient;
+use super::taproot::{x_only, TweakCache, Tweaked};
 use bitcoin::secp256k1::{schnorr, Message as SecpMessage, Secp256k1, XOnlyPublicKey};
-use frost_secp256k1_tr::keys::{PublicKeyPackage, Tweak};
+use frost_secp256k1_tr::keys::PublicKeyPackage;
 use frost_secp256k1_tr::round1::SigningCommitments;
 use frost_secp256k1_tr::round2::SignatureShare;
 use frost_secp256k1_tr::{Identifier, SigningPackage};
@@ -34,15 +35,88 @@ pub struct SignRequest {
     pub mode: TaprootMode,
 }
 
+/// The step at which a signer was excluded (JSON: snake case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Connecting to the node.
+    Connect,
+    /// Fetching the key's public package.
+    GetKey,
+    /// Opening the session and the attempt, and round 1.
+    Round1,
+    /// Round 2.
+    Round2,
+    /// Aggregation.
+    Aggregate,
+}
+
+/// Why a signer was excluded (JSON: snake case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// It could not be reached.
+    Unreachable,
+    /// It did not answer in time.
+    Timeout,
+    /// It answered with an error (see `code`).
+    Error,
+    /// Its signature share does not verify.
+    InvalidShare,
+    /// The signature it aggregated does not verify under the coordinator's output key.
+    InvalidAggregate,
+    /// It returned a public key package other than the one at least `threshold` nodes agree on.
+    KeyPackageMismatch,
+}
+
+impl Step {
+    /// The name as in JSON output and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Connect => "connect",
+            Step::GetKey => "get_key",
+            Step::Round1 => "round1",
+            Step::Round2 => "round2",
+            Step::Aggregate => "aggregate",
+        }
+    }
+}
+
+impl Reason {
+    /// The name as in JSON output and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Unreachable => "unreachable",
+            Reason::Timeout => "timeout",
+            Reason::Error => "error",
+            Reason::InvalidShare => "invalid_share",
+            Reason::InvalidAggregate => "invalid_aggregate",
+            Reason::KeyPackageMismatch => "key_package_mismatch",
+        }
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why a signer was excluded.
 #[derive(Debug, Clone, Serialize)]
 pub struct Evidence {
     /// The signer.
     pub signer: u16,
-    /// What happened (`unreachable`, `timeout`, `error`, `invalid_share`).
-    pub reason: String,
-    /// The step (`open`, `round1`, `round2`).
-    pub step: String,
+    /// What happened.
+    pub reason: Reason,
+    /// At which step.
+    pub step: Step,
     /// The error code, when the signer answered with one.
     pub code: Option<String>,
     /// The attempt, hex.
@@ -88,19 +162,19 @@ enum Event {
     Done(Bip340Signature, [u8; 32], Vec<ParticipantId>),
 }
 
-fn evidence(signer: ParticipantId, step: &str, attempt: AttemptId, e: &Error) -> Evidence {
+fn evidence(signer: ParticipantId, step: Step, attempt: AttemptId, e: &Error) -> Evidence {
     let reason = match e.code() {
-        ErrorCode::RequestTimeout => "timeout",
+        ErrorCode::RequestTimeout => Reason::Timeout,
         ErrorCode::NodeUnavailable
         | ErrorCode::EnclaveUnavailable
         | ErrorCode::ChannelClosed
-        | ErrorCode::ChannelIo => "unreachable",
-        _ => "error",
+        | ErrorCode::ChannelIo => Reason::Unreachable,
+        _ => Reason::Error,
     };
     Evidence {
         signer: signer.get(),
-        reason: reason.into(),
-        step: step.into(),
+        reason,
+        step,
         code: Some(e.code().code().into()),
         attempt: Some(attempt.to_string()),
         share: None,
@@ -119,15 +193,7 @@ pub struct KeyMaterial {
     public: PublicKeyPackage,
     threshold: u16,
     disagreeing: Vec<Evidence>,
-    tweaked: std::sync::Mutex<std::collections::HashMap<TaprootMode, Arc<Tweaked>>>,
-}
-
-/// A package tweaked for one mode, with its x-only output key (computed here, never taken from a
-/// node).
-#[derive(Debug)]
-struct Tweaked {
-    public: PublicKeyPackage,
-    output_key: [u8; 32],
+    tweaked: TweakCache,
 }
 
 impl KeyMaterial {
@@ -140,12 +206,7 @@ impl KeyMaterial {
         settings: Settings,
     ) -> Result<Arc<KeyMaterial>, Error> {
         let (public, disagreeing) = public_key(signers, key, threshold, settings).await?;
-        Ok(Arc::new(KeyMaterial {
-            public,
-            threshold,
-            disagreeing,
-            tweaked: std::sync::Mutex::new(std::collections::HashMap::new()),
-        }))
+        Ok(Arc::new(KeyMaterial { public, threshold, disagreeing, tweaked: TweakCache::default() }))
     }
 
     /// The agreed package's threshold.
@@ -172,26 +233,8 @@ impl KeyMaterial {
 
     /// The package tweaked for `mode` (computed once per mode).
     fn tweaked(&self, mode: &TaprootMode) -> Result<Arc<Tweaked>, Error> {
-        let mut cache = self.tweaked.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() > 64 {
-            cache.clear();
-        }
-        if let Some(t) = cache.get(mode) {
-            return Ok(t.clone());
-        }
-        let public = tweaked(&self.public, mode);
-        let output_key = x_only(public.verifying_key())?;
-        let t = Arc::new(Tweaked { public, output_key });
-        cache.insert(*mode, t.clone());
-        Ok(t)
+        self.tweaked.get(&self.public, mode)
     }
-}
-
-fn x_only(key: &frost_secp256k1_tr::VerifyingKey) -> Result<[u8; 32], Error> {
-    let sec1 = key.serialize().map_err(|e| Error::new(ErrorCode::InvalidEncoding, format!("verifying key: {e}")))?;
-    sec1.get(1..33)
-        .and_then(|x| <[u8; 32]>::try_from(x).ok())
-        .ok_or_else(|| Error::new(ErrorCode::InvalidEncoding, "verifying key is not a 33-byte SEC1 point"))
 }
 
 /// Runs ROAST until a signature or until fewer than `threshold` (the cluster's) signers remain.
@@ -224,7 +267,7 @@ pub async fn sign_with(
     // A node that could not even be reached is never ready; it is reported, not hidden.
     for s in signers.iter().filter(|s| !s.reachable()) {
         let e = Error::new(ErrorCode::NodeUnavailable, "unreachable");
-        let mut ev = evidence(s.id(), "connect", AttemptId::from_bytes([0; 16]), &e);
+        let mut ev = evidence(s.id(), Step::Connect, AttemptId::from_bytes([0; 16]), &e);
         ev.attempt = None;
         excluded.insert(s.id(), ev);
     }
@@ -322,8 +365,8 @@ async fn public_key(
     let mut last = Error::new(ErrorCode::NodeUnavailable, "no signer reachable");
     let mismatch = |signer: ParticipantId, why: String| Evidence {
         signer: signer.get(),
-        reason: "key_package_mismatch".into(),
-        step: "get_key".into(),
+        reason: Reason::KeyPackageMismatch,
+        step: Step::GetKey,
         code: Some(why),
         attempt: None,
         share: None,
@@ -385,18 +428,10 @@ async fn public_key(
     Ok((public, disagreeing))
 }
 
-fn tweaked(public: &PublicKeyPackage, mode: &TaprootMode) -> PublicKeyPackage {
-    match mode {
-        TaprootMode::Untweaked => public.clone(),
-        TaprootMode::Bip86 => public.clone().tweak::<&[u8]>(None),
-        TaprootMode::ScriptTree { merkle_root } => public.clone().tweak(Some(merkle_root.as_slice())),
-    }
-}
-
 /// Runs `f` on every client concurrently; returns the successes and reports the failures.
 async fn each<T: Send + 'static, F, Fut>(
     clients: &[Arc<SignerClient>],
-    step: &'static str,
+    step: Step,
     attempt: AttemptId,
     tx: &mpsc::UnboundedSender<Event>,
     f: F,
@@ -458,7 +493,7 @@ async fn attempt(
     let timeout = settings.signer_timeout;
     let req = request.clone();
     let signers = ids.clone();
-    let opened = each(&clients, "round1", attempt, &tx, move |c| {
+    let opened = each(&clients, Step::Round1, attempt, &tx, move |c| {
         let (req, signers) = (req.clone(), signers.clone());
         async move {
             let open = OpenSession { session, key: req.key, message: req.message, mode: req.mode };
@@ -482,7 +517,7 @@ async fn attempt(
     let package_hash = hex::encode(sha256(&package_bytes));
     let mode = request.mode;
     let bytes = package_bytes.clone();
-    let shares = each(&clients, "round2", attempt, &tx, move |c| {
+    let shares = each(&clients, Step::Round2, attempt, &tx, move |c| {
         let bytes = bytes.clone();
         async move {
             let signing_package = SigningPackageBytes::new(bytes).map_err(|e| Error::new(ErrorCode::Internal, e))?;
@@ -504,8 +539,8 @@ async fn attempt(
         if valid.is_none() {
             invalid.push(Evidence {
                 signer: p.get(),
-                reason: "invalid_share".into(),
-                step: "round2".into(),
+                reason: Reason::InvalidShare,
+                step: Step::Round2,
                 code: None,
                 attempt: Some(attempt.to_string()),
                 share: Some(hex::encode(share)),
@@ -542,8 +577,8 @@ async fn attempt(
             lied.insert(c.id().get());
             let _ = tx.send(Event::Excluded(Evidence {
                 signer: c.id().get(),
-                reason: "invalid_aggregate".into(),
-                step: "aggregate".into(),
+                reason: Reason::InvalidAggregate,
+                step: Step::Aggregate,
                 code: None,
                 attempt: Some(attempt.to_string()),
                 share: Some(hex::encode(signature.to_bytes())),
@@ -567,4 +602,21 @@ pub fn libsecp_verifies(signature: &Bip340Signature, message: &[u8; 32], xonly: 
         return false;
     };
     secp.verify_schnorr(&sig, &SecpMessage::from_digest(*message), &key).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evidence_names_in_json_and_logs_agree() {
+        use Reason::*;
+        use Step::*;
+        for s in [Connect, GetKey, Round1, Round2, Aggregate] {
+            assert_eq!(serde_json::to_value(s).expect("json"), serde_json::json!(s.as_str()));
+        }
+        for r in [Unreachable, Timeout, Error, InvalidShare, InvalidAggregate, KeyPackageMismatch] {
+            assert_eq!(serde_json::to_value(r).expect("json"), serde_json::json!(r.as_str()));
+        }
+    }
 }

@@ -3,7 +3,7 @@
 
 use crate::api::convert::Proto;
 use crate::api::rpc::NetworkRequest;
-use crate::signer::SignerClient;
+use crate::coordinator::signer::SignerClient;
 use frostgate_common::bounded::*;
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::{DkgId, ParticipantId};
@@ -75,7 +75,7 @@ async fn run_inner(nodes: &[Arc<SignerClient>], threshold: u16, dkg: DkgId) -> R
 }
 
 /// Connects to every node of a cluster.
-pub async fn connect_all(cluster: &crate::cluster::Cluster) -> Vec<Arc<SignerClient>> {
+pub async fn connect_all(cluster: &crate::coordinator::cluster::Cluster) -> Vec<Arc<SignerClient>> {
     let mut out = Vec::new();
     for n in &cluster.nodes {
         let id = ParticipantId::new(n.id).unwrap_or_else(|_| unreachable!("checked when the cluster file was loaded"));

@@ -6,8 +6,8 @@
 //! [`Host::supervise`] reconnects with backoff and reloads the store; until then requests fail
 //! `channel_closed` (retry class).
 
-use crate::enclave::{EnclaveClient, REQUEST_TIMEOUT};
-use crate::store::HostStore;
+use crate::node::enclave::{EnclaveClient, REQUEST_TIMEOUT};
+use crate::node::store::HostStore;
 use frostgate_common::channel::{refuse, Channel, Handler};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::protocol::{Message, Side};
@@ -76,7 +76,7 @@ impl Host {
             };
             *self.enclave.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(client);
             self.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            crate::metrics::global().enclave_reconnected();
+            crate::node::metrics::global().enclave_reconnected();
             match self.load().await {
                 Ok(s) => tracing::info!(head = s.head_version, "reconnected to the enclave; store reloaded"),
                 // The enclave names the fault in its health (e.g. store_rollback_detected).
@@ -90,19 +90,19 @@ impl Host {
         let kind = m.info().name;
         let started = std::time::Instant::now();
         let result = self.enclave().channel().call(m, Some(REQUEST_TIMEOUT)).await;
-        crate::metrics::global().observe_request(kind, started.elapsed(), &result);
+        crate::node::metrics::global().observe_request(kind, started.elapsed(), &result);
         let result = match result {
             Ok(Message::HealthReply(mut h)) => {
-                crate::metrics::global().observe_enclave(&h);
+                crate::node::metrics::global().observe_enclave(&h);
                 // What only the host knows about its enclave's life.
                 h.host_reconnects = self.reconnects();
-                h.enclave_restarts = crate::metrics::global().enclave_restarts();
+                h.enclave_restarts = crate::node::metrics::global().enclave_restarts();
                 Ok(Message::HealthReply(h))
             }
             other => other,
         };
         match result {
-            Ok(Message::Round2Reply(mut r)) if crate::enclave::fault("host_corrupt_shares") => {
+            Ok(Message::Round2Reply(mut r)) if crate::node::enclave::fault("host_corrupt_shares") => {
                 // DEVELOPMENT fault injection: this node returns invalid shares.
                 let mut share = r.signature_share.clone().into_inner();
                 if let Some(last) = share.last_mut() {
@@ -135,7 +135,7 @@ impl Host {
         loop {
             tick.tick().await;
             if let Ok(h) = self.enclave().health().await {
-                crate::metrics::global().observe_enclave(&h);
+                crate::node::metrics::global().observe_enclave(&h);
             }
         }
     }

@@ -3,7 +3,7 @@
 //! Invariant: a child enclave started here ([`EnclaveClient::spawn`]) is stopped when its
 //! [`EnclaveClient`] is dropped (see [`crate::supervisor`]).
 
-use crate::store::HostStore;
+use crate::node::store::HostStore;
 use frostgate_common::bounded::Label;
 use frostgate_common::bounded::SealedRecords;
 use frostgate_common::channel::{Channel, Handler};
@@ -51,7 +51,7 @@ impl HostApi for Served {
         let records = p.records.as_inner().len();
         let started = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || store.append(p.records.as_inner(), p.compact_before)).await;
-        crate::metrics::global().observe_commit(started.elapsed(), records);
+        crate::node::metrics::global().observe_commit(started.elapsed(), records);
         match result {
             Ok(Ok(head_version)) => {
                 if fault("host_after_commit_before_ack") {

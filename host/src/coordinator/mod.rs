@@ -1,0 +1,18 @@
+//! The coordinator side of the host: what a wallet or operator runs to drive a cluster of signer
+//! nodes over their network API. It holds no secret and trusts no single node.
+//!
+//! - [`cluster`]: the operator's cluster file (nodes, threshold, TLS pins).
+//! - [`signer`]: a typed gRPC client of one node.
+//! - [`roast`]: ROAST signing with evidence against misbehaving nodes.
+//! - [`dkg_relay`]: relays a DKG between the enclaves (an untrusted relay by design).
+//! - [`taproot`]: the BIP341 tweak rule and its cache.
+
+pub mod cluster;
+pub mod dkg_relay;
+pub mod roast;
+pub mod signer;
+pub mod taproot;
+
+pub use roast::{
+    libsecp_verifies, sign, sign_with, Evidence, KeyMaterial, Reason, Settings, SignRequest, Signed, Step,
+};
