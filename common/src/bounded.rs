@@ -120,10 +120,10 @@ bounded_types! {
     PublicKeyPackageBytes: Vec<u8>, 64 * 1024, "FROST PublicKeyPackage";
     /// A set of participants, ascending, no duplicates (checked by the enclave).
     Signers: Vec<crate::ids::ParticipantId>, crate::limits::MAX_PARTICIPANTS as usize, "participant ids (count)";
-    /// A sealed store record's body (public state; authenticated, not encrypted).
-    RecordBody: Vec<u8>, 256 * 1024, "sealed store record body";
-    /// Sealed store records, in chain order.
-    SealedRecords: Vec<crate::protocol::SealedRecord>, 256, "sealed store records (count)";
+    /// A host store record's body (public state; authenticated, not encrypted).
+    RecordBody: Vec<u8>, 256 * 1024, "host store record body";
+    /// Host store records, in chain order.
+    StoreRecords: Vec<crate::protocol::StoreRecord>, 256, "host store records (count)";
     /// An enclave's P-256 identity public key, uncompressed SEC1 (65 bytes; checked by the enclave).
     IdentityKeyBytes: Vec<u8>, 65, "P-256 identity public key (SEC1 uncompressed)";
     /// A FROST DKG round-1 package (commitment and proof of knowledge). Public.

@@ -172,7 +172,7 @@ fn message() -> impl Strategy<Value = Message> {
             (proptest::collection::vec(sealed_record(), 0..4), proptest::option::of(any::<u64>())).prop_map(
                 |(r, compact_before)| {
                     Message::PersistRecords(PersistRecords {
-                        records: SealedRecords::new(r).expect("bound"),
+                        records: StoreRecords::new(r).expect("bound"),
                         compact_before,
                     })
                 }
@@ -183,7 +183,7 @@ fn message() -> impl Strategy<Value = Message> {
                     first,
                     last,
                     verify_only,
-                    records: SealedRecords::new(r).expect("bound")
+                    records: StoreRecords::new(r).expect("bound")
                 })
             ),
             (
@@ -274,9 +274,9 @@ fn confirmation() -> impl Strategy<Value = DkgConfirmation> {
     )
 }
 
-fn sealed_record() -> impl Strategy<Value = SealedRecord> {
+fn sealed_record() -> impl Strategy<Value = StoreRecord> {
     (any::<u64>(), bytes::<32>(), blob(RecordBody::MAX_LEN), bytes::<32>()).prop_map(|(version, prev_mac, b, mac)| {
-        SealedRecord { version, prev_mac, body: RecordBody::new(b).expect("bound"), mac }
+        StoreRecord { version, prev_mac, body: RecordBody::new(b).expect("bound"), mac }
     })
 }
 

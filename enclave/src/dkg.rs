@@ -253,7 +253,7 @@ impl Dkgs {
                 Zeroizing::new(pkg.serialize().map_err(|e| frost_err(ErrorCode::Internal, "round-2 package", e))?);
             let ctx = context(&id, me, to);
             let key = engine.custody().identity_shared_key(&participants[&to], &ctx)?;
-            envelopes.push(DkgEnvelope { dkg: id, from: me, to, ciphertext: seal(&key, &ctx, &plain)? });
+            envelopes.push(DkgEnvelope { dkg: id, from: me, to, ciphertext: encrypt_envelope(&key, &ctx, &plain)? });
         }
         map.insert(
             id,
@@ -284,7 +284,7 @@ impl Dkgs {
         for e in envelopes {
             let ctx = context(&id, e.from, dkg.me);
             let key = engine.custody().identity_shared_key(&dkg.participants[&e.from], &ctx)?;
-            let Some(plain) = open(&key, &ctx, e.ciphertext.as_inner()) else {
+            let Some(plain) = decrypt_envelope(&key, &ctx, e.ciphertext.as_inner()) else {
                 blame = Some(DkgError::Blame(ErrorCode::DkgDecryptFailed, e.from));
                 break;
             };
@@ -420,7 +420,7 @@ fn transcript_hash(id: &DkgId, dkg: &Dkg, public: &PublicKeyPackage) -> Result<[
     Ok(out)
 }
 
-fn seal(key: &Zeroizing<[u8; 32]>, aad: &[u8], plain: &[u8]) -> Result<DkgCiphertext, Error> {
+fn encrypt_envelope(key: &Zeroizing<[u8; 32]>, aad: &[u8], plain: &[u8]) -> Result<DkgCiphertext, Error> {
     let mut nonce = [0u8; 12];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
         .map_err(|_| Error::new(ErrorCode::Internal, "randomness"))?;
@@ -434,7 +434,7 @@ fn seal(key: &Zeroizing<[u8; 32]>, aad: &[u8], plain: &[u8]) -> Result<DkgCipher
     DkgCiphertext::new(out).map_err(|e| Error::new(ErrorCode::Internal, e))
 }
 
-fn open(key: &Zeroizing<[u8; 32]>, aad: &[u8], ciphertext: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+fn decrypt_envelope(key: &Zeroizing<[u8; 32]>, aad: &[u8], ciphertext: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     let (nonce, body) = (ciphertext.get(..12)?, ciphertext.get(12..)?);
     let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
     let mut buf = Zeroizing::new(body.to_vec());

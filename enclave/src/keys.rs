@@ -1,22 +1,19 @@
-//! Group keys held by this enclave: public key packages, sealed seats, and the one definition of
-//! "internal key" and "output key".
+//! Group keys held by this enclave: public key packages, sealed seats, and the definition of
+//! "internal key" (the output key is [`crate::taproot`]'s).
 //!
-//! Definitions (BIP341): the **internal key** of a group is the x-only encoding of its
+//! Definition (BIP341): the **internal key** of a group is the x-only encoding of its
 //! `PublicKeyPackage` verifying key, whatever produced it (DKG, whose part 3 already applies the
 //! ciphersuite's key-only tweak, or the dev dealer, which applies none); it is also the key id.
-//! The **output key** of a session is the internal key tweaked per BIP341 with no script tree
-//! (`bip86`), with the session's merkle root (`script_tree`), or not at all (`untweaked`).
 //!
 //! Invariant: a seat's `KeyPackage` exists in plaintext only between unseal and the end of the
 //! round that needed it (it is `ZeroizeOnDrop`); at rest it is a blob sealed in the HSM.
 
 use crate::custody::Custody;
 use crate::sealing::{self, SealContext, SealedKind};
-use frost_secp256k1_tr::keys::{KeyPackage, PublicKeyPackage, Tweak};
+use frost_secp256k1_tr::keys::{KeyPackage, PublicKeyPackage};
 use frost_secp256k1_tr::Identifier;
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::{KeyId, ParticipantId};
-use frostgate_common::protocol::TaprootMode;
 use std::collections::BTreeMap;
 
 /// A sealed key package for one seat.
@@ -53,31 +50,9 @@ pub fn identifier(p: ParticipantId) -> Result<Identifier, Error> {
     Identifier::try_from(p.get()).map_err(|e| frost_err(ErrorCode::Internal, "identifier", e))
 }
 
-/// The x-only (BIP340) encoding of a verifying key.
-pub fn x_only(key: &frost_secp256k1_tr::VerifyingKey) -> Result<[u8; 32], Error> {
-    let sec1 = key.serialize().map_err(|e| frost_err(ErrorCode::Internal, "verifying key", e))?;
-    sec1.get(1..33)
-        .and_then(|x| <[u8; 32]>::try_from(x).ok())
-        .ok_or_else(|| Error::new(ErrorCode::Internal, "verifying key is not a 33-byte SEC1 point"))
-}
-
 /// The key id (internal key) of a public key package.
 pub fn key_id_of(public: &PublicKeyPackage) -> Result<KeyId, Error> {
-    x_only(public.verifying_key()).map(KeyId::from_bytes)
-}
-
-/// The public key package tweaked for a mode (what shares and signatures verify against).
-pub fn tweaked(public: &PublicKeyPackage, mode: &TaprootMode) -> PublicKeyPackage {
-    match mode {
-        TaprootMode::Untweaked => public.clone(),
-        TaprootMode::Bip86 => public.clone().tweak::<&[u8]>(None),
-        TaprootMode::ScriptTree { merkle_root } => public.clone().tweak(Some(merkle_root.as_slice())),
-    }
-}
-
-/// The x-only output key for a mode.
-pub fn output_key(public: &PublicKeyPackage, mode: &TaprootMode) -> Result<[u8; 32], Error> {
-    x_only(tweaked(public, mode).verifying_key())
+    crate::taproot::x_only(public.verifying_key()).map(KeyId::from_bytes)
 }
 
 impl KeyRecord {

@@ -21,6 +21,7 @@ pub const VERSION: &str = match (cfg!(feature = "dev-dealer"), cfg!(feature = "d
     (false, false) => concat!(env!("CARGO_PKG_VERSION"), " (dev features: none)"),
 };
 
+pub mod config;
 pub mod custody;
 pub mod dkg;
 pub mod hardening;
@@ -32,3 +33,4 @@ pub mod sealing;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod taproot;

@@ -5,7 +5,7 @@
 use clap::{Args, Parser, Subcommand};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::transport::{Address, Listener};
-use frostgate_enclave::custody::config::EnclaveConfig;
+use frostgate_enclave::config::EnclaveConfig;
 use frostgate_enclave::custody::Custody;
 use frostgate_enclave::logging::{self, LogFormat};
 use frostgate_enclave::rounds::Limits;

@@ -2,8 +2,8 @@
 //!
 //! Invariant: the engine releases a signature share only after [`MarkerStore::persist`] returned
 //! `Ok` for the nonce's consumed marker, and a signature only after its completed marker did.
-//! The sealed host store (store issue) implements this trait over the channel; until then
-//! [`MemoryStore`] keeps markers for the life of the process.
+//! The host store ([`crate::store::ChainedStore`]) implements this trait over the channel;
+//! [`MemoryStore`] keeps markers for the life of the process (in-process tests and tools only).
 
 use frostgate_common::error::Error;
 use frostgate_common::ids::{AttemptId, KeyId, ParticipantId, SessionId};
@@ -13,7 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
 
-/// One durable record of public state. Its postcard encoding is a sealed store record's body.
+/// One durable record of public state. Its postcard encoding is a host store record's body.
 /// Append only: variants are matched by index in stored data.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
@@ -112,7 +112,7 @@ pub trait MarkerStore: Send + Sync + std::fmt::Debug {
 }
 
 /// Markers held in process memory: durable for the life of the process only. Used until the
-/// sealed host store is configured, and by tests.
+/// host store is configured, and by tests.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     records: Mutex<Vec<Record>>,

@@ -5,7 +5,7 @@ use crate::custody::Custody;
 use crate::dkg::DkgError;
 use crate::markers::{MarkerStore, MemoryStore};
 use crate::rounds::{Engine, Limits};
-use crate::store::SealedStore;
+use crate::store::ChainedStore;
 use frostgate_common::bounded::{Label, PublicKeyPackageBytes, Signers};
 use frostgate_common::channel::Channel;
 use frostgate_common::error::{Error, ErrorCode};
@@ -18,7 +18,7 @@ use std::time::Instant;
 /// Where markers are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreMode {
-    /// The host's sealed store (production): signing waits until the host streamed it.
+    /// The host store (production): signing waits until the host streamed it.
     Host,
     /// Markers in enclave memory only, lost at restart: for in-process tests and tools, never
     /// selectable from the `frostgate-enclave` command line.
@@ -39,7 +39,7 @@ pub struct Service {
     started: Instant,
     build: BuildInfo,
     engine: Option<Engine>,
-    store: Option<SealedStore>,
+    store: Option<ChainedStore>,
     dkgs: crate::dkg::Dkgs,
 }
 
@@ -65,7 +65,7 @@ impl Service {
             let custody = Arc::new(custody);
             let markers: Arc<dyn MarkerStore> = match mode {
                 StoreMode::Host => {
-                    let store = SealedStore::open(custody.clone(), compact_after)?;
+                    let store = ChainedStore::open(custody.clone(), compact_after)?;
                     service.store = Some(store.clone());
                     Arc::new(store)
                 }
@@ -116,8 +116,8 @@ impl Service {
         }
     }
 
-    /// The sealed store, when markers go to the host.
-    pub fn store(&self) -> Option<&SealedStore> {
+    /// The host store, when markers go to the host.
+    pub fn store(&self) -> Option<&ChainedStore> {
         self.store.as_ref()
     }
 
@@ -365,7 +365,7 @@ fn key_info(record: &crate::keys::KeyRecord) -> Result<KeyInfo, Error> {
         threshold: record.threshold,
         participants: Signers::new(record.participants.keys().copied().collect::<Vec<_>>()).map_err(internal)?,
         seats: Signers::new(record.seats.keys().copied().collect::<Vec<_>>()).map_err(internal)?,
-        bip86_output_key: crate::keys::output_key(&record.public, &TaprootMode::Bip86)?,
+        bip86_output_key: crate::taproot::output_key(&record.public, &TaprootMode::Bip86)?,
         public_key_package: PublicKeyPackageBytes::new(bytes).map_err(internal)?,
     })
 }

@@ -1,6 +1,6 @@
 //! The frostgate host: everything outside the enclave, in three parts and a CLI.
 //!
-//! - [`node`]: the node daemon next to one enclave (enclave client, sealed host store, metrics);
+//! - [`node`]: the node daemon next to one enclave (enclave client, host store, metrics);
 //!   it reaches the enclave only through [`node::enclave::EnclaveClient`], which speaks the
 //!   boundary protocol and nothing else.
 //! - [`coordinator`]: ROAST signing and DKG relaying over many nodes (cluster file, clients).

@@ -5,7 +5,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use frostgate_common::frame::{self, Frame};
 use frostgate_common::ids::{KeyId, ParticipantId};
 use frostgate_common::protocol::*;
-use frostgate_enclave::custody::config::EnclaveConfig;
+use frostgate_enclave::config::EnclaveConfig;
 use frostgate_enclave::custody::Custody;
 use frostgate_enclave::markers::{MemoryStore, Record};
 use frostgate_enclave::rounds::{Engine, Limits};
@@ -71,7 +71,7 @@ fn bench(c: &mut Criterion) {
     // Record MAC (HMAC-SHA256, ring) of one consumed marker.
     let store_key = StoreKey::new(zeroize::Zeroizing::new([3u8; 32]));
     let record = vec![Record::NonceConsumed { attempt: p.attempt, seat: ParticipantId::new(1).expect("p") }];
-    c.bench_function("store/seal+MAC 1 record", |b| b.iter(|| store_key.seal(Head::EMPTY, &record)));
+    c.bench_function("store/chain+MAC 1 record", |b| b.iter(|| store_key.chain(Head::EMPTY, &record)));
 
     // Host store commits: one durable SQLite transaction per batch.
     for batch in [1usize, 8, 32, 128] {
@@ -81,7 +81,7 @@ fn bench(c: &mut Criterion) {
         let mut head = Head::EMPTY;
         c.bench_function(&format!("store/commit batch of {batch} (synchronous=FULL)"), |b| {
             b.iter(|| {
-                let (sealed, next) = store_key.seal(head, &records).expect("seal");
+                let (sealed, next) = store_key.chain(head, &records).expect("seal");
                 store.append(&sealed, None).expect("append");
                 head = next;
             })

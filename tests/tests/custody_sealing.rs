@@ -3,7 +3,7 @@
 
 use frostgate_common::error::ErrorCode;
 use frostgate_common::ids::{KeyId, ParticipantId};
-use frostgate_enclave::custody::config::EnclaveConfig;
+use frostgate_enclave::config::EnclaveConfig;
 use frostgate_enclave::custody::Custody;
 use frostgate_enclave::sealing::{seal, unseal, SealContext, SealedKind, MAX_PLAINTEXT};
 use frostgate_tests::token::{TestToken, TokenDir};

@@ -174,10 +174,8 @@ fn no_dkg_share_appears_in_any_store_log_or_relayed_message() {
     // Recover node 1's share the only legitimate way: its own token unseals its own blob.
     let node = &nodes[0];
     node.token.export_env();
-    let config = frostgate_enclave::custody::config::EnclaveConfig::load(&node.token.config)
-        .expect("config")
-        .custody
-        .expect("c");
+    let config =
+        frostgate_enclave::config::EnclaveConfig::load(&node.token.config).expect("config").custody.expect("c");
     let custody = frostgate_enclave::custody::Custody::open(&config).expect("custody");
     let conn = rusqlite::Connection::open(&node.db).expect("db");
     let bodies: Vec<Vec<u8>> = {

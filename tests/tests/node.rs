@@ -305,7 +305,7 @@ fn a_node_restarts_a_dead_enclave_child_and_serves_again() {
         // Health (through the API, as `frostgate status` reads it) counts the restart.
         let h = client.call(Health, Duration::from_secs(5)).await.expect("health");
         assert_eq!((h.enclave_restarts, h.host_reconnects), (1, 1), "{h:?}");
-        // The key came back from the sealed store and signs.
+        // The key came back from the host store and signs.
         let p = prepare(&c, key.key, &[pid(1), pid(2)], TaprootMode::Bip86).await;
         let shares = sign_all(&c, &p).await;
         assert!(matches!(

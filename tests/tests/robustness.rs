@@ -3,7 +3,7 @@
 //! always answered with a reply kind or a typed error.
 
 use frostgate_common::protocol::*;
-use frostgate_enclave::custody::config::EnclaveConfig;
+use frostgate_enclave::config::EnclaveConfig;
 use frostgate_enclave::custody::Custody;
 use frostgate_enclave::markers::MemoryStore;
 use frostgate_enclave::rounds::{Engine, Limits};

@@ -4,7 +4,7 @@
 use frostgate_common::error::{ErrorCode, RecoveryClass};
 use frostgate_common::ids::AttemptId;
 use frostgate_common::protocol::*;
-use frostgate_enclave::custody::config::EnclaveConfig;
+use frostgate_enclave::config::EnclaveConfig;
 use frostgate_enclave::custody::Custody;
 use frostgate_enclave::markers::{MarkerStore, MemoryStore, PersistError, PersistFuture, Record};
 use frostgate_enclave::rounds::{Engine, Limits};
@@ -121,7 +121,7 @@ fn dkg_origin_keys_use_the_same_internal_and_output_key_definitions() {
     let key = frostgate_enclave::keys::key_id_of(&public).expect("key id");
     for mode in modes() {
         assert_eq!(
-            frostgate_enclave::keys::output_key(&public, &mode).expect("output key"),
+            frostgate_enclave::taproot::output_key(&public, &mode).expect("output key"),
             bitcoin_output_key(key.as_bytes(), &mode),
             "{mode:?}"
         );

@@ -1,4 +1,4 @@
-//! The sealed host store with real processes: an enclave and a host (`frostgate host serve`)
+//! The host store with real processes: an enclave and a host (`frostgate host serve`)
 //! per node, killed with SIGKILL, their database tampered with, and faults injected at each step
 //! of the commit protocol.
 
@@ -638,7 +638,7 @@ fn aborted_attempts_leave_no_markers_and_snapshots_stay_bounded() {
 /// its own: the host's load completes and is adopted, and the verification reports the store.
 #[test]
 fn a_verify_only_load_during_a_load_does_not_disturb_it() {
-    use frostgate_common::bounded::SealedRecords;
+    use frostgate_common::bounded::StoreRecords;
     use frostgate_common::transport::Address;
     use frostgate_host::node::enclave::EnclaveClient;
     let mut node = Node::new();
@@ -657,12 +657,12 @@ fn a_verify_only_load_during_a_load_does_not_disturb_it() {
         let address = Address::Unix(node.tokens.path().join("enclave.sock"));
         let host = EnclaveClient::connect(address.clone()).await.expect("host connection");
         let verifier = EnclaveClient::connect(address).await.expect("verifier connection");
-        let load = |first, last, verify_only, rs: &[frostgate_common::protocol::SealedRecord]| {
+        let load = |first, last, verify_only, rs: &[frostgate_common::protocol::StoreRecord]| {
             Message::StoreLoad(StoreLoad {
                 first,
                 last,
                 verify_only,
-                records: SealedRecords::new(rs.to_vec()).expect("bounded"),
+                records: StoreRecords::new(rs.to_vec()).expect("bounded"),
             })
         };
         // The host's load: first chunk.

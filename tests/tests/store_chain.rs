@@ -3,7 +3,7 @@
 
 use frostgate_common::error::ErrorCode;
 use frostgate_common::ids::{AttemptId, KeyId, ParticipantId, SessionId};
-use frostgate_common::protocol::{SealedRecord, TaprootMode};
+use frostgate_common::protocol::{StoreRecord, TaprootMode};
 use frostgate_enclave::markers::Record;
 use frostgate_enclave::store::chain::{check_against_anchor, Head, Loader, StoreKey};
 use frostgate_tests::signing::random;
@@ -35,7 +35,7 @@ fn records() -> Vec<Record> {
     ]
 }
 
-fn load(k: &StoreKey, chain: &[SealedRecord]) -> Result<(Head, Vec<Record>), ErrorCode> {
+fn load(k: &StoreKey, chain: &[StoreRecord]) -> Result<(Head, Vec<Record>), ErrorCode> {
     let mut l = Loader::default();
     l.push(k, chain).map_err(|e| e.code())?;
     l.finish().map_err(|e| e.code())
@@ -45,7 +45,7 @@ fn load(k: &StoreKey, chain: &[SealedRecord]) -> Result<(Head, Vec<Record>), Err
 fn an_intact_chain_loads_and_round_trips_its_records() {
     let k = key();
     let rs = records();
-    let (chain, head) = k.seal(Head::EMPTY, &rs).expect("seal");
+    let (chain, head) = k.chain(Head::EMPTY, &rs).expect("seal");
     let (h, loaded) = load(&k, &chain).expect("loads");
     assert_eq!(h, head);
     assert_eq!(loaded, rs);
@@ -60,7 +60,7 @@ fn an_intact_chain_loads_and_round_trips_its_records() {
 #[test]
 fn every_byte_of_every_field_of_every_record_is_authenticated() {
     let k = key();
-    let (chain, _) = k.seal(Head::EMPTY, &records()).expect("seal");
+    let (chain, _) = k.chain(Head::EMPTY, &records()).expect("seal");
     let mut checked = 0;
     for i in 0..chain.len() {
         for bit in [0x01u64, 0x80] {
@@ -95,7 +95,7 @@ fn every_byte_of_every_field_of_every_record_is_authenticated() {
 #[test]
 fn deleted_reordered_or_foreign_records_are_tampering() {
     let k = key();
-    let (chain, _) = k.seal(Head::EMPTY, &records()).expect("seal");
+    let (chain, _) = k.chain(Head::EMPTY, &records()).expect("seal");
     for i in 0..chain.len() - 1 {
         let mut c = chain.clone();
         c.remove(i);
@@ -105,11 +105,11 @@ fn deleted_reordered_or_foreign_records_are_tampering() {
         assert_eq!(load(&k, &c).expect_err("swapped"), ErrorCode::StoreTampered, "swap {i}");
     }
     // A record sealed under another key (another enclave's store) does not verify.
-    let (other, _) = key().seal(Head::EMPTY, &records()).expect("seal");
+    let (other, _) = key().chain(Head::EMPTY, &records()).expect("seal");
     assert_eq!(load(&k, &other).expect_err("foreign"), ErrorCode::StoreTampered);
     // A store may start at a complete snapshot, never at an arbitrary record.
     let (snap, _) = k
-        .seal(
+        .chain(
             Head { version: 10, mac: random() },
             &[
                 Record::SnapshotBegin { id: 1 },
@@ -129,7 +129,7 @@ fn deleted_reordered_or_foreign_records_are_tampering() {
 #[test]
 fn the_head_must_equal_the_anchor_or_be_exactly_one_commit_ahead() {
     let k = key();
-    let (chain, head) = k.seal(Head::EMPTY, &records()).expect("seal");
+    let (chain, head) = k.chain(Head::EMPTY, &records()).expect("seal");
     let at = |n: usize| Head { version: chain[n - 1].version, mac: chain[n - 1].mac };
     let prev = |n: usize| Some(chain[n - 1].prev_mac);
     let n = chain.len();
@@ -165,7 +165,7 @@ fn the_host_store_refuses_records_that_do_not_continue_its_chain() {
     let dir = tempfile::tempdir().expect("dir");
     let store = frostgate_host::node::store::HostStore::open(&dir.path().join("db")).expect("db");
     let k = key();
-    let (chain, _) = k.seal(Head::EMPTY, &records()).expect("seal");
+    let (chain, _) = k.chain(Head::EMPTY, &records()).expect("seal");
     // An empty store does not accept a chain's middle (the store was lost under a live enclave).
     let e = store.append(&chain[2..], None).expect_err("refused");
     assert_eq!(e.code(), ErrorCode::StoreCommitFailed);
@@ -174,7 +174,7 @@ fn the_host_store_refuses_records_that_do_not_continue_its_chain() {
     // A gap, a repeat, or a fork is refused; the next record is accepted.
     assert_eq!(store.append(&chain[3..], None).expect_err("gap").code(), ErrorCode::StoreCommitFailed);
     assert_eq!(store.append(&chain[1..2], None).expect_err("repeat").code(), ErrorCode::StoreCommitFailed);
-    let (fork, _) = k.seal(Head { version: 2, mac: random() }, &records()[..1]).expect("seal");
+    let (fork, _) = k.chain(Head { version: 2, mac: random() }, &records()[..1]).expect("seal");
     assert_eq!(store.append(&fork, None).expect_err("fork").code(), ErrorCode::StoreCommitFailed);
     assert_eq!(store.append(&chain[2..], None).expect("continue"), chain.len() as u64);
     assert_eq!(store.records().expect("records"), chain);
@@ -185,8 +185,8 @@ fn a_store_ahead_by_one_interrupted_multi_record_commit_loads() {
     let k = key();
     let rs = records();
     // Commit 1: two records, anchored. Commit 2: three records, committed but not anchored.
-    let (first, anchored) = k.seal(Head::EMPTY, &rs[..2]).expect("seal");
-    let (second, head) = k.seal(anchored, &rs[2..]).expect("seal");
+    let (first, anchored) = k.chain(Head::EMPTY, &rs[..2]).expect("seal");
+    let (second, head) = k.chain(anchored, &rs[2..]).expect("seal");
     let chain: Vec<_> = first.iter().chain(second.iter()).cloned().collect();
     let mut l = Loader::for_anchor(anchored.version);
     l.push(&k, &chain).expect("verifies");

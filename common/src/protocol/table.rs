@@ -92,7 +92,7 @@ macro_rules! boundary_table {
             22 KeyInfo(KeyInfo) { reply, from: Enclave }
             /// Host -> enclave: describe a key this enclave holds.
             23 GetKey(KeyRef) { request, from: Host, exposure: Network, ready: Ready, serve: get_key, reply: KeyInfo }
-            /// Enclave -> host: commit these sealed records durably in one transaction, then
+            /// Enclave -> host: commit these chained records durably in one transaction, then
             /// acknowledge.
             24 PersistRecords(PersistRecords) {
                 request, from: Enclave, exposure: Channel, ready: Any, serve: persist_records, reply: PersistAck

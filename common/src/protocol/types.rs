@@ -4,8 +4,8 @@
 use super::Message;
 use crate::bounded::{
     CommitmentBytes, DkgCiphertext, DkgConfirmations, DkgEnvelopes, DkgPackageBytes, DkgParticipants,
-    DkgRound1Packages, IdentityKeyBytes, Label, PublicKeyPackageBytes, RecordBody, SealedRecords, SignatureShareBytes,
-    SignerShares, Signers, SigningPackageBytes,
+    DkgRound1Packages, IdentityKeyBytes, Label, PublicKeyPackageBytes, RecordBody, SignatureShareBytes, SignerShares,
+    Signers, SigningPackageBytes, StoreRecords,
 };
 use crate::error::ErrorCode;
 use crate::ids::{AttemptId, DkgId, KeyId, ParticipantId, SessionId};
@@ -382,10 +382,10 @@ pub struct KeyInfo {
     pub public_key_package: PublicKeyPackageBytes,
 }
 
-/// One record of the host's sealed store. The body is public state; the MAC (HMAC-SHA256 under
+/// One record of the host store (MAC-chained, not encrypted). The body is public state; the MAC (HMAC-SHA256 under
 /// a key derived in the HSM) covers the version, the previous record's MAC and the body.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct SealedRecord {
+pub struct StoreRecord {
     /// Position in the chain, from 1, without gaps.
     pub version: u64,
     /// The previous record's MAC (zeros before version 1).
@@ -400,7 +400,7 @@ pub struct SealedRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PersistRecords {
     /// Consecutive records continuing the host's chain.
-    pub records: SealedRecords,
+    pub records: StoreRecords,
     /// If set, after committing, delete every record with a lower version (compaction: a
     /// complete snapshot starts at that version).
     pub compact_before: Option<u64>,
@@ -423,7 +423,7 @@ pub struct StoreLoad {
     /// Check only: do not adopt the records or finish an interrupted anchor update.
     pub verify_only: bool,
     /// Records in chain order.
-    pub records: SealedRecords,
+    pub records: StoreRecords,
 }
 
 /// The result of a load.

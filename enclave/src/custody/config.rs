@@ -7,61 +7,11 @@
 use frostgate_common::error::{Error, ErrorCode};
 use secrecy::SecretString;
 use serde::Deserialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use zeroize::Zeroizing;
 
 /// Debian's SoftHSM2 module.
 pub const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-
-/// The enclave's configuration file (TOML).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnclaveConfig {
-    /// HSM custody. Without it the enclave holds no keys and refuses to sign.
-    pub custody: Option<CustodyConfig>,
-    /// The signing group's pinned identities. A DKG runs only among exactly these participants
-    /// with exactly these identity keys; without it the enclave refuses every DKG.
-    pub group: Option<GroupConfig>,
-}
-
-/// `[group]`: the participants this enclave may run a DKG with.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GroupConfig {
-    /// Every participant, with its enclave's identity public key (SEC1 uncompressed, hex).
-    pub participants: Vec<PinnedParticipant>,
-}
-
-/// One pinned participant.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PinnedParticipant {
-    /// Participant id.
-    pub id: u16,
-    /// Identity public key, hex (65 bytes, starting 04).
-    pub identity_key: String,
-}
-
-impl GroupConfig {
-    /// The pins as (participant, key bytes), validated.
-    pub fn pins(&self) -> Result<std::collections::BTreeMap<frostgate_common::ids::ParticipantId, Vec<u8>>, Error> {
-        let mut out = std::collections::BTreeMap::new();
-        for p in &self.participants {
-            let id = frostgate_common::ids::ParticipantId::new(p.id).map_err(|e| config_err(format!("group: {e}")))?;
-            let key = hex::decode(&p.identity_key)
-                .map_err(|_| config_err(format!("group: participant {id}: identity_key is not hex")))?;
-            if key.len() != 65 || key[0] != 4 {
-                return Err(config_err(format!(
-                    "group: participant {id}: identity_key is not an uncompressed P-256 point"
-                )));
-            }
-            if out.insert(id, key).is_some() {
-                return Err(config_err(format!("group: participant {id} is listed twice")));
-            }
-        }
-        Ok(out)
-    }
-}
 
 /// `[custody]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -98,7 +48,7 @@ fn default_prefix() -> String {
     "frostgate".into()
 }
 
-fn config_err(msg: impl std::fmt::Display) -> Error {
+pub(crate) fn config_err(msg: impl std::fmt::Display) -> Error {
     Error::new(ErrorCode::ConfigInvalid, msg)
 }
 
@@ -107,28 +57,8 @@ const fn libc_o_nofollow() -> i32 {
     0o400000
 }
 
-impl EnclaveConfig {
-    /// Reads and validates a configuration file.
-    pub fn load(path: &Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| config_err(format!("reading {}: {e}", path.display())))?;
-        Self::parse(&text).map_err(|e| config_err(format!("{}: {}", path.display(), e.message())))
-    }
-
-    /// Parses and validates configuration text.
-    pub fn parse(text: &str) -> Result<Self, Error> {
-        let config: EnclaveConfig = toml::from_str(text).map_err(|e| config_err(e.message()))?;
-        if let Some(c) = &config.custody {
-            c.validate()?;
-        }
-        if let Some(g) = &config.group {
-            g.pins()?;
-        }
-        Ok(config)
-    }
-}
-
 impl CustodyConfig {
-    fn validate(&self) -> Result<(), Error> {
+    pub(crate) fn validate(&self) -> Result<(), Error> {
         if self.token_label.is_empty() || self.token_label.len() > 32 {
             return Err(config_err("custody.token_label must be 1..=32 bytes (the PKCS#11 label field)"));
         }
@@ -183,6 +113,7 @@ impl CustodyConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::EnclaveConfig;
     use secrecy::ExposeSecret;
 
     #[test]

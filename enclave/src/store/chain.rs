@@ -1,4 +1,4 @@
-//! The MAC chain of the host's sealed store.
+//! The MAC chain of the host store.
 //!
 //! `mac_n = HMAC-SHA256(K_s, "frostgate/store/v1" | version_n (u64 BE) | mac_{n-1} | body_n)`,
 //! with `mac_0` = 32 zero bytes and `K_s` derived inside the HSM from the MAC root key at boot.
@@ -8,7 +8,7 @@
 use crate::markers::Record;
 use frostgate_common::bounded::RecordBody;
 use frostgate_common::error::{Error, ErrorCode};
-use frostgate_common::protocol::SealedRecord;
+use frostgate_common::protocol::StoreRecord;
 use zeroize::Zeroizing;
 
 const DOMAIN: &[u8] = b"frostgate/store/v1";
@@ -28,7 +28,7 @@ impl Head {
     pub const EMPTY: Head = Head { version: 0, mac: [0; 32] };
 }
 
-/// The store-sealing key. Lives only in enclave memory, wiped on drop.
+/// The store's MAC key. Lives only in enclave memory, wiped on drop.
 pub struct StoreKey(Zeroizing<[u8; 32]>);
 
 impl std::fmt::Debug for StoreKey {
@@ -63,8 +63,9 @@ impl StoreKey {
         out
     }
 
-    /// Seals records after `head`; returns them and the new head.
-    pub fn seal(&self, head: Head, records: &[Record]) -> Result<(Vec<SealedRecord>, Head), Error> {
+    /// Chains records after `head` (each MACed over its version, the previous MAC and its
+    /// body); returns them and the new head.
+    pub fn chain(&self, head: Head, records: &[Record]) -> Result<(Vec<StoreRecord>, Head), Error> {
         let mut out = Vec::with_capacity(records.len());
         let mut h = head;
         for r in records {
@@ -73,7 +74,7 @@ impl StoreKey {
             let body = RecordBody::new(body).map_err(|e| Error::new(ErrorCode::Internal, e))?;
             let version = h.version + 1;
             let mac = self.mac(version, &h.mac, body.as_inner());
-            out.push(SealedRecord { version, prev_mac: h.mac, body, mac });
+            out.push(StoreRecord { version, prev_mac: h.mac, body, mac });
             h = Head { version, mac };
         }
         Ok((out, h))
@@ -100,7 +101,7 @@ impl StoreKey {
         ring::hmac::verify(&self.key(), &Self::anchor_input(head), tag).is_ok()
     }
 
-    fn verify(&self, r: &SealedRecord) -> bool {
+    fn verify(&self, r: &StoreRecord) -> bool {
         // Constant-time comparison inside ring.
         ring::hmac::verify(&self.key(), &Self::input(r.version, &r.prev_mac, r.body.as_inner()), &r.mac).is_ok()
     }
@@ -146,7 +147,7 @@ impl Loader {
     }
 
     /// Verifies and decodes the next records.
-    pub fn push(&mut self, key: &StoreKey, chunk: &[SealedRecord]) -> Result<(), Error> {
+    pub fn push(&mut self, key: &StoreKey, chunk: &[StoreRecord]) -> Result<(), Error> {
         for r in chunk {
             if !key.verify(r) {
                 return Err(tampered(format!("record {} fails its MAC", r.version)));
@@ -216,7 +217,7 @@ impl Loader {
 /// ahead of the anchor by the one interrupted commit (which may hold many records): the anchor
 /// update is to be finished.
 ///
-/// Why "ahead and extending the anchored head" can only be one commit: the enclave seals a batch
+/// Why "ahead and extending the anchored head" can only be one commit: the enclave chains a batch
 /// only after the previous one is anchored, so a MAC-valid extension of the anchored head is at
 /// most the one batch whose anchor update was interrupted.
 pub fn check_against_anchor(head: Head, successor_prev: Option<[u8; 32]>, anchor: Head) -> Result<bool, Error> {

@@ -1,8 +1,8 @@
-//! The host-side sealed store, seen from the enclave: records are sealed here (MAC chain under a
+//! The host store, seen from the enclave: records are chained here (MAC chain under a
 //! key derived in the HSM), committed by the host, and the chain head is anchored in the HSM.
 //!
 //! Invariants:
-//! - [`SealedStore::persist`] returns `Ok` only after the host acknowledged a durable commit AND
+//! - [`ChainedStore::persist`] returns `Ok` only after the host acknowledged a durable commit AND
 //!   the HSM anchor was advanced to the new head; only then may the caller release anything.
 //! - Group commit: records that arrive while a commit is in flight share the next commit and the
 //!   next anchor update.
@@ -19,10 +19,10 @@ pub mod faults;
 use crate::custody::Custody;
 use crate::markers::{MarkerStore, PersistError, PersistFuture, Record};
 use chain::{Head, Loader, StoreKey};
-use frostgate_common::bounded::SealedRecords;
+use frostgate_common::bounded::StoreRecords;
 use frostgate_common::channel::Channel;
 use frostgate_common::error::{Error, ErrorCode};
-use frostgate_common::protocol::{PersistRecords, SealedRecord, StoreLoad};
+use frostgate_common::protocol::{PersistRecords, StoreLoad, StoreRecord};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -105,15 +105,15 @@ pub struct LoadProgress {
     pub done: Option<Loaded>,
 }
 
-/// The enclave's view of the host's sealed store.
+/// The enclave's view of the host store.
 #[derive(Clone)]
-pub struct SealedStore {
+pub struct ChainedStore {
     shared: Arc<Shared>,
 }
 
-impl std::fmt::Debug for SealedStore {
+impl std::fmt::Debug for ChainedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SealedStore(..)")
+        f.write_str("ChainedStore(..)")
     }
 }
 
@@ -121,7 +121,7 @@ fn lock(s: &Shared) -> MutexGuard<'_, Inner> {
     s.inner.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl SealedStore {
+impl ChainedStore {
     /// Derives the store key in the HSM and reads the anchor. The store starts not loaded.
     /// A snapshot compacts the store once `compact_after` records accumulated since the last.
     pub fn open(custody: Arc<Custody>, compact_after: u64) -> Result<Self, Error> {
@@ -152,7 +152,7 @@ impl SealedStore {
             compact_after,
             next_snapshot_id: 0,
         };
-        Ok(SealedStore { shared: Arc::new(Shared { custody, key, inner: Mutex::new(inner) }) })
+        Ok(ChainedStore { shared: Arc::new(Shared { custody, key, inner: Mutex::new(inner) }) })
     }
 
     /// Commit counters.
@@ -358,15 +358,15 @@ impl SealedStore {
         records: &[Record],
         snapshot: bool,
     ) -> Result<Head, PersistError> {
-        let (sealed, new_head) = shared.key.seal(head, records).map_err(PersistError::NotWritten)?;
+        let (chained, new_head) = shared.key.chain(head, records).map_err(PersistError::NotWritten)?;
         let channel = channel.ok_or_else(|| PersistError::NotWritten(not_loaded()))?;
-        let snapshot_start = sealed.first().map(|r| r.version).filter(|_| snapshot);
-        let chunks = chunks(sealed);
+        let snapshot_start = chained.first().map(|r| r.version).filter(|_| snapshot);
+        let chunks = chunks(chained);
         let count = chunks.len();
         for (index, chunk) in chunks.into_iter().enumerate() {
             let last = chunk.last().map(|r| r.version).unwrap_or(head.version);
             let records =
-                SealedRecords::new(chunk).map_err(|e| PersistError::NotWritten(Error::new(ErrorCode::Internal, e)))?;
+                StoreRecords::new(chunk).map_err(|e| PersistError::NotWritten(Error::new(ErrorCode::Internal, e)))?;
             // Older records go only in the transaction that makes the snapshot's end durable.
             let compact_before = if index + 1 == count { snapshot_start } else { None };
             let reply = channel.request(PersistRecords { records, compact_before }, Some(ACK_TIMEOUT)).await;
@@ -397,10 +397,10 @@ fn not_loaded() -> Error {
     Error::new(ErrorCode::StoreNotLoaded, "the host's store is not loaded")
 }
 
-fn chunks(sealed: Vec<SealedRecord>) -> Vec<Vec<SealedRecord>> {
-    let mut out: Vec<Vec<SealedRecord>> = vec![Vec::new()];
+fn chunks(chained: Vec<StoreRecord>) -> Vec<Vec<StoreRecord>> {
+    let mut out: Vec<Vec<StoreRecord>> = vec![Vec::new()];
     let mut bytes = 0;
-    for r in sealed {
+    for r in chained {
         let len = r.body.as_inner().len() + 80;
         let cur = out.last_mut().map(|c| c.len()).unwrap_or(0);
         if cur > 0 && (cur >= CHUNK_RECORDS || bytes + len > CHUNK_BYTES) {
@@ -415,7 +415,7 @@ fn chunks(sealed: Vec<SealedRecord>) -> Vec<Vec<SealedRecord>> {
     out
 }
 
-impl SealedStore {
+impl ChainedStore {
     /// Queues records synchronously (FIFO with every other record) and returns the wait for
     /// their commit.
     fn submit(
@@ -445,7 +445,7 @@ impl SealedStore {
     }
 }
 
-impl MarkerStore for SealedStore {
+impl MarkerStore for ChainedStore {
     fn persist(&self, records: Vec<Record>) -> PersistFuture<'_> {
         Box::pin(self.enqueue(records, false))
     }

@@ -45,7 +45,7 @@ enum Command {
     /// Run the host process in front of an enclave.
     #[command(subcommand)]
     Host(host::HostCommand),
-    /// Inspect the host's sealed store.
+    /// Inspect the host store.
     #[command(subcommand)]
     Store(store::StoreCommand),
     /// Development tooling (local clusters on SoftHSM).

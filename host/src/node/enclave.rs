@@ -5,7 +5,7 @@
 
 use crate::node::store::HostStore;
 use frostgate_common::bounded::Label;
-use frostgate_common::bounded::SealedRecords;
+use frostgate_common::bounded::StoreRecords;
 use frostgate_common::channel::{Channel, Handler};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::protocol::{
@@ -159,7 +159,7 @@ impl EnclaveClient {
     /// HSM anchor; with `verify_only` the enclave adopts nothing.
     pub async fn load_store(&self, store: &HostStore, verify_only: bool) -> Result<StoreStatus, Error> {
         let records = store.records()?;
-        let chunks: Vec<&[frostgate_common::protocol::SealedRecord]> =
+        let chunks: Vec<&[frostgate_common::protocol::StoreRecord]> =
             if records.is_empty() { vec![&[]] } else { records.chunks(LOAD_CHUNK).collect() };
         let n = chunks.len();
         let mut status = None;
@@ -168,7 +168,7 @@ impl EnclaveClient {
                 first: i == 0,
                 last: i + 1 == n,
                 verify_only,
-                records: SealedRecords::new(chunk.to_vec()).map_err(|e| Error::new(ErrorCode::Internal, e))?,
+                records: StoreRecords::new(chunk.to_vec()).map_err(|e| Error::new(ErrorCode::Internal, e))?,
             };
             status = Some(self.channel.request(load, Some(REQUEST_TIMEOUT)).await?);
         }

@@ -45,7 +45,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let signatures = IntCounter::new("signatures_total", "BIP340 signatures released by this node's enclave")?;
     let failures = IntCounterVec::new(Opts::new("failures_total", "Failed requests by error code"), &["code"])?;
     let commit_seconds = Histogram::with_opts(
-        HistogramOpts::new("store_commit_seconds", "Durable SQLite commit of one batch of sealed records")
+        HistogramOpts::new("store_commit_seconds", "Durable SQLite commit of one batch of store records")
             .buckets(prometheus::exponential_buckets(0.0001, 2.0, 14)?),
     )?;
     let commit_records = Histogram::with_opts(

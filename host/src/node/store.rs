@@ -1,5 +1,5 @@
 //! The host's durable store: SQLite in WAL mode with `synchronous=FULL`, one writer, versioned
-//! schema migrations. It holds the enclave's sealed records as opaque rows; nothing in it is
+//! schema migrations. It holds the enclave's chained records as opaque rows; nothing in it is
 //! secret and everything in it is authenticated by the enclave.
 //!
 //! Invariant: [`HostStore::append`] returns only after the transaction is durable, and writes all
@@ -7,7 +7,7 @@
 
 use frostgate_common::bounded::RecordBody;
 use frostgate_common::error::{Error, ErrorCode};
-use frostgate_common::protocol::SealedRecord;
+use frostgate_common::protocol::StoreRecord;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -73,7 +73,7 @@ impl HostStore {
 
     /// Appends consecutive records in one durable transaction; optionally deletes every record
     /// below `compact_before`. Returns the new head version.
-    pub fn append(&self, records: &[SealedRecord], compact_before: Option<u64>) -> Result<u64, Error> {
+    pub fn append(&self, records: &[StoreRecord], compact_before: Option<u64>) -> Result<u64, Error> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| db_err("begin", e))?;
         let head: Option<(i64, Vec<u8>)> = tx
@@ -116,7 +116,7 @@ impl HostStore {
     }
 
     /// Every record in version order.
-    pub fn records(&self) -> Result<Vec<SealedRecord>, Error> {
+    pub fn records(&self) -> Result<Vec<StoreRecord>, Error> {
         let conn = self.lock();
         let mut stmt = conn
             .prepare("SELECT version, prev_mac, body, mac FROM records ORDER BY version")
@@ -131,7 +131,7 @@ impl HostStore {
             let (version, prev, body, mac) = row.map_err(|e| db_err("read", e))?;
             // A row that does not even have the record's shape is passed on as an empty,
             // failing record: the enclave's verdict (store_tampered) is the one that counts.
-            out.push(SealedRecord {
+            out.push(StoreRecord {
                 version: version as u64,
                 prev_mac: prev.try_into().unwrap_or([0; 32]),
                 body: RecordBody::new(body)

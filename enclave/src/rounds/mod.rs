@@ -1,0 +1,298 @@
+//! The signing engine: sessions, attempts, round 1, round 2, share verification, aggregation.
+//!
+//! Invariants:
+//! - A nonce pair lives only in this process's memory ([`LiveNonce`]), is never cloned or
+//!   serialized, is consumed by value, and is wiped on drop (`SigningNonces` is `ZeroizeOnDrop`).
+//! - Round 2 verifies the signing package against the session and attempt *before* anything is
+//!   consumed; then check-and-set of the consumed marker happens under the one state lock; the
+//!   share is computed and released only after the marker is durable.
+//! - A consumed marker is never removed while its attempt is known, so no second share is ever
+//!   released for a nonce, whatever package a later request carries. Markers go with their
+//!   attempt (abort, close, expiry): by then every nonce of the attempt is consumed or wiped.
+//! - No share or signature leaves before the session and attempt bindings it depends on are
+//!   durable: bindings not yet known durable are committed with the marker.
+//! - Aggregation uses the enclave's own public key package (never one from the request), records
+//!   the completed marker durably before the signature leaves, and reports invalid shares only
+//!   as candidate culprits.
+//! - Every registry is bounded ([`Limits`]); see `ARCHITECTURE.md` for the expiry rules.
+
+use crate::custody::Custody;
+use crate::keys::{self, frost_err, identifier, KeyRecord};
+use crate::markers::{MarkerStore, PersistError, Record};
+use crate::taproot::TweakCache;
+use frost_core::CheaterDetection;
+use frost_secp256k1_tr::round1::{self, SigningCommitments, SigningNonces};
+use frost_secp256k1_tr::round2::{self, SignatureShare};
+use frost_secp256k1_tr::{Identifier, SigningPackage};
+use frostgate_common::bounded::{CommitmentBytes, SignatureShareBytes, Signers};
+use frostgate_common::error::{Error, ErrorCode};
+use frostgate_common::ids::{AttemptId, KeyId, ParticipantId, SessionId};
+use frostgate_common::protocol::{AggregateOutcome, Bip340Signature, ShareVerdict, SignerShare, TaprootMode};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+mod expiry;
+mod replay;
+mod signing;
+
+/// Bounds on the engine's registries.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Open sessions.
+    pub max_sessions: usize,
+    /// Open attempts.
+    pub max_attempts: usize,
+    /// Live nonce pairs.
+    pub max_live_nonces: usize,
+    /// A live nonce pair older than this is wiped by the sweep.
+    pub nonce_ttl: Duration,
+    /// A session older than this is removed by the sweep with its attempts, nonces and markers.
+    pub session_ttl: Duration,
+    /// A DKG not finished within this long is dropped with its secrets.
+    pub dkg_ttl: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_sessions: 4096,
+            max_attempts: 16384,
+            max_live_nonces: 16384,
+            nonce_ttl: Duration::from_secs(300),
+            session_ttl: Duration::from_secs(3600),
+            dkg_ttl: crate::dkg::DEFAULT_DKG_TTL,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Session {
+    key: KeyId,
+    message: [u8; 32],
+    mode: TaprootMode,
+    output_key: [u8; 32],
+    created: Instant,
+    opened_unix: u64,
+    /// Whether the `SessionBound` record is durable (replayed, or its commit succeeded).
+    durable: BindingState,
+}
+
+impl Session {
+    fn record(&self, session: SessionId) -> Record {
+        Record::SessionBound {
+            session,
+            key: self.key,
+            message: self.message,
+            mode: self.mode,
+            opened_unix: self.opened_unix,
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Maps a failed persist of a binding (not a nonce) to the caller's error.
+fn persist_err(e: PersistError) -> Error {
+    match e {
+        PersistError::NotWritten(e) if e.code() == ErrorCode::StoreNotLoaded => e,
+        PersistError::NotWritten(e) => err(ErrorCode::StoreCommitFailed, format!("not written: {e}")),
+        PersistError::Unknown(e) => err(ErrorCode::StoreCommitFailed, format!("outcome unknown: {e}")),
+    }
+}
+
+#[derive(Debug)]
+struct Attempt {
+    session: SessionId,
+    signers: BTreeSet<ParticipantId>,
+    /// Whether the `AttemptBound` record is durable.
+    durable: BindingState,
+}
+
+impl Attempt {
+    fn record(&self, attempt: AttemptId) -> Record {
+        Record::AttemptBound { attempt, session: self.session, signers: self.signers.iter().copied().collect() }
+    }
+}
+
+/// A nonce pair with the commitments issued for it. Never cloned, never serialized.
+struct LiveNonce {
+    nonces: SigningNonces,
+    commitments: Vec<u8>,
+    created: Instant,
+}
+
+impl std::fmt::Debug for LiveNonce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LiveNonce(..)")
+    }
+}
+
+/// Marker lifecycle: `Pending` while its persist is in flight (already blocks a second use),
+/// `Kept` once durable or of unknown durability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Marker {
+    Pending,
+    Kept,
+}
+
+type Seat = (AttemptId, ParticipantId);
+
+#[derive(Debug, Default)]
+struct State {
+    keys: HashMap<KeyId, Arc<KeyRecord>>,
+    sessions: HashMap<SessionId, Session>,
+    attempts: HashMap<AttemptId, Attempt>,
+    nonces: HashMap<Seat, LiveNonce>,
+    consumed: HashMap<Seat, Marker>,
+    completed: HashMap<AttemptId, Marker>,
+}
+
+/// Counts for health and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Keys held.
+    pub keys: usize,
+    /// Open sessions.
+    pub sessions: usize,
+    /// Open attempts.
+    pub attempts: usize,
+    /// Live nonce pairs.
+    pub live_nonces: usize,
+    /// Consumed-nonce markers.
+    pub consumed_markers: usize,
+    /// Completed-attempt markers.
+    pub completed_markers: usize,
+}
+
+/// The signing engine.
+#[derive(Debug)]
+pub struct Engine {
+    custody: Arc<Custody>,
+    store: Arc<dyn MarkerStore>,
+    limits: Limits,
+    state: Mutex<State>,
+    /// Tweaked public key packages by (key, mode).
+    tweaked: TweakCache,
+}
+
+fn err(code: ErrorCode, msg: impl std::fmt::Display) -> Error {
+    Error::new(code, msg)
+}
+
+fn decode_package(bytes: &[u8]) -> Result<SigningPackage, Error> {
+    SigningPackage::deserialize(bytes).map_err(|e| frost_err(ErrorCode::InvalidEncoding, "signing package", e))
+}
+
+/// Where a session or attempt binding's background commit stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Binding {
+    /// Its commit is in flight.
+    Queued,
+    /// Durable.
+    Durable,
+    /// Its commit failed (or never ran): it must go with the next marker.
+    Failed,
+}
+
+/// A binding's state, shared by the registry and its background commit.
+type BindingState = Arc<tokio::sync::watch::Sender<Binding>>;
+
+fn binding(state: Binding) -> BindingState {
+    Arc::new(tokio::sync::watch::Sender::new(state))
+}
+
+/// Seat context copied out of the state for work done without the lock.
+struct Bound {
+    key: Arc<KeyRecord>,
+    message: [u8; 32],
+    mode: TaprootMode,
+    output_key: [u8; 32],
+    signers: BTreeSet<ParticipantId>,
+    /// The session and attempt bindings not yet known durable, with their states.
+    undurable: Vec<(Record, BindingState)>,
+}
+
+impl Bound {
+    /// `records` preceded by every binding whose background commit did not make it durable
+    /// (waiting for a commit in flight to resolve), so nothing leaves before its bindings are
+    /// durable, and a binding is written twice only after its own commit failed.
+    async fn with_bindings(&self, records: Vec<Record>) -> Vec<Record> {
+        let mut out = Vec::new();
+        for (record, state) in &self.undurable {
+            let mut rx = state.subscribe();
+            let settled = rx.wait_for(|b| *b != Binding::Queued).await.map(|b| *b).ok();
+            if settled != Some(Binding::Durable) {
+                out.push(record.clone());
+            }
+        }
+        out.extend(records);
+        out
+    }
+
+    /// After a durable commit of [`Self::with_bindings`]: the bindings are durable too.
+    fn bindings_durable(&self) {
+        for (_, state) in &self.undurable {
+            state.send_replace(Binding::Durable);
+        }
+    }
+}
+
+impl Engine {
+    /// An engine over a custody token and a marker store.
+    pub fn new(custody: Arc<Custody>, store: Arc<dyn MarkerStore>, limits: Limits) -> Self {
+        Engine { custody, store, limits, state: Mutex::new(State::default()), tweaked: TweakCache::default() }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied marker: every mutation is a
+        // single map operation. Keep serving from the map as it is.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The key's public package tweaked for `mode` (cached).
+    fn tweaked(&self, key: &KeyRecord, mode: &TaprootMode) -> Arc<frost_secp256k1_tr::keys::PublicKeyPackage> {
+        self.tweaked.get(key.key_id, &key.public, mode)
+    }
+
+    /// Registry sizes.
+    pub fn counts(&self) -> Counts {
+        let s = self.lock();
+        Counts {
+            keys: s.keys.len(),
+            sessions: s.sessions.len(),
+            attempts: s.attempts.len(),
+            live_nonces: s.nonces.len(),
+            consumed_markers: s.consumed.len(),
+            completed_markers: s.completed.len(),
+        }
+    }
+
+    /// Adds a key (from DKG or the dev dealer) once it is durable in the store.
+    pub async fn add_key(&self, record: KeyRecord) -> Result<(), Error> {
+        if self.lock().keys.contains_key(&record.key_id) {
+            return Err(err(ErrorCode::Internal, format!("key {} already held", record.key_id)));
+        }
+        let stored = replay::key_record(&record)?;
+        self.store.persist(vec![stored]).await.map_err(persist_err)?;
+        self.lock().keys.insert(record.key_id, Arc::new(record));
+        Ok(())
+    }
+
+    /// Whether the marker store takes records (signing is refused otherwise).
+    pub fn ready(&self) -> Result<(), Error> {
+        self.store.ready()
+    }
+
+    /// A key held here.
+    pub fn key(&self, key: &KeyId) -> Result<Arc<KeyRecord>, Error> {
+        self.lock().keys.get(key).cloned().ok_or_else(|| err(ErrorCode::UnknownKey, format!("key {key}")))
+    }
+
+    /// The custody token.
+    pub fn custody(&self) -> &Custody {
+        &self.custody
+    }
+}

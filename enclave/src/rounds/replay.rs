@@ -1,0 +1,132 @@
+//! Replay and snapshot: the engine's state rebuilt from verified store records at load, and
+//! written back as one complete snapshot for compaction.
+//!
+//! Invariant: replay only adds markers (a marker known in memory stays) and never removes live
+//! nonces of attempts that still exist; a snapshot holds every key, binding and marker.
+
+use super::*;
+
+impl Engine {
+    /// Applies verified store records (at load). Idempotent; never removes live nonces of
+    /// attempts that still exist, and only adds markers (a marker known in memory stays).
+    pub fn replay(&self, records: &[Record]) -> Result<(), Error> {
+        let now = Instant::now();
+        let unix = unix_now();
+        let mut s = self.lock();
+        for r in records {
+            match r {
+                Record::KeyAdded { key, public_key_package, seats } => {
+                    let public = frost_secp256k1_tr::keys::PublicKeyPackage::deserialize(public_key_package)
+                        .map_err(|e| frost_err(ErrorCode::StoreTampered, "stored public key package", e))?;
+                    let seats = seats
+                        .iter()
+                        .map(|(p, epoch, blob)| (*p, keys::SealedSeat { blob: blob.clone(), epoch: *epoch }))
+                        .collect();
+                    let record = KeyRecord::new(public, seats)?;
+                    if record.key_id != *key {
+                        return Err(err(
+                            ErrorCode::StoreTampered,
+                            "stored key id does not match its public key package",
+                        ));
+                    }
+                    s.keys.insert(*key, Arc::new(record));
+                }
+                Record::SessionBound { session, key, message, mode, opened_unix } => {
+                    let record = s
+                        .keys
+                        .get(key)
+                        .cloned()
+                        .ok_or_else(|| err(ErrorCode::StoreTampered, "session of an unknown key"))?;
+                    let output_key = crate::taproot::output_key(&record.public, mode)?;
+                    let age = Duration::from_secs(unix.saturating_sub(*opened_unix));
+                    let created = now.checked_sub(age).unwrap_or(now);
+                    s.sessions.insert(
+                        *session,
+                        Session {
+                            key: *key,
+                            message: *message,
+                            mode: *mode,
+                            output_key,
+                            created,
+                            opened_unix: *opened_unix,
+                            durable: binding(Binding::Durable),
+                        },
+                    );
+                }
+                Record::AttemptBound { attempt, session, signers } => {
+                    s.attempts.insert(
+                        *attempt,
+                        Attempt {
+                            session: *session,
+                            signers: signers.iter().copied().collect(),
+                            durable: binding(Binding::Durable),
+                        },
+                    );
+                }
+                Record::NonceConsumed { attempt, seat } => {
+                    s.consumed.insert((*attempt, *seat), Marker::Kept);
+                    drop(s.nonces.remove(&(*attempt, *seat)));
+                }
+                Record::AttemptCompleted { attempt, .. } => {
+                    s.completed.insert(*attempt, Marker::Kept);
+                }
+                Record::SessionExpired { session } => Self::remove_sessions(&mut s, &BTreeSet::from([*session])),
+                Record::SnapshotBegin { .. } | Record::SnapshotEnd { .. } => {}
+            }
+        }
+        // Markers live only as long as their attempt (see `abort`).
+        Self::drop_orphan_markers(&mut s);
+        if s.sessions.len() > self.limits.max_sessions || s.attempts.len() > self.limits.max_attempts {
+            self.sweep_locked(&mut s, now);
+            if s.sessions.len() > self.limits.max_sessions || s.attempts.len() > self.limits.max_attempts {
+                return Err(err(ErrorCode::RegistryFull, "the stored state exceeds the engine's bounds"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole durable state as records (a snapshot for compaction).
+    pub fn snapshot(&self) -> Result<Vec<Record>, Error> {
+        let s = self.lock();
+        let mut out = Vec::new();
+        for k in s.keys.values() {
+            out.push(key_record(k)?);
+        }
+        for (id, sess) in &s.sessions {
+            out.push(sess.record(*id));
+        }
+        for (id, a) in &s.attempts {
+            out.push(a.record(*id));
+        }
+        for ((attempt, seat), m) in &s.consumed {
+            if *m == Marker::Kept && s.attempts.contains_key(attempt) {
+                out.push(Record::NonceConsumed { attempt: *attempt, seat: *seat });
+            }
+        }
+        for (attempt, m) in &s.completed {
+            if *m == Marker::Kept {
+                if let Some(a) = s.attempts.get(attempt) {
+                    if let Some(sess) = s.sessions.get(&a.session) {
+                        out.push(Record::AttemptCompleted {
+                            attempt: *attempt,
+                            message: sess.message,
+                            mode: sess.mode,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+pub(super) fn key_record(k: &KeyRecord) -> Result<Record, Error> {
+    Ok(Record::KeyAdded {
+        key: k.key_id,
+        public_key_package: k
+            .public
+            .serialize()
+            .map_err(|e| frost_err(ErrorCode::Internal, "public key package", e))?,
+        seats: k.seats.iter().map(|(p, s)| (*p, s.epoch, s.blob.clone())).collect(),
+    })
+}

@@ -1,0 +1,63 @@
+//! The enclave's one copy of the BIP341 tweak rule (the host has its own in
+//! `host/src/coordinator/taproot.rs`; the two processes share no crate with FROST types) and the
+//! cache of tweaked packages.
+//!
+//! The **output key** of a session is the internal key tweaked per BIP341 with no script tree
+//! (`bip86`), with the session's merkle root (`script_tree`), or not at all (`untweaked`).
+//! Tweaking costs a scalar multiplication per participant and every session, share check and
+//! aggregate needs one, so tweaked packages (public data) are cached per (key, mode).
+
+use crate::keys::frost_err;
+use frost_secp256k1_tr::keys::{PublicKeyPackage, Tweak};
+use frostgate_common::error::{Error, ErrorCode};
+use frostgate_common::ids::KeyId;
+use frostgate_common::protocol::TaprootMode;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Most cached tweaked packages (script-tree roots vary per session; the cache is dropped when full).
+const MAX_CACHED: usize = 256;
+
+/// The public key package tweaked for a mode (what shares and signatures verify against).
+pub fn tweaked(public: &PublicKeyPackage, mode: &TaprootMode) -> PublicKeyPackage {
+    match mode {
+        TaprootMode::Untweaked => public.clone(),
+        TaprootMode::Bip86 => public.clone().tweak::<&[u8]>(None),
+        TaprootMode::ScriptTree { merkle_root } => public.clone().tweak(Some(merkle_root.as_slice())),
+    }
+}
+
+/// The x-only output key for a mode.
+pub fn output_key(public: &PublicKeyPackage, mode: &TaprootMode) -> Result<[u8; 32], Error> {
+    x_only(tweaked(public, mode).verifying_key())
+}
+
+/// The x-only (BIP340) encoding of a verifying key.
+pub fn x_only(key: &frost_secp256k1_tr::VerifyingKey) -> Result<[u8; 32], Error> {
+    let sec1 = key.serialize().map_err(|e| frost_err(ErrorCode::Internal, "verifying key", e))?;
+    sec1.get(1..33)
+        .and_then(|x| <[u8; 32]>::try_from(x).ok())
+        .ok_or_else(|| Error::new(ErrorCode::Internal, "verifying key is not a 33-byte SEC1 point"))
+}
+
+/// Tweaked packages by (key, mode).
+#[derive(Debug, Default)]
+pub struct TweakCache {
+    cache: Mutex<HashMap<(KeyId, TaprootMode), Arc<PublicKeyPackage>>>,
+}
+
+impl TweakCache {
+    /// `public` (the package of `key`) tweaked for `mode`.
+    pub fn get(&self, key: KeyId, public: &PublicKeyPackage, mode: &TaprootMode) -> Arc<PublicKeyPackage> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = cache.get(&(key, *mode)) {
+            return t.clone();
+        }
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
+        let t = Arc::new(tweaked(public, mode));
+        cache.insert((key, *mode), t.clone());
+        t
+    }
+}
