@@ -139,5 +139,13 @@ bounded_types! {
     /// Transcript confirmations.
     DkgConfirmations: Vec<crate::protocol::DkgConfirmation>, crate::limits::MAX_PARTICIPANTS as usize, "DKG confirmations (count)";
     /// Signature shares by signer.
+    /// A policy's canonical text.
+    PolicyText: String, 16 * 1024, "spending policy canonical text";
+    /// A PSBT (BIP174 binary serialization).
+    PsbtBytes: Vec<u8>, 512 * 1024, "PSBT (BIP174 serialization)";
+    /// The outputs named in one audit record.
+    AuditOutputs: Vec<crate::protocol::AuditOutput>, 64, "audit record outputs (count)";
+    /// Audit records in one reply.
+    AuditEntries: Vec<crate::protocol::AuditEntry>, 128, "audit records (count)";
     SignerShares: Vec<crate::protocol::SignerShare>, crate::limits::MAX_PARTICIPANTS as usize, "signature shares (count)";
 }

@@ -212,6 +212,15 @@ error_codes! {
     /// The caller (one TLS identity, or one local client) holds its quota of open sessions,
     /// attempts or DKGs; finish or close some, or wait for their expiry.
     QuotaExceeded = "quota_exceeded", Retry;
+    /// The PSBT does not parse, an input lacks `witness_utxo` or `tap_internal_key`, an input is
+    /// spent twice, the input index does not exist, or the amounts do not add up.
+    PsbtInvalid = "psbt_invalid", FixRequest;
+    /// The PSBT input to sign does not spend this key's output (another `tap_internal_key`, or a
+    /// `witness_utxo` paying another output key).
+    PsbtWrongKey = "psbt_wrong_key", FixRequest;
+    /// The enclave's spending policy refuses this signature; the message names the rule and the
+    /// numbers (e.g. `max_sats_per_window: 120000000 requested, 30000000 left`).
+    PolicyViolation = "policy_violation", FixRequest;
 }
 
 impl fmt::Display for ErrorCode {

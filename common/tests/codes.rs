@@ -64,6 +64,9 @@ const PINNED: &[(usize, &str, &str)] = &[
     (56, "store_anchor_invalid", "operator"),
     (57, "listen_path_occupied", "operator"),
     (58, "quota_exceeded", "retry"),
+    (59, "psbt_invalid", "fix_request"),
+    (60, "psbt_wrong_key", "fix_request"),
+    (61, "policy_violation", "fix_request"),
 ];
 
 #[test]

@@ -229,7 +229,54 @@ fn message() -> impl Strategy<Value = Message> {
         bytes::<16>().prop_map(|s| Message::CloseSession(SessionRef { session: SessionId::from_bytes(s) })),
         bytes::<16>().prop_map(|s| Message::SessionClosed(SessionClosed { session: SessionId::from_bytes(s) })),
     ];
-    prop_oneof![base, signing, store, dkg]
+    let session = || bytes::<16>().prop_map(SessionId::from_bytes);
+    let entry = (
+        any::<u64>(),
+        session(),
+        proptest::option::of(attempt()),
+        proptest::option::of(pid()),
+        bytes::<32>(),
+        any::<bool>(),
+    )
+        .prop_map(|(seq, session, attempt, seat, key, raw_digest)| AuditEntry {
+            seq,
+            at_unix: seq / 2,
+            decision: [AuditDecision::Approved, AuditDecision::Refused, AuditDecision::Signed][(seq % 3) as usize],
+            rule: Text::new("max_sats_per_tx: 2 requested, 1 allowed").expect("bound"),
+            session,
+            attempt,
+            seat,
+            key: KeyId::from_bytes(key),
+            txid: if raw_digest { None } else { Some(key) },
+            input: if raw_digest { None } else { Some(1) },
+            raw_digest,
+            outputs: AuditOutputs::new(vec![AuditOutput { to: Label::new("bcrt1q").expect("bound"), sats: seq }])
+                .expect("bound"),
+            fee_sats: seq % 1000,
+            policy_hash: key,
+        });
+    let spending = prop_oneof![
+        (session(), bytes::<32>(), any::<u32>(), blob(PsbtBytes::MAX_LEN)).prop_map(|(session, key, input, psbt)| {
+            Message::OpenPsbtSession(OpenPsbtSession {
+                session,
+                key: KeyId::from_bytes(key),
+                input,
+                psbt: PsbtBytes::new(psbt).expect("bound"),
+            })
+        }),
+        (session(), bytes::<32>(), bytes::<32>(), bytes::<32>()).prop_map(|(session, output_key, sighash, txid)| {
+            Message::PsbtSessionOpened(PsbtSessionOpened { session, output_key, sighash, txid })
+        }),
+        Just(Message::GetPolicy(GetPolicy)),
+        bytes::<32>().prop_map(|hash| Message::PolicyInfo(PolicyInfo {
+            hash,
+            text: PolicyText::new("frostgate/policy/v1\nunrestricted\n").expect("bound"),
+        })),
+        any::<u64>().prop_map(|after| Message::GetAudit(GetAudit { after })),
+        proptest::collection::vec(entry, 0..3)
+            .prop_map(|v| Message::AuditLog(AuditLog { entries: AuditEntries::new(v).expect("bound") })),
+    ];
+    prop_oneof![base, signing, store, dkg, spending]
 }
 
 fn dkg_id() -> impl Strategy<Value = DkgId> {

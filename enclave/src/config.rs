@@ -19,6 +19,9 @@ pub struct EnclaveConfig {
     /// The signing group's pinned identities. A DKG runs only among exactly these participants
     /// with exactly these identity keys; without it the enclave refuses every DKG.
     pub group: Option<GroupConfig>,
+    /// The spending policy (`crate::policy`). Without it the enclave is unrestricted
+    /// (development): raw digests are signed and nothing is limited.
+    pub policy: Option<crate::policy::PolicyConfig>,
 }
 
 /// `[group]`: the participants this enclave may run a DKG with.
@@ -75,6 +78,9 @@ impl EnclaveConfig {
         }
         if let Some(g) = &config.group {
             g.pins()?;
+        }
+        if let Some(p) = &config.policy {
+            crate::policy::Policy::from_config(p)?;
         }
         Ok(config)
     }

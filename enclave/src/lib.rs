@@ -28,6 +28,8 @@ pub mod hardening;
 pub mod keys;
 pub mod logging;
 pub mod markers;
+pub mod policy;
+pub mod psbt;
 pub mod rounds;
 pub mod sealing;
 pub mod server;

@@ -213,6 +213,14 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
         None => None,
     };
     let group = config.as_ref().and_then(|c| c.group.as_ref()).map(|g| g.pins()).transpose()?;
+    let spending = match config.as_ref().and_then(|c| c.policy.as_ref()) {
+        Some(p) => frostgate_enclave::policy::Policy::from_config(p)?,
+        None => frostgate_enclave::policy::Policy::unrestricted(),
+    };
+    if spending.is_unrestricted() {
+        tracing::warn!("no [policy] configured: this enclave signs raw digests and any transaction (development)");
+    }
+    tracing::info!(policy = %hex::encode(spending.hash()), "spending policy");
     let custody = config.and_then(|c| c.custody);
     // Boot self-check before listening: a bad token or weak object stops the process here.
     let custody = match custody {
@@ -252,7 +260,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
         dkg_ttl: Duration::from_secs(args.dkg_ttl_secs),
         ..Limits::default()
     };
-    let service = Arc::new(Service::new(custody, group, mode, limits, args.compact_after_records.max(1))?);
+    let service =
+        Arc::new(Service::new(custody, group, mode, limits, args.compact_after_records.max(1))?.with_policy(spending));
     // Expiry sweep and compaction.
     let maintainer = service.clone();
     let interval = Duration::from_secs(args.sweep_interval_secs.max(1));

@@ -80,6 +80,34 @@ pub enum Record {
         /// Snapshot id.
         id: u64,
     },
+    /// A session bound under the policy, with what its first share charges to the window.
+    SessionCharged {
+        /// The session.
+        session: SessionId,
+        /// The key.
+        key: KeyId,
+        /// The message (the sighash on the PSBT path).
+        message: [u8; 32],
+        /// The mode.
+        mode: TaprootMode,
+        /// Unix seconds when it was opened.
+        opened_unix: u64,
+        /// The charge id (a txid, or the raw digest).
+        charge_id: [u8; 32],
+        /// Satoshis charged.
+        sats: u64,
+    },
+    /// A charge against the policy window (once per charge id).
+    Charged {
+        /// The charge id.
+        id: [u8; 32],
+        /// Satoshis.
+        sats: u64,
+        /// When (enclave clock, Unix seconds).
+        at_unix: u64,
+    },
+    /// One decision, for the audit trail.
+    Audit(frostgate_common::protocol::AuditEntry),
 }
 
 /// Why a persist did not succeed, split by what is known about the write.

@@ -41,6 +41,7 @@ pub struct Service {
     engine: Option<Engine>,
     store: Option<ChainedStore>,
     dkgs: crate::dkg::Dkgs,
+    policy: Arc<crate::policy::Policy>,
 }
 
 fn label(s: &str) -> Label {
@@ -91,7 +92,15 @@ impl Service {
             engine,
             store: None,
             dkgs: crate::dkg::Dkgs::default(),
+            policy: Arc::new(crate::policy::Policy::unrestricted()),
         }
+    }
+
+    /// The same service under the operator's spending `policy` (before it serves).
+    pub fn with_policy(mut self, policy: crate::policy::Policy) -> Self {
+        self.engine = self.engine.map(|e| e.with_policy(policy.clone()));
+        self.policy = Arc::new(policy);
+        self
     }
 
     /// Periodic maintenance: the expiry sweep, then compaction when due.
@@ -333,6 +342,25 @@ impl EnclaveApi for Served<'_> {
             return Err(Error::new(ErrorCode::DkgUnknown, format!("DKG {}", r.dkg)));
         }
         Ok(DkgAborted { dkg: r.dkg })
+    }
+
+    async fn open_psbt_session(&self, r: OpenPsbtSession) -> Result<PsbtSessionOpened, Error> {
+        self.engine()?.open_psbt_session(r.session, r.key, r.input, r.psbt.as_inner()).await
+    }
+
+    async fn get_policy(&self, _: GetPolicy) -> Result<PolicyInfo, Error> {
+        let p = &self.service.policy;
+        let text = frostgate_common::bounded::PolicyText::new(p.text().to_string())
+            .map_err(|e| Error::new(ErrorCode::Internal, format!("policy text: {e}")))?;
+        Ok(PolicyInfo { hash: p.hash(), text })
+    }
+
+    async fn get_audit(&self, r: GetAudit) -> Result<AuditLog, Error> {
+        let entries = self.engine()?.audit_after(r.after, frostgate_common::bounded::AuditEntries::MAX_LEN);
+        Ok(AuditLog {
+            entries: frostgate_common::bounded::AuditEntries::new(entries)
+                .map_err(|e| Error::new(ErrorCode::Internal, e))?,
+        })
     }
 
     async fn close_session(&self, r: SessionRef) -> Result<SessionClosed, Error> {

@@ -56,6 +56,9 @@ fn every_rpc_is_a_boundary_request_from_the_host() {
         "DkgActivate",
         "DkgAbort",
         "DevDealerKeygen",
+        "OpenPsbtSession",
+        "GetPolicy",
+        "GetAudit",
     ];
     assert_eq!(rpcs, expected);
     for rpc in &rpcs {

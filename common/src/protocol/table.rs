@@ -151,6 +151,22 @@ macro_rules! boundary_table {
             }
             /// Enclave -> host: the session is gone.
             41 SessionClosed(SessionClosed) { reply, from: Enclave }
+            /// Host -> enclave: bind a session to one input of a PSBT; the enclave checks the input
+            /// spends this key, computes the BIP341 sighash itself and applies its policy.
+            42 OpenPsbtSession(OpenPsbtSession) {
+                request, from: Host, exposure: Network, ready: Ready, serve: open_psbt_session,
+                reply: PsbtSessionOpened
+            }
+            /// Enclave -> host: the session is bound to this sighash of this transaction.
+            43 PsbtSessionOpened(PsbtSessionOpened) { reply, from: Enclave }
+            /// Host -> enclave: the policy in force.
+            44 GetPolicy(GetPolicy) { request, from: Host, exposure: Network, ready: Any, serve: get_policy, reply: PolicyInfo }
+            /// Enclave -> host: the policy's canonical hash and text.
+            45 PolicyInfo(PolicyInfo) { reply, from: Enclave }
+            /// Host -> enclave: audit records after a sequence number, verified by the enclave.
+            46 GetAudit(GetAudit) { request, from: Host, exposure: Network, ready: Ready, serve: get_audit, reply: AuditLog }
+            /// Enclave -> host: audit records in order.
+            47 AuditLog(AuditLog) { reply, from: Enclave }
         }
     };
 }

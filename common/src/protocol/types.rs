@@ -3,9 +3,9 @@
 
 use super::Message;
 use crate::bounded::{
-    CommitmentBytes, DkgCiphertext, DkgConfirmations, DkgEnvelopes, DkgPackageBytes, DkgParticipants,
-    DkgRound1Packages, IdentityKeyBytes, Label, PublicKeyPackageBytes, RecordBody, SignatureShareBytes, SignerShares,
-    Signers, SigningPackageBytes, StoreRecords,
+    AuditEntries, AuditOutputs, CommitmentBytes, DkgCiphertext, DkgConfirmations, DkgEnvelopes, DkgPackageBytes,
+    DkgParticipants, DkgRound1Packages, IdentityKeyBytes, Label, PolicyText, PsbtBytes, PublicKeyPackageBytes,
+    RecordBody, SignatureShareBytes, SignerShares, Signers, SigningPackageBytes, StoreRecords, Text,
 };
 use crate::error::ErrorCode;
 use crate::ids::{AttemptId, DkgId, KeyId, ParticipantId, SessionId};
@@ -552,4 +552,110 @@ pub struct DkgRef {
 pub struct SessionRef {
     /// The session id.
     pub session: SessionId,
+}
+
+/// Binds a session to one input of a PSBT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenPsbtSession {
+    /// The session id.
+    pub session: SessionId,
+    /// The group key (the input's `tap_internal_key` must be it).
+    pub key: KeyId,
+    /// The input to sign.
+    pub input: u32,
+    /// The PSBT.
+    pub psbt: PsbtBytes,
+}
+
+/// Reply to [`OpenPsbtSession`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PsbtSessionOpened {
+    /// The session id.
+    pub session: SessionId,
+    /// The x-only key the signature will verify under.
+    pub output_key: [u8; 32],
+    /// The BIP341 sighash the enclave computed: the message every share signs.
+    pub sighash: [u8; 32],
+    /// The transaction id.
+    pub txid: [u8; 32],
+}
+
+/// Asks for the policy in force (no fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetPolicy;
+
+/// The policy in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyInfo {
+    /// SHA-256 of `text`.
+    pub hash: [u8; 32],
+    /// The canonical text (every rule, one per line, fixed order).
+    pub text: PolicyText,
+}
+
+/// Asks for audit records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetAudit {
+    /// Only records with a higher sequence number.
+    pub after: u64,
+}
+
+/// Audit records in sequence order (at most the bound; ask again after the last one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditLog {
+    /// The records.
+    pub entries: AuditEntries,
+}
+
+/// What the enclave decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AuditDecision {
+    /// The session was bound: the policy allows it.
+    Approved,
+    /// Refused by the policy (the rule is named).
+    Refused,
+    /// A signature share left for it.
+    Signed,
+}
+
+/// One output named in an audit record.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AuditOutput {
+    /// The address (the policy's network), or `script:<hex prefix>`.
+    pub to: Label,
+    /// Satoshis.
+    pub sats: u64,
+}
+
+/// One decision of the enclave, kept as a record of the host store (MAC-chained, anchored).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Sequence number, from 1, without gaps.
+    pub seq: u64,
+    /// When (the enclave's clock, Unix seconds).
+    pub at_unix: u64,
+    /// The decision.
+    pub decision: AuditDecision,
+    /// For a refusal: the rule (e.g. `max_sats_per_window`) and the numbers.
+    pub rule: Text,
+    /// The session.
+    pub session: SessionId,
+    /// For a signature: the attempt.
+    pub attempt: Option<AttemptId>,
+    /// For a signature: the seat.
+    pub seat: Option<ParticipantId>,
+    /// The key.
+    pub key: KeyId,
+    /// The transaction id (PSBT path).
+    pub txid: Option<[u8; 32]>,
+    /// The input (PSBT path).
+    pub input: Option<u32>,
+    /// Whether the message was a caller-supplied digest (the raw-digest path).
+    pub raw_digest: bool,
+    /// Outputs not returning to the key, with amounts.
+    pub outputs: AuditOutputs,
+    /// The transaction's fee.
+    pub fee_sats: u64,
+    /// The policy in force.
+    pub policy_hash: [u8; 32],
 }

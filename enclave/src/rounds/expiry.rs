@@ -105,6 +105,7 @@ impl Engine {
         if !expired.is_empty() {
             Self::remove_sessions(s, &expired);
         }
+        self.prune_charges(s);
         before - s.nonces.len()
     }
 }

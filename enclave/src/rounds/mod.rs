@@ -35,6 +35,11 @@ use std::time::{Duration, Instant};
 mod expiry;
 mod replay;
 mod signing;
+mod spending;
+
+use crate::policy::Policy;
+pub use spending::MAX_AUDIT;
+use spending::{Charge, Charged};
 
 /// Bounds on the engine's registries.
 #[derive(Debug, Clone, Copy)]
@@ -76,16 +81,18 @@ struct Session {
     opened_unix: u64,
     /// Whether the `SessionBound` record is durable (replayed, or its commit succeeded).
     durable: BindingState,
+    /// What its first share charges to the policy window (none without window limits).
+    charge: Option<Charge>,
 }
 
 impl Session {
     fn record(&self, session: SessionId) -> Record {
-        Record::SessionBound {
-            session,
-            key: self.key,
-            message: self.message,
-            mode: self.mode,
-            opened_unix: self.opened_unix,
+        let (key, message, mode, opened_unix) = (self.key, self.message, self.mode, self.opened_unix);
+        match self.charge {
+            None => Record::SessionBound { session, key, message, mode, opened_unix },
+            Some(c) => {
+                Record::SessionCharged { session, key, message, mode, opened_unix, charge_id: c.id, sats: c.sats }
+            }
         }
     }
 }
@@ -148,6 +155,13 @@ struct State {
     nonces: HashMap<Seat, LiveNonce>,
     consumed: HashMap<Seat, Marker>,
     completed: HashMap<AttemptId, Marker>,
+    /// Policy window charges by charge id.
+    charges: HashMap<[u8; 32], Charged>,
+    /// The latest charge time known (the window clock never goes below it).
+    clock_high: u64,
+    /// The newest audit records (at most `MAX_AUDIT`), and the last sequence number.
+    audit: std::collections::VecDeque<frostgate_common::protocol::AuditEntry>,
+    audit_seq: u64,
 }
 
 /// Counts for health and tests.
@@ -176,6 +190,8 @@ pub struct Engine {
     state: Mutex<State>,
     /// Tweaked public key packages by (key, mode).
     tweaked: TweakCache,
+    /// The operator's spending policy.
+    policy: Arc<Policy>,
 }
 
 fn err(code: ErrorCode, msg: impl std::fmt::Display) -> Error {
@@ -213,6 +229,9 @@ struct Bound {
     signers: BTreeSet<ParticipantId>,
     /// The session and attempt bindings not yet known durable, with their states.
     undurable: Vec<(Record, BindingState)>,
+    /// The session, and what its first share charges.
+    session: SessionId,
+    charge: Option<Charge>,
 }
 
 impl Bound {
@@ -243,7 +262,20 @@ impl Bound {
 impl Engine {
     /// An engine over a custody token and a marker store.
     pub fn new(custody: Arc<Custody>, store: Arc<dyn MarkerStore>, limits: Limits) -> Self {
-        Engine { custody, store, limits, state: Mutex::new(State::default()), tweaked: TweakCache::default() }
+        Engine {
+            custody,
+            store,
+            limits,
+            state: Mutex::new(State::default()),
+            tweaked: TweakCache::default(),
+            policy: Arc::new(Policy::unrestricted()),
+        }
+    }
+
+    /// The same engine under `policy` (before it serves).
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = Arc::new(policy);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

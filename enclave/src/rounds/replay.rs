@@ -31,7 +31,12 @@ impl Engine {
                     }
                     s.keys.insert(*key, Arc::new(record));
                 }
-                Record::SessionBound { session, key, message, mode, opened_unix } => {
+                Record::SessionBound { session, key, message, mode, opened_unix }
+                | Record::SessionCharged { session, key, message, mode, opened_unix, .. } => {
+                    let charge = match r {
+                        Record::SessionCharged { charge_id, sats, .. } => Some(Charge { id: *charge_id, sats: *sats }),
+                        _ => None,
+                    };
                     let record = s
                         .keys
                         .get(key)
@@ -50,6 +55,7 @@ impl Engine {
                             created,
                             opened_unix: *opened_unix,
                             durable: binding(Binding::Durable),
+                            charge,
                         },
                     );
                 }
@@ -71,11 +77,17 @@ impl Engine {
                     s.completed.insert(*attempt, Marker::Kept);
                 }
                 Record::SessionExpired { session } => Self::remove_sessions(&mut s, &BTreeSet::from([*session])),
+                Record::Charged { id, sats, at_unix } => {
+                    s.charges.insert(*id, Charged { sats: *sats, at_unix: *at_unix });
+                    s.clock_high = s.clock_high.max(*at_unix);
+                }
+                Record::Audit(entry) => Self::keep_audit(&mut s, entry.clone()),
                 Record::SnapshotBegin { .. } | Record::SnapshotEnd { .. } => {}
             }
         }
         // Markers live only as long as their attempt (see `abort`).
         Self::drop_orphan_markers(&mut s);
+        self.prune_charges(&mut s);
         if s.sessions.len() > self.limits.max_sessions || s.attempts.len() > self.limits.max_attempts {
             self.sweep_locked(&mut s, now);
             if s.sessions.len() > self.limits.max_sessions || s.attempts.len() > self.limits.max_attempts {
@@ -115,6 +127,14 @@ impl Engine {
                     }
                 }
             }
+        }
+        // The window's charges and the audit trail (the newest `MAX_AUDIT` records) survive
+        // compaction.
+        for (id, c) in &s.charges {
+            out.push(Record::Charged { id: *id, sats: c.sats, at_unix: c.at_unix });
+        }
+        for e in &s.audit {
+            out.push(Record::Audit(e.clone()));
         }
         Ok(out)
     }

@@ -14,6 +14,12 @@ impl Engine {
     ) -> Result<[u8; 32], Error> {
         let record = self.key(&key)?;
         let output_key = crate::taproot::x_only(self.tweaked(&record, &mode).verifying_key())?;
+        let known = self.lock().sessions.get(&id).map(|e| (e.key, e.message, e.mode) == (key, message, mode));
+        // The policy's gate (an identical repeat was decided already).
+        let charge = match known {
+            Some(true) => None,
+            _ => self.raw_digest_charge(id, key, message).await?,
+        };
         let now = Instant::now();
         let opened_unix = unix_now();
         let durable = {
@@ -35,13 +41,21 @@ impl Engine {
             }
             let durable = binding(Binding::Queued);
             let session =
-                Session { key, message, mode, output_key, created: now, opened_unix, durable: durable.clone() };
+                Session { key, message, mode, output_key, created: now, opened_unix, durable: durable.clone(), charge };
             s.sessions.insert(id, session);
             durable
         };
         // Not awaited; if this commit fails, the binding goes again with the first marker of
         // the session (`Bound::with_bindings`), so no share leaves before it is durable.
-        self.persist_binding(Record::SessionBound { session: id, key, message, mode, opened_unix }, durable);
+        let d = spending::Decision { session: id, key, txid: None, input: None, raw_digest: true, spend: None };
+        let approval = self.audit(&mut self.lock(), frostgate_common::protocol::AuditDecision::Approved, "", &d, None);
+        let record = match charge {
+            None => Record::SessionBound { session: id, key, message, mode, opened_unix },
+            Some(c) => {
+                Record::SessionCharged { session: id, key, message, mode, opened_unix, charge_id: c.id, sats: c.sats }
+            }
+        };
+        self.persist_binding(std::iter::once(record).chain(approval).collect(), durable);
         Ok(output_key)
     }
 
@@ -89,15 +103,15 @@ impl Engine {
             s.attempts.insert(attempt, Attempt { session, signers: set, durable: durable.clone() });
             drop(s);
             // Not awaited, as for sessions.
-            self.persist_binding(Record::AttemptBound { attempt, session, signers: signers.to_vec() }, durable);
+            self.persist_binding(vec![Record::AttemptBound { attempt, session, signers: signers.to_vec() }], durable);
         }
         Ok(())
     }
 
     /// Queues a binding record now (in order with later records, e.g. its session's closing)
     /// and records the commit's outcome in `state` in the background.
-    fn persist_binding(&self, record: Record, state: BindingState) {
-        let queued = self.store.persist_detached(vec![record]);
+    fn persist_binding(&self, records: Vec<Record>, state: BindingState) {
+        let queued = self.store.persist_detached(records);
         let outcome = state.clone();
         let commit = async move {
             match queued.await {
@@ -147,6 +161,8 @@ impl Engine {
             output_key: sess.output_key,
             signers: a.signers.clone(),
             undurable,
+            session: a.session,
+            charge: sess.charge,
         })
     }
 
@@ -245,11 +261,50 @@ impl Engine {
                     "this seat's commitment is not the one issued in round 1",
                 ));
             }
-            // Check-and-set under the one lock: from here on no other request can use this nonce.
-            s.consumed.insert(marker, Marker::Pending);
-            b
+            let d = |b: &Bound| spending::Decision {
+                session: b.session,
+                key: b.key.key_id,
+                txid: None,
+                input: None,
+                raw_digest: false,
+                spend: None,
+            };
+            // The policy window, checked and charged under the same lock (once per charge id).
+            match self.take_charge(&mut s, &b.charge) {
+                Err(e) => Err((e, b)),
+                Ok(charged) => {
+                    // Check-and-set under the one lock: from here on no other request can use
+                    // this nonce.
+                    s.consumed.insert(marker, Marker::Pending);
+                    let signed = self.audit(
+                        &mut s,
+                        frostgate_common::protocol::AuditDecision::Signed,
+                        "",
+                        &d(&b),
+                        Some((attempt, seat)),
+                    );
+                    Ok((b, charged, signed))
+                }
+            }
         };
-        let records = bound.with_bindings(vec![Record::NonceConsumed { attempt, seat }]).await;
+        let (bound, charged, signed) = match bound {
+            Ok(v) => v,
+            Err((e, b)) => {
+                let d = spending::Decision {
+                    session: b.session,
+                    key: b.key.key_id,
+                    txid: None,
+                    input: None,
+                    raw_digest: false,
+                    spend: None,
+                };
+                return Err(self.refuse(d, e).await);
+            }
+        };
+        let mut own = vec![Record::NonceConsumed { attempt, seat }];
+        own.extend(charged.clone());
+        own.extend(signed);
+        let records = bound.with_bindings(own).await;
         let persisted = self.store.persist(records).await;
         let live = {
             let mut s = self.lock();
@@ -261,6 +316,7 @@ impl Engine {
                 }
                 Err(PersistError::NotWritten(e)) => {
                     s.consumed.remove(&marker);
+                    Self::return_charge(&mut s, &charged);
                     return Err(err(
                         ErrorCode::StoreCommitFailed,
                         format!("consumed marker not written ({e}); nonce kept"),

@@ -82,6 +82,7 @@ macro_rules! bounded_fields {
     )*};
 }
 bounded_fields!(
+    Text: String, PolicyText: String, PsbtBytes: Vec<u8>,
     Label: String, CommitmentBytes: Vec<u8>, SigningPackageBytes: Vec<u8>, SignatureShareBytes: Vec<u8>,
     PublicKeyPackageBytes: Vec<u8>, IdentityKeyBytes: Vec<u8>, DkgPackageBytes: Vec<u8>, DkgCiphertext: Vec<u8>
 );
@@ -103,7 +104,8 @@ macro_rules! list_fields {
 }
 list_fields!(
     SignerShares: SignerShare, DkgParticipants: DkgParticipant, DkgRound1Packages: DkgRound1Package,
-    DkgEnvelopes: DkgEnvelope, DkgConfirmations: DkgConfirmation
+    DkgEnvelopes: DkgEnvelope, DkgConfirmations: DkgConfirmation, AuditOutputs: AuditOutput,
+    AuditEntries: AuditEntry
 );
 
 impl Field for ParticipantId {
@@ -227,6 +229,91 @@ proto_struct! {
     DkgActivate => DkgActivate { dkg: dkg_id, confirmations: confirmations }
     DkgRef => DkgRef { dkg: dkg_id }
     DkgAborted => DkgRef { dkg: dkg_id }
+    OpenPsbtSession => OpenPsbtSession { session: session_id, key: key_id, input: input, psbt: psbt }
+    PsbtSessionOpened => PsbtSessionOpened { session: session_id, output_key: output_key, sighash: sighash, txid: txid }
+    GetPolicy => GetPolicyRequest {}
+    PolicyInfo => PolicyInfo { hash: hash, text: text }
+    GetAudit => GetAudit { after: after }
+    AuditOutput => AuditOutput { to: to, sats: sats }
+    AuditLog => AuditLog { entries: entries }
+}
+
+impl Field for u32 {
+    type Pb = u32;
+    fn to_field(&self) -> u32 {
+        *self
+    }
+    fn from_field(_: &str, p: u32) -> Result<Self, Error> {
+        Ok(p)
+    }
+}
+
+/// Optional fixed-length values travel as empty bytes when absent.
+impl<const N: usize> Field for Option<[u8; N]> {
+    type Pb = Vec<u8>;
+    fn to_field(&self) -> Vec<u8> {
+        self.map(|v| v.to_vec()).unwrap_or_default()
+    }
+    fn from_field(what: &str, p: Vec<u8>) -> Result<Self, Error> {
+        if p.is_empty() {
+            return Ok(None);
+        }
+        Field::from_field(what, p).map(Some)
+    }
+}
+
+impl Proto for AuditEntry {
+    type Pb = pb::AuditEntry;
+    fn to_pb(&self) -> pb::AuditEntry {
+        use pb::audit_entry::Decision;
+        let decision = match self.decision {
+            AuditDecision::Approved => Decision::Approved,
+            AuditDecision::Refused => Decision::Refused,
+            AuditDecision::Signed => Decision::Signed,
+        };
+        pb::AuditEntry {
+            seq: self.seq,
+            at_unix: self.at_unix,
+            decision: decision as i32,
+            rule: self.rule.to_field(),
+            session_id: self.session.to_field(),
+            attempt_id: self.attempt.map(|a| a.to_field()).unwrap_or_default(),
+            seat: self.seat.map(|p| p.to_field()).unwrap_or(0),
+            key_id: self.key.to_field(),
+            txid: self.txid.to_field(),
+            has_input: self.input.is_some(),
+            input: self.input.unwrap_or(0),
+            raw_digest: self.raw_digest,
+            outputs: self.outputs.to_field(),
+            fee_sats: self.fee_sats,
+            policy_hash: self.policy_hash.to_field(),
+        }
+    }
+    fn from_pb(p: pb::AuditEntry) -> Result<Self, Error> {
+        use pb::audit_entry::Decision;
+        let decision = match Decision::try_from(p.decision) {
+            Ok(Decision::Approved) => AuditDecision::Approved,
+            Ok(Decision::Refused) => AuditDecision::Refused,
+            Ok(Decision::Signed) => AuditDecision::Signed,
+            _ => return Err(malformed("decision", "unknown value")),
+        };
+        Ok(AuditEntry {
+            seq: p.seq,
+            at_unix: p.at_unix,
+            decision,
+            rule: Field::from_field("rule", p.rule)?,
+            session: Field::from_field("session_id", p.session_id)?,
+            attempt: if p.attempt_id.is_empty() { None } else { Some(Field::from_field("attempt_id", p.attempt_id)?) },
+            seat: if p.seat == 0 { None } else { Some(Field::from_field("seat", p.seat)?) },
+            key: Field::from_field("key_id", p.key_id)?,
+            txid: Field::from_field("txid", p.txid)?,
+            input: p.has_input.then_some(p.input),
+            raw_digest: p.raw_digest,
+            outputs: Field::from_field("outputs", p.outputs)?,
+            fee_sats: p.fee_sats,
+            policy_hash: Field::from_field("policy_hash", p.policy_hash)?,
+        })
+    }
 }
 
 impl Proto for IdentityKeyBytes {

@@ -1,0 +1,283 @@
+//! Spending under the policy: PSBT sessions, the raw-digest gate, the window counters and the
+//! audit trail (the rules and their invariants are in [`crate::policy`]).
+//!
+//! Invariants: a session's policy is decided before anything is bound or consumed; a charge is
+//! checked and taken under the one state lock in round 2 and made durable with the consumed-nonce
+//! marker; every decision under a configured policy is an audit record of the host store.
+
+use super::*;
+use crate::policy::{Policy, Spend, Window};
+use frostgate_common::bounded::{AuditOutputs, Label, Text};
+use frostgate_common::protocol::{AuditDecision, AuditEntry, AuditOutput, PsbtSessionOpened};
+
+/// Most audit records kept in memory and in snapshots; older ones leave at compaction (export
+/// them first with `frostgate audit`).
+pub const MAX_AUDIT: usize = 4096;
+
+/// What a session's first share charges to the policy window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Charge {
+    /// A txid (PSBT path) or the digest (raw path): charged once.
+    pub(super) id: [u8; 32],
+    /// Satoshis to outputs other than the key's.
+    pub(super) sats: u64,
+}
+
+/// One charge taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Charged {
+    pub(super) sats: u64,
+    pub(super) at_unix: u64,
+}
+
+/// What an audit record says about the request.
+pub(super) struct Decision<'a> {
+    pub(super) session: SessionId,
+    pub(super) key: KeyId,
+    pub(super) txid: Option<[u8; 32]>,
+    pub(super) input: Option<u32>,
+    pub(super) raw_digest: bool,
+    pub(super) spend: Option<&'a Spend>,
+}
+
+fn text(s: &str) -> Text {
+    let cut: String = s.chars().take(Text::MAX_LEN / 4).collect();
+    Text::new(cut).unwrap_or_else(|_| unreachable!("cut below the bound"))
+}
+
+impl Engine {
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The enclave's clock for windows: wall time, never earlier than the latest charge it knows
+    /// (a clock set back does not reopen a window).
+    pub(super) fn clock(s: &State) -> u64 {
+        unix_now().max(s.clock_high)
+    }
+
+    fn window(&self, s: &State, now: u64) -> Window {
+        let w = self.policy.window_secs();
+        s.charges
+            .values()
+            .filter(|c| c.at_unix.saturating_add(w) > now)
+            .fold(Window::default(), |acc, c| Window { sats: acc.sats.saturating_add(c.sats), count: acc.count + 1 })
+    }
+
+    /// Whether `charge` would fit the window now (nothing is taken).
+    fn precheck(&self, s: &State, charge: &Option<Charge>) -> Result<(), Error> {
+        match charge {
+            Some(c) if !s.charges.contains_key(&c.id) => {
+                self.policy.check_window(self.window(s, Self::clock(s)), c.sats)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Takes `charge` under the lock (round 2); the record to persist with the marker when it is
+    /// new, `policy_violation` when the window has no room left.
+    pub(super) fn take_charge(&self, s: &mut State, charge: &Option<Charge>) -> Result<Option<Record>, Error> {
+        let Some(c) = charge else { return Ok(None) };
+        if s.charges.contains_key(&c.id) {
+            return Ok(None);
+        }
+        let now = Self::clock(s);
+        self.policy.check_window(self.window(s, now), c.sats)?;
+        s.charges.insert(c.id, Charged { sats: c.sats, at_unix: now });
+        s.clock_high = s.clock_high.max(now);
+        Ok(Some(Record::Charged { id: c.id, sats: c.sats, at_unix: now }))
+    }
+
+    /// Gives a charge back (its record was not written).
+    pub(super) fn return_charge(s: &mut State, record: &Option<Record>) {
+        if let Some(Record::Charged { id, .. }) = record {
+            s.charges.remove(id);
+        }
+    }
+
+    /// Charges older than the window are forgotten.
+    pub(super) fn prune_charges(&self, s: &mut State) {
+        let (w, now) = (self.policy.window_secs(), Self::clock(s));
+        s.charges.retain(|_, c| c.at_unix.saturating_add(w) > now);
+    }
+
+    /// Numbers an audit record and keeps it (bounded); the caller persists the returned record.
+    /// `None` without a configured policy (no audit trail in development).
+    pub(super) fn audit(
+        &self,
+        s: &mut State,
+        decision: AuditDecision,
+        rule: &str,
+        d: &Decision<'_>,
+        signed: Option<(AttemptId, ParticipantId)>,
+    ) -> Option<Record> {
+        if self.policy.is_unrestricted() {
+            return None;
+        }
+        s.audit_seq += 1;
+        let outputs = d
+            .spend
+            .map(|sp| {
+                sp.external
+                    .iter()
+                    .take(AuditOutputs::MAX_LEN)
+                    .map(|(script, sats)| AuditOutput { to: self.policy.describe(script), sats: *sats })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        let entry = AuditEntry {
+            seq: s.audit_seq,
+            at_unix: Self::clock(s),
+            decision,
+            rule: text(rule),
+            session: d.session,
+            attempt: signed.map(|(a, _)| a),
+            seat: signed.map(|(_, p)| p),
+            key: d.key,
+            txid: d.txid,
+            input: d.input,
+            raw_digest: d.raw_digest,
+            outputs: AuditOutputs::new(outputs).unwrap_or_else(|_| unreachable!("taken up to the bound")),
+            fee_sats: d.spend.map(|sp| sp.fee).unwrap_or(0),
+            policy_hash: self.policy.hash(),
+        };
+        Self::keep_audit(s, entry.clone());
+        Some(Record::Audit(entry))
+    }
+
+    pub(super) fn keep_audit(s: &mut State, entry: AuditEntry) {
+        s.audit_seq = s.audit_seq.max(entry.seq);
+        s.audit.push_back(entry);
+        while s.audit.len() > MAX_AUDIT {
+            s.audit.pop_front();
+        }
+    }
+
+    /// Records a refusal durably (best effort: the refusal stands either way), then returns it.
+    pub(super) async fn refuse(&self, d: Decision<'_>, e: Error) -> Error {
+        let record = self.audit(&mut self.lock(), AuditDecision::Refused, e.message(), &d, None);
+        if let Some(record) = record {
+            if let Err(pe) = self.store.persist(vec![record]).await {
+                tracing::warn!(error = ?pe, "audit record of a refusal not written");
+            }
+        }
+        tracing::info!(session = %d.session, code = %e.code(), "policy refused: {}", e.message());
+        e
+    }
+
+    /// The raw-digest gate and charge of [`Engine::open_session`].
+    pub(super) async fn raw_digest_charge(
+        &self,
+        session: SessionId,
+        key: KeyId,
+        message: [u8; 32],
+    ) -> Result<Option<Charge>, Error> {
+        let d = Decision { session, key, txid: None, input: None, raw_digest: true, spend: None };
+        if let Err(e) = self.policy.check_raw_digest() {
+            return Err(self.refuse(d, e).await);
+        }
+        let charge = (self.policy.window_secs() > 0).then_some(Charge { id: message, sats: 0 });
+        let checked = self.precheck(&self.lock(), &charge);
+        if let Err(e) = checked {
+            return Err(self.refuse(d, e).await);
+        }
+        Ok(charge)
+    }
+
+    /// Binds a session to input `input` of a PSBT: checks the input spends this key, computes the
+    /// sighash, applies the policy (refusals are audited), and makes the binding and its approval
+    /// durable before answering. An identical repeat is accepted.
+    pub async fn open_psbt_session(
+        &self,
+        id: SessionId,
+        key: KeyId,
+        input: u32,
+        psbt: &[u8],
+    ) -> Result<PsbtSessionOpened, Error> {
+        let record = self.key(&key)?;
+        let checked = crate::psbt::check(psbt, input, &record)?;
+        let reply = PsbtSessionOpened {
+            session: id,
+            output_key: checked.output_key,
+            sighash: checked.sighash,
+            txid: checked.txid,
+        };
+        let d = Decision {
+            session: id,
+            key,
+            txid: Some(checked.txid),
+            input: Some(input),
+            raw_digest: false,
+            spend: Some(&checked.spend),
+        };
+        if let Err(e) = self.policy.check_spend(&checked.spend) {
+            return Err(self.refuse(d, e).await);
+        }
+        let charge = (self.policy.window_secs() > 0).then_some(Charge { id: checked.txid, sats: checked.spend.sats });
+        let now = Instant::now();
+        let prechecked = {
+            let s = self.lock();
+            if let Some(existing) = s.sessions.get(&id) {
+                if existing.key == key && existing.message == checked.sighash && existing.mode == checked.mode {
+                    return Ok(reply);
+                }
+                return Err(err(ErrorCode::SessionConflict, format!("session {id} is bound to another message")));
+            }
+            self.precheck(&s, &charge)
+        };
+        if let Err(e) = prechecked {
+            return Err(self.refuse(d, e).await);
+        }
+        let (records, durable) = {
+            let mut s = self.lock();
+            if s.sessions.contains_key(&id) {
+                return Err(err(ErrorCode::SessionConflict, format!("session {id} was bound concurrently")));
+            }
+            if s.sessions.len() >= self.limits.max_sessions {
+                self.sweep_locked(&mut s, now);
+                if s.sessions.len() >= self.limits.max_sessions {
+                    return Err(err(ErrorCode::RegistryFull, format!("{} open sessions", s.sessions.len())));
+                }
+            }
+            let durable = binding(Binding::Queued);
+            let session = Session {
+                key,
+                message: checked.sighash,
+                mode: checked.mode,
+                output_key: checked.output_key,
+                created: now,
+                opened_unix: unix_now(),
+                durable: durable.clone(),
+                charge,
+            };
+            let mut records = vec![session.record(id)];
+            s.sessions.insert(id, session);
+            records.extend(self.audit(&mut s, AuditDecision::Approved, "", &d, None));
+            (records, durable)
+        };
+        match self.store.persist(records).await {
+            Ok(()) => {
+                durable.send_replace(Binding::Durable);
+                Ok(reply)
+            }
+            Err(e) => {
+                self.lock().sessions.remove(&id);
+                Err(persist_err(e))
+            }
+        }
+    }
+
+    /// Audit records with a sequence number above `after`, at most `max`, in order.
+    pub fn audit_after(&self, after: u64, max: usize) -> Vec<AuditEntry> {
+        self.lock().audit.iter().filter(|e| e.seq > after).take(max).cloned().collect()
+    }
+}
+
+impl Policy {
+    /// An output for the audit trail: its address on the policy's network, or its script.
+    fn describe(&self, script: &bitcoin::ScriptBuf) -> Label {
+        let s = self.address(script).unwrap_or_else(|| format!("script:{}", script.to_hex_string()));
+        Label::new(s.chars().take(Label::MAX_LEN).collect::<String>()).unwrap_or_else(|_| unreachable!("cut to bound"))
+    }
+}
