@@ -116,6 +116,9 @@ signer_impl! {
         dkg_activate(DkgActivate) -> DkgActivateReply;
         dkg_abort(DkgRef) -> DkgRef;
         dev_dealer_keygen(DevDealerKeygen) -> KeyInfo;
+        open_psbt_session(OpenPsbtSession) -> PsbtSessionOpened;
+        get_policy(GetPolicyRequest) -> PolicyInfo;
+        get_audit(GetAudit) -> AuditLog;
     }
     custom {
         async fn get_key(&self, r: Request<pb::KeyRef>) -> Result<Response<pb::KeyInfo>, Status> {

@@ -181,6 +181,7 @@ pub mod dev_cluster;
 pub mod dkg;
 pub mod liar;
 pub mod node;
+pub mod psbt;
 pub mod signing;
 pub mod token;
 

@@ -107,7 +107,8 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
                 if count.is_some_and(|c| n >= c) || deadline.is_some_and(|d| Instant::now() >= d) {
                     return;
                 }
-                let request = SignRequest { key, message: frostgate_host::random_bytes(), mode: TaprootMode::Bip86 };
+                let request =
+                    SignRequest { key, message: frostgate_host::random_bytes(), mode: TaprootMode::Bip86, psbt: None };
                 let t = Instant::now();
                 match coordinator::sign_with(nodes.clone(), request, Settings::default(), material.clone()).await {
                     Ok(_) => {

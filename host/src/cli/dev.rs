@@ -65,6 +65,10 @@ pub struct InitArgs {
     /// needs TLS, or the nodes refuse to start (`tls_required`).
     #[arg(long, default_value = "127.0.0.1")]
     api_bind: std::net::IpAddr,
+    /// A TOML file whose `[policy]` table is written into every node's enclave.toml; without it
+    /// the enclaves are unrestricted (raw digests allowed), as before.
+    #[arg(long)]
+    policy: Option<PathBuf>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -114,6 +118,7 @@ pub fn create_cluster(dir: &Path, nodes: u16, threshold: u16, tls: bool) -> Resu
         tls,
         dev_plaintext: !tls,
         api_bind: std::net::Ipv4Addr::LOCALHOST.into(),
+        policy: None,
         json: false,
         quiet: true,
     })?;
@@ -228,7 +233,10 @@ fn init(a: InitArgs) -> Result<(), Error> {
         });
     }
     // Every enclave pins the whole group: a DKG runs only among exactly these identity keys.
-    let group = format!("\n[group]\nparticipants = [\n{}]\n", pins.concat());
+    let mut group = format!("\n[group]\nparticipants = [\n{}]\n", pins.concat());
+    if let Some(file) = &a.policy {
+        group.push_str(&policy_table(file)?);
+    }
     for n in &nodes {
         let mut f =
             std::fs::OpenOptions::new().append(true).open(&n.enclave_config).map_err(|e| io("enclave config", e))?;
@@ -384,6 +392,21 @@ fn start_daemon(
             Error::new(ErrorCode::EnclaveUnavailable, format!("{} did not start ({why}):\n{tail}", bin.display()))
         })?;
     std::fs::write(pid_file, child.id().to_string()).map_err(|e| io("pid file", e))
+}
+
+/// The `[policy]` table of `file`, re-serialized (checked like the enclave will check it).
+fn policy_table(file: &Path) -> Result<String, Error> {
+    let text = std::fs::read_to_string(file).map_err(|e| io("policy file", e))?;
+    let value: toml::Table =
+        toml::from_str(&text).map_err(|e| Error::new(ErrorCode::ConfigInvalid, format!("{}: {e}", file.display())))?;
+    let policy = value
+        .get("policy")
+        .and_then(|p| p.as_table())
+        .ok_or_else(|| Error::new(ErrorCode::ConfigInvalid, format!("{}: no [policy] table", file.display())))?;
+    let mut out = toml::Table::new();
+    out.insert("policy".into(), toml::Value::Table(policy.clone()));
+    let rendered = toml::to_string(&out).map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+    Ok(format!("\n{rendered}"))
 }
 
 fn up(a: DirArgs) -> Result<(), Error> {

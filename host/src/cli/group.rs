@@ -211,7 +211,7 @@ pub async fn sign(a: SignArgs) -> Result<(), Error> {
     };
     let nodes = dkg_relay::connect_all(&cluster).await;
     let settings = Settings { signer_timeout: Duration::from_millis(a.timeout_ms) };
-    match coordinator::sign(nodes, SignRequest { key, message, mode }, cluster.threshold, settings).await {
+    match coordinator::sign(nodes, SignRequest { key, message, mode, psbt: None }, cluster.threshold, settings).await {
         Ok(s) => {
             if a.json {
                 out(&format!(
@@ -287,6 +287,9 @@ struct StatusRow {
     host_reconnects: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     enclave_restarts: Option<u64>,
+    /// SHA-256 of the enclave's spending policy (hex).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy_hash: Option<String>,
 }
 
 impl StatusRow {
@@ -305,6 +308,7 @@ impl StatusRow {
             uptime_seconds: Some(h.uptime_seconds),
             host_reconnects: Some(h.host_reconnects),
             enclave_restarts: Some(h.enclave_restarts),
+            policy_hash: None,
         }
     }
 
@@ -319,6 +323,7 @@ impl StatusRow {
             uptime_seconds: None,
             host_reconnects: None,
             enclave_restarts: None,
+            policy_hash: None,
         }
     }
 
@@ -332,7 +337,9 @@ impl StatusRow {
             Some(f) if !f.is_empty() => format!(" [DEVELOPMENT BUILD: {f}]"),
             _ => String::new(),
         };
-        format!("node {}: {}{code}{restarts}{dev}\n", self.node, self.state)
+        let policy =
+            self.policy_hash.as_deref().map(|h| format!(" policy {}", &h[..16.min(h.len())])).unwrap_or_default();
+        format!("node {}: {}{code}{policy}{restarts}{dev}\n", self.node, self.state)
     }
 }
 
@@ -342,7 +349,11 @@ pub async fn status(a: StatusArgs) -> Result<(), Error> {
     let mut rows = Vec::new();
     for (n, entry) in clients.iter().zip(&cluster.nodes) {
         let row = match n.call(Health, Duration::from_secs(5)).await {
-            Ok(h) => StatusRow::health(n.id().get(), "host", &h),
+            Ok(h) => {
+                let mut row = StatusRow::health(n.id().get(), "host", &h);
+                row.policy_hash = super::spend::policy_hash(n).await;
+                row
+            }
             // The host is down: its enclave may still run and know why (e.g. the host's store
             // failed verification and the enclave refuses with store_rollback_detected).
             Err(host_err) => {

@@ -6,6 +6,7 @@ mod enclave;
 mod group;
 mod host;
 mod node;
+mod spend;
 mod store;
 mod token;
 
@@ -55,6 +56,10 @@ enum Command {
     Keygen(group::KeygenArgs),
     /// Sign a 32-byte message with ROAST across a cluster.
     Sign(group::SignArgs),
+    /// Sign every input of a PSBT that a key can sign (each enclave checks it against its policy).
+    SignPsbt(spend::SignPsbtArgs),
+    /// Print a node's audit trail (every policy decision), verified by its enclave.
+    Audit(spend::AuditArgs),
     /// Verify a BIP340 signature with libsecp256k1.
     Verify(group::VerifyArgs),
     /// Print a key's internal key, output key and address.
@@ -96,6 +101,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Keygen(a) => group::keygen(a).await.map(|()| ExitCode::SUCCESS),
         Command::Sign(a) => group::sign(a).await.map(|()| ExitCode::SUCCESS),
         Command::Verify(a) => group::verify(a).map(|()| ExitCode::SUCCESS),
+        Command::SignPsbt(a) => spend::sign_psbt(a).await.map(|()| ExitCode::SUCCESS),
+        Command::Audit(a) => spend::audit(a).await.map(|()| ExitCode::SUCCESS),
         Command::Pubkey(a) => group::pubkey(a).await.map(|()| ExitCode::SUCCESS),
         Command::Status(a) => group::status(a).await.map(|()| ExitCode::SUCCESS),
         Command::Bench(a) => bench::run(a).await.map(|()| ExitCode::SUCCESS),

@@ -5,10 +5,12 @@
 //! - [`signer`]: a typed gRPC client of one node.
 //! - [`roast`]: ROAST signing with evidence against misbehaving nodes.
 //! - [`dkg_relay`]: relays a DKG between the enclaves (an untrusted relay by design).
+//! - [`psbt`]: which inputs a key signs, their sighashes, the signed and finalized PSBT.
 //! - [`taproot`]: the BIP341 tweak rule and its cache.
 
 pub mod cluster;
 pub mod dkg_relay;
+pub mod psbt;
 pub mod roast;
 pub mod signer;
 pub mod taproot;

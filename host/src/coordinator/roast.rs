@@ -14,7 +14,7 @@ use frost_secp256k1_tr::keys::PublicKeyPackage;
 use frost_secp256k1_tr::round1::SigningCommitments;
 use frost_secp256k1_tr::round2::SignatureShare;
 use frost_secp256k1_tr::{Identifier, SigningPackage};
-use frostgate_common::bounded::{SignatureShareBytes, SignerShares, Signers, SigningPackageBytes};
+use frostgate_common::bounded::{PsbtBytes, SignatureShareBytes, SignerShares, Signers, SigningPackageBytes};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::{AttemptId, KeyId, ParticipantId, SessionId};
 use frostgate_common::protocol::*;
@@ -29,10 +29,22 @@ use tokio::sync::mpsc;
 pub struct SignRequest {
     /// The key.
     pub key: KeyId,
-    /// The 32-byte message.
+    /// The 32-byte message (on the PSBT path: the sighash this coordinator computed, which every
+    /// enclave must compute identically).
     pub message: [u8; 32],
     /// The Taproot mode.
     pub mode: TaprootMode,
+    /// The PSBT path: the PSBT and the input, bound by each enclave itself (`OpenPsbtSession`).
+    pub psbt: Option<PsbtInput>,
+}
+
+/// One input of a PSBT to sign.
+#[derive(Debug, Clone)]
+pub struct PsbtInput {
+    /// BIP174 serialization.
+    pub psbt: Arc<Vec<u8>>,
+    /// The input.
+    pub input: u32,
 }
 
 /// The step at which a signer was excluded (JSON: snake case).
@@ -51,6 +63,11 @@ pub enum Step {
     Aggregate,
 }
 
+/// Whether a failure is a node's operator policy refusing (not a fault of the node).
+fn policy_refusal(e: &Error) -> bool {
+    e.code() == ErrorCode::PolicyViolation
+}
+
 /// Why a signer was excluded (JSON: snake case).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -67,6 +84,8 @@ pub enum Reason {
     InvalidAggregate,
     /// It returned a public key package other than the one at least `threshold` nodes agree on.
     KeyPackageMismatch,
+    /// Its enclave's spending policy refused the transaction (not a fault: see `message`).
+    PolicyRefused,
 }
 
 impl Step {
@@ -92,6 +111,7 @@ impl Reason {
             Reason::InvalidShare => "invalid_share",
             Reason::InvalidAggregate => "invalid_aggregate",
             Reason::KeyPackageMismatch => "key_package_mismatch",
+            Reason::PolicyRefused => "policy_refused",
         }
     }
 }
@@ -125,6 +145,9 @@ pub struct Evidence {
     pub share: Option<String>,
     /// For an invalid share: SHA-256 of the signing package it was checked against, hex.
     pub package_sha256: Option<String>,
+    /// For a policy refusal: the node's rule and numbers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// A finished signing.
@@ -163,6 +186,18 @@ enum Event {
 }
 
 fn evidence(signer: ParticipantId, step: Step, attempt: AttemptId, e: &Error) -> Evidence {
+    if policy_refusal(e) {
+        return Evidence {
+            signer: signer.get(),
+            reason: Reason::PolicyRefused,
+            step,
+            code: Some(e.code().code().into()),
+            attempt: Some(attempt.to_string()),
+            share: None,
+            package_sha256: None,
+            message: Some(e.message().to_string()),
+        };
+    }
     let reason = match e.code() {
         ErrorCode::RequestTimeout => Reason::Timeout,
         ErrorCode::NodeUnavailable
@@ -179,6 +214,7 @@ fn evidence(signer: ParticipantId, step: Step, attempt: AttemptId, e: &Error) ->
         attempt: Some(attempt.to_string()),
         share: None,
         package_sha256: None,
+        message: None,
     }
 }
 
@@ -294,11 +330,37 @@ pub async fn sign_with(
             attempts += 1;
             tokio::spawn(async move { attempt(clients, session, request, public, settings, tx).await });
         }
+        if active == 0 && !ready.is_empty() && excluded.values().any(|e| e.reason == Reason::PolicyRefused) {
+            // Policies refused: ask the nodes not yet asked too, so the report names every
+            // node's decision (opening a session consumes nothing; an approving node's session
+            // is closed again).
+            for p in std::mem::take(&mut ready) {
+                let c = by_id[&p].clone();
+                match open_session(&c, session, &request, settings.signer_timeout).await {
+                    Err(e) => {
+                        excluded.insert(p, evidence(p, Step::Round1, AttemptId::from_bytes([0; 16]), &e));
+                    }
+                    Ok(()) => {
+                        let _ = c.call(SessionRef { session }, settings.signer_timeout).await;
+                    }
+                }
+            }
+        }
         if active == 0 {
-            let e = Error::new(
-                ErrorCode::SigningFailed,
-                format!("fewer than {t} responsive, honest signers remain ({} excluded)", excluded.len()),
-            );
+            let refusals: Vec<String> = excluded
+                .values()
+                .filter(|e| e.reason == Reason::PolicyRefused)
+                .map(|e| format!("node {}: {}", e.signer, e.message.as_deref().unwrap_or("")))
+                .collect();
+            // Operators' policies refused: that is the answer, not a signing fault.
+            let e = if refusals.is_empty() {
+                Error::new(
+                    ErrorCode::SigningFailed,
+                    format!("fewer than {t} responsive, honest signers remain ({} excluded)", excluded.len()),
+                )
+            } else {
+                Error::new(ErrorCode::PolicyViolation, format!("refused by policy: {}", refusals.join("; ")))
+            };
             return Err((e, excluded.into_values().collect()));
         }
         match rx.recv().await {
@@ -371,6 +433,7 @@ async fn public_key(
         attempt: None,
         share: None,
         package_sha256: None,
+        message: None,
     };
     for ask in asks {
         let Ok((id, reply)) = ask.await else { continue };
@@ -426,6 +489,27 @@ async fn public_key(
         }
     }
     Ok((public, disagreeing))
+}
+
+/// Opens the session on one node: the digest, or the PSBT input (whose sighash the enclave
+/// computes itself and must equal ours). This is where a node's policy decides.
+async fn open_session(c: &SignerClient, session: SessionId, req: &SignRequest, timeout: Duration) -> Result<(), Error> {
+    match &req.psbt {
+        None => {
+            c.call(OpenSession { session, key: req.key, message: req.message, mode: req.mode }, timeout).await?;
+        }
+        Some(p) => {
+            let psbt = PsbtBytes::new(p.psbt.to_vec()).map_err(|e| Error::new(ErrorCode::PsbtInvalid, e))?;
+            let bound = c.call(OpenPsbtSession { session, key: req.key, input: p.input, psbt }, timeout).await?;
+            if bound.sighash != req.message {
+                return Err(Error::new(
+                    ErrorCode::SigningPackageMismatch,
+                    "the enclave computed another sighash for this input",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs `f` on every client concurrently; returns the successes and reports the failures.
@@ -496,8 +580,7 @@ async fn attempt(
     let opened = each(&clients, Step::Round1, attempt, &tx, move |c| {
         let (req, signers) = (req.clone(), signers.clone());
         async move {
-            let open = OpenSession { session, key: req.key, message: req.message, mode: req.mode };
-            c.call(open, timeout).await?;
+            open_session(&c, session, &req, timeout).await?;
             let signers = Signers::new(signers).map_err(|e| Error::new(ErrorCode::Internal, e))?;
             c.call(OpenAttempt { session, attempt, signers }, timeout).await?;
             let r = c.call(SeatRef { attempt, seat: c.id() }, timeout).await?;
@@ -545,6 +628,7 @@ async fn attempt(
                 attempt: Some(attempt.to_string()),
                 share: Some(hex::encode(share)),
                 package_sha256: Some(package_hash.clone()),
+                message: None,
             });
         }
     }
@@ -583,6 +667,7 @@ async fn attempt(
                 attempt: Some(attempt.to_string()),
                 share: Some(hex::encode(signature.to_bytes())),
                 package_sha256: Some(package_hash.clone()),
+                message: None,
             }));
         }
     }
@@ -615,7 +700,7 @@ mod tests {
         for s in [Connect, GetKey, Round1, Round2, Aggregate] {
             assert_eq!(serde_json::to_value(s).expect("json"), serde_json::json!(s.as_str()));
         }
-        for r in [Unreachable, Timeout, Error, InvalidShare, InvalidAggregate, KeyPackageMismatch] {
+        for r in [Unreachable, Timeout, Error, InvalidShare, InvalidAggregate, KeyPackageMismatch, PolicyRefused] {
             assert_eq!(serde_json::to_value(r).expect("json"), serde_json::json!(r.as_str()));
         }
     }

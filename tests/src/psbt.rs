@@ -1,0 +1,60 @@
+//! PSBTs for tests: spends of a group key's Taproot outputs, built with rust-bitcoin, and the
+//! final transactions checked by Bitcoin Core's script interpreter in the tests.
+
+use bitcoin::absolute::LockTime;
+use bitcoin::hashes::Hash;
+use bitcoin::key::TweakedPublicKey;
+use bitcoin::psbt::Psbt;
+use bitcoin::secp256k1::{Keypair, Secp256k1, XOnlyPublicKey};
+use bitcoin::transaction::Version;
+use bitcoin::{Address, Amount, Network, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
+
+/// The P2TR script paying an x-only output key.
+pub fn p2tr(output_key: &[u8; 32]) -> ScriptBuf {
+    let key = XOnlyPublicKey::from_slice(output_key).expect("x-only key");
+    ScriptBuf::new_p2tr_tweaked(TweakedPublicKey::dangerous_assume_tweaked(key))
+}
+
+/// A fresh regtest P2TR address (of a random key nobody here signs for).
+pub fn random_address() -> Address {
+    let secp = Secp256k1::new();
+    let kp = Keypair::from_seckey_slice(&secp, &crate::signing::random::<32>()).expect("key");
+    let (x, _) = kp.x_only_public_key();
+    Address::p2tr_tweaked(TweakedPublicKey::dangerous_assume_tweaked(x), Network::Regtest)
+}
+
+/// A PSBT spending `inputs` (satoshis) from the key's BIP86 output to `outputs`; every input
+/// carries `witness_utxo` and `tap_internal_key`.
+pub fn spend(internal: &[u8; 32], output_key: &[u8; 32], inputs: &[u64], outputs: &[(ScriptBuf, u64)]) -> Psbt {
+    let tx = Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: inputs
+            .iter()
+            .map(|_| TxIn {
+                previous_output: OutPoint { txid: Txid::from_byte_array(crate::signing::random()), vout: 0 },
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence::MAX,
+                witness: Witness::new(),
+            })
+            .collect(),
+        output: outputs
+            .iter()
+            .map(|(script, sats)| TxOut { value: Amount::from_sat(*sats), script_pubkey: script.clone() })
+            .collect(),
+    };
+    let mut psbt = Psbt::from_unsigned_tx(tx).expect("unsigned");
+    let internal = XOnlyPublicKey::from_slice(internal).expect("internal key");
+    for (input, sats) in psbt.inputs.iter_mut().zip(inputs) {
+        input.witness_utxo = Some(TxOut { value: Amount::from_sat(*sats), script_pubkey: p2tr(output_key) });
+        input.tap_internal_key = Some(internal);
+    }
+    psbt
+}
+
+/// Writes `psbt` (base64) into `dir` and returns the path.
+pub fn write(dir: &std::path::Path, name: &str, psbt: &Psbt) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, psbt.to_string()).expect("write psbt");
+    path.display().to_string()
+}

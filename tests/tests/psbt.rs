@@ -1,0 +1,261 @@
+//! PSBT signing under the enclaves' policy, across real processes (a dev cluster of three nodes,
+//! 2-of-3, mutual TLS): the final transaction is checked by Bitcoin Core's script interpreter
+//! (`bitcoinconsensus`), every policy rule is refused by every node with nothing consumed, the
+//! window counters survive kill -9 and a restored database is refused.
+
+use bitcoin::consensus::encode::deserialize_hex;
+use bitcoin::psbt::Psbt;
+use bitcoin::Transaction;
+use frostgate_tests::dev_cluster::DevCluster;
+use frostgate_tests::host_bin;
+use frostgate_tests::psbt::{p2tr, random_address, spend, write};
+use std::path::Path;
+
+/// Checks every input of `tx` with libbitcoinconsensus (Core 26.0), Taproot rules on.
+fn consensus_valid(tx: &Transaction, spent: &[bitcoin::TxOut]) {
+    let bytes = bitcoin::consensus::encode::serialize(tx);
+    let utxos: Vec<bitcoinconsensus::Utxo> = spent
+        .iter()
+        .map(|o| bitcoinconsensus::Utxo {
+            script_pubkey: o.script_pubkey.as_bytes().as_ptr(),
+            script_pubkey_len: o.script_pubkey.len() as u32,
+            value: o.value.to_sat() as i64,
+        })
+        .collect();
+    for (i, o) in spent.iter().enumerate() {
+        bitcoinconsensus::verify_with_flags(
+            o.script_pubkey.as_bytes(),
+            o.value.to_sat(),
+            &bytes,
+            Some(&utxos),
+            i,
+            bitcoinconsensus::VERIFY_ALL_PRE_TAPROOT | bitcoinconsensus::VERIFY_TAPROOT,
+        )
+        .unwrap_or_else(|e| panic!("input {i} rejected by Bitcoin Core's interpreter: {e:?}"));
+    }
+}
+
+struct Setup {
+    cluster: DevCluster,
+    key: String,
+    internal: [u8; 32],
+    output_key: [u8; 32],
+    allowed: bitcoin::Address,
+    work: tempfile::TempDir,
+}
+
+fn hex32(s: &str) -> [u8; 32] {
+    hex::decode(s).expect("hex").try_into().expect("32 bytes")
+}
+
+fn setup(policy: &str) -> Setup {
+    let work = tempfile::tempdir().expect("dir");
+    let allowed = random_address();
+    let file = work.path().join("policy.toml");
+    std::fs::write(&file, format!("[policy]\nnetwork = \"regtest\"\ndestinations = [\"{allowed}\"]\n{policy}"))
+        .expect("policy");
+    let cluster = DevCluster::start(&host_bin(), 3, 2, &["--policy", &file.display().to_string()]);
+    let key = cluster.keygen();
+    let internal = hex32(key["key"].as_str().expect("key"));
+    let output_key = hex32(key["output_key"].as_str().expect("output key"));
+    Setup { key: key["key"].as_str().expect("key").to_string(), cluster, internal, output_key, allowed, work }
+}
+
+impl Setup {
+    fn psbt(&self, name: &str, inputs: &[u64], to_allowed: u64, change: u64) -> (String, Psbt) {
+        let mut outputs = vec![(self.allowed.script_pubkey(), to_allowed)];
+        if change > 0 {
+            outputs.push((p2tr(&self.output_key), change));
+        }
+        let psbt = spend(&self.internal, &self.output_key, inputs, &outputs);
+        (write(self.work.path(), name, &psbt), psbt)
+    }
+
+    fn sign_psbt(&self, path: &str) -> Result<serde_json::Value, String> {
+        self.cluster.run(&[
+            "sign-psbt",
+            "--cluster",
+            &self.cluster.file(),
+            "--key",
+            &self.key,
+            "--psbt",
+            path,
+            "--finalize",
+            "--timeout-ms",
+            "5000",
+            "--json",
+        ])
+    }
+
+    fn audit(&self, node: u16) -> Vec<serde_json::Value> {
+        let o = std::process::Command::new(host_bin())
+            .args(["audit", "--cluster", &self.cluster.file(), "--node", &node.to_string(), "--json"])
+            .output()
+            .expect("audit");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect()
+    }
+}
+
+#[test]
+fn a_multi_input_psbt_is_signed_under_the_policy_and_consensus_valid() {
+    let s = setup("max_sats_per_tx = 200000\nmax_fee_sats = 5000\n");
+    let (path, unsigned) = s.psbt("two-inputs.psbt", &[120_000, 80_000], 150_000, 48_000);
+    let out = s.sign_psbt(&path).unwrap_or_else(|e| panic!("{e}\n{}", s.cluster.logs()));
+    let tx: Transaction = deserialize_hex(out["tx"].as_str().expect("tx")).expect("transaction");
+    assert_eq!(tx.compute_txid().to_string(), out["txid"].as_str().expect("txid"));
+    assert_eq!(tx.compute_txid(), unsigned.unsigned_tx.compute_txid(), "the signer changed the transaction");
+    let spent: Vec<_> = unsigned.inputs.iter().map(|i| i.witness_utxo.clone().expect("utxo")).collect();
+    consensus_valid(&tx, &spent);
+    // The PSBT (not finalized) carries both key-path signatures.
+    let signed: Psbt = out["psbt"].as_str().expect("psbt").parse().expect("psbt");
+    assert!(signed.inputs.iter().all(|i| i.final_script_witness.is_some()));
+    // Every node reports the same policy hash; each signing node audited approval and shares.
+    let status = s.cluster.run(&["status", "--cluster", &s.cluster.file(), "--json"]).expect("status");
+    let hashes: Vec<&str> =
+        status["nodes"].as_array().expect("nodes").iter().map(|n| n["policy_hash"].as_str().expect("hash")).collect();
+    assert_eq!(hashes.len(), 3);
+    assert!(hashes.iter().all(|h| *h == hashes[0] && h.len() == 64), "{hashes:?}");
+    let txid = tx.compute_txid().to_string();
+    let audited: Vec<serde_json::Value> = (1..=3).flat_map(|n| s.audit(n)).collect();
+    let signed_shares = audited.iter().filter(|e| e["decision"] == "signed").count();
+    assert!(signed_shares >= 4, "two inputs, two shares each: {audited:?}");
+    let approvals: Vec<_> = audited.iter().filter(|e| e["decision"] == "approved").collect();
+    assert!(approvals.iter().all(|e| e["txid"] == txid.as_str() && e["policy_hash"] == hashes[0]), "{approvals:?}");
+    assert!(approvals.iter().any(|e| e["outputs"][0][1] == 150_000), "{approvals:?}");
+}
+
+/// Runs `f`, expects a refusal naming `rule` from the policy, and checks every node audited it.
+fn refused(s: &Setup, result: Result<serde_json::Value, String>, rule: &str) {
+    let err = result.expect_err("the policy must refuse");
+    assert!(err.contains("policy_violation") && err.contains(rule), "{err}");
+    for n in 1..=3 {
+        let log = s.audit(n);
+        assert!(
+            log.iter().any(|e| e["decision"] == "refused" && e["rule"].as_str().unwrap_or("").starts_with(rule)),
+            "node {n} did not audit the refusal of {rule}: {log:?}"
+        );
+    }
+}
+
+#[test]
+fn every_rule_is_refused_by_every_node_and_nothing_is_consumed() {
+    let s = setup(
+        "max_sats_per_tx = 100000\nmax_fee_sats = 2000\nwindow_secs = 3600\nmax_sats_per_window = 100000\n\
+         max_signatures_per_window = 10\n",
+    );
+    // A destination that is not allowed.
+    let stranger = random_address();
+    let psbt = spend(&s.internal, &s.output_key, &[50_000], &[(stranger.script_pubkey(), 49_000)]);
+    refused(&s, s.sign_psbt(&write(s.work.path(), "stranger.psbt", &psbt)), "destinations");
+    // Too much for one transaction.
+    let (path, _) = s.psbt("big.psbt", &[150_000], 120_000, 29_000);
+    refused(&s, s.sign_psbt(&path), "max_sats_per_tx");
+    // Too much fee.
+    let (path, _) = s.psbt("fee.psbt", &[50_000], 40_000, 5_000);
+    refused(&s, s.sign_psbt(&path), "max_fee_sats");
+    // The raw-digest path is off.
+    let digest = hex::encode(frostgate_tests::signing::random::<32>());
+    refused(&s, s.cluster.sign(&s.key, &digest), "allow_raw_digest");
+    // Nothing was consumed or charged: the whole window is still there for one allowed spend.
+    let (path, _) = s.psbt("ok.psbt", &[101_000], 100_000, 0);
+    s.sign_psbt(&path).unwrap_or_else(|e| panic!("{e}\n{}", s.cluster.logs()));
+    // And now it is used up (the rule and the numbers are named).
+    let (path, _) = s.psbt("more.psbt", &[2_000], 1_000, 0);
+    let err = s.sign_psbt(&path).expect_err("window exhausted");
+    assert!(err.contains("max_sats_per_window: 1000 requested, 0 left"), "{err}");
+}
+
+fn copy_db(from: &Path, to: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let f = from.with_file_name(format!("host.db{suffix}"));
+        if f.exists() {
+            std::fs::copy(&f, to.join(format!("host.db{suffix}"))).expect("copy db");
+        } else {
+            let _ = std::fs::remove_file(to.join(format!("host.db{suffix}")));
+        }
+    }
+}
+
+#[test]
+fn window_counters_survive_kill_9_and_a_restored_database_is_refused() {
+    let s = setup("max_sats_per_tx = 100000\nwindow_secs = 86400\nmax_sats_per_window = 150000\n");
+    let db = s.cluster.node(1).join("host").join("host.db");
+    assert!(db.exists(), "{}", db.display());
+    // Node 1's database before any charge.
+    s.cluster.kill(1);
+    let before = s.work.path().join("before");
+    std::fs::create_dir_all(&before).expect("dir");
+    copy_db(&db, &before);
+    s.cluster.run(&["dev", "cluster", "up", "--dir", &s.cluster.dir.display().to_string()]).expect("up");
+    let (tx1, _) = s.psbt("tx1.psbt", &[101_000], 100_000, 0);
+    s.sign_psbt(&tx1).unwrap_or_else(|e| panic!("{e}\n{}", s.cluster.logs()));
+    // Signing the same transaction again charges nothing more.
+    s.sign_psbt(&tx1).expect("a retry of the same transaction");
+    let (tx2, _) = s.psbt("tx2.psbt", &[61_000], 60_000, 0);
+    let err = s.sign_psbt(&tx2).expect_err("over the window");
+    assert!(err.contains("max_sats_per_window: 60000 requested, 50000 left"), "{err}");
+    // kill -9 of every enclave and host: the counters come back from the store.
+    for n in 1..=3 {
+        s.cluster.kill(n);
+    }
+    s.cluster.run(&["dev", "cluster", "up", "--dir", &s.cluster.dir.display().to_string()]).expect("up");
+    let err = s.sign_psbt(&tx2).expect_err("still over the window after kill -9");
+    assert!(err.contains("50000 left"), "{err}");
+    let (tx3, _) = s.psbt("tx3.psbt", &[51_000], 50_000, 0);
+    s.sign_psbt(&tx3).unwrap_or_else(|e| panic!("{e}\n{}", s.cluster.logs()));
+    // Restoring node 1's older database (before any charge) is a rollback, not a reset.
+    s.cluster.kill(1);
+    copy_db(&before.join("host.db"), db.parent().expect("dir"));
+    let up = s.cluster.run(&["dev", "cluster", "up", "--dir", &s.cluster.dir.display().to_string()]);
+    let err = up.expect_err("node 1 must refuse its rolled-back store");
+    assert!(err.contains("node 1"), "{err}");
+    let log = std::fs::read_to_string(s.cluster.node(1).join("host.log")).unwrap_or_default();
+    assert!(log.contains("store_rollback_detected"), "{log}");
+}
+
+#[test]
+fn a_coordinator_that_binds_a_psbt_then_sends_another_message_is_refused() {
+    use frostgate_common::bounded::PsbtBytes;
+    use frostgate_common::error::ErrorCode;
+    use frostgate_common::ids::{KeyId, SessionId};
+    use frostgate_common::protocol::{OpenPsbtSession, TaprootMode};
+    use frostgate_tests::signing::{package, pid, random, round1, round2, Caller};
+    let s = setup("max_sats_per_tx = 100000\n");
+    let (_, psbt) = s.psbt("lie.psbt", &[60_000], 50_000, 9_000);
+    let cluster = frostgate_host::coordinator::cluster::Cluster::load(Path::new(&s.cluster.file())).expect("cluster");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    rt.block_on(async {
+        let nodes = frostgate_host::coordinator::dkg_relay::connect_all(&cluster).await;
+        let callers: Vec<Caller> = nodes.iter().take(2).map(|n| Caller::Node((**n).clone())).collect();
+        let session = SessionId::from_bytes(random());
+        let key = KeyId::from_bytes(s.internal);
+        let mut sighash = None;
+        for c in &callers {
+            let psbt = PsbtBytes::new(psbt.serialize()).expect("bound");
+            let bound = c.request(OpenPsbtSession { session, key, input: 0, psbt }).await.expect("bound");
+            sighash = Some(bound.sighash);
+        }
+        let signers = [pid(1), pid(2)];
+        let attempt = frostgate_common::ids::AttemptId::from_bytes(random());
+        for c in &callers {
+            let set = frostgate_common::bounded::Signers::new(signers.to_vec()).expect("bound");
+            c.request(frostgate_common::protocol::OpenAttempt { session, attempt, signers: set })
+                .await
+                .expect("attempt");
+        }
+        let mut commitments = std::collections::BTreeMap::new();
+        for (p, c) in signers.iter().zip(&callers) {
+            commitments.insert(*p, round1(c, attempt, *p).await.expect("round 1"));
+        }
+        // A package for another message than the sighash the enclaves computed.
+        let other: [u8; 32] = random();
+        assert_ne!(Some(other), sighash);
+        let lie = package(&commitments, &other);
+        let e = round2(&callers[0], attempt, pid(1), TaprootMode::Bip86, &lie).await.expect_err("refused");
+        assert_eq!(e.code(), ErrorCode::SigningPackageMismatch, "{e}");
+        // Nothing was consumed: the honest package still signs with the same nonce.
+        let honest = package(&commitments, &sighash.expect("sighash"));
+        round2(&callers[0], attempt, pid(1), TaprootMode::Bip86, &honest).await.expect("the nonce is intact");
+    });
+}
