@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job: a local 3-node, 2-of-3 frostgate cluster on fresh SoftHSM tokens. It runs a DKG
 # between the enclaves, signs a Taproot (BIP341) sighash with ROAST, verifies the signature with
-# libsecp256k1, then kills one node and signs again with the remaining two.
+# libsecp256k1, signs a PSBT that every enclave checks against its operator's spending policy
+# (and shows one the policy refuses, with the audit trail), then kills one node and signs again
+# with the remaining two.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +25,22 @@ trap cleanup EXIT
 json() { sed -n "s/.*\"$1\":\(\"[^\"]*\"\|\[[^]]*\]\|[0-9]*\).*/\1/p" | tr -d '"'; }
 
 echo "== 3 nodes, 2-of-3, each with its own SoftHSM token (in $work), gRPC API with mutual TLS"
-"$fg" dev cluster init --dir "$cluster" --nodes 3 --threshold 2 --tls
+# The operators' spending policy, written into every enclave.toml: one allowed recipient, at most
+# 100,000 sats per transaction and 150,000 per day, fee at most 5,000 sats. Raw digests stay allowed
+# for the first signing below.
+allowed=$("$fg" dev address --seed allowed)
+stranger=$("$fg" dev address --seed stranger)
+cat > "$work/policy.toml" <<POLICY
+[policy]
+network = "regtest"
+allow_raw_digest = true
+destinations = ["$allowed"]
+max_sats_per_tx = 100000
+window_secs = 86400
+max_sats_per_window = 150000
+max_fee_sats = 5000
+POLICY
+"$fg" dev cluster init --dir "$cluster" --nodes 3 --threshold 2 --tls --policy "$work/policy.toml"
 "$fg" dev cluster up --dir "$cluster"
 "$fg" status --cluster "$cluster/cluster.toml"
 
@@ -45,6 +62,21 @@ echo "signature: $signature"
 echo "signers:   $(echo "$sig_json" | json signers)"
 "$fg" verify --output-key "$output_key" --message "$sighash" --signature "$signature"
 
+echo "== signing a PSBT: each enclave parses it, computes the sighash itself and applies its policy"
+"$fg" dev psbt --key "$key" --output-key "$output_key" --amount 120000 --to "$allowed" --send 80000 > "$work/pay.psbt"
+psbt_json=$("$fg" sign-psbt --cluster "$cluster/cluster.toml" --key "$key" --psbt "$work/pay.psbt" --finalize --json)
+echo "txid:      $(echo "$psbt_json" | json txid)"
+echo "raw tx:    $(echo "$psbt_json" | json tx | cut -c1-64)..."
+echo "== a PSBT paying a recipient the policy does not allow is refused by every enclave"
+"$fg" dev psbt --key "$key" --output-key "$output_key" --amount 120000 --to "$stranger" --send 80000 > "$work/steal.psbt"
+if "$fg" sign-psbt --cluster "$cluster/cluster.toml" --key "$key" --psbt "$work/steal.psbt" --finalize 2> "$work/refused.txt"; then
+  echo "the policy did not refuse" >&2
+  exit 1
+fi
+cat "$work/refused.txt"
+grep -q policy_violation "$work/refused.txt"
+echo "== node 2's audit trail (every decision, kept in its MAC-chained, HSM-anchored store)"
+"$fg" audit --cluster "$cluster/cluster.toml" --node 2
 echo "== killing node 1 (a signer above), signing again with the remaining two"
 kill -9 "$(cat "$cluster/node1/host.pid")" "$(cat "$cluster/node1/enclave.pid")"
 "$fg" status --cluster "$cluster/cluster.toml"

@@ -497,3 +497,84 @@ fn no_share_byte_string_crosses_the_boundary_in_a_full_signing_flow() {
         }
     });
 }
+
+/// The audit trail and the window charges are part of the engine's snapshot (what compaction
+/// writes), so compaction keeps them; a replayed engine has the same audit trail and budget.
+#[test]
+fn compaction_keeps_the_audit_trail_and_the_window() {
+    use frostgate_common::bounded::PsbtBytes;
+    use frostgate_enclave::policy::{Policy, PolicyConfig};
+    rt().block_on(async {
+        let destination = frostgate_tests::psbt::random_address();
+        let config: PolicyConfig = toml::from_str(&format!(
+            "network = \"regtest\"\ndestinations = [\"{destination}\"]\nwindow_secs = 3600\nmax_sats_per_window = 100000\n"
+        ))
+        .expect("policy");
+        let policy = Policy::from_config(&config).expect("valid");
+        let store = Arc::new(MemoryStore::new());
+        let engine = Engine::new(custody(), store.clone(), Limits::default()).with_policy(policy.clone());
+        let service = Arc::new(Service::from_engine(Some(engine)));
+        let c = Caller::Service(service.clone());
+        // The dealer is a development path; the policy does not restrict key creation.
+        let key = dealer(&c, 2, 3).await;
+        let out = key.bip86_output_key;
+        let psbt = frostgate_tests::psbt::spend(
+            key.key.as_bytes(),
+            &out,
+            &[70_000],
+            &[(destination.script_pubkey(), 60_000), (frostgate_tests::psbt::p2tr(&out), 9_000)],
+        );
+        let session = frostgate_common::ids::SessionId::from_bytes(random());
+        let bound = c
+            .request(OpenPsbtSession {
+                session,
+                key: key.key,
+                input: 0,
+                psbt: PsbtBytes::new(psbt.serialize()).expect("bound"),
+            })
+            .await
+            .expect("approved");
+        let attempt = open_attempt(&c, session, &[pid(1), pid(2)]).await.expect("attempt");
+        let mut commitments = BTreeMap::new();
+        for p in [pid(1), pid(2)] {
+            commitments.insert(p, round1(&c, attempt, p).await.expect("round 1"));
+        }
+        let pkg = package(&commitments, &bound.sighash);
+        let mut shares = BTreeMap::new();
+        for p in [pid(1), pid(2)] {
+            shares.insert(p, round2(&c, attempt, p, TaprootMode::Bip86, &pkg).await.expect("share"));
+        }
+        let (sig, output_key) = signed(aggregate(&c, attempt, TaprootMode::Bip86, &pkg, &shares).await.expect("agg"));
+        assert!(libsecp_verifies(&sig, &bound.sighash, &output_key));
+        let engine = service.engine().expect("engine");
+        let trail = engine.audit_after(0, 100);
+        let decisions: Vec<AuditDecision> = trail.iter().map(|e| e.decision).collect();
+        assert_eq!(decisions, [AuditDecision::Approved, AuditDecision::Signed, AuditDecision::Signed]);
+        // The snapshot a compaction writes, replayed into a fresh engine.
+        let snapshot = engine.snapshot().expect("snapshot");
+        assert!(snapshot.iter().any(|r| matches!(r, Record::Charged { sats: 60_000, .. })));
+        let fresh = Engine::new(custody(), Arc::new(MemoryStore::new()), Limits::default()).with_policy(policy);
+        fresh.replay(&snapshot).expect("replay");
+        assert_eq!(fresh.audit_after(0, 100), trail);
+        // The window came back too: 40,000 left of 100,000.
+        let fresh = Arc::new(Service::from_engine(Some(fresh)));
+        let c = Caller::Service(fresh);
+        let again = frostgate_tests::psbt::spend(
+            key.key.as_bytes(),
+            &out,
+            &[50_000],
+            &[(destination.script_pubkey(), 45_000)],
+        );
+        let session = frostgate_common::ids::SessionId::from_bytes(random());
+        let e = c
+            .request(OpenPsbtSession {
+                session,
+                key: key.key,
+                input: 0,
+                psbt: PsbtBytes::new(again.serialize()).expect("bound"),
+            })
+            .await
+            .expect_err("over the replayed window");
+        assert_eq!(e.message(), "max_sats_per_window: 45000 requested, 40000 left");
+    });
+}

@@ -19,6 +19,10 @@ pub enum DevCommand {
     Cluster(ClusterCommand),
     /// The BIP341 key-path sighash of a synthetic transaction spending a P2TR output (demo input).
     Sighash(SighashArgs),
+    /// A PSBT spending a made-up output of a group key (demo input for `sign-psbt`).
+    Psbt(super::dev_psbt::PsbtArgs),
+    /// A regtest P2TR address derived from a seed (demo recipients).
+    Address(super::dev_psbt::AddressArgs),
 }
 
 #[derive(Debug, Args)]
@@ -101,6 +105,8 @@ pub fn run(cmd: DevCommand) -> Result<(), Error> {
     let c = match cmd {
         DevCommand::Cluster(c) => c,
         DevCommand::Sighash(a) => return sighash(a),
+        DevCommand::Psbt(a) => return super::dev_psbt::run(a),
+        DevCommand::Address(a) => return super::dev_psbt::address(a),
     };
     match c {
         ClusterCommand::Init(a) => init(a),

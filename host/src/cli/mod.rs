@@ -2,6 +2,7 @@
 
 mod bench;
 mod dev;
+mod dev_psbt;
 mod enclave;
 mod group;
 mod host;
