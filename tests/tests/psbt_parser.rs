@@ -49,7 +49,7 @@ fn output_key_sighash_and_spend_match_rust_bitcoin() {
     let secp = Secp256k1::new();
     let internal = XOnlyPublicKey::from_slice(k.key_id.as_bytes()).expect("x-only");
     let (tweaked, _) = internal.tap_tweak(&secp, None);
-    assert_eq!(checked.output_key, tweaked.to_inner().serialize());
+    assert_eq!(checked.output_key, tweaked.to_x_only_public_key().serialize());
     let utxos: Vec<_> = psbt.inputs.iter().map(|i| i.witness_utxo.clone().expect("utxo")).collect();
     let sighash = SighashCache::new(&psbt.unsigned_tx)
         .taproot_key_spend_signature_hash(1, &Prevouts::All(&utxos), TapSighashType::Default)

@@ -9,7 +9,7 @@ use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::protocol::{Health, TaprootMode};
 use frostgate_host::coordinator::dkg_relay;
 use frostgate_host::coordinator::signer::SignerClient;
-use frostgate_host::coordinator::{self, Settings, SignRequest};
+use frostgate_host::coordinator::{self, psbt, Settings, SignRequest};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,6 +35,15 @@ pub struct BenchArgs {
     /// Mutual TLS (pinned certificates) between the coordinator and every node's API.
     #[arg(long)]
     tls: bool,
+    /// Sign PSBTs (one input each; every enclave parses it and computes the sighash) instead of
+    /// 32-byte digests.
+    #[arg(long)]
+    psbt: bool,
+    /// With `--psbt`: every enclave enforces a spending policy (one allowed destination, per-tx,
+    /// fee and window limits far above the bench's spends), so charges and audit records are
+    /// written too.
+    #[arg(long, requires = "psbt")]
+    policy: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -75,7 +84,20 @@ pub async fn run(a: BenchArgs) -> Result<(), Error> {
         .tempdir()
         .map_err(|e| Error::new(ErrorCode::ConfigInvalid, e.to_string()))?;
     let dir = tmp.path().join("cluster");
-    let cluster_file = dev::create_cluster(&dir, a.nodes, a.threshold, a.tls)?;
+    let policy = if a.policy {
+        let file = tmp.path().join("policy.toml");
+        let text = format!(
+            "[policy]\nnetwork = \"regtest\"\ndestinations = [\"{}\"]\nmax_sats_per_tx = 100000000\n\
+             window_secs = 86400\nmax_sats_per_window = 2100000000000000\nmax_signatures_per_window = 100000000\n\
+             max_fee_sats = 100000\n",
+            super::dev_psbt::seeded_address("bench")?
+        );
+        std::fs::write(&file, text).map_err(|e| Error::new(ErrorCode::ConfigInvalid, e.to_string()))?;
+        Some(file)
+    } else {
+        None
+    };
+    let cluster_file = dev::create_cluster(&dir, a.nodes, a.threshold, a.tls, policy)?;
     dev::start_cluster(&dir)?;
     let result = measure(&a, &cluster_file).await;
     let _ = dev::stop_cluster(&dir);
@@ -87,6 +109,17 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
     let nodes = dkg_relay::connect_all(&cluster).await;
     let key = dkg_relay::run(&nodes, a.threshold).await?.key;
     let material = coordinator::KeyMaterial::fetch(&nodes, &key, cluster.threshold, Settings::default()).await?;
+    // The PSBT path: the key's internal and BIP86 output keys, and the bench's recipient.
+    let psbt = if a.psbt {
+        let output = material.output_key(&TaprootMode::Bip86)?;
+        let x = |b: &[u8; 32]| {
+            bitcoin::secp256k1::XOnlyPublicKey::from_slice(b)
+                .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))
+        };
+        Some((x(key.as_bytes())?, x(&output)?, super::dev_psbt::seeded_address("bench")?.script_pubkey()))
+    } else {
+        None
+    };
     let deadline = a.count.is_none().then(|| Instant::now() + Duration::from_secs(a.seconds.unwrap_or(10)));
     let goal = a.count.map(|c| format!("/{c}")).unwrap_or_default();
     let (commits0, records0) = store_counters(&nodes).await;
@@ -100,6 +133,7 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
         let (nodes, issued, done, latencies, failures) =
             (nodes.clone(), issued.clone(), done.clone(), latencies.clone(), failures.clone());
         let material = material.clone();
+        let psbt = psbt.clone();
         let count = a.count;
         tasks.push(tokio::spawn(async move {
             loop {
@@ -107,8 +141,29 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
                 if count.is_some_and(|c| n >= c) || deadline.is_some_and(|d| Instant::now() >= d) {
                     return;
                 }
-                let request =
-                    SignRequest { key, message: frostgate_host::random_bytes(), mode: TaprootMode::Bip86, psbt: None };
+                let request = match &psbt {
+                    None => SignRequest {
+                        key,
+                        message: frostgate_host::random_bytes(),
+                        mode: TaprootMode::Bip86,
+                        psbt: None,
+                    },
+                    Some((internal, output, to)) => {
+                        let seed: [u8; 32] = frostgate_host::random_bytes();
+                        let Ok(p) = super::dev_psbt::synthetic(*internal, *output, 100_000, to.clone(), 60_000, &seed)
+                        else {
+                            failures.fetch_add(1, Ordering::SeqCst);
+                            continue;
+                        };
+                        match psbt::requests(&p, &key) {
+                            Ok(mut r) if !r.is_empty() => r.remove(0).1,
+                            _ => {
+                                failures.fetch_add(1, Ordering::SeqCst);
+                                continue;
+                            }
+                        }
+                    }
+                };
                 let t = Instant::now();
                 match coordinator::sign_with(nodes.clone(), request, Settings::default(), material.clone()).await {
                     Ok(_) => {

@@ -116,7 +116,13 @@ pub fn run(cmd: DevCommand) -> Result<(), Error> {
 }
 
 /// Creates a development cluster (tokens, objects, configs, cluster.toml) in `dir`.
-pub fn create_cluster(dir: &Path, nodes: u16, threshold: u16, tls: bool) -> Result<PathBuf, Error> {
+pub fn create_cluster(
+    dir: &Path,
+    nodes: u16,
+    threshold: u16,
+    tls: bool,
+    policy: Option<PathBuf>,
+) -> Result<PathBuf, Error> {
     init(InitArgs {
         dir: dir.to_path_buf(),
         nodes,
@@ -124,7 +130,7 @@ pub fn create_cluster(dir: &Path, nodes: u16, threshold: u16, tls: bool) -> Resu
         tls,
         dev_plaintext: !tls,
         api_bind: std::net::Ipv4Addr::LOCALHOST.into(),
-        policy: None,
+        policy,
         json: false,
         quiet: true,
     })?;
