@@ -31,6 +31,7 @@ fn slow_echo() -> Handler {
                     dev_features: frostgate_common::bounded::Label::new(String::new()).expect("label"),
                     host_reconnects: 0,
                     enclave_restarts: 0,
+                    policy_hash: [0; 32],
                 }),
                 other => Message::error(ErrorCode::UnexpectedMessage, other.info().name),
             }

@@ -69,7 +69,7 @@ fn message() -> impl Strategy<Value = Message> {
             any::<u64>(),
             any::<u64>(),
             any::<(u64, u64)>(),
-            (label(), any::<(u64, u64)>())
+            (label(), any::<(u64, u64)>(), bytes::<32>())
         )
             .prop_map(
                 |(
@@ -78,7 +78,7 @@ fn message() -> impl Strategy<Value = Message> {
                     store_commits,
                     store_records,
                     (hsm_operations, hsm_micros),
-                    (dev_features, (host_reconnects, enclave_restarts)),
+                    (dev_features, (host_reconnects, enclave_restarts), policy_hash),
                 )| {
                     Message::HealthReply(HealthReply {
                         state,
@@ -90,6 +90,7 @@ fn message() -> impl Strategy<Value = Message> {
                         dev_features,
                         host_reconnects,
                         enclave_restarts,
+                        policy_hash,
                     })
                 }
             ),

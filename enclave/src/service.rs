@@ -238,6 +238,7 @@ impl EnclaveApi for Served<'_> {
             dev_features: label(crate::DEV_FEATURES),
             host_reconnects: 0,
             enclave_restarts: 0,
+            policy_hash: self.service.policy.hash(),
         })
     }
 

@@ -69,6 +69,7 @@ fn every_network_type_round_trips() {
             dev_features: Label::new("dev-dealer".to_string()).expect("label"),
             host_reconnects: 7,
             enclave_restarts: 8,
+            policy_hash: [9; 32],
         });
     }
     round_trip(IdentityKeyBytes::new(vec![4; 65]).expect("identity"));

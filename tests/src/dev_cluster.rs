@@ -13,6 +13,13 @@ pub fn run_json(bin: &Path, args: &[&str]) -> Result<serde_json::Value, String> 
     Ok(serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null))
 }
 
+/// Whether `pid` exists and is not a zombie.
+fn alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    matches!(state, Some(s) if s != "Z" && s != "X")
+}
+
 /// A running development cluster.
 #[derive(Debug)]
 pub struct DevCluster {
@@ -58,11 +65,17 @@ impl DevCluster {
         self.dir.join(format!("node{i}"))
     }
 
-    /// SIGKILLs node `i`'s host and enclave.
+    /// SIGKILLs node `i`'s host and enclave, and waits (bounded) until both are gone, so a
+    /// following `dev cluster up` sees them dead.
     pub fn kill(&self, i: u16) {
         for p in ["host.pid", "enclave.pid"] {
             let pid: i32 = std::fs::read_to_string(self.node(i).join(p)).expect("pid").trim().parse().expect("pid");
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::time::Instant::now() < deadline && alive(pid) {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            assert!(!alive(pid), "process {pid} survived SIGKILL");
         }
     }
 

@@ -11,7 +11,7 @@ fn enclave_status_spawns_a_child_enclave_and_reports_json() {
     // No custody configured: the enclave answers but refuses to sign, and says why.
     assert_eq!(v["state"], "refusing");
     assert_eq!(v["refusal_code"], "custody_not_configured");
-    assert_eq!(v["protocol_version"], 1);
+    assert_eq!(v["protocol_version"], frostgate_common::protocol::PROTOCOL_VERSION);
     assert_eq!(v["build"]["name"], "frostgate-enclave");
 }
 

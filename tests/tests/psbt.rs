@@ -42,6 +42,8 @@ struct Setup {
     output_key: [u8; 32],
     allowed: bitcoin::Address,
     work: tempfile::TempDir,
+    /// The policy's canonical hash, computed here from the same file.
+    policy_hash: String,
 }
 
 fn hex32(s: &str) -> [u8; 32] {
@@ -52,13 +54,24 @@ fn setup(policy: &str) -> Setup {
     let work = tempfile::tempdir().expect("dir");
     let allowed = random_address();
     let file = work.path().join("policy.toml");
-    std::fs::write(&file, format!("[policy]\nnetwork = \"regtest\"\ndestinations = [\"{allowed}\"]\n{policy}"))
-        .expect("policy");
+    let text = format!("[policy]\nnetwork = \"regtest\"\ndestinations = [\"{allowed}\"]\n{policy}");
+    std::fs::write(&file, &text).expect("policy");
+    let table: toml::Table = toml::from_str(&text).expect("toml");
+    let config: frostgate_enclave::policy::PolicyConfig = table["policy"].clone().try_into().expect("policy");
+    let policy_hash = hex::encode(frostgate_enclave::policy::Policy::from_config(&config).expect("valid").hash());
     let cluster = DevCluster::start(&host_bin(), 3, 2, &["--policy", &file.display().to_string()]);
     let key = cluster.keygen();
     let internal = hex32(key["key"].as_str().expect("key"));
     let output_key = hex32(key["output_key"].as_str().expect("output key"));
-    Setup { key: key["key"].as_str().expect("key").to_string(), cluster, internal, output_key, allowed, work }
+    Setup {
+        key: key["key"].as_str().expect("key").to_string(),
+        cluster,
+        internal,
+        output_key,
+        allowed,
+        work,
+        policy_hash,
+    }
 }
 
 impl Setup {
@@ -115,7 +128,7 @@ fn a_multi_input_psbt_is_signed_under_the_policy_and_consensus_valid() {
     let hashes: Vec<&str> =
         status["nodes"].as_array().expect("nodes").iter().map(|n| n["policy_hash"].as_str().expect("hash")).collect();
     assert_eq!(hashes.len(), 3);
-    assert!(hashes.iter().all(|h| *h == hashes[0] && h.len() == 64), "{hashes:?}");
+    assert!(hashes.iter().all(|h| *h == s.policy_hash), "{hashes:?} vs {}", s.policy_hash);
     let txid = tx.compute_txid().to_string();
     let audited: Vec<serde_json::Value> = (1..=3).flat_map(|n| s.audit(n)).collect();
     let signed_shares = audited.iter().filter(|e| e["decision"] == "signed").count();

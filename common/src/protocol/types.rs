@@ -133,6 +133,8 @@ pub struct HealthReply {
     /// Filled by the host of a one-user `frostgate node` (the enclave sends 0): times the node
     /// restarted its dead enclave child.
     pub enclave_restarts: u64,
+    /// SHA-256 of the enclave's spending policy's canonical text (protocol version 2).
+    pub policy_hash: [u8; 32],
 }
 
 /// Whether the enclave serves.

@@ -377,6 +377,7 @@ impl Proto for HealthReply {
             enclave_dev_features: self.dev_features.to_field(),
             host_reconnects: self.host_reconnects,
             enclave_restarts: self.enclave_restarts,
+            policy_hash: self.policy_hash.to_field(),
         }
     }
     fn from_pb(p: pb::HealthReply) -> Result<Self, Error> {
@@ -395,6 +396,7 @@ impl Proto for HealthReply {
             dev_features: Field::from_field("enclave_dev_features", p.enclave_dev_features)?,
             host_reconnects: p.host_reconnects,
             enclave_restarts: p.enclave_restarts,
+            policy_hash: Field::from_field("policy_hash", p.policy_hash)?,
         })
     }
 }

@@ -308,7 +308,7 @@ impl StatusRow {
             uptime_seconds: Some(h.uptime_seconds),
             host_reconnects: Some(h.host_reconnects),
             enclave_restarts: Some(h.enclave_restarts),
-            policy_hash: None,
+            policy_hash: Some(hex::encode(h.policy_hash)),
         }
     }
 
@@ -349,11 +349,7 @@ pub async fn status(a: StatusArgs) -> Result<(), Error> {
     let mut rows = Vec::new();
     for (n, entry) in clients.iter().zip(&cluster.nodes) {
         let row = match n.call(Health, Duration::from_secs(5)).await {
-            Ok(h) => {
-                let mut row = StatusRow::health(n.id().get(), "host", &h);
-                row.policy_hash = super::spend::policy_hash(n).await;
-                row
-            }
+            Ok(h) => StatusRow::health(n.id().get(), "host", &h),
             // The host is down: its enclave may still run and know why (e.g. the host's store
             // failed verification and the enclave refuses with store_rollback_detected).
             Err(host_err) => {

@@ -5,7 +5,7 @@ use bitcoin::hashes::Hash;
 use clap::Args;
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::KeyId;
-use frostgate_common::protocol::{AuditDecision, AuditEntry, GetAudit, GetPolicy};
+use frostgate_common::protocol::{AuditDecision, AuditEntry, GetAudit};
 use frostgate_host::coordinator::cluster::Cluster;
 use frostgate_host::coordinator::{self, dkg_relay, psbt, Settings};
 use serde::Serialize;
@@ -222,9 +222,4 @@ pub async fn audit(a: AuditArgs) -> Result<(), Error> {
     }
     out(&text);
     Ok(())
-}
-
-/// The policy hash of a node, for `status` (empty when the node does not answer).
-pub async fn policy_hash(node: &frostgate_host::coordinator::signer::SignerClient) -> Option<String> {
-    node.call(GetPolicy, Duration::from_secs(5)).await.ok().map(|p| hex::encode(p.hash))
 }
