@@ -10,6 +10,7 @@ mod node;
 mod spend;
 mod store;
 mod token;
+mod wallet;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use frostgate_common::Error;
@@ -61,6 +62,10 @@ enum Command {
     SignPsbt(spend::SignPsbtArgs),
     /// Print a node's audit trail (every policy decision), verified by its enclave.
     Audit(spend::AuditArgs),
+    /// The group key as a BIP32 xpub (BIP328) and its `tr(XPUB/<0;1>/*)` descriptor.
+    Xpub(wallet::XpubArgs),
+    /// The address at `<0|1>/INDEX` of a key's descriptor.
+    Address(wallet::AddressArgs),
     /// Verify a BIP340 signature with libsecp256k1.
     Verify(group::VerifyArgs),
     /// Print a key's internal key, output key and address.
@@ -104,6 +109,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Verify(a) => group::verify(a).map(|()| ExitCode::SUCCESS),
         Command::SignPsbt(a) => spend::sign_psbt(a).await.map(|()| ExitCode::SUCCESS),
         Command::Audit(a) => spend::audit(a).await.map(|()| ExitCode::SUCCESS),
+        Command::Xpub(a) => wallet::xpub(a).await.map(|()| ExitCode::SUCCESS),
+        Command::Address(a) => wallet::address(a).await.map(|()| ExitCode::SUCCESS),
         Command::Pubkey(a) => group::pubkey(a).await.map(|()| ExitCode::SUCCESS),
         Command::Status(a) => group::status(a).await.map(|()| ExitCode::SUCCESS),
         Command::Bench(a) => bench::run(a).await.map(|()| ExitCode::SUCCESS),

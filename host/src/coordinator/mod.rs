@@ -2,6 +2,7 @@
 //! nodes over their network API. It holds no secret and trusts no single node.
 //!
 //! - [`cluster`]: the operator's cluster file (nodes, threshold, TLS pins).
+//! - [`derivation`]: BIP32/BIP328 xpub, descriptor and addresses of a group key.
 //! - [`signer`]: a typed gRPC client of one node.
 //! - [`roast`]: ROAST signing with evidence against misbehaving nodes.
 //! - [`dkg_relay`]: relays a DKG between the enclaves (an untrusted relay by design).
@@ -9,6 +10,7 @@
 //! - [`taproot`]: the BIP341 tweak rule and its cache.
 
 pub mod cluster;
+pub mod derivation;
 pub mod dkg_relay;
 pub mod psbt;
 pub mod roast;

@@ -267,6 +267,14 @@ impl KeyMaterial {
         self.tweaked(mode).map(|t| t.output_key)
     }
 
+    /// The group key (SEC1 compressed, the full point: BIP32 works on points, not x-only keys).
+    pub fn group_key(&self) -> Result<Vec<u8>, Error> {
+        self.public
+            .verifying_key()
+            .serialize()
+            .map_err(|e| Error::new(ErrorCode::InvalidEncoding, format!("verifying key: {e}")))
+    }
+
     /// The package tweaked for `mode` (computed once per mode).
     fn tweaked(&self, mode: &TaprootMode) -> Result<Arc<Tweaked>, Error> {
         self.tweaked.get(&self.public, mode)
