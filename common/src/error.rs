@@ -221,6 +221,9 @@ error_codes! {
     /// The enclave's spending policy refuses this signature; the message names the rule and the
     /// numbers (e.g. `max_sats_per_window: 120000000 requested, 30000000 left`).
     PolicyViolation = "policy_violation", FixRequest;
+    /// A derivation path that cannot be signed: a hardened step, deeper than the enclave's limit,
+    /// or empty.
+    DerivationInvalid = "derivation_invalid", FixRequest;
 }
 
 impl fmt::Display for ErrorCode {

@@ -67,6 +67,7 @@ const PINNED: &[(usize, &str, &str)] = &[
     (59, "psbt_invalid", "fix_request"),
     (60, "psbt_wrong_key", "fix_request"),
     (61, "policy_violation", "fix_request"),
+    (62, "derivation_invalid", "fix_request"),
 ];
 
 #[test]

@@ -250,6 +250,7 @@ fn message() -> impl Strategy<Value = Message> {
             key: KeyId::from_bytes(key),
             txid: if raw_digest { None } else { Some(key) },
             input: if raw_digest { None } else { Some(1) },
+            path: Label::new(if raw_digest { "" } else { "0/5" }).expect("bound"),
             raw_digest,
             outputs: AuditOutputs::new(vec![AuditOutput { to: Label::new("bcrt1q").expect("bound"), sats: seq }])
                 .expect("bound"),

@@ -23,6 +23,7 @@ pub const VERSION: &str = match (cfg!(feature = "dev-dealer"), cfg!(feature = "d
 
 pub mod config;
 pub mod custody;
+pub mod derive;
 pub mod dkg;
 pub mod hardening;
 pub mod keys;

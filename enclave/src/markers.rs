@@ -96,6 +96,8 @@ pub enum Record {
         charge_id: [u8; 32],
         /// Satoshis charged.
         sats: u64,
+        /// The policy that approved the session.
+        policy_hash: [u8; 32],
     },
     /// A charge against the policy window (once per charge id).
     Charged {
@@ -108,6 +110,13 @@ pub enum Record {
     },
     /// One decision, for the audit trail.
     Audit(frostgate_common::protocol::AuditEntry),
+    /// The session (bound just before) signs for the child of its key at this unhardened path.
+    SessionPath {
+        /// The session.
+        session: SessionId,
+        /// The path.
+        path: Vec<u32>,
+    },
 }
 
 /// Why a persist did not succeed, split by what is known about the write.

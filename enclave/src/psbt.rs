@@ -7,8 +7,10 @@
 //! `witness_utxo` pays the output key this enclave derives (BIP86 without `tap_merkle_root`);
 //! only `SIGHASH_DEFAULT` is signed; any malformed or foreign input is a typed error, never a panic.
 
+use crate::derive::Derived;
 use crate::keys::KeyRecord;
 use crate::policy::Spend;
+use bitcoin::bip32::{ChildNumber, DerivationPath, Fingerprint};
 use bitcoin::hashes::Hash;
 use bitcoin::key::TweakedPublicKey;
 use bitcoin::psbt::Psbt;
@@ -20,7 +22,7 @@ use frostgate_common::protocol::TaprootMode;
 use std::collections::BTreeSet;
 
 /// What the enclave binds a PSBT session to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Checked {
     /// The transaction id (of the unsigned transaction).
     pub txid: [u8; 32],
@@ -32,6 +34,8 @@ pub struct Checked {
     pub output_key: [u8; 32],
     /// What the transaction spends, for the policy.
     pub spend: Spend,
+    /// For an input of a derived key: the derivation (from `tap_key_origins`).
+    pub derived: Option<Derived>,
 }
 
 fn invalid(why: impl std::fmt::Display) -> Error {
@@ -74,17 +78,32 @@ pub fn check(bytes: &[u8], index: u32, key: &KeyRecord) -> Result<Checked, Error
         }
     }
     let internal = input.tap_internal_key.ok_or_else(|| invalid(format!("input {index}: tap_internal_key missing")))?;
-    if internal.serialize() != *key.key_id.as_bytes() {
-        return Err(Error::new(
-            ErrorCode::PsbtWrongKey,
-            format!("input {index}: tap_internal_key {internal} is not key {}", key.key_id),
-        ));
-    }
+    let fingerprint = crate::derive::fingerprint(&key.public)?;
+    let derived = if internal.serialize() == *key.key_id.as_bytes() {
+        None
+    } else {
+        // A derived key: the path comes from the PSBT, the tweak is derived here from it.
+        let (_, (fp, path)) = input.tap_key_origins.get(&internal).ok_or_else(|| {
+            Error::new(
+                ErrorCode::PsbtWrongKey,
+                format!("input {index}: tap_internal_key {internal} is not key {} nor one of its children", key.key_id),
+            )
+        })?;
+        let d = derive_child(key, fingerprint, fp, path)?;
+        if d.key_id.as_bytes() != &internal.serialize() {
+            return Err(Error::new(
+                ErrorCode::PsbtWrongKey,
+                format!("input {index}: path {path} of key {} does not lead to {internal}", key.key_id),
+            ));
+        }
+        Some(d)
+    };
+    let public = derived.as_ref().map(|d| &d.public).unwrap_or(&key.public);
     let mode = match input.tap_merkle_root {
         Some(root) => TaprootMode::ScriptTree { merkle_root: root.to_byte_array() },
         None => TaprootMode::Bip86,
     };
-    let output_key = crate::taproot::output_key(&key.public, &mode)?;
+    let output_key = crate::taproot::output_key(public, &mode)?;
     if utxos[i].script_pubkey != p2tr_script(&output_key)? {
         return Err(Error::new(
             ErrorCode::PsbtWrongKey,
@@ -101,9 +120,24 @@ pub fn check(bytes: &[u8], index: u32, key: &KeyRecord) -> Result<Checked, Error
     };
     let fee =
         inputs.checked_sub(outputs).ok_or_else(|| invalid(format!("outputs ({outputs}) exceed inputs ({inputs})")))?;
-    // Change: outputs paying this key (BIP86) or the very script this input spends.
-    let own =
-        [p2tr_script(&crate::taproot::output_key(&key.public, &TaprootMode::Bip86)?)?, utxos[i].script_pubkey.clone()];
+    // Change: outputs paying this key (BIP86), the very script this input spends, or a BIP86
+    // child of this key whose path the PSBT's output fields prove.
+    let mut own = vec![
+        p2tr_script(&crate::taproot::output_key(&key.public, &TaprootMode::Bip86)?)?,
+        utxos[i].script_pubkey.clone(),
+    ];
+    for (n, out) in psbt.outputs.iter().enumerate() {
+        let Some(k) = out.tap_internal_key else { continue };
+        let Some((_, (fp, path))) = out.tap_key_origins.get(&k) else { continue };
+        if *fp != Fingerprint::from(fingerprint) {
+            continue;
+        }
+        let d =
+            derive_child(key, fingerprint, fp, path).map_err(|e| invalid(format!("output {n}: {}", e.message())))?;
+        if d.key_id.as_bytes() == &k.serialize() {
+            own.push(p2tr_script(&crate::taproot::output_key(&d.public, &TaprootMode::Bip86)?)?);
+        }
+    }
     let external: Vec<(ScriptBuf, u64)> = tx
         .output
         .iter()
@@ -117,5 +151,28 @@ pub fn check(bytes: &[u8], index: u32, key: &KeyRecord) -> Result<Checked, Error
         mode,
         output_key,
         spend: Spend { external, sats, fee },
+        derived,
     })
+}
+
+/// The child of `key` at `path`, if `fp` is this key's fingerprint and every step unhardened.
+fn derive_child(
+    key: &KeyRecord,
+    fingerprint: [u8; 4],
+    fp: &Fingerprint,
+    path: &DerivationPath,
+) -> Result<Derived, Error> {
+    if fp.to_bytes() != fingerprint {
+        return Err(Error::new(ErrorCode::PsbtWrongKey, format!("fingerprint {fp} is not key {}'s", key.key_id)));
+    }
+    let steps: Vec<u32> = path
+        .into_iter()
+        .map(|c| match c {
+            ChildNumber::Normal { index } => Ok(*index),
+            ChildNumber::Hardened { .. } => {
+                Err(Error::new(ErrorCode::DerivationInvalid, format!("path {path} has a hardened step")))
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    crate::derive::derive(&key.public, &steps)
 }

@@ -556,6 +556,16 @@ fn compaction_keeps_the_audit_trail_and_the_window() {
         let fresh = Engine::new(custody(), Arc::new(MemoryStore::new()), Limits::default()).with_policy(policy);
         fresh.replay(&snapshot).expect("replay");
         assert_eq!(fresh.audit_after(0, 100), trail);
+        assert_eq!(fresh.counts().sessions, 1);
+        // Under another policy, the sessions it approved are dropped at load (not signable).
+        let stricter: PolicyConfig = toml::from_str(&format!(
+            "network = \"regtest\"\ndestinations = [\"{destination}\"]\nwindow_secs = 3600\nmax_sats_per_window = 1\n"
+        ))
+        .expect("policy");
+        let other = Engine::new(custody(), Arc::new(MemoryStore::new()), Limits::default())
+            .with_policy(Policy::from_config(&stricter).expect("valid"));
+        other.replay(&snapshot).expect("replay");
+        assert_eq!(other.counts().sessions, 0, "a session approved under another policy survived the load");
         // The window came back too: 40,000 left of 100,000.
         let fresh = Arc::new(Service::from_engine(Some(fresh)));
         let c = Caller::Service(fresh);
@@ -575,6 +585,59 @@ fn compaction_keeps_the_audit_trail_and_the_window() {
             })
             .await
             .expect_err("over the replayed window");
+        assert_eq!(e.message(), "max_sats_per_window: 45000 requested, 40000 left");
+    });
+}
+
+/// A round-2 commit reported "not written" keeps the window charge (never given back) and the next
+/// share of the same transaction writes the `Charged` record itself, so no share leaves with its
+/// charge unwritten (the review's attack: answer the charging commit "failed", let another share's
+/// commit through).
+#[test]
+fn a_charge_whose_commit_failed_is_kept_and_written_with_the_next_share() {
+    use frostgate_common::bounded::PsbtBytes;
+    use frostgate_enclave::policy::{Policy, PolicyConfig};
+    rt().block_on(async {
+        let destination = frostgate_tests::psbt::random_address();
+        let config: PolicyConfig = toml::from_str(&format!(
+            "network = \"regtest\"\ndestinations = [\"{destination}\"]\nwindow_secs = 3600\nmax_sats_per_window = 100000\n"
+        ))
+        .expect("policy");
+        let store = Arc::new(FaultyStore::default());
+        let engine = Engine::new(custody(), store.clone(), Limits::default())
+            .with_policy(Policy::from_config(&config).expect("valid"));
+        let c = Caller::Service(Arc::new(Service::from_engine(Some(engine))));
+        let key = dealer(&c, 2, 3).await;
+        let out = key.bip86_output_key;
+        let spend = |sats: u64| {
+            frostgate_tests::psbt::spend(key.key.as_bytes(), &out, &[sats + 1_000], &[(destination.script_pubkey(), sats)])
+        };
+        let psbt = spend(60_000);
+        let session = frostgate_common::ids::SessionId::from_bytes(random());
+        let open = OpenPsbtSession { session, key: key.key, input: 0, psbt: PsbtBytes::new(psbt.serialize()).expect("b") };
+        let bound = c.request(open).await.expect("approved");
+        let attempt = open_attempt(&c, session, &[pid(1), pid(2)]).await.expect("attempt");
+        let mut commitments = BTreeMap::new();
+        for p in [pid(1), pid(2)] {
+            commitments.insert(p, round1(&c, attempt, p).await.expect("round 1"));
+        }
+        let pkg = package(&commitments, &bound.sighash);
+        // The first share's commit (which carries the charge) is answered "not written".
+        let failed = frostgate_common::Error::new(ErrorCode::StoreCommitFailed, "injected");
+        store.next.lock().expect("lock").push(Some(PersistError::NotWritten(failed)));
+        let e = round2(&c, attempt, pid(1), TaprootMode::Bip86, &pkg).await.expect_err("not written");
+        assert_eq!(e.code(), ErrorCode::StoreCommitFailed);
+        assert!(!store.inner.records().iter().any(|r| matches!(r, Record::Charged { .. })));
+        // The other seat's share: its own commit carries the charge.
+        round2(&c, attempt, pid(2), TaprootMode::Bip86, &pkg).await.expect("share");
+        let charged: Vec<_> =
+            store.inner.records().into_iter().filter(|r| matches!(r, Record::Charged { sats: 60_000, .. })).collect();
+        assert_eq!(charged.len(), 1, "the share left with its charge durable");
+        // And the window holds it: 40,000 left.
+        let session = frostgate_common::ids::SessionId::from_bytes(random());
+        let psbt = spend(45_000);
+        let open = OpenPsbtSession { session, key: key.key, input: 0, psbt: PsbtBytes::new(psbt.serialize()).expect("b") };
+        let e = c.request(open).await.expect_err("over the window");
         assert_eq!(e.message(), "max_sats_per_window: 45000 requested, 40000 left");
     });
 }

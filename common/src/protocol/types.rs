@@ -652,6 +652,8 @@ pub struct AuditEntry {
     pub txid: Option<[u8; 32]>,
     /// The input (PSBT path).
     pub input: Option<u32>,
+    /// For a derived key: its unhardened path from the group key (`0/5`); empty otherwise.
+    pub path: Label,
     /// Whether the message was a caller-supplied digest (the raw-digest path).
     pub raw_digest: bool,
     /// Outputs not returning to the key, with amounts.

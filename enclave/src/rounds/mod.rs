@@ -83,16 +83,34 @@ struct Session {
     durable: BindingState,
     /// What its first share charges to the policy window (none without window limits).
     charge: Option<Charge>,
+    /// For a derived key: the child (path, tweak, public package), derived by the enclave.
+    derived: Option<Arc<crate::derive::Derived>>,
 }
 
 impl Session {
+    /// The records that bind it: the binding, and for a derived key its path.
+    fn records(&self, session: SessionId) -> Vec<Record> {
+        let mut out = vec![self.record(session)];
+        if let Some(d) = &self.derived {
+            out.push(Record::SessionPath { session, path: d.path.clone() });
+        }
+        out
+    }
+
     fn record(&self, session: SessionId) -> Record {
         let (key, message, mode, opened_unix) = (self.key, self.message, self.mode, self.opened_unix);
         match self.charge {
             None => Record::SessionBound { session, key, message, mode, opened_unix },
-            Some(c) => {
-                Record::SessionCharged { session, key, message, mode, opened_unix, charge_id: c.id, sats: c.sats }
-            }
+            Some(c) => Record::SessionCharged {
+                session,
+                key,
+                message,
+                mode,
+                opened_unix,
+                charge_id: c.id,
+                sats: c.sats,
+                policy_hash: c.policy,
+            },
         }
     }
 }
@@ -232,6 +250,8 @@ struct Bound {
     /// The session, and what its first share charges.
     session: SessionId,
     charge: Option<Charge>,
+    /// For a derived key: the child.
+    derived: Option<Arc<crate::derive::Derived>>,
 }
 
 impl Bound {
@@ -287,6 +307,14 @@ impl Engine {
     /// The key's public package tweaked for `mode` (cached).
     fn tweaked(&self, key: &KeyRecord, mode: &TaprootMode) -> Arc<frost_secp256k1_tr::keys::PublicKeyPackage> {
         self.tweaked.get(key.key_id, &key.public, mode)
+    }
+
+    /// The bound session's (possibly derived) public package tweaked for its mode.
+    fn tweaked_bound(&self, b: &Bound) -> Arc<frost_secp256k1_tr::keys::PublicKeyPackage> {
+        match &b.derived {
+            Some(d) => self.tweaked.get(d.key_id, &d.public, &b.mode),
+            None => self.tweaked(&b.key, &b.mode),
+        }
     }
 
     /// Registry sizes.

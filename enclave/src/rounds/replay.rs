@@ -13,6 +13,7 @@ impl Engine {
         let now = Instant::now();
         let unix = unix_now();
         let mut s = self.lock();
+        let mut dropped = BTreeSet::new();
         for r in records {
             match r {
                 Record::KeyAdded { key, public_key_package, seats } => {
@@ -34,9 +35,18 @@ impl Engine {
                 Record::SessionBound { session, key, message, mode, opened_unix }
                 | Record::SessionCharged { session, key, message, mode, opened_unix, .. } => {
                     let charge = match r {
-                        Record::SessionCharged { charge_id, sats, .. } => Some(Charge { id: *charge_id, sats: *sats }),
+                        Record::SessionCharged { charge_id, sats, policy_hash, .. } => {
+                            Some(Charge { id: *charge_id, sats: *sats, policy: *policy_hash })
+                        }
                         _ => None,
                     };
+                    // A session approved under another policy (or under none, when one is
+                    // configured now) is not signed under this one.
+                    let current = (!self.policy.is_unrestricted()).then(|| self.policy.hash());
+                    if current.is_some() && charge.map(|c| c.policy) != current {
+                        dropped.insert(*session);
+                        continue;
+                    }
                     let record = s
                         .keys
                         .get(key)
@@ -56,6 +66,7 @@ impl Engine {
                             opened_unix: *opened_unix,
                             durable: binding(Binding::Durable),
                             charge,
+                            derived: None,
                         },
                     );
                 }
@@ -78,12 +89,31 @@ impl Engine {
                 }
                 Record::SessionExpired { session } => Self::remove_sessions(&mut s, &BTreeSet::from([*session])),
                 Record::Charged { id, sats, at_unix } => {
-                    s.charges.insert(*id, Charged { sats: *sats, at_unix: *at_unix });
+                    s.charges.insert(*id, Charged { sats: *sats, at_unix: *at_unix, durable: true });
                     s.clock_high = s.clock_high.max(*at_unix);
                 }
                 Record::Audit(entry) => Self::keep_audit(&mut s, entry.clone()),
+                Record::SessionPath { session, path } => {
+                    let key = s.sessions.get(session).map(|sess| sess.key);
+                    let Some(record) = key.and_then(|k| s.keys.get(&k).cloned()) else { continue };
+                    let derived = crate::derive::derive(&record.public, path)
+                        .map_err(|e| err(ErrorCode::StoreTampered, format!("stored path: {}", e.message())))?;
+                    let output_key = s
+                        .sessions
+                        .get(session)
+                        .map(|sess| sess.mode)
+                        .map(|mode| crate::taproot::output_key(&derived.public, &mode));
+                    if let (Some(sess), Some(Ok(output_key))) = (s.sessions.get_mut(session), output_key) {
+                        sess.output_key = output_key;
+                        sess.derived = Some(Arc::new(derived));
+                    }
+                }
                 Record::SnapshotBegin { .. } | Record::SnapshotEnd { .. } => {}
             }
+        }
+        if !dropped.is_empty() {
+            tracing::info!(sessions = dropped.len(), "sessions bound under another policy dropped");
+            Self::remove_sessions(&mut s, &dropped);
         }
         // Markers live only as long as their attempt (see `abort`).
         Self::drop_orphan_markers(&mut s);
@@ -105,7 +135,7 @@ impl Engine {
             out.push(key_record(k)?);
         }
         for (id, sess) in &s.sessions {
-            out.push(sess.record(*id));
+            out.extend(sess.records(*id));
         }
         for (id, a) in &s.attempts {
             out.push(a.record(*id));

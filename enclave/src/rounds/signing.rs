@@ -14,18 +14,28 @@ impl Engine {
     ) -> Result<[u8; 32], Error> {
         let record = self.key(&key)?;
         let output_key = crate::taproot::x_only(self.tweaked(&record, &mode).verifying_key())?;
-        let known = self.lock().sessions.get(&id).map(|e| (e.key, e.message, e.mode) == (key, message, mode));
-        // The policy's gate (an identical repeat was decided already).
-        let charge = match known {
-            Some(true) => None,
-            _ => self.raw_digest_charge(id, key, message).await?,
-        };
+        // An identical repeat was decided already; anything else goes through the policy's gate
+        // (and a session that disappears meanwhile is bound anew with that gate's charge).
+        if let Some(e) = self.lock().sessions.get(&id) {
+            if (e.key, e.message, e.mode) == (key, message, mode) && e.derived.is_none() {
+                return Ok(e.output_key);
+            }
+            return Err(err(
+                ErrorCode::SessionConflict,
+                format!("session {id} is bound to another key, message or mode"),
+            ));
+        }
+        let charge = self.raw_digest_charge(id, key, message).await?;
         let now = Instant::now();
         let opened_unix = unix_now();
         let durable = {
             let mut s = self.lock();
             if let Some(existing) = s.sessions.get(&id) {
-                if existing.key == key && existing.message == message && existing.mode == mode {
+                if existing.key == key
+                    && existing.message == message
+                    && existing.mode == mode
+                    && existing.derived.is_none()
+                {
                     return Ok(existing.output_key);
                 }
                 return Err(err(
@@ -40,20 +50,37 @@ impl Engine {
                 }
             }
             let durable = binding(Binding::Queued);
-            let session =
-                Session { key, message, mode, output_key, created: now, opened_unix, durable: durable.clone(), charge };
+            let session = Session {
+                key,
+                message,
+                mode,
+                output_key,
+                created: now,
+                opened_unix,
+                durable: durable.clone(),
+                charge,
+                derived: None,
+            };
             s.sessions.insert(id, session);
             durable
         };
         // Not awaited; if this commit fails, the binding goes again with the first marker of
         // the session (`Bound::with_bindings`), so no share leaves before it is durable.
-        let d = spending::Decision { session: id, key, txid: None, input: None, raw_digest: true, spend: None };
+        let d =
+            spending::Decision { session: id, key, txid: None, input: None, raw_digest: true, spend: None, path: None };
         let approval = self.audit(&mut self.lock(), frostgate_common::protocol::AuditDecision::Approved, "", &d, None);
         let record = match charge {
             None => Record::SessionBound { session: id, key, message, mode, opened_unix },
-            Some(c) => {
-                Record::SessionCharged { session: id, key, message, mode, opened_unix, charge_id: c.id, sats: c.sats }
-            }
+            Some(c) => Record::SessionCharged {
+                session: id,
+                key,
+                message,
+                mode,
+                opened_unix,
+                charge_id: c.id,
+                sats: c.sats,
+                policy_hash: c.policy,
+            },
         };
         self.persist_binding(std::iter::once(record).chain(approval).collect(), durable);
         Ok(output_key)
@@ -149,7 +176,9 @@ impl Engine {
         }
         let mut undurable = Vec::new();
         if *sess.durable.borrow() != Binding::Durable {
-            undurable.push((sess.record(a.session), sess.durable.clone()));
+            for r in sess.records(a.session) {
+                undurable.push((r, sess.durable.clone()));
+            }
         }
         if *a.durable.borrow() != Binding::Durable {
             undurable.push((a.record(*attempt), a.durable.clone()));
@@ -163,6 +192,7 @@ impl Engine {
             undurable,
             session: a.session,
             charge: sess.charge,
+            derived: sess.derived.clone(),
         })
     }
 
@@ -261,14 +291,6 @@ impl Engine {
                     "this seat's commitment is not the one issued in round 1",
                 ));
             }
-            let d = |b: &Bound| spending::Decision {
-                session: b.session,
-                key: b.key.key_id,
-                txid: None,
-                input: None,
-                raw_digest: false,
-                spend: None,
-            };
             // The policy window, checked and charged under the same lock (once per charge id).
             match self.take_charge(&mut s, &b.charge) {
                 Err(e) => Err((e, b)),
@@ -280,7 +302,7 @@ impl Engine {
                         &mut s,
                         frostgate_common::protocol::AuditDecision::Signed,
                         "",
-                        &d(&b),
+                        &share_decision(&b),
                         Some((attempt, seat)),
                     );
                     Ok((b, charged, signed))
@@ -290,20 +312,12 @@ impl Engine {
         let (bound, charged, signed) = match bound {
             Ok(v) => v,
             Err((e, b)) => {
-                let d = spending::Decision {
-                    session: b.session,
-                    key: b.key.key_id,
-                    txid: None,
-                    input: None,
-                    raw_digest: false,
-                    spend: None,
-                };
-                return Err(self.refuse(d, e).await);
+                return Err(self.refuse(share_decision(&b), e).await);
             }
         };
         let mut own = vec![Record::NonceConsumed { attempt, seat }];
         own.extend(charged.clone());
-        own.extend(signed);
+        own.extend(signed.clone());
         let records = bound.with_bindings(own).await;
         let persisted = self.store.persist(records).await;
         let live = {
@@ -311,12 +325,13 @@ impl Engine {
             match persisted {
                 Ok(()) => {
                     bound.bindings_durable();
+                    Self::charge_durable(&mut s, &charged);
                     Self::settle(&mut s, marker);
                     s.nonces.remove(&marker)
                 }
                 Err(PersistError::NotWritten(e)) => {
                     s.consumed.remove(&marker);
-                    Self::return_charge(&mut s, &charged);
+                    Self::forget_audit(&mut s, &signed);
                     return Err(err(
                         ErrorCode::StoreCommitFailed,
                         format!("consumed marker not written ({e}); nonce kept"),
@@ -335,6 +350,10 @@ impl Engine {
         let live =
             live.ok_or_else(|| err(ErrorCode::NonceUnavailable, "the nonce was wiped before it could be used"))?;
         let key_package = bound.key.unseal(&self.custody, seat)?;
+        let key_package = match &bound.derived {
+            Some(d) => d.key_package(&key_package)?,
+            None => key_package,
+        };
         let share = sign(&package, live, &key_package, &mode)?;
         SignatureShareBytes::new(share.serialize()).map_err(|e| err(ErrorCode::Internal, e))
     }
@@ -356,7 +375,7 @@ impl Engine {
         let Ok(sig_share) = SignatureShare::deserialize(share.signature_share.as_inner()) else {
             return Ok(ShareVerdict::Invalid);
         };
-        let tweaked = self.tweaked(&b.key, &b.mode);
+        let tweaked = self.tweaked_bound(&b);
         let id = identifier(share.signer)?;
         let Some(verifying_share) = tweaked.verifying_shares().get(&id) else {
             return Ok(ShareVerdict::Indeterminate);
@@ -456,7 +475,7 @@ impl Engine {
             return culprits(undecodable);
         }
         // The enclave's own key package, tweaked for the session: never one from the request.
-        let tweaked = self.tweaked(&b.key, &b.mode);
+        let tweaked = self.tweaked_bound(b);
         // Fast path without per-share checks; the result is verified (by FROST and again below),
         // so a bad share cannot slip through. Only if it fails are all shares checked, to name
         // every culprit (O(t) per share).
@@ -518,4 +537,17 @@ fn sign(
     };
     drop(nonces);
     result.map_err(|e| frost_err(ErrorCode::SigningFailed, "round 2", e))
+}
+
+/// What an audit record of a share (or of its refusal) says.
+fn share_decision(b: &Bound) -> spending::Decision<'_> {
+    spending::Decision {
+        session: b.session,
+        key: b.key.key_id,
+        txid: None,
+        input: None,
+        raw_digest: false,
+        spend: None,
+        path: b.derived.as_ref().map(|d| d.path.as_slice()),
+    }
 }

@@ -21,6 +21,8 @@ pub(super) struct Charge {
     pub(super) id: [u8; 32],
     /// Satoshis to outputs other than the key's.
     pub(super) sats: u64,
+    /// The hash of the policy that approved the session.
+    pub(super) policy: [u8; 32],
 }
 
 /// One charge taken.
@@ -28,6 +30,19 @@ pub(super) struct Charge {
 pub(super) struct Charged {
     pub(super) sats: u64,
     pub(super) at_unix: u64,
+    /// Whether its `Charged` record is known durable. Until it is, every share of the charge
+    /// carries the record in its own commit, so no share leaves with its charge unwritten.
+    pub(super) durable: bool,
+}
+
+/// The charge id of a raw digest: tagged, so it never equals a transaction id.
+fn raw_charge_id(message: &[u8; 32]) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"frostgate/raw-digest-charge/v1");
+    ctx.update(message);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }
 
 /// What an audit record says about the request.
@@ -38,6 +53,12 @@ pub(super) struct Decision<'a> {
     pub(super) input: Option<u32>,
     pub(super) raw_digest: bool,
     pub(super) spend: Option<&'a Spend>,
+    /// For a derived key: its path (`0/5`).
+    pub(super) path: Option<&'a [u32]>,
+}
+
+fn text_label(s: &str) -> Label {
+    Label::new(s.to_string()).unwrap_or_else(|_| unreachable!("a short constant"))
 }
 
 fn text(s: &str) -> Text {
@@ -75,24 +96,39 @@ impl Engine {
         }
     }
 
-    /// Takes `charge` under the lock (round 2); the record to persist with the marker when it is
-    /// new, `policy_violation` when the window has no room left.
+    /// Takes `charge` under the lock (round 2): the record to persist with the marker when the
+    /// charge is new or not yet known durable, `policy_violation` when the window has no room.
+    /// A charge is never given back (a commit reported "not written" keeps it, not durable):
+    /// counting a transaction that was not signed fails safe, the reverse would not.
     pub(super) fn take_charge(&self, s: &mut State, charge: &Option<Charge>) -> Result<Option<Record>, Error> {
         let Some(c) = charge else { return Ok(None) };
-        if s.charges.contains_key(&c.id) {
-            return Ok(None);
+        if let Some(taken) = s.charges.get(&c.id) {
+            return Ok((!taken.durable).then_some(Record::Charged {
+                id: c.id,
+                sats: taken.sats,
+                at_unix: taken.at_unix,
+            }));
         }
         let now = Self::clock(s);
         self.policy.check_window(self.window(s, now), c.sats)?;
-        s.charges.insert(c.id, Charged { sats: c.sats, at_unix: now });
+        s.charges.insert(c.id, Charged { sats: c.sats, at_unix: now, durable: false });
         s.clock_high = s.clock_high.max(now);
         Ok(Some(Record::Charged { id: c.id, sats: c.sats, at_unix: now }))
     }
 
-    /// Gives a charge back (its record was not written).
-    pub(super) fn return_charge(s: &mut State, record: &Option<Record>) {
+    /// After a durable commit of `record`: its charge is durable.
+    pub(super) fn charge_durable(s: &mut State, record: &Option<Record>) {
         if let Some(Record::Charged { id, .. }) = record {
-            s.charges.remove(id);
+            if let Some(c) = s.charges.get_mut(id) {
+                c.durable = true;
+            }
+        }
+    }
+
+    /// Drops an audit entry whose commit is known not written.
+    pub(super) fn forget_audit(s: &mut State, record: &Option<Record>) {
+        if let Some(Record::Audit(e)) = record {
+            s.audit.retain(|x| x.seq != e.seq);
         }
     }
 
@@ -137,6 +173,10 @@ impl Engine {
             key: d.key,
             txid: d.txid,
             input: d.input,
+            path: Label::new(
+                d.path.map(|p| p.iter().map(u32::to_string).collect::<Vec<_>>().join("/")).unwrap_or_default(),
+            )
+            .unwrap_or_else(|_| text_label("path too long")),
             raw_digest: d.raw_digest,
             outputs: AuditOutputs::new(outputs).unwrap_or_else(|_| unreachable!("taken up to the bound")),
             fee_sats: d.spend.map(|sp| sp.fee).unwrap_or(0),
@@ -146,11 +186,16 @@ impl Engine {
         Some(Record::Audit(entry))
     }
 
+    /// Keeps an entry. Over [`MAX_AUDIT`], the oldest refusal leaves first, so a flood of refused
+    /// requests cannot push approvals and signatures out of the trail.
     pub(super) fn keep_audit(s: &mut State, entry: AuditEntry) {
         s.audit_seq = s.audit_seq.max(entry.seq);
         s.audit.push_back(entry);
         while s.audit.len() > MAX_AUDIT {
-            s.audit.pop_front();
+            match s.audit.iter().position(|e| e.decision == AuditDecision::Refused) {
+                Some(i) => drop(s.audit.remove(i)),
+                None => drop(s.audit.pop_front()),
+            }
         }
     }
 
@@ -173,11 +218,15 @@ impl Engine {
         key: KeyId,
         message: [u8; 32],
     ) -> Result<Option<Charge>, Error> {
-        let d = Decision { session, key, txid: None, input: None, raw_digest: true, spend: None };
+        let d = Decision { session, key, txid: None, input: None, raw_digest: true, spend: None, path: None };
         if let Err(e) = self.policy.check_raw_digest() {
             return Err(self.refuse(d, e).await);
         }
-        let charge = (self.policy.window_secs() > 0).then_some(Charge { id: message, sats: 0 });
+        let charge = (!self.policy.is_unrestricted()).then_some(Charge {
+            id: raw_charge_id(&message),
+            sats: 0,
+            policy: self.policy.hash(),
+        });
         let checked = self.precheck(&self.lock(), &charge);
         if let Err(e) = checked {
             return Err(self.refuse(d, e).await);
@@ -210,16 +259,25 @@ impl Engine {
             input: Some(input),
             raw_digest: false,
             spend: Some(&checked.spend),
+            path: checked.derived.as_ref().map(|d| d.path.as_slice()),
         };
         if let Err(e) = self.policy.check_spend(&checked.spend) {
             return Err(self.refuse(d, e).await);
         }
-        let charge = (self.policy.window_secs() > 0).then_some(Charge { id: checked.txid, sats: checked.spend.sats });
+        let charge = (!self.policy.is_unrestricted()).then_some(Charge {
+            id: checked.txid,
+            sats: checked.spend.sats,
+            policy: self.policy.hash(),
+        });
         let now = Instant::now();
         let prechecked = {
             let s = self.lock();
             if let Some(existing) = s.sessions.get(&id) {
-                if existing.key == key && existing.message == checked.sighash && existing.mode == checked.mode {
+                if existing.key == key
+                    && existing.message == checked.sighash
+                    && existing.mode == checked.mode
+                    && existing.derived.as_ref().map(|d| &d.path) == checked.derived.as_ref().map(|d| &d.path)
+                {
                     return Ok(reply);
                 }
                 return Err(err(ErrorCode::SessionConflict, format!("session {id} is bound to another message")));
@@ -229,7 +287,7 @@ impl Engine {
         if let Err(e) = prechecked {
             return Err(self.refuse(d, e).await);
         }
-        let (records, durable) = {
+        let (records, durable, approval) = {
             let mut s = self.lock();
             if s.sessions.contains_key(&id) {
                 return Err(err(ErrorCode::SessionConflict, format!("session {id} was bound concurrently")));
@@ -250,11 +308,13 @@ impl Engine {
                 opened_unix: unix_now(),
                 durable: durable.clone(),
                 charge,
+                derived: checked.derived.clone().map(Arc::new),
             };
-            let mut records = vec![session.record(id)];
+            let mut records = session.records(id);
             s.sessions.insert(id, session);
-            records.extend(self.audit(&mut s, AuditDecision::Approved, "", &d, None));
-            (records, durable)
+            let approval = self.audit(&mut s, AuditDecision::Approved, "", &d, None);
+            records.extend(approval.clone());
+            (records, durable, approval)
         };
         match self.store.persist(records).await {
             Ok(()) => {
@@ -262,7 +322,10 @@ impl Engine {
                 Ok(reply)
             }
             Err(e) => {
-                self.lock().sessions.remove(&id);
+                durable.send_replace(Binding::Failed);
+                let mut s = self.lock();
+                s.sessions.remove(&id);
+                Self::forget_audit(&mut s, &approval);
                 Err(persist_err(e))
             }
         }
@@ -270,7 +333,11 @@ impl Engine {
 
     /// Audit records with a sequence number above `after`, at most `max`, in order.
     pub fn audit_after(&self, after: u64, max: usize) -> Vec<AuditEntry> {
-        self.lock().audit.iter().filter(|e| e.seq > after).take(max).cloned().collect()
+        // Commits may land out of sequence order; readers page by sequence number.
+        let mut out: Vec<AuditEntry> = self.lock().audit.iter().filter(|e| e.seq > after).cloned().collect();
+        out.sort_by_key(|e| e.seq);
+        out.truncate(max);
+        out
     }
 }
 

@@ -287,6 +287,7 @@ impl Proto for AuditEntry {
             outputs: self.outputs.to_field(),
             fee_sats: self.fee_sats,
             policy_hash: self.policy_hash.to_field(),
+            path: self.path.to_field(),
         }
     }
     fn from_pb(p: pb::AuditEntry) -> Result<Self, Error> {
@@ -312,6 +313,7 @@ impl Proto for AuditEntry {
             outputs: Field::from_field("outputs", p.outputs)?,
             fee_sats: p.fee_sats,
             policy_hash: Field::from_field("policy_hash", p.policy_hash)?,
+            path: Field::from_field("path", p.path)?,
         })
     }
 }

@@ -143,6 +143,8 @@ struct AuditRow {
     txid: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     input: Option<u32>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    path: String,
     raw_digest: bool,
     outputs: Vec<(String, u64)>,
     fee_sats: u64,
@@ -167,6 +169,7 @@ impl AuditRow {
             // Displayed like Bitcoin Core does (reversed byte order).
             txid: e.txid.map(|t| bitcoin::Txid::from_byte_array(t).to_string()),
             input: e.input,
+            path: e.path.as_inner().clone(),
             raw_digest: e.raw_digest,
             outputs: e.outputs.as_inner().iter().map(|o| (o.to.as_inner().clone(), o.sats)).collect(),
             fee_sats: e.fee_sats,
