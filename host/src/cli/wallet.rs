@@ -65,7 +65,7 @@ struct AddressRow {
     internal_key: String,
 }
 
-async fn group_xpub(cluster: &PathBuf, key: &str, network: Network) -> Result<bitcoin::bip32::Xpub, Error> {
+async fn group_xpub(cluster: &std::path::Path, key: &str, network: Network) -> Result<bitcoin::bip32::Xpub, Error> {
     let cluster = Cluster::load(cluster)?;
     let key = KeyId::from_str(key).map_err(|e| Error::new(ErrorCode::ConfigInvalid, e))?;
     let nodes = dkg_relay::connect_all(&cluster).await;
