@@ -58,3 +58,68 @@ pub fn write(dir: &std::path::Path, name: &str, psbt: &Psbt) -> String {
     std::fs::write(&path, psbt.to_string()).expect("write psbt");
     path.display().to_string()
 }
+
+/// The child of a BIP328 xpub at `path`: (x-only internal key, BIP86 output key), by rust-bitcoin.
+pub fn child(xpub: &bitcoin::bip32::Xpub, path: &[u32]) -> ([u8; 32], [u8; 32]) {
+    use bitcoin::key::TapTweak;
+    let secp = Secp256k1::new();
+    let path: Vec<bitcoin::bip32::ChildNumber> =
+        path.iter().map(|i| bitcoin::bip32::ChildNumber::from_normal_idx(*i).expect("normal")).collect();
+    let c = xpub.derive_pub(&secp, &path).expect("derive");
+    let (x, _) = c.public_key.x_only_public_key();
+    let (tweaked, _) = x.tap_tweak(&secp, None);
+    (x.serialize(), tweaked.to_x_only_public_key().serialize())
+}
+
+/// Marks input `n` as spending the child at `path` of the key with `fingerprint` (BIP371 fields).
+pub fn mark_input(
+    psbt: &mut Psbt,
+    n: usize,
+    internal: &[u8; 32],
+    fingerprint: bitcoin::bip32::Fingerprint,
+    path: &[u32],
+) {
+    let k = XOnlyPublicKey::from_slice(internal).expect("x-only");
+    let path: bitcoin::bip32::DerivationPath = path
+        .iter()
+        .map(|i| bitcoin::bip32::ChildNumber::from_normal_idx(*i).expect("normal"))
+        .collect::<Vec<_>>()
+        .into();
+    psbt.inputs[n].tap_internal_key = Some(k);
+    psbt.inputs[n].tap_key_origins.insert(k, (Vec::new(), (fingerprint, path)));
+}
+
+/// Marks output `n` as paying the child at `path` (so the enclaves can prove it is change).
+pub fn mark_output(
+    psbt: &mut Psbt,
+    n: usize,
+    internal: &[u8; 32],
+    fingerprint: bitcoin::bip32::Fingerprint,
+    path: &[u32],
+) {
+    let k = XOnlyPublicKey::from_slice(internal).expect("x-only");
+    let path: bitcoin::bip32::DerivationPath = path
+        .iter()
+        .map(|i| bitcoin::bip32::ChildNumber::from_normal_idx(*i).expect("normal"))
+        .collect::<Vec<_>>()
+        .into();
+    psbt.outputs[n].tap_internal_key = Some(k);
+    psbt.outputs[n].tap_key_origins.insert(k, (Vec::new(), (fingerprint, path)));
+}
+
+/// A PSBT spending one output of each child (`(path, sats)`), every input paying that child's
+/// BIP86 output key, to `outputs`.
+pub fn spend_children(xpub: &bitcoin::bip32::Xpub, inputs: &[(&[u32], u64)], outputs: &[(ScriptBuf, u64)]) -> Psbt {
+    let secp = Secp256k1::new();
+    let fingerprint = xpub.fingerprint();
+    let (i0, o0) = child(xpub, inputs[0].0);
+    let amounts: Vec<u64> = inputs.iter().map(|(_, s)| *s).collect();
+    let mut psbt = spend(&i0, &o0, &amounts, outputs);
+    for (n, (path, sats)) in inputs.iter().enumerate() {
+        let (internal, output) = child(xpub, path);
+        psbt.inputs[n].witness_utxo = Some(TxOut { value: Amount::from_sat(*sats), script_pubkey: p2tr(&output) });
+        mark_input(&mut psbt, n, &internal, fingerprint, path);
+    }
+    let _ = secp;
+    psbt
+}

@@ -272,3 +272,45 @@ fn a_coordinator_that_binds_a_psbt_then_sends_another_message_is_refused() {
         round2(&callers[0], attempt, pid(1), TaprootMode::Bip86, &honest).await.expect("the nonce is intact");
     });
 }
+
+#[test]
+fn outputs_of_derived_addresses_are_signed_with_derived_change_and_consensus_valid() {
+    use frostgate_tests::psbt::{child, mark_input, mark_output, spend_children};
+    let s = setup("max_sats_per_tx = 100000\nmax_fee_sats = 5000\n");
+    let x = s.cluster.run(&["xpub", "--cluster", &s.cluster.file(), "--key", &s.key, "--json"]).expect("xpub");
+    let xpub: bitcoin::bip32::Xpub = x["xpub"].as_str().expect("xpub").parse().expect("xpub");
+    // Spend 0/0 and 0/5; 90,000 to the allowed destination, change to 1/3 (proved by the output's
+    // BIP371 fields, so it is not counted against max_sats_per_tx).
+    let (change_internal, change_output) = child(&xpub, &[1, 3]);
+    let mut psbt = spend_children(
+        &xpub,
+        &[(&[0, 0], 60_000), (&[0, 5], 70_000)],
+        &[(s.allowed.script_pubkey(), 90_000), (p2tr(&change_output), 39_000)],
+    );
+    mark_output(&mut psbt, 1, &change_internal, xpub.fingerprint(), &[1, 3]);
+    let file = write(s.work.path(), "derived.psbt", &psbt);
+    let out = s.sign_psbt(&file).unwrap_or_else(|e| panic!("{e}\n{}", s.cluster.logs()));
+    let tx: Transaction = deserialize_hex(out["tx"].as_str().expect("tx")).expect("transaction");
+    let spent: Vec<_> = psbt.inputs.iter().map(|i| i.witness_utxo.clone().expect("utxo")).collect();
+    consensus_valid(&tx, &spent);
+    let audited = s.audit(1);
+    assert!(audited.iter().any(|e| e["decision"] == "approved" && e["path"] == "0/5"), "{audited:?}");
+    // A coordinator that lies about the path (0/7 for the key at 0/5): refused, nothing signed.
+    let mut lie = psbt.clone();
+    let (internal, _) = child(&xpub, &[0, 5]);
+    lie.inputs[1].tap_key_origins.clear();
+    mark_input(&mut lie, 1, &internal, xpub.fingerprint(), &[0, 7]);
+    let err = s.sign_psbt(&write(s.work.path(), "lie.psbt", &lie)).expect_err("a path to another key");
+    assert!(err.contains("psbt_wrong_key"), "{err}");
+    // A hardened step is refused with its own code.
+    let mut hardened = psbt.clone();
+    let (internal, _) = child(&xpub, &[0, 0]);
+    hardened.inputs[0].tap_key_origins.clear();
+    let k = bitcoin::secp256k1::XOnlyPublicKey::from_slice(&internal).expect("x");
+    let path: bitcoin::bip32::DerivationPath = "m/0'/0".parse().expect("path");
+    hardened.inputs[0].tap_key_origins.insert(k, (Vec::new(), (xpub.fingerprint(), path)));
+    let err = s.sign_psbt(&write(s.work.path(), "hardened.psbt", &hardened)).expect_err("hardened");
+    assert!(err.contains("derivation_invalid"), "{err}");
+    // Nothing was consumed by the refusals: the honest PSBT signs again.
+    s.sign_psbt(&file).unwrap_or_else(|e| panic!("{e}"));
+}

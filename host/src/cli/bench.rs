@@ -120,6 +120,7 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
     } else {
         None
     };
+    let group_key = material.group_key()?;
     let deadline = a.count.is_none().then(|| Instant::now() + Duration::from_secs(a.seconds.unwrap_or(10)));
     let goal = a.count.map(|c| format!("/{c}")).unwrap_or_default();
     let (commits0, records0) = store_counters(&nodes).await;
@@ -134,6 +135,7 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
             (nodes.clone(), issued.clone(), done.clone(), latencies.clone(), failures.clone());
         let material = material.clone();
         let psbt = psbt.clone();
+        let group_key = group_key.clone();
         let count = a.count;
         tasks.push(tokio::spawn(async move {
             loop {
@@ -155,7 +157,7 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
                             failures.fetch_add(1, Ordering::SeqCst);
                             continue;
                         };
-                        match psbt::requests(&p, &key) {
+                        match psbt::requests(&p, &key, &group_key) {
                             Ok(mut r) if !r.is_empty() => r.remove(0).1,
                             _ => {
                                 failures.fetch_add(1, Ordering::SeqCst);

@@ -71,10 +71,10 @@ pub async fn sign_psbt(a: SignPsbtArgs) -> Result<(), Error> {
     let key = KeyId::from_str(&a.key).map_err(|e| Error::new(ErrorCode::ConfigInvalid, e))?;
     let bytes = std::fs::read(&a.psbt).map_err(|e| io(&a.psbt.display().to_string(), e))?;
     let mut signed = psbt::parse(&bytes)?;
-    let requests = psbt::requests(&signed, &key)?;
     let nodes = dkg_relay::connect_all(&cluster).await;
     let settings = Settings { signer_timeout: Duration::from_millis(a.timeout_ms) };
     let material = coordinator::KeyMaterial::fetch(&nodes, &key, cluster.threshold, settings).await?;
+    let requests = psbt::requests(&signed, &key, &material.group_key()?)?;
     let mut inputs = Vec::new();
     for (n, request) in requests {
         match coordinator::sign_with(nodes.clone(), request, settings, material.clone()).await {

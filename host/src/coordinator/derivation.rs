@@ -56,6 +56,46 @@ pub fn address(xpub: &Xpub, change: bool, index: u32, network: Network) -> Resul
     Ok(Address::p2tr(&Secp256k1::verification_only(), x, None, network))
 }
 
+/// The group's public key package shifted to the child at `path` (verifying key and every
+/// verifying share plus `d*G`, `d` the path's summed BIP32 tweaks): what the child's shares and
+/// signatures verify against. The child must equal rust-bitcoin's BIP32 child, or this fails.
+pub fn derive_public(
+    public: &frost_secp256k1_tr::keys::PublicKeyPackage,
+    path: &[u32],
+) -> Result<frost_secp256k1_tr::keys::PublicKeyPackage, Error> {
+    use frost_core::{Field, Group};
+    use frost_secp256k1_tr::keys::{PublicKeyPackage, VerifyingShare};
+    use frost_secp256k1_tr::{Secp256K1Group as G, Secp256K1ScalarField as F, VerifyingKey};
+    let internal = |e: &dyn std::fmt::Display| Error::new(ErrorCode::Internal, format!("derivation: {e}"));
+    let vk = public.verifying_key().serialize().map_err(|e| internal(&e))?;
+    let mut xpub = xpub(&vk, Network::Regtest)?;
+    let mut d = F::zero();
+    let secp = Secp256k1::verification_only();
+    for &i in path {
+        let step = ChildNumber::from_normal_idx(i)
+            .map_err(|_| Error::new(ErrorCode::DerivationInvalid, format!("step {i} is hardened")))?;
+        let (t, _) = xpub.ckd_pub_tweak(step).map_err(|e| internal(&e))?;
+        d += F::deserialize(&t.secret_bytes()).map_err(|e| internal(&e))?;
+        xpub = xpub.ckd_pub(&secp, step).map_err(|e| internal(&e))?;
+    }
+    let shift = |p: &[u8]| -> Result<[u8; 33], Error> {
+        let bytes: [u8; 33] = p.try_into().map_err(|_| internal(&"point length"))?;
+        let point = G::deserialize(&bytes).map_err(|e| internal(&e))?;
+        G::serialize(&(point + G::generator() * d)).map_err(|e| internal(&e))
+    };
+    let child = shift(&vk)?;
+    if child != xpub.public_key.serialize() {
+        return Err(internal(&"FROST and BIP32 disagree on the child"));
+    }
+    let mut shares = std::collections::BTreeMap::new();
+    for (id, share) in public.verifying_shares() {
+        let v = share.serialize().map_err(|e| internal(&e))?;
+        shares.insert(*id, VerifyingShare::deserialize(&shift(&v)?).map_err(|e| internal(&e))?);
+    }
+    let verifying_key = VerifyingKey::deserialize(&child).map_err(|e| internal(&e))?;
+    Ok(PublicKeyPackage::new(shares, verifying_key, public.min_signers()))
+}
+
 /// The BIP380 descriptor checksum (8 characters).
 pub fn checksum(descriptor: &str) -> String {
     const INPUT: &str =

@@ -29,8 +29,10 @@ pub fn parse(bytes: &[u8]) -> Result<Psbt, Error> {
     }
 }
 
-/// One signing request per input whose `tap_internal_key` is `key` (the enclaves re-check all of it).
-pub fn requests(psbt: &Psbt, key: &KeyId) -> Result<Vec<(usize, SignRequest)>, Error> {
+/// One signing request per input whose `tap_internal_key` is `key` or, by `tap_key_origins` with
+/// this key's fingerprint, one of its unhardened children (the enclaves re-check all of it).
+pub fn requests(psbt: &Psbt, key: &KeyId, group_key: &[u8]) -> Result<Vec<(usize, SignRequest)>, Error> {
+    let fingerprint = super::derivation::xpub(group_key, bitcoin::Network::Regtest)?.fingerprint();
     let utxos: Vec<TxOut> = psbt
         .inputs
         .iter()
@@ -41,9 +43,21 @@ pub fn requests(psbt: &Psbt, key: &KeyId) -> Result<Vec<(usize, SignRequest)>, E
     let mut cache = SighashCache::new(&psbt.unsigned_tx);
     let mut out = Vec::new();
     for (n, input) in psbt.inputs.iter().enumerate() {
-        if input.tap_internal_key.map(|k| k.serialize()) != Some(*key.as_bytes()) {
-            continue;
-        }
+        let Some(internal) = input.tap_internal_key else { continue };
+        let path: Vec<u32> = if internal.serialize() == *key.as_bytes() {
+            Vec::new()
+        } else {
+            match input.tap_key_origins.get(&internal) {
+                Some((_, (fp, path))) if *fp == fingerprint => path
+                    .into_iter()
+                    .map(|c| match c {
+                        bitcoin::bip32::ChildNumber::Normal { index } => Ok(*index),
+                        _ => Err(Error::new(ErrorCode::DerivationInvalid, format!("input {n}: hardened path {path}"))),
+                    })
+                    .collect::<Result<_, _>>()?,
+                _ => continue,
+            }
+        };
         let sighash = cache
             .taproot_key_spend_signature_hash(n, &Prevouts::All(&utxos), TapSighashType::Default)
             .map_err(|e| invalid(format!("input {n}: sighash: {e}")))?;
@@ -58,7 +72,7 @@ pub fn requests(psbt: &Psbt, key: &KeyId) -> Result<Vec<(usize, SignRequest)>, E
                 key: *key,
                 message: sighash.to_byte_array(),
                 mode,
-                psbt: Some(PsbtInput { psbt: bytes.clone(), input: index }),
+                psbt: Some(PsbtInput { psbt: bytes.clone(), input: index, path }),
             },
         ));
     }

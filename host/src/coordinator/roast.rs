@@ -45,6 +45,9 @@ pub struct PsbtInput {
     pub psbt: Arc<Vec<u8>>,
     /// The input.
     pub input: u32,
+    /// For an input of a derived key: its unhardened path from the group key (from the PSBT's
+    /// `tap_key_origins`; each enclave derives the tweak itself).
+    pub path: Vec<u32>,
 }
 
 /// The step at which a signer was excluded (JSON: snake case).
@@ -277,7 +280,12 @@ impl KeyMaterial {
 
     /// The package tweaked for `mode` (computed once per mode).
     fn tweaked(&self, mode: &TaprootMode) -> Result<Arc<Tweaked>, Error> {
-        self.tweaked.get(&self.public, mode)
+        self.tweaked.get(&self.public, &[], mode)
+    }
+
+    /// The child at `path` (the root when empty) tweaked for `mode`.
+    fn tweaked_at(&self, path: &[u32], mode: &TaprootMode) -> Result<Arc<Tweaked>, Error> {
+        self.tweaked.get(&self.public, path, mode)
     }
 }
 
@@ -325,7 +333,8 @@ pub async fn sign_with(
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (mut active, mut attempts) = (0usize, 0u32);
     let max_active = n - t + 1;
-    let public = key.tweaked(&request.mode).map_err(fail)?;
+    let path = request.psbt.as_ref().map(|p| p.path.clone()).unwrap_or_default();
+    let public = key.tweaked_at(&path, &request.mode).map_err(fail)?;
     loop {
         while ready.len() >= t && active < max_active {
             let chosen: Vec<ParticipantId> = ready.iter().copied().take(t).collect();

@@ -23,26 +23,33 @@ pub struct Tweaked {
     pub output_key: [u8; 32],
 }
 
-/// The tweaked packages of one key, computed on first use.
+/// The tweaked packages of one key and its children, computed on first use.
 #[derive(Debug, Default)]
 pub struct TweakCache {
-    cache: Mutex<HashMap<TaprootMode, Arc<Tweaked>>>,
+    cache: Mutex<HashMap<(Vec<u32>, TaprootMode), Arc<Tweaked>>>,
 }
 
 impl TweakCache {
-    /// `public` tweaked for `mode`.
-    pub fn get(&self, public: &PublicKeyPackage, mode: &TaprootMode) -> Result<Arc<Tweaked>, Error> {
+    /// `public` (or its child at `path`, when not empty) tweaked for `mode`.
+    pub fn get(&self, public: &PublicKeyPackage, path: &[u32], mode: &TaprootMode) -> Result<Arc<Tweaked>, Error> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() > MAX_CACHED_MODES {
             cache.clear();
         }
-        if let Some(t) = cache.get(mode) {
+        if let Some(t) = cache.get(&(path.to_vec(), *mode)) {
             return Ok(t.clone());
         }
+        let child;
+        let public = if path.is_empty() {
+            public
+        } else {
+            child = super::derivation::derive_public(public, path)?;
+            &child
+        };
         let public = tweaked(public, mode);
         let output_key = x_only(public.verifying_key())?;
         let t = Arc::new(Tweaked { public, output_key });
-        cache.insert(*mode, t.clone());
+        cache.insert((path.to_vec(), *mode), t.clone());
         Ok(t)
     }
 }
