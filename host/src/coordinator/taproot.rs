@@ -23,10 +23,13 @@ pub struct Tweaked {
     pub output_key: [u8; 32],
 }
 
+/// (derivation path, mode); the empty path is the group key itself.
+type CacheKey = (Vec<u32>, TaprootMode);
+
 /// The tweaked packages of one key and its children, computed on first use.
 #[derive(Debug, Default)]
 pub struct TweakCache {
-    cache: Mutex<HashMap<(Vec<u32>, TaprootMode), Arc<Tweaked>>>,
+    cache: Mutex<HashMap<CacheKey, Arc<Tweaked>>>,
 }
 
 impl TweakCache {
