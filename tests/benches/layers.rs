@@ -49,6 +49,31 @@ fn bench(c: &mut Criterion) {
         b.iter(|| frame::encode(&Frame { request_id: 7, message: request.clone() }))
     });
     c.bench_function("frame/decode round2", |b| b.iter(|| frame::decode_body(&encoded[4..])));
+    // What signing a derived key adds per session (each enclave derives the child's package; each
+    // share adds d to the seat's key package), and what a PSBT session adds (parse, checks, sighash).
+    let (_, public) = frost_secp256k1_tr::keys::generate_with_dealer(
+        3,
+        2,
+        frost_secp256k1_tr::keys::IdentifierList::Default,
+        frost_secp256k1_tr::rand_core::OsRng,
+    )
+    .expect("dealer");
+    c.bench_function("derive/child package 0/5 of a 2-of-3 key", |b| {
+        b.iter(|| frostgate_enclave::derive::derive(&public, &[0, 5]).expect("derive"))
+    });
+    let record = frostgate_enclave::keys::KeyRecord::new(public.clone(), Default::default()).expect("record");
+    let out =
+        frostgate_enclave::taproot::output_key(&public, &frostgate_common::protocol::TaprootMode::Bip86).expect("out");
+    let psbt = frostgate_tests::psbt::spend(
+        record.key_id.as_bytes(),
+        &out,
+        &[70_000, 30_000],
+        &[(frostgate_tests::psbt::random_address().script_pubkey(), 99_000)],
+    )
+    .serialize();
+    c.bench_function("psbt/check 2-input PSBT (parse, key checks, sighash)", |b| {
+        b.iter(|| frostgate_enclave::psbt::check(&psbt, 0, &record).expect("check"))
+    });
 
     // HSM sealing of a key-package-sized secret.
     let ctx =

@@ -112,3 +112,33 @@ proptest! {
         prop_assert!(check(&bytes, 0, &k).is_err());
     }
 }
+
+#[test]
+fn derived_inputs_are_checked_against_the_enclaves_own_derivation() {
+    use frostgate_tests::psbt::{child, mark_input, spend_children};
+    let k = key();
+    let group = k.public.verifying_key().serialize().expect("point");
+    let xpub = frostgate_host::coordinator::derivation::xpub(&group, bitcoin::Network::Regtest).expect("xpub");
+    let good = spend_children(&xpub, &[(&[0, 5], 50_000)], &[(random_address().script_pubkey(), 49_000)]);
+    let checked = check(&good.serialize(), 0, &k).expect("a child's input");
+    assert_eq!(checked.output_key, child(&xpub, &[0, 5]).1);
+    assert_eq!(checked.derived.as_ref().map(|d| d.path.clone()), Some(vec![0, 5]));
+    let (internal, _) = child(&xpub, &[0, 5]);
+    let redo = |fp: bitcoin::bip32::Fingerprint, path: &str| {
+        let mut p = good.clone();
+        p.inputs[0].tap_key_origins.clear();
+        let x = XOnlyPublicKey::from_slice(&internal).expect("x");
+        p.inputs[0].tap_key_origins.insert(x, (Vec::new(), (fp, path.parse().expect("path"))));
+        p
+    };
+    let fp = xpub.fingerprint();
+    assert_eq!(code(check(&redo(fp, "m/0/7").serialize(), 0, &k)), ErrorCode::PsbtWrongKey, "a path to another key");
+    assert_eq!(code(check(&redo(fp, "m/0'/5").serialize(), 0, &k)), ErrorCode::DerivationInvalid, "hardened");
+    assert_eq!(code(check(&redo(fp, "m/0/1/2/3/4/5/6").serialize(), 0, &k)), ErrorCode::DerivationInvalid, "too deep");
+    let other = bitcoin::bip32::Fingerprint::from([1, 2, 3, 4]);
+    assert_eq!(code(check(&redo(other, "m/0/5").serialize(), 0, &k)), ErrorCode::PsbtWrongKey, "unknown fingerprint");
+    let mut no_origin = good.clone();
+    no_origin.inputs[0].tap_key_origins.clear();
+    assert_eq!(code(check(&no_origin.serialize(), 0, &k)), ErrorCode::PsbtWrongKey, "no origin");
+    let _ = mark_input;
+}

@@ -641,3 +641,69 @@ fn a_charge_whose_commit_failed_is_kept_and_written_with_the_next_share() {
         assert_eq!(e.message(), "max_sats_per_window: 45000 requested, 40000 left");
     });
 }
+
+/// Derived keys signed in process for many paths, on an odd-y and an even-y group key: every
+/// signature verifies (libsecp256k1) under the child's BIP86 output key that rust-bitcoin derives
+/// independently, and odd-y children are among them.
+#[test]
+fn derived_children_of_odd_and_even_group_keys_sign_valid_signatures() {
+    use frostgate_common::bounded::PsbtBytes;
+    use frostgate_tests::psbt::{child, spend_children};
+    rt().block_on(async {
+        let c = caller();
+        let mut parities = std::collections::BTreeSet::new();
+        let mut odd_children = 0;
+        while parities.len() < 2 {
+            let key = dealer(&c, 2, 3).await;
+            let public = frost_secp256k1_tr::keys::PublicKeyPackage::deserialize(key.public_key_package.as_inner())
+                .expect("pkg");
+            let group = public.verifying_key().serialize().expect("point");
+            if !parities.insert(group[0]) {
+                continue;
+            }
+            let xpub = frostgate_host::coordinator::derivation::xpub(&group, bitcoin::Network::Regtest).expect("xpub");
+            for i in 0..6u32 {
+                let path = [0, i];
+                let (internal, output_key) = child(&xpub, &path);
+                let point = xpub
+                    .derive_pub(
+                        &bitcoin::secp256k1::Secp256k1::new(),
+                        &[
+                            bitcoin::bip32::ChildNumber::from_normal_idx(0).expect("n"),
+                            bitcoin::bip32::ChildNumber::from_normal_idx(i).expect("n"),
+                        ],
+                    )
+                    .expect("derive");
+                odd_children += usize::from(point.public_key.serialize()[0] == 3);
+                let psbt =
+                    spend_children(&xpub, &[(&path, 50_000)], &[(frostgate_tests::psbt::p2tr(&output_key), 49_000)]);
+                let session = frostgate_common::ids::SessionId::from_bytes(random());
+                let bound = c
+                    .request(OpenPsbtSession {
+                        session,
+                        key: key.key,
+                        input: 0,
+                        psbt: PsbtBytes::new(psbt.serialize()).expect("bound"),
+                    })
+                    .await
+                    .expect("bound");
+                assert_eq!(bound.output_key, output_key, "0/{i}: the enclave's child output key");
+                let attempt = open_attempt(&c, session, &[pid(1), pid(3)]).await.expect("attempt");
+                let mut commitments = BTreeMap::new();
+                for p in [pid(1), pid(3)] {
+                    commitments.insert(p, round1(&c, attempt, p).await.expect("round 1"));
+                }
+                let pkg = package(&commitments, &bound.sighash);
+                let mut shares = BTreeMap::new();
+                for p in [pid(1), pid(3)] {
+                    shares.insert(p, round2(&c, attempt, p, TaprootMode::Bip86, &pkg).await.expect("share"));
+                }
+                let (sig, out) = signed(aggregate(&c, attempt, TaprootMode::Bip86, &pkg, &shares).await.expect("agg"));
+                assert_eq!(out, output_key);
+                assert!(libsecp_verifies(&sig, &bound.sighash, &output_key), "0/{i} of a {} group key", group[0]);
+                let _ = internal;
+            }
+        }
+        assert!(odd_children > 0, "no odd-y child was signed for");
+    });
+}
