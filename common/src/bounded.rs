@@ -139,6 +139,8 @@ bounded_types! {
     /// Transcript confirmations.
     DkgConfirmations: Vec<crate::protocol::DkgConfirmation>, crate::limits::MAX_PARTICIPANTS as usize, "DKG confirmations (count)";
     /// Signature shares by signer.
+    /// An unhardened derivation path (steps below 2^31).
+    DerivationSteps: Vec<u32>, crate::limits::MAX_DERIVATION_DEPTH, "derivation path (steps)";
     /// A policy's canonical text.
     PolicyText: String, 16 * 1024, "spending policy canonical text";
     /// A PSBT (BIP174 binary serialization).

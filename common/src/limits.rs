@@ -16,5 +16,8 @@ pub const MAX_TEXT_LEN: usize = 512;
 /// Longest short label (build names, client names), in bytes.
 pub const MAX_LABEL_LEN: usize = 64;
 
+/// The deepest unhardened derivation path an enclave signs for (a wallet uses 2: `<0|1>/i`).
+pub const MAX_DERIVATION_DEPTH: usize = 6;
+
 /// Most requests one side may have outstanding on one connection.
 pub const MAX_IN_FLIGHT: usize = 1024;

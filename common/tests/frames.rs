@@ -275,6 +275,15 @@ fn message() -> impl Strategy<Value = Message> {
             text: PolicyText::new("frostgate/policy/v1\nunrestricted\n").expect("bound"),
         })),
         any::<u64>().prop_map(|after| Message::GetAudit(GetAudit { after })),
+        (session(), bytes::<32>(), proptest::collection::vec(0u32..(1 << 31), 0..=6), bytes::<32>(), mode()).prop_map(
+            |(session, key, path, message, mode)| Message::OpenDerivedSession(OpenDerivedSession {
+                session,
+                key: KeyId::from_bytes(key),
+                path: DerivationSteps::new(path).expect("bound"),
+                message,
+                mode,
+            })
+        ),
         proptest::collection::vec(entry, 0..3)
             .prop_map(|v| Message::AuditLog(AuditLog { entries: AuditEntries::new(v).expect("bound") })),
     ];

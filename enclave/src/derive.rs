@@ -17,7 +17,7 @@ use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::KeyId;
 
 /// The deepest path signed (a wallet uses 2: `<0|1>/i`).
-pub const MAX_DEPTH: usize = 6;
+pub const MAX_DEPTH: usize = frostgate_common::limits::MAX_DERIVATION_DEPTH;
 
 /// BIP328's chain code for aggregate-key xpubs.
 const BIP328_CHAIN_CODE: [u8; 32] = [

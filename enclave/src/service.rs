@@ -364,6 +364,11 @@ impl EnclaveApi for Served<'_> {
         })
     }
 
+    async fn open_derived_session(&self, r: OpenDerivedSession) -> Result<SessionOpened, Error> {
+        let output_key = self.engine()?.open_session_at(r.session, r.key, r.path.as_inner(), r.message, r.mode).await?;
+        Ok(SessionOpened { session: r.session, output_key })
+    }
+
     async fn close_session(&self, r: SessionRef) -> Result<SessionClosed, Error> {
         self.engine()?.close_session(r.session);
         Ok(SessionClosed { session: r.session })

@@ -59,6 +59,7 @@ fn every_rpc_is_a_boundary_request_from_the_host() {
         "OpenPsbtSession",
         "GetPolicy",
         "GetAudit",
+        "OpenDerivedSession",
     ];
     assert_eq!(rpcs, expected);
     for rpc in &rpcs {

@@ -119,6 +119,7 @@ signer_impl! {
         open_psbt_session(OpenPsbtSession) -> PsbtSessionOpened;
         get_policy(GetPolicyRequest) -> PolicyInfo;
         get_audit(GetAudit) -> AuditLog;
+        open_derived_session(OpenDerivedSession) -> SessionOpened;
     }
     custom {
         async fn get_key(&self, r: Request<pb::KeyRef>) -> Result<Response<pb::KeyInfo>, Status> {

@@ -71,6 +71,22 @@ pub fn child(xpub: &bitcoin::bip32::Xpub, path: &[u32]) -> ([u8; 32], [u8; 32]) 
     (x.serialize(), tweaked.to_x_only_public_key().serialize())
 }
 
+/// The BIP371 origin of the child at `path` of the key with `fingerprint`.
+fn origin(
+    internal: &[u8; 32],
+    fingerprint: bitcoin::bip32::Fingerprint,
+    path: &[u32],
+) -> (XOnlyPublicKey, (Vec<bitcoin::taproot::TapLeafHash>, (bitcoin::bip32::Fingerprint, bitcoin::bip32::DerivationPath)))
+{
+    let k = XOnlyPublicKey::from_slice(internal).expect("x-only");
+    let path: bitcoin::bip32::DerivationPath = path
+        .iter()
+        .map(|i| bitcoin::bip32::ChildNumber::from_normal_idx(*i).expect("normal"))
+        .collect::<Vec<_>>()
+        .into();
+    (k, (Vec::new(), (fingerprint, path)))
+}
+
 /// Marks input `n` as spending the child at `path` of the key with `fingerprint` (BIP371 fields).
 pub fn mark_input(
     psbt: &mut Psbt,
@@ -79,14 +95,9 @@ pub fn mark_input(
     fingerprint: bitcoin::bip32::Fingerprint,
     path: &[u32],
 ) {
-    let k = XOnlyPublicKey::from_slice(internal).expect("x-only");
-    let path: bitcoin::bip32::DerivationPath = path
-        .iter()
-        .map(|i| bitcoin::bip32::ChildNumber::from_normal_idx(*i).expect("normal"))
-        .collect::<Vec<_>>()
-        .into();
+    let (k, o) = origin(internal, fingerprint, path);
     psbt.inputs[n].tap_internal_key = Some(k);
-    psbt.inputs[n].tap_key_origins.insert(k, (Vec::new(), (fingerprint, path)));
+    psbt.inputs[n].tap_key_origins.insert(k, o);
 }
 
 /// Marks output `n` as paying the child at `path` (so the enclaves can prove it is change).
@@ -97,14 +108,9 @@ pub fn mark_output(
     fingerprint: bitcoin::bip32::Fingerprint,
     path: &[u32],
 ) {
-    let k = XOnlyPublicKey::from_slice(internal).expect("x-only");
-    let path: bitcoin::bip32::DerivationPath = path
-        .iter()
-        .map(|i| bitcoin::bip32::ChildNumber::from_normal_idx(*i).expect("normal"))
-        .collect::<Vec<_>>()
-        .into();
+    let (k, o) = origin(internal, fingerprint, path);
     psbt.outputs[n].tap_internal_key = Some(k);
-    psbt.outputs[n].tap_key_origins.insert(k, (Vec::new(), (fingerprint, path)));
+    psbt.outputs[n].tap_key_origins.insert(k, o);
 }
 
 /// A PSBT spending one output of each child (`(path, sats)`), every input paying that child's

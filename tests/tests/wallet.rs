@@ -51,6 +51,22 @@ fn the_cluster_key_xpub_descriptor_and_addresses_match_an_independent_derivation
         assert_eq!(printed["address"].as_str(), Some(expected.as_str()), "index {index} change {change}");
         assert_eq!(printed["path"], format!("{}/{index}", u8::from(change)));
     }
+    // The raw-digest path signs for a child too (the enclaves derive it from the path).
+    let message = hex::encode(frostgate_tests::signing::random::<32>());
+    let signed = cluster
+        .run(&["sign", "--cluster", &file, "--key", id, "--message", &message, "--path", "0/5", "--json"])
+        .expect("sign for 0/5");
+    let (_, child_output) = frostgate_tests::psbt::child(&xpub, &[0, 5]);
+    assert_eq!(signed["output_key"].as_str(), Some(hex::encode(child_output).as_str()));
+    let sig: [u8; 64] = hex::decode(signed["signature"].as_str().expect("sig")).expect("hex").try_into().expect("64");
+    let (r, s) = sig.split_at(32);
+    let sig = frostgate_common::protocol::Bip340Signature { r: r.try_into().expect("r"), s: s.try_into().expect("s") };
+    let msg: [u8; 32] = hex::decode(&message).expect("hex").try_into().expect("32");
+    assert!(frostgate_tests::signing::libsecp_verifies(&sig, &msg, &child_output), "libsecp256k1 rejects it");
+    let err = cluster
+        .run(&["sign", "--cluster", &file, "--key", id, "--message", &message, "--path", "0/2147483648"])
+        .expect_err("hardened");
+    assert!(err.contains("config_invalid"), "{err}");
     // A hardened index does not exist for an aggregate key.
     let err = cluster
         .run(&["address", "--cluster", &cluster.file(), "--key", id, "--index", "2147483648"])

@@ -167,6 +167,11 @@ macro_rules! boundary_table {
             46 GetAudit(GetAudit) { request, from: Host, exposure: Network, ready: Ready, serve: get_audit, reply: AuditLog }
             /// Enclave -> host: audit records in order.
             47 AuditLog(AuditLog) { reply, from: Enclave }
+            /// Host -> enclave: like `OpenSession`, for the child of the key at an unhardened path
+            /// (the raw-digest path; the enclave derives the child itself).
+            48 OpenDerivedSession(OpenDerivedSession) {
+                request, from: Host, exposure: Network, ready: Ready, serve: open_derived_session, reply: SessionOpened
+            }
         }
     };
 }

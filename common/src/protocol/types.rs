@@ -3,9 +3,10 @@
 
 use super::Message;
 use crate::bounded::{
-    AuditEntries, AuditOutputs, CommitmentBytes, DkgCiphertext, DkgConfirmations, DkgEnvelopes, DkgPackageBytes,
-    DkgParticipants, DkgRound1Packages, IdentityKeyBytes, Label, PolicyText, PsbtBytes, PublicKeyPackageBytes,
-    RecordBody, SignatureShareBytes, SignerShares, Signers, SigningPackageBytes, StoreRecords, Text,
+    AuditEntries, AuditOutputs, CommitmentBytes, DerivationSteps, DkgCiphertext, DkgConfirmations, DkgEnvelopes,
+    DkgPackageBytes, DkgParticipants, DkgRound1Packages, IdentityKeyBytes, Label, PolicyText, PsbtBytes,
+    PublicKeyPackageBytes, RecordBody, SignatureShareBytes, SignerShares, Signers, SigningPackageBytes, StoreRecords,
+    Text,
 };
 use crate::error::ErrorCode;
 use crate::ids::{AttemptId, DkgId, KeyId, ParticipantId, SessionId};
@@ -662,4 +663,19 @@ pub struct AuditEntry {
     pub fee_sats: u64,
     /// The policy in force.
     pub policy_hash: [u8; 32],
+}
+
+/// Opens a session for the child of a key at an unhardened path (raw-digest path).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenDerivedSession {
+    /// The session id.
+    pub session: SessionId,
+    /// The group key.
+    pub key: KeyId,
+    /// The path from the group key.
+    pub path: DerivationSteps,
+    /// The 32-byte message.
+    pub message: [u8; 32],
+    /// How the child key is tweaked.
+    pub mode: TaprootMode,
 }

@@ -12,12 +12,30 @@ impl Engine {
         message: [u8; 32],
         mode: TaprootMode,
     ) -> Result<[u8; 32], Error> {
+        self.open_session_at(id, key, &[], message, mode).await
+    }
+
+    /// [`Self::open_session`] for the child of the key at `path` (the group key when empty),
+    /// derived here.
+    pub async fn open_session_at(
+        &self,
+        id: SessionId,
+        key: KeyId,
+        path: &[u32],
+        message: [u8; 32],
+        mode: TaprootMode,
+    ) -> Result<[u8; 32], Error> {
         let record = self.key(&key)?;
-        let output_key = crate::taproot::x_only(self.tweaked(&record, &mode).verifying_key())?;
+        let derived = if path.is_empty() { None } else { Some(Arc::new(crate::derive::derive(&record.public, path)?)) };
+        let output_key = match &derived {
+            Some(d) => crate::taproot::output_key(&d.public, &mode)?,
+            None => crate::taproot::x_only(self.tweaked(&record, &mode).verifying_key())?,
+        };
+        let same_path = |e: &Session| e.derived.as_ref().map(|d| d.path.as_slice()).unwrap_or(&[]) == path;
         // An identical repeat was decided already; anything else goes through the policy's gate
         // (and a session that disappears meanwhile is bound anew with that gate's charge).
         if let Some(e) = self.lock().sessions.get(&id) {
-            if (e.key, e.message, e.mode) == (key, message, mode) && e.derived.is_none() {
+            if (e.key, e.message, e.mode) == (key, message, mode) && same_path(e) {
                 return Ok(e.output_key);
             }
             return Err(err(
@@ -27,15 +45,10 @@ impl Engine {
         }
         let charge = self.raw_digest_charge(id, key, message).await?;
         let now = Instant::now();
-        let opened_unix = unix_now();
-        let durable = {
+        let (durable, records) = {
             let mut s = self.lock();
             if let Some(existing) = s.sessions.get(&id) {
-                if existing.key == key
-                    && existing.message == message
-                    && existing.mode == mode
-                    && existing.derived.is_none()
-                {
+                if (existing.key, existing.message, existing.mode) == (key, message, mode) && same_path(existing) {
                     return Ok(existing.output_key);
                 }
                 return Err(err(
@@ -56,33 +69,28 @@ impl Engine {
                 mode,
                 output_key,
                 created: now,
-                opened_unix,
+                opened_unix: unix_now(),
                 durable: durable.clone(),
                 charge,
-                derived: None,
+                derived,
+            };
+            let mut records = session.records(id);
+            let d = spending::Decision {
+                session: id,
+                key,
+                txid: None,
+                input: None,
+                raw_digest: true,
+                spend: None,
+                path: (!path.is_empty()).then_some(path),
             };
             s.sessions.insert(id, session);
-            durable
+            records.extend(self.audit(&mut s, frostgate_common::protocol::AuditDecision::Approved, "", &d, None));
+            (durable, records)
         };
         // Not awaited; if this commit fails, the binding goes again with the first marker of
         // the session (`Bound::with_bindings`), so no share leaves before it is durable.
-        let d =
-            spending::Decision { session: id, key, txid: None, input: None, raw_digest: true, spend: None, path: None };
-        let approval = self.audit(&mut self.lock(), frostgate_common::protocol::AuditDecision::Approved, "", &d, None);
-        let record = match charge {
-            None => Record::SessionBound { session: id, key, message, mode, opened_unix },
-            Some(c) => Record::SessionCharged {
-                session: id,
-                key,
-                message,
-                mode,
-                opened_unix,
-                charge_id: c.id,
-                sats: c.sats,
-                policy_hash: c.policy,
-            },
-        };
-        self.persist_binding(std::iter::once(record).chain(approval).collect(), durable);
+        self.persist_binding(records, durable);
         Ok(output_key)
     }
 

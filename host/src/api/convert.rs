@@ -82,7 +82,7 @@ macro_rules! bounded_fields {
     )*};
 }
 bounded_fields!(
-    Text: String, PolicyText: String, PsbtBytes: Vec<u8>,
+    Text: String, PolicyText: String, PsbtBytes: Vec<u8>, DerivationSteps: Vec<u32>,
     Label: String, CommitmentBytes: Vec<u8>, SigningPackageBytes: Vec<u8>, SignatureShareBytes: Vec<u8>,
     PublicKeyPackageBytes: Vec<u8>, IdentityKeyBytes: Vec<u8>, DkgPackageBytes: Vec<u8>, DkgCiphertext: Vec<u8>
 );
@@ -234,6 +234,9 @@ proto_struct! {
     GetPolicy => GetPolicyRequest {}
     PolicyInfo => PolicyInfo { hash: hash, text: text }
     GetAudit => GetAudit { after: after }
+    OpenDerivedSession => OpenDerivedSession {
+        session: session_id, key: key_id, path: path, message: message, mode: mode,
+    }
     AuditOutput => AuditOutput { to: to, sats: sats }
     AuditLog => AuditLog { entries: entries }
 }

@@ -149,6 +149,7 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
                         message: frostgate_host::random_bytes(),
                         mode: TaprootMode::Bip86,
                         psbt: None,
+                        path: Vec::new(),
                     },
                     Some((internal, output, to)) => {
                         let seed: [u8; 32] = frostgate_host::random_bytes();

@@ -69,6 +69,9 @@ pub struct SignArgs {
     /// Plain BIP340 under the internal key (no Taproot tweak).
     #[arg(long)]
     untweaked: bool,
+    /// Sign for the key's child at this unhardened path (e.g. `0/5`, as `frostgate address` prints).
+    #[arg(long)]
+    path: Option<String>,
     /// Per-signer deadline, milliseconds.
     #[arg(long, default_value_t = 10_000)]
     timeout_ms: u64,
@@ -211,7 +214,18 @@ pub async fn sign(a: SignArgs) -> Result<(), Error> {
     };
     let nodes = dkg_relay::connect_all(&cluster).await;
     let settings = Settings { signer_timeout: Duration::from_millis(a.timeout_ms) };
-    match coordinator::sign(nodes, SignRequest { key, message, mode, psbt: None }, cluster.threshold, settings).await {
+    let path = match &a.path {
+        None => Vec::new(),
+        Some(p) => p
+            .split('/')
+            .map(|s| s.parse::<u32>().ok().filter(|i| *i < 1 << 31))
+            .collect::<Option<Vec<u32>>>()
+            .ok_or_else(|| {
+            Error::new(ErrorCode::ConfigInvalid, format!("--path {p:?}: unhardened steps like 0/5"))
+        })?,
+    };
+    let request = SignRequest { key, message, mode, psbt: None, path };
+    match coordinator::sign(nodes, request, cluster.threshold, settings).await {
         Ok(s) => {
             if a.json {
                 out(&format!(

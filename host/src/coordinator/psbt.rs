@@ -72,7 +72,8 @@ pub fn requests(psbt: &Psbt, key: &KeyId, group_key: &[u8]) -> Result<Vec<(usize
                 key: *key,
                 message: sighash.to_byte_array(),
                 mode,
-                psbt: Some(PsbtInput { psbt: bytes.clone(), input: index, path }),
+                psbt: Some(PsbtInput { psbt: bytes.clone(), input: index }),
+                path,
             },
         ));
     }

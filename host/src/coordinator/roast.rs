@@ -14,7 +14,9 @@ use frost_secp256k1_tr::keys::PublicKeyPackage;
 use frost_secp256k1_tr::round1::SigningCommitments;
 use frost_secp256k1_tr::round2::SignatureShare;
 use frost_secp256k1_tr::{Identifier, SigningPackage};
-use frostgate_common::bounded::{PsbtBytes, SignatureShareBytes, SignerShares, Signers, SigningPackageBytes};
+use frostgate_common::bounded::{
+    DerivationSteps, PsbtBytes, SignatureShareBytes, SignerShares, Signers, SigningPackageBytes,
+};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::{AttemptId, KeyId, ParticipantId, SessionId};
 use frostgate_common::protocol::*;
@@ -36,6 +38,9 @@ pub struct SignRequest {
     pub mode: TaprootMode,
     /// The PSBT path: the PSBT and the input, bound by each enclave itself (`OpenPsbtSession`).
     pub psbt: Option<PsbtInput>,
+    /// For a child of the key: its unhardened path from the group key (empty: the key itself).
+    /// Each enclave derives the child itself; on the PSBT path it comes from `tap_key_origins`.
+    pub path: Vec<u32>,
 }
 
 /// One input of a PSBT to sign.
@@ -45,9 +50,6 @@ pub struct PsbtInput {
     pub psbt: Arc<Vec<u8>>,
     /// The input.
     pub input: u32,
-    /// For an input of a derived key: its unhardened path from the group key (from the PSBT's
-    /// `tap_key_origins`; each enclave derives the tweak itself).
-    pub path: Vec<u32>,
 }
 
 /// The step at which a signer was excluded (JSON: snake case).
@@ -333,8 +335,7 @@ pub async fn sign_with(
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (mut active, mut attempts) = (0usize, 0u32);
     let max_active = n - t + 1;
-    let path = request.psbt.as_ref().map(|p| p.path.clone()).unwrap_or_default();
-    let public = key.tweaked_at(&path, &request.mode).map_err(fail)?;
+    let public = key.tweaked_at(&request.path, &request.mode).map_err(fail)?;
     loop {
         while ready.len() >= t && active < max_active {
             let chosen: Vec<ParticipantId> = ready.iter().copied().take(t).collect();
@@ -512,8 +513,14 @@ async fn public_key(
 /// computes itself and must equal ours). This is where a node's policy decides.
 async fn open_session(c: &SignerClient, session: SessionId, req: &SignRequest, timeout: Duration) -> Result<(), Error> {
     match &req.psbt {
-        None => {
+        None if req.path.is_empty() => {
             c.call(OpenSession { session, key: req.key, message: req.message, mode: req.mode }, timeout).await?;
+        }
+        None => {
+            let path =
+                DerivationSteps::new(req.path.clone()).map_err(|e| Error::new(ErrorCode::DerivationInvalid, e))?;
+            let open = OpenDerivedSession { session, key: req.key, path, message: req.message, mode: req.mode };
+            c.call(open, timeout).await?;
         }
         Some(p) => {
             let psbt = PsbtBytes::new(p.psbt.to_vec()).map_err(|e| Error::new(ErrorCode::PsbtInvalid, e))?;
