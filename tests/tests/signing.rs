@@ -524,27 +524,7 @@ fn compaction_keeps_the_audit_trail_and_the_window() {
             &[70_000],
             &[(destination.script_pubkey(), 60_000), (frostgate_tests::psbt::p2tr(&out), 9_000)],
         );
-        let session = frostgate_common::ids::SessionId::from_bytes(random());
-        let bound = c
-            .request(OpenPsbtSession {
-                session,
-                key: key.key,
-                input: 0,
-                psbt: PsbtBytes::new(psbt.serialize()).expect("bound"),
-            })
-            .await
-            .expect("approved");
-        let attempt = open_attempt(&c, session, &[pid(1), pid(2)]).await.expect("attempt");
-        let mut commitments = BTreeMap::new();
-        for p in [pid(1), pid(2)] {
-            commitments.insert(p, round1(&c, attempt, p).await.expect("round 1"));
-        }
-        let pkg = package(&commitments, &bound.sighash);
-        let mut shares = BTreeMap::new();
-        for p in [pid(1), pid(2)] {
-            shares.insert(p, round2(&c, attempt, p, TaprootMode::Bip86, &pkg).await.expect("share"));
-        }
-        let (sig, output_key) = signed(aggregate(&c, attempt, TaprootMode::Bip86, &pkg, &shares).await.expect("agg"));
+        let (bound, sig, output_key) = sign_psbt_input(&c, key.key, &psbt, 0, &[pid(1), pid(2)]).await;
         assert!(libsecp_verifies(&sig, &bound.sighash, &output_key));
         let engine = service.engine().expect("engine");
         let trail = engine.audit_after(0, 100);
@@ -647,7 +627,6 @@ fn a_charge_whose_commit_failed_is_kept_and_written_with_the_next_share() {
 /// independently, and odd-y children are among them.
 #[test]
 fn derived_children_of_odd_and_even_group_keys_sign_valid_signatures() {
-    use frostgate_common::bounded::PsbtBytes;
     use frostgate_tests::psbt::{child, spend_children};
     rt().block_on(async {
         let c = caller();
@@ -677,28 +656,8 @@ fn derived_children_of_odd_and_even_group_keys_sign_valid_signatures() {
                 odd_children += usize::from(point.public_key.serialize()[0] == 3);
                 let psbt =
                     spend_children(&xpub, &[(&path, 50_000)], &[(frostgate_tests::psbt::p2tr(&output_key), 49_000)]);
-                let session = frostgate_common::ids::SessionId::from_bytes(random());
-                let bound = c
-                    .request(OpenPsbtSession {
-                        session,
-                        key: key.key,
-                        input: 0,
-                        psbt: PsbtBytes::new(psbt.serialize()).expect("bound"),
-                    })
-                    .await
-                    .expect("bound");
+                let (bound, sig, out) = sign_psbt_input(&c, key.key, &psbt, 0, &[pid(1), pid(3)]).await;
                 assert_eq!(bound.output_key, output_key, "0/{i}: the enclave's child output key");
-                let attempt = open_attempt(&c, session, &[pid(1), pid(3)]).await.expect("attempt");
-                let mut commitments = BTreeMap::new();
-                for p in [pid(1), pid(3)] {
-                    commitments.insert(p, round1(&c, attempt, p).await.expect("round 1"));
-                }
-                let pkg = package(&commitments, &bound.sighash);
-                let mut shares = BTreeMap::new();
-                for p in [pid(1), pid(3)] {
-                    shares.insert(p, round2(&c, attempt, p, TaprootMode::Bip86, &pkg).await.expect("share"));
-                }
-                let (sig, out) = signed(aggregate(&c, attempt, TaprootMode::Bip86, &pkg, &shares).await.expect("agg"));
                 assert_eq!(out, output_key);
                 assert!(libsecp_verifies(&sig, &bound.sighash, &output_key), "0/{i} of a {} group key", group[0]);
                 let _ = internal;
@@ -706,4 +665,31 @@ fn derived_children_of_odd_and_even_group_keys_sign_valid_signatures() {
         }
         assert!(odd_children > 0, "no odd-y child was signed for");
     });
+}
+
+/// Signs input `input` of `psbt` in process with `signers` (each enclave seat here): the PSBT
+/// session, one attempt, round 1, the package over the enclave's sighash, round 2, aggregation.
+/// Returns the session binding, the signature and its output key.
+async fn sign_psbt_input(
+    c: &Caller,
+    key: frostgate_common::ids::KeyId,
+    psbt: &bitcoin::psbt::Psbt,
+    input: u32,
+    signers: &[frostgate_common::ids::ParticipantId],
+) -> (PsbtSessionOpened, Bip340Signature, [u8; 32]) {
+    let session = frostgate_common::ids::SessionId::from_bytes(random());
+    let psbt = frostgate_common::bounded::PsbtBytes::new(psbt.serialize()).expect("bound");
+    let bound = c.request(OpenPsbtSession { session, key, input, psbt }).await.expect("approved");
+    let attempt = open_attempt(c, session, signers).await.expect("attempt");
+    let mut commitments = BTreeMap::new();
+    for p in signers {
+        commitments.insert(*p, round1(c, attempt, *p).await.expect("round 1"));
+    }
+    let pkg = package(&commitments, &bound.sighash);
+    let mut shares = BTreeMap::new();
+    for p in signers {
+        shares.insert(*p, round2(c, attempt, *p, TaprootMode::Bip86, &pkg).await.expect("share"));
+    }
+    let (sig, output_key) = signed(aggregate(c, attempt, TaprootMode::Bip86, &pkg, &shares).await.expect("aggregate"));
+    (bound, sig, output_key)
 }

@@ -309,6 +309,17 @@ impl Engine {
         self.tweaked.get(key.key_id, &key.public, mode)
     }
 
+    /// Makes room for one more session (a sweep when full), or `registry_full`.
+    fn room_for_session(&self, s: &mut State, now: Instant) -> Result<(), Error> {
+        if s.sessions.len() >= self.limits.max_sessions {
+            self.sweep_locked(s, now);
+            if s.sessions.len() >= self.limits.max_sessions {
+                return Err(err(ErrorCode::RegistryFull, format!("{} open sessions", s.sessions.len())));
+            }
+        }
+        Ok(())
+    }
+
     /// The bound session's (possibly derived) public package tweaked for its mode.
     fn tweaked_bound(&self, b: &Bound) -> Arc<frost_secp256k1_tr::keys::PublicKeyPackage> {
         match &b.derived {

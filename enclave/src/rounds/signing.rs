@@ -56,12 +56,7 @@ impl Engine {
                     format!("session {id} is bound to another key, message or mode"),
                 ));
             }
-            if s.sessions.len() >= self.limits.max_sessions {
-                self.sweep_locked(&mut s, now);
-                if s.sessions.len() >= self.limits.max_sessions {
-                    return Err(err(ErrorCode::RegistryFull, format!("{} open sessions", s.sessions.len())));
-                }
-            }
+            self.room_for_session(&mut s, now)?;
             let durable = binding(Binding::Queued);
             let session = Session {
                 key,

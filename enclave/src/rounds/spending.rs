@@ -292,12 +292,7 @@ impl Engine {
             if s.sessions.contains_key(&id) {
                 return Err(err(ErrorCode::SessionConflict, format!("session {id} was bound concurrently")));
             }
-            if s.sessions.len() >= self.limits.max_sessions {
-                self.sweep_locked(&mut s, now);
-                if s.sessions.len() >= self.limits.max_sessions {
-                    return Err(err(ErrorCode::RegistryFull, format!("{} open sessions", s.sessions.len())));
-                }
-            }
+            self.room_for_session(&mut s, now)?;
             let durable = binding(Binding::Queued);
             let session = Session {
                 key,
