@@ -1,9 +1,11 @@
 //! The ROAST coordinator: robust asynchronous threshold signing over untrusted signer nodes.
 //!
 //! It keeps a ready set and an excluded set; whenever `t` signers are ready (and fewer than
-//! `n - t + 1` attempts run) it starts an attempt with `t` of them. Every share is verified by the
-//! coordinator itself against the key's public key package (a node never vouches for its own
-//! share); a signer that times out, errs or returns an invalid share is excluded with evidence,
+//! `n - t + 1` attempts run) it starts an attempt with `t` of them. Shares are checked
+//! optimistically: the aggregate must verify under the output key the coordinator computed; only
+//! when it does not are the shares verified one by one by the coordinator itself against the
+//! key's public key package (a node never vouches for its own share) to name the culprits; a
+//! signer that times out, errs or returns an invalid share is excluded with evidence,
 //! the others of a failed attempt become ready again. It finishes with a BIP340 signature as long
 //! as `t` honest signers respond, and re-verifies it with libsecp256k1 before returning it.
 
@@ -634,14 +636,75 @@ async fn attempt(
     })
     .await;
     let Some(shares) = shares else { return };
-    // Verify every share ourselves, against the key's own public package (tweaked for the mode).
+    let list: Vec<SignerShare> = shares
+        .iter()
+        .filter_map(|(p, s)| {
+            SignatureShareBytes::new(s.clone()).ok().map(|b| SignerShare { signer: *p, signature_share: b })
+        })
+        .collect();
+    let Ok(list) = SignerShares::new(list) else { return release(&clients, attempt, &BTreeSet::new(), &tx).await };
+    // Optimistic: no share is checked one by one while the aggregate verifies. Any node may
+    // aggregate; its result counts only if it verifies (libsecp256k1) under the output key this
+    // coordinator computed itself. Only when it does not are the shares checked here, against the
+    // key's own public package, to name the culprits (a node whose aggregate or whose claim of
+    // invalid shares is contradicted by that check is excluded itself).
+    let culprits = || invalid_shares(&shares, &public, &package, attempt, &package_hash);
+    let mut lied = BTreeSet::new();
+    for c in &clients {
+        let Ok(signing_package) = SigningPackageBytes::new(package_bytes.clone()) else { break };
+        let m = Aggregate { attempt, mode, signing_package, shares: list.clone() };
+        let blame = match c.call(m, timeout).await {
+            Ok(AggregateOutcome::Signed { signature, .. }) => {
+                if libsecp_verifies(&signature, &request.message, &public.output_key) {
+                    let _ = tx.send(Event::Done(signature, public.output_key, ids));
+                    return;
+                }
+                Some(hex::encode(signature.to_bytes()))
+            }
+            Ok(AggregateOutcome::InvalidShares { .. }) => None,
+            // Unreachable, timed out, refused: another node may aggregate.
+            Err(_) => continue,
+        };
+        let invalid = culprits();
+        if !invalid.is_empty() {
+            let bad: BTreeSet<u16> = invalid.iter().map(|e| e.signer).collect();
+            for ev in invalid {
+                let _ = tx.send(Event::Excluded(ev));
+            }
+            release(&clients, attempt, &bad, &tx).await;
+            return;
+        }
+        // Every share verifies here, so this node's aggregate (or its claim) is wrong.
+        lied.insert(c.id().get());
+        let _ = tx.send(Event::Excluded(Evidence {
+            signer: c.id().get(),
+            reason: Reason::InvalidAggregate,
+            step: Step::Aggregate,
+            code: None,
+            attempt: Some(attempt.to_string()),
+            share: blame,
+            package_sha256: Some(package_hash.clone()),
+            message: None,
+        }));
+    }
+    release(&clients, attempt, &lied, &tx).await;
+}
+
+/// Every share that does not verify against the key's own (tweaked) public package, as evidence.
+fn invalid_shares(
+    shares: &BTreeMap<ParticipantId, Vec<u8>>,
+    public: &Tweaked,
+    package: &SigningPackage,
+    attempt: AttemptId,
+    package_hash: &str,
+) -> Vec<Evidence> {
     let tweaked = &public.public;
     let mut invalid = Vec::new();
-    for (p, share) in &shares {
+    for (p, share) in shares {
         let valid = Identifier::try_from(p.get()).ok().and_then(|id| {
             let s = SignatureShare::deserialize(share).ok()?;
             let vs = tweaked.verifying_shares().get(&id)?;
-            frost_core::verify_signature_share(id, vs, &s, &package, tweaked.verifying_key()).ok()
+            frost_core::verify_signature_share(id, vs, &s, package, tweaked.verifying_key()).ok()
         });
         if valid.is_none() {
             invalid.push(Evidence {
@@ -651,51 +714,12 @@ async fn attempt(
                 code: None,
                 attempt: Some(attempt.to_string()),
                 share: Some(hex::encode(share)),
-                package_sha256: Some(package_hash.clone()),
+                package_sha256: Some(package_hash.to_string()),
                 message: None,
             });
         }
     }
-    if !invalid.is_empty() {
-        let bad: BTreeSet<u16> = invalid.iter().map(|e| e.signer).collect();
-        for ev in invalid {
-            let _ = tx.send(Event::Excluded(ev));
-        }
-        release(&clients, attempt, &bad, &tx).await;
-        return;
-    }
-    let list: Vec<SignerShare> = shares
-        .iter()
-        .filter_map(|(p, s)| {
-            SignatureShareBytes::new(s.clone()).ok().map(|b| SignerShare { signer: *p, signature_share: b })
-        })
-        .collect();
-    let Ok(list) = SignerShares::new(list) else { return release(&clients, attempt, &BTreeSet::new(), &tx).await };
-    // Any node may aggregate; its result counts only if it verifies under the output key this
-    // coordinator computed itself. A node whose aggregate does not is excluded with evidence.
-    let mut lied = BTreeSet::new();
-    for c in &clients {
-        let Ok(signing_package) = SigningPackageBytes::new(package_bytes.clone()) else { break };
-        let m = Aggregate { attempt, mode, signing_package, shares: list.clone() };
-        if let Ok(AggregateOutcome::Signed { signature, .. }) = c.call(m, timeout).await {
-            if libsecp_verifies(&signature, &request.message, &public.output_key) {
-                let _ = tx.send(Event::Done(signature, public.output_key, ids));
-                return;
-            }
-            lied.insert(c.id().get());
-            let _ = tx.send(Event::Excluded(Evidence {
-                signer: c.id().get(),
-                reason: Reason::InvalidAggregate,
-                step: Step::Aggregate,
-                code: None,
-                attempt: Some(attempt.to_string()),
-                share: Some(hex::encode(signature.to_bytes())),
-                package_sha256: Some(package_hash.clone()),
-                message: None,
-            }));
-        }
-    }
-    release(&clients, attempt, &lied, &tx).await;
+    invalid
 }
 
 fn sha256(data: &[u8]) -> [u8; 32] {
