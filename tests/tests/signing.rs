@@ -530,6 +530,20 @@ fn compaction_keeps_the_audit_trail_and_the_window() {
         let trail = engine.audit_after(0, 100);
         let decisions: Vec<AuditDecision> = trail.iter().map(|e| e.decision).collect();
         assert_eq!(decisions, [AuditDecision::Approved, AuditDecision::Signed, AuditDecision::Signed]);
+        // A policy rule of the PSBT check itself (the sighash type) is refused and audited too.
+        let mut all = frostgate_tests::psbt::spend(key.key.as_bytes(), &out, &[20_000], &[(destination.script_pubkey(), 19_000)]);
+        all.inputs[0].sighash_type = Some(bitcoin::psbt::PsbtSighashType::from(bitcoin::sighash::TapSighashType::All));
+        let open = OpenPsbtSession {
+            session: frostgate_common::ids::SessionId::from_bytes(random()),
+            key: key.key,
+            input: 0,
+            psbt: frostgate_common::bounded::PsbtBytes::new(all.serialize()).expect("bound"),
+        };
+        assert_eq!(c.request(open).await.expect_err("SIGHASH_ALL").code(), ErrorCode::PolicyViolation);
+        let last = engine.audit_after(0, 100).pop().expect("audited");
+        assert_eq!(last.decision, AuditDecision::Refused);
+        assert!(last.rule.as_inner().starts_with("sighash_type"), "{last:?}");
+        let trail = engine.audit_after(0, 100);
         // The snapshot a compaction writes, replayed into a fresh engine.
         let snapshot = engine.snapshot().expect("snapshot");
         assert!(snapshot.iter().any(|r| matches!(r, Record::Charged { sats: 60_000, .. })));

@@ -245,7 +245,23 @@ impl Engine {
         psbt: &[u8],
     ) -> Result<PsbtSessionOpened, Error> {
         let record = self.key(&key)?;
-        let checked = crate::psbt::check(psbt, input, &record)?;
+        let checked = match crate::psbt::check(psbt, input, &record) {
+            Ok(c) => c,
+            // A policy rule the PSBT check applies itself (the sighash type): audited as well.
+            Err(e) if e.code() == ErrorCode::PolicyViolation => {
+                let d = Decision {
+                    session: id,
+                    key,
+                    txid: None,
+                    input: Some(input),
+                    raw_digest: false,
+                    spend: None,
+                    path: None,
+                };
+                return Err(self.refuse(d, e).await);
+            }
+            Err(e) => return Err(e),
+        };
         let reply = PsbtSessionOpened {
             session: id,
             output_key: checked.output_key,
