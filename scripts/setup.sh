@@ -10,6 +10,8 @@ command -v pkcs11-tool >/dev/null 2>&1 || need+=(opensc)
 # pgrep/pkill (tests, the leftover-process check) and useradd (two-user clusters, as root).
 command -v pgrep >/dev/null 2>&1 || need+=(procps)
 command -v useradd >/dev/null 2>&1 || need+=(passwd)
+# Bitcoin Core's script interpreter (the `bitcoinconsensus` test dependency) is C++.
+command -v c++ >/dev/null 2>&1 || need+=(g++)
 
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
