@@ -15,15 +15,10 @@ use frost_secp256k1_tr::keys::{KeyPackage, PublicKeyPackage, SigningShare, Verif
 use frost_secp256k1_tr::{Secp256K1Group as G, Secp256K1ScalarField as F, VerifyingKey};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::KeyId;
+use zeroize::Zeroizing;
 
 /// The deepest path signed (a wallet uses 2: `<0|1>/i`).
 pub const MAX_DEPTH: usize = frostgate_common::limits::MAX_DERIVATION_DEPTH;
-
-/// BIP328's chain code for aggregate-key xpubs.
-const BIP328_CHAIN_CODE: [u8; 32] = [
-    0x86, 0x80, 0x87, 0xca, 0x02, 0xa6, 0xf9, 0x74, 0xc4, 0x59, 0x89, 0x24, 0xc3, 0x6b, 0x57, 0x76, 0x2d, 0x32, 0xcb,
-    0x45, 0x71, 0x71, 0x67, 0xe3, 0x00, 0x62, 0x2c, 0x71, 0x67, 0xe3, 0x89, 0x65,
-];
 
 /// A child of a group key.
 #[derive(Debug, Clone)]
@@ -51,7 +46,7 @@ fn root(public: &PublicKeyPackage) -> Result<Xpub, Error> {
         parent_fingerprint: Fingerprint::default(),
         child_number: ChildNumber::Normal { index: 0 },
         public_key,
-        chain_code: ChainCode::from(BIP328_CHAIN_CODE),
+        chain_code: ChainCode::from(frostgate_common::limits::BIP328_CHAIN_CODE),
     })
 }
 
@@ -107,14 +102,17 @@ impl Derived {
     /// secret as the input and wiped on drop like it.
     pub fn key_package(&self, kp: &KeyPackage) -> Result<KeyPackage, Error> {
         let d = F::deserialize(&self.tweak).map_err(|e| Error::new(ErrorCode::Internal, format!("tweak: {e}")))?;
-        let share: [u8; 32] = kp
-            .signing_share()
-            .serialize()
-            .as_slice()
-            .try_into()
-            .map_err(|_| Error::new(ErrorCode::Internal, "share length"))?;
-        let s = F::deserialize(&share).map_err(|e| Error::new(ErrorCode::Internal, format!("share: {e}")))?;
-        let share = zeroize::Zeroizing::new(F::serialize(&(s + d)));
+        // Every copy of the share (its encoding, the scalar, the sum) is wiped when dropped.
+        let encoded = Zeroizing::new(kp.signing_share().serialize());
+        let mut share = Zeroizing::new([0u8; 32]);
+        if encoded.len() != 32 {
+            return Err(Error::new(ErrorCode::Internal, "share length"));
+        }
+        share.copy_from_slice(&encoded);
+        let s =
+            Zeroizing::new(F::deserialize(&share).map_err(|e| Error::new(ErrorCode::Internal, format!("share: {e}")))?);
+        let sum = Zeroizing::new(*s + d);
+        let share = Zeroizing::new(F::serialize(&sum));
         let signing_share =
             SigningShare::deserialize(share.as_slice()).map_err(|e| frost_err(ErrorCode::Internal, "share", e))?;
         let vs = kp.verifying_share().serialize().map_err(|e| frost_err(ErrorCode::Internal, "verifying share", e))?;

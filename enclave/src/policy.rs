@@ -178,6 +178,15 @@ impl Policy {
         self.network.and_then(|n| Address::from_script(script, n).ok()).map(|a| a.to_string())
     }
 
+    /// An output for the audit trail: its address on the policy's network, or its script.
+    pub fn describe(&self, script: &ScriptBuf) -> frostgate_common::bounded::Label {
+        let s = self.address(script).unwrap_or_else(|| format!("script:{}", script.to_hex_string()));
+        frostgate_common::bounded::Label::new(
+            s.chars().take(frostgate_common::bounded::Label::MAX_LEN).collect::<String>(),
+        )
+        .unwrap_or_else(|_| unreachable!("cut to the bound"))
+    }
+
     /// SHA-256 of [`Self::text`].
     pub fn hash(&self) -> [u8; 32] {
         self.hash

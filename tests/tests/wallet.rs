@@ -33,7 +33,7 @@ fn the_cluster_key_xpub_descriptor_and_addresses_match_an_independent_derivation
     let xpub = bitcoin::bip32::Xpub::from_str(x["xpub"].as_str().expect("xpub")).expect("xpub parses");
     // BIP328: depth 0, no parent, the fixed chain code, the group key itself.
     assert_eq!((xpub.depth, xpub.parent_fingerprint), (0, bitcoin::bip32::Fingerprint::default()));
-    assert_eq!(xpub.chain_code.to_bytes(), derivation::BIP328_CHAIN_CODE);
+    assert_eq!(xpub.chain_code.to_bytes(), frostgate_common::limits::BIP328_CHAIN_CODE);
     assert_eq!(hex::encode(xpub.public_key.x_only_public_key().0.serialize()), id);
     assert_eq!(x["fingerprint"].as_str(), Some(xpub.fingerprint().to_string().as_str()));
     let descriptor = x["descriptor"].as_str().expect("descriptor");

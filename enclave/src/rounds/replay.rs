@@ -94,16 +94,17 @@ impl Engine {
                 }
                 Record::Audit(entry) => Self::keep_audit(&mut s, entry.clone()),
                 Record::SessionPath { session, path } => {
-                    let key = s.sessions.get(session).map(|sess| sess.key);
-                    let Some(record) = key.and_then(|k| s.keys.get(&k).cloned()) else { continue };
+                    // A session gone meanwhile (expired, or bound under another policy) has no path.
+                    let Some((key, mode)) = s.sessions.get(session).map(|x| (x.key, x.mode)) else { continue };
+                    let record = s
+                        .keys
+                        .get(&key)
+                        .cloned()
+                        .ok_or_else(|| err(ErrorCode::StoreTampered, "session of an unknown key"))?;
                     let derived = crate::derive::derive(&record.public, path)
                         .map_err(|e| err(ErrorCode::StoreTampered, format!("stored path: {}", e.message())))?;
-                    let output_key = s
-                        .sessions
-                        .get(session)
-                        .map(|sess| sess.mode)
-                        .map(|mode| crate::taproot::output_key(&derived.public, &mode));
-                    if let (Some(sess), Some(Ok(output_key))) = (s.sessions.get_mut(session), output_key) {
+                    let output_key = crate::taproot::output_key(&derived.public, &mode)?;
+                    if let Some(sess) = s.sessions.get_mut(session) {
                         sess.output_key = output_key;
                         sess.derived = Some(Arc::new(derived));
                     }

@@ -351,11 +351,3 @@ impl Engine {
         out
     }
 }
-
-impl Policy {
-    /// An output for the audit trail: its address on the policy's network, or its script.
-    fn describe(&self, script: &bitcoin::ScriptBuf) -> Label {
-        let s = self.address(script).unwrap_or_else(|| format!("script:{}", script.to_hex_string()));
-        Label::new(s.chars().take(Label::MAX_LEN).collect::<String>()).unwrap_or_else(|_| unreachable!("cut to bound"))
-    }
-}

@@ -79,16 +79,7 @@ pub async fn sign_psbt(a: SignPsbtArgs) -> Result<(), Error> {
     for (n, request) in requests {
         match coordinator::sign_with(nodes.clone(), request, settings, material.clone()).await {
             Ok(s) => {
-                let bytes: [u8; 64] = hex::decode(&s.signature)
-                    .ok()
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or_else(|| Error::new(ErrorCode::Internal, "signature encoding"))?;
-                let (r, sv) = bytes.split_at(32);
-                let sig = frostgate_common::protocol::Bip340Signature {
-                    r: r.try_into().unwrap_or([0; 32]),
-                    s: sv.try_into().unwrap_or([0; 32]),
-                };
-                psbt::fill(&mut signed, n, &sig)?;
+                psbt::fill(&mut signed, n, &s.bip340)?;
                 inputs.push(n);
             }
             Err((e, excluded)) => {

@@ -11,12 +11,6 @@ use bitcoin::secp256k1::{PublicKey, Secp256k1};
 use bitcoin::{Address, Network, NetworkKind};
 use frostgate_common::error::{Error, ErrorCode};
 
-/// BIP328's chain code for aggregate-key xpubs.
-pub const BIP328_CHAIN_CODE: [u8; 32] = [
-    0x86, 0x80, 0x87, 0xca, 0x02, 0xa6, 0xf9, 0x74, 0xc4, 0x59, 0x89, 0x24, 0xc3, 0x6b, 0x57, 0x76, 0x2d, 0x32, 0xcb,
-    0x45, 0x71, 0x71, 0x67, 0xe3, 0x00, 0x62, 0x2c, 0x71, 0x67, 0xe3, 0x89, 0x65,
-];
-
 /// The group key (SEC1, compressed) as a BIP328 xpub for `network`.
 pub fn xpub(group_key: &[u8], network: Network) -> Result<Xpub, Error> {
     let public_key = PublicKey::from_slice(group_key)
@@ -27,7 +21,7 @@ pub fn xpub(group_key: &[u8], network: Network) -> Result<Xpub, Error> {
         parent_fingerprint: Fingerprint::default(),
         child_number: ChildNumber::Normal { index: 0 },
         public_key,
-        chain_code: ChainCode::from(BIP328_CHAIN_CODE),
+        chain_code: ChainCode::from(frostgate_common::limits::BIP328_CHAIN_CODE),
     })
 }
 

@@ -162,6 +162,9 @@ pub struct Evidence {
 pub struct Signed {
     /// The BIP340 signature, hex.
     pub signature: String,
+    /// The same signature (for callers that put it somewhere, e.g. a PSBT).
+    #[serde(skip)]
+    pub bip340: Bip340Signature,
     /// The x-only key it verifies under, hex.
     pub output_key: String,
     /// The signers whose shares make up the signature.
@@ -413,6 +416,7 @@ pub async fn sign_with(
                 }
                 return Ok(Signed {
                     signature: hex::encode(signature.to_bytes()),
+                    bip340: signature,
                     output_key: hex::encode(output_key),
                     signers: used.iter().map(|p| p.get()).collect(),
                     attempts,
