@@ -9,6 +9,7 @@ pub mod bounded;
 pub mod channel;
 pub mod error;
 pub mod exit;
+pub mod faults;
 pub mod frame;
 pub mod ids;
 pub mod limits;

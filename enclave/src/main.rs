@@ -53,19 +53,19 @@ struct ServeArgs {
     #[arg(long, env = "FROSTGATE_ENCLAVE_ALLOWED_CID")]
     allowed_cid: Option<u32>,
     /// Live nonces older than this are wiped.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, env = "FROSTGATE_ENCLAVE_NONCE_TTL_SECS")]
     nonce_ttl_secs: u64,
     /// Sessions older than this are removed with their attempts and markers.
-    #[arg(long, default_value_t = 3600)]
+    #[arg(long, default_value_t = 3600, env = "FROSTGATE_ENCLAVE_SESSION_TTL_SECS")]
     session_ttl_secs: u64,
     /// A DKG not finished within this long is dropped with its secrets.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 600, env = "FROSTGATE_ENCLAVE_DKG_TTL_SECS")]
     dkg_ttl_secs: u64,
     /// How often the expiry sweep (and compaction check) runs.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, env = "FROSTGATE_ENCLAVE_SWEEP_INTERVAL_SECS")]
     sweep_interval_secs: u64,
     /// Write a snapshot and drop older store records after this many records.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, env = "FROSTGATE_ENCLAVE_COMPACT_AFTER_RECORDS")]
     compact_after_records: u64,
     /// Started as root: become this user before anything else (two-user deployments).
     #[arg(long, env = "FROSTGATE_ENCLAVE_USER")]

@@ -20,6 +20,24 @@ fn alive(pid: i32) -> bool {
     matches!(state, Some(s) if s != "Z" && s != "X")
 }
 
+/// One of a node's two processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Process {
+    /// `frostgate host serve`.
+    Host,
+    /// `frostgate-enclave serve`.
+    Enclave,
+}
+
+impl Process {
+    fn pid_file(self) -> &'static str {
+        match self {
+            Process::Host => "host.pid",
+            Process::Enclave => "enclave.pid",
+        }
+    }
+}
+
 /// A running development cluster.
 #[derive(Debug)]
 pub struct DevCluster {
@@ -38,6 +56,11 @@ impl Drop for DevCluster {
 impl DevCluster {
     /// `t`-of-`n` nodes of `bin` (extra `dev cluster init` flags in `extra`), all up.
     pub fn start(bin: &Path, nodes: u16, threshold: u16, extra: &[&str]) -> DevCluster {
+        Self::start_with_env(bin, nodes, threshold, extra, &[])
+    }
+
+    /// As [`DevCluster::start`], the nodes started with `env` added to their environment.
+    pub fn start_with_env(bin: &Path, nodes: u16, threshold: u16, extra: &[&str], env: &[(&str, &str)]) -> DevCluster {
         let tmp = tempfile::tempdir().expect("dir");
         let dir = tmp.path().join("cluster");
         let d = dir.display().to_string();
@@ -46,8 +69,22 @@ impl DevCluster {
         init.extend_from_slice(extra);
         run_json(bin, &init).expect("init");
         let cluster = DevCluster { dir, bin: bin.to_path_buf(), _tmp: tmp };
-        cluster.run(&["dev", "cluster", "up", "--dir", &d, "--json"]).expect("up");
+        cluster.up(env).expect("up");
         cluster
+    }
+
+    /// `dev cluster up` (starts the nodes not running) with `env` added to their environment.
+    pub fn up(&self, env: &[(&str, &str)]) -> Result<(), String> {
+        let o = Command::new(&self.bin)
+            .args(["dev", "cluster", "up", "--dir", &self.dir.display().to_string(), "--json"])
+            .envs(env.iter().copied())
+            .output()
+            .expect("run frostgate");
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+        }
     }
 
     /// Runs this cluster's `frostgate` binary.
@@ -68,20 +105,36 @@ impl DevCluster {
     /// SIGKILLs node `i`'s host and enclave, and waits (bounded) until both are gone, so a
     /// following `dev cluster up` sees them dead.
     pub fn kill(&self, i: u16) {
-        for p in ["host.pid", "enclave.pid"] {
-            let pid: i32 = std::fs::read_to_string(self.node(i).join(p)).expect("pid").trim().parse().expect("pid");
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while std::time::Instant::now() < deadline && alive(pid) {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            assert!(!alive(pid), "process {pid} survived SIGKILL");
+        for p in [Process::Host, Process::Enclave] {
+            self.kill_process(i, p);
         }
+    }
+
+    /// The pid of node `i`'s `process`, while it runs.
+    pub fn pid(&self, i: u16, process: Process) -> Option<i32> {
+        let pid: i32 = std::fs::read_to_string(self.node(i).join(process.pid_file())).ok()?.trim().parse().ok()?;
+        alive(pid).then_some(pid)
+    }
+
+    /// SIGKILLs node `i`'s `process` (if it runs) and waits (bounded) until it is gone.
+    pub fn kill_process(&self, i: u16, process: Process) {
+        let Some(pid) = self.pid(i, process) else { return };
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline && alive(pid) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!alive(pid), "process {pid} survived SIGKILL");
     }
 
     /// Arms a development fault point on node `i`.
     pub fn arm(&self, i: u16, point: &str) {
         std::fs::write(self.node(i).join("fault"), point).expect("fault");
+    }
+
+    /// Disarms node `i`'s fault point.
+    pub fn disarm(&self, i: u16) {
+        let _ = std::fs::remove_file(self.node(i).join("fault"));
     }
 
     /// `frostgate keygen`.

@@ -27,9 +27,10 @@ pub fn bin_dir() -> &'static Path {
             .status()
             .expect("run cargo build");
         assert!(status.success(), "building the binaries failed");
-        // target/<profile>/deps/<test-binary> -> target/<profile>
+        // target/<profile>/deps/<test-binary> or target/<profile>/<binary> -> target/<profile>
         let exe = std::env::current_exe().expect("current exe");
-        exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+        let dir = exe.parent().expect("target dir");
+        if dir.ends_with("deps") { dir.parent().expect("target dir") } else { dir }.to_path_buf()
     })
 }
 
@@ -177,10 +178,12 @@ pub fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
     }
 }
 
+pub mod chaos;
 pub mod dev_cluster;
 pub mod dkg;
 pub mod liar;
 pub mod node;
+pub mod proxy;
 pub mod psbt;
 pub mod signing;
 pub mod token;

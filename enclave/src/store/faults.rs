@@ -1,7 +1,6 @@
-//! Development-only crash points in the commit protocol. With the `dev-fault-injection` feature,
-//! the process aborts (as a crash would) at the configured point: `FROSTGATE_DEV_FAULT=<point>`,
-//! or the content of the file named by `FROSTGATE_DEV_FAULT_FILE` (read at every check, so a test
-//! can arm a point just before the commit it targets). Without the feature every call is a no-op.
+//! Development-only crash points in the enclave's commit protocol: with the `dev-fault-injection`
+//! feature the process aborts (as a crash would) at the armed point (`frostgate_common::faults`).
+//! Without the feature every call is a no-op.
 
 /// After the host acknowledged a commit, before the HSM anchor is advanced.
 pub const AFTER_ACK_BEFORE_ANCHOR: &str = "after_ack_before_anchor";
@@ -10,15 +9,7 @@ pub const AFTER_ANCHOR_BEFORE_RELEASE: &str = "after_anchor_before_release";
 
 /// Whether `point` is the configured fault (always false without the feature).
 pub fn armed(point: &str) -> bool {
-    if !cfg!(feature = "dev-fault-injection") {
-        return false;
-    }
-    if std::env::var("FROSTGATE_DEV_FAULT").is_ok_and(|v| v == point) {
-        return true;
-    }
-    std::env::var_os("FROSTGATE_DEV_FAULT_FILE")
-        .and_then(|f| std::fs::read_to_string(f).ok())
-        .is_some_and(|v| v.trim() == point)
+    frostgate_common::faults::armed(cfg!(feature = "dev-fault-injection"), point)
 }
 
 /// Aborts the process if `point` is the configured fault.

@@ -46,6 +46,7 @@ impl HostApi for Served {
             return Err(Error::new(ErrorCode::UnexpectedMessage, "PersistRecords is not served by this host"));
         };
         if fault("host_before_commit") {
+            tracing::warn!("DEVELOPMENT fault injection: refusing the commit");
             return Err(Error::new(ErrorCode::StoreCommitFailed, "DEVELOPMENT fault injection: commit refused"));
         }
         let records = p.records.as_inner().len();
@@ -66,16 +67,9 @@ impl HostApi for Served {
     }
 }
 
-/// Whether the development fault `point` is armed (never, without the feature): by
-/// `FROSTGATE_DEV_FAULT`, or by the content of the file named by `FROSTGATE_DEV_FAULT_FILE`.
+/// Whether the development fault `point` is armed (never, without the feature).
 pub(crate) fn fault(point: &str) -> bool {
-    if !cfg!(feature = "dev-fault-injection") {
-        return false;
-    }
-    std::env::var("FROSTGATE_DEV_FAULT").is_ok_and(|v| v == point)
-        || std::env::var_os("FROSTGATE_DEV_FAULT_FILE")
-            .and_then(|f| std::fs::read_to_string(f).ok())
-            .is_some_and(|v| v.trim() == point)
+    frostgate_common::faults::armed(cfg!(feature = "dev-fault-injection"), point)
 }
 
 /// Most records per `StoreLoad` chunk.
