@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what frostgate needs on Debian, idempotently: SoftHSM2 (the token for local use and
 # tests), OpenSC (pkcs11-tool, to audit a token from outside), procps and passwd (pgrep, useradd),
-# and grpcio-tools from PyPI (Google's protoc, for the generated-client test). Safe to run repeatedly.
+# iproute2 and iptables (network-namespace test), and grpcio-tools from PyPI (Google's protoc, for the generated-client test). Safe to run repeatedly.
 set -euo pipefail
 
 need=()
@@ -12,6 +12,10 @@ command -v pgrep >/dev/null 2>&1 || need+=(procps)
 command -v useradd >/dev/null 2>&1 || need+=(passwd)
 # Bitcoin Core's script interpreter (the `bitcoinconsensus` test dependency) is C++.
 command -v c++ >/dev/null 2>&1 || need+=(g++)
+# The nodes-on-separate-network-hosts test: namespaces, veth, a bridge (iproute2) and packet loss
+# (iptables' statistic match).
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
 
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""

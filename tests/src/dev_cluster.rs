@@ -61,6 +61,13 @@ impl DevCluster {
 
     /// As [`DevCluster::start`], the nodes started with `env` added to their environment.
     pub fn start_with_env(bin: &Path, nodes: u16, threshold: u16, extra: &[&str], env: &[(&str, &str)]) -> DevCluster {
+        let cluster = Self::init(bin, nodes, threshold, extra);
+        cluster.up(env).expect("up");
+        cluster
+    }
+
+    /// `dev cluster init` only: configured, nothing started.
+    pub fn init(bin: &Path, nodes: u16, threshold: u16, extra: &[&str]) -> DevCluster {
         let tmp = tempfile::tempdir().expect("dir");
         let dir = tmp.path().join("cluster");
         let d = dir.display().to_string();
@@ -68,9 +75,7 @@ impl DevCluster {
         let mut init = vec!["dev", "cluster", "init", "--dir", &d, "--nodes", &n, "--threshold", &t, "--json"];
         init.extend_from_slice(extra);
         run_json(bin, &init).expect("init");
-        let cluster = DevCluster { dir, bin: bin.to_path_buf(), _tmp: tmp };
-        cluster.up(env).expect("up");
-        cluster
+        DevCluster { dir, bin: bin.to_path_buf(), _tmp: tmp }
     }
 
     /// `dev cluster up` (starts the nodes not running) with `env` added to their environment.

@@ -181,10 +181,13 @@ pub fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
 pub mod chaos;
 pub mod dev_cluster;
 pub mod dkg;
+pub mod fuzz;
+pub mod latency;
 pub mod liar;
 pub mod node;
 pub mod proxy;
 pub mod psbt;
+pub mod rng;
 pub mod signing;
 pub mod token;
 

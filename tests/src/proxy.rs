@@ -41,9 +41,15 @@ impl Proxy {
     /// plain gRPC); returns its address. Call inside a multi-threaded runtime that outlives it.
     /// The node need not be up yet (the connection is made per call).
     pub async fn start(target: &str, tap: Arc<dyn Tap>) -> SocketAddr {
-        let inner = SignerClient::new(
-            tonic::transport::Endpoint::from_shared(format!("http://{target}")).expect("endpoint").connect_lazy(),
-        );
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{target}")).expect("endpoint").connect_lazy();
+        Self::start_over(channel, tap).await
+    }
+
+    /// Serves a plain-gRPC proxy on a fresh loopback port in front of the node behind `channel`
+    /// (e.g. mutual TLS as a coordinator, `frostgate_host::coordinator::signer::connect`).
+    pub async fn start_over(channel: Channel, tap: Arc<dyn Tap>) -> SocketAddr {
+        let inner = SignerClient::new(channel);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let server = pb::signer_server::SignerServer::new(Proxy { inner, tap });

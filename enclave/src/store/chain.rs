@@ -66,18 +66,28 @@ impl StoreKey {
     /// Chains records after `head` (each MACed over its version, the previous MAC and its
     /// body); returns them and the new head.
     pub fn chain(&self, head: Head, records: &[Record]) -> Result<(Vec<StoreRecord>, Head), Error> {
-        let mut out = Vec::with_capacity(records.len());
+        let bodies = records
+            .iter()
+            .map(|r| {
+                let body = postcard::to_stdvec(r)
+                    .map_err(|e| Error::new(ErrorCode::Internal, format!("record encoding: {e}")))?;
+                RecordBody::new(body).map_err(|e| Error::new(ErrorCode::Internal, e))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(self.chain_bodies(head, bodies))
+    }
+
+    /// Chains encoded bodies after `head`: [`Self::chain`] without the encoding.
+    pub fn chain_bodies(&self, head: Head, bodies: Vec<RecordBody>) -> (Vec<StoreRecord>, Head) {
+        let mut out = Vec::with_capacity(bodies.len());
         let mut h = head;
-        for r in records {
-            let body =
-                postcard::to_stdvec(r).map_err(|e| Error::new(ErrorCode::Internal, format!("record encoding: {e}")))?;
-            let body = RecordBody::new(body).map_err(|e| Error::new(ErrorCode::Internal, e))?;
+        for body in bodies {
             let version = h.version + 1;
             let mac = self.mac(version, &h.mac, body.as_inner());
             out.push(StoreRecord { version, prev_mac: h.mac, body, mac });
             h = Head { version, mac };
         }
-        Ok((out, h))
+        (out, h)
     }
 
     fn anchor_input(head: Head) -> Vec<u8> {

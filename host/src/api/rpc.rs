@@ -9,6 +9,7 @@
 use super::convert::Proto;
 use super::pb;
 use super::server::SignerApi;
+use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::protocol::*;
 use std::future::Future;
 use tonic::transport::Channel;
@@ -39,6 +40,25 @@ pub struct RpcRow {
     pub request_pb: &'static str,
     /// The generated reply message's Rust type name.
     pub reply_pb: &'static str,
+    /// Decodes protobuf bytes as the request and checks them as the server does; on success the
+    /// request, and the request again after a conversion back to protobuf and a second check
+    /// (the fuzz targets and tests compare the two).
+    pub decode: DecodeFn,
+}
+
+/// See [`RpcRow::decode`].
+pub type DecodeFn = fn(&[u8]) -> Result<(Message, Message), Error>;
+
+/// [`RpcRow::decode`] for request `Q`.
+fn decode<Q: Proto + Into<Message> + Clone>(bytes: &[u8]) -> Result<(Message, Message), Error>
+where
+    Q::Pb: prost::Message + Default,
+{
+    let pb = <Q::Pb as prost::Message>::decode(bytes)
+        .map_err(|e| Error::new(ErrorCode::MalformedMessage, format!("protobuf: {e}")))?;
+    let q = Q::from_pb(pb)?;
+    let again = Q::from_pb(q.to_pb())?;
+    Ok((q.into(), again.into()))
 }
 
 macro_rules! grpc_glue {
@@ -94,6 +114,7 @@ macro_rules! grpc_glue {
                         rpc: stringify!($name),
                         request_pb: std::any::type_name::<<$payload as Proto>::Pb>(),
                         reply_pb: std::any::type_name::<<$reply as Proto>::Pb>(),
+                        decode: decode::<$payload>,
                     },
                 )*
             ]

@@ -85,6 +85,9 @@ pub struct DirArgs {
     /// The cluster directory.
     #[arg(long)]
     dir: PathBuf,
+    /// Only this node (e.g. to start each node in its own network namespace with `ip netns exec`).
+    #[arg(long)]
+    node: Option<u16>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -139,12 +142,12 @@ pub fn create_cluster(
 
 /// Starts every node of the cluster in `dir`.
 pub fn start_cluster(dir: &Path) -> Result<(), Error> {
-    up(DirArgs { dir: dir.to_path_buf(), json: false, quiet: true })
+    up(DirArgs { dir: dir.to_path_buf(), node: None, json: false, quiet: true })
 }
 
 /// Stops every node of the cluster in `dir`.
 pub fn stop_cluster(dir: &Path) -> Result<(), Error> {
-    down(DirArgs { dir: dir.to_path_buf(), json: false, quiet: true })
+    down(DirArgs { dir: dir.to_path_buf(), node: None, json: false, quiet: true })
 }
 
 fn init(a: InitArgs) -> Result<(), Error> {
@@ -428,7 +431,7 @@ fn up(a: DirArgs) -> Result<(), Error> {
     // Start every node that can start; report the others together (one bad node must not keep
     // the rest of the cluster down).
     let mut failed = Vec::new();
-    for n in &cluster.nodes {
+    for n in cluster.nodes.iter().filter(|n| a.node.is_none_or(|only| n.id == only)) {
         if let Err(e) = start_node(&cluster, n, &enclave_bin, &host_bin) {
             failed.push(format!("node {}: {}", n.id, e.message()));
         }
@@ -436,7 +439,7 @@ fn up(a: DirArgs) -> Result<(), Error> {
     if !failed.is_empty() {
         return Err(Error::new(ErrorCode::EnclaveUnavailable, format!("not started: {}", failed.join("; "))));
     }
-    report(&a, "up", cluster.nodes.len());
+    report(&a, "up", cluster.nodes.iter().filter(|n| a.node.is_none_or(|only| n.id == only)).count());
     Ok(())
 }
 
@@ -523,7 +526,9 @@ fn stop(pid_file: &Path) {
 /// edited or broken cluster file never leaves processes running).
 fn down(a: DirArgs) -> Result<(), Error> {
     let mut dirs: Vec<PathBuf> = match Cluster::load(&a.dir.join("cluster.toml")) {
-        Ok(cluster) => cluster.nodes.into_iter().map(|n| n.dir).collect(),
+        Ok(cluster) => {
+            cluster.nodes.into_iter().filter(|n| a.node.is_none_or(|only| n.id == only)).map(|n| n.dir).collect()
+        }
         Err(e) => {
             tracing::warn!(code = %e.code(), "cluster file unreadable; stopping by pid files: {}", e.message());
             Vec::new()
@@ -532,7 +537,8 @@ fn down(a: DirArgs) -> Result<(), Error> {
     if let Ok(entries) = std::fs::read_dir(&a.dir) {
         for entry in entries.flatten() {
             let d = entry.path();
-            if (d.join("host.pid").exists() || d.join("enclave.pid").exists()) && !dirs.contains(&d) {
+            let stray = a.node.is_none() && (d.join("host.pid").exists() || d.join("enclave.pid").exists());
+            if stray && !dirs.contains(&d) {
                 dirs.push(d);
             }
         }

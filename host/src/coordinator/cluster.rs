@@ -62,19 +62,20 @@ impl Cluster {
     pub fn load(path: &Path) -> Result<Cluster, Error> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::new(ErrorCode::ConfigInvalid, format!("reading {}: {e}", path.display())))?;
-        let c: Cluster = toml::from_str(&text)
-            .map_err(|e| Error::new(ErrorCode::ConfigInvalid, format!("{}: {}", path.display(), e.message())))?;
+        Self::parse(&text).map_err(|e| Error::new(e.code(), format!("{}: {}", path.display(), e.message())))
+    }
+
+    /// Parses and checks the text of a cluster file.
+    pub fn parse(text: &str) -> Result<Cluster, Error> {
+        let c: Cluster = toml::from_str(text).map_err(|e| Error::new(ErrorCode::ConfigInvalid, e.message()))?;
         let n = c.nodes.len() as u16;
         if c.threshold < 2 || c.threshold > n || c.nodes.iter().enumerate().any(|(i, node)| node.id != i as u16 + 1) {
-            return Err(Error::new(
-                ErrorCode::ConfigInvalid,
-                format!("{}: a t-of-n cluster with nodes 1..=n in order", path.display()),
-            ));
+            return Err(Error::new(ErrorCode::ConfigInvalid, "a t-of-n cluster with nodes 1..=n in order"));
         }
         if c.tls.is_none() && c.nodes.iter().any(|n| n.server_cert.is_some()) {
             return Err(Error::new(
                 ErrorCode::ConfigInvalid,
-                format!("{}: nodes with server_cert need the coordinator's [tls] identity", path.display()),
+                "nodes with server_cert need the coordinator's [tls] identity",
             ));
         }
         Ok(c)

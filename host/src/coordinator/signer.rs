@@ -68,7 +68,9 @@ impl SignerClient {
     }
 }
 
-async fn connect(address: &str, tls: Option<&TlsFiles>) -> Result<Channel, Error> {
+/// A channel to the node at `address`: plain (loopback) without `tls`, else mutual TLS with the
+/// node's pinned certificate.
+pub async fn connect(address: &str, tls: Option<&TlsFiles>) -> Result<Channel, Error> {
     // tonic's transport errors say "transport error"; the cause is further down the chain.
     let unavailable = |e: &dyn std::error::Error| {
         let mut text = e.to_string();

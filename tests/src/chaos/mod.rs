@@ -13,6 +13,7 @@ mod load;
 
 use crate::dev_cluster::{DevCluster, Process};
 use crate::proxy::Proxy;
+use crate::rng::SplitMix;
 use detector::{Detector, Violation};
 use frostgate_host::api::pb;
 use std::sync::Arc;
@@ -72,25 +73,7 @@ enum Action {
     Fault(u16, &'static str),
 }
 
-/// SplitMix64: the action sequence from the seed (no statistical claims needed).
-#[derive(Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn action(rng: &mut Rng, nodes: u16) -> Action {
+fn action(rng: &mut SplitMix, nodes: u16) -> Action {
     let node = 1 + rng.below(nodes.into()) as u16;
     match rng.below(10) {
         0 | 1 => Action::KillEnclave(node),
@@ -202,7 +185,7 @@ pub fn run(o: &Options) -> Report {
     tapped.save(&tapped_file).expect("save");
 
     let load = load::Load::start(&tapped_file, &key, detector.clone(), o.coordinators);
-    let mut rng = Rng(o.seed);
+    let mut rng = SplitMix(o.seed);
     let mut ready_ms = Vec::new();
     let (mut kills, mut faults_fired, mut max_rows) = (0u64, 0u64, 0u64);
     // Live state is bounded by the TTLs and the audit trail (4,096 records); the store holds at
