@@ -88,7 +88,7 @@
 #define HP_ACK  1
 #define HP_FAIL 2
 
-/* queue owners: 1, 2 = round-2 requests of package 1, 2; 3 = background; 4 = compaction */
+/* queue owners: 1 = the round-2 request; 3 = background; 4 = compaction */
 #define O_OTHER 3
 #define O_SNAP  4
 
@@ -133,10 +133,8 @@ byte qk[3];  byte qo[3];  byte qn = 0;
 /* the committer */
 byte c_pc = 0;  byte c_n;  byte c_i;  byte c_conn;  bool c_early;
 byte bk[2];  byte bo[2];  byte bver[2];  byte bmac[2];  byte bprev[2];
-/* a verified load waiting for replay + adopt */
-bool la = 0;  byte la_conn;  byte la_hv;  byte la_hmac;  bool la_mark;
 /* requests */
-byte r_pc[3];  byte nreq = 0;  byte res[5];
+byte r_pc = 0;  byte r_pkg = 0;  byte nreq = 0;  byte res[5];
 byte o_pc = 0;  bool o_rec = 0;
 byte k_pc = 0;  byte k_n = 0;  bool k_mark;
 
@@ -224,13 +222,23 @@ inline loaded_mark(out) {
 
 /* ------------------------------------------------------------------ round-2 requests */
 
-/* A coordinator sends round 2 for package p (through the host: only while connected).
-   Enclave side: Engine::round2 (enclave/src/rounds/signing.rs). */
-proctype Coordinator(byte p) {
+/* Coordinators send round 2 for package 1 or 2 (through the host: only while connected).
+   Enclave side: Engine::round2 (enclave/src/rounds/signing.rs).  One request is in flight at a
+   time: a second one arriving meanwhile is refused at the check-and-set (the marker is set)
+   or, while the store is not loaded, by the admit gate (which triggers a host reload: Other). */
+proctype Coordinator() {
+  byte p;
 end:
   do
-  /* admit gate (store ready), then check-and-set under the one state lock */
-  :: atomic { r_pc[p] == 0 && nreq < MAXR && conn ->
+  /* admit gate (store ready), check-and-set under the one state lock, then persist: submit.
+     (The await in between, with_bindings, adds nothing here: a phase change meanwhile is the
+     committer's "not ready: NotWritten".) */
+  :: atomic { r_pc == 0 && nreq < MAXR && conn ->
+       if
+       :: nreq == 0 -> p = 1                         /* w.l.o.g. (symmetry) */
+       :: nreq > 0 -> p = 1
+       :: nreq > 0 -> p = 2
+       fi;
        nreq++;
        if
        :: phase == NL -> reloadq = 1                 /* store_not_loaded: the host spawns a reload */
@@ -242,31 +250,26 @@ end:
 #ifdef BROKEN_RELEASE_BEFORE_DURABLE
           release(p);
 #endif
-          r_pc[p] = 1
-       fi }
-  /* MarkerStore::persist -> submit (after with_bindings) */
-  :: atomic { r_pc[p] == 1 ->
-       if
-       :: phase != READY -> cons = M_NONE; r_pc[p] = 0   /* NotWritten(store_not_loaded): nonce kept */
-       :: else -> enqueue(K_MARK, p); r_pc[p] = 2
-       fi }
+          enqueue(K_MARK, 1);  r_pkg = p;  r_pc = 2
+       fi;
+       p = 0 }
   /* the persist outcome; on Ok take the nonce by value, sign, release */
-  :: atomic { r_pc[p] == 2 && res[p] != R_NONE ->
+  :: atomic { r_pc == 2 && res[1] != R_NONE ->
        if
-       :: res[p] == R_OK ->
+       :: res[1] == R_OK ->
           cons = M_KEPT;                               /* settle */
 #ifdef BROKEN_RELEASE_BEFORE_DURABLE
           nonce = 0                                    /* (released already) */
 #else
           if
-          :: nonce -> nonce = 0; release(p)
+          :: nonce -> nonce = 0; release(r_pkg)
           :: else -> skip                              /* nonce_unavailable (a reload replayed it) */
           fi
 #endif
-       :: res[p] == R_NW -> cons = M_NONE              /* store_commit_failed: nonce stays live */
-       :: res[p] == R_UNK -> cons = M_KEPT; nonce = 0  /* store_outcome_unknown: nonce wiped */
+       :: res[1] == R_NW -> cons = M_NONE              /* store_commit_failed: nonce stays live */
+       :: res[1] == R_UNK -> cons = M_KEPT; nonce = 0  /* store_outcome_unknown: nonce wiped */
        fi;
-       res[p] = R_NONE;  r_pc[p] = 0 }
+       res[1] = R_NONE;  r_pc = 0;  r_pkg = 0 }
   od
 }
 
@@ -277,6 +280,8 @@ end:
   do
   :: atomic { o_pc == 0 && !o_rec && phase == READY -> o_rec = 1; enqueue(K_OTHER, O_OTHER); o_pc = 1 }
   :: atomic { o_pc == 1 && res[O_OTHER] != R_NONE -> res[O_OTHER] = R_NONE; o_pc = 0 }
+  /* any other request refused with store_not_loaded: the host spawns a reload (proxy.rs) */
+  :: atomic { conn && phase == NL && !reloadq -> reloadq = 1 }
   od
 }
 
@@ -375,7 +380,9 @@ end:
        :: rep == HP_FAIL && c_i > 0 -> rep = HP_IDLE; rep_conn = 0; unknown()
        fi }
   :: atomic { c_pc == 2 && !(conn && c_conn == connid) -> unknown() }   /* no ack: connection ended */
-  /* crash point after_ack_before_anchor lies here; then anchor::update */
+  /* crash point after_ack_before_anchor lies here; anchor::update, then head = anchor = new
+     head and every queued request resolves Ok (crash point after_anchor_before_release lies
+     between this step and the request's release) */
   :: atomic { c_pc == 3 ->
        if
        :: faults < MAXF -> faults++; unknown()          /* the HSM update failed */
@@ -388,13 +395,10 @@ end:
           :: else -> break
           od;
           i = 0;
-          c_pc = 4
+          hver = aver;  hmac = amac;  iaver = aver;  iamac = amac;
+          deliver(R_OK);
+          batch_clear()
        fi }
-  /* crash point after_anchor_before_release lies here; head = anchor = new head; resolve Ok */
-  :: atomic { c_pc == 4 ->
-       hver = bver[c_n - 1];  hmac = bmac[c_n - 1];  iaver = hver;  iamac = hmac;
-       deliver(R_OK);
-       batch_clear() }
   od
 }
 
@@ -434,7 +438,7 @@ proctype Host() {
 end:
   do
   /* (re)connect (supervise) and load the store */
-  :: atomic { !conn && !la && !lh -> conn = 1; connid++; read_store() }
+  :: atomic { !conn && !lh -> conn = 1; connid++; read_store() }
   /* PersistRecords: one SQLite transaction, synchronous=FULL */
   :: atomic { m_full && h_pc == HP_IDLE ->
        m_full = 0;  h_conn = m_conn;
@@ -474,7 +478,7 @@ proctype Enclave() {
   byte i;  byte verdict;  bool ahead;  bool mk;
 end:
   do
-  :: atomic { lh && conn && l_conn == connid && !la ->
+  :: atomic { lh && conn && l_conn == connid ->
        verdict = V_OK;  ahead = 0;
 #ifdef FIX_LOAD_WHILE_READY
        if :: phase == READY -> verdict = V_SKIP :: else fi;
@@ -530,20 +534,18 @@ end:
           iaver = l_hi;  hver = l_hi;
           if :: l_hi == 0 -> iamac = 0 :: else -> iamac = lmac[l_hi] fi;
           hmac = iamac;
+          /* engine.replay: only adds markers; a replayed marker removes the nonce */
           loaded_mark(mk);
-          la = 1;  la_conn = l_conn;  la_hv = hver;  la_hmac = hmac;  la_mark = mk
+          if :: mk -> cons = M_KEPT; nonce = 0 :: else fi;
+#ifdef PROP_RETAIN
+          assert(!released || mk);                          /* P4 */
+#endif
+          /* adopt: live on this connection */
+          e_chan = l_conn;  phase = READY
        :: else -> skip                                      /* V_AGAIN, V_SKIP */
        fi;
        clear_load();
        i = 0;  verdict = 0;  ahead = 0;  mk = 0 }
-  /* engine.replay (only adds markers; a replayed marker removes the nonce), then adopt */
-  :: atomic { la ->
-       if :: la_mark -> cons = M_KEPT; nonce = 0 :: else fi;
-#ifdef PROP_RETAIN
-       assert(!released || la_mark);                        /* P4 */
-#endif
-       e_chan = la_conn;  hver = la_hv;  hmac = la_hmac;  phase = READY;
-       la = 0;  la_conn = 0;  la_hv = 0;  la_hmac = 0;  la_mark = 0 }
   od
 }
 
@@ -562,8 +564,7 @@ end:
        cons = M_NONE;  nonce = 0;  e_chan = 0;
        qn = 0;  qk[0] = 0; qk[1] = 0; qk[2] = 0; qo[0] = 0; qo[1] = 0; qo[2] = 0;
        batch_clear();
-       la = 0;  la_conn = 0;  la_hv = 0;  la_hmac = 0;  la_mark = 0;
-       r_pc[1] = 0;  r_pc[2] = 0;
+       r_pc = 0;  r_pkg = 0;
        res[1] = 0; res[2] = 0; res[3] = 0; res[4] = 0;
        o_pc = 0;  k_pc = 0;  k_mark = 0;
        conn_close();                /* a PersistRecords already sent may still be committed */
@@ -617,8 +618,7 @@ end:
 
 init {
   atomic {
-    run Coordinator(1);
-    run Coordinator(2);
+    run Coordinator();
     run Other();
     run Committer();
     run Host();

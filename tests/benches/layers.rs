@@ -5,8 +5,6 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use frostgate_common::frame::{self, Frame};
 use frostgate_common::ids::{KeyId, ParticipantId};
 use frostgate_common::protocol::*;
-use frostgate_enclave::config::EnclaveConfig;
-use frostgate_enclave::custody::Custody;
 use frostgate_enclave::markers::{MemoryStore, Record};
 use frostgate_enclave::rounds::{Engine, Limits};
 use frostgate_enclave::sealing::{seal, unseal, SealContext, SealedKind};
@@ -25,9 +23,7 @@ fn bench(c: &mut Criterion) {
     let dir = TokenDir::new();
     let token = dir.add_token("bench");
     token.export_env();
-    let config = EnclaveConfig::load(&token.config).expect("config").custody.expect("custody");
-    Custody::init(&config, false).expect("init");
-    let custody = Arc::new(Custody::open(&config).expect("open"));
+    let custody = Arc::new(token.open_custody());
 
     // Frame codec: a 2-of-3 round-2 request.
     let rt = rt();

@@ -8,7 +8,6 @@ use frostgate_common::bounded::RecordBody;
 use frostgate_common::frame;
 use frostgate_common::ids::{AttemptId, ParticipantId, SessionId};
 use frostgate_common::protocol::{Health, Hello, Message, StoreRecord, TaprootMode};
-use frostgate_enclave::custody::Custody;
 use frostgate_enclave::keys::KeyRecord;
 use frostgate_enclave::markers::{MemoryStore, Record};
 use frostgate_enclave::rounds::{Engine, Limits};
@@ -87,7 +86,7 @@ pub fn store(data: &[u8]) -> bool {
     }
     let Ok(verified) = loader.finish_with_successor() else { return false };
     let anchor_ok = check_against_anchor(verified.head, verified.successor_prev, anchored).is_ok();
-    let engine = Engine::new(custody(), Arc::new(MemoryStore::new()), Limits::default());
+    let engine = Engine::new(crate::token::shared_custody(), Arc::new(MemoryStore::new()), Limits::default());
     engine.replay(&verified.records).is_ok() && anchor_ok
 }
 
@@ -122,22 +121,6 @@ pub fn fixed_key() -> &'static KeyRecord {
         .expect("dealer");
         KeyRecord::new(public, Default::default()).expect("record")
     })
-}
-
-/// The engine's HSM (a SoftHSM token created once per process); replay itself does not use it.
-fn custody() -> Arc<Custody> {
-    static C: OnceLock<(Arc<Custody>, crate::token::TokenDir)> = OnceLock::new();
-    C.get_or_init(|| {
-        let dir = crate::token::TokenDir::new();
-        let token = dir.add_token("fuzz");
-        token.export_env();
-        let config =
-            frostgate_enclave::config::EnclaveConfig::load(&token.config).expect("config").custody.expect("custody");
-        Custody::init(&config, false).expect("init");
-        (Arc::new(Custody::open(&config).expect("open")), dir)
-    })
-    .0
-    .clone()
 }
 
 /// Inputs every target starts from (also replayed by the corpus test).

@@ -188,6 +188,15 @@ impl Default for TokenDir {
 }
 
 impl TestToken {
+    /// Creates this token's objects (as `token init` does) and opens it in this process.
+    pub fn open_custody(&self) -> frostgate_enclave::custody::Custody {
+        use frostgate_enclave::custody::Custody;
+        let config =
+            frostgate_enclave::config::EnclaveConfig::load(&self.config).expect("config").custody.expect("custody");
+        Custody::init(&config, false).expect("init objects");
+        Custody::open(&config).expect("open")
+    }
+
     /// The environment a process needs to see this token.
     pub fn env(&self) -> &[(String, String)] {
         &self.env
@@ -241,4 +250,19 @@ impl TestToken {
             std::env::set_var(k, v);
         }
     }
+}
+
+/// One token for the whole test process (in-process engine tests), its provider environment
+/// exported and its custody open.
+pub fn shared_custody() -> std::sync::Arc<frostgate_enclave::custody::Custody> {
+    static C: std::sync::OnceLock<(std::sync::Arc<frostgate_enclave::custody::Custody>, TokenDir)> =
+        std::sync::OnceLock::new();
+    C.get_or_init(|| {
+        let dir = TokenDir::new();
+        let token = dir.add_token("shared");
+        token.export_env();
+        (std::sync::Arc::new(token.open_custody()), dir)
+    })
+    .0
+    .clone()
 }

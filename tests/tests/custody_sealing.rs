@@ -3,7 +3,6 @@
 
 use frostgate_common::error::ErrorCode;
 use frostgate_common::ids::{KeyId, ParticipantId};
-use frostgate_enclave::config::EnclaveConfig;
 use frostgate_enclave::custody::Custody;
 use frostgate_enclave::sealing::{seal, unseal, SealContext, SealedKind, MAX_PLAINTEXT};
 use frostgate_tests::token::{TestToken, TokenDir};
@@ -16,9 +15,7 @@ struct Fixture {
 }
 
 fn open(token: &TestToken) -> Custody {
-    let config = EnclaveConfig::load(&token.config).expect("config").custody.expect("custody");
-    Custody::init(&config, false).expect("init objects");
-    Custody::open(&config).expect("boot")
+    token.open_custody()
 }
 
 fn fixture() -> &'static Fixture {

@@ -3,8 +3,6 @@
 //! always answered with a reply kind or a typed error.
 
 use frostgate_common::protocol::*;
-use frostgate_enclave::config::EnclaveConfig;
-use frostgate_enclave::custody::Custody;
 use frostgate_enclave::markers::MemoryStore;
 use frostgate_enclave::rounds::{Engine, Limits};
 use frostgate_enclave::service::Service;
@@ -25,9 +23,7 @@ fn fixture() -> &'static Fixture {
         let dir = TokenDir::new();
         let token = dir.add_token("fuzz");
         token.export_env();
-        let config = EnclaveConfig::load(&token.config).expect("config").custody.expect("custody");
-        Custody::init(&config, false).expect("init");
-        let custody = Arc::new(Custody::open(&config).expect("open"));
+        let custody = Arc::new(token.open_custody());
         let service =
             Arc::new(Service::from_engine(Some(Engine::new(custody, Arc::new(MemoryStore::new()), Limits::default()))));
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");

@@ -4,30 +4,18 @@
 use frostgate_common::error::{ErrorCode, RecoveryClass};
 use frostgate_common::ids::AttemptId;
 use frostgate_common::protocol::*;
-use frostgate_enclave::config::EnclaveConfig;
 use frostgate_enclave::custody::Custody;
 use frostgate_enclave::markers::{MarkerStore, MemoryStore, PersistError, PersistFuture, Record};
 use frostgate_enclave::rounds::{Engine, Limits};
 use frostgate_enclave::service::Service;
 use frostgate_tests::signing::*;
-use frostgate_tests::token::TokenDir;
 use std::collections::BTreeMap;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn custody() -> Arc<Custody> {
-    static C: OnceLock<(Arc<Custody>, TokenDir)> = OnceLock::new();
-    C.get_or_init(|| {
-        let dir = TokenDir::new();
-        let token = dir.add_token("signing");
-        token.export_env();
-        let config = EnclaveConfig::load(&token.config).expect("config").custody.expect("custody");
-        Custody::init(&config, false).expect("init");
-        (Arc::new(Custody::open(&config).expect("open")), dir)
-    })
-    .0
-    .clone()
+    frostgate_tests::token::shared_custody()
 }
 
 fn engine_with(store: Arc<dyn MarkerStore>, limits: Limits) -> (Caller, Arc<Service>) {

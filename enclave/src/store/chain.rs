@@ -151,6 +151,11 @@ impl Loader {
         Loader { anchor_version: Some(anchor_version), ..Loader::default() }
     }
 
+    /// The anchor version this load started from ([`Loader::for_anchor`]).
+    pub fn anchor_version(&self) -> Option<u64> {
+        self.anchor_version
+    }
+
     /// The `prev_mac` of the record right after the anchored version, if the chain has one.
     pub fn successor_prev(&self) -> Option<[u8; 32]> {
         self.successor_prev

@@ -208,6 +208,7 @@ impl ChainedStore {
             return Ok(LoadProgress { records: count, done: None });
         }
         let Some(loader) = slot.take() else { return Ok(LoadProgress { records: count, done: None }) };
+        let started_at = loader.anchor_version();
         let chain::Verified { head, records, successor_prev } = match loader.finish_with_successor() {
             Ok(x) => x,
             Err(e) => return Err(fail(&mut i, e)),
@@ -220,8 +221,10 @@ impl ChainedStore {
             }
             Err(e) => return Err(e),
         };
-        if anchor.version != i.anchor.version {
-            // The loader tracked the successor of a stale anchor version: load again.
+        if Some(anchor.version) != started_at {
+            // A commit finished while the host streamed: its records may have been read before
+            // the commit, so the stream may end behind the anchor without any rollback, and the
+            // loader tracked the successor of a stale version. Not a verdict: load again.
             return Err(Error::new(ErrorCode::StoreNotLoaded, "the HSM anchor moved during the load; load again"));
         }
         let ahead = match chain::check_against_anchor(head, successor_prev, anchor) {
