@@ -115,8 +115,8 @@ impl Service {
             tracing::info!(wiped, "expired nonces wiped");
         }
         if let Some(store) = self.store.as_ref().filter(|s| s.needs_compaction()) {
-            match engine.snapshot() {
-                Ok(state) => match store.compact(state).await {
+            match engine.snapshot_then(|state| store.compact(state)) {
+                Ok(committed) => match committed.await {
                     Ok(()) => tracing::info!(head = store.stats().head_version, "store compacted"),
                     Err(e) => tracing::warn!(error = ?e, "compaction failed"),
                 },
@@ -294,17 +294,19 @@ impl EnclaveApi for Served<'_> {
         let progress = store.load_chunk(&load)?;
         let records = progress.records;
         let mut head_version = 0;
-        if let Some(crate::store::Loaded { head, records: replay }) = progress.done {
-            head_version = head.version;
+        if let Some(loaded) = progress.done {
+            head_version = loaded.head.version;
             if !load.verify_only {
                 let channel = self
                     .connection
                     .and_then(|c| c.channel.get().cloned())
                     .ok_or_else(|| Error::new(ErrorCode::Internal, "connection without a channel"))?;
-                engine.replay(&replay)?;
-                store.adopt(channel, head);
-                tracing::info!(records, head = head.version, "host store loaded and verified");
+                engine.replay(&loaded.records)?;
+                store.adopt(channel, &loaded);
+                tracing::info!(records, head = head_version, "host store loaded and verified");
             }
+        } else if load.last {
+            head_version = store.stats().head_version;
         }
         Ok(StoreStatus { state: self.service.state(), records, head_version, anchor_version: store.anchor_version() })
     }

@@ -1,71 +1,66 @@
 /*
- * frostgate commit protocol: "consume durably before release" with an HSM-anchored,
- * MAC-chained host store.  Promela model for spin (see scripts/model/README.md and
- * scripts/model.sh).
+ * frostgate's commit protocol: "consume durably before release" with an HSM-anchored,
+ * MAC-chained host store.  A Promela model for spin; scripts/model.sh runs it, and
+ * scripts/model/README.md says what it covers.
  *
- * Modelled after the code, not the prose:
- *   enclave/src/rounds/signing.rs      round2: check-and-set under the state lock, persist, release
- *   enclave/src/rounds/replay.rs       replay at load only adds markers, removes the consumed nonce
- *   enclave/src/store/mod.rs           submit / commit_loop / commit / load_chunk / adopt / detach
- *   enclave/src/store/chain.rs         Loader + check_against_anchor
- *   enclave/src/store/anchor.rs        the HSM anchor (create new, destroy old, reader takes max)
- *   host/src/node/store.rs             append: one SQLite transaction per PersistRecords, head check
- *   host/src/node/enclave.rs           persist_records: commit, then ack (fault points)
- *   host/src/node/proxy.rs             reload on reconnect and after every store_not_loaded reply
- *   enclave/src/service.rs             maintain: engine.snapshot() then store.compact()
+ * Modelled on the code, not on the prose:
+ *   enclave/src/rounds/signing.rs   round2: admit gate, check-and-set under the state lock, persist,
+ *                                   then take the nonce by value and release
+ *   enclave/src/rounds/replay.rs    replay at load only adds markers; a replayed marker drops the nonce
+ *   enclave/src/store/mod.rs        submit, commit_loop, commit, load_chunk, adopt, detach
+ *   enclave/src/store/chain.rs      Loader, check_against_anchor
+ *   enclave/src/store/anchor.rs     the HSM anchor (create the new object, destroy the old; a reader
+ *                                   takes the highest: an atomic update here)
+ *   host/src/node/store.rs          append: one SQLite transaction per PersistRecords, head check
+ *   host/src/node/enclave.rs        persist_records: commit, then ack (the host fault points)
+ *   host/src/node/proxy.rs          a load at every (re)connect and after every store_not_loaded reply
+ *   enclave/src/service.rs          maintain: engine.snapshot(), then store.compact()
  *
- * ONE nonce (one attempt, one seat).  Two signing packages (1 and 2) for it arrive from two
- * coordinator processes, concurrently and/or after restarts.  The nonce lives only in the first
- * enclave process: a restarted enclave never has it again.
+ * One nonce (one attempt, one seat).  Coordinators send round 2 for package 1 or 2, at any time,
+ * while a request is in flight, after crashes.  The nonce exists only in the first enclave
+ * process: a restarted enclave never has it.
  *
- * Properties (select with -D; several may be combined):
- *   PROP_NONCE     P1  never two different shares released for the nonce
- *   PROP_LOADABLE  P2a with crashes/faults only (no attacker action) the host store always loads
- *                      against the HSM anchor (checked in every reachable state)
- *   PROP_BOOT      P2b with crashes/faults only, no load the host performs is ever refused
- *                      (store_tampered / store_rollback_detected)
- *   PROP_ROLLBACK  P3  every adopted store contains the anchored chain (in particular an anchored
- *                      marker, unless compaction moved the store's start past it): a restored
- *                      older copy that lacks anchored records is refused
- *   PROP_RETAIN    P4  once a share was released, every store the enclave adopts replays the
- *                      consumed marker (the marker outlives crashes, reloads and rollbacks)
- *   PROP_CONSISTENT P5 with crashes/faults only, the host never refuses a record because it does
- *                      not continue its head (the enclave's head and the host's agree)
+ * The configuration is read at run time (so that one compiled pan checks every variant):
+ *   MODEL_PROPS    bits of the properties checked
+ *       1  P1  never two different shares released for the nonce
+ *       2  P2a with faults only (no attacker action) the host store always loads against the
+ *              HSM anchor (checked in every reachable state)
+ *       4  P2b with faults only, no load of the host's store is ever refused
+ *              (store_tampered / store_rollback_detected)
+ *       8  P3  every adopted store reaches the anchored head and holds the anchored marker record
+ *              (unless compaction moved the store's start past it): an older copy is refused
+ *      16  P4  once a share was released, every store the enclave adopts replays its consumed
+ *              marker
+ *      32  P5  with faults only, the host never refuses a record for not continuing its head
+ *   MODEL_VARIANT  bits
+ *       1  the attacker (keeps a copy of host.db and restores it later; lies once)
+ *       2  compaction (one snapshot)
+ *       4  FIX_LOAD: a spawned reload reads the store only if the enclave is not loaded
+ *       8  FIX_SNAPSHOT: the snapshot carries Pending markers and is queued under the engine lock
+ *      16  BROKEN_RELEASE_BEFORE_DURABLE: the share leaves at check-and-set, before the persist
+ *      32  BROKEN_RELEASE_BEFORE_ANCHOR: persist returns Ok on the host's ack, before the anchor
+ *   MODEL_MAXF     faults in all: enclave crash, host crash, a failed host transaction
+ *                  (host_before_commit), a failed anchor update (default 2)
+ *   MODEL_MAXR     round-2 requests in all, either package (default 3)
  *
- * Variants:
- *   FIX_LOAD_WHILE_READY  a (non verify-only) load arriving while the store is Ready is answered
- *                         without re-verifying (proposed fix for finding F1)
- *   FIX_SNAPSHOT          the snapshot includes Pending markers and is queued before the engine
- *                         lock is released (proposed fix for finding F2)
- *   BROKEN_RELEASE_BEFORE_DURABLE  the share is released at check-and-set, before the persist
- *   BROKEN_RELEASE_BEFORE_ANCHOR   persist returns Ok on the host's ack, before the anchor moves
- *   NO_ATTACKER / NO_COMPACTION    drop those processes
+ * Trails: `./pan -r` replays one (spin -t cannot run the embedded C); lines "EV ..." are events.
  */
 
-#ifndef MAXC
-#define MAXC 2          /* crashes, enclave or host, in all */
-#endif
-#ifndef MAXF
-#define MAXF 1          /* honest faults: a failed host transaction, a failed anchor update */
-#endif
-#ifndef MAXR
-#define MAXR 3          /* round-2 requests in all (either package) */
-#endif
 #define MAXV 6          /* store versions */
 
 /* record kinds */
 #define K_NONE  0
-#define K_MARK  1       /* NonceConsumed for our nonce (with its Charged/Audit records) */
-#define K_OTHER 2       /* any other record (a background session/attempt binding) */
+#define K_MARK  1       /* NonceConsumed for the nonce (with its Charged / Audit records) */
+#define K_OTHER 2       /* another record (e.g. a session or attempt binding) */
 #define K_SNAP0 3       /* a complete snapshot (Begin, state, End) without the marker */
 #define K_SNAP1 4       /* a complete snapshot carrying the marker */
 
-/* store phases (enclave/src/store/mod.rs Phase) */
+/* store phases (Phase in enclave/src/store/mod.rs) */
 #define NL     0
 #define READY  1
 #define FAILED 2
 
-/* the engine's consumed marker */
+/* the engine's consumed marker for (attempt, seat) */
 #define M_NONE 0
 #define M_PEND 1
 #define M_KEPT 2
@@ -73,85 +68,105 @@
 /* persist outcomes */
 #define R_NONE 0
 #define R_OK   1
-#define R_NW   2        /* NotWritten */
-#define R_UNK  3        /* Unknown */
+#define R_NW   2        /* PersistError::NotWritten */
+#define R_UNK  3        /* PersistError::Unknown */
 
 /* load verdicts */
 #define V_OK       0
-#define V_AGAIN    1    /* store_not_loaded: anchor moved / commit in flight (transient) */
+#define V_AGAIN    1    /* store_not_loaded: the anchor moved during the load (transient) */
 #define V_TAMPERED 2
 #define V_ROLLBACK 3
-#define V_SKIP     4    /* FIX_LOAD_WHILE_READY: already loaded */
 
-/* host handler state */
+/* the host's handler */
 #define HP_IDLE 0
 #define HP_ACK  1
 #define HP_FAIL 2
 
-/* queue owners: 1 = the round-2 request; 3 = background; 4 = compaction */
+/* queue owners */
+#define O_R2    1       /* the round-2 request */
 #define O_OTHER 3
 #define O_SNAP  4
 
-/* ------------------------------------------------------------------ durable: host store */
-byte rmac[MAXV+1];  byte rprev[MAXV+1];  byte rkind[MAXV+1];
-byte lo = 1;  byte hi = 0;          /* rows lo..hi present; hi == 0: empty */
+/* ------------------------------------------------------------------ configuration */
+byte prop;  byte var;  byte maxf;  byte maxr;
+#define P1_NONCE       (prop & 1)
+#define P2A_LOADABLE   (prop & 2)
+#define P2B_BOOT       (prop & 4)
+#define P3_ROLLBACK    (prop & 8)
+#define P4_RETAIN      (prop & 16)
+#define P5_CONSISTENT  (prop & 32)
+#define ATTACKER       (var & 1)
+#define COMPACTION     (var & 2)
+#define FIX_LOAD       (var & 4)
+#define FIX_SNAPSHOT   (var & 8)
+#define BROKEN_DURABLE (var & 16)
+#define BROKEN_ANCHOR  (var & 32)
 
-/* ------------------------------------------------------------------ durable: HSM anchor */
+/* ------------------------------------------------------------------ durable: the host store */
+byte rmac[MAXV+1];  byte rprev[MAXV+1];  byte rkind[MAXV+1];
+byte lo = 1;  byte hi = 0;          /* rows lo..hi are present; hi == 0: empty */
+
+/* ------------------------------------------------------------------ durable: the HSM anchor */
 byte aver = 0;  byte amac = 0;      /* token init: the empty head */
 
 /* ------------------------------------------------------------------ ghosts */
 byte m_anch = 0;  byte m_amac = 0;  /* the newest anchored marker record: version, mac */
 bool attacked = 0;                  /* the attacker changed something (restore, lie) */
 bool released = 0;  byte relpkg = 0;
-byte nextmac = 0;
-byte crashes = 0;  byte faults = 0;
+byte nextmac = 0;                   /* macs: a fresh id per chained record */
+byte faults = 0;
 
-/* ------------------------------------------------------------------ channel */
-bool conn = 0;  byte connid = 0;   /* the host-enclave connection, its generation */
-/* PersistRecords (one chunk) in flight to the host */
+/* ------------------------------------------------------------------ the connection */
+bool conn = 0;  byte connid = 0;    /* up?, its generation */
+/* PersistRecords (one chunk) on its way to the host */
 bool m_full = 0;  byte m_conn;  byte m_ver;  byte m_mac;  byte m_prev;  byte m_kind;  bool m_compact;
 /* the host's reply */
 byte rep = HP_IDLE;  byte rep_conn;
 
-/* ------------------------------------------------------------------ host process */
+/* ------------------------------------------------------------------ the host process */
 byte h_pc = HP_IDLE;  byte h_conn;
 bool reloadq = 0;                   /* a reload spawned after a store_not_loaded reply */
 byte lies = 0;
-/* a load: the host read the store (lh = 1); its copy */
-bool lh = 0;  byte l_conn;
+/* a load: the rows the host read (lh = 1), then the enclave took the first chunk (lh = 2,
+   Loader::for_anchor(i.anchor.version) = l_start) */
+byte lh = 0;  byte l_conn;  byte l_start;
 byte lmac[MAXV+1];  byte lprev[MAXV+1];  byte lkind[MAXV+1];  byte l_lo;  byte l_hi;
 
-/* ------------------------------------------------------------------ enclave (volatile) */
+/* ------------------------------------------------------------------ the enclave (volatile) */
 byte phase = NL;
 byte hver = 0;  byte hmac = 0;      /* i.head */
 byte iaver = 0;  byte iamac = 0;    /* i.anchor */
-byte e_chan = 0;                    /* i.channel: the connection generation it was adopted on */
+byte e_chan = 0;                    /* i.channel: the connection it was adopted on */
 bool nonce = 1;                     /* the live nonce (first process only) */
-byte cons = M_NONE;                 /* consumed marker for (attempt, seat) */
+byte cons = M_NONE;
 /* the commit queue */
 byte qk[3];  byte qo[3];  byte qn = 0;
 /* the committer */
 byte c_pc = 0;  byte c_n;  byte c_i;  byte c_conn;  bool c_early;
 byte bk[2];  byte bo[2];  byte bver[2];  byte bmac[2];  byte bprev[2];
-/* requests */
-byte r_pc = 0;  byte r_pkg = 0;  byte nreq = 0;  byte res[5];
-byte o_pc = 0;  bool o_rec = 0;
-byte k_pc = 0;  byte k_n = 0;  bool k_mark;
+/* the round-2 request in flight, and the others */
+byte r_pc = 0;  byte r_pkg = 0;  byte nreq = 0;  byte res;
+bool o_done = 0;
+byte k_pc = 0;  bool k_mark;
 
 #define committing (c_pc != 0 || qn > 0)
 
-/* P2a: the host store loads against the HSM anchor (check_against_anchor + chain start) */
+/* P2a: the host store loads (Loader start + check_against_anchor) */
 #define START_OK   (hi == 0 || (lo == 1 && rprev[1] == 0) || rkind[lo] >= K_SNAP0)
 #define HEAD_OK    ((hi == aver && (hi == 0 || rmac[hi] == amac)) || \
                     (hi > aver && aver + 1 >= lo && rprev[aver + 1] == amac))
 #define LOADABLE   (START_OK && HEAD_OK)
 
+/* the host's transaction check (HostStore::append) */
+#define CONTINUES  ((hi == 0 && (m_ver == 1 || m_compact)) || \
+                    (hi > 0 && m_ver == hi + 1 && m_prev == rmac[hi]))
+
 /* ------------------------------------------------------------------ helpers */
 
 inline release(p) {
-#ifdef PROP_NONCE
-  assert(!released || relpkg == p);     /* P1 */
-#endif
+  if :: P1_NONCE -> assert(!released || relpkg == p)      /* P1 */
+     :: else fi;
+  printf("EV SHARE RELEASED for package %d\n", p);
   released = 1;  relpkg = p
 }
 
@@ -162,10 +177,9 @@ inline enqueue(k, o) {
 
 inline deliver(r) {
   if
-  :: c_early -> skip                    /* BROKEN_RELEASE_BEFORE_ANCHOR: already answered Ok */
+  :: c_early -> skip                    /* BROKEN_RELEASE_BEFORE_ANCHOR: answered Ok already */
   :: else ->
-     res[bo[0]] = r;
-     if :: c_n > 1 -> res[bo[1]] = r :: else fi
+     if :: bo[0] == O_R2 || bo[1] == O_R2 -> res = r :: else fi   /* the others wait for nothing */
   fi
 }
 
@@ -175,14 +189,16 @@ inline batch_clear() {
   bmac[0] = 0; bmac[1] = 0; bprev[0] = 0; bprev[1] = 0
 }
 
-/* commit outcome unknown: take nothing until the host reloads (phase set even if Failed) */
+/* outcome unknown: the store takes nothing until the host reloads (even a Failed one) */
 inline unknown() {
+  printf("EV commit: outcome UNKNOWN; store not loaded\n");
   phase = NL;
   deliver(R_UNK);
   batch_clear()
 }
 
 inline notwritten() {
+  printf("EV commit: NOT WRITTEN\n");
   deliver(R_NW);
   batch_clear()
 }
@@ -193,16 +209,15 @@ inline clear_load() {
   :: i <= MAXV -> lmac[i] = 0; lprev[i] = 0; lkind[i] = 0; i++
   :: else -> break
   od;
-  l_lo = 0;  l_hi = 0;  l_conn = 0;  lh = 0
+  l_lo = 0;  l_hi = 0;  l_conn = 0;  l_start = 0;  lh = 0
 }
 
-/* the connection ends: pending calls fail; the store detaches if it lived on it */
+/* the connection ends: calls in flight fail; the store detaches if it lives on it */
 inline conn_close() {
   if
   :: conn ->
-     conn = 0;  rep = HP_IDLE;  rep_conn = 0;
+     conn = 0;  rep = HP_IDLE;  rep_conn = 0;  reloadq = 0;
      if :: lh -> clear_load() :: else fi;
-     reloadq = 0;
      if
      :: e_chan == connid -> e_chan = 0; if :: phase == READY -> phase = NL :: else fi
      :: else
@@ -211,113 +226,132 @@ inline conn_close() {
   fi
 }
 
-/* whether the loaded rows carry the marker (a NonceConsumed record or a snapshot with it) */
-inline loaded_mark(out) {
-  out = 0;  i = l_lo;
+/* HostStore::records: the host reads every row, then streams them (StoreLoad) */
+inline read_store() {
+  i = 0;
   do
-  :: i > 0 && i <= l_hi -> if :: lkind[i] == K_MARK || lkind[i] == K_SNAP1 -> out = 1 :: else fi; i++
+  :: i <= MAXV -> lmac[i] = rmac[i]; lprev[i] = rprev[i]; lkind[i] = rkind[i]; i++
   :: else -> break
-  od
+  od;
+  l_lo = lo;  l_hi = hi;  l_conn = connid;  lh = 1;
+  i = 0
 }
 
-/* ------------------------------------------------------------------ round-2 requests */
+inline append_row() {
+  rmac[m_ver] = m_mac;  rprev[m_ver] = m_prev;  rkind[m_ver] = m_kind;
+  if :: hi == 0 -> lo = m_ver :: else fi;
+  hi = m_ver;
+  if
+  :: m_compact ->                 /* compact_before: every older row goes, same transaction */
+     i = lo;
+     do
+     :: i < m_ver -> rmac[i] = 0; rprev[i] = 0; rkind[i] = 0; i++
+     :: else -> break
+     od;
+     lo = m_ver
+  :: else
+  fi
+}
 
-/* Coordinators send round 2 for package 1 or 2 (through the host: only while connected).
-   Enclave side: Engine::round2 (enclave/src/rounds/signing.rs).  One request is in flight at a
-   time: a second one arriving meanwhile is refused at the check-and-set (the marker is set)
-   or, while the store is not loaded, by the admit gate (which triggers a host reload: Other). */
+/* ------------------------------------------------------------------ round 2 */
+
+/* Coordinators send round 2 for package 1 or 2 through the host (so only while connected);
+   the enclave runs Engine::round2.  One request is in flight at a time: another arriving
+   meanwhile meets the marker (nonce_already_consumed) or, while the store is not loaded, the
+   admit gate (store_not_loaded, which makes the host spawn a reload: see Other). */
 proctype Coordinator() {
   byte p;
 end:
   do
-  /* admit gate (store ready), check-and-set under the one state lock, then persist: submit.
-     (The await in between, with_bindings, adds nothing here: a phase change meanwhile is the
-     committer's "not ready: NotWritten".) */
-  :: atomic { r_pc == 0 && nreq < MAXR && conn ->
+  /* admit gate, check-and-set under the one state lock, persist (submit).  The await in
+     between (with_bindings) adds nothing: a phase change meanwhile is the committer's
+     "not ready: NotWritten". */
+  :: atomic { r_pc == 0 && nreq < maxr && conn ->
        if
-       :: nreq == 0 -> p = 1                         /* w.l.o.g. (symmetry) */
+       :: nreq == 0 -> p = 1                          /* w.l.o.g. (symmetry) */
        :: nreq > 0 -> p = 1
        :: nreq > 0 -> p = 2
        fi;
        nreq++;
        if
-       :: phase == NL -> reloadq = 1                 /* store_not_loaded: the host spawns a reload */
-       :: phase == FAILED -> skip                    /* the verdict's code: no reload */
-       :: phase == READY && cons != M_NONE -> skip   /* nonce_already_consumed */
-       :: phase == READY && cons == M_NONE && !nonce -> skip   /* nonce_unavailable */
+       :: phase == NL -> reloadq = 1                  /* store_not_loaded: the host reloads */
+          printf("EV round2(package %d): store_not_loaded; the host spawns a reload\n", p)
+       :: phase == FAILED -> printf("EV round2(package %d): refused, the store failed its check\n", p)
+       :: phase == READY && cons != M_NONE -> printf("EV round2(package %d): nonce_already_consumed\n", p)
+       :: phase == READY && cons == M_NONE && !nonce -> printf("EV round2(package %d): nonce_unavailable\n", p)
        :: phase == READY && cons == M_NONE && nonce ->
+          printf("EV round2(package %d): check-and-set; marker pending; queued\n", p);
           cons = M_PEND;
-#ifdef BROKEN_RELEASE_BEFORE_DURABLE
-          release(p);
-#endif
-          enqueue(K_MARK, 1);  r_pkg = p;  r_pc = 2
+          if :: BROKEN_DURABLE -> release(p) :: else fi;
+          enqueue(K_MARK, O_R2);  r_pkg = p;  r_pc = 2
        fi;
        p = 0 }
-  /* the persist outcome; on Ok take the nonce by value, sign, release */
-  :: atomic { r_pc == 2 && res[1] != R_NONE ->
+  /* the persist outcome; on Ok the nonce is taken by value, signed with, and the share leaves
+     (crash point after_anchor_before_release: any crash before this step) */
+  :: atomic { r_pc == 2 && res != R_NONE ->
        if
-       :: res[1] == R_OK ->
-          cons = M_KEPT;                               /* settle */
-#ifdef BROKEN_RELEASE_BEFORE_DURABLE
-          nonce = 0                                    /* (released already) */
-#else
+       :: res == R_OK ->
+          cons = M_KEPT;                                /* settle */
           if
-          :: nonce -> nonce = 0; release(r_pkg)
-          :: else -> skip                              /* nonce_unavailable (a reload replayed it) */
+          :: BROKEN_DURABLE -> nonce = 0                /* released already */
+          :: !BROKEN_DURABLE && nonce -> nonce = 0; release(r_pkg)
+          :: !BROKEN_DURABLE && !nonce ->               /* a reload replayed the marker */
+             printf("EV round2(package %d): Ok, but nonce_unavailable\n", r_pkg)
           fi
-#endif
-       :: res[1] == R_NW -> cons = M_NONE              /* store_commit_failed: nonce stays live */
-       :: res[1] == R_UNK -> cons = M_KEPT; nonce = 0  /* store_outcome_unknown: nonce wiped */
+       :: res == R_NW -> cons = M_NONE                  /* store_commit_failed: nonce stays live */
+          printf("EV round2(package %d): store_commit_failed; marker removed, nonce kept\n", r_pkg)
+       :: res == R_UNK -> cons = M_KEPT; nonce = 0      /* store_outcome_unknown: nonce wiped */
+          printf("EV round2(package %d): store_outcome_unknown; nonce wiped\n", r_pkg)
        fi;
-       res[1] = R_NONE;  r_pc = 0;  r_pkg = 0 }
+       res = R_NONE;  r_pc = 0;  r_pkg = 0 }
   od
 }
 
-/* background traffic: one other record (e.g. a session/attempt binding), committed in the
-   background and possibly grouped with the marker */
+/* other traffic, once: another record (e.g. a session or attempt binding, committed in the
+   background, possibly in one batch with the marker), or, while the store is not loaded,
+   another request refused with store_not_loaded (the host then spawns a reload) */
 proctype Other() {
 end:
   do
-  :: atomic { o_pc == 0 && !o_rec && phase == READY -> o_rec = 1; enqueue(K_OTHER, O_OTHER); o_pc = 1 }
-  :: atomic { o_pc == 1 && res[O_OTHER] != R_NONE -> res[O_OTHER] = R_NONE; o_pc = 0 }
-  /* any other request refused with store_not_loaded: the host spawns a reload (proxy.rs) */
-  :: atomic { conn && phase == NL && !reloadq -> reloadq = 1 }
+  :: atomic { !o_done && conn && phase == READY -> o_done = 1; enqueue(K_OTHER, O_OTHER);
+       printf("EV another record queued\n") }
+  :: atomic { !o_done && conn && phase == NL -> o_done = 1; reloadq = 1;
+       printf("EV another request: store_not_loaded; the host spawns a reload\n") }
   od
 }
 
-/* compaction: Service::maintain -> engine.snapshot() -> store.compact(state) */
+/* compaction, once: Service::maintain -> engine.snapshot() -> store.compact(state) -> submit.
+   The code reads the snapshot under the engine lock (Kept markers only) and submits it after
+   releasing that lock (a multi-threaded runtime runs round 2 in between). */
 proctype Compactor() {
 end:
   do
-#ifdef FIX_SNAPSHOT
-  :: atomic { k_pc == 0 && k_n < 1 && phase == READY ->
-       k_n++;
-       enqueue(K_SNAP0 + (cons != M_NONE), O_SNAP);   /* Pending markers too, queued under the lock */
-       k_pc = 2 }
-#else
-  :: atomic { k_pc == 0 && k_n < 1 && phase == READY ->
-       k_n++;
-       k_mark = (cons == M_KEPT);                     /* snapshot(): Kept markers only */
+  :: atomic { k_pc == 0 && phase == READY && !FIX_SNAPSHOT ->
+       k_mark = (cons == M_KEPT);
+       printf("EV compaction: snapshot read (marker state %d, in the snapshot: %d)\n", cons, k_mark);
        k_pc = 1 }
-  :: atomic { k_pc == 1 ->                            /* compact(): submit */
+  :: atomic { k_pc == 1 ->
        if
-       :: phase == READY -> enqueue(K_SNAP0 + k_mark, O_SNAP); k_pc = 2
-       :: else -> k_pc = 0                            /* NotWritten(store_not_loaded) */
+       :: phase == READY -> enqueue(K_SNAP0 + k_mark, O_SNAP); printf("EV compaction: snapshot queued\n")
+       :: else -> skip                                 /* NotWritten(store_not_loaded) */
        fi;
-       k_mark = 0 }
-#endif
-  :: atomic { k_pc == 2 && res[O_SNAP] != R_NONE -> res[O_SNAP] = R_NONE; k_pc = 0 }
+       k_pc = 2;  k_mark = 0 }
+  :: atomic { k_pc == 0 && phase == READY && FIX_SNAPSHOT ->
+       enqueue(K_SNAP0 + (cons != M_NONE), O_SNAP);
+       printf("EV compaction: snapshot (marker %d) read and queued under the lock\n", cons != M_NONE);
+       k_pc = 2 }
   od
 }
 
 /* ------------------------------------------------------------------ the enclave's committer */
 
-/* ChainedStore::commit_loop + commit (enclave/src/store/mod.rs) */
+/* ChainedStore::commit_loop + commit */
 proctype Committer() {
   byte i;
 end:
   do
-  /* take a batch: a snapshot alone, else everything up to the next snapshot; chain it */
+  /* take a batch (a snapshot alone, else everything before the next snapshot) and chain it on
+     the head */
   :: atomic { c_pc == 0 && qn > 0 ->
        if
        :: qk[0] >= K_SNAP0 -> c_n = 1
@@ -352,17 +386,19 @@ end:
              i++
           :: else -> break
           od;
+          printf("EV commit: %d record(s) chained at v%d..v%d (kinds %d,%d)\n", c_n, bver[0], bver[c_n-1], bk[0], bk[1]);
           c_pc = 1
        fi;
        i = 0 }
-  /* PersistRecords: one chunk, one host transaction (a batch of k records = k chunks here) */
+  /* PersistRecords: a chunk, one host transaction (each record is a chunk here, so a batch can
+     be committed in part, as a batch of more than 256 records can) */
   :: atomic { c_pc == 1 && !m_full ->
        if
        :: conn && c_conn == connid ->
           m_full = 1;  m_conn = c_conn;  m_ver = bver[c_i];  m_mac = bmac[c_i];
           m_prev = bprev[c_i];  m_kind = bk[c_i];  m_compact = (bk[c_i] >= K_SNAP0);
           c_pc = 2
-       :: else -> unknown()                 /* channel_closed */
+       :: else -> unknown()                            /* channel_closed */
        fi }
   :: atomic { c_pc == 2 && rep != HP_IDLE && rep_conn == c_conn ->
        if
@@ -372,127 +408,106 @@ end:
           :: c_i < c_n -> c_pc = 1
           :: else ->
              c_pc = 3;
-#ifdef BROKEN_RELEASE_BEFORE_ANCHOR
-             deliver(R_OK);  c_early = 1
-#endif
+             if :: BROKEN_ANCHOR -> deliver(R_OK); c_early = 1 :: else fi
           fi
-       :: rep == HP_FAIL && c_i == 0 -> rep = HP_IDLE; rep_conn = 0; notwritten()   /* 1st chunk refused */
+       :: rep == HP_FAIL && c_i == 0 -> rep = HP_IDLE; rep_conn = 0; notwritten()   /* 1st chunk */
        :: rep == HP_FAIL && c_i > 0 -> rep = HP_IDLE; rep_conn = 0; unknown()
        fi }
-  :: atomic { c_pc == 2 && !(conn && c_conn == connid) -> unknown() }   /* no ack: connection ended */
-  /* crash point after_ack_before_anchor lies here; anchor::update, then head = anchor = new
-     head and every queued request resolves Ok (crash point after_anchor_before_release lies
-     between this step and the request's release) */
+  :: atomic { c_pc == 2 && !(conn && c_conn == connid) -> unknown() }   /* no ack */
+  /* crash point after_ack_before_anchor: any crash before this step.  anchor::update, then
+     head = anchor = the new head and every request of the batch resolves Ok */
   :: atomic { c_pc == 3 ->
        if
-       :: faults < MAXF -> faults++; unknown()          /* the HSM update failed */
        :: true ->
           assert(bprev[0] == amac && bver[0] == aver + 1);   /* chained on the anchored head */
           aver = bver[c_n - 1];  amac = bmac[c_n - 1];
+          printf("EV commit: acknowledged; HSM anchor -> v%d; Ok\n", aver);
           i = 0;
           do
-          :: i < c_n -> if :: bk[i] == K_MARK || bk[i] == K_SNAP1 -> m_anch = bver[i]; m_amac = bmac[i] :: else fi; i++
+          :: i < c_n -> if :: bk[i] == K_MARK || bk[i] == K_SNAP1 -> m_anch = bver[i]; m_amac = bmac[i]
+                           :: else fi; i++
           :: else -> break
           od;
           i = 0;
           hver = aver;  hmac = amac;  iaver = aver;  iamac = amac;
           deliver(R_OK);
           batch_clear()
+       :: faults < maxf -> faults++;
+          printf("EV FAULT: the anchor update failed\n");  unknown()
        fi }
   od
 }
 
 /* ------------------------------------------------------------------ the host */
 
-inline read_store() {             /* HostStore::records: the whole store, then streamed */
-  i = 0;
-  do
-  :: i <= MAXV -> lmac[i] = rmac[i]; lprev[i] = rprev[i]; lkind[i] = rkind[i]; i++
-  :: else -> break
-  od;
-  l_lo = lo;  l_hi = hi;  l_conn = connid;  lh = 1;
-  i = 0
-}
-
-inline append_row() {
-  rmac[m_ver] = m_mac;  rprev[m_ver] = m_prev;  rkind[m_ver] = m_kind;
-  if :: hi == 0 -> lo = m_ver :: else fi;
-  hi = m_ver;
-  if
-  :: m_compact ->                 /* compact_before: delete every older row, same transaction */
-     i = lo;
-     do
-     :: i < m_ver -> rmac[i] = 0; rprev[i] = 0; rkind[i] = 0; i++
-     :: else -> break
-     od;
-     lo = m_ver
-  :: else
-  fi
-}
-
-#define CONTINUES ((hi == 0 && (m_ver == 1 || m_compact)) || (hi > 0 && m_ver == hi + 1 && m_prev == rmac[hi]))
-
-/* host/src/node/enclave.rs persist_records + host/src/node/store.rs append; proxy.rs loads */
 proctype Host() {
   byte i;
 end:
   do
-  /* (re)connect (supervise) and load the store */
-  :: atomic { !conn && !lh -> conn = 1; connid++; read_store() }
-  /* PersistRecords: one SQLite transaction, synchronous=FULL */
+  /* (re)connect (supervise), and load the store */
+  :: atomic { !conn && lh == 0 -> conn = 1; connid++;
+       printf("EV host: connected (#%d); its load reads rows v%d..v%d\n", connid, lo, hi);
+       read_store() }
+  /* PersistRecords: one SQLite transaction (synchronous=FULL) */
   :: atomic { m_full && h_pc == HP_IDLE ->
        m_full = 0;  h_conn = m_conn;
        if
-       :: faults < MAXF -> faults++; h_pc = HP_FAIL     /* host_before_commit: transaction refused */
        :: true ->
-#ifdef PROP_CONSISTENT
-          assert(CONTINUES || attacked);                /* P5 */
-#endif
+          if :: P5_CONSISTENT -> assert(CONTINUES || attacked)      /* P5 */
+             :: else fi;
           if
-          :: CONTINUES -> append_row(); h_pc = HP_ACK
-          :: else -> h_pc = HP_FAIL                     /* "does not continue the stored head" */
+          :: CONTINUES -> append_row(); h_pc = HP_ACK;
+             printf("EV host: v%d (kind %d) durable; rows v%d..v%d\n", m_ver, m_kind, lo, hi)
+          :: else -> h_pc = HP_FAIL;                    /* does not continue the stored head */
+             printf("EV host: v%d does not continue v%d: store_commit_failed\n", m_ver, hi)
           fi
-#ifndef NO_ATTACKER
-       :: lies < 1 && CONTINUES ->                      /* attacker: commit, answer store_commit_failed */
-          lies++;  attacked = 1;  append_row();  h_pc = HP_FAIL
-#endif
+       :: ATTACKER && lies < 1 && CONTINUES ->          /* commit, but answer store_commit_failed */
+          lies++;  attacked = 1;  append_row();  h_pc = HP_FAIL;
+          printf("EV ATTACK: the host commits v%d but answers store_commit_failed\n", m_ver)
+       :: faults < maxf -> faults++; h_pc = HP_FAIL    /* host_before_commit: transaction failed */
+          printf("EV FAULT host_before_commit: the transaction of v%d failed\n", m_ver)
        fi;
        m_conn = 0;  m_ver = 0;  m_mac = 0;  m_prev = 0;  m_kind = 0;  m_compact = 0;
        i = 0 }
-  /* crash point host_after_commit_before_ack lies here; the ack */
+  /* crash point host_after_commit_before_ack: any crash before this step.  The reply */
   :: atomic { h_pc != HP_IDLE ->
        if
        :: conn && h_conn == connid -> rep = h_pc; rep_conn = h_conn
-       :: else                                          /* connection gone: reply lost */
+       :: else -> printf("EV host: the reply is lost (connection gone)\n")
        fi;
        h_pc = HP_IDLE;  h_conn = 0 }
-  /* a reload spawned after a store_not_loaded reply (one load at a time) */
-  :: atomic { conn && !lh && reloadq -> reloadq = 0; read_store() }
+  /* a spawned reload (serialized with every other load by the reload mutex) */
+  :: atomic { conn && lh == 0 && reloadq && !(FIX_LOAD && phase == READY) -> reloadq = 0;
+       printf("EV host: a spawned reload reads rows v%d..v%d\n", lo, hi);
+       read_store() }
+  :: atomic { conn && lh == 0 && reloadq && FIX_LOAD && phase == READY -> reloadq = 0;
+       printf("EV host: a spawned reload finds the store loaded; skipped\n") }
   od
 }
 
-/* ------------------------------------------------------------------ the enclave: load, adopt */
+/* ------------------------------------------------------------------ the enclave: load */
 
-/* ChainedStore::load_chunk (first = last), chain::check_against_anchor, Engine::replay, adopt */
+/* StoreLoad: ChainedStore::load_chunk (first chunk, last chunk), Engine::replay,
+   ChainedStore::adopt.  A one-chunk load is the case where nothing happens between the two
+   steps. */
 proctype Enclave() {
   byte i;  byte verdict;  bool ahead;  bool mk;
 end:
   do
-  :: atomic { lh && conn && l_conn == connid ->
+  :: atomic { lh == 1 && conn && l_conn == connid ->   /* first: the loader starts from i.anchor */
+       l_start = iaver;  lh = 2;
+       printf("EV enclave load (first chunk): the loader starts from anchor v%d\n", l_start) }
+  :: atomic { lh == 2 && conn && l_conn == connid ->   /* last */
        verdict = V_OK;  ahead = 0;
-#ifdef FIX_LOAD_WHILE_READY
-       if :: phase == READY -> verdict = V_SKIP :: else fi;
-#endif
        /* Loader: the chain starts at record 1 or at a complete snapshot (rows are contiguous
-          and MAC-valid by construction: the attacker cannot forge MACs) */
+          and MAC-valid by construction: the attacker cannot forge a MAC) */
        if
-       :: verdict == V_OK && l_hi > 0 && !((l_lo == 1 && lprev[1] == 0) || lkind[l_lo] >= K_SNAP0) ->
-          verdict = V_TAMPERED
+       :: l_hi > 0 && !((l_lo == 1 && lprev[1] == 0) || lkind[l_lo] >= K_SNAP0) -> verdict = V_TAMPERED
        :: else
        fi;
-       /* re-read the anchor; "moved during the load" is judged against i.anchor, as the code does */
-       if :: verdict == V_OK && aver != iaver -> verdict = V_AGAIN :: else fi;
-       /* check_against_anchor (the loader tracked the successor of i.anchor's version) */
+       /* the anchor is re-read: if it moved since the first chunk, load again (commit 1951a03) */
+       if :: verdict == V_OK && aver != l_start -> verdict = V_AGAIN :: else fi;
+       /* check_against_anchor (the loader tracked the successor of version l_start) */
        if
        :: verdict == V_OK ->
           if
@@ -500,32 +515,34 @@ end:
           :: l_hi < aver -> verdict = V_ROLLBACK
           :: l_hi > aver ->
              if
-             :: iaver + 1 >= l_lo && lprev[iaver + 1] == amac -> ahead = 1
+             :: l_start + 1 >= l_lo && lprev[l_start + 1] == amac -> ahead = 1
              :: else -> verdict = V_TAMPERED
              fi
           fi
        :: else
        fi;
+       printf("EV enclave load (last chunk): rows v%d..v%d, anchor v%d, phase %d (0 not loaded, 1 ready, 2 failed), committing %d -> verdict %d (0 ok, 1 again, 2 tampered, 3 rollback), ahead %d\n",
+              l_lo, l_hi, aver, phase, committing, verdict, ahead);
        if
        :: verdict == V_TAMPERED || verdict == V_ROLLBACK ->
-#ifdef PROP_BOOT
-          assert(attacked);                                 /* P2b */
-#endif
+          if :: P2B_BOOT -> assert(attacked)           /* P2b */
+             :: else fi;
           phase = FAILED
-       :: verdict == V_OK && committing -> skip             /* a commit is in flight: load again */
+       :: verdict == V_OK && committing -> skip        /* a commit in flight: load again */
        :: verdict == V_OK && !committing ->
-#ifdef PROP_ROLLBACK
-          /* P3: the adopted store reaches the anchored head and holds the anchored marker
-             record, unless its start (a snapshot) now lies after it */
-          assert(l_hi >= aver);
-          assert(m_anch == 0 || (l_hi >= m_anch && (l_lo > m_anch || lmac[m_anch] == m_amac)));
-#endif
+          if
+          :: P3_ROLLBACK ->                            /* P3 */
+             assert(l_hi >= aver);
+             assert(m_anch == 0 || (l_hi >= m_anch && (l_lo > m_anch || lmac[m_anch] == m_amac)))
+          :: else
+          fi;
           phase = NL;
           if
-          :: ahead ->                                       /* finish the interrupted anchor update */
+          :: ahead ->                                   /* finish the interrupted anchor update */
              i = aver + 1;
              do
-             :: i <= l_hi -> if :: lkind[i] == K_MARK || lkind[i] == K_SNAP1 -> m_anch = i; m_amac = lmac[i] :: else fi; i++
+             :: i <= l_hi -> if :: lkind[i] == K_MARK || lkind[i] == K_SNAP1 -> m_anch = i; m_amac = lmac[i]
+                                :: else fi; i++
              :: else -> break
              od;
              aver = l_hi;  amac = lmac[l_hi]
@@ -534,53 +551,58 @@ end:
           iaver = l_hi;  hver = l_hi;
           if :: l_hi == 0 -> iamac = 0 :: else -> iamac = lmac[l_hi] fi;
           hmac = iamac;
-          /* engine.replay: only adds markers; a replayed marker removes the nonce */
-          loaded_mark(mk);
+          /* engine.replay: only adds markers; a replayed marker drops the nonce */
+          mk = 0;  i = l_lo;
+          do
+          :: i > 0 && i <= l_hi -> if :: lkind[i] == K_MARK || lkind[i] == K_SNAP1 -> mk = 1 :: else fi; i++
+          :: else -> break
+          od;
           if :: mk -> cons = M_KEPT; nonce = 0 :: else fi;
-#ifdef PROP_RETAIN
-          assert(!released || mk);                          /* P4 */
-#endif
-          /* adopt: live on this connection */
-          e_chan = l_conn;  phase = READY
-       :: else -> skip                                      /* V_AGAIN, V_SKIP */
+          if :: P4_RETAIN -> assert(!released || mk)   /* P4 */
+             :: else fi;
+          /* adopt: the store lives on this connection */
+          e_chan = l_conn;  phase = READY;
+          printf("EV enclave: replayed (marker %d) and adopted; ready\n", mk)
+       :: else -> skip                                 /* V_AGAIN */
        fi;
        clear_load();
        i = 0;  verdict = 0;  ahead = 0;  mk = 0 }
   od
 }
 
-/* ------------------------------------------------------------------ crashes */
+/* ------------------------------------------------------------------ faults */
 
-/* A crash and the restart are one step: a restarted process that is not connected yet is
-   inert, and everything that may happen while it is down may happen then. */
+/* A crash and the restart are one step: a restarted process that is not connected yet is inert,
+   and whatever may happen while it is down may happen then. */
 proctype Crash() {
   byte i;
 end:
   do
-  /* the enclave dies and restarts: all volatile state is lost, the nonce forever;
-     ChainedStore::open reads the anchor, the store is not loaded */
-  :: atomic { crashes < MAXC ->
-       crashes++;
+  /* the enclave dies and restarts: everything volatile is lost, the nonce for good;
+     ChainedStore::open reads the anchor; the store is not loaded */
+  :: atomic { faults < maxf ->
+       faults++;
+       printf("EV CRASH: the enclave (it restarts without the nonce)\n");
        cons = M_NONE;  nonce = 0;  e_chan = 0;
        qn = 0;  qk[0] = 0; qk[1] = 0; qk[2] = 0; qo[0] = 0; qo[1] = 0; qo[2] = 0;
        batch_clear();
-       r_pc = 0;  r_pkg = 0;
-       res[1] = 0; res[2] = 0; res[3] = 0; res[4] = 0;
-       o_pc = 0;  k_pc = 0;  k_mark = 0;
+       r_pc = 0;  r_pkg = 0;  res = 0;
+       if :: k_pc == 1 -> k_pc = 2 :: else fi;  k_mark = 0;   /* a snapshot not yet queued is lost */
        conn_close();                /* a PersistRecords already sent may still be committed */
        phase = NL;  hver = aver;  hmac = amac;  iaver = aver;  iamac = amac }
   /* the host dies and restarts: an uncommitted transaction and an unsent ack are lost */
-  :: atomic { crashes < MAXC ->
-       crashes++;
+  :: atomic { faults < maxf ->
+       faults++;
+       printf("EV CRASH: the host\n");
        h_pc = HP_IDLE;  h_conn = 0;  m_full = 0;
        m_conn = 0;  m_ver = 0;  m_mac = 0;  m_prev = 0;  m_kind = 0;  m_compact = 0;
        conn_close() }
   od
 }
 
-/* ------------------------------------------------------------------ the attacker (host user) */
+/* ------------------------------------------------------------------ the attacker (the host user) */
 
-/* keeps one copy of host.db, and may put it back later (while nodes run or between crashes) */
+/* keeps one copy of host.db and may put it back later, at any moment */
 proctype Attacker() {
   byte cmac[MAXV+1];  byte cprev[MAXV+1];  byte ckind[MAXV+1];  byte clo;  byte chi;
   byte i;  bool differ;
@@ -590,7 +612,8 @@ proctype Attacker() {
     :: i <= MAXV -> cmac[i] = rmac[i]; cprev[i] = rprev[i]; ckind[i] = rkind[i]; i++
     :: else -> break
     od;
-    clo = lo;  chi = hi;  i = 0 };
+    clo = lo;  chi = hi;  i = 0;
+    printf("EV the attacker copies host.db (rows v%d..v%d)\n", lo, hi) };
   atomic {
     differ = (clo != lo || chi != hi);
     i = 0;
@@ -600,6 +623,7 @@ proctype Attacker() {
     :: else -> break
     od;
     lo = clo;  hi = chi;
+    printf("EV ATTACK: the old copy is restored (rows v%d..v%d; differs %d)\n", lo, hi, differ);
     attacked = attacked || differ;
     i = 0;
     do
@@ -609,26 +633,32 @@ proctype Attacker() {
     i = 0;  clo = 0;  chi = 0;  differ = 0 }
 }
 
-#ifdef PROP_LOADABLE
-active proctype Monitor() {
+/* P2a, in every reachable state */
+proctype Monitor() {
 end:
-  atomic { !attacked && !LOADABLE -> assert(false) }   /* P2a */
+  atomic { P2A_LOADABLE && !attacked && !LOADABLE -> assert(false) }
 }
-#endif
 
 init {
+  c_code {
+    char *e;
+    e = getenv("MODEL_PROPS");    now.prop = e ? atoi(e) : 0;
+    e = getenv("MODEL_VARIANT");  now.var = e ? atoi(e) : 0;
+    e = getenv("MODEL_MAXF");     now.maxf = e ? atoi(e) : 2;
+    e = getenv("MODEL_MAXR");     now.maxr = e ? atoi(e) : 3;
+  };
   atomic {
-    run Coordinator();
-    run Other();
-    run Committer();
-    run Host();
-    run Enclave();
+    printf("EV config: properties %d, variant %d, faults %d, requests %d\n", prop, var, maxf, maxr);
+    /* pan's search tries the highest process number first: faults and attacks come last,
+       which keeps counterexamples short */
+    run Monitor();
     run Crash();
-#ifndef NO_COMPACTION
-    run Compactor();
-#endif
-#ifndef NO_ATTACKER
-    run Attacker();
-#endif
+    if :: ATTACKER -> run Attacker() :: else fi;
+    if :: COMPACTION -> run Compactor() :: else fi;
+    run Other();
+    run Coordinator();
+    run Enclave();
+    run Host();
+    run Committer()
   }
 }

@@ -695,3 +695,56 @@ async fn sign_psbt_input(
     let (sig, output_key) = signed(aggregate(c, attempt, TaprootMode::Bip86, &pkg, &shares).await.expect("aggregate"));
     (bound, sig, output_key)
 }
+
+/// A marker store whose persists wait until released.
+#[derive(Debug)]
+struct GatedStore {
+    inner: MemoryStore,
+    open: tokio::sync::Semaphore,
+}
+
+impl MarkerStore for GatedStore {
+    fn persist(&self, records: Vec<Record>) -> PersistFuture<'_> {
+        Box::pin(async move {
+            self.open.acquire().await.expect("gate").forget();
+            self.inner.persist(records).await
+        })
+    }
+
+    fn persist_detached(&self, records: Vec<Record>) -> PersistFuture<'static> {
+        self.inner.persist_detached(records)
+    }
+}
+
+/// A consumed marker whose commit is still in flight is in a snapshot taken meanwhile: its
+/// commit may already be acknowledged and precede the snapshot, whose compaction then deletes
+/// its row (found by the commit protocol's model, `scripts/model/`).
+#[test]
+fn a_marker_whose_commit_is_in_flight_is_in_the_snapshot() {
+    rt().block_on(async {
+        let store = Arc::new(GatedStore { inner: MemoryStore::new(), open: tokio::sync::Semaphore::new(1_000) });
+        let (c, service) = engine_with(store.clone(), Limits::default());
+        let key = dealer(&c, 2, 3).await;
+        let p = prepare(&c, key.key, &[pid(1), pid(2)], TaprootMode::Bip86).await;
+        // Close the gate: round 2's persist waits.
+        store.open.acquire_many(store.open.available_permits() as u32).await.expect("gate").forget();
+        let pending = {
+            let (c, attempt, package) = (c.clone(), p.attempt, p.package.clone());
+            tokio::spawn(async move { round2(&c, attempt, pid(1), TaprootMode::Bip86, &package).await })
+        };
+        let engine = service.engine().expect("engine");
+        let consumed = |snapshot: &[Record]| {
+            snapshot.iter().any(
+                |r| matches!(r, Record::NonceConsumed { attempt, seat } if *attempt == p.attempt && *seat == pid(1)),
+            )
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !consumed(&engine.snapshot().expect("snapshot")) {
+            assert!(Instant::now() < deadline, "the pending marker never appeared in a snapshot");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!store.inner.records().iter().any(|r| matches!(r, Record::NonceConsumed { .. })), "still in flight");
+        store.open.add_permits(1_000);
+        pending.await.expect("task").expect("the share, once the marker is durable");
+    });
+}

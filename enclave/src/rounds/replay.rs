@@ -130,7 +130,19 @@ impl Engine {
 
     /// The whole durable state as records (a snapshot for compaction).
     pub fn snapshot(&self) -> Result<Vec<Record>, Error> {
+        self.snapshot_then(|state| state)
+    }
+
+    /// Takes the snapshot and hands it to `submit` before the state lock is released, so no
+    /// marker can be committed between the two (and then deleted by the snapshot's compaction
+    /// without being in it).
+    pub fn snapshot_then<T>(&self, submit: impl FnOnce(Vec<Record>) -> T) -> Result<T, Error> {
         let s = self.lock();
+        let out = Self::state_records(&s)?;
+        Ok(submit(out))
+    }
+
+    fn state_records(s: &State) -> Result<Vec<Record>, Error> {
         let mut out = Vec::new();
         for k in s.keys.values() {
             out.push(key_record(k)?);
@@ -141,22 +153,17 @@ impl Engine {
         for (id, a) in &s.attempts {
             out.push(a.record(*id));
         }
-        for ((attempt, seat), m) in &s.consumed {
-            if *m == Marker::Kept && s.attempts.contains_key(attempt) {
+        // Pending markers too: their commit may already be acknowledged and precede this
+        // snapshot, which then deletes its row. A pending marker whose commit fails later
+        // stays in the snapshot: consumed on the store's side, the safe direction.
+        for (attempt, seat) in s.consumed.keys() {
+            if s.attempts.contains_key(attempt) {
                 out.push(Record::NonceConsumed { attempt: *attempt, seat: *seat });
             }
         }
-        for (attempt, m) in &s.completed {
-            if *m == Marker::Kept {
-                if let Some(a) = s.attempts.get(attempt) {
-                    if let Some(sess) = s.sessions.get(&a.session) {
-                        out.push(Record::AttemptCompleted {
-                            attempt: *attempt,
-                            message: sess.message,
-                            mode: sess.mode,
-                        });
-                    }
-                }
+        for attempt in s.completed.keys() {
+            if let Some(sess) = s.attempts.get(attempt).and_then(|a| s.sessions.get(&a.session)) {
+                out.push(Record::AttemptCompleted { attempt: *attempt, message: sess.message, mode: sess.mode });
             }
         }
         // The window's charges and the audit trail (the newest `MAX_AUDIT` records) survive

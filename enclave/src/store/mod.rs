@@ -68,6 +68,8 @@ struct Inner {
     last_snapshot: u64,
     compact_after: u64,
     next_snapshot_id: u64,
+    /// Completed (non-verify) loads so far.
+    generation: u64,
 }
 
 struct Shared {
@@ -94,6 +96,8 @@ pub struct Loaded {
     pub head: Head,
     /// The records to replay.
     pub records: Vec<Record>,
+    /// Which completed load this is ([`ChainedStore::adopt`] takes only the latest).
+    pub generation: u64,
 }
 
 /// The result of one load chunk: records verified so far, and the load once complete.
@@ -151,6 +155,7 @@ impl ChainedStore {
             last_snapshot: 0,
             compact_after,
             next_snapshot_id: 0,
+            generation: 0,
         };
         Ok(ChainedStore { shared: Arc::new(Shared { custody, key, inner: Mutex::new(inner) }) })
     }
@@ -183,10 +188,20 @@ impl ChainedStore {
                 }
             }
         }
-        let anchor_version = i.anchor.version;
+        if !load.verify_only && i.phase == Phase::Ready {
+            // Live: the store's connection carries its commits and this process's state is
+            // authoritative. A stream now (a reload the host queued while the store was not
+            // loaded) may have been read before a commit that has since been anchored, which
+            // would look exactly like a rollback: it is neither judged nor adopted.
+            i.loader = None;
+            return Ok(LoadProgress { records: 0, done: None });
+        }
         let slot = if load.verify_only { &mut i.verify_loader } else { &mut i.loader };
         if load.first {
-            *slot = Some(Loader::for_anchor(anchor_version));
+            // The HSM's word, not memory's: an anchor update whose old object could not be
+            // destroyed leaves the HSM ahead of this process's copy.
+            let anchor = anchor::read(&self.shared.custody, &self.shared.key)?;
+            *slot = Some(Loader::for_anchor(anchor.version));
         }
         let fail = |i: &mut Inner, e: Error| {
             if load.verify_only {
@@ -232,7 +247,10 @@ impl ChainedStore {
             Err(e) => return Err(fail(&mut i, e)),
         };
         if load.verify_only {
-            return Ok(LoadProgress { records: count, done: Some(Loaded { head, records: Vec::new() }) });
+            return Ok(LoadProgress {
+                records: count,
+                done: Some(Loaded { head, records: Vec::new(), generation: 0 }),
+            });
         }
         if i.committing {
             return Err(Error::new(ErrorCode::StoreNotLoaded, "a commit is in flight; load again"));
@@ -246,7 +264,9 @@ impl ChainedStore {
         i.anchor = head;
         i.head = head;
         i.since_snapshot = count;
-        Ok(LoadProgress { records: count, done: Some(Loaded { head, records }) })
+        i.generation += 1;
+        let generation = i.generation;
+        Ok(LoadProgress { records: count, done: Some(Loaded { head, records, generation }) })
     }
 
     /// Whether to compact: the records written since the last snapshot are at least the
@@ -257,9 +277,12 @@ impl ChainedStore {
         i.phase == Phase::Ready && i.since_snapshot >= i.compact_after.max(i.last_snapshot)
     }
 
-    /// Writes `state` (the engine's whole durable state) as a snapshot; once its end is durable
-    /// the host deletes every older record. Boot then replays only the snapshot and what follows.
-    pub async fn compact(&self, state: Vec<Record>) -> Result<(), PersistError> {
+    /// Queues `state` (the engine's whole durable state) as a snapshot and returns the wait for
+    /// it; once its end is durable the host deletes every older record, and boot replays only
+    /// the snapshot and what follows. Call while the engine's lock is held
+    /// (`Engine::snapshot_then`): every record submitted after the state was taken is then
+    /// queued after the snapshot, so its compaction cannot delete it.
+    pub fn compact(&self, state: Vec<Record>) -> PersistFuture<'static> {
         let id = {
             let mut i = lock(&self.shared);
             i.next_snapshot_id += 1;
@@ -269,14 +292,24 @@ impl ChainedStore {
         records.push(Record::SnapshotBegin { id });
         records.extend(state);
         records.push(Record::SnapshotEnd { id });
-        self.enqueue(records, true).await
+        let submitted = self.submit(records, true);
+        Box::pin(async move {
+            submitted?
+                .await
+                .unwrap_or_else(|_| Err(PersistError::Unknown(Error::new(ErrorCode::Internal, "committer stopped"))))
+        })
     }
 
-    /// Makes a loaded store live on `channel` (the connection that streamed it).
-    pub fn adopt(&self, channel: Channel, head: Head) {
+    /// Makes a loaded store live on `channel` (the connection that streamed it), unless another
+    /// load completed since this one (`generation`) or the store went live meanwhile: then this
+    /// load's head may be older than the live one, and adopting it would fork the chain.
+    pub fn adopt(&self, channel: Channel, loaded: &Loaded) {
         let mut i = lock(&self.shared);
+        if loaded.generation != i.generation || i.phase != Phase::NotLoaded || i.head != loaded.head {
+            tracing::info!(head = loaded.head.version, "a superseded store load was not adopted");
+            return;
+        }
         i.channel = Some(channel);
-        i.head = head;
         i.phase = Phase::Ready;
     }
 
@@ -343,10 +376,14 @@ impl ChainedStore {
                     }
                 }
                 Err(e) => {
-                    if matches!(e, PersistError::Unknown(_)) {
-                        // The true head is unknown: take nothing more until the host reloads.
+                    let refused_by_host =
+                        matches!(&e, PersistError::NotWritten(e) if e.code() == ErrorCode::StoreCommitFailed);
+                    if matches!(e, PersistError::Unknown(_)) || refused_by_host {
+                        // The true head is unknown, or the host's store does not continue this
+                        // head (e.g. a commit of a previous connection landed after this one's
+                        // load): take nothing more until the host reloads, which re-establishes it.
                         lock(&shared).phase = Phase::NotLoaded;
-                        tracing::warn!(code = %ErrorCode::StoreNotLoaded, "commit outcome unknown; waiting for a store reload");
+                        tracing::warn!(code = %ErrorCode::StoreNotLoaded, "commit not acknowledged; waiting for a store reload");
                     }
                     Self::fail_all(batch, &e);
                 }

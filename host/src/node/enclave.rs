@@ -152,6 +152,9 @@ impl EnclaveClient {
     /// Streams every record of `store` to the enclave, which verifies the chain against its
     /// HSM anchor; with `verify_only` the enclave adopts nothing.
     pub async fn load_store(&self, store: &HostStore, verify_only: bool) -> Result<StoreStatus, Error> {
+        // From the read to the verdict on the last chunk, no commit lands (a commit in flight
+        // meanwhile makes the enclave answer "load again").
+        let _commits_held = store.hold_commits().await;
         let records = store.records()?;
         let chunks: Vec<&[frostgate_common::protocol::StoreRecord]> =
             if records.is_empty() { vec![&[]] } else { records.chunks(LOAD_CHUNK).collect() };

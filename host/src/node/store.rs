@@ -42,6 +42,10 @@ pub struct Stats {
 pub struct HostStore {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// Held exclusively while the store is streamed to the enclave: no commit lands between the
+    /// read and the enclave's verdict, so a stream is never older than the anchor it is judged
+    /// against (a stale stream would look exactly like a rollback).
+    streaming: tokio::sync::RwLock<()>,
 }
 
 impl HostStore {
@@ -64,7 +68,7 @@ impl HostStore {
             tx.pragma_update(None, "user_version", i + 1).map_err(|e| db_err("migration", e))?;
             tx.commit().map_err(|e| db_err("migration", e))?;
         }
-        Ok(HostStore { path: path.to_path_buf(), conn: Mutex::new(conn) })
+        Ok(HostStore { path: path.to_path_buf(), conn: Mutex::new(conn), streaming: tokio::sync::RwLock::new(()) })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -73,7 +77,10 @@ impl HostStore {
 
     /// Appends consecutive records in one durable transaction; optionally deletes every record
     /// below `compact_before`. Returns the new head version.
+    ///
+    /// Blocks while a stream holds [`Self::hold_commits`]; call it off the async runtime.
     pub fn append(&self, records: &[StoreRecord], compact_before: Option<u64>) -> Result<u64, Error> {
+        let _no_stream = self.streaming.blocking_read();
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| db_err("begin", e))?;
         let head: Option<(i64, Vec<u8>)> = tx
@@ -113,6 +120,11 @@ impl HostStore {
         }
         tx.commit().map_err(|e| db_err("commit", e))?;
         Ok(records.last().map(|r| r.version).or(head.map(|(v, _)| v as u64)).unwrap_or(0))
+    }
+
+    /// Holds every commit off until the guard drops (while the store is streamed to the enclave).
+    pub async fn hold_commits(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.streaming.write().await
     }
 
     /// Every record in version order.

@@ -25,6 +25,8 @@ pub enum Violation {
     /// A node not ready within the bound after a restart (a store that does not verify against
     /// its anchor keeps its node from ever being ready).
     NotReady { node: u16, cycle: u32, action: String, log_tail: String },
+    /// A node not restarted in this cycle refusing for a store verdict (it would stay so).
+    Refusing { node: u16, cycle: u32, code: String },
     /// A node's store above the bound that compaction keeps it under.
     StoreGrowth { node: u16, rows: u64, bound: u64 },
 }
@@ -41,6 +43,9 @@ impl std::fmt::Display for Violation {
             Violation::NotReady { node, cycle, action, log_tail } => {
                 write!(f, "node {node} not ready after cycle {cycle} ({action}):\n{log_tail}")
             }
+            Violation::Refusing { node, cycle, code } => {
+                write!(f, "node {node} refuses with {code} at cycle {cycle} (a store verdict on a live node)")
+            }
             Violation::StoreGrowth { node, rows, bound } => {
                 write!(f, "store growth: node {node} holds {rows} records (bound {bound})")
             }
@@ -50,6 +55,8 @@ impl std::fmt::Display for Violation {
 
 #[derive(Debug, Default)]
 struct Seen {
+    /// Output keys signatures must be under (any key when empty).
+    keys: Vec<[u8; 32]>,
     /// (node, serialized commitments) -> the share released for it.
     shares: HashMap<(u16, Vec<u8>), Vec<u8>>,
     /// R (32 bytes) -> (message, signature).
@@ -83,6 +90,11 @@ impl Detector {
         self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// From now on a signature counts only under `output_key` (or another key expected so far).
+    pub fn expect_output_key(&self, output_key: [u8; 32]) {
+        self.seen().keys.push(output_key);
+    }
+
     /// Every violation so far.
     pub fn violations(&self) -> Vec<Violation> {
         self.seen().violations.clone()
@@ -106,6 +118,10 @@ impl Detector {
             let message: [u8; 32] = message.try_into().map_err(|_| "message is not 32 bytes".to_string())?;
             let sig = Signature::from_slice(signature).map_err(|e| e.to_string())?;
             let key = XOnlyPublicKey::from_slice(output_key).map_err(|e| e.to_string())?;
+            let expected = self.seen().keys.clone();
+            if !expected.is_empty() && !expected.contains(&key.serialize()) {
+                return Err(format!("under {}, not the key being signed with", hex::encode(output_key)));
+            }
             Secp256k1::verification_only()
                 .verify_schnorr(&sig, &Message::from_digest(message), &key)
                 .map_err(|e| format!("{e} (message {}, key {})", hex::encode(message), hex::encode(output_key)))?;
@@ -128,7 +144,8 @@ impl Detector {
     }
 
     fn released(&self, node: u16, request: &pb::Round2, reply: &pb::Round2Reply) {
-        let commitment = Identifier::try_from(node).ok().and_then(|id| {
+        let seat = u16::try_from(request.seat).ok();
+        let commitment = seat.and_then(|seat| Identifier::try_from(seat).ok()).and_then(|id| {
             let package = SigningPackage::deserialize(&request.signing_package).ok()?;
             package.signing_commitments().get(&id)?.serialize().ok()
         });
@@ -229,7 +246,8 @@ mod tests {
         let key = frost_secp256k1_tr::keys::KeyPackage::try_from(shares[&id].clone()).expect("key package");
         let (_, commitments) = frost_secp256k1_tr::round1::commit(key.signing_share(), &mut rng);
         let package = SigningPackage::new([(id, commitments)].into(), &[7u8; 32]);
-        let round2 = pb::Round2 { signing_package: package.serialize().expect("package"), ..Default::default() };
+        let round2 =
+            pb::Round2 { seat: 1, signing_package: package.serialize().expect("package"), ..Default::default() };
         let reply = |b: u8| pb::Round2Reply { signature_share: vec![b; 32], ..Default::default() };
         d.released(1, &round2, &reply(1));
         d.released(1, &round2, &reply(1));
@@ -251,6 +269,11 @@ mod tests {
         assert_eq!(d.violations().len(), before, "a valid signature, seen twice");
         d.signature("test", &[2u8; 32], sig.as_ref(), &xonly.serialize());
         assert!(matches!(d.violations().last(), Some(Violation::InvalidSignature { .. })));
+        // A valid signature under a key other than the one being signed with.
+        let other = Detector::default();
+        other.expect_output_key([7; 32]);
+        other.signature("test", &[1u8; 32], sig.as_ref(), &xonly.serialize());
+        assert!(matches!(other.violations().last(), Some(Violation::InvalidSignature { .. })));
         // Two valid signatures of different messages with one nonce: the second is reported.
         let nonce = SecretKey::from_slice(&[5u8; 32]).expect("nonce");
         let first = sign_with_nonce(&keypair, &nonce, [1u8; 32]);

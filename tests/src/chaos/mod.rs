@@ -136,16 +136,24 @@ impl Report {
     }
 }
 
+/// Node `api`'s `Health` (`None` when it does not answer).
+async fn health(api: &str) -> Option<pb::HealthReply> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{api}")).ok()?;
+    let channel = tokio::time::timeout(Duration::from_secs(2), endpoint.connect()).await.ok()?.ok()?;
+    let mut client = pb::signer_client::SignerClient::new(channel);
+    let reply = tokio::time::timeout(Duration::from_secs(2), client.health(pb::HealthRequest {})).await.ok()?.ok()?;
+    Some(reply.into_inner())
+}
+
 /// Whether node `api` answers `Health` as ready.
 async fn ready(api: &str) -> bool {
-    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{api}")) else { return false };
-    let Ok(Ok(channel)) = tokio::time::timeout(Duration::from_secs(2), endpoint.connect()).await else { return false };
-    let mut client = pb::signer_client::SignerClient::new(channel);
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), client.health(pb::HealthRequest {})).await,
-        Ok(Ok(r)) if r.get_ref().ready
-    )
+    health(api).await.is_some_and(|h| h.ready)
 }
+
+/// Store verdicts a node never leaves by itself: a live node refusing with one of these after
+/// crashes alone is a violation (an unbootable or falsely condemned store).
+const VERDICTS: [&str; 4] =
+    ["store_rollback_detected", "store_tampered", "store_anchor_missing", "store_anchor_invalid"];
 
 /// Rows in a node's store.
 fn rows(db: &std::path::Path) -> u64 {
@@ -173,10 +181,15 @@ pub fn run(o: &Options) -> Report {
     ];
     let cluster = DevCluster::start_with_env(&crate::host_bin(), o.nodes, o.threshold, &["--dev-plaintext"], &env);
     let key = cluster.keygen();
+    let output_key: [u8; 32] = hex::decode(key["output_key"].as_str().expect("output key"))
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .expect("32-byte output key");
     let real =
         frostgate_host::coordinator::cluster::Cluster::load(std::path::Path::new(&cluster.file())).expect("cluster");
     // The coordinators talk to the nodes through the detector's proxies.
     let detector = Arc::new(Detector::default());
+    detector.expect_output_key(output_key);
     let mut tapped = real.clone();
     for n in tapped.nodes.iter_mut() {
         n.api = rt.block_on(Proxy::start(&n.api, detector.tap(n.id))).to_string();
@@ -271,6 +284,11 @@ pub fn run(o: &Options) -> Report {
             }
         }
         for n in &real.nodes {
+            if let Some(h) = rt.block_on(health(&n.api)) {
+                if !h.ready && VERDICTS.contains(&h.refusing_code.as_str()) {
+                    detector.report(Violation::Refusing { node: n.id, cycle, code: h.refusing_code });
+                }
+            }
             let r = rows(&n.db);
             max_rows = max_rows.max(r);
             if r > rows_bound {
