@@ -36,6 +36,8 @@ echo "== enclave unit tests of a production feature set (no development features
 cargo test -p frostgate-enclave --lib 2>&1 | tee -a "$results"
 echo "== custody tests on a second PKCS#11 implementation (kryoptic)"
 scripts/kryoptic.sh 2>&1 | tee -a "$results"
+echo "== the commit protocol's model, checked exhaustively by spin (scripts/model/)"
+scripts/model.sh | tail -n 1
 echo "== the main job (scripts/demo.sh) from this checkout"
 scripts/demo.sh
 # One plain closing line over every cargo test run above.

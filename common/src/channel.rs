@@ -159,6 +159,12 @@ impl Channel {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
+    /// Whether the connection has ended (its writer is gone; set before the task returned by
+    /// [`Channel::start`] completes).
+    pub fn is_closed(&self) -> bool {
+        self.inner.out.is_closed()
+    }
+
     /// Number of this side's requests awaiting a reply.
     pub fn in_flight(&self) -> usize {
         lock(&self.inner.pending).len()

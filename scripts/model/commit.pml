@@ -3,18 +3,26 @@
  * MAC-chained host store.  A Promela model for spin; scripts/model.sh runs it, and
  * scripts/model/README.md says what it covers.
  *
- * Modelled on the code, not on the prose:
+ * Modelled on the code as of d42b2ba, not on the prose:
  *   enclave/src/rounds/signing.rs   round2: admit gate, check-and-set under the state lock, persist,
  *                                   then take the nonce by value and release
- *   enclave/src/rounds/replay.rs    replay at load only adds markers; a replayed marker drops the nonce
- *   enclave/src/store/mod.rs        submit, commit_loop, commit, load_chunk, adopt, detach
+ *   enclave/src/rounds/replay.rs    replay at load only adds markers (a replayed marker drops the
+ *                                   nonce); snapshot_then: Pending markers too, submitted under the lock
+ *   enclave/src/store/mod.rs        submit, commit_loop (a refused first chunk: NotWritten and
+ *                                   NotLoaded), commit, load_chunk (a live store takes no stream;
+ *                                   the loader starts from the HSM's anchor), adopt (latest load
+ *                                   only), detach
  *   enclave/src/store/chain.rs      Loader, check_against_anchor
- *   enclave/src/store/anchor.rs     the HSM anchor (create the new object, destroy the old; a reader
- *                                   takes the highest: an atomic update here)
- *   host/src/node/store.rs          append: one SQLite transaction per PersistRecords, head check
- *   host/src/node/enclave.rs        persist_records: commit, then ack (the host fault points)
+ *   enclave/src/store/anchor.rs     the HSM anchor: create the new object, destroy the old; a reader
+ *                                   takes the highest (so a failed destroy leaves the HSM ahead)
+ *   enclave/src/service.rs          store_load: load_chunk, replay, adopt (a separate step: the
+ *                                   connection may end in between); maintain: snapshot_then(compact)
+ *   enclave/src/server.rs           detach when a connection ends (spawned handlers run on)
+ *   host/src/node/store.rs          append: one SQLite transaction per PersistRecords, head check,
+ *                                   blocked while a stream holds the store (hold_commits)
+ *   host/src/node/enclave.rs        persist_records: commit, then ack; load_store holds commits
+ *                                   from its read to the reply to its last chunk
  *   host/src/node/proxy.rs          a load at every (re)connect and after every store_not_loaded reply
- *   enclave/src/service.rs          maintain: engine.snapshot(), then store.compact()
  *
  * One nonce (one attempt, one seat).  Coordinators send round 2 for package 1 or 2, at any time,
  * while a request is in flight, after crashes.  The nonce exists only in the first enclave
@@ -27,20 +35,34 @@
  *              HSM anchor (checked in every reachable state)
  *       4  P2b with faults only, no load of the host's store is ever refused
  *              (store_tampered / store_rollback_detected)
- *       8  P3  every adopted store reaches the anchored head and holds the anchored marker record
+ *       8  P3  every load that passes holds the anchored head and the anchored marker record
  *              (unless compaction moved the store's start past it): an older copy is refused
- *      16  P4  once a share was released, every store the enclave adopts replays its consumed
- *              marker
- *      32  P5  with faults only, the host never refuses a record for not continuing its head
+ *      16  P4  once a share was released, every load that passes replays its consumed marker
+ *      32  P5  no wedge: with faults only, after the host refused a commit as not continuing its
+ *              head, the store commits nothing more until a load re-established its head
+ *      64  P5s with faults only, the host never refuses a record for not continuing its head
+ *              (stricter than P5: the trigger of the pre-fix wedge)
+ *     128  P6  with faults only, a load is sent back ("load again") only if the HSM anchor moved
+ *              during it or a commit was in flight: a quiet store always loads
+ *     256  P7  a load is adopted only on a connection that is still up
  *   MODEL_VARIANT  bits
  *       1  the attacker (keeps a copy of host.db and restores it later; lies once)
  *       2  compaction (one snapshot)
- *       4  FIX_LOAD: a spawned reload reads the store only if the enclave is not loaded
- *       8  FIX_SNAPSHOT: the snapshot carries Pending markers and is queued under the engine lock
- *      16  BROKEN_RELEASE_BEFORE_DURABLE: the share leaves at check-and-set, before the persist
- *      32  BROKEN_RELEASE_BEFORE_ANCHOR: persist returns Ok on the host's ack, before the anchor
- *   MODEL_MAXF     faults in all: enclave crash, host crash, a failed host transaction
- *                  (host_before_commit), a failed anchor update (default 2)
+ *       pre-fix behaviours (each reverts one fix of d42b2ba; 4|8|16|32 is the load path of 1951a03):
+ *       4  PRE_FIX_LIVE: a live (Ready) store judges and adopts a stream
+ *       8  PRE_FIX_HOLD: the host's commits land while a stream is read and judged
+ *      16  PRE_FIX_SEED: the loader starts from the anchor in the enclave's memory
+ *      32  PRE_FIX_ADOPT: adopt installs any completed load, whatever happened since
+ *      64  PRE_FIX_REFUSAL: a first chunk the host refuses is NotWritten, the store stays Ready
+ *     128  PRE_FIX_SNAPSHOT: the snapshot takes Kept markers only and is submitted after the
+ *              engine lock is released
+ *    1024  PRE_FIX_CLOSED: adopt installs a load on a connection that has ended
+ *       deliberately broken:
+ *     256  BROKEN_RELEASE_BEFORE_DURABLE: the share leaves at check-and-set, before the persist
+ *     512  BROKEN_RELEASE_BEFORE_ANCHOR: persist returns Ok on the host's ack, before the anchor
+ *   MODEL_MAXF     faults in all: enclave crash, host crash, a dropped connection, a failed host
+ *                  transaction (host_before_commit), a failed anchor update (nothing written, or
+ *                  the new object written but the old one not destroyed) (default 2)
  *   MODEL_MAXR     round-2 requests in all, either package (default 3)
  *
  * Trails: `./pan -r` replays one (spin -t cannot run the embedded C); lines "EV ..." are events.
@@ -73,14 +95,15 @@
 
 /* load verdicts */
 #define V_OK       0
-#define V_AGAIN    1    /* store_not_loaded: the anchor moved during the load (transient) */
+#define V_AGAIN    1    /* store_not_loaded: load again (transient) */
 #define V_TAMPERED 2
 #define V_ROLLBACK 3
 
-/* the host's handler */
-#define HP_IDLE 0
-#define HP_ACK  1
-#define HP_FAIL 2
+/* the host's handler and its reply */
+#define HP_IDLE   0
+#define HP_ACK    1
+#define HP_FAIL   2     /* store_commit_failed: the transaction failed (or the attacker's lie) */
+#define HP_REFUSE 3     /* store_commit_failed: the records do not continue the stored head */
 
 /* queue owners */
 #define O_R2    1       /* the round-2 request */
@@ -88,19 +111,27 @@
 #define O_SNAP  4
 
 /* ------------------------------------------------------------------ configuration */
-byte prop;  byte var;  byte maxf;  byte maxr;
+short prop;  short var;  byte maxf;  byte maxr;
 #define P1_NONCE       (prop & 1)
 #define P2A_LOADABLE   (prop & 2)
 #define P2B_BOOT       (prop & 4)
 #define P3_ROLLBACK    (prop & 8)
 #define P4_RETAIN      (prop & 16)
-#define P5_CONSISTENT  (prop & 32)
+#define P5_NO_WEDGE    (prop & 32)
+#define P5S_CONTINUES  (prop & 64)
+#define P6_QUIET_LOADS (prop & 128)
+#define P7_LIVE_ADOPT  (prop & 256)
 #define ATTACKER       (var & 1)
 #define COMPACTION     (var & 2)
-#define FIX_LOAD       (var & 4)
-#define FIX_SNAPSHOT   (var & 8)
-#define BROKEN_DURABLE (var & 16)
-#define BROKEN_ANCHOR  (var & 32)
+#define PRE_LIVE       (var & 4)
+#define PRE_HOLD       (var & 8)
+#define PRE_SEED       (var & 16)
+#define PRE_ADOPT      (var & 32)
+#define PRE_REFUSAL    (var & 64)
+#define PRE_SNAPSHOT   (var & 128)
+#define PRE_CLOSED     (var & 1024)
+#define BROKEN_DURABLE (var & 256)
+#define BROKEN_ANCHOR  (var & 512)
 
 /* ------------------------------------------------------------------ durable: the host store */
 byte rmac[MAXV+1];  byte rprev[MAXV+1];  byte rkind[MAXV+1];
@@ -115,6 +146,7 @@ bool attacked = 0;                  /* the attacker changed something (restore, 
 bool released = 0;  byte relpkg = 0;
 byte nextmac = 0;                   /* macs: a fresh id per chained record */
 byte faults = 0;
+bool stuck = 0;                     /* P5: the host refused the store's commit as discontinuous */
 
 /* ------------------------------------------------------------------ the connection */
 bool conn = 0;  byte connid = 0;    /* up?, its generation */
@@ -127,9 +159,11 @@ byte rep = HP_IDLE;  byte rep_conn;
 byte h_pc = HP_IDLE;  byte h_conn;
 bool reloadq = 0;                   /* a reload spawned after a store_not_loaded reply */
 byte lies = 0;
-/* a load: the rows the host read (lh = 1), then the enclave took the first chunk (lh = 2,
-   Loader::for_anchor(i.anchor.version) = l_start) */
-byte lh = 0;  byte l_conn;  byte l_start;
+/* a load (the host holds every commit from its read to the reply to its last chunk):
+   lh = 1 the host read the rows; lh = 2 the enclave took the first chunk (the loader starts
+   from l_start; a_first: the HSM anchor then); lh = 3 the last chunk passed, the adopt is
+   still to come */
+byte lh = 0;  byte l_conn;  byte l_start;  byte a_first;
 byte lmac[MAXV+1];  byte lprev[MAXV+1];  byte lkind[MAXV+1];  byte l_lo;  byte l_hi;
 
 /* ------------------------------------------------------------------ the enclave (volatile) */
@@ -139,6 +173,10 @@ byte iaver = 0;  byte iamac = 0;    /* i.anchor */
 byte e_chan = 0;                    /* i.channel: the connection it was adopted on */
 bool nonce = 1;                     /* the live nonce (first process only) */
 byte cons = M_NONE;
+/* a passed load still to adopt (service.rs: replay, then adopt), and, with PRE_FIX_ADOPT only,
+   an older one still to adopt */
+bool ad = 0;   byte ad_conn;   byte ad_ver;   byte ad_mac;
+bool ado = 0;  byte ado_conn;  byte ado_ver;  byte ado_mac;
 /* the commit queue */
 byte qk[3];  byte qo[3];  byte qn = 0;
 /* the committer */
@@ -209,10 +247,12 @@ inline clear_load() {
   :: i <= MAXV -> lmac[i] = 0; lprev[i] = 0; lkind[i] = 0; i++
   :: else -> break
   od;
-  l_lo = 0;  l_hi = 0;  l_conn = 0;  l_start = 0;  lh = 0
+  l_lo = 0;  l_hi = 0;  l_conn = 0;  l_start = 0;  a_first = 0;  lh = 0
 }
 
-/* the connection ends: calls in flight fail; the store detaches if it lives on it */
+/* the connection ends: calls in flight fail (the host's load with them, which releases its hold
+   on commits); the store detaches if it lives on it.  Handlers already running in the enclave
+   run on (a passed load's adopt). */
 inline conn_close() {
   if
   :: conn ->
@@ -250,6 +290,30 @@ inline append_row() {
      od;
      lo = m_ver
   :: else
+  fi
+}
+
+/* the anchor moved to bver[..]: note the newest anchored marker (ghost) */
+inline note_anchored_batch() {
+  i = 0;
+  do
+  :: i < c_n -> if :: bk[i] == K_MARK || bk[i] == K_SNAP1 -> m_anch = bver[i]; m_amac = bmac[i]
+                   :: else fi; i++
+  :: else -> break
+  od;
+  i = 0
+}
+
+/* ChainedStore::adopt (the passed load in ad_*, or with PRE_FIX_ADOPT the older one in ado_*) */
+inline adopt(a_conn, a_ver, a_mac) {
+  if
+  :: PRE_ADOPT || (phase == NL && hver == a_ver && hmac == a_mac && (PRE_CLOSED || (conn && a_conn == connid))) ->
+     if :: P7_LIVE_ADOPT -> assert(conn && a_conn == connid)   /* P7 */
+        :: else fi;
+     e_chan = a_conn;  hver = a_ver;  hmac = a_mac;  phase = READY;  stuck = 0;
+     printf("EV enclave: adopted on connection #%d (head v%d); ready\n", a_conn, a_ver)
+  :: else ->
+     printf("EV enclave: a superseded load is not adopted\n")
   fi
 }
 
@@ -299,7 +363,7 @@ end:
              printf("EV round2(package %d): Ok, but nonce_unavailable\n", r_pkg)
           fi
        :: res == R_NW -> cons = M_NONE                  /* store_commit_failed: nonce stays live */
-          printf("EV round2(package %d): store_commit_failed; marker removed, nonce kept\n", r_pkg)
+          printf("EV round2(package %d): not written; marker removed, nonce kept\n", r_pkg)
        :: res == R_UNK -> cons = M_KEPT; nonce = 0      /* store_outcome_unknown: nonce wiped */
           printf("EV round2(package %d): store_outcome_unknown; nonce wiped\n", r_pkg)
        fi;
@@ -320,13 +384,18 @@ end:
   od
 }
 
-/* compaction, once: Service::maintain -> engine.snapshot() -> store.compact(state) -> submit.
-   The code reads the snapshot under the engine lock (Kept markers only) and submits it after
-   releasing that lock (a multi-threaded runtime runs round 2 in between). */
+/* compaction, once: Service::maintain -> engine.snapshot_then(|state| store.compact(state)).
+   The code takes the state (markers Pending or Kept) and submits it under the engine lock.
+   PRE_FIX_SNAPSHOT: Kept markers only, submitted after the lock is released (a multi-threaded
+   runtime runs round 2 in between). */
 proctype Compactor() {
 end:
   do
-  :: atomic { k_pc == 0 && phase == READY && !FIX_SNAPSHOT ->
+  :: atomic { k_pc == 0 && phase == READY && !PRE_SNAPSHOT ->
+       enqueue(K_SNAP0 + (cons != M_NONE), O_SNAP);
+       printf("EV compaction: snapshot (marker %d) taken and queued under the lock\n", cons != M_NONE);
+       k_pc = 2 }
+  :: atomic { k_pc == 0 && phase == READY && PRE_SNAPSHOT ->
        k_mark = (cons == M_KEPT);
        printf("EV compaction: snapshot read (marker state %d, in the snapshot: %d)\n", cons, k_mark);
        k_pc = 1 }
@@ -336,10 +405,6 @@ end:
        :: else -> skip                                 /* NotWritten(store_not_loaded) */
        fi;
        k_pc = 2;  k_mark = 0 }
-  :: atomic { k_pc == 0 && phase == READY && FIX_SNAPSHOT ->
-       enqueue(K_SNAP0 + (cons != M_NONE), O_SNAP);
-       printf("EV compaction: snapshot (marker %d) read and queued under the lock\n", cons != M_NONE);
-       k_pc = 2 }
   od
 }
 
@@ -376,6 +441,8 @@ end:
        if
        :: phase != READY -> notwritten()
        :: else ->
+          if :: P5_NO_WEDGE -> assert(!stuck || attacked)   /* P5 */
+             :: else fi;
           c_conn = e_chan;  c_i = 0;
           do
           :: i < c_n ->
@@ -410,30 +477,35 @@ end:
              c_pc = 3;
              if :: BROKEN_ANCHOR -> deliver(R_OK); c_early = 1 :: else fi
           fi
-       :: rep == HP_FAIL && c_i == 0 -> rep = HP_IDLE; rep_conn = 0; notwritten()   /* 1st chunk */
-       :: rep == HP_FAIL && c_i > 0 -> rep = HP_IDLE; rep_conn = 0; unknown()
+       :: rep != HP_ACK && c_i == 0 ->                 /* store_commit_failed on the 1st chunk */
+          if :: rep == HP_REFUSE && !attacked -> stuck = 1 :: else fi;
+          rep = HP_IDLE;  rep_conn = 0;
+          if
+          :: PRE_REFUSAL -> notwritten()
+          :: else -> phase = NL;  notwritten()           /* NotWritten; wait for a reload */
+          fi
+       :: rep != HP_ACK && c_i > 0 -> rep = HP_IDLE; rep_conn = 0; unknown()
        fi }
   :: atomic { c_pc == 2 && !(conn && c_conn == connid) -> unknown() }   /* no ack */
   /* crash point after_ack_before_anchor: any crash before this step.  anchor::update, then
      head = anchor = the new head and every request of the batch resolves Ok */
   :: atomic { c_pc == 3 ->
+       assert(bprev[0] == amac && bver[0] == aver + 1);   /* chained on the anchored head */
        if
        :: true ->
-          assert(bprev[0] == amac && bver[0] == aver + 1);   /* chained on the anchored head */
           aver = bver[c_n - 1];  amac = bmac[c_n - 1];
+          note_anchored_batch();
           printf("EV commit: acknowledged; HSM anchor -> v%d; Ok\n", aver);
-          i = 0;
-          do
-          :: i < c_n -> if :: bk[i] == K_MARK || bk[i] == K_SNAP1 -> m_anch = bver[i]; m_amac = bmac[i]
-                           :: else fi; i++
-          :: else -> break
-          od;
-          i = 0;
           hver = aver;  hmac = amac;  iaver = aver;  iamac = amac;
           deliver(R_OK);
           batch_clear()
-       :: faults < maxf -> faults++;
-          printf("EV FAULT: the anchor update failed\n");  unknown()
+       :: faults < maxf -> faults++;                   /* C_CreateObject failed */
+          printf("EV FAULT: the anchor update failed (nothing written)\n");  unknown()
+       :: faults < maxf -> faults++;                   /* created, C_DestroyObject failed */
+          aver = bver[c_n - 1];  amac = bmac[c_n - 1];
+          note_anchored_batch();
+          printf("EV FAULT: the anchor update wrote v%d but failed (the HSM is ahead of memory)\n", aver);
+          unknown()
        fi }
   od
 }
@@ -448,17 +520,18 @@ end:
   :: atomic { !conn && lh == 0 -> conn = 1; connid++;
        printf("EV host: connected (#%d); its load reads rows v%d..v%d\n", connid, lo, hi);
        read_store() }
-  /* PersistRecords: one SQLite transaction (synchronous=FULL) */
-  :: atomic { m_full && h_pc == HP_IDLE ->
+  /* PersistRecords: one SQLite transaction (synchronous=FULL); blocked while a stream holds
+     the store */
+  :: atomic { m_full && h_pc == HP_IDLE && (lh == 0 || PRE_HOLD) ->
        m_full = 0;  h_conn = m_conn;
        if
        :: true ->
-          if :: P5_CONSISTENT -> assert(CONTINUES || attacked)      /* P5 */
+          if :: P5S_CONTINUES -> assert(CONTINUES || attacked)    /* P5s */
              :: else fi;
           if
           :: CONTINUES -> append_row(); h_pc = HP_ACK;
              printf("EV host: v%d (kind %d) durable; rows v%d..v%d\n", m_ver, m_kind, lo, hi)
-          :: else -> h_pc = HP_FAIL;                    /* does not continue the stored head */
+          :: else -> h_pc = HP_REFUSE;                  /* does not continue the stored head */
              printf("EV host: v%d does not continue v%d: store_commit_failed\n", m_ver, hi)
           fi
        :: ATTACKER && lies < 1 && CONTINUES ->          /* commit, but answer store_commit_failed */
@@ -477,27 +550,38 @@ end:
        fi;
        h_pc = HP_IDLE;  h_conn = 0 }
   /* a spawned reload (serialized with every other load by the reload mutex) */
-  :: atomic { conn && lh == 0 && reloadq && !(FIX_LOAD && phase == READY) -> reloadq = 0;
+  :: atomic { conn && lh == 0 && reloadq -> reloadq = 0;
        printf("EV host: a spawned reload reads rows v%d..v%d\n", lo, hi);
        read_store() }
-  :: atomic { conn && lh == 0 && reloadq && FIX_LOAD && phase == READY -> reloadq = 0;
-       printf("EV host: a spawned reload finds the store loaded; skipped\n") }
   od
 }
 
 /* ------------------------------------------------------------------ the enclave: load */
 
 /* StoreLoad: ChainedStore::load_chunk (first chunk, last chunk), Engine::replay,
-   ChainedStore::adopt.  A one-chunk load is the case where nothing happens between the two
-   steps. */
+   ChainedStore::adopt.  A one-chunk load is the case where nothing happens between the first
+   two steps. */
 proctype Enclave() {
   byte i;  byte verdict;  bool ahead;  bool mk;
 end:
   do
-  :: atomic { lh == 1 && conn && l_conn == connid ->   /* first: the loader starts from i.anchor */
-       l_start = iaver;  lh = 2;
-       printf("EV enclave load (first chunk): the loader starts from anchor v%d\n", l_start) }
-  :: atomic { lh == 2 && conn && l_conn == connid ->   /* last */
+  /* first chunk */
+  :: atomic { lh == 1 && conn && l_conn == connid ->
+       if
+       :: phase == READY && !PRE_LIVE ->               /* live: no verdict, loader dropped */
+          printf("EV enclave load (first chunk): the store is live; the stream is ignored\n");
+          clear_load()
+       :: else ->
+          if :: PRE_SEED -> l_start = iaver :: else -> l_start = aver fi;
+          a_first = aver;  lh = 2;
+          printf("EV enclave load (first chunk): the loader starts from anchor v%d (HSM v%d)\n", l_start, aver)
+       fi }
+  /* last chunk */
+  :: atomic { lh == 2 && conn && l_conn == connid && phase == READY && !PRE_LIVE ->
+       printf("EV enclave load (last chunk): the store is live; no verdict\n");
+       clear_load() }
+  :: atomic { lh == 2 && conn && l_conn == connid && (phase != READY || PRE_LIVE) &&
+               !(ad && ado) ->                           /* (PRE_FIX_ADOPT: two pending at most) */
        verdict = V_OK;  ahead = 0;
        /* Loader: the chain starts at record 1 or at a complete snapshot (rows are contiguous
           and MAC-valid by construction: the attacker cannot forge a MAC) */
@@ -505,7 +589,7 @@ end:
        :: l_hi > 0 && !((l_lo == 1 && lprev[1] == 0) || lkind[l_lo] >= K_SNAP0) -> verdict = V_TAMPERED
        :: else
        fi;
-       /* the anchor is re-read: if it moved since the first chunk, load again (commit 1951a03) */
+       /* the anchor is re-read: if it moved since the loader started, load again */
        if :: verdict == V_OK && aver != l_start -> verdict = V_AGAIN :: else fi;
        /* check_against_anchor (the loader tracked the successor of version l_start) */
        if
@@ -521,15 +605,20 @@ end:
           fi
        :: else
        fi;
-       printf("EV enclave load (last chunk): rows v%d..v%d, anchor v%d, phase %d (0 not loaded, 1 ready, 2 failed), committing %d -> verdict %d (0 ok, 1 again, 2 tampered, 3 rollback), ahead %d\n",
-              l_lo, l_hi, aver, phase, committing, verdict, ahead);
+       if :: verdict == V_OK && committing -> verdict = V_AGAIN :: else fi;
+       printf("EV enclave load (last chunk): rows v%d..v%d, anchor v%d (v%d at the first chunk), phase %d (0 not loaded, 1 ready, 2 failed), committing %d -> verdict %d (0 ok, 1 again, 2 tampered, 3 rollback), ahead %d\n",
+              l_lo, l_hi, aver, a_first, phase, committing, verdict, ahead);
        if
        :: verdict == V_TAMPERED || verdict == V_ROLLBACK ->
           if :: P2B_BOOT -> assert(attacked)           /* P2b */
              :: else fi;
-          phase = FAILED
-       :: verdict == V_OK && committing -> skip        /* a commit in flight: load again */
-       :: verdict == V_OK && !committing ->
+          phase = FAILED;
+          clear_load()
+       :: verdict == V_AGAIN ->
+          if :: P6_QUIET_LOADS -> assert(attacked || committing || aver != a_first)   /* P6 */
+             :: else fi;
+          clear_load()
+       :: verdict == V_OK ->
           if
           :: P3_ROLLBACK ->                            /* P3 */
              assert(l_hi >= aver);
@@ -560,13 +649,24 @@ end:
           if :: mk -> cons = M_KEPT; nonce = 0 :: else fi;
           if :: P4_RETAIN -> assert(!released || mk)   /* P4 */
              :: else fi;
-          /* adopt: the store lives on this connection */
-          e_chan = l_conn;  phase = READY;
-          printf("EV enclave: replayed (marker %d) and adopted; ready\n", mk)
-       :: else -> skip                                 /* V_AGAIN */
+          printf("EV enclave: load passed (head v%d), replayed (marker %d)\n", hver, mk);
+          /* a load that passed earlier and is still to adopt is superseded (generation) */
+          if
+          :: ad && PRE_ADOPT -> ado = 1; ado_conn = ad_conn; ado_ver = ad_ver; ado_mac = ad_mac
+          :: else
+          fi;
+          ad = 1;  ad_conn = l_conn;  ad_ver = hver;  ad_mac = hmac;
+          lh = 3
        fi;
-       clear_load();
        i = 0;  verdict = 0;  ahead = 0;  mk = 0 }
+  /* adopt (then the reply to the last chunk, which ends the host's hold on commits) */
+  :: atomic { ad ->
+       adopt(ad_conn, ad_ver, ad_mac);
+       if :: lh == 3 && l_conn == ad_conn -> clear_load() :: else fi;
+       ad = 0;  ad_conn = 0;  ad_ver = 0;  ad_mac = 0 }
+  :: atomic { ado ->                                    /* PRE_FIX_ADOPT only */
+       adopt(ado_conn, ado_ver, ado_mac);
+       ado = 0;  ado_conn = 0;  ado_ver = 0;  ado_mac = 0 }
   od
 }
 
@@ -583,11 +683,12 @@ end:
   :: atomic { faults < maxf ->
        faults++;
        printf("EV CRASH: the enclave (it restarts without the nonce)\n");
-       cons = M_NONE;  nonce = 0;  e_chan = 0;
+       cons = M_NONE;  nonce = 0;  e_chan = 0;  stuck = 0;
        qn = 0;  qk[0] = 0; qk[1] = 0; qk[2] = 0; qo[0] = 0; qo[1] = 0; qo[2] = 0;
        batch_clear();
        r_pc = 0;  r_pkg = 0;  res = 0;
        if :: k_pc == 1 -> k_pc = 2 :: else fi;  k_mark = 0;   /* a snapshot not yet queued is lost */
+       ad = 0;  ad_conn = 0;  ad_ver = 0;  ad_mac = 0;  ado = 0;  ado_conn = 0;  ado_ver = 0;  ado_mac = 0;
        conn_close();                /* a PersistRecords already sent may still be committed */
        phase = NL;  hver = aver;  hmac = amac;  iaver = aver;  iamac = amac }
   /* the host dies and restarts: an uncommitted transaction and an unsent ack are lost */
@@ -596,6 +697,12 @@ end:
        printf("EV CRASH: the host\n");
        h_pc = HP_IDLE;  h_conn = 0;  m_full = 0;
        m_conn = 0;  m_ver = 0;  m_mac = 0;  m_prev = 0;  m_kind = 0;  m_compact = 0;
+       conn_close() }
+  /* the connection drops (or a call times out): both processes live on, and so does a host
+     transaction already under way */
+  :: atomic { faults < maxf && conn ->
+       faults++;
+       printf("EV FAULT: the connection drops\n");
        conn_close() }
   od
 }

@@ -70,7 +70,7 @@ fn token(label: &str) -> Arc<frostgate_enclave::custody::Custody> {
     let mut tokens = TOKENS.lock().unwrap_or_else(|p| p.into_inner());
     let (_, all) = tokens.get_or_insert_with(|| {
         let dir = TokenDir::new();
-        let all: Vec<_> = (1..=4).map(|i| dir.add_token(&format!("race{i}"))).collect();
+        let all: Vec<_> = (1..=5).map(|i| dir.add_token(&format!("race{i}"))).collect();
         all[0].export_env();
         (dir, all)
     });
@@ -196,4 +196,22 @@ async fn the_host_holds_commits_while_it_streams() {
     drop(held);
     commit.await.expect("task").expect("the commit lands once the stream is done");
     assert_eq!(f.rows().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_on_a_connection_that_ended_is_not_adopted() {
+    let f = Fixture::new("race5");
+    // A second connection whose host goes away before its load is adopted.
+    let (enclave_end, host_end) = tokio::io::duplex(1 << 16);
+    let (er, ew) = tokio::io::split(enclave_end);
+    let (gone, done) = Channel::start(Side::Enclave, Box::new(er), Box::new(ew), refuse_all());
+    let loaded = f.store.load_chunk(&load(f.rows(), true, true)).expect("load").done.expect("done");
+    drop(host_end);
+    done.await.expect("the connection ended");
+    f.store.adopt(gone, &loaded);
+    let e = f.store.persist(vec![record(1)]).await.expect_err("not live on a dead connection");
+    assert_eq!(code(e), ErrorCode::StoreNotLoaded);
+    // The next connection's load goes live.
+    f.reload().await.expect("reload");
+    f.store.persist(vec![record(2)]).await.expect("live");
 }

@@ -301,12 +301,19 @@ impl ChainedStore {
     }
 
     /// Makes a loaded store live on `channel` (the connection that streamed it), unless another
-    /// load completed since this one (`generation`) or the store went live meanwhile: then this
-    /// load's head may be older than the live one, and adopting it would fork the chain.
+    /// load completed since this one (`generation`) or the store went live meanwhile (then this
+    /// load's head may be older than the live one, and adopting it would fork the chain), or the
+    /// connection has already ended.
     pub fn adopt(&self, channel: Channel, loaded: &Loaded) {
         let mut i = lock(&self.shared);
         if loaded.generation != i.generation || i.phase != Phase::NotLoaded || i.head != loaded.head {
             tracing::info!(head = loaded.head.version, "a superseded store load was not adopted");
+            return;
+        }
+        // A connection that ended before this (its `detach` found another channel, or none)
+        // would carry no commit: stay not loaded for the next connection's load.
+        if channel.is_closed() {
+            tracing::info!(head = loaded.head.version, "the store's connection ended before it was adopted");
             return;
         }
         i.channel = Some(channel);
