@@ -37,7 +37,8 @@ cargo test -p frostgate-enclave --lib 2>&1 | tee -a "$results"
 echo "== custody tests on a second PKCS#11 implementation (kryoptic)"
 scripts/kryoptic.sh 2>&1 | tee -a "$results"
 echo "== the commit protocol's model, checked exhaustively by spin (scripts/model/)"
-scripts/model.sh | tail -n 1
+model=$(scripts/model.sh 2>&1) || { echo "$model"; exit 1; }
+tail -n 1 <<<"$model"
 echo "== the main job (scripts/demo.sh) from this checkout"
 scripts/demo.sh
 # One plain closing line over every cargo test run above.
