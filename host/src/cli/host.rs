@@ -98,7 +98,7 @@ pub async fn serve(db: &std::path::Path, enclave: &str, listeners: Listeners<'_>
     let store = Arc::new(HostStore::open(db)?);
     let enclave = EnclaveClient::connect_with_store(enclave.parse::<Address>()?, Some(store.clone())).await?;
     let host = Host::new(enclave, store);
-    let status = host.load().await?;
+    let status = host.load_settled().await?;
     tracing::info!(head = status.head_version, records = status.records, "store loaded into the enclave");
     tokio::spawn(host.clone().supervise());
     let local = match listeners.local {

@@ -26,6 +26,8 @@ pub struct Host {
 
 /// Longest wait between two reconnection attempts.
 const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long [`Host::load_settled`] keeps loading while the enclave answers "load again".
+const LOAD_SETTLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Host {
     /// Wraps a connected enclave (connected with `store` as its commit target).
@@ -54,6 +56,24 @@ impl Host {
         self.enclave().load_store(&self.store, false).await
     }
 
+    /// [`Self::load`], again while the enclave answers "load again" (`store_not_loaded`: a commit
+    /// of the previous connection still winding down, or the anchor moved during the load), for
+    /// up to [`LOAD_SETTLE`]. A verdict (tampered, rolled back) is returned at once.
+    pub async fn load_settled(&self) -> Result<frostgate_common::protocol::StoreStatus, Error> {
+        let deadline = std::time::Instant::now() + LOAD_SETTLE;
+        let mut delay = std::time::Duration::from_millis(20);
+        loop {
+            match self.load().await {
+                Err(e) if e.code() == ErrorCode::StoreNotLoaded && std::time::Instant::now() < deadline => {
+                    tracing::debug!("store load: {}; loading again", e.message());
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(1));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Keeps the enclave connection alive: whenever it ends, reconnects (backoff from 100 ms to
     /// 5 s) and reloads the store. Runs until dropped.
     pub async fn supervise(self: Arc<Self>) {
@@ -77,7 +97,7 @@ impl Host {
             *self.enclave.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(client);
             self.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             crate::node::metrics::global().enclave_reconnected();
-            match self.load().await {
+            match self.load_settled().await {
                 Ok(s) => tracing::info!(head = s.head_version, "reconnected to the enclave; store reloaded"),
                 // The enclave names the fault in its health (e.g. store_rollback_detected).
                 Err(e) => tracing::error!(code = %e.code(), "reconnected, but the store load failed: {}", e.message()),
