@@ -43,4 +43,4 @@ fi
 echo "kryoptic: module $module"
 
 FROSTGATE_TEST_PKCS11=kryoptic FROSTGATE_KRYOPTIC_MODULE="$module" \
-  cargo test --quiet --all-features -p frostgate-tests --test custody_sealing --test custody_token
+  cargo test --quiet --workspace --all-features --test custody_sealing --test custody_token
