@@ -239,7 +239,7 @@ mod tests {
             3,
             2,
             frost_secp256k1_tr::keys::IdentifierList::Default,
-            &mut rng,
+            rng,
         )
         .expect("dealer");
         let id = Identifier::try_from(1u16).expect("id");

@@ -58,7 +58,7 @@ impl Load {
                     let mut i = 0u64;
                     while !shared.stop.load(Ordering::Relaxed) {
                         i += 1;
-                        let ok = if i % PSBT_EVERY == 0 {
+                        let ok = if i.is_multiple_of(PSBT_EVERY) {
                             sign_psbt(&file, &key, &detector, Some((&shared, w))).is_ok()
                         } else {
                             sign_digest(&file, &key, &detector, Some((&shared, w))).is_ok()
