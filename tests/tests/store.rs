@@ -268,6 +268,12 @@ fn faults_at_every_commit_step_never_release_two_shares_and_leave_a_loadable_sto
         }
         rt.block_on(async {
             let c = node.caller().await;
+            // A refused commit makes the enclave wait for the host's store, which the host streams
+            // again when it sees the refusal.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while health(&c).await.state != ServiceState::Ready && std::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
             assert_eq!(health(&c).await.state, ServiceState::Ready, "{point}: loadable\n{}", node.logs());
             match round2(&c, p.attempt, pid(1), p.mode, &p.package).await {
                 Ok(_) => released += 1,
@@ -542,7 +548,10 @@ fn a_share_never_leaves_before_its_bindings_are_durable() {
         node.arm("host_before_commit");
         let message = random::<32>();
         let (session, _) = open_session(&c, key.key, message, TaprootMode::Bip86).await.expect("session");
-        let attempt = open_attempt(&c, session, &[pid(1), pid(2)]).await.expect("attempt");
+        // A refused background commit makes the enclave wait for the host's store (reloaded when
+        // a request fails with store_not_loaded): requests meanwhile are retried.
+        let signers = [pid(1), pid(2)];
+        let attempt = retry_not_loaded(|| open_attempt(&c, session, &signers)).await.expect("attempt");
         // Both background commits were refused by the host.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::fs::read_to_string(&enclave_log).unwrap_or_default().matches("binding not committed").count() < 2 {
@@ -552,10 +561,10 @@ fn a_share_never_leaves_before_its_bindings_are_durable() {
         node.disarm();
         let mut commitments = BTreeMap::new();
         for s in [pid(1), pid(2)] {
-            commitments.insert(s, round1(&c, attempt, s).await.expect("round 1"));
+            commitments.insert(s, retry_not_loaded(|| round1(&c, attempt, s)).await.expect("round 1"));
         }
         let pkg = package(&commitments, &message);
-        round2(&c, attempt, pid(1), TaprootMode::Bip86, &pkg).await.expect("share");
+        retry_not_loaded(|| round2(&c, attempt, pid(1), TaprootMode::Bip86, &pkg)).await.expect("share");
         (key, attempt, pkg)
     });
     node.kill();
@@ -569,6 +578,23 @@ fn a_share_never_leaves_before_its_bindings_are_durable() {
         );
         sign_fully(&c, &key, &[pid(1), pid(2)]).await;
     });
+}
+
+/// `call` again while it fails with `store_not_loaded` (the host is streaming its store), up to 10 s.
+async fn retry_not_loaded<T, F, Fut>(mut call: F) -> Result<T, frostgate_common::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, frostgate_common::Error>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match call().await {
+            Err(e) if e.code() == ErrorCode::StoreNotLoaded && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+            other => return other,
+        }
+    }
 }
 
 /// ROAST aborts every failed attempt. Aborted attempts leave no markers behind: after thousands

@@ -135,7 +135,9 @@ impl Host {
             }
             Ok(reply) => reply,
             Err(e) => {
-                if e.code() == ErrorCode::StoreNotLoaded {
+                // Not loaded, or a commit this host refused (after which the enclave waits for
+                // the store again): stream it.
+                if matches!(e.code(), ErrorCode::StoreNotLoaded | ErrorCode::StoreCommitFailed) {
                     let me = self.clone();
                     tokio::spawn(async move {
                         match me.load().await {
