@@ -97,23 +97,26 @@ impl Fixture {
         self.db.records().expect("rows")
     }
 
-    /// A whole load of what the host has now, adopted; "load again" (a commit still winding
+    /// A whole load of what the host has now (not adopted); "load again" (a commit still winding
     /// down) is retried, as the host does.
-    async fn reload(&self) -> Result<u64, Error> {
+    async fn load_all(&self) -> Result<frostgate_enclave::store::Loaded, Error> {
         for _ in 0..100 {
             match self.store.load_chunk(&load(self.rows(), true, true)) {
                 Err(e) if e.code() == ErrorCode::StoreNotLoaded => {
                     tokio::time::sleep(std::time::Duration::from_millis(10)).await
                 }
                 Err(e) => return Err(e),
-                Ok(p) => {
-                    let loaded = p.done.expect("done");
-                    self.store.adopt(self.channel.clone(), &loaded);
-                    return Ok(loaded.head.version);
-                }
+                Ok(p) => return Ok(p.done.expect("done")),
             }
         }
         Err(Error::new(ErrorCode::StoreNotLoaded, "still loading after 1 s"))
+    }
+
+    /// [`Self::load_all`], adopted.
+    async fn reload(&self) -> Result<u64, Error> {
+        let loaded = self.load_all().await?;
+        self.store.adopt(self.channel.clone(), &loaded);
+        Ok(loaded.head.version)
     }
 }
 
@@ -170,8 +173,8 @@ async fn only_the_latest_completed_load_is_adopted() {
     f.refuse.store(true, Ordering::SeqCst);
     let _ = f.store.persist(vec![record(2)]).await.expect_err("refused: not loaded now");
     // Two loads complete before either is adopted (two reloads on one connection).
-    let first = f.store.load_chunk(&load(f.rows(), true, true)).expect("load 1").done.expect("done");
-    let second = f.store.load_chunk(&load(f.rows(), true, true)).expect("load 2").done.expect("done");
+    let first = f.load_all().await.expect("load 1");
+    let second = f.load_all().await.expect("load 2");
     f.store.adopt(f.channel.clone(), &first);
     let e = f.store.persist(vec![record(3)]).await.expect_err("the superseded load was not adopted");
     assert_eq!(code(e), ErrorCode::StoreNotLoaded);
