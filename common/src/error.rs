@@ -224,6 +224,9 @@ error_codes! {
     /// A derivation path that cannot be signed: a hardened step, deeper than the enclave's limit,
     /// or empty.
     DerivationInvalid = "derivation_invalid", FixRequest;
+    /// The key's shares were refreshed since this session was opened: it is refused; open a new
+    /// session.
+    KeyEpochChanged = "key_epoch_changed", NewAttempt;
 }
 
 impl fmt::Display for ErrorCode {

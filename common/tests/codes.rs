@@ -68,6 +68,7 @@ const PINNED: &[(usize, &str, &str)] = &[
     (60, "psbt_wrong_key", "fix_request"),
     (61, "policy_violation", "fix_request"),
     (62, "derivation_invalid", "fix_request"),
+    (63, "key_epoch_changed", "new_attempt"),
 ];
 
 #[test]

@@ -157,15 +157,7 @@ fn message() -> impl Strategy<Value = Message> {
             threshold,
             participants
         })),
-        (bytes::<32>(), any::<u16>(), signers(), signers(), bytes::<32>(), blob(PublicKeyPackageBytes::MAX_LEN))
-            .prop_map(|(k, threshold, participants, seats, bip86_output_key, p)| Message::KeyInfo(KeyInfo {
-                key: KeyId::from_bytes(k),
-                threshold,
-                participants,
-                seats,
-                bip86_output_key,
-                public_key_package: PublicKeyPackageBytes::new(p).expect("bound"),
-            })),
+        key_info().prop_map(Message::KeyInfo),
         bytes::<32>().prop_map(|k| Message::GetKey(KeyRef { key: KeyId::from_bytes(k) })),
     ];
     let store =
@@ -226,6 +218,20 @@ fn message() -> impl Strategy<Value = Message> {
         )),
         (dkg_id(), code(), pid()).prop_map(|(dkg, code, culprit)| Message::DkgBlame(DkgBlame { dkg, code, culprit })),
         dkg_id().prop_map(|dkg| Message::DkgAbort(DkgRef { dkg })),
+        (dkg_id(), bytes::<32>(), pid(), proptest::collection::vec(participant(), 0..4)).prop_map(
+            |(dkg, key, me, p)| {
+                Message::RefreshStart(RefreshStart {
+                    dkg,
+                    key: KeyId::from_bytes(key),
+                    me,
+                    participants: DkgParticipants::new(p).expect("bound"),
+                })
+            }
+        ),
+        (dkg_id(), proptest::collection::vec(confirmation(), 0..3)).prop_map(|(dkg, c)| Message::RefreshActivate(
+            RefreshActivate { dkg, confirmations: DkgConfirmations::new(c).expect("bound") }
+        )),
+        (key_info(), any::<u64>()).prop_map(|(key, epoch)| Message::KeyRefreshed(KeyRefreshed { key, epoch })),
         dkg_id().prop_map(|dkg| Message::DkgAborted(DkgAborted { dkg })),
         bytes::<16>().prop_map(|s| Message::CloseSession(SessionRef { session: SessionId::from_bytes(s) })),
         bytes::<16>().prop_map(|s| Message::SessionClosed(SessionClosed { session: SessionId::from_bytes(s) })),
@@ -288,6 +294,19 @@ fn message() -> impl Strategy<Value = Message> {
             .prop_map(|v| Message::AuditLog(AuditLog { entries: AuditEntries::new(v).expect("bound") })),
     ];
     prop_oneof![base, signing, store, dkg, spending]
+}
+
+fn key_info() -> impl Strategy<Value = KeyInfo> {
+    (bytes::<32>(), any::<u16>(), signers(), signers(), bytes::<32>(), blob(PublicKeyPackageBytes::MAX_LEN)).prop_map(
+        |(k, threshold, participants, seats, bip86_output_key, p)| KeyInfo {
+            key: KeyId::from_bytes(k),
+            threshold,
+            participants,
+            seats,
+            bip86_output_key,
+            public_key_package: PublicKeyPackageBytes::new(p).expect("bound"),
+        },
+    )
 }
 
 fn dkg_id() -> impl Strategy<Value = DkgId> {

@@ -1,5 +1,7 @@
 //! Distributed key generation between enclaves (FROST DKG parts 1-3), one participant per
-//! enclave, with round-2 packages encrypted end to end and a signed transcript check.
+//! enclave, with round-2 packages encrypted end to end and a signed transcript check; and share
+//! refresh (FROST's refresh DKG: every participant deals a sharing of zero), which runs the same
+//! steps for a key already held and ends in the same key with shares of the next epoch.
 //!
 //! Invariants:
 //! - DKG secret packages live only in this map, in enclave memory (`ZeroizeOnDrop`); a restart
@@ -10,18 +12,22 @@
 //!   HSMs (static-static ECDH): the hosts and the relay see ciphertext only.
 //! - A key is activated only when every participant's signed confirmation verifies under its
 //!   pinned identity key over the same transcript hash as this enclave's own.
+//! - A refresh replaces the seat's share only after the refreshed one is durable (see
+//!   `Engine::replace_key`); it keeps the group key (checked), and its transcript binds the key
+//!   and the epoch refreshed, so participants at different epochs never activate.
 
 use crate::custody::identity::{self, verify_identity_signature};
 use crate::keys::{frost_err, identifier, KeyRecord, SealedSeat};
 use crate::rounds::Engine;
 use crate::sealing;
 use frost_secp256k1_tr::keys::dkg::{self as fdkg, round1, round2};
+use frost_secp256k1_tr::keys::refresh;
 use frost_secp256k1_tr::keys::{KeyPackage, PublicKeyPackage};
 use frost_secp256k1_tr::Identifier;
-use frostgate_common::bounded::{DkgCiphertext, DkgEnvelopes, DkgPackageBytes};
+use frostgate_common::bounded::{DkgCiphertext, DkgEnvelopes, DkgPackageBytes, DkgParticipants};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::{DkgId, KeyId, ParticipantId};
-use frostgate_common::protocol::{DkgConfirmation, DkgEnvelope, DkgRound1Package, DkgStart};
+use frostgate_common::protocol::{DkgConfirmation, DkgEnvelope, DkgRound1Package, DkgStart, RefreshStart};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -51,6 +57,13 @@ impl From<Error> for DkgError {
 
 type DkgResult<T> = Result<T, DkgError>;
 
+/// What a refresh refreshes: a key held here, at an epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RefreshOf {
+    key: KeyId,
+    epoch: u64,
+}
+
 enum Phase {
     Round1(round1::SecretPackage),
     Round2 { secret: round2::SecretPackage, others: BTreeMap<Identifier, round1::Package> },
@@ -72,6 +85,8 @@ struct Dkg {
     round1: BTreeMap<ParticipantId, Vec<u8>>,
     phase: Phase,
     started: Instant,
+    /// `Some` for a refresh of a held key.
+    refresh: Option<RefreshOf>,
 }
 
 /// DKGs in progress, and the group they may run in.
@@ -133,44 +148,88 @@ impl Dkgs {
 
     /// Round 1: checks the pinned configuration, runs part 1, returns the public package.
     pub fn start(&self, engine: &Engine, r: &DkgStart) -> DkgResult<DkgRound1Package> {
-        let ids: Vec<ParticipantId> = r.participants.as_inner().iter().map(|p| p.id).collect();
-        let n = ids.len() as u16;
-        if n < 2 || r.threshold < 2 || r.threshold > n || !ids.windows(2).all(|w| w[0] < w[1]) {
+        let n = r.participants.as_inner().len() as u16;
+        if r.threshold < 2 || r.threshold > n {
+            return Err(err(ErrorCode::DkgConfigInvalid, format!("{}-of-{n} is not a valid group", r.threshold)));
+        }
+        self.begin(engine, r.dkg, r.me, r.threshold, &r.participants, None)
+    }
+
+    /// Round 1 of a refresh of a key held here (one seat): the participants must be pinned, hold
+    /// the key, and be at least its threshold; the others' seats are removed by the refresh.
+    pub fn start_refresh(&self, engine: &Engine, r: &RefreshStart) -> DkgResult<DkgRound1Package> {
+        let record = engine.key(&r.key)?;
+        if record.seats.keys().copied().collect::<Vec<_>>() != [r.me] {
             return Err(err(
                 ErrorCode::DkgConfigInvalid,
-                format!("{}-of-{n} with ascending unique participants is required", r.threshold),
+                format!("a refresh needs this enclave to hold exactly seat {} of key {}", r.me, r.key),
             ));
         }
+        let ids: Vec<ParticipantId> = r.participants.as_inner().iter().map(|p| p.id).collect();
+        if let Some(p) = ids.iter().find(|p| !record.participants.contains_key(p)) {
+            return Err(err(ErrorCode::DkgConfigInvalid, format!("participant {p} holds no share of key {}", r.key)));
+        }
+        if ids.len() < record.threshold as usize {
+            return Err(err(
+                ErrorCode::DkgConfigInvalid,
+                format!("{} participants cannot refresh a key of threshold {}", ids.len(), record.threshold),
+            ));
+        }
+        let refresh = RefreshOf { key: r.key, epoch: record.epoch() };
+        self.begin(engine, r.dkg, r.me, record.threshold, &r.participants, Some(refresh))
+    }
+
+    /// Round 1 of a DKG or a refresh: the participants against the pinned group (a DKG: exactly
+    /// the group; a refresh: members of it), then part 1.
+    fn begin(
+        &self,
+        engine: &Engine,
+        id: DkgId,
+        me: ParticipantId,
+        threshold: u16,
+        list: &DkgParticipants,
+        refresh: Option<RefreshOf>,
+    ) -> DkgResult<DkgRound1Package> {
+        let ids: Vec<ParticipantId> = list.as_inner().iter().map(|p| p.id).collect();
+        let n = ids.len() as u16;
+        if n < 2 || !ids.windows(2).all(|w| w[0] < w[1]) {
+            return Err(err(ErrorCode::DkgConfigInvalid, "at least two ascending unique participants are required"));
+        }
         let participants: BTreeMap<ParticipantId, Vec<u8>> =
-            r.participants.as_inner().iter().map(|p| (p.id, p.identity_key.as_inner().clone())).collect();
+            list.as_inner().iter().map(|p| (p.id, p.identity_key.as_inner().clone())).collect();
         if participants.values().any(|k| !identity::well_formed(k)) {
             return Err(err(ErrorCode::DkgConfigInvalid, "an identity key is not an uncompressed P-256 point"));
         }
         // The host proposes the participants; the enclave's own configuration decides. A host that
         // substituted a peer's identity key could otherwise read that peer's round-2 share.
-        match &self.pinned {
-            None => {
-                return Err(err(ErrorCode::DkgConfigInvalid, "no [group] is pinned in this enclave's configuration"))
-            }
-            Some(pins) if *pins != participants => {
-                return Err(err(
-                    ErrorCode::DkgConfigInvalid,
-                    "the participants or identity keys differ from the pinned [group]",
-                ));
-            }
-            Some(_) => {}
-        }
-        if participants.get(&r.me).map(Vec::as_slice) != Some(engine.custody().identity_public_key()) {
+        let Some(pins) = &self.pinned else {
+            return Err(err(ErrorCode::DkgConfigInvalid, "no [group] is pinned in this enclave's configuration"));
+        };
+        let pinned = match refresh {
+            None => *pins == participants,
+            Some(_) => participants.iter().all(|(p, k)| pins.get(p) == Some(k)),
+        };
+        if !pinned {
             return Err(err(
                 ErrorCode::DkgConfigInvalid,
-                format!("participant {} is not pinned to this enclave's identity key", r.me),
+                "the participants or identity keys differ from the pinned [group]",
+            ));
+        }
+        if participants.get(&me).map(Vec::as_slice) != Some(engine.custody().identity_public_key()) {
+            return Err(err(
+                ErrorCode::DkgConfigInvalid,
+                format!("participant {me} is not pinned to this enclave's identity key"),
             ));
         }
         let mut map = self.lock();
-        if let Some(existing) = map.get(&r.dkg) {
-            if existing.me == r.me && existing.threshold == r.threshold && existing.participants == participants {
-                if let Some(own) = existing.round1.get(&r.me) {
-                    return Ok(round1_package(r.dkg, r.me, own.clone())?);
+        if let Some(existing) = map.get(&id) {
+            let same = existing.me == me
+                && existing.threshold == threshold
+                && existing.participants == participants
+                && existing.refresh == refresh;
+            if same {
+                if let Some(own) = existing.round1.get(&me) {
+                    return Ok(round1_package(id, me, own.clone())?);
                 }
             }
             return Err(err(ErrorCode::DkgConfigInvalid, "this DKG id is already running with another configuration"));
@@ -185,19 +244,23 @@ impl Dkgs {
                 format!("{MAX_DKGS} DKGs in progress; the oldest expires {}s after its start", self.ttl.as_secs()),
             ));
         }
-        let (secret, package) = fdkg::part1(identifier(r.me)?, n, r.threshold, rand_core::OsRng)
-            .map_err(|e| frost_err(ErrorCode::DkgConfigInvalid, "DKG part 1", e))?;
+        let (secret, package) = match refresh {
+            None => fdkg::part1(identifier(me)?, n, threshold, rand_core::OsRng),
+            Some(_) => refresh::refresh_dkg_part1(identifier(me)?, n, threshold, rand_core::OsRng),
+        }
+        .map_err(|e| frost_err(ErrorCode::DkgConfigInvalid, "DKG part 1", e))?;
         let bytes = package.serialize().map_err(|e| frost_err(ErrorCode::Internal, "round-1 package", e))?;
         let dkg = Dkg {
-            threshold: r.threshold,
-            me: r.me,
+            threshold,
+            me,
             participants,
-            round1: BTreeMap::from([(r.me, bytes.clone())]),
+            round1: BTreeMap::from([(me, bytes.clone())]),
             phase: Phase::Round1(secret),
             started: Instant::now(),
+            refresh,
         };
-        map.insert(r.dkg, dkg);
-        Ok(round1_package(r.dkg, r.me, bytes)?)
+        map.insert(id, dkg);
+        Ok(round1_package(id, me, bytes)?)
     }
 
     /// Round 2: verifies everyone else's proofs, returns round-2 packages encrypted to each recipient.
@@ -217,20 +280,29 @@ impl Dkgs {
             return Err(err(ErrorCode::DkgPhase, "round 2 is allowed once, after round 1"));
         }
         let mut others = BTreeMap::new();
+        // A refresh's commitments omit the constant term (a sharing of zero): one fewer.
+        let commitments = dkg.threshold as usize - usize::from(dkg.refresh.is_some());
         for p in packages {
-            let Ok(pkg) = round1::Package::deserialize(p.package.as_inner()) else {
+            let pkg = round1::Package::deserialize(p.package.as_inner())
+                .ok()
+                .filter(|pkg| pkg.commitment().serialize().is_ok_and(|c| c.len() == commitments));
+            let Some(pkg) = pkg else {
                 map.remove(&id);
                 return Err(DkgError::Blame(ErrorCode::DkgInvalidProof, p.from));
             };
             others.insert(identifier(p.from)?, pkg);
         }
         // Taken out under the lock; put back only if part 2 succeeds (else the DKG is aborted).
-        let Some(Dkg { threshold, me, participants, mut round1, phase: Phase::Round1(secret), started }) =
+        let Some(Dkg { threshold, me, participants, mut round1, phase: Phase::Round1(secret), started, refresh }) =
             map.remove(&id)
         else {
             return Err(err(ErrorCode::Internal, "phase changed under the lock"));
         };
-        let (secret2, outgoing) = match fdkg::part2(secret, &others) {
+        let part2 = match refresh {
+            None => fdkg::part2(secret, &others),
+            Some(_) => refresh::refresh_dkg_part2(secret, &others),
+        };
+        let (secret2, outgoing) = match part2 {
             Ok(x) => x,
             Err(e) => {
                 let culprit = e.culprits().first().and_then(|c| participant_of(&participants, c));
@@ -257,7 +329,15 @@ impl Dkgs {
         }
         map.insert(
             id,
-            Dkg { threshold, me, participants, round1, phase: Phase::Round2 { secret: secret2, others }, started },
+            Dkg {
+                threshold,
+                me,
+                participants,
+                round1,
+                phase: Phase::Round2 { secret: secret2, others },
+                started,
+                refresh,
+            },
         );
         DkgEnvelopes::new(envelopes).map_err(|e| err(ErrorCode::Internal, e))
     }
@@ -298,14 +378,15 @@ impl Dkgs {
                 }
             }
         }
-        let result = match blame {
-            Some(b) => Err(b),
-            None => fdkg::part3(secret, others, &incoming).map_err(|e| {
+        let result = match (blame, dkg.refresh) {
+            (Some(b), _) => Err(b),
+            (None, None) => fdkg::part3(secret, others, &incoming).map_err(|e| {
                 match e.culprits().first().and_then(|c| participant_of(&dkg.participants, c)) {
                     Some(c) => DkgError::Blame(ErrorCode::DkgInvalidShare, c),
                     None => err(ErrorCode::DkgInvalidShare, format!("DKG part 3: {e}")),
                 }
             }),
+            (None, Some(of)) => refreshed_shares(engine, of, dkg.me, secret, others, &incoming, &dkg.participants),
         };
         let (key_package, public) = match result {
             Ok(x) => x,
@@ -315,6 +396,10 @@ impl Dkgs {
             }
         };
         let key = crate::keys::key_id_of(&public)?;
+        if dkg.refresh.is_some_and(|of| of.key != key) {
+            map.remove(&id);
+            return Err(err(ErrorCode::Internal, "a refresh changed the group key"));
+        }
         let transcript = transcript_hash(&id, dkg, &public)?;
         let (r, s) = engine.custody().identity_sign(&transcript)?;
         let me = dkg.me;
@@ -330,27 +415,58 @@ impl Dkgs {
         id: DkgId,
         confirmations: &[DkgConfirmation],
     ) -> DkgResult<KeyRecord> {
-        let record = {
-            let mut map = self.lock();
-            let dkg = map.get(&id).ok_or_else(|| err(ErrorCode::DkgUnknown, format!("DKG {id}")))?;
-            let Phase::Confirmed(confirmed) = &dkg.phase else {
-                return Err(err(ErrorCode::DkgPhase, "activation is allowed after finish"));
-            };
-            let Confirmed { key_package, public, transcript, key } = confirmed.as_ref();
-            if let Err(e) = check_confirmations(id, dkg, transcript, key, confirmations) {
-                map.remove(&id);
-                return Err(e);
-            }
-            let plain =
-                Zeroizing::new(key_package.serialize().map_err(|e| frost_err(ErrorCode::Internal, "key package", e))?);
-            let mut record = KeyRecord::new(public.clone(), BTreeMap::new())?;
-            let blob = sealing::seal(engine.custody(), &record.seal_context(dkg.me, 0), &plain)?;
-            record.seats.insert(dkg.me, SealedSeat { blob, epoch: 0 });
-            record
-        };
-        engine.add_key(record.clone()).await?;
+        let (confirmed, _) = self.confirmed(engine, id, confirmations, false)?;
+        engine.add_key(confirmed.clone()).await?;
+        self.lock().remove(&id);
+        Ok(confirmed)
+    }
+
+    /// Activation of a refresh: as [`Self::activate`], then the seat's share is replaced by the
+    /// refreshed one (sealed under the next epoch) once that is durable. Returns the new record.
+    pub async fn activate_refresh(
+        &self,
+        engine: &Engine,
+        id: DkgId,
+        confirmations: &[DkgConfirmation],
+    ) -> DkgResult<KeyRecord> {
+        let (record, from) = self.confirmed(engine, id, confirmations, true)?;
+        let from = from.ok_or_else(|| err(ErrorCode::Internal, "a refresh without its epoch"))?;
+        engine.replace_key(record.clone(), from.epoch).await?;
         self.lock().remove(&id);
         Ok(record)
+    }
+
+    /// Checks the confirmations of a confirmed DKG (a refresh when `refresh`) and seals its
+    /// share (at the next epoch for a refresh). A failed check aborts the DKG.
+    fn confirmed(
+        &self,
+        engine: &Engine,
+        id: DkgId,
+        confirmations: &[DkgConfirmation],
+        refresh: bool,
+    ) -> DkgResult<(KeyRecord, Option<RefreshOf>)> {
+        let mut map = self.lock();
+        let dkg = map.get(&id).ok_or_else(|| err(ErrorCode::DkgUnknown, format!("DKG {id}")))?;
+        if dkg.refresh.is_some() != refresh {
+            let which =
+                if refresh { "a DKG activates with DkgActivate" } else { "a refresh activates with RefreshActivate" };
+            return Err(err(ErrorCode::DkgPhase, which));
+        }
+        let Phase::Confirmed(confirmed) = &dkg.phase else {
+            return Err(err(ErrorCode::DkgPhase, "activation is allowed after finish"));
+        };
+        let Confirmed { key_package, public, transcript, key } = confirmed.as_ref();
+        if let Err(e) = check_confirmations(id, dkg, transcript, key, confirmations) {
+            map.remove(&id);
+            return Err(e);
+        }
+        let plain =
+            Zeroizing::new(key_package.serialize().map_err(|e| frost_err(ErrorCode::Internal, "key package", e))?);
+        let epoch = dkg.refresh.map_or(0, |of| of.epoch + 1);
+        let mut record = KeyRecord::new(public.clone(), BTreeMap::new())?;
+        let blob = sealing::seal(engine.custody(), &record.seal_context(dkg.me, epoch), &plain)?;
+        record.seats.insert(dkg.me, SealedSeat { blob, epoch });
+        Ok((record, dkg.refresh))
     }
 
     /// Abandons a DKG; its secrets are wiped.
@@ -389,6 +505,64 @@ fn check_confirmations(
     Ok(())
 }
 
+/// Refresh part 3: the held share plus everyone's zero-sharing contributions. The old share is
+/// unsealed here and dropped (wiped) on return. A contribution that fails its sender's
+/// commitment names the sender.
+fn refreshed_shares(
+    engine: &Engine,
+    of: RefreshOf,
+    me: ParticipantId,
+    secret: &round2::SecretPackage,
+    others: &BTreeMap<Identifier, round1::Package>,
+    incoming: &BTreeMap<Identifier, round2::Package>,
+    participants: &BTreeMap<ParticipantId, Vec<u8>>,
+) -> DkgResult<(KeyPackage, PublicKeyPackage)> {
+    let record = engine.key(&of.key)?;
+    if record.epoch() != of.epoch {
+        return Err(err(
+            ErrorCode::KeyEpochChanged,
+            format!("key {} left epoch {} during the refresh", of.key, of.epoch),
+        ));
+    }
+    let old = record.unseal(engine.custody(), me)?;
+    let refreshed = refresh::refresh_dkg_shares(secret, others, incoming, record.public.clone(), old);
+    refreshed.map_err(|e| {
+        let me_id = identifier(me).ok();
+        let culprit = incoming
+            .iter()
+            .find(|(from, share)| {
+                let commitment = others.get(from).map(|p| p.commitment());
+                !matches!((me_id, commitment), (Some(i), Some(c)) if zero_sharing_holds(i, share, c))
+            })
+            .and_then(|(from, _)| participant_of(participants, from));
+        match culprit {
+            Some(c) => DkgError::Blame(ErrorCode::DkgInvalidShare, c),
+            None => err(ErrorCode::DkgInvalidShare, format!("refresh part 3: {e}")),
+        }
+    })
+}
+
+/// Whether `share` = z(i) for the zero-constant polynomial committed to by `commitment`
+/// (`[a_1 G, .., a_{t-1} G]`): FROST's VSS check of `z(i) / i` against the commitment shifted
+/// down one degree, since `z(i) G = i * sum_k a_{k+1} i^k G`.
+fn zero_sharing_holds(
+    i: Identifier,
+    share: &round2::Package,
+    commitment: &frost_secp256k1_tr::keys::VerifiableSecretSharingCommitment,
+) -> bool {
+    use frost_core::Field;
+    use frost_secp256k1_tr::keys::{SecretShare, SigningShare};
+    type F = frost_secp256k1_tr::Secp256K1ScalarField;
+    let scalar = |bytes: Vec<u8>| <[u8; 32]>::try_from(bytes).ok().and_then(|b| F::deserialize(&b).ok());
+    let (Some(x), Some(z)) = (scalar(i.serialize()), scalar(share.signing_share().serialize())) else {
+        return false;
+    };
+    let Ok(x_inv) = F::invert(&x) else { return false };
+    let shifted = Zeroizing::new(F::serialize(&(z * x_inv)));
+    let Ok(shifted) = SigningShare::deserialize(shifted.as_slice()) else { return false };
+    SecretShare::new(i, shifted, commitment.clone()).verify().is_ok()
+}
+
 fn participant_of(participants: &BTreeMap<ParticipantId, Vec<u8>>, id: &Identifier) -> Option<ParticipantId> {
     participants.keys().copied().find(|p| identifier(*p).is_ok_and(|i| &i == id))
 }
@@ -404,7 +578,14 @@ fn round1_package(dkg: DkgId, from: ParticipantId, bytes: Vec<u8>) -> Result<Dkg
 /// SHA-256 over everything every participant must agree on.
 fn transcript_hash(id: &DkgId, dkg: &Dkg, public: &PublicKeyPackage) -> Result<[u8; 32], Error> {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(b"frostgate/dkg-transcript/v1");
+    match dkg.refresh {
+        None => ctx.update(b"frostgate/dkg-transcript/v1"),
+        Some(of) => {
+            ctx.update(b"frostgate/refresh-transcript/v1");
+            ctx.update(of.key.as_bytes());
+            ctx.update(&of.epoch.to_be_bytes());
+        }
+    }
     ctx.update(id.as_bytes());
     ctx.update(&dkg.threshold.to_be_bytes());
     for (p, key) in &dkg.participants {

@@ -74,6 +74,12 @@ impl KeyRecord {
         Ok(KeyRecord { key_id, public, threshold, participants, seats })
     }
 
+    /// The key epoch of the seats held here (0 until the first refresh; every seat of a record
+    /// has the same epoch).
+    pub fn epoch(&self) -> u64 {
+        self.seats.values().map(|s| s.epoch).max().unwrap_or(0)
+    }
+
     /// The seal context of a seat.
     pub fn seal_context(&self, seat: ParticipantId, epoch: u64) -> SealContext {
         SealContext { kind: SealedKind::KeyShare, key_id: self.key_id, participant: seat, epoch }

@@ -114,14 +114,20 @@ impl Service {
         if wiped > 0 {
             tracing::info!(wiped, "expired nonces wiped");
         }
-        if let Some(store) = self.store.as_ref().filter(|s| s.needs_compaction()) {
-            match engine.snapshot_then(|state| store.compact(state)) {
-                Ok(committed) => match committed.await {
-                    Ok(()) => tracing::info!(head = store.stats().head_version, "store compacted"),
-                    Err(e) => tracing::warn!(error = ?e, "compaction failed"),
-                },
-                Err(e) => tracing::warn!(code = %e.code(), "snapshot failed: {}", e.message()),
-            }
+        if self.store.as_ref().is_some_and(|s| s.needs_compaction()) {
+            self.compact(engine).await;
+        }
+    }
+
+    /// Compacts the host store now (a snapshot of the engine's state; earlier records deleted).
+    async fn compact(&self, engine: &Engine) {
+        let Some(store) = self.store.as_ref() else { return };
+        match engine.snapshot_then(|state| store.compact(state)) {
+            Ok(committed) => match committed.await {
+                Ok(()) => tracing::info!(head = store.stats().head_version, "store compacted"),
+                Err(e) => tracing::warn!(error = ?e, "compaction failed"),
+            },
+            Err(e) => tracing::warn!(code = %e.code(), "snapshot failed: {}", e.message()),
         }
     }
 
@@ -334,6 +340,25 @@ impl EnclaveApi for Served<'_> {
             Ok(record) => {
                 tracing::info!(dkg = %r.dkg, key = %record.key_id, "DKG key activated");
                 key_info(&record).map_err(DkgError::Error)
+            }
+            Err(e) => Err(e),
+        };
+        Self::dkg_step(r.dkg, activated)
+    }
+
+    async fn refresh_start(&self, r: RefreshStart) -> Result<DkgOutcome<DkgRound1Package>, Error> {
+        Self::dkg_step(r.dkg, self.service.dkgs.start_refresh(self.engine()?, &r))
+    }
+
+    async fn refresh_activate(&self, r: RefreshActivate) -> Result<DkgOutcome<KeyRefreshed>, Error> {
+        let engine = self.engine()?;
+        let activated = match self.service.dkgs.activate_refresh(engine, r.dkg, r.confirmations.as_inner()).await {
+            Ok(record) => {
+                tracing::info!(dkg = %r.dkg, key = %record.key_id, epoch = record.epoch(), "key shares refreshed");
+                // The previous epoch's sealed share leaves the host store with the records before
+                // the snapshot.
+                self.service.compact(engine).await;
+                key_info(&record).map(|key| KeyRefreshed { key, epoch: record.epoch() }).map_err(DkgError::Error)
             }
             Err(e) => Err(e),
         };

@@ -43,21 +43,22 @@ pub fn x_only(key: &frost_secp256k1_tr::VerifyingKey) -> Result<[u8; 32], Error>
 /// Tweaked packages by (key, mode).
 #[derive(Debug, Default)]
 pub struct TweakCache {
-    cache: Mutex<HashMap<(KeyId, TaprootMode), Arc<PublicKeyPackage>>>,
+    cache: Mutex<HashMap<(KeyId, u64, TaprootMode), Arc<PublicKeyPackage>>>,
 }
 
 impl TweakCache {
-    /// `public` (the package of `key`) tweaked for `mode`.
-    pub fn get(&self, key: KeyId, public: &PublicKeyPackage, mode: &TaprootMode) -> Arc<PublicKeyPackage> {
+    /// `public` (the package of `key` at `epoch`: a refresh changes the verifying shares) tweaked
+    /// for `mode`.
+    pub fn get(&self, key: KeyId, epoch: u64, public: &PublicKeyPackage, mode: &TaprootMode) -> Arc<PublicKeyPackage> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = cache.get(&(key, *mode)) {
+        if let Some(t) = cache.get(&(key, epoch, *mode)) {
             return t.clone();
         }
         if cache.len() >= MAX_CACHED {
             cache.clear();
         }
         let t = Arc::new(tweaked(public, mode));
-        cache.insert((key, *mode), t.clone());
+        cache.insert((key, epoch, *mode), t.clone());
         t
     }
 }

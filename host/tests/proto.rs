@@ -55,6 +55,8 @@ fn every_rpc_is_a_boundary_request_from_the_host() {
         "DkgFinish",
         "DkgActivate",
         "DkgAbort",
+        "RefreshStart",
+        "RefreshActivate",
         "DevDealerKeygen",
         "OpenPsbtSession",
         "GetPolicy",

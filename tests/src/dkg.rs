@@ -26,19 +26,31 @@ pub struct Tamper {
     pub identity: Option<(ParticipantId, ParticipantId)>,
 }
 
-/// What each node answered.
-#[derive(Debug, Default)]
-pub struct DkgRun {
+/// What each node answered (`K`: what activation returns, `KeyRefreshed` for a refresh).
+#[derive(Debug)]
+pub struct DkgRun<K = KeyInfo> {
     /// The DKG id.
     pub dkg: Option<DkgId>,
     /// Activated keys by node.
-    pub keys: BTreeMap<ParticipantId, KeyInfo>,
+    pub keys: BTreeMap<ParticipantId, K>,
     /// Blames by the node that reported them.
     pub blames: BTreeMap<ParticipantId, DkgBlame>,
     /// Errors by node.
     pub errors: BTreeMap<ParticipantId, Error>,
     /// Key ids the nodes confirmed.
     pub confirmed_keys: Vec<KeyId>,
+}
+
+impl<K> Default for DkgRun<K> {
+    fn default() -> Self {
+        DkgRun {
+            dkg: None,
+            keys: BTreeMap::new(),
+            blames: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            confirmed_keys: Vec::new(),
+        }
+    }
 }
 
 /// The relay.
@@ -63,7 +75,7 @@ enum Step<T> {
 }
 
 /// Keeps a node's step result; the first failure per node is the cause, later ones only echo it.
-fn note<T>(run: &mut DkgRun, at: ParticipantId, s: Step<T>) -> Option<T> {
+fn note<T, K>(run: &mut DkgRun<K>, at: ParticipantId, s: Step<T>) -> Option<T> {
     match s {
         Step::Ok(t) => Some(t),
         Step::Blame(b) => {
@@ -125,6 +137,38 @@ impl Relay {
 
     /// Runs a DKG with a chosen id.
     pub async fn run_with_id(&self, dkg: DkgId, threshold: u16, tamper: &Tamper) -> DkgRun {
+        let start = |me, participants| DkgStart { dkg, threshold, me, participants };
+        let activate = |confirmations| DkgActivate { dkg, confirmations };
+        self.steps(dkg, start, activate, tamper).await
+    }
+
+    /// Runs a share refresh of `key` among the relay's nodes as far as it goes.
+    pub async fn refresh(&self, key: KeyId, tamper: &Tamper) -> DkgRun<KeyRefreshed> {
+        let dkg = DkgId::from_bytes(random());
+        let start = |me, participants| RefreshStart { dkg, key, me, participants };
+        let activate = |confirmations| RefreshActivate { dkg, confirmations };
+        self.steps(dkg, start, activate, tamper).await
+    }
+
+    /// The relay with only these nodes.
+    pub fn only(&self, ids: &[ParticipantId]) -> Relay {
+        let nodes = self.nodes.iter().filter(|(p, _)| ids.contains(p)).cloned().collect();
+        Relay { nodes, recorded: self.recorded.clone() }
+    }
+
+    async fn steps<S, A, K>(
+        &self,
+        dkg: DkgId,
+        start: impl Fn(ParticipantId, DkgParticipants) -> S,
+        activate: impl Fn(DkgConfirmations) -> A,
+        tamper: &Tamper,
+    ) -> DkgRun<K>
+    where
+        S: NetworkRequest<Reply = DkgOutcome<DkgRound1Package>> + Clone,
+        A: NetworkRequest<Reply = DkgOutcome<K>> + Clone,
+        DkgOutcome<K>: Proto + Clone,
+        K: Into<Message>,
+    {
         let mut run = DkgRun { dkg: Some(dkg), ..DkgRun::default() };
         let mut participants = self.participants().await;
         if let Some((victim, with)) = tamper.identity {
@@ -137,8 +181,8 @@ impl Relay {
         }
         let mut round1 = BTreeMap::new();
         for (me, c) in &self.nodes {
-            let m = DkgStart { dkg, threshold, me: *me, participants: participants.clone() };
-            if let Some(p) = note(&mut run, *me, self.call(c, m).await) {
+            let m = start(*me, participants.clone());
+            if let Some(p) = note(&mut run, *me, self.call::<_, DkgRound1Package>(c, m).await) {
                 round1.insert(*me, p);
             }
         }
@@ -154,7 +198,7 @@ impl Relay {
                 }
             }
             let m = DkgRound2 { dkg, round1: DkgRound1Packages::new(others).expect("bound") };
-            if let Some(e) = note(&mut run, *me, self.call(c, m).await) {
+            if let Some(e) = note(&mut run, *me, self.call::<_, DkgEnvelopes>(c, m).await) {
                 envelopes.extend(e.into_inner());
             }
         }
@@ -173,7 +217,7 @@ impl Relay {
         for (me, c) in &self.nodes {
             let mine: Vec<DkgEnvelope> = envelopes.iter().filter(|e| e.to == *me).cloned().collect();
             let m = DkgFinish { dkg, envelopes: DkgEnvelopes::new(mine).expect("bound") };
-            if let Some(mut conf) = note(&mut run, *me, self.call(c, m).await) {
+            if let Some(mut conf) = note(&mut run, *me, self.call::<_, DkgConfirmation>(c, m).await) {
                 run.confirmed_keys.push(conf.key);
                 if tamper.confirmation == Some(*me) {
                     conf.transcript_hash = random();
@@ -185,8 +229,8 @@ impl Relay {
             if run.blames.contains_key(me) || run.errors.contains_key(me) {
                 continue;
             }
-            let m = DkgActivate { dkg, confirmations: DkgConfirmations::new(confirmations.clone()).expect("b") };
-            if let Some(k) = note(&mut run, *me, self.call(c, m).await) {
+            let m = activate(DkgConfirmations::new(confirmations.clone()).expect("bound"));
+            if let Some(k) = note(&mut run, *me, self.call::<_, K>(c, m).await) {
                 run.keys.insert(*me, k);
             }
         }
@@ -227,4 +271,39 @@ pub async fn sign_multi(
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// A stored key: (public key package, seats as (seat, epoch, sealed blob)).
+pub type StoredKey = (Vec<u8>, Vec<(ParticipantId, u64, Vec<u8>)>);
+
+/// The newest `KeyAdded` record of `key` in the store at `db`.
+pub fn stored_key(db: &std::path::Path, key: KeyId) -> StoredKey {
+    let conn = rusqlite::Connection::open(db).expect("db");
+    let mut s = conn.prepare("SELECT body FROM records ORDER BY version").expect("prepare");
+    let bodies: Vec<Vec<u8>> = s.query_map([], |r| r.get(0)).expect("query").map(|r| r.expect("row")).collect();
+    bodies
+        .iter()
+        .rev()
+        .find_map(|b| match postcard::from_bytes::<frostgate_enclave::markers::Record>(b) {
+            Ok(frostgate_enclave::markers::Record::KeyAdded { key: k, public_key_package, seats }) if k == key => {
+                Some((public_key_package, seats))
+            }
+            _ => None,
+        })
+        .expect("the key's record")
+}
+
+/// The signing share of `seat` as the node's own token unseals it from its store (the node's
+/// processes must be stopped), in a process of its own: (epoch, 32-byte share).
+pub fn unsealed_share(node: &crate::node::Node, key: KeyId, seat: ParticipantId) -> (u64, Vec<u8>) {
+    let out = std::process::Command::new(crate::bin_dir().join("frostgate-test-unseal"))
+        .args([&node.token.config.display().to_string(), &node.db.display().to_string()])
+        .args([key.to_string(), seat.get().to_string()])
+        .envs(node.token.env().iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("run frostgate-test-unseal");
+    assert!(out.status.success(), "unseal: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let (epoch, share) = text.trim().split_once(' ').expect("EPOCH SHARE");
+    (epoch.parse().expect("epoch"), hex::decode(share).expect("hex"))
 }

@@ -97,6 +97,8 @@ signer_impl! {
         get_policy(GetPolicyRequest) -> PolicyInfo;
         get_audit(GetAudit) -> AuditLog;
         open_derived_session(OpenDerivedSession) -> SessionOpened;
+        refresh_start(RefreshStart) -> DkgStartReply;
+        refresh_activate(RefreshActivate) -> RefreshActivateReply;
     }
     tapped {
         async fn get_key(&self, r: Request<pb::KeyRef>) -> Result<Response<pb::KeyInfo>, Status> {

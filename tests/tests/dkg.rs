@@ -3,7 +3,7 @@
 
 use frostgate_common::error::ErrorCode;
 use frostgate_common::protocol::*;
-use frostgate_tests::dkg::{sign_multi, Relay, Tamper};
+use frostgate_tests::dkg::{sign_multi, unsealed_share, Relay, Tamper};
 use frostgate_tests::node::Node;
 use frostgate_tests::signing::*;
 
@@ -172,30 +172,7 @@ fn no_dkg_share_appears_in_any_store_log_or_relayed_message() {
         n.kill();
     }
     // Recover node 1's share the only legitimate way: its own token unseals its own blob.
-    let node = &nodes[0];
-    node.token.export_env();
-    let config =
-        frostgate_enclave::config::EnclaveConfig::load(&node.token.config).expect("config").custody.expect("c");
-    let custody = frostgate_enclave::custody::Custody::open(&config).expect("custody");
-    let conn = rusqlite::Connection::open(&node.db).expect("db");
-    let bodies: Vec<Vec<u8>> = {
-        let mut s = conn.prepare("SELECT body FROM records").expect("prepare");
-        s.query_map([], |r| r.get(0)).expect("query").map(|r| r.expect("row")).collect()
-    };
-    let (public, seats) = bodies
-        .iter()
-        .find_map(|b| match postcard::from_bytes::<frostgate_enclave::markers::Record>(b) {
-            Ok(frostgate_enclave::markers::Record::KeyAdded { key: k, public_key_package, seats }) if k == key => {
-                Some((public_key_package, seats))
-            }
-            _ => None,
-        })
-        .expect("the key's record");
-    let public = frost_secp256k1_tr::keys::PublicKeyPackage::deserialize(&public).expect("pkp");
-    let seats =
-        seats.into_iter().map(|(p, epoch, blob)| (p, frostgate_enclave::keys::SealedSeat { blob, epoch })).collect();
-    let record = frostgate_enclave::keys::KeyRecord::new(public, seats).expect("record");
-    let share = record.unseal(&custody, pid(1)).expect("unseal").signing_share().serialize();
+    let (_, share) = unsealed_share(&nodes[0], key, pid(1));
     assert_eq!(share.len(), 32);
     let contains = |hay: &[u8]| hay.windows(share.len()).any(|w| w == share.as_slice());
     for n in &nodes {

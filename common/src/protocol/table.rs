@@ -172,6 +172,19 @@ macro_rules! boundary_table {
             48 OpenDerivedSession(OpenDerivedSession) {
                 request, from: Host, exposure: Network, ready: Ready, serve: open_derived_session, reply: SessionOpened
             }
+            /// Host -> enclave: start refreshing a held key's shares (same group key, next epoch) as
+            /// one participant of a pinned group; `DkgRound2` and `DkgFinish` follow as for a DKG.
+            49 RefreshStart(RefreshStart) {
+                request, from: Host, exposure: Network, ready: Ready, serve: refresh_start,
+                reply: DkgOutcome<DkgRound1Package>
+            }
+            /// Host -> enclave: every participant's confirmation; replace the share if all agree.
+            50 RefreshActivate(RefreshActivate) {
+                request, from: Host, exposure: Network, ready: Ready, serve: refresh_activate,
+                reply: DkgOutcome<KeyRefreshed>
+            }
+            /// Enclave -> host: the refreshed key and its new epoch.
+            51 KeyRefreshed(KeyRefreshed) { reply, from: Enclave }
         }
     };
 }

@@ -532,6 +532,39 @@ pub struct DkgActivate {
     pub confirmations: DkgConfirmations,
 }
 
+/// Starts a share refresh of a key this enclave holds (round 1): the same group key, fresh shares
+/// of the next epoch. The DKG steps `DkgRound2` and `DkgFinish` follow; `RefreshActivate` ends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshStart {
+    /// The refresh's DKG id.
+    pub dkg: DkgId,
+    /// The key refreshed.
+    pub key: KeyId,
+    /// Which participant this enclave is.
+    pub me: ParticipantId,
+    /// The participants that refresh, ascending (at least the threshold). A participant of the
+    /// key left out is removed: its share does not combine with the refreshed ones.
+    pub participants: DkgParticipants,
+}
+
+/// Activation of a refresh: every participant's confirmation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshActivate {
+    /// The refresh's DKG id.
+    pub dkg: DkgId,
+    /// One confirmation per participant.
+    pub confirmations: DkgConfirmations,
+}
+
+/// A refreshed key: its new public description and epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRefreshed {
+    /// The key (same key id; new verifying shares).
+    pub key: KeyInfo,
+    /// The key epoch the shares now have.
+    pub epoch: u64,
+}
+
 /// An abort attributed to a participant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DkgBlame {

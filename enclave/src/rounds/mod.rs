@@ -74,6 +74,8 @@ impl Default for Limits {
 #[derive(Debug)]
 struct Session {
     key: KeyId,
+    /// The key epoch it was opened under; after a refresh it is refused (`key_epoch_changed`).
+    epoch: u64,
     message: [u8; 32],
     mode: TaprootMode,
     output_key: [u8; 32],
@@ -210,6 +212,8 @@ pub struct Engine {
     tweaked: TweakCache,
     /// The operator's spending policy.
     policy: Arc<Policy>,
+    /// Held across a key's persist and its installation, so key changes apply in store order.
+    key_change: tokio::sync::Mutex<()>,
 }
 
 fn err(code: ErrorCode, msg: impl std::fmt::Display) -> Error {
@@ -289,6 +293,7 @@ impl Engine {
             state: Mutex::new(State::default()),
             tweaked: TweakCache::default(),
             policy: Arc::new(Policy::unrestricted()),
+            key_change: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -306,7 +311,7 @@ impl Engine {
 
     /// The key's public package tweaked for `mode` (cached).
     fn tweaked(&self, key: &KeyRecord, mode: &TaprootMode) -> Arc<frost_secp256k1_tr::keys::PublicKeyPackage> {
-        self.tweaked.get(key.key_id, &key.public, mode)
+        self.tweaked.get(key.key_id, key.epoch(), &key.public, mode)
     }
 
     /// Makes room for one more session (a sweep when full), or `registry_full`.
@@ -323,7 +328,7 @@ impl Engine {
     /// The bound session's (possibly derived) public package tweaked for its mode.
     fn tweaked_bound(&self, b: &Bound) -> Arc<frost_secp256k1_tr::keys::PublicKeyPackage> {
         match &b.derived {
-            Some(d) => self.tweaked.get(d.key_id, &d.public, &b.mode),
+            Some(d) => self.tweaked.get(d.key_id, b.key.epoch(), &d.public, &b.mode),
             None => self.tweaked(&b.key, &b.mode),
         }
     }
@@ -343,6 +348,7 @@ impl Engine {
 
     /// Adds a key (from DKG or the dev dealer) once it is durable in the store.
     pub async fn add_key(&self, record: KeyRecord) -> Result<(), Error> {
+        let _one = self.key_change.lock().await;
         if self.lock().keys.contains_key(&record.key_id) {
             return Err(err(ErrorCode::Internal, format!("key {} already held", record.key_id)));
         }
@@ -350,6 +356,37 @@ impl Engine {
         self.store.persist(vec![stored]).await.map_err(persist_err)?;
         self.lock().keys.insert(record.key_id, Arc::new(record));
         Ok(())
+    }
+
+    /// Replaces a held key's record with its refreshed one (`from_epoch` + 1) once it is durable,
+    /// and drops the key's sessions (opened under the old epoch) with their attempts, nonces and
+    /// markers. Refused (`key_epoch_changed`) if the key is no longer at `from_epoch`.
+    pub async fn replace_key(&self, record: KeyRecord, from_epoch: u64) -> Result<(), Error> {
+        let _one = self.key_change.lock().await;
+        let current = self.key(&record.key_id)?;
+        if current.epoch() != from_epoch || record.epoch() != from_epoch + 1 {
+            return Err(err(
+                ErrorCode::KeyEpochChanged,
+                format!("key {} is at epoch {}, not {from_epoch}", record.key_id, current.epoch()),
+            ));
+        }
+        let stored = replay::key_record(&record)?;
+        self.store.persist(vec![stored]).await.map_err(persist_err)?;
+        let mut s = self.lock();
+        Self::install_newer_key(&mut s, record);
+        Ok(())
+    }
+
+    /// Installs `record` in place of an older epoch of its key, dropping the key's sessions.
+    fn install_newer_key(s: &mut State, record: KeyRecord) {
+        let key = record.key_id;
+        let stale: BTreeSet<SessionId> =
+            s.sessions.iter().filter(|(_, sess)| sess.key == key).map(|(id, _)| *id).collect();
+        if !stale.is_empty() {
+            tracing::info!(key = %key, sessions = stale.len(), "sessions of the previous key epoch dropped");
+            Self::remove_sessions(s, &stale);
+        }
+        s.keys.insert(key, Arc::new(record));
     }
 
     /// Whether the marker store takes records (signing is refused otherwise).

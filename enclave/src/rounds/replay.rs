@@ -14,6 +14,8 @@ impl Engine {
         let unix = unix_now();
         let mut s = self.lock();
         let mut dropped = BTreeSet::new();
+        // Epochs of the keys seen in this replay: within a chain they never go back.
+        let mut epochs: HashMap<KeyId, u64> = HashMap::new();
         for r in records {
             match r {
                 Record::KeyAdded { key, public_key_package, seats } => {
@@ -30,7 +32,18 @@ impl Engine {
                             "stored key id does not match its public key package",
                         ));
                     }
-                    s.keys.insert(*key, Arc::new(record));
+                    let epoch = record.epoch();
+                    if epochs.insert(*key, epoch).is_some_and(|seen| epoch < seen) {
+                        return Err(err(ErrorCode::StoreTampered, format!("key {key}'s epoch went back to {epoch}")));
+                    }
+                    match s.keys.get(key).map(|k| k.epoch()) {
+                        // Memory is ahead (a reload while serving): replay only adds.
+                        Some(held) if epoch < held => {}
+                        Some(held) if epoch > held => Self::install_newer_key(&mut s, record),
+                        _ => {
+                            s.keys.insert(*key, Arc::new(record));
+                        }
+                    }
                 }
                 Record::SessionBound { session, key, message, mode, opened_unix }
                 | Record::SessionCharged { session, key, message, mode, opened_unix, .. } => {
@@ -59,6 +72,7 @@ impl Engine {
                         *session,
                         Session {
                             key: *key,
+                            epoch: record.epoch(),
                             message: *message,
                             mode: *mode,
                             output_key,

@@ -60,6 +60,7 @@ impl Engine {
             let durable = binding(Binding::Queued);
             let session = Session {
                 key,
+                epoch: record.epoch(),
                 message,
                 mode,
                 output_key,
@@ -169,6 +170,17 @@ impl Engine {
             .get(&a.session)
             .ok_or_else(|| err(ErrorCode::UnknownSession, format!("session {}", a.session)))?;
         let key = s.keys.get(&sess.key).ok_or_else(|| err(ErrorCode::UnknownKey, format!("key {}", sess.key)))?.clone();
+        if sess.epoch != key.epoch() {
+            return Err(err(
+                ErrorCode::KeyEpochChanged,
+                format!(
+                    "session {} was opened under key epoch {}, the key is at {}",
+                    a.session,
+                    sess.epoch,
+                    key.epoch()
+                ),
+            ));
+        }
         if let Some(seat) = seat {
             if !a.signers.contains(&seat) || !key.seats.contains_key(&seat) {
                 return Err(err(

@@ -312,6 +312,7 @@ impl Engine {
             let durable = binding(Binding::Queued);
             let session = Session {
                 key,
+                epoch: record.epoch(),
                 message: checked.sighash,
                 mode: checked.mode,
                 output_key: checked.output_key,

@@ -174,7 +174,7 @@ macro_rules! nested_fields {
         }
     )*};
 }
-nested_fields!(TaprootMode, SignerShare);
+nested_fields!(TaprootMode, SignerShare, KeyInfo);
 
 /// A message whose fields map one to one: `Type => pb::Message { field: pb_field, .. }`.
 macro_rules! proto_struct {
@@ -227,6 +227,9 @@ proto_struct! {
         signature_r: signature_r, signature_s: signature_s,
     }
     DkgActivate => DkgActivate { dkg: dkg_id, confirmations: confirmations }
+    RefreshStart => RefreshStart { dkg: dkg_id, key: key_id, me: me, participants: participants }
+    RefreshActivate => RefreshActivate { dkg: dkg_id, confirmations: confirmations }
+    KeyRefreshed => KeyRefreshed { key: key, epoch: epoch }
     DkgRef => DkgRef { dkg: dkg_id }
     DkgAborted => DkgRef { dkg: dkg_id }
     OpenPsbtSession => OpenPsbtSession { session: session_id, key: key_id, input: input, psbt: psbt }
@@ -492,4 +495,5 @@ dkg_outcomes! {
     DkgEnvelopes => DkgRound2Reply, dkg_round2_reply::Envelopes;
     DkgConfirmation => DkgFinishReply, dkg_finish_reply::Confirmation;
     KeyInfo => DkgActivateReply, dkg_activate_reply::Key;
+    KeyRefreshed => RefreshActivateReply, refresh_activate_reply::Refreshed;
 }

@@ -6,6 +6,7 @@ mod dev_psbt;
 mod enclave;
 mod group;
 mod host;
+mod lifecycle;
 mod node;
 mod spend;
 mod store;
@@ -56,6 +57,8 @@ enum Command {
     Dev(dev::DevCommand),
     /// Run a DKG across a cluster; print the key id, output key and address.
     Keygen(group::KeygenArgs),
+    /// Refresh a key's shares across a cluster (same key, next epoch); `--remove N` drops a seat.
+    Refresh(lifecycle::RefreshArgs),
     /// Sign a 32-byte message with ROAST across a cluster.
     Sign(group::SignArgs),
     /// Sign every input of a PSBT that a key can sign (each enclave checks it against its policy).
@@ -105,6 +108,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Store(c) => store::run(c).await.map(|()| ExitCode::SUCCESS),
         Command::Dev(c) => dev::run(c).map(|()| ExitCode::SUCCESS),
         Command::Keygen(a) => group::keygen(a).await.map(|()| ExitCode::SUCCESS),
+        Command::Refresh(a) => lifecycle::refresh(a).await.map(|()| ExitCode::SUCCESS),
         Command::Sign(a) => group::sign(a).await.map(|()| ExitCode::SUCCESS),
         Command::Verify(a) => group::verify(a).map(|()| ExitCode::SUCCESS),
         Command::SignPsbt(a) => spend::sign_psbt(a).await.map(|()| ExitCode::SUCCESS),

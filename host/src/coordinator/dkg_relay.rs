@@ -1,4 +1,4 @@
-//! Relays a DKG between signer nodes. The relay is untrusted by design: it sees public round-1
+//! Relays a DKG, or a share refresh (the same steps), between signer nodes. The relay is untrusted by design: it sees public round-1
 //! packages, ciphertexts and signed confirmations only; any abort is propagated to every node.
 
 use crate::api::convert::Proto;
@@ -6,7 +6,7 @@ use crate::api::rpc::NetworkRequest;
 use crate::coordinator::signer::SignerClient;
 use frostgate_common::bounded::*;
 use frostgate_common::error::{Error, ErrorCode};
-use frostgate_common::ids::{DkgId, ParticipantId};
+use frostgate_common::ids::{DkgId, KeyId, ParticipantId};
 use frostgate_common::protocol::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +28,39 @@ where
 /// Runs a `threshold`-of-n DKG among all `nodes`; returns the key every node activated.
 pub async fn run(nodes: &[Arc<SignerClient>], threshold: u16) -> Result<KeyInfo, Error> {
     let dkg = DkgId::from_bytes(crate::random_bytes());
-    let result = run_inner(nodes, threshold, dkg).await;
+    let start = |me, participants| DkgStart { dkg, threshold, me, participants };
+    let activate = |confirmations| DkgActivate { dkg, confirmations };
+    relay(nodes, dkg, start, activate, |k: &KeyInfo| k.key).await
+}
+
+/// Refreshes `key`'s shares among `nodes` (every seat of the key not among them is removed);
+/// returns the refreshed key and epoch every node activated.
+pub async fn refresh(nodes: &[Arc<SignerClient>], key: KeyId) -> Result<KeyRefreshed, Error> {
+    let dkg = DkgId::from_bytes(crate::random_bytes());
+    let start = |me, participants| RefreshStart { dkg, key, me, participants };
+    let activate = |confirmations| RefreshActivate { dkg, confirmations };
+    let refreshed = relay(nodes, dkg, start, activate, |k: &KeyRefreshed| (k.key.key, k.epoch)).await?;
+    match refreshed.key.key == key {
+        true => Ok(refreshed),
+        false => Err(Error::new(ErrorCode::Internal, "a refresh answered for another key")),
+    }
+}
+
+/// Relays one DKG (or refresh) to its end; on any failure every node abandons it.
+async fn relay<S, A, K, Id>(
+    nodes: &[Arc<SignerClient>],
+    dkg: DkgId,
+    start: impl Fn(ParticipantId, DkgParticipants) -> S,
+    activate: impl Fn(DkgConfirmations) -> A,
+    agreed: impl Fn(&K) -> Id,
+) -> Result<K, Error>
+where
+    S: NetworkRequest<Reply = DkgOutcome<DkgRound1Package>>,
+    A: NetworkRequest<Reply = DkgOutcome<K>>,
+    DkgOutcome<K>: Proto,
+    Id: PartialEq,
+{
+    let result = relay_steps(nodes, dkg, start, activate, agreed).await;
     if result.is_err() {
         for n in nodes {
             let _ = n.call(DkgRef { dkg }, Duration::from_secs(5)).await;
@@ -37,7 +69,19 @@ pub async fn run(nodes: &[Arc<SignerClient>], threshold: u16) -> Result<KeyInfo,
     result
 }
 
-async fn run_inner(nodes: &[Arc<SignerClient>], threshold: u16, dkg: DkgId) -> Result<KeyInfo, Error> {
+async fn relay_steps<S, A, K, Id>(
+    nodes: &[Arc<SignerClient>],
+    dkg: DkgId,
+    start: impl Fn(ParticipantId, DkgParticipants) -> S,
+    activate: impl Fn(DkgConfirmations) -> A,
+    agreed: impl Fn(&K) -> Id,
+) -> Result<K, Error>
+where
+    S: NetworkRequest<Reply = DkgOutcome<DkgRound1Package>>,
+    A: NetworkRequest<Reply = DkgOutcome<K>>,
+    DkgOutcome<K>: Proto,
+    Id: PartialEq,
+{
     let internal = |e| Error::new(ErrorCode::Internal, e);
     let mut participants = Vec::new();
     for n in nodes {
@@ -47,26 +91,26 @@ async fn run_inner(nodes: &[Arc<SignerClient>], threshold: u16, dkg: DkgId) -> R
     let participants = DkgParticipants::new(participants).map_err(internal)?;
     let mut round1 = Vec::new();
     for n in nodes {
-        round1.push(step(n, DkgStart { dkg, threshold, me: n.id(), participants: participants.clone() }).await?);
+        round1.push(step::<DkgRound1Package, _>(n, start(n.id(), participants.clone())).await?);
     }
     let mut envelopes = Vec::new();
     for n in nodes {
         let others: Vec<DkgRound1Package> = round1.iter().filter(|p| p.from != n.id()).cloned().collect();
         let round1 = DkgRound1Packages::new(others).map_err(internal)?;
-        let reply: DkgEnvelopes = step(n, DkgRound2 { dkg, round1 }).await?;
+        let reply = step::<DkgEnvelopes, _>(n, DkgRound2 { dkg, round1 }).await?;
         envelopes.extend(reply.into_inner());
     }
     let mut confirmations = Vec::new();
     for n in nodes {
         let mine: Vec<DkgEnvelope> = envelopes.iter().filter(|e| e.to == n.id()).cloned().collect();
         let envelopes = DkgEnvelopes::new(mine).map_err(internal)?;
-        confirmations.push(step(n, DkgFinish { dkg, envelopes }).await?);
+        confirmations.push(step::<DkgConfirmation, _>(n, DkgFinish { dkg, envelopes }).await?);
     }
     let confirmations = DkgConfirmations::new(confirmations).map_err(internal)?;
-    let mut key: Option<KeyInfo> = None;
+    let mut key: Option<K> = None;
     for n in nodes {
-        let k = step(n, DkgActivate { dkg, confirmations: confirmations.clone() }).await?;
-        if key.as_ref().is_some_and(|first| first.key != k.key) {
+        let k = step::<K, _>(n, activate(confirmations.clone())).await?;
+        if key.as_ref().is_some_and(|first| agreed(first) != agreed(&k)) {
             return Err(Error::new(ErrorCode::DkgTranscriptMismatch, format!("node {} activated another key", n.id())));
         }
         key.get_or_insert(k);

@@ -54,6 +54,9 @@ impl HostStore {
         let mut conn = Connection::open(path).map_err(|e| db_err("opening the store", e))?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| db_err("WAL", e))?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(|e| db_err("synchronous", e))?;
+        // Deleted records (e.g. a share sealed under a previous key epoch, removed by the
+        // compaction after a refresh) are overwritten, not left in free pages.
+        conn.pragma_update(None, "secure_delete", "ON").map_err(|e| db_err("secure_delete", e))?;
         let applied: usize =
             conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(|e| db_err("user_version", e))?;
         if applied > MIGRATIONS.len() {
@@ -119,6 +122,12 @@ impl HostStore {
                 .map_err(|e| db_err("compaction", e))?;
         }
         tx.commit().map_err(|e| db_err("commit", e))?;
+        if compact_before.is_some() {
+            // The write-ahead log still holds the deleted records' old pages until a checkpoint.
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "checkpoint after compaction failed");
+            }
+        }
         Ok(records.last().map(|r| r.version).or(head.map(|(v, _)| v as u64)).unwrap_or(0))
     }
 
