@@ -314,3 +314,31 @@ fn outputs_of_derived_addresses_are_signed_with_derived_change_and_consensus_val
     // Nothing was consumed by the refusals: the honest PSBT signs again.
     s.sign_psbt(&file).unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[test]
+fn after_a_refresh_and_after_removing_a_node_the_same_key_signs_consensus_valid_transactions() {
+    let s = setup("max_sats_per_tx = 200000\n");
+    let file = s.cluster.file();
+    let refresh = |extra: &[&str]| {
+        let mut args = vec!["refresh", "--cluster", &file, "--key", &s.key, "--json"];
+        args.extend_from_slice(extra);
+        s.cluster.run(&args).unwrap_or_else(|e| panic!("{e}\n{}", s.cluster.logs()))
+    };
+    let out = refresh(&[]);
+    assert_eq!((out["key"].as_str(), out["epoch"].as_u64()), (Some(s.key.as_str()), Some(1)), "{out}");
+    assert_eq!(out["participants"], serde_json::json!([1, 2, 3]));
+    let sign = |name: &str| {
+        let (path, unsigned) = s.psbt(name, &[100_000], 90_000, 9_000);
+        let out = s.sign_psbt(&path).unwrap_or_else(|e| panic!("{e}\n{}", s.cluster.logs()));
+        let tx: Transaction = deserialize_hex(out["tx"].as_str().expect("tx")).expect("transaction");
+        consensus_valid(&tx, &[unsigned.inputs[0].witness_utxo.clone().expect("utxo")]);
+    };
+    sign("after-refresh.psbt");
+    let out = refresh(&["--remove", "3"]);
+    assert_eq!((out["epoch"].as_u64(), &out["participants"]), (Some(2), &serde_json::json!([1, 2])), "{out}");
+    assert_eq!(out["removed"], serde_json::json!([3]));
+    sign("after-removal.psbt");
+    // The removed node cannot take part in a refresh any more.
+    let e = s.cluster.run(&["refresh", "--cluster", &s.cluster.file(), "--key", &s.key]).expect_err("node 3");
+    assert!(e.contains("dkg_config_invalid"), "{e}");
+}
