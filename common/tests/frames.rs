@@ -232,6 +232,9 @@ fn message() -> impl Strategy<Value = Message> {
             RefreshActivate { dkg, confirmations: DkgConfirmations::new(c).expect("bound") }
         )),
         (key_info(), any::<u64>()).prop_map(|(key, epoch)| Message::KeyRefreshed(KeyRefreshed { key, epoch })),
+        Just(Message::RotateSealingKey(RotateSealingKey)),
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(keys, seats)| Message::SealingKeyRotated(SealingKeyRotated { keys, seats })),
         dkg_id().prop_map(|dkg| Message::DkgAborted(DkgAborted { dkg })),
         bytes::<16>().prop_map(|s| Message::CloseSession(SessionRef { session: SessionId::from_bytes(s) })),
         bytes::<16>().prop_map(|s| Message::SessionClosed(SessionClosed { session: SessionId::from_bytes(s) })),

@@ -89,10 +89,6 @@ struct TokenArgs {
     /// Enclave configuration (TOML) with a `[custody]` section.
     #[arg(long, env = "FROSTGATE_ENCLAVE_CONFIG")]
     config: PathBuf,
-    /// `init` only: destroy and recreate existing objects. Blobs sealed under the old
-    /// key-encryption key become unreadable.
-    #[arg(long)]
-    danger_rotate: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -159,8 +155,8 @@ fn out(text: &str) {
 
 fn token_init(args: TokenArgs) -> Result<ExitCode, Error> {
     let config = custody_config(&args.config)?;
-    let key = Custody::init(&config, args.danger_rotate)?;
-    tracing::info!(token = %config.token_label, rotated = args.danger_rotate, "token objects created");
+    let key = Custody::init(&config)?;
+    tracing::info!(token = %config.token_label, "token objects created");
     if args.json {
         out(&format!(
             "{}\n",

@@ -75,7 +75,7 @@ pub fn seal(custody: &Custody, context: &SealContext, plaintext: &[u8]) -> Resul
         s.generate_random_slice(&mut iv).map_err(|e| hsm_err("C_GenerateRandom", e))?;
         let params = GcmParams::new(&mut iv, &aad, TAG_BITS.into()).map_err(|e| hsm_err("GCM parameters", e))?;
         let sealed = s
-            .encrypt(&Mechanism::AesGcm(params), custody.objects().kek, plaintext)
+            .encrypt(&Mechanism::AesGcm(params), custody.keks().sealing, plaintext)
             .map_err(|e| hsm_err("C_Encrypt(AES-GCM)", e))?;
         let mut blob = Vec::with_capacity(1 + IV_LEN + sealed.len());
         blob.push(BLOB_VERSION);
@@ -94,14 +94,22 @@ pub fn unseal(custody: &Custody, context: &SealContext, blob: &[u8]) -> Result<Z
     let mut iv = [0u8; IV_LEN];
     iv.copy_from_slice(&blob[1..1 + IV_LEN]);
     let aad = context.aad(blob[0]);
-    custody.token().with_session(|s| {
-        let params = GcmParams::new(&mut iv, &aad, TAG_BITS.into()).map_err(|_| failed())?;
-        s.decrypt(&Mechanism::AesGcm(params), custody.objects().kek, &blob[1 + IV_LEN..]).map(Zeroizing::new).map_err(
-            |e| {
+    // During an incomplete key-encryption-key rotation a blob may be sealed under either key;
+    // AES-GCM's tag tells which (a wrong key never authenticates).
+    let keks = custody.keks();
+    let mut result = Err(failed());
+    for kek in keks.all() {
+        result = custody.token().with_session(|s| {
+            let params = GcmParams::new(&mut iv, &aad, TAG_BITS.into()).map_err(|_| failed())?;
+            s.decrypt(&Mechanism::AesGcm(params), kek, &blob[1 + IV_LEN..]).map(Zeroizing::new).map_err(|e| {
                 // SoftHSM reports a bad tag as CKR_GENERAL_ERROR; every failure here means the same.
                 tracing::debug!(error = %e, "unseal failed");
                 failed()
-            },
-        )
-    })
+            })
+        });
+        if result.is_ok() {
+            break;
+        }
+    }
+    result
 }

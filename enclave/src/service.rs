@@ -365,6 +365,14 @@ impl EnclaveApi for Served<'_> {
         Self::dkg_step(r.dkg, activated)
     }
 
+    async fn rotate_sealing_key(&self, _: RotateSealingKey) -> Result<SealingKeyRotated, Error> {
+        let engine = self.engine()?;
+        let (keys, seats) = engine.rotate_kek().await?;
+        // Records with blobs under the destroyed key leave the host store.
+        self.service.compact(engine).await;
+        Ok(SealingKeyRotated { keys: keys as u32, seats: seats as u32 })
+    }
+
     async fn dkg_abort(&self, r: DkgRef) -> Result<DkgAborted, Error> {
         if !self.service.dkgs.abort(r.dkg) {
             return Err(Error::new(ErrorCode::DkgUnknown, format!("DKG {}", r.dkg)));

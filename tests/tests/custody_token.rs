@@ -109,24 +109,24 @@ fn serve_without_custody_reports_refusal_code() {
 }
 
 #[test]
-fn init_refuses_existing_objects_and_danger_rotate_replaces_them() {
+fn init_refuses_existing_objects_and_there_is_no_destructive_rotate() {
     let dir = TokenDir::new();
     let token = dir.add_token("node1");
-    let first = init(&token);
+    init(&token);
     let config = token.config.display().to_string();
     let o = run(host_bin(), &token, &["token", "init", "--config", &config]);
     assert!(!o.status.success());
     assert!(text(&o).contains("error: hsm_objects_exist (recovery: fix_request)"), "{}", text(&o));
+    assert!(text(&o).contains("frostgate token rotate-kek"), "the refusal names the safe way: {}", text(&o));
     // Still exactly one of each object, unchanged.
     let o = run(host_bin(), &token, &["token", "inspect", "--json", "--config", &config]);
     assert!(o.status.success(), "{}", text(&o));
-
-    let o = run(host_bin(), &token, &["token", "init", "--danger-rotate", "--json", "--config", &config]);
-    assert!(o.status.success(), "{}", text(&o));
-    let second: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    assert_ne!(first["identity_public_key"], second["identity_public_key"]);
-    let o = run(host_bin(), &token, &["token", "inspect", "--json", "--config", &config]);
-    assert!(o.status.success(), "exactly one of each after rotation: {}", text(&o));
+    // The flag that destroyed every object (and with the KEK every sealed share) is gone.
+    for bin in [host_bin(), frostgate_tests::enclave_bin()] {
+        let o = run(bin, &token, &["token", "init", "--danger-rotate", "--config", &config]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains("unexpected argument '--danger-rotate'"), "{}", text(&o));
+    }
 }
 
 #[test]
@@ -176,11 +176,29 @@ fn boot_refuses_a_duplicated_label() {
     let dir = TokenDir::new();
     let token = dir.add_token("node1");
     init(&token);
-    // A second, otherwise harmless object with the KEK's label makes the choice ambiguous.
-    let o = token.pkcs11_tool(&["--keygen", "--key-type", "AES:32", "--label", "frostgate-kek", "--sensitive"]);
+    // A second object with the MAC root's label makes the choice ambiguous.
+    let o =
+        token.pkcs11_tool(&["--keygen", "--key-type", "GENERIC:32", "--label", "frostgate-mac-root", "--sensitive"]);
     assert!(o.status.success(), "{}", text(&o));
     let all = boot_refused(&token, &token.config);
     assert!(all.contains("hsm_object_policy_violation") && all.contains("2 objects carry this label"), "{all}");
+}
+
+#[test]
+fn a_second_key_encryption_key_must_meet_the_policy_and_a_third_is_refused() {
+    let dir = TokenDir::new();
+    let token = dir.add_token("node1");
+    init(&token);
+    // Two key-encryption keys exist only during a rotation; the second is held to the same policy.
+    let o = token.pkcs11_tool(&["--keygen", "--key-type", "AES:32", "--label", "frostgate-kek", "--sensitive"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let all = boot_refused(&token, &token.config);
+    assert!(all.contains("hsm_object_policy_violation") && all.contains("second Kek"), "{all}");
+    assert!(all.contains("CKA_MODIFIABLE is true"), "{all}");
+    let o = token.pkcs11_tool(&["--keygen", "--key-type", "AES:32", "--label", "frostgate-kek", "--sensitive"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let all = boot_refused(&token, &token.config);
+    assert!(all.contains("3 objects carry this label; one, or two during a rotation"), "{all}");
 }
 
 #[test]

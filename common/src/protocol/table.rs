@@ -185,6 +185,11 @@ macro_rules! boundary_table {
             }
             /// Enclave -> host: the refreshed key and its new epoch.
             51 KeyRefreshed(KeyRefreshed) { reply, from: Enclave }
+            /// Host -> enclave: rotate the HSM key-encryption key (reseal every held share, then
+            /// destroy the old key). Local clients only.
+            52 RotateSealingKey(RotateSealingKey) { request, from: Host, exposure: Channel, ready: Ready, serve: rotate_sealing_key, reply: SealingKeyRotated }
+            /// Enclave -> host: the rotation is complete.
+            53 SealingKeyRotated(SealingKeyRotated) { reply, from: Enclave }
         }
     };
 }

@@ -565,6 +565,19 @@ pub struct KeyRefreshed {
     pub epoch: u64,
 }
 
+/// Rotates the enclave's HSM key-encryption key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotateSealingKey;
+
+/// A completed key-encryption-key rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealingKeyRotated {
+    /// Keys whose records were resealed.
+    pub keys: u32,
+    /// Seats resealed.
+    pub seats: u32,
+}
+
 /// An abort attributed to a participant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DkgBlame {

@@ -10,6 +10,7 @@ pub mod objects;
 pub mod token;
 
 use config::CustodyConfig;
+use cryptoki::object::ObjectHandle;
 use frostgate_common::error::Error;
 use objects::{Labels, ObjectReport, Objects};
 use token::Token;
@@ -19,8 +20,27 @@ use token::Token;
 pub struct Custody {
     token: Token,
     objects: Objects,
+    /// The key-encryption keys: the one that seals, and the other one of an incomplete rotation
+    /// (blobs may be sealed under either; unsealing tries both).
+    keks: std::sync::RwLock<Keks>,
     identity_public_key: Vec<u8>,
     label_prefix: String,
+}
+
+/// The key-encryption keys in use.
+#[derive(Debug, Clone, Copy)]
+pub struct Keks {
+    /// Seals new blobs.
+    pub sealing: ObjectHandle,
+    /// During an incomplete rotation, the other one.
+    pub other: Option<ObjectHandle>,
+}
+
+impl Keks {
+    /// Every key-encryption key, the sealing one first.
+    pub fn all(&self) -> impl Iterator<Item = ObjectHandle> {
+        std::iter::once(self.sealing).chain(self.other)
+    }
 }
 
 impl Custody {
@@ -35,7 +55,12 @@ impl Custody {
         });
         match loaded {
             Ok((objects, identity_public_key)) => {
-                Ok(Custody { token, objects, identity_public_key, label_prefix: config.object_label_prefix.clone() })
+                if objects.kek_other.is_some() {
+                    tracing::warn!(
+                        "two key-encryption keys: a rotation is incomplete; run `frostgate token rotate-kek`"
+                    );
+                }
+                Ok(Custody::new(token, objects, identity_public_key, &config.object_label_prefix))
             }
             Err(e) => {
                 token.close();
@@ -44,13 +69,18 @@ impl Custody {
         }
     }
 
-    /// `token init`: creates the objects (refusing to overwrite unless `danger_rotate`) and the
-    /// store anchor at the empty head. Returns the new identity public key.
-    pub fn init(config: &CustodyConfig, danger_rotate: bool) -> Result<Vec<u8>, Error> {
+    fn new(token: Token, objects: Objects, identity_public_key: Vec<u8>, prefix: &str) -> Custody {
+        let keks = std::sync::RwLock::new(Keks { sealing: objects.kek, other: objects.kek_other });
+        Custody { token, objects, keks, identity_public_key, label_prefix: prefix.to_string() }
+    }
+
+    /// `token init`: creates the objects (refusing if any exists) and the store anchor at the
+    /// empty head. Returns the new identity public key.
+    pub fn init(config: &CustodyConfig) -> Result<Vec<u8>, Error> {
         let token = Token::open(config)?;
         let labels = Labels::new(&config.object_label_prefix);
         let created = token.with_session(|s| {
-            let objects = objects::init(s, &labels, danger_rotate)?;
+            let objects = objects::init(s, &labels)?;
             let key = objects::identity_public_key(s, &objects)?;
             Ok((objects, key))
         });
@@ -61,7 +91,7 @@ impl Custody {
                 return Err(e);
             }
         };
-        let custody = Custody { token, objects, identity_public_key, label_prefix: config.object_label_prefix.clone() };
+        let custody = Custody::new(token, objects, identity_public_key, &config.object_label_prefix);
         // The store anchor starts at the empty head: from here on a missing anchor is an attack.
         let anchored = custody
             .derive_store_key()
@@ -90,6 +120,36 @@ impl Custody {
     /// The checked object handles.
     pub fn objects(&self) -> &Objects {
         &self.objects
+    }
+
+    /// The key-encryption keys in use.
+    pub fn keks(&self) -> Keks {
+        *self.keks.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rotation, step 1: unless a rotation is already incomplete, generates a new key-encryption
+    /// key on the token and makes it the sealing one (the old one stays, for unsealing). Returns
+    /// whether a key was created.
+    pub fn begin_kek_rotation(&self) -> Result<bool, Error> {
+        let mut keks = self.keks.write().unwrap_or_else(|p| p.into_inner());
+        if keks.other.is_some() {
+            return Ok(false);
+        }
+        let labels = Labels::new(&self.label_prefix);
+        let new = self.token.with_session(|s| objects::create_kek(s, &labels))?;
+        *keks = Keks { sealing: new, other: Some(keks.sealing) };
+        Ok(true)
+    }
+
+    /// Rotation, last step: destroys the other key-encryption key. Call only once every blob the
+    /// enclave relies on is sealed under the sealing key, durable and anchored.
+    pub fn finish_kek_rotation(&self) -> Result<(), Error> {
+        let mut keks = self.keks.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = keks.other {
+            self.token.with_session(|s| s.destroy_object(old).map_err(|e| token::hsm_err("C_DestroyObject", e)))?;
+            keks.other = None;
+        }
+        Ok(())
     }
 
     /// The prefix of this enclave's object labels.

@@ -153,8 +153,11 @@ fn template(role: Role, labels: &Labels, id: &[u8]) -> Vec<Attribute> {
 /// Handles of this enclave's objects, each checked against its policy.
 #[derive(Debug, Clone, Copy)]
 pub struct Objects {
-    /// Key-encryption key.
+    /// Key-encryption key (of two, during an incomplete rotation: the one with the greater
+    /// `CKA_ID`, so every boot picks the same).
     pub kek: ObjectHandle,
+    /// The other key-encryption key of an incomplete rotation.
+    pub kek_other: Option<ObjectHandle>,
     /// MAC root key.
     pub mac_root: ObjectHandle,
     /// Identity private key.
@@ -238,8 +241,11 @@ fn check(
             }
         }
     }
-    if count != 1 {
-        violations.push(format!("{count} objects carry this label; exactly one is allowed"));
+    // Two key-encryption keys exist only while a rotation is incomplete (`rotate-kek` finishes it).
+    let allowed = if role == Role::Kek { 2 } else { 1 };
+    if count == 0 || count > allowed {
+        let which = if allowed == 1 { "exactly one is allowed" } else { "one, or two during a rotation" };
+        violations.push(format!("{count} objects carry this label; {which}"));
     }
     Ok(ObjectReport { role, label: labels.of(role), count, attributes, violations })
 }
@@ -292,8 +298,20 @@ pub fn inspect(session: &Session, labels: &Labels) -> Result<Vec<ObjectReport>, 
 /// Boot self-check: every object present, unique and within its policy.
 pub fn load(session: &Session, labels: &Labels) -> Result<Objects, Error> {
     let mut handles = Vec::new();
+    let mut kek_other = None;
     for role in ROLES {
-        let found = find(session, role, labels)?;
+        let mut found = find(session, role, labels)?;
+        if role == Role::Kek && found.len() == 2 {
+            found.sort_by_cached_key(|h| std::cmp::Reverse(object_id(session, *h).unwrap_or_default()));
+            let report = check(session, role, labels, found[1], found.len())?;
+            if !report.violations.is_empty() {
+                return Err(Error::new(
+                    ErrorCode::HsmObjectPolicyViolation,
+                    format!("{} (second Kek): {}", report.label, report.violations.join("; ")),
+                ));
+            }
+            kek_other = Some(found[1]);
+        }
         let Some(&h) = found.first() else {
             return Err(Error::new(
                 ErrorCode::HsmObjectMissing,
@@ -309,28 +327,49 @@ pub fn load(session: &Session, labels: &Labels) -> Result<Objects, Error> {
         }
         handles.push(h);
     }
-    Ok(Objects { kek: handles[0], mac_root: handles[1], identity_private: handles[2], identity_public: handles[3] })
+    Ok(Objects {
+        kek: handles[0],
+        kek_other,
+        mac_root: handles[1],
+        identity_private: handles[2],
+        identity_public: handles[3],
+    })
 }
 
-/// Creates this enclave's objects. Refuses if any exists, unless `danger_rotate`, which first
-/// destroys them (blobs sealed under the old key-encryption key become unreadable).
-pub fn init(session: &Session, labels: &Labels, danger_rotate: bool) -> Result<Objects, Error> {
+fn object_id(session: &Session, h: ObjectHandle) -> Result<Vec<u8>, Error> {
+    let attrs = session.get_attributes(h, &[AttributeType::Id]).map_err(|e| hsm_err("C_GetAttributeValue", e))?;
+    Ok(attrs.into_iter().find_map(|a| if let Attribute::Id(id) = a { Some(id) } else { None }).unwrap_or_default())
+}
+
+/// Generates a key-encryption key (AES-256, on the token, never extractable) with a fresh id.
+pub fn create_kek(session: &Session, labels: &Labels) -> Result<ObjectHandle, Error> {
+    let mut id = [0u8; 16];
+    session.generate_random_slice(&mut id).map_err(|e| hsm_err("C_GenerateRandom", e))?;
+    session
+        .generate_key(&Mechanism::AesKeyGen, &template(Role::Kek, labels, &id))
+        .map_err(|e| hsm_err("C_GenerateKey(AES)", e))
+}
+
+/// Creates this enclave's objects. Refuses if any exists: replacing them would make every blob
+/// sealed under the key-encryption key unreadable (`rotate-kek` replaces that key safely).
+pub fn init(session: &Session, labels: &Labels) -> Result<Objects, Error> {
     let mut existing = Vec::new();
     for role in ROLES {
         for h in find(session, role, labels)? {
             existing.push((role, h));
         }
     }
-    if !existing.is_empty() && !danger_rotate {
+    if !existing.is_empty() {
         let mut names: Vec<String> = existing.iter().map(|(r, _)| labels.of(*r)).collect();
         names.dedup();
         return Err(Error::new(
             ErrorCode::HsmObjectsExist,
-            format!("already on the token: {}; pass --danger-rotate to replace them", names.join(", ")),
+            format!(
+                "already on the token: {}; to replace the key-encryption key of a node that holds keys run \
+                 `frostgate token rotate-kek`; to start over, use a new token",
+                names.join(", ")
+            ),
         ));
-    }
-    for (_, h) in existing {
-        session.destroy_object(h).map_err(|e| hsm_err("C_DestroyObject", e))?;
     }
     let mut id = [0u8; 16];
     session.generate_random_slice(&mut id).map_err(|e| hsm_err("C_GenerateRandom", e))?;

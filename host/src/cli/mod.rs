@@ -103,7 +103,7 @@ pub fn init_logging(format: LogFormat) {
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Enclave(c) => enclave::run(c).await.map(|()| ExitCode::SUCCESS),
-        Command::Token(c) => token::run(c),
+        Command::Token(c) => token::run(c).await,
         Command::Host(c) => host::run(c).await.map(|()| ExitCode::SUCCESS),
         Command::Store(c) => store::run(c).await.map(|()| ExitCode::SUCCESS),
         Command::Dev(c) => dev::run(c).map(|()| ExitCode::SUCCESS),
