@@ -233,6 +233,35 @@ fn message() -> impl Strategy<Value = Message> {
         )),
         (key_info(), any::<u64>()).prop_map(|(key, epoch)| Message::KeyRefreshed(KeyRefreshed { key, epoch })),
         Just(Message::RotateSealingKey(RotateSealingKey)),
+        (dkg_id(), bytes::<32>(), pid(), identity(), pid(), signers()).prop_map(
+            |(repair, key, seat, identity_key, me, helpers)| {
+                Message::RepairStart(RepairStart {
+                    repair,
+                    key: KeyId::from_bytes(key),
+                    seat,
+                    identity_key,
+                    me,
+                    helpers,
+                })
+            }
+        ),
+        (dkg_id(), proptest::collection::vec(envelope(), 0..3)).prop_map(|(repair, e)| Message::RepairSigma(
+            RepairSigma { repair, envelopes: DkgEnvelopes::new(e).expect("bound") }
+        )),
+        (
+            dkg_id(),
+            bytes::<32>(),
+            pid(),
+            blob(PublicKeyPackageBytes::MAX_LEN),
+            proptest::collection::vec(envelope(), 0..3)
+        )
+            .prop_map(|(repair, key, seat, p, e)| Message::RepairFinish(RepairFinish {
+                repair,
+                key: KeyId::from_bytes(key),
+                seat,
+                public_key_package: PublicKeyPackageBytes::new(p).expect("bound"),
+                envelopes: DkgEnvelopes::new(e).expect("bound"),
+            })),
         (any::<u32>(), any::<u32>())
             .prop_map(|(keys, seats)| Message::SealingKeyRotated(SealingKeyRotated { keys, seats })),
         dkg_id().prop_map(|dkg| Message::DkgAborted(DkgAborted { dkg })),

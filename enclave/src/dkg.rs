@@ -469,6 +469,11 @@ impl Dkgs {
         Ok((record, dkg.refresh))
     }
 
+    /// The pinned group (from this enclave's configuration), if any.
+    pub fn pins(&self) -> Option<&BTreeMap<ParticipantId, Vec<u8>>> {
+        self.pinned.as_ref()
+    }
+
     /// Abandons a DKG; its secrets are wiped.
     pub fn abort(&self, id: DkgId) -> bool {
         self.lock().remove(&id).is_some()
@@ -601,7 +606,7 @@ fn transcript_hash(id: &DkgId, dkg: &Dkg, public: &PublicKeyPackage) -> Result<[
     Ok(out)
 }
 
-fn encrypt_envelope(key: &Zeroizing<[u8; 32]>, aad: &[u8], plain: &[u8]) -> Result<DkgCiphertext, Error> {
+pub(crate) fn encrypt_envelope(key: &Zeroizing<[u8; 32]>, aad: &[u8], plain: &[u8]) -> Result<DkgCiphertext, Error> {
     let mut nonce = [0u8; 12];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
         .map_err(|_| Error::new(ErrorCode::Internal, "randomness"))?;
@@ -615,7 +620,7 @@ fn encrypt_envelope(key: &Zeroizing<[u8; 32]>, aad: &[u8], plain: &[u8]) -> Resu
     DkgCiphertext::new(out).map_err(|e| Error::new(ErrorCode::Internal, e))
 }
 
-fn decrypt_envelope(key: &Zeroizing<[u8; 32]>, aad: &[u8], ciphertext: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+pub(crate) fn decrypt_envelope(key: &Zeroizing<[u8; 32]>, aad: &[u8], ciphertext: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     let (nonce, body) = (ciphertext.get(..12)?, ciphertext.get(12..)?);
     let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
     let mut buf = Zeroizing::new(body.to_vec());

@@ -31,6 +31,7 @@ pub mod logging;
 pub mod markers;
 pub mod policy;
 pub mod psbt;
+pub mod repair;
 pub mod rounds;
 pub mod sealing;
 pub mod server;

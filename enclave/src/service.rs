@@ -41,6 +41,7 @@ pub struct Service {
     engine: Option<Engine>,
     store: Option<ChainedStore>,
     dkgs: crate::dkg::Dkgs,
+    repairs: crate::repair::Repairs,
     policy: Arc<crate::policy::Policy>,
 }
 
@@ -62,6 +63,7 @@ impl Service {
     ) -> Result<Self, Error> {
         let mut service = Self::from_engine(None);
         service.dkgs = crate::dkg::Dkgs::new(group, limits.dkg_ttl);
+        service.repairs = crate::repair::Repairs::new(limits.dkg_ttl);
         if let Some(custody) = custody {
             let custody = Arc::new(custody);
             let markers: Arc<dyn MarkerStore> = match mode {
@@ -92,6 +94,7 @@ impl Service {
             engine,
             store: None,
             dkgs: crate::dkg::Dkgs::default(),
+            repairs: crate::repair::Repairs::default(),
             policy: Arc::new(crate::policy::Policy::unrestricted()),
         }
     }
@@ -105,9 +108,9 @@ impl Service {
 
     /// Periodic maintenance: the expiry sweep, then compaction when due.
     pub async fn maintain(&self) {
-        let dropped = self.dkgs.expire(Instant::now());
+        let dropped = self.dkgs.expire(Instant::now()) + self.repairs.expire(Instant::now());
         if dropped > 0 {
-            tracing::info!(dropped, "unfinished DKGs expired");
+            tracing::info!(dropped, "unfinished DKGs and repairs expired");
         }
         let Some(engine) = &self.engine else { return };
         let wiped = engine.sweep_and_record(Instant::now()).await;
@@ -371,6 +374,28 @@ impl EnclaveApi for Served<'_> {
         // Records with blobs under the destroyed key leave the host store.
         self.service.compact(engine).await;
         Ok(SealingKeyRotated { keys: keys as u32, seats: seats as u32 })
+    }
+
+    async fn repair_start(&self, r: RepairStart) -> Result<DkgOutcome<DkgEnvelopes>, Error> {
+        let (service, engine) = (self.service, self.engine()?);
+        Self::dkg_step(r.repair, service.repairs.start(engine, service.dkgs.pins(), &r))
+    }
+
+    async fn repair_sigma(&self, r: RepairSigma) -> Result<DkgOutcome<DkgEnvelopes>, Error> {
+        let (service, engine) = (self.service, self.engine()?);
+        Self::dkg_step(r.repair, service.repairs.sigma(engine, service.dkgs.pins(), &r))
+    }
+
+    async fn repair_finish(&self, r: RepairFinish) -> Result<DkgOutcome<KeyInfo>, Error> {
+        let engine = self.engine()?;
+        let repaired = match crate::repair::Repairs::finish(engine, self.service.dkgs.pins(), &r).await {
+            Ok(record) => {
+                tracing::info!(repair = %r.repair, key = %record.key_id, seat = %r.seat, "seat repaired");
+                key_info(&record).map_err(DkgError::Error)
+            }
+            Err(e) => Err(e),
+        };
+        Self::dkg_step(r.repair, repaired)
     }
 
     async fn dkg_abort(&self, r: DkgRef) -> Result<DkgAborted, Error> {

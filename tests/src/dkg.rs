@@ -150,6 +150,57 @@ impl Relay {
         self.steps(dkg, start, activate, tamper).await
     }
 
+    /// Repairs `seat` of `key` onto the relay's node for that seat with `helpers`, as far as it
+    /// goes (`tamper.envelope` alters a delta or a sigma in transit). The new node's key, if any,
+    /// is in `keys`.
+    pub async fn repair(&self, key: KeyId, seat: ParticipantId, helpers: &[ParticipantId], tamper: &Tamper) -> DkgRun {
+        let repair = DkgId::from_bytes(random());
+        let mut run = DkgRun { dkg: Some(repair), ..DkgRun::default() };
+        let node = |p: ParticipantId| self.nodes.iter().find(|(id, _)| *id == p).map(|(_, c)| c).expect("node");
+        let identity_key = node(seat).request(GetIdentity).await.expect("identity");
+        let ids = Signers::new(helpers.to_vec()).expect("bound");
+        let alter = |envelopes: &mut Vec<DkgEnvelope>| {
+            for e in envelopes.iter_mut().filter(|e| Some((e.from, e.to)) == tamper.envelope) {
+                let mut b = e.ciphertext.clone().into_inner();
+                let last = b.len() - 1;
+                b[last] ^= 1;
+                e.ciphertext = DkgCiphertext::new(b).expect("bound");
+            }
+        };
+        let mut deltas = Vec::new();
+        for h in helpers {
+            let m = RepairStart { repair, key, seat, identity_key: identity_key.clone(), me: *h, helpers: ids.clone() };
+            if let Some(e) = note(&mut run, *h, self.call::<_, DkgEnvelopes>(node(*h), m).await) {
+                deltas.extend(e.into_inner());
+            }
+        }
+        alter(&mut deltas);
+        let mut sigmas = Vec::new();
+        for h in helpers {
+            let mine: Vec<DkgEnvelope> = deltas.iter().filter(|e| e.to == *h).cloned().collect();
+            let m = RepairSigma { repair, envelopes: DkgEnvelopes::new(mine).expect("bound") };
+            if let Some(e) = note(&mut run, *h, self.call::<_, DkgEnvelopes>(node(*h), m).await) {
+                sigmas.extend(e.into_inner());
+            }
+        }
+        if !run.blames.is_empty() || !run.errors.is_empty() {
+            return run;
+        }
+        alter(&mut sigmas);
+        let public_key_package = node(helpers[0]).request(KeyRef { key }).await.expect("key").public_key_package;
+        let m = RepairFinish {
+            repair,
+            key,
+            seat,
+            public_key_package,
+            envelopes: DkgEnvelopes::new(sigmas).expect("bound"),
+        };
+        if let Some(k) = note(&mut run, seat, self.call::<_, KeyInfo>(node(seat), m).await) {
+            run.keys.insert(seat, k);
+        }
+        run
+    }
+
     /// The relay with only these nodes.
     pub fn only(&self, ids: &[ParticipantId]) -> Relay {
         let nodes = self.nodes.iter().filter(|(p, _)| ids.contains(p)).cloned().collect();
@@ -296,10 +347,32 @@ pub fn stored_key(db: &std::path::Path, key: KeyId) -> StoredKey {
 /// The signing share of `seat` as the node's own token unseals it from its store (the node's
 /// processes must be stopped), in a process of its own: (epoch, 32-byte share).
 pub fn unsealed_share(node: &crate::node::Node, key: KeyId, seat: ParticipantId) -> (u64, Vec<u8>) {
-    let out = std::process::Command::new(crate::bin_dir().join("frostgate-test-unseal"))
-        .args([&node.token.config.display().to_string(), &node.db.display().to_string()])
+    unseal_with(&node.token.config, &node.db, node.token.env(), None, key, seat)
+}
+
+/// As [`unsealed_share`] for an enclave configuration, a store and the token's environment, run
+/// as `user` when given (a two-user dev cluster's enclave user: the PIN file is its own).
+pub fn unseal_with(
+    config: &std::path::Path,
+    db: &std::path::Path,
+    env: &[(String, String)],
+    user: Option<&str>,
+    key: KeyId,
+    seat: ParticipantId,
+) -> (u64, Vec<u8>) {
+    let tool = crate::bin_dir().join("frostgate-test-unseal");
+    let mut command = match user {
+        Some(user) => {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", user, "--"]).arg(&tool);
+            c
+        }
+        None => std::process::Command::new(&tool),
+    };
+    let out = command
+        .args([&config.display().to_string(), &db.display().to_string()])
         .args([key.to_string(), seat.get().to_string()])
-        .envs(node.token.env().iter().map(|(k, v)| (k, v)))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("run frostgate-test-unseal");
     assert!(out.status.success(), "unseal: {}", String::from_utf8_lossy(&out.stderr));

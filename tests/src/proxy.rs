@@ -99,6 +99,9 @@ signer_impl! {
         open_derived_session(OpenDerivedSession) -> SessionOpened;
         refresh_start(RefreshStart) -> DkgStartReply;
         refresh_activate(RefreshActivate) -> RefreshActivateReply;
+        repair_start(RepairStart) -> DkgRound2Reply;
+        repair_sigma(RepairSigma) -> DkgRound2Reply;
+        repair_finish(RepairFinish) -> DkgActivateReply;
     }
     tapped {
         async fn get_key(&self, r: Request<pb::KeyRef>) -> Result<Response<pb::KeyInfo>, Status> {

@@ -190,6 +190,20 @@ macro_rules! boundary_table {
             52 RotateSealingKey(RotateSealingKey) { request, from: Host, exposure: Channel, ready: Ready, serve: rotate_sealing_key, reply: SealingKeyRotated }
             /// Enclave -> host: the rotation is complete.
             53 SealingKeyRotated(SealingKeyRotated) { reply, from: Enclave }
+            /// Host -> helper enclave: start repairing a lost seat; answer with the other helpers'
+            /// deltas, encrypted to each.
+            54 RepairStart(RepairStart) {
+                request, from: Host, exposure: Network, ready: Ready, serve: repair_start, reply: DkgOutcome<DkgEnvelopes>
+            }
+            /// Host -> helper enclave: the deltas addressed here; answer with the sigma encrypted to
+            /// the new enclave.
+            55 RepairSigma(RepairSigma) {
+                request, from: Host, exposure: Network, ready: Ready, serve: repair_sigma, reply: DkgOutcome<DkgEnvelopes>
+            }
+            /// Host -> new enclave: the helpers' sigmas; rebuild, check and seal the seat's share.
+            56 RepairFinish(RepairFinish) {
+                request, from: Host, exposure: Network, ready: Ready, serve: repair_finish, reply: DkgOutcome<KeyInfo>
+            }
         }
     };
 }

@@ -565,6 +565,50 @@ pub struct KeyRefreshed {
     pub epoch: u64,
 }
 
+/// Repair, helper step 1: split this helper's part of lost seat `seat`'s share into deltas for
+/// the helpers (the new enclave for the seat has `identity_key`, which must be pinned for it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairStart {
+    /// The repair id.
+    pub repair: DkgId,
+    /// The key.
+    pub key: KeyId,
+    /// The seat being repaired.
+    pub seat: ParticipantId,
+    /// The identity key of the new enclave for the seat.
+    pub identity_key: IdentityKeyBytes,
+    /// Which helper this enclave is.
+    pub me: ParticipantId,
+    /// Every helper, ascending (at least the threshold; not the seat).
+    pub helpers: Signers,
+}
+
+/// Repair, helper step 2: the deltas addressed to this helper; answer with its sigma for the
+/// new enclave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairSigma {
+    /// The repair id.
+    pub repair: DkgId,
+    /// One delta envelope from every other helper.
+    pub envelopes: DkgEnvelopes,
+}
+
+/// Repair, new enclave: every helper's sigma and the key's public key package; rebuild, check
+/// and seal the seat's share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairFinish {
+    /// The repair id.
+    pub repair: DkgId,
+    /// The key.
+    pub key: KeyId,
+    /// The seat repaired (this enclave's).
+    pub seat: ParticipantId,
+    /// The key's public key package (each helper bound its hash into its sigma).
+    pub public_key_package: PublicKeyPackageBytes,
+    /// One sigma envelope per helper.
+    pub envelopes: DkgEnvelopes,
+}
+
 /// Rotates the enclave's HSM key-encryption key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RotateSealingKey;

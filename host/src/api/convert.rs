@@ -230,6 +230,13 @@ proto_struct! {
     RefreshStart => RefreshStart { dkg: dkg_id, key: key_id, me: me, participants: participants }
     RefreshActivate => RefreshActivate { dkg: dkg_id, confirmations: confirmations }
     KeyRefreshed => KeyRefreshed { key: key, epoch: epoch }
+    RepairStart => RepairStart {
+        repair: repair_id, key: key_id, seat: seat, identity_key: identity_key, me: me, helpers: helpers,
+    }
+    RepairSigma => RepairSigma { repair: repair_id, envelopes: envelopes }
+    RepairFinish => RepairFinish {
+        repair: repair_id, key: key_id, seat: seat, public_key_package: public_key_package, envelopes: envelopes,
+    }
     DkgRef => DkgRef { dkg: dkg_id }
     DkgAborted => DkgRef { dkg: dkg_id }
     OpenPsbtSession => OpenPsbtSession { session: session_id, key: key_id, input: input, psbt: psbt }

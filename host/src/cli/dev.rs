@@ -43,6 +43,23 @@ pub enum ClusterCommand {
     Up(DirArgs),
     /// Stop every node.
     Down(DirArgs),
+    /// Give node N a fresh token and an empty store (as after losing both) and pin its new
+    /// identity in every node's `[group]` (node N is stopped; restart the others so they read the
+    /// new pins). Then `frostgate repair` rebuilds its seats.
+    ReplaceNode(ReplaceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplaceArgs {
+    /// The cluster directory.
+    #[arg(long)]
+    dir: PathBuf,
+    /// The node to replace.
+    #[arg(long)]
+    node: u16,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -115,7 +132,56 @@ pub fn run(cmd: DevCommand) -> Result<(), Error> {
         ClusterCommand::Init(a) => init(a),
         ClusterCommand::Up(a) => up(a),
         ClusterCommand::Down(a) => down(a),
+        ClusterCommand::ReplaceNode(a) => replace_node(a),
     }
+}
+
+fn replace_node(a: ReplaceArgs) -> Result<(), Error> {
+    let dir = std::path::absolute(&a.dir).map_err(|e| io("cluster dir", e))?;
+    let cluster = Cluster::load(&dir.join("cluster.toml"))?;
+    let n = cluster
+        .nodes
+        .iter()
+        .find(|n| n.id == a.node)
+        .ok_or_else(|| Error::new(ErrorCode::ConfigInvalid, format!("--node {}: no such node", a.node)))?;
+    down(DirArgs { dir: dir.clone(), node: Some(a.node), json: false, quiet: true })?;
+    let old = std::fs::read_to_string(&n.enclave_config).map_err(|e| io("enclave config", e))?;
+    let tail = old.find("\n[group]").map(|at| old[at..].to_string()).unwrap_or_default();
+    let marker = format!("{{ id = {}, identity_key = \"", a.node);
+    let old_identity = tail
+        .find(&marker)
+        .and_then(|at| tail[at + marker.len()..].split('"').next())
+        .ok_or_else(|| io("enclave config", "no [group] entry for this node"))?
+        .to_string();
+    let ed = n.dir.join("enclave");
+    std::fs::remove_dir_all(ed.join("tokens")).map_err(|e| io("token dir", e))?;
+    std::fs::create_dir_all(ed.join("tokens")).map_err(|e| io("token dir", e))?;
+    std::fs::set_permissions(ed.join("tokens"), std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(|e| io("token dir permissions", e))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", n.db.display()));
+    }
+    // Created afresh (by this user; handed to the enclave's user below), with a new PIN.
+    let _ = std::fs::remove_file(ed.join("pin"));
+    let (_, config, identity) = new_token(&ed, a.node)?;
+    let mut text = std::fs::read_to_string(&config).map_err(|e| io("enclave config", e))?;
+    text.push_str(&tail.replace(&old_identity, &identity));
+    std::fs::write(&config, text).map_err(|e| io("enclave config", e))?;
+    for other in cluster.nodes.iter().filter(|o| o.id != a.node) {
+        let text = std::fs::read_to_string(&other.enclave_config).map_err(|e| io("enclave config", e))?;
+        std::fs::write(&other.enclave_config, text.replace(&old_identity, &identity))
+            .map_err(|e| io("enclave config", e))?;
+    }
+    if let (Some(enclave), Some(host)) = (&n.enclave_user, &n.host_user) {
+        chown_r(&ed, &account(enclave)?)?;
+        chown_r(&n.dir.join("host"), &account(host)?)?;
+    }
+    if a.json {
+        out(&format!("{}\n", serde_json::json!({ "node": a.node, "identity_key": identity })));
+    } else {
+        out(&format!("node {} has a fresh token (identity {identity}); its store is empty\n", a.node));
+    }
+    Ok(())
 }
 
 /// Creates a development cluster (tokens, objects, configs, cluster.toml) in `dir`.
@@ -186,52 +252,7 @@ fn init(a: InitArgs) -> Result<(), Error> {
                 .map_err(|e| io("node dir permissions", e))?;
         }
         let port = free_port()?;
-        let conf = ed.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\nlibrary.reset_on_fork = true\n",
-                ed.join("tokens").display()
-            ),
-        )
-        .map_err(|e| io("softhsm conf", e))?;
-        let label = format!("frostgate-node{id}");
-        let pin = random_hex(16);
-        let so_pin = random_hex(16);
-        let o = Command::new("softhsm2-util")
-            .args(["--init-token", "--free", "--label", &label, "--so-pin", &so_pin, "--pin", &pin])
-            .env("SOFTHSM2_CONF", &conf)
-            .output()
-            .map_err(|e| io("softhsm2-util (install softhsm2)", e))?;
-        if !o.status.success() {
-            return Err(Error::new(
-                ErrorCode::HsmOperationFailed,
-                format!("softhsm2-util: {}", String::from_utf8_lossy(&o.stderr)),
-            ));
-        }
-        let pin_file = ed.join("pin");
-        write_private(&pin_file, &format!("{pin}\n"))?;
-        let config = ed.join("enclave.toml");
-        std::fs::write(
-            &config,
-            format!("[custody]\ntoken_label = \"{label}\"\npin = {{ file = \"{}\" }}\n", pin_file.display()),
-        )
-        .map_err(|e| io("enclave config", e))?;
-        let o = Command::new(default_enclave_bin())
-            .args(["token", "init", "--json", "--config"])
-            .arg(&config)
-            .env("SOFTHSM2_CONF", &conf)
-            .output()
-            .map_err(|e| io("frostgate-enclave", e))?;
-        if !o.status.success() {
-            return Err(Error::new(
-                ErrorCode::HsmOperationFailed,
-                format!("token init: {}", String::from_utf8_lossy(&o.stderr)),
-            ));
-        }
-        let init: serde_json::Value = serde_json::from_slice(&o.stdout).map_err(|e| io("token init output", e))?;
-        let identity =
-            init["identity_public_key"].as_str().ok_or_else(|| io("token init output", "no identity key"))?;
+        let (conf, config, identity) = new_token(&ed, id)?;
         pins.push(format!("  {{ id = {id}, identity_key = \"{identity}\" }},\n"));
         nodes.push(NodeEntry {
             id,
@@ -278,6 +299,58 @@ fn init(a: InitArgs) -> Result<(), Error> {
         out(&format!("cluster {}-of-{} created: {}\n", a.threshold, a.nodes, dir.join("cluster.toml").display()));
     }
     Ok(())
+}
+
+/// A fresh SoftHSM token for node `id` in `ed` (`tokens/`, `softhsm2.conf`, `pin`, an
+/// `enclave.toml` with its `[custody]`), its objects created: (softhsm conf, enclave config,
+/// identity public key hex).
+fn new_token(ed: &Path, id: u16) -> Result<(PathBuf, PathBuf, String), Error> {
+    let conf = ed.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\nlibrary.reset_on_fork = true\n",
+            ed.join("tokens").display()
+        ),
+    )
+    .map_err(|e| io("softhsm conf", e))?;
+    let label = format!("frostgate-node{id}");
+    let pin = random_hex(16);
+    let so_pin = random_hex(16);
+    let o = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", &label, "--so-pin", &so_pin, "--pin", &pin])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .map_err(|e| io("softhsm2-util (install softhsm2)", e))?;
+    if !o.status.success() {
+        return Err(Error::new(
+            ErrorCode::HsmOperationFailed,
+            format!("softhsm2-util: {}", String::from_utf8_lossy(&o.stderr)),
+        ));
+    }
+    let pin_file = ed.join("pin");
+    write_private(&pin_file, &format!("{pin}\n"))?;
+    let config = ed.join("enclave.toml");
+    std::fs::write(
+        &config,
+        format!("[custody]\ntoken_label = \"{label}\"\npin = {{ file = \"{}\" }}\n", pin_file.display()),
+    )
+    .map_err(|e| io("enclave config", e))?;
+    let o = Command::new(default_enclave_bin())
+        .args(["token", "init", "--json", "--config"])
+        .arg(&config)
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .map_err(|e| io("frostgate-enclave", e))?;
+    if !o.status.success() {
+        return Err(Error::new(
+            ErrorCode::HsmOperationFailed,
+            format!("token init: {}", String::from_utf8_lossy(&o.stderr)),
+        ));
+    }
+    let init: serde_json::Value = serde_json::from_slice(&o.stdout).map_err(|e| io("token init output", e))?;
+    let identity = init["identity_public_key"].as_str().ok_or_else(|| io("token init output", "no identity key"))?;
+    Ok((conf, config, identity.to_string()))
 }
 
 /// The development cluster's two users (enclave, host), created if missing (root only).

@@ -59,6 +59,8 @@ enum Command {
     Keygen(group::KeygenArgs),
     /// Refresh a key's shares across a cluster (same key, next epoch); `--remove N` drops a seat.
     Refresh(lifecycle::RefreshArgs),
+    /// Repair a lost seat onto a fresh node: threshold helpers rebuild its share in its enclave.
+    Repair(lifecycle::RepairArgs),
     /// Sign a 32-byte message with ROAST across a cluster.
     Sign(group::SignArgs),
     /// Sign every input of a PSBT that a key can sign (each enclave checks it against its policy).
@@ -109,6 +111,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Dev(c) => dev::run(c).map(|()| ExitCode::SUCCESS),
         Command::Keygen(a) => group::keygen(a).await.map(|()| ExitCode::SUCCESS),
         Command::Refresh(a) => lifecycle::refresh(a).await.map(|()| ExitCode::SUCCESS),
+        Command::Repair(a) => lifecycle::repair(a).await.map(|()| ExitCode::SUCCESS),
         Command::Sign(a) => group::sign(a).await.map(|()| ExitCode::SUCCESS),
         Command::Verify(a) => group::verify(a).map(|()| ExitCode::SUCCESS),
         Command::SignPsbt(a) => spend::sign_psbt(a).await.map(|()| ExitCode::SUCCESS),

@@ -1,4 +1,5 @@
-//! Relays a DKG, or a share refresh (the same steps), between signer nodes. The relay is untrusted by design: it sees public round-1
+//! Relays the enclave-to-enclave protocols between signer nodes: a DKG, a share refresh (the same
+//! steps), and the repair of a lost seat. The relay is untrusted by design: it sees public round-1
 //! packages, ciphertexts and signed confirmations only; any abort is propagated to every node.
 
 use crate::api::convert::Proto;
@@ -44,6 +45,35 @@ pub async fn refresh(nodes: &[Arc<SignerClient>], key: KeyId) -> Result<KeyRefre
         true => Ok(refreshed),
         false => Err(Error::new(ErrorCode::Internal, "a refresh answered for another key")),
     }
+}
+
+/// Repairs seat `seat` of `key` onto `new` (a fresh enclave pinned for the seat by every helper)
+/// with `helpers` (at least the threshold); returns the key as the new enclave now holds it.
+/// Helpers that started and fail later forget the repair after the DKG TTL.
+pub async fn repair(helpers: &[Arc<SignerClient>], new: &SignerClient, key: KeyId) -> Result<KeyInfo, Error> {
+    let internal = |e| Error::new(ErrorCode::Internal, e);
+    let repair = DkgId::from_bytes(crate::random_bytes());
+    let seat = new.id();
+    let identity_key = new.call(GetIdentity, STEP_TIMEOUT).await?;
+    let ids = Signers::new(helpers.iter().map(|h| h.id()).collect::<Vec<_>>()).map_err(internal)?;
+    let mut deltas = Vec::new();
+    for h in helpers {
+        let start =
+            RepairStart { repair, key, seat, identity_key: identity_key.clone(), me: h.id(), helpers: ids.clone() };
+        deltas.extend(step::<DkgEnvelopes, _>(h, start).await?.into_inner());
+    }
+    let mut sigmas = Vec::new();
+    for h in helpers {
+        let mine: Vec<DkgEnvelope> = deltas.iter().filter(|e| e.to == h.id()).cloned().collect();
+        let envelopes = DkgEnvelopes::new(mine).map_err(internal)?;
+        sigmas.extend(step::<DkgEnvelopes, _>(h, RepairSigma { repair, envelopes }).await?.into_inner());
+    }
+    // Any helper's package: each bound its own package's hash into its sigma, so the new enclave
+    // opens the sigmas only if they all hold this one.
+    let helper = helpers.first().ok_or_else(|| Error::new(ErrorCode::SignerSetInvalid, "no helper"))?;
+    let public_key_package = helper.call(KeyRef { key }, STEP_TIMEOUT).await?.public_key_package;
+    let envelopes = DkgEnvelopes::new(sigmas).map_err(internal)?;
+    step::<KeyInfo, _>(new, RepairFinish { repair, key, seat, public_key_package, envelopes }).await
 }
 
 /// Relays one DKG (or refresh) to its end; on any failure every node abandons it.
