@@ -227,6 +227,9 @@ error_codes! {
     /// The key's shares were refreshed since this session was opened: it is refused; open a new
     /// session.
     KeyEpochChanged = "key_epoch_changed", NewAttempt;
+    /// A seat backup does not open with the configured recovery key, or its share is not the
+    /// seat's (checked against the verifying share), or it is of another key. Nothing restored.
+    BackupInvalid = "backup_invalid", FixRequest;
 }
 
 impl fmt::Display for ErrorCode {

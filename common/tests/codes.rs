@@ -69,6 +69,7 @@ const PINNED: &[(usize, &str, &str)] = &[
     (61, "policy_violation", "fix_request"),
     (62, "derivation_invalid", "fix_request"),
     (63, "key_epoch_changed", "new_attempt"),
+    (64, "backup_invalid", "fix_request"),
 ];
 
 #[test]

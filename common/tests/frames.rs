@@ -233,6 +233,9 @@ fn message() -> impl Strategy<Value = Message> {
         )),
         (key_info(), any::<u64>()).prop_map(|(key, epoch)| Message::KeyRefreshed(KeyRefreshed { key, epoch })),
         Just(Message::RotateSealingKey(RotateSealingKey)),
+        bytes::<32>().prop_map(|k| Message::BackupSeat(BackupSeat { key: KeyId::from_bytes(k) })),
+        seat_backup().prop_map(Message::SeatBackup),
+        seat_backup().prop_map(|backup| Message::RestoreSeat(RestoreSeat { backup })),
         (dkg_id(), bytes::<32>(), pid(), identity(), pid(), signers()).prop_map(
             |(repair, key, seat, identity_key, me, helpers)| {
                 Message::RepairStart(RepairStart {
@@ -326,6 +329,20 @@ fn message() -> impl Strategy<Value = Message> {
             .prop_map(|v| Message::AuditLog(AuditLog { entries: AuditEntries::new(v).expect("bound") })),
     ];
     prop_oneof![base, signing, store, dkg, spending]
+}
+
+fn seat_backup() -> impl Strategy<Value = SeatBackup> {
+    (bytes::<32>(), pid(), any::<u64>(), blob(1024), bytes::<32>(), bytes::<32>(), blob(1024)).prop_map(
+        |(key, seat, epoch, p, recovery_public_key, ephemeral_public_key, c)| SeatBackup {
+            key: KeyId::from_bytes(key),
+            seat,
+            epoch,
+            public_key_package: PublicKeyPackageBytes::new(p).expect("bound"),
+            recovery_public_key,
+            ephemeral_public_key,
+            ciphertext: DkgCiphertext::new(c).expect("bound"),
+        },
+    )
 }
 
 fn key_info() -> impl Strategy<Value = KeyInfo> {

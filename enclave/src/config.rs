@@ -22,6 +22,8 @@ pub struct EnclaveConfig {
     /// The spending policy (`crate::policy`). Without it the enclave is unrestricted
     /// (development): raw digests are signed and nothing is limited.
     pub policy: Option<crate::policy::PolicyConfig>,
+    /// The operator's recovery key (`crate::backup`): seat backups are encrypted to it.
+    pub recovery: Option<crate::backup::RecoveryConfig>,
 }
 
 /// `[group]`: the participants this enclave may run a DKG with.

@@ -35,6 +35,17 @@ enum Command {
     /// Manage this enclave's objects on its HSM token.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Generate an operator recovery key pair: the private key to a new file (mode 0600), the
+    /// public key (for `[recovery] public_key`) printed.
+    RecoveryKey(RecoveryKeyArgs),
+}
+
+#[derive(Debug, Args)]
+struct RecoveryKeyArgs {
+    /// The file to create for the private key (hex). Keep it offline; give it to an enclave only
+    /// to restore.
+    #[arg(long)]
+    private_key_out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -101,7 +112,7 @@ fn main() -> ExitCode {
     // change resets the dumpable flag, so hardening comes after).
     let user = match &cli.command {
         Command::Serve(args) => args.user.clone(),
-        Command::Token(_) => None,
+        Command::Token(_) | Command::RecoveryKey(_) => None,
     };
     let dropped = match user {
         Some(u) => {
@@ -136,6 +147,14 @@ fn run(command: Command) -> Result<ExitCode, Error> {
         },
         Command::Token(TokenCommand::Init(args)) => token_init(args),
         Command::Token(TokenCommand::Inspect(args)) => token_inspect(args),
+        Command::RecoveryKey(args) => {
+            let public = frostgate_enclave::backup::generate_recovery_key(&args.private_key_out)?;
+            out(&format!(
+                "recovery public key: {public}\n(pin it as [recovery] public_key in every enclave.toml; the private key is in {})\n",
+                args.private_key_out.display()
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -209,6 +228,11 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
         None => None,
     };
     let group = config.as_ref().and_then(|c| c.group.as_ref()).map(|g| g.pins()).transpose()?;
+    let recovery = config
+        .as_ref()
+        .and_then(|c| c.recovery.as_ref())
+        .map(frostgate_enclave::backup::Recovery::from_config)
+        .transpose()?;
     let spending = match config.as_ref().and_then(|c| c.policy.as_ref()) {
         Some(p) => frostgate_enclave::policy::Policy::from_config(p)?,
         None => frostgate_enclave::policy::Policy::unrestricted(),
@@ -256,8 +280,11 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
         dkg_ttl: Duration::from_secs(args.dkg_ttl_secs),
         ..Limits::default()
     };
-    let service =
-        Arc::new(Service::new(custody, group, mode, limits, args.compact_after_records.max(1))?.with_policy(spending));
+    let service = Arc::new(
+        Service::new(custody, group, mode, limits, args.compact_after_records.max(1))?
+            .with_policy(spending)
+            .with_recovery(recovery),
+    );
     // Expiry sweep and compaction.
     let maintainer = service.clone();
     let interval = Duration::from_secs(args.sweep_interval_secs.max(1));

@@ -10,7 +10,8 @@
 //! - Helpers act only for a seat pinned (in their own `[group]`) to the identity the request
 //!   names; a helper's own delta lives only in this map (wiped on drop), bounded, with a TTL.
 //! - The new enclave seals the repaired share only if its verifying share is the one the public
-//!   key package lists for the seat, and only for a key it does not hold yet.
+//!   key package lists for the seat, and only for a key it does not hold yet; it first closes its
+//!   policy windows for one window length (the lost store's counters are unknown).
 
 use crate::dkg::{decrypt_envelope, encrypt_envelope, DkgError};
 use crate::keys::{frost_err, identifier, key_id_of, KeyRecord, SealedSeat};
@@ -361,6 +362,8 @@ impl Repairs {
         let mut record = KeyRecord::new(public, BTreeMap::new())?;
         let blob = sealing::seal(engine.custody(), &record.seal_context(r.seat, epoch), &plain)?;
         record.seats.insert(r.seat, SealedSeat { blob, epoch });
+        // The store this seat lived in is gone with its policy counters: they count as exhausted.
+        engine.close_windows().await?;
         engine.add_key(record.clone()).await?;
         Ok(record)
     }

@@ -42,6 +42,7 @@ pub struct Service {
     store: Option<ChainedStore>,
     dkgs: crate::dkg::Dkgs,
     repairs: crate::repair::Repairs,
+    recovery: Option<crate::backup::Recovery>,
     policy: Arc<crate::policy::Policy>,
 }
 
@@ -95,8 +96,15 @@ impl Service {
             store: None,
             dkgs: crate::dkg::Dkgs::default(),
             repairs: crate::repair::Repairs::default(),
+            recovery: None,
             policy: Arc::new(crate::policy::Policy::unrestricted()),
         }
+    }
+
+    /// The same service with the operator's recovery key (before it serves).
+    pub fn with_recovery(mut self, recovery: Option<crate::backup::Recovery>) -> Self {
+        self.recovery = recovery;
+        self
     }
 
     /// The same service under the operator's spending `policy` (before it serves).
@@ -396,6 +404,18 @@ impl EnclaveApi for Served<'_> {
             Err(e) => Err(e),
         };
         Self::dkg_step(r.repair, repaired)
+    }
+
+    async fn backup_seat(&self, r: BackupSeat) -> Result<SeatBackup, Error> {
+        let backup = crate::backup::backup(self.engine()?, self.service.recovery.as_ref(), r.key)?;
+        tracing::info!(key = %r.key, seat = %backup.seat, epoch = backup.epoch, "seat backed up to the recovery key");
+        Ok(backup)
+    }
+
+    async fn restore_seat(&self, r: RestoreSeat) -> Result<KeyInfo, Error> {
+        let record = crate::backup::restore(self.engine()?, self.service.recovery.as_ref(), &r.backup).await?;
+        tracing::warn!(key = %record.key_id, seat = %r.backup.seat, "seat restored from a backup; policy windows closed for one window");
+        key_info(&record)
     }
 
     async fn dkg_abort(&self, r: DkgRef) -> Result<DkgAborted, Error> {

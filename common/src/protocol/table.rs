@@ -204,6 +204,14 @@ macro_rules! boundary_table {
             56 RepairFinish(RepairFinish) {
                 request, from: Host, exposure: Network, ready: Ready, serve: repair_finish, reply: DkgOutcome<KeyInfo>
             }
+            /// Host -> enclave: back up this enclave's seat of a key to the pinned recovery key.
+            /// Local clients only.
+            57 BackupSeat(BackupSeat) { request, from: Host, exposure: Channel, ready: Ready, serve: backup_seat, reply: SeatBackup }
+            /// Enclave -> host: the seat's backup (ciphertext only).
+            58 SeatBackup(SeatBackup) { reply, from: Enclave }
+            /// Host -> enclave: restore a seat from its backup (the enclave reads the recovery
+            /// private key itself). Local clients only.
+            59 RestoreSeat(RestoreSeat) { request, from: Host, exposure: Channel, ready: Ready, serve: restore_seat, reply: KeyInfo }
         }
     };
 }

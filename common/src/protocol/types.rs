@@ -609,6 +609,40 @@ pub struct RepairFinish {
     pub envelopes: DkgEnvelopes,
 }
 
+/// Back up the seat this enclave holds of `key`, encrypted to the operator's recovery key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupSeat {
+    /// The key.
+    pub key: KeyId,
+}
+
+/// One seat's share encrypted to the operator's recovery public key (ECDH on secp256k1 with an
+/// ephemeral key, AES-256-GCM), with the public record needed to restore it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatBackup {
+    /// The key.
+    pub key: KeyId,
+    /// The seat.
+    pub seat: ParticipantId,
+    /// The key epoch of the share.
+    pub epoch: u64,
+    /// The key's public key package.
+    pub public_key_package: PublicKeyPackageBytes,
+    /// The recovery public key it is encrypted to (x-only, even y).
+    pub recovery_public_key: [u8; 32],
+    /// The ephemeral public key (x-only, even y).
+    pub ephemeral_public_key: [u8; 32],
+    /// `nonce (12) | AES-256-GCM ciphertext and tag`.
+    pub ciphertext: DkgCiphertext,
+}
+
+/// Restore a seat from its backup into this (fresh) enclave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreSeat {
+    /// The backup.
+    pub backup: SeatBackup,
+}
+
 /// Rotates the enclave's HSM key-encryption key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RotateSealingKey;

@@ -14,6 +14,9 @@ use frostgate_common::protocol::{AuditDecision, AuditEntry, AuditOutput, PsbtSes
 /// them first with `frostgate audit`).
 pub const MAX_AUDIT: usize = 4096;
 
+/// The satoshis of a charge that closes the window (see `Engine::close_windows`).
+pub(super) const CLOSES_WINDOW: u64 = u64::MAX;
+
 /// What a session's first share charges to the policy window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Charge {
@@ -80,10 +83,34 @@ impl Engine {
 
     fn window(&self, s: &State, now: u64) -> Window {
         let w = self.policy.window_secs();
-        s.charges
-            .values()
-            .filter(|c| c.at_unix.saturating_add(w) > now)
-            .fold(Window::default(), |acc, c| Window { sats: acc.sats.saturating_add(c.sats), count: acc.count + 1 })
+        s.charges.values().filter(|c| c.at_unix.saturating_add(w) > now).fold(Window::default(), |acc, c| {
+            // A closing charge counts as every signature of the window too.
+            let count = if c.sats == CLOSES_WINDOW { u64::MAX } else { 1 };
+            Window { sats: acc.sats.saturating_add(c.sats), count: acc.count.saturating_add(count) }
+        })
+    }
+
+    /// Closes the policy's windows for one window length from now, durably (a charge of every
+    /// satoshi and every signature): after a seat is restored or repaired into a fresh store,
+    /// whose lost counters are unknown. No-op without window limits.
+    pub async fn close_windows(&self) -> Result<(), Error> {
+        if self.policy.window_secs() == 0 {
+            return Ok(());
+        }
+        let record = {
+            let mut s = self.lock();
+            let now = Self::clock(&s);
+            let mut id = [0u8; 32];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
+                .map_err(|_| err(ErrorCode::Internal, "randomness"))?;
+            s.charges.insert(id, Charged { sats: CLOSES_WINDOW, at_unix: now, durable: false });
+            s.clock_high = s.clock_high.max(now);
+            Some(Record::Charged { id, sats: CLOSES_WINDOW, at_unix: now })
+        };
+        self.store.persist(record.iter().cloned().collect()).await.map_err(persist_err)?;
+        Self::charge_durable(&mut self.lock(), &record);
+        tracing::warn!(window_secs = self.policy.window_secs(), "policy windows closed for one window");
+        Ok(())
     }
 
     /// Whether `charge` would fit the window now (nothing is taken).

@@ -548,6 +548,9 @@ fn start_node(cluster: &Cluster, n: &NodeEntry, enclave_bin: &Path, host_bin: &P
             n.enclave_socket.display().to_string(),
             "--api-listen".into(),
             n.api_listen.clone().unwrap_or_else(|| n.api.clone()),
+            // Local clients (the operator's `token rotate-kek`, `backup`, `restore`).
+            "--listen".into(),
+            format!("unix:{}", n.dir.join("host").join("host.sock").display()),
         ];
         if n.server_cert.is_none() {
             args.push("--dev-plaintext-api".into());

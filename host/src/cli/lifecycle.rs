@@ -1,4 +1,5 @@
-//! `frostgate refresh | repair`: operations that keep a key alive across its operators' changes.
+//! `frostgate refresh | repair | backup | restore | recovery-key`: operations that keep a key
+//! alive across its operators' changes.
 
 use super::out;
 use clap::Args;
@@ -128,3 +129,154 @@ pub async fn repair(a: RepairArgs) -> Result<(), Error> {
     }
     Ok(())
 }
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The node's local socket (`host.sock` in a dev cluster).
+    #[arg(long)]
+    connect: String,
+    /// The key id (x-only internal key, hex).
+    #[arg(long)]
+    key: String,
+    /// Where to write the backup (JSON; the share inside is encrypted to the recovery key).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The (fresh) node's local socket; its enclave reads the recovery private key itself.
+    #[arg(long)]
+    connect: String,
+    /// The backup file written by `frostgate backup`.
+    #[arg(long)]
+    file: PathBuf,
+    /// Check first that the backup's public key package is the one threshold nodes of this
+    /// cluster agree on (a stale backup of an earlier epoch is refused).
+    #[arg(long)]
+    cluster: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RecoveryKeyArgs {
+    /// Where to write the new recovery private key (hex; mode 0600). Keep it offline; give it
+    /// to an enclave only to restore.
+    #[arg(long)]
+    private_key_out: PathBuf,
+}
+
+/// The backup file: `SeatBackup` with hex fields.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct BackupFile {
+    format: String,
+    key: String,
+    seat: u16,
+    epoch: u64,
+    public_key_package: String,
+    recovery_public_key: String,
+    ephemeral_public_key: String,
+    ciphertext: String,
+}
+
+const BACKUP_FORMAT: &str = "frostgate-seat-backup/v1";
+
+async fn local(connect: &str) -> Result<frostgate_host::node::enclave::EnclaveClient, Error> {
+    frostgate_host::node::enclave::EnclaveClient::connect(connect.parse::<frostgate_common::transport::Address>()?)
+        .await
+}
+
+pub async fn backup(a: BackupArgs) -> Result<(), Error> {
+    let key = KeyId::from_str(&a.key).map_err(|e| Error::new(ErrorCode::ConfigInvalid, e))?;
+    let node = local(&a.connect).await?;
+    let b = node.channel().request(frostgate_common::protocol::BackupSeat { key }, Some(TIMEOUT)).await?;
+    let file = BackupFile {
+        format: BACKUP_FORMAT.into(),
+        key: b.key.to_string(),
+        seat: b.seat.get(),
+        epoch: b.epoch,
+        public_key_package: hex::encode(b.public_key_package.as_inner()),
+        recovery_public_key: hex::encode(b.recovery_public_key),
+        ephemeral_public_key: hex::encode(b.ephemeral_public_key),
+        ciphertext: hex::encode(b.ciphertext.as_inner()),
+    };
+    let text = serde_json::to_string_pretty(&file).map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+    std::fs::write(&a.out, text + "\n")
+        .map_err(|e| Error::new(ErrorCode::ConfigInvalid, format!("{}: {e}", a.out.display())))?;
+    out(&format!("seat {} of key {} (epoch {}) backed up to {}\n", file.seat, file.key, file.epoch, a.out.display()));
+    Ok(())
+}
+
+fn parse_backup(path: &std::path::Path) -> Result<frostgate_common::protocol::SeatBackup, Error> {
+    let bad = |m: String| Error::new(ErrorCode::BackupInvalid, format!("{}: {m}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let f: BackupFile = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    if f.format != BACKUP_FORMAT {
+        return Err(bad(format!("format {:?}, expected {BACKUP_FORMAT}", f.format)));
+    }
+    let bytes = |s: &str| hex::decode(s).map_err(|e| bad(e.to_string()));
+    let b32 =
+        |s: &str| -> Result<[u8; 32], Error> { bytes(s)?.try_into().map_err(|_| bad("a key is not 32 bytes".into())) };
+    Ok(frostgate_common::protocol::SeatBackup {
+        key: KeyId::from_str(&f.key).map_err(|e| bad(e.to_string()))?,
+        seat: frostgate_common::ids::ParticipantId::new(f.seat).map_err(|e| bad(e.to_string()))?,
+        epoch: f.epoch,
+        public_key_package: frostgate_common::bounded::PublicKeyPackageBytes::new(bytes(&f.public_key_package)?)
+            .map_err(|e| bad(e.to_string()))?,
+        recovery_public_key: b32(&f.recovery_public_key)?,
+        ephemeral_public_key: b32(&f.ephemeral_public_key)?,
+        ciphertext: frostgate_common::bounded::DkgCiphertext::new(bytes(&f.ciphertext)?)
+            .map_err(|e| bad(e.to_string()))?,
+    })
+}
+
+pub async fn restore(a: RestoreArgs) -> Result<(), Error> {
+    let backup = parse_backup(&a.file)?;
+    if let Some(cluster) = &a.cluster {
+        let cluster = Cluster::load(cluster)?;
+        let nodes = dkg_relay::connect_all(&cluster).await;
+        let agreed = frostgate_host::coordinator::KeyMaterial::fetch(
+            &nodes,
+            &backup.key,
+            cluster.threshold,
+            frostgate_host::coordinator::Settings::default(),
+        )
+        .await?;
+        if agreed.public_key_package_bytes()? != *backup.public_key_package.as_inner() {
+            return Err(Error::new(
+                ErrorCode::BackupInvalid,
+                "the backup's public key package is not the one the cluster holds (a backup of an earlier epoch?): \
+                 take a new backup, or repair the seat",
+            ));
+        }
+    }
+    let seat = backup.seat;
+    let node = local(&a.connect).await?;
+    let info = node.channel().request(frostgate_common::protocol::RestoreSeat { backup }, Some(TIMEOUT)).await?;
+    let row = serde_json::json!({ "key": info.key.to_string(), "seat": seat.get(), "threshold": info.threshold });
+    if a.json {
+        out(&format!("{row}\n"));
+    } else {
+        out(&format!("seat {} of key {} restored (checked against its verifying share)\n", seat, info.key));
+    }
+    Ok(())
+}
+
+pub fn recovery_key(a: RecoveryKeyArgs) -> Result<(), Error> {
+    // Generated by the enclave binary: this process never holds a secret.
+    let bin = frostgate_host::node::enclave::default_enclave_bin();
+    let status = std::process::Command::new(&bin)
+        .arg("recovery-key")
+        .arg("--private-key-out")
+        .arg(&a.private_key_out)
+        .status()
+        .map_err(|e| Error::new(ErrorCode::EnclaveUnavailable, format!("running {}: {e}", bin.display())))?;
+    match status.success() {
+        true => Ok(()),
+        false => Err(Error::new(ErrorCode::ConfigInvalid, "the recovery key was not generated (see above)")),
+    }
+}
+
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

@@ -61,6 +61,12 @@ enum Command {
     Refresh(lifecycle::RefreshArgs),
     /// Repair a lost seat onto a fresh node: threshold helpers rebuild its share in its enclave.
     Repair(lifecycle::RepairArgs),
+    /// Back up a node's seat of a key, encrypted to the operator's recovery key.
+    Backup(lifecycle::BackupArgs),
+    /// Restore a seat from its backup into a fresh node (its enclave reads the recovery key).
+    Restore(lifecycle::RestoreArgs),
+    /// Generate an operator recovery key pair (private key to a file, public key printed).
+    RecoveryKey(lifecycle::RecoveryKeyArgs),
     /// Sign a 32-byte message with ROAST across a cluster.
     Sign(group::SignArgs),
     /// Sign every input of a PSBT that a key can sign (each enclave checks it against its policy).
@@ -112,6 +118,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Keygen(a) => group::keygen(a).await.map(|()| ExitCode::SUCCESS),
         Command::Refresh(a) => lifecycle::refresh(a).await.map(|()| ExitCode::SUCCESS),
         Command::Repair(a) => lifecycle::repair(a).await.map(|()| ExitCode::SUCCESS),
+        Command::Backup(a) => lifecycle::backup(a).await.map(|()| ExitCode::SUCCESS),
+        Command::Restore(a) => lifecycle::restore(a).await.map(|()| ExitCode::SUCCESS),
+        Command::RecoveryKey(a) => lifecycle::recovery_key(a).map(|()| ExitCode::SUCCESS),
         Command::Sign(a) => group::sign(a).await.map(|()| ExitCode::SUCCESS),
         Command::Verify(a) => group::verify(a).map(|()| ExitCode::SUCCESS),
         Command::SignPsbt(a) => spend::sign_psbt(a).await.map(|()| ExitCode::SUCCESS),

@@ -260,6 +260,11 @@ impl KeyMaterial {
         self.threshold
     }
 
+    /// The agreed package's encoding.
+    pub fn public_key_package_bytes(&self) -> Result<Vec<u8>, Error> {
+        self.public.serialize().map_err(|e| Error::new(ErrorCode::InvalidEncoding, format!("public key package: {e}")))
+    }
+
     /// The participants of the agreed package, ascending.
     pub fn participants(&self) -> Vec<u16> {
         (1..=frostgate_common::limits::MAX_PARTICIPANTS)

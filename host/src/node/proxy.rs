@@ -162,11 +162,12 @@ impl Host {
         }
     }
 
-    /// Serves local clients until the future is dropped.
+    /// Serves local clients (this process's user, or root: the operator of a two-user node)
+    /// until the future is dropped.
     pub async fn serve(self: Arc<Self>, listener: Listener, allowed_uid: u32) {
         loop {
             let (reader, writer, peer) = listener.next().await;
-            if !matches!(peer, Peer::Unix { uid, .. } if uid == allowed_uid) {
+            if !matches!(peer, Peer::Unix { uid, .. } if uid == allowed_uid || uid == 0) {
                 tracing::warn!(?peer, code = %ErrorCode::PeerNotAuthorized, "refusing client");
                 tokio::spawn(refuse(writer, Error::new(ErrorCode::PeerNotAuthorized, "not the host's user")));
                 continue;
