@@ -6,7 +6,7 @@ use frostgate_common::error::ErrorCode;
 use frostgate_common::ids::KeyId;
 use frostgate_common::protocol::TaprootMode;
 use frostgate_tests::dev_cluster::DevCluster;
-use frostgate_tests::dkg::{sign_multi, unseal_with, Relay, Tamper};
+use frostgate_tests::dkg::{sign_multi, unseal_with, unsealed_share, Relay, Tamper};
 use frostgate_tests::host_bin;
 use frostgate_tests::node::Node;
 use frostgate_tests::signing::{pid, random};
@@ -101,7 +101,7 @@ fn a_tampered_delta_or_sigma_names_its_sender_and_nothing_is_stored() {
         n.kill();
         n.start();
     }
-    rt.block_on(async {
+    let relay = rt.block_on(async {
         let mut callers = Vec::new();
         for (i, node) in nodes.iter().enumerate() {
             callers.push((pid(i as u16 + 1), node.caller().await));
@@ -130,5 +130,24 @@ fn a_tampered_delta_or_sigma_names_its_sender_and_nothing_is_stored() {
         for other in [0, 1] {
             sign_multi(&[relay.nodes[other].clone(), relay.nodes[2].clone()], key, TaprootMode::Bip86).await;
         }
+        relay
     });
+    // No share (the repaired one, or a helper's) in any log, store file or relayed message.
+    for n in nodes.iter_mut() {
+        n.kill();
+    }
+    let shares: Vec<Vec<u8>> = (0..3).map(|i| unsealed_share(&nodes[i], key, pid(i as u16 + 1)).1).collect();
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    let recorded = relay.recorded.lock().expect("lock");
+    assert!(recorded.len() > 10);
+    for share in &shares {
+        for n in &nodes {
+            for suffix in ["", "-wal"] {
+                let bytes = std::fs::read(format!("{}{suffix}", n.db.display())).unwrap_or_default();
+                assert!(!contains(&bytes, share), "a share in a store file");
+            }
+            assert!(!contains(n.logs().as_bytes(), share) && !n.logs().contains(&hex::encode(share)), "in the logs");
+        }
+        assert!(recorded.iter().all(|m| !contains(m, share)), "a share in a relayed message");
+    }
 }
