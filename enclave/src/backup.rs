@@ -88,7 +88,13 @@ impl Recovery {
         if public != self.public {
             return Err(config_err("the recovery key file does not match [recovery] public_key"));
         }
-        Ok(if parity == Parity::Odd { secret.negate() } else { secret })
+        if parity == Parity::Odd {
+            let mut odd = secret;
+            let even = odd.negate();
+            odd.non_secure_erase();
+            return Ok(even);
+        }
+        Ok(secret)
     }
 }
 
@@ -100,7 +106,8 @@ fn package_hash(bytes: &[u8]) -> [u8; 32] {
 
 /// The AES key and the associated data of a backup.
 fn keys(shared: &SharedSecret, b: &SeatBackup) -> Result<(LessSafeKey, Vec<u8>), Error> {
-    let mac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &shared.secret_bytes());
+    let secret = Zeroizing::new(shared.secret_bytes());
+    let mac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_ref());
     let mut info = DOMAIN.to_vec();
     info.extend_from_slice(&b.ephemeral_public_key);
     info.extend_from_slice(&b.recovery_public_key);
@@ -147,7 +154,14 @@ pub fn backup(engine: &Engine, recovery: Option<&Recovery>, key: KeyId) -> Resul
         }
     };
     let (e_public, parity) = Keypair::from_secret_key(&secp, &ephemeral).x_only_public_key();
-    let ephemeral = if parity == Parity::Odd { ephemeral.negate() } else { ephemeral };
+    let mut ephemeral = if parity == Parity::Odd {
+        let mut drawn = ephemeral;
+        let negated = drawn.negate();
+        drawn.non_secure_erase();
+        negated
+    } else {
+        ephemeral
+    };
     let public = record.public.serialize().map_err(|e| frost_err(ErrorCode::Internal, "public key package", e))?;
     let mut b = SeatBackup {
         key,
@@ -159,6 +173,7 @@ pub fn backup(engine: &Engine, recovery: Option<&Recovery>, key: KeyId) -> Resul
         ciphertext: DkgCiphertext::new(Vec::new()).map_err(|e| Error::new(ErrorCode::Internal, e))?,
     };
     let shared = SharedSecret::new(&even(&recovery.public), &ephemeral);
+    ephemeral.non_secure_erase();
     let (aead, aad) = keys(&shared, &b)?;
     let mut nonce = [0u8; 12];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
@@ -207,8 +222,18 @@ fn open(recovery: &Recovery, b: &SeatBackup) -> Result<(KeyPackage, PublicKeyPac
 
 /// Restores a seat into this enclave: opens and checks the backup, closes the policy's windows
 /// (the lost store's counters are unknown), seals the share under this token and stores the key.
-pub async fn restore(engine: &Engine, recovery: Option<&Recovery>, b: &SeatBackup) -> Result<KeyRecord, Error> {
+pub async fn restore(
+    engine: &Engine,
+    recovery: Option<&Recovery>,
+    pins: Option<&BTreeMap<frostgate_common::ids::ParticipantId, Vec<u8>>>,
+    b: &SeatBackup,
+) -> Result<KeyRecord, Error> {
     let recovery = recovery.ok_or_else(|| config_err("no [recovery] is configured in this enclave"))?;
+    if let Some(pinned) = pins.map(|p| p.get(&b.seat)) {
+        if pinned.map(Vec::as_slice) != Some(engine.custody().identity_public_key()) {
+            return Err(config_err(format!("seat {} is not pinned to this enclave in its [group]", b.seat)));
+        }
+    }
     if engine.key(&b.key).is_ok() {
         return Err(Error::new(ErrorCode::BackupInvalid, format!("key {} is already held here", b.key)));
     }

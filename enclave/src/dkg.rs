@@ -222,6 +222,16 @@ impl Dkgs {
             ));
         }
         let mut map = self.lock();
+        // One refresh of a key at a time: two confirmed refreshes activated on different nodes
+        // would leave the seats on different sharings.
+        if let Some(of) = refresh {
+            if map.iter().any(|(other, d)| *other != id && d.refresh.is_some_and(|r| r.key == of.key)) {
+                return Err(err(
+                    ErrorCode::DkgConfigInvalid,
+                    format!("a refresh of key {} is already running here (abort it, or let it expire)", of.key),
+                ));
+            }
+        }
         if let Some(existing) = map.get(&id) {
             let same = existing.me == me
                 && existing.threshold == threshold
@@ -462,7 +472,10 @@ impl Dkgs {
         }
         let plain =
             Zeroizing::new(key_package.serialize().map_err(|e| frost_err(ErrorCode::Internal, "key package", e))?);
-        let epoch = dkg.refresh.map_or(0, |of| of.epoch + 1);
+        let epoch = match dkg.refresh {
+            None => 0,
+            Some(of) => of.epoch.checked_add(1).ok_or_else(|| err(ErrorCode::Internal, "key epoch overflow"))?,
+        };
         let mut record = KeyRecord::new(public.clone(), BTreeMap::new())?;
         let blob = sealing::seal(engine.custody(), &record.seal_context(dkg.me, epoch), &plain)?;
         record.seats.insert(dkg.me, SealedSeat { blob, epoch });
@@ -563,7 +576,14 @@ fn zero_sharing_holds(
         return false;
     };
     let Ok(x_inv) = F::invert(&x) else { return false };
-    let shifted = Zeroizing::new(F::serialize(&(z * x_inv)));
+    let mut product = z * x_inv;
+    let shifted = Zeroizing::new(F::serialize(&product));
+    {
+        use zeroize::Zeroize;
+        let mut z = z;
+        z.zeroize();
+        product.zeroize();
+    }
     let Ok(shifted) = SigningShare::deserialize(shifted.as_slice()) else { return false };
     SecretShare::new(i, shifted, commitment.clone()).verify().is_ok()
 }

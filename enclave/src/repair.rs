@@ -8,7 +8,10 @@
 //!   data binds the repair id, sender, recipient, key id, the helper set and the hash of the
 //!   helper's public key package, so the new enclave combines only contributions that agree.
 //! - Helpers act only for a seat pinned (in their own `[group]`) to the identity the request
-//!   names; a helper's own delta lives only in this map (wiped on drop), bounded, with a TTL.
+//!   names; a helper's own delta lives only in this map (its encoding wiped on drop), bounded,
+//!   with a TTL, and is used only while the key is at the epoch it was made at. (frost-core's
+//!   `Delta` and `Sigma` are `Copy` without zeroize: their encodings here are wiped, the
+//!   library's own copies are not.)
 //! - The new enclave seals the repaired share only if its verifying share is the one the public
 //!   key package lists for the seat, and only for a key it does not hold yet; it first closes its
 //!   policy windows for one window length (the lost store's counters are unknown).
@@ -74,6 +77,7 @@ impl Default for Repairs {
 struct Binding<'a> {
     kind: &'static [u8],
     repair: DkgId,
+    seat: ParticipantId,
     from: ParticipantId,
     to: ParticipantId,
     key: KeyId,
@@ -85,6 +89,7 @@ impl Binding<'_> {
     fn bytes(&self) -> Vec<u8> {
         let mut c = self.kind.to_vec();
         c.extend_from_slice(self.repair.as_bytes());
+        c.extend_from_slice(&self.seat.get().to_be_bytes());
         c.extend_from_slice(&self.from.get().to_be_bytes());
         c.extend_from_slice(&self.to.get().to_be_bytes());
         c.extend_from_slice(self.key.as_bytes());
@@ -212,6 +217,7 @@ impl Repairs {
             let aad = Binding {
                 kind: DELTA,
                 repair: r.repair,
+                seat: r.seat,
                 from: r.me,
                 to: *h,
                 key: r.key,
@@ -249,6 +255,11 @@ impl Repairs {
     pub fn sigma(&self, engine: &Engine, pins: Option<&Pins>, r: &RepairSigma) -> RepairResult<DkgEnvelopes> {
         let h =
             self.lock().remove(&r.repair).ok_or_else(|| err(ErrorCode::DkgUnknown, format!("repair {}", r.repair)))?;
+        // A refresh since step 1 changed this helper's share: its delta is of the old epoch.
+        let record = engine.key(&h.key)?;
+        if record.epoch() != h.epoch || !record.seats.contains_key(&h.me) {
+            return Err(err(ErrorCode::KeyEpochChanged, format!("key {} changed since this repair started", h.key)));
+        }
         let expected: Vec<ParticipantId> = h.helpers.iter().copied().filter(|p| *p != h.me).collect();
         let mut given: Vec<ParticipantId> = r.envelopes.as_inner().iter().map(|e| e.from).collect();
         given.sort();
@@ -261,6 +272,7 @@ impl Repairs {
             let aad = Binding {
                 kind: DELTA,
                 repair: r.repair,
+                seat: h.seat,
                 from: e.from,
                 to: h.me,
                 key: h.key,
@@ -279,6 +291,7 @@ impl Repairs {
         let aad = Binding {
             kind: SIGMA,
             repair: r.repair,
+            seat: h.seat,
             from: h.me,
             to: h.seat,
             key: h.key,
@@ -330,6 +343,7 @@ impl Repairs {
             let aad = Binding {
                 kind: SIGMA,
                 repair: r.repair,
+                seat: r.seat,
                 from: e.from,
                 to: r.seat,
                 key: r.key,

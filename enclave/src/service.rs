@@ -126,14 +126,21 @@ impl Service {
             tracing::info!(wiped, "expired nonces wiped");
         }
         if self.store.as_ref().is_some_and(|s| s.needs_compaction()) {
-            self.compact(engine).await;
+            // Deferred to the next tick while a key change is in progress.
+            if let Some(held) = engine.try_hold_key_changes() {
+                self.compact(engine, held).await;
+            }
         }
     }
 
     /// Compacts the host store now (a snapshot of the engine's state; earlier records deleted).
-    async fn compact(&self, engine: &Engine) {
+    /// `held` keeps key changes off while the snapshot is taken and queued: every key record
+    /// committed before it is then installed, so the snapshot has it.
+    async fn compact(&self, engine: &Engine, held: tokio::sync::MutexGuard<'_, ()>) {
         let Some(store) = self.store.as_ref() else { return };
-        match engine.snapshot_then(|state| store.compact(state)) {
+        let queued = engine.snapshot_then(|state| store.compact(state));
+        drop(held);
+        match queued {
             Ok(committed) => match committed.await {
                 Ok(()) => tracing::info!(head = store.stats().head_version, "store compacted"),
                 Err(e) => tracing::warn!(error = ?e, "compaction failed"),
@@ -368,7 +375,7 @@ impl EnclaveApi for Served<'_> {
                 tracing::info!(dkg = %r.dkg, key = %record.key_id, epoch = record.epoch(), "key shares refreshed");
                 // The previous epoch's sealed share leaves the host store with the records before
                 // the snapshot.
-                self.service.compact(engine).await;
+                self.service.compact(engine, engine.hold_key_changes().await).await;
                 key_info(&record).map(|key| KeyRefreshed { key, epoch: record.epoch() }).map_err(DkgError::Error)
             }
             Err(e) => Err(e),
@@ -380,7 +387,7 @@ impl EnclaveApi for Served<'_> {
         let engine = self.engine()?;
         let (keys, seats) = engine.rotate_kek().await?;
         // Records with blobs under the destroyed key leave the host store.
-        self.service.compact(engine).await;
+        self.service.compact(engine, engine.hold_key_changes().await).await;
         Ok(SealingKeyRotated { keys: keys as u32, seats: seats as u32 })
     }
 
@@ -413,7 +420,8 @@ impl EnclaveApi for Served<'_> {
     }
 
     async fn restore_seat(&self, r: RestoreSeat) -> Result<KeyInfo, Error> {
-        let record = crate::backup::restore(self.engine()?, self.service.recovery.as_ref(), &r.backup).await?;
+        let (service, engine) = (self.service, self.engine()?);
+        let record = crate::backup::restore(engine, service.recovery.as_ref(), service.dkgs.pins(), &r.backup).await?;
         tracing::warn!(key = %record.key_id, seat = %r.backup.seat, "seat restored from a backup; policy windows closed for one window");
         key_info(&record)
     }

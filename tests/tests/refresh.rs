@@ -4,7 +4,7 @@
 //! share leaves the store and an old store put back is refused.
 
 use frostgate_common::error::ErrorCode;
-use frostgate_common::ids::KeyId;
+use frostgate_common::ids::{DkgId, KeyId};
 use frostgate_common::protocol::*;
 use frostgate_tests::dkg::{sign_multi, stored_key, unsealed_share, Relay, Tamper};
 use frostgate_tests::node::Node;
@@ -188,6 +188,19 @@ fn a_cheating_participant_is_named_and_no_share_changes() {
         let run = relay.refresh(before.key, &Tamper { confirmation: Some(pid(2)), ..Tamper::default() }).await;
         assert!(run.keys.is_empty(), "{run:?}");
         assert!(run.errors.values().all(|e| e.code() == ErrorCode::DkgTranscriptMismatch), "{run:?}");
+        // One refresh of a key at a time per enclave: two confirmed refreshes activated on
+        // different nodes would leave the seats on different sharings.
+        let participants = relay.participants().await;
+        let c = &relay.nodes[0].1;
+        let start = |dkg| RefreshStart { dkg, key: before.key, me: pid(1), participants: participants.clone() };
+        let (first, second) = (DkgId::from_bytes(random()), DkgId::from_bytes(random()));
+        c.request(start(first)).await.expect("a refresh");
+        let e = c.request(start(second)).await.expect_err("a second refresh of the same key");
+        assert_eq!(e.code(), ErrorCode::DkgConfigInvalid, "{e}");
+        assert!(e.message().contains("already running"), "{e}");
+        c.request(DkgRef { dkg: first }).await.expect("abort");
+        c.request(start(second)).await.expect("after the abort");
+        c.request(DkgRef { dkg: second }).await.expect("abort");
         // Nothing changed: epoch 0, the DKG's package, and the old shares still sign.
         for v in key_views(&relay, before.key).await {
             assert_eq!(v.public_key_package, before.public_key_package);

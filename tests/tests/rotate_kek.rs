@@ -52,6 +52,23 @@ fn keks(node: &Node) -> (u64, bool) {
     (kek["count"].as_u64().expect("count"), v["ok"] == true)
 }
 
+/// The `CKA_ID`s (hex) of the key-encryption keys on the node's token (node stopped).
+fn kek_ids(node: &Node) -> Vec<String> {
+    let o = node.token.pkcs11_tool(&["--list-objects", "--type", "secrkey"]);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let mut ids = Vec::new();
+    let mut in_kek = false;
+    for line in text.lines().map(str::trim) {
+        if let Some(label) = line.strip_prefix("label:") {
+            in_kek = label.trim() == "frostgate-kek";
+        } else if let Some(id) = line.strip_prefix("ID:").filter(|_| in_kek) {
+            ids.push(id.trim().to_string());
+        }
+    }
+    ids.sort();
+    ids
+}
+
 /// Whether the node's token can unseal seat 1 from the store at `db` (node stopped).
 fn unseals(node: &Node, db: &std::path::Path, key: frostgate_common::ids::KeyId) -> bool {
     Command::new(bin_dir().join("frostgate-test-unseal"))
@@ -119,6 +136,10 @@ fn a_kill_at_every_step_of_a_rotation_leaves_a_node_that_boots_signs_and_finishe
         ("kek_after_destroy", 1),
     ];
     for (point, after) in steps {
+        nodes[0].kill();
+        let before = kek_ids(&nodes[0]);
+        assert_eq!(before.len(), 1, "{before:?}");
+        nodes[0].start();
         nodes[0].arm(point);
         let o = rotate(&nodes[0]);
         assert!(!o.status.success(), "{point}: the enclave should have crashed: {}", text(&o));
@@ -132,6 +153,16 @@ fn a_kill_at_every_step_of_a_rotation_leaves_a_node_that_boots_signs_and_finishe
         rt.block_on(async { sign_multi(&relay(&nodes).await.nodes[..2], key, TaprootMode::Bip86).await });
         nodes[0].kill();
         assert_eq!(keks(&nodes[0]), (1, true), "{point}: one key-encryption key after the second run");
+        // Whatever the crash, the rotation ends on the new key (its id is the old one's plus
+        // one), never back on the old one.
+        let after_ids = kek_ids(&nodes[0]);
+        assert_eq!(after_ids.len(), 1);
+        assert_ne!(after_ids, before, "{point}: the rotation kept the old key-encryption key");
+        let (old, new) = (
+            u128::from_str_radix(&before[0], 16).expect("hex id"),
+            u128::from_str_radix(&after_ids[0], 16).expect("hex id"),
+        );
+        assert!(new > old, "{point}: {before:?} -> {after_ids:?}");
         nodes[0].start();
     }
 }

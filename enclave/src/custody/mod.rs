@@ -136,7 +136,7 @@ impl Custody {
             return Ok(false);
         }
         let labels = Labels::new(&self.label_prefix);
-        let new = self.token.with_session(|s| objects::create_kek(s, &labels))?;
+        let new = self.token.with_session(|s| objects::create_kek(s, &labels, keks.sealing))?;
         *keks = Keks { sealing: new, other: Some(keks.sealing) };
         Ok(true)
     }

@@ -341,10 +341,24 @@ fn object_id(session: &Session, h: ObjectHandle) -> Result<Vec<u8>, Error> {
     Ok(attrs.into_iter().find_map(|a| if let Attribute::Id(id) = a { Some(id) } else { None }).unwrap_or_default())
 }
 
-/// Generates a key-encryption key (AES-256, on the token, never extractable) with a fresh id.
-pub fn create_kek(session: &Session, labels: &Labels) -> Result<ObjectHandle, Error> {
-    let mut id = [0u8; 16];
-    session.generate_random_slice(&mut id).map_err(|e| hsm_err("C_GenerateRandom", e))?;
+/// Generates a key-encryption key (AES-256, on the token, never extractable) to replace
+/// `previous`: its `CKA_ID` is the previous one's plus one (as a big-endian number), so the newer
+/// of two keys is always the one with the greater id, whichever boot looks.
+pub fn create_kek(session: &Session, labels: &Labels, previous: ObjectHandle) -> Result<ObjectHandle, Error> {
+    let mut id = object_id(session, previous)?;
+    if id.is_empty() {
+        id = vec![0];
+    }
+    let mut carry = true;
+    for b in id.iter_mut().rev() {
+        if !carry {
+            break;
+        }
+        (*b, carry) = b.overflowing_add(1);
+    }
+    if carry {
+        id.insert(0, 1);
+    }
     session
         .generate_key(&Mechanism::AesKeyGen, &template(Role::Kek, labels, &id))
         .map_err(|e| hsm_err("C_GenerateKey(AES)", e))

@@ -365,7 +365,7 @@ impl Engine {
     pub async fn replace_key(&self, record: KeyRecord, from_epoch: u64) -> Result<(), Error> {
         let _one = self.key_change.lock().await;
         let current = self.key(&record.key_id)?;
-        if current.epoch() != from_epoch || record.epoch() != from_epoch + 1 {
+        if current.epoch() != from_epoch || Some(record.epoch()) != from_epoch.checked_add(1) {
             return Err(err(
                 ErrorCode::KeyEpochChanged,
                 format!("key {} is at epoch {}, not {from_epoch}", record.key_id, current.epoch()),
@@ -443,6 +443,18 @@ impl Engine {
             Self::remove_sessions(s, &stale);
         }
         s.keys.insert(key, Arc::new(record));
+    }
+
+    /// Holds off key changes while a compaction snapshot is taken (a key record is committed
+    /// before it is installed in memory: a snapshot in between would miss it and delete its
+    /// record). `None` while a key change is in progress.
+    pub fn try_hold_key_changes(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        self.key_change.try_lock().ok()
+    }
+
+    /// As [`Self::try_hold_key_changes`], waiting for a key change in progress to finish.
+    pub async fn hold_key_changes(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.key_change.lock().await
     }
 
     /// Whether the marker store takes records (signing is refused otherwise).
