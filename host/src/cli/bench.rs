@@ -44,6 +44,13 @@ pub struct BenchArgs {
     /// written too.
     #[arg(long, requires = "psbt")]
     policy: bool,
+    /// Only the pure frost-secp256k1-tr signings (no cluster; with `--count`, for instruction
+    /// counts: `scripts/instructions.sh`).
+    #[arg(long, requires = "count", conflicts_with = "no_pure")]
+    pure_only: bool,
+    /// Skip the pure frost-secp256k1-tr comparison (for instruction counts of the cluster alone).
+    #[arg(long)]
+    no_pure: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -78,6 +85,12 @@ fn progress(done: u64, goal: &str) {
 pub async fn run(a: BenchArgs) -> Result<(), Error> {
     if a.concurrency == 0 {
         return Err(Error::new(ErrorCode::ConfigInvalid, "--concurrency must be at least 1"));
+    }
+    if a.pure_only {
+        let count = a.count.unwrap_or(1);
+        let rate = pure_frost(a.nodes, a.threshold, count, a.concurrency).await?;
+        out(&format!("{}\n", serde_json::json!({ "pure_signatures": count, "pure_signatures_per_sec": rate })));
+        return Ok(());
     }
     let tmp = tempfile::Builder::new()
         .prefix("frostgate-bench-")
@@ -203,7 +216,10 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
     let throughput = signed as f64 / elapsed;
     let commits = commits1.saturating_sub(commits0);
     let records = records1.saturating_sub(records0);
-    let pure = pure_frost(a.nodes, a.threshold, signed.max(1), a.concurrency).await?;
+    let pure = match a.no_pure {
+        true => f64::NAN,
+        false => pure_frost(a.nodes, a.threshold, signed.max(1), a.concurrency).await?,
+    };
     let report = serde_json::json!({
         "nodes": a.nodes,
         "threshold": a.threshold,

@@ -467,7 +467,16 @@ fn start_daemon(
     pid_file: &Path,
 ) -> Result<(), Error> {
     let stderr = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| io("log", e))?;
-    let mut cmd = Command::new(bin);
+    // Measurements only (`scripts/instructions.sh`): every daemon under a wrapper such as
+    // `valgrind --tool=callgrind`.
+    let mut cmd = match wrapper() {
+        Some(wrap) => {
+            let mut c = Command::new(&wrap[0]);
+            c.args(&wrap[1..]).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
     cmd.args(args).stderr(stderr).process_group(0);
     for (k, v) in env {
         cmd.env(k, v);
@@ -581,6 +590,12 @@ fn report(a: &DirArgs, verb: &str, nodes: usize) {
     }
 }
 
+/// `FROSTGATE_DEV_WRAP`: a command (split on whitespace) that dev clusters start daemons under.
+fn wrapper() -> Option<Vec<String>> {
+    let words: Vec<String> = std::env::var("FROSTGATE_DEV_WRAP").ok()?.split_whitespace().map(String::from).collect();
+    (!words.is_empty()).then_some(words)
+}
+
 fn stop(pid_file: &Path) {
     let Some(raw) = alive(pid_file) else {
         let _ = std::fs::remove_file(pid_file);
@@ -588,7 +603,9 @@ fn stop(pid_file: &Path) {
     };
     let pid = nix::unistd::Pid::from_raw(raw);
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // A wrapped daemon (valgrind) takes longer to exit and writes its profile on the way out.
+    let grace = if wrapper().is_some() { 120 } else { 10 };
+    let deadline = Instant::now() + Duration::from_secs(grace);
     while Instant::now() < deadline && running(raw) {
         std::thread::sleep(Duration::from_millis(20));
     }
