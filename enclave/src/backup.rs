@@ -125,6 +125,18 @@ fn keys(shared: &SharedSecret, b: &SeatBackup) -> Result<(LessSafeKey, Vec<u8>),
     Ok((key, aad))
 }
 
+/// A secp256k1 secret key from the OS CSPRNG (the draw is wiped).
+fn random_secret_key() -> Result<SecretKey, Error> {
+    let mut random = Zeroizing::new([0u8; 32]);
+    loop {
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), random.as_mut())
+            .map_err(|_| Error::new(ErrorCode::Internal, "randomness"))?;
+        if let Ok(k) = SecretKey::from_slice(random.as_ref()) {
+            return Ok(k);
+        }
+    }
+}
+
 fn even(x: &XOnlyPublicKey) -> PublicKey {
     x.public_key(Parity::Even)
 }
@@ -145,14 +157,7 @@ pub fn backup(engine: &Engine, recovery: Option<&Recovery>, key: KeyId) -> Resul
             .map_err(|e| frost_err(ErrorCode::Internal, "key package", e))?,
     );
     let secp = Secp256k1::new();
-    let mut random = Zeroizing::new([0u8; 32]);
-    let ephemeral = loop {
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), random.as_mut())
-            .map_err(|_| Error::new(ErrorCode::Internal, "randomness"))?;
-        if let Ok(k) = SecretKey::from_slice(random.as_ref()) {
-            break k;
-        }
-    };
+    let ephemeral = random_secret_key()?;
     let (e_public, parity) = Keypair::from_secret_key(&secp, &ephemeral).x_only_public_key();
     let mut ephemeral = if parity == Parity::Odd {
         let mut drawn = ephemeral;
@@ -253,14 +258,7 @@ pub async fn restore(
 pub fn generate_recovery_key(path: &std::path::Path) -> Result<String, Error> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut random = Zeroizing::new([0u8; 32]);
-    let secret = loop {
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), random.as_mut())
-            .map_err(|_| Error::new(ErrorCode::Internal, "randomness"))?;
-        if let Ok(k) = SecretKey::from_slice(random.as_ref()) {
-            break k;
-        }
-    };
+    let secret = random_secret_key()?;
     let (public, _) = secret.x_only_public_key(&Secp256k1::signing_only());
     let mut file = std::fs::OpenOptions::new()
         .write(true)

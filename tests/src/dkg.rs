@@ -380,3 +380,34 @@ pub fn unseal_with(
     let (epoch, share) = text.trim().split_once(' ').expect("EPOCH SHARE");
     (epoch.parse().expect("epoch"), hex::decode(share).expect("hex"))
 }
+
+/// A runtime for tests that drive nodes (two workers, as on CI).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+/// `n` fresh nodes (participant i+1 = node i), the group pinned in each, all started.
+pub fn start_nodes(n: u16) -> Vec<crate::node::Node> {
+    let mut nodes: Vec<crate::node::Node> = (0..n).map(|_| crate::node::Node::new()).collect();
+    crate::node::Node::pin_group(&nodes);
+    for node in nodes.iter_mut() {
+        node.start();
+    }
+    nodes
+}
+
+/// A relay over every node (participant i+1 = node i); call inside a runtime.
+pub async fn relay_over(nodes: &[crate::node::Node]) -> Relay {
+    let mut callers = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        callers.push((crate::signing::pid(i as u16 + 1), node.caller().await));
+    }
+    Relay::new(callers)
+}
+
+/// A `threshold`-of-n DKG among every node of `relay`, checked to succeed everywhere; the key.
+pub async fn dkg_key(relay: &Relay, threshold: u16) -> KeyInfo {
+    let run = relay.run(threshold, &Tamper::default()).await;
+    assert!(run.blames.is_empty() && run.errors.is_empty() && run.keys.len() == relay.nodes.len(), "{run:?}");
+    run.keys.into_values().next().expect("key")
+}

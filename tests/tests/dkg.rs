@@ -3,30 +3,11 @@
 
 use frostgate_common::error::ErrorCode;
 use frostgate_common::protocol::*;
-use frostgate_tests::dkg::{sign_multi, unsealed_share, Relay, Tamper};
+use frostgate_tests::dkg::{
+    relay_over as relay, runtime as rt, sign_multi, start_nodes as cluster, unsealed_share, Relay, Tamper,
+};
 use frostgate_tests::node::Node;
 use frostgate_tests::signing::*;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
-}
-
-fn cluster(n: u16) -> Vec<Node> {
-    let mut nodes: Vec<Node> = (0..n).map(|_| Node::new()).collect();
-    Node::pin_group(&nodes);
-    for node in nodes.iter_mut() {
-        node.start();
-    }
-    nodes
-}
-
-async fn relay(nodes: &[Node]) -> Relay {
-    let mut callers = Vec::new();
-    for (i, node) in nodes.iter().enumerate() {
-        callers.push((pid(i as u16 + 1), node.caller().await));
-    }
-    Relay::new(callers)
-}
 
 async fn holds_no_key(relay: &Relay, key: frostgate_common::ids::KeyId) {
     for (p, c) in &relay.nodes {

@@ -6,37 +6,11 @@
 use frostgate_common::error::ErrorCode;
 use frostgate_common::ids::{DkgId, KeyId};
 use frostgate_common::protocol::*;
-use frostgate_tests::dkg::{sign_multi, stored_key, unsealed_share, Relay, Tamper};
-use frostgate_tests::node::Node;
+use frostgate_tests::dkg::{
+    dkg_key, relay_over as relay, runtime as rt, sign_multi, start_nodes as cluster, stored_key, unsealed_share, Relay,
+    Tamper,
+};
 use frostgate_tests::signing::*;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
-}
-
-fn cluster(n: u16) -> Vec<Node> {
-    let mut nodes: Vec<Node> = (0..n).map(|_| Node::new()).collect();
-    Node::pin_group(&nodes);
-    for node in nodes.iter_mut() {
-        node.start();
-    }
-    nodes
-}
-
-async fn relay(nodes: &[Node]) -> Relay {
-    let mut callers = Vec::new();
-    for (i, node) in nodes.iter().enumerate() {
-        callers.push((pid(i as u16 + 1), node.caller().await));
-    }
-    Relay::new(callers)
-}
-
-/// A DKG among every node of the relay; the key.
-async fn keygen(relay: &Relay, threshold: u16) -> KeyInfo {
-    let run = relay.run(threshold, &Tamper::default()).await;
-    assert!(run.blames.is_empty() && run.errors.is_empty(), "{run:?}");
-    run.keys.into_values().next().expect("key")
-}
 
 /// Every node's view of the key.
 async fn key_views(relay: &Relay, key: KeyId) -> Vec<KeyInfo> {
@@ -54,7 +28,7 @@ fn refresh_2_of_3_and_3_of_5_keeps_the_group_key_and_signs_with_any_quorum() {
         let nodes = cluster(n);
         rt.block_on(async {
             let relay = relay(&nodes).await;
-            let before = keygen(&relay, t).await;
+            let before = dkg_key(&relay, t).await;
             // A session opened under epoch 0 and left unfinished (node 1's nonce committed).
             let c = &relay.nodes[0].1;
             let (stale, _) = open_session(c, before.key, random(), TaprootMode::Bip86).await.expect("session");
@@ -124,7 +98,7 @@ fn a_refresh_without_a_participant_removes_its_seat() {
     let mut nodes = cluster(3);
     let (key, verifying_key) = rt().block_on(async {
         let relay = relay(&nodes).await;
-        let key = keygen(&relay, 2).await.key;
+        let key = dkg_key(&relay, 2).await.key;
         let remaining = relay.only(&[pid(1), pid(2)]);
         let run = remaining.refresh(key, &Tamper::default()).await;
         assert!(run.blames.is_empty() && run.errors.is_empty(), "{run:?}");
@@ -163,7 +137,7 @@ fn a_cheating_participant_is_named_and_no_share_changes() {
     let nodes = cluster(3);
     rt().block_on(async {
         let relay = relay(&nodes).await;
-        let before = keygen(&relay, 2).await;
+        let before = dkg_key(&relay, 2).await;
         // A round-2 ciphertext altered in transit: the recipient names the sender.
         let tamper = Tamper { envelope: Some((pid(2), pid(1))), ..Tamper::default() };
         let run = relay.refresh(before.key, &tamper).await;
@@ -213,7 +187,7 @@ fn a_cheating_participant_is_named_and_no_share_changes() {
 fn the_previous_epoch_leaves_the_store_and_an_old_store_put_back_is_refused() {
     let mut nodes = cluster(3);
     let rt = rt();
-    let key = rt.block_on(async { keygen(&relay(&nodes).await, 2).await.key });
+    let key = rt.block_on(async { dkg_key(&relay(&nodes).await, 2).await.key });
     // Node 1's store as it is at epoch 0 (a consistent copy, taken while the node is stopped).
     nodes[0].kill();
     let saved = nodes[0].db.with_extension("epoch0");

@@ -6,7 +6,9 @@ use frostgate_common::error::ErrorCode;
 use frostgate_common::ids::KeyId;
 use frostgate_common::protocol::TaprootMode;
 use frostgate_tests::dev_cluster::DevCluster;
-use frostgate_tests::dkg::{sign_multi, unseal_with, unsealed_share, Relay, Tamper};
+use frostgate_tests::dkg::{
+    dkg_key, relay_over, runtime, sign_multi, start_nodes, unseal_with, unsealed_share, Tamper,
+};
 use frostgate_tests::host_bin;
 use frostgate_tests::node::Node;
 use frostgate_tests::signing::{pid, random};
@@ -72,27 +74,11 @@ fn a_lost_node_is_repaired_from_two_helpers_and_signs_with_the_same_share() {
     assert!(e.contains("already held here"), "{e}");
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
-}
-
 #[test]
 fn a_tampered_delta_or_sigma_names_its_sender_and_nothing_is_stored() {
-    let mut nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
-    Node::pin_group(&nodes);
-    for n in nodes.iter_mut() {
-        n.start();
-    }
-    let rt = rt();
-    let key = rt.block_on(async {
-        let mut callers = Vec::new();
-        for (i, node) in nodes.iter().enumerate() {
-            callers.push((pid(i as u16 + 1), node.caller().await));
-        }
-        let run = Relay::new(callers).run(2, &Tamper::default()).await;
-        assert_eq!(run.keys.len(), 3, "{run:?}");
-        run.keys.into_values().next().expect("key").key
-    });
+    let mut nodes = start_nodes(3);
+    let rt = runtime();
+    let key = rt.block_on(async { dkg_key(&relay_over(&nodes).await, 2).await.key });
     // Node 3 is lost and replaced; everyone pins the new identity.
     nodes[2].kill();
     nodes[2] = Node::new();
@@ -102,11 +88,7 @@ fn a_tampered_delta_or_sigma_names_its_sender_and_nothing_is_stored() {
         n.start();
     }
     let relay = rt.block_on(async {
-        let mut callers = Vec::new();
-        for (i, node) in nodes.iter().enumerate() {
-            callers.push((pid(i as u16 + 1), node.caller().await));
-        }
-        let relay = Relay::new(callers);
+        let relay = relay_over(&nodes).await;
         let helpers = [pid(1), pid(2)];
         // A delta from helper 2 to helper 1 altered in transit: helper 1 names 2.
         let run = relay

@@ -3,32 +3,13 @@
 //! every step leaves a node that boots and signs, and a second run finishes the rotation.
 
 use frostgate_common::protocol::TaprootMode;
-use frostgate_tests::dkg::{sign_multi, stored_key, unsealed_share, Relay, Tamper};
+use frostgate_tests::dkg::{
+    dkg_key, relay_over as relay, runtime as rt, sign_multi, start_nodes as cluster, stored_key, unsealed_share,
+};
 use frostgate_tests::node::Node;
 use frostgate_tests::signing::pid;
 use frostgate_tests::{bin_dir, host_bin};
 use std::process::{Command, Output};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
-}
-
-fn cluster(n: u16) -> Vec<Node> {
-    let mut nodes: Vec<Node> = (0..n).map(|_| Node::new()).collect();
-    Node::pin_group(&nodes);
-    for node in nodes.iter_mut() {
-        node.start();
-    }
-    nodes
-}
-
-async fn relay(nodes: &[Node]) -> Relay {
-    let mut callers = Vec::new();
-    for (i, node) in nodes.iter().enumerate() {
-        callers.push((pid(i as u16 + 1), node.caller().await));
-    }
-    Relay::new(callers)
-}
 
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
@@ -84,11 +65,7 @@ fn unseals(node: &Node, db: &std::path::Path, key: frostgate_common::ids::KeyId)
 fn rotation_reseals_every_share_destroys_the_old_key_and_the_node_signs() {
     let mut nodes = cluster(3);
     let rt = rt();
-    let key = rt.block_on(async {
-        let run = relay(&nodes).await.run(2, &Tamper::default()).await;
-        assert_eq!(run.keys.len(), 3, "{run:?}");
-        run.keys.into_values().next().expect("key").key
-    });
+    let key = rt.block_on(async { dkg_key(&relay(&nodes).await, 2).await.key });
     nodes[0].kill();
     let (_, share) = unsealed_share(&nodes[0], key, pid(1));
     let before = nodes[0].db.with_extension("before-rotation");
@@ -122,11 +99,7 @@ fn rotation_reseals_every_share_destroys_the_old_key_and_the_node_signs() {
 fn a_kill_at_every_step_of_a_rotation_leaves_a_node_that_boots_signs_and_finishes_it() {
     let mut nodes = cluster(3);
     let rt = rt();
-    let key = rt.block_on(async {
-        let run = relay(&nodes).await.run(2, &Tamper::default()).await;
-        assert_eq!(run.keys.len(), 3, "{run:?}");
-        run.keys.into_values().next().expect("key").key
-    });
+    let key = rt.block_on(async { dkg_key(&relay(&nodes).await, 2).await.key });
     // (fault point, key-encryption keys on the token after the crash)
     let steps = [
         ("kek_after_create", 2),

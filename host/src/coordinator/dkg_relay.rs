@@ -90,62 +90,52 @@ where
     DkgOutcome<K>: Proto,
     Id: PartialEq,
 {
-    let result = relay_steps(nodes, dkg, start, activate, agreed).await;
+    let result = async {
+        let internal = |e| Error::new(ErrorCode::Internal, e);
+        let mut participants = Vec::new();
+        for n in nodes {
+            let identity_key = n.call(GetIdentity, STEP_TIMEOUT).await?;
+            participants.push(DkgParticipant { id: n.id(), identity_key });
+        }
+        let participants = DkgParticipants::new(participants).map_err(internal)?;
+        let mut round1 = Vec::new();
+        for n in nodes {
+            round1.push(step::<DkgRound1Package, _>(n, start(n.id(), participants.clone())).await?);
+        }
+        let mut envelopes = Vec::new();
+        for n in nodes {
+            let others: Vec<DkgRound1Package> = round1.iter().filter(|p| p.from != n.id()).cloned().collect();
+            let round1 = DkgRound1Packages::new(others).map_err(internal)?;
+            let reply = step::<DkgEnvelopes, _>(n, DkgRound2 { dkg, round1 }).await?;
+            envelopes.extend(reply.into_inner());
+        }
+        let mut confirmations = Vec::new();
+        for n in nodes {
+            let mine: Vec<DkgEnvelope> = envelopes.iter().filter(|e| e.to == n.id()).cloned().collect();
+            let envelopes = DkgEnvelopes::new(mine).map_err(internal)?;
+            confirmations.push(step::<DkgConfirmation, _>(n, DkgFinish { dkg, envelopes }).await?);
+        }
+        let confirmations = DkgConfirmations::new(confirmations).map_err(internal)?;
+        let mut key: Option<K> = None;
+        for n in nodes {
+            let k = step::<K, _>(n, activate(confirmations.clone())).await?;
+            if key.as_ref().is_some_and(|first| agreed(first) != agreed(&k)) {
+                return Err(Error::new(
+                    ErrorCode::DkgTranscriptMismatch,
+                    format!("node {} activated another key", n.id()),
+                ));
+            }
+            key.get_or_insert(k);
+        }
+        key.ok_or_else(|| Error::new(ErrorCode::Internal, "no node in the DKG"))
+    }
+    .await;
     if result.is_err() {
         for n in nodes {
             let _ = n.call(DkgRef { dkg }, Duration::from_secs(5)).await;
         }
     }
     result
-}
-
-async fn relay_steps<S, A, K, Id>(
-    nodes: &[Arc<SignerClient>],
-    dkg: DkgId,
-    start: impl Fn(ParticipantId, DkgParticipants) -> S,
-    activate: impl Fn(DkgConfirmations) -> A,
-    agreed: impl Fn(&K) -> Id,
-) -> Result<K, Error>
-where
-    S: NetworkRequest<Reply = DkgOutcome<DkgRound1Package>>,
-    A: NetworkRequest<Reply = DkgOutcome<K>>,
-    DkgOutcome<K>: Proto,
-    Id: PartialEq,
-{
-    let internal = |e| Error::new(ErrorCode::Internal, e);
-    let mut participants = Vec::new();
-    for n in nodes {
-        let identity_key = n.call(GetIdentity, STEP_TIMEOUT).await?;
-        participants.push(DkgParticipant { id: n.id(), identity_key });
-    }
-    let participants = DkgParticipants::new(participants).map_err(internal)?;
-    let mut round1 = Vec::new();
-    for n in nodes {
-        round1.push(step::<DkgRound1Package, _>(n, start(n.id(), participants.clone())).await?);
-    }
-    let mut envelopes = Vec::new();
-    for n in nodes {
-        let others: Vec<DkgRound1Package> = round1.iter().filter(|p| p.from != n.id()).cloned().collect();
-        let round1 = DkgRound1Packages::new(others).map_err(internal)?;
-        let reply = step::<DkgEnvelopes, _>(n, DkgRound2 { dkg, round1 }).await?;
-        envelopes.extend(reply.into_inner());
-    }
-    let mut confirmations = Vec::new();
-    for n in nodes {
-        let mine: Vec<DkgEnvelope> = envelopes.iter().filter(|e| e.to == n.id()).cloned().collect();
-        let envelopes = DkgEnvelopes::new(mine).map_err(internal)?;
-        confirmations.push(step::<DkgConfirmation, _>(n, DkgFinish { dkg, envelopes }).await?);
-    }
-    let confirmations = DkgConfirmations::new(confirmations).map_err(internal)?;
-    let mut key: Option<K> = None;
-    for n in nodes {
-        let k = step::<K, _>(n, activate(confirmations.clone())).await?;
-        if key.as_ref().is_some_and(|first| agreed(first) != agreed(&k)) {
-            return Err(Error::new(ErrorCode::DkgTranscriptMismatch, format!("node {} activated another key", n.id())));
-        }
-        key.get_or_insert(k);
-    }
-    key.ok_or_else(|| Error::new(ErrorCode::Internal, "no node in the DKG"))
 }
 
 /// Connects to every node of a cluster.
