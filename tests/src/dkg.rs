@@ -297,9 +297,18 @@ pub async fn sign_multi(
     key: KeyId,
     mode: TaprootMode,
 ) -> (Bip340Signature, [u8; 32], [u8; 32]) {
+    sign_message_multi(signers, key, mode, random()).await
+}
+
+/// [`sign_multi`] of a chosen 32-byte message (e.g. a transaction's sighash).
+pub async fn sign_message_multi(
+    signers: &[(ParticipantId, Caller)],
+    key: KeyId,
+    mode: TaprootMode,
+    message: [u8; 32],
+) -> (Bip340Signature, [u8; 32], [u8; 32]) {
     let session = SessionId::from_bytes(random());
     let attempt = AttemptId::from_bytes(random());
-    let message: [u8; 32] = random();
     let ids: Vec<ParticipantId> = signers.iter().map(|(p, _)| *p).collect();
     let mut commitments = BTreeMap::new();
     let mut output = None;

@@ -11,29 +11,8 @@ use frostgate_tests::host_bin;
 use frostgate_tests::psbt::{p2tr, random_address, spend, write};
 use std::path::Path;
 
-/// Checks every input of `tx` with libbitcoinconsensus (Core 26.0), Taproot rules on.
-fn consensus_valid(tx: &Transaction, spent: &[bitcoin::TxOut]) {
-    let bytes = bitcoin::consensus::encode::serialize(tx);
-    let utxos: Vec<bitcoinconsensus::Utxo> = spent
-        .iter()
-        .map(|o| bitcoinconsensus::Utxo {
-            script_pubkey: o.script_pubkey.as_bytes().as_ptr(),
-            script_pubkey_len: o.script_pubkey.len() as u32,
-            value: o.value.to_sat() as i64,
-        })
-        .collect();
-    for (i, o) in spent.iter().enumerate() {
-        bitcoinconsensus::verify_with_flags(
-            o.script_pubkey.as_bytes(),
-            o.value.to_sat(),
-            &bytes,
-            Some(&utxos),
-            i,
-            bitcoinconsensus::VERIFY_ALL_PRE_TAPROOT | bitcoinconsensus::VERIFY_TAPROOT,
-        )
-        .unwrap_or_else(|e| panic!("input {i} rejected by Bitcoin Core's interpreter: {e:?}"));
-    }
-}
+mod common;
+use common::consensus_valid;
 
 struct Setup {
     cluster: DevCluster,

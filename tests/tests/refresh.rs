@@ -6,9 +6,11 @@
 use frostgate_common::error::ErrorCode;
 use frostgate_common::ids::{DkgId, KeyId};
 use frostgate_common::protocol::*;
+mod common;
+use common::consensus_valid;
 use frostgate_tests::dkg::{
-    dkg_key, relay_over as relay, runtime as rt, sign_multi, start_nodes as cluster, stored_key, unsealed_share, Relay,
-    Tamper,
+    dkg_key, relay_over as relay, runtime as rt, sign_message_multi, sign_multi, start_nodes as cluster, stored_key,
+    unsealed_share, Relay, Tamper,
 };
 use frostgate_tests::signing::*;
 
@@ -63,6 +65,25 @@ fn refresh_2_of_3_and_3_of_5_keeps_the_group_key_and_signs_with_any_quorum() {
             assert_eq!(e.code(), ErrorCode::UnknownAttempt, "{e}");
             let e = open_attempt(c, stale, &quorum).await.expect_err("a session of the previous epoch");
             assert_eq!(e.code(), ErrorCode::UnknownSession, "{e}");
+            // A transaction spending the key's BIP86 output, signed by the refreshed shares, is
+            // accepted by Bitcoin Core's interpreter.
+            {
+                use bitcoin::hashes::Hash;
+                use bitcoin::sighash::{Prevouts, SighashCache, TapSighashType};
+                let output = bitcoin_output_key(before.key.as_bytes(), &TaprootMode::Bip86);
+                let to = frostgate_tests::psbt::random_address().script_pubkey();
+                let psbt = frostgate_tests::psbt::spend(before.key.as_bytes(), &output, &[100_000], &[(to, 90_000)]);
+                let spent = [psbt.inputs[0].witness_utxo.clone().expect("utxo")];
+                let mut tx = psbt.unsigned_tx.clone();
+                let sighash = SighashCache::new(&tx)
+                    .taproot_key_spend_signature_hash(0, &Prevouts::All(&spent), TapSighashType::Default)
+                    .expect("sighash");
+                let signers: Vec<_> = relay.nodes[n as usize - t as usize..].to_vec();
+                let (sig, _, _) =
+                    sign_message_multi(&signers, before.key, TaprootMode::Bip86, sighash.to_byte_array()).await;
+                tx.input[0].witness = bitcoin::Witness::from_slice(&[sig.to_bytes()]);
+                consensus_valid(&tx, &spent);
+            }
             // Every quorum signs, in every mode, under the unchanged key (checked by libsecp256k1).
             for first in 0..=(n - t) as usize {
                 let signers: Vec<_> = relay.nodes[first..first + t as usize].to_vec();
