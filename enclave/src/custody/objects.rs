@@ -359,8 +359,12 @@ pub fn create_kek(session: &Session, labels: &Labels, previous: ObjectHandle) ->
     if carry {
         id.insert(0, 1);
     }
+    generate_kek(session, labels, &id)
+}
+
+fn generate_kek(session: &Session, labels: &Labels, id: &[u8]) -> Result<ObjectHandle, Error> {
     session
-        .generate_key(&Mechanism::AesKeyGen, &template(Role::Kek, labels, &id))
+        .generate_key(&Mechanism::AesKeyGen, &template(Role::Kek, labels, id))
         .map_err(|e| hsm_err("C_GenerateKey(AES)", e))
 }
 
@@ -387,9 +391,7 @@ pub fn init(session: &Session, labels: &Labels) -> Result<Objects, Error> {
     }
     let mut id = [0u8; 16];
     session.generate_random_slice(&mut id).map_err(|e| hsm_err("C_GenerateRandom", e))?;
-    session
-        .generate_key(&Mechanism::AesKeyGen, &template(Role::Kek, labels, &id))
-        .map_err(|e| hsm_err("C_GenerateKey(AES)", e))?;
+    generate_kek(session, labels, &id)?;
     session
         .generate_key(&Mechanism::GenericSecretKeyGen, &template(Role::MacRoot, labels, &id))
         .map_err(|e| hsm_err("C_GenerateKey(GENERIC_SECRET)", e))?;

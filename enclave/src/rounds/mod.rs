@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 mod expiry;
+mod key_changes;
 mod replay;
 mod signing;
 mod spending;
@@ -344,117 +345,6 @@ impl Engine {
             consumed_markers: s.consumed.len(),
             completed_markers: s.completed.len(),
         }
-    }
-
-    /// Adds a key (from DKG or the dev dealer) once it is durable in the store.
-    pub async fn add_key(&self, record: KeyRecord) -> Result<(), Error> {
-        let _one = self.key_change.lock().await;
-        if self.lock().keys.contains_key(&record.key_id) {
-            return Err(err(ErrorCode::Internal, format!("key {} already held", record.key_id)));
-        }
-        self.check_unseals(&record)?;
-        let stored = replay::key_record(&record)?;
-        self.store.persist(vec![stored]).await.map_err(persist_err)?;
-        self.lock().keys.insert(record.key_id, Arc::new(record));
-        Ok(())
-    }
-
-    /// Replaces a held key's record with its refreshed one (`from_epoch` + 1) once it is durable,
-    /// and drops the key's sessions (opened under the old epoch) with their attempts, nonces and
-    /// markers. Refused (`key_epoch_changed`) if the key is no longer at `from_epoch`.
-    pub async fn replace_key(&self, record: KeyRecord, from_epoch: u64) -> Result<(), Error> {
-        let _one = self.key_change.lock().await;
-        let current = self.key(&record.key_id)?;
-        if current.epoch() != from_epoch || Some(record.epoch()) != from_epoch.checked_add(1) {
-            return Err(err(
-                ErrorCode::KeyEpochChanged,
-                format!("key {} is at epoch {}, not {from_epoch}", record.key_id, current.epoch()),
-            ));
-        }
-        self.check_unseals(&record)?;
-        let stored = replay::key_record(&record)?;
-        self.store.persist(vec![stored]).await.map_err(persist_err)?;
-        let mut s = self.lock();
-        Self::install_newer_key(&mut s, record);
-        Ok(())
-    }
-
-    /// Every seat of `record` unseals with the token's current key-encryption keys. Called under
-    /// the key-change lock: a blob sealed before a rotation finished (under the key it destroyed)
-    /// is refused here instead of being stored unreadable.
-    fn check_unseals(&self, record: &KeyRecord) -> Result<(), Error> {
-        for seat in record.seats.keys() {
-            record.unseal(&self.custody, *seat).map_err(|e| {
-                err(ErrorCode::UnsealFailed, format!("seat {seat} was sealed under a rotated key-encryption key: {e}"))
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Rotates the key-encryption key: a new key on the token (unless an incomplete rotation
-    /// left one), every held seat resealed under it and committed (durable and anchored), then
-    /// the old key destroyed. Holds the key-change lock throughout. A crash at any step leaves
-    /// a node that boots (unsealing tries both keys while two exist) and a rotation that a new
-    /// run finishes. Returns (keys, seats) resealed.
-    pub async fn rotate_kek(&self) -> Result<(usize, usize), Error> {
-        use crate::store::faults::{crash_point, KEK_AFTER_CREATE, KEK_AFTER_DESTROY, KEK_AFTER_RESEAL};
-        let _one = self.key_change.lock().await;
-        if self.custody.begin_kek_rotation()? {
-            tracing::info!("new key-encryption key created");
-        }
-        crash_point(KEK_AFTER_CREATE);
-        let held: Vec<Arc<KeyRecord>> = self.lock().keys.values().cloned().collect();
-        let mut resealed = Vec::new();
-        for key in held {
-            let mut record = (*key).clone();
-            for (seat, sealed) in record.seats.iter_mut() {
-                let context = key.seal_context(*seat, sealed.epoch);
-                let plain = crate::sealing::unseal(&self.custody, &context, &sealed.blob)?;
-                sealed.blob = crate::sealing::seal(&self.custody, &context, &plain)?;
-            }
-            resealed.push(record);
-        }
-        let seats = resealed.iter().map(|r| r.seats.len()).sum();
-        let records = resealed.iter().map(replay::key_record).collect::<Result<Vec<_>, _>>()?;
-        if !records.is_empty() {
-            self.store.persist(records).await.map_err(persist_err)?;
-        }
-        let keys = resealed.len();
-        {
-            let mut s = self.lock();
-            for record in resealed {
-                s.keys.insert(record.key_id, Arc::new(record));
-            }
-        }
-        crash_point(KEK_AFTER_RESEAL);
-        self.custody.finish_kek_rotation()?;
-        crash_point(KEK_AFTER_DESTROY);
-        tracing::info!(keys, seats, "key-encryption key rotated; the old key is destroyed");
-        Ok((keys, seats))
-    }
-
-    /// Installs `record` in place of an older epoch of its key, dropping the key's sessions.
-    fn install_newer_key(s: &mut State, record: KeyRecord) {
-        let key = record.key_id;
-        let stale: BTreeSet<SessionId> =
-            s.sessions.iter().filter(|(_, sess)| sess.key == key).map(|(id, _)| *id).collect();
-        if !stale.is_empty() {
-            tracing::info!(key = %key, sessions = stale.len(), "sessions of the previous key epoch dropped");
-            Self::remove_sessions(s, &stale);
-        }
-        s.keys.insert(key, Arc::new(record));
-    }
-
-    /// Holds off key changes while a compaction snapshot is taken (a key record is committed
-    /// before it is installed in memory: a snapshot in between would miss it and delete its
-    /// record). `None` while a key change is in progress.
-    pub fn try_hold_key_changes(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        self.key_change.try_lock().ok()
-    }
-
-    /// As [`Self::try_hold_key_changes`], waiting for a key change in progress to finish.
-    pub async fn hold_key_changes(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.key_change.lock().await
     }
 
     /// Whether the marker store takes records (signing is refused otherwise).
