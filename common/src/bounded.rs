@@ -150,4 +150,8 @@ bounded_types! {
     /// Audit records in one reply.
     AuditEntries: Vec<crate::protocol::AuditEntry>, 128, "audit records (count)";
     SignerShares: Vec<crate::protocol::SignerShare>, crate::limits::MAX_PARTICIPANTS as usize, "signature shares (count)";
+    /// Preprocessed commitments in one reply.
+    PreCommitments: Vec<crate::protocol::PreCommitment>, crate::limits::MAX_PREPROCESS, "preprocessed commitments (count)";
+    /// Session ids (sessions to close in one request).
+    SessionIds: Vec<crate::ids::SessionId>, crate::limits::MAX_CLOSE_BATCH, "session ids (count)";
 }

@@ -230,6 +230,10 @@ error_codes! {
     /// A seat backup does not open with the configured recovery key, or its share is not the
     /// seat's (checked against the verifying share), or it is of another key. Nothing restored.
     BackupInvalid = "backup_invalid", FixRequest;
+    /// No live preprocessed commitment with this id for this key and seat: never issued by this
+    /// enclave, already used, expired, or lost in a restart. Nothing was consumed; drop the
+    /// commitments held for this node, preprocess again and sign in a new attempt.
+    CommitmentUnknown = "commitment_unknown", NewAttempt;
 }
 
 impl fmt::Display for ErrorCode {

@@ -99,6 +99,12 @@ byte_id!(
     DkgId,
     16
 );
+byte_id!(
+    /// One preprocessed commitment an enclave issued: names its live nonce pair inside the
+    /// enclave (the pair itself never leaves). Random, 16 bytes.
+    CommitmentId,
+    16
+);
 
 /// A FROST participant identifier, 1..=[`MAX_PARTICIPANTS`].
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -27,3 +27,9 @@ pub const MAX_DERIVATION_DEPTH: usize = 6;
 
 /// Most requests one side may have outstanding on one connection.
 pub const MAX_IN_FLIGHT: usize = 1024;
+
+/// Most preprocessed commitments one request may ask for (and one reply carries).
+pub const MAX_PREPROCESS: usize = 64;
+
+/// Most sessions one request may close.
+pub const MAX_CLOSE_BATCH: usize = 64;

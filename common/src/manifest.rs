@@ -30,6 +30,7 @@ pub fn registry() -> Result<Registry, String> {
     tracer.trace_type::<ShareVerdict>(&samples).map_err(e)?;
     tracer.trace_type::<AggregateOutcome>(&samples).map_err(e)?;
     tracer.trace_type::<crate::protocol::AuditDecision>(&samples).map_err(e)?;
+    tracer.trace_type::<crate::protocol::SessionBinding>(&samples).map_err(e)?;
     tracer.registry().map_err(|e| e.to_string())
 }
 

@@ -70,6 +70,7 @@ const PINNED: &[(usize, &str, &str)] = &[
     (62, "derivation_invalid", "fix_request"),
     (63, "key_epoch_changed", "new_attempt"),
     (64, "backup_invalid", "fix_request"),
+    (65, "commitment_unknown", "new_attempt"),
 ];
 
 #[test]

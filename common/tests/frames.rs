@@ -328,7 +328,70 @@ fn message() -> impl Strategy<Value = Message> {
         proptest::collection::vec(entry, 0..3)
             .prop_map(|v| Message::AuditLog(AuditLog { entries: AuditEntries::new(v).expect("bound") })),
     ];
-    prop_oneof![base, signing, store, dkg, spending]
+    let commitment = || {
+        (bytes::<16>(), blob(CommitmentBytes::MAX_LEN)).prop_map(|(id, c)| PreCommitment {
+            id: CommitmentId::from_bytes(id),
+            commitments: CommitmentBytes::new(c).expect("bound"),
+        })
+    };
+    let commitments = move || {
+        proptest::collection::vec(commitment(), 0..3).prop_map(|v| PreCommitments::new(v).expect("bound"))
+    };
+    let binding = prop_oneof![
+        (session(), bytes::<32>(), bytes::<32>(), mode()).prop_map(|(session, k, message, mode)| {
+            SessionBinding::Digest(OpenSession { session, key: KeyId::from_bytes(k), message, mode })
+        }),
+        (session(), bytes::<32>(), bytes::<32>(), mode()).prop_map(|(session, k, message, mode)| {
+            SessionBinding::Derived(OpenDerivedSession {
+                session,
+                key: KeyId::from_bytes(k),
+                path: DerivationSteps::new(vec![0, 5]).expect("bound"),
+                message,
+                mode,
+            })
+        }),
+        (session(), bytes::<32>(), any::<u32>(), blob(1024)).prop_map(|(session, k, input, psbt)| {
+            SessionBinding::Psbt(OpenPsbtSession {
+                session,
+                key: KeyId::from_bytes(k),
+                input,
+                psbt: PsbtBytes::new(psbt).expect("bound"),
+            })
+        }),
+    ];
+    let preprocessing = prop_oneof![
+        (bytes::<32>(), pid(), any::<u16>())
+            .prop_map(|(k, seat, count)| Message::Preprocess(Preprocess { key: KeyId::from_bytes(k), seat, count })),
+        (bytes::<32>(), pid(), commitments()).prop_map(|(k, seat, commitments)| Message::Preprocessed(
+            Preprocessed { key: KeyId::from_bytes(k), seat, commitments }
+        )),
+        (binding, attempt(), signers(), pid(), bytes::<16>(), blob(4096), any::<u16>(), proptest::collection::vec(session(), 0..3))
+            .prop_map(|(binding, attempt, signers, seat, c, p, replenish, close)| {
+                Message::SignPreprocessed(SignPreprocessed {
+                    binding,
+                    attempt,
+                    signers,
+                    seat,
+                    commitment: CommitmentId::from_bytes(c),
+                    signing_package: SigningPackageBytes::new(p).expect("bound"),
+                    replenish,
+                    close: SessionIds::new(close).expect("bound"),
+                })
+            }),
+        (attempt(), pid(), blob(SignatureShareBytes::MAX_LEN), commitments()).prop_map(|(attempt, seat, b, next)| {
+            Message::PreprocessedShare(PreprocessedShare {
+                attempt,
+                seat,
+                signature_share: SignatureShareBytes::new(b).expect("bound"),
+                next,
+            })
+        }),
+        proptest::collection::vec(session(), 0..3).prop_map(|v| Message::CloseSessions(CloseSessions {
+            sessions: SessionIds::new(v).expect("bound")
+        })),
+        any::<u32>().prop_map(|closed| Message::SessionsClosed(SessionsClosed { closed })),
+    ];
+    prop_oneof![base, signing, store, dkg, spending, preprocessing]
 }
 
 fn seat_backup() -> impl Strategy<Value = SeatBackup> {

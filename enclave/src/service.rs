@@ -461,6 +461,43 @@ impl EnclaveApi for Served<'_> {
         self.engine()?.close_session(r.session);
         Ok(SessionClosed { session: r.session })
     }
+
+    async fn preprocess(&self, r: Preprocess) -> Result<Preprocessed, Error> {
+        let issued = self.engine()?.preprocess(r.key, r.seat, r.count)?;
+        Ok(Preprocessed { key: r.key, seat: r.seat, commitments: pre_commitments(issued)? })
+    }
+
+    async fn sign_preprocessed(&self, r: SignPreprocessed) -> Result<PreprocessedShare, Error> {
+        let engine = self.engine()?;
+        engine.close_sessions(r.close.as_inner());
+        let (session, key) = (r.binding.session(), r.binding.key());
+        match r.binding {
+            SessionBinding::Digest(o) => drop(self.open_session(o).await?),
+            SessionBinding::Derived(o) => drop(self.open_derived_session(o).await?),
+            SessionBinding::Psbt(o) => drop(self.open_psbt_session(o).await?),
+        }
+        engine.open_attempt(session, r.attempt, r.signers.as_inner()).await?;
+        let signature_share =
+            engine.sign_preprocessed(r.attempt, r.seat, r.commitment, r.signing_package.as_inner()).await?;
+        // The share is released whatever happens next: a replenishment that fails (full registry,
+        // a refresh meanwhile) returns fewer commitments, never an error.
+        let next = engine.preprocess(key, r.seat, r.replenish).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "no commitments replenished");
+            Vec::new()
+        });
+        Ok(PreprocessedShare { attempt: r.attempt, seat: r.seat, signature_share, next: pre_commitments(next)? })
+    }
+
+    async fn close_sessions(&self, r: CloseSessions) -> Result<SessionsClosed, Error> {
+        Ok(SessionsClosed { closed: self.engine()?.close_sessions(r.sessions.as_inner()) })
+    }
+}
+
+fn pre_commitments(
+    issued: Vec<(frostgate_common::ids::CommitmentId, frostgate_common::bounded::CommitmentBytes)>,
+) -> Result<frostgate_common::bounded::PreCommitments, Error> {
+    let list: Vec<PreCommitment> = issued.into_iter().map(|(id, commitments)| PreCommitment { id, commitments }).collect();
+    frostgate_common::bounded::PreCommitments::new(list).map_err(|e| Error::new(ErrorCode::Internal, e))
 }
 
 #[cfg(feature = "dev-dealer")]

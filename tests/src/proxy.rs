@@ -102,6 +102,8 @@ signer_impl! {
         repair_start(RepairStart) -> DkgRound2Reply;
         repair_sigma(RepairSigma) -> DkgRound2Reply;
         repair_finish(RepairFinish) -> DkgActivateReply;
+        preprocess(Preprocess) -> Preprocessed;
+        close_sessions(CloseSessions) -> SessionsClosed;
     }
     tapped {
         async fn get_key(&self, r: Request<pb::KeyRef>) -> Result<Response<pb::KeyInfo>, Status> {
@@ -116,6 +118,32 @@ signer_impl! {
             tokio::spawn(async move {
                 let reply = inner.round2(request.clone()).await?.into_inner();
                 tap.released(&request, &reply);
+                Ok(Response::new(reply))
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+        }
+
+        // A share released with a preprocessed commitment is reported as round 2's would be.
+        async fn sign_preprocessed(
+            &self,
+            r: Request<pb::SignPreprocessed>,
+        ) -> Result<Response<pb::PreprocessedShare>, Status> {
+            let (mut inner, tap, request) = (self.inner.clone(), self.tap.clone(), r.into_inner());
+            tokio::spawn(async move {
+                let reply = inner.sign_preprocessed(request.clone()).await?.into_inner();
+                let round2 = pb::Round2 {
+                    attempt_id: request.attempt_id.clone(),
+                    seat: request.seat,
+                    mode: None,
+                    signing_package: request.signing_package.clone(),
+                };
+                let share = pb::Round2Reply {
+                    attempt_id: reply.attempt_id.clone(),
+                    seat: reply.seat,
+                    signature_share: reply.signature_share.clone(),
+                };
+                tap.released(&round2, &share);
                 Ok(Response::new(reply))
             })
             .await

@@ -212,6 +212,27 @@ macro_rules! boundary_table {
             /// Host -> enclave: restore a seat from its backup (the enclave reads the recovery
             /// private key itself). Local clients only.
             59 RestoreSeat(RestoreSeat) { request, from: Host, exposure: Channel, ready: Ready, serve: restore_seat, reply: KeyInfo }
+            /// Host -> enclave: commitments to fresh nonce pairs for one seat of a key, kept live
+            /// in enclave memory (bounded, wiped after their TTL) until one signing uses them.
+            60 Preprocess(Preprocess) {
+                request, from: Host, exposure: Network, ready: Ready, serve: preprocess, reply: Preprocessed
+            }
+            /// Enclave -> host: the commitments and their ids.
+            61 Preprocessed(Preprocessed) { reply, from: Enclave }
+            /// Host -> enclave: bind session and attempt, sign the package with a preprocessed
+            /// commitment (at most once, consumed durably before the share leaves), close finished
+            /// sessions, and hand out the next commitments: one request per signer per signature.
+            62 SignPreprocessed(SignPreprocessed) {
+                request, from: Host, exposure: Network, ready: Ready, serve: sign_preprocessed, reply: PreprocessedShare
+            }
+            /// Enclave -> host: the seat's signature share and its next commitments.
+            63 PreprocessedShare(PreprocessedShare) { reply, from: Enclave }
+            /// Host -> enclave: close several finished sessions (as `CloseSession`). Idempotent.
+            64 CloseSessions(CloseSessions) {
+                request, from: Host, exposure: Network, ready: Ready, serve: close_sessions, reply: SessionsClosed
+            }
+            /// Enclave -> host: how many were open.
+            65 SessionsClosed(SessionsClosed) { reply, from: Enclave }
         }
     };
 }

@@ -5,11 +5,11 @@ use super::Message;
 use crate::bounded::{
     AuditEntries, AuditOutputs, CommitmentBytes, DerivationSteps, DkgCiphertext, DkgConfirmations, DkgEnvelopes,
     DkgPackageBytes, DkgParticipants, DkgRound1Packages, IdentityKeyBytes, Label, PolicyText, PsbtBytes,
-    PublicKeyPackageBytes, RecordBody, SignatureShareBytes, SignerShares, Signers, SigningPackageBytes, StoreRecords,
+    PreCommitments, PublicKeyPackageBytes, RecordBody, SessionIds, SignatureShareBytes, SignerShares, Signers, SigningPackageBytes, StoreRecords,
     Text,
 };
 use crate::error::ErrorCode;
-use crate::ids::{AttemptId, DkgId, KeyId, ParticipantId, SessionId};
+use crate::ids::{AttemptId, CommitmentId, DkgId, KeyId, ParticipantId, SessionId};
 use serde::{Deserialize, Serialize};
 
 /// Asks for the enclave's health (no fields).
@@ -802,4 +802,118 @@ pub struct OpenDerivedSession {
     pub message: [u8; 32],
     /// How the child key is tweaked.
     pub mode: TaprootMode,
+}
+
+/// Asks for commitments to fresh nonce pairs for one seat of a key, kept live in the enclave
+/// until one signing uses them (preprocessing). At most [`crate::limits::MAX_PREPROCESS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preprocess {
+    /// The group key.
+    pub key: KeyId,
+    /// The seat.
+    pub seat: ParticipantId,
+    /// How many commitments (1..=64).
+    pub count: u16,
+}
+
+/// One preprocessed commitment: the public commitments and the id of the live pair behind them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PreCommitment {
+    /// Names the enclave's live pair; usable once.
+    pub id: CommitmentId,
+    /// The public commitments (FROST `SigningCommitments`).
+    pub commitments: CommitmentBytes,
+}
+
+/// Reply to [`Preprocess`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preprocessed {
+    /// The group key.
+    pub key: KeyId,
+    /// The seat.
+    pub seat: ParticipantId,
+    /// The new commitments.
+    pub commitments: PreCommitments,
+}
+
+/// How a one-request signing binds its session: as `OpenSession`, `OpenDerivedSession` or
+/// `OpenPsbtSession` would (an identical repeat is accepted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionBinding {
+    /// A 32-byte digest under the key.
+    Digest(OpenSession),
+    /// A digest under a child of the key.
+    Derived(OpenDerivedSession),
+    /// One input of a PSBT (the enclave computes the sighash and applies its policy).
+    Psbt(OpenPsbtSession),
+}
+
+impl SessionBinding {
+    /// The session id.
+    pub fn session(&self) -> SessionId {
+        match self {
+            SessionBinding::Digest(o) => o.session,
+            SessionBinding::Derived(o) => o.session,
+            SessionBinding::Psbt(o) => o.session,
+        }
+    }
+
+    /// The group key.
+    pub fn key(&self) -> KeyId {
+        match self {
+            SessionBinding::Digest(o) => o.key,
+            SessionBinding::Derived(o) => o.key,
+            SessionBinding::Psbt(o) => o.key,
+        }
+    }
+}
+
+/// One request per signer per signature: bind the session and the attempt, sign the package
+/// with a preprocessed commitment (at most once), and hand out the next commitments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignPreprocessed {
+    /// The session's binding.
+    pub binding: SessionBinding,
+    /// The attempt id.
+    pub attempt: AttemptId,
+    /// Exactly the attempt's signers, ascending.
+    pub signers: Signers,
+    /// The seat.
+    pub seat: ParticipantId,
+    /// The preprocessed commitment this seat signs with (its commitments must be the seat's in
+    /// the package).
+    pub commitment: CommitmentId,
+    /// The signing package.
+    pub signing_package: SigningPackageBytes,
+    /// How many fresh commitments the reply should carry (0..=64).
+    pub replenish: u16,
+    /// Finished sessions to close first (piggybacked closing).
+    pub close: SessionIds,
+}
+
+/// Reply to [`SignPreprocessed`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreprocessedShare {
+    /// The attempt id.
+    pub attempt: AttemptId,
+    /// The seat.
+    pub seat: ParticipantId,
+    /// The seat's signature share.
+    pub signature_share: SignatureShareBytes,
+    /// Fresh commitments for later signings (as many as asked for, room permitting).
+    pub next: PreCommitments,
+}
+
+/// Closes finished sessions (as `CloseSession` does, several per request).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloseSessions {
+    /// The sessions.
+    pub sessions: SessionIds,
+}
+
+/// Reply to [`CloseSessions`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionsClosed {
+    /// How many of them were open here.
+    pub closed: u32,
 }

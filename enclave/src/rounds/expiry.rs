@@ -20,6 +20,22 @@ impl Engine {
         }
     }
 
+    /// Closes several sessions as [`Self::close_session`] does, recording the closings in one
+    /// commit; returns how many were open.
+    pub fn close_sessions(&self, sessions: &[SessionId]) -> u32 {
+        let known: Vec<SessionId> = {
+            let mut s = self.lock();
+            let known: Vec<SessionId> = sessions.iter().copied().filter(|id| s.sessions.contains_key(id)).collect();
+            Self::remove_sessions(&mut s, &known.iter().copied().collect());
+            known
+        };
+        if !known.is_empty() {
+            let records = known.iter().map(|&session| Record::SessionExpired { session }).collect();
+            drop(self.store.persist_detached(records));
+        }
+        u32::try_from(known.len()).unwrap_or(u32::MAX)
+    }
+
     /// Abandons an attempt: it is forgotten with its live nonces (wiped) and its settled
     /// markers. Safe for the reason closing is: a consumed nonce was taken by value and no longer
     /// exists, and the aborted attempt's other nonces are wiped here, so no nonce of this attempt
@@ -96,6 +112,9 @@ impl Engine {
         let before = s.nonces.len();
         let ttl = self.limits.nonce_ttl;
         s.nonces.retain(|_, n| now.saturating_duration_since(n.created) < ttl);
+        let pooled = s.pool.len();
+        s.pool.retain(|_, p| now.saturating_duration_since(p.created()) < ttl);
+        let wiped_pooled = pooled - s.pool.len();
         let expired: BTreeSet<SessionId> = s
             .sessions
             .iter()
@@ -106,6 +125,6 @@ impl Engine {
             Self::remove_sessions(s, &expired);
         }
         self.prune_charges(s);
-        before - s.nonces.len()
+        before - s.nonces.len() + wiped_pooled
     }
 }

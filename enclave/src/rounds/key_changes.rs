@@ -105,6 +105,7 @@ impl Engine {
             tracing::info!(key = %key, sessions = stale.len(), "sessions of the previous key epoch dropped");
             Self::remove_sessions(s, &stale);
         }
+        s.pool.retain(|_, p| !p.of_key(&key));
         s.keys.insert(key, Arc::new(record));
     }
 

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 mod expiry;
 mod key_changes;
+mod preprocess;
 mod replay;
 mod signing;
 mod spending;
@@ -49,7 +50,7 @@ pub struct Limits {
     pub max_sessions: usize,
     /// Open attempts.
     pub max_attempts: usize,
-    /// Live nonce pairs.
+    /// Live nonce pairs (bound to attempts and preprocessed together).
     pub max_live_nonces: usize,
     /// A live nonce pair older than this is wiped by the sweep.
     pub nonce_ttl: Duration,
@@ -150,6 +151,8 @@ struct LiveNonce {
     nonces: SigningNonces,
     commitments: Vec<u8>,
     created: Instant,
+    /// The id it was issued under, when preprocessed.
+    preprocessed: Option<frostgate_common::ids::CommitmentId>,
 }
 
 impl std::fmt::Debug for LiveNonce {
@@ -174,6 +177,8 @@ struct State {
     sessions: HashMap<SessionId, Session>,
     attempts: HashMap<AttemptId, Attempt>,
     nonces: HashMap<Seat, LiveNonce>,
+    /// Preprocessed pairs not yet adopted by an attempt (they count as live nonces).
+    pool: HashMap<frostgate_common::ids::CommitmentId, preprocess::Pooled>,
     consumed: HashMap<Seat, Marker>,
     completed: HashMap<AttemptId, Marker>,
     /// Policy window charges by charge id.
@@ -194,8 +199,10 @@ pub struct Counts {
     pub sessions: usize,
     /// Open attempts.
     pub attempts: usize,
-    /// Live nonce pairs.
+    /// Live nonce pairs bound to an attempt.
     pub live_nonces: usize,
+    /// Preprocessed nonce pairs not yet used.
+    pub preprocessed: usize,
     /// Consumed-nonce markers.
     pub consumed_markers: usize,
     /// Completed-attempt markers.
@@ -342,6 +349,7 @@ impl Engine {
             sessions: s.sessions.len(),
             attempts: s.attempts.len(),
             live_nonces: s.nonces.len(),
+            preprocessed: s.pool.len(),
             consumed_markers: s.consumed.len(),
             completed_markers: s.completed.len(),
         }

@@ -163,7 +163,7 @@ impl Engine {
     }
 
     /// Copies what a seat's work needs out of the state, checking the seat is held and signs.
-    fn bound(s: &State, attempt: &AttemptId, seat: Option<ParticipantId>) -> Result<Bound, Error> {
+    pub(super) fn bound(s: &State, attempt: &AttemptId, seat: Option<ParticipantId>) -> Result<Bound, Error> {
         let a = s.attempts.get(attempt).ok_or_else(|| err(ErrorCode::UnknownAttempt, format!("attempt {attempt}")))?;
         let sess = s
             .sessions
@@ -241,13 +241,13 @@ impl Engine {
             // A concurrent round 1 won; ours is dropped (wiped) unused.
             return commitment_bytes(live.commitments.clone());
         }
-        if s.nonces.len() >= self.limits.max_live_nonces {
+        if s.nonces.len() + s.pool.len() >= self.limits.max_live_nonces {
             self.sweep_locked(&mut s, now);
-            if s.nonces.len() >= self.limits.max_live_nonces {
+            if s.nonces.len() + s.pool.len() >= self.limits.max_live_nonces {
                 return Err(err(ErrorCode::RegistryFull, format!("{} live nonces", s.nonces.len())));
             }
         }
-        s.nonces.insert((attempt, seat), LiveNonce { nonces, commitments: commitments.clone(), created: now });
+        s.nonces.insert((attempt, seat), LiveNonce { nonces, commitments: commitments.clone(), created: now, preprocessed: None });
         commitment_bytes(commitments)
     }
 
@@ -531,7 +531,7 @@ fn culprits(mut list: Vec<ParticipantId>) -> Result<AggregateOutcome, Error> {
     })
 }
 
-fn commitment_bytes(bytes: Vec<u8>) -> Result<CommitmentBytes, Error> {
+pub(super) fn commitment_bytes(bytes: Vec<u8>) -> Result<CommitmentBytes, Error> {
     CommitmentBytes::new(bytes).map_err(|e| err(ErrorCode::Internal, e))
 }
 

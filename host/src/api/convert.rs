@@ -10,7 +10,7 @@
 use super::pb;
 use frostgate_common::bounded::*;
 use frostgate_common::error::{Error, ErrorCode};
-use frostgate_common::ids::{AttemptId, DkgId, KeyId, ParticipantId, SessionId};
+use frostgate_common::ids::{AttemptId, CommitmentId, DkgId, KeyId, ParticipantId, SessionId};
 use frostgate_common::protocol::*;
 
 /// A protocol type with a gRPC message counterpart.
@@ -65,7 +65,7 @@ macro_rules! id_fields {
         }
     )*};
 }
-id_fields!(KeyId, SessionId, AttemptId, DkgId);
+id_fields!(KeyId, SessionId, AttemptId, DkgId, CommitmentId);
 
 /// Bounded byte strings and texts: their bound is checked on arrival.
 macro_rules! bounded_fields {
@@ -105,8 +105,19 @@ macro_rules! list_fields {
 list_fields!(
     SignerShares: SignerShare, DkgParticipants: DkgParticipant, DkgRound1Packages: DkgRound1Package,
     DkgEnvelopes: DkgEnvelope, DkgConfirmations: DkgConfirmation, AuditOutputs: AuditOutput,
-    AuditEntries: AuditEntry
+    AuditEntries: AuditEntry, PreCommitments: PreCommitment
 );
+
+impl Field for SessionIds {
+    type Pb = Vec<Vec<u8>>;
+    fn to_field(&self) -> Vec<Vec<u8>> {
+        self.as_inner().iter().map(Field::to_field).collect()
+    }
+    fn from_field(what: &str, p: Vec<Vec<u8>>) -> Result<Self, Error> {
+        let ids = p.into_iter().map(|v| SessionId::from_field(what, v)).collect::<Result<Vec<_>, _>>()?;
+        SessionIds::new(ids).map_err(|e| malformed(what, e))
+    }
+}
 
 impl Field for ParticipantId {
     type Pb = u32;
@@ -174,7 +185,7 @@ macro_rules! nested_fields {
         }
     )*};
 }
-nested_fields!(TaprootMode, SignerShare, KeyInfo);
+nested_fields!(TaprootMode, SignerShare, KeyInfo, SessionBinding);
 
 /// A message whose fields map one to one: `Type => pb::Message { field: pb_field, .. }`.
 macro_rules! proto_struct {
@@ -240,6 +251,18 @@ proto_struct! {
     DkgRef => DkgRef { dkg: dkg_id }
     DkgAborted => DkgRef { dkg: dkg_id }
     OpenPsbtSession => OpenPsbtSession { session: session_id, key: key_id, input: input, psbt: psbt }
+    Preprocess => Preprocess { key: key_id, seat: seat, count: count }
+    PreCommitment => PreCommitment { id: commitment_id, commitments: commitments }
+    Preprocessed => Preprocessed { key: key_id, seat: seat, commitments: commitments }
+    SignPreprocessed => SignPreprocessed {
+        binding: binding, attempt: attempt_id, signers: signers, seat: seat, commitment: commitment_id,
+        signing_package: signing_package, replenish: replenish, close: close_session_ids,
+    }
+    PreprocessedShare => PreprocessedShare {
+        attempt: attempt_id, seat: seat, signature_share: signature_share, next: next,
+    }
+    CloseSessions => CloseSessions { sessions: session_ids }
+    SessionsClosed => SessionsClosed { closed: closed }
     PsbtSessionOpened => PsbtSessionOpened { session: session_id, output_key: output_key, sighash: sighash, txid: txid }
     GetPolicy => GetPolicyRequest {}
     PolicyInfo => PolicyInfo { hash: hash, text: text }
@@ -435,6 +458,27 @@ impl Proto for ShareVerdict {
             Ok(Verdict::Indeterminate) => Ok(ShareVerdict::Indeterminate),
             _ => Err(malformed("verdict", "unknown value")),
         }
+    }
+}
+
+impl Proto for SessionBinding {
+    type Pb = pb::SessionBinding;
+    fn to_pb(&self) -> pb::SessionBinding {
+        use pb::session_binding::Binding;
+        let binding = match self {
+            SessionBinding::Digest(o) => Binding::Digest(o.to_pb()),
+            SessionBinding::Derived(o) => Binding::Derived(o.to_pb()),
+            SessionBinding::Psbt(o) => Binding::Psbt(o.to_pb()),
+        };
+        pb::SessionBinding { binding: Some(binding) }
+    }
+    fn from_pb(p: pb::SessionBinding) -> Result<Self, Error> {
+        use pb::session_binding::Binding;
+        Ok(match required("binding", p.binding)? {
+            Binding::Digest(o) => SessionBinding::Digest(Proto::from_pb(o)?),
+            Binding::Derived(o) => SessionBinding::Derived(Proto::from_pb(o)?),
+            Binding::Psbt(o) => SessionBinding::Psbt(Proto::from_pb(o)?),
+        })
     }
 }
 

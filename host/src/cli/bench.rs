@@ -51,6 +51,10 @@ pub struct BenchArgs {
     /// Skip the pure frost-secp256k1-tr comparison (for instruction counts of the cluster alone).
     #[arg(long)]
     no_pure: bool,
+    /// Sign with the interactive rounds (session, attempt, round 1, round 2 per signer, then a
+    /// closing call per node) instead of preprocessed commitments (one request per signer).
+    #[arg(long)]
+    interactive: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -136,7 +140,9 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
     let group_key = material.group_key()?;
     let deadline = a.count.is_none().then(|| Instant::now() + Duration::from_secs(a.seconds.unwrap_or(10)));
     let goal = a.count.map(|c| format!("/{c}")).unwrap_or_default();
+    let settings = Settings { preprocessed: !a.interactive, ..Settings::default() };
     let (commits0, records0) = store_counters(&nodes).await;
+    let calls0: u64 = nodes.iter().map(|n| n.calls()).sum();
     let started = Instant::now();
     let issued = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
@@ -181,7 +187,7 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
                     }
                 };
                 let t = Instant::now();
-                match coordinator::sign_with(nodes.clone(), request, Settings::default(), material.clone()).await {
+                match coordinator::sign_with(nodes.clone(), request, settings, material.clone()).await {
                     Ok(_) => {
                         latencies.lock().unwrap_or_else(|p| p.into_inner()).push(t.elapsed().as_secs_f64() * 1000.0);
                         done.fetch_add(1, Ordering::SeqCst);
@@ -207,6 +213,9 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
     }
     ticker.abort();
     let elapsed = started.elapsed().as_secs_f64();
+    // Closings still queued go now, batched (counted as calls of this run).
+    coordinator::flush_closing(&nodes).await;
+    let calls = nodes.iter().map(|n| n.calls()).sum::<u64>() - calls0;
     progress(done.load(Ordering::SeqCst), &goal);
     let _ = writeln!(std::io::stderr());
     let (commits1, records1) = store_counters(&nodes).await;
@@ -232,6 +241,8 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
         "commits_per_sec": commits as f64 / elapsed,
         "markers_per_sec": records as f64 / elapsed,
         "mean_batch": if commits > 0 { records as f64 / commits as f64 } else { 0.0 },
+        "calls_per_signature": if signed > 0 { calls as f64 / signed as f64 } else { 0.0 },
+        "signing": if a.interactive { "interactive" } else { "preprocessed" },
         "pure_signatures_per_sec": pure,
         "ratio": throughput / pure,
         "transport": if a.tls { "grpc+mtls" } else { "grpc" },
@@ -240,13 +251,16 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
         out(&format!("{report}\n"));
     } else {
         out(&format!(
-            "frostgate {t}-of-{n}, concurrency {c}, {transport}: {signed} signatures in {elapsed:.1} s\n\
+            "frostgate {t}-of-{n}, concurrency {c}, {transport}, {signing}: {signed} signatures in {elapsed:.1} s\n\
              | metric | value |\n|---|---|\n\
+             | calls per signature (coordinator to nodes) | {cps_calls:.2} |\n\
              | signatures/s | {throughput:.1} |\n| latency p50 / p95 / p99 (ms) | {p50:.1} / {p95:.1} / {p99:.1} |\n\
              | store commits/s | {cps:.1} |\n| durable records/s | {mps:.1} |\n| mean records per commit | {batch:.1} |\n\
              | pure frost-secp256k1-tr signatures/s | {pure:.1} |\n| ratio frostgate / pure | {ratio:.3} |\n",
             t = a.threshold,
             transport = report["transport"].as_str().unwrap_or(""),
+            signing = report["signing"].as_str().unwrap_or(""),
+            cps_calls = report["calls_per_signature"].as_f64().unwrap_or(0.0),
             n = a.nodes,
             c = a.concurrency,
             p50 = report["latency_ms"]["p50"].as_f64().unwrap_or(0.0),

@@ -213,7 +213,7 @@ pub async fn sign(a: SignArgs) -> Result<(), Error> {
         (None, false) => TaprootMode::Bip86,
     };
     let nodes = dkg_relay::connect_all(&cluster).await;
-    let settings = Settings { signer_timeout: Duration::from_millis(a.timeout_ms) };
+    let settings = Settings::with_timeout(Duration::from_millis(a.timeout_ms));
     let path = match &a.path {
         None => Vec::new(),
         Some(p) => p
@@ -225,7 +225,9 @@ pub async fn sign(a: SignArgs) -> Result<(), Error> {
         })?,
     };
     let request = SignRequest { key, message, mode, psbt: None, path };
-    match coordinator::sign(nodes, request, cluster.threshold, settings).await {
+    let signed = coordinator::sign(nodes.clone(), request, cluster.threshold, settings).await;
+    coordinator::flush_closing(&nodes).await;
+    match signed {
         Ok(s) => {
             if a.json {
                 out(&format!(

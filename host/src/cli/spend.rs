@@ -72,12 +72,17 @@ pub async fn sign_psbt(a: SignPsbtArgs) -> Result<(), Error> {
     let bytes = std::fs::read(&a.psbt).map_err(|e| io(&a.psbt.display().to_string(), e))?;
     let mut signed = psbt::parse(&bytes)?;
     let nodes = dkg_relay::connect_all(&cluster).await;
-    let settings = Settings { signer_timeout: Duration::from_millis(a.timeout_ms) };
+    let settings = Settings::with_timeout(Duration::from_millis(a.timeout_ms));
     let material = coordinator::KeyMaterial::fetch(&nodes, &key, cluster.threshold, settings).await?;
     let requests = psbt::requests(&signed, &key, &material.group_key()?)?;
     let mut inputs = Vec::new();
+    let requests_len = requests.len();
     for (n, request) in requests {
-        match coordinator::sign_with(nodes.clone(), request, settings, material.clone()).await {
+        let result = coordinator::sign_with(nodes.clone(), request, settings, material.clone()).await;
+        if result.is_err() || inputs.len() + 1 == requests_len {
+            coordinator::flush_closing(&nodes).await;
+        }
+        match result {
             Ok(s) => {
                 psbt::fill(&mut signed, n, &s.bip340)?;
                 inputs.push(n);

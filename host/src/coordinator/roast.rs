@@ -180,13 +180,30 @@ pub struct Signed {
 pub struct Settings {
     /// Deadline for each call to a signer.
     pub signer_timeout: Duration,
+    /// Sign with preprocessed commitments (one `SignPreprocessed` per signer per attempt, the
+    /// next commitments in its reply, finished sessions closed with later requests); otherwise
+    /// the interactive rounds (session, attempt, round 1, round 2 per signer, then closing).
+    pub preprocessed: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { signer_timeout: Duration::from_secs(10) }
+        Settings { signer_timeout: Duration::from_secs(10), preprocessed: true }
     }
 }
+
+impl Settings {
+    /// The defaults with this per-call deadline.
+    pub fn with_timeout(signer_timeout: Duration) -> Settings {
+        Settings { signer_timeout, ..Settings::default() }
+    }
+}
+
+/// Commitments a `Preprocess` call asks for when none is held for a node.
+const PREPROCESS_BATCH: u16 = 16;
+
+/// Below this many held commitments a signing asks for two back instead of one.
+const HELD_LOW: usize = 8;
 
 enum Event {
     Free(ParticipantId),
@@ -356,7 +373,11 @@ pub async fn sign_with(
             let (tx, request, public) = (tx.clone(), request.clone(), public.clone());
             active += 1;
             attempts += 1;
-            tokio::spawn(async move { attempt(clients, session, request, public, settings, tx).await });
+            if settings.preprocessed {
+                tokio::spawn(async move { preprocessed(clients, session, request, public, settings, tx).await });
+            } else {
+                tokio::spawn(async move { attempt(clients, session, request, public, settings, tx).await });
+            }
         }
         if active == 0 && !ready.is_empty() && excluded.values().any(|e| e.reason == Reason::PolicyRefused) {
             // Policies refused: ask the nodes not yet asked too, so the report names every
@@ -404,6 +425,21 @@ pub async fn sign_with(
                 }
             }
             Some(Event::Failed) => active -= 1,
+            Some(Event::Done(signature, output_key, used)) if settings.preprocessed => {
+                // The signature exists: every node may drop the session, told with its next
+                // request (or by `flush_closing`), never by a call of its own per signature.
+                for c in by_id.values() {
+                    c.close_later([session]);
+                }
+                return Ok(Signed {
+                    signature: hex::encode(signature.to_bytes()),
+                    bip340: signature,
+                    output_key: hex::encode(output_key),
+                    signers: used.iter().map(|p| p.get()).collect(),
+                    attempts,
+                    excluded: excluded.into_values().collect(),
+                });
+            }
             Some(Event::Done(signature, output_key, used)) => {
                 // The signature exists: every signer may drop the session (bounded registries).
                 let closing: Vec<_> = by_id
@@ -632,7 +668,6 @@ async fn attempt(
         release(&clients, attempt, &BTreeSet::new(), &tx).await;
         return;
     };
-    let package_hash = hex::encode(sha256(&package_bytes));
     let mode = request.mode;
     let bytes = package_bytes.clone();
     let shares = each(&clients, Step::Round2, attempt, &tx, move |c| {
@@ -645,6 +680,181 @@ async fn attempt(
     })
     .await;
     let Some(shares) = shares else { return };
+    conclude(Attempt { clients, attempt, request, public, timeout, tx }, package, package_bytes, shares).await
+}
+
+/// How each node binds the session: the digest, or the PSBT input (whose sighash the enclave
+/// computes itself; the package's message is ours, so a different sighash is refused there).
+fn binding(session: SessionId, req: &SignRequest) -> Result<SessionBinding, Error> {
+    let (key, message, mode) = (req.key, req.message, req.mode);
+    Ok(match &req.psbt {
+        None if req.path.is_empty() => SessionBinding::Digest(OpenSession { session, key, message, mode }),
+        None => {
+            let path =
+                DerivationSteps::new(req.path.clone()).map_err(|e| Error::new(ErrorCode::DerivationInvalid, e))?;
+            SessionBinding::Derived(OpenDerivedSession { session, key, path, message, mode })
+        }
+        Some(p) => {
+            let psbt = PsbtBytes::new(p.psbt.to_vec()).map_err(|e| Error::new(ErrorCode::PsbtInvalid, e))?;
+            SessionBinding::Psbt(OpenPsbtSession { session, key, input: p.input, psbt })
+        }
+    })
+}
+
+/// One attempt with preprocessed commitments: each signer's commitment is one held for it (or,
+/// when none is, from a `Preprocess` call), then one `SignPreprocessed` per signer, whose reply
+/// brings the next commitments, then the aggregation as in [`attempt`].
+///
+/// A signer whose held commitment its enclave no longer has (`commitment_unknown`: it restarted,
+/// or the commitment expired) is not excluded: what is held for it is dropped and it is ready
+/// again, to preprocess afresh. Refused after a fresh `Preprocess`, it is excluded like any error.
+async fn preprocessed(
+    clients: Vec<Arc<SignerClient>>,
+    session: SessionId,
+    request: SignRequest,
+    public: Arc<Tweaked>,
+    settings: Settings,
+    tx: mpsc::UnboundedSender<Event>,
+) {
+    let attempt = AttemptId::from_bytes(crate::random_bytes());
+    let timeout = settings.signer_timeout;
+    let key = request.key;
+    let taken = each(&clients, Step::Round1, attempt, &tx, move |c| async move {
+        if let Some(held) = c.take_commitment(&key) {
+            return Ok((held, true));
+        }
+        let r = c.call(Preprocess { key, seat: c.id(), count: PREPROCESS_BATCH }, timeout).await?;
+        let mut fresh = r.commitments.into_inner().into_iter();
+        let first = fresh.next().ok_or_else(|| Error::new(ErrorCode::Internal, "no commitment preprocessed"))?;
+        c.hold_commitments(key, fresh);
+        Ok((first, false))
+    })
+    .await;
+    let Some(taken) = taken else { return };
+    let mut map = BTreeMap::new();
+    for (p, (held, _)) in &taken {
+        match (Identifier::try_from(p.get()), SigningCommitments::deserialize(held.commitments.as_inner())) {
+            (Ok(id), Ok(c)) => drop(map.insert(id, c)),
+            _ => {
+                let e = Error::new(ErrorCode::InvalidEncoding, "its preprocessed commitments do not decode");
+                let _ = tx.send(Event::Excluded(evidence(*p, Step::Round1, attempt, &e)));
+                c_drop(&clients, *p, &key);
+                return release(&clients, attempt, &BTreeSet::from([p.get()]), &tx).await;
+            }
+        }
+    }
+    let package = SigningPackage::new(map, &request.message);
+    let (Ok(package_bytes), Ok(binding), Ok(signers)) =
+        (package.serialize(), binding(session, &request), Signers::new(clients.iter().map(|c| c.id()).collect::<Vec<_>>()))
+    else {
+        return release(&clients, attempt, &BTreeSet::new(), &tx).await;
+    };
+    let tasks: Vec<_> = clients
+        .iter()
+        .map(|c| {
+            let (c, binding, signers, bytes) = (c.clone(), binding.clone(), signers.clone(), package_bytes.clone());
+            let commitment = taken.get(&c.id()).map(|(h, _)| h.id);
+            tokio::spawn(async move {
+                let commitment = commitment.ok_or_else(|| Error::new(ErrorCode::Internal, "no commitment"))?;
+                let signing_package = SigningPackageBytes::new(bytes).map_err(|e| Error::new(ErrorCode::Internal, e))?;
+                let replenish = if c.held_commitments(&key) < HELD_LOW { 2 } else { 1 };
+                let close = c.take_closing();
+                let m = SignPreprocessed {
+                    binding,
+                    attempt,
+                    signers,
+                    seat: c.id(),
+                    commitment,
+                    signing_package,
+                    replenish,
+                    close: close.clone(),
+                };
+                match c.call(m, timeout).await {
+                    Ok(r) => {
+                        c.hold_commitments(key, r.next.into_inner());
+                        Ok(r.signature_share.into_inner())
+                    }
+                    Err(e) => {
+                        // Not known to have arrived: the closings go with a later request.
+                        c.close_later(close.into_inner());
+                        if e.code() == ErrorCode::CommitmentUnknown {
+                            c.drop_commitments(&key);
+                        }
+                        Err(e)
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut shares = BTreeMap::new();
+    let (mut bad, mut failed) = (BTreeSet::new(), false);
+    for (c, task) in clients.iter().zip(tasks) {
+        let p = c.id();
+        let stale_held = taken.get(&p).is_some_and(|(_, held)| *held);
+        match task.await {
+            Ok(Ok(share)) => drop(shares.insert(p, share)),
+            // Its enclave lost what we held (restart, expiry): ready again, not excluded.
+            Ok(Err(e)) if e.code() == ErrorCode::CommitmentUnknown && stale_held => failed = true,
+            Ok(Err(e)) => {
+                bad.insert(p.get());
+                let _ = tx.send(Event::Excluded(evidence(p, Step::Round2, attempt, &e)));
+            }
+            Err(_) => {
+                bad.insert(p.get());
+                let e = Error::new(ErrorCode::Internal, "task failed");
+                let _ = tx.send(Event::Excluded(evidence(p, Step::Round2, attempt, &e)));
+            }
+        }
+    }
+    if failed || !bad.is_empty() {
+        return release(&clients, attempt, &bad, &tx).await;
+    }
+    conclude(Attempt { clients, attempt, request, public, timeout, tx }, package, package_bytes, shares).await
+}
+
+/// Forgets what is held for signer `p` of `clients` for `key`.
+fn c_drop(clients: &[Arc<SignerClient>], p: ParticipantId, key: &KeyId) {
+    if let Some(c) = clients.iter().find(|c| c.id() == p) {
+        c.drop_commitments(key);
+    }
+}
+
+/// Sends every node's queued session closings (batched), e.g. before a coordinator exits.
+pub async fn flush_closing(signers: &[Arc<SignerClient>]) {
+    let flushes: Vec<_> = signers
+        .iter()
+        .map(|c| {
+            let c = c.clone();
+            tokio::spawn(async move { c.flush_closing(Duration::from_secs(2)).await })
+        })
+        .collect();
+    for f in flushes {
+        let _ = f.await;
+    }
+}
+
+/// An attempt under way: its signers and what it signs.
+struct Attempt {
+    clients: Vec<Arc<SignerClient>>,
+    attempt: AttemptId,
+    request: SignRequest,
+    public: Arc<Tweaked>,
+    timeout: Duration,
+    tx: mpsc::UnboundedSender<Event>,
+}
+
+/// Aggregates the attempt's shares on a node (optimistically: see below) and reports the
+/// signature, or the culprits with evidence.
+async fn conclude(
+    a: Attempt,
+    package: SigningPackage,
+    package_bytes: Vec<u8>,
+    shares: BTreeMap<ParticipantId, Vec<u8>>,
+) {
+    let Attempt { clients, attempt, request, public, timeout, tx } = a;
+    let ids: Vec<ParticipantId> = clients.iter().map(|c| c.id()).collect();
+    let package_hash = hex::encode(sha256(&package_bytes));
+    let mode = request.mode;
     let list: Vec<SignerShare> = shares
         .iter()
         .filter_map(|(p, s)| {

@@ -10,18 +10,41 @@ use crate::api::rpc::{Client, NetworkRequest};
 use crate::api::tls::{self, TlsFiles};
 use crate::api::{error_from_status, MAX_MESSAGE_LEN};
 use frostgate_common::error::{Error, ErrorCode};
-use frostgate_common::ids::ParticipantId;
-use std::time::Duration;
+use frostgate_common::bounded::SessionIds;
+use frostgate_common::ids::{KeyId, ParticipantId, SessionId};
+use frostgate_common::protocol::{CloseSessions, PreCommitment};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 
 /// How long connecting (TCP and TLS) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One signer (cheap to clone: clones share the connection).
+/// One signer (cheap to clone: clones share the connection and what is held for the node).
 #[derive(Debug, Clone)]
 pub struct SignerClient {
     id: ParticipantId,
     client: Result<Client, Error>,
+    held: Arc<Mutex<Held>>,
+    /// Requests sent through this client and its clones.
+    calls: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Commitments a held entry is used within: below the enclave's default nonce TTL (300 s), so
+/// an entry the enclave already wiped is rarely sent (it would be refused, `commitment_unknown`).
+const HELD_TTL: Duration = Duration::from_secs(240);
+
+/// Most finished sessions kept for closing per node; older ones are left to the enclave's
+/// session expiry.
+const MAX_CLOSING: usize = 4096;
+
+/// What the coordinator holds for one node: its preprocessed commitments by key (public; each
+/// usable once), and finished sessions to close there with the next request.
+#[derive(Debug, Default)]
+struct Held {
+    commitments: HashMap<KeyId, VecDeque<(Instant, PreCommitment)>>,
+    closing: VecDeque<SessionId>,
 }
 
 impl SignerClient {
@@ -33,12 +56,81 @@ impl SignerClient {
         });
         let client = client
             .map_err(|e| Error::new(ErrorCode::NodeUnavailable, format!("node {id} at {address}: {}", e.message())));
-        SignerClient { id, client }
+        SignerClient { id, client, held: Arc::default(), calls: Arc::default() }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes one held commitment of `key` (each is handed out once), skipping stale ones.
+    pub fn take_commitment(&self, key: &KeyId) -> Option<PreCommitment> {
+        let mut held = self.held();
+        let queue = held.commitments.get_mut(key)?;
+        while let Some((issued, c)) = queue.pop_front() {
+            if issued.elapsed() < HELD_TTL {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// Keeps commitments the node issued for `key`.
+    pub fn hold_commitments(&self, key: KeyId, fresh: impl IntoIterator<Item = PreCommitment>) {
+        let now = Instant::now();
+        self.held().commitments.entry(key).or_default().extend(fresh.into_iter().map(|c| (now, c)));
+    }
+
+    /// How many commitments of `key` are held.
+    pub fn held_commitments(&self, key: &KeyId) -> usize {
+        self.held().commitments.get(key).map_or(0, VecDeque::len)
+    }
+
+    /// Forgets every commitment held for `key` (the node no longer has them: it restarted, or
+    /// they expired there).
+    pub fn drop_commitments(&self, key: &KeyId) {
+        self.held().commitments.remove(key);
+    }
+
+    /// Queues a finished session for closing with a later request to this node.
+    pub fn close_later(&self, sessions: impl IntoIterator<Item = SessionId>) {
+        let mut held = self.held();
+        held.closing.extend(sessions);
+        while held.closing.len() > MAX_CLOSING {
+            held.closing.pop_front();
+        }
+    }
+
+    /// Takes up to one request's worth of queued closings.
+    pub fn take_closing(&self) -> SessionIds {
+        let mut held = self.held();
+        let n = held.closing.len().min(SessionIds::MAX_LEN);
+        let batch: Vec<SessionId> = held.closing.drain(..n).collect();
+        SessionIds::new(batch).unwrap_or_else(|_| unreachable!("at most the bound"))
+    }
+
+    /// Sends every queued closing now, batched (`CloseSessions`), e.g. before a coordinator
+    /// exits. Best effort: a session not closed expires in the enclave.
+    pub async fn flush_closing(&self, timeout: Duration) {
+        loop {
+            let batch = self.take_closing();
+            if batch.as_inner().is_empty() || !self.reachable() {
+                return;
+            }
+            if self.call(CloseSessions { sessions: batch }, timeout).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// The participant id.
     pub fn id(&self) -> ParticipantId {
         self.id
+    }
+
+    /// Requests sent to the node so far (by this client and its clones).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the node was reachable when connecting.
@@ -56,6 +148,7 @@ impl SignerClient {
             Ok(c) => c.clone(),
             Err(e) => return Err(e.clone()),
         };
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = self.id;
         let call = async move {
             let reply = R::send(client, request.to_pb()).await.map_err(|s| error_from_status(id, &s))?;

@@ -1,0 +1,144 @@
+//! Preprocessed nonces: commitments handed out ahead of use, so that a signing costs one request
+//! per signer (FROST's and ROAST's preprocessing).
+//!
+//! Invariants (beside the module's, in `rounds/mod.rs`):
+//! - A preprocessed pair lives only in this process's memory, under a random [`CommitmentId`],
+//!   bound to one seat of one key at one epoch; it counts against the live-nonce bound and is
+//!   wiped by the sweep once older than the nonce TTL, and with its key's sessions on a refresh.
+//! - It is taken out of the pool under the state lock when a signing adopts it into one
+//!   (attempt, seat) slot, so it can serve at most one slot; from there round 2's rules apply
+//!   unchanged: the package must carry exactly its commitments, and the consumed marker is durable
+//!   before the share leaves. A second package for the same commitment finds it gone
+//!   (`commitment_unknown`) or its slot consumed (`nonce_already_consumed`).
+//! - An id this enclave did not issue, already used, expired or lost in a restart is refused
+//!   (`commitment_unknown`) before anything is bound to it.
+
+use super::*;
+use frostgate_common::ids::CommitmentId;
+use frostgate_common::limits::MAX_PREPROCESS;
+
+/// A nonce pair issued ahead of use for one seat of one key epoch. Never cloned or serialized.
+#[derive(Debug)]
+pub(super) struct Pooled {
+    key: KeyId,
+    epoch: u64,
+    seat: ParticipantId,
+    live: LiveNonce,
+}
+
+impl Pooled {
+    /// Whether it belongs to `key` (any epoch).
+    pub(super) fn of_key(&self, key: &KeyId) -> bool {
+        self.key == *key
+    }
+
+    pub(super) fn created(&self) -> Instant {
+        self.live.created
+    }
+}
+
+fn random_id() -> Result<CommitmentId, Error> {
+    let mut id = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
+        .map_err(|_| err(ErrorCode::Internal, "randomness"))?;
+    Ok(CommitmentId::from_bytes(id))
+}
+
+impl Engine {
+    /// Issues `count` (at most 64) commitments for `seat` of `key`: fresh nonce pairs kept live
+    /// here until one signing uses each.
+    pub fn preprocess(
+        &self,
+        key: KeyId,
+        seat: ParticipantId,
+        count: u16,
+    ) -> Result<Vec<(CommitmentId, CommitmentBytes)>, Error> {
+        if usize::from(count) > MAX_PREPROCESS {
+            return Err(err(ErrorCode::MalformedMessage, format!("{count} commitments asked, at most {MAX_PREPROCESS}")));
+        }
+        let record = self.key(&key)?;
+        if !record.seats.contains_key(&seat) {
+            return Err(err(ErrorCode::SeatNotHeld, format!("seat {seat} of key {key} is not held here")));
+        }
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        // Fresh pairs from the OS CSPRNG, hedged with the share (FROST's `commit`), made without
+        // the state lock; the key package is wiped when it drops.
+        let package = record.unseal(&self.custody, seat)?;
+        let mut fresh = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            let (nonces, commitments) = round1::commit(package.signing_share(), &mut rand_core::OsRng);
+            let commitments =
+                commitments.serialize().map_err(|e| frost_err(ErrorCode::Internal, "commitments", e))?;
+            fresh.push((random_id()?, nonces, commitments));
+        }
+        drop(package);
+        let now = Instant::now();
+        let mut s = self.lock();
+        match s.keys.get(&key) {
+            Some(k) if k.epoch() == record.epoch() => {}
+            _ => return Err(err(ErrorCode::KeyEpochChanged, format!("key {key} changed while preprocessing"))),
+        }
+        if s.nonces.len() + s.pool.len() + fresh.len() > self.limits.max_live_nonces {
+            self.sweep_locked(&mut s, now);
+            if s.nonces.len() + s.pool.len() + fresh.len() > self.limits.max_live_nonces {
+                return Err(err(
+                    ErrorCode::RegistryFull,
+                    format!("{} live nonces ({} preprocessed)", s.nonces.len() + s.pool.len(), s.pool.len()),
+                ));
+            }
+        }
+        let mut out = Vec::with_capacity(fresh.len());
+        for (id, nonces, commitments) in fresh {
+            out.push((id, signing::commitment_bytes(commitments.clone())?));
+            let live = LiveNonce { nonces, commitments, created: now, preprocessed: Some(id) };
+            s.pool.insert(id, Pooled { key, epoch: record.epoch(), seat, live });
+        }
+        Ok(out)
+    }
+
+    /// Signs `package_bytes` for `seat` in `attempt` with the preprocessed pair `commitment`:
+    /// adopts the pair into the attempt's slot for the seat (once), then round 2 under the
+    /// session's own Taproot mode. A retry of the same request after a failed commit finds the
+    /// pair already in its slot.
+    pub async fn sign_preprocessed(
+        &self,
+        attempt: AttemptId,
+        seat: ParticipantId,
+        commitment: CommitmentId,
+        package_bytes: &[u8],
+    ) -> Result<SignatureShareBytes, Error> {
+        let mode = {
+            let mut s = self.lock();
+            let b = Self::bound(&s, &attempt, Some(seat))?;
+            let slot = (attempt, seat);
+            if s.consumed.contains_key(&slot) {
+                return Err(err(ErrorCode::NonceAlreadyConsumed, format!("seat {seat} in attempt {attempt}")));
+            }
+            match s.nonces.get(&slot) {
+                Some(live) if live.preprocessed == Some(commitment) => {}
+                Some(_) => {
+                    return Err(err(
+                        ErrorCode::SigningPackageMismatch,
+                        format!("seat {seat} already has another nonce in attempt {attempt}"),
+                    ))
+                }
+                None => {
+                    let usable = s.pool.get(&commitment).is_some_and(|p| {
+                        p.key == b.key.key_id && p.epoch == b.key.epoch() && p.seat == seat
+                    });
+                    let pooled = s.pool.remove(&commitment).filter(|_| usable).ok_or_else(|| {
+                        err(
+                            ErrorCode::CommitmentUnknown,
+                            format!("no live preprocessed commitment {commitment} for seat {seat} of this key"),
+                        )
+                    })?;
+                    s.nonces.insert(slot, pooled.live);
+                }
+            }
+            b.mode
+        };
+        self.round2(attempt, seat, mode, package_bytes).await
+    }
+}
