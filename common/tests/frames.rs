@@ -334,9 +334,8 @@ fn message() -> impl Strategy<Value = Message> {
             commitments: CommitmentBytes::new(c).expect("bound"),
         })
     };
-    let commitments = move || {
-        proptest::collection::vec(commitment(), 0..3).prop_map(|v| PreCommitments::new(v).expect("bound"))
-    };
+    let commitments =
+        move || proptest::collection::vec(commitment(), 0..3).prop_map(|v| PreCommitments::new(v).expect("bound"));
     let binding = prop_oneof![
         (session(), bytes::<32>(), bytes::<32>(), mode()).prop_map(|(session, k, message, mode)| {
             SessionBinding::Digest(OpenSession { session, key: KeyId::from_bytes(k), message, mode })
@@ -360,12 +359,26 @@ fn message() -> impl Strategy<Value = Message> {
         }),
     ];
     let preprocessing = prop_oneof![
-        (bytes::<32>(), pid(), any::<u16>())
-            .prop_map(|(k, seat, count)| Message::Preprocess(Preprocess { key: KeyId::from_bytes(k), seat, count })),
-        (bytes::<32>(), pid(), commitments()).prop_map(|(k, seat, commitments)| Message::Preprocessed(
-            Preprocessed { key: KeyId::from_bytes(k), seat, commitments }
-        )),
-        (binding, attempt(), signers(), pid(), bytes::<16>(), blob(4096), any::<u16>(), proptest::collection::vec(session(), 0..3))
+        (bytes::<32>(), pid(), any::<u16>()).prop_map(|(k, seat, count)| Message::Preprocess(Preprocess {
+            key: KeyId::from_bytes(k),
+            seat,
+            count
+        })),
+        (bytes::<32>(), pid(), commitments()).prop_map(|(k, seat, commitments)| Message::Preprocessed(Preprocessed {
+            key: KeyId::from_bytes(k),
+            seat,
+            commitments
+        })),
+        (
+            binding,
+            attempt(),
+            signers(),
+            pid(),
+            bytes::<16>(),
+            blob(4096),
+            any::<u16>(),
+            proptest::collection::vec(session(), 0..3)
+        )
             .prop_map(|(binding, attempt, signers, seat, c, p, replenish, close)| {
                 Message::SignPreprocessed(SignPreprocessed {
                     binding,
@@ -386,9 +399,8 @@ fn message() -> impl Strategy<Value = Message> {
                 next,
             })
         }),
-        proptest::collection::vec(session(), 0..3).prop_map(|v| Message::CloseSessions(CloseSessions {
-            sessions: SessionIds::new(v).expect("bound")
-        })),
+        proptest::collection::vec(session(), 0..3)
+            .prop_map(|v| Message::CloseSessions(CloseSessions { sessions: SessionIds::new(v).expect("bound") })),
         any::<u32>().prop_map(|closed| Message::SessionsClosed(SessionsClosed { closed })),
     ];
     prop_oneof![base, signing, store, dkg, spending, preprocessing]

@@ -470,18 +470,12 @@ impl EnclaveApi for Served<'_> {
     async fn sign_preprocessed(&self, r: SignPreprocessed) -> Result<PreprocessedShare, Error> {
         let engine = self.engine()?;
         engine.close_sessions(r.close.as_inner());
-        let (session, key) = (r.binding.session(), r.binding.key());
-        match r.binding {
-            SessionBinding::Digest(o) => drop(self.open_session(o).await?),
-            SessionBinding::Derived(o) => drop(self.open_derived_session(o).await?),
-            SessionBinding::Psbt(o) => drop(self.open_psbt_session(o).await?),
-        }
-        engine.open_attempt(session, r.attempt, r.signers.as_inner()).await?;
+        engine.bind_for_signing(&r.binding, r.attempt, r.signers.as_inner()).await?;
         let signature_share =
             engine.sign_preprocessed(r.attempt, r.seat, r.commitment, r.signing_package.as_inner()).await?;
         // The share is released whatever happens next: a replenishment that fails (full registry,
         // a refresh meanwhile) returns fewer commitments, never an error.
-        let next = engine.preprocess(key, r.seat, r.replenish).unwrap_or_else(|e| {
+        let next = engine.preprocess(r.binding.key(), r.seat, r.replenish).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "no commitments replenished");
             Vec::new()
         });
@@ -496,7 +490,8 @@ impl EnclaveApi for Served<'_> {
 fn pre_commitments(
     issued: Vec<(frostgate_common::ids::CommitmentId, frostgate_common::bounded::CommitmentBytes)>,
 ) -> Result<frostgate_common::bounded::PreCommitments, Error> {
-    let list: Vec<PreCommitment> = issued.into_iter().map(|(id, commitments)| PreCommitment { id, commitments }).collect();
+    let list: Vec<PreCommitment> =
+        issued.into_iter().map(|(id, commitments)| PreCommitment { id, commitments }).collect();
     frostgate_common::bounded::PreCommitments::new(list).map_err(|e| Error::new(ErrorCode::Internal, e))
 }
 

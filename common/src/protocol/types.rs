@@ -4,9 +4,9 @@
 use super::Message;
 use crate::bounded::{
     AuditEntries, AuditOutputs, CommitmentBytes, DerivationSteps, DkgCiphertext, DkgConfirmations, DkgEnvelopes,
-    DkgPackageBytes, DkgParticipants, DkgRound1Packages, IdentityKeyBytes, Label, PolicyText, PsbtBytes,
-    PreCommitments, PublicKeyPackageBytes, RecordBody, SessionIds, SignatureShareBytes, SignerShares, Signers, SigningPackageBytes, StoreRecords,
-    Text,
+    DkgPackageBytes, DkgParticipants, DkgRound1Packages, IdentityKeyBytes, Label, PolicyText, PreCommitments,
+    PsbtBytes, PublicKeyPackageBytes, RecordBody, SessionIds, SignatureShareBytes, SignerShares, Signers,
+    SigningPackageBytes, StoreRecords, Text,
 };
 use crate::error::ErrorCode;
 use crate::ids::{AttemptId, CommitmentId, DkgId, KeyId, ParticipantId, SessionId};

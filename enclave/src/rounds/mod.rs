@@ -89,6 +89,19 @@ struct Session {
     charge: Option<Charge>,
     /// For a derived key: the child (path, tweak, public package), derived by the enclave.
     derived: Option<Arc<crate::derive::Derived>>,
+    /// Records written with the binding when it goes with the first marker instead of a commit
+    /// of its own ([`Write::WithFirstMarker`]): its approval's audit record.
+    deferred: Vec<Record>,
+}
+
+/// When a binding (session or attempt) is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Write {
+    /// Now, in a commit of its own (awaited for PSBT sessions, in the background otherwise).
+    Now,
+    /// With the first marker that depends on it, in that marker's commit (one commit per
+    /// signer per signature on the preprocessed path). Nothing leaves before that commit.
+    WithFirstMarker,
 }
 
 impl Session {
@@ -239,7 +252,7 @@ enum Binding {
     Queued,
     /// Durable.
     Durable,
-    /// Its commit failed (or never ran): it must go with the next marker.
+    /// Its commit failed, or never ran (`Write::WithFirstMarker`): it goes with the next marker.
     Failed,
 }
 

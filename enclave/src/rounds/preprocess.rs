@@ -16,6 +16,7 @@
 use super::*;
 use frostgate_common::ids::CommitmentId;
 use frostgate_common::limits::MAX_PREPROCESS;
+use frostgate_common::protocol::SessionBinding;
 
 /// A nonce pair issued ahead of use for one seat of one key epoch. Never cloned or serialized.
 #[derive(Debug)]
@@ -54,7 +55,10 @@ impl Engine {
         count: u16,
     ) -> Result<Vec<(CommitmentId, CommitmentBytes)>, Error> {
         if usize::from(count) > MAX_PREPROCESS {
-            return Err(err(ErrorCode::MalformedMessage, format!("{count} commitments asked, at most {MAX_PREPROCESS}")));
+            return Err(err(
+                ErrorCode::MalformedMessage,
+                format!("{count} commitments asked, at most {MAX_PREPROCESS}"),
+            ));
         }
         let record = self.key(&key)?;
         if !record.seats.contains_key(&seat) {
@@ -69,8 +73,7 @@ impl Engine {
         let mut fresh = Vec::with_capacity(usize::from(count));
         for _ in 0..count {
             let (nonces, commitments) = round1::commit(package.signing_share(), &mut rand_core::OsRng);
-            let commitments =
-                commitments.serialize().map_err(|e| frost_err(ErrorCode::Internal, "commitments", e))?;
+            let commitments = commitments.serialize().map_err(|e| frost_err(ErrorCode::Internal, "commitments", e))?;
             fresh.push((random_id()?, nonces, commitments));
         }
         drop(package);
@@ -96,6 +99,31 @@ impl Engine {
             s.pool.insert(id, Pooled { key, epoch: record.epoch(), seat, live });
         }
         Ok(out)
+    }
+
+    /// Binds the session and the attempt of a one-request signing; their records go with the
+    /// seat's consumed marker, in one commit (an identical repeat of either is accepted).
+    pub async fn bind_for_signing(
+        &self,
+        binding: &SessionBinding,
+        attempt: AttemptId,
+        signers: &[ParticipantId],
+    ) -> Result<(), Error> {
+        let w = Write::WithFirstMarker;
+        // What the openings return (output key, sighash) is not needed: the package's message
+        // must equal the session's, and the coordinator computed both itself.
+        match binding {
+            SessionBinding::Digest(o) => {
+                self.bind_session(o.session, o.key, &[], o.message, o.mode, w).await.map(|_| ())
+            }
+            SessionBinding::Derived(o) => {
+                self.bind_session(o.session, o.key, o.path.as_inner(), o.message, o.mode, w).await.map(|_| ())
+            }
+            SessionBinding::Psbt(o) => {
+                self.bind_psbt_session(o.session, o.key, o.input, o.psbt.as_inner(), w).await.map(|_| ())
+            }
+        }?;
+        self.bind_attempt(binding.session(), attempt, signers, w)
     }
 
     /// Signs `package_bytes` for `seat` in `attempt` with the preprocessed pair `commitment`:
@@ -125,10 +153,17 @@ impl Engine {
                     ))
                 }
                 None => {
-                    let usable = s.pool.get(&commitment).is_some_and(|p| {
-                        p.key == b.key.key_id && p.epoch == b.key.epoch() && p.seat == seat
-                    });
-                    let pooled = s.pool.remove(&commitment).filter(|_| usable).ok_or_else(|| {
+                    let ttl = self.limits.nonce_ttl;
+                    let (usable, expired) = match s.pool.get(&commitment) {
+                        Some(p) => (
+                            p.key == b.key.key_id && p.epoch == b.key.epoch() && p.seat == seat,
+                            p.live.created.elapsed() >= ttl,
+                        ),
+                        None => (false, false),
+                    };
+                    // An expired pair is wiped here, whoever names it; another seat's stays.
+                    let pooled = if usable || expired { s.pool.remove(&commitment) } else { None };
+                    let pooled = pooled.filter(|_| usable && !expired).ok_or_else(|| {
                         err(
                             ErrorCode::CommitmentUnknown,
                             format!("no live preprocessed commitment {commitment} for seat {seat} of this key"),

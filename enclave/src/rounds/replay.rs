@@ -81,6 +81,7 @@ impl Engine {
                             durable: binding(Binding::Durable),
                             charge,
                             derived: None,
+                            deferred: Vec::new(),
                         },
                     );
                 }

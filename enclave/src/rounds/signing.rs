@@ -25,6 +25,19 @@ impl Engine {
         message: [u8; 32],
         mode: TaprootMode,
     ) -> Result<[u8; 32], Error> {
+        self.bind_session(id, key, path, message, mode, Write::Now).await
+    }
+
+    /// [`Self::open_session_at`], its binding written as `write` says.
+    pub(crate) async fn bind_session(
+        &self,
+        id: SessionId,
+        key: KeyId,
+        path: &[u32],
+        message: [u8; 32],
+        mode: TaprootMode,
+        write: Write,
+    ) -> Result<[u8; 32], Error> {
         let record = self.key(&key)?;
         let derived = if path.is_empty() { None } else { Some(Arc::new(crate::derive::derive(&record.public, path)?)) };
         let output_key = match &derived {
@@ -57,8 +70,8 @@ impl Engine {
                 ));
             }
             self.room_for_session(&mut s, now)?;
-            let durable = binding(Binding::Queued);
-            let session = Session {
+            let durable = binding(if write == Write::Now { Binding::Queued } else { Binding::Failed });
+            let mut session = Session {
                 key,
                 epoch: record.epoch(),
                 message,
@@ -69,6 +82,7 @@ impl Engine {
                 durable: durable.clone(),
                 charge,
                 derived,
+                deferred: Vec::new(),
             };
             let mut records = session.records(id);
             let d = spending::Decision {
@@ -80,13 +94,19 @@ impl Engine {
                 spend: None,
                 path: (!path.is_empty()).then_some(path),
             };
+            let approval = self.audit(&mut s, frostgate_common::protocol::AuditDecision::Approved, "", &d, None);
+            if write == Write::WithFirstMarker {
+                session.deferred.extend(approval.clone());
+            }
             s.sessions.insert(id, session);
-            records.extend(self.audit(&mut s, frostgate_common::protocol::AuditDecision::Approved, "", &d, None));
+            records.extend(approval);
             (durable, records)
         };
         // Not awaited; if this commit fails, the binding goes again with the first marker of
         // the session (`Bound::with_bindings`), so no share leaves before it is durable.
-        self.persist_binding(records, durable);
+        if write == Write::Now {
+            self.persist_binding(records, durable);
+        }
         Ok(output_key)
     }
 
@@ -96,6 +116,17 @@ impl Engine {
         session: SessionId,
         attempt: AttemptId,
         signers: &[ParticipantId],
+    ) -> Result<(), Error> {
+        self.bind_attempt(session, attempt, signers, Write::Now)
+    }
+
+    /// [`Self::open_attempt`], its binding written as `write` says.
+    pub(crate) fn bind_attempt(
+        &self,
+        session: SessionId,
+        attempt: AttemptId,
+        signers: &[ParticipantId],
+        write: Write,
     ) -> Result<(), Error> {
         {
             let mut s = self.lock();
@@ -129,6 +160,10 @@ impl Engine {
                 if s.attempts.len() >= self.limits.max_attempts {
                     return Err(err(ErrorCode::RegistryFull, format!("{} open attempts", s.attempts.len())));
                 }
+            }
+            if write == Write::WithFirstMarker {
+                s.attempts.insert(attempt, Attempt { session, signers: set, durable: binding(Binding::Failed) });
+                return Ok(());
             }
             let durable = binding(Binding::Queued);
             s.attempts.insert(attempt, Attempt { session, signers: set, durable: durable.clone() });
@@ -191,7 +226,7 @@ impl Engine {
         }
         let mut undurable = Vec::new();
         if *sess.durable.borrow() != Binding::Durable {
-            for r in sess.records(a.session) {
+            for r in sess.records(a.session).into_iter().chain(sess.deferred.iter().cloned()) {
                 undurable.push((r, sess.durable.clone()));
             }
         }
@@ -247,7 +282,10 @@ impl Engine {
                 return Err(err(ErrorCode::RegistryFull, format!("{} live nonces", s.nonces.len())));
             }
         }
-        s.nonces.insert((attempt, seat), LiveNonce { nonces, commitments: commitments.clone(), created: now, preprocessed: None });
+        s.nonces.insert(
+            (attempt, seat),
+            LiveNonce { nonces, commitments: commitments.clone(), created: now, preprocessed: None },
+        );
         commitment_bytes(commitments)
     }
 

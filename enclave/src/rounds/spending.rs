@@ -271,6 +271,18 @@ impl Engine {
         input: u32,
         psbt: &[u8],
     ) -> Result<PsbtSessionOpened, Error> {
+        self.bind_psbt_session(id, key, input, psbt, Write::Now).await
+    }
+
+    /// [`Self::open_psbt_session`], its binding written as `write` says.
+    pub(crate) async fn bind_psbt_session(
+        &self,
+        id: SessionId,
+        key: KeyId,
+        input: u32,
+        psbt: &[u8],
+        write: Write,
+    ) -> Result<PsbtSessionOpened, Error> {
         let record = self.key(&key)?;
         let checked = match crate::psbt::check(psbt, input, &record) {
             Ok(c) => c,
@@ -336,8 +348,8 @@ impl Engine {
                 return Err(err(ErrorCode::SessionConflict, format!("session {id} was bound concurrently")));
             }
             self.room_for_session(&mut s, now)?;
-            let durable = binding(Binding::Queued);
-            let session = Session {
+            let durable = binding(if write == Write::Now { Binding::Queued } else { Binding::Failed });
+            let mut session = Session {
                 key,
                 epoch: record.epoch(),
                 message: checked.sighash,
@@ -348,10 +360,16 @@ impl Engine {
                 durable: durable.clone(),
                 charge,
                 derived: checked.derived.clone().map(Arc::new),
+                deferred: Vec::new(),
             };
             let mut records = session.records(id);
-            s.sessions.insert(id, session);
             let approval = self.audit(&mut s, AuditDecision::Approved, "", &d, None);
+            if write == Write::WithFirstMarker {
+                session.deferred.extend(approval.clone());
+                s.sessions.insert(id, session);
+                return Ok(reply);
+            }
+            s.sessions.insert(id, session);
             records.extend(approval.clone());
             (records, durable, approval)
         };

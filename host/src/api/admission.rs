@@ -43,7 +43,7 @@ pub struct Ticket {
     caller: CallerId,
     reserved: Option<Reserved>,
     /// Closing, aborting: released only once the enclave did it.
-    releases: Option<Reserved>,
+    releases: Vec<Reserved>,
     /// A DKG step: the DKG leaves the caller's count when the step ends it (blame or key).
     dkg_step: Option<DkgId>,
 }
@@ -120,13 +120,22 @@ impl Admission {
         c.sessions.retain(|_, t| now.duration_since(*t) < ENTRY_TTL);
         c.attempts.retain(|_, (_, t)| now.duration_since(*t) < ENTRY_TTL);
         c.dkgs.retain(|_, t| now.duration_since(*t) < ENTRY_TTL);
+        // Every way of opening a session counts (a one-request signing opens its own).
+        let opens = match m {
+            Message::OpenSession(o) => Some(o.session),
+            Message::OpenDerivedSession(o) => Some(o.session),
+            Message::OpenPsbtSession(o) => Some(o.session),
+            Message::SignPreprocessed(o) => Some(o.binding.session()),
+            _ => None,
+        };
         let reserved = match m {
-            Message::OpenSession(o) if !c.sessions.contains_key(&o.session) => {
+            _ if opens.is_some_and(|s| !c.sessions.contains_key(&s)) => {
                 if c.sessions.len() >= limits.max_sessions_per_caller {
                     return Err(quota(caller, "sessions", limits.max_sessions_per_caller));
                 }
-                c.sessions.insert(o.session, now);
-                Some(Reserved::Session(o.session))
+                let session = opens.unwrap_or_else(|| unreachable!("matched above"));
+                c.sessions.insert(session, now);
+                Some(Reserved::Session(session))
             }
             Message::OpenAttempt(o) if !c.attempts.contains_key(&o.attempt) => {
                 if c.attempts.len() >= limits.max_attempts_per_caller {
@@ -145,10 +154,12 @@ impl Admission {
             _ => None,
         };
         let releases = match m {
-            Message::CloseSession(s) => Some(Reserved::Session(s.session)),
-            Message::AbortAttempt(a) => Some(Reserved::Attempt(a.attempt)),
-            Message::DkgAbort(d) => Some(Reserved::Dkg(d.dkg)),
-            _ => None,
+            Message::CloseSession(s) => vec![Reserved::Session(s.session)],
+            Message::CloseSessions(s) => s.sessions.as_inner().iter().map(|s| Reserved::Session(*s)).collect(),
+            Message::SignPreprocessed(o) => o.close.as_inner().iter().map(|s| Reserved::Session(*s)).collect(),
+            Message::AbortAttempt(a) => vec![Reserved::Attempt(a.attempt)],
+            Message::DkgAbort(d) => vec![Reserved::Dkg(d.dkg)],
+            _ => Vec::new(),
         };
         if let Some(r) = reserved {
             c.opening.insert(r);
@@ -183,14 +194,16 @@ impl Admission {
                 c.opening.remove(&r);
             }
             let Caller { sessions, attempts, dkgs, opening, .. } = c;
-            match ticket.releases {
-                Some(r @ Reserved::Session(s)) if !opening.contains(&r) => {
-                    sessions.remove(&s);
-                    attempts.retain(|a, (session, _)| *session != s || opening.contains(&Reserved::Attempt(*a)));
+            for r in std::mem::take(&mut ticket.releases) {
+                match r {
+                    _ if opening.contains(&r) => {}
+                    Reserved::Session(s) => {
+                        sessions.remove(&s);
+                        attempts.retain(|a, (session, _)| *session != s || opening.contains(&Reserved::Attempt(*a)));
+                    }
+                    Reserved::Attempt(a) => drop(attempts.remove(&a)),
+                    Reserved::Dkg(d) => drop(dkgs.remove(&d)),
                 }
-                Some(r @ Reserved::Attempt(a)) if !opening.contains(&r) => drop(attempts.remove(&a)),
-                Some(r @ Reserved::Dkg(d)) if !opening.contains(&r) => drop(dkgs.remove(&d)),
-                _ => {}
             }
         }
         if let (Some(d), Message::DkgBlame(_) | Message::KeyInfo(_)) = (ticket.dkg_step, reply) {

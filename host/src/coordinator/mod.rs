@@ -18,5 +18,6 @@ pub mod signer;
 pub mod taproot;
 
 pub use roast::{
-    flush_closing, libsecp_verifies, sign, sign_with, Evidence, KeyMaterial, Reason, Settings, SignRequest, Signed, Step,
+    flush_closing, libsecp_verifies, sign, sign_with, Evidence, KeyMaterial, Reason, Settings, SignRequest, Signed,
+    Step,
 };

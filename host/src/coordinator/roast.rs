@@ -744,9 +744,11 @@ async fn preprocessed(
         }
     }
     let package = SigningPackage::new(map, &request.message);
-    let (Ok(package_bytes), Ok(binding), Ok(signers)) =
-        (package.serialize(), binding(session, &request), Signers::new(clients.iter().map(|c| c.id()).collect::<Vec<_>>()))
-    else {
+    let (Ok(package_bytes), Ok(binding), Ok(signers)) = (
+        package.serialize(),
+        binding(session, &request),
+        Signers::new(clients.iter().map(|c| c.id()).collect::<Vec<_>>()),
+    ) else {
         return release(&clients, attempt, &BTreeSet::new(), &tx).await;
     };
     let tasks: Vec<_> = clients
@@ -756,7 +758,8 @@ async fn preprocessed(
             let commitment = taken.get(&c.id()).map(|(h, _)| h.id);
             tokio::spawn(async move {
                 let commitment = commitment.ok_or_else(|| Error::new(ErrorCode::Internal, "no commitment"))?;
-                let signing_package = SigningPackageBytes::new(bytes).map_err(|e| Error::new(ErrorCode::Internal, e))?;
+                let signing_package =
+                    SigningPackageBytes::new(bytes).map_err(|e| Error::new(ErrorCode::Internal, e))?;
                 let replenish = if c.held_commitments(&key) < HELD_LOW { 2 } else { 1 };
                 let close = c.take_closing();
                 let m = SignPreprocessed {
