@@ -65,6 +65,9 @@ fn every_rpc_is_a_boundary_request_from_the_host() {
         "GetPolicy",
         "GetAudit",
         "OpenDerivedSession",
+        "Preprocess",
+        "SignPreprocessed",
+        "CloseSessions",
     ];
     assert_eq!(rpcs, expected);
     for rpc in &rpcs {
