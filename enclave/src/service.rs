@@ -470,6 +470,7 @@ impl EnclaveApi for Served<'_> {
     async fn sign_preprocessed(&self, r: SignPreprocessed) -> Result<PreprocessedShare, Error> {
         let engine = self.engine()?;
         engine.close_sessions(r.close.as_inner());
+        engine.check_commitment(&r.binding.key(), r.seat, r.attempt, r.commitment)?;
         engine.bind_for_signing(&r.binding, r.attempt, r.signers.as_inner()).await?;
         let signature_share =
             engine.sign_preprocessed(r.attempt, r.seat, r.commitment, r.signing_package.as_inner()).await?;

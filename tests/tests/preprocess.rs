@@ -161,7 +161,7 @@ fn two_packages_for_one_commitment_release_one_share() {
 fn commitments_not_issued_here_for_this_seat_or_expired_are_refused() {
     rt().block_on(async {
         let limits = Limits { nonce_ttl: Duration::from_millis(300), ..Limits::default() };
-        let (c, _) = service(limits);
+        let (c, svc) = service(limits);
         let (other, _) = service(Limits::default());
         let key = dealer(&c, 2, 3).await;
         let other_key = dealer(&other, 2, 3).await;
@@ -171,6 +171,9 @@ fn commitments_not_issued_here_for_this_seat_or_expired_are_refused() {
         // An id this enclave never issued.
         let made_up = PreCommitment { id: CommitmentId::from_bytes(random()), ..two.clone() };
         assert_eq!(code(c.request(base(made_up).seat(p1)).await), ErrorCode::CommitmentUnknown);
+        // Refused before anything is bound: no session or attempt is left behind.
+        let counts = svc.engine().expect("engine").counts();
+        assert_eq!((counts.sessions, counts.attempts), (0, 0));
         // One issued by another enclave (for its own key).
         let foreign = preprocess(&other, other_key.key, p1, 1).await.remove(0);
         assert_eq!(code(c.request(base(foreign).seat(p1)).await), ErrorCode::CommitmentUnknown);

@@ -101,6 +101,34 @@ impl Engine {
         Ok(out)
     }
 
+    /// Refuses (`commitment_unknown`) before anything is bound unless `commitment` is live here
+    /// for `seat` of `key` (in the pool, unexpired, or already adopted into `attempt`'s slot for
+    /// the seat, a retry; or that slot is consumed), so a made-up id leaves no session or attempt
+    /// behind.
+    pub fn check_commitment(
+        &self,
+        key: &KeyId,
+        seat: ParticipantId,
+        attempt: AttemptId,
+        commitment: CommitmentId,
+    ) -> Result<(), Error> {
+        let s = self.lock();
+        let pooled = s
+            .pool
+            .get(&commitment)
+            .is_some_and(|p| p.key == *key && p.seat == seat && p.live.created.elapsed() < self.limits.nonce_ttl);
+        let adopted = s.nonces.get(&(attempt, seat)).is_some_and(|l| l.preprocessed == Some(commitment));
+        // A slot already consumed goes on to its own refusal (`nonce_already_consumed`).
+        let consumed = s.consumed.contains_key(&(attempt, seat));
+        if pooled || adopted || consumed {
+            return Ok(());
+        }
+        Err(err(
+            ErrorCode::CommitmentUnknown,
+            format!("no live preprocessed commitment {commitment} for seat {seat} of key {key}"),
+        ))
+    }
+
     /// Binds the session and the attempt of a one-request signing; their records go with the
     /// seat's consumed marker, in one commit (an identical repeat of either is accepted).
     pub async fn bind_for_signing(

@@ -124,14 +124,12 @@ impl Host {
         match result {
             Ok(Message::Round2Reply(mut r)) if crate::node::enclave::fault("host_corrupt_shares") => {
                 // DEVELOPMENT fault injection: this node returns invalid shares.
-                let mut share = r.signature_share.clone().into_inner();
-                if let Some(last) = share.last_mut() {
-                    *last ^= 1;
-                }
-                if let Ok(s) = frostgate_common::bounded::SignatureShareBytes::new(share) {
-                    r.signature_share = s;
-                }
+                r.signature_share = corrupted(r.signature_share);
                 Message::Round2Reply(r)
+            }
+            Ok(Message::PreprocessedShare(mut r)) if crate::node::enclave::fault("host_corrupt_shares") => {
+                r.signature_share = corrupted(r.signature_share);
+                Message::PreprocessedShare(r)
             }
             Ok(reply) => reply,
             Err(e) => {
@@ -181,4 +179,13 @@ impl Host {
             let (_channel, _done): (Channel, _) = Channel::start(Side::Enclave, reader, writer, handler);
         }
     }
+}
+
+/// DEVELOPMENT fault injection: the share with its last bit flipped.
+fn corrupted(share: frostgate_common::bounded::SignatureShareBytes) -> frostgate_common::bounded::SignatureShareBytes {
+    let mut bytes = share.clone().into_inner();
+    if let Some(last) = bytes.last_mut() {
+        *last ^= 1;
+    }
+    frostgate_common::bounded::SignatureShareBytes::new(bytes).unwrap_or(share)
 }
