@@ -251,3 +251,89 @@ fn a_restarted_enclave_refuses_what_it_issued_before_and_the_coordinator_signs_o
         coordinator::flush_closing(&nodes).await;
     });
 }
+
+/// The sighash of input 0 as rust-bitcoin computes it (every enclave must compute the same).
+fn key_spend_sighash(psbt: &bitcoin::Psbt) -> [u8; 32] {
+    use bitcoin::hashes::Hash;
+    let prevouts: Vec<bitcoin::TxOut> =
+        psbt.inputs.iter().map(|i| i.witness_utxo.clone().expect("witness utxo")).collect();
+    bitcoin::sighash::SighashCache::new(&psbt.unsigned_tx)
+        .taproot_key_spend_signature_hash(
+            0,
+            &bitcoin::sighash::Prevouts::All(&prevouts),
+            bitcoin::sighash::TapSighashType::Default,
+        )
+        .expect("sighash")
+        .to_byte_array()
+}
+
+#[test]
+fn a_psbt_signed_in_one_request_per_signer_is_charged_and_audited_once_and_a_failed_one_not_at_all() {
+    use frostgate_common::bounded::PsbtBytes;
+    use frostgate_enclave::markers::Record;
+    use frostgate_enclave::policy::{Policy, PolicyConfig};
+    rt().block_on(async {
+        let destination = frostgate_tests::psbt::random_address();
+        let config: PolicyConfig = toml::from_str(&format!(
+            "network = \"regtest\"\ndestinations = [\"{destination}\"]\nwindow_secs = 3600\nmax_sats_per_window = 100000\n"
+        ))
+        .expect("policy");
+        let store = Arc::new(MemoryStore::new());
+        let engine = Engine::new(frostgate_tests::token::shared_custody(), store.clone(), Limits::default())
+            .with_policy(Policy::from_config(&config).expect("valid"));
+        let service = Arc::new(Service::from_engine(Some(engine)));
+        let c = Caller::Service(service.clone());
+        let key = dealer(&c, 2, 3).await;
+        let out = key.bip86_output_key;
+        let psbt = frostgate_tests::psbt::spend(
+            key.key.as_bytes(),
+            &out,
+            &[70_000],
+            &[(destination.script_pubkey(), 60_000), (frostgate_tests::psbt::p2tr(&out), 9_000)],
+        );
+        let sighash = key_spend_sighash(&psbt);
+        let (p1, p2) = (pid(1), pid(2));
+        let chosen = BTreeMap::from([
+            (p1, preprocess(&c, key.key, p1, 1).await.remove(0)),
+            (p2, preprocess(&c, key.key, p2, 1).await.remove(0)),
+        ]);
+        let mut r = Request::new(key.key, chosen);
+        r.message = sighash;
+        let binding = SessionBinding::Psbt(OpenPsbtSession {
+            session: r.session,
+            key: key.key,
+            input: 0,
+            psbt: PsbtBytes::new(psbt.serialize()).expect("bound"),
+        });
+        let engine = service.engine().expect("engine");
+        // A package of another message: refused after the session is bound; nothing is audited
+        // or written, and the commitment still signs the right package afterwards.
+        let wrong = Request { message: random(), ..Request::new(key.key, r.chosen.clone()) };
+        let mut m = r.for_seat(p1, r.chosen[&p1].id, wrong.package());
+        m.binding = binding.clone();
+        assert_eq!(code(c.request(m).await), ErrorCode::SigningPackageMismatch);
+        assert!(engine.audit_after(0, 100).is_empty(), "{:?}", engine.audit_after(0, 100));
+        assert!(!store.records().iter().any(|r| matches!(r, Record::Audit(_) | Record::Charged { .. })));
+        let mut shares = BTreeMap::new();
+        for seat in [p1, p2] {
+            let mut m = r.seat(seat);
+            m.binding = binding.clone();
+            shares.insert(seat, c.request(m).await.expect("signed").signature_share.into_inner());
+        }
+        match aggregate(&c, r.attempt, TaprootMode::Bip86, &r.package(), &shares).await.expect("aggregate") {
+            AggregateOutcome::Signed { signature, output_key } => {
+                assert!(libsecp_verifies(&signature, &sighash, &output_key));
+            }
+            other => panic!("{other:?}"),
+        }
+        let decisions: Vec<AuditDecision> = engine.audit_after(0, 100).iter().map(|e| e.decision).collect();
+        assert_eq!(decisions, [AuditDecision::Approved, AuditDecision::Signed, AuditDecision::Signed]);
+        let written = store.records();
+        let approvals = written
+            .iter()
+            .filter(|r| matches!(r, Record::Audit(e) if e.decision == AuditDecision::Approved))
+            .count();
+        assert_eq!(approvals, 1, "the approval is written once, with the first marker");
+        assert_eq!(written.iter().filter(|r| matches!(r, Record::Charged { sats: 60_000, .. })).count(), 1);
+    });
+}

@@ -52,6 +52,8 @@ pub struct Limits {
     pub max_attempts: usize,
     /// Live nonce pairs (bound to attempts and preprocessed together).
     pub max_live_nonces: usize,
+    /// Of those, preprocessed pairs not yet used (so round 1 keeps room whatever is preprocessed).
+    pub max_preprocessed: usize,
     /// A live nonce pair older than this is wiped by the sweep.
     pub nonce_ttl: Duration,
     /// A session older than this is removed by the sweep with its attempts, nonces and markers.
@@ -66,6 +68,7 @@ impl Default for Limits {
             max_sessions: 4096,
             max_attempts: 16384,
             max_live_nonces: 16384,
+            max_preprocessed: 8192,
             nonce_ttl: Duration::from_secs(300),
             session_ttl: Duration::from_secs(3600),
             dkg_ttl: crate::dkg::DEFAULT_DKG_TTL,

@@ -83,9 +83,13 @@ impl Engine {
             Some(k) if k.epoch() == record.epoch() => {}
             _ => return Err(err(ErrorCode::KeyEpochChanged, format!("key {key} changed while preprocessing"))),
         }
-        if s.nonces.len() + s.pool.len() + fresh.len() > self.limits.max_live_nonces {
+        let full = |s: &State| {
+            s.nonces.len() + s.pool.len() + fresh.len() > self.limits.max_live_nonces
+                || s.pool.len() + fresh.len() > self.limits.max_preprocessed
+        };
+        if full(&s) {
             self.sweep_locked(&mut s, now);
-            if s.nonces.len() + s.pool.len() + fresh.len() > self.limits.max_live_nonces {
+            if full(&s) {
                 return Err(err(
                     ErrorCode::RegistryFull,
                     format!("{} live nonces ({} preprocessed)", s.nonces.len() + s.pool.len(), s.pool.len()),

@@ -94,12 +94,13 @@ impl Engine {
                 spend: None,
                 path: (!path.is_empty()).then_some(path),
             };
-            let approval = self.audit(&mut s, frostgate_common::protocol::AuditDecision::Approved, "", &d, None);
+            let approved = frostgate_common::protocol::AuditDecision::Approved;
             if write == Write::WithFirstMarker {
-                session.deferred.extend(approval.clone());
+                session.deferred.extend(self.audit_deferred(&mut s, approved, &d));
+            } else {
+                records.extend(self.audit(&mut s, approved, "", &d, None));
             }
             s.sessions.insert(id, session);
-            records.extend(approval);
             (durable, records)
         };
         // Not awaited; if this commit fails, the binding goes again with the first marker of
@@ -372,12 +373,13 @@ impl Engine {
         own.extend(charged.clone());
         own.extend(signed.clone());
         let records = bound.with_bindings(own).await;
-        let persisted = self.store.persist(records).await;
+        let persisted = self.store.persist(records.clone()).await;
         let live = {
             let mut s = self.lock();
             match persisted {
                 Ok(()) => {
                     bound.bindings_durable();
+                    Self::keep_written(&mut s, &records);
                     Self::charge_durable(&mut s, &charged);
                     Self::settle(&mut s, marker);
                     s.nonces.remove(&marker)
@@ -481,7 +483,7 @@ impl Engine {
         };
         let record = Record::AttemptCompleted { attempt, message: bound.message, mode: bound.mode };
         let records = bound.with_bindings(vec![record]).await;
-        let persisted = self.store.persist(records).await;
+        let persisted = self.store.persist(records.clone()).await;
         let mut s = self.lock();
         let keep = |s: &mut State| {
             // An attempt aborted or closed meanwhile takes its markers with it.
@@ -494,6 +496,7 @@ impl Engine {
         match persisted {
             Ok(()) => {
                 bound.bindings_durable();
+                Self::keep_written(&mut s, &records);
                 keep(&mut s);
                 Ok(AggregateOutcome::Signed { signature, output_key: bound.output_key })
             }

@@ -213,10 +213,35 @@ impl Engine {
         Some(Record::Audit(entry))
     }
 
+    /// [`Self::audit`] for a record that goes with a later marker (`Write::WithFirstMarker`):
+    /// numbered now, kept in the trail only once that commit succeeds ([`Self::keep_written`]).
+    pub(super) fn audit_deferred(&self, s: &mut State, decision: AuditDecision, d: &Decision<'_>) -> Option<Record> {
+        let record = self.audit(s, decision, "", d, None);
+        if let Some(Record::Audit(e)) = &record {
+            Self::forget_audit(s, &record);
+            s.audit_seq = s.audit_seq.max(e.seq);
+        }
+        record
+    }
+
+    /// After a successful commit of `records`: their audit entries are in the trail (an entry
+    /// already there is not repeated).
+    pub(super) fn keep_written(s: &mut State, records: &[Record]) {
+        for r in records {
+            if let Record::Audit(e) = r {
+                Self::keep_audit(s, e.clone());
+            }
+        }
+    }
+
     /// Keeps an entry. Over [`MAX_AUDIT`], the oldest refusal leaves first, so a flood of refused
     /// requests cannot push approvals and signatures out of the trail.
     pub(super) fn keep_audit(s: &mut State, entry: AuditEntry) {
         s.audit_seq = s.audit_seq.max(entry.seq);
+        // A record committed twice (a deferred binding carried by two seats' markers) is one entry.
+        if s.audit.iter().rev().any(|e| e.seq == entry.seq) {
+            return;
+        }
         s.audit.push_back(entry);
         while s.audit.len() > MAX_AUDIT {
             match s.audit.iter().position(|e| e.decision == AuditDecision::Refused) {
@@ -363,12 +388,12 @@ impl Engine {
                 deferred: Vec::new(),
             };
             let mut records = session.records(id);
-            let approval = self.audit(&mut s, AuditDecision::Approved, "", &d, None);
             if write == Write::WithFirstMarker {
-                session.deferred.extend(approval.clone());
+                session.deferred.extend(self.audit_deferred(&mut s, AuditDecision::Approved, &d));
                 s.sessions.insert(id, session);
                 return Ok(reply);
             }
+            let approval = self.audit(&mut s, AuditDecision::Approved, "", &d, None);
             s.sessions.insert(id, session);
             records.extend(approval.clone());
             (records, durable, approval)
@@ -381,7 +406,8 @@ impl Engine {
             Err(e) => {
                 durable.send_replace(Binding::Failed);
                 let mut s = self.lock();
-                s.sessions.remove(&id);
+                // With any attempt bound to it meanwhile (its nonces wiped): nothing of it signs.
+                Self::remove_sessions(&mut s, &BTreeSet::from([id]));
                 Self::forget_audit(&mut s, &approval);
                 Err(persist_err(e))
             }

@@ -41,30 +41,32 @@ pub struct Ticket {
     _permit: OwnedSemaphorePermit,
     callers: Callers,
     caller: CallerId,
-    reserved: Option<Reserved>,
+    reserved: Vec<Reserved>,
     /// Closing, aborting: released only once the enclave did it.
     releases: Vec<Reserved>,
     /// A DKG step: the DKG leaves the caller's count when the step ends it (blame or key).
     dkg_step: Option<DkgId>,
+    /// Its reservations stand even if it fails (a one-request signing may have bound its session
+    /// and attempt before failing); a later close, or the TTL, releases them.
+    keep_on_error: bool,
 }
 
 impl Ticket {
     fn undo(&mut self, c: &mut Caller) {
-        if let Some(r) = self.reserved {
+        for r in std::mem::take(&mut self.reserved) {
             c.opening.remove(&r);
-        }
-        match self.reserved.take() {
-            Some(Reserved::Session(s)) => drop(c.sessions.remove(&s)),
-            Some(Reserved::Attempt(a)) => drop(c.attempts.remove(&a)),
-            Some(Reserved::Dkg(d)) => drop(c.dkgs.remove(&d)),
-            None => {}
+            match r {
+                Reserved::Session(s) => drop(c.sessions.remove(&s)),
+                Reserved::Attempt(a) => drop(c.attempts.remove(&a)),
+                Reserved::Dkg(d) => drop(c.dkgs.remove(&d)),
+            }
         }
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        if self.reserved.is_none() {
+        if self.reserved.is_empty() {
             return;
         }
         let callers = self.callers.clone();
@@ -120,39 +122,48 @@ impl Admission {
         c.sessions.retain(|_, t| now.duration_since(*t) < ENTRY_TTL);
         c.attempts.retain(|_, (_, t)| now.duration_since(*t) < ENTRY_TTL);
         c.dkgs.retain(|_, t| now.duration_since(*t) < ENTRY_TTL);
-        // Every way of opening a session counts (a one-request signing opens its own).
-        let opens = match m {
+        // Every way of opening a session counts (a one-request signing opens its own session and
+        // attempt). Both quotas are checked before either is taken.
+        let session = match m {
             Message::OpenSession(o) => Some(o.session),
             Message::OpenDerivedSession(o) => Some(o.session),
             Message::OpenPsbtSession(o) => Some(o.session),
             Message::SignPreprocessed(o) => Some(o.binding.session()),
             _ => None,
-        };
-        let reserved = match m {
-            _ if opens.is_some_and(|s| !c.sessions.contains_key(&s)) => {
-                if c.sessions.len() >= limits.max_sessions_per_caller {
-                    return Err(quota(caller, "sessions", limits.max_sessions_per_caller));
-                }
-                let session = opens.unwrap_or_else(|| unreachable!("matched above"));
-                c.sessions.insert(session, now);
-                Some(Reserved::Session(session))
-            }
-            Message::OpenAttempt(o) if !c.attempts.contains_key(&o.attempt) => {
-                if c.attempts.len() >= limits.max_attempts_per_caller {
-                    return Err(quota(caller, "attempts", limits.max_attempts_per_caller));
-                }
-                c.attempts.insert(o.attempt, (o.session, now));
-                Some(Reserved::Attempt(o.attempt))
-            }
-            Message::DkgStart(d) if !c.dkgs.contains_key(&d.dkg) => {
-                if c.dkgs.len() >= limits.max_dkgs_per_caller {
-                    return Err(quota(caller, "DKGs", limits.max_dkgs_per_caller));
-                }
-                c.dkgs.insert(d.dkg, now);
-                Some(Reserved::Dkg(d.dkg))
-            }
+        }
+        .filter(|s| !c.sessions.contains_key(s));
+        let attempt = match m {
+            Message::OpenAttempt(o) => Some((o.attempt, o.session)),
+            Message::SignPreprocessed(o) => Some((o.attempt, o.binding.session())),
+            _ => None,
+        }
+        .filter(|(a, _)| !c.attempts.contains_key(a));
+        let dkg = match m {
+            Message::DkgStart(d) => Some(d.dkg).filter(|d| !c.dkgs.contains_key(d)),
             _ => None,
         };
+        if session.is_some() && c.sessions.len() >= limits.max_sessions_per_caller {
+            return Err(quota(caller, "sessions", limits.max_sessions_per_caller));
+        }
+        if attempt.is_some() && c.attempts.len() >= limits.max_attempts_per_caller {
+            return Err(quota(caller, "attempts", limits.max_attempts_per_caller));
+        }
+        if dkg.is_some() && c.dkgs.len() >= limits.max_dkgs_per_caller {
+            return Err(quota(caller, "DKGs", limits.max_dkgs_per_caller));
+        }
+        let mut reserved = Vec::new();
+        if let Some(s) = session {
+            c.sessions.insert(s, now);
+            reserved.push(Reserved::Session(s));
+        }
+        if let Some((a, s)) = attempt {
+            c.attempts.insert(a, (s, now));
+            reserved.push(Reserved::Attempt(a));
+        }
+        if let Some(d) = dkg {
+            c.dkgs.insert(d, now);
+            reserved.push(Reserved::Dkg(d));
+        }
         let releases = match m {
             Message::CloseSession(s) => vec![Reserved::Session(s.session)],
             Message::CloseSessions(s) => s.sessions.as_inner().iter().map(|s| Reserved::Session(*s)).collect(),
@@ -161,9 +172,7 @@ impl Admission {
             Message::DkgAbort(d) => vec![Reserved::Dkg(d.dkg)],
             _ => Vec::new(),
         };
-        if let Some(r) = reserved {
-            c.opening.insert(r);
-        }
+        c.opening.extend(reserved.iter().copied());
         let dkg_step = match m {
             Message::DkgStart(d) => Some(d.dkg),
             Message::DkgRound2(d) => Some(d.dkg),
@@ -178,6 +187,7 @@ impl Admission {
             reserved,
             releases,
             dkg_step,
+            keep_on_error: matches!(m, Message::SignPreprocessed(_)),
         })
     }
 
@@ -187,10 +197,14 @@ impl Admission {
     pub fn settle(&self, mut ticket: Ticket, reply: &Message) {
         let mut callers = self.callers.lock().unwrap_or_else(|p| p.into_inner());
         let Some(c) = callers.get_mut(&ticket.caller) else { return };
-        if matches!(reply, Message::Error(_)) {
+        if matches!(reply, Message::Error(_)) && !ticket.keep_on_error {
             ticket.undo(c);
+        } else if matches!(reply, Message::Error(_)) {
+            for r in std::mem::take(&mut ticket.reserved) {
+                c.opening.remove(&r);
+            }
         } else {
-            if let Some(r) = ticket.reserved.take() {
+            for r in std::mem::take(&mut ticket.reserved) {
                 c.opening.remove(&r);
             }
             let Caller { sessions, attempts, dkgs, opening, .. } = c;

@@ -361,6 +361,8 @@ pub async fn sign_with(
     let mut ready: BTreeSet<ParticipantId> = by_id.keys().copied().filter(|p| !excluded.contains_key(p)).collect();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (mut active, mut attempts) = (0usize, 0u32);
+    // The nodes sent a request of this session (the ones to close it on).
+    let mut asked: BTreeSet<ParticipantId> = BTreeSet::new();
     let max_active = n - t + 1;
     let public = key.tweaked_at(&request.path, &request.mode).map_err(fail)?;
     loop {
@@ -368,6 +370,7 @@ pub async fn sign_with(
             let chosen: Vec<ParticipantId> = ready.iter().copied().take(t).collect();
             for p in &chosen {
                 ready.remove(p);
+                asked.insert(*p);
             }
             let clients: Vec<Arc<SignerClient>> = chosen.iter().map(|p| by_id[p].clone()).collect();
             let (tx, request, public) = (tx.clone(), request.clone(), public.clone());
@@ -428,8 +431,8 @@ pub async fn sign_with(
             Some(Event::Done(signature, output_key, used)) if settings.preprocessed => {
                 // The signature exists: every node may drop the session, told with its next
                 // request (or by `flush_closing`), never by a call of its own per signature.
-                for c in by_id.values() {
-                    c.close_later([session]);
+                for p in &asked {
+                    by_id[p].close_later([session]);
                 }
                 return Ok(Signed {
                     signature: hex::encode(signature.to_bytes()),
