@@ -46,6 +46,24 @@ total() {
   echo "$sum"
 }
 
+# Sum of Ir over the profiles of one kind of process: enclave, host or coordinator.
+kind_total() { # dir kind
+  local sum=0 v cmd
+  for f in "$1"/*.cg; do
+    cmd=$(awk '/^cmd:/ { print; exit }' "$f")
+    case "$2:$cmd" in
+      enclave:*frostgate-enclave*) ;;
+      coordinator:*" bench "*) ;;
+      host:*frostgate-enclave*|host:*" bench "*) continue ;;
+      host:*) ;;
+      *) continue ;;
+    esac
+    v=$(awk '/^(summary|totals):/ { print $2; exit }' "$f")
+    sum=$((sum + ${v:-0}))
+  done
+  echo "$sum"
+}
+
 # As root a dev cluster runs each node as two users, and callgrind could not write the profiles of
 # processes that dropped to them: run the measurement as an unprivileged user instead.
 as_user=()
@@ -68,6 +86,7 @@ pure_run() { # nodes threshold count -> total Ir
   total "$dir"
 }
 
+split=""
 echo "| cluster | frostgate instructions / signature (all processes) | pure frost-secp256k1-tr | ratio |"
 echo "|---|---|---|---|"
 for size in $sizes; do
@@ -77,4 +96,14 @@ for size in $sizes; do
   per=$(( (c2 - c1) / (n2 - n1) )); pure=$(( (p2 - p1) / (n2 - n1) ))
   ratio=$(awk -v a="$per" -v b="$pure" 'BEGIN { printf "%.1f", a / b }')
   printf '| %s-of-%s | %s | %s | %sx |\n' "$t" "$n" "$(numfmt --grouping "$per")" "$(numfmt --grouping "$pure")" "$ratio"
+  split="$split| $t-of-$n"
+  for kind in enclave host coordinator; do
+    k1=$(kind_total "$work/cluster-$n-$t-$n1" "$kind"); k2=$(kind_total "$work/cluster-$n-$t-$n2" "$kind")
+    split="$split | $(( (k2 - k1) / (n2 - n1) ))"
+  done
+  split="$split |"$'\n'
 done
+echo
+echo "| cluster | all enclaves | all hosts | coordinator |"
+echo "|---|---|---|---|"
+printf '%s' "$split"

@@ -68,16 +68,18 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-async fn store_counters(nodes: &[Arc<SignerClient>]) -> (u64, u64) {
-    let mut commits = 0;
-    let mut records = 0;
+/// Counters summed over the nodes: (store commits, store records, HSM operations, HSM microseconds).
+async fn store_counters(nodes: &[Arc<SignerClient>]) -> (u64, u64, u64, u64) {
+    let mut sum = (0, 0, 0, 0);
     for n in nodes {
         if let Ok(h) = n.call(Health, Duration::from_secs(5)).await {
-            commits += h.store_commits;
-            records += h.store_records;
+            sum.0 += h.store_commits;
+            sum.1 += h.store_records;
+            sum.2 += h.hsm_operations;
+            sum.3 += h.hsm_micros;
         }
     }
-    (commits, records)
+    sum
 }
 
 fn progress(done: u64, goal: &str) {
@@ -141,7 +143,7 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
     let deadline = a.count.is_none().then(|| Instant::now() + Duration::from_secs(a.seconds.unwrap_or(10)));
     let goal = a.count.map(|c| format!("/{c}")).unwrap_or_default();
     let settings = Settings { preprocessed: !a.interactive, ..Settings::default() };
-    let (commits0, records0) = store_counters(&nodes).await;
+    let (commits0, records0, hsm_ops0, hsm_us0) = store_counters(&nodes).await;
     let calls0: u64 = nodes.iter().map(|n| n.calls()).sum();
     let started = Instant::now();
     let issued = Arc::new(AtomicU64::new(0));
@@ -218,7 +220,7 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
     let calls = nodes.iter().map(|n| n.calls()).sum::<u64>() - calls0;
     progress(done.load(Ordering::SeqCst), &goal);
     let _ = writeln!(std::io::stderr());
-    let (commits1, records1) = store_counters(&nodes).await;
+    let (commits1, records1, hsm_ops1, hsm_us1) = store_counters(&nodes).await;
     let signed = done.load(Ordering::SeqCst);
     let mut lat = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
     lat.sort_by(|x, y| x.total_cmp(y));
@@ -242,6 +244,9 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
         "markers_per_sec": records as f64 / elapsed,
         "mean_batch": if commits > 0 { records as f64 / commits as f64 } else { 0.0 },
         "calls_per_signature": if signed > 0 { calls as f64 / signed as f64 } else { 0.0 },
+        "commits_per_signature": if signed > 0 { commits as f64 / signed as f64 } else { 0.0 },
+        "hsm_operations_per_signature": if signed > 0 { hsm_ops1.saturating_sub(hsm_ops0) as f64 / signed as f64 } else { 0.0 },
+        "hsm_ms_per_signature": if signed > 0 { hsm_us1.saturating_sub(hsm_us0) as f64 / 1000.0 / signed as f64 } else { 0.0 },
         "signing": if a.interactive { "interactive" } else { "preprocessed" },
         "pure_signatures_per_sec": pure,
         "ratio": throughput / pure,
@@ -254,6 +259,8 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
             "frostgate {t}-of-{n}, concurrency {c}, {transport}, {signing}: {signed} signatures in {elapsed:.1} s\n\
              | metric | value |\n|---|---|\n\
              | calls per signature (coordinator to nodes) | {cps_calls:.2} |\n\
+             | durable commits per signature (all nodes) | {commits_per:.2} |\n\
+             | HSM operations / HSM ms per signature (all nodes) | {hsm_ops:.1} / {hsm_ms:.2} |\n\
              | signatures/s | {throughput:.1} |\n| latency p50 / p95 / p99 (ms) | {p50:.1} / {p95:.1} / {p99:.1} |\n\
              | store commits/s | {cps:.1} |\n| durable records/s | {mps:.1} |\n| mean records per commit | {batch:.1} |\n\
              | pure frost-secp256k1-tr signatures/s | {pure:.1} |\n| ratio frostgate / pure | {ratio:.3} |\n",
@@ -261,6 +268,9 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
             transport = report["transport"].as_str().unwrap_or(""),
             signing = report["signing"].as_str().unwrap_or(""),
             cps_calls = report["calls_per_signature"].as_f64().unwrap_or(0.0),
+            commits_per = report["commits_per_signature"].as_f64().unwrap_or(0.0),
+            hsm_ops = report["hsm_operations_per_signature"].as_f64().unwrap_or(0.0),
+            hsm_ms = report["hsm_ms_per_signature"].as_f64().unwrap_or(0.0),
             n = a.nodes,
             c = a.concurrency,
             p50 = report["latency_ms"]["p50"].as_f64().unwrap_or(0.0),
