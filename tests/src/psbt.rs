@@ -129,3 +129,13 @@ pub fn spend_children(xpub: &bitcoin::bip32::Xpub, inputs: &[(&[u32], u64)], out
     let _ = secp;
     psbt
 }
+
+/// The enclave policy the in-process tests use: regtest, one allowed destination, a one-hour
+/// window of `max_sats_per_window`.
+pub fn window_policy(destination: &Address, max_sats_per_window: u64) -> frostgate_enclave::policy::Policy {
+    let config: frostgate_enclave::policy::PolicyConfig = toml::from_str(&format!(
+        "network = \"regtest\"\ndestinations = [\"{destination}\"]\nwindow_secs = 3600\nmax_sats_per_window = {max_sats_per_window}\n"
+    ))
+    .expect("policy");
+    frostgate_enclave::policy::Policy::from_config(&config).expect("valid")
+}

@@ -271,16 +271,12 @@ fn key_spend_sighash(psbt: &bitcoin::Psbt) -> [u8; 32] {
 fn a_psbt_signed_in_one_request_per_signer_is_charged_and_audited_once_and_a_failed_one_not_at_all() {
     use frostgate_common::bounded::PsbtBytes;
     use frostgate_enclave::markers::Record;
-    use frostgate_enclave::policy::{Policy, PolicyConfig};
     rt().block_on(async {
         let destination = frostgate_tests::psbt::random_address();
-        let config: PolicyConfig = toml::from_str(&format!(
-            "network = \"regtest\"\ndestinations = [\"{destination}\"]\nwindow_secs = 3600\nmax_sats_per_window = 100000\n"
-        ))
-        .expect("policy");
+        let policy = frostgate_tests::psbt::window_policy(&destination, 100_000);
         let store = Arc::new(MemoryStore::new());
-        let engine = Engine::new(frostgate_tests::token::shared_custody(), store.clone(), Limits::default())
-            .with_policy(Policy::from_config(&config).expect("valid"));
+        let engine =
+            Engine::new(frostgate_tests::token::shared_custody(), store.clone(), Limits::default()).with_policy(policy);
         let service = Arc::new(Service::from_engine(Some(engine)));
         let c = Caller::Service(service.clone());
         let key = dealer(&c, 2, 3).await;
@@ -329,10 +325,8 @@ fn a_psbt_signed_in_one_request_per_signer_is_charged_and_audited_once_and_a_fai
         let decisions: Vec<AuditDecision> = engine.audit_after(0, 100).iter().map(|e| e.decision).collect();
         assert_eq!(decisions, [AuditDecision::Approved, AuditDecision::Signed, AuditDecision::Signed]);
         let written = store.records();
-        let approvals = written
-            .iter()
-            .filter(|r| matches!(r, Record::Audit(e) if e.decision == AuditDecision::Approved))
-            .count();
+        let approvals =
+            written.iter().filter(|r| matches!(r, Record::Audit(e) if e.decision == AuditDecision::Approved)).count();
         assert_eq!(approvals, 1, "the approval is written once, with the first marker");
         assert_eq!(written.iter().filter(|r| matches!(r, Record::Charged { sats: 60_000, .. })).count(), 1);
     });

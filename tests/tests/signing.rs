@@ -494,11 +494,7 @@ fn compaction_keeps_the_audit_trail_and_the_window() {
     use frostgate_enclave::policy::{Policy, PolicyConfig};
     rt().block_on(async {
         let destination = frostgate_tests::psbt::random_address();
-        let config: PolicyConfig = toml::from_str(&format!(
-            "network = \"regtest\"\ndestinations = [\"{destination}\"]\nwindow_secs = 3600\nmax_sats_per_window = 100000\n"
-        ))
-        .expect("policy");
-        let policy = Policy::from_config(&config).expect("valid");
+        let policy = frostgate_tests::psbt::window_policy(&destination, 100_000);
         let store = Arc::new(MemoryStore::new());
         let engine = Engine::new(custody(), store.clone(), Limits::default()).with_policy(policy.clone());
         let service = Arc::new(Service::from_engine(Some(engine)));
@@ -519,7 +515,8 @@ fn compaction_keeps_the_audit_trail_and_the_window() {
         let decisions: Vec<AuditDecision> = trail.iter().map(|e| e.decision).collect();
         assert_eq!(decisions, [AuditDecision::Approved, AuditDecision::Signed, AuditDecision::Signed]);
         // A policy rule of the PSBT check itself (the sighash type) is refused and audited too.
-        let mut all = frostgate_tests::psbt::spend(key.key.as_bytes(), &out, &[20_000], &[(destination.script_pubkey(), 19_000)]);
+        let mut all =
+            frostgate_tests::psbt::spend(key.key.as_bytes(), &out, &[20_000], &[(destination.script_pubkey(), 19_000)]);
         all.inputs[0].sighash_type = Some(bitcoin::psbt::PsbtSighashType::from(bitcoin::sighash::TapSighashType::All));
         let open = OpenPsbtSession {
             session: frostgate_common::ids::SessionId::from_bytes(random()),
@@ -551,12 +548,8 @@ fn compaction_keeps_the_audit_trail_and_the_window() {
         // The window came back too: 40,000 left of 100,000.
         let fresh = Arc::new(Service::from_engine(Some(fresh)));
         let c = Caller::Service(fresh);
-        let again = frostgate_tests::psbt::spend(
-            key.key.as_bytes(),
-            &out,
-            &[50_000],
-            &[(destination.script_pubkey(), 45_000)],
-        );
+        let again =
+            frostgate_tests::psbt::spend(key.key.as_bytes(), &out, &[50_000], &[(destination.script_pubkey(), 45_000)]);
         let session = frostgate_common::ids::SessionId::from_bytes(random());
         let e = c
             .request(OpenPsbtSession {
@@ -578,25 +571,26 @@ fn compaction_keeps_the_audit_trail_and_the_window() {
 #[test]
 fn a_charge_whose_commit_failed_is_kept_and_written_with_the_next_share() {
     use frostgate_common::bounded::PsbtBytes;
-    use frostgate_enclave::policy::{Policy, PolicyConfig};
     rt().block_on(async {
         let destination = frostgate_tests::psbt::random_address();
-        let config: PolicyConfig = toml::from_str(&format!(
-            "network = \"regtest\"\ndestinations = [\"{destination}\"]\nwindow_secs = 3600\nmax_sats_per_window = 100000\n"
-        ))
-        .expect("policy");
+        let policy = frostgate_tests::psbt::window_policy(&destination, 100_000);
         let store = Arc::new(FaultyStore::default());
-        let engine = Engine::new(custody(), store.clone(), Limits::default())
-            .with_policy(Policy::from_config(&config).expect("valid"));
+        let engine = Engine::new(custody(), store.clone(), Limits::default()).with_policy(policy);
         let c = Caller::Service(Arc::new(Service::from_engine(Some(engine))));
         let key = dealer(&c, 2, 3).await;
         let out = key.bip86_output_key;
         let spend = |sats: u64| {
-            frostgate_tests::psbt::spend(key.key.as_bytes(), &out, &[sats + 1_000], &[(destination.script_pubkey(), sats)])
+            frostgate_tests::psbt::spend(
+                key.key.as_bytes(),
+                &out,
+                &[sats + 1_000],
+                &[(destination.script_pubkey(), sats)],
+            )
         };
         let psbt = spend(60_000);
         let session = frostgate_common::ids::SessionId::from_bytes(random());
-        let open = OpenPsbtSession { session, key: key.key, input: 0, psbt: PsbtBytes::new(psbt.serialize()).expect("b") };
+        let open =
+            OpenPsbtSession { session, key: key.key, input: 0, psbt: PsbtBytes::new(psbt.serialize()).expect("b") };
         let bound = c.request(open).await.expect("approved");
         let attempt = open_attempt(&c, session, &[pid(1), pid(2)]).await.expect("attempt");
         let mut commitments = BTreeMap::new();
@@ -618,7 +612,8 @@ fn a_charge_whose_commit_failed_is_kept_and_written_with_the_next_share() {
         // And the window holds it: 40,000 left.
         let session = frostgate_common::ids::SessionId::from_bytes(random());
         let psbt = spend(45_000);
-        let open = OpenPsbtSession { session, key: key.key, input: 0, psbt: PsbtBytes::new(psbt.serialize()).expect("b") };
+        let open =
+            OpenPsbtSession { session, key: key.key, input: 0, psbt: PsbtBytes::new(psbt.serialize()).expect("b") };
         let e = c.request(open).await.expect_err("over the window");
         assert_eq!(e.message(), "max_sats_per_window: 45000 requested, 40000 left");
     });
