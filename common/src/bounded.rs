@@ -152,6 +152,10 @@ bounded_types! {
     SignerShares: Vec<crate::protocol::SignerShare>, crate::limits::MAX_PARTICIPANTS as usize, "signature shares (count)";
     /// Preprocessed commitments in one reply.
     PreCommitments: Vec<crate::protocol::PreCommitment>, crate::limits::MAX_PREPROCESS, "preprocessed commitments (count)";
+    /// One-request signings carried by one `SignBatch`.
+    SignItems: Vec<crate::protocol::SignPreprocessed>, crate::limits::MAX_SIGN_BATCH, "one-request signings (count)";
+    /// Their outcomes, in order.
+    SignOutcomes: Vec<crate::protocol::SignOutcome>, crate::limits::MAX_SIGN_BATCH, "signing outcomes (count)";
     /// Session ids (sessions to close in one request).
     SessionIds: Vec<crate::ids::SessionId>, crate::limits::MAX_CLOSE_BATCH, "session ids (count)";
 }

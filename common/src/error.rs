@@ -244,7 +244,7 @@ impl fmt::Display for ErrorCode {
 
 /// An error with its code and a human-readable message. This is also the wire form: it crosses
 /// the channel as the `Error` message.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Error {
     code: ErrorCode,
     message: Text,

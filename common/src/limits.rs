@@ -33,3 +33,6 @@ pub const MAX_PREPROCESS: usize = 64;
 
 /// Most sessions one request may close.
 pub const MAX_CLOSE_BATCH: usize = 64;
+
+/// Most signings one `SignBatch` carries.
+pub const MAX_SIGN_BATCH: usize = 32;

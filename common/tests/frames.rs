@@ -402,6 +402,34 @@ fn message() -> impl Strategy<Value = Message> {
         proptest::collection::vec(session(), 0..3)
             .prop_map(|v| Message::CloseSessions(CloseSessions { sessions: SessionIds::new(v).expect("bound") })),
         any::<u32>().prop_map(|closed| Message::SessionsClosed(SessionsClosed { closed })),
+        (attempt(), pid(), bytes::<16>(), bytes::<16>()).prop_map(|(attempt, seat, s, c)| {
+            let item = SignPreprocessed {
+                binding: SessionBinding::Digest(OpenSession {
+                    session: SessionId::from_bytes(s),
+                    key: KeyId::from_bytes([7; 32]),
+                    message: [9; 32],
+                    mode: TaprootMode::Bip86,
+                }),
+                attempt,
+                signers: Signers::new(vec![seat]).expect("bound"),
+                seat,
+                commitment: CommitmentId::from_bytes(c),
+                signing_package: SigningPackageBytes::new(vec![1, 2, 3]).expect("bound"),
+                replenish: 1,
+                close: SessionIds::new(vec![SessionId::from_bytes(s)]).expect("bound"),
+            };
+            Message::SignBatch(SignBatch { items: SignItems::new(vec![item.clone(), item]).expect("bound") })
+        }),
+        (attempt(), pid(), blob(SignatureShareBytes::MAX_LEN), code()).prop_map(|(attempt, seat, share, code)| {
+            let signed = PreprocessedShare {
+                attempt,
+                seat,
+                signature_share: SignatureShareBytes::new(share).expect("bound"),
+                next: PreCommitments::new(vec![]).expect("bound"),
+            };
+            let outcomes = vec![SignOutcome::Signed(signed), SignOutcome::Refused(Error::new(code, "refused"))];
+            Message::BatchSigned(BatchSigned { outcomes: SignOutcomes::new(outcomes).expect("bound") })
+        }),
     ];
     prop_oneof![base, signing, store, dkg, spending, preprocessing]
 }

@@ -483,6 +483,23 @@ impl EnclaveApi for Served<'_> {
         Ok(PreprocessedShare { attempt: r.attempt, seat: r.seat, signature_share, next: pre_commitments(next)? })
     }
 
+    async fn sign_batch(&self, r: SignBatch) -> Result<BatchSigned, Error> {
+        self.engine()?;
+        // Concurrently, so the items' markers share the store's group commits; each item is
+        // served (and refused) exactly as alone.
+        let signed = futures_util::future::join_all(r.items.into_inner().into_iter().map(|item| async move {
+            match self.sign_preprocessed(item).await {
+                Ok(share) => SignOutcome::Signed(share),
+                Err(e) => SignOutcome::Refused(e),
+            }
+        }))
+        .await;
+        Ok(BatchSigned {
+            outcomes: frostgate_common::bounded::SignOutcomes::new(signed)
+                .map_err(|e| Error::new(ErrorCode::Internal, e))?,
+        })
+    }
+
     async fn close_sessions(&self, r: CloseSessions) -> Result<SessionsClosed, Error> {
         Ok(SessionsClosed { closed: self.engine()?.close_sessions(r.sessions.as_inner()) })
     }

@@ -68,6 +68,7 @@ fn every_rpc_is_a_boundary_request_from_the_host() {
         "Preprocess",
         "SignPreprocessed",
         "CloseSessions",
+        "SignBatch",
     ];
     assert_eq!(rpcs, expected);
     for rpc in &rpcs {

@@ -150,6 +150,32 @@ signer_impl! {
             .map_err(|e| Status::internal(e.to_string()))?
         }
 
+        // Each share of a batch is reported as round 2's would be.
+        async fn sign_batch(&self, r: Request<pb::SignBatch>) -> Result<Response<pb::BatchSigned>, Status> {
+            let (mut inner, tap, request) = (self.inner.clone(), self.tap.clone(), r.into_inner());
+            tokio::spawn(async move {
+                let reply = inner.sign_batch(request.clone()).await?.into_inner();
+                for (item, outcome) in request.items.iter().zip(&reply.outcomes) {
+                    let Some(pb::sign_outcome::Outcome::Signed(share)) = &outcome.outcome else { continue };
+                    let round2 = pb::Round2 {
+                        attempt_id: item.attempt_id.clone(),
+                        seat: item.seat,
+                        mode: None,
+                        signing_package: item.signing_package.clone(),
+                    };
+                    let released = pb::Round2Reply {
+                        attempt_id: share.attempt_id.clone(),
+                        seat: share.seat,
+                        signature_share: share.signature_share.clone(),
+                    };
+                    tap.released(&round2, &released);
+                }
+                Ok(Response::new(reply))
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+        }
+
         async fn aggregate(&self, r: Request<pb::Aggregate>) -> Result<Response<pb::AggregateReply>, Status> {
             let request = r.into_inner();
             if let Some(reply) = self.tap.answer_aggregate(&request) {

@@ -224,6 +224,17 @@ fn a_restarted_enclave_refuses_what_it_issued_before_and_the_coordinator_signs_o
         assert!(libsecp_verifies(&s.bip340, &second.message, &material.output_key(&TaprootMode::Bip86).expect("k")));
         let held = nodes[0].held_commitments(&key);
         assert!(held > 0);
+        // Many signings in flight: their requests to each node go in batches (fewer calls than
+        // one per signer per signing), and every signature verifies.
+        let before = calls();
+        let many: Vec<SignRequest> = (0..16).map(|_| request()).collect();
+        let signed = futures_util::future::join_all(many.iter().cloned().map(sign)).await;
+        for (r, s) in many.iter().zip(signed) {
+            let s = s.unwrap_or_else(|(e, ev)| panic!("{e}: {ev:?}"));
+            assert!(libsecp_verifies(&s.bip340, &r.message, &material.output_key(&TaprootMode::Bip86).expect("k")));
+        }
+        let used = calls() - before;
+        assert!(used < 3 * 16, "{used} calls for 16 concurrent signings: nothing was batched");
         // The enclave of node 1 restarts (its node restarts it): what it issued is gone.
         c.kill_process(1, frostgate_tests::dev_cluster::Process::Enclave);
         c.up(&[]).expect("node 1's enclave up again");
@@ -329,5 +340,49 @@ fn a_psbt_signed_in_one_request_per_signer_is_charged_and_audited_once_and_a_fai
             written.iter().filter(|r| matches!(r, Record::Audit(e) if e.decision == AuditDecision::Approved)).count();
         assert_eq!(approvals, 1, "the approval is written once, with the first marker");
         assert_eq!(written.iter().filter(|r| matches!(r, Record::Charged { sats: 60_000, .. })).count(), 1);
+    });
+}
+
+#[test]
+fn a_batch_serves_each_signing_as_alone_and_one_commitment_signs_once_in_it() {
+    use frostgate_common::bounded::SignItems;
+    rt().block_on(async {
+        let (c, _) = service(Limits::default());
+        let key = dealer(&c, 2, 3).await;
+        let (p1, p3) = (pid(1), pid(3));
+        let a = Request::new(
+            key.key,
+            BTreeMap::from([
+                (p1, preprocess(&c, key.key, p1, 1).await.remove(0)),
+                (p3, preprocess(&c, key.key, p3, 1).await.remove(0)),
+            ]),
+        );
+        let made_up = PreCommitment { id: CommitmentId::from_bytes(random()), ..a.chosen[&p1].clone() };
+        let b = Request::new(key.key, BTreeMap::from([(p1, made_up), (p3, a.chosen[&p3].clone())]));
+        let items = SignItems::new(vec![a.seat(p1), a.seat(p3), b.seat(p1)]).expect("bound");
+        let outcomes = c.request(SignBatch { items }).await.expect("batch").outcomes.into_inner();
+        let mut shares = BTreeMap::new();
+        for (seat, outcome) in [p1, p3].into_iter().zip(&outcomes) {
+            match outcome {
+                SignOutcome::Signed(s) => drop(shares.insert(seat, s.signature_share.clone().into_inner())),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(matches!(&outcomes[2], SignOutcome::Refused(e) if e.code() == ErrorCode::CommitmentUnknown));
+        match aggregate(&c, a.attempt, TaprootMode::Bip86, &a.package(), &shares).await.expect("aggregate") {
+            AggregateOutcome::Signed { signature, output_key } => {
+                assert!(libsecp_verifies(&signature, &a.message, &output_key))
+            }
+            other => panic!("{other:?}"),
+        }
+        // Two packages for one commitment in one batch: one share.
+        let (one, other3) =
+            (preprocess(&c, key.key, p1, 1).await.remove(0), preprocess(&c, key.key, p3, 1).await.remove(0));
+        let x = Request::new(key.key, BTreeMap::from([(p1, one.clone()), (p3, other3.clone())]));
+        let y = Request::new(key.key, BTreeMap::from([(p1, one), (p3, other3)]));
+        let items = SignItems::new(vec![x.seat(p1), y.seat(p1)]).expect("bound");
+        let outcomes = c.request(SignBatch { items }).await.expect("batch").outcomes.into_inner();
+        let signed = outcomes.iter().filter(|o| matches!(o, SignOutcome::Signed(_))).count();
+        assert_eq!(signed, 1, "{outcomes:?}");
     });
 }

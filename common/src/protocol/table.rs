@@ -233,6 +233,13 @@ macro_rules! boundary_table {
             }
             /// Enclave -> host: how many were open.
             65 SessionsClosed(SessionsClosed) { reply, from: Enclave }
+            /// Host -> enclave: several `SignPreprocessed` at once (the signings in flight to this
+            /// node); each item is served exactly as alone, their markers share commits.
+            66 SignBatch(SignBatch) {
+                request, from: Host, exposure: Network, ready: Ready, serve: sign_batch, reply: BatchSigned
+            }
+            /// Enclave -> host: one outcome per item, in order.
+            67 BatchSigned(BatchSigned) { reply, from: Enclave }
         }
     };
 }

@@ -5,8 +5,8 @@ use super::Message;
 use crate::bounded::{
     AuditEntries, AuditOutputs, CommitmentBytes, DerivationSteps, DkgCiphertext, DkgConfirmations, DkgEnvelopes,
     DkgPackageBytes, DkgParticipants, DkgRound1Packages, IdentityKeyBytes, Label, PolicyText, PreCommitments,
-    PsbtBytes, PublicKeyPackageBytes, RecordBody, SessionIds, SignatureShareBytes, SignerShares, Signers,
-    SigningPackageBytes, StoreRecords, Text,
+    PsbtBytes, PublicKeyPackageBytes, RecordBody, SessionIds, SignItems, SignOutcomes, SignatureShareBytes,
+    SignerShares, Signers, SigningPackageBytes, StoreRecords, Text,
 };
 use crate::error::ErrorCode;
 use crate::ids::{AttemptId, CommitmentId, DkgId, KeyId, ParticipantId, SessionId};
@@ -198,7 +198,7 @@ impl Bip340Signature {
 }
 
 /// Opens a session.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct OpenSession {
     /// The session id.
     pub session: SessionId,
@@ -682,7 +682,7 @@ pub struct SessionRef {
 }
 
 /// Binds a session to one input of a PSBT.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct OpenPsbtSession {
     /// The session id.
     pub session: SessionId,
@@ -790,7 +790,7 @@ pub struct AuditEntry {
 }
 
 /// Opens a session for the child of a key at an unhardened path (raw-digest path).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct OpenDerivedSession {
     /// The session id.
     pub session: SessionId,
@@ -838,7 +838,7 @@ pub struct Preprocessed {
 
 /// How a one-request signing binds its session: as `OpenSession`, `OpenDerivedSession` or
 /// `OpenPsbtSession` would (an identical repeat is accepted).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SessionBinding {
     /// A 32-byte digest under the key.
     Digest(OpenSession),
@@ -870,7 +870,7 @@ impl SessionBinding {
 
 /// One request per signer per signature: bind the session and the attempt, sign the package
 /// with a preprocessed commitment (at most once), and hand out the next commitments.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SignPreprocessed {
     /// The session's binding.
     pub binding: SessionBinding,
@@ -892,7 +892,7 @@ pub struct SignPreprocessed {
 }
 
 /// Reply to [`SignPreprocessed`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PreprocessedShare {
     /// The attempt id.
     pub attempt: AttemptId,
@@ -916,4 +916,28 @@ pub struct CloseSessions {
 pub struct SessionsClosed {
     /// How many of them were open here.
     pub closed: u32,
+}
+
+/// Several one-request signings in one request (the signings in flight to one node), each
+/// exactly as [`SignPreprocessed`] alone; their markers share commits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignBatch {
+    /// The signings (1..=32).
+    pub items: SignItems,
+}
+
+/// The outcome of one signing of a [`SignBatch`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SignOutcome {
+    /// Signed: as the reply to `SignPreprocessed`.
+    Signed(PreprocessedShare),
+    /// Refused: the error `SignPreprocessed` would have answered.
+    Refused(crate::error::Error),
+}
+
+/// Reply to [`SignBatch`]: one outcome per item, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchSigned {
+    /// The outcomes.
+    pub outcomes: SignOutcomes,
 }

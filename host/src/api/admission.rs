@@ -11,7 +11,7 @@
 use super::connection::{ApiLimits, CallerId};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::{AttemptId, DkgId, SessionId};
-use frostgate_common::protocol::Message;
+use frostgate_common::protocol::{Message, SignPreprocessed};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -123,40 +123,47 @@ impl Admission {
         c.attempts.retain(|_, (_, t)| now.duration_since(*t) < ENTRY_TTL);
         c.dkgs.retain(|_, t| now.duration_since(*t) < ENTRY_TTL);
         // Every way of opening a session counts (a one-request signing opens its own session and
-        // attempt). Both quotas are checked before either is taken.
-        let session = match m {
-            Message::OpenSession(o) => Some(o.session),
-            Message::OpenDerivedSession(o) => Some(o.session),
-            Message::OpenPsbtSession(o) => Some(o.session),
-            Message::SignPreprocessed(o) => Some(o.binding.session()),
-            _ => None,
-        }
-        .filter(|s| !c.sessions.contains_key(s));
-        let attempt = match m {
-            Message::OpenAttempt(o) => Some((o.attempt, o.session)),
-            Message::SignPreprocessed(o) => Some((o.attempt, o.binding.session())),
-            _ => None,
-        }
-        .filter(|(a, _)| !c.attempts.contains_key(a));
+        // attempt, a batch one per item). Every quota is checked before anything is taken.
+        let signings: Vec<&SignPreprocessed> = match m {
+            Message::SignPreprocessed(o) => vec![o],
+            Message::SignBatch(b) => b.items.as_inner().iter().collect(),
+            _ => Vec::new(),
+        };
+        let mut sessions: Vec<SessionId> = match m {
+            Message::OpenSession(o) => vec![o.session],
+            Message::OpenDerivedSession(o) => vec![o.session],
+            Message::OpenPsbtSession(o) => vec![o.session],
+            _ => signings.iter().map(|o| o.binding.session()).collect(),
+        };
+        sessions.sort();
+        sessions.dedup();
+        sessions.retain(|s| !c.sessions.contains_key(s));
+        let mut attempts: Vec<(AttemptId, SessionId)> = match m {
+            Message::OpenAttempt(o) => vec![(o.attempt, o.session)],
+            _ => signings.iter().map(|o| (o.attempt, o.binding.session())).collect(),
+        };
+        attempts.sort();
+        attempts.dedup_by_key(|(a, _)| *a);
+        attempts.retain(|(a, _)| !c.attempts.contains_key(a));
         let dkg = match m {
             Message::DkgStart(d) => Some(d.dkg).filter(|d| !c.dkgs.contains_key(d)),
             _ => None,
         };
-        if session.is_some() && c.sessions.len() >= limits.max_sessions_per_caller {
+        if !sessions.is_empty() && c.sessions.len() + sessions.len() > limits.max_sessions_per_caller {
             return Err(quota(caller, "sessions", limits.max_sessions_per_caller));
         }
-        if attempt.is_some() && c.attempts.len() >= limits.max_attempts_per_caller {
+        if !attempts.is_empty() && c.attempts.len() + attempts.len() > limits.max_attempts_per_caller {
             return Err(quota(caller, "attempts", limits.max_attempts_per_caller));
         }
         if dkg.is_some() && c.dkgs.len() >= limits.max_dkgs_per_caller {
             return Err(quota(caller, "DKGs", limits.max_dkgs_per_caller));
         }
         let mut reserved = Vec::new();
-        if let Some(s) = session {
+        for s in sessions {
             c.sessions.insert(s, now);
             reserved.push(Reserved::Session(s));
         }
-        if let Some((a, s)) = attempt {
+        for (a, s) in attempts {
             c.attempts.insert(a, (s, now));
             reserved.push(Reserved::Attempt(a));
         }
@@ -167,7 +174,9 @@ impl Admission {
         let releases = match m {
             Message::CloseSession(s) => vec![Reserved::Session(s.session)],
             Message::CloseSessions(s) => s.sessions.as_inner().iter().map(|s| Reserved::Session(*s)).collect(),
-            Message::SignPreprocessed(o) => o.close.as_inner().iter().map(|s| Reserved::Session(*s)).collect(),
+            Message::SignPreprocessed(_) | Message::SignBatch(_) => {
+                signings.iter().flat_map(|o| o.close.as_inner().iter().map(|s| Reserved::Session(*s))).collect()
+            }
             Message::AbortAttempt(a) => vec![Reserved::Attempt(a.attempt)],
             Message::DkgAbort(d) => vec![Reserved::Dkg(d.dkg)],
             _ => Vec::new(),
@@ -187,7 +196,7 @@ impl Admission {
             reserved,
             releases,
             dkg_step,
-            keep_on_error: matches!(m, Message::SignPreprocessed(_)),
+            keep_on_error: !signings.is_empty(),
         })
     }
 

@@ -105,7 +105,8 @@ macro_rules! list_fields {
 list_fields!(
     SignerShares: SignerShare, DkgParticipants: DkgParticipant, DkgRound1Packages: DkgRound1Package,
     DkgEnvelopes: DkgEnvelope, DkgConfirmations: DkgConfirmation, AuditOutputs: AuditOutput,
-    AuditEntries: AuditEntry, PreCommitments: PreCommitment
+    AuditEntries: AuditEntry, PreCommitments: PreCommitment, SignItems: SignPreprocessed,
+    SignOutcomes: SignOutcome
 );
 
 impl Field for SessionIds {
@@ -262,6 +263,8 @@ proto_struct! {
         attempt: attempt_id, seat: seat, signature_share: signature_share, next: next,
     }
     CloseSessions => CloseSessions { sessions: session_ids }
+    SignBatch => SignBatch { items: items }
+    BatchSigned => BatchSigned { outcomes: outcomes }
     SessionsClosed => SessionsClosed { closed: closed }
     PsbtSessionOpened => PsbtSessionOpened { session: session_id, output_key: output_key, sighash: sighash, txid: txid }
     GetPolicy => GetPolicyRequest {}
@@ -478,6 +481,27 @@ impl Proto for SessionBinding {
             Binding::Digest(o) => SessionBinding::Digest(Proto::from_pb(o)?),
             Binding::Derived(o) => SessionBinding::Derived(Proto::from_pb(o)?),
             Binding::Psbt(o) => SessionBinding::Psbt(Proto::from_pb(o)?),
+        })
+    }
+}
+
+impl Proto for SignOutcome {
+    type Pb = pb::SignOutcome;
+    fn to_pb(&self) -> pb::SignOutcome {
+        use pb::sign_outcome::Outcome;
+        let outcome = match self {
+            SignOutcome::Signed(s) => Outcome::Signed(s.to_pb()),
+            SignOutcome::Refused(e) => {
+                Outcome::Refused(pb::Refusal { code: e.code().to_field(), message: e.message().to_string() })
+            }
+        };
+        pb::SignOutcome { outcome: Some(outcome) }
+    }
+    fn from_pb(p: pb::SignOutcome) -> Result<Self, Error> {
+        use pb::sign_outcome::Outcome;
+        Ok(match required("outcome", p.outcome)? {
+            Outcome::Signed(s) => SignOutcome::Signed(Proto::from_pb(s)?),
+            Outcome::Refused(r) => SignOutcome::Refused(Error::new(ErrorCode::from_field("code", r.code)?, r.message)),
         })
     }
 }

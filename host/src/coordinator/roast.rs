@@ -775,7 +775,7 @@ async fn preprocessed(
                     replenish,
                     close: close.clone(),
                 };
-                match c.call(m, timeout).await {
+                match c.sign_preprocessed(m, timeout).await {
                     Ok(r) => {
                         c.hold_commitments(key, r.next.into_inner());
                         Ok(r.signature_share.into_inner())

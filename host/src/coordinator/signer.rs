@@ -9,10 +9,12 @@ use crate::api::convert::Proto;
 use crate::api::rpc::{Client, NetworkRequest};
 use crate::api::tls::{self, TlsFiles};
 use crate::api::{error_from_status, MAX_MESSAGE_LEN};
-use frostgate_common::bounded::SessionIds;
+use frostgate_common::bounded::{SessionIds, SignItems};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::{KeyId, ParticipantId, SessionId};
-use frostgate_common::protocol::{CloseSessions, PreCommitment};
+use frostgate_common::protocol::{
+    CloseSessions, PreCommitment, PreprocessedShare, SessionBinding, SignBatch, SignOutcome, SignPreprocessed,
+};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,6 +31,21 @@ pub struct SignerClient {
     held: Arc<Mutex<Held>>,
     /// Requests sent through this client and its clones.
     calls: Arc<std::sync::atomic::AtomicU64>,
+    /// One-request signings waiting to go to the node in a batch.
+    batcher: Arc<Mutex<Batcher>>,
+}
+
+/// At most this many batches to one node at once; signings arriving meanwhile wait and go
+/// together in the next one (no timer: a signing alone is sent at once).
+const MAX_BATCHES_IN_FLIGHT: usize = 2;
+
+type Waiting = (SignPreprocessed, tokio::sync::oneshot::Sender<Result<PreprocessedShare, Error>>);
+
+/// The signings queued for one node, and how many batches are on their way to it.
+#[derive(Debug, Default)]
+struct Batcher {
+    queue: VecDeque<Waiting>,
+    in_flight: usize,
 }
 
 /// Commitments a held entry is used within: below the enclave's default nonce TTL (300 s), so
@@ -56,7 +73,7 @@ impl SignerClient {
         });
         let client = client
             .map_err(|e| Error::new(ErrorCode::NodeUnavailable, format!("node {id} at {address}: {}", e.message())));
-        SignerClient { id, client, held: Arc::default(), calls: Arc::default() }
+        SignerClient { id, client, held: Arc::default(), calls: Arc::default(), batcher: Arc::default() }
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, Held> {
@@ -126,6 +143,80 @@ impl SignerClient {
     /// The participant id.
     pub fn id(&self) -> ParticipantId {
         self.id
+    }
+
+    /// One-request signing, batched with the other signings to this node in flight: sent alone
+    /// when nothing else waits, else in a `SignBatch` of up to 32 (PSBT signings always alone:
+    /// their PSBTs are large). The reply is this signing's own outcome.
+    pub async fn sign_preprocessed(&self, m: SignPreprocessed, timeout: Duration) -> Result<PreprocessedShare, Error> {
+        if matches!(m.binding, SessionBinding::Psbt(_)) {
+            return self.call(m, timeout).await;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut b = self.batcher.lock().unwrap_or_else(|p| p.into_inner());
+            b.queue.push_back((m, tx));
+            let start = b.in_flight < MAX_BATCHES_IN_FLIGHT;
+            if start {
+                b.in_flight += 1;
+            }
+            start
+        };
+        if start {
+            let me = self.clone();
+            tokio::spawn(async move { me.drain(timeout).await });
+        }
+        // Queued behind at most a batch or two already on their way.
+        match tokio::time::timeout(timeout * 2, rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => Err(Error::new(ErrorCode::Internal, "the batch was dropped")),
+            Err(_) => {
+                Err(Error::new(ErrorCode::RequestTimeout, format!("node {}: no reply within {timeout:?}", self.id)))
+            }
+        }
+    }
+
+    /// Sends queued signings until none is left: one alone, several as a batch.
+    async fn drain(&self, timeout: Duration) {
+        loop {
+            let mut batch: Vec<Waiting> = {
+                let mut b = self.batcher.lock().unwrap_or_else(|p| p.into_inner());
+                if b.queue.is_empty() {
+                    b.in_flight -= 1;
+                    return;
+                }
+                let n = b.queue.len().min(frostgate_common::limits::MAX_SIGN_BATCH);
+                b.queue.drain(..n).collect()
+            };
+            if batch.len() == 1 {
+                let (m, tx) = batch.remove(0);
+                let _ = tx.send(self.call(m, timeout).await);
+                continue;
+            }
+            let (items, waiters): (Vec<SignPreprocessed>, Vec<_>) = batch.into_iter().unzip();
+            let sent = match SignItems::new(items) {
+                Ok(items) => self.call(SignBatch { items }, timeout).await,
+                Err(e) => Err(Error::new(ErrorCode::Internal, e)),
+            };
+            match sent {
+                Ok(reply) if reply.outcomes.as_inner().len() == waiters.len() => {
+                    for (outcome, tx) in reply.outcomes.into_inner().into_iter().zip(waiters) {
+                        let _ = tx.send(match outcome {
+                            SignOutcome::Signed(share) => Ok(share),
+                            SignOutcome::Refused(e) => Err(e),
+                        });
+                    }
+                }
+                Ok(reply) => {
+                    let e = Error::new(
+                        ErrorCode::MalformedMessage,
+                        format!("{} outcomes for {} signings", reply.outcomes.as_inner().len(), waiters.len()),
+                    );
+                    waiters.into_iter().for_each(|tx| drop(tx.send(Err(e.clone()))));
+                }
+                Err(e) => waiters.into_iter().for_each(|tx| drop(tx.send(Err(e.clone())))),
+            }
+        }
     }
 
     /// Requests sent to the node so far (by this client and its clones).

@@ -10,7 +10,7 @@ use crate::node::enclave::{EnclaveClient, REQUEST_TIMEOUT};
 use crate::node::store::HostStore;
 use frostgate_common::channel::{refuse, Channel, Handler};
 use frostgate_common::error::{Error, ErrorCode};
-use frostgate_common::protocol::{Message, Side};
+use frostgate_common::protocol::{BatchSigned, Message, Side, SignOutcome};
 use frostgate_common::transport::{Listener, Peer};
 use std::sync::Arc;
 use tokio::sync::Mutex;
@@ -130,6 +130,19 @@ impl Host {
             Ok(Message::PreprocessedShare(mut r)) if crate::node::enclave::fault("host_corrupt_shares") => {
                 r.signature_share = corrupted(r.signature_share);
                 Message::PreprocessedShare(r)
+            }
+            Ok(Message::BatchSigned(r)) if crate::node::enclave::fault("host_corrupt_shares") => {
+                let outcomes = r.outcomes.into_inner().into_iter().map(|o| match o {
+                    SignOutcome::Signed(mut share) => {
+                        share.signature_share = corrupted(share.signature_share);
+                        SignOutcome::Signed(share)
+                    }
+                    refused => refused,
+                });
+                match frostgate_common::bounded::SignOutcomes::new(outcomes.collect::<Vec<_>>()) {
+                    Ok(outcomes) => Message::BatchSigned(BatchSigned { outcomes }),
+                    Err(e) => Message::Error(Error::new(ErrorCode::Internal, e)),
+                }
             }
             Ok(reply) => reply,
             Err(e) => {
