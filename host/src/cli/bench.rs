@@ -55,6 +55,9 @@ pub struct BenchArgs {
     /// closing call per node) instead of preprocessed commitments (one request per signer).
     #[arg(long)]
     interactive: bool,
+    /// Send each one-request signing alone, never in a batch with the others in flight.
+    #[arg(long, conflicts_with = "interactive")]
+    no_batch: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -142,7 +145,7 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
     let group_key = material.group_key()?;
     let deadline = a.count.is_none().then(|| Instant::now() + Duration::from_secs(a.seconds.unwrap_or(10)));
     let goal = a.count.map(|c| format!("/{c}")).unwrap_or_default();
-    let settings = Settings { preprocessed: !a.interactive, ..Settings::default() };
+    let settings = Settings { preprocessed: !a.interactive, batch: !a.no_batch, ..Settings::default() };
     let (commits0, records0, hsm_ops0, hsm_us0) = store_counters(&nodes).await;
     let calls0: u64 = nodes.iter().map(|n| n.calls()).sum();
     let started = Instant::now();
@@ -247,7 +250,11 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
         "commits_per_signature": if signed > 0 { commits as f64 / signed as f64 } else { 0.0 },
         "hsm_operations_per_signature": if signed > 0 { hsm_ops1.saturating_sub(hsm_ops0) as f64 / signed as f64 } else { 0.0 },
         "hsm_ms_per_signature": if signed > 0 { hsm_us1.saturating_sub(hsm_us0) as f64 / 1000.0 / signed as f64 } else { 0.0 },
-        "signing": if a.interactive { "interactive" } else { "preprocessed" },
+        "signing": match (a.interactive, a.no_batch) {
+            (true, _) => "interactive",
+            (false, true) => "preprocessed",
+            (false, false) => "preprocessed+batched",
+        },
         "pure_signatures_per_sec": pure,
         "ratio": throughput / pure,
         "transport": if a.tls { "grpc+mtls" } else { "grpc" },

@@ -184,11 +184,13 @@ pub struct Settings {
     /// next commitments in its reply, finished sessions closed with later requests); otherwise
     /// the interactive rounds (session, attempt, round 1, round 2 per signer, then closing).
     pub preprocessed: bool,
+    /// With `preprocessed`: the signings in flight to one node go in batches (`SignBatch`).
+    pub batch: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { signer_timeout: Duration::from_secs(10), preprocessed: true }
+        Settings { signer_timeout: Duration::from_secs(10), preprocessed: true, batch: true }
     }
 }
 
@@ -720,7 +722,7 @@ async fn preprocessed(
     tx: mpsc::UnboundedSender<Event>,
 ) {
     let attempt = AttemptId::from_bytes(crate::random_bytes());
-    let timeout = settings.signer_timeout;
+    let (timeout, batch) = (settings.signer_timeout, settings.batch);
     let key = request.key;
     let taken = each(&clients, Step::Round1, attempt, &tx, move |c| async move {
         if let Some(held) = c.take_commitment(&key) {
@@ -775,7 +777,8 @@ async fn preprocessed(
                     replenish,
                     close: close.clone(),
                 };
-                match c.sign_preprocessed(m, timeout).await {
+                let signed = if batch { c.sign_preprocessed(m, timeout).await } else { c.call(m, timeout).await };
+                match signed {
                     Ok(r) => {
                         c.hold_commitments(key, r.next.into_inner());
                         Ok(r.signature_share.into_inner())

@@ -37,7 +37,7 @@ pub struct SignerClient {
 
 /// At most this many batches to one node at once; signings arriving meanwhile wait and go
 /// together in the next one (no timer: a signing alone is sent at once).
-const MAX_BATCHES_IN_FLIGHT: usize = 2;
+const MAX_BATCHES_IN_FLIGHT: usize = 4;
 
 type Waiting = (SignPreprocessed, tokio::sync::oneshot::Sender<Result<PreprocessedShare, Error>>);
 
