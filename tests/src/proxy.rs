@@ -124,7 +124,6 @@ signer_impl! {
             .map_err(|e| Status::internal(e.to_string()))?
         }
 
-        // A share released with a preprocessed commitment is reported as round 2's would be.
         async fn sign_preprocessed(
             &self,
             r: Request<pb::SignPreprocessed>,
@@ -132,43 +131,21 @@ signer_impl! {
             let (mut inner, tap, request) = (self.inner.clone(), self.tap.clone(), r.into_inner());
             tokio::spawn(async move {
                 let reply = inner.sign_preprocessed(request.clone()).await?.into_inner();
-                let round2 = pb::Round2 {
-                    attempt_id: request.attempt_id.clone(),
-                    seat: request.seat,
-                    mode: None,
-                    signing_package: request.signing_package.clone(),
-                };
-                let share = pb::Round2Reply {
-                    attempt_id: reply.attempt_id.clone(),
-                    seat: reply.seat,
-                    signature_share: reply.signature_share.clone(),
-                };
-                tap.released(&round2, &share);
+                released(tap.as_ref(), &request, &reply);
                 Ok(Response::new(reply))
             })
             .await
             .map_err(|e| Status::internal(e.to_string()))?
         }
 
-        // Each share of a batch is reported as round 2's would be.
         async fn sign_batch(&self, r: Request<pb::SignBatch>) -> Result<Response<pb::BatchSigned>, Status> {
             let (mut inner, tap, request) = (self.inner.clone(), self.tap.clone(), r.into_inner());
             tokio::spawn(async move {
                 let reply = inner.sign_batch(request.clone()).await?.into_inner();
                 for (item, outcome) in request.items.iter().zip(&reply.outcomes) {
-                    let Some(pb::sign_outcome::Outcome::Signed(share)) = &outcome.outcome else { continue };
-                    let round2 = pb::Round2 {
-                        attempt_id: item.attempt_id.clone(),
-                        seat: item.seat,
-                        mode: None,
-                        signing_package: item.signing_package.clone(),
-                    };
-                    let released = pb::Round2Reply {
-                        attempt_id: share.attempt_id.clone(),
-                        seat: share.seat,
-                        signature_share: share.signature_share.clone(),
-                    };
-                    tap.released(&round2, &released);
+                    if let Some(pb::sign_outcome::Outcome::Signed(share)) = &outcome.outcome {
+                        released(tap.as_ref(), item, share);
+                    }
                 }
                 Ok(Response::new(reply))
             })
@@ -191,4 +168,20 @@ signer_impl! {
             .map_err(|e| Status::internal(e.to_string()))?
         }
     }
+}
+
+/// Reports a share released by a one-request signing to the tap as round 2's would be.
+fn released(tap: &dyn Tap, request: &pb::SignPreprocessed, reply: &pb::PreprocessedShare) {
+    let round2 = pb::Round2 {
+        attempt_id: request.attempt_id.clone(),
+        seat: request.seat,
+        mode: None,
+        signing_package: request.signing_package.clone(),
+    };
+    let share = pb::Round2Reply {
+        attempt_id: reply.attempt_id.clone(),
+        seat: reply.seat,
+        signature_share: reply.signature_share.clone(),
+    };
+    tap.released(&round2, &share);
 }
