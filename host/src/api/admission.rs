@@ -149,7 +149,30 @@ impl Admission {
             Message::DkgStart(d) => Some(d.dkg).filter(|d| !c.dkgs.contains_key(d)),
             _ => None,
         };
-        if !sessions.is_empty() && c.sessions.len() + sessions.len() > limits.max_sessions_per_caller {
+        // A request never releases what it binds itself (a close naming its own session would
+        // be carried out before the binding, leaving the session open and uncounted).
+        let bound: Vec<SessionId> = signings.iter().map(|o| o.binding.session()).collect();
+        let releases: Vec<Reserved> = match m {
+            Message::CloseSession(s) => vec![Reserved::Session(s.session)],
+            Message::CloseSessions(s) => s.sessions.as_inner().iter().map(|s| Reserved::Session(*s)).collect(),
+            Message::SignPreprocessed(_) | Message::SignBatch(_) => signings
+                .iter()
+                .flat_map(|o| o.close.as_inner().iter().copied())
+                .filter(|s| !bound.contains(s))
+                .map(Reserved::Session)
+                .collect(),
+            Message::AbortAttempt(a) => vec![Reserved::Attempt(a.attempt)],
+            Message::DkgAbort(d) => vec![Reserved::Dkg(d.dkg)],
+            _ => Vec::new(),
+        };
+        // Sessions this request closes make room for the ones it opens.
+        let closing = releases
+            .iter()
+            .filter(|r| matches!(r, Reserved::Session(s) if c.sessions.contains_key(s)) && !c.opening.contains(r))
+            .count();
+        if !sessions.is_empty()
+            && (c.sessions.len() + sessions.len()).saturating_sub(closing) > limits.max_sessions_per_caller
+        {
             return Err(quota(caller, "sessions", limits.max_sessions_per_caller));
         }
         if !attempts.is_empty() && c.attempts.len() + attempts.len() > limits.max_attempts_per_caller {
@@ -171,16 +194,6 @@ impl Admission {
             c.dkgs.insert(d, now);
             reserved.push(Reserved::Dkg(d));
         }
-        let releases = match m {
-            Message::CloseSession(s) => vec![Reserved::Session(s.session)],
-            Message::CloseSessions(s) => s.sessions.as_inner().iter().map(|s| Reserved::Session(*s)).collect(),
-            Message::SignPreprocessed(_) | Message::SignBatch(_) => {
-                signings.iter().flat_map(|o| o.close.as_inner().iter().map(|s| Reserved::Session(*s))).collect()
-            }
-            Message::AbortAttempt(a) => vec![Reserved::Attempt(a.attempt)],
-            Message::DkgAbort(d) => vec![Reserved::Dkg(d.dkg)],
-            _ => Vec::new(),
-        };
         c.opening.extend(reserved.iter().copied());
         let dkg_step = match m {
             Message::DkgStart(d) => Some(d.dkg),
@@ -232,5 +245,72 @@ impl Admission {
         if let (Some(d), Message::DkgBlame(_) | Message::KeyInfo(_)) = (ticket.dkg_step, reply) {
             c.dkgs.remove(&d);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use frostgate_common::bounded::{SessionIds, SignItems, SignOutcomes, Signers, SigningPackageBytes};
+    use frostgate_common::ids::{CommitmentId, KeyId, ParticipantId};
+    use frostgate_common::protocol::{
+        BatchSigned, CloseSessions, OpenSession, SessionBinding, SessionsClosed, SignBatch, TaprootMode,
+    };
+
+    fn signing(session: u8, close: &[u8]) -> SignPreprocessed {
+        let seat = ParticipantId::new(1).expect("id");
+        SignPreprocessed {
+            binding: SessionBinding::Digest(OpenSession {
+                session: SessionId::from_bytes([session; 16]),
+                key: KeyId::from_bytes([1; 32]),
+                message: [2; 32],
+                mode: TaprootMode::Bip86,
+            }),
+            attempt: AttemptId::from_bytes([session; 16]),
+            signers: Signers::new(vec![seat]).expect("bound"),
+            seat,
+            commitment: CommitmentId::from_bytes([3; 16]),
+            signing_package: SigningPackageBytes::new(vec![]).expect("bound"),
+            replenish: 1,
+            close: SessionIds::new(close.iter().map(|s| SessionId::from_bytes([*s; 16])).collect::<Vec<_>>())
+                .expect("bound"),
+        }
+    }
+
+    fn batch(items: Vec<SignPreprocessed>) -> Message {
+        Message::SignBatch(SignBatch { items: SignItems::new(items).expect("bound") })
+    }
+
+    fn answered() -> Message {
+        Message::BatchSigned(BatchSigned { outcomes: SignOutcomes::new(vec![]).expect("bound") })
+    }
+
+    #[test]
+    fn one_request_signings_count_against_the_quotas_and_cannot_release_their_own_sessions() {
+        let limits = ApiLimits { max_sessions_per_caller: 3, ..ApiLimits::default() };
+        let admission = Admission::new(limits);
+        let caller = CallerId("coordinator".into());
+        // Item 1 closes item 2's session, which the same batch binds: nothing is released.
+        let t = admission.enter(&caller, &batch(vec![signing(1, &[2]), signing(2, &[])])).expect("admitted");
+        admission.settle(t, &answered());
+        let t = admission.enter(&caller, &batch(vec![signing(3, &[])])).expect("the third session");
+        admission.settle(t, &answered());
+        let e = admission.enter(&caller, &batch(vec![signing(4, &[])])).expect_err("over quota");
+        assert_eq!(e.code(), ErrorCode::QuotaExceeded);
+        // Closing one in the same request makes room for the next.
+        let t = admission.enter(&caller, &batch(vec![signing(4, &[1])])).expect("room made by the close");
+        admission.settle(t, &answered());
+        // A failed one-request signing keeps its reservation (it may have bound its session).
+        let t = admission.enter(&caller, &Message::SignPreprocessed(signing(5, &[2]))).expect("admitted");
+        admission.settle(t, &Message::Error(Error::new(ErrorCode::CommitmentUnknown, "refused")));
+        let e = admission.enter(&caller, &batch(vec![signing(6, &[])])).expect_err("still full");
+        assert_eq!(e.code(), ErrorCode::QuotaExceeded);
+        let close = CloseSessions {
+            sessions: SessionIds::new(vec![SessionId::from_bytes([3; 16]), SessionId::from_bytes([4; 16])])
+                .expect("bound"),
+        };
+        let t = admission.enter(&caller, &Message::CloseSessions(close)).expect("close");
+        admission.settle(t, &Message::SessionsClosed(SessionsClosed { closed: 2 }));
+        admission.enter(&caller, &batch(vec![signing(6, &[])])).expect("room again");
     }
 }

@@ -401,6 +401,12 @@ pub async fn sign_with(
             }
         }
         if active == 0 {
+            // No signature: the nodes asked may still drop the session (with their next request).
+            if settings.preprocessed {
+                for p in &asked {
+                    by_id[p].close_later([session]);
+                }
+            }
             let refusals: Vec<String> = excluded
                 .values()
                 .filter(|e| e.reason == Reason::PolicyRefused)

@@ -39,6 +39,9 @@ pub struct SignerClient {
 /// together in the next one (no timer: a signing alone is sent at once).
 const MAX_BATCHES_IN_FLIGHT: usize = 4;
 
+/// Most bytes of signing packages in one batch (the channel's frame limit is 1 MiB).
+const MAX_BATCH_BYTES: usize = 512 * 1024;
+
 type Waiting = (SignPreprocessed, tokio::sync::oneshot::Sender<Result<PreprocessedShare, Error>>);
 
 /// The signings queued for one node, and how many batches are on their way to it.
@@ -170,9 +173,10 @@ impl SignerClient {
         match tokio::time::timeout(timeout * 2, rx).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => Err(Error::new(ErrorCode::Internal, "the batch was dropped")),
-            Err(_) => {
-                Err(Error::new(ErrorCode::RequestTimeout, format!("node {}: no reply within {timeout:?}", self.id)))
-            }
+            Err(_) => Err(Error::new(
+                ErrorCode::RequestTimeout,
+                format!("node {}: no reply within {:?} (queued behind other signings)", self.id, timeout * 2),
+            )),
         }
     }
 
@@ -185,7 +189,21 @@ impl SignerClient {
                     b.in_flight -= 1;
                     return;
                 }
-                let n = b.queue.len().min(frostgate_common::limits::MAX_SIGN_BATCH);
+                // Signings whose caller gave up are not sent (their closings went back to the
+                // queue); a batch stays well under the frame limit.
+                b.queue.retain(|(_, tx)| !tx.is_closed());
+                let (mut n, mut bytes) = (0, 0);
+                for (m, _) in b.queue.iter().take(frostgate_common::limits::MAX_SIGN_BATCH) {
+                    bytes += m.signing_package.as_inner().len() + 512;
+                    if n > 0 && bytes > MAX_BATCH_BYTES {
+                        break;
+                    }
+                    n += 1;
+                }
+                if n == 0 {
+                    b.in_flight -= 1;
+                    return;
+                }
                 b.queue.drain(..n).collect()
             };
             if batch.len() == 1 {

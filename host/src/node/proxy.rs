@@ -144,22 +144,36 @@ impl Host {
                     Err(e) => Message::Error(Error::new(ErrorCode::Internal, e)),
                 }
             }
+            Ok(Message::BatchSigned(r)) => {
+                // A batch's items are refused one by one: the store signals count as for a request.
+                let refused = r.outcomes.as_inner().iter().filter_map(|o| match o {
+                    SignOutcome::Refused(e) => Some(e.code()),
+                    SignOutcome::Signed(_) => None,
+                });
+                if refused.into_iter().any(needs_store) {
+                    self.reload_store();
+                }
+                Message::BatchSigned(r)
+            }
             Ok(reply) => reply,
             Err(e) => {
-                // Not loaded, or a commit this host refused (after which the enclave waits for
-                // the store again): stream it.
-                if matches!(e.code(), ErrorCode::StoreNotLoaded | ErrorCode::StoreCommitFailed) {
-                    let me = self.clone();
-                    tokio::spawn(async move {
-                        match me.load().await {
-                            Ok(s) => tracing::info!(head = s.head_version, "store reloaded"),
-                            Err(e) => tracing::warn!(code = %e.code(), "store reload failed: {}", e.message()),
-                        }
-                    });
+                if needs_store(e.code()) {
+                    self.reload_store();
                 }
                 Message::Error(e)
             }
         }
+    }
+
+    /// Streams the store to the enclave again, in the background.
+    fn reload_store(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            match me.load().await {
+                Ok(s) => tracing::info!(head = s.head_version, "store reloaded"),
+                Err(e) => tracing::warn!(code = %e.code(), "store reload failed: {}", e.message()),
+            }
+        });
     }
 
     /// Refreshes the enclave's counters in the metrics every `every` (until dropped).
@@ -201,4 +215,10 @@ fn corrupted(share: frostgate_common::bounded::SignatureShareBytes) -> frostgate
         *last ^= 1;
     }
     frostgate_common::bounded::SignatureShareBytes::new(bytes).unwrap_or(share)
+}
+
+/// Not loaded, or a commit this host refused (after which the enclave waits for the store again):
+/// the store must be streamed.
+fn needs_store(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::StoreNotLoaded | ErrorCode::StoreCommitFailed)
 }
