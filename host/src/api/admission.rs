@@ -10,8 +10,8 @@
 
 use super::connection::{ApiLimits, CallerId};
 use frostgate_common::error::{Error, ErrorCode};
-use frostgate_common::ids::{AttemptId, DkgId, SessionId};
-use frostgate_common::protocol::{Message, SignPreprocessed};
+use frostgate_common::ids::{AttemptId, CommitmentId, DkgId, SessionId};
+use frostgate_common::protocol::{Message, PreCommitment, SignOutcome, SignPreprocessed};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,12 +21,17 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// sooner in the enclave).
 const ENTRY_TTL: Duration = Duration::from_secs(3600);
 
+/// Preprocessed commitments are forgotten here after the enclave's default nonce TTL.
+const COMMITMENT_TTL: Duration = Duration::from_secs(300);
+
 #[derive(Debug)]
 struct Caller {
     in_flight: Arc<Semaphore>,
     sessions: HashMap<SessionId, Instant>,
     attempts: HashMap<AttemptId, (SessionId, Instant)>,
     dkgs: HashMap<DkgId, Instant>,
+    /// Preprocessed commitments issued to this caller and not yet used.
+    commitments: HashMap<CommitmentId, Instant>,
     /// Openings forwarded and not yet answered: a concurrent close must not release them (the
     /// opening could still take effect after the close, uncounted).
     opening: std::collections::HashSet<Reserved>,
@@ -110,6 +115,7 @@ impl Admission {
             sessions: HashMap::new(),
             attempts: HashMap::new(),
             dkgs: HashMap::new(),
+            commitments: HashMap::new(),
             opening: std::collections::HashSet::new(),
         });
         let permit = c.in_flight.clone().try_acquire_owned().map_err(|_| {
@@ -122,13 +128,26 @@ impl Admission {
         c.sessions.retain(|_, t| now.duration_since(*t) < ENTRY_TTL);
         c.attempts.retain(|_, (_, t)| now.duration_since(*t) < ENTRY_TTL);
         c.dkgs.retain(|_, t| now.duration_since(*t) < ENTRY_TTL);
-        // Every way of opening a session counts (a one-request signing opens its own session and
-        // attempt, a batch one per item). Every quota is checked before anything is taken.
         let signings: Vec<&SignPreprocessed> = match m {
             Message::SignPreprocessed(o) => vec![o],
             Message::SignBatch(b) => b.items.as_inner().iter().collect(),
             _ => Vec::new(),
         };
+        c.commitments.retain(|_, t| now.duration_since(*t) < COMMITMENT_TTL);
+        // Commitments named by a signing are used (or unknown) once it is admitted.
+        let mut used: Vec<CommitmentId> =
+            signings.iter().map(|o| o.commitment).filter(|id| c.commitments.contains_key(id)).collect();
+        used.sort();
+        used.dedup();
+        let asked = match m {
+            Message::Preprocess(p) => usize::from(p.count),
+            _ => signings.iter().map(|o| usize::from(o.replenish)).sum(),
+        };
+        if asked > 0 && c.commitments.len() - used.len() + asked > limits.max_commitments_per_caller {
+            return Err(quota(caller, "preprocessed commitments", limits.max_commitments_per_caller));
+        }
+        // Every way of opening a session counts (a one-request signing opens its own session and
+        // attempt, a batch one per item). Every quota is checked before anything is taken.
         let mut sessions: Vec<SessionId> = match m {
             Message::OpenSession(o) => vec![o.session],
             Message::OpenDerivedSession(o) => vec![o.session],
@@ -180,6 +199,9 @@ impl Admission {
         }
         if dkg.is_some() && c.dkgs.len() >= limits.max_dkgs_per_caller {
             return Err(quota(caller, "DKGs", limits.max_dkgs_per_caller));
+        }
+        for id in used {
+            c.commitments.remove(&id);
         }
         let mut reserved = Vec::new();
         for s in sessions {
@@ -244,6 +266,25 @@ impl Admission {
         }
         if let (Some(d), Message::DkgBlame(_) | Message::KeyInfo(_)) = (ticket.dkg_step, reply) {
             c.dkgs.remove(&d);
+        }
+        // Commitments handed out to this caller count until used or expired.
+        let now = Instant::now();
+        let mut issued = |list: &[PreCommitment]| {
+            for p in list {
+                c.commitments.insert(p.id, now);
+            }
+        };
+        match reply {
+            Message::Preprocessed(r) => issued(r.commitments.as_inner()),
+            Message::PreprocessedShare(r) => issued(r.next.as_inner()),
+            Message::BatchSigned(r) => {
+                for o in r.outcomes.as_inner() {
+                    if let SignOutcome::Signed(share) = o {
+                        issued(share.next.as_inner());
+                    }
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -312,5 +353,50 @@ mod tests {
         let t = admission.enter(&caller, &Message::CloseSessions(close)).expect("close");
         admission.settle(t, &Message::SessionsClosed(SessionsClosed { closed: 2 }));
         admission.enter(&caller, &batch(vec![signing(6, &[])])).expect("room again");
+    }
+
+    #[test]
+    fn preprocessed_commitments_count_until_used_and_a_caller_cannot_hoard_them() {
+        use frostgate_common::bounded::{CommitmentBytes, PreCommitments};
+        use frostgate_common::protocol::{PreCommitment, Preprocess, Preprocessed, PreprocessedShare};
+        let limits = ApiLimits { max_commitments_per_caller: 10, ..ApiLimits::default() };
+        let admission = Admission::new(limits);
+        let caller = CallerId("coordinator".into());
+        let seat = ParticipantId::new(1).expect("id");
+        let key = KeyId::from_bytes([1; 32]);
+        let issued = |first: u8, n: u8| {
+            let list: Vec<PreCommitment> = (first..first + n)
+                .map(|i| PreCommitment {
+                    id: CommitmentId::from_bytes([i; 16]),
+                    commitments: CommitmentBytes::new(vec![i]).expect("bound"),
+                })
+                .collect();
+            PreCommitments::new(list).expect("bound")
+        };
+        let preprocess = |count| Message::Preprocess(Preprocess { key, seat, count });
+        let t = admission.enter(&caller, &preprocess(8)).expect("8 of 10");
+        admission.settle(t, &Message::Preprocessed(Preprocessed { key, seat, commitments: issued(10, 8) }));
+        let e = admission.enter(&caller, &preprocess(3)).expect_err("11 of 10");
+        assert_eq!(e.code(), ErrorCode::QuotaExceeded);
+        // A signing refused before the enclave (here: over the session quota) uses nothing.
+        let tight = Admission::new(ApiLimits { max_commitments_per_caller: 10, max_sessions_per_caller: 0, ..limits });
+        let t = tight.enter(&caller, &preprocess(8)).expect("8 of 10");
+        tight.settle(t, &Message::Preprocessed(Preprocessed { key, seat, commitments: issued(10, 8) }));
+        let mut uses = signing(7, &[]);
+        uses.commitment = CommitmentId::from_bytes([10; 16]);
+        assert!(tight.enter(&caller, &Message::SignPreprocessed(uses.clone())).is_err());
+        assert_eq!(tight.enter(&caller, &preprocess(3)).expect_err("still 8 held").code(), ErrorCode::QuotaExceeded);
+        // Using one frees its place; its replenishment counts again.
+        let t = admission.enter(&caller, &Message::SignPreprocessed(uses)).expect("uses one, asks one");
+        let share = PreprocessedShare {
+            attempt: AttemptId::from_bytes([7; 16]),
+            seat,
+            signature_share: frostgate_common::bounded::SignatureShareBytes::new(vec![1]).expect("bound"),
+            next: issued(40, 1),
+        };
+        admission.settle(t, &Message::PreprocessedShare(share));
+        let t = admission.enter(&caller, &preprocess(2)).expect("8 held, 2 more");
+        admission.settle(t, &Message::Preprocessed(Preprocessed { key, seat, commitments: issued(50, 2) }));
+        assert_eq!(admission.enter(&caller, &preprocess(1)).expect_err("10 held").code(), ErrorCode::QuotaExceeded);
     }
 }

@@ -40,6 +40,8 @@ pub struct ApiLimits {
     pub max_attempts_per_caller: usize,
     /// DKGs one caller may have running.
     pub max_dkgs_per_caller: usize,
+    /// Preprocessed commitments one caller may hold unused (`Preprocess` and replenishments).
+    pub max_commitments_per_caller: usize,
 }
 
 impl Default for ApiLimits {
@@ -52,6 +54,7 @@ impl Default for ApiLimits {
             max_sessions_per_caller: 1024,
             max_attempts_per_caller: 4096,
             max_dkgs_per_caller: 4,
+            max_commitments_per_caller: 2048,
         }
     }
 }
