@@ -44,6 +44,21 @@ const MAX_BATCH_BYTES: usize = 512 * 1024;
 
 type Waiting = (SignPreprocessed, tokio::sync::oneshot::Sender<Result<PreprocessedShare, Error>>);
 
+/// One drain's place among the batches in flight, given back if the drain ends while it holds it.
+struct DrainSlot<'a> {
+    batcher: &'a Mutex<Batcher>,
+    held: bool,
+}
+
+impl Drop for DrainSlot<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            let mut b = self.batcher.lock().unwrap_or_else(|p| p.into_inner());
+            b.in_flight = b.in_flight.saturating_sub(1);
+        }
+    }
+}
+
 /// The signings queued for one node, and how many batches are on their way to it.
 #[derive(Debug, Default)]
 struct Batcher {
@@ -182,11 +197,16 @@ impl SignerClient {
 
     /// Sends queued signings until none is left: one alone, several as a batch.
     async fn drain(&self, timeout: Duration) {
+        // Its place among the batches in flight is given back under the same lock that saw the
+        // queue empty (so no signing is left queued with no drain), or, if this ends otherwise
+        // (a panic, a cancellation), when the slot drops, so a later signing starts a new drain.
+        let mut slot = DrainSlot { batcher: &self.batcher, held: true };
         loop {
             let mut batch: Vec<Waiting> = {
                 let mut b = self.batcher.lock().unwrap_or_else(|p| p.into_inner());
                 if b.queue.is_empty() {
                     b.in_flight -= 1;
+                    slot.held = false;
                     return;
                 }
                 // Signings whose caller gave up are not sent (their closings went back to the
@@ -202,6 +222,7 @@ impl SignerClient {
                 }
                 if n == 0 {
                     b.in_flight -= 1;
+                    slot.held = false;
                     return;
                 }
                 b.queue.drain(..n).collect()
