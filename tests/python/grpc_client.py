@@ -6,6 +6,7 @@ Generates the client from signer.proto with `python -m grpc_tools.protoc`, calls
 """
 import importlib
 import json
+import os
 import subprocess
 import sys
 
@@ -45,6 +46,21 @@ def main() -> None:
     seen["malformed"] = error_code(lambda: stub.GetKey(pb.KeyRef(key_id=b"\x01\x02\x03"), timeout=10))
     seen["dealer"] = error_code(
         lambda: stub.DevDealerKeygen(pb.DevDealerKeygen(threshold=2, participants=3), timeout=10))
+    # Preprocessing: commitments with 16-byte ids; a made-up id refused alone and in a batch,
+    # with nothing bound (closing the session finds none open).
+    key_id = bytes.fromhex(key_hex)
+    pre = stub.Preprocess(pb.Preprocess(key_id=key_id, seat=1, count=2), timeout=10)
+    seen["preprocessed_ids"] = [len(c.commitment_id) for c in pre.commitments]
+    session = os.urandom(16)
+    made_up = pb.SignPreprocessed(
+        binding=pb.SessionBinding(digest=pb.OpenSession(
+            session_id=session, key_id=key_id, message=os.urandom(32), mode=pb.TaprootMode(bip86=pb.Empty()))),
+        attempt_id=os.urandom(16), signers=[1, 2], seat=1, commitment_id=os.urandom(16),
+        signing_package=b"\x00", replenish=1)
+    seen["made_up"] = error_code(lambda: stub.SignPreprocessed(made_up, timeout=10))
+    batch = stub.SignBatch(pb.SignBatch(items=[made_up, made_up]), timeout=10)
+    seen["batch_refused"] = [o.refused.code for o in batch.outcomes if o.HasField("refused")]
+    seen["closed"] = stub.CloseSessions(pb.CloseSessions(session_ids=[session]), timeout=10).closed
     print(json.dumps(seen))
 
 
