@@ -505,11 +505,7 @@ impl EnclaveApi for Served<'_> {
     }
 }
 
-fn pre_commitments(
-    issued: Vec<(frostgate_common::ids::CommitmentId, frostgate_common::bounded::CommitmentBytes)>,
-) -> Result<frostgate_common::bounded::PreCommitments, Error> {
-    let list: Vec<PreCommitment> =
-        issued.into_iter().map(|(id, commitments)| PreCommitment { id, commitments }).collect();
+fn pre_commitments(list: Vec<PreCommitment>) -> Result<frostgate_common::bounded::PreCommitments, Error> {
     frostgate_common::bounded::PreCommitments::new(list).map_err(|e| Error::new(ErrorCode::Internal, e))
 }
 

@@ -113,7 +113,7 @@ impl Engine {
         let ttl = self.limits.nonce_ttl;
         s.nonces.retain(|_, n| now.saturating_duration_since(n.created) < ttl);
         let pooled = s.pool.len();
-        s.pool.retain(|_, p| now.saturating_duration_since(p.created()) < ttl);
+        s.pool.retain(|_, p| !p.expired(now, ttl));
         let wiped_pooled = pooled - s.pool.len();
         let expired: BTreeSet<SessionId> = s
             .sessions

@@ -16,7 +16,7 @@
 use super::*;
 use frostgate_common::ids::CommitmentId;
 use frostgate_common::limits::MAX_PREPROCESS;
-use frostgate_common::protocol::SessionBinding;
+use frostgate_common::protocol::{PreCommitment, SessionBinding};
 
 /// A nonce pair issued ahead of use for one seat of one key epoch. Never cloned or serialized.
 #[derive(Debug)]
@@ -33,8 +33,14 @@ impl Pooled {
         self.key == *key
     }
 
-    pub(super) fn created(&self) -> Instant {
-        self.live.created
+    /// Whether it is older than `ttl` at `now` (wiped by whoever finds it so).
+    pub(super) fn expired(&self, now: Instant, ttl: Duration) -> bool {
+        now.saturating_duration_since(self.live.created) >= ttl
+    }
+
+    /// Whether it was issued for `seat` of `key` (any epoch; the epoch is checked at adoption).
+    fn issued_for(&self, key: &KeyId, seat: ParticipantId) -> bool {
+        self.key == *key && self.seat == seat
     }
 }
 
@@ -48,12 +54,7 @@ fn random_id() -> Result<CommitmentId, Error> {
 impl Engine {
     /// Issues `count` (at most 64) commitments for `seat` of `key`: fresh nonce pairs kept live
     /// here until one signing uses each.
-    pub fn preprocess(
-        &self,
-        key: KeyId,
-        seat: ParticipantId,
-        count: u16,
-    ) -> Result<Vec<(CommitmentId, CommitmentBytes)>, Error> {
+    pub fn preprocess(&self, key: KeyId, seat: ParticipantId, count: u16) -> Result<Vec<PreCommitment>, Error> {
         if usize::from(count) > MAX_PREPROCESS {
             return Err(err(
                 ErrorCode::MalformedMessage,
@@ -98,7 +99,7 @@ impl Engine {
         }
         let mut out = Vec::with_capacity(fresh.len());
         for (id, nonces, commitments) in fresh {
-            out.push((id, signing::commitment_bytes(commitments.clone())?));
+            out.push(PreCommitment { id, commitments: signing::commitment_bytes(commitments.clone())? });
             let live = LiveNonce { nonces, commitments, created: now, preprocessed: Some(id) };
             s.pool.insert(id, Pooled { key, epoch: record.epoch(), seat, live });
         }
@@ -117,10 +118,9 @@ impl Engine {
         commitment: CommitmentId,
     ) -> Result<(), Error> {
         let s = self.lock();
-        let pooled = s
-            .pool
-            .get(&commitment)
-            .is_some_and(|p| p.key == *key && p.seat == seat && p.live.created.elapsed() < self.limits.nonce_ttl);
+        let ttl = self.limits.nonce_ttl;
+        let pooled =
+            s.pool.get(&commitment).is_some_and(|p| p.issued_for(key, seat) && !p.expired(Instant::now(), ttl));
         let adopted = s.nonces.get(&(attempt, seat)).is_some_and(|l| l.preprocessed == Some(commitment));
         // A slot already consumed goes on to its own refusal (`nonce_already_consumed`).
         let consumed = s.consumed.contains_key(&(attempt, seat));
@@ -185,11 +185,10 @@ impl Engine {
                     ))
                 }
                 None => {
-                    let ttl = self.limits.nonce_ttl;
                     let (usable, expired) = match s.pool.get(&commitment) {
                         Some(p) => (
-                            p.key == b.key.key_id && p.epoch == b.key.epoch() && p.seat == seat,
-                            p.live.created.elapsed() >= ttl,
+                            p.issued_for(&b.key.key_id, seat) && p.epoch == b.key.epoch(),
+                            p.expired(Instant::now(), self.limits.nonce_ttl),
                         ),
                         None => (false, false),
                     };

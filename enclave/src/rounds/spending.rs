@@ -175,6 +175,20 @@ impl Engine {
         d: &Decision<'_>,
         signed: Option<(AttemptId, ParticipantId)>,
     ) -> Option<Record> {
+        let entry = self.audit_entry(s, decision, rule, d, signed)?;
+        Self::keep_audit(s, entry.clone());
+        Some(Record::Audit(entry))
+    }
+
+    /// The next numbered audit entry (not kept). `None` without a configured policy.
+    fn audit_entry(
+        &self,
+        s: &mut State,
+        decision: AuditDecision,
+        rule: &str,
+        d: &Decision<'_>,
+        signed: Option<(AttemptId, ParticipantId)>,
+    ) -> Option<AuditEntry> {
         if self.policy.is_unrestricted() {
             return None;
         }
@@ -209,19 +223,13 @@ impl Engine {
             fee_sats: d.spend.map(|sp| sp.fee).unwrap_or(0),
             policy_hash: self.policy.hash(),
         };
-        Self::keep_audit(s, entry.clone());
-        Some(Record::Audit(entry))
+        Some(entry)
     }
 
     /// [`Self::audit`] for a record that goes with a later marker (`Write::WithFirstMarker`):
     /// numbered now, kept in the trail only once that commit succeeds ([`Self::keep_written`]).
     pub(super) fn audit_deferred(&self, s: &mut State, decision: AuditDecision, d: &Decision<'_>) -> Option<Record> {
-        let record = self.audit(s, decision, "", d, None);
-        if let Some(Record::Audit(e)) = &record {
-            Self::forget_audit(s, &record);
-            s.audit_seq = s.audit_seq.max(e.seq);
-        }
-        record
+        self.audit_entry(s, decision, "", d, None).map(Record::Audit)
     }
 
     /// After a successful commit of `records`: their audit entries are in the trail (an entry

@@ -570,20 +570,15 @@ async fn public_key(
 /// Opens the session on one node: the digest, or the PSBT input (whose sighash the enclave
 /// computes itself and must equal ours). This is where a node's policy decides.
 async fn open_session(c: &SignerClient, session: SessionId, req: &SignRequest, timeout: Duration) -> Result<(), Error> {
-    match &req.psbt {
-        None if req.path.is_empty() => {
-            c.call(OpenSession { session, key: req.key, message: req.message, mode: req.mode }, timeout).await?;
-        }
-        None => {
-            let path =
-                DerivationSteps::new(req.path.clone()).map_err(|e| Error::new(ErrorCode::DerivationInvalid, e))?;
-            let open = OpenDerivedSession { session, key: req.key, path, message: req.message, mode: req.mode };
+    match binding(session, req)? {
+        SessionBinding::Digest(open) => {
             c.call(open, timeout).await?;
         }
-        Some(p) => {
-            let psbt = PsbtBytes::new(p.psbt.to_vec()).map_err(|e| Error::new(ErrorCode::PsbtInvalid, e))?;
-            let bound = c.call(OpenPsbtSession { session, key: req.key, input: p.input, psbt }, timeout).await?;
-            if bound.sighash != req.message {
+        SessionBinding::Derived(open) => {
+            c.call(open, timeout).await?;
+        }
+        SessionBinding::Psbt(open) => {
+            if c.call(open, timeout).await?.sighash != req.message {
                 return Err(Error::new(
                     ErrorCode::SigningPackageMismatch,
                     "the enclave computed another sighash for this input",
@@ -749,7 +744,7 @@ async fn preprocessed(
             _ => {
                 let e = Error::new(ErrorCode::InvalidEncoding, "its preprocessed commitments do not decode");
                 let _ = tx.send(Event::Excluded(evidence(*p, Step::Round1, attempt, &e)));
-                c_drop(&clients, *p, &key);
+                clients.iter().filter(|c| c.id() == *p).for_each(|c| c.drop_commitments(&key));
                 return release(&clients, attempt, &BTreeSet::from([p.get()]), &tx).await;
             }
         }
@@ -825,13 +820,6 @@ async fn preprocessed(
         return release(&clients, attempt, &bad, &tx).await;
     }
     conclude(Attempt { clients, attempt, request, public, timeout, tx }, package, package_bytes, shares).await
-}
-
-/// Forgets what is held for signer `p` of `clients` for `key`.
-fn c_drop(clients: &[Arc<SignerClient>], p: ParticipantId, key: &KeyId) {
-    if let Some(c) = clients.iter().find(|c| c.id() == p) {
-        c.drop_commitments(key);
-    }
 }
 
 /// Sends every node's queued session closings (batched), e.g. before a coordinator exits.
