@@ -234,6 +234,10 @@ error_codes! {
     /// enclave, already used, expired, or lost in a restart. Nothing was consumed; drop the
     /// commitments held for this node, preprocess again and sign in a new attempt.
     CommitmentUnknown = "commitment_unknown", NewAttempt;
+    /// The host store's database file is not a database, or SQLite reports it corrupt. It is left
+    /// exactly as found (no checkpoint, no write-ahead log removed); an operator inspects it and
+    /// restores a copy (a rollback is then detected against the HSM anchor).
+    StoreDamaged = "store_damaged", Operator;
 }
 
 impl fmt::Display for ErrorCode {

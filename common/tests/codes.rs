@@ -71,6 +71,7 @@ const PINNED: &[(usize, &str, &str)] = &[
     (63, "key_epoch_changed", "new_attempt"),
     (64, "backup_invalid", "fix_request"),
     (65, "commitment_unknown", "new_attempt"),
+    (66, "store_damaged", "operator"),
 ];
 
 #[test]

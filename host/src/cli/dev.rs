@@ -227,6 +227,22 @@ fn init(a: InitArgs) -> Result<(), Error> {
     if dir.join("cluster.toml").exists() {
         return Err(Error::new(ErrorCode::ConfigInvalid, format!("{} already holds a cluster", dir.display())));
     }
+    // Keys, configs and ownership are written into the directory: only into one of our own.
+    match std::fs::symlink_metadata(&dir) {
+        Ok(m) if m.file_type().is_symlink() || !m.is_dir() => {
+            return Err(Error::new(ErrorCode::ConfigInvalid, format!("{} is not a directory", dir.display())))
+        }
+        Ok(_) => {
+            let mut entries = std::fs::read_dir(&dir).map_err(|e| io("cluster dir", e))?;
+            if entries.next().is_some() {
+                return Err(Error::new(
+                    ErrorCode::ConfigInvalid,
+                    format!("{} is not empty: a cluster is created in a new or empty directory", dir.display()),
+                ));
+            }
+        }
+        Err(_) => std::fs::create_dir_all(&dir).map_err(|e| io("cluster dir", e))?,
+    }
     let mut nodes = Vec::new();
     let mut pins = Vec::new();
     let tls = if !a.dev_plaintext {
@@ -466,7 +482,14 @@ fn start_daemon(
     log: &Path,
     pid_file: &Path,
 ) -> Result<(), Error> {
-    let stderr = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| io("log", e))?;
+    // Readable by whoever started the cluster only (the daemon writes through this descriptor).
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(log)
+        .map_err(|e| io("log", e))?;
     // Measurements only (`scripts/instructions.sh`): every daemon under a wrapper such as
     // `valgrind --tool=callgrind`.
     let mut cmd = match wrapper() {
@@ -596,11 +619,33 @@ fn wrapper() -> Option<Vec<String>> {
     (!words.is_empty()).then_some(words)
 }
 
+/// Whether `pid` is a daemon `start_node` started for the node in `node_dir`: its command line
+/// is `... serve ...` with an argument under `node_dir` (its socket or its store). A pid file
+/// naming any other process (stale, reused, or written by someone else) is not acted on.
+fn is_node_daemon(pid: i32, node_dir: &Path) -> bool {
+    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+    let prefix = format!("{}/", node_dir.display());
+    let under = args.iter().any(|a| a.starts_with(prefix.as_bytes()));
+    let serves = args.iter().any(|a| *a == b"serve");
+    let frostgate = args.iter().any(|a| {
+        let name = a.rsplit(|b| *b == b'/').next().unwrap_or(a);
+        name == b"frostgate" || name == b"frostgate-enclave"
+    });
+    under && serves && frostgate
+}
+
 fn stop(pid_file: &Path) {
     let Some(raw) = alive(pid_file) else {
         let _ = std::fs::remove_file(pid_file);
         return;
     };
+    let node_dir = pid_file.parent().unwrap_or(Path::new("/"));
+    if !is_node_daemon(raw, node_dir) {
+        tracing::warn!(pid = raw, file = %pid_file.display(), "pid file names a process that is not this node's daemon; left alone");
+        let _ = std::fs::remove_file(pid_file);
+        return;
+    }
     let pid = nix::unistd::Pid::from_raw(raw);
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     // A wrapped daemon (valgrind) takes longer to exit and writes its profile on the way out.
@@ -617,7 +662,8 @@ fn stop(pid_file: &Path) {
 
 /// Stops every node: those the cluster file names, and every `DIR/*/` holding pid files (so an
 /// edited or broken cluster file never leaves processes running).
-fn down(a: DirArgs) -> Result<(), Error> {
+fn down(mut a: DirArgs) -> Result<(), Error> {
+    a.dir = std::path::absolute(&a.dir).map_err(|e| io("cluster dir", e))?;
     let mut dirs: Vec<PathBuf> = match Cluster::load(&a.dir.join("cluster.toml")) {
         Ok(cluster) => {
             cluster.nodes.into_iter().filter(|n| a.node.is_none_or(|only| n.id == only)).map(|n| n.dir).collect()

@@ -138,9 +138,13 @@ pub struct BackupArgs {
     /// The key id (x-only internal key, hex).
     #[arg(long)]
     key: String,
-    /// Where to write the backup (JSON; the share inside is encrypted to the recovery key).
+    /// Where to write the backup (JSON; the share inside is encrypted to the recovery key): a new
+    /// file, never through a link.
     #[arg(long)]
     out: PathBuf,
+    /// Overwrite an existing `--out` file.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -190,6 +194,7 @@ async fn local(connect: &str) -> Result<frostgate_host::node::enclave::EnclaveCl
 
 pub async fn backup(a: BackupArgs) -> Result<(), Error> {
     let key = KeyId::from_str(&a.key).map_err(|e| Error::new(ErrorCode::ConfigInvalid, e))?;
+    super::output::check_new(&a.out, a.force)?;
     let node = local(&a.connect).await?;
     let b = node.channel().request(frostgate_common::protocol::BackupSeat { key }, Some(TIMEOUT)).await?;
     let file = BackupFile {
@@ -203,8 +208,7 @@ pub async fn backup(a: BackupArgs) -> Result<(), Error> {
         ciphertext: hex::encode(b.ciphertext.as_inner()),
     };
     let text = serde_json::to_string_pretty(&file).map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
-    std::fs::write(&a.out, text + "\n")
-        .map_err(|e| Error::new(ErrorCode::ConfigInvalid, format!("{}: {e}", a.out.display())))?;
+    super::output::write_new(&a.out, (text + "\n").as_bytes(), a.force)?;
     out(&format!("seat {} of key {} (epoch {}) backed up to {}\n", file.seat, file.key, file.epoch, a.out.display()));
     Ok(())
 }

@@ -8,6 +8,7 @@ mod group;
 mod host;
 mod lifecycle;
 mod node;
+mod output;
 mod spend;
 mod store;
 mod token;

@@ -24,9 +24,12 @@ pub struct SignPsbtArgs {
     /// The PSBT: base64 (as Bitcoin Core writes it) or binary.
     #[arg(long)]
     psbt: PathBuf,
-    /// Write the signed PSBT (base64) here instead of stdout.
+    /// Write the signed PSBT (base64) here instead of stdout (a new file; never through a link).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Overwrite an existing `--out` file.
+    #[arg(long)]
+    force: bool,
     /// Also finalize: final witnesses and the raw transaction.
     #[arg(long)]
     finalize: bool,
@@ -69,6 +72,9 @@ fn io(what: &str, e: std::io::Error) -> Error {
 pub async fn sign_psbt(a: SignPsbtArgs) -> Result<(), Error> {
     let cluster = Cluster::load(&a.cluster)?;
     let key = KeyId::from_str(&a.key).map_err(|e| Error::new(ErrorCode::ConfigInvalid, e))?;
+    if let Some(path) = &a.out {
+        super::output::check_new(path, a.force)?;
+    }
     let bytes = std::fs::read(&a.psbt).map_err(|e| io(&a.psbt.display().to_string(), e))?;
     let mut signed = psbt::parse(&bytes)?;
     let nodes = dkg_relay::connect_all(&cluster).await;
@@ -104,7 +110,7 @@ pub async fn sign_psbt(a: SignPsbtArgs) -> Result<(), Error> {
     };
     let result = SignedPsbt { psbt: signed.to_string(), tx, txid, inputs };
     if let Some(path) = &a.out {
-        std::fs::write(path, format!("{}\n", result.psbt)).map_err(|e| io(&path.display().to_string(), e))?;
+        super::output::write_new(path, format!("{}\n", result.psbt).as_bytes(), a.force)?;
     }
     if a.json {
         out(&format!("{}\n", serde_json::json!(result)));

@@ -48,7 +48,7 @@ pub struct StatsArgs {
 pub async fn run(cmd: StoreCommand) -> Result<(), Error> {
     match cmd {
         StoreCommand::Stats(a) => {
-            let s = HostStore::open(&a.db)?.stats()?;
+            let s = HostStore::open_existing(&a.db)?.stats()?;
             if a.json {
                 out(&format!(
                     "{}\n",
@@ -63,7 +63,7 @@ pub async fn run(cmd: StoreCommand) -> Result<(), Error> {
             Ok(())
         }
         StoreCommand::Verify(a) => {
-            let store = HostStore::open(&a.db)?;
+            let store = HostStore::open_existing(&a.db)?;
             let _dir;
             let client = match (&a.connect, &a.config) {
                 (Some(addr), _) => EnclaveClient::connect(addr.parse::<Address>()?).await?,

@@ -21,7 +21,71 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE records (
     );"];
 
 fn db_err(what: &str, e: rusqlite::Error) -> Error {
-    Error::new(ErrorCode::StoreCommitFailed, format!("{what}: {e}"))
+    // A file SQLite cannot read as a database is damaged, not busy: retrying cannot help.
+    let code = match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => ErrorCode::StoreDamaged,
+        _ => ErrorCode::StoreCommitFailed,
+    };
+    Error::new(code, format!("{what}: {e}"))
+}
+
+fn damaged(path: &Path, why: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorCode::StoreDamaged,
+        format!("{}: {why}; left as found (restore a copy; see OPERATIONS.md)", path.display()),
+    )
+}
+
+/// The SQLite header every database file starts with.
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// Judges an existing file before SQLite opens it: SQLite given a file that is not a database
+/// (or one cut short) may still replay and checkpoint its write-ahead log into it when the
+/// connection closes, destroying frames nobody has judged yet. A missing or empty file passes
+/// (a new store).
+fn check_file(path: &Path) -> Result<(), Error> {
+    use std::io::Read;
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(damaged(path, format!("cannot be read: {e}"))),
+    };
+    let len = file.metadata().map_err(|e| damaged(path, e))?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut header = [0u8; 100];
+    file.read_exact(&mut header).map_err(|_| damaged(path, format!("{len} bytes: shorter than a database header")))?;
+    if &header[..16] != SQLITE_MAGIC {
+        return Err(damaged(path, "not an SQLite database (bad header)"));
+    }
+    // Page size: big-endian at 16; the value 1 means 65536.
+    let page = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65536,
+        p if p >= 512 && p.is_power_of_two() => u64::from(p),
+        p => return Err(damaged(path, format!("invalid page size {p}"))),
+    };
+    if len % page != 0 {
+        return Err(damaged(path, format!("{len} bytes is not a whole number of {page}-byte pages (cut short)")));
+    }
+    Ok(())
+}
+
+/// A connection that never checkpoints on close: the write-ahead log stays as it is until a
+/// commit of this process checkpoints it, so a store that fails to open is left as found.
+fn connect(path: &Path, flags: rusqlite::OpenFlags) -> Result<Connection, Error> {
+    check_file(path)?;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| db_err("opening the store", e))?;
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+        .map_err(|e| db_err("no checkpoint on close", e))?;
+    // Reads every page through the write-ahead log (nothing is written yet): a damaged file
+    // stops here.
+    let verdict: String =
+        conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0)).map_err(|e| db_err("checking the store", e))?;
+    if verdict != "ok" {
+        return Err(damaged(path, format!("SQLite quick_check: {verdict}")));
+    }
+    Ok(conn)
 }
 
 /// Row counts and sizes.
@@ -49,9 +113,10 @@ pub struct HostStore {
 }
 
 impl HostStore {
-    /// Opens (creating if needed) and migrates the database.
+    /// Opens (creating if needed) and migrates the database. A file that is not a database, or
+    /// that SQLite finds corrupt, is `store_damaged` and left byte for byte as found.
     pub fn open(path: &Path) -> Result<HostStore, Error> {
-        let mut conn = Connection::open(path).map_err(|e| db_err("opening the store", e))?;
+        let mut conn = connect(path, rusqlite::OpenFlags::default())?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| db_err("WAL", e))?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(|e| db_err("synchronous", e))?;
         // Deleted records (e.g. a share sealed under a previous key epoch, removed by the
@@ -70,6 +135,24 @@ impl HostStore {
             tx.execute_batch(m).map_err(|e| db_err("migration", e))?;
             tx.pragma_update(None, "user_version", i + 1).map_err(|e| db_err("migration", e))?;
             tx.commit().map_err(|e| db_err("migration", e))?;
+        }
+        Ok(HostStore { path: path.to_path_buf(), conn: Mutex::new(conn), streaming: tokio::sync::RwLock::new(()) })
+    }
+
+    /// Opens an existing store read-only (inspection): a missing or empty file is refused, and
+    /// nothing is created, migrated or written.
+    pub fn open_existing(path: &Path) -> Result<HostStore, Error> {
+        match std::fs::metadata(path) {
+            Ok(m) if m.len() > 0 => {}
+            Ok(_) => return Err(damaged(path, "empty file: not a store")),
+            Err(e) => return Err(Error::new(ErrorCode::ConfigInvalid, format!("{}: {e}", path.display()))),
+        }
+        let conn =
+            connect(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        let applied: usize =
+            conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(|e| db_err("user_version", e))?;
+        if applied == 0 || applied > MIGRATIONS.len() {
+            return Err(damaged(path, format!("schema {applied} is not a frostgate store this build reads")));
         }
         Ok(HostStore { path: path.to_path_buf(), conn: Mutex::new(conn), streaming: tokio::sync::RwLock::new(()) })
     }

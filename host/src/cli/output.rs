@@ -1,0 +1,39 @@
+//! Files the CLI writes for its operator (a backup, a signed PSBT): never through a symbolic
+//! link, and never over an existing file unless the operator asked (`--force`).
+
+use frostgate_common::error::{Error, ErrorCode};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+fn refusal(path: &Path, why: &str) -> Error {
+    Error::new(ErrorCode::ConfigInvalid, format!("{}: {why}", path.display()))
+}
+
+/// Whether [`write_new`] may write `path`: checked before any work whose result would then be
+/// lost (the race with a link planted later is closed by `write_new` itself).
+pub fn check_new(path: &Path, force: bool) -> Result<(), Error> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(refusal(path, "is a symbolic link; not followed")),
+        Ok(m) if !m.is_file() => Err(refusal(path, "exists and is not a regular file")),
+        Ok(_) if !force => Err(refusal(path, "exists; pass --force to overwrite it")),
+        _ => Ok(()),
+    }
+}
+
+/// Writes `bytes` to a new file `path` (mode 0600). With `force` an existing regular file is
+/// replaced; a symbolic link (dangling or not) at `path` is refused either way.
+pub fn write_new(path: &Path, bytes: &[u8], force: bool) -> Result<(), Error> {
+    check_new(path, force)?;
+    let refuse = |why: String| Error::new(ErrorCode::ConfigInvalid, format!("{}: {why}", path.display()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).mode(0o600).custom_flags(nix::libc::O_NOFOLLOW);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        // O_EXCL: fails on anything at the path, a link planted since the check included.
+        options.create_new(true);
+    }
+    let mut file = options.open(path).map_err(|e| refuse(e.to_string()))?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| refuse(e.to_string()))
+}
