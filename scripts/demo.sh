@@ -26,7 +26,8 @@ json() { sed -n "s/.*\"$1\":\(\"[^\"]*\"\|\[[^]]*\]\|[0-9]*\).*/\1/p" | tr -d '"
 
 echo "== 3 nodes, 2-of-3, each with its own SoftHSM token (in $work), gRPC API with mutual TLS"
 # The operators' spending policy, written into every enclave.toml: one allowed recipient, at most
-# 100,000 sats per transaction and 150,000 per day, fee at most 5,000 sats. Raw digests stay allowed
+# 100,000 sats per transaction and 150,000 per day for the key whichever two nodes sign (each
+# enclave enforces its 2-of-3 share, 100,000), fee at most 5,000 sats. Raw digests stay allowed
 # for the first signing below.
 allowed=$("$fg" dev address --seed allowed)
 stranger=$("$fg" dev address --seed stranger)

@@ -234,20 +234,67 @@ impl Policy {
         Ok(())
     }
 
-    /// The window rules for a new charge of `sats`, given what the window already holds.
-    pub fn check_window(&self, window: Window, sats: u64) -> Result<(), Error> {
+    /// The window rules for a new charge of `sats` by a key signed as `split` says, given what
+    /// this enclave's window already holds. Each limit is the cluster's; this enclave enforces
+    /// its share of it ([`Split::share`]).
+    pub fn check_window(&self, window: Window, sats: u64, split: Split) -> Result<(), Error> {
         if let Some(max) = self.max_sats_per_window {
-            let left = max.saturating_sub(window.sats);
+            let share = split.share(max);
+            let left = share.saturating_sub(window.sats);
             if sats > left {
-                return Err(violation("max_sats_per_window", format!("{sats} requested, {left} left")));
+                return Err(violation(
+                    "max_sats_per_window",
+                    format!("{sats} requested, {left} left of this enclave's {share} ({split} share of {max})"),
+                ));
             }
         }
         if let Some(max) = self.max_signatures_per_window {
-            if window.count >= max {
-                return Err(violation("max_signatures_per_window", format!("{} of {max} used", window.count)));
+            let share = split.share(max);
+            if window.count >= share {
+                return Err(violation(
+                    "max_signatures_per_window",
+                    format!("{} of this enclave's {share} used ({split} share of {max})", window.count),
+                ));
             }
         }
         Ok(())
+    }
+}
+
+/// How a key's signings spread over enclaves: each signing takes a share from at least
+/// `threshold` of the key's `seats` enclaves, and each enclave counts only its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Split {
+    /// Signers per signing (t).
+    pub threshold: u16,
+    /// Enclaves holding a seat of the key (n).
+    pub seats: u16,
+}
+
+impl Split {
+    /// One enclave alone (t = n = 1): its share is the whole limit.
+    pub const WHOLE: Split = Split { threshold: 1, seats: 1 };
+
+    /// This enclave's share of a window limit `w` that must hold for the key whichever signers
+    /// sign: the largest `s` with `n * s / t < w + 1`, i.e. `ceil((w + 1) * t / n) - 1`.
+    ///
+    /// Why it holds: every signing is charged by at least `t` enclaves, and the key's `n`
+    /// enclaves together hold at most `n * s`; so the signings in one window total at most
+    /// `n * s / t`, which is below `w + 1`. The price: no single spend above `s` (about `t/n`
+    /// of the limit) is ever signed, and a fixed signer set can use only `s` per window.
+    pub fn share(self, w: u64) -> u64 {
+        let (t, n) = (u128::from(self.threshold), u128::from(self.seats));
+        if t == 0 || n <= t {
+            return w;
+        }
+        let s = ((u128::from(w) + 1) * t).div_ceil(n) - 1;
+        u64::try_from(s).unwrap_or(w).min(w)
+    }
+}
+
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-of-{}", self.threshold, self.seats)
     }
 }
 
@@ -295,10 +342,55 @@ mod tests {
         let p =
             Policy::from_config(&config("window_secs = 60\nmax_sats_per_window = 100\nmax_signatures_per_window = 2"))
                 .expect("valid");
-        p.check_window(Window { sats: 40, count: 1 }, 60).expect("fits");
-        let e = p.check_window(Window { sats: 40, count: 1 }, 61).expect_err("over");
-        assert_eq!(e.message(), "max_sats_per_window: 61 requested, 60 left");
-        let e = p.check_window(Window { sats: 0, count: 2 }, 0).expect_err("count");
+        p.check_window(Window { sats: 40, count: 1 }, 60, Split::WHOLE).expect("fits");
+        let e = p.check_window(Window { sats: 40, count: 1 }, 61, Split::WHOLE).expect_err("over");
+        assert_eq!(
+            e.message(),
+            "max_sats_per_window: 61 requested, 60 left of this enclave's 100 (1-of-1 share of 100)"
+        );
+        let e = p.check_window(Window { sats: 0, count: 2 }, 0, Split::WHOLE).expect_err("count");
         assert_eq!(e.code(), ErrorCode::PolicyViolation);
+        // 2-of-3: 67 of 100 here (3 * 67 / 2 < 101), one signature of 2.
+        let two_of_three = Split { threshold: 2, seats: 3 };
+        p.check_window(Window { sats: 0, count: 0 }, 67, two_of_three).expect("fits");
+        p.check_window(Window { sats: 0, count: 0 }, 68, two_of_three).expect_err("over the share");
+        p.check_window(Window { sats: 0, count: 1 }, 0, two_of_three).expect_err("one signature of 2");
+    }
+
+    /// Every way of spreading signings over the enclaves stays within the limit: a brute force
+    /// over small clusters, limits and per-signing amounts, where each signing must fit the
+    /// share of every one of `t` signers (greedy on the enclaves with the most room left, which
+    /// is the spreading that signs the most).
+    #[test]
+    fn no_spreading_over_the_enclaves_exceeds_the_limit() {
+        for n in 1..=7u16 {
+            for t in 1..=n {
+                let split = Split { threshold: t, seats: n };
+                for w in 0..=40u64 {
+                    let share = split.share(w);
+                    assert!(share <= w);
+                    for amount in 1..=w.max(1) {
+                        let mut room = vec![share; usize::from(n)];
+                        let mut total = 0u64;
+                        loop {
+                            room.sort_unstable_by(|a, b| b.cmp(a));
+                            if room[usize::from(t) - 1] < amount {
+                                break;
+                            }
+                            for r in room.iter_mut().take(usize::from(t)) {
+                                *r -= amount;
+                            }
+                            total += amount;
+                        }
+                        assert!(total <= w, "{split}, limit {w}, {amount} per signing: {total} signed");
+                    }
+                    // And the share is the largest that holds: one more lets a spreading exceed.
+                    if share < w {
+                        let more = share + 1;
+                        assert!(u128::from(n) * u128::from(more) / u128::from(t) > u128::from(w), "{split} {w}");
+                    }
+                }
+            }
+        }
     }
 }

@@ -133,7 +133,7 @@ fn refused(s: &Setup, result: Result<serde_json::Value, String>, rule: &str) {
 #[test]
 fn every_rule_is_refused_by_every_node_and_nothing_is_consumed() {
     let s = setup(
-        "max_sats_per_tx = 100000\nmax_fee_sats = 2000\nwindow_secs = 3600\nmax_sats_per_window = 100000\n\
+        "max_sats_per_tx = 100000\nmax_fee_sats = 2000\nwindow_secs = 3600\nmax_sats_per_window = 150000\n\
          max_signatures_per_window = 10\n",
     );
     // A destination that is not allowed.
@@ -149,7 +149,8 @@ fn every_rule_is_refused_by_every_node_and_nothing_is_consumed() {
     // The raw-digest path is off.
     let digest = hex::encode(frostgate_tests::signing::random::<32>());
     refused(&s, s.cluster.sign(&s.key, &digest), "allow_raw_digest");
-    // Nothing was consumed or charged: the whole window is still there for one allowed spend.
+    // Nothing was consumed or charged: each enclave's whole share of the window (2-of-3: 100,000
+    // of 150,000) is still there for one allowed spend.
     let (path, _) = s.psbt("ok.psbt", &[101_000], 100_000, 0);
     s.sign_psbt(&path).unwrap_or_else(|e| panic!("{e}\n{}", s.cluster.logs()));
     // And now it is used up (the rule and the numbers are named).
@@ -171,7 +172,8 @@ fn copy_db(from: &Path, to: &Path) {
 
 #[test]
 fn window_counters_survive_kill_9_and_a_restored_database_is_refused() {
-    let s = setup("max_sats_per_tx = 100000\nwindow_secs = 86400\nmax_sats_per_window = 150000\n");
+    // 2-of-3: each enclave's share of 225,000 is 150,000.
+    let s = setup("max_sats_per_tx = 100000\nwindow_secs = 86400\nmax_sats_per_window = 225000\n");
     let db = s.cluster.node(1).join("host").join("host.db");
     assert!(db.exists(), "{}", db.display());
     // Node 1's database before any charge.
@@ -320,4 +322,53 @@ fn after_a_refresh_and_after_removing_a_node_the_same_key_signs_consensus_valid_
     // The removed node cannot take part in a refresh any more.
     let e = s.cluster.run(&["refresh", "--cluster", &s.cluster.file(), "--key", &s.key]).expect_err("node 3");
     assert!(e.contains("dkg_config_invalid"), "{e}");
+}
+
+/// The outside review's spreading attack: signings spread over every pair of a 2-of-3 cluster
+/// (the third node stopped each time), twice round. Windows are counted per enclave, so each
+/// enclave enforces its 2-of-3 share of each limit and the cluster total stays within the limit
+/// whichever signers sign (before: each enclave allowed the whole limit, and the cluster signed
+/// up to 3/2 of it).
+#[test]
+fn signings_spread_over_every_pair_stay_within_the_cluster_window() {
+    const WINDOW_SATS: u64 = 100_000;
+    const WINDOW_SIGNATURES: u64 = 3;
+    let s = setup(&format!(
+        "max_sats_per_tx = 100000\nwindow_secs = 86400\nmax_sats_per_window = {WINDOW_SATS}\n\
+         max_signatures_per_window = {WINDOW_SIGNATURES}\n"
+    ));
+    let up = || s.cluster.run(&["dev", "cluster", "up", "--dir", &s.cluster.dir.display().to_string()]).expect("up");
+    let (mut signed_sats, mut signatures, mut refusals) = (0u64, 0u64, Vec::new());
+    for (round, stopped) in [3u16, 2, 1, 3, 2, 1].into_iter().enumerate() {
+        s.cluster.kill(stopped);
+        // 30,000 to the allowed recipient, distinct transactions (distinct input amounts).
+        let (path, _) = s.psbt(&format!("spread{round}.psbt"), &[31_000 + round as u64], 30_000, 0);
+        match s.sign_psbt(&path) {
+            Ok(_) => {
+                signed_sats += 30_000;
+                signatures += 1;
+            }
+            Err(e) => {
+                assert!(e.contains("policy_violation") && e.contains("_per_window"), "{e}");
+                refusals.push(e);
+            }
+        }
+        up();
+    }
+    assert!(signed_sats <= WINDOW_SATS, "the cluster signed {signed_sats} sats in a window of {WINDOW_SATS}");
+    assert!(
+        signatures <= WINDOW_SIGNATURES,
+        "the cluster signed {signatures} times in a window of {WINDOW_SIGNATURES}"
+    );
+    // Every pair could sign once (each enclave's share: 66,667 sats and 2 signatures).
+    assert_eq!(signatures, 3, "one signing per pair fits: {refusals:?}");
+    assert!(refusals.iter().all(|e| e.contains("2-of-3 share of")), "{refusals:?}");
+    // A single spend above one enclave's share is refused by every enclave, however little of
+    // the window was used (the README states this price).
+    let s = setup(&format!("max_sats_per_tx = 100000\nwindow_secs = 86400\nmax_sats_per_window = {WINDOW_SATS}\n"));
+    let (path, _) = s.psbt("over-share.psbt", &[71_000], 70_000, 0);
+    let e = s.sign_psbt(&path).expect_err("70,000 is above each enclave's 66,667");
+    assert!(e.contains("max_sats_per_window: 70000 requested, 66667 left"), "{e}");
+    let (path, _) = s.psbt("share.psbt", &[66_667], 66_667, 0);
+    s.sign_psbt(&path).unwrap_or_else(|e| panic!("{e}\n{}", s.cluster.logs()));
 }

@@ -494,7 +494,7 @@ fn compaction_keeps_the_audit_trail_and_the_window() {
     use frostgate_enclave::policy::{Policy, PolicyConfig};
     rt().block_on(async {
         let destination = frostgate_tests::psbt::random_address();
-        let policy = frostgate_tests::psbt::window_policy(&destination, 100_000);
+        let policy = frostgate_tests::psbt::window_policy(&destination, 150_000);
         let store = Arc::new(MemoryStore::new());
         let engine = Engine::new(custody(), store.clone(), Limits::default()).with_policy(policy.clone());
         let service = Arc::new(Service::from_engine(Some(engine)));
@@ -545,7 +545,7 @@ fn compaction_keeps_the_audit_trail_and_the_window() {
             .with_policy(Policy::from_config(&stricter).expect("valid"));
         other.replay(&snapshot).expect("replay");
         assert_eq!(other.counts().sessions, 0, "a session approved under another policy survived the load");
-        // The window came back too: 40,000 left of 100,000.
+        // The window came back too: 40,000 left of this enclave's 100,000 (2-of-3 share of 150,000).
         let fresh = Arc::new(Service::from_engine(Some(fresh)));
         let c = Caller::Service(fresh);
         let again =
@@ -560,7 +560,10 @@ fn compaction_keeps_the_audit_trail_and_the_window() {
             })
             .await
             .expect_err("over the replayed window");
-        assert_eq!(e.message(), "max_sats_per_window: 45000 requested, 40000 left");
+        assert_eq!(
+            e.message(),
+            "max_sats_per_window: 45000 requested, 40000 left of this enclave's 100000 (2-of-3 share of 150000)"
+        );
     });
 }
 
@@ -573,7 +576,7 @@ fn a_charge_whose_commit_failed_is_kept_and_written_with_the_next_share() {
     use frostgate_common::bounded::PsbtBytes;
     rt().block_on(async {
         let destination = frostgate_tests::psbt::random_address();
-        let policy = frostgate_tests::psbt::window_policy(&destination, 100_000);
+        let policy = frostgate_tests::psbt::window_policy(&destination, 150_000);
         let store = Arc::new(FaultyStore::default());
         let engine = Engine::new(custody(), store.clone(), Limits::default()).with_policy(policy);
         let c = Caller::Service(Arc::new(Service::from_engine(Some(engine))));
@@ -615,7 +618,10 @@ fn a_charge_whose_commit_failed_is_kept_and_written_with_the_next_share() {
         let open =
             OpenPsbtSession { session, key: key.key, input: 0, psbt: PsbtBytes::new(psbt.serialize()).expect("b") };
         let e = c.request(open).await.expect_err("over the window");
-        assert_eq!(e.message(), "max_sats_per_window: 45000 requested, 40000 left");
+        assert_eq!(
+            e.message(),
+            "max_sats_per_window: 45000 requested, 40000 left of this enclave's 100000 (2-of-3 share of 150000)"
+        );
     });
 }
 

@@ -49,7 +49,12 @@ impl Engine {
                 | Record::SessionCharged { session, key, message, mode, opened_unix, .. } => {
                     let charge = match r {
                         Record::SessionCharged { charge_id, sats, policy_hash, .. } => {
-                            Some(Charge { id: *charge_id, sats: *sats, policy: *policy_hash })
+                            let split = s
+                                .keys
+                                .get(key)
+                                .map(|k| spending::split_of(k))
+                                .ok_or_else(|| err(ErrorCode::StoreTampered, "session of an unknown key"))?;
+                            Some(Charge { id: *charge_id, sats: *sats, policy: *policy_hash, split })
                         }
                         _ => None,
                     };

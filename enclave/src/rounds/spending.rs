@@ -6,7 +6,7 @@
 //! marker; every decision under a configured policy is an audit record of the host store.
 
 use super::*;
-use crate::policy::{Policy, Spend, Window};
+use crate::policy::{Policy, Spend, Split, Window};
 use frostgate_common::bounded::{AuditOutputs, Label, Text};
 use frostgate_common::protocol::{AuditDecision, AuditEntry, AuditOutput, PsbtSessionOpened};
 
@@ -26,6 +26,14 @@ pub(super) struct Charge {
     pub(super) sats: u64,
     /// The hash of the policy that approved the session.
     pub(super) policy: [u8; 32],
+    /// How the key's signings spread over its enclaves (this enclave's share of each limit).
+    pub(super) split: Split,
+}
+
+/// How `record`'s signings spread over its enclaves.
+pub(super) fn split_of(record: &KeyRecord) -> Split {
+    let seats = u16::try_from(record.participants.len()).unwrap_or(u16::MAX);
+    Split { threshold: record.threshold, seats }
 }
 
 /// One charge taken.
@@ -117,7 +125,7 @@ impl Engine {
     fn precheck(&self, s: &State, charge: &Option<Charge>) -> Result<(), Error> {
         match charge {
             Some(c) if !s.charges.contains_key(&c.id) => {
-                self.policy.check_window(self.window(s, Self::clock(s)), c.sats)
+                self.policy.check_window(self.window(s, Self::clock(s)), c.sats, c.split)
             }
             _ => Ok(()),
         }
@@ -137,7 +145,7 @@ impl Engine {
             }));
         }
         let now = Self::clock(s);
-        self.policy.check_window(self.window(s, now), c.sats)?;
+        self.policy.check_window(self.window(s, now), c.sats, c.split)?;
         s.charges.insert(c.id, Charged { sats: c.sats, at_unix: now, durable: false });
         s.clock_high = s.clock_high.max(now);
         Ok(Some(Record::Charged { id: c.id, sats: c.sats, at_unix: now }))
@@ -282,10 +290,12 @@ impl Engine {
         if let Err(e) = self.policy.check_raw_digest() {
             return Err(self.refuse(d, e).await);
         }
+        let split = split_of(&*self.key(&key)?);
         let charge = (!self.policy.is_unrestricted()).then_some(Charge {
             id: raw_charge_id(&message),
             sats: 0,
             policy: self.policy.hash(),
+            split,
         });
         let checked = self.precheck(&self.lock(), &charge);
         if let Err(e) = checked {
@@ -356,6 +366,7 @@ impl Engine {
             id: checked.txid,
             sats: checked.spend.sats,
             policy: self.policy.hash(),
+            split: split_of(&record),
         });
         let now = Instant::now();
         let prechecked = {
