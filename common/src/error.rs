@@ -238,6 +238,13 @@ error_codes! {
     /// exactly as found (no checkpoint, no write-ahead log removed); an operator inspects it and
     /// restores a copy (a rollback is then detected against the HSM anchor).
     StoreDamaged = "store_damaged", Operator;
+    /// The audit trail holds as many signed decisions as `[audit] max_signed` allows: no share
+    /// leaves until the auditor acknowledges an export (`frostgate audit acknowledge`), so no
+    /// decision that released a share is ever dropped unexported.
+    AuditTrailFull = "audit_trail_full", Operator;
+    /// An audit acknowledgement does not verify under the pinned auditor key over the records
+    /// this enclave keeps (none pinned, another export, or the trail changed since): nothing left.
+    AuditAckInvalid = "audit_ack_invalid", FixRequest;
 }
 
 impl fmt::Display for ErrorCode {

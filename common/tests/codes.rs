@@ -72,6 +72,8 @@ const PINNED: &[(usize, &str, &str)] = &[
     (64, "backup_invalid", "fix_request"),
     (65, "commitment_unknown", "new_attempt"),
     (66, "store_damaged", "operator"),
+    (67, "audit_trail_full", "operator"),
+    (68, "audit_ack_invalid", "fix_request"),
 ];
 
 #[test]

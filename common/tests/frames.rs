@@ -430,6 +430,11 @@ fn message() -> impl Strategy<Value = Message> {
             let outcomes = vec![SignOutcome::Signed(signed), SignOutcome::Refused(Error::new(code, "refused"))];
             Message::BatchSigned(BatchSigned { outcomes: SignOutcomes::new(outcomes).expect("bound") })
         }),
+        (any::<u64>(), bytes::<32>(), bytes::<32>()).prop_map(|(through, r, s)| Message::AcknowledgeAudit(
+            AcknowledgeAudit { through, signature: Bip340Signature { r, s } }
+        )),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(through, dropped)| Message::AuditAcknowledged(AuditAcknowledged { through, dropped })),
     ];
     prop_oneof![base, signing, store, dkg, spending, preprocessing]
 }

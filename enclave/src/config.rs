@@ -24,6 +24,8 @@ pub struct EnclaveConfig {
     pub policy: Option<crate::policy::PolicyConfig>,
     /// The operator's recovery key (`crate::backup`): seat backups are encrypted to it.
     pub recovery: Option<crate::backup::RecoveryConfig>,
+    /// The audit trail's bounds and auditor (`crate::audit`); defaults without it.
+    pub audit: Option<crate::audit::AuditConfig>,
 }
 
 /// `[group]`: the participants this enclave may run a DKG with.
@@ -83,6 +85,9 @@ impl EnclaveConfig {
         }
         if let Some(p) = &config.policy {
             crate::policy::Policy::from_config(p)?;
+        }
+        if let Some(a) = &config.audit {
+            crate::audit::AuditRules::from_config(a)?;
         }
         Ok(config)
     }

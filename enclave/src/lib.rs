@@ -21,6 +21,7 @@ pub const VERSION: &str = match (cfg!(feature = "dev-dealer"), cfg!(feature = "d
     (false, false) => concat!(env!("CARGO_PKG_VERSION"), " (dev features: none)"),
 };
 
+pub mod audit;
 pub mod backup;
 pub mod config;
 pub mod custody;

@@ -241,6 +241,10 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
         tracing::warn!("no [policy] configured: this enclave signs raw digests and any transaction (development)");
     }
     tracing::info!(policy = %hex::encode(spending.hash()), "spending policy");
+    let audit = match config.as_ref().and_then(|c| c.audit.as_ref()) {
+        Some(a) => frostgate_enclave::audit::AuditRules::from_config(a)?,
+        None => frostgate_enclave::audit::AuditRules::default(),
+    };
     let custody = config.and_then(|c| c.custody);
     // Boot self-check before listening: a bad token or weak object stops the process here.
     let custody = match custody {
@@ -283,6 +287,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
     let service = Arc::new(
         Service::new(custody, group, mode, limits, args.compact_after_records.max(1))?
             .with_policy(spending)
+            .with_audit(audit)
             .with_recovery(recovery),
     );
     // Expiry sweep and compaction.

@@ -117,6 +117,12 @@ pub enum Record {
         /// The path.
         path: Vec<u32>,
     },
+    /// The auditor acknowledged an export: the audit records kept up to this sequence number
+    /// (at this point of the chain) left the trail.
+    AuditAcknowledged {
+        /// The acknowledged sequence number.
+        through: u64,
+    },
 }
 
 /// Why a persist did not succeed, split by what is known about the write.

@@ -107,6 +107,12 @@ impl Service {
         self
     }
 
+    /// The same service keeping its audit trail as `rules` say (before it serves).
+    pub fn with_audit(mut self, rules: crate::audit::AuditRules) -> Self {
+        self.engine = self.engine.map(|e| e.with_audit(rules));
+        self
+    }
+
     /// The same service under the operator's spending `policy` (before it serves).
     pub fn with_policy(mut self, policy: crate::policy::Policy) -> Self {
         self.engine = self.engine.map(|e| e.with_policy(policy.clone()));
@@ -450,6 +456,10 @@ impl EnclaveApi for Served<'_> {
             entries: frostgate_common::bounded::AuditEntries::new(entries)
                 .map_err(|e| Error::new(ErrorCode::Internal, e))?,
         })
+    }
+
+    async fn acknowledge_audit(&self, r: AcknowledgeAudit) -> Result<AuditAcknowledged, Error> {
+        self.engine()?.acknowledge_audit(r.through, &r.signature.to_bytes()).await
     }
 
     async fn open_derived_session(&self, r: OpenDerivedSession) -> Result<SessionOpened, Error> {

@@ -240,6 +240,14 @@ macro_rules! boundary_table {
             }
             /// Enclave -> host: one outcome per item, in order.
             67 BatchSigned(BatchSigned) { reply, from: Enclave }
+            /// Host -> enclave: the pinned auditor acknowledges an export of the audit trail; the
+            /// records it covers may leave (the only way a signed decision leaves). Local clients
+            /// only.
+            68 AcknowledgeAudit(AcknowledgeAudit) {
+                request, from: Host, exposure: Channel, ready: Ready, serve: acknowledge_audit, reply: AuditAcknowledged
+            }
+            /// Enclave -> host: the acknowledgement is durable.
+            69 AuditAcknowledged(AuditAcknowledged) { reply, from: Enclave }
         }
     };
 }

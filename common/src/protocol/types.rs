@@ -734,6 +734,41 @@ pub struct AuditLog {
     pub entries: AuditEntries,
 }
 
+/// The auditor's acknowledgement of an export: every kept audit record with a sequence number up
+/// to `through` may leave the trail. Local clients only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcknowledgeAudit {
+    /// The last sequence number exported.
+    pub through: u64,
+    /// BIP340 signature by the pinned `[audit] auditor_key` over SHA-256 of
+    /// [`audit_ack_preimage`] of exactly the records the enclave keeps up to `through`.
+    pub signature: Bip340Signature,
+}
+
+/// The acknowledgement is durable; the records up to `through` left the trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditAcknowledged {
+    /// The acknowledged sequence number.
+    pub through: u64,
+    /// Records dropped from the trail.
+    pub dropped: u64,
+}
+
+/// The bytes an auditor's acknowledgement signs (hashed with SHA-256): a tag, `through`, and each
+/// record up to it in sequence order, length-prefixed in its wire encoding. One definition for
+/// the enclave that checks and the tool that signs.
+pub fn audit_ack_preimage(through: u64, entries: &[AuditEntry]) -> Result<Vec<u8>, crate::Error> {
+    let mut out = b"frostgate/audit-ack/v1".to_vec();
+    out.extend_from_slice(&through.to_be_bytes());
+    for e in entries.iter().filter(|e| e.seq <= through) {
+        let bytes = postcard::to_allocvec(e)
+            .map_err(|err| crate::Error::new(crate::ErrorCode::Internal, format!("audit record: {err}")))?;
+        out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+        out.extend_from_slice(&bytes);
+    }
+    Ok(out)
+}
+
 /// What the enclave decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AuditDecision {

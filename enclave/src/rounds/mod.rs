@@ -32,6 +32,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+mod audit;
 mod expiry;
 mod key_changes;
 mod preprocess;
@@ -40,7 +41,6 @@ mod signing;
 mod spending;
 
 use crate::policy::Policy;
-pub use spending::MAX_AUDIT;
 use spending::{Charge, Charged};
 
 /// Bounds on the engine's registries.
@@ -201,9 +201,8 @@ struct State {
     charges: HashMap<[u8; 32], Charged>,
     /// The latest charge time known (the window clock never goes below it).
     clock_high: u64,
-    /// The newest audit records (at most `MAX_AUDIT`), and the last sequence number.
-    audit: std::collections::VecDeque<frostgate_common::protocol::AuditEntry>,
-    audit_seq: u64,
+    /// The audit trail as kept (bounded by `[audit]`).
+    audit: audit::Trail,
 }
 
 /// Counts for health and tests.
@@ -236,6 +235,8 @@ pub struct Engine {
     tweaked: TweakCache,
     /// The operator's spending policy.
     policy: Arc<Policy>,
+    /// The audit trail's bounds and auditor.
+    audit_rules: crate::audit::AuditRules,
     /// Held across a key's persist and its installation, so key changes apply in store order.
     key_change: tokio::sync::Mutex<()>,
 }
@@ -317,6 +318,7 @@ impl Engine {
             state: Mutex::new(State::default()),
             tweaked: TweakCache::default(),
             policy: Arc::new(Policy::unrestricted()),
+            audit_rules: crate::audit::AuditRules::default(),
             key_change: tokio::sync::Mutex::new(()),
         }
     }

@@ -112,7 +112,8 @@ impl Engine {
                     s.charges.insert(*id, Charged { sats: *sats, at_unix: *at_unix, durable: true });
                     s.clock_high = s.clock_high.max(*at_unix);
                 }
-                Record::Audit(entry) => Self::keep_audit(&mut s, entry.clone()),
+                Record::Audit(entry) => self.keep_audit(&mut s, entry.clone()),
+                Record::AuditAcknowledged { through } => Self::replay_acknowledged(&mut s, *through),
                 Record::SessionPath { session, path } => {
                     // A session gone meanwhile (expired, or bound under another policy) has no path.
                     let Some((key, mode)) = s.sessions.get(session).map(|x| (x.key, x.mode)) else { continue };
@@ -186,12 +187,16 @@ impl Engine {
                 out.push(Record::AttemptCompleted { attempt: *attempt, message: sess.message, mode: sess.mode });
             }
         }
-        // The window's charges and the audit trail (the newest `MAX_AUDIT` records) survive
-        // compaction.
+        // The window's charges and the audit trail as kept survive compaction; the
+        // acknowledgement first (it drops only what precedes it at replay), so the numbering
+        // goes on after it even when every record left.
         for (id, c) in &s.charges {
             out.push(Record::Charged { id: *id, sats: c.sats, at_unix: c.at_unix });
         }
-        for e in &s.audit {
+        if s.audit.acknowledged > 0 {
+            out.push(Record::AuditAcknowledged { through: s.audit.acknowledged });
+        }
+        for e in s.audit.entries() {
             out.push(Record::Audit(e.clone()));
         }
         Ok(out)

@@ -345,8 +345,9 @@ impl Engine {
                     "this seat's commitment is not the one issued in round 1",
                 ));
             }
-            // The policy window, checked and charged under the same lock (once per charge id).
-            match self.take_charge(&mut s, &b.charge) {
+            // The policy window, checked and charged under the same lock (once per charge id),
+            // after the audit trail has room for the signed record.
+            match self.room_for_signed(&s).and_then(|()| self.take_charge(&mut s, &b.charge)) {
                 Err(e) => Err((e, b)),
                 Ok(charged) => {
                     // Check-and-set under the one lock: from here on no other request can use
@@ -379,7 +380,7 @@ impl Engine {
             match persisted {
                 Ok(()) => {
                     bound.bindings_durable();
-                    Self::keep_written(&mut s, &records);
+                    self.keep_written(&mut s, &records);
                     Self::charge_durable(&mut s, &charged);
                     Self::settle(&mut s, marker);
                     s.nonces.remove(&marker)
@@ -496,7 +497,7 @@ impl Engine {
         match persisted {
             Ok(()) => {
                 bound.bindings_durable();
-                Self::keep_written(&mut s, &records);
+                self.keep_written(&mut s, &records);
                 keep(&mut s);
                 Ok(AggregateOutcome::Signed { signature, output_key: bound.output_key })
             }

@@ -7,12 +7,7 @@
 
 use super::*;
 use crate::policy::{Policy, Spend, Split, Window};
-use frostgate_common::bounded::{AuditOutputs, Label, Text};
-use frostgate_common::protocol::{AuditDecision, AuditEntry, AuditOutput, PsbtSessionOpened};
-
-/// Most audit records kept in memory and in snapshots; older ones leave at compaction (export
-/// them first with `frostgate audit`).
-pub const MAX_AUDIT: usize = 4096;
+use frostgate_common::protocol::{AuditDecision, PsbtSessionOpened};
 
 /// The satoshis of a charge that closes the window (see `Engine::close_windows`).
 pub(super) const CLOSES_WINDOW: u64 = u64::MAX;
@@ -57,7 +52,7 @@ fn raw_charge_id(message: &[u8; 32]) -> [u8; 32] {
 }
 
 /// What an audit record says about the request.
-pub(super) struct Decision<'a> {
+pub(crate) struct Decision<'a> {
     pub(super) session: SessionId,
     pub(super) key: KeyId,
     pub(super) txid: Option<[u8; 32]>,
@@ -66,15 +61,6 @@ pub(super) struct Decision<'a> {
     pub(super) spend: Option<&'a Spend>,
     /// For a derived key: its path (`0/5`).
     pub(super) path: Option<&'a [u32]>,
-}
-
-fn text_label(s: &str) -> Label {
-    Label::new(s.to_string()).unwrap_or_else(|_| unreachable!("a short constant"))
-}
-
-fn text(s: &str) -> Text {
-    let cut: String = s.chars().take(Text::MAX_LEN / 4).collect();
-    Text::new(cut).unwrap_or_else(|_| unreachable!("cut below the bound"))
 }
 
 impl Engine {
@@ -160,111 +146,10 @@ impl Engine {
         }
     }
 
-    /// Drops an audit entry whose commit is known not written.
-    pub(super) fn forget_audit(s: &mut State, record: &Option<Record>) {
-        if let Some(Record::Audit(e)) = record {
-            s.audit.retain(|x| x.seq != e.seq);
-        }
-    }
-
     /// Charges older than the window are forgotten.
     pub(super) fn prune_charges(&self, s: &mut State) {
         let (w, now) = (self.policy.window_secs(), Self::clock(s));
         s.charges.retain(|_, c| c.at_unix.saturating_add(w) > now);
-    }
-
-    /// Numbers an audit record and keeps it (bounded); the caller persists the returned record.
-    /// `None` without a configured policy (no audit trail in development).
-    pub(super) fn audit(
-        &self,
-        s: &mut State,
-        decision: AuditDecision,
-        rule: &str,
-        d: &Decision<'_>,
-        signed: Option<(AttemptId, ParticipantId)>,
-    ) -> Option<Record> {
-        let entry = self.audit_entry(s, decision, rule, d, signed)?;
-        Self::keep_audit(s, entry.clone());
-        Some(Record::Audit(entry))
-    }
-
-    /// The next numbered audit entry (not kept). `None` without a configured policy.
-    fn audit_entry(
-        &self,
-        s: &mut State,
-        decision: AuditDecision,
-        rule: &str,
-        d: &Decision<'_>,
-        signed: Option<(AttemptId, ParticipantId)>,
-    ) -> Option<AuditEntry> {
-        if self.policy.is_unrestricted() {
-            return None;
-        }
-        s.audit_seq += 1;
-        let outputs = d
-            .spend
-            .map(|sp| {
-                sp.external
-                    .iter()
-                    .take(AuditOutputs::MAX_LEN)
-                    .map(|(script, sats)| AuditOutput { to: self.policy.describe(script), sats: *sats })
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default();
-        let entry = AuditEntry {
-            seq: s.audit_seq,
-            at_unix: Self::clock(s),
-            decision,
-            rule: text(rule),
-            session: d.session,
-            attempt: signed.map(|(a, _)| a),
-            seat: signed.map(|(_, p)| p),
-            key: d.key,
-            txid: d.txid,
-            input: d.input,
-            path: Label::new(
-                d.path.map(|p| p.iter().map(u32::to_string).collect::<Vec<_>>().join("/")).unwrap_or_default(),
-            )
-            .unwrap_or_else(|_| text_label("path too long")),
-            raw_digest: d.raw_digest,
-            outputs: AuditOutputs::new(outputs).unwrap_or_else(|_| unreachable!("taken up to the bound")),
-            fee_sats: d.spend.map(|sp| sp.fee).unwrap_or(0),
-            policy_hash: self.policy.hash(),
-        };
-        Some(entry)
-    }
-
-    /// [`Self::audit`] for a record that goes with a later marker (`Write::WithFirstMarker`):
-    /// numbered now, kept in the trail only once that commit succeeds ([`Self::keep_written`]).
-    pub(super) fn audit_deferred(&self, s: &mut State, decision: AuditDecision, d: &Decision<'_>) -> Option<Record> {
-        self.audit_entry(s, decision, "", d, None).map(Record::Audit)
-    }
-
-    /// After a successful commit of `records`: their audit entries are in the trail (an entry
-    /// already there is not repeated).
-    pub(super) fn keep_written(s: &mut State, records: &[Record]) {
-        for r in records {
-            if let Record::Audit(e) = r {
-                Self::keep_audit(s, e.clone());
-            }
-        }
-    }
-
-    /// Keeps an entry. Over [`MAX_AUDIT`], the oldest refusal leaves first, so a flood of refused
-    /// requests cannot push approvals and signatures out of the trail.
-    pub(super) fn keep_audit(s: &mut State, entry: AuditEntry) {
-        s.audit_seq = s.audit_seq.max(entry.seq);
-        // A record committed twice (a deferred binding carried by two seats' markers) is one entry.
-        if s.audit.iter().rev().any(|e| e.seq == entry.seq) {
-            return;
-        }
-        s.audit.push_back(entry);
-        while s.audit.len() > MAX_AUDIT {
-            match s.audit.iter().position(|e| e.decision == AuditDecision::Refused) {
-                Some(i) => drop(s.audit.remove(i)),
-                None => drop(s.audit.pop_front()),
-            }
-        }
     }
 
     /// Records a refusal durably (best effort: the refusal stands either way), then returns it.
@@ -431,14 +316,5 @@ impl Engine {
                 Err(persist_err(e))
             }
         }
-    }
-
-    /// Audit records with a sequence number above `after`, at most `max`, in order.
-    pub fn audit_after(&self, after: u64, max: usize) -> Vec<AuditEntry> {
-        // Commits may land out of sequence order; readers page by sequence number.
-        let mut out: Vec<AuditEntry> = self.lock().audit.iter().filter(|e| e.seq > after).cloned().collect();
-        out.sort_by_key(|e| e.seq);
-        out.truncate(max);
-        out
     }
 }

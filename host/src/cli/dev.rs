@@ -86,7 +86,8 @@ pub struct InitArgs {
     /// needs TLS, or the nodes refuse to start (`tls_required`).
     #[arg(long, default_value = "127.0.0.1")]
     api_bind: std::net::IpAddr,
-    /// A TOML file whose `[policy]` table is written into every node's enclave.toml; without it
+    /// A TOML file whose `[policy]` table (and `[audit]`, if any) is written into every node's
+    /// enclave.toml; without it
     /// the enclaves are unrestricted (raw digests allowed), as before.
     #[arg(long)]
     policy: Option<PathBuf>,
@@ -514,7 +515,7 @@ fn start_daemon(
     std::fs::write(pid_file, child.id().to_string()).map_err(|e| io("pid file", e))
 }
 
-/// The `[policy]` table of `file`, re-serialized (checked like the enclave will check it).
+/// The `[policy]` table of `file` (and its `[audit]`, if any), re-serialized.
 fn policy_table(file: &Path) -> Result<String, Error> {
     let text = std::fs::read_to_string(file).map_err(|e| io("policy file", e))?;
     let value: toml::Table =
@@ -525,6 +526,10 @@ fn policy_table(file: &Path) -> Result<String, Error> {
         .ok_or_else(|| Error::new(ErrorCode::ConfigInvalid, format!("{}: no [policy] table", file.display())))?;
     let mut out = toml::Table::new();
     out.insert("policy".into(), toml::Value::Table(policy.clone()));
+    // The audit trail's bounds and auditor travel with the policy.
+    if let Some(audit) = value.get("audit") {
+        out.insert("audit".into(), audit.clone());
+    }
     let rendered = toml::to_string(&out).map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
     Ok(format!("\n{rendered}"))
 }

@@ -187,7 +187,7 @@ struct BackupFile {
 
 const BACKUP_FORMAT: &str = "frostgate-seat-backup/v1";
 
-async fn local(connect: &str) -> Result<frostgate_host::node::enclave::EnclaveClient, Error> {
+pub(super) async fn local(connect: &str) -> Result<frostgate_host::node::enclave::EnclaveClient, Error> {
     frostgate_host::node::enclave::EnclaveClient::connect(connect.parse::<frostgate_common::transport::Address>()?)
         .await
 }

@@ -1,5 +1,6 @@
 //! The CLI tree; one module per subcommand group.
 
+mod audit;
 mod bench;
 mod dev;
 mod dev_psbt;
@@ -72,8 +73,9 @@ enum Command {
     Sign(group::SignArgs),
     /// Sign every input of a PSBT that a key can sign (each enclave checks it against its policy).
     SignPsbt(spend::SignPsbtArgs),
-    /// Print a node's audit trail (every policy decision), verified by its enclave.
-    Audit(spend::AuditArgs),
+    /// Print a node's audit trail (every policy decision), verified by its enclave; export it and
+    /// acknowledge exports as the auditor.
+    Audit(audit::AuditArgs),
     /// The group key as a BIP32 xpub (BIP328) and its `tr(XPUB/<0;1>/*)` descriptor.
     Xpub(wallet::XpubArgs),
     /// The address at `<0|1>/INDEX` of a key's descriptor.
@@ -125,7 +127,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Sign(a) => group::sign(a).await.map(|()| ExitCode::SUCCESS),
         Command::Verify(a) => group::verify(a).map(|()| ExitCode::SUCCESS),
         Command::SignPsbt(a) => spend::sign_psbt(a).await.map(|()| ExitCode::SUCCESS),
-        Command::Audit(a) => spend::audit(a).await.map(|()| ExitCode::SUCCESS),
+        Command::Audit(a) => audit::run(a).await.map(|()| ExitCode::SUCCESS),
         Command::Xpub(a) => wallet::xpub(a).await.map(|()| ExitCode::SUCCESS),
         Command::Address(a) => wallet::address(a).await.map(|()| ExitCode::SUCCESS),
         Command::Pubkey(a) => group::pubkey(a).await.map(|()| ExitCode::SUCCESS),
