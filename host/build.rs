@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "proto/frostgate/v1/signer.proto";
     println!("cargo:rerun-if-changed={proto}");
     let fds = protox::compile([proto], ["proto"])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Our codec: prost's, with a request that does not decode refused as `malformed_message`.
+    tonic_prost_build::configure().codec_path("crate::api::codec::FrostgateCodec").compile_fds(fds)?;
     Ok(())
 }

@@ -19,6 +19,9 @@ pub enum Lie {
     /// `Aggregate`: a valid BIP340 signature of the message under a key of the liar's own, with
     /// that key as the output key.
     AggregateOwnKey,
+    /// Every signing request: refused as a bad request (`derivation_invalid`, recovery class
+    /// `fix_request`), as if the request itself were wrong.
+    RefuseAsBadRequest,
 }
 
 /// The lying node's tap.
@@ -85,5 +88,14 @@ impl Tap for Liar {
 
     fn answer_aggregate(&self, request: &pb::Aggregate) -> Option<pb::AggregateReply> {
         (self.lie == Lie::AggregateOwnKey).then(|| Self::own_signature(request))
+    }
+
+    fn refuse_signing(&self) -> Option<tonic::Status> {
+        (self.lie == Lie::RefuseAsBadRequest).then(|| {
+            frostgate_host::api::status(&frostgate_common::error::Error::new(
+                frostgate_common::error::ErrorCode::DerivationInvalid,
+                "made up by a lying node",
+            ))
+        })
     }
 }

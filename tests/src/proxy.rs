@@ -22,6 +22,11 @@ pub trait Tap: Send + Sync + 'static {
     fn aggregated(&self, _request: &pb::Aggregate, _reply: &pb::AggregateReply) {}
     /// `Round2`: called with every share the node released.
     fn released(&self, _request: &pb::Round2, _reply: &pb::Round2Reply) {}
+    /// `Round2`, `SignPreprocessed` and `SignBatch`: a refusal of the proxy's own instead of
+    /// forwarding (`None` forwards).
+    fn refuse_signing(&self) -> Option<Status> {
+        None
+    }
 }
 
 /// The proxy.
@@ -114,6 +119,9 @@ signer_impl! {
         // Released shares and signatures are recorded in a task of their own, so a caller that
         // goes away (a killed coordinator) cannot make the proxy miss what the node released.
         async fn round2(&self, r: Request<pb::Round2>) -> Result<Response<pb::Round2Reply>, Status> {
+            if let Some(refusal) = self.tap.refuse_signing() {
+                return Err(refusal);
+            }
             let (mut inner, tap, request) = (self.inner.clone(), self.tap.clone(), r.into_inner());
             tokio::spawn(async move {
                 let reply = inner.round2(request.clone()).await?.into_inner();
@@ -128,6 +136,9 @@ signer_impl! {
             &self,
             r: Request<pb::SignPreprocessed>,
         ) -> Result<Response<pb::PreprocessedShare>, Status> {
+            if let Some(refusal) = self.tap.refuse_signing() {
+                return Err(refusal);
+            }
             let (mut inner, tap, request) = (self.inner.clone(), self.tap.clone(), r.into_inner());
             tokio::spawn(async move {
                 let reply = inner.sign_preprocessed(request.clone()).await?.into_inner();
@@ -139,6 +150,9 @@ signer_impl! {
         }
 
         async fn sign_batch(&self, r: Request<pb::SignBatch>) -> Result<Response<pb::BatchSigned>, Status> {
+            if let Some(refusal) = self.tap.refuse_signing() {
+                return Err(refusal);
+            }
             let (mut inner, tap, request) = (self.inner.clone(), self.tap.clone(), r.into_inner());
             tokio::spawn(async move {
                 let reply = inner.sign_batch(request.clone()).await?.into_inner();

@@ -177,9 +177,9 @@ fn a_mutual_tls_cluster_on_every_interface_keygens_and_signs_and_pins_each_node(
     assert!(e.contains("error: config_invalid"), "{e}");
 }
 
-/// A node that lies about the key's public package (same key id, forged verifying shares) or
-/// answers `Aggregate` with a valid signature under a key of its own: the coordinator believes
-/// neither. It signs with the honest nodes, the signature verifies under the key from keygen,
+/// A node that lies about the key's public package (same key id, forged verifying shares),
+/// answers `Aggregate` with a valid signature under a key of its own, or refuses every signing as
+/// a bad request (`fix_request`): the coordinator believes none of it. It signs with the honest nodes, the signature verifies under the key from keygen,
 /// the liar is excluded with evidence, and no honest node is blamed.
 #[test]
 fn a_lying_node_cannot_substitute_the_key_package_or_the_signature() {
@@ -191,8 +191,12 @@ fn a_lying_node_cannot_substitute_the_key_package_or_the_signature() {
     let real_output_key = key["output_key"].as_str().expect("output key").to_string();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
     let honest = frostgate_host::coordinator::cluster::Cluster::load(std::path::Path::new(&c.file())).expect("cluster");
-    for (lie, reason) in [(Lie::KeyPackageShares, "key_package_mismatch"), (Lie::AggregateOwnKey, "invalid_aggregate")]
-    {
+    for (lie, reason) in [
+        (Lie::KeyPackageShares, "key_package_mismatch"),
+        (Lie::AggregateOwnKey, "invalid_aggregate"),
+        // A request error from one node is that node's: the others complete the signing.
+        (Lie::RefuseAsBadRequest, "error"),
+    ] {
         let addr = rt.block_on(Liar::start(&honest.nodes[0].api, lie));
         let mut lying = honest.clone();
         lying.nodes[0].api = addr.to_string();
@@ -368,4 +372,117 @@ fn socket2_connect_from(from: &str, to: &str) -> Option<std::net::TcpStream> {
         stream.set_nonblocking(false).ok()?;
         Some(stream)
     })
+}
+
+/// Requests the coordinator cannot send (a 7-step path, a PSBT over the boundary's 512 KiB) fail
+/// at once with their own error, before any node is contacted: nobody is excluded, and no
+/// attempt or preprocessed commitment is spent (before: ROAST retried, preprocessing each time,
+/// until every node's commitment quota was gone and the next honest signing failed).
+#[test]
+fn a_request_the_coordinator_cannot_send_fails_fast_and_costs_the_nodes_nothing() {
+    let c = cluster_with(3, 2, &["--dev-plaintext"]);
+    let key = c.keygen();
+    let k = key["key"].as_str().expect("key").to_string();
+    for _ in 0..3 {
+        let m = message();
+        let e =
+            fg(&["sign", "--cluster", &c.file(), "--key", &k, "--message", &m, "--path", "0/1/2/3/4/5/6", "--json"])
+                .expect_err("7 steps");
+        assert!(e.contains("derivation_invalid") && !e.contains("excluded"), "{e}");
+    }
+    // A PSBT of one input of this key, padded over the bound with an unknown global field.
+    let internal: [u8; 32] = hex::decode(&k).expect("hex").try_into().expect("32");
+    let output_key: [u8; 32] =
+        hex::decode(key["output_key"].as_str().expect("output key")).expect("hex").try_into().expect("32");
+    let mut psbt = frostgate_tests::psbt::spend(
+        &internal,
+        &output_key,
+        &[10_000],
+        &[(frostgate_tests::psbt::p2tr(&output_key), 9_000)],
+    );
+    psbt.unknown.insert(bitcoin::psbt::raw::Key { type_value: 0xfc, key: b"pad".to_vec() }, vec![0u8; 540_000]);
+    let dir = tempfile::tempdir().expect("dir");
+    let path = frostgate_tests::psbt::write(dir.path(), "big.psbt", &psbt);
+    let e = fg(&["sign-psbt", "--cluster", &c.file(), "--key", &k, "--psbt", &path, "--json"]).expect_err("too big");
+    assert!(e.contains("psbt_invalid") && !e.contains("excluded"), "{e}");
+    // Quotas intact: an honest signing right after, in one attempt, nobody excluded.
+    let m = message();
+    let sig = fg(&["sign", "--cluster", &c.file(), "--key", &k, "--message", &m, "--json"])
+        .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    verified(&sig, &m);
+    assert_eq!(sig["attempts"], 1, "{sig}");
+    assert_eq!(sig["excluded"].as_array().map(Vec::len), Some(0), "{sig}");
+}
+
+/// Bytes that are not the request's protobuf get INVALID_ARGUMENT with the stable code
+/// `malformed_message` in the metadata, like every other refusal (before: a bare INTERNAL).
+#[test]
+fn a_request_that_does_not_decode_is_malformed_message() {
+    let c = cluster_with(2, 2, &["--dev-plaintext"]);
+    let cluster =
+        frostgate_host::coordinator::cluster::Cluster::load(std::path::Path::new(&c.file())).expect("cluster");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let status = rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.nodes[0].api))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.expect("ready");
+        // Field 1 as a length-delimited value whose length runs past the end.
+        let garbage = vec![0x0a, 0xff, 0x01, 0x00];
+        grpc.unary(
+            tonic::Request::new(garbage),
+            http::uri::PathAndQuery::from_static("/frostgate.v1.Signer/OpenSession"),
+            RawCodec,
+        )
+        .await
+        .expect_err("does not decode")
+    });
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert_eq!(
+        status.metadata().get(frostgate_host::api::CODE_KEY).and_then(|v| v.to_str().ok()),
+        Some("malformed_message")
+    );
+    assert_eq!(
+        status.metadata().get(frostgate_host::api::RECOVERY_KEY).and_then(|v| v.to_str().ok()),
+        Some("fix_request")
+    );
+}
+
+/// Sends and receives raw bytes (a client that is not generated from the contract).
+#[derive(Debug, Clone, Copy)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, buf: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, buf: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let mut out = vec![0u8; bytes::Buf::remaining(buf)];
+        bytes::Buf::copy_to_slice(buf, &mut out);
+        Ok(Some(out))
+    }
 }

@@ -9,6 +9,7 @@
 //! status metadata.
 
 pub mod admission;
+pub mod codec;
 pub mod connection;
 pub mod convert;
 pub mod rpc;

@@ -327,8 +327,19 @@ pub async fn sign(
     threshold: u16,
     settings: Settings,
 ) -> Result<Signed, (Error, Vec<Evidence>)> {
+    validate(&request).map_err(|e| (e, Vec::new()))?;
     let key = KeyMaterial::fetch(&signers, &request.key, threshold, settings).await.map_err(|e| (e, Vec::new()))?;
     sign_with(signers, request, settings, key).await
+}
+
+/// Checks a request as every node's request will be built from it (derivation path, PSBT size),
+/// before any node is contacted: a request that cannot be sent fails here with its own error,
+/// excludes nobody and costs no node anything (no attempt, no preprocessed commitment).
+pub fn validate(request: &SignRequest) -> Result<(), Error> {
+    if let Some(step) = request.path.iter().find(|s| **s >= 0x8000_0000) {
+        return Err(Error::new(ErrorCode::DerivationInvalid, format!("hardened step {step} (only unhardened paths)")));
+    }
+    binding(SessionId::from_bytes([0; 16]), request).map(drop)
 }
 
 /// [`sign`] with key material fetched beforehand (no per-signing key fetch and decode).
@@ -339,6 +350,7 @@ pub async fn sign_with(
     key: Arc<KeyMaterial>,
 ) -> Result<Signed, (Error, Vec<Evidence>)> {
     let fail = |e: Error| (e, Vec::new());
+    validate(&request).map_err(fail)?;
     let t = key.threshold as usize;
     let n = signers.len();
     if n < t {
