@@ -245,6 +245,10 @@ error_codes! {
     /// An audit acknowledgement does not verify under the pinned auditor key over the records
     /// this enclave keeps (none pinned, another export, or the trail changed since): nothing left.
     AuditAckInvalid = "audit_ack_invalid", FixRequest;
+    /// A key-encryption-key rotation was asked for sooner after the last completed one than the
+    /// enclave's operator allows (`--kek-rotation-interval-secs`). An unfinished rotation is
+    /// always finished. Nothing changed.
+    KekRotationTooSoon = "kek_rotation_too_soon", Operator;
 }
 
 impl fmt::Display for ErrorCode {

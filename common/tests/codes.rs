@@ -74,6 +74,7 @@ const PINNED: &[(usize, &str, &str)] = &[
     (66, "store_damaged", "operator"),
     (67, "audit_trail_full", "operator"),
     (68, "audit_ack_invalid", "fix_request"),
+    (69, "kek_rotation_too_soon", "operator"),
 ];
 
 #[test]

@@ -72,6 +72,10 @@ struct ServeArgs {
     /// A DKG not finished within this long is dropped with its secrets.
     #[arg(long, default_value_t = 600, env = "FROSTGATE_ENCLAVE_DKG_TTL_SECS")]
     dkg_ttl_secs: u64,
+    /// Least time between two completed HSM key-encryption-key rotations (the host's local
+    /// socket can ask for one at any time; an unfinished rotation is always finished).
+    #[arg(long, default_value_t = 3600, env = "FROSTGATE_ENCLAVE_KEK_ROTATION_INTERVAL_SECS")]
+    kek_rotation_interval_secs: u64,
     /// How often the expiry sweep (and compaction check) runs.
     #[arg(long, default_value_t = 10, env = "FROSTGATE_ENCLAVE_SWEEP_INTERVAL_SECS")]
     sweep_interval_secs: u64,
@@ -279,6 +283,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
 
     let mode = StoreMode::Host;
     let limits = Limits {
+        kek_rotation_interval: Duration::from_secs(args.kek_rotation_interval_secs),
         nonce_ttl: Duration::from_secs(args.nonce_ttl_secs),
         session_ttl: Duration::from_secs(args.session_ttl_secs),
         dkg_ttl: Duration::from_secs(args.dkg_ttl_secs),

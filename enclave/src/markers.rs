@@ -123,6 +123,11 @@ pub enum Record {
         /// The acknowledged sequence number.
         through: u64,
     },
+    /// The HSM key-encryption key was rotated (with the resealed keys, in one commit).
+    KekRotated {
+        /// When (enclave clock, Unix seconds).
+        at_unix: u64,
+    },
 }
 
 /// Why a persist did not succeed, split by what is known about the write.

@@ -98,6 +98,8 @@ fn rotation_reseals_every_share_destroys_the_old_key_and_the_node_signs() {
 #[test]
 fn a_kill_at_every_step_of_a_rotation_leaves_a_node_that_boots_signs_and_finishes_it() {
     let mut nodes = cluster(3);
+    // Rotations back to back (each step begins a new one): no interval between them here.
+    nodes[0].enclave_args.push("--kek-rotation-interval-secs=0".into());
     let rt = rt();
     let key = rt.block_on(async { dkg_key(&relay(&nodes).await, 2).await.key });
     // (fault point, key-encryption keys on the token after the crash)
@@ -138,4 +140,38 @@ fn a_kill_at_every_step_of_a_rotation_leaves_a_node_that_boots_signs_and_finishe
         assert!(new > old, "{point}: {before:?} -> {after_ids:?}");
         nodes[0].start();
     }
+}
+
+/// The host's local socket can ask for a rotation at any time: the enclave allows one per
+/// `--kek-rotation-interval-secs` (default an hour), across restarts, and each rotation is a record
+/// of the chain and an entry of the audit trail.
+#[test]
+fn a_rotation_is_audited_and_another_within_the_interval_is_refused() {
+    let mut node = Node::new();
+    let mut config = std::fs::read_to_string(&node.token.config).expect("config");
+    config.push_str("\n[policy]\nnetwork = \"regtest\"\n");
+    std::fs::write(&node.token.config, config).expect("config");
+    node.start();
+    let o = rotate(&node);
+    assert!(o.status.success(), "{}\n{}", text(&o), node.logs());
+    let o = rotate(&node);
+    assert!(!o.status.success() && text(&o).contains("kek_rotation_too_soon"), "{}", text(&o));
+    // A restart does not reset the interval (the rotation is a record of the store).
+    node.kill();
+    node.start();
+    let o = rotate(&node);
+    assert!(!o.status.success() && text(&o).contains("kek_rotation_too_soon"), "{}", text(&o));
+    // The audit trail names the rotation.
+    let export = node.db.with_extension("audit.jsonl");
+    let socket = format!("unix:{}", node.host_socket().display());
+    let o = Command::new(host_bin())
+        .args(["audit", "export", "--connect", &socket, "--out", &export.display().to_string()])
+        .output()
+        .expect("export");
+    assert!(o.status.success(), "{}", text(&o));
+    let rows = std::fs::read_to_string(&export).expect("export");
+    let rotations = rows.lines().filter(|l| l.contains("\"decision\":\"kek_rotated\"")).count();
+    assert_eq!(rotations, 1, "{rows}");
+    node.kill();
+    assert_eq!(keks(&node), (1, true));
 }

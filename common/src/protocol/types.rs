@@ -778,6 +778,9 @@ pub enum AuditDecision {
     Refused,
     /// A signature share left for it.
     Signed,
+    /// The HSM key-encryption key was rotated (every share resealed; `rule` says how many). Not
+    /// about a session: its session and key ids are zero.
+    KekRotated,
 }
 
 /// One output named in an audit record.

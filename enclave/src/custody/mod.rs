@@ -127,6 +127,11 @@ impl Custody {
         *self.keks.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether a rotation was begun and not finished (two key-encryption keys on the token).
+    pub fn kek_rotation_in_progress(&self) -> bool {
+        self.keks.read().unwrap_or_else(|p| p.into_inner()).other.is_some()
+    }
+
     /// Rotation, step 1: unless a rotation is already incomplete, generates a new key-encryption
     /// key on the token and makes it the sealing one (the old one stays, for unsealing). Returns
     /// whether a key was created.

@@ -166,6 +166,21 @@ impl Engine {
         Some(entry)
     }
 
+    /// Numbers and keeps an audit record of an event that concerns no session (zero session and
+    /// key ids); the caller persists it. `None` without a configured policy.
+    pub(super) fn audit_event(&self, s: &mut State, decision: AuditDecision, rule: &str) -> Option<Record> {
+        let d = Decision {
+            session: SessionId::from_bytes([0; 16]),
+            key: KeyId::from_bytes([0; 32]),
+            txid: None,
+            input: None,
+            raw_digest: false,
+            spend: None,
+            path: None,
+        };
+        self.audit(s, decision, rule, &d, None)
+    }
+
     /// [`Self::audit`] for a record that goes with a later marker (`Write::WithFirstMarker`):
     /// numbered now, kept in the trail only once that commit succeeds ([`Self::keep_written`]).
     pub(super) fn audit_deferred(&self, s: &mut State, decision: AuditDecision, d: &Decision<'_>) -> Option<Record> {

@@ -62,6 +62,14 @@ impl Engine {
     pub async fn rotate_kek(&self) -> Result<(usize, usize), Error> {
         use crate::store::faults::{crash_point, KEK_AFTER_CREATE, KEK_AFTER_DESTROY, KEK_AFTER_RESEAL};
         let _one = self.key_change.lock().await;
+        let since = unix_now().saturating_sub(self.lock().kek_rotated_unix);
+        let interval = self.limits.kek_rotation_interval.as_secs();
+        if !self.custody.kek_rotation_in_progress() && since < interval {
+            return Err(err(
+                ErrorCode::KekRotationTooSoon,
+                format!("the last rotation completed {since} s ago; this enclave allows one per {interval} s"),
+            ));
+        }
         if self.custody.begin_kek_rotation()? {
             tracing::info!("new key-encryption key created");
         }
@@ -77,14 +85,25 @@ impl Engine {
             }
             resealed.push(record);
         }
-        let seats = resealed.iter().map(|r| r.seats.len()).sum();
-        let records = resealed.iter().map(replay::key_record).collect::<Result<Vec<_>, _>>()?;
-        if !records.is_empty() {
-            self.store.persist(records).await.map_err(persist_err)?;
-        }
+        let seats: usize = resealed.iter().map(|r| r.seats.len()).sum();
         let keys = resealed.len();
+        let mut records = resealed.iter().map(replay::key_record).collect::<Result<Vec<_>, _>>()?;
+        // The rotation enters the chain (and the audit trail) with the resealed shares.
+        let at_unix = unix_now();
+        records.push(Record::KekRotated { at_unix });
+        let audited = self.audit_event(
+            &mut self.lock(),
+            frostgate_common::protocol::AuditDecision::KekRotated,
+            &format!("key-encryption key rotated: {keys} keys, {seats} seats resealed"),
+        );
+        records.extend(audited.clone());
+        if let Err(e) = self.store.persist(records).await {
+            Self::forget_audit(&mut self.lock(), &audited);
+            return Err(persist_err(e));
+        }
         {
             let mut s = self.lock();
+            s.kek_rotated_unix = s.kek_rotated_unix.max(at_unix);
             for record in resealed {
                 s.keys.insert(record.key_id, Arc::new(record));
             }

@@ -60,6 +60,9 @@ pub struct Limits {
     pub session_ttl: Duration,
     /// A DKG not finished within this long is dropped with its secrets.
     pub dkg_ttl: Duration,
+    /// Least time between two completed key-encryption-key rotations (a host can ask for one at
+    /// any time through its local socket; an unfinished rotation is always finished).
+    pub kek_rotation_interval: Duration,
 }
 
 impl Default for Limits {
@@ -72,6 +75,7 @@ impl Default for Limits {
             nonce_ttl: Duration::from_secs(300),
             session_ttl: Duration::from_secs(3600),
             dkg_ttl: crate::dkg::DEFAULT_DKG_TTL,
+            kek_rotation_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -203,6 +207,8 @@ struct State {
     clock_high: u64,
     /// The audit trail as kept (bounded by `[audit]`).
     audit: audit::Trail,
+    /// When the last key-encryption-key rotation completed (Unix seconds; 0: never).
+    kek_rotated_unix: u64,
 }
 
 /// Counts for health and tests.

@@ -114,6 +114,7 @@ impl Engine {
                 }
                 Record::Audit(entry) => self.keep_audit(&mut s, entry.clone()),
                 Record::AuditAcknowledged { through } => Self::replay_acknowledged(&mut s, *through),
+                Record::KekRotated { at_unix } => s.kek_rotated_unix = s.kek_rotated_unix.max(*at_unix),
                 Record::SessionPath { session, path } => {
                     // A session gone meanwhile (expired, or bound under another policy) has no path.
                     let Some((key, mode)) = s.sessions.get(session).map(|x| (x.key, x.mode)) else { continue };
@@ -192,6 +193,9 @@ impl Engine {
         // goes on after it even when every record left.
         for (id, c) in &s.charges {
             out.push(Record::Charged { id: *id, sats: c.sats, at_unix: c.at_unix });
+        }
+        if s.kek_rotated_unix > 0 {
+            out.push(Record::KekRotated { at_unix: s.kek_rotated_unix });
         }
         if s.audit.acknowledged > 0 {
             out.push(Record::AuditAcknowledged { through: s.audit.acknowledged });

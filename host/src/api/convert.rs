@@ -309,6 +309,7 @@ impl Proto for AuditEntry {
             AuditDecision::Approved => Decision::Approved,
             AuditDecision::Refused => Decision::Refused,
             AuditDecision::Signed => Decision::Signed,
+            AuditDecision::KekRotated => Decision::KekRotated,
         };
         pb::AuditEntry {
             seq: self.seq,
@@ -335,6 +336,7 @@ impl Proto for AuditEntry {
             Ok(Decision::Approved) => AuditDecision::Approved,
             Ok(Decision::Refused) => AuditDecision::Refused,
             Ok(Decision::Signed) => AuditDecision::Signed,
+            Ok(Decision::KekRotated) => AuditDecision::KekRotated,
             _ => return Err(malformed("decision", "unknown value")),
         };
         Ok(AuditEntry {

@@ -122,6 +122,7 @@ impl AuditRow {
                 AuditDecision::Approved => "approved",
                 AuditDecision::Refused => "refused",
                 AuditDecision::Signed => "signed",
+                AuditDecision::KekRotated => "kek_rotated",
             },
             rule: e.rule.as_inner().clone(),
             session: e.session.to_string(),
@@ -141,6 +142,7 @@ impl AuditRow {
 
     fn text(&self) -> String {
         let what = match (&self.txid, self.raw_digest) {
+            _ if self.decision == "kek_rotated" => "HSM sealing key".to_string(),
             (Some(txid), _) => format!("tx {txid} input {}", self.input.unwrap_or(0)),
             (None, true) => "raw digest".to_string(),
             (None, false) => format!("session {}", self.session),
