@@ -435,6 +435,11 @@ fn message() -> impl Strategy<Value = Message> {
         )),
         (any::<u64>(), any::<u64>())
             .prop_map(|(through, dropped)| Message::AuditAcknowledged(AuditAcknowledged { through, dropped })),
+        (dkg_id(), bytes::<32>(), any::<u64>()).prop_map(|(dkg, k, epoch)| Message::RefreshCommit(RefreshCommit {
+            dkg,
+            key: KeyId::from_bytes(k),
+            epoch
+        })),
     ];
     prop_oneof![base, signing, store, dkg, spending, preprocessing]
 }

@@ -34,6 +34,11 @@ pub struct EnclaveConfig {
 pub struct GroupConfig {
     /// Every participant, with its enclave's identity public key (SEC1 uncompressed, hex).
     pub participants: Vec<PinnedParticipant>,
+    /// Whether a refresh may remove seats down to the threshold (n = t: no spare seat, so one
+    /// lost node loses the key). Off unless the operator sets it; the enclave refuses such a
+    /// refresh whatever the coordinator asks.
+    #[serde(default)]
+    pub allow_removal_to_threshold: bool,
 }
 
 /// One pinned participant.

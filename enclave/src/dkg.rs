@@ -12,8 +12,10 @@
 //!   HSMs (static-static ECDH): the hosts and the relay see ciphertext only.
 //! - A key is activated only when every participant's signed confirmation verifies under its
 //!   pinned identity key over the same transcript hash as this enclave's own.
-//! - A refresh replaces the seat's share only after the refreshed one is durable (see
-//!   `Engine::replace_key`); it keeps the group key (checked), and its transcript binds the key
+//! - A refresh activates in two phases: `RefreshActivate` makes the refreshed share durable beside
+//!   the current one (`Engine::prepare_key`), which keeps signing; `RefreshCommit`, sent once every
+//!   participant prepared, puts it in force (`Engine::commit_key`). One participant failing its
+//!   activation leaves every participant signing at the old epoch. The refresh keeps the group key (checked), and its transcript binds the key
 //!   and the epoch refreshed, so participants at different epochs never activate.
 
 use crate::custody::identity::{self, verify_identity_signature};
@@ -94,6 +96,8 @@ pub struct Dkgs {
     map: Mutex<HashMap<DkgId, Dkg>>,
     pinned: Option<BTreeMap<ParticipantId, Vec<u8>>>,
     ttl: Duration,
+    /// `[group] allow_removal_to_threshold`.
+    allow_removal_to_threshold: bool,
 }
 
 impl Default for Dkgs {
@@ -131,7 +135,13 @@ impl Dkgs {
     /// the host). Without pins every DKG is refused.
     /// A DKG older than `ttl` is dropped (see [`DEFAULT_DKG_TTL`]).
     pub fn new(pinned: Option<BTreeMap<ParticipantId, Vec<u8>>>, ttl: Duration) -> Dkgs {
-        Dkgs { map: Mutex::new(HashMap::new()), pinned, ttl }
+        Dkgs { map: Mutex::new(HashMap::new()), pinned, ttl, allow_removal_to_threshold: false }
+    }
+
+    /// The same registry, allowing (or not) refreshes that remove seats down to the threshold.
+    pub fn allowing_removal_to_threshold(mut self, allow: bool) -> Dkgs {
+        self.allow_removal_to_threshold = allow;
+        self
     }
 
     /// Drops DKGs older than the TTL (their secret packages are wiped on drop). Returns how many.
@@ -173,6 +183,23 @@ impl Dkgs {
             return Err(err(
                 ErrorCode::DkgConfigInvalid,
                 format!("{} participants cannot refresh a key of threshold {}", ids.len(), record.threshold),
+            ));
+        }
+        // Removing seats down to n = t leaves no spare: one lost node then loses the key. Only
+        // this enclave's operator can allow it (a coordinator can send any participant list).
+        if ids.len() == record.threshold as usize
+            && ids.len() < record.participants.len()
+            && !self.allow_removal_to_threshold
+        {
+            return Err(err(
+                ErrorCode::DkgConfigInvalid,
+                format!(
+                    "this refresh would leave key {} with {} seats for a threshold of {} (no spare seat); \
+                     set [group] allow_removal_to_threshold = true in this enclave's configuration to allow it",
+                    r.key,
+                    ids.len(),
+                    record.threshold
+                ),
             ));
         }
         let refresh = RefreshOf { key: r.key, epoch: record.epoch() };
@@ -431,8 +458,9 @@ impl Dkgs {
         Ok(confirmed)
     }
 
-    /// Activation of a refresh: as [`Self::activate`], then the seat's share is replaced by the
-    /// refreshed one (sealed under the next epoch) once that is durable. Returns the new record.
+    /// Activation of a refresh, phase 1: as [`Self::activate`], then the refreshed share (sealed
+    /// under the next epoch) is prepared beside the current one, durable but not in force (the
+    /// key keeps signing at its epoch until [`Engine::commit_key`]). Returns the new record.
     pub async fn activate_refresh(
         &self,
         engine: &Engine,
@@ -441,7 +469,7 @@ impl Dkgs {
     ) -> DkgResult<KeyRecord> {
         let (record, from) = self.confirmed(engine, id, confirmations, true)?;
         let from = from.ok_or_else(|| err(ErrorCode::Internal, "a refresh without its epoch"))?;
-        engine.replace_key(record.clone(), from.epoch).await?;
+        engine.prepare_key(id, record.clone(), from.epoch).await?;
         self.lock().remove(&id);
         Ok(record)
     }

@@ -232,6 +232,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
         None => None,
     };
     let group = config.as_ref().and_then(|c| c.group.as_ref()).map(|g| g.pins()).transpose()?;
+    let removal_to_threshold =
+        config.as_ref().and_then(|c| c.group.as_ref()).is_some_and(|g| g.allow_removal_to_threshold);
     let recovery = config
         .as_ref()
         .and_then(|c| c.recovery.as_ref())
@@ -293,6 +295,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
         Service::new(custody, group, mode, limits, args.compact_after_records.max(1))?
             .with_policy(spending)
             .with_audit(audit)
+            .allowing_removal_to_threshold(removal_to_threshold)
             .with_recovery(recovery),
     );
     // Expiry sweep and compaction.

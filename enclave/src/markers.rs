@@ -128,6 +128,18 @@ pub enum Record {
         /// When (enclave clock, Unix seconds).
         at_unix: u64,
     },
+    /// A refreshed key, prepared (phase 1 of a refresh's activation) but not in force: the key
+    /// keeps signing at its current epoch until `RefreshCommit` installs this one.
+    KeyPrepared {
+        /// The refresh that prepared it (its DKG id).
+        dkg: frostgate_common::ids::DkgId,
+        /// The key id.
+        key: KeyId,
+        /// `PublicKeyPackage` encoding of the next epoch.
+        public_key_package: Vec<u8>,
+        /// (seat, key epoch, sealed blob).
+        seats: Vec<(ParticipantId, u64, Vec<u8>)>,
+    },
 }
 
 /// Why a persist did not succeed, split by what is known about the write.

@@ -107,6 +107,13 @@ impl Service {
         self
     }
 
+    /// The same service allowing (or not) refreshes that remove seats down to the threshold
+    /// (`[group] allow_removal_to_threshold`; before it serves).
+    pub fn allowing_removal_to_threshold(mut self, allow: bool) -> Self {
+        self.dkgs = self.dkgs.allowing_removal_to_threshold(allow);
+        self
+    }
+
     /// The same service keeping its audit trail as `rules` say (before it serves).
     pub fn with_audit(mut self, rules: crate::audit::AuditRules) -> Self {
         self.engine = self.engine.map(|e| e.with_audit(rules));
@@ -378,15 +385,25 @@ impl EnclaveApi for Served<'_> {
         let engine = self.engine()?;
         let activated = match self.service.dkgs.activate_refresh(engine, r.dkg, r.confirmations.as_inner()).await {
             Ok(record) => {
-                tracing::info!(dkg = %r.dkg, key = %record.key_id, epoch = record.epoch(), "key shares refreshed");
-                // The previous epoch's sealed share leaves the host store with the records before
-                // the snapshot.
-                self.service.compact(engine, engine.hold_key_changes().await).await;
+                tracing::info!(dkg = %r.dkg, key = %record.key_id, epoch = record.epoch(), "refreshed shares prepared");
                 key_info(&record).map(|key| KeyRefreshed { key, epoch: record.epoch() }).map_err(DkgError::Error)
             }
             Err(e) => Err(e),
         };
         Self::dkg_step(r.dkg, activated)
+    }
+
+    async fn refresh_commit(&self, r: RefreshCommit) -> Result<KeyRefreshed, Error> {
+        let engine = self.engine()?;
+        let before = engine.key(&r.key)?.epoch();
+        let record = engine.commit_key(r.dkg, &r.key, r.epoch).await?;
+        if before != record.epoch() {
+            tracing::info!(key = %record.key_id, epoch = record.epoch(), "refreshed shares in force");
+            // The previous epoch's sealed share leaves the host store with the records before
+            // the snapshot.
+            self.service.compact(engine, engine.hold_key_changes().await).await;
+        }
+        Ok(KeyRefreshed { key: key_info(&record)?, epoch: record.epoch() })
     }
 
     async fn rotate_sealing_key(&self, _: RotateSealingKey) -> Result<SealingKeyRotated, Error> {

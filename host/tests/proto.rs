@@ -57,6 +57,7 @@ fn every_rpc_is_a_boundary_request_from_the_host() {
         "DkgAbort",
         "RefreshStart",
         "RefreshActivate",
+        "RefreshCommit",
         "RepairStart",
         "RepairSigma",
         "RepairFinish",

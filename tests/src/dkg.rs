@@ -3,7 +3,7 @@
 
 use crate::signing::{libsecp_verifies, package, random, Caller};
 use frostgate_common::bounded::*;
-use frostgate_common::error::Error;
+use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::{AttemptId, DkgId, KeyId, ParticipantId, SessionId};
 use frostgate_common::protocol::*;
 use frostgate_host::api::convert::Proto;
@@ -24,6 +24,8 @@ pub struct Tamper {
     pub stop_after_round2: bool,
     /// Announce participant `.0` with participant `.1`'s identity key.
     pub identity: Option<(ParticipantId, ParticipantId)>,
+    /// This participant's activation fails (never reaches it: a network cut at that moment).
+    pub lost_activation: Option<ParticipantId>,
 }
 
 /// What each node answered (`K`: what activation returns, `KeyRefreshed` for a refresh).
@@ -147,7 +149,22 @@ impl Relay {
         let dkg = DkgId::from_bytes(random());
         let start = |me, participants| RefreshStart { dkg, key, me, participants };
         let activate = |confirmations| RefreshActivate { dkg, confirmations };
-        self.steps(dkg, start, activate, tamper).await
+        let mut run = self.steps(dkg, start, activate, tamper).await;
+        // Phase 2, as the coordinator does it: only once every node prepared the refresh.
+        let prepared = run.keys.len() == self.nodes.len() && run.blames.is_empty() && run.errors.is_empty();
+        let epoch = run.keys.values().next().map(|k| k.epoch);
+        if let (true, Some(epoch)) = (prepared, epoch) {
+            for (me, c) in &self.nodes {
+                match c.request(RefreshCommit { dkg, key, epoch }).await {
+                    Ok(k) => drop(run.keys.insert(*me, k)),
+                    Err(e) => {
+                        run.keys.remove(me);
+                        run.errors.insert(*me, e);
+                    }
+                }
+            }
+        }
+        run
     }
 
     /// Repairs `seat` of `key` onto the relay's node for that seat with `helpers`, as far as it
@@ -278,6 +295,10 @@ impl Relay {
         }
         for (me, c) in &self.nodes {
             if run.blames.contains_key(me) || run.errors.contains_key(me) {
+                continue;
+            }
+            if tamper.lost_activation == Some(*me) {
+                run.errors.insert(*me, Error::new(ErrorCode::ChannelClosed, "activation lost (tamper)"));
                 continue;
             }
             let m = activate(DkgConfirmations::new(confirmations.clone()).expect("bound"));

@@ -78,6 +78,15 @@ impl Node {
         }
     }
 
+    /// Lets this node's enclave refresh a key down to n = t (`[group] allow_removal_to_threshold`,
+    /// appended to the `[group]` table `pin_group` wrote last); takes effect at the next start.
+    pub fn allow_removal_to_threshold(&self) {
+        let mut config = std::fs::read_to_string(&self.token.config).expect("config");
+        assert!(config.contains("\n[group]"), "pin the group first");
+        config.push_str("allow_removal_to_threshold = true\n");
+        std::fs::write(&self.token.config, config).expect("config");
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.tokens.path().join(name)
     }

@@ -104,6 +104,7 @@ signer_impl! {
         open_derived_session(OpenDerivedSession) -> SessionOpened;
         refresh_start(RefreshStart) -> DkgStartReply;
         refresh_activate(RefreshActivate) -> RefreshActivateReply;
+        refresh_commit(RefreshCommit) -> KeyRefreshed;
         repair_start(RepairStart) -> DkgRound2Reply;
         repair_sigma(RepairSigma) -> DkgRound2Reply;
         repair_finish(RepairFinish) -> DkgActivateReply;

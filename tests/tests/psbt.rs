@@ -30,6 +30,11 @@ fn hex32(s: &str) -> [u8; 32] {
 }
 
 fn setup(policy: &str) -> Setup {
+    setup_with(policy, &[])
+}
+
+/// [`setup`] with extra `dev cluster init` flags.
+fn setup_with(policy: &str, init: &[&str]) -> Setup {
     let work = tempfile::tempdir().expect("dir");
     let allowed = random_address();
     let file = work.path().join("policy.toml");
@@ -38,7 +43,10 @@ fn setup(policy: &str) -> Setup {
     let table: toml::Table = toml::from_str(&text).expect("toml");
     let config: frostgate_enclave::policy::PolicyConfig = table["policy"].clone().try_into().expect("policy");
     let policy_hash = hex::encode(frostgate_enclave::policy::Policy::from_config(&config).expect("valid").hash());
-    let cluster = DevCluster::start(&host_bin(), 3, 2, &["--policy", &file.display().to_string()]);
+    let file = file.display().to_string();
+    let mut args = vec!["--policy", file.as_str()];
+    args.extend_from_slice(init);
+    let cluster = DevCluster::start(&host_bin(), 3, 2, &args);
     let key = cluster.keygen();
     let internal = hex32(key["key"].as_str().expect("key"));
     let output_key = hex32(key["output_key"].as_str().expect("output key"));
@@ -298,7 +306,8 @@ fn outputs_of_derived_addresses_are_signed_with_derived_change_and_consensus_val
 
 #[test]
 fn after_a_refresh_and_after_removing_a_node_the_same_key_signs_consensus_valid_transactions() {
-    let s = setup("max_sats_per_tx = 200000\n");
+    // The operators allow a removal down to n = t (2 seats of a 2-of-n key).
+    let s = setup_with("max_sats_per_tx = 200000\n", &["--allow-removal-to-threshold"]);
     let file = s.cluster.file();
     let refresh = |extra: &[&str]| {
         let mut args = vec!["refresh", "--cluster", &file, "--key", &s.key, "--json"];

@@ -117,9 +117,31 @@ fn reconstructs(shares: &[(u16, &[u8])], verifying_key: &[u8]) -> bool {
 #[test]
 fn a_refresh_without_a_participant_removes_its_seat() {
     let mut nodes = cluster(3);
-    let (key, verifying_key) = rt().block_on(async {
+    let rt = rt();
+    // Down to n = t (2 seats for a threshold of 2) only where the operator allowed it: a
+    // coordinator asking for it is refused by the enclaves themselves.
+    let key = rt.block_on(async {
         let relay = relay(&nodes).await;
         let key = dkg_key(&relay, 2).await.key;
+        let run = relay.only(&[pid(1), pid(2)]).refresh(key, &Tamper::default()).await;
+        assert!(run.keys.is_empty(), "{run:?}");
+        for p in [pid(1), pid(2)] {
+            let e = run.errors.get(&p).unwrap_or_else(|| panic!("node {p}: {run:?}"));
+            assert_eq!(e.code(), ErrorCode::DkgConfigInvalid, "{e}");
+            assert!(e.message().contains("allow_removal_to_threshold"), "{e}");
+        }
+        for v in key_views(&relay, key).await {
+            assert_eq!(v.participants.as_inner().len(), 3, "nothing changed");
+        }
+        key
+    });
+    for n in nodes.iter_mut().take(2) {
+        n.kill();
+        n.allow_removal_to_threshold();
+        n.start();
+    }
+    let (key, verifying_key) = rt.block_on(async {
+        let relay = relay(&nodes).await;
         let remaining = relay.only(&[pid(1), pid(2)]);
         let run = remaining.refresh(key, &Tamper::default()).await;
         assert!(run.blames.is_empty() && run.errors.is_empty(), "{run:?}");
@@ -266,4 +288,57 @@ fn the_previous_epoch_leaves_the_store_and_an_old_store_put_back_is_refused() {
     nodes[0].start_enclave();
     let log = nodes[0].try_start_host().expect_err("an old store must be refused");
     assert!(log.contains("store_rollback_detected"), "{log}");
+}
+
+/// The outside review's bricked key: a 2-of-2 key whose refresh loses node 2's activation (a
+/// network cut at that moment). Before, node 1 switched to the new epoch alone and no signature
+/// could be made again. Activation is now two-phase: `RefreshActivate` only prepares the new
+/// share beside the old one and `RefreshCommit` is sent once every node prepared, so the key
+/// still signs at its epoch, across restarts, and a later refresh goes through.
+#[test]
+fn a_refresh_whose_activation_fails_on_one_node_leaves_the_key_signing() {
+    let mut nodes = cluster(2);
+    let rt = rt();
+    let key = rt.block_on(async {
+        let relay = relay(&nodes).await;
+        let key = dkg_key(&relay, 2).await.key;
+        let lost = Tamper { lost_activation: Some(pid(2)), ..Tamper::default() };
+        let run = relay.refresh(key, &lost).await;
+        assert_eq!(run.keys.get(&pid(1)).map(|k| k.epoch), Some(1), "node 1 prepared epoch 1: {run:?}");
+        assert!(run.errors.contains_key(&pid(2)), "{run:?}");
+        // The coordinator abandons the failed refresh on every node (as `dkg_relay` does).
+        for (_, c) in &relay.nodes {
+            let _ = c.request(DkgRef { dkg: run.dkg.expect("dkg id") }).await;
+        }
+        // Nothing was committed: both nodes sign at epoch 0.
+        sign_multi(&relay.nodes, key, TaprootMode::Bip86).await;
+        key
+    });
+    // The prepared share survives a restart without coming into force.
+    nodes[0].kill();
+    nodes[0].start();
+    rt.block_on(async {
+        let relay = relay(&nodes).await;
+        sign_multi(&relay.nodes, key, TaprootMode::Bip86).await;
+        let run = relay.refresh(key, &Tamper::default()).await;
+        assert!(run.errors.is_empty() && run.blames.is_empty(), "{run:?}");
+        for k in run.keys.values() {
+            assert_eq!(k.epoch, 1, "{run:?}");
+        }
+        sign_multi(&relay.nodes, key, TaprootMode::Bip86).await;
+        // The commit is idempotent; a commit of another refresh or epoch is refused.
+        let dkg = run.dkg.expect("dkg id");
+        for (_, c) in &relay.nodes {
+            let again = c.request(RefreshCommit { dkg, key, epoch: 1 }).await.expect("idempotent");
+            assert_eq!(again.epoch, 1);
+            let e = c.request(RefreshCommit { dkg, key, epoch: 2 }).await.expect_err("nothing prepared");
+            assert_eq!(e.code(), ErrorCode::KeyEpochChanged, "{e}");
+        }
+    });
+    // Restarted at epoch 1, both still sign.
+    for n in nodes.iter_mut() {
+        n.kill();
+        n.start();
+    }
+    rt.block_on(async { sign_multi(&relay(&nodes).await.nodes, key, TaprootMode::Bip86).await });
 }

@@ -178,7 +178,8 @@ macro_rules! boundary_table {
                 request, from: Host, exposure: Network, ready: Ready, serve: refresh_start,
                 reply: DkgOutcome<DkgRound1Package>
             }
-            /// Host -> enclave: every participant's confirmation; replace the share if all agree.
+            /// Host -> enclave: every participant's confirmation; if all agree, prepare the refreshed
+            /// share beside the current one (phase 1: durable, not yet in force; `RefreshCommit`).
             50 RefreshActivate(RefreshActivate) {
                 request, from: Host, exposure: Network, ready: Ready, serve: refresh_activate,
                 reply: DkgOutcome<KeyRefreshed>
@@ -248,6 +249,12 @@ macro_rules! boundary_table {
             }
             /// Enclave -> host: the acknowledgement is durable.
             69 AuditAcknowledged(AuditAcknowledged) { reply, from: Enclave }
+            /// Host -> enclave: put a refreshed key in force, once `RefreshActivate` prepared it on
+            /// every participant (phase 2; until then the key signs at its previous epoch).
+            /// Idempotent.
+            70 RefreshCommit(RefreshCommit) {
+                request, from: Host, exposure: Network, ready: Ready, serve: refresh_commit, reply: KeyRefreshed
+            }
         }
     };
 }

@@ -556,6 +556,18 @@ pub struct RefreshActivate {
     pub confirmations: DkgConfirmations,
 }
 
+/// Phase 2 of a refresh's activation: put the refreshed key (prepared by `RefreshActivate` on
+/// every participant) in force. Idempotent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshCommit {
+    /// The refresh (its DKG id): only the share this refresh prepared is put in force.
+    pub dkg: DkgId,
+    /// The key.
+    pub key: KeyId,
+    /// The epoch prepared.
+    pub epoch: u64,
+}
+
 /// A refreshed key: its new public description and epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRefreshed {

@@ -1,4 +1,5 @@
-//! Key changes: a key added (DKG, dealer, repair, restore), replaced by its refresh, or resealed
+//! Key changes: a key added (DKG, dealer, repair, restore), its refresh prepared then committed
+//! (two phases), or resealed
 //! under a new key-encryption key.
 //!
 //! Invariant: every key change holds the engine's key-change lock from its check through its
@@ -19,10 +20,16 @@ impl Engine {
         Ok(())
     }
 
-    /// Replaces a held key's record with its refreshed one (`from_epoch` + 1) once it is durable,
-    /// and drops the key's sessions (opened under the old epoch) with their attempts, nonces and
-    /// markers. Refused (`key_epoch_changed`) if the key is no longer at `from_epoch`.
-    pub async fn replace_key(&self, record: KeyRecord, from_epoch: u64) -> Result<(), Error> {
+    /// Phase 1 of a refresh's activation: makes the refreshed record (`from_epoch` + 1) durable
+    /// beside the key, which keeps signing at `from_epoch`. Replaces an older prepared record (of
+    /// a refresh that never committed). Refused (`key_epoch_changed`) if the key is no longer at
+    /// `from_epoch`.
+    pub async fn prepare_key(
+        &self,
+        dkg: frostgate_common::ids::DkgId,
+        record: KeyRecord,
+        from_epoch: u64,
+    ) -> Result<(), Error> {
         let _one = self.key_change.lock().await;
         let current = self.key(&record.key_id)?;
         if current.epoch() != from_epoch || Some(record.epoch()) != from_epoch.checked_add(1) {
@@ -31,9 +38,40 @@ impl Engine {
                 format!("key {} is at epoch {}, not {from_epoch}", record.key_id, current.epoch()),
             ));
         }
-        self.persist_key(&record).await?;
-        Self::install_newer_key(&mut self.lock(), record);
+        self.check_unseals(&record)?;
+        self.store.persist(vec![replay::prepared_record(dkg, &record)?]).await.map_err(persist_err)?;
+        self.lock().prepared.insert(record.key_id, (dkg, Arc::new(record)));
         Ok(())
+    }
+
+    /// Phase 2: puts the record refresh `dkg` prepared for `key` at `epoch` in force (its sessions, opened under the old epoch, are dropped with their attempts, nonces and markers).
+    /// Idempotent: a key already at `epoch` answers with its record. Refused
+    /// (`key_epoch_changed`) when nothing is prepared at `epoch`.
+    pub async fn commit_key(
+        &self,
+        dkg: frostgate_common::ids::DkgId,
+        key: &KeyId,
+        epoch: u64,
+    ) -> Result<Arc<KeyRecord>, Error> {
+        let _one = self.key_change.lock().await;
+        let current = self.key(key)?;
+        if current.epoch() == epoch {
+            return Ok(current);
+        }
+        let prepared = self.lock().prepared.get(key).cloned();
+        let Some((_, prepared)) = prepared
+            .filter(|(by, p)| *by == dkg && p.epoch() == epoch && Some(epoch) == current.epoch().checked_add(1))
+        else {
+            return Err(err(
+                ErrorCode::KeyEpochChanged,
+                format!("key {key} is at epoch {} with no refresh {dkg} prepared at epoch {epoch}", current.epoch()),
+            ));
+        };
+        self.persist_key(&prepared).await?;
+        let mut s = self.lock();
+        s.prepared.remove(key);
+        Self::install_newer_key(&mut s, (*prepared).clone());
+        Ok(prepared)
     }
 
     /// Commits a key record (durable, acknowledged, anchored) once every seat of it unseals.
@@ -74,7 +112,22 @@ impl Engine {
             tracing::info!("new key-encryption key created");
         }
         crash_point(KEK_AFTER_CREATE);
-        let held: Vec<Arc<KeyRecord>> = self.lock().keys.values().cloned().collect();
+        #[allow(clippy::type_complexity)]
+        let (held, prepared): (Vec<Arc<KeyRecord>>, Vec<(frostgate_common::ids::DkgId, Arc<KeyRecord>)>) = {
+            let s = self.lock();
+            (s.keys.values().cloned().collect(), s.prepared.values().cloned().collect())
+        };
+        // A prepared refresh is resealed too: its commit may come after the old key is gone.
+        let mut prepared_resealed = Vec::new();
+        for (dkg, key) in prepared {
+            let mut record = (*key).clone();
+            for (seat, sealed) in record.seats.iter_mut() {
+                let context = key.seal_context(*seat, sealed.epoch);
+                let plain = crate::sealing::unseal(&self.custody, &context, &sealed.blob)?;
+                sealed.blob = crate::sealing::seal(&self.custody, &context, &plain)?;
+            }
+            prepared_resealed.push((dkg, record));
+        }
         let mut resealed = Vec::new();
         for key in held {
             let mut record = (*key).clone();
@@ -88,6 +141,9 @@ impl Engine {
         let seats: usize = resealed.iter().map(|r| r.seats.len()).sum();
         let keys = resealed.len();
         let mut records = resealed.iter().map(replay::key_record).collect::<Result<Vec<_>, _>>()?;
+        for (dkg, record) in &prepared_resealed {
+            records.push(replay::prepared_record(*dkg, record)?);
+        }
         // The rotation enters the chain (and the audit trail) with the resealed shares.
         let at_unix = unix_now();
         records.push(Record::KekRotated { at_unix });
@@ -104,6 +160,9 @@ impl Engine {
         {
             let mut s = self.lock();
             s.kek_rotated_unix = s.kek_rotated_unix.max(at_unix);
+            for (dkg, record) in prepared_resealed {
+                s.prepared.insert(record.key_id, (dkg, Arc::new(record)));
+            }
             for record in resealed {
                 s.keys.insert(record.key_id, Arc::new(record));
             }

@@ -209,6 +209,9 @@ struct State {
     audit: audit::Trail,
     /// When the last key-encryption-key rotation completed (Unix seconds; 0: never).
     kek_rotated_unix: u64,
+    /// Refreshed keys prepared (durable) and not yet committed, by key: the next epoch of a key
+    /// in `keys`, which keeps signing at its own epoch until the commit.
+    prepared: HashMap<KeyId, (frostgate_common::ids::DkgId, Arc<KeyRecord>)>,
 }
 
 /// Counts for health and tests.

@@ -19,20 +19,11 @@ impl Engine {
         for r in records {
             match r {
                 Record::KeyAdded { key, public_key_package, seats } => {
-                    let public = frost_secp256k1_tr::keys::PublicKeyPackage::deserialize(public_key_package)
-                        .map_err(|e| frost_err(ErrorCode::StoreTampered, "stored public key package", e))?;
-                    let seats = seats
-                        .iter()
-                        .map(|(p, epoch, blob)| (*p, keys::SealedSeat { blob: blob.clone(), epoch: *epoch }))
-                        .collect();
-                    let record = KeyRecord::new(public, seats)?;
-                    if record.key_id != *key {
-                        return Err(err(
-                            ErrorCode::StoreTampered,
-                            "stored key id does not match its public key package",
-                        ));
-                    }
+                    let record = Self::stored_key(key, public_key_package, seats)?;
                     let epoch = record.epoch();
+                    if s.prepared.get(key).is_some_and(|(_, p)| p.epoch() <= epoch) {
+                        s.prepared.remove(key);
+                    }
                     if epochs.insert(*key, epoch).is_some_and(|seen| epoch < seen) {
                         return Err(err(ErrorCode::StoreTampered, format!("key {key}'s epoch went back to {epoch}")));
                     }
@@ -115,6 +106,14 @@ impl Engine {
                 Record::Audit(entry) => self.keep_audit(&mut s, entry.clone()),
                 Record::AuditAcknowledged { through } => Self::replay_acknowledged(&mut s, *through),
                 Record::KekRotated { at_unix } => s.kek_rotated_unix = s.kek_rotated_unix.max(*at_unix),
+                Record::KeyPrepared { dkg, key, public_key_package, seats } => {
+                    let record = Self::stored_key(key, public_key_package, seats)?;
+                    // Prepared for the next epoch of a held key; stale once the key reached it.
+                    let current = s.keys.get(key).map(|k| k.epoch());
+                    if current.is_some_and(|c| Some(record.epoch()) == c.checked_add(1)) {
+                        s.prepared.insert(*key, (*dkg, Arc::new(record)));
+                    }
+                }
                 Record::SessionPath { session, path } => {
                     // A session gone meanwhile (expired, or bound under another policy) has no path.
                     let Some((key, mode)) = s.sessions.get(session).map(|x| (x.key, x.mode)) else { continue };
@@ -150,6 +149,23 @@ impl Engine {
         Ok(())
     }
 
+    /// A stored key record, checked against its id.
+    fn stored_key(
+        key: &KeyId,
+        public_key_package: &[u8],
+        seats: &[(ParticipantId, u64, Vec<u8>)],
+    ) -> Result<KeyRecord, Error> {
+        let public = frost_secp256k1_tr::keys::PublicKeyPackage::deserialize(public_key_package)
+            .map_err(|e| frost_err(ErrorCode::StoreTampered, "stored public key package", e))?;
+        let seats =
+            seats.iter().map(|(p, epoch, blob)| (*p, keys::SealedSeat { blob: blob.clone(), epoch: *epoch })).collect();
+        let record = KeyRecord::new(public, seats)?;
+        if record.key_id != *key {
+            return Err(err(ErrorCode::StoreTampered, "stored key id does not match its public key package"));
+        }
+        Ok(record)
+    }
+
     /// The whole durable state as records (a snapshot for compaction).
     pub fn snapshot(&self) -> Result<Vec<Record>, Error> {
         self.snapshot_then(|state| state)
@@ -168,6 +184,9 @@ impl Engine {
         let mut out = Vec::new();
         for k in s.keys.values() {
             out.push(key_record(k)?);
+        }
+        for (dkg, k) in s.prepared.values() {
+            out.push(prepared_record(*dkg, k)?);
         }
         for (id, sess) in &s.sessions {
             out.extend(sess.records(*id));
@@ -216,4 +235,14 @@ pub(super) fn key_record(k: &KeyRecord) -> Result<Record, Error> {
             .map_err(|e| frost_err(ErrorCode::Internal, "public key package", e))?,
         seats: k.seats.iter().map(|(p, s)| (*p, s.epoch, s.blob.clone())).collect(),
     })
+}
+
+/// [`key_record`] of a prepared (not yet committed) refresh.
+pub(super) fn prepared_record(dkg: frostgate_common::ids::DkgId, k: &KeyRecord) -> Result<Record, Error> {
+    match key_record(k)? {
+        Record::KeyAdded { key, public_key_package, seats } => {
+            Ok(Record::KeyPrepared { dkg, key, public_key_package, seats })
+        }
+        _ => Err(err(ErrorCode::Internal, "a key record")),
+    }
 }

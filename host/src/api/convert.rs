@@ -242,6 +242,7 @@ proto_struct! {
     RefreshStart => RefreshStart { dkg: dkg_id, key: key_id, me: me, participants: participants }
     RefreshActivate => RefreshActivate { dkg: dkg_id, confirmations: confirmations }
     KeyRefreshed => KeyRefreshed { key: key, epoch: epoch }
+    RefreshCommit => RefreshCommit { dkg: dkg_id, key: key_id, epoch: epoch }
     RepairStart => RepairStart {
         repair: repair_id, key: key_id, seat: seat, identity_key: identity_key, me: me, helpers: helpers,
     }

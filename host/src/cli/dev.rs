@@ -91,6 +91,10 @@ pub struct InitArgs {
     /// the enclaves are unrestricted (raw digests allowed), as before.
     #[arg(long)]
     policy: Option<PathBuf>,
+    /// Let every enclave refresh a key down to n = t (`[group] allow_removal_to_threshold`):
+    /// `refresh --remove` that leaves no spare seat is refused by the enclaves otherwise.
+    #[arg(long)]
+    allow_removal_to_threshold: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -201,6 +205,7 @@ pub fn create_cluster(
         dev_plaintext: !tls,
         api_bind: std::net::Ipv4Addr::LOCALHOST.into(),
         policy,
+        allow_removal_to_threshold: false,
         json: false,
         quiet: true,
     })?;
@@ -287,6 +292,9 @@ fn init(a: InitArgs) -> Result<(), Error> {
     }
     // Every enclave pins the whole group: a DKG runs only among exactly these identity keys.
     let mut group = format!("\n[group]\nparticipants = [\n{}]\n", pins.concat());
+    if a.allow_removal_to_threshold {
+        group.push_str("allow_removal_to_threshold = true\n");
+    }
     if let Some(file) = &a.policy {
         group.push_str(&policy_table(file)?);
     }

@@ -24,6 +24,10 @@ pub struct RefreshArgs {
     /// with theirs. Repeat to remove several (at least the threshold must remain).
     #[arg(long)]
     remove: Vec<u16>,
+    /// Only finish an earlier refresh that every node prepared (`DKG_ID:EPOCH`, as its error
+    /// named): put it in force on every node (idempotent).
+    #[arg(long, conflicts_with = "remove")]
+    commit: Option<String>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -47,7 +51,16 @@ pub async fn refresh(a: RefreshArgs) -> Result<(), Error> {
     }
     let nodes: Vec<_> =
         dkg_relay::connect_all(&cluster).await.into_iter().filter(|n| !a.remove.contains(&n.id().get())).collect();
-    let refreshed = dkg_relay::refresh(&nodes, key).await?;
+    let refreshed = match &a.commit {
+        None => dkg_relay::refresh(&nodes, key).await?,
+        Some(c) => {
+            let bad = || Error::new(ErrorCode::ConfigInvalid, format!("--commit {c:?}: DKG_ID:EPOCH"));
+            let (dkg, epoch) = c.split_once(':').ok_or_else(bad)?;
+            let dkg = frostgate_common::ids::DkgId::from_str(dkg).map_err(|_| bad())?;
+            let epoch = epoch.parse().map_err(|_| bad())?;
+            dkg_relay::commit(&nodes, dkg, key, epoch).await?
+        }
+    };
     let row = RefreshRow {
         key: refreshed.key.key.to_string(),
         epoch: refreshed.epoch,

@@ -35,16 +35,51 @@ pub async fn run(nodes: &[Arc<SignerClient>], threshold: u16) -> Result<KeyInfo,
 }
 
 /// Refreshes `key`'s shares among `nodes` (every seat of the key not among them is removed);
-/// returns the refreshed key and epoch every node activated.
+/// returns the refreshed key and epoch every node put in force.
+///
+/// Two phases: `RefreshActivate` prepares the refreshed share on every node (durable, not in
+/// force: the key keeps signing at its epoch); only once every node prepared it does
+/// `RefreshCommit` put it in force on each. A node failing its activation therefore leaves every
+/// node at the old epoch. A commit that does not reach a node is retried; it is idempotent.
 pub async fn refresh(nodes: &[Arc<SignerClient>], key: KeyId) -> Result<KeyRefreshed, Error> {
     let dkg = DkgId::from_bytes(crate::random_bytes());
     let start = |me, participants| RefreshStart { dkg, key, me, participants };
     let activate = |confirmations| RefreshActivate { dkg, confirmations };
-    let refreshed = relay(nodes, dkg, start, activate, |k: &KeyRefreshed| (k.key.key, k.epoch)).await?;
-    match refreshed.key.key == key {
-        true => Ok(refreshed),
-        false => Err(Error::new(ErrorCode::Internal, "a refresh answered for another key")),
+    let prepared = relay(nodes, dkg, start, activate, |k: &KeyRefreshed| (k.key.key, k.epoch)).await?;
+    if prepared.key.key != key {
+        return Err(Error::new(ErrorCode::Internal, "a refresh answered for another key"));
     }
+    commit(nodes, dkg, key, prepared.epoch).await
+}
+
+/// Phase 2 of a refresh: `RefreshCommit` on every node, each retried (idempotent) up to 5 times.
+pub async fn commit(nodes: &[Arc<SignerClient>], dkg: DkgId, key: KeyId, epoch: u64) -> Result<KeyRefreshed, Error> {
+    let mut committed = None;
+    for n in nodes {
+        let mut tries = 0;
+        let done = loop {
+            tries += 1;
+            match n.call(RefreshCommit { dkg, key, epoch }, STEP_TIMEOUT).await {
+                Ok(k) => break k,
+                Err(e) if tries < 5 && e.recovery_class() == frostgate_common::error::RecoveryClass::Retry => {
+                    tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+                }
+                Err(e) => {
+                    return Err(Error::new(
+                        e.code(),
+                        format!(
+                            "node {} did not put epoch {epoch} in force ({}); every node prepared it: rerun \
+                             `frostgate refresh --key {key} --commit {dkg}:{epoch}` once the node is back",
+                            n.id(),
+                            e.message()
+                        ),
+                    ))
+                }
+            }
+        };
+        committed.get_or_insert(done);
+    }
+    committed.ok_or_else(|| Error::new(ErrorCode::Internal, "no node in the refresh"))
 }
 
 /// Repairs seat `seat` of `key` onto `new` (a fresh enclave pinned for the seat by every helper)
