@@ -138,6 +138,8 @@ bounded_types! {
     DkgEnvelopes: Vec<crate::protocol::DkgEnvelope>, crate::limits::MAX_PARTICIPANTS as usize, "DKG envelopes (count)";
     /// Transcript confirmations.
     DkgConfirmations: Vec<crate::protocol::DkgConfirmation>, crate::limits::MAX_PARTICIPANTS as usize, "DKG confirmations (count)";
+    /// Peers' epoch statements for a restore.
+    EpochStatements: Vec<crate::protocol::EpochStatement>, crate::limits::MAX_PARTICIPANTS as usize, "epoch statements (count)";
     /// Signature shares by signer.
     /// An unhardened derivation path (steps below 2^31).
     DerivationSteps: Vec<u32>, crate::limits::MAX_DERIVATION_DEPTH, "derivation path (steps)";

@@ -249,6 +249,10 @@ error_codes! {
     /// enclave's operator allows (`--kek-rotation-interval-secs`). An unfinished rotation is
     /// always finished. Nothing changed.
     KekRotationTooSoon = "kek_rotation_too_soon", Operator;
+    /// A seat backup is of an earlier epoch than the one the key's pinned peers state they hold
+    /// (a refresh happened since): restoring it would serve a dead sharing. Nothing restored; take
+    /// a current backup or repair the seat.
+    BackupStale = "backup_stale", FixRequest;
 }
 
 impl fmt::Display for ErrorCode {

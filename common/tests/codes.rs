@@ -75,6 +75,7 @@ const PINNED: &[(usize, &str, &str)] = &[
     (67, "audit_trail_full", "operator"),
     (68, "audit_ack_invalid", "fix_request"),
     (69, "kek_rotation_too_soon", "operator"),
+    (70, "backup_stale", "fix_request"),
 ];
 
 #[test]

@@ -435,6 +435,17 @@ fn message() -> impl Strategy<Value = Message> {
         )),
         (any::<u64>(), any::<u64>())
             .prop_map(|(through, dropped)| Message::AuditAcknowledged(AuditAcknowledged { through, dropped })),
+        (bytes::<32>()).prop_map(|k| Message::RestoreChallenge(RestoreChallenge { key: KeyId::from_bytes(k) })),
+        (bytes::<32>(), bytes::<32>()).prop_map(|(k, challenge)| Message::RestoreChallenged(RestoreChallenged {
+            key: KeyId::from_bytes(k),
+            challenge
+        })),
+        (bytes::<32>(), bytes::<32>())
+            .prop_map(|(k, challenge)| Message::AttestEpoch(AttestEpoch { key: KeyId::from_bytes(k), challenge })),
+        epoch_statement().prop_map(Message::EpochStatement),
+        (seat_backup(), proptest::collection::vec(epoch_statement(), 0..3)).prop_map(|(backup, s)| {
+            Message::RestoreAttested(RestoreAttested { backup, statements: EpochStatements::new(s).expect("bound") })
+        }),
         (dkg_id(), bytes::<32>(), any::<u64>()).prop_map(|(dkg, k, epoch)| Message::RefreshCommit(RefreshCommit {
             dkg,
             key: KeyId::from_bytes(k),
@@ -498,6 +509,20 @@ fn envelope() -> impl Strategy<Value = DkgEnvelope> {
         to,
         ciphertext: DkgCiphertext::new(b).expect("bound"),
     })
+}
+
+fn epoch_statement() -> impl Strategy<Value = EpochStatement> {
+    (bytes::<32>(), pid(), any::<u64>(), bytes::<32>(), bytes::<32>(), bytes::<32>(), bytes::<32>()).prop_map(
+        |(k, seat, epoch, package_hash, challenge, signature_r, signature_s)| EpochStatement {
+            key: KeyId::from_bytes(k),
+            seat,
+            epoch,
+            package_hash,
+            challenge,
+            signature_r,
+            signature_s,
+        },
+    )
 }
 
 fn confirmation() -> impl Strategy<Value = DkgConfirmation> {

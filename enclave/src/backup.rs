@@ -12,7 +12,9 @@
 //! - The recovery private key is read only by the enclave that restores, from a file private to
 //!   its user (like the PIN), and wiped after use.
 //! - A restore stores the share only if it is the seat's (its verifying share is the package's),
-//!   for a key not held yet, and after closing the policy's windows for one window length: the
+//!   of the epoch the key's threshold of pinned peers state they hold (`crate::epoch_statements`:
+//!   a stale backup is refused here, not only by the CLI), for a key not held yet, and after
+//!   closing the policy's windows for one window length: the
 //!   counters of the lost store are unknown, so they count as exhausted.
 
 use crate::keys::{frost_err, identifier, key_id_of, KeyRecord, SealedSeat};
@@ -232,6 +234,8 @@ pub async fn restore(
     recovery: Option<&Recovery>,
     pins: Option<&BTreeMap<frostgate_common::ids::ParticipantId, Vec<u8>>>,
     b: &SeatBackup,
+    statements: &[frostgate_common::protocol::EpochStatement],
+    challenge: [u8; 32],
 ) -> Result<KeyRecord, Error> {
     let recovery = recovery.ok_or_else(|| config_err("no [recovery] is configured in this enclave"))?;
     if let Some(pinned) = pins.map(|p| p.get(&b.seat)) {
@@ -243,6 +247,9 @@ pub async fn restore(
         return Err(Error::new(ErrorCode::BackupInvalid, format!("key {} is already held here", b.key)));
     }
     let (package, public) = open(recovery, b)?;
+    // The current epoch, from the key's threshold of pinned peers over this restore's challenge.
+    let threshold = *package.min_signers();
+    crate::epoch_statements::check(pins, b, statements, challenge, threshold)?;
     let plain = Zeroizing::new(package.serialize().map_err(|e| frost_err(ErrorCode::Internal, "key package", e))?);
     drop(package);
     let mut record = KeyRecord::new(public, BTreeMap::new())?;

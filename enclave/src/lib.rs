@@ -27,6 +27,7 @@ pub mod config;
 pub mod custody;
 pub mod derive;
 pub mod dkg;
+pub mod epoch_statements;
 pub mod hardening;
 pub mod keys;
 pub mod logging;

@@ -44,6 +44,8 @@ pub struct Service {
     repairs: crate::repair::Repairs,
     recovery: Option<crate::backup::Recovery>,
     policy: Arc<crate::policy::Policy>,
+    /// Challenges drawn for restores (peers' epoch statements bind them).
+    challenges: crate::epoch_statements::Challenges,
 }
 
 fn label(s: &str) -> Label {
@@ -98,6 +100,7 @@ impl Service {
             repairs: crate::repair::Repairs::default(),
             recovery: None,
             policy: Arc::new(crate::policy::Policy::unrestricted()),
+            challenges: crate::epoch_statements::Challenges::default(),
         }
     }
 
@@ -443,8 +446,37 @@ impl EnclaveApi for Served<'_> {
     }
 
     async fn restore_seat(&self, r: RestoreSeat) -> Result<KeyInfo, Error> {
+        Err(Error::new(
+            ErrorCode::BackupInvalid,
+            format!(
+                "a restore of key {} needs the current epoch stated by its pinned peers (RestoreAttested: \
+                 `frostgate restore --cluster FILE`)",
+                r.backup.key
+            ),
+        ))
+    }
+
+    async fn restore_challenge(&self, r: RestoreChallenge) -> Result<RestoreChallenged, Error> {
+        self.engine()?;
+        Ok(RestoreChallenged { key: r.key, challenge: self.service.challenges.draw(r.key)? })
+    }
+
+    async fn attest_epoch(&self, r: AttestEpoch) -> Result<EpochStatement, Error> {
+        crate::epoch_statements::state(self.engine()?, r.key, r.challenge)
+    }
+
+    async fn restore_attested(&self, r: RestoreAttested) -> Result<KeyInfo, Error> {
         let (service, engine) = (self.service, self.engine()?);
-        let record = crate::backup::restore(engine, service.recovery.as_ref(), service.dkgs.pins(), &r.backup).await?;
+        let challenge = service.challenges.take(&r.backup.key)?;
+        let record = crate::backup::restore(
+            engine,
+            service.recovery.as_ref(),
+            service.dkgs.pins(),
+            &r.backup,
+            r.statements.as_inner(),
+            challenge,
+        )
+        .await?;
         tracing::warn!(key = %record.key_id, seat = %r.backup.seat, "seat restored from a backup; policy windows closed for one window");
         key_info(&record)
     }

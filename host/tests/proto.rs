@@ -61,6 +61,7 @@ fn every_rpc_is_a_boundary_request_from_the_host() {
         "RepairStart",
         "RepairSigma",
         "RepairFinish",
+        "AttestEpoch",
         "DevDealerKeygen",
         "OpenPsbtSession",
         "GetPolicy",

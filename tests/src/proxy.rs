@@ -108,6 +108,7 @@ signer_impl! {
         repair_start(RepairStart) -> DkgRound2Reply;
         repair_sigma(RepairSigma) -> DkgRound2Reply;
         repair_finish(RepairFinish) -> DkgActivateReply;
+        attest_epoch(AttestEpoch) -> EpochStatement;
         preprocess(Preprocess) -> Preprocessed;
         close_sessions(CloseSessions) -> SessionsClosed;
     }

@@ -121,12 +121,16 @@ fn a_lost_node_is_restored_from_its_backup_with_the_policy_window_closed() {
         c.kill(i);
     }
     c.up(&[]).expect("up");
-    let restore = |f: &Path, cluster: bool| {
-        let mut args =
-            vec!["restore".to_string(), "--connect".into(), socket(3), "--file".into(), f.display().to_string()];
-        if cluster {
-            args.extend(["--cluster".into(), c.file()]);
-        }
+    let restore = |f: &Path| {
+        let args = [
+            "restore".to_string(),
+            "--connect".into(),
+            socket(3),
+            "--file".into(),
+            f.display().to_string(),
+            "--cluster".into(),
+            c.file(),
+        ];
         let o = std::process::Command::new(host_bin()).args(&args).output().expect("restore");
         if o.status.success() {
             Ok(String::from_utf8_lossy(&o.stdout).to_string())
@@ -134,9 +138,11 @@ fn a_lost_node_is_restored_from_its_backup_with_the_policy_window_closed() {
             Err(String::from_utf8_lossy(&o.stderr).to_string())
         }
     };
-    // A backup of an earlier epoch: the cluster holds another package.
-    let e = restore(&stale, true).expect_err("stale");
-    assert!(e.contains("backup_invalid") && e.contains("earlier epoch"), "{e}");
+    // A backup of an earlier epoch: the restoring enclave learns the current one from its peers.
+    let e = restore(&stale).expect_err("stale");
+    assert!(e.contains("backup_stale") && e.contains("epoch 1"), "{e}");
+    // The same with the CLI out of the way: a host that talks to its enclave itself.
+    host_skips_the_cli(&c, &socket(3), &stale, &current);
     // An altered backup does not open.
     let mut altered: serde_json::Value = file.clone();
     let ct = altered["ciphertext"].as_str().expect("ct").to_string();
@@ -144,10 +150,10 @@ fn a_lost_node_is_restored_from_its_backup_with_the_policy_window_closed() {
     altered["ciphertext"] = serde_json::Value::String(flipped);
     let altered_file = work.path().join("altered.json");
     std::fs::write(&altered_file, altered.to_string()).expect("write");
-    let e = restore(&altered_file, false).expect_err("altered");
+    let e = restore(&altered_file).expect_err("altered");
     assert!(e.contains("backup_invalid"), "{e}");
-    restore(&current, true).unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
-    let e = restore(&current, false).expect_err("already held");
+    restore(&current).unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    let e = restore(&current).expect_err("already held");
     assert!(e.contains("already held"), "{e}");
 
     // The restored node's window is closed: with node 1 down, node 3 must sign, and refuses.
@@ -160,4 +166,88 @@ fn a_lost_node_is_restored_from_its_backup_with_the_policy_window_closed() {
     sign_psbt("after-restore.psbt", 1_000).unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
     // And the restored share is the lost one.
     assert_eq!(share_of(&c, key_id), lost);
+}
+
+/// A backup file as the wire's `SeatBackup`.
+fn seat_backup(path: &Path) -> frostgate_common::protocol::SeatBackup {
+    let f: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).expect("file")).expect("json");
+    let hex_of = |k: &str| hex::decode(f[k].as_str().expect(k)).expect("hex");
+    let b32 = |k: &str| -> [u8; 32] { hex_of(k).try_into().expect("32 bytes") };
+    frostgate_common::protocol::SeatBackup {
+        key: KeyId::from_str(f["key"].as_str().expect("key")).expect("key id"),
+        seat: pid(f["seat"].as_u64().expect("seat") as u16),
+        epoch: f["epoch"].as_u64().expect("epoch"),
+        public_key_package: frostgate_common::bounded::PublicKeyPackageBytes::new(hex_of("public_key_package"))
+            .expect("bound"),
+        recovery_public_key: b32("recovery_public_key"),
+        ephemeral_public_key: b32("ephemeral_public_key"),
+        ciphertext: frostgate_common::bounded::DkgCiphertext::new(hex_of("ciphertext")).expect("bound"),
+    }
+}
+
+/// The outside review's stale restore, with the CLI's check out of the way (the host user talks
+/// to its enclave directly): the old `RestoreSeat` is refused; `RestoreAttested` of the stale
+/// backup is refused with the peers' real, fresh statements (`backup_stale`), with statements
+/// replayed from an earlier challenge, with none, and with one signed by another identity. The
+/// current backup is left for the CLI to restore afterwards.
+fn host_skips_the_cli(c: &DevCluster, socket: &str, stale: &Path, current: &Path) {
+    use frostgate_common::bounded::EpochStatements;
+    use frostgate_common::error::ErrorCode;
+    use frostgate_common::protocol::{AttestEpoch, RestoreAttested, RestoreChallenge, RestoreSeat};
+    let (stale, current) = (seat_backup(stale), seat_backup(current));
+    let cluster = frostgate_host::coordinator::cluster::Cluster::load(Path::new(&c.file())).expect("cluster file");
+    let socket = socket.strip_prefix("unix:").map(str::to_string).unwrap_or_default();
+    frostgate_tests::dkg::runtime().block_on(async {
+        let node =
+            frostgate_host::node::enclave::EnclaveClient::connect(format!("unix:{socket}").parse().expect("address"))
+                .await
+                .expect("local socket");
+        let t = Some(std::time::Duration::from_secs(30));
+        let e = node.channel().request(RestoreSeat { backup: stale.clone() }, t).await.expect_err("old path");
+        assert_eq!(e.code(), ErrorCode::BackupInvalid, "{e}");
+        let peers = frostgate_host::coordinator::dkg_relay::connect_all(&cluster).await;
+        let statements = |challenge: [u8; 32]| {
+            let peers = peers.clone();
+            let key = stale.key;
+            async move {
+                let mut out = Vec::new();
+                for p in peers.iter().filter(|p| p.id() != pid(3)) {
+                    out.push(
+                        p.call(AttestEpoch { key, challenge }, std::time::Duration::from_secs(30))
+                            .await
+                            .expect("statement"),
+                    );
+                }
+                out
+            }
+        };
+        let attested = |backup: &frostgate_common::protocol::SeatBackup, s: Vec<_>| RestoreAttested {
+            backup: backup.clone(),
+            statements: EpochStatements::new(s).expect("bound"),
+        };
+        // Real, fresh statements: the peers hold epoch 1, the backup is of epoch 0.
+        let challenge =
+            node.channel().request(RestoreChallenge { key: stale.key }, t).await.expect("challenge").challenge;
+        let fresh = statements(challenge).await;
+        assert!(fresh.iter().all(|s| s.epoch == 1), "{fresh:?}");
+        let e = node.channel().request(attested(&stale, fresh.clone()), t).await.expect_err("stale");
+        assert_eq!(e.code(), ErrorCode::BackupStale, "{e}");
+        // Those statements again (their challenge is spent), even with the current backup.
+        node.channel().request(RestoreChallenge { key: stale.key }, t).await.expect("challenge");
+        let e = node.channel().request(attested(&current, fresh.clone()), t).await.expect_err("replayed");
+        assert_eq!(e.code(), ErrorCode::BackupInvalid, "{e}");
+        // None at all.
+        node.channel().request(RestoreChallenge { key: stale.key }, t).await.expect("challenge");
+        let e = node.channel().request(attested(&stale, Vec::new()), t).await.expect_err("no statements");
+        assert_eq!(e.code(), ErrorCode::BackupInvalid, "{e}");
+        // A statement claiming epoch 0 without the peer's signature.
+        let challenge =
+            node.channel().request(RestoreChallenge { key: stale.key }, t).await.expect("challenge").challenge;
+        let mut forged = statements(challenge).await;
+        for s in forged.iter_mut() {
+            s.epoch = 0;
+        }
+        let e = node.channel().request(attested(&stale, forged), t).await.expect_err("forged");
+        assert_eq!(e.code(), ErrorCode::BackupInvalid, "{e}");
+    });
 }

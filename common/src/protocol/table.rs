@@ -211,7 +211,8 @@ macro_rules! boundary_table {
             /// Enclave -> host: the seat's backup (ciphertext only).
             58 SeatBackup(SeatBackup) { reply, from: Enclave }
             /// Host -> enclave: restore a seat from its backup (the enclave reads the recovery
-            /// private key itself). Local clients only.
+            /// private key itself). Local clients only. Refused since protocol version 3: a restore
+            /// needs the peers' statements of the current epoch (`RestoreAttested`).
             59 RestoreSeat(RestoreSeat) { request, from: Host, exposure: Channel, ready: Ready, serve: restore_seat, reply: KeyInfo }
             /// Host -> enclave: commitments to fresh nonce pairs for one seat of a key, kept live
             /// in enclave memory (bounded, wiped after their TTL) until one signing uses them.
@@ -254,6 +255,26 @@ macro_rules! boundary_table {
             /// Idempotent.
             70 RefreshCommit(RefreshCommit) {
                 request, from: Host, exposure: Network, ready: Ready, serve: refresh_commit, reply: KeyRefreshed
+            }
+            /// Host -> restoring enclave: a fresh challenge for the peers' epoch statements.
+            /// Local clients only.
+            71 RestoreChallenge(RestoreChallenge) {
+                request, from: Host, exposure: Channel, ready: Ready, serve: restore_challenge, reply: RestoreChallenged
+            }
+            /// Enclave -> host: the challenge.
+            72 RestoreChallenged(RestoreChallenged) { reply, from: Enclave }
+            /// Host -> peer enclave: state (signed by the identity key) the epoch at which the key
+            /// is held here, over the restoring enclave's challenge.
+            73 AttestEpoch(AttestEpoch) {
+                request, from: Host, exposure: Network, ready: Ready, serve: attest_epoch, reply: EpochStatement
+            }
+            /// Enclave -> host: the signed statement.
+            74 EpochStatement(EpochStatement) { reply, from: Enclave }
+            /// Host -> restoring enclave: restore a seat from its backup, with at least the key's
+            /// threshold of peers' statements of the current epoch (a stale backup is refused).
+            /// Local clients only.
+            75 RestoreAttested(RestoreAttested) {
+                request, from: Host, exposure: Channel, ready: Ready, serve: restore_attested, reply: KeyInfo
             }
         }
     };

@@ -648,6 +648,75 @@ pub struct SeatBackup {
     pub ciphertext: DkgCiphertext,
 }
 
+/// Asks the restoring enclave for a fresh challenge; the peers' epoch statements must carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreChallenge {
+    /// The key to restore.
+    pub key: KeyId,
+}
+
+/// The challenge (random, single use, 5 minutes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreChallenged {
+    /// The key.
+    pub key: KeyId,
+    /// What every statement must bind.
+    pub challenge: [u8; 32],
+}
+
+/// Asks a peer enclave to state, signed by its identity key, the epoch at which it holds a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttestEpoch {
+    /// The key.
+    pub key: KeyId,
+    /// The restoring enclave's challenge.
+    pub challenge: [u8; 32],
+}
+
+/// A peer's statement of the epoch and package at which it holds a key, over a restoring
+/// enclave's challenge (so it cannot be replayed to another restore).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EpochStatement {
+    /// The key.
+    pub key: KeyId,
+    /// The seat the stating enclave holds.
+    pub seat: ParticipantId,
+    /// The key's epoch there.
+    pub epoch: u64,
+    /// SHA-256 of the key's public key package there.
+    pub package_hash: [u8; 32],
+    /// The challenge.
+    pub challenge: [u8; 32],
+    /// ECDSA P-256 by the stating enclave's identity key over [`EpochStatement::signed_message`].
+    pub signature_r: [u8; 32],
+    /// The signature's `s`.
+    pub signature_s: [u8; 32],
+}
+
+impl EpochStatement {
+    /// The bytes the identity key signs.
+    pub fn signed_message(&self) -> Vec<u8> {
+        let mut m = b"frostgate/epoch-statement/v1".to_vec();
+        m.extend_from_slice(self.key.as_bytes());
+        m.extend_from_slice(&self.seat.get().to_be_bytes());
+        m.extend_from_slice(&self.epoch.to_be_bytes());
+        m.extend_from_slice(&self.package_hash);
+        m.extend_from_slice(&self.challenge);
+        m
+    }
+}
+
+/// Restore a seat from its backup, with the current epoch stated by at least the key's
+/// threshold of pinned peers over this enclave's challenge: a backup of an earlier epoch is
+/// refused by the enclave itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreAttested {
+    /// The backup.
+    pub backup: SeatBackup,
+    /// The peers' statements.
+    pub statements: crate::bounded::EpochStatements,
+}
+
 /// Restore a seat from its backup into this (fresh) enclave.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreSeat {

@@ -243,6 +243,11 @@ proto_struct! {
     RefreshActivate => RefreshActivate { dkg: dkg_id, confirmations: confirmations }
     KeyRefreshed => KeyRefreshed { key: key, epoch: epoch }
     RefreshCommit => RefreshCommit { dkg: dkg_id, key: key_id, epoch: epoch }
+    AttestEpoch => AttestEpoch { key: key_id, challenge: challenge }
+    EpochStatement => EpochStatement {
+        key: key_id, seat: seat, epoch: epoch, package_hash: package_hash, challenge: challenge,
+        signature_r: signature_r, signature_s: signature_s,
+    }
     RepairStart => RepairStart {
         repair: repair_id, key: key_id, seat: seat, identity_key: identity_key, me: me, helpers: helpers,
     }

@@ -168,10 +168,10 @@ pub struct RestoreArgs {
     /// The backup file written by `frostgate backup`.
     #[arg(long)]
     file: PathBuf,
-    /// Check first that the backup's public key package is the one threshold nodes of this
-    /// cluster agree on (a stale backup of an earlier epoch is refused).
+    /// The cluster: its other nodes state the key's current epoch to the restoring enclave,
+    /// which refuses a backup of an earlier epoch (`backup_stale`).
     #[arg(long)]
-    cluster: Option<PathBuf>,
+    cluster: PathBuf,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -249,29 +249,27 @@ fn parse_backup(path: &std::path::Path) -> Result<frostgate_common::protocol::Se
     })
 }
 
+/// Restores a seat: the restoring enclave draws a challenge, every other node of the cluster
+/// states (signed by its enclave's identity key) the epoch at which it holds the key over that
+/// challenge, and the restoring enclave checks the statements itself (`backup_stale` for a
+/// backup of an earlier epoch). The CLI only carries them.
 pub async fn restore(a: RestoreArgs) -> Result<(), Error> {
+    use frostgate_common::protocol::{AttestEpoch, RestoreAttested, RestoreChallenge};
     let backup = parse_backup(&a.file)?;
-    if let Some(cluster) = &a.cluster {
-        let cluster = Cluster::load(cluster)?;
-        let nodes = dkg_relay::connect_all(&cluster).await;
-        let agreed = frostgate_host::coordinator::KeyMaterial::fetch(
-            &nodes,
-            &backup.key,
-            cluster.threshold,
-            frostgate_host::coordinator::Settings::default(),
-        )
-        .await?;
-        if agreed.public_key_package_bytes()? != *backup.public_key_package.as_inner() {
-            return Err(Error::new(
-                ErrorCode::BackupInvalid,
-                "the backup's public key package is not the one the cluster holds (a backup of an earlier epoch?): \
-                 take a new backup, or repair the seat",
-            ));
-        }
-    }
+    let cluster = Cluster::load(&a.cluster)?;
     let seat = backup.seat;
     let node = local(&a.connect).await?;
-    let info = node.channel().request(frostgate_common::protocol::RestoreSeat { backup }, Some(TIMEOUT)).await?;
+    let challenge = node.channel().request(RestoreChallenge { key: backup.key }, Some(TIMEOUT)).await?;
+    let mut statements = Vec::new();
+    for peer in dkg_relay::connect_all(&cluster).await.iter().filter(|n| n.id() != seat) {
+        match peer.call(AttestEpoch { key: backup.key, challenge: challenge.challenge }, TIMEOUT).await {
+            Ok(s) => statements.push(s),
+            Err(e) => tracing::warn!(node = %peer.id(), code = %e.code(), "no epoch statement: {}", e.message()),
+        }
+    }
+    let statements = frostgate_common::bounded::EpochStatements::new(statements)
+        .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+    let info = node.channel().request(RestoreAttested { backup, statements }, Some(TIMEOUT)).await?;
     let row = serde_json::json!({ "key": info.key.to_string(), "seat": seat.get(), "threshold": info.threshold });
     if a.json {
         out(&format!("{row}\n"));
