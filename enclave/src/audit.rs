@@ -9,8 +9,9 @@
 //!   refusal first, then oldest approval), so a flood of requests that sign nothing can neither
 //!   push signed records out nor stop signing.
 //! - An acknowledgement is a BIP340 signature by the pinned auditor key over SHA-256 of
-//!   [`audit_ack_preimage`] of exactly the records kept up to its sequence number: a host cannot
-//!   forge one, nor have one signed over records it made up.
+//!   [`audit_ack_preimage`] of this enclave's identity and exactly the signed records kept up to
+//!   its sequence number: a host cannot forge one, have one signed over records it made up, or
+//!   replay one on another node; approvals and refusals evicted meanwhile do not invalidate it.
 
 use bitcoin::secp256k1::{schnorr, Message, Secp256k1, XOnlyPublicKey};
 use frostgate_common::error::{Error, ErrorCode};
@@ -76,10 +77,16 @@ impl AuditRules {
 
     /// Checks an acknowledgement of the records `kept` (this enclave's, in sequence order) up to
     /// `through`.
-    pub fn check_ack(&self, through: u64, kept: &[AuditEntry], signature: &[u8; 64]) -> Result<(), Error> {
+    pub fn check_ack(
+        &self,
+        identity: &[u8],
+        through: u64,
+        kept: &[AuditEntry],
+        signature: &[u8; 64],
+    ) -> Result<(), Error> {
         let invalid = |why: &str| Error::new(ErrorCode::AuditAckInvalid, why.to_string());
         let auditor = self.auditor.ok_or_else(|| invalid("no [audit] auditor_key is configured"))?;
-        let digest = ack_digest(through, kept)?;
+        let digest = ack_digest(identity, through, kept)?;
         let signature = schnorr::Signature::from_slice(signature).map_err(|_| invalid("malformed signature"))?;
         Secp256k1::verification_only().verify_schnorr(&signature, &Message::from_digest(digest), &auditor).map_err(
             |_| invalid("the signature does not verify under the pinned auditor key over the records kept here"),
@@ -88,8 +95,8 @@ impl AuditRules {
 }
 
 /// SHA-256 of [`audit_ack_preimage`].
-pub fn ack_digest(through: u64, kept: &[AuditEntry]) -> Result<[u8; 32], Error> {
-    let preimage = audit_ack_preimage(through, kept)?;
+pub fn ack_digest(identity: &[u8], through: u64, kept: &[AuditEntry]) -> Result<[u8; 32], Error> {
+    let preimage = audit_ack_preimage(identity, through, kept)?;
     let mut out = [0u8; 32];
     out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &preimage).as_ref());
     Ok(out)

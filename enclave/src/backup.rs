@@ -248,8 +248,12 @@ pub async fn restore(
     }
     let (package, public) = open(recovery, b)?;
     // The current epoch, from the key's threshold of pinned peers over this restore's challenge.
-    let threshold = *package.min_signers();
-    crate::epoch_statements::check(pins, b, statements, challenge, threshold)?;
+    // The threshold and the participants are the public package's (which every statement must
+    // hash to), never the encrypted package's alone.
+    let participants: Vec<frostgate_common::ids::ParticipantId> =
+        KeyRecord::new(public.clone(), BTreeMap::new())?.participants.keys().copied().collect();
+    let threshold = public.min_signers().unwrap_or(u16::MAX);
+    crate::epoch_statements::check(pins, b, statements, challenge, threshold, &participants)?;
     let plain = Zeroizing::new(package.serialize().map_err(|e| frost_err(ErrorCode::Internal, "key package", e))?);
     drop(package);
     let mut record = KeyRecord::new(public, BTreeMap::new())?;

@@ -103,6 +103,7 @@ pub fn check(
     statements: &[EpochStatement],
     challenge: [u8; 32],
     threshold: u16,
+    participants: &[ParticipantId],
 ) -> Result<(), Error> {
     let invalid = |m: String| Error::new(ErrorCode::BackupInvalid, m);
     let pins =
@@ -112,6 +113,9 @@ pub fn check(
     let mut newer = Vec::new();
     for st in statements {
         let pin = pins.get(&st.seat).ok_or_else(|| invalid(format!("participant {} is not pinned here", st.seat)))?;
+        if !participants.contains(&st.seat) {
+            return Err(invalid(format!("participant {} holds no seat of the backup's key", st.seat)));
+        }
         if st.key != backup.key || st.challenge != challenge || st.seat == backup.seat {
             return Err(invalid(format!(
                 "participant {}'s statement is for another key, challenge or seat (replayed?)",
@@ -141,7 +145,7 @@ pub fn check(
             ),
         ));
     }
-    if stated.len() < usize::from(threshold) {
+    if threshold < 2 || stated.len() < usize::from(threshold) {
         return Err(invalid(format!(
             "{} peers stated the current epoch; the key's threshold is {threshold}",
             stated.len()

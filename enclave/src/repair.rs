@@ -120,8 +120,12 @@ fn pinned(pins: Option<&Pins>, p: ParticipantId) -> Result<&[u8], DkgError> {
 
 /// Whether `package` is seat `seat`'s share of `public` (its verifying share is the listed one).
 pub fn matches_verifying_share(package: &KeyPackage, public: &PublicKeyPackage, seat: ParticipantId) -> bool {
+    // The secret share itself, not only the verifying share the package claims: `s_i * G`.
+    let derived = frost_secp256k1_tr::keys::VerifyingShare::from(*package.signing_share());
     identifier(seat).is_ok_and(|id| public.verifying_shares().get(&id) == Some(package.verifying_share()))
+        && derived == *package.verifying_share()
         && package.verifying_key() == public.verifying_key()
+        && public.min_signers().is_some_and(|t| t == *package.min_signers() && t >= 2)
 }
 
 impl Repairs {

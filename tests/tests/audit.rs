@@ -212,31 +212,35 @@ fn a_full_trail_refuses_to_sign_until_the_auditor_acknowledges_an_export() {
     assert!(full >= 2, "refused with fewer than two full trails");
     assert!((1..=3u16).all(|n| s.signed(n).len() <= 2), "a trail went over max_signed");
 
+    // The node with the most signed decisions.
+    let n = (1..=3u16).max_by_key(|n| s.signed(*n).len()).expect("a node");
     // Another key's acknowledgement is refused, and nothing leaves.
     let other = s.work.path().join("other.key");
     ok(frostgate(&["audit", "auditor-key", "--private-key-out", other.to_str().expect("p")]));
-    let o = s.export_and_acknowledge(1, &other);
+    let o = s.export_and_acknowledge(n, &other);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("audit_ack_invalid"), "{o:?}");
-    let before = s.signed(1);
+    let before = s.signed(n);
     // An export altered after it was written is refused by the tool before anything is signed.
     let export = s.work.path().join("altered.jsonl");
-    ok(frostgate(&["audit", "export", "--connect", &s.socket(1), "--out", export.to_str().expect("p")]));
+    ok(frostgate(&["audit", "export", "--connect", &s.socket(n), "--out", export.to_str().expect("p")]));
     let text = std::fs::read_to_string(&export).expect("export");
     let mut lines: Vec<&str> = text.lines().collect();
-    lines.remove(0);
+    // A signed decision left out (what a host hiding a spend from the auditor would do).
+    let hidden = lines.iter().position(|l| l.contains("\"decision\":\"signed\"")).expect("a signed record");
+    lines.remove(hidden);
     std::fs::write(&export, lines.join("\n") + "\n").expect("alter");
     let o = frostgate(&[
         "audit",
         "acknowledge",
         "--connect",
-        &s.socket(1),
+        &s.socket(n),
         "--export",
         export.to_str().expect("p"),
         "--auditor-key",
         s.auditor_key.to_str().expect("p"),
     ]);
     assert!(!o.status.success(), "{o:?}");
-    assert_eq!(s.signed(1), before);
+    assert_eq!(s.signed(n), before);
     // A self-consistent export of other records (one left out, the digest recomputed, as a host
     // showing the auditor a doctored trail would): the auditor's tool signs it, the enclave,
     // comparing with the records it keeps, refuses it.
@@ -247,11 +251,14 @@ fn a_full_trail_refuses_to_sign_until_the_auditor_acknowledges_an_export() {
         .collect();
     let end: serde_json::Value = serde_json::from_str(lines.last().expect("end")).expect("end");
     let through = end["through"].as_u64().expect("through");
-    let preimage = frostgate_common::protocol::audit_ack_preimage(through, &kept).expect("preimage");
+    let identity = hex::decode(end["identity"].as_str().expect("identity")).expect("hex");
+    let preimage = frostgate_common::protocol::audit_ack_preimage(&identity, through, &kept).expect("preimage");
     use bitcoin::hashes::Hash;
     let digest = bitcoin::hashes::sha256::Hash::hash(&preimage).to_byte_array();
     let last = lines.len() - 1;
-    let doctored_end = serde_json::json!({"through": through, "records": kept.len(), "digest": hex::encode(digest)});
+    let doctored_end = serde_json::json!({
+        "identity": end["identity"], "through": through, "records": kept.len(), "digest": hex::encode(digest)
+    });
     let doctored_end = doctored_end.to_string();
     lines[last] = &doctored_end;
     std::fs::write(&export, lines.join("\n") + "\n").expect("doctor");
@@ -259,14 +266,14 @@ fn a_full_trail_refuses_to_sign_until_the_auditor_acknowledges_an_export() {
         "audit",
         "acknowledge",
         "--connect",
-        &s.socket(1),
+        &s.socket(n),
         "--export",
         export.to_str().expect("p"),
         "--auditor-key",
         s.auditor_key.to_str().expect("p"),
     ]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("audit_ack_invalid"), "{o:?}");
-    assert_eq!(s.signed(1), before);
+    assert_eq!(s.signed(n), before);
 
     // The pinned auditor acknowledges every node's export: the records leave, signing resumes,
     // and the numbering goes on after the acknowledged records.

@@ -306,8 +306,12 @@ fn outputs_of_derived_addresses_are_signed_with_derived_change_and_consensus_val
 
 #[test]
 fn after_a_refresh_and_after_removing_a_node_the_same_key_signs_consensus_valid_transactions() {
-    // The operators allow a removal down to n = t (2 seats of a 2-of-n key).
-    let s = setup_with("max_sats_per_tx = 200000\n", &["--allow-removal-to-threshold"]);
+    // The operators allow a removal down to n = t (2 seats of a 2-of-n key). A short window, so
+    // that its closing at the removal can be seen and waited out.
+    let s = setup_with(
+        "max_sats_per_tx = 200000\nwindow_secs = 3\nmax_sats_per_window = 1000000\n",
+        &["--allow-removal-to-threshold"],
+    );
     let file = s.cluster.file();
     let refresh = |extra: &[&str]| {
         let mut args = vec!["refresh", "--cluster", &file, "--key", &s.key, "--json"];
@@ -327,6 +331,17 @@ fn after_a_refresh_and_after_removing_a_node_the_same_key_signs_consensus_valid_
     let out = refresh(&["--remove", "3"]);
     assert_eq!((out["epoch"].as_u64(), &out["participants"]), (Some(2), &serde_json::json!([1, 2])), "{out}");
     assert_eq!(out["removed"], serde_json::json!([3]));
+    // Fewer seats raise each enclave's share of the window (2-of-2: the whole limit), so the
+    // removal closed the windows for one window length: charges taken under the 2-of-3 split
+    // cannot be topped up to more than the limit.
+    let (path, _) = s.psbt("right-after-removal.psbt", &[100_000], 90_000, 9_000);
+    let e = s.sign_psbt(&path).expect_err("window closed by the removal");
+    assert!(e.contains("max_sats_per_window") && e.contains("0 left"), "{e}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while s.sign_psbt(&path).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the window never reopened");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
     sign("after-removal.psbt");
     // The removed node cannot take part in a refresh any more.
     let e = s.cluster.run(&["refresh", "--cluster", &s.cluster.file(), "--key", &s.key]).expect_err("node 3");

@@ -822,7 +822,7 @@ pub struct AcknowledgeAudit {
     /// The last sequence number exported.
     pub through: u64,
     /// BIP340 signature by the pinned `[audit] auditor_key` over SHA-256 of
-    /// [`audit_ack_preimage`] of exactly the records the enclave keeps up to `through`.
+    /// [`audit_ack_preimage`] of exactly the signed records the enclave keeps up to `through`.
     pub signature: Bip340Signature,
 }
 
@@ -835,13 +835,17 @@ pub struct AuditAcknowledged {
     pub dropped: u64,
 }
 
-/// The bytes an auditor's acknowledgement signs (hashed with SHA-256): a tag, `through`, and each
-/// record up to it in sequence order, length-prefixed in its wire encoding. One definition for
-/// the enclave that checks and the tool that signs.
-pub fn audit_ack_preimage(through: u64, entries: &[AuditEntry]) -> Result<Vec<u8>, crate::Error> {
-    let mut out = b"frostgate/audit-ack/v1".to_vec();
+/// The bytes an auditor's acknowledgement signs (hashed with SHA-256): a tag, the enclave's
+/// identity public key (an acknowledgement serves one node), `through`, and each **signed**
+/// record up to it in sequence order, length-prefixed in its wire encoding. Approvals and
+/// refusals are left out: they may leave the trail to make room at any time, and the signature
+/// must not depend on them. One definition for the enclave that checks and the tool that signs.
+pub fn audit_ack_preimage(identity: &[u8], through: u64, entries: &[AuditEntry]) -> Result<Vec<u8>, crate::Error> {
+    let mut out = b"frostgate/audit-ack/v2".to_vec();
+    out.extend_from_slice(&(identity.len() as u64).to_be_bytes());
+    out.extend_from_slice(identity);
     out.extend_from_slice(&through.to_be_bytes());
-    for e in entries.iter().filter(|e| e.seq <= through) {
+    for e in entries.iter().filter(|e| e.seq <= through && e.decision == AuditDecision::Signed) {
         let bytes = postcard::to_allocvec(e)
             .map_err(|err| crate::Error::new(crate::ErrorCode::Internal, format!("audit record: {err}")))?;
         out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());

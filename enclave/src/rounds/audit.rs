@@ -222,7 +222,8 @@ impl Engine {
             if through > s.audit.seq {
                 return Err(err(ErrorCode::AuditAckInvalid, format!("record {through} was never issued here")));
             }
-            self.audit_rules.check_ack(through, &s.audit.up_to(through), signature)?;
+            let identity = self.custody.identity_public_key();
+            self.audit_rules.check_ack(identity, through, &s.audit.up_to(through), signature)?;
         }
         self.store.persist(vec![Record::AuditAcknowledged { through }]).await.map_err(persist_err)?;
         let dropped = self.lock().audit.acknowledge(through);

@@ -67,6 +67,11 @@ impl Engine {
                 format!("key {key} is at epoch {} with no refresh {dkg} prepared at epoch {epoch}", current.epoch()),
             ));
         };
+        // Fewer seats raise every enclave's share of the window limits (`policy::Split`): charges
+        // taken under the old split would let the key overspend this window, so it closes first.
+        if prepared.participants.len() < current.participants.len() {
+            self.close_windows().await?;
+        }
         self.persist_key(&prepared).await?;
         let mut s = self.lock();
         s.prepared.remove(key);

@@ -221,13 +221,15 @@ async fn print(a: PrintArgs) -> Result<(), Error> {
 /// The last line of an export.
 #[derive(Debug, Serialize, serde::Deserialize)]
 struct ExportEnd {
+    /// The node's enclave identity public key (hex): an acknowledgement serves that node only.
+    identity: String,
     through: u64,
     records: usize,
     digest: String,
 }
 
-fn digest(through: u64, entries: &[AuditEntry]) -> Result<[u8; 32], Error> {
-    Ok(bitcoin::hashes::sha256::Hash::hash(&audit_ack_preimage(through, entries)?).to_byte_array())
+fn digest(identity: &[u8], through: u64, entries: &[AuditEntry]) -> Result<[u8; 32], Error> {
+    Ok(bitcoin::hashes::sha256::Hash::hash(&audit_ack_preimage(identity, through, entries)?).to_byte_array())
 }
 
 async fn export(a: ExportArgs) -> Result<(), Error> {
@@ -241,6 +243,11 @@ async fn export(a: ExportArgs) -> Result<(), Error> {
     })
     .await?;
     let through = entries.last().map(|e| e.seq).unwrap_or(0);
+    let identity = node
+        .channel()
+        .request(frostgate_common::protocol::GetIdentity, Some(Duration::from_secs(30)))
+        .await?
+        .into_inner();
     let mut text = String::new();
     for e in &entries {
         let mut row = serde_json::to_value(AuditRow::new(e)).map_err(|e| Error::new(ErrorCode::Internal, e))?;
@@ -248,7 +255,12 @@ async fn export(a: ExportArgs) -> Result<(), Error> {
         row["wire"] = serde_json::Value::String(hex::encode(wire));
         text.push_str(&format!("{row}\n"));
     }
-    let end = ExportEnd { through, records: entries.len(), digest: hex::encode(digest(through, &entries)?) };
+    let end = ExportEnd {
+        identity: hex::encode(&identity),
+        through,
+        records: entries.len(),
+        digest: hex::encode(digest(&identity, through, &entries)?),
+    };
     text.push_str(&format!("{}\n", serde_json::json!(end)));
     super::output::write_new(&a.out, text.as_bytes(), a.force)?;
     let signed = entries.iter().filter(|e| e.decision == AuditDecision::Signed).count();
@@ -276,7 +288,8 @@ fn read_export(path: &std::path::Path) -> Result<(Vec<AuditEntry>, ExportEnd), E
         }
         entries.push(entry);
     }
-    if entries.len() != end.records || hex::encode(digest(end.through, &entries)?) != end.digest {
+    let identity = hex::decode(&end.identity).map_err(|e| io("export: identity", e))?;
+    if entries.len() != end.records || hex::encode(digest(&identity, end.through, &entries)?) != end.digest {
         return Err(io("export", "its records do not match its last line (altered or cut)"));
     }
     Ok((entries, end))
@@ -292,7 +305,8 @@ async fn acknowledge(a: AcknowledgeArgs) -> Result<(), Error> {
         .ok_or_else(|| io(&a.auditor_key.display().to_string(), "not a hex secp256k1 private key"))?;
     let secp = Secp256k1::new();
     let keypair = Keypair::from_secret_key(&secp, &secret);
-    let msg = Message::from_digest(digest(end.through, &entries)?);
+    let identity = hex::decode(&end.identity).map_err(|e| io("export: identity", e))?;
+    let msg = Message::from_digest(digest(&identity, end.through, &entries)?);
     let sig = secp.sign_schnorr_no_aux_rand(&msg, &keypair).serialize();
     let mut r = [0u8; 32];
     let mut s = [0u8; 32];

@@ -22,18 +22,25 @@ pub fn check_new(path: &Path, force: bool) -> Result<(), Error> {
 }
 
 /// Writes `bytes` to a new file `path` (mode 0600). With `force` an existing regular file is
-/// replaced; a symbolic link (dangling or not) at `path` is refused either way.
+/// removed and a new one created in its place (never written through); a symbolic link
+/// (dangling or not) at `path` is refused either way.
 pub fn write_new(path: &Path, bytes: &[u8], force: bool) -> Result<(), Error> {
     check_new(path, force)?;
     let refuse = |why: String| Error::new(ErrorCode::ConfigInvalid, format!("{}: {why}", path.display()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).mode(0o600).custom_flags(nix::libc::O_NOFOLLOW);
     if force {
-        options.create(true).truncate(true);
-    } else {
-        // O_EXCL: fails on anything at the path, a link planted since the check included.
-        options.create_new(true);
+        // Replaced, not written through: its mode and any hard link to it stay as they were.
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(refuse(e.to_string())),
+            _ => {}
+        }
     }
-    let mut file = options.open(path).map_err(|e| refuse(e.to_string()))?;
+    // O_EXCL: fails on anything at the path, a link planted since the check included.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| refuse(e.to_string()))?;
     file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| refuse(e.to_string()))
 }
