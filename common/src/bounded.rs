@@ -138,6 +138,8 @@ bounded_types! {
     DkgEnvelopes: Vec<crate::protocol::DkgEnvelope>, crate::limits::MAX_PARTICIPANTS as usize, "DKG envelopes (count)";
     /// Transcript confirmations.
     DkgConfirmations: Vec<crate::protocol::DkgConfirmation>, crate::limits::MAX_PARTICIPANTS as usize, "DKG confirmations (count)";
+    /// Participants' votes on a refresh.
+    RefreshVotes: Vec<crate::protocol::RefreshVote>, crate::limits::MAX_PARTICIPANTS as usize, "refresh votes (count)";
     /// Peers' epoch statements for a restore.
     EpochStatements: Vec<crate::protocol::EpochStatement>, crate::limits::MAX_PARTICIPANTS as usize, "epoch statements (count)";
     /// Signature shares by signer.

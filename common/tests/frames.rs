@@ -446,11 +446,26 @@ fn message() -> impl Strategy<Value = Message> {
         (seat_backup(), proptest::collection::vec(epoch_statement(), 0..3)).prop_map(|(backup, s)| {
             Message::RestoreAttested(RestoreAttested { backup, statements: EpochStatements::new(s).expect("bound") })
         }),
-        (dkg_id(), bytes::<32>(), any::<u64>()).prop_map(|(dkg, k, epoch)| Message::RefreshCommit(RefreshCommit {
-            dkg,
-            key: KeyId::from_bytes(k),
-            epoch
-        })),
+        (dkg_id(), bytes::<32>(), any::<u64>(), proptest::collection::vec(refresh_vote(), 0..3)).prop_map(
+            |(dkg, k, epoch, v)| Message::RefreshCommit(RefreshCommit {
+                dkg,
+                key: KeyId::from_bytes(k),
+                epoch,
+                votes: RefreshVotes::new(v).expect("bound"),
+            })
+        ),
+        (dkg_id(), bytes::<32>())
+            .prop_map(|(dkg, k)| Message::GetRefreshVote(GetRefreshVote { dkg, key: KeyId::from_bytes(k) })),
+        refresh_vote().prop_map(Message::RefreshVote),
+        (dkg_id(), bytes::<32>(), proptest::collection::vec(refresh_vote(), 0..3)).prop_map(|(dkg, k, v)| {
+            Message::RefreshAbandon(RefreshAbandon {
+                dkg,
+                key: KeyId::from_bytes(k),
+                votes: RefreshVotes::new(v).expect("bound"),
+            })
+        }),
+        (dkg_id(), any::<bool>())
+            .prop_map(|(dkg, dropped)| Message::RefreshAbandoned(RefreshAbandoned { dkg, dropped })),
     ];
     prop_oneof![base, signing, store, dkg, spending, preprocessing]
 }
@@ -509,6 +524,21 @@ fn envelope() -> impl Strategy<Value = DkgEnvelope> {
         to,
         ciphertext: DkgCiphertext::new(b).expect("bound"),
     })
+}
+
+fn refresh_vote() -> impl Strategy<Value = RefreshVote> {
+    (dkg_id(), bytes::<32>(), pid(), any::<bool>(), any::<u64>(), bytes::<32>(), bytes::<32>(), bytes::<32>()).prop_map(
+        |(dkg, k, seat, prepared, epoch, package_hash, signature_r, signature_s)| RefreshVote {
+            dkg,
+            key: KeyId::from_bytes(k),
+            seat,
+            prepared,
+            epoch,
+            package_hash,
+            signature_r,
+            signature_s,
+        },
+    )
 }
 
 fn epoch_statement() -> impl Strategy<Value = EpochStatement> {

@@ -140,6 +140,20 @@ pub enum Record {
         /// (seat, key epoch, sealed blob).
         seats: Vec<(ParticipantId, u64, Vec<u8>)>,
     },
+    /// The key's record just before is the one this refresh put in force (with that record).
+    KeyCommitted {
+        /// The key id.
+        key: KeyId,
+        /// The refresh.
+        dkg: frostgate_common::ids::DkgId,
+    },
+    /// The prepared record of this refresh was dropped: a participant voted it never prepared it.
+    PreparedAbandoned {
+        /// The key id.
+        key: KeyId,
+        /// The refresh.
+        dkg: frostgate_common::ids::DkgId,
+    },
 }
 
 /// Why a persist did not succeed, split by what is known about the write.

@@ -399,7 +399,8 @@ impl EnclaveApi for Served<'_> {
     async fn refresh_commit(&self, r: RefreshCommit) -> Result<KeyRefreshed, Error> {
         let engine = self.engine()?;
         let before = engine.key(&r.key)?.epoch();
-        let record = engine.commit_key(r.dkg, &r.key, r.epoch).await?;
+        let pins = self.service.dkgs.pins();
+        let record = engine.commit_key(pins, r.dkg, &r.key, r.epoch, r.votes.as_inner()).await?;
         if before != record.epoch() {
             tracing::info!(key = %record.key_id, epoch = record.epoch(), "refreshed shares in force");
             // The previous epoch's sealed share leaves the host store with the records before
@@ -454,6 +455,22 @@ impl EnclaveApi for Served<'_> {
                 r.backup.key
             ),
         ))
+    }
+
+    async fn get_refresh_vote(&self, r: GetRefreshVote) -> Result<RefreshVote, Error> {
+        // Its DKG, if still here, can never be prepared after a "never" vote: dropped with it.
+        let vote = self.engine()?.refresh_vote(r.dkg, r.key).await?;
+        if !vote.prepared {
+            self.service.dkgs.abort(r.dkg);
+        }
+        Ok(vote)
+    }
+
+    async fn refresh_abandon(&self, r: RefreshAbandon) -> Result<RefreshAbandoned, Error> {
+        self.service.dkgs.abort(r.dkg);
+        let engine = self.engine()?;
+        let dropped = engine.abandon_prepared(self.service.dkgs.pins(), r.dkg, &r.key, r.votes.as_inner()).await?;
+        Ok(RefreshAbandoned { dkg: r.dkg, dropped })
     }
 
     async fn restore_challenge(&self, r: RestoreChallenge) -> Result<RestoreChallenged, Error> {

@@ -58,6 +58,8 @@ fn every_rpc_is_a_boundary_request_from_the_host() {
         "RefreshStart",
         "RefreshActivate",
         "RefreshCommit",
+        "GetRefreshVote",
+        "RefreshAbandon",
         "RepairStart",
         "RepairSigma",
         "RepairFinish",

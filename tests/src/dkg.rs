@@ -26,6 +26,8 @@ pub struct Tamper {
     pub identity: Option<(ParticipantId, ParticipantId)>,
     /// This participant's activation fails (never reaches it: a network cut at that moment).
     pub lost_activation: Option<ParticipantId>,
+    /// Stop after the activations (a coordinator that dies before ending the refresh).
+    pub stop_after_activation: bool,
 }
 
 /// What each node answered (`K`: what activation returns, `KeyRefreshed` for a refresh).
@@ -150,12 +152,16 @@ impl Relay {
         let start = |me, participants| RefreshStart { dkg, key, me, participants };
         let activate = |confirmations| RefreshActivate { dkg, confirmations };
         let mut run = self.steps(dkg, start, activate, tamper).await;
-        // Phase 2, as the coordinator does it: only once every node prepared the refresh.
-        let prepared = run.keys.len() == self.nodes.len() && run.blames.is_empty() && run.errors.is_empty();
-        let epoch = run.keys.values().next().map(|k| k.epoch);
-        if let (true, Some(epoch)) = (prepared, epoch) {
+        if tamper.stop_after_activation {
+            return run;
+        }
+        // Phase 2, as the coordinator does it: every node's vote, then commit or abandon.
+        let votes = self.votes(dkg, key).await;
+        let all = RefreshVotes::new(votes.clone()).expect("bound");
+        if votes.len() == self.nodes.len() && votes.iter().all(|v| v.prepared) {
+            let epoch = votes[0].epoch;
             for (me, c) in &self.nodes {
-                match c.request(RefreshCommit { dkg, key, epoch }).await {
+                match c.request(RefreshCommit { dkg, key, epoch, votes: all.clone() }).await {
                     Ok(k) => drop(run.keys.insert(*me, k)),
                     Err(e) => {
                         run.keys.remove(me);
@@ -163,8 +169,23 @@ impl Relay {
                     }
                 }
             }
+        } else {
+            for (_, c) in &self.nodes {
+                let _ = c.request(RefreshAbandon { dkg, key, votes: all.clone() }).await;
+            }
         }
         run
+    }
+
+    /// Every node's signed vote on refresh `dkg` (those that answer).
+    pub async fn votes(&self, dkg: DkgId, key: KeyId) -> Vec<RefreshVote> {
+        let mut out = Vec::new();
+        for (_, c) in &self.nodes {
+            if let Ok(v) = c.request(GetRefreshVote { dkg, key }).await {
+                out.push(v);
+            }
+        }
+        out
     }
 
     /// Repairs `seat` of `key` onto the relay's node for that seat with `helpers`, as far as it

@@ -105,6 +105,8 @@ signer_impl! {
         refresh_start(RefreshStart) -> DkgStartReply;
         refresh_activate(RefreshActivate) -> RefreshActivateReply;
         refresh_commit(RefreshCommit) -> KeyRefreshed;
+        get_refresh_vote(GetRefreshVote) -> RefreshVote;
+        refresh_abandon(RefreshAbandon) -> RefreshAbandoned;
         repair_start(RepairStart) -> DkgRound2Reply;
         repair_sigma(RepairSigma) -> DkgRound2Reply;
         repair_finish(RepairFinish) -> DkgActivateReply;

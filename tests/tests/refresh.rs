@@ -3,6 +3,7 @@
 //! a participant can be removed; a cheating participant is named; the previous epoch's sealed
 //! share leaves the store and an old store put back is refused.
 
+use frostgate_common::bounded::RefreshVotes;
 use frostgate_common::error::ErrorCode;
 use frostgate_common::ids::{DkgId, KeyId};
 use frostgate_common::protocol::*;
@@ -292,9 +293,11 @@ fn the_previous_epoch_leaves_the_store_and_an_old_store_put_back_is_refused() {
 
 /// The outside review's bricked key: a 2-of-2 key whose refresh loses node 2's activation (a
 /// network cut at that moment). Before, node 1 switched to the new epoch alone and no signature
-/// could be made again. Activation is now two-phase: `RefreshActivate` only prepares the new
-/// share beside the old one and `RefreshCommit` is sent once every node prepared, so the key
-/// still signs at its epoch, across restarts, and a later refresh goes through.
+/// could be made again. Activation is now an atomic commitment: `RefreshActivate` only prepares
+/// the new share beside the old one, and a commit needs every participant's signed vote that it
+/// prepared; a node that did not prepare votes "never" (and then never prepares it), which
+/// abandons the refresh everywhere. So the key still signs at its epoch, across restarts, and a
+/// later refresh goes through.
 #[test]
 fn a_refresh_whose_activation_fails_on_one_node_leaves_the_key_signing() {
     let mut nodes = cluster(2);
@@ -306,15 +309,11 @@ fn a_refresh_whose_activation_fails_on_one_node_leaves_the_key_signing() {
         let run = relay.refresh(key, &lost).await;
         assert_eq!(run.keys.get(&pid(1)).map(|k| k.epoch), Some(1), "node 1 prepared epoch 1: {run:?}");
         assert!(run.errors.contains_key(&pid(2)), "{run:?}");
-        // The coordinator abandons the failed refresh on every node (as `dkg_relay` does).
-        for (_, c) in &relay.nodes {
-            let _ = c.request(DkgRef { dkg: run.dkg.expect("dkg id") }).await;
-        }
         // Nothing was committed: both nodes sign at epoch 0.
         sign_multi(&relay.nodes, key, TaprootMode::Bip86).await;
         key
     });
-    // The prepared share survives a restart without coming into force.
+    // The abandoned share does not come back with a restart.
     nodes[0].kill();
     nodes[0].start();
     rt.block_on(async {
@@ -326,13 +325,12 @@ fn a_refresh_whose_activation_fails_on_one_node_leaves_the_key_signing() {
             assert_eq!(k.epoch, 1, "{run:?}");
         }
         sign_multi(&relay.nodes, key, TaprootMode::Bip86).await;
-        // The commit is idempotent; a commit of another refresh or epoch is refused.
+        // The commit is idempotent for the refresh in force.
         let dkg = run.dkg.expect("dkg id");
+        let votes = RefreshVotes::new(relay.votes(dkg, key).await).expect("bound");
         for (_, c) in &relay.nodes {
-            let again = c.request(RefreshCommit { dkg, key, epoch: 1 }).await.expect("idempotent");
+            let again = c.request(RefreshCommit { dkg, key, epoch: 1, votes: votes.clone() }).await.expect("again");
             assert_eq!(again.epoch, 1);
-            let e = c.request(RefreshCommit { dkg, key, epoch: 2 }).await.expect_err("nothing prepared");
-            assert_eq!(e.code(), ErrorCode::KeyEpochChanged, "{e}");
         }
     });
     // Restarted at epoch 1, both still sign.
@@ -341,4 +339,62 @@ fn a_refresh_whose_activation_fails_on_one_node_leaves_the_key_signing() {
         n.start();
     }
     rt.block_on(async { sign_multi(&relay(&nodes).await.nodes, key, TaprootMode::Bip86).await });
+}
+
+/// The review's attacks on the commit, by a coordinator that controls which node hears what:
+/// node 1 alone prepared a refresh; a commit with node 1's vote alone, or with node 2's "never"
+/// vote, is refused, and node 2 can no longer prepare it. And with a refresh prepared
+/// everywhere but not committed, a second refresh cannot be prepared anywhere (two refreshes
+/// committed on different nodes would split the key); ending the first goes through.
+#[test]
+fn a_refresh_commits_only_with_every_participants_prepared_vote() {
+    let nodes = cluster(2);
+    rt().block_on(async {
+        let relay = relay(&nodes).await;
+        let key = dkg_key(&relay, 2).await.key;
+        let partial = Tamper { lost_activation: Some(pid(2)), stop_after_activation: true, ..Tamper::default() };
+        let run = relay.refresh(key, &partial).await;
+        let dkg = run.dkg.expect("dkg id");
+        let node1 = &relay.nodes[0].1;
+        let own = relay.only(&[pid(1)]).votes(dkg, key).await;
+        assert!(own.iter().all(|v| v.prepared), "{own:?}");
+        let e = node1
+            .request(RefreshCommit { dkg, key, epoch: 1, votes: RefreshVotes::new(own.clone()).expect("bound") })
+            .await
+            .expect_err("node 2 did not vote");
+        assert_eq!(e.code(), ErrorCode::DkgConfigInvalid, "{e}");
+        let all = relay.votes(dkg, key).await;
+        assert_eq!(all.iter().filter(|v| !v.prepared).count(), 1, "node 2 votes never: {all:?}");
+        let e = node1
+            .request(RefreshCommit { dkg, key, epoch: 1, votes: RefreshVotes::new(all.clone()).expect("bound") })
+            .await
+            .expect_err("node 2 never prepared");
+        assert_eq!(e.code(), ErrorCode::DkgConfigInvalid, "{e}");
+        // Node 1's prepared share is dropped on node 2's vote; the key signs at epoch 0.
+        let dropped = node1
+            .request(RefreshAbandon { dkg, key, votes: RefreshVotes::new(all).expect("bound") })
+            .await
+            .expect("abandon");
+        assert!(dropped.dropped);
+        sign_multi(&relay.nodes, key, TaprootMode::Bip86).await;
+
+        // Prepared everywhere, not committed: a second refresh is refused at preparation.
+        let stop = Tamper { stop_after_activation: true, ..Tamper::default() };
+        let first = relay.refresh(key, &stop).await;
+        assert_eq!(first.keys.len(), 2, "{first:?}");
+        let second = relay.refresh(key, &stop).await;
+        assert!(second.keys.is_empty(), "{second:?}");
+        for p in [pid(1), pid(2)] {
+            let e = second.errors.get(&p).unwrap_or_else(|| panic!("node {p}: {second:?}"));
+            assert_eq!(e.code(), ErrorCode::DkgPhase, "{e}");
+        }
+        // Ending the first: every node prepared it, so it commits everywhere.
+        let dkg = first.dkg.expect("dkg id");
+        let votes = RefreshVotes::new(relay.votes(dkg, key).await).expect("bound");
+        for (_, c) in &relay.nodes {
+            let k = c.request(RefreshCommit { dkg, key, epoch: 1, votes: votes.clone() }).await.expect("commit");
+            assert_eq!(k.epoch, 1);
+        }
+        sign_multi(&relay.nodes, key, TaprootMode::Bip86).await;
+    });
 }

@@ -250,8 +250,8 @@ macro_rules! boundary_table {
             }
             /// Enclave -> host: the acknowledgement is durable.
             69 AuditAcknowledged(AuditAcknowledged) { reply, from: Enclave }
-            /// Host -> enclave: put a refreshed key in force, once `RefreshActivate` prepared it on
-            /// every participant (phase 2; until then the key signs at its previous epoch).
+            /// Host -> enclave: put a refreshed key in force, with every participant's signed vote
+            /// that it prepared it (phase 2; until then the key signs at its previous epoch).
             /// Idempotent.
             70 RefreshCommit(RefreshCommit) {
                 request, from: Host, exposure: Network, ready: Ready, serve: refresh_commit, reply: KeyRefreshed
@@ -276,6 +276,18 @@ macro_rules! boundary_table {
             75 RestoreAttested(RestoreAttested) {
                 request, from: Host, exposure: Channel, ready: Ready, serve: restore_attested, reply: KeyInfo
             }
+            /// Host -> enclave: its signed vote on a refresh (prepared, or never).
+            76 GetRefreshVote(GetRefreshVote) {
+                request, from: Host, exposure: Network, ready: Ready, serve: get_refresh_vote, reply: RefreshVote
+            }
+            /// Enclave -> host: the vote.
+            77 RefreshVote(RefreshVote) { reply, from: Enclave }
+            /// Host -> enclave: drop a prepared refresh that a participant voted it never prepared.
+            78 RefreshAbandon(RefreshAbandon) {
+                request, from: Host, exposure: Network, ready: Ready, serve: refresh_abandon, reply: RefreshAbandoned
+            }
+            /// Enclave -> host: whether a prepared share was dropped.
+            79 RefreshAbandoned(RefreshAbandoned) { reply, from: Enclave }
         }
     };
 }

@@ -556,9 +556,9 @@ pub struct RefreshActivate {
     pub confirmations: DkgConfirmations,
 }
 
-/// Phase 2 of a refresh's activation: put the refreshed key (prepared by `RefreshActivate` on
-/// every participant) in force. Idempotent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Phase 2 of a refresh's activation: put the refreshed key in force, with every participant's
+/// signed vote that it prepared this refresh. Idempotent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefreshCommit {
     /// The refresh (its DKG id): only the share this refresh prepared is put in force.
     pub dkg: DkgId,
@@ -566,6 +566,75 @@ pub struct RefreshCommit {
     pub key: KeyId,
     /// The epoch prepared.
     pub epoch: u64,
+    /// A `prepared` vote of every participant of the refreshed key.
+    pub votes: crate::bounded::RefreshVotes,
+}
+
+/// Asks an enclave for its signed vote on a refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetRefreshVote {
+    /// The refresh (its DKG id).
+    pub dkg: DkgId,
+    /// The key.
+    pub key: KeyId,
+}
+
+/// An enclave's vote on a refresh, signed by its identity key: `prepared` (the refresh's share
+/// is durable here, beside the current one or already in force), or not (it never prepared this
+/// refresh and, having voted so, never will: the refresh can never be committed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RefreshVote {
+    /// The refresh.
+    pub dkg: DkgId,
+    /// The key.
+    pub key: KeyId,
+    /// The voter's seat.
+    pub seat: ParticipantId,
+    /// Whether it prepared the refresh.
+    pub prepared: bool,
+    /// The refreshed epoch (0 when not prepared).
+    pub epoch: u64,
+    /// SHA-256 of the refreshed public key package (zero when not prepared).
+    pub package_hash: [u8; 32],
+    /// ECDSA P-256 by the voter's identity key over [`RefreshVote::signed_message`].
+    pub signature_r: [u8; 32],
+    /// The signature's `s`.
+    pub signature_s: [u8; 32],
+}
+
+impl RefreshVote {
+    /// The bytes the identity key signs.
+    pub fn signed_message(&self) -> Vec<u8> {
+        let mut m = b"frostgate/refresh-vote/v1".to_vec();
+        m.extend_from_slice(self.dkg.as_bytes());
+        m.extend_from_slice(self.key.as_bytes());
+        m.extend_from_slice(&self.seat.get().to_be_bytes());
+        m.push(u8::from(self.prepared));
+        m.extend_from_slice(&self.epoch.to_be_bytes());
+        m.extend_from_slice(&self.package_hash);
+        m
+    }
+}
+
+/// Drop a prepared refresh that can never be committed: a participant's vote that it did not
+/// prepare it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshAbandon {
+    /// The refresh.
+    pub dkg: DkgId,
+    /// The key.
+    pub key: KeyId,
+    /// The votes (at least one `prepared: false` of a participant of the refresh).
+    pub votes: crate::bounded::RefreshVotes,
+}
+
+/// Reply to [`RefreshAbandon`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshAbandoned {
+    /// The refresh.
+    pub dkg: DkgId,
+    /// Whether a prepared share of it was dropped here.
+    pub dropped: bool,
 }
 
 /// A refreshed key: its new public description and epoch.

@@ -20,67 +20,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Phase 1 of a refresh's activation: makes the refreshed record (`from_epoch` + 1) durable
-    /// beside the key, which keeps signing at `from_epoch`. Replaces an older prepared record (of
-    /// a refresh that never committed). Refused (`key_epoch_changed`) if the key is no longer at
-    /// `from_epoch`.
-    pub async fn prepare_key(
-        &self,
-        dkg: frostgate_common::ids::DkgId,
-        record: KeyRecord,
-        from_epoch: u64,
-    ) -> Result<(), Error> {
-        let _one = self.key_change.lock().await;
-        let current = self.key(&record.key_id)?;
-        if current.epoch() != from_epoch || Some(record.epoch()) != from_epoch.checked_add(1) {
-            return Err(err(
-                ErrorCode::KeyEpochChanged,
-                format!("key {} is at epoch {}, not {from_epoch}", record.key_id, current.epoch()),
-            ));
-        }
-        self.check_unseals(&record)?;
-        self.store.persist(vec![replay::prepared_record(dkg, &record)?]).await.map_err(persist_err)?;
-        self.lock().prepared.insert(record.key_id, (dkg, Arc::new(record)));
-        Ok(())
-    }
-
-    /// Phase 2: puts the record refresh `dkg` prepared for `key` at `epoch` in force (its sessions, opened under the old epoch, are dropped with their attempts, nonces and markers).
-    /// Idempotent: a key already at `epoch` answers with its record. Refused
-    /// (`key_epoch_changed`) when nothing is prepared at `epoch`.
-    pub async fn commit_key(
-        &self,
-        dkg: frostgate_common::ids::DkgId,
-        key: &KeyId,
-        epoch: u64,
-    ) -> Result<Arc<KeyRecord>, Error> {
-        let _one = self.key_change.lock().await;
-        let current = self.key(key)?;
-        if current.epoch() == epoch {
-            return Ok(current);
-        }
-        let prepared = self.lock().prepared.get(key).cloned();
-        let Some((_, prepared)) = prepared
-            .filter(|(by, p)| *by == dkg && p.epoch() == epoch && Some(epoch) == current.epoch().checked_add(1))
-        else {
-            return Err(err(
-                ErrorCode::KeyEpochChanged,
-                format!("key {key} is at epoch {} with no refresh {dkg} prepared at epoch {epoch}", current.epoch()),
-            ));
-        };
-        // Fewer seats raise every enclave's share of the window limits (`policy::Split`): charges
-        // taken under the old split would let the key overspend this window, so it closes first.
-        if prepared.participants.len() < current.participants.len() {
-            self.close_windows().await?;
-        }
-        self.persist_key(&prepared).await?;
-        let mut s = self.lock();
-        s.prepared.remove(key);
-        Self::install_newer_key(&mut s, (*prepared).clone());
-        Ok(prepared)
-    }
-
     /// Commits a key record (durable, acknowledged, anchored) once every seat of it unseals.
-    async fn persist_key(&self, record: &KeyRecord) -> Result<(), Error> {
+    pub(super) async fn persist_key(&self, record: &KeyRecord) -> Result<(), Error> {
         self.check_unseals(record)?;
         self.store.persist(vec![replay::key_record(record)?]).await.map_err(persist_err)
     }
@@ -88,7 +29,7 @@ impl Engine {
     /// Every seat of `record` unseals with the token's current key-encryption keys. Called under
     /// the key-change lock: a blob sealed before a rotation finished (under the key it destroyed)
     /// is refused here instead of being stored unreadable.
-    fn check_unseals(&self, record: &KeyRecord) -> Result<(), Error> {
+    pub(super) fn check_unseals(&self, record: &KeyRecord) -> Result<(), Error> {
         for seat in record.seats.keys() {
             record.unseal(&self.custody, *seat).map_err(|e| {
                 err(ErrorCode::UnsealFailed, format!("seat {seat} was sealed under a rotated key-encryption key: {e}"))

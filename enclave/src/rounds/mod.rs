@@ -36,6 +36,7 @@ mod audit;
 mod expiry;
 mod key_changes;
 mod preprocess;
+mod refresh_votes;
 mod replay;
 mod signing;
 mod spending;
@@ -212,6 +213,11 @@ struct State {
     /// Refreshed keys prepared (durable) and not yet committed, by key: the next epoch of a key
     /// in `keys`, which keeps signing at its own epoch until the commit.
     prepared: HashMap<KeyId, (frostgate_common::ids::DkgId, Arc<KeyRecord>)>,
+    /// The refresh that put each key's current epoch in force (answers a repeated commit).
+    committed_by: HashMap<KeyId, frostgate_common::ids::DkgId>,
+    /// Refreshes this enclave voted it never prepared: never prepared after that (memory only: a
+    /// restart loses every DKG, so none of them can be prepared afterwards either).
+    abandoned: std::collections::HashSet<frostgate_common::ids::DkgId>,
 }
 
 /// Counts for health and tests.

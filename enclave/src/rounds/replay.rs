@@ -106,6 +106,12 @@ impl Engine {
                 Record::Audit(entry) => self.keep_audit(&mut s, entry.clone()),
                 Record::AuditAcknowledged { through } => Self::replay_acknowledged(&mut s, *through),
                 Record::KekRotated { at_unix } => s.kek_rotated_unix = s.kek_rotated_unix.max(*at_unix),
+                Record::KeyCommitted { key, dkg } => drop(s.committed_by.insert(*key, *dkg)),
+                Record::PreparedAbandoned { key, dkg } => {
+                    if s.prepared.get(key).is_some_and(|(by, _)| by == dkg) {
+                        s.prepared.remove(key);
+                    }
+                }
                 Record::KeyPrepared { dkg, key, public_key_package, seats } => {
                     let record = Self::stored_key(key, public_key_package, seats)?;
                     // Prepared for the next epoch of a held key; stale once the key reached it.
@@ -187,6 +193,11 @@ impl Engine {
         }
         for (dkg, k) in s.prepared.values() {
             out.push(prepared_record(*dkg, k)?);
+        }
+        for (key, dkg) in &s.committed_by {
+            if s.keys.contains_key(key) {
+                out.push(Record::KeyCommitted { key: *key, dkg: *dkg });
+            }
         }
         for (id, sess) in &s.sessions {
             out.extend(sess.records(*id));

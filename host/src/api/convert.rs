@@ -106,7 +106,7 @@ list_fields!(
     SignerShares: SignerShare, DkgParticipants: DkgParticipant, DkgRound1Packages: DkgRound1Package,
     DkgEnvelopes: DkgEnvelope, DkgConfirmations: DkgConfirmation, AuditOutputs: AuditOutput,
     AuditEntries: AuditEntry, PreCommitments: PreCommitment, SignItems: SignPreprocessed,
-    SignOutcomes: SignOutcome
+    SignOutcomes: SignOutcome, RefreshVotes: RefreshVote
 );
 
 impl Field for SessionIds {
@@ -158,6 +158,16 @@ impl Field for u64 {
         *self
     }
     fn from_field(_: &str, p: u64) -> Result<Self, Error> {
+        Ok(p)
+    }
+}
+
+impl Field for bool {
+    type Pb = bool;
+    fn to_field(&self) -> bool {
+        *self
+    }
+    fn from_field(_: &str, p: bool) -> Result<Self, Error> {
         Ok(p)
     }
 }
@@ -242,7 +252,14 @@ proto_struct! {
     RefreshStart => RefreshStart { dkg: dkg_id, key: key_id, me: me, participants: participants }
     RefreshActivate => RefreshActivate { dkg: dkg_id, confirmations: confirmations }
     KeyRefreshed => KeyRefreshed { key: key, epoch: epoch }
-    RefreshCommit => RefreshCommit { dkg: dkg_id, key: key_id, epoch: epoch }
+    RefreshCommit => RefreshCommit { dkg: dkg_id, key: key_id, epoch: epoch, votes: votes }
+    GetRefreshVote => GetRefreshVote { dkg: dkg_id, key: key_id }
+    RefreshVote => RefreshVote {
+        dkg: dkg_id, key: key_id, seat: seat, prepared: prepared, epoch: epoch, package_hash: package_hash,
+        signature_r: signature_r, signature_s: signature_s,
+    }
+    RefreshAbandon => RefreshAbandon { dkg: dkg_id, key: key_id, votes: votes }
+    RefreshAbandoned => RefreshAbandoned { dkg: dkg_id, dropped: dropped }
     AttestEpoch => AttestEpoch { key: key_id, challenge: challenge }
     EpochStatement => EpochStatement {
         key: key_id, seat: seat, epoch: epoch, package_hash: package_hash, challenge: challenge,

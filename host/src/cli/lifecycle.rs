@@ -24,10 +24,11 @@ pub struct RefreshArgs {
     /// with theirs. Repeat to remove several (at least the threshold must remain).
     #[arg(long)]
     remove: Vec<u16>,
-    /// Only finish an earlier refresh that every node prepared (`DKG_ID:EPOCH`, as its error
-    /// named): put it in force on every node (idempotent).
-    #[arg(long, conflicts_with = "remove")]
-    commit: Option<String>,
+    /// Only end an earlier refresh (its DKG id, as its error named): committed on every node if
+    /// every node prepared it, else abandoned everywhere. Idempotent. With `--remove`, name the
+    /// same removed nodes as that refresh did.
+    #[arg(long)]
+    resolve: Option<String>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -51,14 +52,12 @@ pub async fn refresh(a: RefreshArgs) -> Result<(), Error> {
     }
     let nodes: Vec<_> =
         dkg_relay::connect_all(&cluster).await.into_iter().filter(|n| !a.remove.contains(&n.id().get())).collect();
-    let refreshed = match &a.commit {
+    let refreshed = match &a.resolve {
         None => dkg_relay::refresh(&nodes, key).await?,
-        Some(c) => {
-            let bad = || Error::new(ErrorCode::ConfigInvalid, format!("--commit {c:?}: DKG_ID:EPOCH"));
-            let (dkg, epoch) = c.split_once(':').ok_or_else(bad)?;
-            let dkg = frostgate_common::ids::DkgId::from_str(dkg).map_err(|_| bad())?;
-            let epoch = epoch.parse().map_err(|_| bad())?;
-            dkg_relay::commit(&nodes, dkg, key, epoch).await?
+        Some(d) => {
+            let dkg = frostgate_common::ids::DkgId::from_str(d)
+                .map_err(|_| Error::new(ErrorCode::ConfigInvalid, format!("--resolve {d:?}: a DKG id (hex)")))?;
+            dkg_relay::resolve(&nodes, dkg, key).await?
         }
     };
     let row = RefreshRow {

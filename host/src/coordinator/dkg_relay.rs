@@ -37,44 +37,67 @@ pub async fn run(nodes: &[Arc<SignerClient>], threshold: u16) -> Result<KeyInfo,
 /// Refreshes `key`'s shares among `nodes` (every seat of the key not among them is removed);
 /// returns the refreshed key and epoch every node put in force.
 ///
-/// Two phases: `RefreshActivate` prepares the refreshed share on every node (durable, not in
-/// force: the key keeps signing at its epoch); only once every node prepared it does
-/// `RefreshCommit` put it in force on each. A node failing its activation therefore leaves every
-/// node at the old epoch. A commit that does not reach a node is retried; it is idempotent.
+/// An atomic commitment: `RefreshActivate` prepares the refreshed share on every node (durable,
+/// not in force: the key keeps signing at its epoch); then [`resolve`] collects every node's
+/// signed vote and commits (all prepared: each node checks every vote) or abandons (a node voted
+/// it never prepared). A node failing its activation therefore leaves every node at the old
+/// epoch.
 pub async fn refresh(nodes: &[Arc<SignerClient>], key: KeyId) -> Result<KeyRefreshed, Error> {
     let dkg = DkgId::from_bytes(crate::random_bytes());
     let start = |me, participants| RefreshStart { dkg, key, me, participants };
     let activate = |confirmations| RefreshActivate { dkg, confirmations };
-    let prepared = relay(nodes, dkg, start, activate, |k: &KeyRefreshed| (k.key.key, k.epoch)).await?;
-    if prepared.key.key != key {
-        return Err(Error::new(ErrorCode::Internal, "a refresh answered for another key"));
+    match relay(nodes, dkg, start, activate, |k: &KeyRefreshed| (k.key.key, k.epoch)).await {
+        Ok(prepared) if prepared.key.key == key => resolve(nodes, dkg, key).await,
+        Ok(_) => Err(Error::new(ErrorCode::Internal, "a refresh answered for another key")),
+        Err(e) => {
+            // Whatever was prepared is abandoned everywhere (or stays for a later `--resolve`).
+            if let Err(r) = resolve(nodes, dkg, key).await {
+                tracing::warn!(%dkg, code = %r.code(), "refresh not resolved: {}", r.message());
+            }
+            Err(e)
+        }
     }
-    commit(nodes, dkg, key, prepared.epoch).await
 }
 
-/// Phase 2 of a refresh: `RefreshCommit` on every node, each retried (idempotent) up to 5 times.
-pub async fn commit(nodes: &[Arc<SignerClient>], dkg: DkgId, key: KeyId, epoch: u64) -> Result<KeyRefreshed, Error> {
+/// Ends refresh `dkg` of `key` among `nodes` (its participants): every node's signed vote; all
+/// prepared, it is committed on each (each retried, idempotent); else abandoned on each.
+pub async fn resolve(nodes: &[Arc<SignerClient>], dkg: DkgId, key: KeyId) -> Result<KeyRefreshed, Error> {
+    let again = |what: String| {
+        Error::new(
+            ErrorCode::NodeUnavailable,
+            format!("{what}; once every node is reachable: `frostgate refresh --key {key} --resolve {dkg}`"),
+        )
+    };
+    let mut votes = Vec::new();
+    for n in nodes {
+        let v = n
+            .call(GetRefreshVote { dkg, key }, STEP_TIMEOUT)
+            .await
+            .map_err(|e| again(format!("node {} did not vote on refresh {dkg} ({})", n.id(), e.message())))?;
+        votes.push(v);
+    }
+    let all = RefreshVotes::new(votes.clone()).map_err(|e| Error::new(ErrorCode::Internal, e))?;
+    if let Some(never) = votes.iter().find(|v| !v.prepared) {
+        for n in nodes {
+            let _ = n.call(RefreshAbandon { dkg, key, votes: all.clone() }, STEP_TIMEOUT).await;
+        }
+        return Err(Error::new(
+            ErrorCode::DkgPhase,
+            format!("node {} never prepared refresh {dkg}: abandoned, the key stays at its epoch", never.seat),
+        ));
+    }
+    let epoch = votes.first().map(|v| v.epoch).ok_or_else(|| Error::new(ErrorCode::Internal, "no node"))?;
     let mut committed = None;
     for n in nodes {
         let mut tries = 0;
         let done = loop {
             tries += 1;
-            match n.call(RefreshCommit { dkg, key, epoch }, STEP_TIMEOUT).await {
+            match n.call(RefreshCommit { dkg, key, epoch, votes: all.clone() }, STEP_TIMEOUT).await {
                 Ok(k) => break k,
                 Err(e) if tries < 5 && e.recovery_class() == frostgate_common::error::RecoveryClass::Retry => {
                     tokio::time::sleep(Duration::from_millis(200 * tries)).await;
                 }
-                Err(e) => {
-                    return Err(Error::new(
-                        e.code(),
-                        format!(
-                            "node {} did not put epoch {epoch} in force ({}); every node prepared it: rerun \
-                             `frostgate refresh --key {key} --commit {dkg}:{epoch}` once the node is back",
-                            n.id(),
-                            e.message()
-                        ),
-                    ))
-                }
+                Err(e) => return Err(again(format!("node {} did not commit epoch {epoch} ({})", n.id(), e.message()))),
             }
         };
         committed.get_or_insert(done);
