@@ -52,7 +52,19 @@ fn vote_of(vote: &RefreshVote, pins: &Pins, dkg: DkgId, key: &KeyId) -> Result<(
     Ok(())
 }
 
+/// Most refreshes remembered as voted "never". The mark only has to outlive an activation already
+/// past its DKG's confirmation when the vote came (its DKG is dropped with the vote, so nothing
+/// later can prepare it): a bounded set, emptied when full, keeps a flood of votes from growing it.
+const MAX_ABANDONED: usize = 1024;
+
 impl Engine {
+    fn mark_abandoned(s: &mut State, dkg: DkgId) {
+        if s.abandoned.len() >= MAX_ABANDONED {
+            s.abandoned.clear();
+        }
+        s.abandoned.insert(dkg);
+    }
+
     /// Phase 1: makes refresh `dkg`'s record (`from_epoch` + 1) durable beside the key, which
     /// keeps signing at `from_epoch`. Refused (`key_epoch_changed`) if the key moved on, and
     /// (`dkg_phase`) if another refresh is prepared or this one was voted never.
@@ -103,7 +115,7 @@ impl Engine {
                 (Some((by, record)), _) if *by == dkg => Some(record.clone()),
                 (_, Some(by)) if *by == dkg => Some(current.clone()),
                 _ => {
-                    s.abandoned.insert(dkg);
+                    Self::mark_abandoned(&mut s, dkg);
                     None
                 }
             }
@@ -187,7 +199,7 @@ impl Engine {
         votes: &[RefreshVote],
     ) -> Result<bool, Error> {
         let _one = self.key_change.lock().await;
-        self.lock().abandoned.insert(dkg);
+        Self::mark_abandoned(&mut self.lock(), dkg);
         let prepared = self.lock().prepared.get(key).cloned();
         let Some((_, prepared)) = prepared.filter(|(by, _)| *by == dkg) else { return Ok(false) };
         let pins = pins.ok_or_else(|| err(ErrorCode::DkgConfigInvalid, "no [group] is pinned here"))?;
