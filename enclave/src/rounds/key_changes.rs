@@ -58,32 +58,14 @@ impl Engine {
             tracing::info!("new key-encryption key created");
         }
         crash_point(KEK_AFTER_CREATE);
-        #[allow(clippy::type_complexity)]
-        let (held, prepared): (Vec<Arc<KeyRecord>>, Vec<(frostgate_common::ids::DkgId, Arc<KeyRecord>)>) = {
+        let (held, prepared) = {
             let s = self.lock();
-            (s.keys.values().cloned().collect(), s.prepared.values().cloned().collect())
+            (s.keys.values().cloned().collect::<Vec<_>>(), s.prepared.values().cloned().collect::<Vec<_>>())
         };
+        let resealed = held.iter().map(|k| self.resealed(k)).collect::<Result<Vec<_>, _>>()?;
         // A prepared refresh is resealed too: its commit may come after the old key is gone.
-        let mut prepared_resealed = Vec::new();
-        for (dkg, key) in prepared {
-            let mut record = (*key).clone();
-            for (seat, sealed) in record.seats.iter_mut() {
-                let context = key.seal_context(*seat, sealed.epoch);
-                let plain = crate::sealing::unseal(&self.custody, &context, &sealed.blob)?;
-                sealed.blob = crate::sealing::seal(&self.custody, &context, &plain)?;
-            }
-            prepared_resealed.push((dkg, record));
-        }
-        let mut resealed = Vec::new();
-        for key in held {
-            let mut record = (*key).clone();
-            for (seat, sealed) in record.seats.iter_mut() {
-                let context = key.seal_context(*seat, sealed.epoch);
-                let plain = crate::sealing::unseal(&self.custody, &context, &sealed.blob)?;
-                sealed.blob = crate::sealing::seal(&self.custody, &context, &plain)?;
-            }
-            resealed.push(record);
-        }
+        let prepared_resealed =
+            prepared.iter().map(|(dkg, k)| Ok((*dkg, self.resealed(k)?))).collect::<Result<Vec<_>, Error>>()?;
         let seats: usize = resealed.iter().map(|r| r.seats.len()).sum();
         let keys = resealed.len();
         let mut records = resealed.iter().map(replay::key_record).collect::<Result<Vec<_>, _>>()?;
@@ -118,6 +100,17 @@ impl Engine {
         crash_point(KEK_AFTER_DESTROY);
         tracing::info!(keys, seats, "key-encryption key rotated; the old key is destroyed");
         Ok((keys, seats))
+    }
+
+    /// `key` with every seat unsealed and sealed again under the current key-encryption key.
+    fn resealed(&self, key: &KeyRecord) -> Result<KeyRecord, Error> {
+        let mut record = key.clone();
+        for (seat, sealed) in record.seats.iter_mut() {
+            let context = key.seal_context(*seat, sealed.epoch);
+            let plain = crate::sealing::unseal(&self.custody, &context, &sealed.blob)?;
+            sealed.blob = crate::sealing::seal(&self.custody, &context, &plain)?;
+        }
+        Ok(record)
     }
 
     /// Installs `record` in place of an older epoch of its key, dropping the key's sessions.
