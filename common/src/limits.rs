@@ -7,6 +7,14 @@ pub const MAX_FRAME_LEN: usize = 1 << 20;
 /// Fixed frame header after the length prefix: u16 protocol version, u64 request id.
 pub const FRAME_HEADER_LEN: usize = 2 + 8;
 
+/// The enclave's default nonce TTL, seconds: a live nonce pair (round 1 or preprocessed) older
+/// than this is wiped. Coordinators and admission count on it (one source for every copy).
+pub const NONCE_TTL_SECS: u64 = 300;
+
+/// The enclave's default session TTL, seconds: a session older than this is removed with its
+/// attempts, nonces and markers.
+pub const SESSION_TTL_SECS: u64 = 3600;
+
 /// Most participants in one group (FROST identifiers are 1..=MAX_PARTICIPANTS).
 pub const MAX_PARTICIPANTS: u16 = 100;
 

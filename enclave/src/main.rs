@@ -64,10 +64,10 @@ struct ServeArgs {
     #[arg(long, env = "FROSTGATE_ENCLAVE_ALLOWED_CID")]
     allowed_cid: Option<u32>,
     /// Live nonces older than this are wiped.
-    #[arg(long, default_value_t = 300, env = "FROSTGATE_ENCLAVE_NONCE_TTL_SECS")]
+    #[arg(long, default_value_t = frostgate_common::limits::NONCE_TTL_SECS, env = "FROSTGATE_ENCLAVE_NONCE_TTL_SECS")]
     nonce_ttl_secs: u64,
     /// Sessions older than this are removed with their attempts and markers.
-    #[arg(long, default_value_t = 3600, env = "FROSTGATE_ENCLAVE_SESSION_TTL_SECS")]
+    #[arg(long, default_value_t = frostgate_common::limits::SESSION_TTL_SECS, env = "FROSTGATE_ENCLAVE_SESSION_TTL_SECS")]
     session_ttl_secs: u64,
     /// A DKG not finished within this long is dropped with its secrets.
     #[arg(long, default_value_t = 600, env = "FROSTGATE_ENCLAVE_DKG_TTL_SECS")]

@@ -73,8 +73,8 @@ impl Default for Limits {
             max_attempts: 16384,
             max_live_nonces: 16384,
             max_preprocessed: 8192,
-            nonce_ttl: Duration::from_secs(300),
-            session_ttl: Duration::from_secs(3600),
+            nonce_ttl: Duration::from_secs(frostgate_common::limits::NONCE_TTL_SECS),
+            session_ttl: Duration::from_secs(frostgate_common::limits::SESSION_TTL_SECS),
             dkg_ttl: crate::dkg::DEFAULT_DKG_TTL,
             kek_rotation_interval: Duration::from_secs(3600),
         }

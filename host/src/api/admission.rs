@@ -19,10 +19,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Registry entries older than this are forgotten here (the enclave's session TTL; DKGs expire
 /// sooner in the enclave).
-const ENTRY_TTL: Duration = Duration::from_secs(3600);
+const ENTRY_TTL: Duration = Duration::from_secs(frostgate_common::limits::SESSION_TTL_SECS);
 
 /// Preprocessed commitments are forgotten here after the enclave's default nonce TTL.
-const COMMITMENT_TTL: Duration = Duration::from_secs(300);
+const COMMITMENT_TTL: Duration = Duration::from_secs(frostgate_common::limits::NONCE_TTL_SECS);
 
 #[derive(Debug)]
 struct Caller {

@@ -66,9 +66,9 @@ struct Batcher {
     in_flight: usize,
 }
 
-/// Commitments a held entry is used within: below the enclave's default nonce TTL (300 s), so
+/// Commitments a held entry is used within: a minute below the enclave's default nonce TTL, so
 /// an entry the enclave already wiped is rarely sent (it would be refused, `commitment_unknown`).
-const HELD_TTL: Duration = Duration::from_secs(240);
+const HELD_TTL: Duration = Duration::from_secs(frostgate_common::limits::NONCE_TTL_SECS - 60);
 
 /// Most finished sessions kept for closing per node; older ones are left to the enclave's
 /// session expiry.
