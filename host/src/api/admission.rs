@@ -11,7 +11,7 @@
 use super::connection::{ApiLimits, CallerId};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::{AttemptId, CommitmentId, DkgId, SessionId};
-use frostgate_common::protocol::{Message, PreCommitment, SignOutcome, SignPreprocessed};
+use frostgate_common::protocol::{DkgStart, Message, PreCommitment, RefreshStart, SignOutcome, SignPreprocessed};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -164,8 +164,11 @@ impl Admission {
         attempts.sort();
         attempts.dedup_by_key(|(a, _)| *a);
         attempts.retain(|(a, _)| !c.attempts.contains_key(a));
+        // A refresh fills the enclave's DKG registry like a DKG: both count.
         let dkg = match m {
-            Message::DkgStart(d) => Some(d.dkg).filter(|d| !c.dkgs.contains_key(d)),
+            Message::DkgStart(DkgStart { dkg, .. }) | Message::RefreshStart(RefreshStart { dkg, .. }) => {
+                Some(*dkg).filter(|d| !c.dkgs.contains_key(d))
+            }
             _ => None,
         };
         // A request never releases what it binds itself (a close naming its own session would
@@ -219,9 +222,11 @@ impl Admission {
         c.opening.extend(reserved.iter().copied());
         let dkg_step = match m {
             Message::DkgStart(d) => Some(d.dkg),
+            Message::RefreshStart(d) => Some(d.dkg),
             Message::DkgRound2(d) => Some(d.dkg),
             Message::DkgFinish(d) => Some(d.dkg),
             Message::DkgActivate(d) => Some(d.dkg),
+            Message::RefreshActivate(d) => Some(d.dkg),
             _ => None,
         };
         Ok(Ticket {
@@ -264,7 +269,9 @@ impl Admission {
                 }
             }
         }
-        if let (Some(d), Message::DkgBlame(_) | Message::KeyInfo(_)) = (ticket.dkg_step, reply) {
+        if let (Some(d), Message::DkgBlame(_) | Message::KeyInfo(_) | Message::KeyRefreshed(_)) =
+            (ticket.dkg_step, reply)
+        {
             c.dkgs.remove(&d);
         }
         // Commitments handed out to this caller count until used or expired.
@@ -398,5 +405,41 @@ mod tests {
         let t = admission.enter(&caller, &preprocess(2)).expect("8 held, 2 more");
         admission.settle(t, &Message::Preprocessed(Preprocessed { key, seat, commitments: issued(50, 2) }));
         assert_eq!(admission.enter(&caller, &preprocess(1)).expect_err("10 held").code(), ErrorCode::QuotaExceeded);
+    }
+
+    #[test]
+    fn a_refresh_counts_against_the_dkg_quota_like_a_dkg() {
+        use frostgate_common::bounded::DkgParticipants;
+        use frostgate_common::ids::DkgId;
+        use frostgate_common::protocol::{DkgAborted, DkgRef};
+        let limits = ApiLimits { max_dkgs_per_caller: 2, ..ApiLimits::default() };
+        let admission = Admission::new(limits);
+        let caller = CallerId("coordinator".into());
+        let refresh = |i: u8| {
+            Message::RefreshStart(RefreshStart {
+                dkg: DkgId::from_bytes([i; 16]),
+                key: KeyId::from_bytes([1; 32]),
+                me: ParticipantId::new(1).expect("id"),
+                participants: DkgParticipants::new(vec![]).expect("bound"),
+            })
+        };
+        let round1 = || {
+            Message::DkgRound1(frostgate_common::protocol::DkgRound1Package {
+                dkg: DkgId::from_bytes([0; 16]),
+                from: ParticipantId::new(1).expect("id"),
+                package: frostgate_common::bounded::DkgPackageBytes::new(vec![1]).expect("bound"),
+            })
+        };
+        for i in 1..=2 {
+            let t = admission.enter(&caller, &refresh(i)).expect("within the quota");
+            admission.settle(t, &round1());
+        }
+        let e = admission.enter(&caller, &refresh(3)).expect_err("a third refresh");
+        assert_eq!(e.code(), ErrorCode::QuotaExceeded);
+        // Aborting one makes room again.
+        let abort = Message::DkgAbort(DkgRef { dkg: DkgId::from_bytes([1; 16]) });
+        let t = admission.enter(&caller, &abort).expect("abort");
+        admission.settle(t, &Message::DkgAborted(DkgAborted { dkg: DkgId::from_bytes([1; 16]) }));
+        admission.enter(&caller, &refresh(3)).expect("room again");
     }
 }
