@@ -15,6 +15,10 @@ pub const NONCE_TTL_SECS: u64 = 300;
 /// attempts, nonces and markers.
 pub const SESSION_TTL_SECS: u64 = 3600;
 
+/// The enclave's default DKG TTL, seconds: a DKG, refresh or repair not finished within this long
+/// is dropped with its secrets.
+pub const DKG_TTL_SECS: u64 = 600;
+
 /// Most participants in one group (FROST identifiers are 1..=MAX_PARTICIPANTS).
 pub const MAX_PARTICIPANTS: u16 = 100;
 

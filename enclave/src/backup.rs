@@ -79,7 +79,7 @@ impl Recovery {
         })?;
         let mut file = std::fs::File::open(path).map_err(|e| config_err(format!("{}: {e}", path.display())))?;
         let meta = file.metadata().map_err(|e| config_err(format!("{}: {e}", path.display())))?;
-        crate::hardening::private_to_me(path, "recovery key file", meta.uid(), meta.mode())?;
+        crate::private_file::private_to_me(path, "recovery key file", meta.uid(), meta.mode())?;
         let mut text = Zeroizing::new(String::new());
         file.read_to_string(&mut text).map_err(|e| config_err(format!("{}: {e}", path.display())))?;
         let bytes =

@@ -40,7 +40,7 @@ use zeroize::Zeroizing;
 pub const MAX_DKGS: usize = 16;
 /// A DKG not activated or aborted within this long is dropped (its secrets wiped), so unfinished
 /// DKGs cannot hold the registry forever.
-pub const DEFAULT_DKG_TTL: Duration = Duration::from_secs(600);
+pub const DEFAULT_DKG_TTL: Duration = Duration::from_secs(frostgate_common::limits::DKG_TTL_SECS);
 
 /// A DKG failure: a typed error, or an abort attributed to a participant.
 #[derive(Debug)]

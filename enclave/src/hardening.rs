@@ -48,29 +48,10 @@ pub fn harden() -> Result<Hardened, Error> {
     Ok(Hardened { memory_locked })
 }
 
-/// Refuses a file or directory that another user can read or write, or that this user does not
-/// own (`uid` and `mode` as read from it).
-pub fn private_to_me(path: &Path, what: &str, uid: u32, mode: u32) -> Result<(), Error> {
-    let me = nix::unistd::geteuid().as_raw();
-    if uid != me {
-        return Err(Error::new(
-            ErrorCode::ConfigInvalid,
-            format!("{what} {} belongs to uid {uid}, not to this enclave's uid {me}", path.display()),
-        ));
-    }
-    if mode & 0o077 != 0 {
-        return Err(Error::new(
-            ErrorCode::ConfigInvalid,
-            format!("{what} {} is accessible by other users (mode {:o}); chmod go-rwx", path.display(), mode & 0o777),
-        ));
-    }
-    Ok(())
-}
-
-/// [`private_to_me`] for a path that may be missing (then the use that follows reports it).
+/// [`crate::private_file::private_to_me`] for a path that may be missing (then the use that follows reports it).
 fn private_path(path: &Path, what: &str) -> Result<(), Error> {
     match std::fs::metadata(path) {
-        Ok(meta) => private_to_me(path, what, meta.uid(), meta.mode()),
+        Ok(meta) => crate::private_file::private_to_me(path, what, meta.uid(), meta.mode()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::new(ErrorCode::ConfigInvalid, format!("{what} {}: {e}", path.display()))),
     }

@@ -33,6 +33,7 @@ pub mod keys;
 pub mod logging;
 pub mod markers;
 pub mod policy;
+pub mod private_file;
 pub mod psbt;
 pub mod repair;
 pub mod rounds;

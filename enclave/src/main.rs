@@ -70,7 +70,7 @@ struct ServeArgs {
     #[arg(long, default_value_t = frostgate_common::limits::SESSION_TTL_SECS, env = "FROSTGATE_ENCLAVE_SESSION_TTL_SECS")]
     session_ttl_secs: u64,
     /// A DKG not finished within this long is dropped with its secrets.
-    #[arg(long, default_value_t = 600, env = "FROSTGATE_ENCLAVE_DKG_TTL_SECS")]
+    #[arg(long, default_value_t = frostgate_common::limits::DKG_TTL_SECS, env = "FROSTGATE_ENCLAVE_DKG_TTL_SECS")]
     dkg_ttl_secs: u64,
     /// Least time between two completed HSM key-encryption-key rotations (the host's local
     /// socket can ask for one at any time; an unfinished rotation is always finished).
@@ -178,7 +178,7 @@ fn out(text: &str) {
 
 fn token_init(args: TokenArgs) -> Result<ExitCode, Error> {
     let config = custody_config(&args.config)?;
-    let key = Custody::init(&config)?;
+    let key = frostgate_enclave::store::anchor::init_token(&config)?;
     tracing::info!(token = %config.token_label, "token objects created");
     if args.json {
         out(&format!(

@@ -7,7 +7,6 @@
 //! Tweaking costs a scalar multiplication per participant and every session, share check and
 //! aggregate needs one, so tweaked packages (public data) are cached per (key, mode).
 
-use crate::keys::frost_err;
 use frost_secp256k1_tr::keys::{PublicKeyPackage, Tweak};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::KeyId;
@@ -34,7 +33,7 @@ pub fn output_key(public: &PublicKeyPackage, mode: &TaprootMode) -> Result<[u8; 
 
 /// The x-only (BIP340) encoding of a verifying key.
 pub fn x_only(key: &frost_secp256k1_tr::VerifyingKey) -> Result<[u8; 32], Error> {
-    let sec1 = key.serialize().map_err(|e| frost_err(ErrorCode::Internal, "verifying key", e))?;
+    let sec1 = key.serialize().map_err(|e| Error::new(ErrorCode::Internal, format!("verifying key: {e}")))?;
     sec1.get(1..33)
         .and_then(|x| <[u8; 32]>::try_from(x).ok())
         .ok_or_else(|| Error::new(ErrorCode::Internal, "verifying key is not a 33-byte SEC1 point"))

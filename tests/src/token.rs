@@ -193,7 +193,7 @@ impl TestToken {
         use frostgate_enclave::custody::Custody;
         let config =
             frostgate_enclave::config::EnclaveConfig::load(&self.config).expect("config").custody.expect("custody");
-        Custody::init(&config).expect("init objects");
+        frostgate_enclave::store::anchor::init_token(&config).expect("init objects");
         Custody::open(&config).expect("open")
     }
 

@@ -84,7 +84,7 @@ impl CustodyConfig {
                     .open(path)
                     .map_err(|e| unavailable(format!("reading PIN file {}: {e}", path.display())))?;
                 let meta = file.metadata().map_err(|e| unavailable(format!("PIN file {}: {e}", path.display())))?;
-                crate::hardening::private_to_me(path, "PIN file", meta.uid(), meta.mode())?;
+                crate::private_file::private_to_me(path, "PIN file", meta.uid(), meta.mode())?;
                 let mut bytes = Zeroizing::new(Vec::new());
                 file.read_to_end(&mut bytes)
                     .map_err(|e| unavailable(format!("reading PIN file {}: {e}", path.display())))?;

@@ -74,9 +74,13 @@ impl Custody {
         Custody { token, objects, keks, identity_public_key, label_prefix: prefix.to_string() }
     }
 
-    /// `token init`: creates the objects (refusing if any exists) and the store anchor at the
-    /// empty head. Returns the new identity public key.
-    pub fn init(config: &CustodyConfig) -> Result<Vec<u8>, Error> {
+    /// `token init`: creates the objects (refusing if any exists), then runs `then` on the new
+    /// custody (the store anchor at the empty head: `crate::store::anchor::init_token`). Returns
+    /// the new identity public key.
+    pub fn init_then(
+        config: &CustodyConfig,
+        then: impl FnOnce(&Custody) -> Result<(), Error>,
+    ) -> Result<Vec<u8>, Error> {
         let token = Token::open(config)?;
         let labels = Labels::new(&config.object_label_prefix);
         let created = token.with_session(|s| {
@@ -92,11 +96,7 @@ impl Custody {
             }
         };
         let custody = Custody::new(token, objects, identity_public_key, &config.object_label_prefix);
-        // The store anchor starts at the empty head: from here on a missing anchor is an attack.
-        let anchored = custody
-            .derive_store_key()
-            .map(crate::store::chain::StoreKey::new)
-            .and_then(|key| crate::store::anchor::create_genesis(&custody, &key));
+        let anchored = then(&custody);
         let key = custody.identity_public_key.clone();
         custody.close();
         anchored.map(|()| key)

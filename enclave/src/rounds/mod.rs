@@ -75,7 +75,7 @@ impl Default for Limits {
             max_preprocessed: 8192,
             nonce_ttl: Duration::from_secs(frostgate_common::limits::NONCE_TTL_SECS),
             session_ttl: Duration::from_secs(frostgate_common::limits::SESSION_TTL_SECS),
-            dkg_ttl: crate::dkg::DEFAULT_DKG_TTL,
+            dkg_ttl: Duration::from_secs(frostgate_common::limits::DKG_TTL_SECS),
             kek_rotation_interval: Duration::from_secs(3600),
         }
     }

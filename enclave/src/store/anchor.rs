@@ -106,6 +106,15 @@ pub fn update(custody: &Custody, key: &StoreKey, head: Head) -> Result<(), Error
     })
 }
 
+/// `token init`: the token's objects, then the store anchor at the empty head (from here on a
+/// missing anchor is an attack). Returns the new identity public key.
+pub fn init_token(config: &crate::custody::config::CustodyConfig) -> Result<Vec<u8>, Error> {
+    Custody::init_then(config, |custody| {
+        let key = StoreKey::new(custody.derive_store_key()?);
+        create_genesis(custody, &key)
+    })
+}
+
 /// `token init`: replaces any anchor object by the empty head's. Only for freshly created token
 /// objects (a new MAC root makes every earlier record unverifiable anyway).
 pub fn create_genesis(custody: &Custody, key: &StoreKey) -> Result<(), Error> {

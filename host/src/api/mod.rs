@@ -12,6 +12,7 @@ pub mod admission;
 pub mod codec;
 pub mod connection;
 pub mod convert;
+pub mod request;
 pub mod rpc;
 pub mod server;
 pub mod tls;

@@ -11,25 +11,9 @@ use super::pb;
 use super::server::SignerApi;
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::protocol::*;
-use std::future::Future;
-use tonic::transport::Channel;
 use tonic::{Request as GrpcRequest, Response, Status};
 
-/// The generated gRPC client.
-pub type Client = pb::signer_client::SignerClient<Channel>;
-
-/// A boundary request that is also an RPC of the network API.
-pub trait NetworkRequest: Request + Proto {
-    /// The RPC's name in `signer.proto`.
-    const RPC: &'static str;
-    /// Calls the RPC.
-    fn send(
-        client: Client,
-        request: Self::Pb,
-    ) -> impl Future<Output = Result<Response<<Self::Reply as Proto>::Pb>, Status>> + Send
-    where
-        Self::Reply: Proto;
-}
+pub use super::request::{Client, NetworkRequest};
 
 /// One `Network` row as `tests/proto.rs` compares it with `signer.proto`.
 #[derive(Debug, Clone, Copy)]

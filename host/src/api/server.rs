@@ -12,7 +12,7 @@ use super::admission::Admission;
 use super::connection::{self, ApiLimits, CallerId};
 use super::convert::Proto;
 use super::pb;
-use super::rpc::NetworkRequest;
+use super::request::NetworkRequest;
 use super::tls::{self, TlsFiles};
 use super::{status, MAX_MESSAGE_LEN};
 use crate::node::proxy::Host;
