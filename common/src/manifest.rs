@@ -8,6 +8,7 @@ use crate::bounded::ALL_BOUNDS;
 use crate::error::ErrorCode;
 use crate::ids::ParticipantId;
 use crate::limits;
+use crate::protocol::ALL_LIST_BOUNDS;
 use crate::protocol::{
     AggregateOutcome, Direction, Message, Role, ServiceState, ShareVerdict, TaprootMode, KINDS, PROTOCOL_VERSION,
 };
@@ -112,7 +113,7 @@ pub fn render() -> Result<String, String> {
     }
     let _ = writeln!(w, "\n## Bounded types\n");
     let _ = writeln!(w, "| type | max bytes | content |\n|---|---|---|");
-    for b in ALL_BOUNDS {
+    for b in ALL_BOUNDS.iter().chain(ALL_LIST_BOUNDS) {
         let _ = writeln!(w, "| {} | {} | {} |", b.name, b.max_len, b.meaning);
     }
     let _ = writeln!(w, "\n## Limits\n");

@@ -517,9 +517,9 @@ impl EnclaveApi for Served<'_> {
     }
 
     async fn get_audit(&self, r: GetAudit) -> Result<AuditLog, Error> {
-        let entries = self.engine()?.audit_after(r.after, frostgate_common::bounded::AuditEntries::MAX_LEN);
+        let entries = self.engine()?.audit_after(r.after, frostgate_common::protocol::AuditEntries::MAX_LEN);
         Ok(AuditLog {
-            entries: frostgate_common::bounded::AuditEntries::new(entries)
+            entries: frostgate_common::protocol::AuditEntries::new(entries)
                 .map_err(|e| Error::new(ErrorCode::Internal, e))?,
         })
     }
@@ -571,7 +571,7 @@ impl EnclaveApi for Served<'_> {
         }))
         .await;
         Ok(BatchSigned {
-            outcomes: frostgate_common::bounded::SignOutcomes::new(signed)
+            outcomes: frostgate_common::protocol::SignOutcomes::new(signed)
                 .map_err(|e| Error::new(ErrorCode::Internal, e))?,
         })
     }
@@ -581,8 +581,8 @@ impl EnclaveApi for Served<'_> {
     }
 }
 
-fn pre_commitments(list: Vec<PreCommitment>) -> Result<frostgate_common::bounded::PreCommitments, Error> {
-    frostgate_common::bounded::PreCommitments::new(list).map_err(|e| Error::new(ErrorCode::Internal, e))
+fn pre_commitments(list: Vec<PreCommitment>) -> Result<frostgate_common::protocol::PreCommitments, Error> {
+    frostgate_common::protocol::PreCommitments::new(list).map_err(|e| Error::new(ErrorCode::Internal, e))
 }
 
 #[cfg(feature = "dev-dealer")]

@@ -191,8 +191,8 @@ fn seat_backup(path: &Path) -> frostgate_common::protocol::SeatBackup {
 /// replayed from an earlier challenge, with none, and with one signed by another identity. The
 /// current backup is left for the CLI to restore afterwards.
 fn host_skips_the_cli(c: &DevCluster, socket: &str, stale: &Path, current: &Path) {
-    use frostgate_common::bounded::EpochStatements;
     use frostgate_common::error::ErrorCode;
+    use frostgate_common::protocol::EpochStatements;
     use frostgate_common::protocol::{AttestEpoch, RestoreAttested, RestoreChallenge, RestoreSeat};
     let (stale, current) = (seat_backup(stale), seat_backup(current));
     let cluster = frostgate_host::coordinator::cluster::Cluster::load(Path::new(&c.file())).expect("cluster file");

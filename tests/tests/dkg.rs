@@ -121,7 +121,7 @@ fn a_restart_mid_dkg_aborts_cleanly_and_a_fresh_dkg_succeeds() {
     rt.block_on(async {
         let relay = relay(&nodes).await;
         let restarted = &relay.nodes[1].1;
-        let finish = DkgFinish { dkg, envelopes: frostgate_common::bounded::DkgEnvelopes::new(vec![]).expect("b") };
+        let finish = DkgFinish { dkg, envelopes: frostgate_common::protocol::DkgEnvelopes::new(vec![]).expect("b") };
         let e = restarted.call(Message::DkgFinish(finish)).await.expect_err("the secret is gone");
         assert_eq!(
             (e.code(), e.recovery_class()),
@@ -212,10 +212,10 @@ fn out_of_order_unknown_and_invalid_proof_dkg_requests_get_their_codes() {
         let start = DkgStart { dkg, threshold: 2, me: pid(1), participants: participants.clone() };
         assert!(matches!(c1.call(Message::DkgStart(start)).await.expect("start"), Message::DkgRound1(_)));
         // Finish and activate before round 2: out of order.
-        let finish = DkgFinish { dkg, envelopes: frostgate_common::bounded::DkgEnvelopes::new(vec![]).expect("b") };
+        let finish = DkgFinish { dkg, envelopes: frostgate_common::protocol::DkgEnvelopes::new(vec![]).expect("b") };
         assert_eq!(c1.call(Message::DkgFinish(finish)).await.expect_err("phase").code(), ErrorCode::DkgPhase);
         let activate =
-            DkgActivate { dkg, confirmations: frostgate_common::bounded::DkgConfirmations::new(vec![]).expect("b") };
+            DkgActivate { dkg, confirmations: frostgate_common::protocol::DkgConfirmations::new(vec![]).expect("b") };
         assert_eq!(c1.call(Message::DkgActivate(activate)).await.expect_err("phase").code(), ErrorCode::DkgPhase);
         // An unknown DKG id.
         let other = DkgRef { dkg: frostgate_common::ids::DkgId::from_bytes(random()) };

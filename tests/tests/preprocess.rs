@@ -345,7 +345,7 @@ fn a_psbt_signed_in_one_request_per_signer_is_charged_and_audited_once_and_a_fai
 
 #[test]
 fn a_batch_serves_each_signing_as_alone_and_one_commitment_signs_once_in_it() {
-    use frostgate_common::bounded::SignItems;
+    use frostgate_common::protocol::SignItems;
     rt().block_on(async {
         let (c, _) = service(Limits::default());
         let key = dealer(&c, 2, 3).await;

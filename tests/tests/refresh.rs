@@ -3,9 +3,9 @@
 //! a participant can be removed; a cheating participant is named; the previous epoch's sealed
 //! share leaves the store and an old store put back is refused.
 
-use frostgate_common::bounded::RefreshVotes;
 use frostgate_common::error::ErrorCode;
 use frostgate_common::ids::{DkgId, KeyId};
+use frostgate_common::protocol::RefreshVotes;
 use frostgate_common::protocol::*;
 mod common;
 use common::consensus_valid;

@@ -664,7 +664,7 @@ fn aborted_attempts_leave_no_markers_and_snapshots_stay_bounded() {
 /// its own: the host's load completes and is adopted, and the verification reports the store.
 #[test]
 fn a_verify_only_load_during_a_load_does_not_disturb_it() {
-    use frostgate_common::bounded::StoreRecords;
+    use frostgate_common::protocol::StoreRecords;
     use frostgate_common::transport::Address;
     use frostgate_host::node::enclave::EnclaveClient;
     let mut node = Node::new();

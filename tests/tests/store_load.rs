@@ -6,10 +6,10 @@
 //! it streams, a load that completes after another is not adopted, and a commit the host refuses
 //! makes the enclave wait for a reload instead of refusing every later commit.
 
-use frostgate_common::bounded::StoreRecords;
 use frostgate_common::channel::{refuse_all, Channel, Handler};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::{AttemptId, ParticipantId};
+use frostgate_common::protocol::StoreRecords;
 use frostgate_common::protocol::{Message, PersistAck, Side, StoreLoad, StoreRecord};
 use frostgate_enclave::markers::{MarkerStore, PersistError, Record};
 use frostgate_enclave::store::ChainedStore;

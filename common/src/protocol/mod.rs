@@ -7,10 +7,12 @@
 //! secret. [`KINDS`] describes each kind, and the checked-in boundary manifest
 //! (`common/BOUNDARY.md`) pins all of it.
 
+mod lists;
 mod table;
 mod types;
 
-pub use crate::bounded::{DkgEnvelopes, IdentityKeyBytes};
+pub use crate::bounded::IdentityKeyBytes;
+pub use lists::*;
 pub use types::*;
 
 use crate::error::{Error, ErrorCode};

@@ -3,13 +3,15 @@
 
 use super::Message;
 use crate::bounded::{
-    AuditEntries, AuditOutputs, CommitmentBytes, DerivationSteps, DkgCiphertext, DkgConfirmations, DkgEnvelopes,
-    DkgPackageBytes, DkgParticipants, DkgRound1Packages, IdentityKeyBytes, Label, PolicyText, PreCommitments,
-    PsbtBytes, PublicKeyPackageBytes, RecordBody, SessionIds, SignItems, SignOutcomes, SignatureShareBytes,
-    SignerShares, Signers, SigningPackageBytes, StoreRecords, Text,
+    CommitmentBytes, DerivationSteps, DkgCiphertext, DkgPackageBytes, IdentityKeyBytes, Label, PolicyText, PsbtBytes,
+    PublicKeyPackageBytes, RecordBody, SessionIds, SignatureShareBytes, Signers, SigningPackageBytes, Text,
 };
 use crate::error::ErrorCode;
 use crate::ids::{AttemptId, CommitmentId, DkgId, KeyId, ParticipantId, SessionId};
+use crate::protocol::{
+    AuditEntries, AuditOutputs, DkgConfirmations, DkgEnvelopes, DkgParticipants, DkgRound1Packages, PreCommitments,
+    SignItems, SignOutcomes, SignerShares, StoreRecords,
+};
 use serde::{Deserialize, Serialize};
 
 /// Asks for the enclave's health (no fields).
@@ -567,7 +569,7 @@ pub struct RefreshCommit {
     /// The epoch prepared.
     pub epoch: u64,
     /// A `prepared` vote of every participant of the refreshed key.
-    pub votes: crate::bounded::RefreshVotes,
+    pub votes: crate::protocol::RefreshVotes,
 }
 
 /// Asks an enclave for its signed vote on a refresh.
@@ -625,7 +627,7 @@ pub struct RefreshAbandon {
     /// The key.
     pub key: KeyId,
     /// The votes (at least one `prepared: false` of a participant of the refresh).
-    pub votes: crate::bounded::RefreshVotes,
+    pub votes: crate::protocol::RefreshVotes,
 }
 
 /// Reply to [`RefreshAbandon`].
@@ -783,7 +785,7 @@ pub struct RestoreAttested {
     /// The backup.
     pub backup: SeatBackup,
     /// The peers' statements.
-    pub statements: crate::bounded::EpochStatements,
+    pub statements: crate::protocol::EpochStatements,
 }
 
 /// Restore a seat from its backup into this (fresh) enclave.

@@ -8,7 +8,8 @@
 use super::spending::Decision;
 use super::*;
 use crate::audit::AuditRules;
-use frostgate_common::bounded::{AuditOutputs, Label, Text};
+use frostgate_common::bounded::{Label, Text};
+use frostgate_common::protocol::AuditOutputs;
 use frostgate_common::protocol::{AuditAcknowledged, AuditDecision, AuditEntry, AuditOutput};
 
 fn text_label(s: &str) -> Label {

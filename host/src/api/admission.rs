@@ -299,11 +299,12 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use frostgate_common::bounded::{SessionIds, SignItems, SignOutcomes, Signers, SigningPackageBytes};
+    use frostgate_common::bounded::{SessionIds, Signers, SigningPackageBytes};
     use frostgate_common::ids::{CommitmentId, KeyId, ParticipantId};
     use frostgate_common::protocol::{
         BatchSigned, CloseSessions, OpenSession, SessionBinding, SessionsClosed, SignBatch, TaprootMode,
     };
+    use frostgate_common::protocol::{SignItems, SignOutcomes};
 
     fn signing(session: u8, close: &[u8]) -> SignPreprocessed {
         let seat = ParticipantId::new(1).expect("id");
@@ -364,7 +365,8 @@ mod tests {
 
     #[test]
     fn preprocessed_commitments_count_until_used_and_a_caller_cannot_hoard_them() {
-        use frostgate_common::bounded::{CommitmentBytes, PreCommitments};
+        use frostgate_common::bounded::CommitmentBytes;
+        use frostgate_common::protocol::PreCommitments;
         use frostgate_common::protocol::{PreCommitment, Preprocess, Preprocessed, PreprocessedShare};
         let limits = ApiLimits { max_commitments_per_caller: 10, ..ApiLimits::default() };
         let admission = Admission::new(limits);
@@ -409,8 +411,8 @@ mod tests {
 
     #[test]
     fn a_refresh_counts_against_the_dkg_quota_like_a_dkg() {
-        use frostgate_common::bounded::DkgParticipants;
         use frostgate_common::ids::DkgId;
+        use frostgate_common::protocol::DkgParticipants;
         use frostgate_common::protocol::{DkgAborted, DkgRef};
         let limits = ApiLimits { max_dkgs_per_caller: 2, ..ApiLimits::default() };
         let admission = Admission::new(limits);

@@ -266,7 +266,7 @@ pub async fn restore(a: RestoreArgs) -> Result<(), Error> {
             Err(e) => tracing::warn!(node = %peer.id(), code = %e.code(), "no epoch statement: {}", e.message()),
         }
     }
-    let statements = frostgate_common::bounded::EpochStatements::new(statements)
+    let statements = frostgate_common::protocol::EpochStatements::new(statements)
         .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
     let info = node.channel().request(RestoreAttested { backup, statements }, Some(TIMEOUT)).await?;
     let row = serde_json::json!({ "key": info.key.to_string(), "seat": seat.get(), "threshold": info.threshold });

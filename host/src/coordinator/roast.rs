@@ -16,11 +16,10 @@ use frost_secp256k1_tr::keys::PublicKeyPackage;
 use frost_secp256k1_tr::round1::SigningCommitments;
 use frost_secp256k1_tr::round2::SignatureShare;
 use frost_secp256k1_tr::{Identifier, SigningPackage};
-use frostgate_common::bounded::{
-    DerivationSteps, PsbtBytes, SignatureShareBytes, SignerShares, Signers, SigningPackageBytes,
-};
+use frostgate_common::bounded::{DerivationSteps, PsbtBytes, SignatureShareBytes, Signers, SigningPackageBytes};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::{AttemptId, KeyId, ParticipantId, SessionId};
+use frostgate_common::protocol::SignerShares;
 use frostgate_common::protocol::*;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};

@@ -9,9 +9,10 @@ use crate::api::convert::Proto;
 use crate::api::rpc::{Client, NetworkRequest};
 use crate::api::tls::{self, TlsFiles};
 use crate::api::{error_from_status, MAX_MESSAGE_LEN};
-use frostgate_common::bounded::{SessionIds, SignItems};
+use frostgate_common::bounded::SessionIds;
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::{KeyId, ParticipantId, SessionId};
+use frostgate_common::protocol::SignItems;
 use frostgate_common::protocol::{
     CloseSessions, PreCommitment, PreprocessedShare, SessionBinding, SignBatch, SignOutcome, SignPreprocessed,
 };

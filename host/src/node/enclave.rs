@@ -5,9 +5,9 @@
 
 use crate::node::store::HostStore;
 use frostgate_common::bounded::Label;
-use frostgate_common::bounded::StoreRecords;
 use frostgate_common::channel::{Channel, Handler};
 use frostgate_common::error::{Error, ErrorCode};
+use frostgate_common::protocol::StoreRecords;
 use frostgate_common::protocol::{
     serve_host, Health, HealthReply, Hello, HelloReply, HostApi, Message, PersistAck, PersistRecords, Ping, Pong, Side,
     StoreLoad, StoreStatus, PROTOCOL_VERSION,

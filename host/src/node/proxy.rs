@@ -139,7 +139,7 @@ impl Host {
                     }
                     refused => refused,
                 });
-                match frostgate_common::bounded::SignOutcomes::new(outcomes.collect::<Vec<_>>()) {
+                match frostgate_common::protocol::SignOutcomes::new(outcomes.collect::<Vec<_>>()) {
                     Ok(outcomes) => Message::BatchSigned(BatchSigned { outcomes }),
                     Err(e) => Message::Error(Error::new(ErrorCode::Internal, e)),
                 }
