@@ -81,7 +81,7 @@ pub async fn sign_psbt(a: SignPsbtArgs) -> Result<(), Error> {
             Err((e, excluded)) => {
                 for ev in excluded {
                     tracing::warn!(signer = ev.signer, reason = %ev.reason, step = %ev.step,
-                        code = ev.code.as_deref().unwrap_or(""), "{}", ev.message.as_deref().unwrap_or("excluded"));
+                        code = ev.code.map(|c| c.code()).unwrap_or(""), "{}", ev.message.as_deref().unwrap_or("excluded"));
                 }
                 return Err(Error::new(e.code(), format!("input {n}: {}", e.message())));
             }

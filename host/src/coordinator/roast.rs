@@ -134,7 +134,8 @@ impl std::fmt::Display for Reason {
     }
 }
 
-/// Why a signer was excluded.
+/// Why a signer was excluded. Typed here; codes, ids and bytes become text only in its JSON
+/// (the code's stable string, hex).
 #[derive(Debug, Clone, Serialize)]
 pub struct Evidence {
     /// The signer.
@@ -144,16 +145,46 @@ pub struct Evidence {
     /// At which step.
     pub step: Step,
     /// The error code, when the signer answered with one.
-    pub code: Option<String>,
-    /// The attempt, hex.
-    pub attempt: Option<String>,
-    /// For an invalid share: the share, hex.
-    pub share: Option<String>,
-    /// For an invalid share: SHA-256 of the signing package it was checked against, hex.
-    pub package_sha256: Option<String>,
-    /// For a policy refusal: the node's rule and numbers.
+    #[serde(serialize_with = "json::code")]
+    pub code: Option<ErrorCode>,
+    /// The attempt.
+    #[serde(serialize_with = "json::display")]
+    pub attempt: Option<AttemptId>,
+    /// For an invalid share: the share.
+    #[serde(serialize_with = "json::hex")]
+    pub share: Option<Vec<u8>>,
+    /// For an invalid share: SHA-256 of the signing package it was checked against.
+    #[serde(serialize_with = "json::hex")]
+    pub package_sha256: Option<[u8; 32]>,
+    /// What the node said (a policy refusal: its rule and numbers), or why its package differs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// How evidence's typed fields are written in JSON.
+mod json {
+    use serde::Serializer;
+
+    pub fn code<S: Serializer>(c: &Option<frostgate_common::error::ErrorCode>, s: S) -> Result<S::Ok, S::Error> {
+        match c {
+            Some(c) => s.serialize_some(c.code()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn display<S: Serializer, T: std::fmt::Display>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_some(&v.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn hex<S: Serializer, T: AsRef<[u8]>>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_some(&::hex::encode(v)),
+            None => s.serialize_none(),
+        }
+    }
 }
 
 /// A finished signing.
@@ -219,8 +250,8 @@ fn evidence(signer: ParticipantId, step: Step, attempt: AttemptId, e: &Error) ->
             signer: signer.get(),
             reason: Reason::PolicyRefused,
             step,
-            code: Some(e.code().code().into()),
-            attempt: Some(attempt.to_string()),
+            code: Some(e.code()),
+            attempt: Some(attempt),
             share: None,
             package_sha256: None,
             message: Some(e.message().to_string()),
@@ -238,8 +269,8 @@ fn evidence(signer: ParticipantId, step: Step, attempt: AttemptId, e: &Error) ->
         signer: signer.get(),
         reason,
         step,
-        code: Some(e.code().code().into()),
-        attempt: Some(attempt.to_string()),
+        code: Some(e.code()),
+        attempt: Some(attempt),
         share: None,
         package_sha256: None,
         message: None,
@@ -516,11 +547,11 @@ async fn public_key(
         signer: signer.get(),
         reason: Reason::KeyPackageMismatch,
         step: Step::GetKey,
-        code: Some(why),
+        code: None,
         attempt: None,
         share: None,
         package_sha256: None,
-        message: None,
+        message: Some(why),
     };
     for ask in asks {
         let Ok((id, reply)) = ask.await else { continue };
@@ -867,7 +898,7 @@ async fn conclude(
 ) {
     let Attempt { clients, attempt, request, public, timeout, tx } = a;
     let ids: Vec<ParticipantId> = clients.iter().map(|c| c.id()).collect();
-    let package_hash = hex::encode(sha256(&package_bytes));
+    let package_hash = sha256(&package_bytes);
     let mode = request.mode;
     let list: Vec<SignerShare> = shares
         .iter()
@@ -881,7 +912,7 @@ async fn conclude(
     // coordinator computed itself. Only when it does not are the shares checked here, against the
     // key's own public package, to name the culprits (a node whose aggregate or whose claim of
     // invalid shares is contradicted by that check is excluded itself).
-    let culprits = || invalid_shares(&shares, &public, &package, attempt, &package_hash);
+    let culprits = || invalid_shares(&shares, &public, &package, attempt, package_hash);
     let mut lied = BTreeSet::new();
     for c in &clients {
         let Ok(signing_package) = SigningPackageBytes::new(package_bytes.clone()) else { break };
@@ -892,7 +923,7 @@ async fn conclude(
                     let _ = tx.send(Event::Done(signature, public.output_key, ids));
                     return;
                 }
-                Some(hex::encode(signature.to_bytes()))
+                Some(signature.to_bytes().to_vec())
             }
             Ok(AggregateOutcome::InvalidShares { .. }) => None,
             // Unreachable, timed out, refused: another node may aggregate.
@@ -914,9 +945,9 @@ async fn conclude(
             reason: Reason::InvalidAggregate,
             step: Step::Aggregate,
             code: None,
-            attempt: Some(attempt.to_string()),
+            attempt: Some(attempt),
             share: blame,
-            package_sha256: Some(package_hash.clone()),
+            package_sha256: Some(package_hash),
             message: None,
         }));
     }
@@ -929,7 +960,7 @@ fn invalid_shares(
     public: &Tweaked,
     package: &SigningPackage,
     attempt: AttemptId,
-    package_hash: &str,
+    package_hash: [u8; 32],
 ) -> Vec<Evidence> {
     let tweaked = &public.public;
     let mut invalid = Vec::new();
@@ -945,9 +976,9 @@ fn invalid_shares(
                 reason: Reason::InvalidShare,
                 step: Step::Round2,
                 code: None,
-                attempt: Some(attempt.to_string()),
-                share: Some(hex::encode(share)),
-                package_sha256: Some(package_hash.to_string()),
+                attempt: Some(attempt),
+                share: Some(share.clone()),
+                package_sha256: Some(package_hash),
                 message: None,
             });
         }
@@ -973,6 +1004,29 @@ pub fn libsecp_verifies(signature: &Bip340Signature, message: &[u8; 32], xonly: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_evidence_is_written_as_stable_codes_and_hex() {
+        let ev = Evidence {
+            signer: 2,
+            reason: Reason::InvalidShare,
+            step: Step::Round2,
+            code: Some(ErrorCode::CommitmentUnknown),
+            attempt: Some(AttemptId::from_bytes([0xab; 16])),
+            share: Some(vec![1, 2, 255]),
+            package_sha256: Some([7; 32]),
+            message: None,
+        };
+        let json = serde_json::to_value(&ev).expect("json");
+        assert_eq!(json["code"], "commitment_unknown");
+        assert_eq!(json["attempt"], "ab".repeat(16));
+        assert_eq!(json["share"], "0102ff");
+        assert_eq!(json["package_sha256"], "07".repeat(32));
+        assert!(json.get("message").is_none());
+        let bare = Evidence { code: None, attempt: None, share: None, package_sha256: None, ..ev };
+        let json = serde_json::to_value(&bare).expect("json");
+        assert!(json["code"].is_null() && json["attempt"].is_null() && json["share"].is_null(), "{json}");
+    }
 
     #[test]
     fn evidence_names_in_json_and_logs_agree() {
