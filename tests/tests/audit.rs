@@ -77,10 +77,8 @@ impl Setup {
         stats["first_version"].as_u64().expect("first version")
     }
 
-    /// Exports node `node`'s trail and acknowledges it with `key`: the command's output.
-    fn export_and_acknowledge(&self, node: u16, key: &std::path::Path) -> std::process::Output {
-        let export = self.work.path().join(format!("export-{node}-{}.jsonl", hex::encode(rand32())));
-        ok(frostgate(&["audit", "export", "--connect", &self.socket(node), "--out", export.to_str().expect("utf-8")]));
+    /// `frostgate audit acknowledge` of `export` on node `node` with `key`: the command's output.
+    fn acknowledge(&self, node: u16, export: &std::path::Path, key: &std::path::Path) -> std::process::Output {
         frostgate(&[
             "audit",
             "acknowledge",
@@ -91,6 +89,13 @@ impl Setup {
             "--auditor-key",
             key.to_str().expect("utf-8"),
         ])
+    }
+
+    /// Exports node `node`'s trail and acknowledges it with `key`: the command's output.
+    fn export_and_acknowledge(&self, node: u16, key: &std::path::Path) -> std::process::Output {
+        let export = self.work.path().join(format!("export-{node}-{}.jsonl", hex::encode(rand32())));
+        ok(frostgate(&["audit", "export", "--connect", &self.socket(node), "--out", export.to_str().expect("utf-8")]));
+        self.acknowledge(node, &export, key)
     }
 }
 
@@ -229,16 +234,7 @@ fn a_full_trail_refuses_to_sign_until_the_auditor_acknowledges_an_export() {
     let hidden = lines.iter().position(|l| l.contains("\"decision\":\"signed\"")).expect("a signed record");
     lines.remove(hidden);
     std::fs::write(&export, lines.join("\n") + "\n").expect("alter");
-    let o = frostgate(&[
-        "audit",
-        "acknowledge",
-        "--connect",
-        &s.socket(n),
-        "--export",
-        export.to_str().expect("p"),
-        "--auditor-key",
-        s.auditor_key.to_str().expect("p"),
-    ]);
+    let o = s.acknowledge(n, &export, &s.auditor_key);
     assert!(!o.status.success(), "{o:?}");
     assert_eq!(s.signed(n), before);
     // A self-consistent export of other records (one left out, the digest recomputed, as a host
@@ -262,16 +258,7 @@ fn a_full_trail_refuses_to_sign_until_the_auditor_acknowledges_an_export() {
     let doctored_end = doctored_end.to_string();
     lines[last] = &doctored_end;
     std::fs::write(&export, lines.join("\n") + "\n").expect("doctor");
-    let o = frostgate(&[
-        "audit",
-        "acknowledge",
-        "--connect",
-        &s.socket(n),
-        "--export",
-        export.to_str().expect("p"),
-        "--auditor-key",
-        s.auditor_key.to_str().expect("p"),
-    ]);
+    let o = s.acknowledge(n, &export, &s.auditor_key);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("audit_ack_invalid"), "{o:?}");
     assert_eq!(s.signed(n), before);
 

@@ -77,6 +77,17 @@ fn backup_and_sign_psbt_outputs_never_follow_a_link_nor_overwrite() {
     assert_eq!(std::fs::read(&victim).expect("victim"), b"precious\n");
 }
 
+/// The bytes, owner and mode of the operator's files planted in `d`.
+fn files_as_found(d: &Path) -> Vec<(Vec<u8>, u32, u32)> {
+    ["notes.txt", "tls/coordinator.key"]
+        .iter()
+        .map(|f| {
+            let m = std::fs::metadata(d.join(f)).expect("meta");
+            (std::fs::read(d.join(f)).expect("read"), m.uid(), m.mode())
+        })
+        .collect()
+}
+
 #[test]
 fn dev_cluster_init_refuses_a_directory_that_holds_anything() {
     let tmp = tempfile::tempdir().expect("dir");
@@ -84,23 +95,11 @@ fn dev_cluster_init_refuses_a_directory_that_holds_anything() {
     std::fs::create_dir_all(d.join("tls")).expect("dirs");
     std::fs::write(d.join("notes.txt"), b"mine\n").expect("notes");
     std::fs::write(d.join("tls/coordinator.key"), b"my key\n").expect("key");
-    let before: Vec<_> = ["notes.txt", "tls/coordinator.key"]
-        .iter()
-        .map(|f| {
-            let m = std::fs::metadata(d.join(f)).expect("meta");
-            (std::fs::read(d.join(f)).expect("read"), m.uid(), m.mode())
-        })
-        .collect();
+    let before = files_as_found(&d);
     let o = frostgate(&["dev", "cluster", "init", "--dir", s(&d), "--nodes", "3", "--threshold", "2"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("not empty"), "{o:?}");
-    let after: Vec<_> = ["notes.txt", "tls/coordinator.key"]
-        .iter()
-        .map(|f| {
-            let m = std::fs::metadata(d.join(f)).expect("meta");
-            (std::fs::read(d.join(f)).expect("read"), m.uid(), m.mode())
-        })
-        .collect();
+    let after = files_as_found(&d);
     assert_eq!(before, after, "nothing in the directory changed");
     assert!(!d.join("node1").exists(), "no node directory created");
     // A link to a directory is not a directory of ours either.
