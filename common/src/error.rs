@@ -253,6 +253,14 @@ error_codes! {
     /// (a refresh happened since): restoring it would serve a dead sharing. Nothing restored; take
     /// a current backup or repair the seat.
     BackupStale = "backup_stale", FixRequest;
+    /// The token lacks a mechanism or capability frostgate needs (the message names every one,
+    /// or the token's own command that makes a key it cannot generate through PKCS#11). Nothing
+    /// was created.
+    HsmMechanismMissing = "hsm_mechanism_missing", Operator;
+    /// The token's recorded custody profile, a sealed blob's profile or the configured profile
+    /// disagree: the enclave never re-chooses a profile at boot (no silent downgrade; a deliberate
+    /// migration is a new token and a restore).
+    CustodyProfileMismatch = "custody_profile_mismatch", Operator;
 }
 
 impl fmt::Display for ErrorCode {

@@ -76,6 +76,8 @@ const PINNED: &[(usize, &str, &str)] = &[
     (68, "audit_ack_invalid", "fix_request"),
     (69, "kek_rotation_too_soon", "operator"),
     (70, "backup_stale", "fix_request"),
+    (71, "hsm_mechanism_missing", "operator"),
+    (72, "custody_profile_mismatch", "operator"),
 ];
 
 #[test]

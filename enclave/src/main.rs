@@ -93,10 +93,33 @@ struct ServeArgs {
 
 #[derive(Debug, Subcommand)]
 enum TokenCommand {
-    /// Create the key-encryption key, MAC root key and identity key pair on the token.
+    /// Create this enclave's objects on the token, under the strongest custody profile it
+    /// supports (or `[custody] profile`).
     Init(TokenArgs),
+    /// Show a token's mechanisms and the custody profile frostgate would use; changes nothing.
+    Probe(ProbeArgs),
     /// Print every object and its protections; exit non-zero on any violation.
     Inspect(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+struct ProbeArgs {
+    /// Path of the PKCS#11 module.
+    #[arg(long, default_value = frostgate_enclave::custody::config::DEFAULT_MODULE)]
+    module: PathBuf,
+    /// The slot id (default: the only slot with a token).
+    #[arg(long, conflicts_with = "token_label")]
+    slot: Option<u64>,
+    /// The token's label.
+    #[arg(long)]
+    token_label: Option<String>,
+    /// A file holding the user PIN: also try key generation and a private data object on
+    /// session objects (nothing stays on the token).
+    #[arg(long)]
+    pin_file: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -151,6 +174,7 @@ fn run(command: Command) -> Result<ExitCode, Error> {
         },
         Command::Token(TokenCommand::Init(args)) => token_init(args),
         Command::Token(TokenCommand::Inspect(args)) => token_inspect(args),
+        Command::Token(TokenCommand::Probe(args)) => token_probe(args),
         Command::RecoveryKey(args) => {
             let public = frostgate_enclave::backup::generate_recovery_key(&args.private_key_out)?;
             out(&format!(
@@ -178,27 +202,54 @@ fn out(text: &str) {
 
 fn token_init(args: TokenArgs) -> Result<ExitCode, Error> {
     let config = custody_config(&args.config)?;
-    let key = frostgate_enclave::store::anchor::init_token(&config)?;
-    tracing::info!(token = %config.token_label, "token objects created");
+    let (key, profile) = frostgate_enclave::store::anchor::init_token(&config)?;
+    tracing::info!(token = %config.token_label, %profile, "token objects created");
     if args.json {
         out(&format!(
             "{}\n",
-            serde_json::json!({ "token": config.token_label, "identity_public_key": hex::encode(&key) })
+            serde_json::json!({ "token": config.token_label, "profile": profile, "identity_public_key": hex::encode(&key) })
         ));
     } else {
-        out(&format!("token {:?}: objects created\nidentity public key: {}\n", config.token_label, hex::encode(&key)));
+        out(&format!(
+            "token {:?}: objects created\ncustody profile: {profile}\nidentity public key: {}\n",
+            config.token_label,
+            hex::encode(&key)
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn token_probe(args: ProbeArgs) -> Result<ExitCode, Error> {
+    use frostgate_enclave::custody::probe::{self, Selector};
+    let selector = match (args.slot, args.token_label) {
+        (Some(slot), _) => Selector::Slot(slot),
+        (None, Some(label)) => Selector::Label(label),
+        (None, None) => Selector::Only,
+    };
+    let pin = args.pin_file.map(|f| frostgate_enclave::custody::config::PinSource::File(f).read()).transpose()?;
+    let report = probe::probe(&args.module, &selector, pin)?;
+    if args.json {
+        out(&format!("{}\n", serde_json::to_string(&report).map_err(|e| Error::new(ErrorCode::Internal, e))?));
+    } else {
+        out(&probe::describe(&report));
+    }
+    if report.profile.is_none() {
+        return Err(Error::new(ErrorCode::HsmMechanismMissing, "the token supports no custody profile (see above)"));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn token_inspect(args: TokenArgs) -> Result<ExitCode, Error> {
     let config = custody_config(&args.config)?;
-    let reports = Custody::inspect(&config)?;
+    let (profile, reports) = Custody::inspect(&config)?;
     let ok = reports.iter().all(|r| r.violations.is_empty());
     if args.json {
-        out(&format!("{}\n", serde_json::json!({ "token": config.token_label, "ok": ok, "objects": reports })));
+        out(&format!(
+            "{}\n",
+            serde_json::json!({ "token": config.token_label, "profile": profile, "ok": ok, "objects": reports })
+        ));
     } else {
-        let mut s = format!("token {:?}\n", config.token_label);
+        let mut s = format!("token {:?}\ncustody profile: {profile}\n", config.token_label);
         for r in &reports {
             s.push_str(&format!(
                 "\n{} ({:?}): {}\n",

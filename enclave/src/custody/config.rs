@@ -28,6 +28,11 @@ pub struct CustodyConfig {
     /// `<prefix>-identity`).
     #[serde(default = "default_prefix")]
     pub object_label_prefix: String,
+    /// The custody profile (`full`, `cbc_hmac`, `aes_only`). At `token init`: the profile to
+    /// create (refused, naming what is missing, if the token cannot), else the strongest the
+    /// token supports. At boot: must equal the token's recorded profile (never re-chosen).
+    #[serde(default)]
+    pub profile: Option<super::profile::Profile>,
 }
 
 /// Where the user PIN is read from. The configuration names the source, never the PIN.
@@ -71,8 +76,15 @@ impl CustodyConfig {
 
     /// Reads the PIN from its source into secret memory.
     pub fn read_pin(&self) -> Result<SecretString, Error> {
+        self.pin.read()
+    }
+}
+
+impl PinSource {
+    /// Reads the PIN into secret memory.
+    pub fn read(&self) -> Result<SecretString, Error> {
         let unavailable = |msg: String| Error::new(ErrorCode::HsmPinUnavailable, msg);
-        let raw: Zeroizing<Vec<u8>> = match &self.pin {
+        let raw: Zeroizing<Vec<u8>> = match self {
             PinSource::File(path) => {
                 // One descriptor for the check and the read (no swap between them); a link is
                 // refused, and so is a file another user owns or can reach.
@@ -148,6 +160,7 @@ mod tests {
             token_label: "t".into(),
             pin: PinSource::File(f.clone()),
             object_label_prefix: "p".into(),
+            profile: None,
         };
         let pin = c.read_pin().expect("pin");
         assert_eq!(pin.expose_secret(), "s3cr3t-pin");

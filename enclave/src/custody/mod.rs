@@ -7,114 +7,302 @@
 pub mod config;
 pub mod identity;
 pub mod objects;
+pub mod probe;
+pub mod profile;
+pub mod records;
+pub mod root;
 pub mod token;
 
 use config::CustodyConfig;
-use cryptoki::object::ObjectHandle;
-use frostgate_common::error::Error;
-use objects::{Labels, ObjectReport, Objects};
+use frostgate_common::error::{Error, ErrorCode};
+use identity::Identity;
+use objects::{Kek, Labels, ObjectReport, Objects};
+use profile::Profile;
 use token::Token;
+use zeroize::Zeroizing;
 
-/// A logged-in token whose objects passed the boot self-check.
+/// A logged-in token whose objects passed the boot self-check, with the secrets its profile
+/// keeps in enclave memory.
 #[derive(Debug)]
 pub struct Custody {
-    token: Token,
+    vault: Vault,
     objects: Objects,
-    /// The key-encryption keys: the one that seals, and the other one of an incomplete rotation
-    /// (blobs may be sealed under either; unsealing tries both).
-    keks: std::sync::RwLock<Keks>,
-    identity_public_key: Vec<u8>,
+    identity: Identity,
     label_prefix: String,
+}
+
+/// What sealing needs: the token, the profile, the key-encryption keys and (profiles without
+/// AES-GCM) the blob tag key.
+#[derive(Debug)]
+pub struct Vault {
+    token: Token,
+    profile: Profile,
+    /// The key-encryption keys: the one that seals, and the other one of an incomplete rotation
+    /// (blobs may be sealed under either; unsealing picks by the blob's key id or GCM's tag).
+    keks: std::sync::RwLock<Keks>,
+    memory: Memory,
+}
+
+/// Secrets a profile keeps in enclave memory (wiped on drop; never printed).
+#[derive(Default)]
+struct Memory {
+    /// `aes_only`: the root, unsealed at boot.
+    root: Option<Zeroizing<[u8; 32]>>,
+    /// `cbc_hmac`, `aes_only`: the key of the blobs' encrypt-then-MAC tag.
+    tag_key: Option<Zeroizing<[u8; 32]>>,
+}
+
+impl std::fmt::Debug for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memory")
+            .field("root", &self.root.as_ref().map(|_| "<redacted>"))
+            .field("tag_key", &self.tag_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// The key-encryption keys in use.
 #[derive(Debug, Clone, Copy)]
 pub struct Keks {
     /// Seals new blobs.
-    pub sealing: ObjectHandle,
+    pub sealing: Kek,
     /// During an incomplete rotation, the other one.
-    pub other: Option<ObjectHandle>,
+    pub other: Option<Kek>,
 }
 
 impl Keks {
     /// Every key-encryption key, the sealing one first.
-    pub fn all(&self) -> impl Iterator<Item = ObjectHandle> {
+    pub fn all(&self) -> impl Iterator<Item = Kek> {
         std::iter::once(self.sealing).chain(self.other)
     }
 }
 
+/// HMAC label of the store-sealing key.
+const STORE_KEY_LABEL: &[u8] = b"frostgate/store-sealing-key/v1";
+/// HMAC label of the blob tag key.
+const TAG_KEY_LABEL: &[u8] = b"frostgate/blob-tag-key/v1";
+
+impl Vault {
+    /// The token.
+    pub fn token(&self) -> &Token {
+        &self.token
+    }
+
+    /// The profile in force.
+    pub fn profile(&self) -> Profile {
+        self.profile
+    }
+
+    /// The key-encryption keys in use.
+    pub fn keks(&self) -> Keks {
+        *self.keks.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The blob tag key (`cbc_hmac`, `aes_only`).
+    pub(crate) fn tag_key(&self) -> Option<&[u8; 32]> {
+        self.memory.tag_key.as_deref()
+    }
+
+    /// HMAC-SHA256 under the profile's root: in the token (`full`, `cbc_hmac`: the MAC root never
+    /// leaves it) or in enclave memory (`aes_only`). The result lives in wiped memory.
+    fn root_hmac(
+        &self,
+        mac_root: Option<cryptoki::object::ObjectHandle>,
+        label: &[u8],
+    ) -> Result<Zeroizing<[u8; 32]>, Error> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        if let Some(root) = &self.memory.root {
+            let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &root[..]), label);
+            key.copy_from_slice(tag.as_ref());
+            return Ok(key);
+        }
+        let mac_root = mac_root.ok_or_else(|| Error::new(ErrorCode::Internal, "no MAC root under this profile"))?;
+        self.token.with_session(|s| {
+            use cryptoki::mechanism::Mechanism;
+            let out = Zeroizing::new(
+                s.sign(&Mechanism::Sha256Hmac, mac_root, label)
+                    .map_err(|e| token::hsm_err("C_Sign(SHA256_HMAC)", e))?,
+            );
+            if out.len() != 32 {
+                return Err(Error::new(ErrorCode::HsmOperationFailed, "HMAC output is not 32 bytes"));
+            }
+            key.copy_from_slice(&out);
+            Ok(key)
+        })
+    }
+}
+
 impl Custody {
-    /// Boot: opens the token and checks every object. Fails closed with a typed error.
+    /// Boot: opens the token, reads its recorded profile (refusing one that differs from the
+    /// configured one: boot never re-chooses), checks every object and unseals what the profile
+    /// keeps in enclave memory. Fails closed with a typed error.
     pub fn open(config: &CustodyConfig) -> Result<Custody, Error> {
         let token = Token::open(config)?;
-        let labels = Labels::new(&config.object_label_prefix);
-        let loaded = token.with_session(|s| {
-            let objects = objects::load(s, &labels)?;
-            let key = objects::identity_public_key(s, &objects)?;
-            Ok((objects, key))
-        });
-        match loaded {
-            Ok((objects, identity_public_key)) => {
-                if objects.kek_other.is_some() {
-                    tracing::warn!(
-                        "two key-encryption keys: a rotation is incomplete; run `frostgate token rotate-kek`"
-                    );
-                }
-                Ok(Custody::new(token, objects, identity_public_key, &config.object_label_prefix))
-            }
-            Err(e) => {
-                token.close();
-                Err(e)
+        let opened = Self::load(token, config);
+        if let Ok(c) = &opened {
+            if c.vault.keks().other.is_some() {
+                tracing::warn!("two key-encryption keys: a rotation is incomplete; run `frostgate token rotate-kek`");
             }
         }
+        opened
     }
 
-    fn new(token: Token, objects: Objects, identity_public_key: Vec<u8>, prefix: &str) -> Custody {
-        let keks = std::sync::RwLock::new(Keks { sealing: objects.kek, other: objects.kek_other });
-        Custody { token, objects, keks, identity_public_key, label_prefix: prefix.to_string() }
-    }
-
-    /// `token init`: creates the objects (refusing if any exists), then runs `then` on the new
-    /// custody (the store anchor at the empty head: `crate::store::anchor::init_token`). Returns
-    /// the new identity public key.
-    pub fn init_then(
-        config: &CustodyConfig,
-        then: impl FnOnce(&Custody) -> Result<(), Error>,
-    ) -> Result<Vec<u8>, Error> {
-        let token = Token::open(config)?;
-        let labels = Labels::new(&config.object_label_prefix);
-        let created = token.with_session(|s| {
-            let objects = objects::init(s, &labels)?;
-            let key = objects::identity_public_key(s, &objects)?;
-            Ok((objects, key))
+    fn load(token: Token, config: &CustodyConfig) -> Result<Custody, Error> {
+        let prefix = &config.object_label_prefix;
+        let labels = Labels::new(prefix);
+        let loaded = token.with_session(|s| {
+            let profile = records::profile(s, prefix)?;
+            if let Some(configured) = config.profile {
+                if configured != profile {
+                    return Err(Error::new(
+                        ErrorCode::CustodyProfileMismatch,
+                        format!("the token was initialized under custody profile {profile}; the configuration says {configured}"),
+                    ));
+                }
+            }
+            Ok((profile, objects::load(s, &labels, profile)?))
         });
-        let (objects, identity_public_key) = match created {
+        let (profile, objects) = match loaded {
             Ok(x) => x,
             Err(e) => {
                 token.close();
                 return Err(e);
             }
         };
-        let custody = Custody::new(token, objects, identity_public_key, &config.object_label_prefix);
-        let anchored = then(&custody);
-        let key = custody.identity_public_key.clone();
-        custody.close();
-        anchored.map(|()| key)
+        let vault = Vault {
+            token,
+            profile,
+            keks: std::sync::RwLock::new(Keks { sealing: objects.kek, other: objects.kek_other }),
+            memory: Memory::default(),
+        };
+        Self::unlock(vault, objects, prefix)
     }
 
-    /// `token inspect`: a report on every object, violations included; never fails on a weak
-    /// object (the caller decides), only on an unusable token.
-    pub fn inspect(config: &CustodyConfig) -> Result<Vec<ObjectReport>, Error> {
+    /// Fills the profile's memory: the root (`aes_only`) and the blob tag key.
+    fn fill_memory(vault: &mut Vault, objects: &Objects, prefix: &str) -> Result<(), Error> {
+        if vault.profile == Profile::AesOnly {
+            vault.memory.root = Some(root::unseal(vault, prefix)?);
+        }
+        if vault.profile != Profile::Full {
+            vault.memory.tag_key = Some(vault.root_hmac(objects.mac_root, TAG_KEY_LABEL)?);
+        }
+        Ok(())
+    }
+
+    /// Fills the profile's memory and loads the identity.
+    fn unlock(mut vault: Vault, objects: Objects, prefix: &str) -> Result<Custody, Error> {
+        let unlocked =
+            Self::fill_memory(&mut vault, &objects, prefix).and_then(|()| Identity::load(&vault, &objects, prefix));
+        match unlocked {
+            Ok(identity) => Ok(Custody { vault, objects, identity, label_prefix: prefix.to_string() }),
+            Err(e) => {
+                vault.token.close();
+                Err(e)
+            }
+        }
+    }
+
+    /// `token init`: creates the objects of the strongest profile the token supports (or of
+    /// `config.profile`, refused with the missing mechanisms named if the token lacks one),
+    /// refusing if any object exists, records the profile, then runs `then` on the new custody
+    /// (the store anchor at the empty head: `crate::store::anchor::init_token`). Returns the new
+    /// identity public key and the profile.
+    pub fn init_then(
+        config: &CustodyConfig,
+        then: impl FnOnce(&Custody) -> Result<(), Error>,
+    ) -> Result<(Vec<u8>, Profile), Error> {
+        let token = Token::open(config)?;
+        let prefix = &config.object_label_prefix;
+        let labels = Labels::new(prefix);
+        let chosen = token.capabilities().and_then(|caps| match config.profile {
+            Some(p) => caps.require(p),
+            None => caps.best(),
+        });
+        let checked = chosen.and_then(|profile| {
+            token.with_session(|s| {
+                let existing = records::existing(s, prefix)?;
+                Ok((profile, objects::check_init(s, &labels, existing)?))
+            })
+        });
+        let (profile, adopt) = match checked {
+            Ok(x) => x,
+            Err(e) => {
+                token.close();
+                return Err(e);
+            }
+        };
+        // From here on, every object with this enclave's labels was made by this init (or is the
+        // adopted key-encryption key): a failure removes them, leaving the token as it was.
+        let objects = match token.with_session(|s| objects::init(s, &labels, profile, adopt)) {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = token.with_session(|s| undo_init(s, &labels, prefix, adopt));
+                token.close();
+                return Err(e);
+            }
+        };
+        let mut vault = Vault {
+            token,
+            profile,
+            keks: std::sync::RwLock::new(Keks { sealing: objects.kek, other: None }),
+            memory: Memory::default(),
+        };
+        let made = (|| {
+            if profile == Profile::AesOnly {
+                root::create(&vault, prefix)?;
+            }
+            Self::fill_memory(&mut vault, &objects, prefix)?;
+            if !profile.identity_in_token() {
+                identity::create_sealed(&vault, prefix)?;
+            }
+            // The profile record last among the records: a token that has it is complete.
+            vault.token.with_session(|s| records::create_profile(s, prefix, profile))?;
+            Identity::load(&vault, &objects, prefix)
+        })();
+        let custody = match made {
+            Ok(identity) => Custody { vault, objects, identity, label_prefix: prefix.to_string() },
+            Err(e) => {
+                let _ = vault.token.with_session(|s| undo_init(s, &labels, prefix, adopt));
+                vault.token.close();
+                return Err(e);
+            }
+        };
+        if let Err(e) = then(&custody) {
+            let _ = custody.token().with_session(|s| undo_init(s, &labels, prefix, adopt));
+            custody.close();
+            return Err(e);
+        }
+        let key = custody.identity_public_key().to_vec();
+        custody.close();
+        Ok((key, profile))
+    }
+
+    /// `token inspect`: a report on every object of the recorded profile, violations included;
+    /// never fails on a weak object (the caller decides), only on an unusable token.
+    pub fn inspect(config: &CustodyConfig) -> Result<(Profile, Vec<ObjectReport>), Error> {
         let token = Token::open(config)?;
         let labels = Labels::new(&config.object_label_prefix);
-        let result = token.with_session(|s| objects::inspect(s, &labels));
+        let result = token.with_session(|s| {
+            let profile = records::profile(s, &config.object_label_prefix)?;
+            Ok((profile, objects::inspect(s, &labels, profile)?))
+        });
         token.close();
         result
     }
 
+    /// The sealing view: token, profile, key-encryption keys, tag key.
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
     /// The token.
     pub fn token(&self) -> &Token {
-        &self.token
+        &self.vault.token
+    }
+
+    /// The custody profile in force.
+    pub fn profile(&self) -> Profile {
+        self.vault.profile
     }
 
     /// The checked object handles.
@@ -124,34 +312,44 @@ impl Custody {
 
     /// The key-encryption keys in use.
     pub fn keks(&self) -> Keks {
-        *self.keks.read().unwrap_or_else(|p| p.into_inner())
+        self.vault.keks()
     }
 
     /// Whether a rotation was begun and not finished (two key-encryption keys on the token).
     pub fn kek_rotation_in_progress(&self) -> bool {
-        self.keks.read().unwrap_or_else(|p| p.into_inner()).other.is_some()
+        self.keks().other.is_some()
     }
 
     /// Rotation, step 1: unless a rotation is already incomplete, generates a new key-encryption
-    /// key on the token and makes it the sealing one (the old one stays, for unsealing). Returns
-    /// whether a key was created.
+    /// key on the token, makes it the sealing one (the old one stays, for unsealing) and seals
+    /// this enclave's own records (root, identity) under it too. Returns whether a key was created.
     pub fn begin_kek_rotation(&self) -> Result<bool, Error> {
-        let mut keks = self.keks.write().unwrap_or_else(|p| p.into_inner());
+        let mut keks = self.vault.keks.write().unwrap_or_else(|p| p.into_inner());
         if keks.other.is_some() {
             return Ok(false);
         }
         let labels = Labels::new(&self.label_prefix);
-        let new = self.token.with_session(|s| objects::create_kek(s, &labels, keks.sealing))?;
+        let new = self.token().with_session(|s| objects::create_kek(s, &labels, keks.sealing.handle))?;
         *keks = Keks { sealing: new, other: Some(keks.sealing) };
+        drop(keks);
+        if let Some(root) = &self.vault.memory.root {
+            root::reseal(self, root)?;
+        }
+        self.reseal_identity()?;
         Ok(true)
     }
 
-    /// Rotation, last step: destroys the other key-encryption key. Call only once every blob the
-    /// enclave relies on is sealed under the sealing key, durable and anchored.
+    /// Rotation, last step: destroys the other key-encryption key and the records sealed under
+    /// it. Call only once every blob the enclave relies on is sealed under the sealing key,
+    /// durable and anchored.
     pub fn finish_kek_rotation(&self) -> Result<(), Error> {
-        let mut keks = self.keks.write().unwrap_or_else(|p| p.into_inner());
+        let mut keks = self.vault.keks.write().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = keks.other {
-            self.token.with_session(|s| s.destroy_object(old).map_err(|e| token::hsm_err("C_DestroyObject", e)))?;
+            for record in [records::Record::Root, records::Record::SealedIdentity] {
+                root::drop_under(self, record, old)?;
+            }
+            self.token()
+                .with_session(|s| s.destroy_object(old.handle).map_err(|e| token::hsm_err("C_DestroyObject", e)))?;
             keks.other = None;
         }
         Ok(())
@@ -162,31 +360,40 @@ impl Custody {
         &self.label_prefix
     }
 
-    /// Derives the store-sealing key: HMAC-SHA256 computed inside the HSM with the MAC root key
-    /// over a fixed label. The root never leaves the HSM; the result lives in wiped memory.
-    pub fn derive_store_key(&self) -> Result<zeroize::Zeroizing<[u8; 32]>, Error> {
-        use cryptoki::mechanism::Mechanism;
-        self.token.with_session(|s| {
-            let out = zeroize::Zeroizing::new(
-                s.sign(&Mechanism::Sha256Hmac, self.objects.mac_root, b"frostgate/store-sealing-key/v1")
-                    .map_err(|e| token::hsm_err("C_Sign(SHA256_HMAC)", e))?,
-            );
-            let mut key = zeroize::Zeroizing::new([0u8; 32]);
-            if out.len() != 32 {
-                return Err(Error::new(frostgate_common::ErrorCode::HsmOperationFailed, "HMAC output is not 32 bytes"));
-            }
-            key.copy_from_slice(&out);
-            Ok(key)
-        })
+    /// Derives the store-sealing key: HMAC-SHA256 under the profile's root (inside the HSM under
+    /// `full` and `cbc_hmac`) over a fixed label. The result lives in wiped memory.
+    pub fn derive_store_key(&self) -> Result<Zeroizing<[u8; 32]>, Error> {
+        self.vault.root_hmac(self.objects.mac_root, STORE_KEY_LABEL)
     }
 
     /// The identity public key (uncompressed SEC1 P-256 point).
     pub fn identity_public_key(&self) -> &[u8] {
-        &self.identity_public_key
+        self.identity.public_key()
+    }
+
+    /// The identity.
+    pub(crate) fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     /// Closes the token's sessions (logging this application out).
     pub fn close(self) {
-        self.token.close();
+        self.vault.token.close();
     }
+}
+
+/// Removes what a failed `token init` made: every record and key object with this enclave's
+/// labels, except an adopted key-encryption key.
+fn undo_init(s: &cryptoki::session::Session, labels: &Labels, prefix: &str, adopted_kek: bool) -> Result<(), Error> {
+    for (role, handle) in objects::all(s, labels)? {
+        if !(adopted_kek && role == objects::Role::Kek) {
+            let _ = s.destroy_object(handle);
+        }
+    }
+    for record in [records::Record::Profile, records::Record::Root, records::Record::SealedIdentity] {
+        for (h, _) in records::read(s, prefix, record).unwrap_or_default() {
+            let _ = s.destroy_object(h);
+        }
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@
 //! the check at boot and in `token inspect`, so what is created is exactly what is enforced.
 //! Every flag is set explicitly (SoftHSM's defaults are permissive).
 
+use super::profile::Profile;
 use super::token::hsm_err;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
@@ -30,6 +31,15 @@ pub enum Role {
 
 /// Every role, in report order.
 pub const ROLES: [Role; 4] = [Role::Kek, Role::MacRoot, Role::IdentityPrivate, Role::IdentityPublic];
+
+/// The key objects a profile keeps on the token, in report order.
+pub fn roles(profile: Profile) -> &'static [Role] {
+    match profile {
+        Profile::Full => &ROLES,
+        Profile::CbcHmac => &ROLES[..2],
+        Profile::AesOnly => &ROLES[..1],
+    }
+}
 
 /// Object labels derived from the configured prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,20 +160,27 @@ fn template(role: Role, labels: &Labels, id: &[u8]) -> Vec<Attribute> {
     t
 }
 
-/// Handles of this enclave's objects, each checked against its policy.
+/// Handles of this enclave's key objects, each checked against its policy.
 #[derive(Debug, Clone, Copy)]
 pub struct Objects {
     /// Key-encryption key (of two, during an incomplete rotation: the one with the greater
     /// `CKA_ID`, so every boot picks the same).
-    pub kek: ObjectHandle,
+    pub kek: Kek,
     /// The other key-encryption key of an incomplete rotation.
-    pub kek_other: Option<ObjectHandle>,
-    /// MAC root key.
-    pub mac_root: ObjectHandle,
-    /// Identity private key.
-    pub identity_private: ObjectHandle,
-    /// Identity public key.
-    pub identity_public: ObjectHandle,
+    pub kek_other: Option<Kek>,
+    /// MAC root key (`full`, `cbc_hmac`).
+    pub mac_root: Option<ObjectHandle>,
+    /// Identity key pair (private, public) (`full`).
+    pub identity: Option<(ObjectHandle, ObjectHandle)>,
+}
+
+/// A key-encryption key and the short id that names it in the blobs sealed under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kek {
+    /// The object.
+    pub handle: ObjectHandle,
+    /// The first 8 bytes of SHA-256 of its `CKA_ID`.
+    pub id: [u8; 8],
 }
 
 /// What `token inspect` shows about one object.
@@ -276,8 +293,8 @@ fn bool_value(a: &Attribute, t: AttributeType) -> Option<bool> {
 }
 
 /// Reports on every role's object (missing objects get a report with `count == 0`).
-pub fn inspect(session: &Session, labels: &Labels) -> Result<Vec<ObjectReport>, Error> {
-    ROLES
+pub fn inspect(session: &Session, labels: &Labels, profile: Profile) -> Result<Vec<ObjectReport>, Error> {
+    roles(profile)
         .iter()
         .map(|&role| {
             let found = find(session, role, labels)?;
@@ -296,10 +313,10 @@ pub fn inspect(session: &Session, labels: &Labels) -> Result<Vec<ObjectReport>, 
 }
 
 /// Boot self-check: every object present, unique and within its policy.
-pub fn load(session: &Session, labels: &Labels) -> Result<Objects, Error> {
+pub fn load(session: &Session, labels: &Labels, profile: Profile) -> Result<Objects, Error> {
     let mut handles = Vec::new();
     let mut kek_other = None;
-    for role in ROLES {
+    for &role in roles(profile) {
         let mut found = find(session, role, labels)?;
         if role == Role::Kek && found.len() == 2 {
             found.sort_by_cached_key(|h| std::cmp::Reverse(object_id(session, *h).unwrap_or_default()));
@@ -310,7 +327,7 @@ pub fn load(session: &Session, labels: &Labels) -> Result<Objects, Error> {
                     format!("{} (second Kek): {}", report.label, report.violations.join("; ")),
                 ));
             }
-            kek_other = Some(found[1]);
+            kek_other = Some(kek(session, found[1])?);
         }
         let Some(&h) = found.first() else {
             return Err(Error::new(
@@ -328,12 +345,18 @@ pub fn load(session: &Session, labels: &Labels) -> Result<Objects, Error> {
         handles.push(h);
     }
     Ok(Objects {
-        kek: handles[0],
+        kek: kek(session, handles[0])?,
         kek_other,
-        mac_root: handles[1],
-        identity_private: handles[2],
-        identity_public: handles[3],
+        mac_root: handles.get(1).copied(),
+        identity: handles.get(2).copied().zip(handles.get(3).copied()),
     })
+}
+
+fn kek(session: &Session, handle: ObjectHandle) -> Result<Kek, Error> {
+    let digest = ring::digest::digest(&ring::digest::SHA256, &object_id(session, handle)?);
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&digest.as_ref()[..8]);
+    Ok(Kek { handle, id })
 }
 
 fn object_id(session: &Session, h: ObjectHandle) -> Result<Vec<u8>, Error> {
@@ -344,7 +367,7 @@ fn object_id(session: &Session, h: ObjectHandle) -> Result<Vec<u8>, Error> {
 /// Generates a key-encryption key (AES-256, on the token, never extractable) to replace
 /// `previous`: its `CKA_ID` is the previous one's plus one (as a big-endian number), so the newer
 /// of two keys is always the one with the greater id, whichever boot looks.
-pub fn create_kek(session: &Session, labels: &Labels, previous: ObjectHandle) -> Result<ObjectHandle, Error> {
+pub fn create_kek(session: &Session, labels: &Labels, previous: ObjectHandle) -> Result<Kek, Error> {
     let mut id = object_id(session, previous)?;
     if id.is_empty() {
         id = vec![0];
@@ -359,26 +382,42 @@ pub fn create_kek(session: &Session, labels: &Labels, previous: ObjectHandle) ->
     if carry {
         id.insert(0, 1);
     }
-    generate_kek(session, labels, &id)
+    let handle = generate_kek(session, labels, &id)?;
+    kek(session, handle)
 }
 
 fn generate_kek(session: &Session, labels: &Labels, id: &[u8]) -> Result<ObjectHandle, Error> {
-    session
-        .generate_key(&Mechanism::AesKeyGen, &template(Role::Kek, labels, id))
-        .map_err(|e| hsm_err("C_GenerateKey(AES)", e))
+    use cryptoki::error::{Error as CkError, RvError};
+    match session.generate_key(&Mechanism::AesKeyGen, &template(Role::Kek, labels, id)) {
+        Ok(h) => Ok(h),
+        // tpm2-pkcs11 lists CKM_AES_KEY_GEN but implements no C_GenerateKey.
+        Err(CkError::Pkcs11(
+            rv @ (RvError::FunctionNotSupported | RvError::MechanismInvalid | RvError::TemplateInconsistent),
+            _,
+        )) => Err(Error::new(
+            ErrorCode::HsmMechanismMissing,
+            format!(
+                "the token cannot generate an AES-256 key through PKCS#11 (C_GenerateKey: {rv:?}); create {label} \
+                 with the token's own tool (sensitive, never extractable, usage encrypt+decrypt only), e.g. for a \
+                 TPM: `tpm2_ptool addkey --algorithm=aes256 --label=<token label> --key-label={label} \
+                 --userpin=<user PIN>`; then run `token init` again, which adopts it",
+                label = labels.of(Role::Kek)
+            ),
+        )),
+        Err(e) => Err(hsm_err("C_GenerateKey(AES)", e)),
+    }
 }
 
-/// Creates this enclave's objects. Refuses if any exists: replacing them would make every blob
-/// sealed under the key-encryption key unreadable (`rotate-kek` replaces that key safely).
-pub fn init(session: &Session, labels: &Labels) -> Result<Objects, Error> {
-    let mut existing = Vec::new();
-    for role in ROLES {
-        for h in find(session, role, labels)? {
-            existing.push((role, h));
-        }
-    }
-    if !existing.is_empty() {
+/// `token init`'s first step: refuses if any of this enclave's objects exists (replacing them would
+/// make every blob sealed under the key-encryption key unreadable; `rotate-kek` replaces that key
+/// safely), except a lone key-encryption key the operator made with the token's own tool, which is
+/// adopted (checked like one made here). Returns whether there is one to adopt.
+pub fn check_init(session: &Session, labels: &Labels, records: Vec<String>) -> Result<bool, Error> {
+    let existing = all(session, labels)?;
+    let adopt = records.is_empty() && matches!(existing.as_slice(), [(Role::Kek, _)]);
+    if !existing.is_empty() && !adopt || !records.is_empty() {
         let mut names: Vec<String> = existing.iter().map(|(r, _)| labels.of(*r)).collect();
+        names.extend(records);
         names.dedup();
         return Err(Error::new(
             ErrorCode::HsmObjectsExist,
@@ -389,27 +428,51 @@ pub fn init(session: &Session, labels: &Labels) -> Result<Objects, Error> {
             ),
         ));
     }
+    Ok(adopt)
+}
+
+/// Every key object carrying one of this enclave's labels.
+pub fn all(session: &Session, labels: &Labels) -> Result<Vec<(Role, ObjectHandle)>, Error> {
+    let mut existing = Vec::new();
+    for role in ROLES {
+        for h in find(session, role, labels)? {
+            existing.push((role, h));
+        }
+    }
+    Ok(existing)
+}
+
+/// Creates this enclave's key objects for `profile` (after [`check_init`]), adopting the
+/// operator's key-encryption key if `adopt`.
+pub fn init(session: &Session, labels: &Labels, profile: Profile, adopt: bool) -> Result<Objects, Error> {
     let mut id = [0u8; 16];
     session.generate_random_slice(&mut id).map_err(|e| hsm_err("C_GenerateRandom", e))?;
-    generate_kek(session, labels, &id)?;
-    session
-        .generate_key(&Mechanism::GenericSecretKeyGen, &template(Role::MacRoot, labels, &id))
-        .map_err(|e| hsm_err("C_GenerateKey(GENERIC_SECRET)", e))?;
-    session
-        .generate_key_pair(
-            &Mechanism::EccKeyPairGen,
-            &template(Role::IdentityPublic, labels, &id),
-            &template(Role::IdentityPrivate, labels, &id),
-        )
-        .map_err(|e| hsm_err("C_GenerateKeyPair(EC P-256)", e))?;
-    load(session, labels)
+    if adopt {
+        tracing::info!(label = %labels.of(Role::Kek), "adopting the key-encryption key made with the token's tool");
+    } else {
+        generate_kek(session, labels, &id)?;
+    }
+    if profile.mac_root_in_token() {
+        session
+            .generate_key(&Mechanism::GenericSecretKeyGen, &template(Role::MacRoot, labels, &id))
+            .map_err(|e| hsm_err("C_GenerateKey(GENERIC_SECRET)", e))?;
+    }
+    if profile.identity_in_token() {
+        session
+            .generate_key_pair(
+                &Mechanism::EccKeyPairGen,
+                &template(Role::IdentityPublic, labels, &id),
+                &template(Role::IdentityPrivate, labels, &id),
+            )
+            .map_err(|e| hsm_err("C_GenerateKeyPair(EC P-256)", e))?;
+    }
+    load(session, labels, profile)
 }
 
 /// The identity public key as an uncompressed SEC1 point (65 bytes).
-pub fn identity_public_key(session: &Session, objects: &Objects) -> Result<Vec<u8>, Error> {
-    let attrs = session
-        .get_attributes(objects.identity_public, &[AttributeType::EcPoint])
-        .map_err(|e| hsm_err("C_GetAttributeValue", e))?;
+pub fn identity_public_key(session: &Session, public: ObjectHandle) -> Result<Vec<u8>, Error> {
+    let attrs =
+        session.get_attributes(public, &[AttributeType::EcPoint]).map_err(|e| hsm_err("C_GetAttributeValue", e))?;
     let der = attrs
         .into_iter()
         .find_map(|a| if let Attribute::EcPoint(p) = a { Some(p) } else { None })

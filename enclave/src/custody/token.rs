@@ -19,7 +19,7 @@ use std::sync::Mutex;
 /// initialize fails, and init/finalize cycles have crashed SoftHSM).
 static MODULE: Mutex<Option<(PathBuf, Pkcs11)>> = Mutex::new(None);
 
-fn module(path: &Path) -> Result<Pkcs11, Error> {
+pub(crate) fn module(path: &Path) -> Result<Pkcs11, Error> {
     let mut slot = lock(&MODULE);
     if let Some((loaded, pkcs11)) = slot.as_ref() {
         if loaded == path {
@@ -125,6 +125,11 @@ impl Token {
         })
     }
 
+    /// The mechanisms the token offers.
+    pub fn capabilities(&self) -> Result<super::profile::Capabilities, Error> {
+        super::profile::Capabilities::read(&self.pkcs11, self.slot)
+    }
+
     /// The token's label.
     pub fn label(&self) -> &str {
         &self.label
@@ -159,7 +164,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn find_slot(pkcs11: &Pkcs11, label: &str) -> Result<Slot, Error> {
+pub(crate) fn find_slot(pkcs11: &Pkcs11, label: &str) -> Result<Slot, Error> {
     let slots = pkcs11.get_slots_with_token().map_err(|e| hsm_err("C_GetSlotList", e))?;
     let mut found = Vec::new();
     for slot in slots {

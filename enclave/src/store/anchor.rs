@@ -107,8 +107,10 @@ pub fn update(custody: &Custody, key: &StoreKey, head: Head) -> Result<(), Error
 }
 
 /// `token init`: the token's objects, then the store anchor at the empty head (from here on a
-/// missing anchor is an attack). Returns the new identity public key.
-pub fn init_token(config: &crate::custody::config::CustodyConfig) -> Result<Vec<u8>, Error> {
+/// missing anchor is an attack). Returns the new identity public key and the profile chosen.
+pub fn init_token(
+    config: &crate::custody::config::CustodyConfig,
+) -> Result<(Vec<u8>, crate::custody::profile::Profile), Error> {
     Custody::init_then(config, |custody| {
         let key = StoreKey::new(custody.derive_store_key()?);
         create_genesis(custody, &key)

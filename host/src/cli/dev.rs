@@ -1,5 +1,7 @@
-//! `frostgate dev cluster init|up|down`: a local development cluster on fresh SoftHSM tokens.
+//! `frostgate dev cluster init|up|down`: a local development cluster on fresh tokens (SoftHSM by
+//! default; kryoptic, a TPM 2.0 or openCryptoki with `--token`, see `dev_tokens`).
 
+use super::dev_tokens::{self, TokenKind};
 use super::out;
 use clap::{Args, Subcommand};
 use frostgate_common::error::{Error, ErrorCode};
@@ -37,7 +39,8 @@ pub struct SighashArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
-    /// Create fresh SoftHSM tokens (one per node), their objects, node configs and cluster.toml.
+    /// Create fresh tokens (one per node, SoftHSM unless `--token`), their objects, node configs
+    /// and cluster.toml.
     Init(InitArgs),
     /// Start every node (enclave + host) in the background.
     Up(DirArgs),
@@ -95,6 +98,10 @@ pub struct InitArgs {
     /// `refresh --remove` that leaves no spare seat is refused by the enclaves otherwise.
     #[arg(long)]
     allow_removal_to_threshold: bool,
+    /// Every node's token kind: softhsm, kryoptic (FROSTGATE_KRYOPTIC_MODULE), tpm2 (one swtpm per
+    /// node) or opencryptoki (root: a soft-token slot per node).
+    #[arg(long, value_enum, default_value = "softhsm")]
+    token: TokenKind,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -119,11 +126,6 @@ pub struct DirArgs {
 
 fn io(what: &str, e: impl std::fmt::Display) -> Error {
     Error::new(ErrorCode::ConfigInvalid, format!("{what}: {e}"))
-}
-
-fn random_hex(n: usize) -> String {
-    let bytes: [u8; 16] = frostgate_host::random_bytes();
-    hex::encode(&bytes[..n.min(16)])
 }
 
 pub fn run(cmd: DevCommand) -> Result<(), Error> {
@@ -159,6 +161,9 @@ fn replace_node(a: ReplaceArgs) -> Result<(), Error> {
         .ok_or_else(|| io("enclave config", "no [group] entry for this node"))?
         .to_string();
     let ed = n.dir.join("enclave");
+    let kind = TokenKind::from_name(n.token.as_deref())?;
+    dev_tokens::stop(kind, &ed);
+    let _ = std::fs::remove_dir_all(ed.join("tpm"));
     std::fs::remove_dir_all(ed.join("tokens")).map_err(|e| io("token dir", e))?;
     std::fs::create_dir_all(ed.join("tokens")).map_err(|e| io("token dir", e))?;
     std::fs::set_permissions(ed.join("tokens"), std::os::unix::fs::PermissionsExt::from_mode(0o700))
@@ -168,7 +173,7 @@ fn replace_node(a: ReplaceArgs) -> Result<(), Error> {
     }
     // Created afresh (by this user; handed to the enclave's user below), with a new PIN.
     let _ = std::fs::remove_file(ed.join("pin"));
-    let (_, config, identity) = new_token(&ed, a.node)?;
+    let (config, identity) = new_token(&ed, a.node, kind, &dir)?;
     let mut text = std::fs::read_to_string(&config).map_err(|e| io("enclave config", e))?;
     text.push_str(&tail.replace(&old_identity, &identity));
     std::fs::write(&config, text).map_err(|e| io("enclave config", e))?;
@@ -206,6 +211,7 @@ pub fn create_cluster(
         api_bind: std::net::Ipv4Addr::LOCALHOST.into(),
         policy,
         allow_removal_to_threshold: false,
+        token: TokenKind::Softhsm,
         json: false,
         quiet: true,
     })?;
@@ -274,7 +280,7 @@ fn init(a: InitArgs) -> Result<(), Error> {
                 .map_err(|e| io("node dir permissions", e))?;
         }
         let port = free_port()?;
-        let (conf, config, identity) = new_token(&ed, id)?;
+        let (config, identity) = new_token(&ed, id, a.token, &dir)?;
         pins.push(format!("  {{ id = {id}, identity_key = \"{identity}\" }},\n"));
         nodes.push(NodeEntry {
             id,
@@ -285,7 +291,8 @@ fn init(a: InitArgs) -> Result<(), Error> {
             enclave_socket: rd.join("enclave.sock"),
             db: hd.join("host.db"),
             enclave_config: config,
-            softhsm_conf: Some(conf),
+            softhsm_conf: (a.token == TokenKind::Softhsm).then(|| ed.join("softhsm2.conf")),
+            token: (a.token != TokenKind::Softhsm).then(|| a.token.name().to_string()),
             enclave_user: users.as_ref().map(|u| u.0.name.clone()),
             host_user: users.as_ref().map(|u| u.1.name.clone()),
         });
@@ -304,6 +311,9 @@ fn init(a: InitArgs) -> Result<(), Error> {
         std::io::Write::write_all(&mut f, group.as_bytes()).map_err(|e| io("enclave config", e))?;
     }
     if let Some((enclave, host)) = &users {
+        if a.token == TokenKind::Opencryptoki {
+            super::dev_tokens_ock::admit(&enclave.name)?;
+        }
         for n in &nodes {
             chown_r(&n.dir.join("enclave"), enclave)?;
             chown_r(&n.dir.join("run"), enclave)?;
@@ -326,47 +336,24 @@ fn init(a: InitArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// A fresh SoftHSM token for node `id` in `ed` (`tokens/`, `softhsm2.conf`, `pin`, an
-/// `enclave.toml` with its `[custody]`), its objects created: (softhsm conf, enclave config,
-/// identity public key hex).
-fn new_token(ed: &Path, id: u16) -> Result<(PathBuf, PathBuf, String), Error> {
-    let conf = ed.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\nlibrary.reset_on_fork = true\n",
-            ed.join("tokens").display()
-        ),
-    )
-    .map_err(|e| io("softhsm conf", e))?;
+/// A fresh token of `kind` for node `id` in `ed` (its files, `pin`, an `enclave.toml` with its
+/// `[custody]`, the profile `token init` chose recorded there), its objects created:
+/// (enclave config, identity public key hex).
+fn new_token(ed: &Path, id: u16, kind: TokenKind, cluster: &Path) -> Result<(PathBuf, String), Error> {
     let label = format!("frostgate-node{id}");
-    let pin = random_hex(16);
-    let so_pin = random_hex(16);
-    let o = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", &label, "--so-pin", &so_pin, "--pin", &pin])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .map_err(|e| io("softhsm2-util (install softhsm2)", e))?;
-    if !o.status.success() {
-        return Err(Error::new(
-            ErrorCode::HsmOperationFailed,
-            format!("softhsm2-util: {}", String::from_utf8_lossy(&o.stderr)),
-        ));
-    }
     let pin_file = ed.join("pin");
-    write_private(&pin_file, &format!("{pin}\n"))?;
+    let made = dev_tokens::make(kind, ed, id, &label, &pin_file, cluster)?;
     let config = ed.join("enclave.toml");
-    std::fs::write(
-        &config,
-        format!("[custody]\ntoken_label = \"{label}\"\npin = {{ file = \"{}\" }}\n", pin_file.display()),
-    )
-    .map_err(|e| io("enclave config", e))?;
+    std::fs::write(&config, &made.custody).map_err(|e| io("enclave config", e))?;
+    dev_tokens::start(kind, ed, None)?;
     let o = Command::new(default_enclave_bin())
         .args(["token", "init", "--json", "--config"])
         .arg(&config)
-        .env("SOFTHSM2_CONF", &conf)
+        .envs(dev_tokens::env(kind, ed))
         .output()
-        .map_err(|e| io("frostgate-enclave", e))?;
+        .map_err(|e| io("frostgate-enclave", e));
+    dev_tokens::stop(kind, ed);
+    let o = o?;
     if !o.status.success() {
         return Err(Error::new(
             ErrorCode::HsmOperationFailed,
@@ -375,7 +362,10 @@ fn new_token(ed: &Path, id: u16) -> Result<(PathBuf, PathBuf, String), Error> {
     }
     let init: serde_json::Value = serde_json::from_slice(&o.stdout).map_err(|e| io("token init output", e))?;
     let identity = init["identity_public_key"].as_str().ok_or_else(|| io("token init output", "no identity key"))?;
-    Ok((conf, config, identity.to_string()))
+    let profile = init["profile"].as_str().ok_or_else(|| io("token init output", "no profile"))?;
+    // Boot checks the token's recorded profile against this line: never re-chosen.
+    std::fs::write(&config, format!("{}profile = \"{profile}\"\n", made.custody)).map_err(|e| io("enclave config", e))?;
+    Ok((config, identity.to_string()))
 }
 
 /// The development cluster's two users (enclave, host), created if missing (root only).
@@ -456,7 +446,7 @@ fn certificate(dir: &Path, name: &str) -> Result<ClientIdentity, Error> {
     Ok(id)
 }
 
-fn write_private(path: &Path, text: &str) -> Result<(), Error> {
+pub(super) fn write_private(path: &Path, text: &str) -> Result<(), Error> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -563,10 +553,15 @@ fn up(a: DirArgs) -> Result<(), Error> {
 
 fn start_node(cluster: &Cluster, n: &NodeEntry, enclave_bin: &Path, host_bin: &Path) -> Result<(), Error> {
     let mut env: Vec<(&str, PathBuf)> = vec![("FROSTGATE_DEV_FAULT_FILE", n.dir.join("fault"))];
-    if let Some(conf) = &n.softhsm_conf {
-        env.push(("SOFTHSM2_CONF", conf.clone()));
+    let kind = TokenKind::from_name(n.token.as_deref())?;
+    let ed = n.dir.join("enclave");
+    match &n.softhsm_conf {
+        Some(conf) => env.push(("SOFTHSM2_CONF", conf.clone())),
+        None => env.extend(dev_tokens::env(kind, &ed)),
     }
     if alive(&n.dir.join("enclave.pid")).is_none() {
+        let user = n.enclave_user.as_deref().map(account).transpose()?;
+        dev_tokens::start(kind, &ed, user.as_ref())?;
         let args = vec![
             "serve".into(),
             "--listen".into(),
@@ -698,6 +693,9 @@ fn down(mut a: DirArgs) -> Result<(), Error> {
     for d in &dirs {
         stop(&d.join("host.pid"));
         stop(&d.join("enclave.pid"));
+        // The token's daemons (tpm2), whatever the kind recorded: stopping by pid file is a no-op
+        // where there are none.
+        dev_tokens::stop(TokenKind::Tpm2, &d.join("enclave"));
     }
     report(&a, "down", dirs.len());
     Ok(())

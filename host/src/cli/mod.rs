@@ -4,6 +4,8 @@ mod audit;
 mod bench;
 mod dev;
 mod dev_psbt;
+mod dev_tokens;
+mod dev_tokens_ock;
 mod enclave;
 mod group;
 mod host;

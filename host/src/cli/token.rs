@@ -14,8 +14,12 @@ const ROTATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Create this enclave's key-encryption key, MAC root key and identity key pair on its token.
+    /// Create this enclave's objects on its token, under the strongest custody profile the token
+    /// supports (or `[custody] profile`).
     Init(TokenArgs),
+    /// Show a token's mechanisms, the custody profile frostgate would use on it and what the
+    /// stronger profiles lack; changes nothing on the token.
+    Probe(ProbeArgs),
     /// Print every object and its protections; exit non-zero on any violation.
     Inspect(TokenArgs),
     /// Rotate a running node's key-encryption key: a new key on the token, every share resealed
@@ -31,6 +35,29 @@ pub struct RotateArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Path of the PKCS#11 module.
+    #[arg(long)]
+    module: PathBuf,
+    /// The slot id (default: the only slot with a token).
+    #[arg(long, conflicts_with = "token_label")]
+    slot: Option<u64>,
+    /// The token's label.
+    #[arg(long)]
+    token_label: Option<String>,
+    /// A file holding the user PIN (read by the enclave binary): also try key generation and a
+    /// private data object, on session objects that vanish.
+    #[arg(long)]
+    pin_file: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// The enclave binary (default: next to this executable).
+    #[arg(long)]
+    enclave_bin: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -51,6 +78,23 @@ pub async fn run(cmd: TokenCommand) -> Result<ExitCode, Error> {
         TokenCommand::Init(a) => ("init", a),
         TokenCommand::Inspect(a) => ("inspect", a),
         TokenCommand::RotateKek(a) => return rotate(a).await,
+        TokenCommand::Probe(a) => {
+            let mut c = Command::new(a.enclave_bin.clone().unwrap_or_else(default_enclave_bin));
+            c.args(["token", "probe", "--module"]).arg(&a.module);
+            if let Some(slot) = a.slot {
+                c.arg("--slot").arg(slot.to_string());
+            }
+            if let Some(label) = &a.token_label {
+                c.args(["--token-label", label]);
+            }
+            if let Some(pin) = &a.pin_file {
+                c.arg("--pin-file").arg(pin);
+            }
+            if a.json {
+                c.arg("--json");
+            }
+            return status_of(c);
+        }
     };
     let bin = args.enclave_bin.clone().unwrap_or_else(default_enclave_bin);
     let mut c = Command::new(&bin);
@@ -58,8 +102,15 @@ pub async fn run(cmd: TokenCommand) -> Result<ExitCode, Error> {
     if args.json {
         c.arg("--json");
     }
-    let status =
-        c.status().map_err(|e| Error::new(ErrorCode::EnclaveUnavailable, format!("running {}: {e}", bin.display())))?;
+    status_of(c)
+}
+
+/// Runs the enclave binary and passes its exit status on.
+fn status_of(mut c: Command) -> Result<ExitCode, Error> {
+    let bin = c.get_program().to_owned();
+    let status = c.status().map_err(|e| {
+        Error::new(ErrorCode::EnclaveUnavailable, format!("running {}: {e}", std::path::Path::new(&bin).display()))
+    })?;
     Ok(ExitCode::from(status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(1)))
 }
 

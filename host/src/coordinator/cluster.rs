@@ -49,6 +49,10 @@ pub struct NodeEntry {
     pub enclave_config: PathBuf,
     /// The SoftHSM configuration of the node's token (development clusters).
     pub softhsm_conf: Option<PathBuf>,
+    /// The kind of the node's development token when not SoftHSM (`kryoptic`, `tpm2`,
+    /// `opencryptoki`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
     /// Two users (development clusters made by root): the enclave's user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enclave_user: Option<String>,
