@@ -27,8 +27,9 @@ pub fn account(name: &str) -> Result<Account, Error> {
     }
 }
 
-/// Becomes `name`: as root, sets groups, gid and uid for good; as that user already, does
-/// nothing; as anyone else, refuses.
+/// Becomes `name`: as root, sets groups (the user's own, from the group database, as a login or
+/// systemd's `User=` does: e.g. `pkcs11` for openCryptoki), gid and uid for good; as that user
+/// already, does nothing; as anyone else, refuses.
 pub fn drop_to(name: &str) -> Result<Account, Error> {
     let who = account(name)?;
     let euid = nix::unistd::geteuid();
@@ -44,7 +45,8 @@ pub fn drop_to(name: &str) -> Result<Account, Error> {
     let fail =
         |what: &str, e: nix::Error| Error::new(ErrorCode::Internal, format!("dropping to {name:?}: {what}: {e}"));
     let gid = Gid::from_raw(who.gid);
-    nix::unistd::setgroups(&[gid]).map_err(|e| fail("setgroups", e))?;
+    let cname = std::ffi::CString::new(name).map_err(|_| Error::new(ErrorCode::ConfigInvalid, "user name holds NUL"))?;
+    nix::unistd::initgroups(&cname, gid).map_err(|e| fail("initgroups", e))?;
     nix::unistd::setresgid(gid, gid, gid).map_err(|e| fail("setresgid", e))?;
     let uid = Uid::from_raw(who.uid);
     nix::unistd::setresuid(uid, uid, uid).map_err(|e| fail("setresuid", e))?;

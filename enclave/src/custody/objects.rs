@@ -229,6 +229,9 @@ fn check(
         match got {
             Some(v) if v == *want => {}
             Some(v) => violations.push(format!("{t} is {v}, must be {want}")),
+            // A token before PKCS#11 2.40 has no CKA_COPYABLE: a copy it makes keeps the key
+            // sensitive and never extractable (C_CopyObject cannot weaken either).
+            None if *t == AttributeType::Copyable => {}
             None => violations.push(format!("{t} is unreadable, must be {want}")),
         }
     }
@@ -386,9 +389,25 @@ pub fn create_kek(session: &Session, labels: &Labels, previous: ObjectHandle) ->
     kek(session, handle)
 }
 
+/// Runs `make` on the template, and again without `CKA_COPYABLE` if the token does not know that
+/// attribute (PKCS#11 2.40; openCryptoki 3.8 refuses it as CKR_ATTRIBUTE_TYPE_INVALID).
+fn with_template<T>(
+    template: Vec<Attribute>,
+    make: impl Fn(&[Attribute]) -> Result<T, cryptoki::error::Error>,
+) -> Result<T, cryptoki::error::Error> {
+    use cryptoki::error::{Error as CkError, RvError};
+    match make(&template) {
+        Err(CkError::Pkcs11(RvError::AttributeTypeInvalid, _)) => {
+            let without: Vec<Attribute> = template.into_iter().filter(|a| !matches!(a, Attribute::Copyable(_))).collect();
+            make(&without)
+        }
+        other => other,
+    }
+}
+
 fn generate_kek(session: &Session, labels: &Labels, id: &[u8]) -> Result<ObjectHandle, Error> {
     use cryptoki::error::{Error as CkError, RvError};
-    match session.generate_key(&Mechanism::AesKeyGen, &template(Role::Kek, labels, id)) {
+    match with_template(template(Role::Kek, labels, id), |t| session.generate_key(&Mechanism::AesKeyGen, t)) {
         Ok(h) => Ok(h),
         // tpm2-pkcs11 lists CKM_AES_KEY_GEN but implements no C_GenerateKey.
         Err(CkError::Pkcs11(
@@ -453,8 +472,7 @@ pub fn init(session: &Session, labels: &Labels, profile: Profile, adopt: bool) -
         generate_kek(session, labels, &id)?;
     }
     if profile.mac_root_in_token() {
-        session
-            .generate_key(&Mechanism::GenericSecretKeyGen, &template(Role::MacRoot, labels, &id))
+        with_template(template(Role::MacRoot, labels, &id), |t| session.generate_key(&Mechanism::GenericSecretKeyGen, t))
             .map_err(|e| hsm_err("C_GenerateKey(GENERIC_SECRET)", e))?;
     }
     if profile.identity_in_token() {

@@ -340,9 +340,8 @@ fn init(a: InitArgs) -> Result<(), Error> {
 /// `[custody]`, the profile `token init` chose recorded there), its objects created:
 /// (enclave config, identity public key hex).
 fn new_token(ed: &Path, id: u16, kind: TokenKind, cluster: &Path) -> Result<(PathBuf, String), Error> {
-    let label = format!("frostgate-node{id}");
     let pin_file = ed.join("pin");
-    let made = dev_tokens::make(kind, ed, id, &label, &pin_file, cluster)?;
+    let made = dev_tokens::make(kind, ed, id, &pin_file, cluster)?;
     let config = ed.join("enclave.toml");
     std::fs::write(&config, &made.custody).map_err(|e| io("enclave config", e))?;
     dev_tokens::start(kind, ed, None)?;

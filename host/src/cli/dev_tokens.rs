@@ -87,6 +87,15 @@ pub struct Made {
     pub custody: String,
 }
 
+/// The label of node `id`'s token, unique where tokens of several clusters meet (openCryptoki's
+/// slots are machine-wide: the slot number goes into the label).
+fn label_for(kind: TokenKind, id: u16, slot: Option<u64>) -> String {
+    match (kind, slot) {
+        (TokenKind::Opencryptoki, Some(slot)) => format!("frostgate-node{id}-s{slot}"),
+        _ => format!("frostgate-node{id}"),
+    }
+}
+
 /// The environment the node's enclave (and `token` commands) need for this kind.
 pub fn env(kind: TokenKind, ed: &Path) -> Vec<(&'static str, PathBuf)> {
     match kind {
@@ -117,8 +126,9 @@ fn bus_name(ed: &Path) -> String {
 
 /// Creates the token of node `id` in `ed` and writes its PIN to `pin_file`; daemons it needs are
 /// started as this user and stopped again (`up` starts them as the enclave's user).
-pub fn make(kind: TokenKind, ed: &Path, id: u16, label: &str, pin_file: &Path, cluster: &Path) -> Result<Made, Error> {
+pub fn make(kind: TokenKind, ed: &Path, id: u16, pin_file: &Path, cluster: &Path) -> Result<Made, Error> {
     let module = kind.module()?;
+    let mut label = label_for(kind, id, None);
     let mut pin = hex::encode(frostgate_host::random_bytes::<8>());
     match kind {
         TokenKind::Softhsm => {
@@ -134,7 +144,7 @@ pub fn make(kind: TokenKind, ed: &Path, id: u16, label: &str, pin_file: &Path, c
             run(
                 "softhsm2-util (install softhsm2)",
                 Command::new("softhsm2-util")
-                    .args(["--init-token", "--free", "--label", label, "--so-pin", &so_pin, "--pin", &pin])
+                    .args(["--init-token", "--free", "--label", &label, "--so-pin", &so_pin, "--pin", &pin])
                     .envs(env(kind, ed)),
             )?;
         }
@@ -150,7 +160,7 @@ pub fn make(kind: TokenKind, ed: &Path, id: u16, label: &str, pin_file: &Path, c
             run(
                 "pkcs11-tool",
                 Command::new("pkcs11-tool")
-                    .args(["--module", &m, "--slot", "1", "--init-token", "--label", label, "--so-pin", &so_pin])
+                    .args(["--module", &m, "--slot", "1", "--init-token", "--label", &label, "--so-pin", &so_pin])
                     .envs(env(kind, ed)),
             )?;
             run(
@@ -166,14 +176,14 @@ pub fn make(kind: TokenKind, ed: &Path, id: u16, label: &str, pin_file: &Path, c
             std::fs::create_dir_all(ed.join("tpm/store")).map_err(|e| io("tpm dir", e))?;
             std::fs::set_permissions(ed.join("tpm"), std::os::unix::fs::PermissionsExt::from_mode(0o700))
                 .map_err(|e| io("tpm dir", e))?;
-            let made = start(kind, ed, None).and_then(|()| tpm2_token(ed, label, &pin));
+            let made = start(kind, ed, None).and_then(|()| tpm2_token(ed, &label, &pin));
             stop(kind, ed);
             made?;
         }
         TokenKind::Opencryptoki => {
             // openCryptoki's soft token takes user PINs of 4 to 8 characters.
             pin.truncate(8);
-            super::dev_tokens_ock::make(id, label, &pin, cluster)?;
+            label = super::dev_tokens_ock::make(&pin, cluster, |slot| label_for(kind, id, Some(slot)))?;
         }
     }
     super::dev::write_private(pin_file, &format!("{pin}\n"))?;

@@ -75,9 +75,9 @@ fn ensure_pool() -> Result<(), Error> {
     Ok(())
 }
 
-/// Takes a free slot for `cluster` (under the registry's lock), re-initializes its token with
-/// `label` and user PIN `pin`. Returns the slot.
-pub fn make(_node: u16, label: &str, pin: &str, cluster: &Path) -> Result<u64, Error> {
+/// Takes a free slot for `cluster` (under the registry's lock), re-initializes its token with the
+/// label `label(slot)` and user PIN `pin`. Returns the label.
+pub fn make(pin: &str, cluster: &Path, label: impl Fn(u64) -> String) -> Result<String, Error> {
     if !nix::unistd::geteuid().is_root() {
         return Err(Error::new(
             ErrorCode::ConfigInvalid,
@@ -109,6 +109,8 @@ pub fn make(_node: u16, label: &str, pin: &str, cluster: &Path) -> Result<u64, E
     let text: String = taken.iter().map(|(s, d)| format!("{s} {d}\n")).collect();
     std::fs::write(REGISTRY, text).map_err(|e| err(REGISTRY, e))?;
     let s = slot.to_string();
+    let label = label(slot);
+    let label = label.as_str();
     run(
         "init token",
         Command::new("pkcs11-tool").args(["--module", MODULE, "--slot", &s, "--init-token", "--label", label, "--so-pin", SO_PIN]),
@@ -123,7 +125,7 @@ pub fn make(_node: u16, label: &str, pin: &str, cluster: &Path) -> Result<u64, E
             pin,
         ]),
     )?;
-    Ok(slot)
+    Ok(label.to_string())
 }
 
 /// Adds `user` to group `pkcs11` (the slot daemon's socket and the token state are its).
