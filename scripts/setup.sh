@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what frostgate needs on Debian, idempotently: SoftHSM2 (the token for local use and
-# tests), OpenSC (pkcs11-tool, to audit a token from outside), procps and passwd (pgrep, useradd),
+# tests), swtpm + tpm2-pkcs11 and openCryptoki (the other token kinds the suite runs on), OpenSC
+# (pkcs11-tool, to audit a token from outside), procps and passwd (pgrep, useradd),
 # iproute2 and iptables (network-namespace test), and grpcio-tools from PyPI (Google's protoc, for the generated-client test). Safe to run repeatedly.
 set -euo pipefail
 
@@ -16,6 +17,11 @@ command -v c++ >/dev/null 2>&1 || need+=(g++)
 # (iptables' statistic match).
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
+# The tokens operators own, in the suite (tests/tests/tokens.rs, `dev cluster init --token`): a
+# TPM 2.0 (swtpm behind tpm2-abrmd on a private D-Bus, tpm2-pkcs11 and its tool) and openCryptoki.
+for p in swtpm swtpm-tools libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus opencryptoki; do
+  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
 
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""

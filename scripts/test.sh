@@ -8,18 +8,25 @@ scripts/setup.sh
 # CI builds once from a clean clone: incremental caches would only cost disk (they were a third of it).
 export CARGO_INCREMENTAL=0
 results=$(mktemp -t frostgate-test-results-XXXXXX)
-# Every frostgate process this run started must be gone at the end, whatever failed: any left is
-# reported, killed, and fails the run.
+# openCryptoki's slot daemon is machine-wide: stopped at the end only if this run started it.
+slotd_before=$(pgrep -x pkcsslotd || true)
+# Every frostgate process this run started must be gone at the end, whatever failed, and so must
+# every token daemon of its development clusters (swtpm, tpm2-abrmd and D-Bus under a node's
+# enclave/tpm/): any left is reported, killed, and fails the run.
 leftovers() {
   local status=$?
   rm -f "$results"
   local left
-  left=$(pgrep -af "$PWD/target/[^ ]*/frostgate" || true)
+  left=$( (pgrep -af "$PWD/target/[^ ]*/frostgate"; pgrep -af '^(swtpm|tpm2-abrmd|dbus-daemon) .*/enclave/tpm/') || true)
   if [ -n "$left" ]; then
-    echo "FAIL: frostgate processes left running after the suite:" >&2
+    echo "FAIL: processes left running after the suite:" >&2
     echo "$left" >&2
     pkill -KILL -f "$PWD/target/[^ ]*/frostgate" || true
+    pkill -KILL -f '^(swtpm|tpm2-abrmd|dbus-daemon) .*/enclave/tpm/' || true
     status=1
+  fi
+  if [ -z "$slotd_before" ]; then
+    pkill -x pkcsslotd || true
   fi
   exit "$status"
 }

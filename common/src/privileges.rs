@@ -45,7 +45,8 @@ pub fn drop_to(name: &str) -> Result<Account, Error> {
     let fail =
         |what: &str, e: nix::Error| Error::new(ErrorCode::Internal, format!("dropping to {name:?}: {what}: {e}"));
     let gid = Gid::from_raw(who.gid);
-    let cname = std::ffi::CString::new(name).map_err(|_| Error::new(ErrorCode::ConfigInvalid, "user name holds NUL"))?;
+    let cname =
+        std::ffi::CString::new(name).map_err(|_| Error::new(ErrorCode::ConfigInvalid, "user name holds NUL"))?;
     nix::unistd::initgroups(&cname, gid).map_err(|e| fail("initgroups", e))?;
     nix::unistd::setresgid(gid, gid, gid).map_err(|e| fail("setresgid", e))?;
     let uid = Uid::from_raw(who.uid);

@@ -32,6 +32,7 @@ fn slow_echo() -> Handler {
                     host_reconnects: 0,
                     enclave_restarts: 0,
                     policy_hash: [0; 32],
+                    custody_profile: None,
                 }),
                 other => Message::error(ErrorCode::UnexpectedMessage, other.info().name),
             }

@@ -69,7 +69,12 @@ fn message() -> impl Strategy<Value = Message> {
             any::<u64>(),
             any::<u64>(),
             any::<(u64, u64)>(),
-            (label(), any::<(u64, u64)>(), bytes::<32>())
+            (
+                label(),
+                any::<(u64, u64)>(),
+                bytes::<32>(),
+                proptest::option::of(proptest::sample::select(CustodyProfile::ALL.to_vec()))
+            )
         )
             .prop_map(
                 |(
@@ -78,7 +83,7 @@ fn message() -> impl Strategy<Value = Message> {
                     store_commits,
                     store_records,
                     (hsm_operations, hsm_micros),
-                    (dev_features, (host_reconnects, enclave_restarts), policy_hash),
+                    (dev_features, (host_reconnects, enclave_restarts), policy_hash, custody_profile),
                 )| {
                     Message::HealthReply(HealthReply {
                         state,
@@ -91,6 +96,7 @@ fn message() -> impl Strategy<Value = Message> {
                         host_reconnects,
                         enclave_restarts,
                         policy_hash,
+                        custody_profile,
                     })
                 }
             ),

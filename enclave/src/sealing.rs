@@ -14,7 +14,7 @@
 //! with no detail that would help an attacker tell the causes apart.
 
 use crate::custody::objects::Kek;
-use crate::custody::profile::Profile;
+use crate::custody::profile::{Profile, Rules};
 use crate::custody::token::hsm_err;
 use crate::custody::{Custody, Vault};
 use cryptoki::mechanism::aead::GcmParams;

@@ -279,6 +279,7 @@ impl EnclaveApi for Served<'_> {
             host_reconnects: 0,
             enclave_restarts: 0,
             policy_hash: self.service.policy.hash(),
+            custody_profile: self.engine().ok().map(|e| e.custody().profile()),
         })
     }
 

@@ -58,8 +58,13 @@ fn every_network_type_round_trips() {
             signing_package: SigningPackageBytes::new(vec![1, 2, 3]).expect("package"),
         });
     }
-    for state in [ServiceState::Ready, ServiceState::Refusing(ErrorCode::StoreRollbackDetected)] {
+    let profiles = [None, Some(CustodyProfile::Full), Some(CustodyProfile::CbcHmac), Some(CustodyProfile::AesOnly)];
+    for (state, custody_profile) in [ServiceState::Ready, ServiceState::Refusing(ErrorCode::StoreRollbackDetected)]
+        .into_iter()
+        .flat_map(|s| profiles.map(|p| (s, p)))
+    {
         round_trip(HealthReply {
+            custody_profile,
             state,
             uptime_seconds: 1,
             store_commits: 2,

@@ -132,6 +132,17 @@ impl DevCluster {
         assert!(!alive(pid), "process {pid} survived SIGKILL");
     }
 
+    /// The environment node `i`'s token needs (`frostgate dev cluster env`).
+    pub fn token_env(&self, i: u16) -> Vec<(String, String)> {
+        let d = self.dir.display().to_string();
+        let env = self.run(&["dev", "cluster", "env", "--dir", &d, "--node", &i.to_string(), "--json"]).expect("env");
+        env.as_object()
+            .expect("object")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().expect("string").to_string()))
+            .collect()
+    }
+
     /// Arms a development fault point on node `i`.
     pub fn arm(&self, i: u16, point: &str) {
         std::fs::write(self.node(i).join("fault"), point).expect("fault");

@@ -138,6 +138,48 @@ pub struct HealthReply {
     pub enclave_restarts: u64,
     /// SHA-256 of the enclave's spending policy's canonical text (protocol version 2).
     pub policy_hash: [u8; 32],
+    /// The custody profile in force; `None` without custody (protocol version 4).
+    pub custody_profile: Option<CustodyProfile>,
+}
+
+/// What an enclave's HSM keeps and uses itself, chosen at `token init` from the token's mechanisms
+/// and never re-chosen (the enclave's `custody::profile` says what each needs and protects).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CustodyProfile {
+    /// Every secret key in the token: AES-256-GCM sealing, HMAC root, P-256 identity with ECDH.
+    Full,
+    /// AES-256-CBC sealing in the token with an encrypt-then-MAC tag under a key the token derives
+    /// from its HMAC root; the identity key is generated in the enclave and sealed.
+    CbcHmac,
+    /// One AES-256 key in the token; a sealed root in enclave memory derives the store and tag
+    /// keys; the identity key is generated in the enclave and sealed.
+    AesOnly,
+}
+
+impl CustodyProfile {
+    /// Every profile, strongest first.
+    pub const ALL: [CustodyProfile; 3] = [CustodyProfile::Full, CustodyProfile::CbcHmac, CustodyProfile::AesOnly];
+
+    /// The stable name (configuration, JSON, status).
+    pub fn name(self) -> &'static str {
+        match self {
+            CustodyProfile::Full => "full",
+            CustodyProfile::CbcHmac => "cbc_hmac",
+            CustodyProfile::AesOnly => "aes_only",
+        }
+    }
+
+    /// The profile with this stable name.
+    pub fn from_name(name: &str) -> Option<CustodyProfile> {
+        CustodyProfile::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+impl std::fmt::Display for CustodyProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Whether the enclave serves.

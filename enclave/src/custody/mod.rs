@@ -17,7 +17,7 @@ use config::CustodyConfig;
 use frostgate_common::error::{Error, ErrorCode};
 use identity::Identity;
 use objects::{Kek, Labels, ObjectReport, Objects};
-use profile::Profile;
+use profile::{Profile, Rules};
 use token::Token;
 use zeroize::Zeroizing;
 

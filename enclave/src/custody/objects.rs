@@ -4,7 +4,7 @@
 //! the check at boot and in `token inspect`, so what is created is exactly what is enforced.
 //! Every flag is set explicitly (SoftHSM's defaults are permissive).
 
-use super::profile::Profile;
+use super::profile::{Profile, Rules};
 use super::token::hsm_err;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
@@ -398,7 +398,8 @@ fn with_template<T>(
     use cryptoki::error::{Error as CkError, RvError};
     match make(&template) {
         Err(CkError::Pkcs11(RvError::AttributeTypeInvalid, _)) => {
-            let without: Vec<Attribute> = template.into_iter().filter(|a| !matches!(a, Attribute::Copyable(_))).collect();
+            let without: Vec<Attribute> =
+                template.into_iter().filter(|a| !matches!(a, Attribute::Copyable(_))).collect();
             make(&without)
         }
         other => other,
@@ -472,8 +473,10 @@ pub fn init(session: &Session, labels: &Labels, profile: Profile, adopt: bool) -
         generate_kek(session, labels, &id)?;
     }
     if profile.mac_root_in_token() {
-        with_template(template(Role::MacRoot, labels, &id), |t| session.generate_key(&Mechanism::GenericSecretKeyGen, t))
-            .map_err(|e| hsm_err("C_GenerateKey(GENERIC_SECRET)", e))?;
+        with_template(template(Role::MacRoot, labels, &id), |t| {
+            session.generate_key(&Mechanism::GenericSecretKeyGen, t)
+        })
+        .map_err(|e| hsm_err("C_GenerateKey(GENERIC_SECRET)", e))?;
     }
     if profile.identity_in_token() {
         session

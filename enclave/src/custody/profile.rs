@@ -19,21 +19,9 @@ use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::{MechanismInfo, MechanismType};
 use cryptoki::slot::Slot;
 use frostgate_common::error::{Error, ErrorCode};
-use serde::{Deserialize, Serialize};
 
-/// A custody profile, strongest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Profile {
-    /// Every secret key in the token: AES-256-GCM sealing, HMAC root, P-256 identity with ECDH.
-    Full,
-    /// AES-256-CBC sealing in the token with an encrypt-then-MAC tag (HMAC-SHA256 under a key the
-    /// token derives from its HMAC root); the identity key is generated in the enclave and sealed.
-    CbcHmac,
-    /// One AES-256 key in the token (CBC); a random root sealed under it, from which the enclave
-    /// derives the store key and the tag key; the identity key is generated in the enclave and sealed.
-    AesOnly,
-}
+/// A custody profile, strongest first (the boundary's type: `HealthReply` carries it).
+pub use frostgate_common::protocol::CustodyProfile as Profile;
 
 /// What a mechanism must be usable for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,27 +94,22 @@ const CBC_HMAC: &[Need] = &[
 ];
 const AES_ONLY: &[Need] = &[need(MechanismType::AES_CBC, Usage::EncryptDecrypt)];
 
-impl Profile {
-    /// Every profile, strongest first.
-    pub const ALL: [Profile; 3] = [Profile::Full, Profile::CbcHmac, Profile::AesOnly];
-
-    /// The stable name (configuration, JSON, the token's profile object).
-    pub fn name(self) -> &'static str {
-        match self {
-            Profile::Full => "full",
-            Profile::CbcHmac => "cbc_hmac",
-            Profile::AesOnly => "aes_only",
-        }
-    }
-
-    /// The profile with this stable name.
-    pub fn from_name(name: &str) -> Option<Profile> {
-        Profile::ALL.into_iter().find(|p| p.name() == name)
-    }
-
+/// What each profile needs from the token and keeps where.
+pub trait Rules {
     /// The mechanisms this profile needs from the token, besides an AES-256 key-encryption key
     /// (generated with `CKM_AES_KEY_GEN` where the token can, else made with the token's own tool).
-    pub fn needs(self) -> &'static [Need] {
+    fn needs(self) -> &'static [Need];
+    /// The version byte of the blobs sealed under this profile (a blob of another profile is
+    /// refused, never tried).
+    fn blob_version(self) -> u8;
+    /// Whether the identity key pair lives in the token (else it is sealed and used in software).
+    fn identity_in_token(self) -> bool;
+    /// Whether the token holds an HMAC root (else a sealed root lives in enclave memory).
+    fn mac_root_in_token(self) -> bool;
+}
+
+impl Rules for Profile {
+    fn needs(self) -> &'static [Need] {
         match self {
             Profile::Full => FULL,
             Profile::CbcHmac => CBC_HMAC,
@@ -134,9 +117,7 @@ impl Profile {
         }
     }
 
-    /// The version byte of the blobs sealed under this profile (a blob of another profile is
-    /// refused, never tried).
-    pub fn blob_version(self) -> u8 {
+    fn blob_version(self) -> u8 {
         match self {
             Profile::Full => 1,
             Profile::CbcHmac => 2,
@@ -144,20 +125,12 @@ impl Profile {
         }
     }
 
-    /// Whether the identity key pair lives in the token (else it is sealed and used in software).
-    pub fn identity_in_token(self) -> bool {
+    fn identity_in_token(self) -> bool {
         self == Profile::Full
     }
 
-    /// Whether the token holds an HMAC root (else a sealed root lives in enclave memory).
-    pub fn mac_root_in_token(self) -> bool {
+    fn mac_root_in_token(self) -> bool {
         self != Profile::AesOnly
-    }
-}
-
-impl std::fmt::Display for Profile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
     }
 }
 

@@ -444,6 +444,7 @@ impl Proto for HealthReply {
             host_reconnects: self.host_reconnects,
             enclave_restarts: self.enclave_restarts,
             policy_hash: self.policy_hash.to_field(),
+            custody_profile: self.custody_profile.map(|p| p.name().to_string()).unwrap_or_default(),
         }
     }
     fn from_pb(p: pb::HealthReply) -> Result<Self, Error> {
@@ -463,6 +464,12 @@ impl Proto for HealthReply {
             host_reconnects: p.host_reconnects,
             enclave_restarts: p.enclave_restarts,
             policy_hash: Field::from_field("policy_hash", p.policy_hash)?,
+            custody_profile: match p.custody_profile.as_str() {
+                "" => None,
+                name => Some(frostgate_common::protocol::CustodyProfile::from_name(name).ok_or_else(|| {
+                    Error::new(ErrorCode::MalformedMessage, format!("custody_profile: unknown profile {name:?}"))
+                })?),
+            },
         })
     }
 }

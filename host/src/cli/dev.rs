@@ -50,6 +50,22 @@ pub enum ClusterCommand {
     /// identity in every node's `[group]` (node N is stopped; restart the others so they read the
     /// new pins). Then `frostgate repair` rebuilds its seats.
     ReplaceNode(ReplaceArgs),
+    /// The environment node N's token needs (for `pkcs11-tool` or `token inspect` on it), as
+    /// `VAR=value` lines or one JSON object.
+    Env(EnvArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EnvArgs {
+    /// The cluster directory.
+    #[arg(long)]
+    dir: PathBuf,
+    /// The node.
+    #[arg(long)]
+    node: u16,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -140,7 +156,28 @@ pub fn run(cmd: DevCommand) -> Result<(), Error> {
         ClusterCommand::Up(a) => up(a),
         ClusterCommand::Down(a) => down(a),
         ClusterCommand::ReplaceNode(a) => replace_node(a),
+        ClusterCommand::Env(a) => token_env(a),
     }
+}
+
+fn token_env(a: EnvArgs) -> Result<(), Error> {
+    let dir = std::path::absolute(&a.dir).map_err(|e| io("cluster dir", e))?;
+    let cluster = Cluster::load(&dir.join("cluster.toml"))?;
+    let n = cluster
+        .nodes
+        .iter()
+        .find(|n| n.id == a.node)
+        .ok_or_else(|| Error::new(ErrorCode::ConfigInvalid, format!("--node {}: no such node", a.node)))?;
+    let kind = TokenKind::from_name(n.token.as_deref())?;
+    let env = dev_tokens::env(kind, &n.dir.join("enclave"));
+    if a.json {
+        let map: serde_json::Map<String, serde_json::Value> =
+            env.iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.display().to_string()))).collect();
+        out(&format!("{}\n", serde_json::Value::Object(map)));
+    } else {
+        out(&env.iter().map(|(k, v)| format!("{k}={}\n", v.display())).collect::<String>());
+    }
+    Ok(())
 }
 
 fn replace_node(a: ReplaceArgs) -> Result<(), Error> {
@@ -363,7 +400,8 @@ fn new_token(ed: &Path, id: u16, kind: TokenKind, cluster: &Path) -> Result<(Pat
     let identity = init["identity_public_key"].as_str().ok_or_else(|| io("token init output", "no identity key"))?;
     let profile = init["profile"].as_str().ok_or_else(|| io("token init output", "no profile"))?;
     // Boot checks the token's recorded profile against this line: never re-chosen.
-    std::fs::write(&config, format!("{}profile = \"{profile}\"\n", made.custody)).map_err(|e| io("enclave config", e))?;
+    std::fs::write(&config, format!("{}profile = \"{profile}\"\n", made.custody))
+        .map_err(|e| io("enclave config", e))?;
     Ok((config, identity.to_string()))
 }
 

@@ -57,7 +57,10 @@ impl TokenKind {
         Ok(PathBuf::from(match self {
             TokenKind::Softhsm => "/usr/lib/softhsm/libsofthsm2.so".to_string(),
             TokenKind::Kryoptic => std::env::var("FROSTGATE_KRYOPTIC_MODULE").map_err(|_| {
-                Error::new(ErrorCode::ConfigInvalid, "--token kryoptic: set FROSTGATE_KRYOPTIC_MODULE (scripts/kryoptic.sh builds it)")
+                Error::new(
+                    ErrorCode::ConfigInvalid,
+                    "--token kryoptic: set FROSTGATE_KRYOPTIC_MODULE (scripts/kryoptic.sh builds it)",
+                )
             })?,
             TokenKind::Tpm2 => TPM2_MODULE.to_string(),
             TokenKind::Opencryptoki => OCK_MODULE.to_string(),
@@ -152,7 +155,10 @@ pub fn make(kind: TokenKind, ed: &Path, id: u16, pin_file: &Path, cluster: &Path
             let conf = ed.join("kryoptic.conf");
             std::fs::write(
                 &conf,
-                format!("[[slots]]\nslot = 1\ndbtype = \"sqlite\"\ndbargs = \"{}\"\n", ed.join("tokens/token.sql").display()),
+                format!(
+                    "[[slots]]\nslot = 1\ndbtype = \"sqlite\"\ndbargs = \"{}\"\n",
+                    ed.join("tokens/token.sql").display()
+                ),
             )
             .map_err(|e| io("kryoptic conf", e))?;
             let so_pin = hex::encode(frostgate_host::random_bytes::<8>());
@@ -199,9 +205,20 @@ pub fn make(kind: TokenKind, ed: &Path, id: u16, pin_file: &Path, cluster: &Path
 
 fn tpm2_token(ed: &Path, label: &str, pin: &str) -> Result<(), Error> {
     let so_pin = hex::encode(frostgate_host::random_bytes::<8>());
-    let ptool = |args: &[&str]| run("tpm2_ptool (install libtpm2-pkcs11-tools)", Command::new("tpm2_ptool").args(args).envs(env(TokenKind::Tpm2, ed)));
+    let ptool = |args: &[&str]| {
+        run(
+            "tpm2_ptool (install libtpm2-pkcs11-tools)",
+            Command::new("tpm2_ptool").args(args).envs(env(TokenKind::Tpm2, ed)),
+        )
+    };
     ptool(&["init"])?;
-    ptool(&["addtoken", "--pid=1", &format!("--sopin={so_pin}"), &format!("--userpin={pin}"), &format!("--label={label}")])?;
+    ptool(&[
+        "addtoken",
+        "--pid=1",
+        &format!("--sopin={so_pin}"),
+        &format!("--userpin={pin}"),
+        &format!("--label={label}"),
+    ])?;
     // tpm2-pkcs11 has no C_GenerateKey: the key-encryption key comes from its tool, and
     // `token init` adopts it (checked like its own: sensitive, never extractable, encrypt+decrypt).
     ptool(&[
@@ -254,7 +271,8 @@ fn start_tpm2(ed: &Path, user: Option<&Account>) -> Result<(), Error> {
     if alive(&t.join("dbus.pid")).is_none() {
         let _ = std::fs::remove_file(t.join("bus"));
         let mut c = Command::new("dbus-daemon");
-        c.args(["--session", "--fork", "--print-pid=1"]).arg(format!("--address=unix:path={}", t.join("bus").display()));
+        c.args(["--session", "--fork", "--print-pid=1"])
+            .arg(format!("--address=unix:path={}", t.join("bus").display()));
         as_user(&mut c);
         let pid = run("dbus-daemon (install dbus)", &mut c)?;
         std::fs::write(t.join("dbus.pid"), pid.trim()).map_err(|e| io("pid file", e))?;
@@ -275,7 +293,11 @@ fn start_tpm2(ed: &Path, user: Option<&Account>) -> Result<(), Error> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let mut probe = Command::new("tpm2_getrandom");
-            probe.arg("1").envs(env(TokenKind::Tpm2, ed)).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+            probe
+                .arg("1")
+                .envs(env(TokenKind::Tpm2, ed))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
             if let Some(u) = user {
                 probe.uid(u.uid).gid(u.gid);
             }

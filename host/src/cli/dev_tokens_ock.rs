@@ -113,7 +113,17 @@ pub fn make(pin: &str, cluster: &Path, label: impl Fn(u64) -> String) -> Result<
     let label = label.as_str();
     run(
         "init token",
-        Command::new("pkcs11-tool").args(["--module", MODULE, "--slot", &s, "--init-token", "--label", label, "--so-pin", SO_PIN]),
+        Command::new("pkcs11-tool").args([
+            "--module",
+            MODULE,
+            "--slot",
+            &s,
+            "--init-token",
+            "--label",
+            label,
+            "--so-pin",
+            SO_PIN,
+        ]),
     )?;
     run(
         "init user PIN",

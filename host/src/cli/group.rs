@@ -306,6 +306,9 @@ struct StatusRow {
     /// SHA-256 of the enclave's spending policy (hex).
     #[serde(skip_serializing_if = "Option::is_none")]
     policy_hash: Option<String>,
+    /// The custody profile in force (`full`, `cbc_hmac`, `aes_only`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    custody_profile: Option<&'static str>,
 }
 
 impl StatusRow {
@@ -325,6 +328,7 @@ impl StatusRow {
             host_reconnects: Some(h.host_reconnects),
             enclave_restarts: Some(h.enclave_restarts),
             policy_hash: Some(hex::encode(h.policy_hash)),
+            custody_profile: h.custody_profile.map(|p| p.name()),
         }
     }
 
@@ -340,6 +344,7 @@ impl StatusRow {
             host_reconnects: None,
             enclave_restarts: None,
             policy_hash: None,
+            custody_profile: None,
         }
     }
 
@@ -355,7 +360,8 @@ impl StatusRow {
         };
         let policy =
             self.policy_hash.as_deref().map(|h| format!(" policy {}", &h[..16.min(h.len())])).unwrap_or_default();
-        format!("node {}: {}{code}{policy}{restarts}{dev}\n", self.node, self.state)
+        let custody = self.custody_profile.map(|p| format!(" custody {p}")).unwrap_or_default();
+        format!("node {}: {}{code}{custody}{policy}{restarts}{dev}\n", self.node, self.state)
     }
 }
 
