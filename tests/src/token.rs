@@ -197,6 +197,21 @@ impl TestToken {
         Custody::open(&config).expect("open")
     }
 
+    /// Sets `[custody] profile` in this token's configuration (the profile `token init` makes and
+    /// boot requires).
+    pub fn set_profile(&self, profile: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("config");
+        let text: String = text.lines().filter(|l| !l.starts_with("profile = ")).map(|l| format!("{l}\n")).collect();
+        let at = text.find("[custody]\n").expect("custody") + "[custody]\n".len();
+        std::fs::write(&self.config, format!("{}profile = \"{profile}\"\n{}", &text[..at], &text[at..]))
+            .expect("config");
+    }
+
+    /// The custody configuration as the enclave reads it.
+    pub fn custody_config(&self) -> frostgate_enclave::custody::config::CustodyConfig {
+        frostgate_enclave::config::EnclaveConfig::load(&self.config).expect("config").custody.expect("custody")
+    }
+
     /// The environment a process needs to see this token.
     pub fn env(&self) -> &[(String, String)] {
         &self.env

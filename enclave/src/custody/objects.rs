@@ -385,7 +385,7 @@ pub fn create_kek(session: &Session, labels: &Labels, previous: ObjectHandle) ->
     if carry {
         id.insert(0, 1);
     }
-    let handle = generate_kek(session, labels, &id)?;
+    let handle = generate_kek(session, labels, &id, Purpose::Rotation)?;
     kek(session, handle)
 }
 
@@ -406,7 +406,14 @@ fn with_template<T>(
     }
 }
 
-fn generate_kek(session: &Session, labels: &Labels, id: &[u8]) -> Result<ObjectHandle, Error> {
+/// Why a key-encryption key is being generated (what to tell an operator whose token cannot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Init,
+    Rotation,
+}
+
+fn generate_kek(session: &Session, labels: &Labels, id: &[u8], purpose: Purpose) -> Result<ObjectHandle, Error> {
     use cryptoki::error::{Error as CkError, RvError};
     match with_template(template(Role::Kek, labels, id), |t| session.generate_key(&Mechanism::AesKeyGen, t)) {
         Ok(h) => Ok(h),
@@ -416,13 +423,21 @@ fn generate_kek(session: &Session, labels: &Labels, id: &[u8]) -> Result<ObjectH
             _,
         )) => Err(Error::new(
             ErrorCode::HsmMechanismMissing,
-            format!(
-                "the token cannot generate an AES-256 key through PKCS#11 (C_GenerateKey: {rv:?}); create {label} \
-                 with the token's own tool (sensitive, never extractable, usage encrypt+decrypt only), e.g. for a \
-                 TPM: `tpm2_ptool addkey --algorithm=aes256 --label=<token label> --key-label={label} \
-                 --userpin=<user PIN>`; then run `token init` again, which adopts it",
-                label = labels.of(Role::Kek)
-            ),
+            match purpose {
+                Purpose::Init => format!(
+                    "the token cannot generate an AES-256 key through PKCS#11 (C_GenerateKey: {rv:?}); create {label} \
+                     with the token's own tool (sensitive, never extractable, usage encrypt+decrypt only), e.g. for \
+                     a TPM: `tpm2_ptool addkey --algorithm=aes256 --label=<token label> --key-label={label} \
+                     --userpin=<user PIN>`; then run `token init` again, which adopts it",
+                    label = labels.of(Role::Kek)
+                ),
+                Purpose::Rotation => format!(
+                    "the token cannot generate an AES-256 key through PKCS#11 (C_GenerateKey: {rv:?}), so the \
+                     enclave cannot rotate its key-encryption key in place; nothing changed. To replace the key, \
+                     move this node's seats to a new token: `frostgate backup` each seat, `frostgate dev cluster \
+                     replace-node` (or a new token and `token init`), then `frostgate restore`"
+                ),
+            },
         )),
         Err(e) => Err(hsm_err("C_GenerateKey(AES)", e)),
     }
@@ -470,7 +485,7 @@ pub fn init(session: &Session, labels: &Labels, profile: Profile, adopt: bool) -
     if adopt {
         tracing::info!(label = %labels.of(Role::Kek), "adopting the key-encryption key made with the token's tool");
     } else {
-        generate_kek(session, labels, &id)?;
+        generate_kek(session, labels, &id, Purpose::Init)?;
     }
     if profile.mac_root_in_token() {
         with_template(template(Role::MacRoot, labels, &id), |t| {
