@@ -33,6 +33,7 @@ fn slow_echo() -> Handler {
                     enclave_restarts: 0,
                     policy_hash: [0; 32],
                     custody_profile: None,
+                    hsm_calls: Default::default(),
                 }),
                 other => Message::error(ErrorCode::UnexpectedMessage, other.info().name),
             }

@@ -73,7 +73,8 @@ fn message() -> impl Strategy<Value = Message> {
                 label(),
                 any::<(u64, u64)>(),
                 bytes::<32>(),
-                proptest::option::of(proptest::sample::select(CustodyProfile::ALL.to_vec()))
+                proptest::option::of(proptest::sample::select(CustodyProfile::ALL.to_vec())),
+                any::<[u64; 10]>(),
             )
         )
             .prop_map(
@@ -83,7 +84,7 @@ fn message() -> impl Strategy<Value = Message> {
                     store_commits,
                     store_records,
                     (hsm_operations, hsm_micros),
-                    (dev_features, (host_reconnects, enclave_restarts), policy_hash, custody_profile),
+                    (dev_features, (host_reconnects, enclave_restarts), policy_hash, custody_profile, c),
                 )| {
                     Message::HealthReply(HealthReply {
                         state,
@@ -97,6 +98,18 @@ fn message() -> impl Strategy<Value = Message> {
                         enclave_restarts,
                         policy_hash,
                         custody_profile,
+                        hsm_calls: HsmCalls {
+                            decrypt: c[0],
+                            encrypt: c[1],
+                            sign: c[2],
+                            derive: c[3],
+                            random: c[4],
+                            find: c[5],
+                            attributes: c[6],
+                            create: c[7],
+                            destroy: c[8],
+                            generate: c[9],
+                        },
                     })
                 }
             ),

@@ -280,6 +280,7 @@ impl EnclaveApi for Served<'_> {
             enclave_restarts: 0,
             policy_hash: self.service.policy.hash(),
             custody_profile: self.engine().ok().map(|e| e.custody().profile()),
+            hsm_calls: crate::custody::token::call_counts(),
         })
     }
 
@@ -549,14 +550,9 @@ impl EnclaveApi for Served<'_> {
         engine.close_sessions(r.close.as_inner());
         engine.check_commitment(&r.binding.key(), r.seat, r.attempt, r.commitment)?;
         engine.bind_for_signing(&r.binding, r.attempt, r.signers.as_inner()).await?;
-        let signature_share =
-            engine.sign_preprocessed(r.attempt, r.seat, r.commitment, r.signing_package.as_inner()).await?;
-        // The share is released whatever happens next: a replenishment that fails (full registry,
-        // a refresh meanwhile) returns fewer commitments, never an error.
-        let next = engine.preprocess(r.binding.key(), r.seat, r.replenish).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "no commitments replenished");
-            Vec::new()
-        });
+        let (signature_share, next) = engine
+            .sign_preprocessed(r.attempt, r.seat, r.commitment, r.signing_package.as_inner(), r.replenish)
+            .await?;
         Ok(PreprocessedShare { attempt: r.attempt, seat: r.seat, signature_share, next: pre_commitments(next)? })
     }
 

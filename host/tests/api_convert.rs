@@ -65,6 +65,18 @@ fn every_network_type_round_trips() {
     {
         round_trip(HealthReply {
             custody_profile,
+            hsm_calls: HsmCalls {
+                decrypt: 1,
+                encrypt: 2,
+                sign: 3,
+                derive: 4,
+                random: 5,
+                find: 6,
+                attributes: 7,
+                create: 8,
+                destroy: 9,
+                generate: u64::MAX,
+            },
             state,
             uptime_seconds: 1,
             store_commits: 2,

@@ -82,10 +82,11 @@ fn bench(c: &mut Criterion) {
     // The HSM anchor update paid once per commit (create the new data object, destroy the old).
     let mut version = 0u64;
     let anchor_key = StoreKey::new(custody.derive_store_key().expect("store key"));
+    let cache = frostgate_enclave::store::anchor::Cache::default();
     c.bench_function("hsm/anchor update (create + destroy data object)", |b| {
         b.iter(|| {
             version += 1;
-            frostgate_enclave::store::anchor::update(&custody, &anchor_key, Head { version, mac: [9; 32] })
+            frostgate_enclave::store::anchor::update(&custody, &anchor_key, Head { version, mac: [9; 32] }, &cache)
         })
     });
 

@@ -140,6 +140,51 @@ pub struct HealthReply {
     pub policy_hash: [u8; 32],
     /// The custody profile in force; `None` without custody (protocol version 4).
     pub custody_profile: Option<CustodyProfile>,
+    /// PKCS#11 operations that reached the token since start, by kind (protocol version 4).
+    pub hsm_calls: HsmCalls,
+}
+
+/// PKCS#11 operations by kind. One operation is one cryptoki session call: e.g. a decrypt is
+/// `C_DecryptInit` + `C_Decrypt`, a find is `C_FindObjectsInit` + `C_FindObjects` +
+/// `C_FindObjectsFinal`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HsmCalls {
+    /// Decryptions (unsealing a share, a root or an identity).
+    pub decrypt: u64,
+    /// Encryptions (sealing).
+    pub encrypt: u64,
+    /// Signatures (HMAC, ECDSA).
+    pub sign: u64,
+    /// Key derivations (ECDH).
+    pub derive: u64,
+    /// Random numbers (IVs).
+    pub random: u64,
+    /// Object searches (anchor, records, keys).
+    pub find: u64,
+    /// Attribute reads.
+    pub attributes: u64,
+    /// Object creations (anchor, records).
+    pub create: u64,
+    /// Object destructions (anchor, derived secrets).
+    pub destroy: u64,
+    /// Key generations.
+    pub generate: u64,
+}
+
+impl HsmCalls {
+    /// Every operation, whatever its kind.
+    pub fn total(&self) -> u64 {
+        self.decrypt
+            + self.encrypt
+            + self.sign
+            + self.derive
+            + self.random
+            + self.find
+            + self.attributes
+            + self.create
+            + self.destroy
+            + self.generate
+    }
 }
 
 /// What an enclave's HSM keeps and uses itself, chosen at `token init` from the token's mechanisms

@@ -384,7 +384,7 @@ impl Custody {
 
 /// Removes what a failed `token init` made: every record and key object with this enclave's
 /// labels, except an adopted key-encryption key.
-fn undo_init(s: &cryptoki::session::Session, labels: &Labels, prefix: &str, adopted_kek: bool) -> Result<(), Error> {
+fn undo_init(s: &token::Hsm<'_>, labels: &Labels, prefix: &str, adopted_kek: bool) -> Result<(), Error> {
     for (role, handle) in objects::all(s, labels)? {
         if !(adopted_kek && role == objects::Role::Kek) {
             let _ = s.destroy_object(handle);

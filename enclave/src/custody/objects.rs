@@ -5,10 +5,9 @@
 //! Every flag is set explicitly (SoftHSM's defaults are permissive).
 
 use super::profile::{Profile, Rules};
-use super::token::hsm_err;
+use super::token::{hsm_err, Hsm};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::Session;
 use frostgate_common::error::{Error, ErrorCode};
 use serde::Serialize;
 
@@ -198,14 +197,14 @@ pub struct ObjectReport {
     pub violations: Vec<String>,
 }
 
-fn find(session: &Session, role: Role, labels: &Labels) -> Result<Vec<ObjectHandle>, Error> {
+fn find(session: &Hsm<'_>, role: Role, labels: &Labels) -> Result<Vec<ObjectHandle>, Error> {
     let t = [Attribute::Class(class_of(role)), Attribute::Label(labels.of(role).into_bytes())];
     session.find_objects(&t).map_err(|e| hsm_err("C_FindObjects", e))
 }
 
 /// Reads one object's attributes and checks them against its role.
 fn check(
-    session: &Session,
+    session: &Hsm<'_>,
     role: Role,
     labels: &Labels,
     handle: ObjectHandle,
@@ -296,7 +295,7 @@ fn bool_value(a: &Attribute, t: AttributeType) -> Option<bool> {
 }
 
 /// Reports on every role's object (missing objects get a report with `count == 0`).
-pub fn inspect(session: &Session, labels: &Labels, profile: Profile) -> Result<Vec<ObjectReport>, Error> {
+pub fn inspect(session: &Hsm<'_>, labels: &Labels, profile: Profile) -> Result<Vec<ObjectReport>, Error> {
     roles(profile)
         .iter()
         .map(|&role| {
@@ -316,7 +315,7 @@ pub fn inspect(session: &Session, labels: &Labels, profile: Profile) -> Result<V
 }
 
 /// Boot self-check: every object present, unique and within its policy.
-pub fn load(session: &Session, labels: &Labels, profile: Profile) -> Result<Objects, Error> {
+pub fn load(session: &Hsm<'_>, labels: &Labels, profile: Profile) -> Result<Objects, Error> {
     let mut handles = Vec::new();
     let mut kek_other = None;
     for &role in roles(profile) {
@@ -355,14 +354,14 @@ pub fn load(session: &Session, labels: &Labels, profile: Profile) -> Result<Obje
     })
 }
 
-fn kek(session: &Session, handle: ObjectHandle) -> Result<Kek, Error> {
+fn kek(session: &Hsm<'_>, handle: ObjectHandle) -> Result<Kek, Error> {
     let digest = ring::digest::digest(&ring::digest::SHA256, &object_id(session, handle)?);
     let mut id = [0u8; 8];
     id.copy_from_slice(&digest.as_ref()[..8]);
     Ok(Kek { handle, id })
 }
 
-fn object_id(session: &Session, h: ObjectHandle) -> Result<Vec<u8>, Error> {
+fn object_id(session: &Hsm<'_>, h: ObjectHandle) -> Result<Vec<u8>, Error> {
     let attrs = session.get_attributes(h, &[AttributeType::Id]).map_err(|e| hsm_err("C_GetAttributeValue", e))?;
     Ok(attrs.into_iter().find_map(|a| if let Attribute::Id(id) = a { Some(id) } else { None }).unwrap_or_default())
 }
@@ -370,7 +369,7 @@ fn object_id(session: &Session, h: ObjectHandle) -> Result<Vec<u8>, Error> {
 /// Generates a key-encryption key (AES-256, on the token, never extractable) to replace
 /// `previous`: its `CKA_ID` is the previous one's plus one (as a big-endian number), so the newer
 /// of two keys is always the one with the greater id, whichever boot looks.
-pub fn create_kek(session: &Session, labels: &Labels, previous: ObjectHandle) -> Result<Kek, Error> {
+pub fn create_kek(session: &Hsm<'_>, labels: &Labels, previous: ObjectHandle) -> Result<Kek, Error> {
     let mut id = object_id(session, previous)?;
     if id.is_empty() {
         id = vec![0];
@@ -413,7 +412,7 @@ enum Purpose {
     Rotation,
 }
 
-fn generate_kek(session: &Session, labels: &Labels, id: &[u8], purpose: Purpose) -> Result<ObjectHandle, Error> {
+fn generate_kek(session: &Hsm<'_>, labels: &Labels, id: &[u8], purpose: Purpose) -> Result<ObjectHandle, Error> {
     use cryptoki::error::{Error as CkError, RvError};
     match with_template(template(Role::Kek, labels, id), |t| session.generate_key(&Mechanism::AesKeyGen, t)) {
         Ok(h) => Ok(h),
@@ -447,7 +446,7 @@ fn generate_kek(session: &Session, labels: &Labels, id: &[u8], purpose: Purpose)
 /// make every blob sealed under the key-encryption key unreadable; `rotate-kek` replaces that key
 /// safely), except a lone key-encryption key the operator made with the token's own tool, which is
 /// adopted (checked like one made here). Returns whether there is one to adopt.
-pub fn check_init(session: &Session, labels: &Labels, records: Vec<String>) -> Result<bool, Error> {
+pub fn check_init(session: &Hsm<'_>, labels: &Labels, records: Vec<String>) -> Result<bool, Error> {
     let existing = all(session, labels)?;
     let adopt = records.is_empty() && matches!(existing.as_slice(), [(Role::Kek, _)]);
     if !existing.is_empty() && !adopt || !records.is_empty() {
@@ -467,7 +466,7 @@ pub fn check_init(session: &Session, labels: &Labels, records: Vec<String>) -> R
 }
 
 /// Every key object carrying one of this enclave's labels.
-pub fn all(session: &Session, labels: &Labels) -> Result<Vec<(Role, ObjectHandle)>, Error> {
+pub fn all(session: &Hsm<'_>, labels: &Labels) -> Result<Vec<(Role, ObjectHandle)>, Error> {
     let mut existing = Vec::new();
     for role in ROLES {
         for h in find(session, role, labels)? {
@@ -479,7 +478,7 @@ pub fn all(session: &Session, labels: &Labels) -> Result<Vec<(Role, ObjectHandle
 
 /// Creates this enclave's key objects for `profile` (after [`check_init`]), adopting the
 /// operator's key-encryption key if `adopt`.
-pub fn init(session: &Session, labels: &Labels, profile: Profile, adopt: bool) -> Result<Objects, Error> {
+pub fn init(session: &Hsm<'_>, labels: &Labels, profile: Profile, adopt: bool) -> Result<Objects, Error> {
     let mut id = [0u8; 16];
     session.generate_random_slice(&mut id).map_err(|e| hsm_err("C_GenerateRandom", e))?;
     if adopt {
@@ -506,7 +505,7 @@ pub fn init(session: &Session, labels: &Labels, profile: Profile, adopt: bool) -
 }
 
 /// The identity public key as an uncompressed SEC1 point (65 bytes).
-pub fn identity_public_key(session: &Session, public: ObjectHandle) -> Result<Vec<u8>, Error> {
+pub fn identity_public_key(session: &Hsm<'_>, public: ObjectHandle) -> Result<Vec<u8>, Error> {
     let attrs =
         session.get_attributes(public, &[AttributeType::EcPoint]).map_err(|e| hsm_err("C_GetAttributeValue", e))?;
     let der = attrs

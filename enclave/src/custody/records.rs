@@ -6,9 +6,8 @@
 //! record may exist twice only during a key-encryption-key rotation (one copy under each key).
 
 use super::profile::Profile;
-use super::token::hsm_err;
+use super::token::{hsm_err, Hsm};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
-use cryptoki::session::Session;
 use frostgate_common::error::{Error, ErrorCode};
 
 /// A kind of record.
@@ -44,7 +43,7 @@ impl Record {
 const PROFILE_PREFIX: &[u8] = b"frostgate/custody-profile/v1:";
 
 /// Every copy of `record` (handle, value), each checked to be private.
-pub fn read(s: &Session, prefix: &str, record: Record) -> Result<Vec<(ObjectHandle, Vec<u8>)>, Error> {
+pub fn read(s: &Hsm<'_>, prefix: &str, record: Record) -> Result<Vec<(ObjectHandle, Vec<u8>)>, Error> {
     let label = record.label(prefix);
     let handles = s
         .find_objects(&[Attribute::Class(ObjectClass::DATA), Attribute::Label(label.clone().into_bytes())])
@@ -70,7 +69,7 @@ pub fn read(s: &Session, prefix: &str, record: Record) -> Result<Vec<(ObjectHand
 }
 
 /// Creates a copy of `record` holding `value`.
-pub fn create(s: &Session, prefix: &str, record: Record, value: Vec<u8>) -> Result<ObjectHandle, Error> {
+pub fn create(s: &Hsm<'_>, prefix: &str, record: Record, value: Vec<u8>) -> Result<ObjectHandle, Error> {
     s.create_object(&[
         Attribute::Class(ObjectClass::DATA),
         Attribute::Token(true),
@@ -85,7 +84,7 @@ pub fn create(s: &Session, prefix: &str, record: Record, value: Vec<u8>) -> Resu
 
 /// The recorded profile. A token without the record was initialized before profiles existed,
 /// when every token ran `full`.
-pub fn profile(s: &Session, prefix: &str) -> Result<Profile, Error> {
+pub fn profile(s: &Hsm<'_>, prefix: &str) -> Result<Profile, Error> {
     let found = read(s, prefix, Record::Profile)?;
     let Some((_, value)) = found.first() else { return Ok(Profile::Full) };
     value
@@ -98,14 +97,14 @@ pub fn profile(s: &Session, prefix: &str) -> Result<Profile, Error> {
 }
 
 /// Records `profile` (at `token init`).
-pub fn create_profile(s: &Session, prefix: &str, profile: Profile) -> Result<(), Error> {
+pub fn create_profile(s: &Hsm<'_>, prefix: &str, profile: Profile) -> Result<(), Error> {
     let mut value = PROFILE_PREFIX.to_vec();
     value.extend_from_slice(profile.name().as_bytes());
     create(s, prefix, Record::Profile, value).map(|_| ())
 }
 
 /// Every record object of this enclave (for `token init`'s "already there" check).
-pub fn existing(s: &Session, prefix: &str) -> Result<Vec<String>, Error> {
+pub fn existing(s: &Hsm<'_>, prefix: &str) -> Result<Vec<String>, Error> {
     let mut names = Vec::new();
     for r in [Record::Profile, Record::Root, Record::SealedIdentity] {
         let label = r.label(prefix);

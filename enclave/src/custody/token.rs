@@ -59,6 +59,122 @@ pub fn hsm_counters() -> (u64, u64) {
     (HSM_CALLS.load(std::sync::atomic::Ordering::Relaxed), HSM_MICROS.load(std::sync::atomic::Ordering::Relaxed))
 }
 
+/// PKCS#11 operations by kind, process-wide, in [`Call`] order.
+static CALLS: [std::sync::atomic::AtomicU64; 10] = [const { std::sync::atomic::AtomicU64::new(0) }; 10];
+
+/// A kind of PKCS#11 operation.
+#[derive(Debug, Clone, Copy)]
+enum Call {
+    Decrypt,
+    Encrypt,
+    Sign,
+    Derive,
+    Random,
+    Find,
+    Attributes,
+    Create,
+    Destroy,
+    Generate,
+}
+
+fn count(c: Call) {
+    CALLS[c as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// PKCS#11 operations that reached the token so far, by kind.
+pub fn call_counts() -> frostgate_common::protocol::HsmCalls {
+    let n = |c: Call| CALLS[c as usize].load(std::sync::atomic::Ordering::Relaxed);
+    frostgate_common::protocol::HsmCalls {
+        decrypt: n(Call::Decrypt),
+        encrypt: n(Call::Encrypt),
+        sign: n(Call::Sign),
+        derive: n(Call::Derive),
+        random: n(Call::Random),
+        find: n(Call::Find),
+        attributes: n(Call::Attributes),
+        create: n(Call::Create),
+        destroy: n(Call::Destroy),
+        generate: n(Call::Generate),
+    }
+}
+
+/// A work session whose every PKCS#11 operation is counted by kind ([`call_counts`]): the only
+/// way custody code reaches the token after login.
+pub struct Hsm<'a>(&'a Session);
+
+impl std::fmt::Debug for Hsm<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hsm")
+    }
+}
+
+type CkResult<T> = cryptoki::error::Result<T>;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
+
+impl Hsm<'_> {
+    /// `C_Decrypt`.
+    pub fn decrypt(&self, m: &Mechanism, key: ObjectHandle, data: &[u8]) -> CkResult<Vec<u8>> {
+        count(Call::Decrypt);
+        self.0.decrypt(m, key, data)
+    }
+    /// `C_Encrypt`.
+    pub fn encrypt(&self, m: &Mechanism, key: ObjectHandle, data: &[u8]) -> CkResult<Vec<u8>> {
+        count(Call::Encrypt);
+        self.0.encrypt(m, key, data)
+    }
+    /// `C_Sign`.
+    pub fn sign(&self, m: &Mechanism, key: ObjectHandle, data: &[u8]) -> CkResult<Vec<u8>> {
+        count(Call::Sign);
+        self.0.sign(m, key, data)
+    }
+    /// `C_DeriveKey`.
+    pub fn derive_key(&self, m: &Mechanism, base: ObjectHandle, template: &[Attribute]) -> CkResult<ObjectHandle> {
+        count(Call::Derive);
+        self.0.derive_key(m, base, template)
+    }
+    /// `C_GenerateRandom`.
+    pub fn generate_random_slice(&self, out: &mut [u8]) -> CkResult<()> {
+        count(Call::Random);
+        self.0.generate_random_slice(out)
+    }
+    /// `C_FindObjects*`.
+    pub fn find_objects(&self, template: &[Attribute]) -> CkResult<Vec<ObjectHandle>> {
+        count(Call::Find);
+        self.0.find_objects(template)
+    }
+    /// `C_GetAttributeValue`.
+    pub fn get_attributes(&self, h: ObjectHandle, types: &[AttributeType]) -> CkResult<Vec<Attribute>> {
+        count(Call::Attributes);
+        self.0.get_attributes(h, types)
+    }
+    /// `C_CreateObject`.
+    pub fn create_object(&self, template: &[Attribute]) -> CkResult<ObjectHandle> {
+        count(Call::Create);
+        self.0.create_object(template)
+    }
+    /// `C_DestroyObject`.
+    pub fn destroy_object(&self, h: ObjectHandle) -> CkResult<()> {
+        count(Call::Destroy);
+        self.0.destroy_object(h)
+    }
+    /// `C_GenerateKey`.
+    pub fn generate_key(&self, m: &Mechanism, template: &[Attribute]) -> CkResult<ObjectHandle> {
+        count(Call::Generate);
+        self.0.generate_key(m, template)
+    }
+    /// `C_GenerateKeyPair`.
+    pub fn generate_key_pair(
+        &self,
+        m: &Mechanism,
+        public: &[Attribute],
+        private: &[Attribute],
+    ) -> CkResult<(ObjectHandle, ObjectHandle)> {
+        count(Call::Generate);
+        self.0.generate_key_pair(m, public, private)
+    }
+}
+
 /// Most idle work sessions kept open.
 const POOL_MAX: usize = 8;
 
@@ -136,13 +252,13 @@ impl Token {
     }
 
     /// Runs `f` on a work session from the pool (opened on demand; returned afterwards).
-    pub fn with_session<R>(&self, f: impl FnOnce(&Session) -> Result<R, Error>) -> Result<R, Error> {
+    pub fn with_session<R>(&self, f: impl FnOnce(&Hsm<'_>) -> Result<R, Error>) -> Result<R, Error> {
         let session = match lock(&self.pool).pop() {
             Some(s) => s,
             None => self.pkcs11.open_rw_session(self.slot).map_err(|e| hsm_err("C_OpenSession", e))?,
         };
         let started = std::time::Instant::now();
-        let result = f(&session);
+        let result = f(&Hsm(&session));
         HSM_MICROS.fetch_add(started.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
         HSM_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut pool = lock(&self.pool);

@@ -68,20 +68,20 @@ impl Engine {
         if count == 0 {
             return Ok(Vec::new());
         }
-        // Fresh pairs from the OS CSPRNG, hedged with the share (FROST's `commit`), made without
-        // the state lock; the key package is wiped when it drops.
+        // Made without the state lock; the key package is wiped when it drops.
         let package = record.unseal(&self.custody, seat)?;
-        let mut fresh = Vec::with_capacity(usize::from(count));
-        for _ in 0..count {
-            let (nonces, commitments) = round1::commit(package.signing_share(), &mut rand_core::OsRng);
-            let commitments = commitments.serialize().map_err(|e| frost_err(ErrorCode::Internal, "commitments", e))?;
-            fresh.push((random_id()?, nonces, commitments));
-        }
+        let fresh = fresh_pairs(&package, count)?;
         drop(package);
+        self.pool_fresh(key, record.epoch(), seat, fresh)
+    }
+
+    /// Keeps `fresh` pairs live in the pool for `seat` of `key` at `epoch`, within the live-nonce
+    /// bounds; their public commitments.
+    fn pool_fresh(&self, key: KeyId, epoch: u64, seat: ParticipantId, fresh: Vec<Fresh>) -> Result<Vec<PreCommitment>, Error> {
         let now = Instant::now();
         let mut s = self.lock();
         match s.keys.get(&key) {
-            Some(k) if k.epoch() == record.epoch() => {}
+            Some(k) if k.epoch() == epoch => {}
             _ => return Err(err(ErrorCode::KeyEpochChanged, format!("key {key} changed while preprocessing"))),
         }
         let full = |s: &State| {
@@ -101,7 +101,7 @@ impl Engine {
         for (id, nonces, commitments) in fresh {
             out.push(PreCommitment { id, commitments: signing::commitment_bytes(commitments.clone())? });
             let live = LiveNonce { nonces, commitments, created: now, preprocessed: Some(id) };
-            s.pool.insert(id, Pooled { key, epoch: record.epoch(), seat, live });
+            s.pool.insert(id, Pooled { key, epoch, seat, live });
         }
         Ok(out)
     }
@@ -162,14 +162,19 @@ impl Engine {
     /// adopts the pair into the attempt's slot for the seat (once), then round 2 under the
     /// session's own Taproot mode. A retry of the same request after a failed commit finds the
     /// pair already in its slot.
+    ///
+    /// Then up to `replenish` replacement commitments are made with the key package the share
+    /// was signed with (no second unseal) and pooled; a replenishment that fails (full registry,
+    /// a refresh meanwhile) returns fewer, never an error: the share is released either way.
     pub async fn sign_preprocessed(
         &self,
         attempt: AttemptId,
         seat: ParticipantId,
         commitment: CommitmentId,
         package_bytes: &[u8],
-    ) -> Result<SignatureShareBytes, Error> {
-        let mode = {
+        replenish: u16,
+    ) -> Result<(SignatureShareBytes, Vec<PreCommitment>), Error> {
+        let (mode, key, epoch) = {
             let mut s = self.lock();
             let b = Self::bound(&s, &attempt, Some(seat))?;
             let slot = (attempt, seat);
@@ -203,8 +208,29 @@ impl Engine {
                     s.nonces.insert(slot, pooled.live);
                 }
             }
-            b.mode
+            (b.mode, b.key.key_id, b.key.epoch())
         };
-        self.round2(attempt, seat, mode, package_bytes).await
+        let count = replenish.min(MAX_PREPROCESS as u16);
+        let (share, fresh) =
+            self.round2_then(attempt, seat, mode, package_bytes, |package| fresh_pairs(package, count)).await?;
+        let next = fresh.and_then(|f| self.pool_fresh(key, epoch, seat, f)).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "no commitments replenished");
+            Vec::new()
+        });
+        Ok((share, next))
     }
+}
+
+/// A fresh nonce pair with its id and its public commitments.
+type Fresh = (CommitmentId, round1::SigningNonces, Vec<u8>);
+
+/// `count` fresh pairs from the OS CSPRNG, hedged with the share (FROST's `commit`).
+fn fresh_pairs(package: &frost_secp256k1_tr::keys::KeyPackage, count: u16) -> Result<Vec<Fresh>, Error> {
+    let mut fresh = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let (nonces, commitments) = round1::commit(package.signing_share(), &mut rand_core::OsRng);
+        let commitments = commitments.serialize().map_err(|e| frost_err(ErrorCode::Internal, "commitments", e))?;
+        fresh.push((random_id()?, nonces, commitments));
+    }
+    Ok(fresh)
 }

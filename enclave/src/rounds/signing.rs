@@ -320,6 +320,20 @@ impl Engine {
         mode: TaprootMode,
         package_bytes: &[u8],
     ) -> Result<SignatureShareBytes, Error> {
+        self.round2_then(attempt, seat, mode, package_bytes, |_| ()).await.map(|(share, ())| share)
+    }
+
+    /// [`Engine::round2`], then `then` on the seat's key package while it is unsealed (one
+    /// unseal, the HSM's gate on every signature, serves both: a preprocessed signing makes its
+    /// replacement commitments here). `then` runs only once the share is computed.
+    pub(crate) async fn round2_then<R>(
+        &self,
+        attempt: AttemptId,
+        seat: ParticipantId,
+        mode: TaprootMode,
+        package_bytes: &[u8],
+        then: impl FnOnce(&frost_secp256k1_tr::keys::KeyPackage) -> R,
+    ) -> Result<(SignatureShareBytes, R), Error> {
         let package = decode_package(package_bytes)?;
         let marker = (attempt, seat);
         let bound = {
@@ -405,13 +419,14 @@ impl Engine {
         };
         let live =
             live.ok_or_else(|| err(ErrorCode::NonceUnavailable, "the nonce was wiped before it could be used"))?;
-        let key_package = bound.key.unseal(&self.custody, seat)?;
-        let key_package = match &bound.derived {
-            Some(d) => d.key_package(&key_package)?,
-            None => key_package,
+        let base = bound.key.unseal(&self.custody, seat)?;
+        let share = match &bound.derived {
+            Some(d) => sign(&package, live, &d.key_package(&base)?, &mode)?,
+            None => sign(&package, live, &base, &mode)?,
         };
-        let share = sign(&package, live, &key_package, &mode)?;
-        SignatureShareBytes::new(share.serialize()).map_err(|e| err(ErrorCode::Internal, e))
+        let share = SignatureShareBytes::new(share.serialize()).map_err(|e| err(ErrorCode::Internal, e))?;
+        let after = then(&base);
+        Ok((share, after))
     }
 
     /// Checks one share as it arrives.

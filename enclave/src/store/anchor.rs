@@ -10,12 +10,15 @@
 //!   token's store key; anything else is `store_anchor_invalid` (a forged or transplanted object).
 //! - SoftHSM cannot change a data object's value, so an update creates the new object and then
 //!   destroys every older one; a reader takes the highest version and destroys nothing.
+//! - The enclave is the token's only writer, so it remembers the anchor objects it made
+//!   ([`Cache`]): an update is then one create and one destroy (two PKCS#11 operations) instead of
+//!   a search and a read of every object first. Any failure forgets them (the next update searches
+//!   again); boot and every load read and verify the token's objects as before.
 
-use crate::custody::token::hsm_err;
+use crate::custody::token::{hsm_err, Hsm};
 use crate::custody::Custody;
 use crate::store::chain::{Head, StoreKey};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
-use cryptoki::session::Session;
 use frostgate_common::error::{Error, ErrorCode};
 
 /// Bytes of an anchor object's value.
@@ -30,7 +33,7 @@ fn invalid(msg: impl std::fmt::Display) -> Error {
     Error::new(ErrorCode::StoreAnchorInvalid, msg)
 }
 
-fn find(s: &Session, label: &str, key: &StoreKey) -> Result<Vec<(ObjectHandle, Head)>, Error> {
+fn find(s: &Hsm<'_>, label: &str, key: &StoreKey) -> Result<Vec<(ObjectHandle, Head)>, Error> {
     let handles = s
         .find_objects(&[Attribute::Class(ObjectClass::DATA), Attribute::Label(label.as_bytes().to_vec())])
         .map_err(|e| hsm_err("C_FindObjects(anchor)", e))?;
@@ -75,7 +78,7 @@ pub fn read(custody: &Custody, key: &StoreKey) -> Result<Head, Error> {
     })
 }
 
-fn create(s: &Session, label: &str, key: &StoreKey, head: Head) -> Result<(), Error> {
+fn create(s: &Hsm<'_>, label: &str, key: &StoreKey, head: Head) -> Result<ObjectHandle, Error> {
     let mut value = Vec::with_capacity(VALUE_LEN);
     value.extend_from_slice(&head.version.to_be_bytes());
     value.extend_from_slice(&head.mac);
@@ -89,21 +92,32 @@ fn create(s: &Session, label: &str, key: &StoreKey, head: Head) -> Result<(), Er
         Attribute::Application(b"frostgate".to_vec()),
         Attribute::Value(value),
     ])
-    .map_err(|e| hsm_err("C_CreateObject(anchor)", e))?;
-    Ok(())
+    .map_err(|e| hsm_err("C_CreateObject(anchor)", e))
 }
 
-/// Advances the anchor to `head`: create the new object, then destroy the old ones.
-pub fn update(custody: &Custody, key: &StoreKey, head: Head) -> Result<(), Error> {
+/// The anchor objects this enclave made and has not destroyed (`None`: unknown, search).
+#[derive(Debug, Default)]
+pub struct Cache(std::sync::Mutex<Option<Vec<ObjectHandle>>>);
+
+/// Advances the anchor to `head`: create the new object, then destroy the old ones (those
+/// `cache` remembers, or those a search finds).
+pub fn update(custody: &Custody, key: &StoreKey, head: Head, cache: &Cache) -> Result<(), Error> {
     let label = label(custody);
-    custody.token().with_session(|s| {
-        let old = find(s, &label, key)?;
-        create(s, &label, key, head)?;
-        for (h, _) in old {
+    let mut known = cache.0.lock().unwrap_or_else(|p| p.into_inner());
+    let remembered = known.take();
+    let made = custody.token().with_session(|s| {
+        let old = match remembered {
+            Some(handles) => handles,
+            None => find(s, &label, key)?.into_iter().map(|(h, _)| h).collect(),
+        };
+        let new = create(s, &label, key, head)?;
+        for h in old {
             s.destroy_object(h).map_err(|e| hsm_err("C_DestroyObject(anchor)", e))?;
         }
-        Ok(())
-    })
+        Ok(new)
+    })?;
+    *known = Some(vec![made]);
+    Ok(())
 }
 
 /// `token init`: the token's objects, then the store anchor at the empty head (from here on a
@@ -128,6 +142,6 @@ pub fn create_genesis(custody: &Custody, key: &StoreKey) -> Result<(), Error> {
         for h in old {
             s.destroy_object(h).map_err(|e| hsm_err("C_DestroyObject(anchor)", e))?;
         }
-        create(s, &label, key, Head::EMPTY)
+        create(s, &label, key, Head::EMPTY).map(|_| ())
     })
 }

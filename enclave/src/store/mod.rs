@@ -75,6 +75,7 @@ struct Inner {
 struct Shared {
     custody: Arc<Custody>,
     key: StoreKey,
+    anchors: anchor::Cache,
     inner: Mutex<Inner>,
 }
 
@@ -157,7 +158,7 @@ impl ChainedStore {
             next_snapshot_id: 0,
             generation: 0,
         };
-        Ok(ChainedStore { shared: Arc::new(Shared { custody, key, inner: Mutex::new(inner) }) })
+        Ok(ChainedStore { shared: Arc::new(Shared { custody, key, anchors: anchor::Cache::default(), inner: Mutex::new(inner) }) })
     }
 
     /// Commit counters.
@@ -258,7 +259,7 @@ impl ChainedStore {
         // Take no records until `adopt` installs the loaded head and its channel.
         i.phase = Phase::NotLoaded;
         if ahead {
-            anchor::update(&self.shared.custody, &self.shared.key, head)?;
+            anchor::update(&self.shared.custody, &self.shared.key, head, &self.shared.anchors)?;
             tracing::info!(version = head.version, "finished an interrupted anchor update");
         }
         i.anchor = head;
@@ -434,7 +435,7 @@ impl ChainedStore {
             }
         }
         faults::crash_point(faults::AFTER_ACK_BEFORE_ANCHOR);
-        anchor::update(&shared.custody, &shared.key, new_head).map_err(PersistError::Unknown)?;
+        anchor::update(&shared.custody, &shared.key, new_head, &shared.anchors).map_err(PersistError::Unknown)?;
         faults::crash_point(faults::AFTER_ANCHOR_BEFORE_RELEASE);
         Ok(new_head)
     }

@@ -214,6 +214,10 @@ macro_rules! proto_struct {
 }
 
 proto_struct! {
+    HsmCalls => HsmCalls {
+        decrypt: decrypt, encrypt: encrypt, sign: sign, derive: derive, random: random, find: find,
+        attributes: attributes, create: create, destroy: destroy, generate: generate,
+    }
     Health => HealthRequest {}
     GetIdentity => GetIdentityRequest {}
     KeyRef => KeyRef { key: key_id }
@@ -445,6 +449,7 @@ impl Proto for HealthReply {
             enclave_restarts: self.enclave_restarts,
             policy_hash: self.policy_hash.to_field(),
             custody_profile: self.custody_profile.map(|p| p.name().to_string()).unwrap_or_default(),
+            hsm_calls: Some(self.hsm_calls.to_pb()),
         }
     }
     fn from_pb(p: pb::HealthReply) -> Result<Self, Error> {
@@ -470,6 +475,7 @@ impl Proto for HealthReply {
                     Error::new(ErrorCode::MalformedMessage, format!("custody_profile: unknown profile {name:?}"))
                 })?),
             },
+            hsm_calls: p.hsm_calls.map(HsmCalls::from_pb).transpose()?.unwrap_or_default(),
         })
     }
 }

@@ -6,7 +6,7 @@ use super::dev;
 use super::out;
 use clap::Args;
 use frostgate_common::error::{Error, ErrorCode};
-use frostgate_common::protocol::{Health, TaprootMode};
+use frostgate_common::protocol::{Health, HsmCalls, TaprootMode};
 use frostgate_host::coordinator::dkg_relay;
 use frostgate_host::coordinator::signer::SignerClient;
 use frostgate_host::coordinator::{self, psbt, Settings, SignRequest};
@@ -58,6 +58,9 @@ pub struct BenchArgs {
     /// Send each one-request signing alone, never in a batch with the others in flight.
     #[arg(long, conflicts_with = "interactive")]
     no_batch: bool,
+    /// Every node's token kind (softhsm, kryoptic, tpm2, opencryptoki), as `dev cluster init`.
+    #[arg(long, value_enum, default_value = "softhsm")]
+    token: super::dev_tokens::TokenKind,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -71,18 +74,47 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// Counters summed over the nodes: (store commits, store records, HSM operations, HSM microseconds).
-async fn store_counters(nodes: &[Arc<SignerClient>]) -> (u64, u64, u64, u64) {
-    let mut sum = (0, 0, 0, 0);
+/// Counters summed over the nodes: (store commits, store records, HSM work units, HSM
+/// microseconds, PKCS#11 operations by kind).
+async fn store_counters(nodes: &[Arc<SignerClient>]) -> (u64, u64, u64, u64, HsmCalls) {
+    let mut sum = (0, 0, 0, 0, HsmCalls::default());
     for n in nodes {
         if let Ok(h) = n.call(Health, Duration::from_secs(5)).await {
             sum.0 += h.store_commits;
             sum.1 += h.store_records;
             sum.2 += h.hsm_operations;
             sum.3 += h.hsm_micros;
+            let (s, c) = (&mut sum.4, h.hsm_calls);
+            s.decrypt += c.decrypt;
+            s.encrypt += c.encrypt;
+            s.sign += c.sign;
+            s.derive += c.derive;
+            s.random += c.random;
+            s.find += c.find;
+            s.attributes += c.attributes;
+            s.create += c.create;
+            s.destroy += c.destroy;
+            s.generate += c.generate;
         }
     }
     sum
+}
+
+/// PKCS#11 operations per signature, by kind, between two readings.
+fn calls_per_signature(before: HsmCalls, after: HsmCalls, signed: u64) -> serde_json::Value {
+    let per = |a: u64, b: u64| if signed > 0 { b.saturating_sub(a) as f64 / signed as f64 } else { 0.0 };
+    serde_json::json!({
+        "decrypt": per(before.decrypt, after.decrypt),
+        "encrypt": per(before.encrypt, after.encrypt),
+        "sign": per(before.sign, after.sign),
+        "random": per(before.random, after.random),
+        "anchor_find": per(before.find, after.find),
+        "attributes": per(before.attributes, after.attributes),
+        "anchor_create": per(before.create, after.create),
+        "anchor_destroy": per(before.destroy, after.destroy),
+        "other": per(before.derive + before.generate, after.derive + after.generate),
+        "total": per(before.total(), after.total()),
+    })
 }
 
 fn progress(done: u64, goal: &str) {
@@ -119,7 +151,7 @@ pub async fn run(a: BenchArgs) -> Result<(), Error> {
     } else {
         None
     };
-    let cluster_file = dev::create_cluster(&dir, a.nodes, a.threshold, a.tls, policy)?;
+    let cluster_file = dev::create_cluster(&dir, a.nodes, a.threshold, a.tls, policy, a.token)?;
     dev::start_cluster(&dir)?;
     let result = measure(&a, &cluster_file).await;
     let _ = dev::stop_cluster(&dir);
@@ -146,7 +178,7 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
     let deadline = a.count.is_none().then(|| Instant::now() + Duration::from_secs(a.seconds.unwrap_or(10)));
     let goal = a.count.map(|c| format!("/{c}")).unwrap_or_default();
     let settings = Settings { preprocessed: !a.interactive, batch: !a.no_batch, ..Settings::default() };
-    let (commits0, records0, hsm_ops0, hsm_us0) = store_counters(&nodes).await;
+    let (commits0, records0, hsm_ops0, hsm_us0, hsm_calls0) = store_counters(&nodes).await;
     let calls0: u64 = nodes.iter().map(|n| n.calls()).sum();
     let started = Instant::now();
     let issued = Arc::new(AtomicU64::new(0));
@@ -223,7 +255,7 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
     let calls = nodes.iter().map(|n| n.calls()).sum::<u64>() - calls0;
     progress(done.load(Ordering::SeqCst), &goal);
     let _ = writeln!(std::io::stderr());
-    let (commits1, records1, hsm_ops1, hsm_us1) = store_counters(&nodes).await;
+    let (commits1, records1, hsm_ops1, hsm_us1, hsm_calls1) = store_counters(&nodes).await;
     let signed = done.load(Ordering::SeqCst);
     let mut lat = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
     lat.sort_by(|x, y| x.total_cmp(y));
@@ -250,6 +282,8 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
         "commits_per_signature": if signed > 0 { commits as f64 / signed as f64 } else { 0.0 },
         "hsm_operations_per_signature": if signed > 0 { hsm_ops1.saturating_sub(hsm_ops0) as f64 / signed as f64 } else { 0.0 },
         "hsm_ms_per_signature": if signed > 0 { hsm_us1.saturating_sub(hsm_us0) as f64 / 1000.0 / signed as f64 } else { 0.0 },
+        "pkcs11_calls_per_signature": calls_per_signature(hsm_calls0, hsm_calls1, signed),
+        "token": a.token.name(),
         "signing": match (a.interactive, a.no_batch) {
             (true, _) => "interactive",
             (false, true) => "preprocessed",
@@ -263,15 +297,27 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
         out(&format!("{report}\n"));
     } else {
         out(&format!(
-            "frostgate {t}-of-{n}, concurrency {c}, {transport}, {signing}: {signed} signatures in {elapsed:.1} s\n\
+            "frostgate {t}-of-{n}, concurrency {c}, {transport}, {signing}, {token} tokens: {signed} signatures in {elapsed:.1} s\n\
              | metric | value |\n|---|---|\n\
              | calls per signature (coordinator to nodes) | {cps_calls:.2} |\n\
              | durable commits per signature (all nodes) | {commits_per:.2} |\n\
-             | HSM operations / HSM ms per signature (all nodes) | {hsm_ops:.1} / {hsm_ms:.2} |\n\
+             | HSM work units / HSM ms per signature (all nodes) | {hsm_ops:.1} / {hsm_ms:.2} |\n\
+             | PKCS#11 operations per signature (all nodes) | {pkcs11:.2}: {pkcs11_kinds} |\n\
              | signatures/s | {throughput:.1} |\n| latency p50 / p95 / p99 (ms) | {p50:.1} / {p95:.1} / {p99:.1} |\n\
              | store commits/s | {cps:.1} |\n| durable records/s | {mps:.1} |\n| mean records per commit | {batch:.1} |\n\
              | pure frost-secp256k1-tr signatures/s | {pure:.1} |\n| ratio frostgate / pure | {ratio:.3} |\n",
             t = a.threshold,
+            token = a.token.name(),
+            pkcs11 = report["pkcs11_calls_per_signature"]["total"].as_f64().unwrap_or(0.0),
+            pkcs11_kinds = report["pkcs11_calls_per_signature"]
+                .as_object()
+                .map(|m| m
+                    .iter()
+                    .filter(|(k, v)| *k != "total" && v.as_f64().unwrap_or(0.0) > 0.0)
+                    .map(|(k, v)| format!("{k} {:.2}", v.as_f64().unwrap_or(0.0)))
+                    .collect::<Vec<_>>()
+                    .join(", "))
+                .unwrap_or_default(),
             transport = report["transport"].as_str().unwrap_or(""),
             signing = report["signing"].as_str().unwrap_or(""),
             cps_calls = report["calls_per_signature"].as_f64().unwrap_or(0.0),

@@ -238,6 +238,7 @@ pub fn create_cluster(
     threshold: u16,
     tls: bool,
     policy: Option<PathBuf>,
+    token: TokenKind,
 ) -> Result<PathBuf, Error> {
     init(InitArgs {
         dir: dir.to_path_buf(),
@@ -248,7 +249,7 @@ pub fn create_cluster(
         api_bind: std::net::Ipv4Addr::LOCALHOST.into(),
         policy,
         allow_removal_to_threshold: false,
-        token: TokenKind::Softhsm,
+        token,
         json: false,
         quiet: true,
     })?;
