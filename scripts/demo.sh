@@ -24,7 +24,7 @@ trap cleanup EXIT
 # One field of frostgate's one-line JSON output (strings, numbers or flat arrays).
 json() { sed -n "s/.*\"$1\":\(\"[^\"]*\"\|\[[^]]*\]\|[0-9]*\).*/\1/p" | tr -d '"'; }
 
-echo "== 3 nodes, 2-of-3, each with its own SoftHSM token (in $work), gRPC API with mutual TLS"
+echo "== 3 nodes, 2-of-3, each with its own ${FROSTGATE_TOKEN:-softhsm} token (in $work), gRPC API with mutual TLS"
 # The operators' spending policy, written into every enclave.toml: one allowed recipient, at most
 # 100,000 sats per transaction and 150,000 per day for the key whichever two nodes sign (each
 # enclave enforces its 2-of-3 share, 100,000), fee at most 5,000 sats. Raw digests stay allowed
@@ -41,7 +41,9 @@ window_secs = 86400
 max_sats_per_window = 150000
 max_fee_sats = 5000
 POLICY
-"$fg" dev cluster init --dir "$cluster" --nodes 3 --threshold 2 --tls --policy "$work/policy.toml"
+# FROSTGATE_TOKEN=tpm2 (or kryoptic, opencryptoki) runs the demo on that kind of token instead.
+"$fg" dev cluster init --dir "$cluster" --nodes 3 --threshold 2 --tls --policy "$work/policy.toml" \
+  --token "${FROSTGATE_TOKEN:-softhsm}"
 "$fg" dev cluster up --dir "$cluster"
 "$fg" status --cluster "$cluster/cluster.toml"
 
