@@ -112,6 +112,10 @@ fn end_to_end(kind: &str, profile: &str) {
         assert_eq!(n["state"], "ready", "{status}");
         assert_eq!(n["custody_profile"], profile, "{status}");
     }
+    let socket = format!("unix:{}", c.node(1).join("run/enclave.sock").display());
+    let enclave = c.run(&["enclave", "status", "--connect", &socket, "--json"]).expect("enclave status");
+    assert_eq!(enclave["custody_profile"], profile, "{enclave}");
+    assert!(enclave["hsm_calls"]["decrypt"].as_u64().is_some(), "{enclave}");
 
     // DKG, a BIP341 sighash, a PSBT.
     let key = c.keygen();

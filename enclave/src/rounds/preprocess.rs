@@ -77,7 +77,13 @@ impl Engine {
 
     /// Keeps `fresh` pairs live in the pool for `seat` of `key` at `epoch`, within the live-nonce
     /// bounds; their public commitments.
-    fn pool_fresh(&self, key: KeyId, epoch: u64, seat: ParticipantId, fresh: Vec<Fresh>) -> Result<Vec<PreCommitment>, Error> {
+    fn pool_fresh(
+        &self,
+        key: KeyId,
+        epoch: u64,
+        seat: ParticipantId,
+        fresh: Vec<Fresh>,
+    ) -> Result<Vec<PreCommitment>, Error> {
         let now = Instant::now();
         let mut s = self.lock();
         match s.keys.get(&key) {

@@ -158,7 +158,9 @@ impl ChainedStore {
             next_snapshot_id: 0,
             generation: 0,
         };
-        Ok(ChainedStore { shared: Arc::new(Shared { custody, key, anchors: anchor::Cache::default(), inner: Mutex::new(inner) }) })
+        Ok(ChainedStore {
+            shared: Arc::new(Shared { custody, key, anchors: anchor::Cache::default(), inner: Mutex::new(inner) }),
+        })
     }
 
     /// Commit counters.

@@ -91,6 +91,8 @@ async fn status(args: StatusArgs) -> Result<(), Error> {
             "refusal_code": refusal.map(|c| c.code()),
             "refusal_recovery_class": refusal.map(|c| c.recovery_class().as_str()),
             "uptime_seconds": health.uptime_seconds,
+            "custody_profile": health.custody_profile.map(|p| p.name()),
+            "hsm_calls": health.hsm_calls,
         });
         out(&format!("{v}\n"));
     } else {
@@ -106,6 +108,10 @@ async fn status(args: StatusArgs) -> Result<(), Error> {
         if let Some(code) = refusal {
             s.push_str(&format!("refusal:  {code} (recovery: {})\n", code.recovery_class()));
         }
+        s.push_str(&format!(
+            "custody:  {}\n",
+            health.custody_profile.map_or("none (no [custody]: refuses to sign)", |p| p.name())
+        ));
         s.push_str(&format!("uptime:   {} s\n", health.uptime_seconds));
         out(&s);
     }
