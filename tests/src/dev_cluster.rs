@@ -143,6 +143,26 @@ impl DevCluster {
             .collect()
     }
 
+    /// Node `i`'s seat `i` of `key` as its own token unseals it from a copy of its store (the
+    /// node's enclave must be stopped: one process owns a token), run as the enclave's user in a
+    /// two-user cluster: the 32-byte share.
+    pub fn unsealed_share(&self, i: u16, key: frostgate_common::ids::KeyId) -> Vec<u8> {
+        let n = self.node(i);
+        let copy = tempfile::tempdir().expect("dir");
+        let open = |p: &Path, mode| std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode));
+        open(copy.path(), 0o777).expect("chmod");
+        for suffix in ["", "-wal"] {
+            let to = copy.path().join(format!("host.db{suffix}"));
+            if std::fs::copy(format!("{}{suffix}", n.join("host/host.db").display()), &to).is_ok() {
+                open(&to, 0o666).expect("chmod");
+            }
+        }
+        let user = nix::unistd::geteuid().is_root().then_some("frostgate-dev-enclave");
+        let seat = frostgate_common::ids::ParticipantId::new(i).expect("seat");
+        let config = n.join("enclave/enclave.toml");
+        crate::dkg::unseal_with(&config, &copy.path().join("host.db"), &self.token_env(i), user, key, seat).1
+    }
+
     /// Arms a development fault point on node `i`.
     pub fn arm(&self, i: u16, point: &str) {
         std::fs::write(self.node(i).join("fault"), point).expect("fault");

@@ -281,3 +281,13 @@ pub fn shared_custody() -> std::sync::Arc<frostgate_enclave::custody::Custody> {
     .0
     .clone()
 }
+
+/// The seal context the custody tests use (a key share of seat 2 of key 07..07 at epoch 5).
+pub fn test_seal_context() -> frostgate_enclave::sealing::SealContext {
+    frostgate_enclave::sealing::SealContext {
+        kind: frostgate_enclave::sealing::SealedKind::KeyShare,
+        key_id: frostgate_common::ids::KeyId::from_bytes([7; 32]),
+        participant: frostgate_common::ids::ParticipantId::new(2).expect("id"),
+        epoch: 5,
+    }
+}

@@ -5,7 +5,6 @@
 
 use frostgate_common::ids::KeyId;
 use frostgate_tests::dev_cluster::DevCluster;
-use frostgate_tests::dkg::unseal_with;
 use frostgate_tests::host_bin;
 use frostgate_tests::psbt::{p2tr, random_address, spend, write};
 use frostgate_tests::signing::pid;
@@ -20,19 +19,7 @@ fn root() -> bool {
 
 /// Seat 3 of `key` as node 3's own token unseals it (node stopped; a copy of its store).
 fn share_of(c: &DevCluster, key: KeyId) -> Vec<u8> {
-    let n = c.node(3);
-    let env = [("SOFTHSM2_CONF".to_string(), n.join("enclave/softhsm2.conf").display().to_string())];
-    let copy = tempfile::tempdir().expect("dir");
-    let open = |p: &Path, mode| std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode));
-    open(copy.path(), 0o777).expect("chmod");
-    for suffix in ["", "-wal"] {
-        let to = copy.path().join(format!("host.db{suffix}"));
-        if std::fs::copy(format!("{}{suffix}", n.join("host/host.db").display()), &to).is_ok() {
-            open(&to, 0o666).expect("chmod");
-        }
-    }
-    let user = root().then_some(ENCLAVE_USER);
-    unseal_with(&n.join("enclave/enclave.toml"), &copy.path().join("host.db"), &env, user, key, pid(3)).1
+    c.unsealed_share(3, key)
 }
 
 fn append(path: &Path, text: &str) {

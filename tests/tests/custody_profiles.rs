@@ -7,11 +7,11 @@
 //! is refused and init leaves nothing of its own behind.
 
 use frostgate_common::error::ErrorCode;
-use frostgate_common::ids::{KeyId, ParticipantId};
+use frostgate_common::ids::ParticipantId;
 use frostgate_enclave::custody::identity::verify_identity_signature;
 use frostgate_enclave::custody::profile::Profile;
 use frostgate_enclave::custody::Custody;
-use frostgate_enclave::sealing::{seal, unseal, SealContext, SealedKind, MAX_PLAINTEXT};
+use frostgate_enclave::sealing::{seal, unseal, SealContext, MAX_PLAINTEXT};
 use frostgate_tests::token::{TestToken, TokenDir};
 use std::sync::OnceLock;
 
@@ -50,12 +50,7 @@ fn spare(label: &str) -> &'static TestToken {
 }
 
 fn ctx() -> SealContext {
-    SealContext {
-        kind: SealedKind::KeyShare,
-        key_id: KeyId::from_bytes([7; 32]),
-        participant: ParticipantId::new(2).expect("id"),
-        epoch: 5,
-    }
+    frostgate_tests::token::test_seal_context()
 }
 
 #[test]

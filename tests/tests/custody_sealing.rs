@@ -4,7 +4,7 @@
 use frostgate_common::error::ErrorCode;
 use frostgate_common::ids::{KeyId, ParticipantId};
 use frostgate_enclave::custody::Custody;
-use frostgate_enclave::sealing::{seal, unseal, SealContext, SealedKind, MAX_PLAINTEXT};
+use frostgate_enclave::sealing::{seal, unseal, SealContext, MAX_PLAINTEXT};
 use frostgate_tests::token::{TestToken, TokenDir};
 use std::sync::OnceLock;
 
@@ -30,12 +30,7 @@ fn fixture() -> &'static Fixture {
 }
 
 fn ctx() -> SealContext {
-    SealContext {
-        kind: SealedKind::KeyShare,
-        key_id: KeyId::from_bytes([7; 32]),
-        participant: ParticipantId::new(2).expect("id"),
-        epoch: 5,
-    }
+    frostgate_tests::token::test_seal_context()
 }
 
 #[test]

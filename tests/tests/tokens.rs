@@ -17,10 +17,8 @@ use bitcoin::consensus::encode::deserialize_hex;
 use bitcoin::Transaction;
 use frostgate_common::ids::KeyId;
 use frostgate_tests::dev_cluster::DevCluster;
-use frostgate_tests::dkg::unseal_with;
 use frostgate_tests::host_bin;
 use frostgate_tests::psbt::{p2tr, random_address, spend, write};
-use frostgate_tests::signing::pid;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
@@ -213,28 +211,7 @@ fn end_to_end(kind: &str, profile: &str) {
     assert!(o.status.success(), "{kind}: {}{}", String::from_utf8_lossy(&o.stderr), c.logs());
     c.kill(3);
     let key_id = KeyId::from_str(&key_hex).expect("key id");
-    let share = |i: u16| {
-        let n = c.node(i);
-        let copy = tempfile::tempdir().expect("dir");
-        let open = |p: &Path, mode| std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode));
-        open(copy.path(), 0o777).expect("chmod");
-        for suffix in ["", "-wal"] {
-            let to = copy.path().join(format!("host.db{suffix}"));
-            if std::fs::copy(format!("{}{suffix}", n.join("host/host.db").display()), &to).is_ok() {
-                open(&to, 0o666).expect("chmod");
-            }
-        }
-        let user = root().then_some(ENCLAVE_USER);
-        unseal_with(
-            &n.join("enclave/enclave.toml"),
-            &copy.path().join("host.db"),
-            &c.token_env(i),
-            user,
-            key_id,
-            pid(i),
-        )
-        .1
-    };
+    let share = |i: u16| c.unsealed_share(i, key_id);
     let lost = share(3);
     let d = c.dir.display().to_string();
     c.run(&["dev", "cluster", "replace-node", "--dir", &d, "--node", "3"]).unwrap_or_else(|e| panic!("{kind}: {e}"));

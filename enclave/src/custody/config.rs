@@ -32,7 +32,7 @@ pub struct CustodyConfig {
     /// create (refused, naming what is missing, if the token cannot), else the strongest the
     /// token supports. At boot: must equal the token's recorded profile (never re-chosen).
     #[serde(default)]
-    pub profile: Option<super::profile::Profile>,
+    pub profile: Option<frostgate_common::protocol::CustodyProfile>,
 }
 
 /// Where the user PIN is read from. The configuration names the source, never the PIN.

@@ -10,11 +10,11 @@
 //! enclaves of different profiles share pairwise keys. Static-static ECDH authenticates both ends:
 //! only the sender and the recipient can compute the key. Verification is in software (ring).
 
+use super::blobs::{seal as seal_in, unseal as unseal_in, SealContext, SealedKind};
 use super::objects::Objects;
 use super::records::{self, Record};
 use super::token::hsm_err;
-use super::{Custody, Vault};
-use crate::sealing::{seal_in, unseal_in, SealContext, SealedKind};
+use super::vault::Vault;
 use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
@@ -126,29 +126,29 @@ fn seal_record(vault: &Vault, prefix: &str, secret: &p256::SecretKey) -> Result<
     vault.token().with_session(|s| records::create(s, prefix, Record::SealedIdentity, blob)).map(|_| ())
 }
 
-impl Custody {
-    /// KEK rotation: seals the identity in memory (if sealed at all) under the new sealing key too.
-    pub(crate) fn reseal_identity(&self) -> Result<(), Error> {
-        match self.identity() {
-            Identity::Sealed { secret, .. } => seal_record(self.vault(), self.label_prefix(), secret),
+impl Identity {
+    /// KEK rotation: seals the identity (if sealed at all) under the new sealing key too.
+    pub(crate) fn reseal(&self, vault: &Vault, prefix: &str) -> Result<(), Error> {
+        match self {
+            Identity::Sealed { secret, .. } => seal_record(vault, prefix, secret),
             Identity::Token { .. } => Ok(()),
         }
     }
 
     /// A 32-byte key shared with the holder of `peer` (an identity public key), bound to
     /// `context`. Both ends compute the same value; nobody else can.
-    pub fn identity_shared_key(&self, peer: &[u8], context: &[u8]) -> Result<Zeroizing<[u8; 32]>, Error> {
+    pub fn shared_key(&self, vault: &Vault, peer: &[u8], context: &[u8]) -> Result<Zeroizing<[u8; 32]>, Error> {
         if !well_formed(peer) {
             return Err(Error::new(
                 ErrorCode::DkgConfigInvalid,
                 "peer identity key is not an uncompressed P-256 point",
             ));
         }
-        let private = match self.identity() {
+        let private = match self {
             Identity::Token { private, .. } => *private,
             Identity::Sealed { secret, .. } => return software_shared_key(secret, peer, context),
         };
-        self.token().with_session(|s| {
+        vault.token().with_session(|s| {
             let params = Ecdh1DeriveParams::new(EcKdf::null(), peer);
             let template = [
                 Attribute::Class(ObjectClass::SECRET_KEY),
@@ -178,8 +178,8 @@ impl Custody {
     }
 
     /// ECDSA P-256 / SHA-256 signature (r, s) by the identity key over `message`.
-    pub fn identity_sign(&self, message: &[u8]) -> Result<([u8; 32], [u8; 32]), Error> {
-        let private = match self.identity() {
+    pub fn sign(&self, vault: &Vault, message: &[u8]) -> Result<([u8; 32], [u8; 32]), Error> {
+        let private = match self {
             Identity::Token { private, .. } => *private,
             Identity::Sealed { secret, .. } => {
                 use p256::ecdsa::signature::Signer;
@@ -189,7 +189,7 @@ impl Custody {
             }
         };
         let digest = ring::digest::digest(&ring::digest::SHA256, message);
-        self.token().with_session(|s| {
+        vault.token().with_session(|s| {
             let sig = s.sign(&Mechanism::Ecdsa, private, digest.as_ref()).map_err(|e| hsm_err("C_Sign(ECDSA)", e))?;
             match (sig.get(..32), sig.get(32..64), sig.len()) {
                 (Some(r), Some(s), 64) => {

@@ -4,6 +4,7 @@
 //! private key) is generated on the token and never leaves it; the enclave refuses to start
 //! unless every object is present, unique and within its role's policy ([`objects::load`]).
 
+pub mod blobs;
 pub mod config;
 pub mod identity;
 pub mod objects;
@@ -12,13 +13,16 @@ pub mod profile;
 pub mod records;
 pub mod root;
 pub mod token;
+pub mod vault;
 
 use config::CustodyConfig;
 use frostgate_common::error::{Error, ErrorCode};
 use identity::Identity;
-use objects::{Kek, Labels, ObjectReport, Objects};
+use objects::{Labels, ObjectReport, Objects};
 use profile::{Profile, Rules};
 use token::Token;
+pub use vault::{Keks, Vault};
+use vault::{Memory, STORE_KEY_LABEL, TAG_KEY_LABEL};
 use zeroize::Zeroizing;
 
 /// A logged-in token whose objects passed the boot self-check, with the secrets its profile
@@ -29,107 +33,6 @@ pub struct Custody {
     objects: Objects,
     identity: Identity,
     label_prefix: String,
-}
-
-/// What sealing needs: the token, the profile, the key-encryption keys and (profiles without
-/// AES-GCM) the blob tag key.
-#[derive(Debug)]
-pub struct Vault {
-    token: Token,
-    profile: Profile,
-    /// The key-encryption keys: the one that seals, and the other one of an incomplete rotation
-    /// (blobs may be sealed under either; unsealing picks by the blob's key id or GCM's tag).
-    keks: std::sync::RwLock<Keks>,
-    memory: Memory,
-}
-
-/// Secrets a profile keeps in enclave memory (wiped on drop; never printed).
-#[derive(Default)]
-struct Memory {
-    /// `aes_only`: the root, unsealed at boot.
-    root: Option<Zeroizing<[u8; 32]>>,
-    /// `cbc_hmac`, `aes_only`: the key of the blobs' encrypt-then-MAC tag.
-    tag_key: Option<Zeroizing<[u8; 32]>>,
-}
-
-impl std::fmt::Debug for Memory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Memory")
-            .field("root", &self.root.as_ref().map(|_| "<redacted>"))
-            .field("tag_key", &self.tag_key.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
-}
-
-/// The key-encryption keys in use.
-#[derive(Debug, Clone, Copy)]
-pub struct Keks {
-    /// Seals new blobs.
-    pub sealing: Kek,
-    /// During an incomplete rotation, the other one.
-    pub other: Option<Kek>,
-}
-
-impl Keks {
-    /// Every key-encryption key, the sealing one first.
-    pub fn all(&self) -> impl Iterator<Item = Kek> {
-        std::iter::once(self.sealing).chain(self.other)
-    }
-}
-
-/// HMAC label of the store-sealing key.
-const STORE_KEY_LABEL: &[u8] = b"frostgate/store-sealing-key/v1";
-/// HMAC label of the blob tag key.
-const TAG_KEY_LABEL: &[u8] = b"frostgate/blob-tag-key/v1";
-
-impl Vault {
-    /// The token.
-    pub fn token(&self) -> &Token {
-        &self.token
-    }
-
-    /// The profile in force.
-    pub fn profile(&self) -> Profile {
-        self.profile
-    }
-
-    /// The key-encryption keys in use.
-    pub fn keks(&self) -> Keks {
-        *self.keks.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The blob tag key (`cbc_hmac`, `aes_only`).
-    pub(crate) fn tag_key(&self) -> Option<&[u8; 32]> {
-        self.memory.tag_key.as_deref()
-    }
-
-    /// HMAC-SHA256 under the profile's root: in the token (`full`, `cbc_hmac`: the MAC root never
-    /// leaves it) or in enclave memory (`aes_only`). The result lives in wiped memory.
-    fn root_hmac(
-        &self,
-        mac_root: Option<cryptoki::object::ObjectHandle>,
-        label: &[u8],
-    ) -> Result<Zeroizing<[u8; 32]>, Error> {
-        let mut key = Zeroizing::new([0u8; 32]);
-        if let Some(root) = &self.memory.root {
-            let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &root[..]), label);
-            key.copy_from_slice(tag.as_ref());
-            return Ok(key);
-        }
-        let mac_root = mac_root.ok_or_else(|| Error::new(ErrorCode::Internal, "no MAC root under this profile"))?;
-        self.token.with_session(|s| {
-            use cryptoki::mechanism::Mechanism;
-            let out = Zeroizing::new(
-                s.sign(&Mechanism::Sha256Hmac, mac_root, label)
-                    .map_err(|e| token::hsm_err("C_Sign(SHA256_HMAC)", e))?,
-            );
-            if out.len() != 32 {
-                return Err(Error::new(ErrorCode::HsmOperationFailed, "HMAC output is not 32 bytes"));
-            }
-            key.copy_from_slice(&out);
-            Ok(key)
-        })
-    }
 }
 
 impl Custody {
@@ -214,7 +117,7 @@ impl Custody {
         let token = Token::open(config)?;
         let prefix = &config.object_label_prefix;
         let labels = Labels::new(prefix);
-        let chosen = token.capabilities().and_then(|caps| match config.profile {
+        let chosen = profile::Capabilities::of(&token).and_then(|caps| match config.profile {
             Some(p) => caps.require(p),
             None => caps.best(),
         });
@@ -333,9 +236,9 @@ impl Custody {
         *keks = Keks { sealing: new, other: Some(keks.sealing) };
         drop(keks);
         if let Some(root) = &self.vault.memory.root {
-            root::reseal(self, root)?;
+            root::reseal(&self.vault, &self.label_prefix, root)?;
         }
-        self.reseal_identity()?;
+        self.identity.reseal(&self.vault, &self.label_prefix)?;
         Ok(true)
     }
 
@@ -346,7 +249,7 @@ impl Custody {
         let mut keks = self.vault.keks.write().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = keks.other {
             for record in [records::Record::Root, records::Record::SealedIdentity] {
-                root::drop_under(self, record, old)?;
+                root::drop_under(&self.vault, &self.label_prefix, record, old)?;
             }
             self.token()
                 .with_session(|s| s.destroy_object(old.handle).map_err(|e| token::hsm_err("C_DestroyObject", e)))?;
@@ -371,9 +274,15 @@ impl Custody {
         self.identity.public_key()
     }
 
-    /// The identity.
-    pub(crate) fn identity(&self) -> &Identity {
-        &self.identity
+    /// A 32-byte key shared with the holder of `peer` (an identity public key), bound to
+    /// `context`. Both ends compute the same value; nobody else can.
+    pub fn identity_shared_key(&self, peer: &[u8], context: &[u8]) -> Result<Zeroizing<[u8; 32]>, Error> {
+        self.identity.shared_key(&self.vault, peer, context)
+    }
+
+    /// ECDSA P-256 / SHA-256 signature (r, s) by the identity key over `message`.
+    pub fn identity_sign(&self, message: &[u8]) -> Result<([u8; 32], [u8; 32]), Error> {
+        self.identity.sign(&self.vault, message)
     }
 
     /// Closes the token's sessions (logging this application out).

@@ -154,6 +154,12 @@ impl Capabilities {
         Ok(Capabilities { mechanisms })
     }
 
+    /// The mechanisms `token` offers.
+    pub fn of(token: &super::token::Token) -> Result<Capabilities, Error> {
+        let (pkcs11, slot) = token.slot();
+        Capabilities::read(pkcs11, slot)
+    }
+
     /// Capabilities from a list (tests).
     pub fn from_list(mechanisms: Vec<(MechanismType, MechanismInfo)>) -> Capabilities {
         Capabilities { mechanisms }

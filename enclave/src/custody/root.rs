@@ -9,11 +9,11 @@
 //! in constant time, right after decryption and before anything is derived); every failure is
 //! the same `unseal_failed`.
 
+use super::blobs::{cbc_decrypt, cbc_encrypt};
 use super::objects::Kek;
 use super::records::{self, Record};
 use super::token::hsm_err;
-use super::{Custody, Vault};
-use crate::sealing::{cbc_decrypt, cbc_encrypt};
+use super::vault::Vault;
 use frostgate_common::error::{Error, ErrorCode};
 use zeroize::Zeroizing;
 
@@ -90,17 +90,16 @@ pub(crate) fn unseal(vault: &Vault, prefix: &str) -> Result<Zeroizing<[u8; 32]>,
 }
 
 /// KEK rotation: seals the root in memory under the new sealing key too.
-pub(crate) fn reseal(custody: &Custody, root: &[u8; 32]) -> Result<(), Error> {
-    let vault = custody.vault();
+pub(crate) fn reseal(vault: &Vault, prefix: &str, root: &[u8; 32]) -> Result<(), Error> {
     let value = seal(vault, vault.keks().sealing, root)?;
-    vault.token().with_session(|s| records::create(s, custody.label_prefix(), Record::Root, value)).map(|_| ())
+    vault.token().with_session(|s| records::create(s, prefix, Record::Root, value)).map(|_| ())
 }
 
 /// KEK rotation, last step: destroys the copies of `record` sealed under `old` (the kek id sits
 /// at bytes 1..9 in the root's format and in every encrypt-then-MAC blob).
-pub(crate) fn drop_under(custody: &Custody, record: Record, old: Kek) -> Result<(), Error> {
-    custody.token().with_session(|s| {
-        for (h, value) in records::read(s, custody.label_prefix(), record)? {
+pub(crate) fn drop_under(vault: &Vault, prefix: &str, record: Record, old: Kek) -> Result<(), Error> {
+    vault.token().with_session(|s| {
+        for (h, value) in records::read(s, prefix, record)? {
             if value.get(1..9) == Some(&old.id[..]) {
                 s.destroy_object(h).map_err(|e| hsm_err("C_DestroyObject(record)", e))?;
             }

@@ -241,9 +241,9 @@ impl Token {
         })
     }
 
-    /// The mechanisms the token offers.
-    pub fn capabilities(&self) -> Result<super::profile::Capabilities, Error> {
-        super::profile::Capabilities::read(&self.pkcs11, self.slot)
+    /// The module and the token's slot (for reads that need no session: the mechanism list).
+    pub(crate) fn slot(&self) -> (&Pkcs11, Slot) {
+        (&self.pkcs11, self.slot)
     }
 
     /// The token's label.

@@ -3,6 +3,7 @@
 
 use super::dev_tokens::{self, TokenKind};
 use super::out;
+use super::output::write_private;
 use clap::{Args, Subcommand};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::privileges::{account, Account};
@@ -49,31 +50,19 @@ pub enum ClusterCommand {
     /// Give node N a fresh token and an empty store (as after losing both) and pin its new
     /// identity in every node's `[group]` (node N is stopped; restart the others so they read the
     /// new pins). Then `frostgate repair` rebuilds its seats.
-    ReplaceNode(ReplaceArgs),
+    ReplaceNode(NodeArgs),
     /// The environment node N's token needs (for `pkcs11-tool` or `token inspect` on it), as
     /// `VAR=value` lines or one JSON object.
-    Env(EnvArgs),
+    Env(NodeArgs),
 }
 
+/// One node of a cluster.
 #[derive(Debug, Args)]
-pub struct EnvArgs {
+pub struct NodeArgs {
     /// The cluster directory.
     #[arg(long)]
     dir: PathBuf,
     /// The node.
-    #[arg(long)]
-    node: u16,
-    /// Print one JSON object.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct ReplaceArgs {
-    /// The cluster directory.
-    #[arg(long)]
-    dir: PathBuf,
-    /// The node to replace.
     #[arg(long)]
     node: u16,
     /// Print one JSON object.
@@ -160,7 +149,7 @@ pub fn run(cmd: DevCommand) -> Result<(), Error> {
     }
 }
 
-fn token_env(a: EnvArgs) -> Result<(), Error> {
+fn token_env(a: NodeArgs) -> Result<(), Error> {
     let dir = std::path::absolute(&a.dir).map_err(|e| io("cluster dir", e))?;
     let cluster = Cluster::load(&dir.join("cluster.toml"))?;
     let n = cluster
@@ -180,7 +169,7 @@ fn token_env(a: EnvArgs) -> Result<(), Error> {
     Ok(())
 }
 
-fn replace_node(a: ReplaceArgs) -> Result<(), Error> {
+fn replace_node(a: NodeArgs) -> Result<(), Error> {
     let dir = std::path::absolute(&a.dir).map_err(|e| io("cluster dir", e))?;
     let cluster = Cluster::load(&dir.join("cluster.toml"))?;
     let n = cluster
@@ -482,19 +471,6 @@ fn certificate(dir: &Path, name: &str) -> Result<ClientIdentity, Error> {
     std::fs::write(&id.cert, cert).map_err(|e| io("certificate", e))?;
     write_private(&id.key, &key)?;
     Ok(id)
-}
-
-pub(super) fn write_private(path: &Path, text: &str) -> Result<(), Error> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| io("private file", e))?;
-    f.write_all(text.as_bytes()).map_err(|e| io("private file", e))
 }
 
 fn alive(pid_file: &Path) -> Option<i32> {

@@ -192,7 +192,7 @@ pub fn make(kind: TokenKind, ed: &Path, id: u16, pin_file: &Path, cluster: &Path
             label = super::dev_tokens_ock::make(&pin, cluster, |slot| label_for(kind, id, Some(slot)))?;
         }
     }
-    super::dev::write_private(pin_file, &format!("{pin}\n"))?;
+    super::output::write_private(pin_file, &format!("{pin}\n"))?;
     let module_line =
         if kind == TokenKind::Softhsm { String::new() } else { format!("module = \"{}\"\n", module.display()) };
     Ok(Made {

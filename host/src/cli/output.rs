@@ -44,3 +44,12 @@ pub fn write_new(path: &Path, bytes: &[u8], force: bool) -> Result<(), Error> {
         .map_err(|e| refuse(e.to_string()))?;
     file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| refuse(e.to_string()))
 }
+
+/// Writes `text` to `path` (created or truncated) readable by its owner only: a PIN, a TLS key
+/// of a development cluster.
+pub fn write_private(path: &Path, text: &str) -> Result<(), Error> {
+    let io = |e: std::io::Error| Error::new(ErrorCode::ConfigInvalid, format!("{}: {e}", path.display()));
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(io)?;
+    f.write_all(text.as_bytes()).map_err(io)
+}
