@@ -1,13 +1,12 @@
-//! The enclave's one copy of the BIP341 tweak rule (the host has its own in
-//! `host/src/coordinator/taproot.rs`; the two processes share no crate with FROST types) and the
-//! cache of tweaked packages.
+//! The BIP341 tweak rule as the enclave uses it (the rule itself is `frostgate_public::taproot`,
+//! shared with the coordinator) and the cache of tweaked packages.
 //!
 //! The **output key** of a session is the internal key tweaked per BIP341 with no script tree
 //! (`bip86`), with the session's merkle root (`script_tree`), or not at all (`untweaked`).
 //! Tweaking costs a scalar multiplication per participant and every session, share check and
 //! aggregate needs one, so tweaked packages (public data) are cached per (key, mode).
 
-use frost_secp256k1_tr::keys::{PublicKeyPackage, Tweak};
+use frost_secp256k1_tr::keys::PublicKeyPackage;
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::KeyId;
 use frostgate_common::protocol::TaprootMode;
@@ -17,14 +16,8 @@ use std::sync::{Arc, Mutex};
 /// Most cached tweaked packages (script-tree roots vary per session; the cache is dropped when full).
 const MAX_CACHED: usize = 256;
 
-/// The public key package tweaked for a mode (what shares and signatures verify against).
-pub fn tweaked(public: &PublicKeyPackage, mode: &TaprootMode) -> PublicKeyPackage {
-    match mode {
-        TaprootMode::Untweaked => public.clone(),
-        TaprootMode::Bip86 => public.clone().tweak::<&[u8]>(None),
-        TaprootMode::ScriptTree { merkle_root } => public.clone().tweak(Some(merkle_root.as_slice())),
-    }
-}
+/// The public key package tweaked for a mode (the shared rule, `frostgate_public::taproot`).
+pub use frostgate_public::taproot::tweaked;
 
 /// The x-only output key for a mode.
 pub fn output_key(public: &PublicKeyPackage, mode: &TaprootMode) -> Result<[u8; 32], Error> {
@@ -33,9 +26,7 @@ pub fn output_key(public: &PublicKeyPackage, mode: &TaprootMode) -> Result<[u8; 
 
 /// The x-only (BIP340) encoding of a verifying key.
 pub fn x_only(key: &frost_secp256k1_tr::VerifyingKey) -> Result<[u8; 32], Error> {
-    let sec1 = key.serialize().map_err(|e| Error::new(ErrorCode::Internal, format!("verifying key: {e}")))?;
-    sec1.get(1..33)
-        .and_then(|x| <[u8; 32]>::try_from(x).ok())
+    frostgate_public::taproot::x_only(key)
         .ok_or_else(|| Error::new(ErrorCode::Internal, "verifying key is not a 33-byte SEC1 point"))
 }
 

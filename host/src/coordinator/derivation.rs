@@ -6,23 +6,14 @@
 //! Invariant: only unhardened steps exist here (a hardened child needs a secret no one holds);
 //! every child key is `P + d*G` for a public `d`, which each enclave can add to its share.
 
-use bitcoin::bip32::{ChainCode, ChildNumber, Fingerprint, Xpub};
-use bitcoin::secp256k1::{PublicKey, Secp256k1};
+use bitcoin::bip32::{ChildNumber, Xpub};
+use bitcoin::secp256k1::Secp256k1;
 use bitcoin::{Address, Network, NetworkKind};
 use frostgate_common::error::{Error, ErrorCode};
 
 /// The group key (SEC1, compressed) as a BIP328 xpub for `network`.
 pub fn xpub(group_key: &[u8], network: Network) -> Result<Xpub, Error> {
-    let public_key = PublicKey::from_slice(group_key)
-        .map_err(|e| Error::new(ErrorCode::InvalidEncoding, format!("group key: {e}")))?;
-    Ok(Xpub {
-        network: NetworkKind::from(network),
-        depth: 0,
-        parent_fingerprint: Fingerprint::default(),
-        child_number: ChildNumber::Normal { index: 0 },
-        public_key,
-        chain_code: ChainCode::from(frostgate_common::limits::BIP328_CHAIN_CODE),
-    })
+    frostgate_public::derivation::root_xpub(group_key, NetworkKind::from(network))
 }
 
 /// `tr(XPUB/<0;1>/*)#checksum`: receive (0) and change (1) addresses, BIP86 key path.
@@ -48,46 +39,6 @@ pub fn address(xpub: &Xpub, change: bool, index: u32, network: Network) -> Resul
     let child = child(xpub, change, index)?;
     let (x, _) = child.public_key.x_only_public_key();
     Ok(Address::p2tr(&Secp256k1::verification_only(), x, None, network))
-}
-
-/// The group's public key package shifted to the child at `path` (verifying key and every
-/// verifying share plus `d*G`, `d` the path's summed BIP32 tweaks): what the child's shares and
-/// signatures verify against. The child must equal rust-bitcoin's BIP32 child, or this fails.
-pub fn derive_public(
-    public: &frost_secp256k1_tr::keys::PublicKeyPackage,
-    path: &[u32],
-) -> Result<frost_secp256k1_tr::keys::PublicKeyPackage, Error> {
-    use frost_core::{Field, Group};
-    use frost_secp256k1_tr::keys::{PublicKeyPackage, VerifyingShare};
-    use frost_secp256k1_tr::{Secp256K1Group as G, Secp256K1ScalarField as F, VerifyingKey};
-    let internal = |e: &dyn std::fmt::Display| Error::new(ErrorCode::Internal, format!("derivation: {e}"));
-    let vk = public.verifying_key().serialize().map_err(|e| internal(&e))?;
-    let mut xpub = xpub(&vk, Network::Regtest)?;
-    let mut d = F::zero();
-    let secp = Secp256k1::verification_only();
-    for &i in path {
-        let step = ChildNumber::from_normal_idx(i)
-            .map_err(|_| Error::new(ErrorCode::DerivationInvalid, format!("step {i} is hardened")))?;
-        let (t, _) = xpub.ckd_pub_tweak(step).map_err(|e| internal(&e))?;
-        d += F::deserialize(&t.secret_bytes()).map_err(|e| internal(&e))?;
-        xpub = xpub.ckd_pub(&secp, step).map_err(|e| internal(&e))?;
-    }
-    let shift = |p: &[u8]| -> Result<[u8; 33], Error> {
-        let bytes: [u8; 33] = p.try_into().map_err(|_| internal(&"point length"))?;
-        let point = G::deserialize(&bytes).map_err(|e| internal(&e))?;
-        G::serialize(&(point + G::generator() * d)).map_err(|e| internal(&e))
-    };
-    let child = shift(&vk)?;
-    if child != xpub.public_key.serialize() {
-        return Err(internal(&"FROST and BIP32 disagree on the child"));
-    }
-    let mut shares = std::collections::BTreeMap::new();
-    for (id, share) in public.verifying_shares() {
-        let v = share.serialize().map_err(|e| internal(&e))?;
-        shares.insert(*id, VerifyingShare::deserialize(&shift(&v)?).map_err(|e| internal(&e))?);
-    }
-    let verifying_key = VerifyingKey::deserialize(&child).map_err(|e| internal(&e))?;
-    Ok(PublicKeyPackage::new(shares, verifying_key, public.min_signers()))
 }
 
 /// The BIP380 descriptor checksum (8 characters).

@@ -1,11 +1,10 @@
-//! The coordinator's one copy of the BIP341 tweak rule (the enclave has its own in
-//! `enclave/src/keys.rs`; the host does not link the enclave): a key's public package tweaked for
-//! a [`TaprootMode`], with its x-only output key, cached per mode.
+//! A key's public package tweaked for a [`TaprootMode`] by the shared rule
+//! (`frostgate_public::taproot`, the enclave's too), with its x-only output key, cached per mode.
 //!
 //! Invariant: the output key is computed here from the agreed public key package, never taken
 //! from a node's reply.
 
-use frost_secp256k1_tr::keys::{PublicKeyPackage, Tweak};
+use frost_secp256k1_tr::keys::PublicKeyPackage;
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::protocol::TaprootMode;
 use std::collections::HashMap;
@@ -46,7 +45,7 @@ impl TweakCache {
         let public = if path.is_empty() {
             public
         } else {
-            child = super::derivation::derive_public(public, path)?;
+            child = frostgate_public::derivation::derive(public, path)?.public;
             &child
         };
         let public = tweaked(public, mode);
@@ -57,19 +56,10 @@ impl TweakCache {
     }
 }
 
-/// BIP341: no tweak, the key-path-only tweak (BIP86), or the tweak committing to a script tree.
-fn tweaked(public: &PublicKeyPackage, mode: &TaprootMode) -> PublicKeyPackage {
-    match mode {
-        TaprootMode::Untweaked => public.clone(),
-        TaprootMode::Bip86 => public.clone().tweak::<&[u8]>(None),
-        TaprootMode::ScriptTree { merkle_root } => public.clone().tweak(Some(merkle_root.as_slice())),
-    }
-}
+use frostgate_public::taproot::tweaked;
 
-/// The x-only (BIP340) encoding of a verifying key.
+/// The x-only (BIP340) encoding of a verifying key (from a node: a bad one is its encoding error).
 pub fn x_only(key: &frost_secp256k1_tr::VerifyingKey) -> Result<[u8; 32], Error> {
-    let sec1 = key.serialize().map_err(|e| Error::new(ErrorCode::InvalidEncoding, format!("verifying key: {e}")))?;
-    sec1.get(1..33)
-        .and_then(|x| <[u8; 32]>::try_from(x).ok())
+    frostgate_public::taproot::x_only(key)
         .ok_or_else(|| Error::new(ErrorCode::InvalidEncoding, "verifying key is not a 33-byte SEC1 point"))
 }
