@@ -16,10 +16,9 @@ use frost_secp256k1_tr::keys::PublicKeyPackage;
 use frost_secp256k1_tr::round1::SigningCommitments;
 use frost_secp256k1_tr::round2::SignatureShare;
 use frost_secp256k1_tr::{Identifier, SigningPackage};
-use frostgate_common::bounded::{DerivationSteps, PsbtBytes, SignatureShareBytes, Signers, SigningPackageBytes};
+use frostgate_common::bounded::{DerivationSteps, PsbtBytes, Signers, SigningPackageBytes};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::{AttemptId, KeyId, ParticipantId, SessionId};
-use frostgate_common::protocol::SignerShares;
 use frostgate_common::protocol::*;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -728,7 +727,7 @@ async fn attempt(
     })
     .await;
     let Some(shares) = shares else { return };
-    conclude(Attempt { clients, attempt, request, public, timeout, tx }, package, package_bytes, shares).await
+    conclude(Attempt { clients, attempt, request, public, tx }, package, package_bytes, shares).await
 }
 
 /// How each node binds the session: the digest, or the PSBT input (whose sighash the enclave
@@ -861,7 +860,7 @@ async fn preprocessed(
     if failed || !bad.is_empty() {
         return release(&clients, attempt, &bad, &tx).await;
     }
-    conclude(Attempt { clients, attempt, request, public, timeout, tx }, package, package_bytes, shares).await
+    conclude(Attempt { clients, attempt, request, public, tx }, package, package_bytes, shares).await
 }
 
 /// Sends every node's queued session closings (batched), e.g. before a coordinator exits.
@@ -884,74 +883,57 @@ struct Attempt {
     attempt: AttemptId,
     request: SignRequest,
     public: Arc<Tweaked>,
-    timeout: Duration,
     tx: mpsc::UnboundedSender<Event>,
 }
 
-/// Aggregates the attempt's shares on a node (optimistically: see below) and reports the
-/// signature, or the culprits with evidence.
+/// Aggregates the attempt's shares here, off the signing path (no node call, no durable commit),
+/// and reports the signature, or the culprits with evidence.
+///
+/// Optimistic: no share is checked one by one while the aggregate verifies (libsecp256k1) under
+/// the output key this coordinator computed itself from the agreed public package. Only when it
+/// does not are the shares checked, against that package, to name the culprits. A node's
+/// `Aggregate` is never needed, so no node can substitute a signature. The nodes' closings of the
+/// session go as before, piggybacked on later requests.
 async fn conclude(
     a: Attempt,
     package: SigningPackage,
     package_bytes: Vec<u8>,
     shares: BTreeMap<ParticipantId, Vec<u8>>,
 ) {
-    let Attempt { clients, attempt, request, public, timeout, tx } = a;
+    let Attempt { clients, attempt, request, public, tx } = a;
     let ids: Vec<ParticipantId> = clients.iter().map(|c| c.id()).collect();
-    let package_hash = sha256(&package_bytes);
-    let mode = request.mode;
-    let list: Vec<SignerShare> = shares
-        .iter()
-        .filter_map(|(p, s)| {
-            SignatureShareBytes::new(s.clone()).ok().map(|b| SignerShare { signer: *p, signature_share: b })
-        })
-        .collect();
-    let Ok(list) = SignerShares::new(list) else { return release(&clients, attempt, &BTreeSet::new(), &tx).await };
-    // Optimistic: no share is checked one by one while the aggregate verifies. Any node may
-    // aggregate; its result counts only if it verifies (libsecp256k1) under the output key this
-    // coordinator computed itself. Only when it does not are the shares checked here, against the
-    // key's own public package, to name the culprits (a node whose aggregate or whose claim of
-    // invalid shares is contradicted by that check is excluded itself).
-    let culprits = || invalid_shares(&shares, &public, &package, attempt, package_hash);
-    let mut lied = BTreeSet::new();
-    for c in &clients {
-        let Ok(signing_package) = SigningPackageBytes::new(package_bytes.clone()) else { break };
-        let m = Aggregate { attempt, mode, signing_package, shares: list.clone() };
-        let blame = match c.call(m, timeout).await {
-            Ok(AggregateOutcome::Signed { signature, .. }) => {
-                if libsecp_verifies(&signature, &request.message, &public.output_key) {
-                    let _ = tx.send(Event::Done(signature, public.output_key, ids));
-                    return;
-                }
-                Some(signature.to_bytes().to_vec())
-            }
-            Ok(AggregateOutcome::InvalidShares { .. }) => None,
-            // Unreachable, timed out, refused: another node may aggregate.
-            Err(_) => continue,
-        };
-        let invalid = culprits();
-        if !invalid.is_empty() {
-            let bad: BTreeSet<u16> = invalid.iter().map(|e| e.signer).collect();
-            for ev in invalid {
-                let _ = tx.send(Event::Excluded(ev));
-            }
-            release(&clients, attempt, &bad, &tx).await;
+    if let Some(signature) = aggregate(&package, &shares, &public) {
+        if libsecp_verifies(&signature, &request.message, &public.output_key) {
+            let _ = tx.send(Event::Done(signature, public.output_key, ids));
             return;
         }
-        // Every share verifies here, so this node's aggregate (or its claim) is wrong.
-        lied.insert(c.id().get());
-        let _ = tx.send(Event::Excluded(Evidence {
-            signer: c.id().get(),
-            reason: Reason::InvalidAggregate,
-            step: Step::Aggregate,
-            code: None,
-            attempt: Some(attempt),
-            share: blame,
-            package_sha256: Some(package_hash),
-            message: None,
-        }));
     }
-    release(&clients, attempt, &lied, &tx).await;
+    let invalid = invalid_shares(&shares, &public, &package, attempt, sha256(&package_bytes));
+    let bad: BTreeSet<u16> = invalid.iter().map(|e| e.signer).collect();
+    for ev in invalid {
+        let _ = tx.send(Event::Excluded(ev));
+    }
+    release(&clients, attempt, &bad, &tx).await;
+}
+
+/// The BIP340 signature the shares aggregate to under the tweaked package (FROST's aggregation,
+/// as the enclave's `Aggregate` does it); `None` if a share does not decode or they do not
+/// aggregate.
+fn aggregate(
+    package: &SigningPackage,
+    shares: &BTreeMap<ParticipantId, Vec<u8>>,
+    public: &Tweaked,
+) -> Option<Bip340Signature> {
+    let mut map = BTreeMap::new();
+    for (p, share) in shares {
+        map.insert(Identifier::try_from(p.get()).ok()?, SignatureShare::deserialize(share).ok()?);
+    }
+    let sig =
+        frost_core::aggregate_custom(package, &map, &public.public, frost_core::CheaterDetection::Disabled).ok()?;
+    let bytes = sig.serialize().ok()?;
+    // frost-secp256k1-tr serializes a signature as BIP340's 64 bytes: r (x only), then s.
+    let (r, s) = (bytes.get(..32)?, bytes.get(32..64)?);
+    Some(Bip340Signature { r: r.try_into().ok()?, s: s.try_into().ok()? })
 }
 
 /// Every share that does not verify against the key's own (tweaked) public package, as evidence.
