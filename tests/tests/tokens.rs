@@ -185,15 +185,44 @@ fn end_to_end(kind: &str, profile: &str) {
         .expect("rotate");
     let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     if kind == "tpm2" {
-        // tpm2-pkcs11 has no C_GenerateKey: refused, naming what is missing and the way out;
-        // nothing changed (node 1 signs below with its old key).
+        // tpm2-pkcs11 has no C_GenerateKey: refused, naming the tool's command for the next key;
+        // nothing changed. The operator runs it; the restarted node seals under the new key, and
+        // a second `rotate-kek` reseals every share and destroys the old one.
         assert!(
-            !o.status.success()
-                && said.contains("hsm_mechanism_missing")
-                && said.contains("C_GenerateKey")
-                && said.contains("frostgate backup"),
+            !o.status.success() && said.contains("hsm_mechanism_missing") && said.contains("tpm2_ptool addkey"),
             "{said}"
         );
+        let id = said.split("--id=").nth(1).and_then(|r| r.split_whitespace().next()).expect("the id to use");
+        let config = std::fs::read_to_string(c.node(1).join("enclave/enclave.toml")).expect("config");
+        let token =
+            config.lines().find_map(|l| l.strip_prefix("token_label = \"")).expect("label").trim_end_matches('"');
+        let pin = std::fs::read_to_string(c.node(1).join("enclave/pin")).expect("pin").trim().to_string();
+        let mut ptool = if root() {
+            let mut r = Command::new("runuser");
+            r.args(["-u", ENCLAVE_USER, "--", "tpm2_ptool"]);
+            r
+        } else {
+            Command::new("tpm2_ptool")
+        };
+        let made = ptool
+            .args(["addkey", "--algorithm=aes256", &format!("--label={token}"), "--key-label=frostgate-kek"])
+            .args([format!("--id={id}"), format!("--userpin={pin}")])
+            .envs(c.token_env(1))
+            .output()
+            .expect("tpm2_ptool");
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        c.kill(1);
+        c.up(&[]).unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+        let o = Command::new(host_bin())
+            .args(["token", "rotate-kek", "--connect", &socket(1), "--json"])
+            .output()
+            .expect("rotate");
+        assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stderr), c.logs());
+        // One key-encryption key left, the operator's; the node boots and signs with it below.
+        let listing = String::from_utf8_lossy(&outside_view(&c, 1, &["-O"]).stdout).to_string();
+        assert_eq!(listing.matches("label:      frostgate-kek").count(), 1, "{listing}");
+        c.kill(1);
+        c.up(&[]).unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
     } else {
         assert!(o.status.success(), "{kind}: {said}\n{}", c.logs());
     }

@@ -235,17 +235,39 @@ impl Custody {
         let new = self.token().with_session(|s| objects::create_kek(s, &labels, keks.sealing.handle))?;
         *keks = Keks { sealing: new, other: Some(keks.sealing) };
         drop(keks);
-        if let Some(root) = &self.vault.memory.root {
-            root::reseal(&self.vault, &self.label_prefix, root)?;
-        }
-        self.identity.reseal(&self.vault, &self.label_prefix)?;
+        self.records_under(new)?;
         Ok(true)
+    }
+
+    /// Seals this enclave's own records (the root, the sealed identity) under `kek` where no copy
+    /// is sealed under it yet: before an old key is destroyed, whether the new one was generated
+    /// here or made with the token's tool and found at boot.
+    fn records_under(&self, kek: objects::Kek) -> Result<(), Error> {
+        let prefix = &self.label_prefix;
+        let covered = |record| -> Result<bool, Error> {
+            let copies = self.vault.token.with_session(|s| records::read(s, prefix, record))?;
+            Ok(copies.iter().any(|(_, v)| v.get(1..9) == Some(&kek.id[..])))
+        };
+        if let Some(root) = &self.vault.memory.root {
+            if !covered(records::Record::Root)? {
+                root::reseal(&self.vault, prefix, root)?;
+            }
+        }
+        if !self.profile().identity_in_token() && !covered(records::Record::SealedIdentity)? {
+            self.identity.reseal(&self.vault, prefix)?;
+        }
+        Ok(())
     }
 
     /// Rotation, last step: destroys the other key-encryption key and the records sealed under
     /// it. Call only once every blob the enclave relies on is sealed under the sealing key,
     /// durable and anchored.
     pub fn finish_kek_rotation(&self) -> Result<(), Error> {
+        // The records first, without the lock (sealing them reads the keys).
+        let current = self.keks();
+        if current.other.is_some() {
+            self.records_under(current.sealing)?;
+        }
         let mut keks = self.vault.keks.write().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = keks.other {
             for record in [records::Record::Root, records::Record::SealedIdentity] {

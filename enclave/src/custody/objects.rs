@@ -370,7 +370,8 @@ fn object_id(session: &Hsm<'_>, h: ObjectHandle) -> Result<Vec<u8>, Error> {
 /// `previous`: its `CKA_ID` is the previous one's plus one (as a big-endian number), so the newer
 /// of two keys is always the one with the greater id, whichever boot looks.
 pub fn create_kek(session: &Hsm<'_>, labels: &Labels, previous: ObjectHandle) -> Result<Kek, Error> {
-    let mut id = object_id(session, previous)?;
+    let previous_id = object_id(session, previous)?;
+    let mut id = previous_id.clone();
     if id.is_empty() {
         id = vec![0];
     }
@@ -384,7 +385,7 @@ pub fn create_kek(session: &Hsm<'_>, labels: &Labels, previous: ObjectHandle) ->
     if carry {
         id.insert(0, 1);
     }
-    let handle = generate_kek(session, labels, &id, Purpose::Rotation)?;
+    let handle = generate_kek(session, labels, &id, Purpose::Rotation(previous_id))?;
     kek(session, handle)
 }
 
@@ -406,10 +407,21 @@ fn with_template<T>(
 }
 
 /// Why a key-encryption key is being generated (what to tell an operator whose token cannot).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Purpose {
     Init,
-    Rotation,
+    /// Rotating away from the key with this `CKA_ID`.
+    Rotation(Vec<u8>),
+}
+
+/// A `CKA_ID` that sorts after `id` (the newer of two key-encryption keys is the one with the
+/// greater id), as a token tool's `--id` argument: tpm2-pkcs11's `tpm2_ptool` stores the string's
+/// bytes, so a printable id gets one more character.
+fn next_id_argument(id: &[u8]) -> String {
+    match std::str::from_utf8(id) {
+        Ok(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic()) => format!("{s}1"),
+        _ => format!("<an id greater than hex {}>", hex::encode(id)),
+    }
 }
 
 fn generate_kek(session: &Hsm<'_>, labels: &Labels, id: &[u8], purpose: Purpose) -> Result<ObjectHandle, Error> {
@@ -430,11 +442,16 @@ fn generate_kek(session: &Hsm<'_>, labels: &Labels, id: &[u8], purpose: Purpose)
                      --userpin=<user PIN>`; then run `token init` again, which adopts it",
                     label = labels.of(Role::Kek)
                 ),
-                Purpose::Rotation => format!(
-                    "the token cannot generate an AES-256 key through PKCS#11 (C_GenerateKey: {rv:?}), so the \
-                     enclave cannot rotate its key-encryption key in place; nothing changed. To replace the key, \
-                     move this node's seats to a new token: `frostgate backup` each seat, `frostgate dev cluster \
-                     replace-node` (or a new token and `token init`), then `frostgate restore`"
+                Purpose::Rotation(previous) => format!(
+                    "the token cannot generate an AES-256 key through PKCS#11 (C_GenerateKey: {rv:?}); nothing \
+                     changed. Make the next key-encryption key with the token's own tool, under the same label \
+                     and an id that sorts after the current one (sensitive, never extractable, encrypt+decrypt \
+                     only), e.g. for a TPM: `tpm2_ptool addkey --algorithm=aes256 --label=<token label> \
+                     --key-label={label} --id={next} --userpin=<user PIN>`; restart the node, which then seals \
+                     under the new key after checking it like its own, and run `frostgate token rotate-kek` \
+                     again to reseal every share and destroy the old key",
+                    label = labels.of(Role::Kek),
+                    next = next_id_argument(&previous),
                 ),
             },
         )),
