@@ -204,6 +204,16 @@ fn token_init(args: TokenArgs) -> Result<ExitCode, Error> {
     let config = custody_config(&args.config)?;
     let (key, profile) = frostgate_enclave::store::anchor::init_token(&config)?;
     tracing::info!(token = %config.token_label, %profile, "token objects created");
+    // Recorded in enclave.toml too: boot then refuses a token under any other profile.
+    if config.profile.is_none() {
+        let recorded = std::fs::read_to_string(&args.config)
+            .ok()
+            .and_then(|text| frostgate_enclave::custody::config::with_profile(&text, profile))
+            .map(|text| std::fs::write(&args.config, text));
+        if !matches!(recorded, Some(Ok(()))) {
+            tracing::warn!(%profile, "could not record the profile in the configuration; add `profile = \"{profile}\"` to [custody]");
+        }
+    }
     if args.json {
         out(&format!(
             "{}\n",

@@ -122,6 +122,22 @@ impl PinSource {
     }
 }
 
+/// `text` (an enclave.toml) with `profile = "<name>"` recorded in its `[custody]` table, as
+/// `token init` leaves it; `None` if there is no `[custody]` line or the table names a profile
+/// already (boot then checks that one).
+pub fn with_profile(text: &str, profile: frostgate_common::protocol::CustodyProfile) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines.iter().position(|l| l.trim() == "[custody]")?;
+    let table_end =
+        lines[at + 1..].iter().position(|l| l.trim_start().starts_with('[')).map_or(lines.len(), |i| at + 1 + i);
+    if lines[at + 1..table_end].iter().any(|l| l.trim_start().starts_with("profile")) {
+        return None;
+    }
+    let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    out.insert(at + 1, format!("profile = \"{}\"", profile.name()));
+    Some(out.join("\n") + "\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +160,18 @@ mod tests {
             let e = EnclaveConfig::parse(bad).expect_err(bad);
             assert_eq!(e.code(), ErrorCode::ConfigInvalid, "{bad}");
         }
+    }
+
+    #[test]
+    fn token_init_records_the_profile_in_the_custody_table_once() {
+        use frostgate_common::protocol::CustodyProfile;
+        let text = "[custody]\ntoken_label = \"n1\"\npin = { env = \"P\" }\n\n[group]\nparticipants = []\n";
+        let recorded = with_profile(text, CustodyProfile::AesOnly).expect("recorded");
+        let parsed = EnclaveConfig::parse(&recorded).expect("still valid");
+        assert_eq!(parsed.custody.expect("custody").profile, Some(CustodyProfile::AesOnly));
+        assert!(recorded.contains("[group]"));
+        assert_eq!(with_profile(&recorded, CustodyProfile::Full), None, "already recorded");
+        assert_eq!(with_profile("[policy]\n", CustodyProfile::Full), None, "no custody table");
     }
 
     #[test]
