@@ -389,9 +389,11 @@ fn new_token(ed: &Path, id: u16, kind: TokenKind, cluster: &Path) -> Result<(Pat
     let init: serde_json::Value = serde_json::from_slice(&o.stdout).map_err(|e| io("token init output", e))?;
     let identity = init["identity_public_key"].as_str().ok_or_else(|| io("token init output", "no identity key"))?;
     let profile = init["profile"].as_str().ok_or_else(|| io("token init output", "no profile"))?;
-    // Boot checks the token's recorded profile against this line: never re-chosen.
-    std::fs::write(&config, format!("{}profile = \"{profile}\"\n", made.custody))
-        .map_err(|e| io("enclave config", e))?;
+    // `token init` recorded the profile in the configuration; boot checks the token against it.
+    let text = std::fs::read_to_string(&config).map_err(|e| io("enclave config", e))?;
+    if !text.contains(&format!("profile = \"{profile}\"")) {
+        return Err(io("enclave config", format!("token init did not record profile {profile}")));
+    }
     Ok((config, identity.to_string()))
 }
 
