@@ -87,14 +87,35 @@ struct AuditorKeyArgs {
     private_key_out: PathBuf,
 }
 
-/// One audit record as printed.
+/// An audit decision as printed (the wire's `AuditDecision`, named at the edge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Decision {
+    Approved,
+    Refused,
+    Signed,
+    KekRotated,
+}
+
+impl From<AuditDecision> for Decision {
+    fn from(d: AuditDecision) -> Self {
+        match d {
+            AuditDecision::Approved => Decision::Approved,
+            AuditDecision::Refused => Decision::Refused,
+            AuditDecision::Signed => Decision::Signed,
+            AuditDecision::KekRotated => Decision::KekRotated,
+        }
+    }
+}
+
+/// One audit record as printed: typed; the wire's "" for "no rule" and "no path" become `None`.
 #[derive(Debug, Serialize)]
 struct AuditRow {
     seq: u64,
     at_unix: u64,
-    decision: &'static str,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    rule: String,
+    decision: Decision,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<String>,
     session: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     attempt: Option<String>,
@@ -105,8 +126,8 @@ struct AuditRow {
     txid: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     input: Option<u32>,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
     raw_digest: bool,
     outputs: Vec<(String, u64)>,
     fee_sats: u64,
@@ -118,13 +139,8 @@ impl AuditRow {
         AuditRow {
             seq: e.seq,
             at_unix: e.at_unix,
-            decision: match e.decision {
-                AuditDecision::Approved => "approved",
-                AuditDecision::Refused => "refused",
-                AuditDecision::Signed => "signed",
-                AuditDecision::KekRotated => "kek_rotated",
-            },
-            rule: e.rule.as_inner().clone(),
+            decision: e.decision.into(),
+            rule: Some(e.rule.as_inner().clone()).filter(|r| !r.is_empty()),
             session: e.session.to_string(),
             attempt: e.attempt.map(|a| a.to_string()),
             seat: e.seat.map(|p| p.get()),
@@ -132,7 +148,7 @@ impl AuditRow {
             // Displayed like Bitcoin Core does (reversed byte order).
             txid: e.txid.map(|t| bitcoin::Txid::from_byte_array(t).to_string()),
             input: e.input,
-            path: e.path.as_inner().clone(),
+            path: Some(e.path.as_inner().clone()).filter(|p| !p.is_empty()),
             raw_digest: e.raw_digest,
             outputs: e.outputs.as_inner().iter().map(|o| (o.to.as_inner().clone(), o.sats)).collect(),
             fee_sats: e.fee_sats,
@@ -142,23 +158,29 @@ impl AuditRow {
 
     fn text(&self) -> String {
         let what = match (&self.txid, self.raw_digest) {
-            _ if self.decision == "kek_rotated" => "HSM sealing key".to_string(),
+            _ if self.decision == Decision::KekRotated => "HSM sealing key".to_string(),
             (Some(txid), _) => format!("tx {txid} input {}", self.input.unwrap_or(0)),
             (None, true) => "raw digest".to_string(),
             (None, false) => format!("session {}", self.session),
         };
         let outputs: Vec<String> = self.outputs.iter().map(|(to, sats)| format!("{sats} sats to {to}")).collect();
+        let decision = match self.decision {
+            Decision::Approved => "approved",
+            Decision::Refused => "refused",
+            Decision::Signed => "signed",
+            Decision::KekRotated => "kek_rotated",
+        };
         format!(
             "#{} {} {}{}{}{}\n",
             self.seq,
-            self.decision,
+            decision,
             what,
             if outputs.is_empty() {
                 String::new()
             } else {
                 format!(" ({}, fee {})", outputs.join(", "), self.fee_sats)
             },
-            if self.rule.is_empty() { String::new() } else { format!(": {}", self.rule) },
+            self.rule.as_deref().map(|r| format!(": {r}")).unwrap_or_default(),
             self.seat.map(|s| format!(" [seat {s}]")).unwrap_or_default(),
         )
     }

@@ -282,17 +282,45 @@ pub fn verify(a: VerifyArgs) -> Result<(), Error> {
     }
 }
 
-/// One node's line of `status`.
+/// A node's state as `status` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum NodeState {
+    /// Serving.
+    Ready,
+    /// Answering, and refusing to sign (with the code).
+    Refusing,
+    /// Neither its host nor its enclave answered.
+    Down,
+}
+
+/// Who answered for a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Via {
+    /// Its host (the network API).
+    Host,
+    /// Its enclave directly, the host being down.
+    Enclave,
+}
+
+/// The stable code string of an error code, for the JSON edge.
+fn code_name<S: serde::Serializer>(code: &Option<ErrorCode>, s: S) -> Result<S::Ok, S::Error> {
+    match code {
+        Some(c) => s.serialize_str(c.code()),
+        None => s.serialize_none(),
+    }
+}
+
+/// One node's line of `status`: typed; strings only at the edge (JSON, text).
 #[derive(Debug, Serialize)]
 struct StatusRow {
     node: u16,
-    /// `ready`, `refusing` or `down`.
-    state: &'static str,
-    /// Who answered: `host`, or `enclave` when the host is down.
+    state: NodeState,
     #[serde(skip_serializing_if = "Option::is_none")]
-    via: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    code: Option<&'static str>,
+    via: Option<Via>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "code_name")]
+    code: Option<ErrorCode>,
     #[serde(skip_serializing_if = "Option::is_none")]
     recovery_class: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -308,36 +336,36 @@ struct StatusRow {
     policy_hash: Option<String>,
     /// The custody profile in force (`full`, `cbc_hmac`, `aes_only`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    custody_profile: Option<&'static str>,
+    custody_profile: Option<frostgate_common::protocol::CustodyProfile>,
 }
 
 impl StatusRow {
-    fn health(node: u16, via: &'static str, h: &frostgate_common::protocol::HealthReply) -> Self {
+    fn health(node: u16, via: Via, h: &frostgate_common::protocol::HealthReply) -> Self {
         let (state, code) = match h.state {
-            ServiceState::Ready => ("ready", None),
-            ServiceState::Refusing(code) => ("refusing", Some(code)),
+            ServiceState::Ready => (NodeState::Ready, None),
+            ServiceState::Refusing(code) => (NodeState::Refusing, Some(code)),
         };
         StatusRow {
             node,
             state,
             via: Some(via),
-            code: code.map(|c| c.code()),
+            code,
             recovery_class: code.map(|c| c.recovery_class().as_str()),
             dev_features: Some(h.dev_features.as_inner().clone()),
             uptime_seconds: Some(h.uptime_seconds),
             host_reconnects: Some(h.host_reconnects),
             enclave_restarts: Some(h.enclave_restarts),
             policy_hash: Some(hex::encode(h.policy_hash)),
-            custody_profile: h.custody_profile.map(|p| p.name()),
+            custody_profile: h.custody_profile,
         }
     }
 
     fn down(node: u16, e: &Error) -> Self {
         StatusRow {
             node,
-            state: "down",
+            state: NodeState::Down,
             via: None,
-            code: Some(e.code().code()),
+            code: Some(e.code()),
             recovery_class: Some(e.recovery_class().as_str()),
             dev_features: None,
             uptime_seconds: None,
@@ -349,7 +377,7 @@ impl StatusRow {
     }
 
     fn text(&self) -> String {
-        let code = self.code.map(|c| format!(" ({c})")).unwrap_or_default();
+        let code = self.code.map(|c| format!(" ({})", c.code())).unwrap_or_default();
         let restarts = match (self.enclave_restarts.unwrap_or(0), self.host_reconnects.unwrap_or(0)) {
             (0, 0) => String::new(),
             (restarts, reconnects) => format!(" [enclave restarted {restarts}x, reconnected {reconnects}x]"),
@@ -361,7 +389,12 @@ impl StatusRow {
         let policy =
             self.policy_hash.as_deref().map(|h| format!(" policy {}", &h[..16.min(h.len())])).unwrap_or_default();
         let custody = self.custody_profile.map(|p| format!(" custody {p}")).unwrap_or_default();
-        format!("node {}: {}{code}{custody}{policy}{restarts}{dev}\n", self.node, self.state)
+        let state = match self.state {
+            NodeState::Ready => "ready",
+            NodeState::Refusing => "refusing",
+            NodeState::Down => "down",
+        };
+        format!("node {}: {state}{code}{custody}{policy}{restarts}{dev}\n", self.node)
     }
 }
 
@@ -371,14 +404,14 @@ pub async fn status(a: StatusArgs) -> Result<(), Error> {
     let mut rows = Vec::new();
     for (n, entry) in clients.iter().zip(&cluster.nodes) {
         let row = match n.call(Health, Duration::from_secs(5)).await {
-            Ok(h) => StatusRow::health(n.id().get(), "host", &h),
+            Ok(h) => StatusRow::health(n.id().get(), Via::Host, &h),
             // The host is down: its enclave may still run and know why (e.g. the host's store
             // failed verification and the enclave refuses with store_rollback_detected).
             Err(host_err) => {
                 let enclave = frostgate_common::transport::Address::Unix(entry.enclave_socket.clone());
                 match frostgate_host::node::enclave::EnclaveClient::connect(enclave).await {
                     Ok(client) => match client.health().await {
-                        Ok(h) => StatusRow::health(n.id().get(), "enclave", &h),
+                        Ok(h) => StatusRow::health(n.id().get(), Via::Enclave, &h),
                         Err(e) => StatusRow::down(n.id().get(), &e),
                     },
                     Err(_) => StatusRow::down(n.id().get(), &host_err),
