@@ -149,14 +149,20 @@ pub fn run(cmd: DevCommand) -> Result<(), Error> {
     }
 }
 
-fn token_env(a: NodeArgs) -> Result<(), Error> {
+/// The cluster directory (absolute) and node `a.node`'s entry in its cluster file.
+fn node_entry(a: &NodeArgs) -> Result<(PathBuf, NodeEntry), Error> {
     let dir = std::path::absolute(&a.dir).map_err(|e| io("cluster dir", e))?;
     let cluster = Cluster::load(&dir.join("cluster.toml"))?;
     let n = cluster
         .nodes
-        .iter()
+        .into_iter()
         .find(|n| n.id == a.node)
         .ok_or_else(|| Error::new(ErrorCode::ConfigInvalid, format!("--node {}: no such node", a.node)))?;
+    Ok((dir, n))
+}
+
+fn token_env(a: NodeArgs) -> Result<(), Error> {
+    let (_, n) = node_entry(&a)?;
     let kind = TokenKind::from_name(n.token.as_deref())?;
     let env = dev_tokens::env(kind, &n.dir.join("enclave"));
     if a.json {
@@ -170,13 +176,8 @@ fn token_env(a: NodeArgs) -> Result<(), Error> {
 }
 
 fn replace_node(a: NodeArgs) -> Result<(), Error> {
-    let dir = std::path::absolute(&a.dir).map_err(|e| io("cluster dir", e))?;
+    let (dir, n) = node_entry(&a)?;
     let cluster = Cluster::load(&dir.join("cluster.toml"))?;
-    let n = cluster
-        .nodes
-        .iter()
-        .find(|n| n.id == a.node)
-        .ok_or_else(|| Error::new(ErrorCode::ConfigInvalid, format!("--node {}: no such node", a.node)))?;
     down(DirArgs { dir: dir.clone(), node: Some(a.node), json: false, quiet: true })?;
     let old = std::fs::read_to_string(&n.enclave_config).map_err(|e| io("enclave config", e))?;
     let tail = old.find("\n[group]").map(|at| old[at..].to_string()).unwrap_or_default();
