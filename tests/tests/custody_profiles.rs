@@ -24,7 +24,7 @@ struct Fixture {
     spare: Vec<TestToken>,
 }
 
-const SPARE: [&str; 6] = ["recorded", "rotate-full", "rotate-cbc_hmac", "rotate-aes_only", "adopt", "probe"];
+const SPARE: [&str; 7] = ["recorded", "rotate-full", "rotate-cbc_hmac", "rotate-aes_only", "adopt", "probe", "twin"];
 
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
@@ -247,4 +247,20 @@ fn probe_names_the_profile_and_changes_nothing() {
     assert!(report["mechanisms"].as_array().expect("mechanisms").iter().any(|m| m == "CKM_AES_GCM"), "{report}");
     let listing = String::from_utf8_lossy(&t.pkcs11_tool(&["-O"]).stdout).to_string();
     assert!(!listing.contains("frostgate"), "the probe left an object:\n{listing}");
+}
+
+#[test]
+fn two_key_encryption_keys_with_one_id_are_refused_at_boot() {
+    let t = spare("twin");
+    t.open_custody().close();
+    let listing = String::from_utf8_lossy(&t.pkcs11_tool(&["-O", "--type", "secrkey"]).stdout).to_string();
+    let kek = listing.split("label:      frostgate-kek").nth(1).expect("the key-encryption key");
+    let id = kek.lines().find_map(|l| l.trim().strip_prefix("ID:")).expect("its id").trim().to_string();
+    // A second key under the same label and id (an operator's slip when making the next one).
+    let o =
+        t.pkcs11_tool(&["--keygen", "--key-type", "AES:32", "--label", "frostgate-kek", "--id", &id, "--sensitive"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e = Custody::open(&t.custody_config()).expect_err("ambiguous keys");
+    assert_eq!(e.code(), ErrorCode::HsmObjectPolicyViolation, "{e}");
+    assert!(e.message().contains("same id"), "{e}");
 }

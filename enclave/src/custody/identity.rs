@@ -114,6 +114,11 @@ impl Identity {
     }
 }
 
+/// Whether `blob` is a sealed identity that opens under a present key-encryption key.
+pub(crate) fn opens(vault: &Vault, blob: &[u8]) -> bool {
+    sealed_context().and_then(|c| unseal_in(vault, &c, blob)).is_ok()
+}
+
 /// `token init`: a new identity key generated in the enclave, sealed as a record.
 pub(crate) fn create_sealed(vault: &Vault, prefix: &str) -> Result<(), Error> {
     let secret = p256::SecretKey::random(&mut rand_core::OsRng);

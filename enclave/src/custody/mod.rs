@@ -139,7 +139,7 @@ impl Custody {
         let objects = match token.with_session(|s| objects::init(s, &labels, profile, adopt)) {
             Ok(o) => o,
             Err(e) => {
-                let _ = token.with_session(|s| undo_init(s, &labels, prefix, adopt));
+                let e = undone(e, token.with_session(|s| undo_init(s, &labels, prefix, adopt)));
                 token.close();
                 return Err(e);
             }
@@ -165,13 +165,13 @@ impl Custody {
         let custody = match made {
             Ok(identity) => Custody { vault, objects, identity, label_prefix: prefix.to_string() },
             Err(e) => {
-                let _ = vault.token.with_session(|s| undo_init(s, &labels, prefix, adopt));
+                let e = undone(e, vault.token.with_session(|s| undo_init(s, &labels, prefix, adopt)));
                 vault.token.close();
                 return Err(e);
             }
         };
         if let Err(e) = then(&custody) {
-            let _ = custody.token().with_session(|s| undo_init(s, &labels, prefix, adopt));
+            let e = undone(e, custody.token().with_session(|s| undo_init(s, &labels, prefix, adopt)));
             custody.close();
             return Err(e);
         }
@@ -244,9 +244,16 @@ impl Custody {
     /// here or made with the token's tool and found at boot.
     fn records_under(&self, kek: objects::Kek) -> Result<(), Error> {
         let prefix = &self.label_prefix;
+        // A copy counts only if it names `kek` and opens: an id alone is not proof.
         let covered = |record| -> Result<bool, Error> {
             let copies = self.vault.token.with_session(|s| records::read(s, prefix, record))?;
-            Ok(copies.iter().any(|(_, v)| v.get(1..9) == Some(&kek.id[..])))
+            Ok(copies.iter().any(|(_, v)| {
+                v.get(1..9) == Some(&kek.id[..])
+                    && match record {
+                        records::Record::Root => root::opens(&self.vault, v),
+                        _ => identity::opens(&self.vault, v),
+                    }
+            }))
         };
         if let Some(root) = &self.vault.memory.root {
             if !covered(records::Record::Root)? {
@@ -265,7 +272,13 @@ impl Custody {
     pub fn finish_kek_rotation(&self) -> Result<(), Error> {
         // The records first, without the lock (sealing them reads the keys).
         let current = self.keks();
-        if current.other.is_some() {
+        if let Some(other) = current.other {
+            if other.id == current.sealing.id {
+                return Err(Error::new(
+                    ErrorCode::HsmObjectPolicyViolation,
+                    "the two key-encryption keys carry the same id: nothing destroyed",
+                ));
+            }
             self.records_under(current.sealing)?;
         }
         let mut keks = self.vault.keks.write().unwrap_or_else(|p| p.into_inner());
@@ -315,16 +328,36 @@ impl Custody {
 
 /// Removes what a failed `token init` made: every record and key object with this enclave's
 /// labels, except an adopted key-encryption key.
-fn undo_init(s: &token::Hsm<'_>, labels: &Labels, prefix: &str, adopted_kek: bool) -> Result<(), Error> {
+/// Returns what could not be removed (empty: the token is as it was).
+fn undo_init(s: &token::Hsm<'_>, labels: &Labels, prefix: &str, adopted_kek: bool) -> Result<Vec<String>, Error> {
+    let mut left = Vec::new();
     for (role, handle) in objects::all(s, labels)? {
-        if !(adopted_kek && role == objects::Role::Kek) {
-            let _ = s.destroy_object(handle);
+        if !(adopted_kek && role == objects::Role::Kek) && s.destroy_object(handle).is_err() {
+            left.push(labels.of(role));
         }
     }
     for record in [records::Record::Profile, records::Record::Root, records::Record::SealedIdentity] {
-        for (h, _) in records::read(s, prefix, record).unwrap_or_default() {
-            let _ = s.destroy_object(h);
+        let label = record.label(prefix);
+        // A record that cannot even be read is left too (a public one is not ours to trust).
+        let Ok(copies) = records::read(s, prefix, record) else {
+            left.push(label);
+            continue;
+        };
+        for (h, _) in copies {
+            if s.destroy_object(h).is_err() {
+                left.push(label.clone());
+            }
         }
     }
-    Ok(())
+    Ok(left)
+}
+
+/// `e`, naming what a failed init could not remove from the token.
+fn undone(e: Error, cleanup: Result<Vec<String>, Error>) -> Error {
+    let left = match cleanup {
+        Ok(left) if left.is_empty() => return e,
+        Ok(left) => left.join(", "),
+        Err(c) => format!("the cleanup itself failed ({c})"),
+    };
+    Error::new(e.code(), format!("{}; left on the token by the failed init, remove by hand: {left}", e.message()))
 }

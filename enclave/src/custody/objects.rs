@@ -321,7 +321,22 @@ pub fn load(session: &Hsm<'_>, labels: &Labels, profile: Profile) -> Result<Obje
     for &role in roles(profile) {
         let mut found = find(session, role, labels)?;
         if role == Role::Kek && found.len() == 2 {
-            found.sort_by_cached_key(|h| std::cmp::Reverse(object_id(session, *h).unwrap_or_default()));
+            // The newer is the one with the greater id, compared as a number (a longer id is
+            // greater: a generated id that carried over gained a byte).
+            found.sort_by_cached_key(|h| {
+                let id = object_id(session, *h).unwrap_or_default();
+                std::cmp::Reverse((id.len(), id))
+            });
+            if object_id(session, found[0])? == object_id(session, found[1])? {
+                return Err(Error::new(
+                    ErrorCode::HsmObjectPolicyViolation,
+                    format!(
+                        "two key-encryption keys {} carry the same id, so which one seals cannot be told; remove the \
+                         one made for the rotation and make it again with an id that sorts after the current one",
+                        labels.of(Role::Kek)
+                    ),
+                ));
+            }
             let report = check(session, role, labels, found[1], found.len())?;
             if !report.violations.is_empty() {
                 return Err(Error::new(

@@ -60,6 +60,11 @@ fn open(vault: &Vault, value: &[u8]) -> Result<Zeroizing<[u8; 32]>, Error> {
     Ok(root)
 }
 
+/// Whether `value` is a sealed root that opens under a present key-encryption key.
+pub(crate) fn opens(vault: &Vault, value: &[u8]) -> bool {
+    open(vault, value).is_ok()
+}
+
 /// `token init`: a new root, sealed under the sealing key-encryption key.
 pub(crate) fn create(vault: &Vault, prefix: &str) -> Result<(), Error> {
     let mut root = Zeroizing::new([0u8; 32]);
