@@ -28,6 +28,28 @@ pub struct RpcRow {
     /// request, and the request again after a conversion back to protobuf and a second check
     /// (the fuzz targets and tests compare the two).
     pub decode: DecodeFn,
+    /// Converts a message of this row's request or reply type to protobuf and back and says
+    /// whether it came back equal; `None` for a message of any other type (the conversion
+    /// round-trip test runs every generated message through every row).
+    pub round_trip: RoundTripFn,
+}
+
+/// See [`RpcRow::round_trip`].
+pub type RoundTripFn = fn(&Message) -> Option<bool>;
+
+/// [`RpcRow::round_trip`] for request `Q` with reply `R`.
+fn round_trip<Q, R>(m: &Message) -> Option<bool>
+where
+    Q: Proto + FromMessage + PartialEq,
+    R: Proto + FromMessage + PartialEq,
+{
+    fn again<T: Proto + PartialEq>(t: T) -> bool {
+        T::from_pb(t.to_pb()).is_ok_and(|u| u == t)
+    }
+    match Q::from_message(m.clone()) {
+        Ok(q) => Some(again(q)),
+        Err(_) => R::from_message(m.clone()).ok().map(again),
+    }
 }
 
 /// See [`RpcRow::decode`].
@@ -99,6 +121,7 @@ macro_rules! grpc_glue {
                         request_pb: std::any::type_name::<<$payload as Proto>::Pb>(),
                         reply_pb: std::any::type_name::<<$reply as Proto>::Pb>(),
                         decode: decode::<$payload>,
+                        round_trip: round_trip::<$payload, $reply>,
                     },
                 )*
             ]
