@@ -171,6 +171,21 @@ pub struct HsmCalls {
     pub generate: u64,
 }
 
+impl std::ops::AddAssign for HsmCalls {
+    fn add_assign(&mut self, o: HsmCalls) {
+        self.decrypt += o.decrypt;
+        self.encrypt += o.encrypt;
+        self.sign += o.sign;
+        self.derive += o.derive;
+        self.random += o.random;
+        self.find += o.find;
+        self.attributes += o.attributes;
+        self.create += o.create;
+        self.destroy += o.destroy;
+        self.generate += o.generate;
+    }
+}
+
 impl HsmCalls {
     /// Every operation, whatever its kind.
     pub fn total(&self) -> u64 {

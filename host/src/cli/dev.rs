@@ -4,6 +4,7 @@
 use super::dev_tokens::{self, TokenKind};
 use super::out;
 use super::output::write_private;
+use super::pid_file::{alive, running};
 use clap::{Args, Subcommand};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::privileges::{account, Account};
@@ -474,20 +475,6 @@ fn certificate(dir: &Path, name: &str) -> Result<ClientIdentity, Error> {
     std::fs::write(&id.cert, cert).map_err(|e| io("certificate", e))?;
     write_private(&id.key, &key)?;
     Ok(id)
-}
-
-fn alive(pid_file: &Path) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
-    running(pid).then_some(pid)
-}
-
-/// Whether the process exists and is not a zombie (an exited daemon whose parent, the CLI that
-/// started it, is gone and which nobody reaped yet).
-fn running(pid: i32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Field 3, after the parenthesized command name, is the state.
-    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
-    matches!(state, Some(s) if s != "Z" && s != "X")
 }
 
 /// Starts a daemon in its own process group and waits (bounded) for its `READY` line.

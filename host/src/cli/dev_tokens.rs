@@ -11,6 +11,7 @@
 //!   `/var/lib/opencryptoki`): a pool of soft-token slots (`tokname fgN`) is configured once, each
 //!   node takes a free slot (a registry under a lock), and its token is re-initialized.
 
+use super::pid_file::alive;
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::privileges::Account;
 use std::os::unix::process::CommandExt;
@@ -337,13 +338,6 @@ pub fn stop(kind: TokenKind, ed: &Path) {
         }
         let _ = std::fs::remove_file(&file);
     }
-}
-
-fn alive(pid_file: &Path) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
-    matches!(state, Some(s) if s != "Z" && s != "X").then_some(pid)
 }
 
 /// Whether process `pid`'s command line names a path under `dir`.

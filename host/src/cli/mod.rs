@@ -12,6 +12,7 @@ mod host;
 mod lifecycle;
 mod node;
 mod output;
+mod pid_file;
 mod spend;
 mod store;
 mod token;
