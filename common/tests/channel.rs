@@ -34,6 +34,8 @@ fn slow_echo() -> Handler {
                     policy_hash: [0; 32],
                     custody_profile: None,
                     hsm_calls: Default::default(),
+                    open_sessions: 0,
+                    open_attempts: 0,
                 }),
                 other => Message::error(ErrorCode::UnexpectedMessage, other.info().name),
             }

@@ -268,6 +268,7 @@ impl EnclaveApi for Served<'_> {
     async fn health(&self, _: Health) -> Result<HealthReply, Error> {
         let store = self.service.store.as_ref().map(|s| s.stats());
         let (hsm_operations, hsm_micros) = crate::custody::token::hsm_counters();
+        let counts = self.engine().ok().map(|e| e.counts());
         Ok(HealthReply {
             state: self.service.state(),
             uptime_seconds: self.service.started.elapsed().as_secs(),
@@ -281,6 +282,8 @@ impl EnclaveApi for Served<'_> {
             policy_hash: self.service.policy.hash(),
             custody_profile: self.engine().ok().map(|e| e.custody().profile()),
             hsm_calls: crate::custody::token::call_counts(),
+            open_sessions: counts.map_or(0, |c| c.sessions as u64),
+            open_attempts: counts.map_or(0, |c| c.attempts as u64),
         })
     }
 

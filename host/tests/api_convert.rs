@@ -65,6 +65,8 @@ fn every_network_type_round_trips() {
     {
         round_trip(HealthReply {
             custody_profile,
+            open_sessions: 3,
+            open_attempts: u64::MAX,
             hsm_calls: HsmCalls {
                 decrypt: 1,
                 encrypt: 2,

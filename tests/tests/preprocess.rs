@@ -201,7 +201,7 @@ fn commitments_not_issued_here_for_this_seat_or_expired_are_refused() {
 
 #[test]
 fn a_restarted_enclave_refuses_what_it_issued_before_and_the_coordinator_signs_on() {
-    use frostgate_host::coordinator::{self, dkg_relay, KeyMaterial, Settings, SignRequest};
+    use frostgate_host::coordinator::{dkg_relay, Settings, SignRequest, Signing};
     let c = frostgate_tests::dev_cluster::DevCluster::start(&frostgate_tests::host_bin(), 3, 2, &["--dev-plaintext"]);
     let key = c.keygen();
     let key: KeyId = key["key"].as_str().expect("key").parse().expect("key id");
@@ -209,9 +209,14 @@ fn a_restarted_enclave_refuses_what_it_issued_before_and_the_coordinator_signs_o
         frostgate_host::coordinator::cluster::Cluster::load(std::path::Path::new(&c.file())).expect("cluster");
     rt().block_on(async {
         let nodes = dkg_relay::connect_all(&cluster).await;
-        let material = KeyMaterial::fetch(&nodes, &key, 2, Settings::default()).await.expect("key");
+        let signing = Signing::open(&nodes, &key, 2, Settings::default()).await.expect("key");
+        let material = signing.material().clone();
         let request = || SignRequest { key, message: random(), mode: TaprootMode::Bip86, psbt: None, path: Vec::new() };
-        let sign = |r: SignRequest| coordinator::sign_with(nodes.clone(), r, Settings::default(), material.clone());
+        let signer = signing.signer();
+        let sign = |r: SignRequest| {
+            let signer = signer.clone();
+            async move { signer.sign(r).await }
+        };
         let calls = || nodes.iter().map(|n| n.calls()).sum::<u64>();
         let first = request();
         let s = sign(first.clone()).await.expect("first signing");
@@ -259,7 +264,7 @@ fn a_restarted_enclave_refuses_what_it_issued_before_and_the_coordinator_signs_o
         let r = Request::new(key, BTreeMap::from([(pid(1), stale.clone()), (pid(2), stale.clone())]));
         let e = nodes[0].call(r.seat(pid(1)), Duration::from_secs(10)).await.expect_err("stale");
         assert_eq!(e.code(), ErrorCode::CommitmentUnknown);
-        coordinator::flush_closing(&nodes).await;
+        signing.finish().await;
     });
 }
 

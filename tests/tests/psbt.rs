@@ -396,3 +396,43 @@ fn signings_spread_over_every_pair_stay_within_the_cluster_window() {
     let (path, _) = s.psbt("share.psbt", &[66_667], 66_667, 0);
     s.sign_psbt(&path).unwrap_or_else(|e| panic!("{e}\n{}", s.cluster.logs()));
 }
+
+/// Sessions open in each node's enclave, from `frostgate status`.
+fn open_sessions(s: &Setup) -> Vec<u64> {
+    let status = s.cluster.run(&["status", "--cluster", &s.cluster.file(), "--json"]).expect("status");
+    status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| n["open_sessions"].as_u64().expect("open_sessions"))
+        .collect()
+}
+
+#[test]
+fn sign_sign_psbt_and_bench_leave_no_session_open_on_any_node() {
+    let s = setup("max_sats_per_tx = 200000\nallow_raw_digest = true\n");
+    assert_eq!(open_sessions(&s), vec![0, 0, 0]);
+    let file = s.cluster.file();
+    let message = hex::encode([7u8; 32]);
+    for extra in [&[][..], &["--path", "0/3"][..], &["--untweaked"][..]] {
+        let mut args = vec!["sign", "--cluster", &file, "--key", &s.key, "--message", &message, "--json"];
+        args.extend_from_slice(extra);
+        s.cluster.run(&args).unwrap_or_else(|e| panic!("sign {extra:?}: {e}\n{}", s.cluster.logs()));
+    }
+    assert_eq!(open_sessions(&s), vec![0, 0, 0], "after sign");
+    let (path, _) = s.psbt("ok.psbt", &[120_000, 80_000], 150_000, 48_000);
+    s.sign_psbt(&path).unwrap_or_else(|e| panic!("{e}\n{}", s.cluster.logs()));
+    assert_eq!(open_sessions(&s), vec![0, 0, 0], "after sign-psbt");
+    // A refused signing (every node's policy, then the probe) closes what it opened too.
+    let (path, _) = s.psbt("too-much.psbt", &[300_000], 250_000, 48_000);
+    s.sign_psbt(&path).expect_err("over max_sats_per_tx");
+    assert_eq!(open_sessions(&s), vec![0, 0, 0], "after a refused sign-psbt");
+    // The bench drives the same signing object, concurrently, on its own cluster.
+    let bench = frostgate_tests::dev_cluster::run_json(
+        &host_bin(),
+        &["bench", "--count", "24", "--concurrency", "8", "--no-pure", "--json"],
+    )
+    .expect("bench");
+    assert_eq!(bench["signatures"], 24, "{bench}");
+    assert_eq!(bench["open_sessions_after"], 0, "{bench}");
+}

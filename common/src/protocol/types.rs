@@ -142,6 +142,11 @@ pub struct HealthReply {
     pub custody_profile: Option<CustodyProfile>,
     /// PKCS#11 operations that reached the token since start, by kind (protocol version 4).
     pub hsm_calls: HsmCalls,
+    /// Sessions open in the enclave's registry now (protocol version 5): what coordinators left
+    /// open (a finished coordinator leaves none) and what has not yet expired.
+    pub open_sessions: u64,
+    /// Attempts open in the enclave's registry now (protocol version 5).
+    pub open_attempts: u64,
 }
 
 /// PKCS#11 operations by kind. One operation is one cryptoki session call: e.g. a decrypt is

@@ -76,7 +76,7 @@ pub fn message() -> impl Strategy<Value = Message> {
                 any::<(u64, u64)>(),
                 bytes::<32>(),
                 proptest::option::of(proptest::sample::select(CustodyProfile::ALL.to_vec())),
-                any::<[u64; 10]>(),
+                (any::<[u64; 10]>(), any::<(u64, u64)>()),
             )
         )
             .prop_map(
@@ -86,7 +86,7 @@ pub fn message() -> impl Strategy<Value = Message> {
                     store_commits,
                     store_records,
                     (hsm_operations, hsm_micros),
-                    (dev_features, (host_reconnects, enclave_restarts), policy_hash, custody_profile, c),
+                    (dev_features, (host_reconnects, enclave_restarts), policy_hash, custody_profile, (c, open)),
                 )| {
                     Message::HealthReply(HealthReply {
                         state,
@@ -112,6 +112,8 @@ pub fn message() -> impl Strategy<Value = Message> {
                             destroy: c[8],
                             generate: c[9],
                         },
+                        open_sessions: open.0,
+                        open_attempts: open.1,
                     })
                 }
             ),

@@ -450,6 +450,8 @@ impl Proto for HealthReply {
             policy_hash: self.policy_hash.to_field(),
             custody_profile: self.custody_profile.map(|p| p.name().to_string()).unwrap_or_default(),
             hsm_calls: Some(self.hsm_calls.to_pb()),
+            open_sessions: self.open_sessions,
+            open_attempts: self.open_attempts,
         }
     }
     fn from_pb(p: pb::HealthReply) -> Result<Self, Error> {
@@ -476,6 +478,8 @@ impl Proto for HealthReply {
                 })?),
             },
             hsm_calls: p.hsm_calls.map(HsmCalls::from_pb).transpose()?.unwrap_or_default(),
+            open_sessions: p.open_sessions,
+            open_attempts: p.open_attempts,
         })
     }
 }

@@ -76,15 +76,27 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Counters summed over the nodes: (store commits, store records, HSM work units, HSM
 /// microseconds, PKCS#11 operations by kind).
-async fn store_counters(nodes: &[Arc<SignerClient>]) -> (u64, u64, u64, u64, HsmCalls) {
-    let mut sum = (0, 0, 0, 0, HsmCalls::default());
+/// The nodes' counters, summed (Health).
+#[derive(Default)]
+struct Counters {
+    commits: u64,
+    records: u64,
+    hsm_ops: u64,
+    hsm_us: u64,
+    hsm_calls: HsmCalls,
+    open_sessions: u64,
+}
+
+async fn store_counters(nodes: &[Arc<SignerClient>]) -> Counters {
+    let mut sum = Counters::default();
     for n in nodes {
         if let Ok(h) = n.call(Health, Duration::from_secs(5)).await {
-            sum.0 += h.store_commits;
-            sum.1 += h.store_records;
-            sum.2 += h.hsm_operations;
-            sum.3 += h.hsm_micros;
-            sum.4 += h.hsm_calls;
+            sum.commits += h.store_commits;
+            sum.records += h.store_records;
+            sum.hsm_ops += h.hsm_operations;
+            sum.hsm_us += h.hsm_micros;
+            sum.hsm_calls += h.hsm_calls;
+            sum.open_sessions += h.open_sessions;
         }
     }
     sum
@@ -152,7 +164,9 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
     let cluster = frostgate_host::coordinator::cluster::Cluster::load(cluster_file)?;
     let nodes = dkg_relay::connect_all(&cluster).await;
     let key = dkg_relay::run(&nodes, a.threshold).await?.key;
-    let material = coordinator::KeyMaterial::fetch(&nodes, &key, cluster.threshold, Settings::default()).await?;
+    let settings = Settings { preprocessed: !a.interactive, batch: !a.no_batch, ..Settings::default() };
+    let signing = coordinator::Signing::open(&nodes, &key, cluster.threshold, settings).await?;
+    let material = signing.material().clone();
     // The PSBT path: the key's internal and BIP86 output keys, and the bench's recipient.
     let psbt = if a.psbt {
         let output = material.output_key(&TaprootMode::Bip86)?;
@@ -167,8 +181,7 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
     let group_key = material.group_key()?;
     let deadline = a.count.is_none().then(|| Instant::now() + Duration::from_secs(a.seconds.unwrap_or(10)));
     let goal = a.count.map(|c| format!("/{c}")).unwrap_or_default();
-    let settings = Settings { preprocessed: !a.interactive, batch: !a.no_batch, ..Settings::default() };
-    let (commits0, records0, hsm_ops0, hsm_us0, hsm_calls0) = store_counters(&nodes).await;
+    let before = store_counters(&nodes).await;
     let calls0: u64 = nodes.iter().map(|n| n.calls()).sum();
     let started = Instant::now();
     let issued = Arc::new(AtomicU64::new(0));
@@ -177,9 +190,8 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
     let failures = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..a.concurrency {
-        let (nodes, issued, done, latencies, failures) =
-            (nodes.clone(), issued.clone(), done.clone(), latencies.clone(), failures.clone());
-        let material = material.clone();
+        let (signer, issued, done, latencies, failures) =
+            (signing.signer(), issued.clone(), done.clone(), latencies.clone(), failures.clone());
         let psbt = psbt.clone();
         let group_key = group_key.clone();
         let count = a.count;
@@ -214,7 +226,7 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
                     }
                 };
                 let t = Instant::now();
-                match coordinator::sign_with(nodes.clone(), request, settings, material.clone()).await {
+                match signer.sign(request).await {
                     Ok(_) => {
                         latencies.lock().unwrap_or_else(|p| p.into_inner()).push(t.elapsed().as_secs_f64() * 1000.0);
                         done.fetch_add(1, Ordering::SeqCst);
@@ -241,17 +253,17 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
     ticker.abort();
     let elapsed = started.elapsed().as_secs_f64();
     // Closings still queued go now, batched (counted as calls of this run).
-    coordinator::flush_closing(&nodes).await;
+    signing.finish().await;
     let calls = nodes.iter().map(|n| n.calls()).sum::<u64>() - calls0;
     progress(done.load(Ordering::SeqCst), &goal);
     let _ = writeln!(std::io::stderr());
-    let (commits1, records1, hsm_ops1, hsm_us1, hsm_calls1) = store_counters(&nodes).await;
+    let after = store_counters(&nodes).await;
     let signed = done.load(Ordering::SeqCst);
     let mut lat = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
     lat.sort_by(|x, y| x.total_cmp(y));
     let throughput = signed as f64 / elapsed;
-    let commits = commits1.saturating_sub(commits0);
-    let records = records1.saturating_sub(records0);
+    let commits = after.commits.saturating_sub(before.commits);
+    let records = after.records.saturating_sub(before.records);
     let pure = match a.no_pure {
         true => f64::NAN,
         false => pure_frost(a.nodes, a.threshold, signed.max(1), a.concurrency).await?,
@@ -270,9 +282,9 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
         "mean_batch": if commits > 0 { records as f64 / commits as f64 } else { 0.0 },
         "calls_per_signature": if signed > 0 { calls as f64 / signed as f64 } else { 0.0 },
         "commits_per_signature": if signed > 0 { commits as f64 / signed as f64 } else { 0.0 },
-        "hsm_operations_per_signature": if signed > 0 { hsm_ops1.saturating_sub(hsm_ops0) as f64 / signed as f64 } else { 0.0 },
-        "hsm_ms_per_signature": if signed > 0 { hsm_us1.saturating_sub(hsm_us0) as f64 / 1000.0 / signed as f64 } else { 0.0 },
-        "pkcs11_calls_per_signature": calls_per_signature(hsm_calls0, hsm_calls1, signed),
+        "hsm_operations_per_signature": if signed > 0 { after.hsm_ops.saturating_sub(before.hsm_ops) as f64 / signed as f64 } else { 0.0 },
+        "hsm_ms_per_signature": if signed > 0 { after.hsm_us.saturating_sub(before.hsm_us) as f64 / 1000.0 / signed as f64 } else { 0.0 },
+        "pkcs11_calls_per_signature": calls_per_signature(before.hsm_calls, after.hsm_calls, signed),
         "token": a.token.name(),
         "signing": match (a.interactive, a.no_batch) {
             (true, _) => "interactive",
@@ -282,6 +294,8 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
         "pure_signatures_per_sec": pure,
         "ratio": throughput / pure,
         "transport": if a.tls { "grpc+mtls" } else { "grpc" },
+        // Sessions left open on the nodes once the run's `Signing` finished (0: all closed).
+        "open_sessions_after": after.open_sessions,
     });
     if a.json {
         out(&format!("{report}\n"));

@@ -225,8 +225,9 @@ pub async fn sign(a: SignArgs) -> Result<(), Error> {
         })?,
     };
     let request = SignRequest { key, message, mode, psbt: None, path };
-    let signed = coordinator::sign(nodes.clone(), request, cluster.threshold, settings).await;
-    coordinator::flush_closing(&nodes).await;
+    let signing = coordinator::Signing::open(&nodes, &key, cluster.threshold, settings).await?;
+    let signed = signing.sign(request).await;
+    signing.finish().await;
     match signed {
         Ok(s) => {
             if a.json {
@@ -337,6 +338,9 @@ struct StatusRow {
     /// The custody profile in force (`full`, `cbc_hmac`, `aes_only`).
     #[serde(skip_serializing_if = "Option::is_none")]
     custody_profile: Option<frostgate_common::protocol::CustodyProfile>,
+    /// Sessions open in the enclave now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    open_sessions: Option<u64>,
 }
 
 impl StatusRow {
@@ -357,6 +361,7 @@ impl StatusRow {
             enclave_restarts: Some(h.enclave_restarts),
             policy_hash: Some(hex::encode(h.policy_hash)),
             custody_profile: h.custody_profile,
+            open_sessions: Some(h.open_sessions),
         }
     }
 
@@ -373,6 +378,7 @@ impl StatusRow {
             enclave_restarts: None,
             policy_hash: None,
             custody_profile: None,
+            open_sessions: None,
         }
     }
 
@@ -389,12 +395,13 @@ impl StatusRow {
         let policy =
             self.policy_hash.as_deref().map(|h| format!(" policy {}", &h[..16.min(h.len())])).unwrap_or_default();
         let custody = self.custody_profile.map(|p| format!(" custody {p}")).unwrap_or_default();
+        let sessions = self.open_sessions.map(|n| format!(" sessions {n}")).unwrap_or_default();
         let state = match self.state {
             NodeState::Ready => "ready",
             NodeState::Refusing => "refusing",
             NodeState::Down => "down",
         };
-        format!("node {}: {state}{code}{custody}{policy}{restarts}{dev}\n", self.node)
+        format!("node {}: {state}{code}{custody}{sessions}{policy}{restarts}{dev}\n", self.node)
     }
 }
 

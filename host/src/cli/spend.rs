@@ -64,18 +64,17 @@ pub async fn sign_psbt(a: SignPsbtArgs) -> Result<(), Error> {
     let mut signed = psbt::parse(&bytes)?;
     let nodes = dkg_relay::connect_all(&cluster).await;
     let settings = Settings::with_timeout(Duration::from_millis(a.timeout_ms));
-    let material = coordinator::KeyMaterial::fetch(&nodes, &key, cluster.threshold, settings).await?;
-    let requests = psbt::requests(&signed, &key, &material.group_key()?)?;
+    let signing = coordinator::Signing::open(&nodes, &key, cluster.threshold, settings).await?;
+    let requests = psbt::requests(&signed, &key, &signing.material().group_key()?);
     let mut inputs = Vec::new();
-    let requests_len = requests.len();
-    for (n, request) in requests {
-        let result = coordinator::sign_with(nodes.clone(), request, settings, material.clone()).await;
-        if result.is_err() || inputs.len() + 1 == requests_len {
-            coordinator::flush_closing(&nodes).await;
-        }
-        match result {
+    let mut failed = None;
+    for (n, request) in requests.iter().flatten().cloned() {
+        match signing.sign(request).await {
             Ok(s) => {
-                psbt::fill(&mut signed, n, &s.bip340)?;
+                if let Err(e) = psbt::fill(&mut signed, n, &s.bip340) {
+                    failed = Some(e);
+                    break;
+                }
                 inputs.push(n);
             }
             Err((e, excluded)) => {
@@ -83,9 +82,14 @@ pub async fn sign_psbt(a: SignPsbtArgs) -> Result<(), Error> {
                     tracing::warn!(signer = ev.signer, reason = %ev.reason, step = %ev.step,
                         code = ev.code.map(|c| c.code()).unwrap_or(""), "{}", ev.message.as_deref().unwrap_or("excluded"));
                 }
-                return Err(Error::new(e.code(), format!("input {n}: {}", e.message())));
+                failed = Some(Error::new(e.code(), format!("input {n}: {}", e.message())));
+                break;
             }
         }
+    }
+    signing.finish().await;
+    if let Some(e) = failed.or(requests.err()) {
+        return Err(e);
     }
     let (tx, txid) = if a.finalize {
         let tx = psbt::finalize(&mut signed)?;

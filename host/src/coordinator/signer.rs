@@ -137,6 +137,11 @@ impl SignerClient {
         }
     }
 
+    /// How many finished sessions are queued for closing.
+    pub fn closing_queued(&self) -> usize {
+        self.held().closing.len()
+    }
+
     /// Takes up to one request's worth of queued closings.
     pub fn take_closing(&self) -> SessionIds {
         let mut held = self.held();
