@@ -69,11 +69,14 @@ pub fn render() -> Result<String, String> {
         w,
         "Generated from the one boundary table (`common/src/protocol/table.rs`). `exposure`: `channel` \
          (host and enclave only) or `network` (also the gRPC RPC of that name); `needs`: the enclave's \
-         state before it serves the request.\n"
+         state before it serves the request; `opens`, `closes`: the enclave registries whose entries \
+         it opens or closes (the host's per-caller admission counts every opening against the \
+         caller's quota from these columns); `purpose`: the row's doc comment.\n"
     );
     let _ = writeln!(
         w,
-        "| kind | name | role | sender | exposure | needs | reply | payload |\n|---|---|---|---|---|---|---|---|"
+        "| kind | name | role | sender | exposure | needs | opens | closes | reply | payload | purpose |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|"
     );
     let variants = match registry.get("Message") {
         Some(ContainerFormat::Enum(v)) => v,
@@ -94,13 +97,23 @@ pub fn render() -> Result<String, String> {
             Direction::EnclaveToHost => "enclave",
             Direction::Both => "either",
         };
-        let (exposure, needs) = match info.request {
-            Some(r) => (format!("{:?}", r.exposure).to_lowercase(), format!("{:?}", r.readiness).to_lowercase()),
-            None => (String::new(), String::new()),
+        let names = |r: &[crate::protocol::Registry]| r.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ");
+        let (exposure, needs, opens, closes) = match info.request {
+            Some(r) => (
+                format!("{:?}", r.exposure).to_lowercase(),
+                format!("{:?}", r.readiness).to_lowercase(),
+                names(r.opens),
+                names(r.closes),
+            ),
+            None => Default::default(),
         };
         let reply = Message::reply_names(index).join(" or ");
-        let _ =
-            writeln!(w, "| {index} | {} | {role} | {sender} | {exposure} | {needs} | {reply} | {payload} |", info.name);
+        let purpose = info.purpose.trim().replace('|', "\\|");
+        let _ = writeln!(
+            w,
+            "| {index} | {} | {role} | {sender} | {exposure} | {needs} | {opens} | {closes} | {reply} | {payload} | {purpose} |",
+            info.name
+        );
     }
     if variants.len() != KINDS.len() {
         return Err(format!("Message has {} variants, KINDS lists {}", variants.len(), KINDS.len()));

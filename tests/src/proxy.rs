@@ -1,8 +1,13 @@
 //! A gRPC proxy in front of a real node: every RPC is forwarded, and a [`Tap`] may observe or
 //! replace the replies of the few RPCs that release or assert something (a lying node, an
-//! outside detector). The list of forwarded RPCs is the one place a test proxy names them.
+//! outside detector). The RPCs come from the boundary table (every network row), so the proxy
+//! forwards a new RPC without being told.
 
+use frostgate_common::protocol::*;
+use frostgate_host::api::convert::Proto;
 use frostgate_host::api::pb::{self, signer_client::SignerClient, signer_server::Signer};
+use frostgate_host::api::rpc::NetworkRequest;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tonic::transport::Channel;
@@ -67,124 +72,148 @@ impl Proxy {
     }
 }
 
-/// Implements `Signer` for `Proxy`: the listed RPCs forwarded unchanged, then the tapped ones.
-macro_rules! signer_impl {
-    (forward { $($name:ident($req:ident) -> $rep:ident;)* } tapped { $($tapped:tt)* }) => {
-        #[tonic::async_trait]
-        impl Signer for Proxy {
-            $(
-                async fn $name(&self, r: Request<pb::$req>) -> Result<Response<pb::$rep>, Status> {
-                    self.inner.clone().$name(r.into_inner()).await
-                }
-            )*
-            $($tapped)*
-        }
+/// How the proxy relays one RPC: forwarded unchanged, unless its payload overrides this.
+trait Relay: NetworkRequest
+where
+    Self::Reply: Proto,
+{
+    fn relay(p: &Proxy, request: Self::Pb) -> impl Future<Output = Result<<Self::Reply as Proto>::Pb, Status>> + Send {
+        let sent = Self::send(p.inner.clone(), request);
+        async move { Ok(sent.await?.into_inner()) }
+    }
+}
+
+/// The payloads relayed by the tapped implementations below; every other one is forwarded.
+macro_rules! relay_impl {
+    (KeyRef) => {};
+    (Round2) => {};
+    (SignPreprocessed) => {};
+    (SignBatch) => {};
+    (Aggregate) => {};
+    ($payload:ident) => {
+        impl Relay for $payload {}
     };
 }
 
-signer_impl! {
-    forward {
-        health(HealthRequest) -> HealthReply;
-        get_identity(GetIdentityRequest) -> Identity;
-        open_session(OpenSession) -> SessionOpened;
-        open_attempt(OpenAttempt) -> AttemptRef;
-        round1(SeatRef) -> Round1Reply;
-        verify_share(VerifyShare) -> ShareVerdictReply;
-        abort_attempt(AttemptRef) -> AttemptAborted;
-        close_session(SessionRef) -> SessionRef;
-        dkg_start(DkgStart) -> DkgStartReply;
-        dkg_round2(DkgRound2) -> DkgRound2Reply;
-        dkg_finish(DkgFinish) -> DkgFinishReply;
-        dkg_activate(DkgActivate) -> DkgActivateReply;
-        dkg_abort(DkgRef) -> DkgRef;
-        dev_dealer_keygen(DevDealerKeygen) -> KeyInfo;
-        open_psbt_session(OpenPsbtSession) -> PsbtSessionOpened;
-        get_policy(GetPolicyRequest) -> PolicyInfo;
-        get_audit(GetAudit) -> AuditLog;
-        open_derived_session(OpenDerivedSession) -> SessionOpened;
-        refresh_start(RefreshStart) -> DkgStartReply;
-        refresh_activate(RefreshActivate) -> RefreshActivateReply;
-        refresh_commit(RefreshCommit) -> KeyRefreshed;
-        get_refresh_vote(GetRefreshVote) -> RefreshVote;
-        refresh_abandon(RefreshAbandon) -> RefreshAbandoned;
-        repair_start(RepairStart) -> DkgRound2Reply;
-        repair_sigma(RepairSigma) -> DkgRound2Reply;
-        repair_finish(RepairFinish) -> DkgActivateReply;
-        attest_epoch(AttestEpoch) -> EpochStatement;
-        preprocess(Preprocess) -> Preprocessed;
-        close_sessions(CloseSessions) -> SessionsClosed;
-    }
-    tapped {
-        async fn get_key(&self, r: Request<pb::KeyRef>) -> Result<Response<pb::KeyInfo>, Status> {
-            let info = self.inner.clone().get_key(r.into_inner()).await?.into_inner();
-            Ok(Response::new(self.tap.key(info)))
+/// Implements `Signer` for `Proxy` over every network row of the boundary table (so the proxy
+/// cannot miss an RPC): each RPC goes through its payload's [`Relay`].
+macro_rules! proxy_glue {
+    (@rows [$($acc:tt)*]) => {
+        proxy_glue!(@emit $($acc)*);
+    };
+    (@rows [$($acc:tt)*]
+        $(#[doc = $doc:literal])*
+        $kind:literal $name:ident ($payload:ident) {
+            request, from: $from:ident, exposure: Network, ready: $ready:ident, serve: $method:ident, reply: $reply:ty,
+            opens: [$($opens:ident),*], closes: [$($closes:ident),*]
         }
+        $($rest:tt)*
+    ) => {
+        proxy_glue!(@rows [$($acc)* ($method, $payload, $reply)] $($rest)*);
+    };
+    (@rows [$($acc:tt)*]
+        $(#[doc = $doc:literal])*
+        $kind:literal $name:ident ($payload:ty) { $($spec:tt)* }
+        $($rest:tt)*
+    ) => {
+        proxy_glue!(@rows [$($acc)*] $($rest)*);
+    };
+    (@emit $(($method:ident, $payload:ident, $reply:ty))*) => {
+        $( relay_impl!($payload); )*
 
-        // Released shares and signatures are recorded in a task of their own, so a caller that
-        // goes away (a killed coordinator) cannot make the proxy miss what the node released.
-        async fn round2(&self, r: Request<pb::Round2>) -> Result<Response<pb::Round2Reply>, Status> {
-            if let Some(refusal) = self.tap.refuse_signing() {
-                return Err(refusal);
-            }
-            let (mut inner, tap, request) = (self.inner.clone(), self.tap.clone(), r.into_inner());
-            tokio::spawn(async move {
-                let reply = inner.round2(request.clone()).await?.into_inner();
-                tap.released(&request, &reply);
-                Ok(Response::new(reply))
-            })
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-        }
-
-        async fn sign_preprocessed(
-            &self,
-            r: Request<pb::SignPreprocessed>,
-        ) -> Result<Response<pb::PreprocessedShare>, Status> {
-            if let Some(refusal) = self.tap.refuse_signing() {
-                return Err(refusal);
-            }
-            let (mut inner, tap, request) = (self.inner.clone(), self.tap.clone(), r.into_inner());
-            tokio::spawn(async move {
-                let reply = inner.sign_preprocessed(request.clone()).await?.into_inner();
-                released(tap.as_ref(), &request, &reply);
-                Ok(Response::new(reply))
-            })
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-        }
-
-        async fn sign_batch(&self, r: Request<pb::SignBatch>) -> Result<Response<pb::BatchSigned>, Status> {
-            if let Some(refusal) = self.tap.refuse_signing() {
-                return Err(refusal);
-            }
-            let (mut inner, tap, request) = (self.inner.clone(), self.tap.clone(), r.into_inner());
-            tokio::spawn(async move {
-                let reply = inner.sign_batch(request.clone()).await?.into_inner();
-                for (item, outcome) in request.items.iter().zip(&reply.outcomes) {
-                    if let Some(pb::sign_outcome::Outcome::Signed(share)) = &outcome.outcome {
-                        released(tap.as_ref(), item, share);
-                    }
+        #[tonic::async_trait]
+        impl Signer for Proxy {
+            $(
+                async fn $method(
+                    &self,
+                    r: Request<<$payload as Proto>::Pb>,
+                ) -> Result<Response<<$reply as Proto>::Pb>, Status> {
+                    <$payload as Relay>::relay(self, r.into_inner()).await.map(Response::new)
                 }
-                Ok(Response::new(reply))
-            })
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
+            )*
         }
+    };
+    ($($rows:tt)*) => {
+        proxy_glue!(@rows [] $($rows)*);
+    };
+}
 
-        async fn aggregate(&self, r: Request<pb::Aggregate>) -> Result<Response<pb::AggregateReply>, Status> {
-            let request = r.into_inner();
-            if let Some(reply) = self.tap.answer_aggregate(&request) {
-                return Ok(Response::new(reply));
-            }
-            let (mut inner, tap) = (self.inner.clone(), self.tap.clone());
-            tokio::spawn(async move {
-                let reply = inner.aggregate(request.clone()).await?.into_inner();
-                tap.aggregated(&request, &reply);
-                Ok(Response::new(reply))
-            })
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
+frostgate_common::boundary_table!(proxy_glue);
+
+impl Relay for KeyRef {
+    async fn relay(p: &Proxy, r: pb::KeyRef) -> Result<pb::KeyInfo, Status> {
+        let info = p.inner.clone().get_key(r).await?.into_inner();
+        Ok(p.tap.key(info))
+    }
+}
+
+// Released shares and signatures are recorded in a task of their own, so a caller that goes
+// away (a killed coordinator) cannot make the proxy miss what the node released.
+impl Relay for Round2 {
+    async fn relay(p: &Proxy, request: pb::Round2) -> Result<pb::Round2Reply, Status> {
+        if let Some(refusal) = p.tap.refuse_signing() {
+            return Err(refusal);
         }
+        let (mut inner, tap) = (p.inner.clone(), p.tap.clone());
+        tokio::spawn(async move {
+            let reply = inner.round2(request.clone()).await?.into_inner();
+            tap.released(&request, &reply);
+            Ok(reply)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+    }
+}
+
+impl Relay for SignPreprocessed {
+    async fn relay(p: &Proxy, request: pb::SignPreprocessed) -> Result<pb::PreprocessedShare, Status> {
+        if let Some(refusal) = p.tap.refuse_signing() {
+            return Err(refusal);
+        }
+        let (mut inner, tap) = (p.inner.clone(), p.tap.clone());
+        tokio::spawn(async move {
+            let reply = inner.sign_preprocessed(request.clone()).await?.into_inner();
+            released(tap.as_ref(), &request, &reply);
+            Ok(reply)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+    }
+}
+
+impl Relay for SignBatch {
+    async fn relay(p: &Proxy, request: pb::SignBatch) -> Result<pb::BatchSigned, Status> {
+        if let Some(refusal) = p.tap.refuse_signing() {
+            return Err(refusal);
+        }
+        let (mut inner, tap) = (p.inner.clone(), p.tap.clone());
+        tokio::spawn(async move {
+            let reply = inner.sign_batch(request.clone()).await?.into_inner();
+            for (item, outcome) in request.items.iter().zip(&reply.outcomes) {
+                if let Some(pb::sign_outcome::Outcome::Signed(share)) = &outcome.outcome {
+                    released(tap.as_ref(), item, share);
+                }
+            }
+            Ok(reply)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+    }
+}
+
+impl Relay for Aggregate {
+    async fn relay(p: &Proxy, request: pb::Aggregate) -> Result<pb::AggregateReply, Status> {
+        if let Some(reply) = p.tap.answer_aggregate(&request) {
+            return Ok(reply);
+        }
+        let (mut inner, tap) = (p.inner.clone(), p.tap.clone());
+        tokio::spawn(async move {
+            let reply = inner.aggregate(request.clone()).await?.into_inner();
+            tap.aggregated(&request, &reply);
+            Ok(reply)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
     }
 }
 

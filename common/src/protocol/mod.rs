@@ -8,11 +8,13 @@
 //! (`common/BOUNDARY.md`) pins all of it.
 
 mod lists;
+mod registry;
 mod table;
 mod types;
 
 pub use crate::bounded::IdentityKeyBytes;
 pub use lists::*;
+pub use registry::{Entry, Registers, Registry, When};
 pub use types::*;
 
 use crate::error::{Error, ErrorCode};
@@ -93,6 +95,10 @@ pub struct RequestInfo {
     pub readiness: Readiness,
     /// The serving trait's method (snake case; the gRPC method of a `Network` request).
     pub method: &'static str,
+    /// The enclave registries it may open entries in ([`Registers::opens`]).
+    pub opens: &'static [Registry],
+    /// The registries it may close entries of ([`Registers::closes`]).
+    pub closes: &'static [Registry],
 }
 
 /// Static description of one message kind, indexed by the kind number.
@@ -106,6 +112,8 @@ pub struct KindInfo {
     pub direction: Direction,
     /// For requests: exposure, readiness and serving method.
     pub request: Option<RequestInfo>,
+    /// What it is for: its row's doc comment.
+    pub purpose: &'static str,
 }
 
 /// A payload that is the reply to some request: it knows which message kinds carry it.
@@ -182,7 +190,10 @@ macro_rules! define_boundary {
         $(#[doc = $doc:literal])*
         $kind:literal $name:ident ($payload:ty) {
             $role:ident, from: $from:ident
-            $(, exposure: $exposure:ident, ready: $ready:ident, serve: $method:ident, reply: $reply:ty)?
+            $(,
+                exposure: $exposure:ident, ready: $ready:ident, serve: $method:ident, reply: $reply:ty,
+                opens: [$($opens:ident),*], closes: [$($closes:ident),*]
+            )?
         }
     )*) => {
         /// Every message crossing the channel, in wire order. Generated from the table; append only.
@@ -196,6 +207,7 @@ macro_rules! define_boundary {
             $(
                 KindInfo {
                     name: stringify!($name),
+                    purpose: concat!($($doc),*),
                     role: role!($role),
                     direction: direction!($from),
                     request: optional!($(
@@ -203,6 +215,8 @@ macro_rules! define_boundary {
                             exposure: Exposure::$exposure,
                             readiness: Readiness::$ready,
                             method: stringify!($method),
+                            opens: &[$(Registry::$opens),*],
+                            closes: &[$(Registry::$closes),*],
                         }
                     )?),
                 },
@@ -214,6 +228,20 @@ macro_rules! define_boundary {
             pub fn kind(&self) -> usize {
                 match self {
                     $( Message::$name(_) => $kind, )*
+                }
+            }
+
+            /// The registry entries this request opens (none for replies), as its row's `opens`.
+            pub fn opens(&self) -> Vec<Entry> {
+                match self {
+                    $( Message::$name(_p) => registers!(_p, opens, $($($opens)*)?), )*
+                }
+            }
+
+            /// The registry entries this request closes, and when (none for replies).
+            pub fn closes(&self) -> Vec<(Entry, When)> {
+                match self {
+                    $( Message::$name(_p) => registers!(_p, closes, $($($closes)*)?), )*
                 }
             }
 
@@ -286,6 +314,17 @@ macro_rules! define_boundary {
                 $( Message::$name(r) => serving_arm!(host, $from, api, r, $kind, $($method)?), )*
             }
         }
+    };
+}
+
+/// A row's entries: none when its column is empty (its payload need not implement
+/// [`Registers`]), else what the payload says.
+macro_rules! registers {
+    ($p:ident, $method:ident, ) => {
+        Vec::new()
+    };
+    ($p:ident, $method:ident, $($registry:ident)+) => {
+        Registers::$method($p)
     };
 }
 

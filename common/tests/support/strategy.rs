@@ -425,7 +425,7 @@ pub fn message() -> impl Strategy<Value = Message> {
         proptest::collection::vec(session(), 0..3)
             .prop_map(|v| Message::CloseSessions(CloseSessions { sessions: SessionIds::new(v).expect("bound") })),
         any::<u32>().prop_map(|closed| Message::SessionsClosed(SessionsClosed { closed })),
-        (attempt(), pid(), bytes::<16>(), bytes::<16>()).prop_map(|(attempt, seat, s, c)| {
+        (attempt(), pid(), bytes::<16>(), bytes::<16>(), bytes::<16>()).prop_map(|(attempt, seat, s, c, o)| {
             let item = SignPreprocessed {
                 binding: SessionBinding::Digest(OpenSession {
                     session: SessionId::from_bytes(s),
@@ -439,7 +439,8 @@ pub fn message() -> impl Strategy<Value = Message> {
                 commitment: CommitmentId::from_bytes(c),
                 signing_package: SigningPackageBytes::new(vec![1, 2, 3]).expect("bound"),
                 replenish: 1,
-                close: SessionIds::new(vec![SessionId::from_bytes(s)]).expect("bound"),
+                // Its own session (never closed by its own request) and another one.
+                close: SessionIds::new(vec![SessionId::from_bytes(s), SessionId::from_bytes(o)]).expect("bound"),
             };
             Message::SignBatch(SignBatch { items: SignItems::new(vec![item.clone(), item]).expect("bound") })
         }),

@@ -1,4 +1,6 @@
-//! Per-caller admission to the enclave: in-flight requests, open sessions, attempts and DKGs.
+//! Per-caller admission to the enclave: in-flight requests, open sessions, attempts, ceremonies
+//! (DKGs, refreshes, repairs) and preprocessed commitments. What a request opens and closes comes
+//! from its boundary-table row alone (`Message::opens`, `Message::closes`), never a match here.
 //!
 //! Invariants: one caller (a client certificate, or a plaintext peer address) never has more
 //! than its quota of each; a request over quota is refused before it reaches the enclave
@@ -11,7 +13,7 @@
 use super::connection::{ApiLimits, CallerId};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::{AttemptId, CommitmentId, DkgId, SessionId};
-use frostgate_common::protocol::{DkgStart, Message, PreCommitment, RefreshStart, SignOutcome, SignPreprocessed};
+use frostgate_common::protocol::{Entry, Message, PreCommitment, SignOutcome, When};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -49,8 +51,9 @@ pub struct Ticket {
     reserved: Vec<Reserved>,
     /// Closing, aborting: released only once the enclave did it.
     releases: Vec<Reserved>,
-    /// A DKG step: the DKG leaves the caller's count when the step ends it (blame or key).
-    dkg_step: Option<DkgId>,
+    /// DKGs, refreshes and repairs that leave the caller's count when the reply ends them
+    /// (a blame, the key).
+    ends: Vec<DkgId>,
     /// Its reservations stand even if it fails (a one-request signing may have bound its session
     /// and attempt before failing); a later close, or the TTL, releases them.
     keep_on_error: bool,
@@ -128,65 +131,63 @@ impl Admission {
         c.sessions.retain(|_, t| now.duration_since(*t) < ENTRY_TTL);
         c.attempts.retain(|_, (_, t)| now.duration_since(*t) < ENTRY_TTL);
         c.dkgs.retain(|_, t| now.duration_since(*t) < ENTRY_TTL);
-        let signings: Vec<&SignPreprocessed> = match m {
-            Message::SignPreprocessed(o) => vec![o],
-            Message::SignBatch(b) => b.items.as_inner().iter().collect(),
-            _ => Vec::new(),
-        };
         c.commitments.retain(|_, t| now.duration_since(*t) < COMMITMENT_TTL);
+        // What the request opens and closes, from its boundary-table row alone (`Registers`).
+        let (opens, closes) = (m.opens(), m.closes());
         // Commitments named by a signing are used (or unknown) once it is admitted.
-        let mut used: Vec<CommitmentId> =
-            signings.iter().map(|o| o.commitment).filter(|id| c.commitments.contains_key(id)).collect();
+        let mut used: Vec<CommitmentId> = closes
+            .iter()
+            .filter_map(|(e, w)| match (e, w) {
+                (Entry::Commitment(id), When::Sent) if c.commitments.contains_key(id) => Some(*id),
+                _ => None,
+            })
+            .collect();
         used.sort();
         used.dedup();
-        let asked = match m {
-            Message::Preprocess(p) => usize::from(p.count),
-            _ => signings.iter().map(|o| usize::from(o.replenish)).sum(),
-        };
+        let asked: usize = opens.iter().map(|e| if let Entry::Commitments(n) = e { usize::from(*n) } else { 0 }).sum();
         if asked > 0 && c.commitments.len() - used.len() + asked > limits.max_commitments_per_caller {
             return Err(quota(caller, "preprocessed commitments", limits.max_commitments_per_caller));
         }
-        // Every way of opening a session counts (a one-request signing opens its own session and
-        // attempt, a batch one per item). Every quota is checked before anything is taken.
-        let mut sessions: Vec<SessionId> = match m {
-            Message::OpenSession(o) => vec![o.session],
-            Message::OpenDerivedSession(o) => vec![o.session],
-            Message::OpenPsbtSession(o) => vec![o.session],
-            _ => signings.iter().map(|o| o.binding.session()).collect(),
-        };
+        // Every opening counts (a one-request signing opens its own session and attempt, a batch
+        // one per item, a refresh and a repair like a DKG). Every quota is checked before
+        // anything is taken.
+        let mut sessions: Vec<SessionId> =
+            opens.iter().filter_map(|e| if let Entry::Session(s) = e { Some(*s) } else { None }).collect();
         sessions.sort();
         sessions.dedup();
         sessions.retain(|s| !c.sessions.contains_key(s));
-        let mut attempts: Vec<(AttemptId, SessionId)> = match m {
-            Message::OpenAttempt(o) => vec![(o.attempt, o.session)],
-            _ => signings.iter().map(|o| (o.attempt, o.binding.session())).collect(),
-        };
+        let mut attempts: Vec<(AttemptId, SessionId)> = opens
+            .iter()
+            .filter_map(|e| if let Entry::Attempt(a, Some(s)) = e { Some((*a, *s)) } else { None })
+            .collect();
         attempts.sort();
         attempts.dedup_by_key(|(a, _)| *a);
         attempts.retain(|(a, _)| !c.attempts.contains_key(a));
-        // A refresh fills the enclave's DKG registry like a DKG: both count.
-        let dkg = match m {
-            Message::DkgStart(DkgStart { dkg, .. }) | Message::RefreshStart(RefreshStart { dkg, .. }) => {
-                Some(*dkg).filter(|d| !c.dkgs.contains_key(d))
-            }
-            _ => None,
+        let mut ceremonies: Vec<DkgId> = opens
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Dkg(d) | Entry::Repair(d) => Some(*d),
+                _ => None,
+            })
+            .collect();
+        ceremonies.sort();
+        ceremonies.dedup();
+        ceremonies.retain(|d| !c.dkgs.contains_key(d));
+        let reserved_of = |e: &Entry| match e {
+            Entry::Session(s) => Some(Reserved::Session(*s)),
+            Entry::Attempt(a, _) => Some(Reserved::Attempt(*a)),
+            Entry::Dkg(d) | Entry::Repair(d) => Some(Reserved::Dkg(*d)),
+            Entry::Commitments(_) | Entry::Commitment(_) => None,
         };
-        // A request never releases what it binds itself (a close naming its own session would
-        // be carried out before the binding, leaving the session open and uncounted).
-        let bound: Vec<SessionId> = signings.iter().map(|o| o.binding.session()).collect();
-        let releases: Vec<Reserved> = match m {
-            Message::CloseSession(s) => vec![Reserved::Session(s.session)],
-            Message::CloseSessions(s) => s.sessions.as_inner().iter().map(|s| Reserved::Session(*s)).collect(),
-            Message::SignPreprocessed(_) | Message::SignBatch(_) => signings
-                .iter()
-                .flat_map(|o| o.close.as_inner().iter().copied())
-                .filter(|s| !bound.contains(s))
-                .map(Reserved::Session)
-                .collect(),
-            Message::AbortAttempt(a) => vec![Reserved::Attempt(a.attempt)],
-            Message::DkgAbort(d) => vec![Reserved::Dkg(d.dkg)],
-            _ => Vec::new(),
-        };
+        let releases: Vec<Reserved> =
+            closes.iter().filter(|(_, w)| *w == When::Answered).filter_map(|(e, _)| reserved_of(e)).collect();
+        let ends: Vec<DkgId> = closes
+            .iter()
+            .filter_map(|(e, w)| match (e, w) {
+                (Entry::Dkg(d) | Entry::Repair(d), When::Ended) => Some(*d),
+                _ => None,
+            })
+            .collect();
         // Sessions this request closes make room for the ones it opens.
         let closing = releases
             .iter()
@@ -200,8 +201,8 @@ impl Admission {
         if !attempts.is_empty() && c.attempts.len() + attempts.len() > limits.max_attempts_per_caller {
             return Err(quota(caller, "attempts", limits.max_attempts_per_caller));
         }
-        if dkg.is_some() && c.dkgs.len() >= limits.max_dkgs_per_caller {
-            return Err(quota(caller, "DKGs", limits.max_dkgs_per_caller));
+        if !ceremonies.is_empty() && c.dkgs.len() + ceremonies.len() > limits.max_dkgs_per_caller {
+            return Err(quota(caller, "DKGs, refreshes and repairs", limits.max_dkgs_per_caller));
         }
         for id in used {
             c.commitments.remove(&id);
@@ -215,28 +216,22 @@ impl Admission {
             c.attempts.insert(a, (s, now));
             reserved.push(Reserved::Attempt(a));
         }
-        if let Some(d) = dkg {
+        for d in ceremonies {
             c.dkgs.insert(d, now);
             reserved.push(Reserved::Dkg(d));
         }
         c.opening.extend(reserved.iter().copied());
-        let dkg_step = match m {
-            Message::DkgStart(d) => Some(d.dkg),
-            Message::RefreshStart(d) => Some(d.dkg),
-            Message::DkgRound2(d) => Some(d.dkg),
-            Message::DkgFinish(d) => Some(d.dkg),
-            Message::DkgActivate(d) => Some(d.dkg),
-            Message::RefreshActivate(d) => Some(d.dkg),
-            _ => None,
-        };
+        // A request opening entries in several registries (a one-request signing) may have
+        // opened some before it failed: its reservations stand until closed or expired.
+        let keep_on_error = m.info().request.is_some_and(|r| r.opens.len() > 1);
         Ok(Ticket {
             _permit: permit,
             callers: self.callers.clone(),
             caller: caller.clone(),
             reserved,
             releases,
-            dkg_step,
-            keep_on_error: !signings.is_empty(),
+            ends,
+            keep_on_error,
         })
     }
 
@@ -269,10 +264,10 @@ impl Admission {
                 }
             }
         }
-        if let (Some(d), Message::DkgBlame(_) | Message::KeyInfo(_) | Message::KeyRefreshed(_)) =
-            (ticket.dkg_step, reply)
-        {
-            c.dkgs.remove(&d);
+        if reply.ends_ceremony() {
+            for d in &ticket.ends {
+                c.dkgs.remove(d);
+            }
         }
         // Commitments handed out to this caller count until used or expired.
         let now = Instant::now();
@@ -302,7 +297,8 @@ mod tests {
     use frostgate_common::bounded::{SessionIds, Signers, SigningPackageBytes};
     use frostgate_common::ids::{CommitmentId, KeyId, ParticipantId};
     use frostgate_common::protocol::{
-        BatchSigned, CloseSessions, OpenSession, SessionBinding, SessionsClosed, SignBatch, TaprootMode,
+        BatchSigned, CloseSessions, OpenSession, SessionBinding, SessionsClosed, SignBatch, SignPreprocessed,
+        TaprootMode,
     };
     use frostgate_common::protocol::{SignItems, SignOutcomes};
 
@@ -413,7 +409,7 @@ mod tests {
     fn a_refresh_counts_against_the_dkg_quota_like_a_dkg() {
         use frostgate_common::ids::DkgId;
         use frostgate_common::protocol::DkgParticipants;
-        use frostgate_common::protocol::{DkgAborted, DkgRef};
+        use frostgate_common::protocol::{DkgAborted, DkgRef, RefreshStart};
         let limits = ApiLimits { max_dkgs_per_caller: 2, ..ApiLimits::default() };
         let admission = Admission::new(limits);
         let caller = CallerId("coordinator".into());

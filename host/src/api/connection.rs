@@ -38,7 +38,7 @@ pub struct ApiLimits {
     pub max_sessions_per_caller: usize,
     /// Attempts one caller may hold open.
     pub max_attempts_per_caller: usize,
-    /// DKGs one caller may have running.
+    /// DKGs, refreshes and repairs one caller may have running.
     pub max_dkgs_per_caller: usize,
     /// Preprocessed commitments one caller may hold unused (`Preprocess` and replenishments).
     pub max_commitments_per_caller: usize,

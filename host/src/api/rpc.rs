@@ -74,7 +74,8 @@ macro_rules! grpc_glue {
     (@rows [$($acc:tt)*]
         $(#[doc = $doc:literal])*
         $kind:literal $name:ident ($payload:ty) {
-            request, from: $from:ident, exposure: Network, ready: $ready:ident, serve: $method:ident, reply: $reply:ty
+            request, from: $from:ident, exposure: Network, ready: $ready:ident, serve: $method:ident, reply: $reply:ty,
+            opens: [$($opens:ident),*], closes: [$($closes:ident),*]
         }
         $($rest:tt)*
     ) => {

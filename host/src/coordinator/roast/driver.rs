@@ -1,7 +1,8 @@
 //! Runs the ROAST core over gRPC: each ask becomes the node calls it stands for, each reply
 //! (or error, or deadline) goes back to the core as an answer. All I/O of a signing is here.
 
-use super::core::{Action, Answer, Ask, Outcome, Roast};
+use super::core::{Outcome, Roast};
+use super::exchange::{Action, Answer, Ask};
 use super::request::{binding, SignRequest};
 use super::strategy::Strategy;
 use crate::coordinator::signer::SignerClient;

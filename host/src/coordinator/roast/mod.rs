@@ -2,6 +2,7 @@
 //!
 //! - [`core`]: ROAST as a state machine without I/O (answers in, asks out), unit-tested by
 //!   hand-fed answers;
+//! - [`exchange`]: the core's asks and actions, the signers' answers;
 //! - [`strategy`]: the interactive and preprocessed attempts behind one trait;
 //! - [`driver`]: runs the core over gRPC;
 //! - [`key`]: a key's public material and the package consensus;
@@ -14,6 +15,7 @@ mod aggregate;
 mod core;
 mod driver;
 mod evidence;
+mod exchange;
 mod key;
 mod request;
 mod strategy;

@@ -1,7 +1,7 @@
 //! How an attempt gets its signers' commitments and shares: the interactive rounds, or
 //! preprocessed commitments. The ROAST core is the same for both; only these answers differ.
 
-use super::core::{Answer, Ask};
+use super::exchange::{Answer, Ask};
 use frost_secp256k1_tr::round1::SigningCommitments;
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::{CommitmentId, ParticipantId};

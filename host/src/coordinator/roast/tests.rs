@@ -2,8 +2,9 @@
 //! refusing and restarting signers, under both strategies. The signers are simulated with real
 //! FROST key shares (a dealer, test-only), so every signature is checked by libsecp256k1.
 
-use super::core::{Action, Answer, Ask, Outcome, Roast, PROBE};
+use super::core::{Outcome, Roast, PROBE};
 use super::evidence::{Reason, Step};
+use super::exchange::{Action, Answer, Ask};
 use super::request::SignRequest;
 use super::strategy::{Interactive, Preprocessed, Strategy};
 use crate::coordinator::taproot::{TweakCache, Tweaked};
