@@ -122,6 +122,65 @@ fn a_repair_leaves_the_callers_count_when_its_sigma_is_answered() {
         envelopes: DkgEnvelopes::new(Vec::new()).expect("bound"),
     });
     let ticket = admission.enter(&caller, &sigma).expect("sigma");
-    admission.settle(ticket, &Message::DkgRound2Reply(DkgEnvelopes::new(Vec::new()).expect("bound")));
+    admission.settle(ticket, &Message::error(ErrorCode::KeyEpochChanged, "refused after the repair was dropped"));
     admission.enter(&caller, &Message::RepairStart(other)).expect("admitted after the sigma");
+}
+
+#[test]
+fn a_dkg_and_a_repair_with_one_id_are_two_ceremonies_and_neither_closes_the_other() {
+    let limits = ApiLimits { max_dkgs_per_caller: 2, ..ApiLimits::default() };
+    let (admission, caller) = (Admission::new(limits), CallerId("c".into()));
+    let all = requests(6000);
+    let Some(Message::RepairStart(repair)) = all.iter().find(|m| matches!(m, Message::RepairStart(_))).cloned() else {
+        panic!("no RepairStart")
+    };
+    let Some(Message::DkgStart(mut dkg)) = all.iter().find(|m| matches!(m, Message::DkgStart(_))).cloned() else {
+        panic!("no DkgStart")
+    };
+    dkg.dkg = repair.repair;
+    let round1 = Message::DkgRound1(DkgRound1Package {
+        dkg: dkg.dkg,
+        from: dkg.me,
+        package: frostgate_common::bounded::DkgPackageBytes::new(Vec::new()).expect("bound"),
+    });
+    let t = admission.enter(&caller, &Message::DkgStart(dkg.clone())).expect("DKG X");
+    admission.settle(t, &round1);
+    let t = admission.enter(&caller, &Message::RepairStart(repair.clone())).expect("repair X: counted apart");
+    admission.settle(t, &Message::DkgRound2Reply(DkgEnvelopes::new(Vec::new()).expect("bound")));
+    // Aborting DKG X does not release repair X: the quota (2) is still one short.
+    let t = admission.enter(&caller, &Message::DkgAbort(DkgRef { dkg: dkg.dkg })).expect("abort");
+    admission.settle(t, &Message::DkgAborted(DkgAborted { dkg: dkg.dkg }));
+    let mut other = dkg.clone();
+    other.dkg = frostgate_common::ids::DkgId::from_bytes([0xab; 16]);
+    let t = admission.enter(&caller, &Message::DkgStart(other.clone())).expect("one more fits");
+    admission.settle(t, &round1);
+    let mut third = other;
+    third.dkg = frostgate_common::ids::DkgId::from_bytes([0xac; 16]);
+    let e = admission.enter(&caller, &Message::DkgStart(third)).expect_err("repair X still counts");
+    assert_eq!(e.code(), ErrorCode::QuotaExceeded);
+}
+
+#[test]
+fn a_request_abandoned_mid_way_gives_back_only_what_it_cannot_have_opened() {
+    let limits = ApiLimits {
+        max_sessions_per_caller: 1,
+        max_attempts_per_caller: 1 << 20,
+        max_commitments_per_caller: 1 << 20,
+        ..ApiLimits::default()
+    };
+    let caller = CallerId("c".into());
+    let all = requests(6000);
+    let pick = |kind: &str| -> Vec<Message> { all.iter().filter(|m| m.info().name == kind).cloned().collect() };
+    // An abandoned `OpenSession` (the client reset the stream) could not have bound anything
+    // the enclave did not answer: its reservation goes back.
+    let admission = Admission::new(limits);
+    let opens = pick("OpenSession");
+    drop(admission.enter(&caller, &opens[0]).expect("first"));
+    admission.enter(&caller, &opens[1]).expect("the abandoned one gave its session back");
+    // An abandoned one-request signing may have bound its session: it stays counted.
+    let admission = Admission::new(limits);
+    let signings = pick("SignPreprocessed");
+    drop(admission.enter(&caller, &signings[0]).expect("first"));
+    let e = admission.enter(&caller, &signings[1]).expect_err("the abandoned signing still holds its session");
+    assert_eq!(e.code(), ErrorCode::QuotaExceeded);
 }

@@ -72,7 +72,8 @@ impl Entry {
 /// When a closing takes effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum When {
-    /// As soon as the request is forwarded (a commitment is used, or unknown, once asked for).
+    /// As soon as the request is forwarded (a commitment is used, or unknown, once asked for; a
+    /// repair ends when its sigma is asked for).
     Sent,
     /// When the enclave answers without an error.
     Answered,
@@ -172,9 +173,10 @@ ceremony_step! {
 }
 
 impl Registers for RepairSigma {
-    /// A helper's repair ends with its sigma (the enclave drops it when the request arrives).
+    /// A helper's repair ends with its sigma: the enclave drops it when the request arrives,
+    /// whatever it answers.
     fn closes(&self) -> Vec<(Entry, When)> {
-        vec![(Entry::Repair(self.repair), When::Answered)]
+        vec![(Entry::Repair(self.repair), When::Sent)]
     }
 }
 

@@ -23,6 +23,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// sooner in the enclave).
 const ENTRY_TTL: Duration = Duration::from_secs(frostgate_common::limits::SESSION_TTL_SECS);
 
+/// DKGs, refreshes and repairs are forgotten here after the enclave's DKG TTL.
+const CEREMONY_TTL: Duration = Duration::from_secs(frostgate_common::limits::DKG_TTL_SECS);
+
 /// Preprocessed commitments are forgotten here after the enclave's default nonce TTL.
 const COMMITMENT_TTL: Duration = Duration::from_secs(frostgate_common::limits::NONCE_TTL_SECS);
 
@@ -32,6 +35,9 @@ struct Caller {
     sessions: HashMap<SessionId, Instant>,
     attempts: HashMap<AttemptId, (SessionId, Instant)>,
     dkgs: HashMap<DkgId, Instant>,
+    /// Repairs this caller started (the enclave keeps them apart from DKGs; both count against
+    /// `max_dkgs_per_caller`).
+    repairs: HashMap<DkgId, Instant>,
     /// Preprocessed commitments issued to this caller and not yet used.
     commitments: HashMap<CommitmentId, Instant>,
     /// Openings forwarded and not yet answered: a concurrent close must not release them (the
@@ -53,7 +59,7 @@ pub struct Ticket {
     releases: Vec<Reserved>,
     /// DKGs, refreshes and repairs that leave the caller's count when the reply ends them
     /// (a blame, the key).
-    ends: Vec<DkgId>,
+    ends: Vec<Reserved>,
     /// Its reservations stand even if it fails (a one-request signing may have bound its session
     /// and attempt before failing); a later close, or the TTL, releases them.
     keep_on_error: bool,
@@ -67,12 +73,16 @@ impl Ticket {
                 Reserved::Session(s) => drop(c.sessions.remove(&s)),
                 Reserved::Attempt(a) => drop(c.attempts.remove(&a)),
                 Reserved::Dkg(d) => drop(c.dkgs.remove(&d)),
+                Reserved::Repair(d) => drop(c.repairs.remove(&d)),
             }
         }
     }
 }
 
 impl Drop for Ticket {
+    /// Unsettled (the client went away mid-request): the reservations go back, except those of a
+    /// request that may have opened entries even if it failed (they stand until closed or
+    /// expired, as when it fails).
     fn drop(&mut self) {
         if self.reserved.is_empty() {
             return;
@@ -80,16 +90,23 @@ impl Drop for Ticket {
         let callers = self.callers.clone();
         let mut callers = callers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = callers.get_mut(&self.caller) {
-            self.undo(c);
+            if self.keep_on_error {
+                for r in std::mem::take(&mut self.reserved) {
+                    c.opening.remove(&r);
+                }
+            } else {
+                self.undo(c);
+            }
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Reserved {
     Session(SessionId),
     Attempt(AttemptId),
     Dkg(DkgId),
+    Repair(DkgId),
 }
 
 /// The admission state of one API server.
@@ -118,6 +135,7 @@ impl Admission {
             sessions: HashMap::new(),
             attempts: HashMap::new(),
             dkgs: HashMap::new(),
+            repairs: HashMap::new(),
             commitments: HashMap::new(),
             opening: std::collections::HashSet::new(),
         });
@@ -130,7 +148,8 @@ impl Admission {
         let now = Instant::now();
         c.sessions.retain(|_, t| now.duration_since(*t) < ENTRY_TTL);
         c.attempts.retain(|_, (_, t)| now.duration_since(*t) < ENTRY_TTL);
-        c.dkgs.retain(|_, t| now.duration_since(*t) < ENTRY_TTL);
+        c.dkgs.retain(|_, t| now.duration_since(*t) < CEREMONY_TTL);
+        c.repairs.retain(|_, t| now.duration_since(*t) < CEREMONY_TTL);
         c.commitments.retain(|_, t| now.duration_since(*t) < COMMITMENT_TTL);
         // What the request opens and closes, from its boundary-table row alone (`Registers`).
         let (opens, closes) = (m.opens(), m.closes());
@@ -163,31 +182,34 @@ impl Admission {
         attempts.sort();
         attempts.dedup_by_key(|(a, _)| *a);
         attempts.retain(|(a, _)| !c.attempts.contains_key(a));
-        let mut ceremonies: Vec<DkgId> = opens
-            .iter()
-            .filter_map(|e| match e {
-                Entry::Dkg(d) | Entry::Repair(d) => Some(*d),
-                _ => None,
-            })
-            .collect();
-        ceremonies.sort();
-        ceremonies.dedup();
-        ceremonies.retain(|d| !c.dkgs.contains_key(d));
         let reserved_of = |e: &Entry| match e {
             Entry::Session(s) => Some(Reserved::Session(*s)),
             Entry::Attempt(a, _) => Some(Reserved::Attempt(*a)),
-            Entry::Dkg(d) | Entry::Repair(d) => Some(Reserved::Dkg(*d)),
+            Entry::Dkg(d) => Some(Reserved::Dkg(*d)),
+            Entry::Repair(d) => Some(Reserved::Repair(*d)),
             Entry::Commitments(_) | Entry::Commitment(_) => None,
         };
+        // DKGs (refreshes too) and repairs: one quota, two registries (as in the enclave).
+        let mut ceremonies: Vec<Reserved> =
+            opens.iter().filter(|e| matches!(e, Entry::Dkg(_) | Entry::Repair(_))).filter_map(reserved_of).collect();
+        ceremonies.sort();
+        ceremonies.dedup();
+        ceremonies.retain(|r| match r {
+            Reserved::Dkg(d) => !c.dkgs.contains_key(d),
+            Reserved::Repair(d) => !c.repairs.contains_key(d),
+            _ => false,
+        });
         let releases: Vec<Reserved> =
             closes.iter().filter(|(_, w)| *w == When::Answered).filter_map(|(e, _)| reserved_of(e)).collect();
-        let ends: Vec<DkgId> = closes
+        // Closed as soon as the request is forwarded (a repair's sigma: the enclave drops the
+        // repair when the request arrives, whatever it answers).
+        let released_now: Vec<Reserved> = closes
             .iter()
-            .filter_map(|(e, w)| match (e, w) {
-                (Entry::Dkg(d) | Entry::Repair(d), When::Ended) => Some(*d),
-                _ => None,
-            })
+            .filter(|(e, w)| *w == When::Sent && matches!(e, Entry::Repair(_)))
+            .filter_map(|(e, _)| reserved_of(e))
             .collect();
+        let ends: Vec<Reserved> =
+            closes.iter().filter(|(_, w)| *w == When::Ended).filter_map(|(e, _)| reserved_of(e)).collect();
         // Sessions this request closes make room for the ones it opens.
         let closing = releases
             .iter()
@@ -201,7 +223,7 @@ impl Admission {
         if !attempts.is_empty() && c.attempts.len() + attempts.len() > limits.max_attempts_per_caller {
             return Err(quota(caller, "attempts", limits.max_attempts_per_caller));
         }
-        if !ceremonies.is_empty() && c.dkgs.len() + ceremonies.len() > limits.max_dkgs_per_caller {
+        if !ceremonies.is_empty() && c.dkgs.len() + c.repairs.len() + ceremonies.len() > limits.max_dkgs_per_caller {
             return Err(quota(caller, "DKGs, refreshes and repairs", limits.max_dkgs_per_caller));
         }
         for id in used {
@@ -216,9 +238,18 @@ impl Admission {
             c.attempts.insert(a, (s, now));
             reserved.push(Reserved::Attempt(a));
         }
-        for d in ceremonies {
-            c.dkgs.insert(d, now);
-            reserved.push(Reserved::Dkg(d));
+        for r in ceremonies {
+            match r {
+                Reserved::Dkg(d) => drop(c.dkgs.insert(d, now)),
+                Reserved::Repair(d) => drop(c.repairs.insert(d, now)),
+                _ => {}
+            }
+            reserved.push(r);
+        }
+        for r in released_now {
+            if let Reserved::Repair(d) = r {
+                c.repairs.remove(&d);
+            }
         }
         c.opening.extend(reserved.iter().copied());
         // A request opening entries in several registries (a one-request signing) may have
@@ -251,7 +282,7 @@ impl Admission {
             for r in std::mem::take(&mut ticket.reserved) {
                 c.opening.remove(&r);
             }
-            let Caller { sessions, attempts, dkgs, opening, .. } = c;
+            let Caller { sessions, attempts, dkgs, repairs, opening, .. } = c;
             for r in std::mem::take(&mut ticket.releases) {
                 match r {
                     _ if opening.contains(&r) => {}
@@ -261,12 +292,17 @@ impl Admission {
                     }
                     Reserved::Attempt(a) => drop(attempts.remove(&a)),
                     Reserved::Dkg(d) => drop(dkgs.remove(&d)),
+                    Reserved::Repair(d) => drop(repairs.remove(&d)),
                 }
             }
         }
         if reply.ends_ceremony() {
-            for d in &ticket.ends {
-                c.dkgs.remove(d);
+            for r in &ticket.ends {
+                match r {
+                    Reserved::Dkg(d) => drop(c.dkgs.remove(d)),
+                    Reserved::Repair(d) => drop(c.repairs.remove(d)),
+                    _ => {}
+                }
             }
         }
         // Commitments handed out to this caller count until used or expired.

@@ -5,7 +5,7 @@
 //! with the node's next request) is closed by [`Signing::finish`]. There is no async drop: an
 //! unfinished `Signing` dropped with closings queued sends them from a background task (best
 //! effort; a session not closed expires in its enclave) and logs a warning, and the type is
-//! `#[must_use]`.
+//! `#[must_use]`. The same holds when `finish` could not send everything.
 
 use super::roast::{self, Evidence, KeyMaterial, Settings, SignRequest, Signed};
 use super::signer::SignerClient;
@@ -23,7 +23,6 @@ const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct Signing {
     signer: Signer,
-    finished: bool,
 }
 
 /// A handle that signs through a [`Signing`] (cheap to clone, e.g. into concurrent tasks); the
@@ -50,7 +49,7 @@ impl Signing {
     /// With key material fetched beforehand.
     pub fn with_material(nodes: &[Arc<SignerClient>], key: Arc<KeyMaterial>, settings: Settings) -> Signing {
         let nodes = Arc::new(nodes.iter().map(|n| (n.id(), n.clone())).collect());
-        Signing { signer: Signer { nodes, key, settings }, finished: false }
+        Signing { signer: Signer { nodes, key, settings } }
     }
 
     /// The key's agreed public material.
@@ -69,8 +68,7 @@ impl Signing {
     }
 
     /// Sends every closing still queued on the nodes (batched `CloseSessions`), and ends.
-    pub async fn finish(mut self) {
-        self.finished = true;
+    pub async fn finish(self) {
         flush(&self.signer.nodes).await;
     }
 }
@@ -94,10 +92,11 @@ async fn flush(nodes: &BTreeMap<ParticipantId, Arc<SignerClient>>) {
 
 impl Drop for Signing {
     fn drop(&mut self) {
-        if self.finished || self.signer.nodes.values().all(|c| c.closing_queued() == 0) {
+        // After `finish` nothing is queued, unless a flush failed or a `Signer` clone signed since.
+        if self.signer.nodes.values().all(|c| c.closing_queued() == 0) {
             return;
         }
-        tracing::warn!("a signing session was dropped without finish(): its closings go in the background");
+        tracing::warn!("a signing session ended with closings queued: they go in the background");
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let nodes = self.signer.nodes.clone();
             runtime.spawn(async move { flush(&nodes).await });

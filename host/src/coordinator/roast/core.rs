@@ -20,7 +20,7 @@ use super::strategy::{Round1, Strategy};
 use crate::coordinator::taproot::Tweaked;
 use frost_secp256k1_tr::{Identifier, SigningPackage};
 use frostgate_common::error::{Error, ErrorCode};
-use frostgate_common::ids::{AttemptId, ParticipantId, SessionId};
+use frostgate_common::ids::{AttemptId, ParticipantId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -51,7 +51,9 @@ struct Attempt {
 /// One signing's ROAST state.
 pub struct Roast<S: Strategy> {
     strategy: S,
-    session: SessionId,
+    /// Secret to this coordinator: attempt ids derive from it, so nobody who learns the session
+    /// id (it is in the nodes' audit trails) can open the next attempt first.
+    attempt_seed: [u8; 32],
     message: [u8; 32],
     public: Arc<Tweaked>,
     t: usize,
@@ -69,10 +71,11 @@ pub struct Roast<S: Strategy> {
 
 impl<S: Strategy> Roast<S> {
     /// A signing of `request` under `public` (tweaked for its path and mode) with `signers`
-    /// (id, reachable), `disagreeing` excluded from the start (see `KeyMaterial`).
+    /// (id, reachable), `disagreeing` excluded from the start (see `KeyMaterial`); attempt ids
+    /// derive from `attempt_seed` (fresh and secret per signing).
     pub fn new(
         strategy: S,
-        session: SessionId,
+        attempt_seed: [u8; 32],
         request: &SignRequest,
         public: Arc<Tweaked>,
         threshold: u16,
@@ -99,7 +102,7 @@ impl<S: Strategy> Roast<S> {
         let ready = signers.iter().map(|(p, _)| *p).filter(|p| !excluded.contains_key(p)).collect();
         Ok(Roast {
             strategy,
-            session,
+            attempt_seed,
             message: request.message,
             public,
             t,
@@ -254,7 +257,7 @@ impl<S: Strategy> Roast<S> {
         while self.ready.len() >= self.t && self.attempts.len() < self.max_active {
             let chosen: Vec<ParticipantId> = self.ready.iter().copied().take(self.t).collect();
             self.started += 1;
-            let id = attempt_id(self.session, self.started);
+            let id = attempt_id(&self.attempt_seed, self.started);
             for p in &chosen {
                 self.ready.remove(p);
                 self.asked.insert(*p);
@@ -326,10 +329,11 @@ impl<S: Strategy> Roast<S> {
     }
 }
 
-/// The `n`th attempt of `session` (n from 1): distinct per session and attempt, never [`PROBE`].
-pub fn attempt_id(session: SessionId, n: u32) -> AttemptId {
+/// The `n`th attempt of a signing whose seed is `seed` (n from 1): distinct per seed and
+/// attempt, unpredictable without the seed, never [`PROBE`].
+pub fn attempt_id(seed: &[u8; 32], n: u32) -> AttemptId {
     let mut input = b"frostgate/roast/attempt".to_vec();
-    input.extend_from_slice(session.as_bytes());
+    input.extend_from_slice(seed);
     input.extend_from_slice(&n.to_be_bytes());
     let h = sha256(&input);
     let mut id = [0u8; 16];

@@ -10,7 +10,7 @@ use frostgate_common::bounded::{Signers, SigningPackageBytes};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::{AttemptId, ParticipantId, SessionId};
 use frostgate_common::protocol::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -37,13 +37,19 @@ pub struct Context {
     pub batch: bool,
 }
 
+/// The nodes of a signing, by participant.
+type Nodes = Arc<BTreeMap<ParticipantId, Arc<SignerClient>>>;
+
 /// Runs `core` to its outcome over `nodes`.
-pub async fn run<S: Strategy>(
-    mut core: Roast<S>,
-    nodes: &BTreeMap<ParticipantId, Arc<SignerClient>>,
-    cx: Context,
-) -> Outcome {
+///
+/// Asks still under way when the outcome is set (another attempt's) are not cancelled: they
+/// finish in the background, so what they bring back is kept (next commitments held, closings
+/// queued again) and, when the session was closed at once, it is closed again after them (a
+/// late opening cannot leave it open).
+pub async fn run<S: Strategy>(mut core: Roast<S>, nodes: &Nodes, cx: Context) -> Outcome {
     let mut asks: JoinSet<(AttemptId, ParticipantId, Result<Answer, Error>)> = JoinSet::new();
+    let mut asked: HashMap<tokio::task::Id, (AttemptId, ParticipantId)> = HashMap::new();
+    let mut closed_now: Option<Vec<ParticipantId>> = None;
     let mut actions = core.start();
     loop {
         for action in actions.drain(..) {
@@ -51,24 +57,45 @@ pub async fn run<S: Strategy>(
                 Action::Ask { attempt, signer, ask } => {
                     let Some(node) = nodes.get(&signer).cloned() else { continue };
                     let cx = cx.clone();
-                    asks.spawn(async move { (attempt, signer, execute(&node, &cx, attempt, ask).await) });
+                    let task = asks.spawn(async move { (attempt, signer, execute(&node, &cx, attempt, ask).await) });
+                    asked.insert(task.id(), (attempt, signer));
                 }
                 Action::DropHeld(p) => {
                     if let Some(node) = nodes.get(&p) {
                         node.drop_commitments(&cx.request.key);
                     }
                 }
-                Action::Close { signers, now } => close(nodes, &signers, cx.session, now).await,
+                Action::Close { signers, now } => {
+                    close(nodes, &signers, cx.session, now).await;
+                    closed_now = now.then_some(signers);
+                }
             }
         }
         if let Some(outcome) = core.take_outcome() {
-            // Asks of other attempts still under way are dropped; the closing ends them.
-            asks.abort_all();
+            if !asks.is_empty() {
+                let (nodes, session) = (nodes.clone(), cx.session);
+                tokio::spawn(async move {
+                    while asks.join_next().await.is_some() {}
+                    if let Some(signers) = closed_now {
+                        close(&nodes, &signers, session, true).await;
+                    }
+                });
+            }
             return outcome;
         }
-        actions = match asks.join_next().await {
-            Some(Ok((attempt, signer, answer))) => core.answer(attempt, signer, answer),
-            Some(Err(_)) => Vec::new(),
+        actions = match asks.join_next_with_id().await {
+            Some(Ok((id, (attempt, signer, answer)))) => {
+                asked.remove(&id);
+                core.answer(attempt, signer, answer)
+            }
+            // A task that panicked answers for its ask with an error (the signer is blamed, the
+            // attempt goes on), never silence that would stall it.
+            Some(Err(e)) => match asked.remove(&e.id()) {
+                Some((attempt, signer)) => {
+                    core.answer(attempt, signer, Err(Error::new(ErrorCode::Internal, "the ask's task failed")))
+                }
+                None => Vec::new(),
+            },
             None => {
                 return Err((Error::new(ErrorCode::Internal, "the signing stalled with nothing asked"), Vec::new()))
             }
@@ -78,12 +105,7 @@ pub async fn run<S: Strategy>(
 
 /// Closes the session on `signers`: at once (one call each, concurrently) or queued for their
 /// next requests.
-async fn close(
-    nodes: &BTreeMap<ParticipantId, Arc<SignerClient>>,
-    signers: &[ParticipantId],
-    session: SessionId,
-    now: bool,
-) {
+async fn close(nodes: &Nodes, signers: &[ParticipantId], session: SessionId, now: bool) {
     let targets = signers.iter().filter_map(|p| nodes.get(p)).filter(|c| c.reachable());
     if !now {
         targets.for_each(|c| c.close_later([session]));

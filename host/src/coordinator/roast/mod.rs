@@ -36,7 +36,7 @@ use std::sync::Arc;
 /// Runs ROAST for `request` until a signature or until fewer than the key's threshold of
 /// signers remain. The session's closings are queued on the nodes (see `Signing::finish`).
 pub(crate) async fn sign(
-    nodes: &BTreeMap<ParticipantId, Arc<SignerClient>>,
+    nodes: &Arc<BTreeMap<ParticipantId, Arc<SignerClient>>>,
     request: SignRequest,
     settings: Settings,
     key: &KeyMaterial,
@@ -45,7 +45,7 @@ pub(crate) async fn sign(
     validate(&request).map_err(fail)?;
     let public = key.tweaked_at(&request.path, &request.mode).map_err(fail)?;
     let signers: Vec<(ParticipantId, bool)> = nodes.values().map(|c| (c.id(), c.reachable())).collect();
-    let session = SessionId::from_bytes(crate::random_bytes());
+    let (session, seed) = (SessionId::from_bytes(crate::random_bytes()), crate::random_bytes());
     let cx = driver::Context {
         session,
         request: Arc::new(request),
@@ -54,10 +54,10 @@ pub(crate) async fn sign(
     };
     let (t, disagreeing) = (key.threshold(), key.disagreeing());
     if settings.preprocessed {
-        let core = Roast::new(strategy::Preprocessed, session, &cx.request, public, t, &signers, disagreeing);
+        let core = Roast::new(strategy::Preprocessed, seed, &cx.request, public, t, &signers, disagreeing);
         driver::run(core.map_err(fail)?, nodes, cx).await
     } else {
-        let core = Roast::new(strategy::Interactive, session, &cx.request, public, t, &signers, disagreeing);
+        let core = Roast::new(strategy::Interactive, seed, &cx.request, public, t, &signers, disagreeing);
         driver::run(core.map_err(fail)?, nodes, cx).await
     }
 }

@@ -11,7 +11,7 @@ use crate::coordinator::taproot::{TweakCache, Tweaked};
 use frost_secp256k1_tr as frost;
 use frostgate_common::bounded::CommitmentBytes;
 use frostgate_common::error::{Error, ErrorCode};
-use frostgate_common::ids::{AttemptId, CommitmentId, KeyId, ParticipantId, SessionId};
+use frostgate_common::ids::{AttemptId, CommitmentId, KeyId, ParticipantId};
 use frostgate_common::protocol::{PreCommitment, TaprootMode};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -75,8 +75,7 @@ impl Cluster {
 
     fn roast<S: Strategy>(&self, s: S, request: &SignRequest, reachable: &[P]) -> Roast<S> {
         let signers: Vec<(P, bool)> = self.shares.keys().map(|q| (*q, reachable.contains(q))).collect();
-        let session = SessionId::from_bytes(rand_bytes());
-        Roast::new(s, session, request, self.public.clone(), self.t, &signers, &[]).expect("roast")
+        Roast::new(s, rand_bytes(), request, self.public.clone(), self.t, &signers, &[]).expect("roast")
     }
 
     fn commit(&self, signer: P) -> (frost::round1::SigningNonces, Vec<u8>) {
@@ -343,10 +342,10 @@ fn answers_the_core_did_not_ask_for_change_nothing() {
 }
 
 #[test]
-fn attempt_ids_are_distinct_per_session_and_attempt_and_never_the_probe_id() {
-    let (s1, s2) = (SessionId::from_bytes([1; 16]), SessionId::from_bytes([2; 16]));
+fn attempt_ids_are_distinct_per_seed_and_attempt_and_never_the_probe_id() {
+    let (s1, s2) = ([1; 32], [2; 32]);
     let ids: std::collections::BTreeSet<AttemptId> =
-        (1..=50).flat_map(|n| [super::core::attempt_id(s1, n), super::core::attempt_id(s2, n)]).collect();
+        (1..=50).flat_map(|n| [super::core::attempt_id(&s1, n), super::core::attempt_id(&s2, n)]).collect();
     assert_eq!(ids.len(), 100);
     assert!(!ids.contains(&PROBE));
 }
