@@ -261,6 +261,10 @@ error_codes! {
     /// disagree: the enclave never re-chooses a profile at boot (no silent downgrade; a deliberate
     /// migration is a new token and a restore).
     CustodyProfileMismatch = "custody_profile_mismatch", Operator;
+    /// A TEE attestation document did not verify (the message names the check that failed:
+    /// its encoding, the COSE signature, the chain to the pinned root at the document's time, a
+    /// PCR, debug mode, the nonce, the attested key, its age). Nothing is trusted on its word.
+    AttestationInvalid = "attestation_invalid", Operator;
 }
 
 impl fmt::Display for ErrorCode {

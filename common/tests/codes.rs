@@ -78,6 +78,7 @@ const PINNED: &[(usize, &str, &str)] = &[
     (70, "backup_stale", "fix_request"),
     (71, "hsm_mechanism_missing", "operator"),
     (72, "custody_profile_mismatch", "operator"),
+    (73, "attestation_invalid", "operator"),
 ];
 
 #[test]

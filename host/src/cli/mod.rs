@@ -1,5 +1,6 @@
 //! The CLI tree; one module per subcommand group.
 
+mod attest;
 mod audit;
 mod bench;
 mod dev;
@@ -91,6 +92,9 @@ enum Command {
     Status(group::StatusArgs),
     /// Load test a fresh local cluster and compare with pure in-process FROST.
     Bench(bench::BenchArgs),
+    /// TEE attestation documents (AWS Nitro Enclaves).
+    #[command(subcommand)]
+    Attest(attest::AttestCommand),
     /// Run one signer node (its enclave as a child, or a running one, and the host).
     Node {
         /// The node configuration (TOML).
@@ -136,6 +140,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Pubkey(a) => group::pubkey(a).await.map(|()| ExitCode::SUCCESS),
         Command::Status(a) => group::status(a).await.map(|()| ExitCode::SUCCESS),
         Command::Bench(a) => bench::run(a).await.map(|()| ExitCode::SUCCESS),
+        Command::Attest(c) => attest::run(c).map(|()| ExitCode::SUCCESS),
         Command::Node { config, role } => node::run(&config, role).await.map(|()| ExitCode::SUCCESS),
     };
     match result {
