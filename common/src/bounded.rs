@@ -127,6 +127,11 @@ bounded_types! {
     RecordBody: Vec<u8>, 256 * 1024, "host store record body";
     /// An enclave's P-256 identity public key, uncompressed SEC1 (65 bytes; checked by the enclave).
     IdentityKeyBytes: Vec<u8>, 65, "P-256 identity public key (SEC1 uncompressed)";
+    /// A TEE attestation document (an AWS Nitro Enclaves COSE_Sign1). Public.
+    AttestationDocBytes: Vec<u8>, 16 * 1024, "TEE attestation document";
+    /// An enclave's per-boot attested public key, uncompressed SEC1 (P-256; lives only in the
+    /// enclave's memory and dies with the process).
+    BootKeyBytes: Vec<u8>, 65, "per-boot public key (SEC1 uncompressed)";
     /// A FROST DKG round-1 package (commitment and proof of knowledge). Public.
     DkgPackageBytes: Vec<u8>, 16 * 1024, "FROST DKG round-1 package";
     /// An encrypted, authenticated DKG round-2 package (only the recipient enclave can open it).

@@ -26,6 +26,8 @@ pub struct EnclaveConfig {
     pub recovery: Option<crate::backup::RecoveryConfig>,
     /// The audit trail's bounds and auditor (`crate::audit`); defaults without it.
     pub audit: Option<crate::audit::AuditConfig>,
+    /// TEE attestation (`crate::attestation`); without it the enclave is not attested.
+    pub attestation: Option<crate::attestation::AttestationConfig>,
 }
 
 /// `[group]`: the participants this enclave may run a DKG with.

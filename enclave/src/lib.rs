@@ -4,23 +4,47 @@
 //! handled by [`service::Service`]; [`server`] owns connections and refuses unauthorized peers.
 #![forbid(unsafe_code)]
 
+/// Every combination of the development features, indexed by their bits (dealer 1, fault
+/// injection 2, attestation 4), as `$m!` takes them: `(names, version text)`.
+macro_rules! dev_combinations {
+    ($m:ident) => {
+        $m![
+            ("", "none"),
+            ("dev-dealer", "dev-dealer"),
+            ("dev-fault-injection", "dev-fault-injection"),
+            ("dev-dealer,dev-fault-injection", "dev-dealer,dev-fault-injection"),
+            ("dev-attestation", "dev-attestation"),
+            ("dev-dealer,dev-attestation", "dev-dealer,dev-attestation"),
+            ("dev-fault-injection,dev-attestation", "dev-fault-injection,dev-attestation"),
+            ("dev-dealer,dev-fault-injection,dev-attestation", "dev-dealer,dev-fault-injection,dev-attestation")
+        ]
+    };
+}
+
+macro_rules! names {
+    ($(($names:literal, $version:literal)),*) => {
+        [$($names),*]
+    };
+}
+
+macro_rules! versions {
+    ($(($names:literal, $version:literal)),*) => {
+        [$(concat!(env!("CARGO_PKG_VERSION"), " (dev features: ", $version, ")")),*]
+    };
+}
+
+const DEV_INDEX: usize = (cfg!(feature = "dev-dealer") as usize)
+    | (cfg!(feature = "dev-fault-injection") as usize) << 1
+    | (cfg!(feature = "dev-attestation") as usize) << 2;
+
 /// The development features compiled into this build, comma-separated; empty in a production
 /// build. Reported in `Hello`, `Health` and `--version` so an operator can tell.
-pub const DEV_FEATURES: &str = match (cfg!(feature = "dev-dealer"), cfg!(feature = "dev-fault-injection")) {
-    (true, true) => "dev-dealer,dev-fault-injection",
-    (true, false) => "dev-dealer",
-    (false, true) => "dev-fault-injection",
-    (false, false) => "",
-};
+pub const DEV_FEATURES: &str = dev_combinations!(names)[DEV_INDEX];
 
 /// `--version` text: the package version and the development features (`none` in production).
-pub const VERSION: &str = match (cfg!(feature = "dev-dealer"), cfg!(feature = "dev-fault-injection")) {
-    (true, true) => concat!(env!("CARGO_PKG_VERSION"), " (dev features: dev-dealer,dev-fault-injection)"),
-    (true, false) => concat!(env!("CARGO_PKG_VERSION"), " (dev features: dev-dealer)"),
-    (false, true) => concat!(env!("CARGO_PKG_VERSION"), " (dev features: dev-fault-injection)"),
-    (false, false) => concat!(env!("CARGO_PKG_VERSION"), " (dev features: none)"),
-};
+pub const VERSION: &str = dev_combinations!(versions)[DEV_INDEX];
 
+pub mod attestation;
 pub mod audit;
 pub mod backup;
 pub mod config;

@@ -312,6 +312,11 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
         Some(a) => frostgate_enclave::audit::AuditRules::from_config(a)?,
         None => frostgate_enclave::audit::AuditRules::default(),
     };
+    let attestor =
+        frostgate_enclave::attestation::Attestor::from_config(config.as_ref().and_then(|c| c.attestation.as_ref()))?;
+    if let Some(a) = &attestor {
+        tracing::info!(provider = a.kind().name(), "attestation: a per-boot key made, documents over it on request");
+    }
     let custody = config.and_then(|c| c.custody);
     // Boot self-check before listening: a bad token or weak object stops the process here.
     let custody = match custody {
@@ -357,7 +362,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
             .with_policy(spending)
             .with_audit(audit)
             .allowing_removal_to_threshold(removal_to_threshold)
-            .with_recovery(recovery),
+            .with_recovery(recovery)
+            .with_attestor(attestor),
     );
     // Expiry sweep and compaction.
     let maintainer = service.clone();

@@ -46,6 +46,8 @@ pub struct Service {
     policy: Arc<crate::policy::Policy>,
     /// Challenges drawn for restores (peers' epoch statements bind them).
     challenges: crate::epoch_statements::Challenges,
+    /// This boot's attestor (`[attestation]`), if any.
+    attestor: Option<crate::attestation::Attestor>,
 }
 
 fn label(s: &str) -> Label {
@@ -101,7 +103,14 @@ impl Service {
             recovery: None,
             policy: Arc::new(crate::policy::Policy::unrestricted()),
             challenges: crate::epoch_statements::Challenges::default(),
+            attestor: None,
         }
+    }
+
+    /// The same service attesting itself with `attestor` (before it serves).
+    pub fn with_attestor(mut self, attestor: Option<crate::attestation::Attestor>) -> Self {
+        self.attestor = attestor;
+        self
     }
 
     /// The same service with the operator's recovery key (before it serves).
@@ -359,6 +368,13 @@ impl EnclaveApi for Served<'_> {
     async fn get_identity(&self, _: GetIdentity) -> Result<IdentityKeyBytes, Error> {
         IdentityKeyBytes::new(self.engine()?.custody().identity_public_key().to_vec())
             .map_err(|e| Error::new(ErrorCode::Internal, e))
+    }
+
+    async fn attest(&self, r: Attest) -> Result<Attestation, Error> {
+        match &self.service.attestor {
+            Some(a) => a.attest(self.engine()?.custody(), &r.challenge),
+            None => Ok(crate::attestation::unattested()),
+        }
     }
 
     async fn dkg_start(&self, r: DkgStart) -> Result<DkgOutcome<DkgRound1Package>, Error> {

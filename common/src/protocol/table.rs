@@ -362,6 +362,14 @@ macro_rules! boundary_table {
             }
             /// Enclave -> host: whether a prepared share was dropped.
             79 RefreshAbandoned(RefreshAbandoned) { reply, from: Enclave }
+            /// Host -> enclave: attest this enclave over the caller's challenge (a TEE document
+            /// over the per-boot key, which the identity key certifies).
+            80 Attest(Attest) {
+                request, from: Host, exposure: Network, ready: Ready, serve: attest, reply: Attestation,
+                opens: [], closes: []
+            }
+            /// Enclave -> host: the attestation (empty without a provider).
+            81 Attestation(Attestation) { reply, from: Enclave }
         }
     };
 }

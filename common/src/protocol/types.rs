@@ -3,8 +3,9 @@
 
 use super::Message;
 use crate::bounded::{
-    CommitmentBytes, DerivationSteps, DkgCiphertext, DkgPackageBytes, IdentityKeyBytes, Label, PolicyText, PsbtBytes,
-    PublicKeyPackageBytes, RecordBody, SessionIds, SignatureShareBytes, Signers, SigningPackageBytes, Text,
+    AttestationDocBytes, BootKeyBytes, CommitmentBytes, DerivationSteps, DkgCiphertext, DkgPackageBytes,
+    IdentityKeyBytes, Label, PolicyText, PsbtBytes, PublicKeyPackageBytes, RecordBody, SessionIds, SignatureShareBytes,
+    Signers, SigningPackageBytes, Text,
 };
 use crate::error::ErrorCode;
 use crate::ids::{AttemptId, CommitmentId, DkgId, KeyId, ParticipantId, SessionId};
@@ -1241,4 +1242,70 @@ pub enum SignOutcome {
 pub struct BatchSigned {
     /// The outcomes.
     pub outcomes: SignOutcomes,
+}
+
+/// Asks the enclave to attest itself over the caller's fresh challenge (protocol version 5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attest {
+    /// The verifier's challenge: the document's `nonce`.
+    pub challenge: [u8; 32],
+}
+
+/// Which attestation provider an enclave runs with (`[attestation] provider`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttestationProvider {
+    /// None: the enclave is an OS process; nothing attests it.
+    None,
+    /// The AWS Nitro Enclaves security module (`/dev/nsm`).
+    Nitro,
+    /// Development builds only: a software stand-in with its own test PKI.
+    Software,
+}
+
+impl AttestationProvider {
+    /// Every provider.
+    pub const ALL: [AttestationProvider; 3] =
+        [AttestationProvider::None, AttestationProvider::Nitro, AttestationProvider::Software];
+
+    /// The stable name (configuration, JSON, status).
+    pub fn name(self) -> &'static str {
+        match self {
+            AttestationProvider::None => "none",
+            AttestationProvider::Nitro => "nitro",
+            AttestationProvider::Software => "software",
+        }
+    }
+
+    /// The provider with this stable name.
+    pub fn from_name(name: &str) -> Option<AttestationProvider> {
+        AttestationProvider::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+/// An enclave's attestation: a TEE document whose `nonce` is the challenge and whose
+/// `public_key` is the enclave's per-boot key, and the identity key's signature certifying that
+/// key ([`Attestation::certified`]), so the document speaks for the enclave that holds the HSM
+/// identity, in the TEE. Without a provider every field is empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attestation {
+    /// The provider that made it.
+    pub provider: AttestationProvider,
+    /// The document (empty without a provider).
+    pub document: AttestationDocBytes,
+    /// The per-boot public key the document attests (empty without a provider).
+    pub boot_key: BootKeyBytes,
+    /// The identity key's ECDSA P-256 signature over [`Attestation::certified`]: `r`.
+    pub certification_r: [u8; 32],
+    /// Its `s`.
+    pub certification_s: [u8; 32],
+}
+
+impl Attestation {
+    /// What the identity key signs to certify a per-boot key.
+    pub fn certified(boot_key: &[u8]) -> Vec<u8> {
+        let mut m = b"frostgate/attestation/boot-key/v1".to_vec();
+        m.extend_from_slice(boot_key);
+        m
+    }
 }

@@ -491,7 +491,26 @@ pub fn message() -> impl Strategy<Value = Message> {
         (dkg_id(), any::<bool>())
             .prop_map(|(dkg, dropped)| Message::RefreshAbandoned(RefreshAbandoned { dkg, dropped })),
     ];
-    prop_oneof![base, signing, store, dkg, spending, preprocessing]
+    let attestation = prop_oneof![
+        bytes::<32>().prop_map(|challenge| Message::Attest(Attest { challenge })),
+        (
+            proptest::sample::select(AttestationProvider::ALL.to_vec()),
+            blob(4096),
+            blob(BootKeyBytes::MAX_LEN),
+            bytes::<32>(),
+            bytes::<32>()
+        )
+            .prop_map(|(provider, document, boot_key, certification_r, certification_s)| {
+                Message::Attestation(Attestation {
+                    provider,
+                    document: AttestationDocBytes::new(document).expect("bound"),
+                    boot_key: BootKeyBytes::new(boot_key).expect("bound"),
+                    certification_r,
+                    certification_s,
+                })
+            }),
+    ];
+    prop_oneof![base, signing, store, dkg, spending, preprocessing, attestation]
 }
 
 pub fn seat_backup() -> impl Strategy<Value = SeatBackup> {

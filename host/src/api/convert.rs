@@ -84,8 +84,20 @@ macro_rules! bounded_fields {
 bounded_fields!(
     Text: String, PolicyText: String, PsbtBytes: Vec<u8>, DerivationSteps: Vec<u32>,
     Label: String, CommitmentBytes: Vec<u8>, SigningPackageBytes: Vec<u8>, SignatureShareBytes: Vec<u8>,
-    PublicKeyPackageBytes: Vec<u8>, IdentityKeyBytes: Vec<u8>, DkgPackageBytes: Vec<u8>, DkgCiphertext: Vec<u8>
+    PublicKeyPackageBytes: Vec<u8>, IdentityKeyBytes: Vec<u8>, DkgPackageBytes: Vec<u8>, DkgCiphertext: Vec<u8>,
+    AttestationDocBytes: Vec<u8>, BootKeyBytes: Vec<u8>
 );
+
+impl Field for AttestationProvider {
+    type Pb = String;
+    fn to_field(&self) -> String {
+        self.name().to_string()
+    }
+    fn from_field(what: &str, p: String) -> Result<Self, Error> {
+        AttestationProvider::from_name(&p)
+            .ok_or_else(|| Error::new(ErrorCode::MalformedMessage, format!("{what}: unknown provider {p:?}")))
+    }
+}
 
 /// Bounded lists of messages: each element checked, then the count.
 macro_rules! list_fields {
@@ -220,6 +232,11 @@ proto_struct! {
     }
     Health => HealthRequest {}
     GetIdentity => GetIdentityRequest {}
+    Attest => AttestRequest { challenge: challenge }
+    Attestation => Attestation {
+        provider: provider, document: document, boot_key: boot_key,
+        certification_r: certification_r, certification_s: certification_s,
+    }
     KeyRef => KeyRef { key: key_id }
     KeyInfo => KeyInfo {
         key: key_id, threshold: threshold, participants: participants, seats: seats,
