@@ -81,3 +81,15 @@ impl From<Refusal> for Error {
         Error::new(ErrorCode::AttestationInvalid, r.to_string())
     }
 }
+
+/// Whether `(r, s)` is the identity key's ECDSA P-256 signature certifying `boot_key`
+/// (`frostgate_common::protocol::Attestation::certified`).
+pub fn certification_verifies(identity_key: &[u8], boot_key: &[u8], r: &[u8; 32], s: &[u8; 32]) -> bool {
+    let mut sig = [0u8; 64];
+    sig[..32].copy_from_slice(r);
+    sig[32..].copy_from_slice(s);
+    let message = frostgate_common::protocol::Attestation::certified(boot_key);
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, identity_key)
+        .verify(&message, &sig)
+        .is_ok()
+}

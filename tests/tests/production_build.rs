@@ -143,3 +143,35 @@ fn a_protoc_generated_python_client_talks_to_a_production_cluster() {
     assert_eq!(seen["batch_refused"], serde_json::json!(["commitment_unknown", "commitment_unknown"]), "{seen}");
     assert_eq!(seen["closed"], 0, "a refused signing binds nothing: {seen}");
 }
+
+/// `[attestation] provider = "software"` is a development feature: a production enclave refuses
+/// to start with it (`dev_feature_disabled`), and `nitro` outside a Nitro Enclave is refused
+/// naming the missing device; neither starts unattested.
+#[test]
+fn a_production_enclave_refuses_the_software_attestation_provider() {
+    let tokens = TokenDir::new();
+    let (enclave_bin, host_bin) = production_binaries_once();
+    let token = tokens.add_token("prod-attest");
+    let o = Command::new(&host_bin)
+        .args(["token", "init", "--config"])
+        .arg(&token.config)
+        .envs(token.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("token init");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let base = std::fs::read_to_string(&token.config).expect("config");
+    for (provider, expected) in [("software", "dev_feature_disabled"), ("nitro", "/dev/nsm")] {
+        std::fs::write(&token.config, format!("{base}\n[attestation]\nprovider = \"{provider}\"\n")).expect("config");
+        let o = Command::new(&enclave_bin)
+            .args(["serve", "--listen"])
+            .arg(tokens.path().join(format!("{provider}.sock")))
+            .arg("--config")
+            .arg(&token.config)
+            .envs(token.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("serve");
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{provider}: started\n{stderr}");
+        assert!(stderr.contains(expected), "{provider}: {stderr}");
+    }
+}

@@ -108,6 +108,11 @@ pub struct InitArgs {
     /// node) or opencryptoki (root: a soft-token slot per node).
     #[arg(long, value_enum, default_value = "softhsm")]
     token: TokenKind,
+    /// DEVELOPMENT ONLY: every enclave attests itself with the software stand-in for the Nitro
+    /// security module (a test PKI made here under DIR/attestation, development PCRs), and the
+    /// cluster file pins them; `frostgate status` verifies each node's document.
+    #[arg(long, value_enum, default_value = "none")]
+    attestation: DevAttestation,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -223,6 +228,15 @@ fn replace_node(a: NodeArgs) -> Result<(), Error> {
 }
 
 /// Creates a development cluster (tokens, objects, configs, cluster.toml) in `dir`.
+/// `dev cluster init --attestation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DevAttestation {
+    /// No attestation (an OS process, as before).
+    None,
+    /// The software stand-in for the Nitro security module (development builds).
+    Software,
+}
+
 pub fn create_cluster(
     dir: &Path,
     nodes: u16,
@@ -241,6 +255,7 @@ pub fn create_cluster(
         policy,
         allow_removal_to_threshold: false,
         token,
+        attestation: DevAttestation::None,
         json: false,
         quiet: true,
     })?;
@@ -286,6 +301,11 @@ fn init(a: InitArgs) -> Result<(), Error> {
     }
     let mut nodes = Vec::new();
     let mut pins = Vec::new();
+    let pki = match a.attestation {
+        DevAttestation::None => None,
+        DevAttestation::Software => Some(super::dev_attestation::Pki::create(&dir.join("attestation"))?),
+    };
+    let pcrs = super::dev_attestation::dev_pcrs();
     let tls = if !a.dev_plaintext {
         std::fs::create_dir_all(dir.join("tls")).map_err(|e| io("tls dir", e))?;
         Some(certificate(&dir.join("tls"), "coordinator")?)
@@ -319,12 +339,18 @@ fn init(a: InitArgs) -> Result<(), Error> {
             server_cert: if !a.dev_plaintext { Some(certificate(&hd, "tls")?.cert) } else { None },
             enclave_socket: rd.join("enclave.sock"),
             db: hd.join("host.db"),
-            enclave_config: config,
+            enclave_config: config.clone(),
             softhsm_conf: (a.token == TokenKind::Softhsm).then(|| ed.join("softhsm2.conf")),
             token: (a.token != TokenKind::Softhsm).then(|| a.token.name().to_string()),
             enclave_user: users.as_ref().map(|u| u.0.name.clone()),
             host_user: users.as_ref().map(|u| u.1.name.clone()),
+            attestation: pki.as_ref().map(|p| p.pins(&pcrs)),
         });
+        if let Some(pki) = &pki {
+            let table = pki.enclave_table(&ed.join("attestation"), &pcrs)?;
+            let mut f = std::fs::OpenOptions::new().append(true).open(&config).map_err(|e| io("enclave config", e))?;
+            std::io::Write::write_all(&mut f, table.as_bytes()).map_err(|e| io("enclave config", e))?;
+        }
     }
     // Every enclave pins the whole group: a DKG runs only among exactly these identity keys.
     let mut group = format!("\n[group]\nparticipants = [\n{}]\n", pins.concat());

@@ -341,6 +341,9 @@ struct StatusRow {
     /// Sessions open in the enclave now.
     #[serde(skip_serializing_if = "Option::is_none")]
     open_sessions: Option<u64>,
+    /// Its TEE attestation, checked against the cluster file's pins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attestation: Option<frostgate_host::coordinator::attestation::Attested>,
 }
 
 impl StatusRow {
@@ -362,6 +365,7 @@ impl StatusRow {
             policy_hash: Some(hex::encode(h.policy_hash)),
             custody_profile: h.custody_profile,
             open_sessions: Some(h.open_sessions),
+            attestation: None,
         }
     }
 
@@ -379,6 +383,7 @@ impl StatusRow {
             policy_hash: None,
             custody_profile: None,
             open_sessions: None,
+            attestation: None,
         }
     }
 
@@ -396,12 +401,21 @@ impl StatusRow {
             self.policy_hash.as_deref().map(|h| format!(" policy {}", &h[..16.min(h.len())])).unwrap_or_default();
         let custody = self.custody_profile.map(|p| format!(" custody {p}")).unwrap_or_default();
         let sessions = self.open_sessions.map(|n| format!(" sessions {n}")).unwrap_or_default();
+        use frostgate_host::coordinator::attestation::Attested;
+        let attested = match &self.attestation {
+            None | Some(Attested::None) => String::new(),
+            Some(Attested::Verified { provider, pcrs, .. }) => {
+                let pcr0 = pcrs.get(&0).map(|p| &p[..16.min(p.len())]).unwrap_or("-");
+                format!(" attested {provider} pcr0 {pcr0}")
+            }
+            Some(Attested::Refused { check, detail }) => format!(" ATTESTATION REFUSED ({check}: {detail})"),
+        };
         let state = match self.state {
             NodeState::Ready => "ready",
             NodeState::Refusing => "refusing",
             NodeState::Down => "down",
         };
-        format!("node {}: {state}{code}{custody}{sessions}{policy}{restarts}{dev}\n", self.node)
+        format!("node {}: {state}{code}{custody}{sessions}{attested}{policy}{restarts}{dev}\n", self.node)
     }
 }
 
@@ -411,7 +425,13 @@ pub async fn status(a: StatusArgs) -> Result<(), Error> {
     let mut rows = Vec::new();
     for (n, entry) in clients.iter().zip(&cluster.nodes) {
         let row = match n.call(Health, Duration::from_secs(5)).await {
-            Ok(h) => StatusRow::health(n.id().get(), Via::Host, &h),
+            Ok(h) => {
+                let mut row = StatusRow::health(n.id().get(), Via::Host, &h);
+                let pins = entry.attestation.as_ref();
+                row.attestation =
+                    Some(frostgate_host::coordinator::attestation::check(n, pins, Duration::from_secs(5)).await);
+                row
+            }
             // The host is down: its enclave may still run and know why (e.g. the host's store
             // failed verification and the enclave refuses with store_rollback_detected).
             Err(host_err) => {

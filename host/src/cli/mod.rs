@@ -4,6 +4,7 @@ mod attest;
 mod audit;
 mod bench;
 mod dev;
+mod dev_attestation;
 mod dev_psbt;
 mod dev_tokens;
 mod dev_tokens_ock;

@@ -59,6 +59,42 @@ pub struct NodeEntry {
     /// Two users: the host's user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_user: Option<String>,
+    /// Attestation pins: once set, the node must attest itself with these measurements
+    /// (`provider = "none"` then fails: no downgrade).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<AttestationPins>,
+}
+
+/// A node's pinned attestation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationPins {
+    /// The trusted root (PEM); default: the AWS Nitro Enclaves root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+    /// PCRs that must be equal, index (as a string key in TOML) -> 48-byte hex.
+    #[serde(default)]
+    pub pcrs: std::collections::BTreeMap<String, String>,
+    /// Whether a debug-mode enclave (all-zero PCRs) passes.
+    #[serde(default)]
+    pub allow_debug: bool,
+}
+
+impl AttestationPins {
+    /// The pinned PCRs, checked.
+    pub fn pcrs(&self) -> Result<std::collections::BTreeMap<u8, Vec<u8>>, Error> {
+        let bad = |m: String| Error::new(ErrorCode::ConfigInvalid, format!("attestation pins: {m}"));
+        let mut out = std::collections::BTreeMap::new();
+        for (i, v) in &self.pcrs {
+            let index: u8 = i.parse().map_err(|_| bad(format!("PCR index {i:?}")))?;
+            let value = hex::decode(v).map_err(|e| bad(format!("PCR{index}: {e}")))?;
+            if value.len() != frostgate_attest::nitro::PCR_LEN {
+                return Err(bad(format!("PCR{index}: {} bytes, a PCR has 48", value.len())));
+            }
+            out.insert(index, value);
+        }
+        Ok(out)
+    }
 }
 
 impl Cluster {

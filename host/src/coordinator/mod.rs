@@ -1,7 +1,8 @@
 //! The coordinator side of the host: what a wallet or operator runs to drive a cluster of signer
 //! nodes over their network API. It holds no secret and trusts no single node.
 //!
-//! - [`cluster`]: the operator's cluster file (nodes, threshold, TLS pins).
+//! - [`attestation`]: a node's TEE attestation checked against its pins.
+//! - [`cluster`]: the operator's cluster file (nodes, threshold, TLS pins, attestation pins).
 //! - [`derivation`]: BIP32/BIP328 xpub, descriptor and addresses of a group key.
 //! - [`signer`]: a typed gRPC client of one node.
 //! - [`roast`]: ROAST signing with evidence against misbehaving nodes (a core without I/O and
@@ -12,6 +13,7 @@
 //! - [`psbt`]: which inputs a key signs, their sighashes, the signed and finalized PSBT.
 //! - [`taproot`]: the BIP341 tweak rule and its cache.
 
+pub mod attestation;
 pub mod cluster;
 pub mod derivation;
 pub mod dkg_relay;

@@ -1,0 +1,81 @@
+//! Attested enclaves across real processes: a dev cluster whose enclaves attest themselves with
+//! the software stand-in for the Nitro security module (a test PKI, development PCRs pinned in
+//! the cluster file). `frostgate status` verifies each node's document with the same verifier as
+//! real Nitro documents (challenge as nonce, per-boot key certified by the identity key); a node
+//! whose PCRs differ from its pins, or that runs without a provider while pinned, is refused
+//! with the check named; the cluster keeps signing.
+
+use frostgate_tests::dev_cluster::{DevCluster, Process};
+use frostgate_tests::host_bin;
+
+/// Every node's attestation from `frostgate status`, once every node serves through its host
+/// again (a restarted enclave takes its host a moment to reconnect to).
+fn status(c: &DevCluster) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let s = c.run(&["status", "--cluster", &c.file(), "--json"]).expect("status");
+        let nodes = s["nodes"].as_array().expect("nodes").clone();
+        if nodes.iter().all(|n| n["state"] == "ready" && !n["attestation"].is_null()) {
+            return nodes.iter().map(|n| n["attestation"].clone()).collect();
+        }
+        assert!(std::time::Instant::now() < deadline, "nodes not back: {s}\n{}", c.logs());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+fn pinned_pcr0(c: &DevCluster) -> String {
+    let text = std::fs::read_to_string(c.file()).expect("cluster file");
+    let table: toml::Table = toml::from_str(&text).expect("toml");
+    table["nodes"][0]["attestation"]["pcrs"]["0"].as_str().expect("pcr0 pin").to_string()
+}
+
+fn enclave_config(c: &DevCluster, node: u16) -> std::path::PathBuf {
+    c.node(node).join("enclave/enclave.toml")
+}
+
+#[test]
+fn attested_nodes_verify_and_a_node_off_its_pins_is_refused_by_name() {
+    let c = DevCluster::start(&host_bin(), 3, 2, &["--dev-plaintext", "--attestation", "software"]);
+    let attested = status(&c);
+    let pcr0 = pinned_pcr0(&c);
+    for a in &attested {
+        assert_eq!(a["state"], "verified", "{a}\n{}", c.logs());
+        assert_eq!(a["provider"], "software");
+        assert_eq!(a["pcrs"]["0"], pcr0.as_str());
+    }
+    // Attestation changes nothing for signing.
+    let key = c.keygen();
+    let key = key["key"].as_str().expect("key").to_string();
+    let message = hex::encode([5u8; 32]);
+    c.run(&["sign", "--cluster", &c.file(), "--key", &key, "--message", &message, "--json"]).expect("sign");
+    // Node 3's enclave now reports another PCR0 (another image).
+    let path = enclave_config(&c, 3);
+    let text = std::fs::read_to_string(&path).expect("config");
+    std::fs::write(&path, text.replacen(&format!("0 = \"{pcr0}\""), &format!("0 = \"{}\"", "ab".repeat(48)), 1))
+        .expect("config");
+    c.kill_process(3, Process::Enclave);
+    c.up(&[]).expect("node 3 up");
+    let attested = status(&c);
+    assert_eq!(attested[0]["state"], "verified");
+    assert_eq!(
+        (attested[2]["state"].as_str(), attested[2]["check"].as_str()),
+        (Some("refused"), Some("pcr")),
+        "{}",
+        attested[2]
+    );
+    // Node 2 without a provider while pinned: refused, not shown as merely unattested.
+    let path = enclave_config(&c, 2);
+    let text = std::fs::read_to_string(&path).expect("config");
+    let cut = text.find("\n[attestation]").expect("attestation table");
+    let end = text[cut + 1..].find("\n[").map_or(text.len(), |e| cut + 1 + e);
+    std::fs::write(&path, format!("{}{}", &text[..cut], &text[end..])).expect("config");
+    c.kill_process(2, Process::Enclave);
+    c.up(&[]).expect("node 2 up");
+    let attested = status(&c);
+    assert_eq!(
+        (attested[1]["state"].as_str(), attested[1]["check"].as_str()),
+        (Some("refused"), Some("provider")),
+        "{}",
+        attested[1]
+    );
+}
