@@ -61,6 +61,11 @@ def main() -> None:
     batch = stub.SignBatch(pb.SignBatch(items=[made_up, made_up]), timeout=10)
     seen["batch_refused"] = [o.refused.code for o in batch.outcomes if o.HasField("refused")]
     seen["closed"] = stub.CloseSessions(pb.CloseSessions(session_ids=[session]), timeout=10).closed
+    # Attestation: a production enclave without a provider answers "none", every field empty;
+    # a challenge of the wrong length is malformed.
+    att = stub.Attest(pb.AttestRequest(challenge=os.urandom(32)), timeout=10)
+    seen["attestation"] = {"provider": att.provider, "document_len": len(att.document), "boot_key_len": len(att.boot_key)}
+    seen["attest_short"] = error_code(lambda: stub.Attest(pb.AttestRequest(challenge=b"\x01"), timeout=10))
     print(json.dumps(seen))
 
 

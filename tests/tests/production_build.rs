@@ -105,7 +105,8 @@ fn a_production_build_has_no_dev_feature_and_refuses_the_dealer() {
 /// cluster of production binaries: `Health`, `GetIdentity`, `GetKey` of a DKG key, a malformed
 /// request answered with its `frostgate-error-code`, `DevDealerKeygen` refused, and preprocessing:
 /// `Preprocess`, a made-up commitment refused by `SignPreprocessed` and in a `SignBatch`, nothing
-/// bound (`CloseSessions`).
+/// bound (`CloseSessions`), and `Attest` (no provider: every field empty; a short challenge
+/// malformed).
 #[test]
 fn a_protoc_generated_python_client_talks_to_a_production_cluster() {
     let work = tempfile::tempdir().expect("dir");
@@ -138,6 +139,8 @@ fn a_protoc_generated_python_client_talks_to_a_production_cluster() {
     assert_eq!(seen["malformed"]["grpc"], "INVALID_ARGUMENT");
     assert_eq!(seen["dealer"]["code"], "dev_feature_disabled", "{seen}");
     assert_eq!(seen["preprocessed_ids"], serde_json::json!([16, 16]), "{seen}");
+    assert_eq!(seen["attestation"], serde_json::json!({"provider": "none", "document_len": 0, "boot_key_len": 0}));
+    assert_eq!(seen["attest_short"]["code"], "malformed_message", "{seen}");
     assert_eq!(seen["made_up"]["code"], "commitment_unknown", "{seen}");
     assert_eq!(seen["made_up"]["recovery"], "new_attempt", "{seen}");
     assert_eq!(seen["batch_refused"], serde_json::json!(["commitment_unknown", "commitment_unknown"]), "{seen}");
