@@ -51,6 +51,17 @@ fn production_binaries_once() -> (PathBuf, PathBuf) {
     (enclave.clone(), host.clone())
 }
 
+/// `frostgate token init` for `token` with `host_bin`, which must succeed.
+fn token_init(host_bin: &Path, token: &frostgate_tests::token::TestToken) {
+    let o = Command::new(host_bin)
+        .args(["token", "init", "--config"])
+        .arg(&token.config)
+        .envs(token.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("token init");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 fn version(bin: &Path) -> String {
     let o = Command::new(bin).arg("--version").output().expect("--version");
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -64,13 +75,7 @@ fn a_production_build_has_no_dev_feature_and_refuses_the_dealer() {
     assert!(version(&frostgate_tests::enclave_bin()).contains("dev-dealer"), "the test build has the dealer");
 
     let token = tokens.add_token("prod");
-    let o = Command::new(&host_bin)
-        .args(["token", "init", "--config"])
-        .arg(&token.config)
-        .envs(token.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .expect("token init");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    token_init(&host_bin, &token);
     let socket = tokens.path().join("enclave.sock");
     let args: Vec<String> = vec![
         "serve".into(),
@@ -155,13 +160,7 @@ fn a_production_enclave_refuses_the_software_attestation_provider() {
     let tokens = TokenDir::new();
     let (enclave_bin, host_bin) = production_binaries_once();
     let token = tokens.add_token("prod-attest");
-    let o = Command::new(&host_bin)
-        .args(["token", "init", "--config"])
-        .arg(&token.config)
-        .envs(token.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .expect("token init");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    token_init(&host_bin, &token);
     let base = std::fs::read_to_string(&token.config).expect("config");
     for (provider, expected) in [("software", "dev_feature_disabled"), ("nitro", "/dev/nsm")] {
         std::fs::write(&token.config, format!("{base}\n[attestation]\nprovider = \"{provider}\"\n")).expect("config");
