@@ -179,6 +179,9 @@ pub fn decode(bytes: &[u8]) -> Result<(CoseSign1, Document), Refusal> {
     Ok((sign1, document))
 }
 
+/// How far ahead of the verifier's clock a document may be dated (clock skew).
+const FUTURE_SLACK_SECS: u64 = 60;
+
 /// id-kp-clientAuth: the only extended key usage a document's certificate may carry, if any.
 const EKU_CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
 
@@ -246,6 +249,9 @@ pub fn verify(bytes: &[u8], expected: &Expected) -> Result<Document, Refusal> {
     }
     if let Some((now, max)) = expected.max_age {
         let made = doc.timestamp_ms / 1000;
+        if made > now.saturating_add(FUTURE_SLACK_SECS) {
+            return Err(Refusal::new(Check::Age, format!("made at {made}, after the verifier's {now}")));
+        }
         if now.saturating_sub(made) > max {
             return Err(Refusal::new(Check::Age, format!("made at {made}, {}s before {now}", now - made)));
         }

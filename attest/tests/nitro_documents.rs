@@ -122,6 +122,8 @@ fn a_wrong_root_or_todays_clock_is_refused() {
     assert_eq!(refused(PRODUCTION, &expected), Check::Age);
     expected.max_age = Some((expected.at + 60, 300));
     nitro::verify(PRODUCTION, &expected).expect("young enough");
+    expected.max_age = Some((expected.at - 3600, 300));
+    assert_eq!(refused(PRODUCTION, &expected), Check::Age, "dated an hour after the verifier's clock");
 }
 
 /// Re-encodes `doc` with its payload map changed by `f` (the signature then no longer matches).

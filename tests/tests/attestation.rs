@@ -8,15 +8,20 @@
 use frostgate_tests::dev_cluster::{DevCluster, Process};
 use frostgate_tests::host_bin;
 
-/// Every node's attestation from `frostgate status`, once every node serves through its host
-/// again (a restarted enclave takes its host a moment to reconnect to).
-fn status(c: &DevCluster) -> Vec<serde_json::Value> {
+/// Every node's attestation from `frostgate status` and its exit code, once every node serves
+/// through its host again (a restarted enclave takes its host a moment to reconnect to).
+fn status(c: &DevCluster) -> (i32, Vec<serde_json::Value>) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let s = c.run(&["status", "--cluster", &c.file(), "--json"]).expect("status");
+        let o = std::process::Command::new(host_bin())
+            .args(["status", "--cluster", &c.file(), "--json"])
+            .output()
+            .expect("status");
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
         let nodes = s["nodes"].as_array().expect("nodes").clone();
-        if nodes.iter().all(|n| n["state"] == "ready" && !n["attestation"].is_null()) {
-            return nodes.iter().map(|n| n["attestation"].clone()).collect();
+        if nodes.iter().all(|n| n["state"] == "ready" && n["via"] == "host") {
+            let code = o.status.code().expect("exit code");
+            return (code, nodes.iter().map(|n| n["attestation"].clone()).collect());
         }
         assert!(std::time::Instant::now() < deadline, "nodes not back: {s}\n{}", c.logs());
         std::thread::sleep(std::time::Duration::from_millis(200));
@@ -36,7 +41,8 @@ fn enclave_config(c: &DevCluster, node: u16) -> std::path::PathBuf {
 #[test]
 fn attested_nodes_verify_and_a_node_off_its_pins_is_refused_by_name() {
     let c = DevCluster::start(&host_bin(), 3, 2, &["--dev-plaintext", "--attestation", "software"]);
-    let attested = status(&c);
+    let (code, attested) = status(&c);
+    assert_eq!(code, 0);
     let pcr0 = pinned_pcr0(&c);
     for a in &attested {
         assert_eq!(a["state"], "verified", "{a}\n{}", c.logs());
@@ -55,14 +61,23 @@ fn attested_nodes_verify_and_a_node_off_its_pins_is_refused_by_name() {
         .expect("config");
     c.kill_process(3, Process::Enclave);
     c.up(&[]).expect("node 3 up");
-    let attested = status(&c);
+    let (code, attested) = status(&c);
+    assert_eq!(code, 3, "a refused node fails status (attestation_invalid)");
     assert_eq!(attested[0]["state"], "verified");
-    assert_eq!(
-        (attested[2]["state"].as_str(), attested[2]["check"].as_str()),
-        (Some("refused"), Some("pcr")),
-        "{}",
-        attested[2]
-    );
+    let refusal =
+        |a: &serde_json::Value| (a["state"].as_str().map(String::from), a["check"].as_str().map(String::from));
+    assert_eq!(refusal(&attested[2]), (Some("refused".into()), Some("pcr".into())), "{}", attested[2]);
+    // Node 1's pin names node 2's identity: node 2's enclave (same image) cannot answer for it.
+    let file = c.file();
+    let text = std::fs::read_to_string(&file).expect("cluster file");
+    let table: toml::Table = toml::from_str(&text).expect("toml");
+    let identity =
+        |i: usize| table["nodes"][i]["attestation"]["identity_key"].as_str().expect("identity pin").to_string();
+    let (one, two) = (identity(0), identity(1));
+    std::fs::write(&file, text.replacen(&one, &two, 1)).expect("cluster file");
+    let (_, attested) = status(&c);
+    assert_eq!(refusal(&attested[0]), (Some("refused".into()), Some("identity".into())), "{}", attested[0]);
+    std::fs::write(&file, &text).expect("cluster file");
     // Node 2 without a provider while pinned: refused, not shown as merely unattested.
     let path = enclave_config(&c, 2);
     let text = std::fs::read_to_string(&path).expect("config");
@@ -71,11 +86,7 @@ fn attested_nodes_verify_and_a_node_off_its_pins_is_refused_by_name() {
     std::fs::write(&path, format!("{}{}", &text[..cut], &text[end..])).expect("config");
     c.kill_process(2, Process::Enclave);
     c.up(&[]).expect("node 2 up");
-    let attested = status(&c);
-    assert_eq!(
-        (attested[1]["state"].as_str(), attested[1]["check"].as_str()),
-        (Some("refused"), Some("provider")),
-        "{}",
-        attested[1]
-    );
+    let (code, attested) = status(&c);
+    assert_eq!(code, 3);
+    assert_eq!(refusal(&attested[1]), (Some("refused".into()), Some("provider".into())), "{}", attested[1]);
 }

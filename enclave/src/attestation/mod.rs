@@ -54,6 +54,9 @@ pub struct Attestor {
     /// Only the public half is ever read out.
     _boot_secret: p256::SecretKey,
     boot_public: Vec<u8>,
+    /// The identity key's certification of the per-boot key, made once (one HSM signature per
+    /// boot, not per request).
+    certification: std::sync::OnceLock<([u8; 32], [u8; 32])>,
 }
 
 impl std::fmt::Debug for Attestor {
@@ -72,6 +75,13 @@ impl Attestor {
         let Some(c) = config else { return Ok(None) };
         let kind = AttestationProvider::from_name(&c.provider)
             .ok_or_else(|| config_err(format!("unknown provider {:?} (none, nitro, software)", c.provider)))?;
+        let software_fields = c.certificate.is_some() || c.key.is_some() || !c.bundle.is_empty() || !c.pcrs.is_empty();
+        if kind != AttestationProvider::Software && software_fields {
+            return Err(config_err(format!(
+                "certificate, key, bundle and pcrs belong to provider \"software\", not {:?} (a real provider's PCRs are measured, not configured)",
+                c.provider
+            )));
+        }
         let provider: Box<dyn Provider> = match kind {
             AttestationProvider::None => return Ok(None),
             AttestationProvider::Nitro => Box::new(nitro::Nsm::open()?),
@@ -79,7 +89,7 @@ impl Attestor {
         };
         let secret = p256::SecretKey::random(&mut rand_core::OsRng);
         let boot_public = p256::EncodedPoint::from(secret.public_key()).as_bytes().to_vec();
-        Ok(Some(Attestor { provider, _boot_secret: secret, boot_public }))
+        Ok(Some(Attestor { provider, _boot_secret: secret, boot_public, certification: std::sync::OnceLock::new() }))
     }
 
     /// The provider.
@@ -90,7 +100,13 @@ impl Attestor {
     /// This boot's attestation over `challenge`, its per-boot key certified by the identity key.
     pub fn attest(&self, custody: &Custody, challenge: &[u8; 32]) -> Result<Attestation, Error> {
         let document = self.provider.document(&self.boot_public, challenge)?;
-        let (certification_r, certification_s) = custody.identity_sign(&Attestation::certified(&self.boot_public))?;
+        let (certification_r, certification_s) = match self.certification.get() {
+            Some(c) => *c,
+            None => {
+                let c = custody.identity_sign(&Attestation::certified(&self.boot_public))?;
+                *self.certification.get_or_init(|| c)
+            }
+        };
         Ok(Attestation {
             provider: self.kind(),
             document: AttestationDocBytes::new(document).map_err(|e| Error::new(ErrorCode::Internal, e))?,
@@ -123,4 +139,27 @@ fn software(_: &AttestationConfig) -> Result<Box<dyn Provider>, Error> {
         ErrorCode::DevFeatureDisabled,
         "attestation provider \"software\" exists only in development builds (feature dev-attestation)",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_real_providers_config_refuses_the_software_fields_and_names_them() {
+        let c = AttestationConfig {
+            provider: "nitro".into(),
+            certificate: None,
+            key: None,
+            bundle: Vec::new(),
+            pcrs: BTreeMap::from([(0, "00".repeat(48))]),
+        };
+        let e = Attestor::from_config(Some(&c)).expect_err("pcrs with nitro");
+        assert_eq!(e.code(), ErrorCode::ConfigInvalid);
+        assert!(e.message().contains("software"), "{e}");
+        let none = AttestationConfig { provider: "none".into(), pcrs: BTreeMap::new(), ..c.clone() };
+        assert!(Attestor::from_config(Some(&none)).expect("none").is_none());
+        let unknown = AttestationConfig { provider: "sgx".into(), ..none };
+        assert_eq!(Attestor::from_config(Some(&unknown)).expect_err("unknown").code(), ErrorCode::ConfigInvalid);
+    }
 }

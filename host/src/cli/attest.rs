@@ -88,6 +88,12 @@ fn verify(a: VerifyArgs) -> Result<(), Error> {
         allow_debug: a.allow_debug,
         max_age: None,
     };
+    if expected.pcrs.is_empty() {
+        tracing::warn!("no --pcr given: any enclave image passes");
+    }
+    if expected.nonce.is_none() {
+        tracing::warn!("no --nonce given: a replayed document passes until its certificate expires");
+    }
     // What the document says is printed either way; only a full verification exits 0.
     let decoded = nitro::decode(&doc).map(|(_, d)| d);
     let verdict = nitro::verify(&doc, &expected);

@@ -344,7 +344,7 @@ fn init(a: InitArgs) -> Result<(), Error> {
             token: (a.token != TokenKind::Softhsm).then(|| a.token.name().to_string()),
             enclave_user: users.as_ref().map(|u| u.0.name.clone()),
             host_user: users.as_ref().map(|u| u.1.name.clone()),
-            attestation: pki.as_ref().map(|p| p.pins(&pcrs)),
+            attestation: pki.as_ref().map(|p| p.pins(&pcrs, &identity)),
         });
         if let Some(pki) = &pki {
             let table = pki.enclave_table(&ed.join("attestation"), &pcrs)?;

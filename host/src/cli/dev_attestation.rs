@@ -5,6 +5,7 @@
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_host::coordinator::cluster::AttestationPins;
 use std::collections::BTreeMap;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// The development "image": PCRs 0, 1, 2 and 8, SHA-384 of their names.
@@ -63,7 +64,14 @@ impl Pki {
     pub fn enclave_table(&self, dir: &Path, pcrs: &BTreeMap<u8, String>) -> Result<String, Error> {
         std::fs::create_dir_all(dir).map_err(internal)?;
         for (name, bytes) in &self.files {
-            std::fs::write(dir.join(name), bytes).map_err(internal)?;
+            // The signing key is the enclave's alone (its directory is too).
+            let mut f = std::fs::OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .mode(0o600)
+                .open(dir.join(name))
+                .map_err(internal)?;
+            std::io::Write::write_all(&mut f, bytes).map_err(internal)?;
         }
         let pcrs: Vec<String> = pcrs.iter().map(|(i, v)| format!("{i} = \"{v}\"")).collect();
         Ok(format!(
@@ -75,9 +83,10 @@ impl Pki {
         ))
     }
 
-    /// The cluster file's pins for a node whose enclave reports `pcrs`.
-    pub fn pins(&self, pcrs: &BTreeMap<u8, String>) -> AttestationPins {
+    /// The cluster file's pins for a node whose enclave reports `pcrs` under `identity_key`.
+    pub fn pins(&self, pcrs: &BTreeMap<u8, String>, identity_key: &str) -> AttestationPins {
         AttestationPins {
+            identity_key: identity_key.to_string(),
             root: Some(self.root_pem.clone()),
             pcrs: pcrs.iter().map(|(i, v)| (i.to_string(), v.clone())).collect(),
             allow_debug: false,

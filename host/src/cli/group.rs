@@ -408,6 +408,10 @@ impl StatusRow {
                 let pcr0 = pcrs.get(&0).map(|p| &p[..16.min(p.len())]).unwrap_or("-");
                 format!(" attested {provider} pcr0 {pcr0}")
             }
+            Some(Attested::Unpinned { provider, pcrs, .. }) => {
+                let pcr0 = pcrs.get(&0).map(|p| &p[..16.min(p.len())]).unwrap_or("-");
+                format!(" {provider} document, NOT PINNED (pcr0 {pcr0})")
+            }
             Some(Attested::Refused { check, detail }) => format!(" ATTESTATION REFUSED ({check}: {detail})"),
         };
         let state = match self.state {
@@ -438,7 +442,17 @@ pub async fn status(a: StatusArgs) -> Result<(), Error> {
                 let enclave = frostgate_common::transport::Address::Unix(entry.enclave_socket.clone());
                 match frostgate_host::node::enclave::EnclaveClient::connect(enclave).await {
                     Ok(client) => match client.health().await {
-                        Ok(h) => StatusRow::health(n.id().get(), Via::Enclave, &h),
+                        Ok(h) => {
+                            let mut row = StatusRow::health(n.id().get(), Via::Enclave, &h);
+                            // Pinned, but not checked (the host is down): not attested.
+                            if entry.attestation.is_some() {
+                                row.attestation = Some(frostgate_host::coordinator::attestation::Attested::Refused {
+                                    check: "unchecked".into(),
+                                    detail: "the node's host is down: its attestation could not be checked".into(),
+                                });
+                            }
+                            row
+                        }
                         Err(e) => StatusRow::down(n.id().get(), &e),
                     },
                     Err(_) => StatusRow::down(n.id().get(), &host_err),
@@ -452,5 +466,9 @@ pub async fn status(a: StatusArgs) -> Result<(), Error> {
     } else {
         out(&rows.iter().map(StatusRow::text).collect::<String>());
     }
-    Ok(())
+    // A node refused for its attestation fails the command (after everything was shown).
+    match rows.iter().find_map(|r| r.attestation.as_ref().and_then(|a| a.error())) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }

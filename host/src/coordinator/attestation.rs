@@ -23,6 +23,16 @@ const MAX_AGE_SECS: u64 = 300;
 pub enum Attested {
     /// No provider, and none pinned.
     None,
+    /// A document whose chain and bindings verify, but no pins for this node: nothing says which
+    /// image made it (shown, never trusted).
+    Unpinned {
+        /// The provider.
+        provider: &'static str,
+        /// The enclave's module id.
+        module_id: String,
+        /// PCRs 0, 1, 2 and 8 (hex), as the document reports them.
+        pcrs: BTreeMap<u8, String>,
+    },
     /// Verified: the provider, its module and its measurements.
     Verified {
         /// The provider.
@@ -73,6 +83,10 @@ pub async fn check(node: &SignerClient, pins: Option<&AttestationPins>, timeout:
         Ok(p) => p.unwrap_or_default(),
         Err(e) => return refused("pcr", e.message()),
     };
+    let pinned_identity = match pins.map(AttestationPins::identity).transpose() {
+        Ok(k) => k,
+        Err(e) => return refused("identity", e.message()),
+    };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let expected = Expected {
         root,
@@ -88,22 +102,35 @@ pub async fn check(node: &SignerClient, pins: Option<&AttestationPins>, timeout:
         Err(r) => return refused(r.check.name(), r.detail),
     };
     let identity = match node.call(GetIdentity, timeout).await {
-        Ok(k) => k,
+        Ok(k) => k.as_inner().clone(),
         Err(e) => return refused("unavailable", e),
     };
+    // The certification is checked under the pinned key: another enclave of the same image
+    // (another node, relayed by a hostile host) cannot answer for this one.
+    let identity = match pinned_identity {
+        Some(pinned) if pinned != identity => {
+            return refused("identity", "the node reports another identity key than the pinned one")
+        }
+        Some(pinned) => pinned,
+        None => identity,
+    };
     if !frostgate_attest::certification_verifies(
-        identity.as_inner(),
+        &identity,
         a.boot_key.as_inner(),
         &a.certification_r,
         &a.certification_s,
     ) {
         return refused("certification", "the attested key is not certified by the node's identity key");
     }
-    Attested::Verified {
-        provider: a.provider.name(),
-        module_id: doc.module_id.clone(),
-        debug_mode: doc.debug_mode(),
-        pcrs: doc.pcrs.iter().filter(|(i, _)| [0, 1, 2, 8].contains(*i)).map(|(i, v)| (*i, hex::encode(v))).collect(),
+    let shown = doc.pcrs.iter().filter(|(i, _)| [0, 1, 2, 8].contains(*i)).map(|(i, v)| (*i, hex::encode(v))).collect();
+    match pins {
+        None => Attested::Unpinned { provider: a.provider.name(), module_id: doc.module_id.clone(), pcrs: shown },
+        Some(_) => Attested::Verified {
+            provider: a.provider.name(),
+            module_id: doc.module_id.clone(),
+            debug_mode: doc.debug_mode(),
+            pcrs: shown,
+        },
     }
 }
 

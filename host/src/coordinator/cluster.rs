@@ -69,6 +69,10 @@ pub struct NodeEntry {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttestationPins {
+    /// The node's enclave identity key (SEC1 uncompressed, hex): the attested per-boot key must
+    /// be certified by this key, and the node must report it (so another enclave of the same
+    /// image cannot answer for this node).
+    pub identity_key: String,
     /// The trusted root (PEM); default: the AWS Nitro Enclaves root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root: Option<PathBuf>,
@@ -81,7 +85,7 @@ pub struct AttestationPins {
 }
 
 impl AttestationPins {
-    /// The pinned PCRs, checked.
+    /// The pinned PCRs, checked: PCR0 (the image) at least, each index once.
     pub fn pcrs(&self) -> Result<std::collections::BTreeMap<u8, Vec<u8>>, Error> {
         let bad = |m: String| Error::new(ErrorCode::ConfigInvalid, format!("attestation pins: {m}"));
         let mut out = std::collections::BTreeMap::new();
@@ -91,9 +95,25 @@ impl AttestationPins {
             if value.len() != frostgate_attest::nitro::PCR_LEN {
                 return Err(bad(format!("PCR{index}: {} bytes, a PCR has 48", value.len())));
             }
-            out.insert(index, value);
+            if out.insert(index, value).is_some() {
+                return Err(bad(format!("PCR{index} is pinned twice")));
+            }
+        }
+        if !out.contains_key(&0) {
+            return Err(bad("PCR0 (the enclave image) must be pinned: without it any image would pass".into()));
         }
         Ok(out)
+    }
+
+    /// The pinned identity key, checked.
+    pub fn identity(&self) -> Result<Vec<u8>, Error> {
+        match hex::decode(&self.identity_key) {
+            Ok(k) if k.len() == 65 && k[0] == 4 => Ok(k),
+            _ => Err(Error::new(
+                ErrorCode::ConfigInvalid,
+                "attestation pins: identity_key is not an uncompressed P-256 point (hex)",
+            )),
+        }
     }
 }
 
@@ -132,5 +152,32 @@ impl Cluster {
         let text = toml::to_string_pretty(self).map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
         std::fs::write(path, text)
             .map_err(|e| Error::new(ErrorCode::ConfigInvalid, format!("writing {}: {e}", path.display())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pins(pcrs: &[(&str, &str)]) -> AttestationPins {
+        AttestationPins {
+            identity_key: format!("04{}", "11".repeat(64)),
+            pcrs: pcrs.iter().map(|(i, v)| (i.to_string(), v.to_string())).collect(),
+            ..AttestationPins::default()
+        }
+    }
+
+    #[test]
+    fn attestation_pins_need_pcr0_once_each_and_a_well_formed_identity() {
+        let pcr = "ab".repeat(48);
+        assert_eq!(pins(&[("0", &pcr), ("8", &pcr)]).pcrs().expect("valid").len(), 2);
+        let e = pins(&[("8", &pcr)]).pcrs().expect_err("no PCR0");
+        assert!(e.message().contains("PCR0"), "{e}");
+        let e = pins(&[("0", &pcr), ("00", &pcr)]).pcrs().expect_err("twice");
+        assert!(e.message().contains("twice"), "{e}");
+        assert!(pins(&[("0", "abcd")]).pcrs().is_err(), "a short PCR");
+        assert_eq!(pins(&[]).identity().expect("identity").len(), 65);
+        let bad = AttestationPins { identity_key: "02".repeat(33), ..pins(&[]) };
+        assert_eq!(bad.identity().expect_err("compressed").code(), ErrorCode::ConfigInvalid);
     }
 }
