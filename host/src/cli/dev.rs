@@ -489,7 +489,23 @@ fn chown_r(path: &Path, who: &Account) -> Result<(), Error> {
 }
 
 /// A free loopback port now (the node binds it at `up`).
+/// A free port for a node's API, chosen below the kernel's ephemeral range: a port is chosen at
+/// `init` and bound at `up`, and a port from the ephemeral range could meanwhile become the local
+/// port of any outgoing connection (many run in parallel in the test suite). Random, so clusters
+/// made at the same time rarely pick the same one; checked bindable now.
 fn free_port() -> Result<u16, Error> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    let (from, to) = (low.saturating_sub(12_000).max(1024), low.saturating_sub(1).max(1025));
+    for _ in 0..64 {
+        let r = u16::from_be_bytes(frostgate_host::random_bytes::<2>());
+        let port = from + r % (to - from);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| io("free port", e))?;
     Ok(l.local_addr().map_err(|e| io("free port", e))?.port())
 }
