@@ -22,7 +22,8 @@ use std::future::Future;
 
 /// The protocol version this build speaks. A frame with any other version is rejected.
 /// Version 2: `HealthReply` carries the policy hash; kinds 42-47 (PSBT sessions, policy, audit).
-/// Version 4: `HealthReply` carries the custody profile.
+/// Version 4: `HealthReply` carries the custody profile. Version 5: `HealthReply` carries the open
+/// sessions and attempts; kinds 80-81 (attestation).
 pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Whether a message opens an exchange or answers one.
