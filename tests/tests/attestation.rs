@@ -67,6 +67,9 @@ fn attested_nodes_verify_and_a_node_off_its_pins_is_refused_by_name() {
     let refusal =
         |a: &serde_json::Value| (a["state"].as_str().map(String::from), a["check"].as_str().map(String::from));
     assert_eq!(refusal(&attested[2]), (Some("refused".into()), Some("pcr".into())), "{}", attested[2]);
+    // The coordinator runs no ceremony with it: keygen fails naming node 3 and its check.
+    let e = c.run(&["keygen", "--cluster", &c.file(), "--json"]).expect_err("node 3 is off its pins");
+    assert!(e.contains("attestation_invalid") && e.contains("node 3") && e.contains("pcr"), "{e}");
     // Node 1's pin names node 2's identity: node 2's enclave (same image) cannot answer for it.
     let file = c.file();
     let text = std::fs::read_to_string(&file).expect("cluster file");

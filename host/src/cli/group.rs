@@ -183,6 +183,7 @@ impl KeyRow {
 pub async fn keygen(a: KeygenArgs) -> Result<(), Error> {
     let cluster = Cluster::load(&a.cluster)?;
     let nodes = dkg_relay::connect_all(&cluster).await;
+    frostgate_host::coordinator::attestation::require_pinned(&cluster, &nodes).await?;
     let key = dkg_relay::run(&nodes, cluster.threshold).await?;
     let participants = key.participants.as_inner().iter().map(|p| p.get()).collect();
     KeyRow::new(&key.key, &key.bip86_output_key, key.threshold, participants, a.network)?.print(a.json);

@@ -52,6 +52,7 @@ pub async fn refresh(a: RefreshArgs) -> Result<(), Error> {
     }
     let nodes: Vec<_> =
         dkg_relay::connect_all(&cluster).await.into_iter().filter(|n| !a.remove.contains(&n.id().get())).collect();
+    frostgate_host::coordinator::attestation::require_pinned(&cluster, &nodes).await?;
     let refreshed = match &a.resolve {
         None => dkg_relay::refresh(&nodes, key).await?,
         Some(d) => {
@@ -107,6 +108,7 @@ pub async fn repair(a: RepairArgs) -> Result<(), Error> {
     let cluster = Cluster::load(&a.cluster)?;
     let key = KeyId::from_str(&a.key).map_err(|e| Error::new(ErrorCode::ConfigInvalid, e))?;
     let nodes = dkg_relay::connect_all(&cluster).await;
+    frostgate_host::coordinator::attestation::require_pinned(&cluster, &nodes).await?;
     let new = nodes.iter().find(|n| n.id().get() == a.seat).ok_or_else(|| {
         Error::new(ErrorCode::ConfigInvalid, format!("--seat {}: no such node in the cluster", a.seat))
     })?;

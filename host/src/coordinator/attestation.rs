@@ -4,13 +4,14 @@
 //!
 //! Invariant: once a node has pins, a node without a provider fails (no downgrade).
 
-use super::cluster::AttestationPins;
+use super::cluster::{AttestationPins, Cluster};
 use super::signer::SignerClient;
 use frostgate_attest::nitro::{self, Expected};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::protocol::{Attest, AttestationProvider, GetIdentity};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A document older than this at the coordinator's clock is refused (a second line: the
@@ -144,4 +145,20 @@ impl Attested {
             _ => None,
         }
     }
+}
+
+/// Before a ceremony (DKG, refresh, repair): every node of `nodes` that the cluster file pins
+/// must attest itself; the first refusal fails it, naming the node. Nodes without pins are not
+/// asked (their enclaves are not attested).
+pub async fn require_pinned(cluster: &Cluster, nodes: &[Arc<SignerClient>]) -> Result<(), Error> {
+    for node in nodes {
+        let Some(pins) = cluster.nodes.iter().find(|e| e.id == node.id().get()).and_then(|e| e.attestation.as_ref())
+        else {
+            continue;
+        };
+        if let Some(e) = check(node, Some(pins), Duration::from_secs(10)).await.error() {
+            return Err(Error::new(e.code(), format!("node {}: {}", node.id(), e.message())));
+        }
+    }
+    Ok(())
 }
