@@ -136,15 +136,20 @@ fn tampering_deletion_reordering_and_rollback_are_detected_at_boot() {
         (
             "byte of a middle body",
             Box::new(move |c| {
-                c.execute("UPDATE records SET body = CAST(substr(body, 1, 3) || X'FF' || substr(body, 5) AS BLOB) WHERE version = ?1", [mid]).expect("u");
+                // The byte is changed whatever it was (set to a fixed value it would be unchanged one
+                // time in 256, and the store would rightly boot).
+                c.execute("UPDATE records SET body = CAST(substr(body, 1, 3) || CASE WHEN substr(body, 4, 1) = X'FF' THEN X'00' ELSE X'FF' END || substr(body, 5) AS BLOB) WHERE version = ?1", [mid]).expect("u");
             }),
             ErrorCode::StoreTampered,
         ),
         (
             "byte of the last mac",
             Box::new(move |c| {
-                c.execute("UPDATE records SET mac = CAST(X'00' || substr(mac, 2) AS BLOB) WHERE version = ?1", [last])
-                    .expect("u");
+                c.execute(
+                    "UPDATE records SET mac = CAST(CASE WHEN substr(mac, 1, 1) = X'00' THEN X'01' ELSE X'00' END || substr(mac, 2) AS BLOB) WHERE version = ?1",
+                    [last],
+                )
+                .expect("u");
             }),
             ErrorCode::StoreTampered,
         ),
