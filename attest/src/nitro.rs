@@ -113,6 +113,12 @@ pub fn pem_certificate(pem: &str) -> Result<Vec<u8>, String> {
     Ok(p.contents)
 }
 
+/// The DER of the root certificate in the PEM file at `path`.
+pub fn read_root(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    pem_certificate(&pem).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// The AWS root's DER.
 pub fn aws_root() -> Vec<u8> {
     // The PEM is a constant of this crate, checked by a test.

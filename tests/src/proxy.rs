@@ -147,57 +147,55 @@ impl Relay for KeyRef {
     }
 }
 
-// Released shares and signatures are recorded in a task of their own, so a caller that goes
-// away (a killed coordinator) cannot make the proxy miss what the node released.
+/// A signing RPC: refused if the tap says so, else forwarded and `seen` told of the reply, in a
+/// task of its own, so a caller that goes away (a killed coordinator) cannot make the proxy miss
+/// what the node released.
+async fn signing<Q, R, Fut>(
+    p: &Proxy,
+    request: Q,
+    call: impl FnOnce(SignerClient<Channel>, Q) -> Fut + Send + 'static,
+    seen: impl FnOnce(&dyn Tap, &Q, &R) + Send + 'static,
+) -> Result<R, Status>
+where
+    Q: Clone + Send + 'static,
+    R: Send + 'static,
+    Fut: Future<Output = Result<Response<R>, Status>> + Send + 'static,
+{
+    if let Some(refusal) = p.tap.refuse_signing() {
+        return Err(refusal);
+    }
+    let (inner, tap) = (p.inner.clone(), p.tap.clone());
+    tokio::spawn(async move {
+        let reply = call(inner, request.clone()).await?.into_inner();
+        seen(tap.as_ref(), &request, &reply);
+        Ok(reply)
+    })
+    .await
+    .map_err(|e| Status::internal(e.to_string()))?
+}
+
 impl Relay for Round2 {
     async fn relay(p: &Proxy, request: pb::Round2) -> Result<pb::Round2Reply, Status> {
-        if let Some(refusal) = p.tap.refuse_signing() {
-            return Err(refusal);
-        }
-        let (mut inner, tap) = (p.inner.clone(), p.tap.clone());
-        tokio::spawn(async move {
-            let reply = inner.round2(request.clone()).await?.into_inner();
-            tap.released(&request, &reply);
-            Ok(reply)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
+        signing(p, request, |mut c, r| async move { c.round2(r).await }, |tap, q, r| tap.released(q, r)).await
     }
 }
 
 impl Relay for SignPreprocessed {
     async fn relay(p: &Proxy, request: pb::SignPreprocessed) -> Result<pb::PreprocessedShare, Status> {
-        if let Some(refusal) = p.tap.refuse_signing() {
-            return Err(refusal);
-        }
-        let (mut inner, tap) = (p.inner.clone(), p.tap.clone());
-        tokio::spawn(async move {
-            let reply = inner.sign_preprocessed(request.clone()).await?.into_inner();
-            released(tap.as_ref(), &request, &reply);
-            Ok(reply)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
+        signing(p, request, |mut c, r| async move { c.sign_preprocessed(r).await }, released).await
     }
 }
 
 impl Relay for SignBatch {
     async fn relay(p: &Proxy, request: pb::SignBatch) -> Result<pb::BatchSigned, Status> {
-        if let Some(refusal) = p.tap.refuse_signing() {
-            return Err(refusal);
-        }
-        let (mut inner, tap) = (p.inner.clone(), p.tap.clone());
-        tokio::spawn(async move {
-            let reply = inner.sign_batch(request.clone()).await?.into_inner();
+        let seen = |tap: &dyn Tap, request: &pb::SignBatch, reply: &pb::BatchSigned| {
             for (item, outcome) in request.items.iter().zip(&reply.outcomes) {
                 if let Some(pb::sign_outcome::Outcome::Signed(share)) = &outcome.outcome {
-                    released(tap.as_ref(), item, share);
+                    released(tap, item, share);
                 }
             }
-            Ok(reply)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
+        };
+        signing(p, request, |mut c, r| async move { c.sign_batch(r).await }, seen).await
     }
 }
 

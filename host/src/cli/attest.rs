@@ -68,10 +68,7 @@ fn verify(a: VerifyArgs) -> Result<(), Error> {
     let doc = nitro::read_document(&raw);
     let root = match &a.root {
         None => nitro::aws_root(),
-        Some(path) => {
-            let pem = std::fs::read_to_string(path).map_err(|e| config(&path.display().to_string(), e))?;
-            nitro::pem_certificate(&pem).map_err(|e| config(&path.display().to_string(), e))?
-        }
+        Some(path) => nitro::read_root(path).map_err(|e| config("--root", e))?,
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

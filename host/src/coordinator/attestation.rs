@@ -73,12 +73,10 @@ pub async fn check(node: &SignerClient, pins: Option<&AttestationPins>, timeout:
     }
     let root = match pins.and_then(|p| p.root.as_ref()) {
         None => nitro::aws_root(),
-        Some(path) => {
-            match std::fs::read_to_string(path).map_err(|e| e.to_string()).and_then(|t| nitro::pem_certificate(&t)) {
-                Ok(der) => der,
-                Err(e) => return refused("root", format!("{}: {e}", path.display())),
-            }
-        }
+        Some(path) => match nitro::read_root(path) {
+            Ok(der) => der,
+            Err(e) => return refused("root", e),
+        },
     };
     let pcrs = match pins.map(AttestationPins::pcrs).transpose() {
         Ok(p) => p.unwrap_or_default(),
