@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod nitro;
+pub mod peer;
 
 use frostgate_common::error::{Error, ErrorCode};
 
@@ -36,6 +37,10 @@ pub enum Check {
     PublicKey,
     /// Older than the allowed age at the verifier's clock.
     Age,
+    /// The peer answered without a provider although it is pinned (no downgrade).
+    Provider,
+    /// The attested per-boot key is not certified by the pinned identity key.
+    Certification,
 }
 
 impl Check {
@@ -51,6 +56,8 @@ impl Check {
             Check::Nonce => "nonce",
             Check::PublicKey => "public_key",
             Check::Age => "age",
+            Check::Provider => "provider",
+            Check::Certification => "certification",
         }
     }
 }
@@ -65,7 +72,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(check: Check, detail: impl std::fmt::Display) -> Refusal {
+    pub(crate) fn new(check: Check, detail: impl std::fmt::Display) -> Refusal {
         Refusal { check, detail: detail.to_string() }
     }
 }

@@ -35,6 +35,7 @@ pub fn registry() -> Result<Registry, String> {
     tracer.trace_type::<crate::protocol::SignOutcome>(&samples).map_err(e)?;
     tracer.trace_type::<crate::protocol::CustodyProfile>(&samples).map_err(e)?;
     tracer.trace_type::<crate::protocol::AttestationProvider>(&samples).map_err(e)?;
+    tracer.trace_type::<crate::protocol::CeremonyKind>(&samples).map_err(e)?;
     tracer.registry().map_err(|e| e.to_string())
 }
 

@@ -51,6 +51,11 @@ pub struct PinnedParticipant {
     pub id: u16,
     /// Identity public key, hex (65 bytes, starting 04).
     pub identity_key: String,
+    /// Its enclave's pinned measurements (PCR0 at least; the root, debug mode): once set, this
+    /// enclave runs no DKG, refresh or repair with it before its attestation verified
+    /// (`crate::attestation::ceremony`).
+    #[serde(default)]
+    pub attestation: Option<frostgate_attest::peer::MeasurementPins>,
 }
 
 impl GroupConfig {
@@ -72,6 +77,26 @@ impl GroupConfig {
         }
         Ok(out)
     }
+
+    /// The participants pinned with `attestation`, their pins read and checked.
+    pub fn attestation_pins(
+        &self,
+    ) -> Result<std::collections::BTreeMap<frostgate_common::ids::ParticipantId, frostgate_attest::peer::Pins>, Error>
+    {
+        let keys = self.pins()?;
+        let mut out = std::collections::BTreeMap::new();
+        for (p, (id, key)) in self.participants.iter().filter_map(|p| {
+            let id = frostgate_common::ids::ParticipantId::new(p.id).ok()?;
+            Some((p, (id, keys.get(&id)?.clone())))
+        }) {
+            if let Some(m) = &p.attestation {
+                let pins =
+                    m.resolve(key).map_err(|e| config_err(format!("group: participant {id}: {}", e.message())))?;
+                out.insert(id, pins);
+            }
+        }
+        Ok(out)
+    }
 }
 
 impl EnclaveConfig {
@@ -88,7 +113,7 @@ impl EnclaveConfig {
             c.validate()?;
         }
         if let Some(g) = &config.group {
-            g.pins()?;
+            g.attestation_pins()?;
         }
         if let Some(p) = &config.policy {
             crate::policy::Policy::from_config(p)?;

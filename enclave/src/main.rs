@@ -293,6 +293,12 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
         None => None,
     };
     let group = config.as_ref().and_then(|c| c.group.as_ref()).map(|g| g.pins()).transpose()?;
+    let ceremony_pins =
+        config.as_ref().and_then(|c| c.group.as_ref()).map(|g| g.attestation_pins()).transpose()?.unwrap_or_default();
+    if !ceremony_pins.is_empty() {
+        let pinned: Vec<u16> = ceremony_pins.keys().map(|p| p.get()).collect();
+        tracing::info!(?pinned, "ceremonies run only with these participants attested as pinned");
+    }
     let removal_to_threshold =
         config.as_ref().and_then(|c| c.group.as_ref()).is_some_and(|g| g.allow_removal_to_threshold);
     let recovery = config
@@ -363,7 +369,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
             .with_audit(audit)
             .allowing_removal_to_threshold(removal_to_threshold)
             .with_recovery(recovery)
-            .with_attestor(attestor),
+            .with_attestor(attestor)
+            .with_ceremony_pins(ceremony_pins, Duration::from_secs(args.dkg_ttl_secs)),
     );
     // Expiry sweep and compaction.
     let maintainer = service.clone();

@@ -48,6 +48,8 @@ pub struct Service {
     challenges: crate::epoch_statements::Challenges,
     /// This boot's attestor (`[attestation]`), if any.
     attestor: Option<crate::attestation::Attestor>,
+    /// Ceremonies' challenges and the peers verified in them (`[group]` attestation pins).
+    ceremonies: crate::attestation::Ceremonies,
 }
 
 fn label(s: &str) -> Label {
@@ -104,12 +106,24 @@ impl Service {
             policy: Arc::new(crate::policy::Policy::unrestricted()),
             challenges: crate::epoch_statements::Challenges::default(),
             attestor: None,
+            ceremonies: crate::attestation::Ceremonies::default(),
         }
     }
 
     /// The same service attesting itself with `attestor` (before it serves).
     pub fn with_attestor(mut self, attestor: Option<crate::attestation::Attestor>) -> Self {
         self.attestor = attestor;
+        self
+    }
+
+    /// The same service checking the peers' attestations against `pins` (`[group]`; before it
+    /// serves).
+    pub fn with_ceremony_pins(
+        mut self,
+        pins: std::collections::BTreeMap<frostgate_common::ids::ParticipantId, frostgate_attest::peer::Pins>,
+        ttl: std::time::Duration,
+    ) -> Self {
+        self.ceremonies = crate::attestation::Ceremonies::new(pins, ttl);
         self
     }
 
@@ -141,7 +155,9 @@ impl Service {
 
     /// Periodic maintenance: the expiry sweep, then compaction when due.
     pub async fn maintain(&self) {
-        let dropped = self.dkgs.expire(Instant::now()) + self.repairs.expire(Instant::now());
+        let dropped = self.dkgs.expire(Instant::now())
+            + self.repairs.expire(Instant::now())
+            + self.ceremonies.expire(Instant::now());
         if dropped > 0 {
             tracing::info!(dropped, "unfinished DKGs and repairs expired");
         }
@@ -377,12 +393,36 @@ impl EnclaveApi for Served<'_> {
         }
     }
 
+    async fn ceremony_challenge(&self, r: CeremonyChallenge) -> Result<CeremonyChallenged, Error> {
+        self.engine()?;
+        self.service.ceremonies.challenge(&r)
+    }
+
+    async fn ceremony_attest(&self, r: CeremonyAttest) -> Result<Attestation, Error> {
+        let nonce = self.service.ceremonies.binding(r.ceremony, r.challenges.as_inner())?;
+        match &self.service.attestor {
+            Some(a) => a.attest(self.engine()?.custody(), &nonce),
+            None => Ok(crate::attestation::unattested()),
+        }
+    }
+
+    async fn ceremony_peers(&self, r: CeremonyPeers) -> Result<DkgOutcome<CeremonyVerified>, Error> {
+        Self::dkg_step(r.ceremony, self.service.ceremonies.verify_peers(&r, frostgate_attest::peer::now()))
+    }
+
     async fn dkg_start(&self, r: DkgStart) -> Result<DkgOutcome<DkgRound1Package>, Error> {
         Self::dkg_step(r.dkg, self.service.dkgs.start(self.engine()?, &r))
     }
 
     async fn dkg_round2(&self, r: DkgRound2) -> Result<DkgOutcome<DkgEnvelopes>, Error> {
-        Self::dkg_step(r.dkg, self.service.dkgs.round2(self.engine()?, r.dkg, r.round1.as_inner()))
+        let (service, engine) = (self.service, self.engine()?);
+        // Round 2 sends every peer its secret share: only to peers attested as pinned.
+        let peers = r.round1.as_inner().iter().map(|p| p.from);
+        if let Err(e) = service.ceremonies.require(r.dkg, CeremonyKind::Dkg, peers) {
+            service.dkgs.abort(r.dkg);
+            return Self::dkg_step(r.dkg, Err(e));
+        }
+        Self::dkg_step(r.dkg, service.dkgs.round2(engine, r.dkg, r.round1.as_inner()))
     }
 
     async fn dkg_finish(&self, r: DkgFinish) -> Result<DkgOutcome<DkgConfirmation>, Error> {
@@ -441,6 +481,12 @@ impl EnclaveApi for Served<'_> {
 
     async fn repair_start(&self, r: RepairStart) -> Result<DkgOutcome<DkgEnvelopes>, Error> {
         let (service, engine) = (self.service, self.engine()?);
+        // The deltas leave with this step's answer (to the other helpers), the sigma later (to
+        // the new seat): every pinned one of them attested first.
+        let peers = r.helpers.as_inner().iter().copied().chain([r.seat]).filter(|p| *p != r.me);
+        if let Err(e) = service.ceremonies.require(r.repair, CeremonyKind::Repair, peers) {
+            return Self::dkg_step(r.repair, Err(e));
+        }
         Self::dkg_step(r.repair, service.repairs.start(engine, service.dkgs.pins(), &r))
     }
 
@@ -451,6 +497,11 @@ impl EnclaveApi for Served<'_> {
 
     async fn repair_finish(&self, r: RepairFinish) -> Result<DkgOutcome<KeyInfo>, Error> {
         let engine = self.engine()?;
+        // The seat's share is taken only from helpers attested as pinned.
+        let helpers = r.envelopes.as_inner().iter().map(|e| e.from);
+        if let Err(e) = self.service.ceremonies.require(r.repair, CeremonyKind::Repair, helpers) {
+            return Self::dkg_step(r.repair, Err(e));
+        }
         let repaired = match crate::repair::Repairs::finish(engine, self.service.dkgs.pins(), &r).await {
             Ok(record) => {
                 tracing::info!(repair = %r.repair, key = %record.key_id, seat = %r.seat, "seat repaired");
@@ -520,6 +571,7 @@ impl EnclaveApi for Served<'_> {
     }
 
     async fn dkg_abort(&self, r: DkgRef) -> Result<DkgAborted, Error> {
+        self.service.ceremonies.end(r.dkg);
         if !self.service.dkgs.abort(r.dkg) {
             return Err(Error::new(ErrorCode::DkgUnknown, format!("DKG {}", r.dkg)));
         }

@@ -31,4 +31,8 @@ bounded_types! {
     SignItems: Vec<crate::protocol::SignPreprocessed>, crate::limits::MAX_SIGN_BATCH, "one-request signings (count)";
     /// Their outcomes, in order.
     SignOutcomes: Vec<crate::protocol::SignOutcome>, crate::limits::MAX_SIGN_BATCH, "signing outcomes (count)";
+    /// A ceremony's challenges, one per participant.
+    CeremonyChallenges: Vec<crate::protocol::CeremonyChallenged>, crate::limits::MAX_PARTICIPANTS as usize, "ceremony challenges (count)";
+    /// Peers' attestations for a ceremony: at most 48 documents of 16 KiB fit in one frame.
+    PeerAttestations: Vec<crate::protocol::PeerAttestation>, 48, "peer attestations (count)";
 }

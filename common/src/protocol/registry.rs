@@ -170,6 +170,17 @@ ceremony_step! {
     DkgActivate: dkg => Dkg, opens: false;
     RefreshActivate: dkg => Dkg, opens: false;
     RepairStart: repair => Repair, opens: true;
+    RepairFinish: repair => Repair, opens: false;
+}
+
+impl Registers for CeremonyChallenge {
+    /// Its challenge is kept with the ceremony it precedes, and counted as it.
+    fn opens(&self) -> Vec<Entry> {
+        match self.kind {
+            CeremonyKind::Dkg => vec![Entry::Dkg(self.ceremony)],
+            CeremonyKind::Repair => vec![Entry::Repair(self.ceremony)],
+        }
+    }
 }
 
 impl Registers for RepairSigma {

@@ -257,7 +257,7 @@ macro_rules! boundary_table {
             /// Host -> new enclave: the helpers' sigmas; rebuild, check and seal the seat's share.
             56 RepairFinish(RepairFinish) {
                 request, from: Host, exposure: Network, ready: Ready, serve: repair_finish, reply: DkgOutcome<KeyInfo>,
-                opens: [], closes: []
+                opens: [], closes: [Repair]
             }
             /// Host -> enclave: back up this enclave's seat of a key to the pinned recovery key.
             /// Local clients only.
@@ -370,6 +370,28 @@ macro_rules! boundary_table {
             }
             /// Enclave -> host: the attestation (empty without a provider).
             81 Attestation(Attestation) { reply, from: Enclave }
+            /// Host -> enclave: draw this enclave's challenge for a ceremony about to start
+            /// (counted with the ceremony it precedes).
+            82 CeremonyChallenge(CeremonyChallenge) {
+                request, from: Host, exposure: Network, ready: Ready, serve: ceremony_challenge, reply: CeremonyChallenged,
+                opens: [Dkg, Repair], closes: []
+            }
+            /// Enclave -> host: the challenge.
+            83 CeremonyChallenged(CeremonyChallenged) { reply, from: Enclave }
+            /// Host -> enclave: attest this enclave over the ceremony and every participant's
+            /// challenge.
+            84 CeremonyAttest(CeremonyAttest) {
+                request, from: Host, exposure: Network, ready: Ready, serve: ceremony_attest, reply: Attestation,
+                opens: [], closes: []
+            }
+            /// Host -> enclave: the peers' attestations, checked against this enclave's `[group]`
+            /// pins before any secret of the ceremony leaves it.
+            85 CeremonyPeers(CeremonyPeers) {
+                request, from: Host, exposure: Network, ready: Ready, serve: ceremony_peers,
+                reply: DkgOutcome<CeremonyVerified>, opens: [], closes: []
+            }
+            /// Enclave -> host: the pinned peers verified.
+            86 CeremonyVerified(CeremonyVerified) { reply, from: Enclave }
         }
     };
 }

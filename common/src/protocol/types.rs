@@ -10,8 +10,8 @@ use crate::bounded::{
 use crate::error::ErrorCode;
 use crate::ids::{AttemptId, CommitmentId, DkgId, KeyId, ParticipantId, SessionId};
 use crate::protocol::{
-    AuditEntries, AuditOutputs, DkgConfirmations, DkgEnvelopes, DkgParticipants, DkgRound1Packages, PreCommitments,
-    SignItems, SignOutcomes, SignerShares, StoreRecords,
+    AuditEntries, AuditOutputs, CeremonyChallenges, DkgConfirmations, DkgEnvelopes, DkgParticipants, DkgRound1Packages,
+    PeerAttestations, PreCommitments, SignItems, SignOutcomes, SignerShares, StoreRecords,
 };
 use serde::{Deserialize, Serialize};
 
@@ -1287,7 +1287,7 @@ impl AttestationProvider {
 /// `public_key` is the enclave's per-boot key, and the identity key's signature certifying that
 /// key ([`Attestation::certified`]), so the document speaks for the enclave that holds the HSM
 /// identity, in the TEE. Without a provider every field is empty.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Attestation {
     /// The provider that made it.
     pub provider: AttestationProvider,
@@ -1308,4 +1308,99 @@ impl Attestation {
         m.extend_from_slice(boot_key);
         m
     }
+}
+
+/// The ceremony an attestation exchange precedes: its challenge is counted with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CeremonyKind {
+    /// A DKG or a refresh (`DkgStart`, `RefreshStart`).
+    Dkg,
+    /// A repair (`RepairStart`, `RepairFinish`).
+    Repair,
+}
+
+impl CeremonyKind {
+    /// Every kind.
+    pub const ALL: [CeremonyKind; 2] = [CeremonyKind::Dkg, CeremonyKind::Repair];
+
+    /// The stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            CeremonyKind::Dkg => "dkg",
+            CeremonyKind::Repair => "repair",
+        }
+    }
+
+    /// The kind named `name`.
+    pub fn from_name(name: &str) -> Option<CeremonyKind> {
+        CeremonyKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// A ceremony's attestation, step 1: this enclave draws a fresh challenge for the ceremony
+/// `ceremony` (the DKG, refresh or repair id it precedes), as participant `me` (protocol
+/// version 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CeremonyChallenge {
+    /// The ceremony's id (the DKG, refresh or repair id).
+    pub ceremony: DkgId,
+    /// Which ceremony.
+    pub kind: CeremonyKind,
+    /// Which participant this enclave is in it.
+    pub me: ParticipantId,
+}
+
+/// One participant's challenge for a ceremony.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CeremonyChallenged {
+    /// The ceremony's id.
+    pub ceremony: DkgId,
+    /// The participant that drew it.
+    pub from: ParticipantId,
+    /// The challenge.
+    pub challenge: [u8; 32],
+}
+
+/// Step 2: this enclave's attestation whose nonce binds the ceremony and every participant's
+/// challenge (`frostgate_attest::peer::ceremony_binding`); refused unless this enclave's own
+/// challenge is among them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CeremonyAttest {
+    /// The ceremony's id.
+    pub ceremony: DkgId,
+    /// Every participant's challenge, ascending by participant.
+    pub challenges: CeremonyChallenges,
+}
+
+/// A peer's attestation for a ceremony.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PeerAttestation {
+    /// The peer.
+    pub from: ParticipantId,
+    /// Its attestation (step 2's answer).
+    pub attestation: Attestation,
+}
+
+/// Step 3: the peers' attestations, checked against this enclave's own `[group]` pins. A peer
+/// pinned there whose document does not verify is blamed (`attestation_invalid`); until every
+/// pinned peer verified, the ceremony's secret-bearing steps (`DkgRound2`, `RepairStart`,
+/// `RepairFinish`) are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CeremonyPeers {
+    /// The ceremony's id.
+    pub ceremony: DkgId,
+    /// Every participant's challenge, ascending by participant (as in step 2).
+    pub challenges: CeremonyChallenges,
+    /// The attested peers' answers (peers without a provider may be left out).
+    pub attestations: PeerAttestations,
+}
+
+/// Reply to [`CeremonyPeers`]: the peers whose attestation verified against this enclave's pins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CeremonyVerified {
+    /// The ceremony's id.
+    pub ceremony: DkgId,
+    /// The pinned peers verified (an unpinned peer is not checked, and not listed).
+    pub verified: Signers,
 }

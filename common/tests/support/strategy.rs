@@ -491,26 +491,56 @@ pub fn message() -> impl Strategy<Value = Message> {
         (dkg_id(), any::<bool>())
             .prop_map(|(dkg, dropped)| Message::RefreshAbandoned(RefreshAbandoned { dkg, dropped })),
     ];
+    let challenges = || {
+        proptest::collection::vec(ceremony_challenged(), 0..4).prop_map(|c| CeremonyChallenges::new(c).expect("bound"))
+    };
     let attestation = prop_oneof![
         bytes::<32>().prop_map(|challenge| Message::Attest(Attest { challenge })),
-        (
-            proptest::sample::select(AttestationProvider::ALL.to_vec()),
-            blob(4096),
-            blob(BootKeyBytes::MAX_LEN),
-            bytes::<32>(),
-            bytes::<32>()
-        )
-            .prop_map(|(provider, document, boot_key, certification_r, certification_s)| {
-                Message::Attestation(Attestation {
-                    provider,
-                    document: AttestationDocBytes::new(document).expect("bound"),
-                    boot_key: BootKeyBytes::new(boot_key).expect("bound"),
-                    certification_r,
-                    certification_s,
+        attestation().prop_map(Message::Attestation),
+        (dkg_id(), proptest::sample::select(CeremonyKind::ALL.to_vec()), pid())
+            .prop_map(|(ceremony, kind, me)| { Message::CeremonyChallenge(CeremonyChallenge { ceremony, kind, me }) }),
+        ceremony_challenged().prop_map(Message::CeremonyChallenged),
+        (dkg_id(), challenges())
+            .prop_map(|(ceremony, challenges)| Message::CeremonyAttest(CeremonyAttest { ceremony, challenges })),
+        (dkg_id(), challenges(), proptest::collection::vec((pid(), attestation()), 0..3)).prop_map(
+            |(ceremony, challenges, a)| {
+                let attestations = a.into_iter().map(|(from, attestation)| PeerAttestation { from, attestation });
+                Message::CeremonyPeers(CeremonyPeers {
+                    ceremony,
+                    challenges,
+                    attestations: PeerAttestations::new(attestations.collect::<Vec<_>>()).expect("bound"),
                 })
-            }),
+            }
+        ),
+        (dkg_id(), signers())
+            .prop_map(|(ceremony, verified)| Message::CeremonyVerified(CeremonyVerified { ceremony, verified })),
     ];
     prop_oneof![base, signing, store, dkg, spending, preprocessing, attestation]
+}
+
+pub fn attestation() -> impl Strategy<Value = Attestation> {
+    (
+        proptest::sample::select(AttestationProvider::ALL.to_vec()),
+        blob(4096),
+        blob(BootKeyBytes::MAX_LEN),
+        bytes::<32>(),
+        bytes::<32>(),
+    )
+        .prop_map(|(provider, document, boot_key, certification_r, certification_s)| Attestation {
+            provider,
+            document: AttestationDocBytes::new(document).expect("bound"),
+            boot_key: BootKeyBytes::new(boot_key).expect("bound"),
+            certification_r,
+            certification_s,
+        })
+}
+
+pub fn ceremony_challenged() -> impl Strategy<Value = CeremonyChallenged> {
+    (dkg_id(), pid(), bytes::<32>()).prop_map(|(ceremony, from, challenge)| CeremonyChallenged {
+        ceremony,
+        from,
+        challenge,
+    })
 }
 
 pub fn seat_backup() -> impl Strategy<Value = SeatBackup> {

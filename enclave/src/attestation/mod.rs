@@ -8,9 +8,12 @@
 //! not for whoever can use the identity key elsewhere; `provider = "software"` exists only in
 //! development builds (feature `dev-attestation`).
 
+mod ceremony;
 mod nitro;
 #[cfg(feature = "dev-attestation")]
 mod software;
+
+pub use ceremony::{Ceremonies, MAX_CEREMONIES};
 
 use crate::custody::Custody;
 use frostgate_common::bounded::{AttestationDocBytes, BootKeyBytes};

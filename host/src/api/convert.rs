@@ -88,6 +88,17 @@ bounded_fields!(
     AttestationDocBytes: Vec<u8>, BootKeyBytes: Vec<u8>
 );
 
+impl Field for CeremonyKind {
+    type Pb = String;
+    fn to_field(&self) -> String {
+        self.name().to_string()
+    }
+    fn from_field(what: &str, p: String) -> Result<Self, Error> {
+        CeremonyKind::from_name(&p)
+            .ok_or_else(|| Error::new(ErrorCode::MalformedMessage, format!("{what}: unknown ceremony kind {p:?}")))
+    }
+}
+
 impl Field for AttestationProvider {
     type Pb = String;
     fn to_field(&self) -> String {
@@ -115,6 +126,7 @@ macro_rules! list_fields {
     )*};
 }
 list_fields!(
+    CeremonyChallenges: CeremonyChallenged, PeerAttestations: PeerAttestation,
     SignerShares: SignerShare, DkgParticipants: DkgParticipant, DkgRound1Packages: DkgRound1Package,
     DkgEnvelopes: DkgEnvelope, DkgConfirmations: DkgConfirmation, AuditOutputs: AuditOutput,
     AuditEntries: AuditEntry, PreCommitments: PreCommitment, SignItems: SignPreprocessed,
@@ -208,7 +220,7 @@ macro_rules! nested_fields {
         }
     )*};
 }
-nested_fields!(TaprootMode, SignerShare, KeyInfo, SessionBinding);
+nested_fields!(TaprootMode, SignerShare, KeyInfo, SessionBinding, Attestation);
 
 /// A message whose fields map one to one: `Type => pb::Message { field: pb_field, .. }`.
 macro_rules! proto_struct {
@@ -237,6 +249,12 @@ proto_struct! {
         provider: provider, document: document, boot_key: boot_key,
         certification_r: certification_r, certification_s: certification_s,
     }
+    CeremonyChallenge => CeremonyChallenge { ceremony: ceremony_id, kind: kind, me: me }
+    CeremonyChallenged => CeremonyChallenged { ceremony: ceremony_id, from: from, challenge: challenge }
+    CeremonyAttest => CeremonyAttest { ceremony: ceremony_id, challenges: challenges }
+    PeerAttestation => PeerAttestation { from: from, attestation: attestation }
+    CeremonyPeers => CeremonyPeers { ceremony: ceremony_id, challenges: challenges, attestations: attestations }
+    CeremonyVerified => CeremonyVerified { ceremony: ceremony_id, verified: verified }
     KeyRef => KeyRef { key: key_id }
     KeyInfo => KeyInfo {
         key: key_id, threshold: threshold, participants: participants, seats: seats,
@@ -630,4 +648,5 @@ dkg_outcomes! {
     DkgConfirmation => DkgFinishReply, dkg_finish_reply::Confirmation;
     KeyInfo => DkgActivateReply, dkg_activate_reply::Key;
     KeyRefreshed => RefreshActivateReply, refresh_activate_reply::Refreshed;
+    CeremonyVerified => CeremonyPeersReply, ceremony_peers_reply::Verified;
 }

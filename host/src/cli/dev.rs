@@ -186,7 +186,13 @@ fn replace_node(a: NodeArgs) -> Result<(), Error> {
     let cluster = Cluster::load(&dir.join("cluster.toml"))?;
     down(DirArgs { dir: dir.clone(), node: Some(a.node), json: false, quiet: true })?;
     let old = std::fs::read_to_string(&n.enclave_config).map_err(|e| io("enclave config", e))?;
-    let tail = old.find("\n[group]").map(|at| old[at..].to_string()).unwrap_or_default();
+    // Everything after the token's own tables stays: the attestation provider (same image, same
+    // test PKI) and the group.
+    let tail = old
+        .find("\n[attestation]")
+        .or_else(|| old.find("\n[group]"))
+        .map(|at| old[at..].to_string())
+        .unwrap_or_default();
     let marker = format!("{{ id = {}, identity_key = \"", a.node);
     let old_identity = tail
         .find(&marker)
@@ -210,6 +216,10 @@ fn replace_node(a: NodeArgs) -> Result<(), Error> {
     let mut text = std::fs::read_to_string(&config).map_err(|e| io("enclave config", e))?;
     text.push_str(&tail.replace(&old_identity, &identity));
     std::fs::write(&config, text).map_err(|e| io("enclave config", e))?;
+    // The cluster file's attestation pins name the new identity too.
+    let file = dir.join("cluster.toml");
+    let text = std::fs::read_to_string(&file).map_err(|e| io("cluster file", e))?;
+    std::fs::write(&file, text.replace(&old_identity, &identity)).map_err(|e| io("cluster file", e))?;
     for other in cluster.nodes.iter().filter(|o| o.id != a.node) {
         let text = std::fs::read_to_string(&other.enclave_config).map_err(|e| io("enclave config", e))?;
         std::fs::write(&other.enclave_config, text.replace(&old_identity, &identity))
@@ -330,7 +340,9 @@ fn init(a: InitArgs) -> Result<(), Error> {
         }
         let port = free_port()?;
         let (config, identity) = new_token(&ed, id, a.token, &dir)?;
-        pins.push(format!("  {{ id = {id}, identity_key = \"{identity}\" }},\n"));
+        // Attested: every enclave runs ceremonies only with peers attested as pinned.
+        let attested = pki.as_ref().map(|p| format!(", {}", p.group_pins(&pcrs))).unwrap_or_default();
+        pins.push(format!("  {{ id = {id}, identity_key = \"{identity}\"{attested} }},\n"));
         nodes.push(NodeEntry {
             id,
             dir: nd.clone(),

@@ -83,6 +83,13 @@ impl Pki {
         ))
     }
 
+    /// An enclave's `[group]` pins of a peer whose enclave reports `pcrs` (an inline table for
+    /// its participant entry).
+    pub fn group_pins(&self, pcrs: &BTreeMap<u8, String>) -> String {
+        let pcrs: Vec<String> = pcrs.iter().map(|(i, v)| format!("{i} = \"{v}\"")).collect();
+        format!("attestation = {{ root = \"{}\", pcrs = {{ {} }} }}", self.root_pem.display(), pcrs.join(", "))
+    }
+
     /// The cluster file's pins for a node whose enclave reports `pcrs` under `identity_key`.
     pub fn pins(&self, pcrs: &BTreeMap<u8, String>, identity_key: &str) -> AttestationPins {
         AttestationPins {

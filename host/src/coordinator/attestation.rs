@@ -6,17 +6,14 @@
 
 use super::cluster::{AttestationPins, Cluster};
 use super::signer::SignerClient;
-use frostgate_attest::nitro::{self, Expected};
+use frostgate_attest::nitro;
+use frostgate_attest::peer::{verify_attestation, Pins};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::protocol::{Attest, AttestationProvider, GetIdentity};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// A document older than this at the coordinator's clock is refused (a second line: the
-/// challenge is what makes it fresh).
-const MAX_AGE_SECS: u64 = 300;
 
 /// What a node's attestation showed.
 #[derive(Debug, Clone, Serialize)]
@@ -58,69 +55,45 @@ fn refused(check: &str, detail: impl std::fmt::Display) -> Attested {
     Attested::Refused { check: check.into(), detail: detail.to_string() }
 }
 
-/// Asks `node` to attest itself and checks the answer against `pins`.
+/// Asks `node` to attest itself and checks the answer against `pins`
+/// ([`frostgate_attest::peer::verify_attestation`]; unpinned: the AWS root, no PCRs, the
+/// identity key the node reports).
 pub async fn check(node: &SignerClient, pins: Option<&AttestationPins>, timeout: Duration) -> Attested {
     let challenge: [u8; 32] = crate::random_bytes();
     let a = match node.call(Attest { challenge }, timeout).await {
         Ok(a) => a,
         Err(e) => return refused("unavailable", e),
     };
-    if a.provider == AttestationProvider::None {
-        return match pins {
-            Some(_) => refused("provider", "the node has no attestation provider but attestation is pinned for it"),
-            None => Attested::None,
-        };
+    if a.provider == AttestationProvider::None && pins.is_none() {
+        return Attested::None;
     }
-    let root = match pins.and_then(|p| p.root.as_ref()) {
-        None => nitro::aws_root(),
-        Some(path) => match nitro::read_root(path) {
-            Ok(der) => der,
-            Err(e) => return refused("root", e),
-        },
-    };
-    let pcrs = match pins.map(AttestationPins::pcrs).transpose() {
-        Ok(p) => p.unwrap_or_default(),
-        Err(e) => return refused("pcr", e.message()),
-    };
-    let pinned_identity = match pins.map(AttestationPins::identity).transpose() {
-        Ok(k) => k,
-        Err(e) => return refused("identity", e.message()),
-    };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let expected = Expected {
-        root,
-        at: now,
-        pcrs,
-        nonce: Some(challenge.to_vec()),
-        public_key: Some(a.boot_key.as_inner().clone()),
-        allow_debug: pins.is_some_and(|p| p.allow_debug),
-        max_age: Some((now, MAX_AGE_SECS)),
-    };
-    let doc = match nitro::verify(a.document.as_inner(), &expected) {
-        Ok(d) => d,
-        Err(r) => return refused(r.check.name(), r.detail),
-    };
     let identity = match node.call(GetIdentity, timeout).await {
         Ok(k) => k.as_inner().clone(),
         Err(e) => return refused("unavailable", e),
     };
-    // The certification is checked under the pinned key: another enclave of the same image
-    // (another node, relayed by a hostile host) cannot answer for this one.
-    let identity = match pinned_identity {
-        Some(pinned) if pinned != identity => {
-            return refused("identity", "the node reports another identity key than the pinned one")
-        }
-        Some(pinned) => pinned,
-        None => identity,
+    let resolved = match pins {
+        None => Ok(Pins {
+            identity_key: identity.clone(),
+            root: nitro::aws_root(),
+            pcrs: Default::default(),
+            allow_debug: false,
+        }),
+        Some(p) => p.resolve(),
     };
-    if !frostgate_attest::certification_verifies(
-        &identity,
-        a.boot_key.as_inner(),
-        &a.certification_r,
-        &a.certification_s,
-    ) {
-        return refused("certification", "the attested key is not certified by the node's identity key");
+    let resolved = match resolved {
+        Ok(r) => r,
+        Err(e) => return refused("pins", e.message()),
+    };
+    // The certification is checked under the pinned key, and the node must report that key:
+    // another enclave of the same image (another node, relayed by a hostile host) cannot answer
+    // for this one.
+    if pins.is_some() && a.provider != AttestationProvider::None && resolved.identity_key != identity {
+        return refused("identity", "the node reports another identity key than the pinned one");
     }
+    let doc = match verify_attestation(&a, &resolved, &challenge, frostgate_attest::peer::now()) {
+        Ok(d) => d,
+        Err(r) => return refused(r.check.name(), r.detail),
+    };
     let shown = doc.pcrs.iter().filter(|(i, _)| [0, 1, 2, 8].contains(*i)).map(|(i, v)| (*i, hex::encode(v))).collect();
     match pins {
         None => Attested::Unpinned { provider: a.provider.name(), module_id: doc.module_id.clone(), pcrs: shown },

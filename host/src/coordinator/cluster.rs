@@ -1,6 +1,7 @@
 //! The cluster file: the nodes of one signing group as the CLI and the coordinator see them.
 
 use crate::api::tls::TlsFiles;
+use frostgate_attest::peer::{MeasurementPins, Pins};
 use frostgate_common::error::{Error, ErrorCode};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -85,24 +86,19 @@ pub struct AttestationPins {
 }
 
 impl AttestationPins {
+    /// The measurements alone (the schema an enclave's `[group]` pins share).
+    pub fn measurements(&self) -> MeasurementPins {
+        MeasurementPins { root: self.root.clone(), pcrs: self.pcrs.clone(), allow_debug: self.allow_debug }
+    }
+
+    /// The pins read and checked (PCR0 at least; the root file read).
+    pub fn resolve(&self) -> Result<Pins, Error> {
+        self.measurements().resolve(self.identity()?)
+    }
+
     /// The pinned PCRs, checked: PCR0 (the image) at least, each index once.
     pub fn pcrs(&self) -> Result<std::collections::BTreeMap<u8, Vec<u8>>, Error> {
-        let bad = |m: String| Error::new(ErrorCode::ConfigInvalid, format!("attestation pins: {m}"));
-        let mut out = std::collections::BTreeMap::new();
-        for (i, v) in &self.pcrs {
-            let index: u8 = i.parse().map_err(|_| bad(format!("PCR index {i:?}")))?;
-            let value = hex::decode(v).map_err(|e| bad(format!("PCR{index}: {e}")))?;
-            if value.len() != frostgate_attest::nitro::PCR_LEN {
-                return Err(bad(format!("PCR{index}: {} bytes, a PCR has 48", value.len())));
-            }
-            if out.insert(index, value).is_some() {
-                return Err(bad(format!("PCR{index} is pinned twice")));
-            }
-        }
-        if !out.contains_key(&0) {
-            return Err(bad("PCR0 (the enclave image) must be pinned: without it any image would pass".into()));
-        }
-        Ok(out)
+        self.measurements().pcrs()
     }
 
     /// The pinned identity key, checked.

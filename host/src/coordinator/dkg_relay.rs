@@ -1,6 +1,8 @@
 //! Relays the enclave-to-enclave protocols between signer nodes: a DKG, a share refresh (the same
 //! steps), and the repair of a lost seat. The relay is untrusted by design: it sees public round-1
 //! packages, ciphertexts and signed confirmations only; any abort is propagated to every node.
+//! Every ceremony starts with its attestation exchange (`attest_ceremony`): each enclave decides
+//! from its own pins which peers must have attested.
 
 use crate::api::convert::Proto;
 use crate::api::rpc::NetworkRequest;
@@ -23,6 +25,43 @@ where
     match c.call(request, STEP_TIMEOUT).await? {
         DkgOutcome::Done(t) => Ok(t),
         DkgOutcome::Blame(b) => Err(Error::new(b.code, format!("node {} blames participant {}", c.id(), b.culprit))),
+    }
+}
+
+/// A ceremony's attestation among `nodes`, before it starts: every node's challenge, every
+/// node's attestation over all of them, then every node checks its peers against its own
+/// `[group]` pins. Every node is asked, so the error names each node that refused and the peer
+/// it refused.
+async fn attest_ceremony(nodes: &[&SignerClient], ceremony: DkgId, kind: CeremonyKind) -> Result<(), Error> {
+    let internal = |e| Error::new(ErrorCode::Internal, e);
+    let mut challenges = Vec::new();
+    for n in nodes {
+        challenges.push(n.call(CeremonyChallenge { ceremony, kind, me: n.id() }, STEP_TIMEOUT).await?);
+    }
+    challenges.sort_by_key(|c| c.from);
+    let challenges = CeremonyChallenges::new(challenges).map_err(internal)?;
+    let mut attestations = Vec::new();
+    for n in nodes {
+        let attestation = n.call(CeremonyAttest { ceremony, challenges: challenges.clone() }, STEP_TIMEOUT).await?;
+        if attestation.provider != AttestationProvider::None {
+            attestations.push(PeerAttestation { from: n.id(), attestation });
+        }
+    }
+    let mut refusals = Vec::new();
+    for n in nodes {
+        let others: Vec<PeerAttestation> = attestations.iter().filter(|a| a.from != n.id()).cloned().collect();
+        let peers = CeremonyPeers {
+            ceremony,
+            challenges: challenges.clone(),
+            attestations: PeerAttestations::new(others).map_err(internal)?,
+        };
+        if let DkgOutcome::Blame(b) = n.call(peers, STEP_TIMEOUT).await? {
+            refusals.push(format!("node {} refuses participant {}'s attestation ({})", n.id(), b.culprit, b.code));
+        }
+    }
+    match refusals.is_empty() {
+        true => Ok(()),
+        false => Err(Error::new(ErrorCode::AttestationInvalid, refusals.join("; "))),
     }
 }
 
@@ -114,6 +153,8 @@ pub async fn repair(helpers: &[Arc<SignerClient>], new: &SignerClient, key: KeyI
     let seat = new.id();
     let identity_key = new.call(GetIdentity, STEP_TIMEOUT).await?;
     let ids = Signers::new(helpers.iter().map(|h| h.id()).collect::<Vec<_>>()).map_err(internal)?;
+    let everyone: Vec<&SignerClient> = helpers.iter().map(|h| h.as_ref()).chain([new]).collect();
+    attest_ceremony(&everyone, repair, CeremonyKind::Repair).await?;
     let mut deltas = Vec::new();
     for h in helpers {
         let start =
@@ -156,6 +197,8 @@ where
             participants.push(DkgParticipant { id: n.id(), identity_key });
         }
         let participants = DkgParticipants::new(participants).map_err(internal)?;
+        let everyone: Vec<&SignerClient> = nodes.iter().map(|n| n.as_ref()).collect();
+        attest_ceremony(&everyone, dkg, CeremonyKind::Dkg).await?;
         let mut round1 = Vec::new();
         for n in nodes {
             round1.push(step::<DkgRound1Package, _>(n, start(n.id(), participants.clone())).await?);
