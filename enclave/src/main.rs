@@ -298,6 +298,14 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
     if !ceremony_pins.is_empty() {
         let pinned: Vec<u16> = ceremony_pins.keys().map(|p| p.get()).collect();
         tracing::info!(?pinned, "ceremonies run only with these participants attested as pinned");
+        let unpinned: Vec<u16> =
+            group.iter().flat_map(|g| g.keys()).filter(|p| !ceremony_pins.contains_key(p)).map(|p| p.get()).collect();
+        if !unpinned.is_empty() {
+            tracing::warn!(
+                ?unpinned,
+                "these [group] participants have no attestation pins: ceremonies with them are unattested"
+            );
+        }
     }
     let removal_to_threshold =
         config.as_ref().and_then(|c| c.group.as_ref()).is_some_and(|g| g.allow_removal_to_threshold);

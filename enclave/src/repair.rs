@@ -138,7 +138,12 @@ impl Repairs {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Drops repairs older than the TTL (their deltas wiped). Returns how many.
+    /// Abandons a repair (its deltas are wiped). Whether it was here.
+    pub fn abort(&self, id: DkgId) -> bool {
+        self.lock().remove(&id).is_some()
+    }
+
+    /// Drops repairs older than the TTL (their deltas are wiped on drop). Returns how many.
     pub fn expire(&self, now: Instant) -> usize {
         let mut map = self.lock();
         let before = map.len();

@@ -153,6 +153,15 @@ impl Service {
         self
     }
 
+    /// Ends ceremony `id` of `kind` here: its DKG or repair and its attestation challenge.
+    fn end_ceremony(&self, kind: CeremonyKind, id: DkgId) {
+        match kind {
+            CeremonyKind::Dkg => drop(self.dkgs.abort(id)),
+            CeremonyKind::Repair => drop(self.repairs.abort(id)),
+        }
+        self.ceremonies.end(id, kind);
+    }
+
     /// Periodic maintenance: the expiry sweep, then compaction when due.
     pub async fn maintain(&self) {
         let dropped = self.dkgs.expire(Instant::now())
@@ -252,8 +261,17 @@ impl Served<'_> {
             .ok_or_else(|| Error::new(ErrorCode::CustodyNotConfigured, "this enclave has no HSM custody configured"))
     }
 
-    /// A DKG step's reply; a blame is logged and answered as such.
-    fn dkg_step<T>(dkg: DkgId, r: Result<T, DkgError>) -> Result<DkgOutcome<T>, Error> {
+    /// A ceremony step's reply; a blame is logged and answered as such, and ends the ceremony
+    /// here (its DKG or repair and its attestation challenge), as the host's admission counts it.
+    fn dkg_step<T>(&self, kind: CeremonyKind, id: DkgId, r: Result<T, DkgError>) -> Result<DkgOutcome<T>, Error> {
+        let outcome = Self::outcome(id, r);
+        if matches!(outcome, Ok(DkgOutcome::Blame(_))) {
+            self.service.end_ceremony(kind, id);
+        }
+        outcome
+    }
+
+    fn outcome<T>(dkg: DkgId, r: Result<T, DkgError>) -> Result<DkgOutcome<T>, Error> {
         match r {
             Ok(t) => Ok(DkgOutcome::Done(t)),
             Err(DkgError::Error(e)) => Err(e),
@@ -394,7 +412,14 @@ impl EnclaveApi for Served<'_> {
     }
 
     async fn ceremony_challenge(&self, r: CeremonyChallenge) -> Result<CeremonyChallenged, Error> {
-        self.engine()?;
+        let identity = self.engine()?.custody().identity_public_key();
+        // This enclave answers only as the participant its own [group] pins to its identity.
+        if self.service.dkgs.pins().and_then(|p| p.get(&r.me)).map(Vec::as_slice) != Some(identity) {
+            return Err(Error::new(
+                ErrorCode::DkgConfigInvalid,
+                format!("participant {} is not pinned to this enclave's identity key in its [group]", r.me),
+            ));
+        }
         self.service.ceremonies.challenge(&r)
     }
 
@@ -407,11 +432,12 @@ impl EnclaveApi for Served<'_> {
     }
 
     async fn ceremony_peers(&self, r: CeremonyPeers) -> Result<DkgOutcome<CeremonyVerified>, Error> {
-        Self::dkg_step(r.ceremony, self.service.ceremonies.verify_peers(&r, frostgate_attest::peer::now()))
+        // A refusal leaves the ceremony to its abort (which the host counts).
+        Self::outcome(r.ceremony, self.service.ceremonies.verify_peers(&r, frostgate_attest::peer::now()))
     }
 
     async fn dkg_start(&self, r: DkgStart) -> Result<DkgOutcome<DkgRound1Package>, Error> {
-        Self::dkg_step(r.dkg, self.service.dkgs.start(self.engine()?, &r))
+        self.dkg_step(CeremonyKind::Dkg, r.dkg, self.service.dkgs.start(self.engine()?, &r))
     }
 
     async fn dkg_round2(&self, r: DkgRound2) -> Result<DkgOutcome<DkgEnvelopes>, Error> {
@@ -419,14 +445,13 @@ impl EnclaveApi for Served<'_> {
         // Round 2 sends every peer its secret share: only to peers attested as pinned.
         let peers = r.round1.as_inner().iter().map(|p| p.from);
         if let Err(e) = service.ceremonies.require(r.dkg, CeremonyKind::Dkg, peers) {
-            service.dkgs.abort(r.dkg);
-            return Self::dkg_step(r.dkg, Err(e));
+            return self.dkg_step(CeremonyKind::Dkg, r.dkg, Err(e));
         }
-        Self::dkg_step(r.dkg, service.dkgs.round2(engine, r.dkg, r.round1.as_inner()))
+        self.dkg_step(CeremonyKind::Dkg, r.dkg, service.dkgs.round2(engine, r.dkg, r.round1.as_inner()))
     }
 
     async fn dkg_finish(&self, r: DkgFinish) -> Result<DkgOutcome<DkgConfirmation>, Error> {
-        Self::dkg_step(r.dkg, self.service.dkgs.finish(self.engine()?, r.dkg, r.envelopes.as_inner()))
+        self.dkg_step(CeremonyKind::Dkg, r.dkg, self.service.dkgs.finish(self.engine()?, r.dkg, r.envelopes.as_inner()))
     }
 
     async fn dkg_activate(&self, r: DkgActivate) -> Result<DkgOutcome<KeyInfo>, Error> {
@@ -438,11 +463,15 @@ impl EnclaveApi for Served<'_> {
             }
             Err(e) => Err(e),
         };
-        Self::dkg_step(r.dkg, activated)
+        if activated.is_ok() {
+            // Its end: the attestation's challenge and verified peers go too.
+            self.service.ceremonies.end(r.dkg, CeremonyKind::Dkg);
+        }
+        self.dkg_step(CeremonyKind::Dkg, r.dkg, activated)
     }
 
     async fn refresh_start(&self, r: RefreshStart) -> Result<DkgOutcome<DkgRound1Package>, Error> {
-        Self::dkg_step(r.dkg, self.service.dkgs.start_refresh(self.engine()?, &r))
+        self.dkg_step(CeremonyKind::Dkg, r.dkg, self.service.dkgs.start_refresh(self.engine()?, &r))
     }
 
     async fn refresh_activate(&self, r: RefreshActivate) -> Result<DkgOutcome<KeyRefreshed>, Error> {
@@ -454,7 +483,11 @@ impl EnclaveApi for Served<'_> {
             }
             Err(e) => Err(e),
         };
-        Self::dkg_step(r.dkg, activated)
+        if activated.is_ok() {
+            // Its end: the attestation's challenge and verified peers go too.
+            self.service.ceremonies.end(r.dkg, CeremonyKind::Dkg);
+        }
+        self.dkg_step(CeremonyKind::Dkg, r.dkg, activated)
     }
 
     async fn refresh_commit(&self, r: RefreshCommit) -> Result<KeyRefreshed, Error> {
@@ -485,14 +518,17 @@ impl EnclaveApi for Served<'_> {
         // the new seat): every pinned one of them attested first.
         let peers = r.helpers.as_inner().iter().copied().chain([r.seat]).filter(|p| *p != r.me);
         if let Err(e) = service.ceremonies.require(r.repair, CeremonyKind::Repair, peers) {
-            return Self::dkg_step(r.repair, Err(e));
+            return self.dkg_step(CeremonyKind::Repair, r.repair, Err(e));
         }
-        Self::dkg_step(r.repair, service.repairs.start(engine, service.dkgs.pins(), &r))
+        self.dkg_step(CeremonyKind::Repair, r.repair, service.repairs.start(engine, service.dkgs.pins(), &r))
     }
 
     async fn repair_sigma(&self, r: RepairSigma) -> Result<DkgOutcome<DkgEnvelopes>, Error> {
         let (service, engine) = (self.service, self.engine()?);
-        Self::dkg_step(r.repair, service.repairs.sigma(engine, service.dkgs.pins(), &r))
+        // A helper's repair ends with its sigma, whatever it answers (as the host counts it).
+        let sigma = service.repairs.sigma(engine, service.dkgs.pins(), &r);
+        service.ceremonies.end(r.repair, CeremonyKind::Repair);
+        self.dkg_step(CeremonyKind::Repair, r.repair, sigma)
     }
 
     async fn repair_finish(&self, r: RepairFinish) -> Result<DkgOutcome<KeyInfo>, Error> {
@@ -500,7 +536,7 @@ impl EnclaveApi for Served<'_> {
         // The seat's share is taken only from helpers attested as pinned.
         let helpers = r.envelopes.as_inner().iter().map(|e| e.from);
         if let Err(e) = self.service.ceremonies.require(r.repair, CeremonyKind::Repair, helpers) {
-            return Self::dkg_step(r.repair, Err(e));
+            return self.dkg_step(CeremonyKind::Repair, r.repair, Err(e));
         }
         let repaired = match crate::repair::Repairs::finish(engine, self.service.dkgs.pins(), &r).await {
             Ok(record) => {
@@ -509,7 +545,11 @@ impl EnclaveApi for Served<'_> {
             }
             Err(e) => Err(e),
         };
-        Self::dkg_step(r.repair, repaired)
+        if repaired.is_ok() {
+            // Its end: the attestation's challenge and verified peers go too.
+            self.service.ceremonies.end(r.repair, CeremonyKind::Repair);
+        }
+        self.dkg_step(CeremonyKind::Repair, r.repair, repaired)
     }
 
     async fn backup_seat(&self, r: BackupSeat) -> Result<SeatBackup, Error> {
@@ -571,8 +611,9 @@ impl EnclaveApi for Served<'_> {
     }
 
     async fn dkg_abort(&self, r: DkgRef) -> Result<DkgAborted, Error> {
-        self.service.ceremonies.end(r.dkg);
-        if !self.service.dkgs.abort(r.dkg) {
+        // A DKG aborted before it started still ends its attestation challenge (counted as it).
+        let challenged = self.service.ceremonies.end(r.dkg, CeremonyKind::Dkg);
+        if !self.service.dkgs.abort(r.dkg) && !challenged {
             return Err(Error::new(ErrorCode::DkgUnknown, format!("DKG {}", r.dkg)));
         }
         Ok(DkgAborted { dkg: r.dkg })

@@ -83,9 +83,13 @@ impl Ceremonies {
         before - map.len()
     }
 
-    /// Forgets a ceremony (aborted).
-    pub fn end(&self, ceremony: DkgId) {
-        self.lock().remove(&ceremony);
+    /// Forgets ceremony `ceremony` of `kind` (ended or aborted). Whether it was here.
+    pub fn end(&self, ceremony: DkgId, kind: CeremonyKind) -> bool {
+        let mut map = self.lock();
+        match map.get(&ceremony) {
+            Some(c) if c.kind == kind => map.remove(&ceremony).is_some(),
+            _ => false,
+        }
     }
 
     /// Step 1: this enclave's challenge for the ceremony (the same one when asked again with the
@@ -146,7 +150,10 @@ impl Ceremonies {
     pub fn verify_peers(&self, r: &CeremonyPeers, now: u64) -> Result<CeremonyVerified, DkgError> {
         let challenges = r.challenges.as_inner();
         let nonce = self.binding(r.ceremony, challenges).map_err(DkgError::Error)?;
-        let me = self.lock().get(&r.ceremony).map(|c| c.me).ok_or_else(|| config("ceremony gone"))?;
+        // What was bound: the verified peers count only for this very challenge (not for a
+        // ceremony of the same id drawn again while the documents were checked).
+        let bound = self.lock().get(&r.ceremony).map(|c| (c.kind, c.me, c.challenge));
+        let (_, me, _) = bound.ok_or_else(|| config("ceremony gone"))?;
         let mut verified = Vec::new();
         for peer in challenges.iter().map(|c| c.from).filter(|p| *p != me) {
             let Some(pins) = self.pins.get(&peer) else { continue };
@@ -163,7 +170,10 @@ impl Ceremonies {
             verified.push(peer);
         }
         let mut map = self.lock();
-        let c = map.get_mut(&r.ceremony).ok_or_else(|| config("ceremony expired while its peers were checked"))?;
+        let c = map
+            .get_mut(&r.ceremony)
+            .filter(|c| Some((c.kind, c.me, c.challenge)) == bound)
+            .ok_or_else(|| config("the ceremony ended or was drawn again while its peers were checked"))?;
         c.verified.extend(verified.iter().copied());
         let verified = Signers::new(verified).map_err(|e| DkgError::Error(Error::new(ErrorCode::Internal, e)))?;
         Ok(CeremonyVerified { ceremony: r.ceremony, verified })

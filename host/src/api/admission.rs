@@ -254,7 +254,7 @@ impl Admission {
         c.opening.extend(reserved.iter().copied());
         // A request opening entries in several registries (a one-request signing) may have
         // opened some before it failed: its reservations stand until closed or expired.
-        let keep_on_error = m.info().request.is_some_and(|r| r.opens.len() > 1);
+        let keep_on_error = opens.len() > 1;
         Ok(Ticket {
             _permit: permit,
             callers: self.callers.clone(),
@@ -475,5 +475,36 @@ mod tests {
         let t = admission.enter(&caller, &abort).expect("abort");
         admission.settle(t, &Message::DkgAborted(DkgAborted { dkg: DkgId::from_bytes([1; 16]) }));
         admission.enter(&caller, &refresh(3)).expect("room again");
+    }
+
+    #[test]
+    fn a_ceremonys_challenge_counts_as_its_ceremony_and_a_refusal_or_an_abort_gives_it_back() {
+        use frostgate_common::error::Error;
+        use frostgate_common::ids::DkgId;
+        use frostgate_common::protocol::{CeremonyChallenge, CeremonyChallenged, CeremonyKind, DkgAborted, DkgRef};
+        let admission = Admission::new(ApiLimits { max_dkgs_per_caller: 1, ..ApiLimits::default() });
+        let caller = CallerId("coordinator".into());
+        let me = ParticipantId::new(1).expect("id");
+        let challenge = |i: u8, kind| {
+            Message::CeremonyChallenge(CeremonyChallenge { ceremony: DkgId::from_bytes([i; 16]), kind, me })
+        };
+        // Refused by the enclave: nothing held.
+        let t = admission.enter(&caller, &challenge(1, CeremonyKind::Dkg)).expect("room");
+        admission.settle(t, &Message::Error(Error::new(ErrorCode::DkgConfigInvalid, "not pinned").into()));
+        let t = admission.enter(&caller, &challenge(2, CeremonyKind::Repair)).expect("room again");
+        let answer = CeremonyChallenged { ceremony: DkgId::from_bytes([2; 16]), from: me, challenge: [0; 32] };
+        admission.settle(t, &Message::CeremonyChallenged(answer));
+        // Held: a repair's challenge fills the quota shared with DKGs.
+        let e = admission.enter(&caller, &challenge(3, CeremonyKind::Dkg)).expect_err("full");
+        assert_eq!(e.code(), ErrorCode::QuotaExceeded);
+        let admission = Admission::new(ApiLimits { max_dkgs_per_caller: 1, ..ApiLimits::default() });
+        let t = admission.enter(&caller, &challenge(4, CeremonyKind::Dkg)).expect("room");
+        let answer = CeremonyChallenged { ceremony: DkgId::from_bytes([4; 16]), from: me, challenge: [0; 32] };
+        admission.settle(t, &Message::CeremonyChallenged(answer));
+        // The DKG it preceded is the same entry, and its abort gives the place back.
+        let abort = Message::DkgAbort(DkgRef { dkg: DkgId::from_bytes([4; 16]) });
+        let t = admission.enter(&caller, &abort).expect("abort");
+        admission.settle(t, &Message::DkgAborted(DkgAborted { dkg: DkgId::from_bytes([4; 16]) }));
+        admission.enter(&caller, &challenge(5, CeremonyKind::Dkg)).expect("room after the abort");
     }
 }

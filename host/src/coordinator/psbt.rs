@@ -112,3 +112,38 @@ pub fn finalize(psbt: &mut Psbt) -> Result<Transaction, Error> {
     }
     psbt.clone().extract_tx().map_err(|e| invalid(format!("extract: {e}")))
 }
+
+/// What [`sign_inputs`] signed.
+#[derive(Debug, Clone, Default)]
+pub struct SignedInputs {
+    /// The inputs signed, in order.
+    pub inputs: Vec<usize>,
+    /// The signers of the last signature.
+    pub signers: Vec<u16>,
+    /// Attempts made over all inputs.
+    pub attempts: u32,
+}
+
+/// Signs every input of `psbt` that `key` (the signer's key) spends (one ROAST signing each, in input
+/// order, each enclave computing the sighash itself) and puts the signatures in. The first
+/// failure ends it, naming the input; the inputs signed before stay filled in.
+pub async fn sign_inputs(
+    signer: &super::Signer,
+    psbt: &mut Psbt,
+    key: &KeyId,
+) -> Result<SignedInputs, (Error, Vec<super::Evidence>)> {
+    let group_key = signer.material().group_key().map_err(|e| (e, Vec::new()))?;
+    let requests = requests(psbt, key, &group_key).map_err(|e| (e, Vec::new()))?;
+    let mut done = SignedInputs::default();
+    for (n, request) in requests {
+        let s = signer
+            .sign(request)
+            .await
+            .map_err(|(e, ev)| (Error::new(e.code(), format!("input {n}: {}", e.message())), ev))?;
+        fill(psbt, n, &s.bip340).map_err(|e| (e, Vec::new()))?;
+        done.inputs.push(n);
+        done.signers = s.signers;
+        done.attempts += s.attempts;
+    }
+    Ok(done)
+}

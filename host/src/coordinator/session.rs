@@ -74,6 +74,11 @@ impl Signing {
 }
 
 impl Signer {
+    /// The key's agreed public material.
+    pub fn material(&self) -> &Arc<KeyMaterial> {
+        &self.key
+    }
+
     /// Runs ROAST for `request` until a signature or until fewer than the key's threshold of
     /// signers remain.
     pub async fn sign(&self, request: SignRequest) -> Result<Signed, (Error, Vec<Evidence>)> {
