@@ -490,7 +490,7 @@ mod tests {
         };
         // Refused by the enclave: nothing held.
         let t = admission.enter(&caller, &challenge(1, CeremonyKind::Dkg)).expect("room");
-        admission.settle(t, &Message::Error(Error::new(ErrorCode::DkgConfigInvalid, "not pinned").into()));
+        admission.settle(t, &Message::Error(Error::new(ErrorCode::DkgConfigInvalid, "not pinned")));
         let t = admission.enter(&caller, &challenge(2, CeremonyKind::Repair)).expect("room again");
         let answer = CeremonyChallenged { ceremony: DkgId::from_bytes([2; 16]), from: me, challenge: [0; 32] };
         admission.settle(t, &Message::CeremonyChallenged(answer));
