@@ -265,6 +265,22 @@ error_codes! {
     /// its encoding, the COSE signature, the chain to the pinned root at the document's time, a
     /// PCR, debug mode, the nonce, the attested key, its age). Nothing is trusted on its word.
     AttestationInvalid = "attestation_invalid", Operator;
+    /// A signing service request is not well formed (its id, key, digest, PSBT, mode or labels:
+    /// the message names which). Nothing was stored.
+    RequestInvalid = "request_invalid", FixRequest;
+    /// A request id already names another request of this client (another body): nothing else
+    /// happened. Use a new id, or send the same body to see the stored request.
+    RequestConflict = "request_conflict", FixRequest;
+    /// A signing request of it may have reached a node, so it can no longer be cancelled (after a
+    /// timeout nobody can know whether a share was released).
+    RequestNotCancellable = "request_not_cancellable", FixRequest;
+    /// The client's certificate is not allowed this key or this kind of request.
+    ClientNotAuthorized = "client_not_authorized", FixRequest;
+    /// The service's request log (SQLite or PostgreSQL) cannot be reached; nothing accepted is
+    /// lost. Retry.
+    StoreUnavailable = "store_unavailable", Retry;
+    /// No request with this id for this client.
+    RequestUnknown = "request_unknown", FixRequest;
 }
 
 impl fmt::Display for ErrorCode {

@@ -79,6 +79,12 @@ const PINNED: &[(usize, &str, &str)] = &[
     (71, "hsm_mechanism_missing", "operator"),
     (72, "custody_profile_mismatch", "operator"),
     (73, "attestation_invalid", "operator"),
+    (74, "request_invalid", "fix_request"),
+    (75, "request_conflict", "fix_request"),
+    (76, "request_not_cancellable", "fix_request"),
+    (77, "client_not_authorized", "fix_request"),
+    (78, "store_unavailable", "retry"),
+    (79, "request_unknown", "fix_request"),
 ];
 
 #[test]

@@ -6,6 +6,8 @@
 //! - [`coordinator`]: ROAST signing and DKG relaying over many nodes (cluster file, clients).
 //! - [`api`]: the gRPC contract shared by both (proto, conversions, TLS, server and client glue
 //!   generated from the boundary table).
+//! - [`service`]: `frostgate serve`, the signing service for applications (request log,
+//!   workers, JSON API).
 //! - [`supervisor`]: the one way to start a child process and wait for its `READY` line (node,
 //!   dev cluster, tests).
 //!
@@ -15,6 +17,7 @@
 pub mod api;
 pub mod coordinator;
 pub mod node;
+pub mod service;
 pub mod supervisor;
 
 /// Random bytes from the OS (ids for sessions, attempts, DKGs).

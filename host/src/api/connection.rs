@@ -188,10 +188,15 @@ impl AsyncWrite for ApiConnection {
 }
 
 fn tls_caller(stream: &tokio_rustls::server::TlsStream<TcpStream>) -> Option<CallerId> {
+    Some(certificate_caller(stream.get_ref().1.peer_certificates()?.first()?))
+}
+
+/// The caller a pinned client certificate (DER) identifies: `cert:` and its SHA-256's first
+/// 8 bytes (hex).
+pub fn certificate_caller(der: &[u8]) -> CallerId {
     use bitcoin::hashes::{sha256, Hash};
-    let cert = stream.get_ref().1.peer_certificates()?.first()?;
-    let digest = sha256::Hash::hash(cert.as_ref()).to_byte_array();
-    Some(CallerId(format!("cert:{}", hex::encode(&digest[..8]))))
+    let digest = sha256::Hash::hash(der).to_byte_array();
+    CallerId(format!("cert:{}", hex::encode(&digest[..8])))
 }
 
 /// Accepts connections within the limits; with `tls`, only those whose handshake (pinned client

@@ -180,6 +180,14 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, Erro
     Ok(Arc::new(config))
 }
 
+/// The signing service's HTTPS configuration: as [`server_config`], offering HTTP/2 and
+/// HTTP/1.1 (clients such as Python's standard library speak HTTP/1.1).
+pub fn server_config_http(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let mut config = Arc::unwrap_or_clone(server_config(files)?);
+    config.alpn_protocols = vec![ALPN_H2.to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// A client configuration: its own certificate, the node's certificate pinned.
 pub fn client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, Error> {
     let verifier = Arc::new(PinnedServers(Pins::load(files)?));

@@ -15,6 +15,7 @@ mod lifecycle;
 mod node;
 mod output;
 mod pid_file;
+mod request;
 mod spend;
 mod store;
 mod token;
@@ -93,6 +94,11 @@ enum Command {
     Status(group::StatusArgs),
     /// Load test a fresh local cluster and compare with pure in-process FROST.
     Bench(bench::BenchArgs),
+    /// The signing service for applications: a JSON API over a durable request log.
+    Serve(request::ServeArgs),
+    /// Submit, show, list and cancel requests of a signing service.
+    #[command(subcommand)]
+    Request(request::RequestCommand),
     /// TEE attestation documents (AWS Nitro Enclaves).
     #[command(subcommand)]
     Attest(attest::AttestCommand),
@@ -133,6 +139,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Restore(a) => lifecycle::restore(a).await.map(|()| ExitCode::SUCCESS),
         Command::RecoveryKey(a) => lifecycle::recovery_key(a).map(|()| ExitCode::SUCCESS),
         Command::Sign(a) => group::sign(a).await.map(|()| ExitCode::SUCCESS),
+        Command::Serve(a) => request::serve(a).await.map(|()| ExitCode::SUCCESS),
+        Command::Request(c) => request::run(c).await.map(|()| ExitCode::SUCCESS),
         Command::Verify(a) => group::verify(a).map(|()| ExitCode::SUCCESS),
         Command::SignPsbt(a) => spend::sign_psbt(a).await.map(|()| ExitCode::SUCCESS),
         Command::Audit(a) => audit::run(a).await.map(|()| ExitCode::SUCCESS),

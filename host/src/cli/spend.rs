@@ -65,32 +65,18 @@ pub async fn sign_psbt(a: SignPsbtArgs) -> Result<(), Error> {
     let nodes = dkg_relay::connect_all(&cluster).await;
     let settings = Settings::with_timeout(Duration::from_millis(a.timeout_ms));
     let signing = coordinator::Signing::open(&nodes, &key, cluster.threshold, settings).await?;
-    let requests = psbt::requests(&signed, &key, &signing.material().group_key()?);
-    let mut inputs = Vec::new();
-    let mut failed = None;
-    for (n, request) in requests.iter().flatten().cloned() {
-        match signing.sign(request).await {
-            Ok(s) => {
-                if let Err(e) = psbt::fill(&mut signed, n, &s.bip340) {
-                    failed = Some(e);
-                    break;
-                }
-                inputs.push(n);
-            }
-            Err((e, excluded)) => {
-                for ev in excluded {
-                    tracing::warn!(signer = ev.signer, reason = %ev.reason, step = %ev.step,
-                        code = ev.code.map(|c| c.code()).unwrap_or(""), "{}", ev.message.as_deref().unwrap_or("excluded"));
-                }
-                failed = Some(Error::new(e.code(), format!("input {n}: {}", e.message())));
-                break;
-            }
-        }
-    }
+    let result = psbt::sign_inputs(&signing.signer(), &mut signed, &key).await;
     signing.finish().await;
-    if let Some(e) = failed.or(requests.err()) {
-        return Err(e);
-    }
+    let inputs = match result {
+        Ok(done) => done.inputs,
+        Err((e, excluded)) => {
+            for ev in excluded {
+                tracing::warn!(signer = ev.signer, reason = %ev.reason, step = %ev.step,
+                    code = ev.code.map(|c| c.code()).unwrap_or(""), "{}", ev.message.as_deref().unwrap_or("excluded"));
+            }
+            return Err(e);
+        }
+    };
     let (tx, txid) = if a.finalize {
         let tx = psbt::finalize(&mut signed)?;
         (Some(bitcoin::consensus::encode::serialize_hex(&tx)), Some(tx.compute_txid().to_string()))

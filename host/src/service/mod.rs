@@ -1,0 +1,116 @@
+//! `frostgate serve`: a signing service for applications over one cluster. Applications submit
+//! sign requests (a digest or a PSBT) by their own idempotent ids, see them later, wait for them
+//! and cancel them; requests are logged durably (SQLite) before they are answered, and signed by
+//! workers through the coordinator ([`crate::coordinator::Signing`]).
+//!
+//! - [`request`]: the request schema, states and outcome;
+//! - [`log`]: the request log (idempotency, cancel, leases);
+//! - [`worker`]: claims and signs;
+//! - [`http`]: the JSON API;
+//! - [`config`]: `service.toml` and the clients.
+
+pub mod client;
+pub mod config;
+pub mod http;
+pub mod log;
+pub mod request;
+pub mod worker;
+
+use crate::api::connection::ApiLimits;
+use crate::coordinator::{cluster::Cluster, dkg_relay, Settings};
+use config::ServiceConfig;
+use frostgate_common::error::{Error, ErrorCode};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What `frostgate serve` runs with (its flags over `service.toml`).
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The configuration file's content.
+    pub config: ServiceConfig,
+    /// The cluster file.
+    pub cluster: PathBuf,
+    /// `sqlite:PATH`.
+    pub store: String,
+    /// The HTTP listener.
+    pub http_listen: SocketAddr,
+    /// DEVELOPMENT ONLY: plaintext on loopback, every caller the development client.
+    pub dev_plaintext: bool,
+}
+
+fn config_err(m: impl std::fmt::Display) -> Error {
+    Error::new(ErrorCode::ConfigInvalid, m.to_string())
+}
+
+/// Opens the request log named by `url` (`sqlite:PATH`).
+pub fn open_log(url: &str) -> Result<log::SqliteLog, Error> {
+    match url.strip_prefix("sqlite:") {
+        Some(path) if !path.is_empty() => log::SqliteLog::open(std::path::Path::new(path)),
+        _ => Err(config_err(format!("store {url:?}: sqlite:PATH"))),
+    }
+}
+
+/// Serves until SIGTERM or SIGINT; prints `READY http=ADDR` once listening.
+pub async fn serve(o: ServeOptions) -> Result<(), Error> {
+    let cluster = Cluster::load(&o.cluster)?;
+    let log = Arc::new(open_log(&o.store)?);
+    let tls = match (o.dev_plaintext, &o.config.tls) {
+        (true, _) if !o.http_listen.ip().is_loopback() => {
+            return Err(config_err("--dev-plaintext serves on a loopback address only"))
+        }
+        (true, _) => None,
+        (false, None) => return Err(Error::new(
+            ErrorCode::TlsRequired,
+            "the service serves mutual TLS: give [tls] cert and key and [[clients]] (or --dev-plaintext on loopback)",
+        )),
+        (false, Some(t)) => {
+            let peers = o.config.clients.iter().map(|c| c.certificate.clone()).collect();
+            let files = crate::api::tls::TlsFiles { cert: t.cert.clone(), key: t.key.clone(), peers };
+            Some(crate::api::tls::server_config_http(&files)?)
+        }
+    };
+    let limits = &o.config.limits;
+    let nodes = dkg_relay::connect_all(&cluster).await;
+    let settings = Settings::with_timeout(Duration::from_millis(limits.signer_timeout_ms));
+    let workers = worker::Workers::new(
+        log.clone(),
+        nodes,
+        cluster.threshold,
+        settings,
+        limits.workers,
+        Duration::from_secs(limits.lease_secs.max(1)),
+    );
+    let clients = if o.dev_plaintext { Default::default() } else { o.config.clients()?.into_iter().collect() };
+    let api = Arc::new(http::Api {
+        log,
+        workers: workers.clone(),
+        clients,
+        dev: o.dev_plaintext,
+        max_open_per_client: limits.max_open_per_client,
+        max_body_bytes: limits.max_body_bytes,
+        store: "sqlite",
+    });
+    let listener = tokio::net::TcpListener::bind(o.http_listen)
+        .await
+        .map_err(|e| config_err(format!("HTTP listen address {}: {e}", o.http_listen)))?;
+    let addr = listener.local_addr().map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+    if tls.is_none() {
+        tracing::warn!(%addr, "DEVELOPMENT: the service serves plaintext HTTP; any local user can submit requests");
+    }
+    let incoming = crate::api::connection::incoming(listener, tls, ApiLimits::default());
+    let runner = tokio::spawn(workers.clone().run());
+    let server = tokio::spawn(http::serve(incoming, http::router(api)));
+    println!("READY http={addr}");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::new(ErrorCode::Internal, format!("SIGTERM handler: {e}")))?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping the service"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping the service"),
+    }
+    server.abort();
+    runner.abort();
+    workers.finish().await;
+    Ok(())
+}

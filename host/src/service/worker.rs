@@ -1,0 +1,261 @@
+//! The service's workers: claim a request from the log, sign it through the cluster with the
+//! coordinator (one [`Signing`] per key, kept open), and store its outcome.
+//!
+//! Invariants: every change to a request is made under its claim's lease epoch (a worker that
+//! lost its claim writes nothing); `first_sent` is durable before the first signing request
+//! leaves for a node; a request whose key material cannot be fetched (the cluster unreachable)
+//! goes back to `pending` untouched, to be claimed again.
+
+use super::log::{Record, SqliteLog};
+use super::request::{ErrorView, NodeRefusal, Outcome, State, Target};
+use crate::coordinator::signer::SignerClient;
+use crate::coordinator::{psbt, Evidence, Reason, Settings, Signer, Signing};
+use frostgate_common::error::{Error, ErrorCode, RecoveryClass};
+use frostgate_common::ids::KeyId;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+
+/// Runs blocking request-log work off the async threads.
+pub async fn db<T: Send + 'static>(
+    log: &Arc<SqliteLog>,
+    f: impl FnOnce(&SqliteLog) -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    let log = log.clone();
+    tokio::task::spawn_blocking(move || f(&log))
+        .await
+        .map_err(|e| Error::new(ErrorCode::Internal, format!("request log task: {e}")))?
+}
+
+/// The workers' shared state.
+pub struct Workers {
+    log: Arc<SqliteLog>,
+    nodes: Vec<Arc<SignerClient>>,
+    threshold: u16,
+    settings: Settings,
+    owner: String,
+    lease: Duration,
+    signings: tokio::sync::Mutex<HashMap<KeyId, Signing>>,
+    /// Woken when a request is accepted.
+    pub wake: Notify,
+    /// Bumped whenever a request changes (long polls wait on it).
+    pub changed: tokio::sync::watch::Sender<u64>,
+    slots: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Workers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workers").field("owner", &self.owner).finish_non_exhaustive()
+    }
+}
+
+impl Workers {
+    /// Workers over `log` and the cluster's `nodes`, at most `concurrency` signings at once,
+    /// each claim leased for `lease` (renewed while it runs).
+    pub fn new(
+        log: Arc<SqliteLog>,
+        nodes: Vec<Arc<SignerClient>>,
+        threshold: u16,
+        settings: Settings,
+        concurrency: usize,
+        lease: Duration,
+    ) -> Arc<Workers> {
+        let owner = hex::encode(crate::random_bytes::<8>());
+        Arc::new(Workers {
+            log,
+            nodes,
+            threshold,
+            settings,
+            owner,
+            lease,
+            signings: tokio::sync::Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            changed: tokio::sync::watch::channel(0).0,
+            slots: Arc::new(Semaphore::new(concurrency.max(1))),
+        })
+    }
+
+    fn lease_ms(&self) -> i64 {
+        self.lease.as_millis() as i64
+    }
+
+    fn touched(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Claims and runs requests until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            let Ok(permit) = self.slots.clone().acquire_owned().await else { return };
+            let (owner, lease) = (self.owner.clone(), self.lease_ms());
+            match db(&self.log, move |l| l.claim(&owner, lease)).await {
+                Ok(Some(record)) => {
+                    self.touched();
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        me.run_one(record).await;
+                        drop(permit);
+                    });
+                }
+                Ok(None) => {
+                    drop(permit);
+                    // Woken by a new request, or polled (a lease that expired elsewhere).
+                    let _ = tokio::time::timeout(Duration::from_secs(1), self.wake.notified()).await;
+                }
+                Err(e) => {
+                    drop(permit);
+                    tracing::warn!(code = %e.code(), "request log: {}", e.message());
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// The signer of `key`, opening its signing (the key's agreed material) once.
+    async fn signer(&self, key: KeyId) -> Result<Signer, Error> {
+        let mut signings = self.signings.lock().await;
+        if let Some(s) = signings.get(&key) {
+            return Ok(s.signer());
+        }
+        let signing = Signing::open(&self.nodes, &key, self.threshold, self.settings).await?;
+        let signer = signing.signer();
+        signings.insert(key, signing);
+        Ok(signer)
+    }
+
+    /// Sends every signing's queued closings (at shutdown).
+    pub async fn finish(&self) {
+        for (_, signing) in self.signings.lock().await.drain() {
+            signing.finish().await;
+        }
+    }
+
+    async fn run_one(self: &Arc<Self>, record: Record) {
+        let (seq, epoch) = (record.seq, record.lease_epoch);
+        let (state, outcome) = match self.sign(&record).await {
+            Step::NotSent(e) => {
+                tracing::warn!(seq, code = %e.code(), "request back to pending: {}", e.message());
+                let back = db(&self.log, move |l| l.finish(seq, epoch, State::Pending, &Outcome::default())).await;
+                if let Err(e) = back {
+                    tracing::warn!(seq, code = %e.code(), "request log: {}", e.message());
+                }
+                self.touched();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return;
+            }
+            Step::Lost => return,
+            Step::Done(state, outcome) => (state, *outcome),
+        };
+        match db(&self.log, move |l| l.finish(seq, epoch, state, &outcome)).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(seq, "request taken over before its outcome was stored"),
+            Err(e) => tracing::warn!(seq, code = %e.code(), "request outcome not stored: {}", e.message()),
+        }
+        self.touched();
+    }
+
+    async fn sign(self: &Arc<Self>, record: &Record) -> Step {
+        let body = match record.submission.validate() {
+            Ok(b) => b,
+            Err(e) => return Step::failed(&e),
+        };
+        let signer = match self.signer(body.key).await {
+            Ok(s) => s,
+            Err(e) if e.recovery_class() == RecoveryClass::Retry => return Step::NotSent(e),
+            Err(e) => return Step::failed(&e),
+        };
+        let (seq, epoch, lease) = (record.seq, record.lease_epoch, self.lease_ms());
+        match db(&self.log, move |l| l.mark_sent(seq, epoch, lease)).await {
+            Ok(true) => {}
+            Ok(false) => return Step::Lost,
+            Err(e) => return Step::NotSent(e),
+        }
+        // The lease is renewed while the signing runs.
+        let renewal = {
+            let (log, every) = (self.log.clone(), self.lease / 3);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    if !matches!(db(&log, move |l| l.renew(seq, epoch, lease)).await, Ok(true)) {
+                        return;
+                    }
+                }
+            })
+        };
+        let step = match body.target {
+            Target::Digest { .. } => {
+                let Some(request) = body.digest_request() else { return Step::failed(&internal()) };
+                match signer.sign(request).await {
+                    Ok(s) => Step::Done(
+                        State::Signed,
+                        Box::new(Outcome {
+                            signature: Some(s.signature),
+                            output_key: Some(s.output_key),
+                            signers: s.signers,
+                            attempts: s.attempts,
+                            ..Outcome::default()
+                        }),
+                    ),
+                    Err((e, evidence)) => Step::refused_or_failed(&e, &evidence),
+                }
+            }
+            Target::Psbt(mut signed) => match psbt::sign_inputs(&signer, &mut signed, &body.key).await {
+                Ok(done) => {
+                    // Finalized when every input is signed (inputs of other keys leave it partial).
+                    let mut finalized = (*signed).clone();
+                    let tx = psbt::finalize(&mut finalized).ok();
+                    Step::Done(
+                        State::Signed,
+                        Box::new(Outcome {
+                            psbt: Some(signed.to_string()),
+                            tx: tx.as_ref().map(bitcoin::consensus::encode::serialize_hex),
+                            txid: tx.as_ref().map(|t| t.compute_txid().to_string()),
+                            inputs: done.inputs,
+                            signers: done.signers,
+                            attempts: done.attempts,
+                            ..Outcome::default()
+                        }),
+                    )
+                }
+                Err((e, evidence)) => Step::refused_or_failed(&e, &evidence),
+            },
+        };
+        renewal.abort();
+        step
+    }
+}
+
+fn internal() -> Error {
+    Error::new(ErrorCode::Internal, "a digest request without its digest")
+}
+
+/// What a claimed request came to.
+enum Step {
+    /// Nothing was sent (the cluster unreachable): back to pending.
+    NotSent(Error),
+    /// The claim was lost (cancelled, or taken over): nothing to store.
+    Lost,
+    /// Final.
+    Done(State, Box<Outcome>),
+}
+
+impl Step {
+    fn failed(e: &Error) -> Step {
+        Step::Done(State::Failed, Box::new(Outcome { error: Some(ErrorView::from(e)), ..Outcome::default() }))
+    }
+
+    /// A policy refusal by the nodes is `refused` with each node's reason; anything else `failed`.
+    fn refused_or_failed(e: &Error, evidence: &[Evidence]) -> Step {
+        let refusals: Vec<NodeRefusal> = evidence
+            .iter()
+            .filter(|ev| ev.reason == Reason::PolicyRefused)
+            .map(|ev| NodeRefusal { node: ev.signer, reason: ev.message.clone().unwrap_or_default() })
+            .collect();
+        let state = match e.code() == ErrorCode::PolicyViolation || !refusals.is_empty() {
+            true => State::Refused,
+            false => State::Failed,
+        };
+        Step::Done(state, Box::new(Outcome { error: Some(ErrorView::from(e)), refusals, ..Outcome::default() }))
+    }
+}
