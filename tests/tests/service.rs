@@ -1,0 +1,281 @@
+//! The signing service (`frostgate serve`) across real processes: a dev cluster of three nodes
+//! (2-of-3, an enclave policy), the service on SQLite, and clients it did not write (Python's
+//! standard library over HTTP and over HTTPS with a client certificate) beside its own CLI.
+//! Signatures are checked with libsecp256k1 and transactions with Bitcoin Core's interpreter.
+
+use bitcoin::consensus::encode::deserialize_hex;
+use bitcoin::Transaction;
+use frostgate_host::api::tls::TlsFiles;
+use frostgate_host::service::client::ServiceClient;
+use frostgate_tests::dev_cluster::DevCluster;
+use frostgate_tests::psbt::{p2tr, random_address, spend};
+use frostgate_tests::{host_bin, Daemon};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+mod common;
+use common::consensus_valid;
+
+/// A running service.
+struct Service {
+    daemon: Daemon,
+    url: String,
+}
+
+impl Service {
+    fn start(dir: &Path, cluster: &str, store: &Path, extra: &[&str]) -> Service {
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--cluster".into(),
+            cluster.into(),
+            "--store".into(),
+            format!("sqlite:{}", store.display()),
+            "--http-listen".into(),
+            "127.0.0.1:0".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let daemon = Daemon::start(&host_bin(), &args, &[], dir.join("service.log"));
+        let addr = daemon.ready.strip_prefix("READY http=").expect("ready line").to_string();
+        let scheme = if extra.contains(&"--dev-plaintext") { "http" } else { "https" };
+        Service { url: format!("{scheme}://{addr}"), daemon }
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+/// One call: (HTTP status, JSON body).
+fn call(c: &ServiceClient, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    rt().block_on(c.call(method, path, body.as_ref())).expect("service reachable")
+}
+
+fn digest_body(id: &str, key: &str, digest: u8) -> Value {
+    json!({ "request_id": id, "key": key, "digest": hex::encode([digest; 32]) })
+}
+
+fn hex32(s: &str) -> [u8; 32] {
+    hex::decode(s).expect("hex").try_into().expect("32 bytes")
+}
+
+fn verifies(v: &Value, digest: u8) -> bool {
+    let sig = hex::decode(v["signature"].as_str().expect("signature")).expect("hex");
+    let signature = frostgate_common::protocol::Bip340Signature {
+        r: sig[..32].try_into().expect("r"),
+        s: sig[32..].try_into().expect("s"),
+    };
+    frostgate_host::coordinator::libsecp_verifies(
+        &signature,
+        &[digest; 32],
+        &hex32(v["output_key"].as_str().expect("key")),
+    )
+}
+
+/// Python's standard library as a client: POSTs `body`, then GETs it waiting; prints
+/// `[post status, post body, get body]` as JSON. With `tls`: (client cert, key, pinned service cert).
+fn python(url: &str, body: &Value, tls: Option<(&Path, &Path, &Path)>) -> Value {
+    let script = r#"
+import json, sys, ssl, urllib.request, urllib.error
+url, body = sys.argv[1], sys.argv[2]
+ctx = None
+if len(sys.argv) > 3:
+    cert, key, pinned = sys.argv[3:6]
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # pinned by hand below: the service's certificate, byte for byte
+    ctx.load_cert_chain(cert, key)
+def req(method, path, data=None):
+    r = urllib.request.Request(url + path, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(r, context=ctx, timeout=70) as resp:
+            if ctx is not None:
+                der = resp.fp.raw._sock.getpeercert(binary_form=True)
+                want = ssl.PEM_cert_to_DER_cert(open(pinned).read())
+                assert der == want, "not the pinned service certificate"
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+s1, b1 = req("POST", "/v1/sign-requests", body.encode())
+s2, b2 = req("GET", "/v1/sign-requests/" + json.loads(body)["request_id"] + "?wait_seconds=30")
+print(json.dumps([s1, b1, b2]))
+"#;
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args(["-c", script, url, &body.to_string()]);
+    if let Some((cert, key, pinned)) = tls {
+        cmd.args([cert, key, pinned]);
+    }
+    let o = cmd.output().expect("python3");
+    assert!(o.status.success(), "python: {}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("python's JSON")
+}
+
+#[test]
+fn digests_and_psbts_are_signed_once_per_request_id_and_refusals_and_cancels_are_final() {
+    let work = tempfile::tempdir().expect("dir");
+    let allowed = random_address();
+    let policy = work.path().join("policy.toml");
+    let text = format!("[policy]\nnetwork = \"regtest\"\ndestinations = [\"{allowed}\"]\nmax_sats_per_tx = 200000\nallow_raw_digest = true\n");
+    std::fs::write(&policy, text).expect("policy");
+    let c = DevCluster::start(&host_bin(), 3, 2, &["--dev-plaintext", "--policy", &policy.display().to_string()]);
+    let made = c.keygen();
+    let key = made["key"].as_str().expect("key").to_string();
+    let (internal, output_key) = (hex32(&key), hex32(made["output_key"].as_str().expect("output key")));
+    let store = work.path().join("requests.db");
+    let service = Service::start(work.path(), &c.file(), &store, &["--dev-plaintext"]);
+    let client = ServiceClient::new(&service.url, None).expect("client");
+
+    // A client we did not write (Python's standard library): accepted, then signed.
+    let out = python(&service.url, &digest_body("py-1", &key, 1), None);
+    assert_eq!(out[0], 201, "{out}");
+    assert_eq!((out[2]["request_id"].as_str(), out[2]["state"].as_str()), (Some("py-1"), Some("signed")), "{out}");
+    assert!(verifies(&out[2], 1), "{out}");
+    // The same id and body: the same request (200, same signature); another body: a conflict,
+    // and nothing else happens.
+    let (status, again) = call(&client, "POST", "/v1/sign-requests", Some(digest_body("py-1", &key, 1)));
+    assert_eq!((status, &again["signature"]), (200, &out[2]["signature"]));
+    let (status, conflict) = call(&client, "POST", "/v1/sign-requests", Some(digest_body("py-1", &key, 2)));
+    assert_eq!((status, conflict["error"]["code"].as_str()), (409, Some("request_conflict")), "{conflict}");
+    let (_, still) = call(&client, "GET", "/v1/sign-requests/py-1", None);
+    assert_eq!(still["signature"], out[2]["signature"]);
+    // Signed: no longer cancellable.
+    let (status, e) = call(&client, "POST", "/v1/sign-requests/py-1:cancel", None);
+    assert_eq!((status, e["error"]["code"].as_str()), (409, Some("request_not_cancellable")), "{e}");
+
+    // A PSBT within the policy: signed, finalized, consensus-valid.
+    let outputs = vec![(allowed.script_pubkey(), 150_000), (p2tr(&output_key), 48_000)];
+    let unsigned = spend(&internal, &output_key, &[120_000, 80_000], &outputs);
+    let body = json!({ "request_id": "psbt-1", "key": key, "psbt": unsigned.to_string() });
+    let (status, _) = call(&client, "POST", "/v1/sign-requests", Some(body));
+    assert_eq!(status, 201);
+    let (_, done) = call(&client, "GET", "/v1/sign-requests/psbt-1?wait_seconds=30", None);
+    assert_eq!(done["state"], "signed", "{done}\n{}", service.daemon.logs());
+    let tx: Transaction = deserialize_hex(done["tx"].as_str().expect("tx")).expect("tx");
+    assert_eq!(tx.compute_txid().to_string(), done["txid"].as_str().expect("txid"));
+    assert_eq!(tx.compute_txid(), unsigned.unsigned_tx.compute_txid());
+    let spent: Vec<_> = unsigned.inputs.iter().map(|i| i.witness_utxo.clone().expect("utxo")).collect();
+    consensus_valid(&tx, &spent);
+    assert_eq!(done["inputs"], json!([0, 1]));
+    // Over the policy's limit: refused, with each node's reason.
+    let over = spend(&internal, &output_key, &[300_000], &[(allowed.script_pubkey(), 290_000)]);
+    let body = json!({ "request_id": "psbt-2", "key": key, "psbt": over.to_string() });
+    call(&client, "POST", "/v1/sign-requests", Some(body));
+    let (_, refused) = call(&client, "GET", "/v1/sign-requests/psbt-2?wait_seconds=30", None);
+    assert_eq!(refused["state"], "refused", "{refused}");
+    let reasons = refused["refusals"].as_array().expect("refusals");
+    assert!(
+        reasons.len() >= 2
+            && reasons.iter().all(|r| r["reason"].as_str().is_some_and(|s| s.contains("max_sats_per_tx"))),
+        "{refused}"
+    );
+
+    // Bad requests are refused before anything is stored.
+    for (body, why) in [
+        (json!({ "request_id": "bad id", "key": key, "digest": hex::encode([1u8; 32]) }), "id"),
+        (json!({ "request_id": "x", "key": key, "digest": "00" }), "digest"),
+        (json!({ "request_id": "x", "key": key }), "neither"),
+        (json!({ "request_id": "x", "key": key, "digest": hex::encode([1u8; 32]), "extra": 1 }), "unknown field"),
+    ] {
+        let (status, e) = call(&client, "POST", "/v1/sign-requests", Some(body));
+        assert_eq!((status, e["error"]["code"].as_str()), (400, Some("request_invalid")), "{why}: {e}");
+    }
+    let (status, e) = call(&client, "GET", "/v1/sign-requests/nope", None);
+    assert_eq!((status, e["error"]["code"].as_str()), (404, Some("request_unknown")));
+
+    // Nodes down and a key the service has not used: the request waits, pending, and is
+    // cancelled before any signing request; then nothing is signed for it.
+    let second = c.keygen()["key"].as_str().expect("key").to_string();
+    for i in 1..=3 {
+        c.kill(i);
+    }
+    let (status, pending) = call(&client, "POST", "/v1/sign-requests", Some(digest_body("wait-1", &second, 3)));
+    assert_eq!((status, pending["state"].as_str()), (201, Some("pending")));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let (status, cancelled) = call(&client, "POST", "/v1/sign-requests/wait-1:cancel", None);
+    assert_eq!((status, cancelled["state"].as_str()), (200, Some("cancelled")), "{cancelled}");
+    // Another waits while the service is killed; after its restart, with the nodes back, it is signed.
+    call(&client, "POST", "/v1/sign-requests", Some(digest_body("wait-2", &second, 4)));
+    drop(service);
+    c.up(&[]).expect("nodes up");
+    let service = Service::start(work.path(), &c.file(), &store, &["--dev-plaintext"]);
+    let client = ServiceClient::new(&service.url, None).expect("client");
+    let (_, resumed) = call(&client, "GET", "/v1/sign-requests/wait-2?wait_seconds=40", None);
+    assert_eq!(resumed["state"], "signed", "{resumed}\n{}", service.daemon.logs());
+    assert!(verifies(&resumed, 4));
+    let (_, cancelled) = call(&client, "GET", "/v1/sign-requests/wait-1", None);
+    assert_eq!((cancelled["state"].as_str(), cancelled.get("signature")), (Some("cancelled"), None));
+    // The list pages through this client's requests.
+    let (_, page) = call(&client, "GET", "/v1/sign-requests?page_size=2", None);
+    assert_eq!(page["requests"].as_array().map(Vec::len), Some(2));
+    let token = page["next_page_token"].as_str().expect("more").to_string();
+    let (_, rest) = call(&client, "GET", &format!("/v1/sign-requests?page_size=10&page_token={token}"), None);
+    assert_eq!(rest["requests"].as_array().map(Vec::len), Some(3), "{rest}");
+    let (_, signed) = call(&client, "GET", "/v1/sign-requests?state=signed", None);
+    let ids: Vec<&str> =
+        signed["requests"].as_array().expect("list").iter().filter_map(|r| r["request_id"].as_str()).collect();
+    assert_eq!(ids, ["py-1", "psbt-1", "wait-2"]);
+}
+
+fn pem(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = frostgate_host::api::tls::generate(name).expect("certificate");
+    let (c, k) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+    std::fs::write(&c, cert).expect("cert");
+    std::fs::write(&k, key).expect("key");
+    (c, k)
+}
+
+#[test]
+fn clients_are_pinned_certificates_that_see_only_their_own_requests_and_keys() {
+    let work = tempfile::tempdir().expect("dir");
+    let c = DevCluster::start(&host_bin(), 3, 2, &["--dev-plaintext"]);
+    let key = c.keygen()["key"].as_str().expect("key").to_string();
+    let other = c.keygen()["key"].as_str().expect("key").to_string();
+    let dir = work.path();
+    let (service_cert, service_key) = pem(dir, "service");
+    let (alice_cert, alice_key) = pem(dir, "alice");
+    let (bob_cert, bob_key) = pem(dir, "bob");
+    let (eve_cert, eve_key) = pem(dir, "eve");
+    let config = dir.join("service.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n\n[[clients]]\nname = \"alice\"\ncertificate = \"{}\"\nkeys = [\"{key}\"]\nkinds = [\"digest\"]\n\n[[clients]]\nname = \"bob\"\ncertificate = \"{}\"\nkeys = [\"*\"]\n",
+            service_cert.display(),
+            service_key.display(),
+            alice_cert.display(),
+            bob_cert.display()
+        ),
+    )
+    .expect("config");
+    let service =
+        Service::start(dir, &c.file(), &dir.join("requests.db"), &["--config", &config.display().to_string()]);
+    let as_client = |cert: &Path, key: &Path| {
+        let files = TlsFiles { cert: cert.into(), key: key.into(), peers: vec![service_cert.clone()] };
+        ServiceClient::new(&service.url, Some(&files)).expect("client")
+    };
+    let (alice, bob) = (as_client(&alice_cert, &alice_key), as_client(&bob_cert, &bob_key));
+    // Python over HTTPS with alice's certificate.
+    let out = python(&service.url, &digest_body("r1", &key, 1), Some((&alice_cert, &alice_key, &service_cert)));
+    assert_eq!((out[0].as_u64(), out[2]["state"].as_str()), (Some(201), Some("signed")), "{out}");
+    assert!(verifies(&out[2], 1));
+    // Alice may not use another key, nor submit PSBTs.
+    let (status, e) = call(&alice, "POST", "/v1/sign-requests", Some(digest_body("r2", &other, 1)));
+    assert_eq!((status, e["error"]["code"].as_str()), (403, Some("client_not_authorized")), "{e}");
+    let psbt = json!({ "request_id": "r3", "key": key, "psbt": "cHNidP8BAAoCAAAAAAAAAAAAAAA=" });
+    let (status, e) = call(&alice, "POST", "/v1/sign-requests", Some(psbt));
+    assert!(status == 403 || status == 400, "{status} {e}");
+    // Bob neither sees nor cancels alice's r1, and may use the same id for his own request.
+    let (status, _) = call(&bob, "GET", "/v1/sign-requests/r1", None);
+    assert_eq!(status, 404);
+    let (status, _) = call(&bob, "POST", "/v1/sign-requests/r1:cancel", None);
+    assert_eq!(status, 404);
+    let (status, _) = call(&bob, "POST", "/v1/sign-requests", Some(digest_body("r1", &other, 7)));
+    assert_eq!(status, 201);
+    let (_, bobs) = call(&bob, "GET", "/v1/sign-requests/r1?wait_seconds=30", None);
+    assert_eq!(bobs["key"], other.as_str());
+    assert!(verifies(&bobs, 7));
+    let (_, alices) = call(&alice, "GET", "/v1/sign-requests", None);
+    assert_eq!(alices["requests"].as_array().map(Vec::len), Some(1), "{alices}");
+    // A certificate the service does not pin gets no connection.
+    let eve = as_client(&eve_cert, &eve_key);
+    assert!(rt().block_on(eve.call("GET", "/healthz", None)).is_err(), "an unpinned client was served");
+}
