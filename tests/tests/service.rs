@@ -45,9 +45,55 @@ fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
 }
 
-/// One call: (HTTP status, JSON body).
+/// The service's OpenAPI document.
+fn openapi() -> Value {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../host/openapi/service.json"));
+    serde_json::from_str(&text.expect("openapi document")).expect("JSON")
+}
+
+/// Checks `body` against schema `pointer` of the OpenAPI document (its `$ref`s resolved in it).
+fn conforms(doc: &Value, pointer: &str, body: &Value, what: &str) {
+    // The schema at `pointer` is a `$ref` into the components (a path template's braces are
+    // not valid in a URI fragment, so the operation is looked up here, the schema by reference).
+    let target = match pointer.starts_with("/components/schemas/") {
+        true => format!("#{pointer}"),
+        false => doc.pointer(pointer).and_then(|n| n["$ref"].as_str()).expect("a $ref schema").to_string(),
+    };
+    let mut schema = doc.clone();
+    schema["$ref"] = json!(target);
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let errors: Vec<String> = validator.iter_errors(body).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "{what}: {body} does not conform to the OpenAPI document: {errors:?}");
+}
+
+/// Checks one exchange against the OpenAPI document: the path, method and status are
+/// described, the request body (when accepted) and the response body conform.
+fn documented(method: &str, path: &str, request: Option<&Value>, status: u16, response: &Value) {
+    let doc = openapi();
+    let bare = path.split('?').next().unwrap_or(path);
+    let template = match bare {
+        "/v1/sign-requests" | "/healthz" => bare.to_string(),
+        p if p.ends_with(":cancel") => "/v1/sign-requests/{request_id}:cancel".into(),
+        _ => "/v1/sign-requests/{request_id}".into(),
+    };
+    let operation = format!("/paths/{}/{}", template.replace('/', "~1"), method.to_lowercase());
+    let described = doc.pointer(&format!("{operation}/responses/{status}"));
+    let described = described.unwrap_or_else(|| panic!("{method} {template} {status} is not in the OpenAPI document"));
+    let schema = match described.get("$ref").and_then(Value::as_str) {
+        Some(r) => format!("{}/content/application~1json/schema", r.trim_start_matches('#')),
+        None => format!("{operation}/responses/{status}/content/application~1json/schema"),
+    };
+    conforms(&doc, &schema, response, &format!("{method} {path} -> {status}"));
+    if let (Some(body), 200..=201) = (request, status) {
+        conforms(&doc, "/components/schemas/Submission", body, &format!("{method} {path} request"));
+    }
+}
+
+/// One call, checked against the OpenAPI document: (HTTP status, JSON body).
 fn call(c: &ServiceClient, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    rt().block_on(c.call(method, path, body.as_ref())).expect("service reachable")
+    let (status, response) = rt().block_on(c.call(method, path, body.as_ref())).expect("service reachable");
+    documented(method, path, body.as_ref(), status, &response);
+    (status, response)
 }
 
 fn digest_body(id: &str, key: &str, digest: u8) -> Value {
@@ -127,6 +173,8 @@ fn digests_and_psbts_are_signed_once_per_request_id_and_refusals_and_cancels_are
     // A client we did not write (Python's standard library): accepted, then signed.
     let out = python(&service.url, &digest_body("py-1", &key, 1), None);
     assert_eq!(out[0], 201, "{out}");
+    documented("POST", "/v1/sign-requests", Some(&digest_body("py-1", &key, 1)), 201, &out[1]);
+    documented("GET", "/v1/sign-requests/py-1", None, 200, &out[2]);
     assert_eq!((out[2]["request_id"].as_str(), out[2]["state"].as_str()), (Some("py-1"), Some("signed")), "{out}");
     assert!(verifies(&out[2], 1), "{out}");
     // The same id and body: the same request (200, same signature); another body: a conflict,
@@ -180,6 +228,8 @@ fn digests_and_psbts_are_signed_once_per_request_id_and_refusals_and_cancels_are
     }
     let (status, e) = call(&client, "GET", "/v1/sign-requests/nope", None);
     assert_eq!((status, e["error"]["code"].as_str()), (404, Some("request_unknown")));
+    let (status, health) = call(&client, "GET", "/healthz", None);
+    assert_eq!((status, health["requests"]["signed"].as_u64()), (200, Some(2)), "{health}");
 
     // Nodes down and a key the service has not used: the request waits, pending, and is
     // cancelled before any signing request; then nothing is signed for it.
@@ -278,4 +328,24 @@ fn clients_are_pinned_certificates_that_see_only_their_own_requests_and_keys() {
     // A certificate the service does not pin gets no connection.
     let eve = as_client(&eve_cert, &eve_key);
     assert!(rt().block_on(eve.call("GET", "/healthz", None)).is_err(), "an unpinned client was served");
+}
+
+#[test]
+fn the_openapi_document_refuses_what_it_does_not_describe() {
+    let view = json!({ "request_id": "a", "state": "signed", "key": "ab".repeat(32), "kind": "digest",
+        "created_at_ms": 1, "updated_at_ms": 2, "signature": "cd".repeat(64), "output_key": "ef".repeat(32),
+        "signers": [1, 2], "attempts": 1 });
+    documented("GET", "/v1/sign-requests/a", None, 200, &view);
+    let refused = |f: fn(&mut Value), status: u16| {
+        let mut v = view.clone();
+        f(&mut v);
+        std::panic::catch_unwind(|| documented("GET", "/v1/sign-requests/a", None, status, &v)).is_err()
+    };
+    assert!(refused(|v| v["surprise"] = json!(1), 200), "an undocumented field");
+    assert!(refused(|v| v["state"] = json!("done"), 200), "an undocumented state");
+    assert!(refused(|v| drop(v.as_object_mut().map(|o| o.remove("key"))), 200), "a missing field");
+    assert!(refused(|_| {}, 418), "an undocumented status");
+    let error = json!({ "error": { "code": "request_conflict", "recovery": "fix_request", "message": "m" } });
+    documented("POST", "/v1/sign-requests", None, 409, &error);
+    assert!(std::panic::catch_unwind(|| documented("POST", "/v1/sign-requests", None, 409, &view)).is_err());
 }
