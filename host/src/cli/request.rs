@@ -24,6 +24,9 @@ pub struct ServeArgs {
     /// The JSON API's address (port 0 picks one; the `READY` line names it).
     #[arg(long)]
     http_listen: Option<SocketAddr>,
+    /// The gRPC API's address (`service.proto`; the `READY` line names it).
+    #[arg(long)]
+    grpc_listen: Option<SocketAddr>,
     /// DEVELOPMENT ONLY: plaintext HTTP on loopback; every caller is the one development client,
     /// allowed every key.
     #[arg(long)]
@@ -44,6 +47,7 @@ pub async fn serve(a: ServeArgs) -> Result<(), Error> {
             .http_listen
             .or(config.http.as_ref().map(|h| h.listen))
             .ok_or_else(|| missing("--http-listen"))?,
+        grpc_listen: a.grpc_listen.or(config.grpc.as_ref().map(|g| g.listen)),
         dev_plaintext: a.dev_plaintext,
         config,
     };

@@ -26,8 +26,8 @@ pub struct ServiceConfig {
     pub store: StoreConfig,
     /// The JSON-over-HTTPS listener.
     pub http: Option<Listen>,
-    /// The metrics listener (loopback).
-    pub metrics: Option<Listen>,
+    /// The gRPC listener.
+    pub grpc: Option<Listen>,
     /// The service's TLS identity (its certificate and key, PEM).
     pub tls: Option<ServerTls>,
     /// The clients.

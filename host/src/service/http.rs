@@ -1,5 +1,5 @@
 //! The service's JSON API over HTTPS (mutual TLS, pinned client certificates; plaintext on
-//! loopback with `--dev-plaintext`), described by `host/openapi/service.yaml`:
+//! loopback with `--dev-plaintext`), described by `host/openapi/service.json`:
 //! `POST /v1/sign-requests`, `GET /v1/sign-requests/{id}[?wait_seconds=N]`,
 //! `GET /v1/sign-requests?state=&key=&page_token=&page_size=`,
 //! `POST /v1/sign-requests/{id}:cancel`, `GET /healthz`.
@@ -9,10 +9,8 @@
 //! with the HTTP status of its code ([`status_of`]); a body over the limit is refused before
 //! it is parsed.
 
-use super::config::Client;
-use super::log::{Filter, SqliteLog, Submitted};
-use super::request::{check_request_id, RequestView, State, Submission};
-use super::worker::{db, Workers};
+use super::handlers::{Api, ListQuery};
+use super::request::Submission;
 use crate::api::connection::CallerId;
 use axum::body::Body;
 use axum::extract::{Extension, Path, Query, State as Shared};
@@ -22,33 +20,7 @@ use axum::routing::get;
 use axum::Router;
 use frostgate_common::error::{Error, ErrorCode};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// Longest long poll.
-pub const MAX_WAIT_SECS: u64 = 60;
-/// Largest page.
-pub const MAX_PAGE_SIZE: usize = 500;
-
-/// What the handlers share.
-#[derive(Debug)]
-pub struct Api {
-    /// The request log.
-    pub log: Arc<SqliteLog>,
-    /// The workers (woken on a new request; their changes end long polls).
-    pub workers: Arc<Workers>,
-    /// The clients by connection identity; empty with `dev`.
-    pub clients: HashMap<CallerId, Client>,
-    /// `--dev-plaintext`: every caller is the development client.
-    pub dev: bool,
-    /// Requests one client may have open.
-    pub max_open_per_client: usize,
-    /// The largest body.
-    pub max_body_bytes: usize,
-    /// Answered by `/healthz`.
-    pub store: &'static str,
-}
 
 /// The HTTP status of an error code.
 pub fn status_of(code: ErrorCode) -> StatusCode {
@@ -89,17 +61,6 @@ fn invalid(m: impl std::fmt::Display) -> ApiError {
     ApiError(Error::new(ErrorCode::RequestInvalid, m.to_string()))
 }
 
-impl Api {
-    fn client(&self, caller: &CallerId) -> Result<Client, ApiError> {
-        if self.dev {
-            return Ok(Client::development());
-        }
-        self.clients.get(caller).cloned().ok_or_else(|| {
-            ApiError(Error::new(ErrorCode::ClientNotAuthorized, "this certificate is not a configured client"))
-        })
-    }
-}
-
 /// The routes.
 pub fn router(api: Arc<Api>) -> Router {
     Router::new()
@@ -119,19 +80,8 @@ async fn submit(
         .await
         .map_err(|_| invalid(format!("the body exceeds {} bytes", api.max_body_bytes)))?;
     let submission: Submission = serde_json::from_slice(&bytes).map_err(|e| invalid(format!("body: {e}")))?;
-    submission.validate()?;
-    client.authorize(&submission.key, submission.kind())?;
-    let max_open = api.max_open_per_client;
-    let id = client.id.clone();
-    let submitted = db(&api.log, move |l| l.submit(&id, &submission, max_open)).await?;
-    match submitted {
-        Submitted::Accepted(r) => {
-            tracing::info!(client = %client.name, request = %r.submission.request_id, seq = r.seq, "request accepted");
-            api.workers.wake.notify_one();
-            Ok(json(StatusCode::CREATED, &r.view()))
-        }
-        Submitted::Existing(r) => Ok(json(StatusCode::OK, &r.view())),
-    }
+    let (new, view) = api.submit(&client, submission).await?;
+    Ok(json(if new { StatusCode::CREATED } else { StatusCode::OK }, &view))
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,30 +96,7 @@ async fn get_one(
     Query(wait): Query<Wait>,
 ) -> Result<Response, ApiError> {
     let client = api.client(&caller)?;
-    check_request_id(&id)?;
-    let view = wait_for(&api, &client, &id, wait.wait_seconds.unwrap_or(0)).await?;
-    Ok(json(StatusCode::OK, &view))
-}
-
-/// `client`'s request `id`, once final or after `wait_seconds` (at most [`MAX_WAIT_SECS`]).
-pub async fn wait_for(api: &Api, client: &Client, id: &str, wait_seconds: u64) -> Result<RequestView, ApiError> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait_seconds.min(MAX_WAIT_SECS));
-    let mut changed = api.workers.changed.subscribe();
-    loop {
-        let (who, which) = (client.id.clone(), id.to_string());
-        let record = db(&api.log, move |l| l.get(&who, &which))
-            .await?
-            .ok_or_else(|| ApiError(Error::new(ErrorCode::RequestUnknown, format!("no request {id}"))))?;
-        if record.state.is_final() || tokio::time::Instant::now() >= deadline {
-            return Ok(record.view());
-        }
-        // Woken by any change here; polled for changes another instance makes.
-        let _ = tokio::time::timeout_at(
-            deadline.min(tokio::time::Instant::now() + Duration::from_millis(500)),
-            changed.changed(),
-        )
-        .await;
-    }
+    Ok(json(StatusCode::OK, &api.wait_for(&client, &id, wait.wait_seconds.unwrap_or(0)).await?))
 }
 
 async fn cancel(
@@ -179,31 +106,9 @@ async fn cancel(
 ) -> Result<Response, ApiError> {
     let client = api.client(&caller)?;
     let Some(id) = id.strip_suffix(":cancel") else {
-        return Err(ApiError(Error::new(ErrorCode::RequestInvalid, "POST /v1/sign-requests/{id}:cancel")));
+        return Err(invalid("POST /v1/sign-requests/{id}:cancel"));
     };
-    check_request_id(id)?;
-    let (who, which) = (client.id.clone(), id.to_string());
-    let record = db(&api.log, move |l| l.cancel(&who, &which)).await?;
-    api.workers.changed.send_modify(|n| *n += 1);
-    Ok(json(StatusCode::OK, &record.view()))
-}
-
-#[derive(Debug, Deserialize)]
-struct ListQuery {
-    state: Option<String>,
-    key: Option<String>,
-    page_token: Option<String>,
-    page_size: Option<usize>,
-}
-
-/// A page of requests.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Page {
-    /// The requests, oldest first.
-    pub requests: Vec<RequestView>,
-    /// The next page's token, if there may be one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_page_token: Option<String>,
+    Ok(json(StatusCode::OK, &api.cancel(&client, id).await?))
 }
 
 async fn list(
@@ -212,27 +117,11 @@ async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let client = api.client(&caller)?;
-    let state = match &q.state {
-        None => None,
-        Some(s) => Some(State::from_name(s).ok_or_else(|| invalid(format!("state {s:?}")))?),
-    };
-    let after = match &q.page_token {
-        None => 0,
-        Some(t) => t.parse::<i64>().map_err(|_| invalid("page_token"))?,
-    };
-    let limit = q.page_size.unwrap_or(50).clamp(1, MAX_PAGE_SIZE);
-    let filter = Filter { state, key: q.key.clone(), after, limit };
-    let who = client.id.clone();
-    let records = db(&api.log, move |l| l.list(&who, &filter)).await?;
-    let next_page_token = (records.len() == limit).then(|| records.last().map(|r| r.seq.to_string())).flatten();
-    Ok(json(StatusCode::OK, &Page { requests: records.iter().map(|r| r.view()).collect(), next_page_token }))
+    Ok(json(StatusCode::OK, &api.list(&client, q).await?))
 }
 
 async fn healthz(Shared(api): Shared<Arc<Api>>) -> Result<Response, ApiError> {
-    let counts = db(&api.log, |l| l.counts()).await?;
-    let counts: serde_json::Map<String, serde_json::Value> =
-        counts.into_iter().map(|(s, n)| (s.name().to_string(), n.into())).collect();
-    Ok(json(StatusCode::OK, &serde_json::json!({ "status": "ok", "store": api.store, "requests": counts })))
+    Ok(json(StatusCode::OK, &api.health().await?))
 }
 
 /// Serves `router` on every accepted connection, each request carrying its connection's caller.

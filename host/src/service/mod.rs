@@ -6,11 +6,15 @@
 //! - [`request`]: the request schema, states and outcome;
 //! - [`log`]: the request log (idempotency, cancel, leases);
 //! - [`worker`]: claims and signs;
+//! - [`handlers`]: the operations both APIs share;
 //! - [`http`]: the JSON API;
+//! - [`grpc`]: the gRPC API (`service.proto`);
 //! - [`config`]: `service.toml` and the clients.
 
 pub mod client;
 pub mod config;
+pub mod grpc;
+pub mod handlers;
 pub mod http;
 pub mod log;
 pub mod request;
@@ -36,6 +40,8 @@ pub struct ServeOptions {
     pub store: String,
     /// The HTTP listener.
     pub http_listen: SocketAddr,
+    /// The gRPC listener, if any.
+    pub grpc_listen: Option<SocketAddr>,
     /// DEVELOPMENT ONLY: plaintext on loopback, every caller the development client.
     pub dev_plaintext: bool,
 }
@@ -52,6 +58,13 @@ pub fn open_log(url: &str) -> Result<log::SqliteLog, Error> {
     }
 }
 
+/// The service's TLS files: its certificate and key, every client's certificate pinned.
+fn tls_files(o: &ServeOptions) -> Result<crate::api::tls::TlsFiles, Error> {
+    let t = o.config.tls.as_ref().ok_or_else(|| Error::new(ErrorCode::TlsRequired, "[tls] is required"))?;
+    let peers = o.config.clients.iter().map(|c| c.certificate.clone()).collect();
+    Ok(crate::api::tls::TlsFiles { cert: t.cert.clone(), key: t.key.clone(), peers })
+}
+
 /// Serves until SIGTERM or SIGINT; prints `READY http=ADDR` once listening.
 pub async fn serve(o: ServeOptions) -> Result<(), Error> {
     let cluster = Cluster::load(&o.cluster)?;
@@ -65,13 +78,12 @@ pub async fn serve(o: ServeOptions) -> Result<(), Error> {
             ErrorCode::TlsRequired,
             "the service serves mutual TLS: give [tls] cert and key and [[clients]] (or --dev-plaintext on loopback)",
         )),
-        (false, Some(t)) => {
-            let peers = o.config.clients.iter().map(|c| c.certificate.clone()).collect();
-            let files = crate::api::tls::TlsFiles { cert: t.cert.clone(), key: t.key.clone(), peers };
-            Some(crate::api::tls::server_config_http(&files)?)
-        }
+        (false, Some(_)) => Some(crate::api::tls::server_config_http(&tls_files(&o)?)?),
     };
     let limits = &o.config.limits;
+    if o.dev_plaintext && o.grpc_listen.is_some_and(|a| !a.ip().is_loopback()) {
+        return Err(config_err("--dev-plaintext serves on a loopback address only"));
+    }
     let nodes = dkg_relay::connect_all(&cluster).await;
     let settings = Settings::with_timeout(Duration::from_millis(limits.signer_timeout_ms));
     let workers = worker::Workers::new(
@@ -83,7 +95,7 @@ pub async fn serve(o: ServeOptions) -> Result<(), Error> {
         Duration::from_secs(limits.lease_secs.max(1)),
     );
     let clients = if o.dev_plaintext { Default::default() } else { o.config.clients()?.into_iter().collect() };
-    let api = Arc::new(http::Api {
+    let api = Arc::new(handlers::Api {
         log,
         workers: workers.clone(),
         clients,
@@ -99,10 +111,32 @@ pub async fn serve(o: ServeOptions) -> Result<(), Error> {
     if tls.is_none() {
         tracing::warn!(%addr, "DEVELOPMENT: the service serves plaintext HTTP; any local user can submit requests");
     }
+    let grpc = match o.grpc_listen {
+        None => None,
+        Some(at) => {
+            let l = tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| config_err(format!("gRPC listen address {at}: {e}")))?;
+            let bound = l.local_addr().map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+            // gRPC is HTTP/2 only: the nodes' TLS configuration (ALPN h2).
+            let tls = match &tls {
+                None => None,
+                Some(_) => Some(crate::api::tls::server_config(&tls_files(&o)?)?),
+            };
+            Some((l, bound, tls))
+        }
+    };
     let incoming = crate::api::connection::incoming(listener, tls, ApiLimits::default());
     let runner = tokio::spawn(workers.clone().run());
-    let server = tokio::spawn(http::serve(incoming, http::router(api)));
-    println!("READY http={addr}");
+    let server = tokio::spawn(http::serve(incoming, http::router(api.clone())));
+    let mut ready = format!("READY http={addr}");
+    let grpc_server = grpc.map(|(l, bound, tls)| {
+        ready.push_str(&format!(" grpc={bound}"));
+        let incoming = crate::api::connection::incoming(l, tls, ApiLimits::default());
+        let service = crate::api::pb::signing_service_server::SigningServiceServer::new(grpc::Grpc(api));
+        tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming))
+    });
+    println!("{ready}");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::new(ErrorCode::Internal, format!("SIGTERM handler: {e}")))?;
     tokio::select! {
@@ -110,6 +144,9 @@ pub async fn serve(o: ServeOptions) -> Result<(), Error> {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping the service"),
     }
     server.abort();
+    if let Some(g) = grpc_server {
+        g.abort();
+    }
     runner.abort();
     workers.finish().await;
     Ok(())

@@ -1,0 +1,155 @@
+//! The service's operations, one copy for both APIs (JSON over HTTPS in [`super::http`], gRPC in
+//! [`super::grpc`]): who the caller is, submit, get (waiting), list, cancel.
+//!
+//! Invariant: the caller is found from its connection's certificate alone; every operation sees
+//! only that client's requests.
+
+use super::config::Client;
+use super::log::{Filter, SqliteLog, Submitted};
+use super::request::{check_request_id, RequestView, State, Submission};
+use super::worker::{db, Workers};
+use crate::api::connection::CallerId;
+use frostgate_common::error::{Error, ErrorCode};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest wait for a final state.
+pub const MAX_WAIT_SECS: u64 = 60;
+/// Largest page.
+pub const MAX_PAGE_SIZE: usize = 500;
+
+/// What the operations share.
+#[derive(Debug)]
+pub struct Api {
+    /// The request log.
+    pub log: Arc<SqliteLog>,
+    /// The workers (woken on a new request; their changes end waits).
+    pub workers: Arc<Workers>,
+    /// The clients by connection identity; empty with `dev`.
+    pub clients: HashMap<CallerId, Client>,
+    /// `--dev-plaintext`: every caller is the development client.
+    pub dev: bool,
+    /// Requests one client may have open.
+    pub max_open_per_client: usize,
+    /// The largest body.
+    pub max_body_bytes: usize,
+    /// Answered by health.
+    pub store: &'static str,
+}
+
+fn invalid(m: impl std::fmt::Display) -> Error {
+    Error::new(ErrorCode::RequestInvalid, m.to_string())
+}
+
+/// A page query.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ListQuery {
+    /// Only this state (its name).
+    pub state: Option<String>,
+    /// Only this key (hex).
+    pub key: Option<String>,
+    /// The previous page's token.
+    pub page_token: Option<String>,
+    /// At most this many (default 50, at most [`MAX_PAGE_SIZE`]).
+    pub page_size: Option<usize>,
+}
+
+/// A page of requests.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Page {
+    /// The requests, oldest first.
+    pub requests: Vec<RequestView>,
+    /// The next page's token, if there may be one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+impl Api {
+    /// The client a connection's certificate names (`client_not_authorized` for none).
+    pub fn client(&self, caller: &CallerId) -> Result<Client, Error> {
+        if self.dev {
+            return Ok(Client::development());
+        }
+        self.clients
+            .get(caller)
+            .cloned()
+            .ok_or_else(|| Error::new(ErrorCode::ClientNotAuthorized, "this certificate is not a configured client"))
+    }
+
+    /// Validates, authorizes and stores a submission: (whether it is new, the request).
+    pub async fn submit(&self, client: &Client, submission: Submission) -> Result<(bool, RequestView), Error> {
+        submission.validate()?;
+        client.authorize(&submission.key, submission.kind())?;
+        let (max_open, id) = (self.max_open_per_client, client.id.clone());
+        match db(&self.log, move |l| l.submit(&id, &submission, max_open)).await? {
+            Submitted::Accepted(r) => {
+                tracing::info!(client = %client.name, request = %r.submission.request_id, seq = r.seq, "request accepted");
+                self.workers.wake.notify_one();
+                Ok((true, r.view()))
+            }
+            Submitted::Existing(r) => Ok((false, r.view())),
+        }
+    }
+
+    /// `client`'s request `id` now.
+    pub async fn get(&self, client: &Client, id: &str) -> Result<RequestView, Error> {
+        check_request_id(id)?;
+        let (who, which) = (client.id.clone(), id.to_string());
+        db(&self.log, move |l| l.get(&who, &which))
+            .await?
+            .map(|r| r.view())
+            .ok_or_else(|| Error::new(ErrorCode::RequestUnknown, format!("no request {id}")))
+    }
+
+    /// `client`'s request `id`, once final or after `wait_seconds` (at most [`MAX_WAIT_SECS`]).
+    pub async fn wait_for(&self, client: &Client, id: &str, wait_seconds: u64) -> Result<RequestView, Error> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(wait_seconds.min(MAX_WAIT_SECS));
+        let mut changed = self.workers.changed.subscribe();
+        loop {
+            let view = self.get(client, id).await?;
+            if view.state.is_final() || tokio::time::Instant::now() >= deadline {
+                return Ok(view);
+            }
+            // Woken by any change here; polled for changes another instance makes.
+            let poll = deadline.min(tokio::time::Instant::now() + Duration::from_millis(500));
+            let _ = tokio::time::timeout_at(poll, changed.changed()).await;
+        }
+    }
+
+    /// Cancels `client`'s request `id` (until its first signing request).
+    pub async fn cancel(&self, client: &Client, id: &str) -> Result<RequestView, Error> {
+        check_request_id(id)?;
+        let (who, which) = (client.id.clone(), id.to_string());
+        let record = db(&self.log, move |l| l.cancel(&who, &which)).await?;
+        self.workers.changed.send_modify(|n| *n += 1);
+        Ok(record.view())
+    }
+
+    /// A page of `client`'s requests.
+    pub async fn list(&self, client: &Client, q: ListQuery) -> Result<Page, Error> {
+        let state = match q.state.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => Some(State::from_name(s).ok_or_else(|| invalid(format!("state {s:?}")))?),
+        };
+        let after = match q.page_token.as_deref().filter(|t| !t.is_empty()) {
+            None => 0,
+            Some(t) => t.parse::<i64>().map_err(|_| invalid("page_token"))?,
+        };
+        let limit = q.page_size.filter(|n| *n > 0).unwrap_or(50).min(MAX_PAGE_SIZE);
+        let filter = Filter { state, key: q.key.filter(|k| !k.is_empty()), after, limit };
+        let who = client.id.clone();
+        let records = db(&self.log, move |l| l.list(&who, &filter)).await?;
+        let next_page_token = (records.len() == limit).then(|| records.last().map(|r| r.seq.to_string())).flatten();
+        Ok(Page { requests: records.iter().map(|r| r.view()).collect(), next_page_token })
+    }
+
+    /// The request counts by state.
+    pub async fn health(&self) -> Result<serde_json::Value, Error> {
+        let counts = db(&self.log, |l| l.counts()).await?;
+        let counts: serde_json::Map<String, serde_json::Value> =
+            counts.into_iter().map(|(s, n)| (s.name().to_string(), n.into())).collect();
+        Ok(serde_json::json!({ "status": "ok", "store": self.store, "requests": counts }))
+    }
+}
