@@ -249,7 +249,8 @@ fn digests_and_psbts_are_signed_once_per_request_id_and_refusals_and_cancels_are
     call(&client, "POST", "/v1/sign-requests", Some(digest_body("wait-2", &second, 4)));
     drop(service);
     c.up(&[]).expect("nodes up");
-    let service = Service::start(work.path(), &c.file(), &store, &["--dev-plaintext"]);
+    let service =
+        Service::start(work.path(), &c.file(), &store, &["--dev-plaintext", "--metrics-listen", "127.0.0.1:0"]);
     let client = ServiceClient::new(&service.url, None).expect("client");
     let (_, resumed) = call(&client, "GET", "/v1/sign-requests/wait-2?wait_seconds=40", None);
     assert_eq!(resumed["state"], "signed", "{resumed}\n{}", service.daemon.logs());
@@ -266,6 +267,29 @@ fn digests_and_psbts_are_signed_once_per_request_id_and_refusals_and_cancels_are
     let ids: Vec<&str> =
         signed["requests"].as_array().expect("list").iter().filter_map(|r| r["request_id"].as_str()).collect();
     assert_eq!(ids, ["py-1", "psbt-1", "wait-2"]);
+    // Metrics: counts by state and outcome, and nothing that names a request or a key.
+    let metrics =
+        scrape(service.daemon.ready.split_whitespace().find_map(|w| w.strip_prefix("metrics=")).expect("metrics"));
+    assert!(metrics.contains("frostgate_service_requests{state=\"cancelled\"} 1"), "{metrics}");
+    assert!(metrics.contains("frostgate_service_requests{state=\"signed\"} 3"), "{metrics}");
+    assert!(
+        metrics.contains("frostgate_service_requests_finished_total{kind=\"digest\",state=\"signed\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("frostgate_service_request_seconds_count{kind=\"digest\"} 1"), "{metrics}");
+    for secret in ["wait-2", "py-1", key.as_str()] {
+        assert!(!metrics.contains(secret), "metrics name {secret}");
+    }
+}
+
+/// `GET /metrics` at `addr`.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("metrics");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
 }
 
 fn pem(dir: &Path, name: &str) -> (PathBuf, PathBuf) {

@@ -27,6 +27,9 @@ pub struct ServeArgs {
     /// The gRPC API's address (`service.proto`; the `READY` line names it).
     #[arg(long)]
     grpc_listen: Option<SocketAddr>,
+    /// Prometheus metrics at /metrics (loopback only).
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
     /// DEVELOPMENT ONLY: plaintext HTTP on loopback; every caller is the one development client,
     /// allowed every key.
     #[arg(long)]
@@ -48,6 +51,7 @@ pub async fn serve(a: ServeArgs) -> Result<(), Error> {
             .or(config.http.as_ref().map(|h| h.listen))
             .ok_or_else(|| missing("--http-listen"))?,
         grpc_listen: a.grpc_listen.or(config.grpc.as_ref().map(|g| g.listen)),
+        metrics_listen: a.metrics_listen.or(config.metrics.as_ref().map(|m| m.listen)).map(|a| a.to_string()),
         dev_plaintext: a.dev_plaintext,
         config,
     };

@@ -167,10 +167,17 @@ pub async fn bind(address: &str) -> Result<tokio::net::TcpListener, Error> {
         .map_err(|e| Error::new(ErrorCode::ConfigInvalid, format!("binding metrics address {addr}: {e}")))
 }
 
-/// Serves `GET /metrics` (HTTP/1.1, one request per connection) until dropped.
+/// Serves `GET /metrics` (HTTP/1.1, one request per connection) until dropped: this process's
+/// host metrics.
 pub async fn serve(listener: tokio::net::TcpListener) {
+    serve_with(listener, std::sync::Arc::new(|| global().render())).await
+}
+
+/// Serves `GET /metrics` with what `render` gives (the signing service's metrics too).
+pub async fn serve_with(listener: tokio::net::TcpListener, render: std::sync::Arc<dyn Fn() -> String + Send + Sync>) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let render = render.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];
             let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
@@ -180,7 +187,7 @@ pub async fn serve(listener: tokio::net::TcpListener) {
                 .unwrap_or(0);
             let request = String::from_utf8_lossy(&buf[..n]);
             let (status, body) = if request.starts_with("GET /metrics ") {
-                ("200 OK", global().render())
+                ("200 OK", render())
             } else {
                 ("404 Not Found", "not found\n".to_string())
             };

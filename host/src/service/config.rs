@@ -28,6 +28,8 @@ pub struct ServiceConfig {
     pub http: Option<Listen>,
     /// The gRPC listener.
     pub grpc: Option<Listen>,
+    /// The metrics listener (loopback only).
+    pub metrics: Option<Listen>,
     /// The service's TLS identity (its certificate and key, PEM).
     pub tls: Option<ServerTls>,
     /// The clients.

@@ -86,6 +86,7 @@ impl Api {
         match db(&self.log, move |l| l.submit(&id, &submission, max_open)).await? {
             Submitted::Accepted(r) => {
                 tracing::info!(client = %client.name, request = %r.submission.request_id, seq = r.seq, "request accepted");
+                super::metrics::global().accepted(r.submission.kind());
                 self.workers.wake.notify_one();
                 Ok((true, r.view()))
             }

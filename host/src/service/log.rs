@@ -250,24 +250,25 @@ impl SqliteLog {
 
     /// Claims the next request for `owner` until `lease_ms` from now: a pending one, or a running
     /// one whose lease expired (its worker died); the client with the fewest running requests
-    /// first, then the oldest. The claim's epoch is the record's new `lease_epoch`.
-    pub fn claim(&self, owner: &str, lease_ms: i64) -> Result<Option<Record>, Error> {
+    /// first, then the oldest. The claim's epoch is the record's new `lease_epoch`; the flag says
+    /// whether it was taken over from another claim.
+    pub fn claim(&self, owner: &str, lease_ms: i64) -> Result<Option<(Record, bool)>, Error> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(unavailable)?;
         let now = now_ms();
-        let next: Option<i64> = tx
+        let next: Option<(i64, String)> = tx
             .query_row(
-                "SELECT seq FROM sign_requests AS r
+                "SELECT seq, state FROM sign_requests AS r
                  WHERE state = 'pending' OR (state = 'running' AND lease_until_ms < ?1)
                  ORDER BY (SELECT COUNT(*) FROM sign_requests AS o
                            WHERE o.client = r.client AND o.state = 'running' AND o.lease_until_ms >= ?1), seq
                  LIMIT 1",
                 params![now],
-                |row| row.get(0),
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .optional()
             .map_err(unavailable)?;
-        let Some(seq) = next else { return Ok(None) };
+        let Some((seq, was)) = next else { return Ok(None) };
         tx.execute(
             "UPDATE sign_requests SET state = 'running', lease_owner = ?2, lease_until_ms = ?3,
              lease_epoch = lease_epoch + 1, updated_ms = ?4 WHERE seq = ?1",
@@ -278,7 +279,7 @@ impl SqliteLog {
             .query_row(&format!("SELECT {COLUMNS} FROM sign_requests WHERE seq = ?1"), params![seq], record)
             .map_err(unavailable)?;
         tx.commit().map_err(unavailable)?;
-        Ok(Some(r))
+        Ok(Some((r, was == State::Running.name())))
     }
 
     /// Under the claim `epoch`: a signing request is about to be sent (no cancel after), and the
@@ -385,13 +386,13 @@ mod tests {
         log.submit("alice", &submission("r1", 1), 10).expect("r1");
         log.submit("alice", &submission("r2", 2), 10).expect("r2");
         // Claimed but nothing sent: still cancellable, and the worker's claim is then lost.
-        let r1 = log.claim("w", 30_000).expect("claim").expect("r1");
+        let (r1, _) = log.claim("w", 30_000).expect("claim").expect("r1");
         assert_eq!(log.cancel("alice", "r1").expect("cancel").state, State::Cancelled);
         assert!(!log.mark_sent(r1.seq, r1.lease_epoch, 30_000).expect("mark"));
         assert!(!log.finish(r1.seq, r1.lease_epoch, State::Signed, &Outcome::default()).expect("finish"));
         assert_eq!(log.get("alice", "r1").expect("get").expect("r1").state, State::Cancelled);
         // Sent: not cancellable; finished under its epoch.
-        let r2 = log.claim("w", 30_000).expect("claim").expect("r2");
+        let (r2, _) = log.claim("w", 30_000).expect("claim").expect("r2");
         assert!(log.mark_sent(r2.seq, r2.lease_epoch, 30_000).expect("mark"));
         assert_eq!(log.cancel("alice", "r2").expect_err("sent").code(), ErrorCode::RequestNotCancellable);
         assert!(log.finish(r2.seq, r2.lease_epoch, State::Signed, &Outcome::default()).expect("finish"));
@@ -403,8 +404,9 @@ mod tests {
     fn an_expired_lease_is_taken_over_with_a_new_epoch_that_fences_the_old_worker() {
         let (_d, log) = log();
         log.submit("alice", &submission("r1", 1), 10).expect("r1");
-        let first = log.claim("w1", -1).expect("claim").expect("r1");
-        let second = log.claim("w2", 30_000).expect("takeover").expect("r1 again");
+        let (first, fresh) = log.claim("w1", -1).expect("claim").expect("r1");
+        let (second, takeover) = log.claim("w2", 30_000).expect("takeover").expect("r1 again");
+        assert!(!fresh && takeover);
         assert_eq!((second.seq, second.lease_epoch), (first.seq, first.lease_epoch + 1));
         assert!(!log.finish(first.seq, first.lease_epoch, State::Failed, &Outcome::default()).expect("old"));
         assert!(log.finish(second.seq, second.lease_epoch, State::Signed, &Outcome::default()).expect("new"));
@@ -419,9 +421,9 @@ mod tests {
         let e = log.submit("flood", &submission("f3", 3), 3).expect_err("bound");
         assert_eq!(e.code(), ErrorCode::TooManyInFlight);
         log.submit("quiet", &submission("q0", 9), 3).expect("quiet");
-        let first = log.claim("w", 30_000).expect("claim").expect("one");
+        let (first, _) = log.claim("w", 30_000).expect("claim").expect("one");
         assert_eq!(first.client, "flood");
-        let second = log.claim("w", 30_000).expect("claim").expect("two");
+        let (second, _) = log.claim("w", 30_000).expect("claim").expect("two");
         assert_eq!(second.client, "quiet", "the client with none running goes next");
         let counts: BTreeMap<&str, u64> =
             log.counts().expect("counts").into_iter().map(|(s, n)| (s.name(), n)).collect();

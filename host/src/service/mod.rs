@@ -17,6 +17,7 @@ pub mod grpc;
 pub mod handlers;
 pub mod http;
 pub mod log;
+pub mod metrics;
 pub mod request;
 pub mod worker;
 
@@ -42,6 +43,8 @@ pub struct ServeOptions {
     pub http_listen: SocketAddr,
     /// The gRPC listener, if any.
     pub grpc_listen: Option<SocketAddr>,
+    /// The metrics listener (loopback), if any.
+    pub metrics_listen: Option<String>,
     /// DEVELOPMENT ONLY: plaintext on loopback, every caller the development client.
     pub dev_plaintext: bool,
 }
@@ -95,6 +98,7 @@ pub async fn serve(o: ServeOptions) -> Result<(), Error> {
         Duration::from_secs(limits.lease_secs.max(1)),
     );
     let clients = if o.dev_plaintext { Default::default() } else { o.config.clients()?.into_iter().collect() };
+    let log_for_metrics = log.clone();
     let api = Arc::new(handlers::Api {
         log,
         workers: workers.clone(),
@@ -126,6 +130,10 @@ pub async fn serve(o: ServeOptions) -> Result<(), Error> {
             Some((l, bound, tls))
         }
     };
+    let metrics = match &o.metrics_listen {
+        None => None,
+        Some(at) => Some(crate::node::metrics::bind(at).await?),
+    };
     let incoming = crate::api::connection::incoming(listener, tls, ApiLimits::default());
     let runner = tokio::spawn(workers.clone().run());
     let server = tokio::spawn(http::serve(incoming, http::router(api.clone())));
@@ -136,6 +144,13 @@ pub async fn serve(o: ServeOptions) -> Result<(), Error> {
         let service = crate::api::pb::signing_service_server::SigningServiceServer::new(grpc::Grpc(api));
         tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming))
     });
+    if let Some(l) = metrics {
+        let bound = l.local_addr().map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+        ready.push_str(&format!(" metrics={bound}"));
+        let log = log_for_metrics;
+        let render = move || metrics::global().render(&log.counts().unwrap_or_default());
+        tokio::spawn(crate::node::metrics::serve_with(l, Arc::new(render)));
+    }
     println!("{ready}");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::new(ErrorCode::Internal, format!("SIGTERM handler: {e}")))?;

@@ -90,7 +90,11 @@ impl Workers {
             let Ok(permit) = self.slots.clone().acquire_owned().await else { return };
             let (owner, lease) = (self.owner.clone(), self.lease_ms());
             match db(&self.log, move |l| l.claim(&owner, lease)).await {
-                Ok(Some(record)) => {
+                Ok(Some((record, takeover))) => {
+                    if takeover {
+                        tracing::warn!(seq = record.seq, "a request's lease expired: taken over");
+                        super::metrics::global().takeover();
+                    }
                     self.touched();
                     let me = self.clone();
                     tokio::spawn(async move {
@@ -148,7 +152,12 @@ impl Workers {
             Step::Done(state, outcome) => (state, *outcome),
         };
         match db(&self.log, move |l| l.finish(seq, epoch, state, &outcome)).await {
-            Ok(true) => {}
+            Ok(true) => {
+                let now =
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+                let seconds = (now as f64 - record.created_ms as f64) / 1000.0;
+                super::metrics::global().finished(record.submission.kind(), state, seconds);
+            }
             Ok(false) => tracing::warn!(seq, "request taken over before its outcome was stored"),
             Err(e) => tracing::warn!(seq, code = %e.code(), "request outcome not stored: {}", e.message()),
         }

@@ -1,0 +1,80 @@
+//! The signing service's Prometheus metrics (served on a loopback listener, as the nodes').
+//!
+//! Invariant: kinds, states, counts and durations only; never a client, request id, key or
+//! payload.
+
+use super::request::{Kind, State};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use std::sync::OnceLock;
+
+/// The service's metrics.
+#[derive(Debug)]
+pub struct ServiceMetrics {
+    registry: Registry,
+    accepted: IntCounterVec,
+    finished: IntCounterVec,
+    latency: HistogramVec,
+    takeovers: IntCounter,
+    by_state: IntGaugeVec,
+}
+
+fn build() -> Result<ServiceMetrics, prometheus::Error> {
+    let registry = Registry::new_custom(Some("frostgate_service".into()), None)?;
+    let accepted = IntCounterVec::new(Opts::new("requests_accepted_total", "New requests, by kind"), &["kind"])?;
+    let finished = IntCounterVec::new(
+        Opts::new("requests_finished_total", "Requests that reached a final state"),
+        &["kind", "state"],
+    )?;
+    let latency = HistogramVec::new(
+        HistogramOpts::new("request_seconds", "From acceptance to the final state, by kind")
+            .buckets(prometheus::exponential_buckets(0.005, 2.0, 14)?),
+        &["kind"],
+    )?;
+    let takeovers = IntCounter::new(
+        "lease_takeovers_total",
+        "Running requests claimed again after their lease expired (their worker died or stalled)",
+    )?;
+    let by_state = IntGaugeVec::new(Opts::new("requests", "Requests in the log, by state"), &["state"])?;
+    registry.register(Box::new(accepted.clone()))?;
+    registry.register(Box::new(finished.clone()))?;
+    registry.register(Box::new(latency.clone()))?;
+    registry.register(Box::new(takeovers.clone()))?;
+    registry.register(Box::new(by_state.clone()))?;
+    Ok(ServiceMetrics { registry, accepted, finished, latency, takeovers, by_state })
+}
+
+/// The process's service metrics.
+pub fn global() -> &'static ServiceMetrics {
+    static M: OnceLock<ServiceMetrics> = OnceLock::new();
+    // The metric definitions are constants; registering them cannot fail on a fresh registry.
+    M.get_or_init(|| build().unwrap_or_else(|e| panic!("service metric definitions: {e}")))
+}
+
+impl ServiceMetrics {
+    /// A new request.
+    pub fn accepted(&self, kind: Kind) {
+        self.accepted.with_label_values(&[kind.name()]).inc();
+    }
+
+    /// A request reached `state`, `seconds` after it was accepted.
+    pub fn finished(&self, kind: Kind, state: State, seconds: f64) {
+        self.finished.with_label_values(&[kind.name(), state.name()]).inc();
+        self.latency.with_label_values(&[kind.name()]).observe(seconds.max(0.0));
+    }
+
+    /// A lease taken over.
+    pub fn takeover(&self) {
+        self.takeovers.inc();
+    }
+
+    /// The text exposition, with the log's counts by state.
+    pub fn render(&self, counts: &[(State, u64)]) -> String {
+        for s in State::ALL {
+            let n = counts.iter().find(|(c, _)| *c == s).map_or(0, |(_, n)| *n);
+            self.by_state.with_label_values(&[s.name()]).set(n as i64);
+        }
+        let mut buf = Vec::new();
+        let _ = prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
