@@ -195,3 +195,24 @@ pub mod token;
 pub fn own_uid() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
+
+/// The metric names starting with `prefix` that `deploy/grafana/frostgate.json` queries.
+pub fn dashboard_metrics(prefix: &str) -> std::collections::BTreeSet<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/grafana/frostgate.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("dashboard JSON");
+    let mut names = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            let mut rest = expr;
+            while let Some(at) = rest.find(prefix) {
+                let name: String = rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                rest = &rest[at + name.len()..];
+                names.insert(name);
+            }
+        }
+    }
+    assert!(!names.is_empty(), "the dashboard queries no {prefix} metric");
+    names
+}

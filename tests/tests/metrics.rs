@@ -57,6 +57,11 @@ fn metrics_count_signatures_failures_rounds_and_commits() {
     assert!(value(&m, "frostgate_enclave_hsm_seconds_total") > 0.0, "{m}");
     // Nothing but kinds, codes and numbers: no ids, keys or payloads.
     assert!(!m.contains(&key.key.to_string()) && !m.contains(&p.attempt.to_string()));
+    // Every node metric the Grafana dashboard queries is one the host exposes.
+    for name in frostgate_tests::dashboard_metrics("frostgate_").iter().filter(|n| !n.starts_with("frostgate_service_"))
+    {
+        assert!(m.contains(name.as_str()), "the dashboard queries {name}, which the host does not expose");
+    }
 }
 
 #[test]

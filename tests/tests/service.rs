@@ -280,6 +280,10 @@ fn digests_and_psbts_are_signed_once_per_request_id_and_refusals_and_cancels_are
     for secret in ["wait-2", "py-1", key.as_str()] {
         assert!(!metrics.contains(secret), "metrics name {secret}");
     }
+    // Every service metric the Grafana dashboard queries is one the service exposes.
+    for name in frostgate_tests::dashboard_metrics("frostgate_service_") {
+        assert!(metrics.contains(name.as_str()), "the dashboard queries {name}, which the service does not expose");
+    }
 }
 
 /// `GET /metrics` at `addr`.
