@@ -40,6 +40,14 @@ fn build() -> Result<ServiceMetrics, prometheus::Error> {
     registry.register(Box::new(latency.clone()))?;
     registry.register(Box::new(takeovers.clone()))?;
     registry.register(Box::new(by_state.clone()))?;
+    // Every series exists from the start (at zero), so dashboards and alerts see it.
+    for kind in [Kind::Digest, Kind::Psbt] {
+        accepted.with_label_values(&[kind.name()]);
+        latency.with_label_values(&[kind.name()]);
+        for state in State::ALL.into_iter().filter(|s| s.is_final()) {
+            finished.with_label_values(&[kind.name(), state.name()]);
+        }
+    }
     Ok(ServiceMetrics { registry, accepted, finished, latency, takeovers, by_state })
 }
 
