@@ -423,3 +423,21 @@ fn a_protoc_generated_python_client_uses_the_grpc_api() {
     let (_, same) = call(&client, "GET", "/v1/sign-requests/grpc-1", None);
     assert_eq!(same["signature"], seen["signature"]);
 }
+
+/// `frostgate bench --service`: the same load through the service in the same run; every
+/// request signed, none failed.
+#[test]
+fn the_bench_drives_the_same_load_through_the_service() {
+    let o = std::process::Command::new(host_bin())
+        .args(["bench", "--nodes", "3", "--threshold", "2", "--concurrency", "4", "--seconds", "2"])
+        .args(["--service", "--no-pure", "--json"])
+        .output()
+        .expect("bench");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: Value = serde_json::from_slice(&o.stdout).expect("json");
+    let service = &report["service"];
+    assert!(service["requests"].as_u64().is_some_and(|n| n > 0), "{report}");
+    assert_eq!(service["failures"], 0, "{report}");
+    assert!(service["ratio_to_direct"].as_f64().is_some_and(|r| r > 0.0), "{report}");
+    assert!(service["latency_ms"]["p50"].as_f64().is_some_and(|ms| ms > 0.0), "{report}");
+}

@@ -61,6 +61,10 @@ pub struct BenchArgs {
     /// Every node's token kind (softhsm, kryoptic, tpm2, opencryptoki), as `dev cluster init`.
     #[arg(long, value_enum, default_value = "softhsm")]
     token: super::dev_tokens::TokenKind,
+    /// Then the same load through the signing service (`frostgate serve`, in this process, its
+    /// request log on SQLite; JSON over HTTP): requests/s and latency beside the direct run's.
+    #[arg(long, conflicts_with_all = ["psbt", "count"])]
+    service: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -155,12 +159,12 @@ pub async fn run(a: BenchArgs) -> Result<(), Error> {
     };
     let cluster_file = dev::create_cluster(&dir, a.nodes, a.threshold, a.tls, policy, a.token)?;
     dev::start_cluster(&dir)?;
-    let result = measure(&a, &cluster_file).await;
+    let result = measure(&a, &cluster_file, tmp.path()).await;
     let _ = dev::stop_cluster(&dir);
     result
 }
 
-async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Error> {
+async fn measure(a: &BenchArgs, cluster_file: &std::path::Path, work: &std::path::Path) -> Result<(), Error> {
     let cluster = frostgate_host::coordinator::cluster::Cluster::load(cluster_file)?;
     let nodes = dkg_relay::connect_all(&cluster).await;
     let key = dkg_relay::run(&nodes, a.threshold).await?.key;
@@ -268,7 +272,12 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
         true => f64::NAN,
         false => pure_frost(a.nodes, a.threshold, signed.max(1), a.concurrency).await?,
     };
+    let service = match a.service {
+        true => Some(through_service(a, cluster_file, work, &key, throughput).await?),
+        false => None,
+    };
     let report = serde_json::json!({
+        "service": service,
         "nodes": a.nodes,
         "threshold": a.threshold,
         "concurrency": a.concurrency,
@@ -309,7 +318,17 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
              | PKCS#11 operations per signature (all nodes) | {pkcs11:.2}: {pkcs11_kinds} |\n\
              | signatures/s | {throughput:.1} |\n| latency p50 / p95 / p99 (ms) | {p50:.1} / {p95:.1} / {p99:.1} |\n\
              | store commits/s | {cps:.1} |\n| durable records/s | {mps:.1} |\n| mean records per commit | {batch:.1} |\n\
-             | pure frost-secp256k1-tr signatures/s | {pure:.1} |\n| ratio frostgate / pure | {ratio:.3} |\n",
+             | pure frost-secp256k1-tr signatures/s | {pure:.1} |\n| ratio frostgate / pure | {ratio:.3} |\n{service}",
+            service = match &report["service"] {
+                serde_json::Value::Null => String::new(),
+                v => format!(
+                    "| through the service (SQLite): requests/s | {:.1} |\n| service latency p50 / p99 (ms) | {:.1} / {:.1} |\n| ratio service / direct | {:.3} |\n",
+                    v["requests_per_sec"].as_f64().unwrap_or(0.0),
+                    v["latency_ms"]["p50"].as_f64().unwrap_or(0.0),
+                    v["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
+                    v["ratio_to_direct"].as_f64().unwrap_or(0.0),
+                ),
+            },
             t = a.threshold,
             token = a.token.name(),
             pkcs11 = report["pkcs11_calls_per_signature"]["total"].as_f64().unwrap_or(0.0),
@@ -340,6 +359,81 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path) -> Result<(), Er
         ));
     }
     Ok(())
+}
+
+/// The same load through the signing service: `concurrency` clients, each submitting a digest
+/// request and waiting for it (long poll), for the run's seconds. Against `direct` (the direct
+/// coordinator's signatures/s in the same run).
+async fn through_service(
+    a: &BenchArgs,
+    cluster_file: &std::path::Path,
+    work: &std::path::Path,
+    key: &frostgate_common::ids::KeyId,
+    direct: f64,
+) -> Result<serde_json::Value, Error> {
+    use frostgate_host::service;
+    let options = service::ServeOptions {
+        config: service::config::ServiceConfig::default(),
+        cluster: cluster_file.to_path_buf(),
+        store: format!("sqlite:{}", work.join("requests.db").display()),
+        http_listen: "127.0.0.1:0".parse().map_err(|_| Error::new(ErrorCode::Internal, "address"))?,
+        grpc_listen: None,
+        metrics_listen: None,
+        dev_plaintext: true,
+    };
+    let running = service::start(options).await?;
+    let client = service::client::ServiceClient::new(&format!("http://{}", running.http), None)?;
+    let deadline = Instant::now() + Duration::from_secs(a.seconds.unwrap_or(10));
+    let (done, failures) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..a.concurrency {
+        let (client, done, failures, latencies) = (client.clone(), done.clone(), failures.clone(), latencies.clone());
+        let key = key.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                n += 1;
+                let id = format!("bench-{worker}-{n}");
+                let body = serde_json::json!({
+                    "request_id": id, "key": key, "digest": hex::encode(frostgate_host::random_bytes::<32>()),
+                });
+                let t = Instant::now();
+                let signed = async {
+                    client.json("POST", "/v1/sign-requests", Some(&body)).await?;
+                    client.json("GET", &format!("/v1/sign-requests/{id}?wait_seconds=60"), None).await
+                }
+                .await;
+                match signed {
+                    Ok(v) if v["state"] == "signed" => {
+                        latencies.lock().unwrap_or_else(|p| p.into_inner()).push(t.elapsed().as_secs_f64() * 1000.0);
+                        done.fetch_add(1, Ordering::SeqCst);
+                    }
+                    _ => drop(failures.fetch_add(1, Ordering::SeqCst)),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    running.stop().await;
+    let signed = done.load(Ordering::SeqCst);
+    let mut lat = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    lat.sort_by(|x, y| x.total_cmp(y));
+    let rate = signed as f64 / elapsed;
+    Ok(serde_json::json!({
+        "store": "sqlite",
+        "transport": "http (plaintext, loopback)",
+        "requests": signed,
+        "failures": failures.load(Ordering::SeqCst),
+        "seconds": elapsed,
+        "requests_per_sec": rate,
+        "latency_ms": {"p50": percentile(&lat, 0.50), "p95": percentile(&lat, 0.95), "p99": percentile(&lat, 0.99)},
+        "ratio_to_direct": rate / direct,
+    }))
 }
 
 /// The same number of t-of-n signings with `frost-secp256k1-tr` alone, `concurrency` at a time:

@@ -68,8 +68,58 @@ fn tls_files(o: &ServeOptions) -> Result<crate::api::tls::TlsFiles, Error> {
     Ok(crate::api::tls::TlsFiles { cert: t.cert.clone(), key: t.key.clone(), peers })
 }
 
-/// Serves until SIGTERM or SIGINT; prints `READY http=ADDR` once listening.
+/// A running service (its listeners bound, its workers claiming).
+#[derive(Debug)]
+pub struct Running {
+    /// The JSON API's address.
+    pub http: SocketAddr,
+    /// The gRPC API's address.
+    pub grpc: Option<SocketAddr>,
+    /// The metrics address.
+    pub metrics: Option<SocketAddr>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    workers: Arc<worker::Workers>,
+}
+
+impl Running {
+    /// The `READY` line naming the addresses.
+    pub fn ready_line(&self) -> String {
+        let mut ready = format!("READY http={}", self.http);
+        if let Some(g) = self.grpc {
+            ready.push_str(&format!(" grpc={g}"));
+        }
+        if let Some(m) = self.metrics {
+            ready.push_str(&format!(" metrics={m}"));
+        }
+        ready
+    }
+
+    /// Stops serving and claiming; the open signings send their closings.
+    pub async fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.workers.finish().await;
+    }
+}
+
+/// Serves until SIGTERM or SIGINT; prints `READY http=ADDR [grpc=ADDR] [metrics=ADDR]` once
+/// listening.
 pub async fn serve(o: ServeOptions) -> Result<(), Error> {
+    let running = start(o).await?;
+    println!("{}", running.ready_line());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::new(ErrorCode::Internal, format!("SIGTERM handler: {e}")))?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping the service"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping the service"),
+    }
+    running.stop().await;
+    Ok(())
+}
+
+/// Binds the listeners and starts the workers.
+pub async fn start(o: ServeOptions) -> Result<Running, Error> {
     let cluster = Cluster::load(&o.cluster)?;
     let log = Arc::new(open_log(&o.store)?);
     let tls = match (o.dev_plaintext, &o.config.tls) {
@@ -135,34 +185,26 @@ pub async fn serve(o: ServeOptions) -> Result<(), Error> {
         Some(at) => Some(crate::node::metrics::bind(at).await?),
     };
     let incoming = crate::api::connection::incoming(listener, tls, ApiLimits::default());
-    let runner = tokio::spawn(workers.clone().run());
-    let server = tokio::spawn(http::serve(incoming, http::router(api.clone())));
-    let mut ready = format!("READY http={addr}");
-    let grpc_server = grpc.map(|(l, bound, tls)| {
-        ready.push_str(&format!(" grpc={bound}"));
+    let mut tasks = vec![tokio::spawn(workers.clone().run())];
+    tasks.push(tokio::spawn(http::serve(incoming, http::router(api.clone()))));
+    let mut grpc_addr = None;
+    if let Some((l, bound, tls)) = grpc {
+        grpc_addr = Some(bound);
         let incoming = crate::api::connection::incoming(l, tls, ApiLimits::default());
         let service = crate::api::pb::signing_service_server::SigningServiceServer::new(grpc::Grpc(api));
-        tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming))
-    });
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await
+            {
+                tracing::warn!("gRPC server: {e}");
+            }
+        }));
+    }
+    let mut metrics_addr = None;
     if let Some(l) = metrics {
-        let bound = l.local_addr().map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
-        ready.push_str(&format!(" metrics={bound}"));
+        metrics_addr = Some(l.local_addr().map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?);
         let log = log_for_metrics;
         let render = move || metrics::global().render(&log.counts().unwrap_or_default());
-        tokio::spawn(crate::node::metrics::serve_with(l, Arc::new(render)));
+        tasks.push(tokio::spawn(crate::node::metrics::serve_with(l, Arc::new(render))));
     }
-    println!("{ready}");
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| Error::new(ErrorCode::Internal, format!("SIGTERM handler: {e}")))?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping the service"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping the service"),
-    }
-    server.abort();
-    if let Some(g) = grpc_server {
-        g.abort();
-    }
-    runner.abort();
-    workers.finish().await;
-    Ok(())
+    Ok(Running { http: addr, grpc: grpc_addr, metrics: metrics_addr, tasks, workers })
 }
