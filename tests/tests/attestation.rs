@@ -5,10 +5,12 @@
 //! whose PCRs differ from its pins, or that runs without a provider while pinned, is refused
 //! with the check named; the cluster keeps signing.
 
+use frostgate_common::bounded::Signers;
 use frostgate_common::error::ErrorCode;
 use frostgate_common::ids::{DkgId, ParticipantId};
 use frostgate_common::protocol::{
     DkgEnvelopes, DkgOutcome, DkgParticipant, DkgParticipants, DkgRound1Packages, DkgRound2, DkgStart, GetIdentity,
+    RepairStart,
 };
 use frostgate_host::coordinator::signer::SignerClient;
 use frostgate_tests::dev_cluster::{DevCluster, Process};
@@ -155,6 +157,29 @@ fn round2_without_attestation(c: &DevCluster) -> DkgOutcome<DkgEnvelopes> {
     })
 }
 
+/// A coordinator that skips the exchange before a repair: `RepairStart` on node 1 (helpers 1
+/// and 2, seat 3), which would answer with deltas for helper 2. Answers node 1's outcome.
+fn repair_start_without_attestation(c: &DevCluster, key: &str) -> DkgOutcome<DkgEnvelopes> {
+    let table: toml::Table = toml::from_str(&std::fs::read_to_string(c.file()).expect("cluster")).expect("toml");
+    let api = |i: usize| table["nodes"][i]["api"].as_str().expect("api").to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    rt.block_on(async {
+        let t = Duration::from_secs(10);
+        let id = |i: u16| ParticipantId::new(i).expect("id");
+        let helper = SignerClient::connect(id(1), &api(0), None).await;
+        let seat = SignerClient::connect(id(3), &api(2), None).await;
+        let start = RepairStart {
+            repair: DkgId::from_bytes([7; 16]),
+            key: key.parse().expect("key id"),
+            seat: id(3),
+            identity_key: seat.call(GetIdentity, t).await.expect("identity"),
+            me: id(1),
+            helpers: Signers::new(vec![id(1), id(2)]).expect("bound"),
+        };
+        helper.call(start, t).await.expect("repair start")
+    })
+}
+
 #[test]
 fn ceremonies_run_between_attested_enclaves_and_every_peer_refuses_one_off_its_pins() {
     let c = DevCluster::start(&host_bin(), 3, 2, &["--dev-plaintext", "--attestation", "software"]);
@@ -180,6 +205,11 @@ fn ceremonies_run_between_attested_enclaves_and_every_peer_refuses_one_off_its_p
         .run(&["repair", "--cluster", &c.file(), "--key", &key, "--seat", "3", "--json"])
         .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
     assert_eq!(repaired["seat"], 3, "{repaired}");
+    // A coordinator that skips the exchange gets no repair delta either.
+    match repair_start_without_attestation(&c, &key) {
+        DkgOutcome::Blame(b) => assert_eq!((b.code, b.culprit.get()), (ErrorCode::AttestationInvalid, 2)),
+        DkgOutcome::Done(_) => panic!("a repair started with unattested peers"),
+    }
     // Node 3's enclave now reports another PCR0 (another image), and the cluster file no longer
     // pins it, so the coordinator asks nothing: nodes 1 and 2 refuse it on their own pins.
     unpin_in_cluster_file(&c, 3);
@@ -197,6 +227,9 @@ fn ceremonies_run_between_attested_enclaves_and_every_peer_refuses_one_off_its_p
     let e = c.run(&["keygen", "--cluster", &c.file(), "--json"]).expect_err("node 3 is off its pins");
     refused_by_every_peer(&e);
     let e = c.run(&["refresh", "--cluster", &c.file(), "--key", &key, "--json"]).expect_err("refresh");
+    refused_by_every_peer(&e);
+    // A repair's exchange too: the helpers refuse the seat's enclave off its pins.
+    let e = c.run(&["repair", "--cluster", &c.file(), "--key", &key, "--seat", "3"]).expect_err("repair");
     refused_by_every_peer(&e);
     // No downgrade: node 3 without a provider is refused the same way.
     let end = tail[1..].find("\n[").map_or(tail.len(), |e| e + 1);
