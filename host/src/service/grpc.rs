@@ -141,17 +141,19 @@ impl pb::signing_service_server::SigningService for Grpc {
     async fn watch(&self, r: Request<pb::GetSignRequest>) -> Result<Response<Watch>, Status> {
         let client = self.0.client(&caller(&r)).map_err(status)?;
         let id = r.into_inner().request_id;
+        let mut changed = self.0.workers.changed.subscribe();
         let first = self.0.get(&client, &id).await.map_err(status)?;
+        let seq = self.0.seq(&client, &id).await.map_err(status)?;
         let api = self.0.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         tokio::spawn(async move {
-            let mut changed = api.workers.changed.subscribe();
             let mut last = first;
             if tx.send(Ok(view(last.clone()))).await.is_err() {
                 return;
             }
             while !last.state.is_final() {
-                let _ = tokio::time::timeout(Duration::from_millis(500), changed.changed()).await;
+                let poll = tokio::time::Instant::now() + Duration::from_secs(1);
+                super::worker::next_change(&mut changed, seq, poll).await;
                 let now = match api.get(&client, &id).await {
                     Ok(v) => v,
                     Err(e) => {

@@ -83,7 +83,7 @@ impl Api {
         submission.validate()?;
         client.authorize(&submission.key, submission.kind())?;
         let (max_open, id) = (self.max_open_per_client, client.id.clone());
-        match db(&self.log, move |l| l.submit(&id, &submission, max_open)).await? {
+        match self.workers.writer.write(move |w| w.submit(&id, &submission, max_open)).await? {
             Submitted::Accepted(r) => {
                 tracing::info!(client = %client.name, request = %r.submission.request_id, seq = r.seq, "request accepted");
                 super::metrics::global().accepted(r.submission.kind());
@@ -94,14 +94,22 @@ impl Api {
         }
     }
 
-    /// `client`'s request `id` now.
-    pub async fn get(&self, client: &Client, id: &str) -> Result<RequestView, Error> {
+    async fn record(&self, client: &Client, id: &str) -> Result<super::log::Record, Error> {
         check_request_id(id)?;
         let (who, which) = (client.id.clone(), id.to_string());
         db(&self.log, move |l| l.get(&who, &which))
             .await?
-            .map(|r| r.view())
             .ok_or_else(|| Error::new(ErrorCode::RequestUnknown, format!("no request {id}")))
+    }
+
+    /// The log position of `client`'s request `id` (what change notices name).
+    pub async fn seq(&self, client: &Client, id: &str) -> Result<i64, Error> {
+        Ok(self.record(client, id).await?.seq)
+    }
+
+    /// `client`'s request `id` now.
+    pub async fn get(&self, client: &Client, id: &str) -> Result<RequestView, Error> {
+        Ok(self.record(client, id).await?.view())
     }
 
     /// `client`'s request `id`, once final or after `wait_seconds` (at most [`MAX_WAIT_SECS`]).
@@ -109,13 +117,13 @@ impl Api {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(wait_seconds.min(MAX_WAIT_SECS));
         let mut changed = self.workers.changed.subscribe();
         loop {
-            let view = self.get(client, id).await?;
-            if view.state.is_final() || tokio::time::Instant::now() >= deadline {
-                return Ok(view);
+            let record = self.record(client, id).await?;
+            if record.state.is_final() || tokio::time::Instant::now() >= deadline {
+                return Ok(record.view());
             }
-            // Woken by any change here; polled for changes another instance makes.
-            let poll = deadline.min(tokio::time::Instant::now() + Duration::from_millis(500));
-            let _ = tokio::time::timeout_at(poll, changed.changed()).await;
+            // Woken when this request changes here; polled for changes another instance makes.
+            let poll = deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));
+            super::worker::next_change(&mut changed, record.seq, poll).await;
         }
     }
 
@@ -123,8 +131,8 @@ impl Api {
     pub async fn cancel(&self, client: &Client, id: &str) -> Result<RequestView, Error> {
         check_request_id(id)?;
         let (who, which) = (client.id.clone(), id.to_string());
-        let record = db(&self.log, move |l| l.cancel(&who, &which)).await?;
-        self.workers.changed.send_modify(|n| *n += 1);
+        let record = self.workers.writer.write(move |w| w.cancel(&who, &which)).await?;
+        self.workers.touched(record.seq);
         Ok(record.view())
     }
 

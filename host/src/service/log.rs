@@ -132,12 +132,67 @@ impl SqliteLog {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Runs `f` in one transaction of its own (committed when it succeeds).
+    pub fn write<T>(&self, f: impl FnOnce(&Writes<'_>) -> Result<T, Error>) -> Result<T, Error> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(unavailable)?;
+        let t = f(&Writes(&tx))?;
+        tx.commit().map_err(unavailable)?;
+        Ok(t)
+    }
+
+    /// `client`'s request `request_id`.
+    pub fn get(&self, client: &str, request_id: &str) -> Result<Option<Record>, Error> {
+        self.lock()
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM sign_requests WHERE client = ?1 AND request_id = ?2"),
+                params![client, request_id],
+                record,
+            )
+            .optional()
+            .map_err(unavailable)
+    }
+
+    /// A page of `client`'s requests, oldest first.
+    pub fn list(&self, client: &str, f: &Filter) -> Result<Vec<Record>, Error> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {COLUMNS} FROM sign_requests WHERE client = ?1 AND seq > ?2
+                 AND (?3 IS NULL OR state = ?3) AND (?4 IS NULL OR key = ?4) ORDER BY seq LIMIT ?5"
+            ))
+            .map_err(unavailable)?;
+        let key = f.key.as_ref().map(|k| k.to_ascii_lowercase());
+        let rows = stmt
+            .query_map(params![client, f.after, f.state.map(State::name), key, f.limit as i64], record)
+            .map_err(unavailable)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+    }
+
+    /// How many requests are in each state.
+    pub fn counts(&self) -> Result<Vec<(State, u64)>, Error> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM sign_requests GROUP BY state").map_err(unavailable)?;
+        let rows = stmt
+            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))
+            .map_err(unavailable)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
+        Ok(rows.into_iter().filter_map(|(s, n)| Some((State::from_name(&s)?, n as u64))).collect())
+    }
+}
+
+/// The log's writes, inside a transaction: [`SqliteLog::write`] (one transaction each) or
+/// [`GroupWriter::write`] (many writers' operations committed together, each atomic on its own).
+#[derive(Debug)]
+pub struct Writes<'a>(&'a Connection);
+
+impl Writes<'_> {
     /// Stores a new request of `client`, or answers the stored one (same body), or refuses
     /// (`request_conflict`: another body under the id; `too_many_in_flight`: the client already
     /// has `max_open` requests not final).
     pub fn submit(&self, client: &str, s: &Submission, max_open: usize) -> Result<Submitted, Error> {
-        let mut conn = self.lock();
-        let tx = conn.transaction().map_err(unavailable)?;
+        let tx = self.0;
         let existing = tx
             .query_row(
                 &format!("SELECT {COLUMNS}, body_sha256 FROM sign_requests WHERE client = ?1 AND request_id = ?2"),
@@ -177,7 +232,6 @@ impl SqliteLog {
         )
         .map_err(unavailable)?;
         let seq = tx.last_insert_rowid();
-        tx.commit().map_err(unavailable)?;
         Ok(Submitted::Accepted(Record {
             seq,
             client: client.into(),
@@ -191,38 +245,10 @@ impl SqliteLog {
         }))
     }
 
-    /// `client`'s request `request_id`.
-    pub fn get(&self, client: &str, request_id: &str) -> Result<Option<Record>, Error> {
-        self.lock()
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM sign_requests WHERE client = ?1 AND request_id = ?2"),
-                params![client, request_id],
-                record,
-            )
-            .optional()
-            .map_err(unavailable)
-    }
-
-    /// A page of `client`'s requests, oldest first.
-    pub fn list(&self, client: &str, f: &Filter) -> Result<Vec<Record>, Error> {
-        let conn = self.lock();
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT {COLUMNS} FROM sign_requests WHERE client = ?1 AND seq > ?2
-                 AND (?3 IS NULL OR state = ?3) AND (?4 IS NULL OR key = ?4) ORDER BY seq LIMIT ?5"
-            ))
-            .map_err(unavailable)?;
-        let key = f.key.as_ref().map(|k| k.to_ascii_lowercase());
-        let rows = stmt
-            .query_map(params![client, f.after, f.state.map(State::name), key, f.limit as i64], record)
-            .map_err(unavailable)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
-    }
-
     /// Cancels `client`'s request while no signing request can have reached a node
     /// (`request_not_cancellable` after; a cancelled one answers as it is).
     pub fn cancel(&self, client: &str, request_id: &str) -> Result<Record, Error> {
-        let conn = self.lock();
+        let conn = self.0;
         let changed = conn
             .execute(
                 "UPDATE sign_requests SET state = 'cancelled', updated_ms = ?3, lease_owner = NULL
@@ -248,38 +274,41 @@ impl SqliteLog {
         Ok(r)
     }
 
-    /// Claims the next request for `owner` until `lease_ms` from now: a pending one, or a running
-    /// one whose lease expired (its worker died); the client with the fewest running requests
-    /// first, then the oldest. The claim's epoch is the record's new `lease_epoch`; the flag says
-    /// whether it was taken over from another claim.
-    pub fn claim(&self, owner: &str, lease_ms: i64) -> Result<Option<(Record, bool)>, Error> {
-        let mut conn = self.lock();
-        let tx = conn.transaction().map_err(unavailable)?;
+    /// Claims up to `n` requests for `owner` until `lease_ms` from now, in one transaction: each
+    /// a pending one, or a running one whose lease expired (its worker died); the client with the
+    /// fewest running requests first (counting those just claimed), then the oldest. A claim's
+    /// epoch is the record's new `lease_epoch`; the flag says whether it was taken over from
+    /// another claim.
+    pub fn claim(&self, owner: &str, lease_ms: i64, n: usize) -> Result<Vec<(Record, bool)>, Error> {
+        let tx = self.0;
         let now = now_ms();
-        let next: Option<(i64, String)> = tx
-            .query_row(
-                "SELECT seq, state FROM sign_requests AS r
-                 WHERE state = 'pending' OR (state = 'running' AND lease_until_ms < ?1)
-                 ORDER BY (SELECT COUNT(*) FROM sign_requests AS o
-                           WHERE o.client = r.client AND o.state = 'running' AND o.lease_until_ms >= ?1), seq
-                 LIMIT 1",
-                params![now],
-                |row| Ok((row.get(0)?, row.get(1)?)),
+        let mut out = Vec::new();
+        while out.len() < n {
+            let next: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT seq, state FROM sign_requests AS r
+                     WHERE state = 'pending' OR (state = 'running' AND lease_until_ms < ?1)
+                     ORDER BY (SELECT COUNT(*) FROM sign_requests AS o
+                               WHERE o.client = r.client AND o.state = 'running' AND o.lease_until_ms >= ?1), seq
+                     LIMIT 1",
+                    params![now],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            let Some((seq, was)) = next else { break };
+            tx.execute(
+                "UPDATE sign_requests SET state = 'running', lease_owner = ?2, lease_until_ms = ?3,
+                 lease_epoch = lease_epoch + 1, updated_ms = ?4 WHERE seq = ?1",
+                params![seq, owner, now + lease_ms, now],
             )
-            .optional()
             .map_err(unavailable)?;
-        let Some((seq, was)) = next else { return Ok(None) };
-        tx.execute(
-            "UPDATE sign_requests SET state = 'running', lease_owner = ?2, lease_until_ms = ?3,
-             lease_epoch = lease_epoch + 1, updated_ms = ?4 WHERE seq = ?1",
-            params![seq, owner, now + lease_ms, now],
-        )
-        .map_err(unavailable)?;
-        let r = tx
-            .query_row(&format!("SELECT {COLUMNS} FROM sign_requests WHERE seq = ?1"), params![seq], record)
-            .map_err(unavailable)?;
-        tx.commit().map_err(unavailable)?;
-        Ok(Some((r, was == State::Running.name())))
+            let r = tx
+                .query_row(&format!("SELECT {COLUMNS} FROM sign_requests WHERE seq = ?1"), params![seq], record)
+                .map_err(unavailable)?;
+            out.push((r, was == State::Running.name()));
+        }
+        Ok(out)
     }
 
     /// Under the claim `epoch`: a signing request is about to be sent (no cancel after), and the
@@ -287,7 +316,7 @@ impl SqliteLog {
     pub fn mark_sent(&self, seq: i64, epoch: i64, lease_ms: i64) -> Result<bool, Error> {
         let now = now_ms();
         let changed = self
-            .lock()
+            .0
             .execute(
                 "UPDATE sign_requests SET first_sent = 1, lease_until_ms = ?3, updated_ms = ?4
                  WHERE seq = ?1 AND lease_epoch = ?2 AND state = 'running'",
@@ -300,7 +329,7 @@ impl SqliteLog {
     /// Under the claim `epoch`: extends the lease. False if the claim was lost.
     pub fn renew(&self, seq: i64, epoch: i64, lease_ms: i64) -> Result<bool, Error> {
         let changed = self
-            .lock()
+            .0
             .execute(
                 "UPDATE sign_requests SET lease_until_ms = ?3 WHERE seq = ?1 AND lease_epoch = ?2 AND state = 'running'",
                 params![seq, epoch, now_ms() + lease_ms],
@@ -315,7 +344,7 @@ impl SqliteLog {
         let text = serde_json::to_string(outcome).map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
         let outcome = (state != State::Pending).then_some(text);
         let changed = self
-            .lock()
+            .0
             .execute(
                 "UPDATE sign_requests SET state = ?3, outcome = ?4, updated_ms = ?5, lease_owner = NULL, lease_until_ms = 0
                  WHERE seq = ?1 AND lease_epoch = ?2 AND state = 'running'",
@@ -324,17 +353,100 @@ impl SqliteLog {
             .map_err(unavailable)?;
         Ok(changed == 1)
     }
+}
 
-    /// How many requests are in each state.
-    pub fn counts(&self) -> Result<Vec<(State, u64)>, Error> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM sign_requests GROUP BY state").map_err(unavailable)?;
-        let rows = stmt
-            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))
-            .map_err(unavailable)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(unavailable)?;
-        Ok(rows.into_iter().filter_map(|(s, n)| Some((State::from_name(&s)?, n as u64))).collect())
+/// One operation for the group writer: it runs on the open transaction and answers whether it
+/// succeeded (else it is rolled back alone) and what to do once the commit's outcome is known.
+type Job = Box<dyn FnOnce(&Writes<'_>) -> (bool, Box<dyn FnOnce(Result<(), Error>) + Send>) + Send>;
+
+/// Group commit: every writer's operations that arrive while a commit is in progress are
+/// committed together by one thread on its own connection (one fsync for many), each atomic on
+/// its own (a savepoint), each answered only after the commit.
+#[derive(Debug, Clone)]
+pub struct GroupWriter {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+/// Most operations committed together.
+const MAX_GROUP: usize = 256;
+
+impl GroupWriter {
+    /// The writer of the log at `path` (opened by [`SqliteLog::open`] first: migrated).
+    pub fn start(path: &Path) -> Result<GroupWriter, Error> {
+        let mut conn = Connection::open(path).map_err(unavailable)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(unavailable)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(unavailable)?;
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("request-log-writer".into())
+            .spawn(move || {
+                while let Ok(first) = queue.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_GROUP {
+                        match queue.try_recv() {
+                            Ok(j) => batch.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    commit(&mut conn, batch);
+                }
+            })
+            .map_err(|e| Error::new(ErrorCode::Internal, format!("request log writer: {e}")))?;
+        Ok(GroupWriter { jobs })
+    }
+
+    /// Runs `f` in the next group commit; answers once it is durable (or failed).
+    pub async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Writes<'_>) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |w| {
+            let result = f(w);
+            let ok = result.is_ok();
+            let done: Box<dyn FnOnce(Result<(), Error>) + Send> = Box::new(move |commit| {
+                let _ = tx.send(commit.and(result));
+            });
+            (ok, done)
+        });
+        self.jobs.send(job).map_err(|_| unavailable("the writer stopped"))?;
+        rx.await.map_err(|_| unavailable("the writer stopped"))?
+    }
+}
+
+fn commit(conn: &mut Connection, batch: Vec<Job>) {
+    let tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => {
+            // Nothing ran: each job is dropped unrun, and its caller answered `store_unavailable`.
+            tracing::warn!("request log: {e}");
+            drop(batch);
+            return;
+        }
+    };
+    let mut done = Vec::with_capacity(batch.len());
+    for job in batch {
+        let saved = tx.execute_batch("SAVEPOINT job").is_ok();
+        let (ok, finish) = job(&Writes(&tx));
+        let closed = match ok && saved {
+            true => tx.execute_batch("RELEASE job"),
+            false => tx.execute_batch("ROLLBACK TO job; RELEASE job"),
+        };
+        match closed {
+            Ok(()) => done.push((finish, saved)),
+            Err(e) => done.push((
+                Box::new(move |_| finish(Err(unavailable(e)))) as Box<dyn FnOnce(Result<(), Error>) + Send>,
+                true,
+            )),
+        }
+    }
+    let outcome = tx.commit().map_err(unavailable);
+    for (finish, saved) in done {
+        finish(match (&outcome, saved) {
+            (Ok(()), true) => Ok(()),
+            (Ok(()), false) => Err(unavailable("savepoint")),
+            (Err(e), _) => Err(e.clone()),
+        });
     }
 }
 
@@ -365,68 +477,115 @@ mod tests {
     #[test]
     fn the_same_id_answers_the_same_request_and_another_body_conflicts_per_client() {
         let (_d, log) = log();
-        let Submitted::Accepted(a) = log.submit("alice", &submission("r1", 1), 10).expect("new") else { panic!() };
-        let Submitted::Existing(again) = log.submit("alice", &submission("r1", 1), 10).expect("again") else {
+        let Submitted::Accepted(a) = log.write(|w| w.submit("alice", &submission("r1", 1), 10)).expect("new") else {
+            panic!()
+        };
+        let Submitted::Existing(again) = log.write(|w| w.submit("alice", &submission("r1", 1), 10)).expect("again")
+        else {
             panic!()
         };
         assert_eq!(a.seq, again.seq);
-        let e = log.submit("alice", &submission("r1", 2), 10).expect_err("conflict");
+        let e = log.write(|w| w.submit("alice", &submission("r1", 2), 10)).expect_err("conflict");
         assert_eq!(e.code(), ErrorCode::RequestConflict);
         // Another client may use the same id, and sees only its own.
-        assert!(matches!(log.submit("bob", &submission("r1", 2), 10).expect("bob"), Submitted::Accepted(_)));
+        assert!(matches!(
+            log.write(|w| w.submit("bob", &submission("r1", 2), 10)).expect("bob"),
+            Submitted::Accepted(_)
+        ));
         assert!(log.get("bob", "r1").expect("get").is_some_and(|r| r.submission.digest == submission("r1", 2).digest));
         assert!(log.get("carol", "r1").expect("get").is_none());
         assert_eq!(log.list("alice", &Filter { limit: 10, ..Filter::default() }).expect("list").len(), 1);
-        assert_eq!(log.cancel("carol", "r1").expect_err("not hers").code(), ErrorCode::RequestUnknown);
+        assert_eq!(log.write(|w| w.cancel("carol", "r1")).expect_err("not hers").code(), ErrorCode::RequestUnknown);
     }
 
     #[test]
     fn a_request_is_cancellable_until_its_first_signing_request_and_a_lost_claim_changes_nothing() {
         let (_d, log) = log();
-        log.submit("alice", &submission("r1", 1), 10).expect("r1");
-        log.submit("alice", &submission("r2", 2), 10).expect("r2");
+        log.write(|w| w.submit("alice", &submission("r1", 1), 10)).expect("r1");
+        log.write(|w| w.submit("alice", &submission("r2", 2), 10)).expect("r2");
         // Claimed but nothing sent: still cancellable, and the worker's claim is then lost.
-        let (r1, _) = log.claim("w", 30_000).expect("claim").expect("r1");
-        assert_eq!(log.cancel("alice", "r1").expect("cancel").state, State::Cancelled);
-        assert!(!log.mark_sent(r1.seq, r1.lease_epoch, 30_000).expect("mark"));
-        assert!(!log.finish(r1.seq, r1.lease_epoch, State::Signed, &Outcome::default()).expect("finish"));
+        let (r1, _) = log.write(|w| w.claim("w", 30_000, 1)).expect("claim").pop().expect("r1");
+        assert_eq!(log.write(|w| w.cancel("alice", "r1")).expect("cancel").state, State::Cancelled);
+        assert!(!log.write(|w| w.mark_sent(r1.seq, r1.lease_epoch, 30_000)).expect("mark"));
+        assert!(!log.write(|w| w.finish(r1.seq, r1.lease_epoch, State::Signed, &Outcome::default())).expect("finish"));
         assert_eq!(log.get("alice", "r1").expect("get").expect("r1").state, State::Cancelled);
         // Sent: not cancellable; finished under its epoch.
-        let (r2, _) = log.claim("w", 30_000).expect("claim").expect("r2");
-        assert!(log.mark_sent(r2.seq, r2.lease_epoch, 30_000).expect("mark"));
-        assert_eq!(log.cancel("alice", "r2").expect_err("sent").code(), ErrorCode::RequestNotCancellable);
-        assert!(log.finish(r2.seq, r2.lease_epoch, State::Signed, &Outcome::default()).expect("finish"));
-        assert_eq!(log.cancel("alice", "r2").expect_err("signed").code(), ErrorCode::RequestNotCancellable);
-        assert!(log.claim("w", 30_000).expect("claim").is_none());
+        let (r2, _) = log.write(|w| w.claim("w", 30_000, 1)).expect("claim").pop().expect("r2");
+        assert!(log.write(|w| w.mark_sent(r2.seq, r2.lease_epoch, 30_000)).expect("mark"));
+        assert_eq!(log.write(|w| w.cancel("alice", "r2")).expect_err("sent").code(), ErrorCode::RequestNotCancellable);
+        assert!(log.write(|w| w.finish(r2.seq, r2.lease_epoch, State::Signed, &Outcome::default())).expect("finish"));
+        assert_eq!(
+            log.write(|w| w.cancel("alice", "r2")).expect_err("signed").code(),
+            ErrorCode::RequestNotCancellable
+        );
+        assert!(log.write(|w| w.claim("w", 30_000, 1)).expect("claim").is_empty());
     }
 
     #[test]
     fn an_expired_lease_is_taken_over_with_a_new_epoch_that_fences_the_old_worker() {
         let (_d, log) = log();
-        log.submit("alice", &submission("r1", 1), 10).expect("r1");
-        let (first, fresh) = log.claim("w1", -1).expect("claim").expect("r1");
-        let (second, takeover) = log.claim("w2", 30_000).expect("takeover").expect("r1 again");
+        log.write(|w| w.submit("alice", &submission("r1", 1), 10)).expect("r1");
+        let (first, fresh) = log.write(|w| w.claim("w1", -1, 1)).expect("claim").pop().expect("r1");
+        let (second, takeover) = log.write(|w| w.claim("w2", 30_000, 1)).expect("takeover").pop().expect("r1 again");
         assert!(!fresh && takeover);
         assert_eq!((second.seq, second.lease_epoch), (first.seq, first.lease_epoch + 1));
-        assert!(!log.finish(first.seq, first.lease_epoch, State::Failed, &Outcome::default()).expect("old"));
-        assert!(log.finish(second.seq, second.lease_epoch, State::Signed, &Outcome::default()).expect("new"));
+        assert!(!log
+            .write(|w| w.finish(first.seq, first.lease_epoch, State::Failed, &Outcome::default()))
+            .expect("old"));
+        assert!(log
+            .write(|w| w.finish(second.seq, second.lease_epoch, State::Signed, &Outcome::default()))
+            .expect("new"));
     }
 
     #[test]
     fn a_client_at_its_bound_is_refused_and_claims_go_to_the_client_with_fewest_running() {
         let (_d, log) = log();
         for i in 0..3 {
-            log.submit("flood", &submission(&format!("f{i}"), i), 3).expect("flood");
+            log.write(|w| w.submit("flood", &submission(&format!("f{i}"), i), 3)).expect("flood");
         }
-        let e = log.submit("flood", &submission("f3", 3), 3).expect_err("bound");
+        let e = log.write(|w| w.submit("flood", &submission("f3", 3), 3)).expect_err("bound");
         assert_eq!(e.code(), ErrorCode::TooManyInFlight);
-        log.submit("quiet", &submission("q0", 9), 3).expect("quiet");
-        let (first, _) = log.claim("w", 30_000).expect("claim").expect("one");
-        assert_eq!(first.client, "flood");
-        let (second, _) = log.claim("w", 30_000).expect("claim").expect("two");
-        assert_eq!(second.client, "quiet", "the client with none running goes next");
+        log.write(|w| w.submit("quiet", &submission("q0", 9), 3)).expect("quiet");
+        // One batch of two: the client with none running goes second, before the flood's next.
+        let batch = log.write(|w| w.claim("w", 30_000, 2)).expect("claim");
+        let clients: Vec<&str> = batch.iter().map(|(r, _)| r.client.as_str()).collect();
+        assert_eq!(clients, ["flood", "quiet"]);
         let counts: BTreeMap<&str, u64> =
             log.counts().expect("counts").into_iter().map(|(s, n)| (s.name(), n)).collect();
         assert_eq!(counts, BTreeMap::from([("pending", 2), ("running", 2)]));
+    }
+
+    #[test]
+    fn the_group_writer_commits_many_together_and_a_refused_one_alone_changes_nothing() {
+        let (dir, log) = log();
+        let writer = GroupWriter::start(&dir.path().join("requests.db")).expect("writer");
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+        let results = rt.block_on(async {
+            let mut tasks = Vec::new();
+            for i in 0..64u8 {
+                let w = writer.clone();
+                // Every fourth one conflicts with an earlier id (another body): refused alone.
+                let id = if i % 4 == 3 { format!("r{}", i - 1) } else { format!("r{i}") };
+                tasks.push(tokio::spawn(
+                    async move { w.write(move |w| w.submit("alice", &submission(&id, i), 100)).await },
+                ));
+            }
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.expect("task"));
+            }
+            out
+        });
+        let refused =
+            results.iter().filter(|r| r.as_ref().is_err_and(|e| e.code() == ErrorCode::RequestConflict)).count();
+        assert_eq!(refused, 16, "{results:?}");
+        let stored = log.list("alice", &Filter { limit: 100, ..Filter::default() }).expect("list");
+        assert_eq!(stored.len(), 48);
+        // Each stored body is one its writers sent (the first of two to reach the writer wins).
+        for r in &stored {
+            let n: u8 = r.submission.request_id[1..].parse().expect("id");
+            let senders = if n % 4 == 2 { vec![n, n + 1] } else { vec![n] };
+            assert!(senders.iter().any(|m| r.submission.digest == submission("x", *m).digest), "{r:?}");
+        }
     }
 }

@@ -68,6 +68,14 @@ fn tls_files(o: &ServeOptions) -> Result<crate::api::tls::TlsFiles, Error> {
     Ok(crate::api::tls::TlsFiles { cert: t.cert.clone(), key: t.key.clone(), peers })
 }
 
+/// The group writer of the request log named by `url` (opened and migrated by [`open_log`]).
+pub fn open_writer(url: &str) -> Result<log::GroupWriter, Error> {
+    match url.strip_prefix("sqlite:") {
+        Some(path) if !path.is_empty() => log::GroupWriter::start(std::path::Path::new(path)),
+        _ => Err(config_err(format!("store {url:?}: sqlite:PATH"))),
+    }
+}
+
 /// A running service (its listeners bound, its workers claiming).
 #[derive(Debug)]
 pub struct Running {
@@ -140,7 +148,7 @@ pub async fn start(o: ServeOptions) -> Result<Running, Error> {
     let nodes = dkg_relay::connect_all(&cluster).await;
     let settings = Settings::with_timeout(Duration::from_millis(limits.signer_timeout_ms));
     let workers = worker::Workers::new(
-        log.clone(),
+        open_writer(&o.store)?,
         nodes,
         cluster.threshold,
         settings,

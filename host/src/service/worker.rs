@@ -6,7 +6,7 @@
 //! leaves for a node; a request whose key material cannot be fetched (the cluster unreachable)
 //! goes back to `pending` untouched, to be claimed again.
 
-use super::log::{Record, SqliteLog};
+use super::log::{GroupWriter, Record, SqliteLog};
 use super::request::{ErrorView, NodeRefusal, Outcome, State, Target};
 use crate::coordinator::signer::SignerClient;
 use crate::coordinator::{psbt, Evidence, Reason, Settings, Signer, Signing};
@@ -30,7 +30,8 @@ pub async fn db<T: Send + 'static>(
 
 /// The workers' shared state.
 pub struct Workers {
-    log: Arc<SqliteLog>,
+    /// The log's group writer (every change to a request).
+    pub writer: GroupWriter,
     nodes: Vec<Arc<SignerClient>>,
     threshold: u16,
     settings: Settings,
@@ -39,8 +40,8 @@ pub struct Workers {
     signings: tokio::sync::Mutex<HashMap<KeyId, Signing>>,
     /// Woken when a request is accepted.
     pub wake: Notify,
-    /// Bumped whenever a request changes (long polls wait on it).
-    pub changed: tokio::sync::watch::Sender<u64>,
+    /// The position of every request that changes here (waits watch for their own).
+    pub changed: tokio::sync::broadcast::Sender<i64>,
     slots: Arc<Semaphore>,
 }
 
@@ -54,7 +55,7 @@ impl Workers {
     /// Workers over `log` and the cluster's `nodes`, at most `concurrency` signings at once,
     /// each claim leased for `lease` (renewed while it runs).
     pub fn new(
-        log: Arc<SqliteLog>,
+        writer: GroupWriter,
         nodes: Vec<Arc<SignerClient>>,
         threshold: u16,
         settings: Settings,
@@ -63,7 +64,7 @@ impl Workers {
     ) -> Arc<Workers> {
         let owner = hex::encode(crate::random_bytes::<8>());
         Arc::new(Workers {
-            log,
+            writer,
             nodes,
             threshold,
             settings,
@@ -71,7 +72,7 @@ impl Workers {
             lease,
             signings: tokio::sync::Mutex::new(HashMap::new()),
             wake: Notify::new(),
-            changed: tokio::sync::watch::channel(0).0,
+            changed: tokio::sync::broadcast::channel(1024).0,
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
         })
     }
@@ -80,35 +81,44 @@ impl Workers {
         self.lease.as_millis() as i64
     }
 
-    fn touched(&self) {
-        self.changed.send_modify(|n| *n += 1);
+    /// Request `seq` changed.
+    pub fn touched(&self, seq: i64) {
+        let _ = self.changed.send(seq);
     }
 
-    /// Claims and runs requests until the process ends.
+    /// Claims and runs requests until the process ends: as many at once as there are free
+    /// slots, in one transaction.
     pub async fn run(self: Arc<Self>) {
         loop {
-            let Ok(permit) = self.slots.clone().acquire_owned().await else { return };
-            let (owner, lease) = (self.owner.clone(), self.lease_ms());
-            match db(&self.log, move |l| l.claim(&owner, lease)).await {
-                Ok(Some((record, takeover))) => {
-                    if takeover {
-                        tracing::warn!(seq = record.seq, "a request's lease expired: taken over");
-                        super::metrics::global().takeover();
+            let Ok(first) = self.slots.clone().acquire_owned().await else { return };
+            let mut permits = vec![first];
+            while let Ok(p) = self.slots.clone().try_acquire_owned() {
+                permits.push(p);
+            }
+            let (owner, lease, n) = (self.owner.clone(), self.lease_ms(), permits.len());
+            match self.writer.write(move |w| w.claim(&owner, lease, n)).await {
+                Ok(claimed) => {
+                    let all = claimed.len() == n;
+                    for (record, takeover) in claimed {
+                        if takeover {
+                            tracing::warn!(seq = record.seq, "a request's lease expired: taken over");
+                            super::metrics::global().takeover();
+                        }
+                        self.touched(record.seq);
+                        let (me, permit) = (self.clone(), permits.pop());
+                        tokio::spawn(async move {
+                            me.run_one(record).await;
+                            drop(permit);
+                        });
                     }
-                    self.touched();
-                    let me = self.clone();
-                    tokio::spawn(async move {
-                        me.run_one(record).await;
-                        drop(permit);
-                    });
-                }
-                Ok(None) => {
-                    drop(permit);
-                    // Woken by a new request, or polled (a lease that expired elsewhere).
-                    let _ = tokio::time::timeout(Duration::from_secs(1), self.wake.notified()).await;
+                    drop(permits);
+                    if !all {
+                        // Woken by a new request, or polled (a lease that expired elsewhere).
+                        let _ = tokio::time::timeout(Duration::from_secs(1), self.wake.notified()).await;
+                    }
                 }
                 Err(e) => {
-                    drop(permit);
+                    drop(permits);
                     tracing::warn!(code = %e.code(), "request log: {}", e.message());
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
@@ -140,18 +150,18 @@ impl Workers {
         let (state, outcome) = match self.sign(&record).await {
             Step::NotSent(e) => {
                 tracing::warn!(seq, code = %e.code(), "request back to pending: {}", e.message());
-                let back = db(&self.log, move |l| l.finish(seq, epoch, State::Pending, &Outcome::default())).await;
+                let back = self.writer.write(move |w| w.finish(seq, epoch, State::Pending, &Outcome::default())).await;
                 if let Err(e) = back {
                     tracing::warn!(seq, code = %e.code(), "request log: {}", e.message());
                 }
-                self.touched();
+                self.touched(seq);
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 return;
             }
             Step::Lost => return,
             Step::Done(state, outcome) => (state, *outcome),
         };
-        match db(&self.log, move |l| l.finish(seq, epoch, state, &outcome)).await {
+        match self.writer.write(move |w| w.finish(seq, epoch, state, &outcome)).await {
             Ok(true) => {
                 let now =
                     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
@@ -161,7 +171,7 @@ impl Workers {
             Ok(false) => tracing::warn!(seq, "request taken over before its outcome was stored"),
             Err(e) => tracing::warn!(seq, code = %e.code(), "request outcome not stored: {}", e.message()),
         }
-        self.touched();
+        self.touched(seq);
     }
 
     async fn sign(self: &Arc<Self>, record: &Record) -> Step {
@@ -175,18 +185,18 @@ impl Workers {
             Err(e) => return Step::failed(&e),
         };
         let (seq, epoch, lease) = (record.seq, record.lease_epoch, self.lease_ms());
-        match db(&self.log, move |l| l.mark_sent(seq, epoch, lease)).await {
+        match self.writer.write(move |w| w.mark_sent(seq, epoch, lease)).await {
             Ok(true) => {}
             Ok(false) => return Step::Lost,
             Err(e) => return Step::NotSent(e),
         }
         // The lease is renewed while the signing runs.
         let renewal = {
-            let (log, every) = (self.log.clone(), self.lease / 3);
+            let (writer, every) = (self.writer.clone(), self.lease / 3);
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
-                    if !matches!(db(&log, move |l| l.renew(seq, epoch, lease)).await, Ok(true)) {
+                    if !matches!(writer.write(move |w| w.renew(seq, epoch, lease)).await, Ok(true)) {
                         return;
                     }
                 }
@@ -266,5 +276,15 @@ impl Step {
             false => State::Failed,
         };
         Step::Done(state, Box::new(Outcome { error: Some(ErrorView::from(e)), refusals, ..Outcome::default() }))
+    }
+}
+
+/// Waits until request `seq` changes here (or the channel lagged), or until `until`.
+pub async fn next_change(rx: &mut tokio::sync::broadcast::Receiver<i64>, seq: i64, until: tokio::time::Instant) {
+    loop {
+        match tokio::time::timeout_at(until, rx.recv()).await {
+            Ok(Ok(s)) if s != seq => continue,
+            _ => return,
+        }
     }
 }
