@@ -80,7 +80,7 @@ pub struct Filter {
     pub limit: usize,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> Error {
+pub(super) fn unavailable(e: impl std::fmt::Display) -> Error {
     Error::new(ErrorCode::StoreUnavailable, format!("request log: {e}"))
 }
 
@@ -132,7 +132,8 @@ impl SqliteLog {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` in one transaction of its own (committed when it succeeds).
+    /// Runs `f` in one transaction of its own (committed when it succeeds); the service writes
+    /// through [`super::writer::GroupWriter`] instead.
     pub fn write<T>(&self, f: impl FnOnce(&Writes<'_>) -> Result<T, Error>) -> Result<T, Error> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(unavailable)?;
@@ -183,9 +184,9 @@ impl SqliteLog {
 }
 
 /// The log's writes, inside a transaction: [`SqliteLog::write`] (one transaction each) or
-/// [`GroupWriter::write`] (many writers' operations committed together, each atomic on its own).
+/// [`super::writer::GroupWriter::write`] (many writers' operations committed together, each atomic on its own).
 #[derive(Debug)]
-pub struct Writes<'a>(&'a Connection);
+pub struct Writes<'a>(pub(super) &'a Connection);
 
 impl Writes<'_> {
     /// Stores a new request of `client`, or answers the stored one (same body), or refuses
@@ -355,101 +356,6 @@ impl Writes<'_> {
     }
 }
 
-/// One operation for the group writer: it runs on the open transaction and answers whether it
-/// succeeded (else it is rolled back alone) and what to do once the commit's outcome is known.
-type Job = Box<dyn FnOnce(&Writes<'_>) -> (bool, Box<dyn FnOnce(Result<(), Error>) + Send>) + Send>;
-
-/// Group commit: every writer's operations that arrive while a commit is in progress are
-/// committed together by one thread on its own connection (one fsync for many), each atomic on
-/// its own (a savepoint), each answered only after the commit.
-#[derive(Debug, Clone)]
-pub struct GroupWriter {
-    jobs: std::sync::mpsc::Sender<Job>,
-}
-
-/// Most operations committed together.
-const MAX_GROUP: usize = 256;
-
-impl GroupWriter {
-    /// The writer of the log at `path` (opened by [`SqliteLog::open`] first: migrated).
-    pub fn start(path: &Path) -> Result<GroupWriter, Error> {
-        let mut conn = Connection::open(path).map_err(unavailable)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(unavailable)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(unavailable)?;
-        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("request-log-writer".into())
-            .spawn(move || {
-                while let Ok(first) = queue.recv() {
-                    let mut batch = vec![first];
-                    while batch.len() < MAX_GROUP {
-                        match queue.try_recv() {
-                            Ok(j) => batch.push(j),
-                            Err(_) => break,
-                        }
-                    }
-                    commit(&mut conn, batch);
-                }
-            })
-            .map_err(|e| Error::new(ErrorCode::Internal, format!("request log writer: {e}")))?;
-        Ok(GroupWriter { jobs })
-    }
-
-    /// Runs `f` in the next group commit; answers once it is durable (or failed).
-    pub async fn write<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Writes<'_>) -> Result<T, Error> + Send + 'static,
-    ) -> Result<T, Error> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |w| {
-            let result = f(w);
-            let ok = result.is_ok();
-            let done: Box<dyn FnOnce(Result<(), Error>) + Send> = Box::new(move |commit| {
-                let _ = tx.send(commit.and(result));
-            });
-            (ok, done)
-        });
-        self.jobs.send(job).map_err(|_| unavailable("the writer stopped"))?;
-        rx.await.map_err(|_| unavailable("the writer stopped"))?
-    }
-}
-
-fn commit(conn: &mut Connection, batch: Vec<Job>) {
-    let tx = match conn.transaction() {
-        Ok(tx) => tx,
-        Err(e) => {
-            // Nothing ran: each job is dropped unrun, and its caller answered `store_unavailable`.
-            tracing::warn!("request log: {e}");
-            drop(batch);
-            return;
-        }
-    };
-    let mut done = Vec::with_capacity(batch.len());
-    for job in batch {
-        let saved = tx.execute_batch("SAVEPOINT job").is_ok();
-        let (ok, finish) = job(&Writes(&tx));
-        let closed = match ok && saved {
-            true => tx.execute_batch("RELEASE job"),
-            false => tx.execute_batch("ROLLBACK TO job; RELEASE job"),
-        };
-        match closed {
-            Ok(()) => done.push((finish, saved)),
-            Err(e) => done.push((
-                Box::new(move |_| finish(Err(unavailable(e)))) as Box<dyn FnOnce(Result<(), Error>) + Send>,
-                true,
-            )),
-        }
-    }
-    let outcome = tx.commit().map_err(unavailable);
-    for (finish, saved) in done {
-        finish(match (&outcome, saved) {
-            (Ok(()), true) => Ok(()),
-            (Ok(()), false) => Err(unavailable("savepoint")),
-            (Err(e), _) => Err(e.clone()),
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,7 +464,7 @@ mod tests {
     #[test]
     fn the_group_writer_commits_many_together_and_a_refused_one_alone_changes_nothing() {
         let (dir, log) = log();
-        let writer = GroupWriter::start(&dir.path().join("requests.db")).expect("writer");
+        let writer = super::super::writer::GroupWriter::start(&dir.path().join("requests.db")).expect("writer");
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
         let results = rt.block_on(async {
             let mut tasks = Vec::new();

@@ -5,6 +5,7 @@
 //!
 //! - [`request`]: the request schema, states and outcome;
 //! - [`log`]: the request log (idempotency, cancel, leases);
+//! - [`writer`]: its group commit;
 //! - [`worker`]: claims and signs;
 //! - [`handlers`]: the operations both APIs share;
 //! - [`http`]: the JSON API;
@@ -20,6 +21,7 @@ pub mod log;
 pub mod metrics;
 pub mod request;
 pub mod worker;
+pub mod writer;
 
 use crate::api::connection::ApiLimits;
 use crate::coordinator::{cluster::Cluster, dkg_relay, Settings};
@@ -69,9 +71,9 @@ fn tls_files(o: &ServeOptions) -> Result<crate::api::tls::TlsFiles, Error> {
 }
 
 /// The group writer of the request log named by `url` (opened and migrated by [`open_log`]).
-pub fn open_writer(url: &str) -> Result<log::GroupWriter, Error> {
+pub fn open_writer(url: &str) -> Result<writer::GroupWriter, Error> {
     match url.strip_prefix("sqlite:") {
-        Some(path) if !path.is_empty() => log::GroupWriter::start(std::path::Path::new(path)),
+        Some(path) if !path.is_empty() => writer::GroupWriter::start(std::path::Path::new(path)),
         _ => Err(config_err(format!("store {url:?}: sqlite:PATH"))),
     }
 }

@@ -6,8 +6,9 @@
 //! leaves for a node; a request whose key material cannot be fetched (the cluster unreachable)
 //! goes back to `pending` untouched, to be claimed again.
 
-use super::log::{GroupWriter, Record, SqliteLog};
+use super::log::{Record, SqliteLog};
 use super::request::{ErrorView, NodeRefusal, Outcome, State, Target};
+use super::writer::GroupWriter;
 use crate::coordinator::signer::SignerClient;
 use crate::coordinator::{psbt, Evidence, Reason, Settings, Signer, Signing};
 use frostgate_common::error::{Error, ErrorCode, RecoveryClass};

@@ -1,0 +1,104 @@
+//! Group commit for the request log: every writer's operations that arrive while a commit is in
+//! progress are committed together by one thread on its own connection (one fsync for many).
+//!
+//! Invariants: each operation is atomic on its own (a savepoint: one refused rolls back alone);
+//! each caller is answered only after the commit that holds its operation (or with
+//! `store_unavailable` when that commit failed).
+
+use super::log::{unavailable, Writes};
+use frostgate_common::error::{Error, ErrorCode};
+use rusqlite::Connection;
+use std::path::Path;
+
+/// One operation for the group writer: it runs on the open transaction and answers whether it
+/// succeeded (else it is rolled back alone) and what to do once the commit's outcome is known.
+type Job = Box<dyn FnOnce(&Writes<'_>) -> (bool, Box<dyn FnOnce(Result<(), Error>) + Send>) + Send>;
+
+/// The group writer (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct GroupWriter {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+/// Most operations committed together.
+const MAX_GROUP: usize = 256;
+
+impl GroupWriter {
+    /// The writer of the log at `path` (opened by [`SqliteLog::open`] first: migrated).
+    pub fn start(path: &Path) -> Result<GroupWriter, Error> {
+        let mut conn = Connection::open(path).map_err(unavailable)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(unavailable)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(unavailable)?;
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("request-log-writer".into())
+            .spawn(move || {
+                while let Ok(first) = queue.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_GROUP {
+                        match queue.try_recv() {
+                            Ok(j) => batch.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    commit(&mut conn, batch);
+                }
+            })
+            .map_err(|e| Error::new(ErrorCode::Internal, format!("request log writer: {e}")))?;
+        Ok(GroupWriter { jobs })
+    }
+
+    /// Runs `f` in the next group commit; answers once it is durable (or failed).
+    pub async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Writes<'_>) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |w| {
+            let result = f(w);
+            let ok = result.is_ok();
+            let done: Box<dyn FnOnce(Result<(), Error>) + Send> = Box::new(move |commit| {
+                let _ = tx.send(commit.and(result));
+            });
+            (ok, done)
+        });
+        self.jobs.send(job).map_err(|_| unavailable("the writer stopped"))?;
+        rx.await.map_err(|_| unavailable("the writer stopped"))?
+    }
+}
+
+fn commit(conn: &mut Connection, batch: Vec<Job>) {
+    let tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => {
+            // Nothing ran: each job is dropped unrun, and its caller answered `store_unavailable`.
+            tracing::warn!("request log: {e}");
+            drop(batch);
+            return;
+        }
+    };
+    let mut done = Vec::with_capacity(batch.len());
+    for job in batch {
+        let saved = tx.execute_batch("SAVEPOINT job").is_ok();
+        let (ok, finish) = job(&Writes(&tx));
+        let closed = match ok && saved {
+            true => tx.execute_batch("RELEASE job"),
+            false => tx.execute_batch("ROLLBACK TO job; RELEASE job"),
+        };
+        match closed {
+            Ok(()) => done.push((finish, saved)),
+            Err(e) => done.push((
+                Box::new(move |_| finish(Err(unavailable(e)))) as Box<dyn FnOnce(Result<(), Error>) + Send>,
+                true,
+            )),
+        }
+    }
+    let outcome = tx.commit().map_err(unavailable);
+    for (finish, saved) in done {
+        finish(match (&outcome, saved) {
+            (Ok(()), true) => Ok(()),
+            (Ok(()), false) => Err(unavailable("savepoint")),
+            (Err(e), _) => Err(e.clone()),
+        });
+    }
+}
