@@ -310,6 +310,9 @@ fn clients_are_pinned_certificates_that_see_only_their_own_requests_and_keys() {
     let c = DevCluster::start(&host_bin(), 3, 2, &["--dev-plaintext"]);
     let key = c.keygen()["key"].as_str().expect("key").to_string();
     let other = c.keygen()["key"].as_str().expect("key").to_string();
+    // A key the service has not signed with yet: with the nodes down its requests wait, pending
+    // (one it already holds the material of would start signing, and fail).
+    let third = c.keygen()["key"].as_str().expect("key").to_string();
     let dir = work.path();
     let (service_cert, service_key) = pem(dir, "service");
     let (alice_cert, alice_key) = pem(dir, "alice");
@@ -319,7 +322,7 @@ fn clients_are_pinned_certificates_that_see_only_their_own_requests_and_keys() {
     std::fs::write(
         &config,
         format!(
-            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n\n[[clients]]\nname = \"alice\"\ncertificate = \"{}\"\nkeys = [\"{key}\"]\nkinds = [\"digest\"]\n\n[[clients]]\nname = \"bob\"\ncertificate = \"{}\"\nkeys = [\"*\"]\n",
+            "[limits]\nmax_open_per_client = 2\nmax_body_bytes = 4096\n\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n\n[[clients]]\nname = \"alice\"\ncertificate = \"{}\"\nkeys = [\"{key}\", \"{third}\"]\nkinds = [\"digest\"]\n\n[[clients]]\nname = \"bob\"\ncertificate = \"{}\"\nkeys = [\"*\"]\n",
             service_cert.display(),
             service_key.display(),
             alice_cert.display(),
@@ -359,6 +362,27 @@ fn clients_are_pinned_certificates_that_see_only_their_own_requests_and_keys() {
     // A certificate the service does not pin gets no connection.
     let eve = as_client(&eve_cert, &eve_key);
     assert!(rt().block_on(eve.call("GET", "/healthz", None)).is_err(), "an unpinned client was served");
+    // A body over the bound is refused before it is read as JSON.
+    let big = json!({ "request_id": "big", "key": key, "psbt": "A".repeat(5000) });
+    let (status, e) = call(&bob, "POST", "/v1/sign-requests", Some(big));
+    assert_eq!((status, e["error"]["code"].as_str()), (400, Some("request_invalid")), "{e}");
+    // Nodes down: requests stay open. Alice's flood stops at her bound; Bob is still served,
+    // and signed once the nodes are back.
+    for i in 1..=3 {
+        c.kill(i);
+    }
+    for id in ["a1", "a2"] {
+        let (status, _) = call(&alice, "POST", "/v1/sign-requests", Some(digest_body(id, &third, 9)));
+        assert_eq!(status, 201);
+    }
+    let (status, e) = call(&alice, "POST", "/v1/sign-requests", Some(digest_body("a3", &third, 9)));
+    assert_eq!((status, e["error"]["code"].as_str()), (429, Some("too_many_in_flight")), "{e}");
+    let (status, _) = call(&bob, "POST", "/v1/sign-requests", Some(digest_body("b1", &third, 8)));
+    assert_eq!(status, 201, "another client's flood does not stop bob");
+    c.up(&[]).expect("nodes up");
+    let (_, b1) = call(&bob, "GET", "/v1/sign-requests/b1?wait_seconds=40", None);
+    assert_eq!(b1["state"], "signed", "{b1}\n{}", service.daemon.logs());
+    assert!(verifies(&b1, 8));
 }
 
 #[test]
