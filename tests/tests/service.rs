@@ -245,6 +245,14 @@ fn digests_and_psbts_are_signed_once_per_request_id_and_refusals_and_cancels_are
     std::thread::sleep(std::time::Duration::from_secs(2));
     let (status, cancelled) = call(&client, "POST", "/v1/sign-requests/wait-1:cancel", None);
     assert_eq!((status, cancelled["state"].as_str()), (200, Some("cancelled")), "{cancelled}");
+    // A key the service holds: its signing starts, finds every signer unreachable, and the
+    // request is retried (not failed), no longer cancellable.
+    call(&client, "POST", "/v1/sign-requests", Some(digest_body("retry-1", &key, 5)));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let (_, retried) = call(&client, "GET", "/v1/sign-requests/retry-1", None);
+    assert!(retried["state"] == "pending" || retried["state"] == "running", "{retried}");
+    let (status, e) = call(&client, "POST", "/v1/sign-requests/retry-1:cancel", None);
+    assert_eq!((status, e["error"]["code"].as_str()), (409, Some("request_not_cancellable")), "{e}");
     // Another waits while the service is killed; after its restart, with the nodes back, it is signed.
     call(&client, "POST", "/v1/sign-requests", Some(digest_body("wait-2", &second, 4)));
     drop(service);
@@ -255,6 +263,9 @@ fn digests_and_psbts_are_signed_once_per_request_id_and_refusals_and_cancels_are
     let (_, resumed) = call(&client, "GET", "/v1/sign-requests/wait-2?wait_seconds=40", None);
     assert_eq!(resumed["state"], "signed", "{resumed}\n{}", service.daemon.logs());
     assert!(verifies(&resumed, 4));
+    let (_, retried) = call(&client, "GET", "/v1/sign-requests/retry-1?wait_seconds=40", None);
+    assert_eq!(retried["state"], "signed", "{retried}");
+    assert!(verifies(&retried, 5));
     let (_, cancelled) = call(&client, "GET", "/v1/sign-requests/wait-1", None);
     assert_eq!((cancelled["state"].as_str(), cancelled.get("signature")), (Some("cancelled"), None));
     // The list pages through this client's requests.
@@ -262,21 +273,21 @@ fn digests_and_psbts_are_signed_once_per_request_id_and_refusals_and_cancels_are
     assert_eq!(page["requests"].as_array().map(Vec::len), Some(2));
     let token = page["next_page_token"].as_str().expect("more").to_string();
     let (_, rest) = call(&client, "GET", &format!("/v1/sign-requests?page_size=10&page_token={token}"), None);
-    assert_eq!(rest["requests"].as_array().map(Vec::len), Some(3), "{rest}");
+    assert_eq!(rest["requests"].as_array().map(Vec::len), Some(4), "{rest}");
     let (_, signed) = call(&client, "GET", "/v1/sign-requests?state=signed", None);
     let ids: Vec<&str> =
         signed["requests"].as_array().expect("list").iter().filter_map(|r| r["request_id"].as_str()).collect();
-    assert_eq!(ids, ["py-1", "psbt-1", "wait-2"]);
+    assert_eq!(ids, ["py-1", "psbt-1", "retry-1", "wait-2"]);
     // Metrics: counts by state and outcome, and nothing that names a request or a key.
     let metrics =
         scrape(service.daemon.ready.split_whitespace().find_map(|w| w.strip_prefix("metrics=")).expect("metrics"));
     assert!(metrics.contains("frostgate_service_requests{state=\"cancelled\"} 1"), "{metrics}");
-    assert!(metrics.contains("frostgate_service_requests{state=\"signed\"} 3"), "{metrics}");
+    assert!(metrics.contains("frostgate_service_requests{state=\"signed\"} 4"), "{metrics}");
     assert!(
-        metrics.contains("frostgate_service_requests_finished_total{kind=\"digest\",state=\"signed\"} 1"),
+        metrics.contains("frostgate_service_requests_finished_total{kind=\"digest\",state=\"signed\"} 2"),
         "{metrics}"
     );
-    assert!(metrics.contains("frostgate_service_request_seconds_count{kind=\"digest\"} 1"), "{metrics}");
+    assert!(metrics.contains("frostgate_service_request_seconds_count{kind=\"digest\"} 2"), "{metrics}");
     for secret in ["wait-2", "py-1", key.as_str()] {
         assert!(!metrics.contains(secret), "metrics name {secret}");
     }

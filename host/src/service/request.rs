@@ -314,6 +314,10 @@ pub struct Outcome {
     /// Each node's policy refusal.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refusals: Vec<NodeRefusal>,
+    /// A failure where every signer was unreachable or silent (the worker's retry rule; never
+    /// stored or shown).
+    #[serde(skip)]
+    pub unreachable_only: bool,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -149,6 +149,17 @@ impl Workers {
     async fn run_one(self: &Arc<Self>, record: Record) {
         let (seq, epoch) = (record.seq, record.lease_epoch);
         let (state, outcome) = match self.sign(&record).await {
+            Step::Done(State::Failed, outcome) if retrying(&record, &outcome) => {
+                let e = outcome.error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+                tracing::warn!(seq, "signers unreachable: request back to pending, retried: {e}");
+                let back = self.writer.write(move |w| w.finish(seq, epoch, State::Pending, &Outcome::default())).await;
+                if let Err(e) = back {
+                    tracing::warn!(seq, code = %e.code(), "request log: {}", e.message());
+                }
+                self.touched(seq);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return;
+            }
             Step::NotSent(e) => {
                 tracing::warn!(seq, code = %e.code(), "request back to pending: {}", e.message());
                 let back = self.writer.write(move |w| w.finish(seq, epoch, State::Pending, &Outcome::default())).await;
@@ -246,6 +257,21 @@ impl Workers {
     }
 }
 
+/// How long after its acceptance a request whose signers were unreachable is still retried.
+pub const RETRY_FOR: Duration = Duration::from_secs(600);
+
+/// Whether a failed signing is retried: every signer was unreachable or silent (no refusal, no
+/// invalid share: nothing to blame), and the request is younger than [`RETRY_FOR`]. It stays
+/// not cancellable (a signing request may have reached a node).
+fn retrying(record: &Record, outcome: &Outcome) -> bool {
+    let code = outcome.error.as_ref().map(|e| e.code.as_str());
+    let transient = matches!(code, Some("signing_failed" | "node_unavailable"))
+        && outcome.refusals.is_empty()
+        && outcome.unreachable_only;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    transient && now.saturating_sub(record.created_ms) < RETRY_FOR.as_millis() as i64
+}
+
 fn internal() -> Error {
     Error::new(ErrorCode::Internal, "a digest request without its digest")
 }
@@ -276,7 +302,9 @@ impl Step {
             true => State::Refused,
             false => State::Failed,
         };
-        Step::Done(state, Box::new(Outcome { error: Some(ErrorView::from(e)), refusals, ..Outcome::default() }))
+        let unreachable_only = evidence.iter().all(|ev| matches!(ev.reason, Reason::Unreachable | Reason::Timeout));
+        let outcome = Outcome { error: Some(ErrorView::from(e)), refusals, unreachable_only, ..Outcome::default() };
+        Step::Done(state, Box::new(outcome))
     }
 }
 
