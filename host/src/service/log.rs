@@ -279,29 +279,36 @@ impl Writes<'_> {
     /// a pending one, or a running one whose lease expired (its worker died); the client with the
     /// fewest running requests first (counting those just claimed), then the oldest. A claim's
     /// epoch is the record's new `lease_epoch`; the flag says whether it was taken over from
-    /// another claim.
-    pub fn claim(&self, owner: &str, lease_ms: i64, n: usize) -> Result<Vec<(Record, bool)>, Error> {
+    /// another claim. A request of a key in `ready` (its worker holds the key's material and
+    /// sends at once) is marked `first_sent` in the same commit.
+    pub fn claim(
+        &self,
+        owner: &str,
+        lease_ms: i64,
+        n: usize,
+        ready: &std::collections::HashSet<String>,
+    ) -> Result<Vec<(Record, bool)>, Error> {
         let tx = self.0;
         let now = now_ms();
         let mut out = Vec::new();
         while out.len() < n {
-            let next: Option<(i64, String)> = tx
+            let next: Option<(i64, String, String)> = tx
                 .query_row(
-                    "SELECT seq, state FROM sign_requests AS r
+                    "SELECT seq, state, key FROM sign_requests AS r
                      WHERE state = 'pending' OR (state = 'running' AND lease_until_ms < ?1)
                      ORDER BY (SELECT COUNT(*) FROM sign_requests AS o
                                WHERE o.client = r.client AND o.state = 'running' AND o.lease_until_ms >= ?1), seq
                      LIMIT 1",
                     params![now],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
                 )
                 .optional()
                 .map_err(unavailable)?;
-            let Some((seq, was)) = next else { break };
+            let Some((seq, was, key)) = next else { break };
             tx.execute(
                 "UPDATE sign_requests SET state = 'running', lease_owner = ?2, lease_until_ms = ?3,
-                 lease_epoch = lease_epoch + 1, updated_ms = ?4 WHERE seq = ?1",
-                params![seq, owner, now + lease_ms, now],
+                 lease_epoch = lease_epoch + 1, updated_ms = ?4, first_sent = MAX(first_sent, ?5) WHERE seq = ?1",
+                params![seq, owner, now + lease_ms, now, i64::from(ready.contains(&key))],
             )
             .map_err(unavailable)?;
             let r = tx
@@ -410,13 +417,13 @@ mod tests {
         log.write(|w| w.submit("alice", &submission("r1", 1), 10)).expect("r1");
         log.write(|w| w.submit("alice", &submission("r2", 2), 10)).expect("r2");
         // Claimed but nothing sent: still cancellable, and the worker's claim is then lost.
-        let (r1, _) = log.write(|w| w.claim("w", 30_000, 1)).expect("claim").pop().expect("r1");
+        let (r1, _) = log.write(|w| w.claim("w", 30_000, 1, &Default::default())).expect("claim").pop().expect("r1");
         assert_eq!(log.write(|w| w.cancel("alice", "r1")).expect("cancel").state, State::Cancelled);
         assert!(!log.write(|w| w.mark_sent(r1.seq, r1.lease_epoch, 30_000)).expect("mark"));
         assert!(!log.write(|w| w.finish(r1.seq, r1.lease_epoch, State::Signed, &Outcome::default())).expect("finish"));
         assert_eq!(log.get("alice", "r1").expect("get").expect("r1").state, State::Cancelled);
         // Sent: not cancellable; finished under its epoch.
-        let (r2, _) = log.write(|w| w.claim("w", 30_000, 1)).expect("claim").pop().expect("r2");
+        let (r2, _) = log.write(|w| w.claim("w", 30_000, 1, &Default::default())).expect("claim").pop().expect("r2");
         assert!(log.write(|w| w.mark_sent(r2.seq, r2.lease_epoch, 30_000)).expect("mark"));
         assert_eq!(log.write(|w| w.cancel("alice", "r2")).expect_err("sent").code(), ErrorCode::RequestNotCancellable);
         assert!(log.write(|w| w.finish(r2.seq, r2.lease_epoch, State::Signed, &Outcome::default())).expect("finish"));
@@ -424,15 +431,17 @@ mod tests {
             log.write(|w| w.cancel("alice", "r2")).expect_err("signed").code(),
             ErrorCode::RequestNotCancellable
         );
-        assert!(log.write(|w| w.claim("w", 30_000, 1)).expect("claim").is_empty());
+        assert!(log.write(|w| w.claim("w", 30_000, 1, &Default::default())).expect("claim").is_empty());
     }
 
     #[test]
     fn an_expired_lease_is_taken_over_with_a_new_epoch_that_fences_the_old_worker() {
         let (_d, log) = log();
         log.write(|w| w.submit("alice", &submission("r1", 1), 10)).expect("r1");
-        let (first, fresh) = log.write(|w| w.claim("w1", -1, 1)).expect("claim").pop().expect("r1");
-        let (second, takeover) = log.write(|w| w.claim("w2", 30_000, 1)).expect("takeover").pop().expect("r1 again");
+        let (first, fresh) =
+            log.write(|w| w.claim("w1", -1, 1, &Default::default())).expect("claim").pop().expect("r1");
+        let (second, takeover) =
+            log.write(|w| w.claim("w2", 30_000, 1, &Default::default())).expect("takeover").pop().expect("r1 again");
         assert!(!fresh && takeover);
         assert_eq!((second.seq, second.lease_epoch), (first.seq, first.lease_epoch + 1));
         assert!(!log
@@ -453,7 +462,7 @@ mod tests {
         assert_eq!(e.code(), ErrorCode::TooManyInFlight);
         log.write(|w| w.submit("quiet", &submission("q0", 9), 3)).expect("quiet");
         // One batch of two: the client with none running goes second, before the flood's next.
-        let batch = log.write(|w| w.claim("w", 30_000, 2)).expect("claim");
+        let batch = log.write(|w| w.claim("w", 30_000, 2, &Default::default())).expect("claim");
         let clients: Vec<&str> = batch.iter().map(|(r, _)| r.client.as_str()).collect();
         assert_eq!(clients, ["flood", "quiet"]);
         let counts: BTreeMap<&str, u64> =
@@ -493,5 +502,42 @@ mod tests {
             let senders = if n % 4 == 2 { vec![n, n + 1] } else { vec![n] };
             assert!(senders.iter().any(|m| r.submission.digest == submission("x", *m).digest), "{r:?}");
         }
+    }
+
+    #[test]
+    fn a_request_of_a_ready_key_is_marked_sent_by_its_claim() {
+        let (_d, log) = log();
+        log.write(|w| w.submit("alice", &submission("r1", 1), 10)).expect("r1");
+        let ready = std::collections::HashSet::from(["ab".repeat(32)]);
+        let (r1, _) = log.write(|w| w.claim("w", 30_000, 1, &ready)).expect("claim").pop().expect("r1");
+        assert!(r1.first_sent, "claimed with its key's material held: sent at once");
+        assert_eq!(log.write(|w| w.cancel("alice", "r1")).expect_err("sent").code(), ErrorCode::RequestNotCancellable);
+    }
+
+    #[test]
+    fn a_panicking_write_is_rolled_back_alone_and_the_writer_goes_on() {
+        let (dir, log) = log();
+        let writer = super::super::writer::GroupWriter::start(&dir.path().join("requests.db")).expect("writer");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        rt.block_on(async {
+            let w = writer.clone();
+            let bad = tokio::spawn(async move {
+                w.write(|w| {
+                    w.submit("alice", &submission("half", 1), 10)?;
+                    panic!("a job that panics after writing");
+                    #[allow(unreachable_code)]
+                    Ok(())
+                })
+                .await
+            });
+            let good = writer.write(|w| w.submit("alice", &submission("whole", 2), 10)).await;
+            let bad = bad.await.expect("task");
+            assert_eq!(bad.expect_err("panicked").code(), ErrorCode::StoreUnavailable);
+            assert!(good.is_ok());
+            let after = writer.write(|w| w.submit("alice", &submission("after", 3), 10)).await;
+            assert!(after.is_ok(), "the writer goes on");
+        });
+        assert!(log.get("alice", "half").expect("get").is_none(), "the panicked job's write was rolled back");
+        assert!(log.get("alice", "whole").expect("get").is_some());
     }
 }

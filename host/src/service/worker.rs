@@ -38,7 +38,9 @@ pub struct Workers {
     settings: Settings,
     owner: String,
     lease: Duration,
-    signings: tokio::sync::Mutex<HashMap<KeyId, Signing>>,
+    /// One signing per key, opened once (outside the map's lock: a key whose nodes are slow
+    /// delays only its own requests).
+    signings: std::sync::Mutex<HashMap<KeyId, Arc<tokio::sync::OnceCell<Signing>>>>,
     /// Woken when a request is accepted.
     pub wake: Notify,
     /// The position of every request that changes here (waits watch for their own).
@@ -71,7 +73,7 @@ impl Workers {
             settings,
             owner,
             lease,
-            signings: tokio::sync::Mutex::new(HashMap::new()),
+            signings: std::sync::Mutex::new(HashMap::new()),
             wake: Notify::new(),
             changed: tokio::sync::broadcast::channel(1024).0,
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
@@ -97,7 +99,10 @@ impl Workers {
                 permits.push(p);
             }
             let (owner, lease, n) = (self.owner.clone(), self.lease_ms(), permits.len());
-            match self.writer.write(move |w| w.claim(&owner, lease, n)).await {
+            // Keys whose material is held: their requests are sent at once, marked by the claim.
+            let ready: std::collections::HashSet<String> =
+                self.signings().iter().filter(|(_, c)| c.initialized()).map(|(k, _)| k.to_string()).collect();
+            match self.writer.write(move |w| w.claim(&owner, lease, n, &ready)).await {
                 Ok(claimed) => {
                     let all = claimed.len() == n;
                     for (record, takeover) in claimed {
@@ -127,22 +132,25 @@ impl Workers {
         }
     }
 
-    /// The signer of `key`, opening its signing (the key's agreed material) once.
-    async fn signer(&self, key: KeyId) -> Result<Signer, Error> {
-        let mut signings = self.signings.lock().await;
-        if let Some(s) = signings.get(&key) {
-            return Ok(s.signer());
-        }
-        let signing = Signing::open(&self.nodes, &key, self.threshold, self.settings).await?;
-        let signer = signing.signer();
-        signings.insert(key, signing);
-        Ok(signer)
+    fn signings(&self) -> std::sync::MutexGuard<'_, HashMap<KeyId, Arc<tokio::sync::OnceCell<Signing>>>> {
+        self.signings.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sends every signing's queued closings (at shutdown).
+    /// The signer of `key`, opening its signing (the key's agreed material) once.
+    async fn signer(&self, key: KeyId) -> Result<Signer, Error> {
+        let cell = self.signings().entry(key).or_default().clone();
+        let signing = cell.get_or_try_init(|| Signing::open(&self.nodes, &key, self.threshold, self.settings)).await?;
+        Ok(signing.signer())
+    }
+
+    /// Sends every signing's queued closings (at shutdown; a signing still in use by a request
+    /// sends them from its drop).
     pub async fn finish(&self) {
-        for (_, signing) in self.signings.lock().await.drain() {
-            signing.finish().await;
+        let cells: Vec<_> = self.signings().drain().map(|(_, c)| c).collect();
+        for cell in cells {
+            if let Some(signing) = Arc::try_unwrap(cell).ok().and_then(tokio::sync::OnceCell::into_inner) {
+                signing.finish().await;
+            }
         }
     }
 
@@ -193,26 +201,30 @@ impl Workers {
         };
         let signer = match self.signer(body.key).await {
             Ok(s) => s,
-            Err(e) if e.recovery_class() == RecoveryClass::Retry => return Step::NotSent(e),
+            Err(e) if e.recovery_class() == RecoveryClass::Retry && young(record) => return Step::NotSent(e),
             Err(e) => return Step::failed(&e),
         };
         let (seq, epoch, lease) = (record.seq, record.lease_epoch, self.lease_ms());
-        match self.writer.write(move |w| w.mark_sent(seq, epoch, lease)).await {
-            Ok(true) => {}
-            Ok(false) => return Step::Lost,
-            Err(e) => return Step::NotSent(e),
+        if !record.first_sent {
+            match self.writer.write(move |w| w.mark_sent(seq, epoch, lease)).await {
+                Ok(true) => {}
+                Ok(false) => return Step::Lost,
+                Err(e) => return Step::NotSent(e),
+            }
         }
-        // The lease is renewed while the signing runs.
-        let renewal = {
+        // The lease is renewed while the signing runs, and only while it runs (the guard stops
+        // it however the signing ends); a write error is retried, a lost claim ends it.
+        let _renewal = {
             let (writer, every) = (self.writer.clone(), self.lease / 3);
-            tokio::spawn(async move {
+            AbortOnDrop(tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
-                    if !matches!(writer.write(move |w| w.renew(seq, epoch, lease)).await, Ok(true)) {
-                        return;
+                    match writer.write(move |w| w.renew(seq, epoch, lease)).await {
+                        Ok(true) | Err(_) => {}
+                        Ok(false) => return,
                     }
                 }
-            })
+            }))
         };
         let step = match body.target {
             Target::Digest { .. } => {
@@ -252,8 +264,16 @@ impl Workers {
                 Err((e, evidence)) => Step::refused_or_failed(&e, &evidence),
             },
         };
-        renewal.abort();
         step
+    }
+}
+
+/// Stops a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -268,8 +288,13 @@ fn retrying(record: &Record, outcome: &Outcome) -> bool {
     let transient = matches!(code, Some("signing_failed" | "node_unavailable"))
         && outcome.refusals.is_empty()
         && outcome.unreachable_only;
+    transient && young(record)
+}
+
+/// Whether `record` was accepted less than [`RETRY_FOR`] ago.
+fn young(record: &Record) -> bool {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-    transient && now.saturating_sub(record.created_ms) < RETRY_FOR.as_millis() as i64
+    now.saturating_sub(record.created_ms) < RETRY_FOR.as_millis() as i64
 }
 
 fn internal() -> Error {
@@ -302,7 +327,8 @@ impl Step {
             true => State::Refused,
             false => State::Failed,
         };
-        let unreachable_only = evidence.iter().all(|ev| matches!(ev.reason, Reason::Unreachable | Reason::Timeout));
+        let unreachable_only = !evidence.is_empty()
+            && evidence.iter().all(|ev| matches!(ev.reason, Reason::Unreachable | Reason::Timeout));
         let outcome = Outcome { error: Some(ErrorView::from(e)), refusals, unreachable_only, ..Outcome::default() };
         Step::Done(state, Box::new(outcome))
     }

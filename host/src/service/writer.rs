@@ -67,6 +67,11 @@ impl GroupWriter {
     }
 }
 
+type Finish = Box<dyn FnOnce(Result<(), Error>) + Send>;
+
+/// One group: each job in its savepoint; any failure of the transaction itself (a savepoint that
+/// cannot be opened or closed, SQLite having rolled the transaction back, the commit) fails the
+/// whole group, and every caller of it hears so. A job that panics is rolled back alone.
 fn commit(conn: &mut Connection, batch: Vec<Job>) {
     let tx = match conn.transaction() {
         Ok(tx) => tx,
@@ -77,28 +82,40 @@ fn commit(conn: &mut Connection, batch: Vec<Job>) {
             return;
         }
     };
-    let mut done = Vec::with_capacity(batch.len());
+    let mut done: Vec<Finish> = Vec::with_capacity(batch.len());
+    let mut broken: Option<Error> = None;
     for job in batch {
-        let saved = tx.execute_batch("SAVEPOINT job").is_ok();
-        let (ok, finish) = job(&Writes(&tx));
-        let closed = match ok && saved {
-            true => tx.execute_batch("RELEASE job"),
-            false => tx.execute_batch("ROLLBACK TO job; RELEASE job"),
-        };
-        match closed {
-            Ok(()) => done.push((finish, saved)),
-            Err(e) => done.push((
-                Box::new(move |_| finish(Err(unavailable(e)))) as Box<dyn FnOnce(Result<(), Error>) + Send>,
-                true,
-            )),
+        if broken.is_some() {
+            drop(job);
+            continue;
+        }
+        if let Err(e) = tx.execute_batch("SAVEPOINT job") {
+            broken = Some(unavailable(e));
+            drop(job);
+            continue;
+        }
+        // A panicking job drops its answer channel (its caller hears `store_unavailable`).
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&Writes(&tx))));
+        let (ok, finish): (bool, Finish) = ran.unwrap_or_else(|_| (false, Box::new(|_| {})));
+        done.push(finish);
+        if tx.is_autocommit() {
+            broken = Some(unavailable("SQLite rolled the transaction back"));
+            continue;
+        }
+        let close = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+        if let Err(e) = tx.execute_batch(close) {
+            broken = Some(unavailable(e));
         }
     }
-    let outcome = tx.commit().map_err(unavailable);
-    for (finish, saved) in done {
-        finish(match (&outcome, saved) {
-            (Ok(()), true) => Ok(()),
-            (Ok(()), false) => Err(unavailable("savepoint")),
-            (Err(e), _) => Err(e.clone()),
-        });
+    let outcome = match broken {
+        // Dropping the transaction rolls back whatever the group wrote.
+        Some(e) => Err(e),
+        None => tx.commit().map_err(unavailable),
+    };
+    if let Err(e) = &outcome {
+        tracing::warn!(code = %e.code(), "request log group not committed: {}", e.message());
+    }
+    for finish in done {
+        finish(outcome.clone());
     }
 }
