@@ -229,6 +229,10 @@ fn digests_and_psbts_are_signed_once_per_request_id_and_refusals_and_cancels_are
         let (status, e) = call(&client, "POST", "/v1/sign-requests", Some(body));
         assert_eq!((status, e["error"]["code"].as_str()), (400, Some("request_invalid")), "{why}: {e}");
     }
+    for path in ["/v1/sign-requests/py-1?wait_seconds=x", "/v1/sign-requests?page_size=-1"] {
+        let (status, e) = call(&client, "GET", path, None);
+        assert_eq!((status, e["error"]["code"].as_str()), (400, Some("request_invalid")), "{path}: {e}");
+    }
     let (status, e) = call(&client, "GET", "/v1/sign-requests/nope", None);
     assert_eq!((status, e["error"]["code"].as_str()), (404, Some("request_unknown")));
     let (status, health) = call(&client, "GET", "/healthz", None);

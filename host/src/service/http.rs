@@ -13,6 +13,7 @@ use super::handlers::{Api, ListQuery};
 use super::request::Submission;
 use crate::api::connection::CallerId;
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Path, Query, State as Shared};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -93,9 +94,10 @@ async fn get_one(
     Shared(api): Shared<Arc<Api>>,
     Extension(caller): Extension<CallerId>,
     Path(id): Path<String>,
-    Query(wait): Query<Wait>,
+    wait: Result<Query<Wait>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let client = api.client(&caller)?;
+    let Query(wait) = wait.map_err(|e| invalid(format!("query: {e}")))?;
     Ok(json(StatusCode::OK, &api.wait_for(&client, &id, wait.wait_seconds.unwrap_or(0)).await?))
 }
 
@@ -114,9 +116,10 @@ async fn cancel(
 async fn list(
     Shared(api): Shared<Arc<Api>>,
     Extension(caller): Extension<CallerId>,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let client = api.client(&caller)?;
+    let Query(q) = q.map_err(|e| invalid(format!("query: {e}")))?;
     Ok(json(StatusCode::OK, &api.list(&client, q).await?))
 }
 
