@@ -97,6 +97,23 @@ pub struct ServiceLimits {
     pub signer_timeout_ms: u64,
 }
 
+impl ServiceLimits {
+    /// Refuses bounds that cannot serve (zero) or would overflow a lease's deadline.
+    pub fn check(&self) -> Result<(), Error> {
+        let bad = |m: &str| Err(config_err(format!("[limits] {m}")));
+        if self.max_open_per_client == 0 || self.workers == 0 || self.max_body_bytes == 0 {
+            return bad("max_open_per_client, workers and max_body_bytes must be at least 1");
+        }
+        if !(1..=86_400).contains(&self.lease_secs) {
+            return bad("lease_secs must be 1-86400");
+        }
+        if !(1..=600_000).contains(&self.signer_timeout_ms) {
+            return bad("signer_timeout_ms must be 1-600000");
+        }
+        Ok(())
+    }
+}
+
 impl Default for ServiceLimits {
     fn default() -> Self {
         ServiceLimits {
@@ -154,6 +171,7 @@ impl ServiceConfig {
         let c: ServiceConfig =
             toml::from_str(&text).map_err(|e| config_err(format!("{}: {}", path.display(), e.message())))?;
         c.clients()?;
+        c.limits.check()?;
         Ok(c)
     }
 
@@ -212,6 +230,19 @@ mod tests {
         assert!(e.message().contains("wallet"), "{e}");
         assert_eq!(c.authorize(&"ab".repeat(32), Kind::Psbt).expect_err("psbt").code(), ErrorCode::ClientNotAuthorized);
         Client::development().authorize(&"cd".repeat(32), Kind::Psbt).expect("development: everything");
+    }
+
+    #[test]
+    fn limits_that_cannot_serve_are_refused() {
+        ServiceLimits::default().check().expect("defaults");
+        for bad in [
+            ServiceLimits { workers: 0, ..ServiceLimits::default() },
+            ServiceLimits { max_open_per_client: 0, ..ServiceLimits::default() },
+            ServiceLimits { lease_secs: u64::MAX, ..ServiceLimits::default() },
+            ServiceLimits { signer_timeout_ms: 0, ..ServiceLimits::default() },
+        ] {
+            assert_eq!(bad.check().expect_err("refused").code(), ErrorCode::ConfigInvalid, "{bad:?}");
+        }
     }
 
     #[test]

@@ -153,7 +153,11 @@ impl pb::signing_service_server::SigningService for Grpc {
             }
             while !last.state.is_final() {
                 let poll = tokio::time::Instant::now() + Duration::from_secs(1);
-                super::worker::next_change(&mut changed, seq, poll).await;
+                // A client that went away ends its watch.
+                tokio::select! {
+                    _ = super::worker::next_change(&mut changed, seq, poll) => {}
+                    _ = tx.closed() => return,
+                }
                 let now = match api.get(&client, &id).await {
                     Ok(v) => v,
                     Err(e) => {

@@ -32,6 +32,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Concurrent gRPC streams on one connection (HTTP/2's own default for the JSON API is 200).
+const GRPC_STREAMS_PER_CONNECTION: u32 = 64;
+
 /// What `frostgate serve` runs with (its flags over `service.toml`).
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -144,6 +147,7 @@ pub async fn start(o: ServeOptions) -> Result<Running, Error> {
         (false, Some(_)) => Some(crate::api::tls::server_config_http(&tls_files(&o)?)?),
     };
     let limits = &o.config.limits;
+    limits.check()?;
     if o.dev_plaintext && o.grpc_listen.is_some_and(|a| !a.ip().is_loopback()) {
         return Err(config_err("--dev-plaintext serves on a loopback address only"));
     }
@@ -201,9 +205,15 @@ pub async fn start(o: ServeOptions) -> Result<Running, Error> {
     if let Some((l, bound, tls)) = grpc {
         grpc_addr = Some(bound);
         let incoming = crate::api::connection::incoming(l, tls, ApiLimits::default());
-        let service = crate::api::pb::signing_service_server::SigningServiceServer::new(grpc::Grpc(api));
+        // Bounded as the JSON API: the body limit, and streams per connection.
+        let service = crate::api::pb::signing_service_server::SigningServiceServer::new(grpc::Grpc(api))
+            .max_decoding_message_size(limits.max_body_bytes);
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await
+            if let Err(e) = tonic::transport::Server::builder()
+                .max_concurrent_streams(Some(GRPC_STREAMS_PER_CONNECTION))
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await
             {
                 tracing::warn!("gRPC server: {e}");
             }
