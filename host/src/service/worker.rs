@@ -154,29 +154,27 @@ impl Workers {
         }
     }
 
+    /// Puts a claimed request back to `pending` (to be claimed again), then waits a moment.
+    async fn back_to_pending(&self, seq: i64, epoch: i64) {
+        let back = self.writer.write(move |w| w.finish(seq, epoch, State::Pending, &Outcome::default())).await;
+        if let Err(e) = back {
+            tracing::warn!(seq, code = %e.code(), "request log: {}", e.message());
+        }
+        self.touched(seq);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
     async fn run_one(self: &Arc<Self>, record: Record) {
         let (seq, epoch) = (record.seq, record.lease_epoch);
         let (state, outcome) = match self.sign(&record).await {
             Step::Done(State::Failed, outcome) if retrying(&record, &outcome) => {
                 let e = outcome.error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
                 tracing::warn!(seq, "signers unreachable: request back to pending, retried: {e}");
-                let back = self.writer.write(move |w| w.finish(seq, epoch, State::Pending, &Outcome::default())).await;
-                if let Err(e) = back {
-                    tracing::warn!(seq, code = %e.code(), "request log: {}", e.message());
-                }
-                self.touched(seq);
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                return;
+                return self.back_to_pending(seq, epoch).await;
             }
             Step::NotSent(e) => {
                 tracing::warn!(seq, code = %e.code(), "request back to pending: {}", e.message());
-                let back = self.writer.write(move |w| w.finish(seq, epoch, State::Pending, &Outcome::default())).await;
-                if let Err(e) = back {
-                    tracing::warn!(seq, code = %e.code(), "request log: {}", e.message());
-                }
-                self.touched(seq);
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                return;
+                return self.back_to_pending(seq, epoch).await;
             }
             Step::Lost => return,
             Step::Done(state, outcome) => (state, *outcome),
