@@ -113,6 +113,9 @@ bounded_types! {
     Label: String, crate::limits::MAX_LABEL_LEN, "UTF-8 label";
     /// Human-readable text: an error message. Never carries secret material.
     Text: String, crate::limits::MAX_TEXT_LEN, "UTF-8 text";
+    /// A signing service client's request id (its characters checked where it is used:
+    /// [`crate::limits::request_id_valid`]).
+    RequestName: String, crate::limits::MAX_REQUEST_ID_LEN, "request id";
     /// A participant's round-1 commitments (FROST `SigningCommitments` encoding). Public.
     CommitmentBytes: Vec<u8>, 256, "FROST SigningCommitments (public nonce commitments)";
     /// A FROST `SigningPackage` encoding: the message and every signer's commitments. Public.

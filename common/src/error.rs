@@ -281,6 +281,10 @@ error_codes! {
     StoreUnavailable = "store_unavailable", Retry;
     /// No request with this id for this client.
     RequestUnknown = "request_unknown", FixRequest;
+    /// A signing service request is older than the enclaves keep requests bound
+    /// (`REQUEST_TTL_SECS` after its acceptance), or accepted in the future: nothing is signed
+    /// for it. Submit a new request.
+    RequestExpired = "request_expired", FixRequest;
 }
 
 impl fmt::Display for ErrorCode {

@@ -19,6 +19,22 @@ pub const SESSION_TTL_SECS: u64 = 3600;
 /// is dropped with its secrets.
 pub const DKG_TTL_SECS: u64 = 600;
 
+/// How long an enclave keeps a signing service request bound to what it signs, seconds, from the
+/// service's acceptance of it: a request older than this is refused (`request_expired`). Longer
+/// than the service retries a request (600 s) plus a lease.
+pub const REQUEST_TTL_SECS: u64 = 900;
+
+/// Longest request id a signing service client may choose, in bytes (`[A-Za-z0-9._-]`).
+pub const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// Whether `id` is a well-formed request id: 1..=[`MAX_REQUEST_ID_LEN`] characters of
+/// `[A-Za-z0-9._-]` (the service and every enclave check the same rule).
+pub fn request_id_valid(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_LEN
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 /// Most participants in one group (FROST identifiers are 1..=MAX_PARTICIPANTS).
 pub const MAX_PARTICIPANTS: u16 = 100;
 

@@ -32,6 +32,7 @@ pub fn registry() -> Result<Registry, String> {
     tracer.trace_type::<AggregateOutcome>(&samples).map_err(e)?;
     tracer.trace_type::<crate::protocol::AuditDecision>(&samples).map_err(e)?;
     tracer.trace_type::<crate::protocol::SessionBinding>(&samples).map_err(e)?;
+    tracer.trace_type::<crate::protocol::RequestOpen>(&samples).map_err(e)?;
     tracer.trace_type::<crate::protocol::SignOutcome>(&samples).map_err(e)?;
     tracer.trace_type::<crate::protocol::CustodyProfile>(&samples).map_err(e)?;
     tracer.trace_type::<crate::protocol::AttestationProvider>(&samples).map_err(e)?;

@@ -85,6 +85,7 @@ const PINNED: &[(usize, &str, &str)] = &[
     (77, "client_not_authorized", "fix_request"),
     (78, "store_unavailable", "retry"),
     (79, "request_unknown", "fix_request"),
+    (80, "request_expired", "fix_request"),
 ];
 
 #[test]

@@ -154,6 +154,38 @@ pub enum Record {
         /// The refresh.
         dkg: frostgate_common::ids::DkgId,
     },
+    /// A signing service request is bound to what it signs (until its TTL after acceptance).
+    RequestBound {
+        /// The client's certificate fingerprint (zero: the development client).
+        client: [u8; 32],
+        /// The client's request id.
+        request: String,
+        /// When the service accepted it (Unix seconds).
+        accepted_unix: u64,
+        /// The key.
+        key: KeyId,
+        /// What it signs.
+        target: RequestTarget,
+    },
+}
+
+/// What a signing service request signs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestTarget {
+    /// A digest under the key, or under its child at `path`, with a Taproot mode.
+    Digest {
+        /// The unhardened path (empty: the key itself).
+        path: Vec<u32>,
+        /// The Taproot mode.
+        mode: TaprootMode,
+        /// The digest.
+        message: [u8; 32],
+    },
+    /// The inputs of this transaction spent by the key.
+    Psbt {
+        /// The unsigned transaction's id.
+        txid: [u8; 32],
+    },
 }
 
 /// Why a persist did not succeed, split by what is known about the write.

@@ -623,6 +623,10 @@ impl EnclaveApi for Served<'_> {
         self.engine()?.open_psbt_session(r.session, r.key, r.input, r.psbt.as_inner()).await
     }
 
+    async fn open_request_session(&self, r: RequestSession) -> Result<RequestSessionOpened, Error> {
+        self.engine()?.open_request_session(&r).await
+    }
+
     async fn get_policy(&self, _: GetPolicy) -> Result<PolicyInfo, Error> {
         let p = &self.service.policy;
         let text = frostgate_common::bounded::PolicyText::new(p.text().to_string())

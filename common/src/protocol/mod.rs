@@ -24,8 +24,9 @@ use std::future::Future;
 /// Version 2: `HealthReply` carries the policy hash; kinds 42-47 (PSBT sessions, policy, audit).
 /// Version 4: `HealthReply` carries the custody profile. Version 5: `HealthReply` carries the open
 /// sessions and attempts; kinds 80-86 (attestation, a ceremony's attestation). Version 6: the
-/// signing service's error codes 74-79.
-pub const PROTOCOL_VERSION: u16 = 6;
+/// signing service's error codes 74-79. Version 7: sessions bound to a signing service request
+/// (`SessionBinding::Request`, kinds 87-88, `AuditDecision::Requested`, code 80).
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// Whether a message opens an exchange or answers one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

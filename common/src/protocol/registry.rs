@@ -118,6 +118,12 @@ impl Registers for OpenPsbtSession {
     }
 }
 
+impl Registers for RequestSession {
+    fn opens(&self) -> Vec<Entry> {
+        vec![Entry::Session(self.open.session())]
+    }
+}
+
 impl Registers for OpenAttempt {
     fn opens(&self) -> Vec<Entry> {
         vec![Entry::Attempt(self.attempt, Some(self.session))]

@@ -392,6 +392,15 @@ macro_rules! boundary_table {
             }
             /// Enclave -> host: the pinned peers verified.
             86 CeremonyVerified(CeremonyVerified) { reply, from: Enclave }
+            /// Host -> enclave: open a session for a signing service request (as `OpenSession`,
+            /// `OpenDerivedSession` or `OpenPsbtSession`); the request is bound, durably, to what
+            /// it signs, and anything else under it is refused.
+            87 OpenRequestSession(RequestSession) {
+                request, from: Host, exposure: Network, ready: Ready, serve: open_request_session,
+                reply: RequestSessionOpened, opens: [Session], closes: []
+            }
+            /// Enclave -> host: the session is bound.
+            88 RequestSessionOpened(RequestSessionOpened) { reply, from: Enclave }
         }
     };
 }

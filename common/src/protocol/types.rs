@@ -1045,6 +1045,9 @@ pub enum AuditDecision {
     /// The HSM key-encryption key was rotated (every share resealed; `rule` says how many). Not
     /// about a session: its session and key ids are zero.
     KekRotated,
+    /// A signing service request was bound to this session's key and target (protocol 7):
+    /// `rule` is `<client fingerprint hex>/<request id>`, the first session of the request.
+    Requested,
 }
 
 /// One output named in an audit record.
@@ -1148,6 +1151,9 @@ pub enum SessionBinding {
     Derived(OpenDerivedSession),
     /// One input of a PSBT (the enclave computes the sighash and applies its policy).
     Psbt(OpenPsbtSession),
+    /// Any of the above for a signing service request (protocol 7): the enclave binds the request
+    /// to what it signs, durably, and refuses anything else under it.
+    Request(RequestSession),
 }
 
 impl SessionBinding {
@@ -1157,6 +1163,7 @@ impl SessionBinding {
             SessionBinding::Digest(o) => o.session,
             SessionBinding::Derived(o) => o.session,
             SessionBinding::Psbt(o) => o.session,
+            SessionBinding::Request(r) => r.open.session(),
         }
     }
 
@@ -1166,8 +1173,84 @@ impl SessionBinding {
             SessionBinding::Digest(o) => o.key,
             SessionBinding::Derived(o) => o.key,
             SessionBinding::Psbt(o) => o.key,
+            SessionBinding::Request(r) => r.open.key(),
         }
     }
+}
+
+/// The signing service request a session signs for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RequestTag {
+    /// The client: SHA-256 of its pinned certificate (DER); zero for the development client.
+    pub client: [u8; 32],
+    /// The client's request id (1-64 characters of `[A-Za-z0-9._-]`).
+    pub request: crate::bounded::RequestName,
+    /// When the service accepted the request (Unix seconds).
+    pub accepted_unix: u64,
+    /// The service's signing attempt for the request (an instance that takes a request over
+    /// keeps it, and with it the session ids: it resumes).
+    pub attempt: u32,
+}
+
+/// A session bound to a signing service request: the session id must be the request's
+/// (`frostgate_public::request::session_id`), and the enclave binds the request, the first time,
+/// to the key, path, Taproot mode and digest, or to the key and the PSBT's txid.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RequestSession {
+    /// The request.
+    pub tag: RequestTag,
+    /// The session.
+    pub open: RequestOpen,
+}
+
+/// The session of a [`RequestSession`] (as [`SessionBinding`]'s first three cases).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RequestOpen {
+    /// A 32-byte digest under the key.
+    Digest(OpenSession),
+    /// A digest under a child of the key.
+    Derived(OpenDerivedSession),
+    /// One input of a PSBT.
+    Psbt(OpenPsbtSession),
+}
+
+impl RequestOpen {
+    /// The session id.
+    pub fn session(&self) -> SessionId {
+        match self {
+            RequestOpen::Digest(o) => o.session,
+            RequestOpen::Derived(o) => o.session,
+            RequestOpen::Psbt(o) => o.session,
+        }
+    }
+
+    /// The group key.
+    pub fn key(&self) -> KeyId {
+        match self {
+            RequestOpen::Digest(o) => o.key,
+            RequestOpen::Derived(o) => o.key,
+            RequestOpen::Psbt(o) => o.key,
+        }
+    }
+
+    /// The PSBT input, `None` for a digest (the session id's `input`).
+    pub fn input(&self) -> Option<u32> {
+        match self {
+            RequestOpen::Psbt(o) => Some(o.input),
+            _ => None,
+        }
+    }
+}
+
+/// Reply to a [`RequestSession`] opened alone (interactive rounds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestSessionOpened {
+    /// The session id.
+    pub session: SessionId,
+    /// The x-only key the signature will verify under.
+    pub output_key: [u8; 32],
+    /// The message every share signs (on the PSBT path: the sighash the enclave computed).
+    pub message: [u8; 32],
 }
 
 /// One request per signer per signature: bind the session and the attempt, sign the package

@@ -306,7 +306,13 @@ pub fn message() -> impl Strategy<Value = Message> {
         .prop_map(|(seq, session, attempt, seat, key, raw_digest)| AuditEntry {
             seq,
             at_unix: seq / 2,
-            decision: [AuditDecision::Approved, AuditDecision::Refused, AuditDecision::Signed][(seq % 3) as usize],
+            decision: [
+                AuditDecision::Approved,
+                AuditDecision::Refused,
+                AuditDecision::Signed,
+                AuditDecision::KekRotated,
+                AuditDecision::Requested,
+            ][(seq % 5) as usize],
             rule: Text::new("max_sats_per_tx: 2 requested, 1 allowed").expect("bound"),
             session,
             attempt,
@@ -360,6 +366,7 @@ pub fn message() -> impl Strategy<Value = Message> {
     let commitments =
         move || proptest::collection::vec(commitment(), 0..3).prop_map(|v| PreCommitments::new(v).expect("bound"));
     let binding = prop_oneof![
+        request_session().prop_map(SessionBinding::Request),
         (session(), bytes::<32>(), bytes::<32>(), mode()).prop_map(|(session, k, message, mode)| {
             SessionBinding::Digest(OpenSession { session, key: KeyId::from_bytes(k), message, mode })
         }),
@@ -515,7 +522,48 @@ pub fn message() -> impl Strategy<Value = Message> {
         (dkg_id(), signers())
             .prop_map(|(ceremony, verified)| Message::CeremonyVerified(CeremonyVerified { ceremony, verified })),
     ];
-    prop_oneof![base, signing, store, dkg, spending, preprocessing, attestation]
+    let requests = prop_oneof![
+        request_session().prop_map(Message::OpenRequestSession),
+        (session(), bytes::<32>(), bytes::<32>()).prop_map(|(session, output_key, message)| {
+            Message::RequestSessionOpened(RequestSessionOpened { session, output_key, message })
+        }),
+    ];
+    prop_oneof![base, signing, store, dkg, spending, preprocessing, attestation, requests]
+}
+
+pub fn request_session() -> impl Strategy<Value = RequestSession> {
+    let session = || bytes::<16>().prop_map(SessionId::from_bytes);
+    let tag = (bytes::<32>(), "[A-Za-z0-9._-]{1,64}", any::<u64>(), any::<u32>()).prop_map(
+        |(client, request, accepted_unix, attempt)| RequestTag {
+            client,
+            request: RequestName::new(request).expect("bound"),
+            accepted_unix,
+            attempt,
+        },
+    );
+    let open = prop_oneof![
+        (session(), bytes::<32>(), bytes::<32>(), mode()).prop_map(|(session, k, message, mode)| {
+            RequestOpen::Digest(OpenSession { session, key: KeyId::from_bytes(k), message, mode })
+        }),
+        (session(), bytes::<32>(), bytes::<32>(), mode()).prop_map(|(session, k, message, mode)| {
+            RequestOpen::Derived(OpenDerivedSession {
+                session,
+                key: KeyId::from_bytes(k),
+                path: DerivationSteps::new(vec![1, 7]).expect("bound"),
+                message,
+                mode,
+            })
+        }),
+        (session(), bytes::<32>(), any::<u32>(), blob(1024)).prop_map(|(session, k, input, psbt)| {
+            RequestOpen::Psbt(OpenPsbtSession {
+                session,
+                key: KeyId::from_bytes(k),
+                input,
+                psbt: PsbtBytes::new(psbt).expect("bound"),
+            })
+        }),
+    ];
+    (tag, open).prop_map(|(tag, open)| RequestSession { tag, open })
 }
 
 pub fn attestation() -> impl Strategy<Value = Attestation> {

@@ -185,7 +185,18 @@ impl Engine {
     /// [`Self::audit`] for a record that goes with a later marker (`Write::WithFirstMarker`):
     /// numbered now, kept in the trail only once that commit succeeds ([`Self::keep_written`]).
     pub(super) fn audit_deferred(&self, s: &mut State, decision: AuditDecision, d: &Decision<'_>) -> Option<Record> {
-        self.audit_entry(s, decision, "", d, None).map(Record::Audit)
+        self.audit_deferred_rule(s, decision, "", d)
+    }
+
+    /// [`Self::audit_deferred`] with a rule.
+    pub(super) fn audit_deferred_rule(
+        &self,
+        s: &mut State,
+        decision: AuditDecision,
+        rule: &str,
+        d: &Decision<'_>,
+    ) -> Option<Record> {
+        self.audit_entry(s, decision, rule, d, None).map(Record::Audit)
     }
 
     /// After a successful commit of `records`: their audit entries are in the trail (an entry

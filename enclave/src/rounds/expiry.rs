@@ -125,6 +125,7 @@ impl Engine {
             Self::remove_sessions(s, &expired);
         }
         self.prune_charges(s);
+        Self::expire_requests(s, unix_now());
         before - s.nonces.len() + wiped_pooled
     }
 }

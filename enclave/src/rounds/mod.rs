@@ -38,6 +38,7 @@ mod key_changes;
 mod preprocess;
 mod refresh_votes;
 mod replay;
+mod requests;
 mod signing;
 mod spending;
 
@@ -55,6 +56,8 @@ pub struct Limits {
     pub max_live_nonces: usize,
     /// Of those, preprocessed pairs not yet used (so round 1 keeps room whatever is preprocessed).
     pub max_preprocessed: usize,
+    /// Signing service requests bound (each for `REQUEST_TTL_SECS` after its acceptance).
+    pub max_requests: usize,
     /// A live nonce pair older than this is wiped by the sweep.
     pub nonce_ttl: Duration,
     /// A session older than this is removed by the sweep with its attempts, nonces and markers.
@@ -73,6 +76,7 @@ impl Default for Limits {
             max_attempts: 16384,
             max_live_nonces: 16384,
             max_preprocessed: 8192,
+            max_requests: 65536,
             nonce_ttl: Duration::from_secs(frostgate_common::limits::NONCE_TTL_SECS),
             session_ttl: Duration::from_secs(frostgate_common::limits::SESSION_TTL_SECS),
             dkg_ttl: Duration::from_secs(frostgate_common::limits::DKG_TTL_SECS),
@@ -100,6 +104,9 @@ struct Session {
     /// Records written with the binding when it goes with the first marker instead of a commit
     /// of its own ([`Write::WithFirstMarker`]): its approval's audit record.
     deferred: Vec<Record>,
+    /// For a signing service request's session: the request's binding (`RequestBound`), written
+    /// with the session's.
+    request: Option<Record>,
 }
 
 /// When a binding (session or attempt) is written.
@@ -119,6 +126,7 @@ impl Session {
         if let Some(d) = &self.derived {
             out.push(Record::SessionPath { session, path: d.path.clone() });
         }
+        out.extend(self.request.clone());
         out
     }
 
@@ -218,6 +226,8 @@ struct State {
     /// Refreshes this enclave voted it never prepared: never prepared after that (memory only: a
     /// restart loses every DKG, so none of them can be prepared afterwards either).
     abandoned: std::collections::HashSet<frostgate_common::ids::DkgId>,
+    /// Signing service requests and what each is bound to.
+    requests: HashMap<requests::RequestKey, requests::RequestBound>,
 }
 
 /// Counts for health and tests.

@@ -152,14 +152,15 @@ impl Engine {
         // must equal the session's, and the coordinator computed both itself.
         match binding {
             SessionBinding::Digest(o) => {
-                self.bind_session(o.session, o.key, &[], o.message, o.mode, w).await.map(|_| ())
+                self.bind_session(o.session, o.key, &[], o.message, o.mode, w, None).await.map(|_| ())
             }
             SessionBinding::Derived(o) => {
-                self.bind_session(o.session, o.key, o.path.as_inner(), o.message, o.mode, w).await.map(|_| ())
+                self.bind_session(o.session, o.key, o.path.as_inner(), o.message, o.mode, w, None).await.map(|_| ())
             }
             SessionBinding::Psbt(o) => {
-                self.bind_psbt_session(o.session, o.key, o.input, o.psbt.as_inner(), w).await.map(|_| ())
+                self.bind_psbt_session(o.session, o.key, o.input, o.psbt.as_inner(), w, None).await.map(|_| ())
             }
+            SessionBinding::Request(r) => self.bind_request_session(r, w).await.map(|_| ()),
         }?;
         self.bind_attempt(binding.session(), attempt, signers, w)
     }

@@ -78,6 +78,7 @@ impl Engine {
                             charge,
                             derived: None,
                             deferred: Vec::new(),
+                            request: None,
                         },
                     );
                 }
@@ -136,6 +137,7 @@ impl Engine {
                         sess.derived = Some(Arc::new(derived));
                     }
                 }
+                Record::RequestBound { .. } => Self::replay_request(&mut s, r, unix),
                 Record::SnapshotBegin { .. } | Record::SnapshotEnd { .. } => {}
             }
         }
@@ -205,6 +207,7 @@ impl Engine {
         for (id, a) in &s.attempts {
             out.push(a.record(*id));
         }
+        out.extend(Self::request_records(s));
         // Pending markers too: their commit may already be acknowledged and precede this
         // snapshot, which then deletes its row. A pending marker whose commit fails later
         // stays in the snapshot: consumed on the store's side, the safe direction.

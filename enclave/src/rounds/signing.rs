@@ -2,6 +2,8 @@
 //! aggregation (the invariants are the module's, in `rounds/mod.rs`).
 
 use super::*;
+use crate::markers::RequestTarget;
+use frostgate_common::protocol::RequestTag;
 
 impl Engine {
     /// Binds a session, durably. An identical repeat is accepted; any difference is a conflict.
@@ -25,10 +27,12 @@ impl Engine {
         message: [u8; 32],
         mode: TaprootMode,
     ) -> Result<[u8; 32], Error> {
-        self.bind_session(id, key, path, message, mode, Write::Now).await
+        self.bind_session(id, key, path, message, mode, Write::Now, None).await
     }
 
-    /// [`Self::open_session_at`], its binding written as `write` says.
+    /// [`Self::open_session_at`], its binding written as `write` says; for a signing service
+    /// request, the request bound with it (see `requests.rs`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn bind_session(
         &self,
         id: SessionId,
@@ -37,7 +41,15 @@ impl Engine {
         message: [u8; 32],
         mode: TaprootMode,
         write: Write,
+        request: Option<&RequestTag>,
     ) -> Result<[u8; 32], Error> {
+        let request = match request {
+            Some(tag) => {
+                let target = RequestTarget::Digest { path: path.to_vec(), mode, message };
+                Some(self.claim_request(tag, id, key, None, target)?)
+            }
+            None => None,
+        };
         let record = self.key(&key)?;
         let derived = if path.is_empty() { None } else { Some(Arc::new(crate::derive::derive(&record.public, path)?)) };
         let output_key = match &derived {
@@ -83,6 +95,7 @@ impl Engine {
                 charge,
                 derived,
                 deferred: Vec::new(),
+                request,
             };
             let mut records = session.records(id);
             let d = spending::Decision {
@@ -95,9 +108,12 @@ impl Engine {
                 path: (!path.is_empty()).then_some(path),
             };
             let approved = frostgate_common::protocol::AuditDecision::Approved;
+            let requested = session.request.as_ref().and_then(|r| self.request_audit(&mut s, r, &d, write));
             if write == Write::WithFirstMarker {
+                session.deferred.extend(requested);
                 session.deferred.extend(self.audit_deferred(&mut s, approved, &d));
             } else {
+                records.extend(requested);
                 records.extend(self.audit(&mut s, approved, "", &d, None));
             }
             s.sessions.insert(id, session);

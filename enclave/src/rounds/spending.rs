@@ -199,10 +199,11 @@ impl Engine {
         input: u32,
         psbt: &[u8],
     ) -> Result<PsbtSessionOpened, Error> {
-        self.bind_psbt_session(id, key, input, psbt, Write::Now).await
+        self.bind_psbt_session(id, key, input, psbt, Write::Now, None).await
     }
 
-    /// [`Self::open_psbt_session`], its binding written as `write` says.
+    /// [`Self::open_psbt_session`], its binding written as `write` says; for a signing service
+    /// request, the request bound with it (to the transaction's id; see `requests.rs`).
     pub(crate) async fn bind_psbt_session(
         &self,
         id: SessionId,
@@ -210,6 +211,7 @@ impl Engine {
         input: u32,
         psbt: &[u8],
         write: Write,
+        request: Option<&frostgate_common::protocol::RequestTag>,
     ) -> Result<PsbtSessionOpened, Error> {
         let record = self.key(&key)?;
         let checked = match crate::psbt::check(psbt, input, &record) {
@@ -228,6 +230,13 @@ impl Engine {
                 return Err(self.refuse(d, e).await);
             }
             Err(e) => return Err(e),
+        };
+        let request = match request {
+            Some(tag) => {
+                let target = crate::markers::RequestTarget::Psbt { txid: checked.txid };
+                Some(self.claim_request(tag, id, key, Some(input), target)?)
+            }
+            None => None,
         };
         let reply = PsbtSessionOpened {
             session: id,
@@ -271,7 +280,7 @@ impl Engine {
         if let Err(e) = prechecked {
             return Err(self.refuse(d, e).await);
         }
-        let (records, durable, approval) = {
+        let (records, durable, approval, requested) = {
             let mut s = self.lock();
             if s.sessions.contains_key(&id) {
                 return Err(err(ErrorCode::SessionConflict, format!("session {id} was bound concurrently")));
@@ -290,17 +299,21 @@ impl Engine {
                 charge,
                 derived: checked.derived.clone().map(Arc::new),
                 deferred: Vec::new(),
+                request,
             };
             let mut records = session.records(id);
+            let requested = session.request.as_ref().and_then(|r| self.request_audit(&mut s, r, &d, write));
             if write == Write::WithFirstMarker {
+                session.deferred.extend(requested);
                 session.deferred.extend(self.audit_deferred(&mut s, AuditDecision::Approved, &d));
                 s.sessions.insert(id, session);
                 return Ok(reply);
             }
             let approval = self.audit(&mut s, AuditDecision::Approved, "", &d, None);
             s.sessions.insert(id, session);
+            records.extend(requested.clone());
             records.extend(approval.clone());
-            (records, durable, approval)
+            (records, durable, approval, requested)
         };
         match self.store.persist(records).await {
             Ok(()) => {
@@ -312,6 +325,7 @@ impl Engine {
                 let mut s = self.lock();
                 // With any attempt bound to it meanwhile (its nonces wiped): nothing of it signs.
                 Self::remove_sessions(&mut s, &BTreeSet::from([id]));
+                Self::forget_audit(&mut s, &requested);
                 Self::forget_audit(&mut s, &approval);
                 Err(persist_err(e))
             }

@@ -191,12 +191,10 @@ fn tls_caller(stream: &tokio_rustls::server::TlsStream<TcpStream>) -> Option<Cal
     Some(certificate_caller(stream.get_ref().1.peer_certificates()?.first()?))
 }
 
-/// The caller a pinned client certificate (DER) identifies: `cert:` and its SHA-256's first
-/// 8 bytes (hex).
+/// The caller a pinned client certificate (DER) identifies: `cert:` and its SHA-256 (hex).
 pub fn certificate_caller(der: &[u8]) -> CallerId {
     use bitcoin::hashes::{sha256, Hash};
-    let digest = sha256::Hash::hash(der).to_byte_array();
-    CallerId(format!("cert:{}", hex::encode(&digest[..8])))
+    CallerId(format!("cert:{}", hex::encode(sha256::Hash::hash(der).to_byte_array())))
 }
 
 /// Accepts connections within the limits; with `tls`, only those whose handshake (pinned client

@@ -85,7 +85,7 @@ bounded_fields!(
     Text: String, PolicyText: String, PsbtBytes: Vec<u8>, DerivationSteps: Vec<u32>,
     Label: String, CommitmentBytes: Vec<u8>, SigningPackageBytes: Vec<u8>, SignatureShareBytes: Vec<u8>,
     PublicKeyPackageBytes: Vec<u8>, IdentityKeyBytes: Vec<u8>, DkgPackageBytes: Vec<u8>, DkgCiphertext: Vec<u8>,
-    AttestationDocBytes: Vec<u8>, BootKeyBytes: Vec<u8>
+    AttestationDocBytes: Vec<u8>, BootKeyBytes: Vec<u8>, RequestName: String
 );
 
 impl Field for CeremonyKind {
@@ -220,7 +220,7 @@ macro_rules! nested_fields {
         }
     )*};
 }
-nested_fields!(TaprootMode, SignerShare, KeyInfo, SessionBinding, Attestation);
+nested_fields!(TaprootMode, SignerShare, KeyInfo, SessionBinding, Attestation, RequestTag, RequestOpen);
 
 /// A message whose fields map one to one: `Type => pb::Message { field: pb_field, .. }`.
 macro_rules! proto_struct {
@@ -329,6 +329,9 @@ proto_struct! {
     BatchSigned => BatchSigned { outcomes: outcomes }
     SessionsClosed => SessionsClosed { closed: closed }
     PsbtSessionOpened => PsbtSessionOpened { session: session_id, output_key: output_key, sighash: sighash, txid: txid }
+    RequestTag => RequestTag { client: client, request: request_id, accepted_unix: accepted_unix, attempt: attempt }
+    RequestSession => RequestSession { tag: tag, open: open }
+    RequestSessionOpened => RequestSessionOpened { session: session_id, output_key: output_key, message: message }
     GetPolicy => GetPolicyRequest {}
     PolicyInfo => PolicyInfo { hash: hash, text: text }
     GetAudit => GetAudit { after: after }
@@ -372,6 +375,7 @@ impl Proto for AuditEntry {
             AuditDecision::Refused => Decision::Refused,
             AuditDecision::Signed => Decision::Signed,
             AuditDecision::KekRotated => Decision::KekRotated,
+            AuditDecision::Requested => Decision::Requested,
         };
         pb::AuditEntry {
             seq: self.seq,
@@ -399,6 +403,7 @@ impl Proto for AuditEntry {
             Ok(Decision::Refused) => AuditDecision::Refused,
             Ok(Decision::Signed) => AuditDecision::Signed,
             Ok(Decision::KekRotated) => AuditDecision::KekRotated,
+            Ok(Decision::Requested) => AuditDecision::Requested,
             _ => return Err(malformed("decision", "unknown value")),
         };
         Ok(AuditEntry {
@@ -549,6 +554,7 @@ impl Proto for SessionBinding {
             SessionBinding::Digest(o) => Binding::Digest(o.to_pb()),
             SessionBinding::Derived(o) => Binding::Derived(o.to_pb()),
             SessionBinding::Psbt(o) => Binding::Psbt(o.to_pb()),
+            SessionBinding::Request(r) => Binding::Request(r.to_pb()),
         };
         pb::SessionBinding { binding: Some(binding) }
     }
@@ -558,6 +564,28 @@ impl Proto for SessionBinding {
             Binding::Digest(o) => SessionBinding::Digest(Proto::from_pb(o)?),
             Binding::Derived(o) => SessionBinding::Derived(Proto::from_pb(o)?),
             Binding::Psbt(o) => SessionBinding::Psbt(Proto::from_pb(o)?),
+            Binding::Request(r) => SessionBinding::Request(Proto::from_pb(r)?),
+        })
+    }
+}
+
+impl Proto for RequestOpen {
+    type Pb = pb::RequestOpen;
+    fn to_pb(&self) -> pb::RequestOpen {
+        use pb::request_open::Open;
+        let open = match self {
+            RequestOpen::Digest(o) => Open::Digest(o.to_pb()),
+            RequestOpen::Derived(o) => Open::Derived(o.to_pb()),
+            RequestOpen::Psbt(o) => Open::Psbt(o.to_pb()),
+        };
+        pb::RequestOpen { open: Some(open) }
+    }
+    fn from_pb(p: pb::RequestOpen) -> Result<Self, Error> {
+        use pb::request_open::Open;
+        Ok(match required("open", p.open)? {
+            Open::Digest(o) => RequestOpen::Digest(Proto::from_pb(o)?),
+            Open::Derived(o) => RequestOpen::Derived(Proto::from_pb(o)?),
+            Open::Psbt(o) => RequestOpen::Psbt(Proto::from_pb(o)?),
         })
     }
 }

@@ -95,6 +95,7 @@ enum Decision {
     Refused,
     Signed,
     KekRotated,
+    Requested,
 }
 
 impl From<AuditDecision> for Decision {
@@ -104,6 +105,7 @@ impl From<AuditDecision> for Decision {
             AuditDecision::Refused => Decision::Refused,
             AuditDecision::Signed => Decision::Signed,
             AuditDecision::KekRotated => Decision::KekRotated,
+            AuditDecision::Requested => Decision::Requested,
         }
     }
 }
@@ -116,6 +118,12 @@ struct AuditRow {
     decision: Decision,
     #[serde(skip_serializing_if = "Option::is_none")]
     rule: Option<String>,
+    /// For a `requested` record: the signing service client (its certificate's SHA-256, hex;
+    /// zeros for the development client) and its request id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
     session: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     attempt: Option<String>,
@@ -136,11 +144,16 @@ struct AuditRow {
 
 impl AuditRow {
     fn new(e: &AuditEntry) -> Self {
+        let rule = e.rule.as_inner();
+        // A `requested` record's rule is `<client hex>/<request id>`.
+        let request = (e.decision == AuditDecision::Requested).then(|| rule.split_once('/')).flatten();
         AuditRow {
             seq: e.seq,
             at_unix: e.at_unix,
             decision: e.decision.into(),
-            rule: Some(e.rule.as_inner().clone()).filter(|r| !r.is_empty()),
+            rule: Some(rule.clone()).filter(|r| !r.is_empty() && request.is_none()),
+            client: request.map(|(c, _)| c.to_string()),
+            request_id: request.map(|(_, r)| r.to_string()),
             session: e.session.to_string(),
             attempt: e.attempt.map(|a| a.to_string()),
             seat: e.seat.map(|p| p.get()),
@@ -169,12 +182,18 @@ impl AuditRow {
             Decision::Refused => "refused",
             Decision::Signed => "signed",
             Decision::KekRotated => "kek_rotated",
+            Decision::Requested => "requested",
+        };
+        let request = match (&self.request_id, &self.client) {
+            (Some(id), Some(client)) => format!(": request {id} of client {client}"),
+            _ => String::new(),
         };
         format!(
-            "#{} {} {}{}{}{}\n",
+            "#{} {} {}{}{}{}{}\n",
             self.seq,
             decision,
             what,
+            request,
             if outputs.is_empty() {
                 String::new()
             } else {

@@ -212,6 +212,7 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path, work: &std::path
                         mode: TaprootMode::Bip86,
                         psbt: None,
                         path: Vec::new(),
+                        request: None,
                     },
                     Some((internal, output, to)) => {
                         let seed: [u8; 32] = frostgate_host::random_bytes();
@@ -220,7 +221,7 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path, work: &std::path
                             failures.fetch_add(1, Ordering::SeqCst);
                             continue;
                         };
-                        match psbt::requests(&p, &key, &group_key) {
+                        match psbt::requests(&p, &key, &group_key, None) {
                             Ok(mut r) if !r.is_empty() => r.remove(0).1,
                             _ => {
                                 failures.fetch_add(1, Ordering::SeqCst);

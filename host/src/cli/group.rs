@@ -225,7 +225,7 @@ pub async fn sign(a: SignArgs) -> Result<(), Error> {
             Error::new(ErrorCode::ConfigInvalid, format!("--path {p:?}: unhardened steps like 0/5"))
         })?,
     };
-    let request = SignRequest { key, message, mode, psbt: None, path };
+    let request = SignRequest { key, message, mode, psbt: None, path, request: None };
     let signing = coordinator::Signing::open(&nodes, &key, cluster.threshold, settings).await?;
     let signed = signing.sign(request).await;
     signing.finish().await;

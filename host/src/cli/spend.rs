@@ -65,7 +65,7 @@ pub async fn sign_psbt(a: SignPsbtArgs) -> Result<(), Error> {
     let nodes = dkg_relay::connect_all(&cluster).await;
     let settings = Settings::with_timeout(Duration::from_millis(a.timeout_ms));
     let signing = coordinator::Signing::open(&nodes, &key, cluster.threshold, settings).await?;
-    let result = psbt::sign_inputs(&signing.signer(), &mut signed, &key).await;
+    let result = psbt::sign_inputs(&signing.signer(), &mut signed, &key, None).await;
     signing.finish().await;
     let inputs = match result {
         Ok(done) => done.inputs,

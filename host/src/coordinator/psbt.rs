@@ -11,7 +11,7 @@ use bitcoin::sighash::{Prevouts, SighashCache, TapSighashType};
 use bitcoin::{taproot, Transaction, TxOut, Witness};
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::KeyId;
-use frostgate_common::protocol::{Bip340Signature, TaprootMode};
+use frostgate_common::protocol::{Bip340Signature, RequestTag, TaprootMode};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -31,7 +31,13 @@ pub fn parse(bytes: &[u8]) -> Result<Psbt, Error> {
 
 /// One signing request per input whose `tap_internal_key` is `key` or, by `tap_key_origins` with
 /// this key's fingerprint, one of its unhardened children (the enclaves re-check all of it).
-pub fn requests(psbt: &Psbt, key: &KeyId, group_key: &[u8]) -> Result<Vec<(usize, SignRequest)>, Error> {
+/// With `request`, each is a session of that signing service request.
+pub fn requests(
+    psbt: &Psbt,
+    key: &KeyId,
+    group_key: &[u8],
+    request: Option<&RequestTag>,
+) -> Result<Vec<(usize, SignRequest)>, Error> {
     let fingerprint = super::derivation::xpub(group_key, bitcoin::Network::Regtest)?.fingerprint();
     let utxos: Vec<TxOut> = psbt
         .inputs
@@ -74,6 +80,7 @@ pub fn requests(psbt: &Psbt, key: &KeyId, group_key: &[u8]) -> Result<Vec<(usize
                 mode,
                 psbt: Some(PsbtInput { psbt: bytes.clone(), input: index }),
                 path,
+                request: request.cloned(),
             },
         ));
     }
@@ -126,14 +133,16 @@ pub struct SignedInputs {
 
 /// Signs every input of `psbt` that `key` (the signer's key) spends (one ROAST signing each, in input
 /// order, each enclave computing the sighash itself) and puts the signatures in. The first
-/// failure ends it, naming the input; the inputs signed before stay filled in.
+/// failure ends it, naming the input; the inputs signed before stay filled in. With `request`,
+/// every input's session is one of that signing service request.
 pub async fn sign_inputs(
     signer: &super::Signer,
     psbt: &mut Psbt,
     key: &KeyId,
+    request: Option<&RequestTag>,
 ) -> Result<SignedInputs, (Error, Vec<super::Evidence>)> {
     let group_key = signer.material().group_key().map_err(|e| (e, Vec::new()))?;
-    let requests = requests(psbt, key, &group_key).map_err(|e| (e, Vec::new()))?;
+    let requests = requests(psbt, key, &group_key, request).map_err(|e| (e, Vec::new()))?;
     let mut done = SignedInputs::default();
     for (n, request) in requests {
         let s = signer

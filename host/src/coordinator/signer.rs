@@ -14,7 +14,8 @@ use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::{KeyId, ParticipantId, SessionId};
 use frostgate_common::protocol::SignItems;
 use frostgate_common::protocol::{
-    CloseSessions, PreCommitment, PreprocessedShare, SessionBinding, SignBatch, SignOutcome, SignPreprocessed,
+    CloseSessions, PreCommitment, PreprocessedShare, RequestOpen, SessionBinding, SignBatch, SignOutcome,
+    SignPreprocessed,
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -173,7 +174,8 @@ impl SignerClient {
     /// when nothing else waits, else in a `SignBatch` of up to 32 (PSBT signings always alone:
     /// their PSBTs are large). The reply is this signing's own outcome.
     pub async fn sign_preprocessed(&self, m: SignPreprocessed, timeout: Duration) -> Result<PreprocessedShare, Error> {
-        if matches!(m.binding, SessionBinding::Psbt(_)) {
+        let psbt = matches!(&m.binding, SessionBinding::Request(r) if matches!(r.open, RequestOpen::Psbt(_)));
+        if psbt || matches!(m.binding, SessionBinding::Psbt(_)) {
             return self.call(m, timeout).await;
         }
         let (tx, rx) = tokio::sync::oneshot::channel();

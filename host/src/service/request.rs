@@ -9,13 +9,13 @@
 use crate::coordinator::SignRequest;
 use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::KeyId;
-use frostgate_common::protocol::TaprootMode;
+use frostgate_common::protocol::{RequestTag, TaprootMode};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
 /// Longest request id.
-pub const MAX_REQUEST_ID_LEN: usize = 64;
+pub use frostgate_common::limits::MAX_REQUEST_ID_LEN;
 /// Most labels on one request, and their lengths.
 pub const MAX_LABELS: usize = 16;
 const MAX_LABEL_LEN: usize = 128;
@@ -26,13 +26,25 @@ fn invalid(m: impl std::fmt::Display) -> Error {
 
 /// Checks a client-chosen request id: 1-64 characters of `[A-Za-z0-9._-]`.
 pub fn check_request_id(id: &str) -> Result<(), Error> {
-    let ok = !id.is_empty()
-        && id.len() <= MAX_REQUEST_ID_LEN
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    match ok {
+    match frostgate_common::limits::request_id_valid(id) {
         true => Ok(()),
         false => Err(invalid(format!("request_id {id:?}: 1-{MAX_REQUEST_ID_LEN} characters of [A-Za-z0-9._-]"))),
     }
+}
+
+/// The request as every enclave binds it: the client's certificate fingerprint (`cert:<hex>`;
+/// zero for the development client), its request id, its acceptance (Unix seconds) and the
+/// service's attempt (always 0: an instance that takes a request over resumes its sessions).
+pub fn request_tag(client: &str, request_id: &str, accepted_ms: i64) -> Result<RequestTag, Error> {
+    let client = match client.strip_prefix("cert:") {
+        Some(h) => hex::decode(h)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| Error::new(ErrorCode::Internal, format!("client identity {client:?}")))?,
+        None => [0; 32],
+    };
+    let request = frostgate_common::bounded::RequestName::new(request_id.to_string()).map_err(invalid)?;
+    Ok(RequestTag { client, request, accepted_unix: u64::try_from(accepted_ms / 1000).unwrap_or(0), attempt: 0 })
 }
 
 /// What a request asks for.
@@ -240,12 +252,18 @@ impl Submission {
 }
 
 impl Body {
-    /// The coordinator's request for a digest (`None` for a PSBT, signed input by input).
-    pub fn digest_request(&self) -> Option<SignRequest> {
+    /// The coordinator's request for a digest (`None` for a PSBT, signed input by input), a
+    /// session of the service request `tag`.
+    pub fn digest_request(&self, tag: &RequestTag) -> Option<SignRequest> {
         match &self.target {
-            Target::Digest { message, mode, path } => {
-                Some(SignRequest { key: self.key, message: *message, mode: *mode, psbt: None, path: path.clone() })
-            }
+            Target::Digest { message, mode, path } => Some(SignRequest {
+                key: self.key,
+                message: *message,
+                mode: *mode,
+                psbt: None,
+                path: path.clone(),
+                request: Some(tag.clone()),
+            }),
             Target::Psbt(_) => None,
         }
     }

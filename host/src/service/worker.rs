@@ -224,9 +224,13 @@ impl Workers {
                 }
             }))
         };
+        let tag = match super::request::request_tag(&record.client, &record.submission.request_id, record.created_ms) {
+            Ok(t) => t,
+            Err(e) => return Step::failed(&e),
+        };
         let step = match body.target {
             Target::Digest { .. } => {
-                let Some(request) = body.digest_request() else { return Step::failed(&internal()) };
+                let Some(request) = body.digest_request(&tag) else { return Step::failed(&internal()) };
                 match signer.sign(request).await {
                     Ok(s) => Step::Done(
                         State::Signed,
@@ -241,7 +245,7 @@ impl Workers {
                     Err((e, evidence)) => Step::refused_or_failed(&e, &evidence),
                 }
             }
-            Target::Psbt(mut signed) => match psbt::sign_inputs(&signer, &mut signed, &body.key).await {
+            Target::Psbt(mut signed) => match psbt::sign_inputs(&signer, &mut signed, &body.key, Some(&tag)).await {
                 Ok(done) => {
                     // Finalized when every input is signed (inputs of other keys leave it partial).
                     let mut finalized = (*signed).clone();

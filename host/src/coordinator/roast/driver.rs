@@ -195,12 +195,18 @@ async fn open_session(c: &SignerClient, session: SessionId, req: &SignRequest, t
         }
         SessionBinding::Psbt(open) => {
             if c.call(open, timeout).await?.sighash != req.message {
-                return Err(Error::new(
-                    ErrorCode::SigningPackageMismatch,
-                    "the enclave computed another sighash for this input",
-                ));
+                return Err(mismatch());
+            }
+        }
+        SessionBinding::Request(open) => {
+            if c.call(open, timeout).await?.message != req.message {
+                return Err(mismatch());
             }
         }
     }
     Ok(())
+}
+
+fn mismatch() -> Error {
+    Error::new(ErrorCode::SigningPackageMismatch, "the enclave computed another sighash for this input")
 }

@@ -29,7 +29,7 @@ pub use request::{validate, PsbtInput, Settings, SignRequest, Signed};
 
 use crate::coordinator::signer::SignerClient;
 use core::{Outcome, Roast};
-use frostgate_common::ids::{ParticipantId, SessionId};
+use frostgate_common::ids::ParticipantId;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -45,7 +45,7 @@ pub(crate) async fn sign(
     validate(&request).map_err(fail)?;
     let public = key.tweaked_at(&request.path, &request.mode).map_err(fail)?;
     let signers: Vec<(ParticipantId, bool)> = nodes.values().map(|c| (c.id(), c.reachable())).collect();
-    let (session, seed) = (SessionId::from_bytes(crate::random_bytes()), crate::random_bytes());
+    let (session, seed) = (request.session(), crate::random_bytes());
     let cx = driver::Context {
         session,
         request: Arc::new(request),

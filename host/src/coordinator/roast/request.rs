@@ -6,7 +6,8 @@ use frostgate_common::error::{Error, ErrorCode};
 use frostgate_common::ids::KeyId;
 use frostgate_common::ids::SessionId;
 use frostgate_common::protocol::{
-    Bip340Signature, OpenDerivedSession, OpenPsbtSession, OpenSession, SessionBinding, TaprootMode,
+    Bip340Signature, OpenDerivedSession, OpenPsbtSession, OpenSession, RequestOpen, RequestSession, RequestTag,
+    SessionBinding, TaprootMode,
 };
 use serde::Serialize;
 use std::sync::Arc;
@@ -27,6 +28,19 @@ pub struct SignRequest {
     /// For a child of the key: its unhardened path from the group key (empty: the key itself).
     /// Each enclave derives the child itself; on the PSBT path it comes from `tap_key_origins`.
     pub path: Vec<u32>,
+    /// For a signing service request: the request, which every enclave binds to what it signs;
+    /// the session id is then the request's (`frostgate_public::request::session_id`).
+    pub request: Option<RequestTag>,
+}
+
+impl SignRequest {
+    /// The session: the request's own, or a fresh random one.
+    pub fn session(&self) -> SessionId {
+        match &self.request {
+            Some(tag) => frostgate_public::request::session_id(tag, &self.key, self.psbt.as_ref().map(|p| p.input)),
+            None => SessionId::from_bytes(crate::random_bytes()),
+        }
+    }
 }
 
 /// One input of a PSBT to sign.
@@ -96,16 +110,22 @@ pub fn validate(request: &SignRequest) -> Result<(), Error> {
 /// computes itself; the package's message is ours, so a different sighash is refused there).
 pub(super) fn binding(session: SessionId, req: &SignRequest) -> Result<SessionBinding, Error> {
     let (key, message, mode) = (req.key, req.message, req.mode);
-    Ok(match &req.psbt {
-        None if req.path.is_empty() => SessionBinding::Digest(OpenSession { session, key, message, mode }),
+    let open = match &req.psbt {
+        None if req.path.is_empty() => RequestOpen::Digest(OpenSession { session, key, message, mode }),
         None => {
             let path =
                 DerivationSteps::new(req.path.clone()).map_err(|e| Error::new(ErrorCode::DerivationInvalid, e))?;
-            SessionBinding::Derived(OpenDerivedSession { session, key, path, message, mode })
+            RequestOpen::Derived(OpenDerivedSession { session, key, path, message, mode })
         }
         Some(p) => {
             let psbt = PsbtBytes::new(p.psbt.to_vec()).map_err(|e| Error::new(ErrorCode::PsbtInvalid, e))?;
-            SessionBinding::Psbt(OpenPsbtSession { session, key, input: p.input, psbt })
+            RequestOpen::Psbt(OpenPsbtSession { session, key, input: p.input, psbt })
         }
+    };
+    Ok(match (&req.request, open) {
+        (Some(tag), open) => SessionBinding::Request(RequestSession { tag: tag.clone(), open }),
+        (None, RequestOpen::Digest(o)) => SessionBinding::Digest(o),
+        (None, RequestOpen::Derived(o)) => SessionBinding::Derived(o),
+        (None, RequestOpen::Psbt(o)) => SessionBinding::Psbt(o),
     })
 }

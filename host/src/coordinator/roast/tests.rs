@@ -70,6 +70,7 @@ impl Cluster {
             mode: TaprootMode::Bip86,
             psbt: None,
             path: Vec::new(),
+            request: None,
         }
     }
 
