@@ -178,6 +178,11 @@ pub fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
     }
 }
 
+/// A loopback port free now (the kernel's pick; another process may take it before it is used).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
 pub mod chaos;
 pub mod dev_cluster;
 pub mod dkg;
@@ -185,6 +190,7 @@ pub mod fuzz;
 pub mod latency;
 pub mod liar;
 pub mod node;
+pub mod postgres;
 pub mod proxy;
 pub mod psbt;
 pub mod rng;

@@ -170,11 +170,15 @@ pub async fn bind(address: &str) -> Result<tokio::net::TcpListener, Error> {
 /// Serves `GET /metrics` (HTTP/1.1, one request per connection) until dropped: this process's
 /// host metrics.
 pub async fn serve(listener: tokio::net::TcpListener) {
-    serve_with(listener, std::sync::Arc::new(|| global().render())).await
+    serve_with(listener, std::sync::Arc::new(|| Box::pin(async { global().render() }))).await
 }
 
+/// What renders a scrape (it may read a store first).
+pub type Render =
+    std::sync::Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>> + Send + Sync>;
+
 /// Serves `GET /metrics` with what `render` gives (the signing service's metrics too).
-pub async fn serve_with(listener: tokio::net::TcpListener, render: std::sync::Arc<dyn Fn() -> String + Send + Sync>) {
+pub async fn serve_with(listener: tokio::net::TcpListener, render: Render) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else { continue };
         let render = render.clone();
@@ -187,7 +191,7 @@ pub async fn serve_with(listener: tokio::net::TcpListener, render: std::sync::Ar
                 .unwrap_or(0);
             let request = String::from_utf8_lossy(&buf[..n]);
             let (status, body) = if request.starts_with("GET /metrics ") {
-                ("200 OK", render())
+                ("200 OK", render().await)
             } else {
                 ("404 Not Found", "not found\n".to_string())
             };

@@ -5,9 +5,10 @@
 //! only that client's requests.
 
 use super::config::Client;
-use super::log::{Filter, SqliteLog, Submitted};
+use super::log::{Filter, Submitted};
 use super::request::{check_request_id, RequestView, State, Submission};
-use super::worker::{db, Workers};
+use super::store::RequestLog;
+use super::worker::Workers;
 use crate::api::connection::CallerId;
 use frostgate_common::error::{Error, ErrorCode};
 use serde::{Deserialize, Serialize};
@@ -24,7 +25,7 @@ pub const MAX_PAGE_SIZE: usize = 500;
 #[derive(Debug)]
 pub struct Api {
     /// The request log.
-    pub log: Arc<SqliteLog>,
+    pub log: RequestLog,
     /// The workers (woken on a new request; their changes end waits).
     pub workers: Arc<Workers>,
     /// The clients by connection identity; empty with `dev`.
@@ -35,8 +36,6 @@ pub struct Api {
     pub max_open_per_client: usize,
     /// The largest body.
     pub max_body_bytes: usize,
-    /// Answered by health.
-    pub store: &'static str,
 }
 
 fn invalid(m: impl std::fmt::Display) -> Error {
@@ -83,7 +82,7 @@ impl Api {
         submission.validate()?;
         client.authorize(&submission.key, submission.kind())?;
         let (max_open, id) = (self.max_open_per_client, client.id.clone());
-        match self.workers.writer.write(move |w| w.submit(&id, &submission, max_open)).await? {
+        match self.log.submit(&id, &submission, max_open).await? {
             Submitted::Accepted(r) => {
                 tracing::info!(client = %client.name, request = %r.submission.request_id, seq = r.seq, "request accepted");
                 super::metrics::global().accepted(r.submission.kind());
@@ -96,8 +95,8 @@ impl Api {
 
     async fn record(&self, client: &Client, id: &str) -> Result<super::log::Record, Error> {
         check_request_id(id)?;
-        let (who, which) = (client.id.clone(), id.to_string());
-        db(&self.log, move |l| l.get(&who, &which))
+        self.log
+            .get(&client.id, id)
             .await?
             .ok_or_else(|| Error::new(ErrorCode::RequestUnknown, format!("no request {id}")))
     }
@@ -130,8 +129,7 @@ impl Api {
     /// Cancels `client`'s request `id` (until its first signing request).
     pub async fn cancel(&self, client: &Client, id: &str) -> Result<RequestView, Error> {
         check_request_id(id)?;
-        let (who, which) = (client.id.clone(), id.to_string());
-        let record = self.workers.writer.write(move |w| w.cancel(&who, &which)).await?;
+        let record = self.log.cancel(&client.id, id).await?;
         self.workers.touched(record.seq);
         Ok(record.view())
     }
@@ -148,17 +146,16 @@ impl Api {
         };
         let limit = q.page_size.filter(|n| *n > 0).unwrap_or(50).min(MAX_PAGE_SIZE);
         let filter = Filter { state, key: q.key.filter(|k| !k.is_empty()), after, limit };
-        let who = client.id.clone();
-        let records = db(&self.log, move |l| l.list(&who, &filter)).await?;
+        let records = self.log.list(&client.id, filter).await?;
         let next_page_token = (records.len() == limit).then(|| records.last().map(|r| r.seq.to_string())).flatten();
         Ok(Page { requests: records.iter().map(|r| r.view()).collect(), next_page_token })
     }
 
     /// The request counts by state.
     pub async fn health(&self) -> Result<serde_json::Value, Error> {
-        let counts = db(&self.log, |l| l.counts()).await?;
+        let counts = self.log.counts().await?;
         let counts: serde_json::Map<String, serde_json::Value> =
             counts.into_iter().map(|(s, n)| (s.name().to_string(), n.into())).collect();
-        Ok(serde_json::json!({ "status": "ok", "store": self.store, "requests": counts }))
+        Ok(serde_json::json!({ "status": "ok", "store": self.log.kind(), "requests": counts }))
     }
 }

@@ -19,7 +19,9 @@ pub mod handlers;
 pub mod http;
 pub mod log;
 pub mod metrics;
+pub mod postgres;
 pub mod request;
+pub mod store;
 pub mod worker;
 pub mod writer;
 
@@ -58,27 +60,11 @@ fn config_err(m: impl std::fmt::Display) -> Error {
     Error::new(ErrorCode::ConfigInvalid, m.to_string())
 }
 
-/// Opens the request log named by `url` (`sqlite:PATH`).
-pub fn open_log(url: &str) -> Result<log::SqliteLog, Error> {
-    match url.strip_prefix("sqlite:") {
-        Some(path) if !path.is_empty() => log::SqliteLog::open(std::path::Path::new(path)),
-        _ => Err(config_err(format!("store {url:?}: sqlite:PATH"))),
-    }
-}
-
 /// The service's TLS files: its certificate and key, every client's certificate pinned.
 fn tls_files(o: &ServeOptions) -> Result<crate::api::tls::TlsFiles, Error> {
     let t = o.config.tls.as_ref().ok_or_else(|| Error::new(ErrorCode::TlsRequired, "[tls] is required"))?;
     let peers = o.config.clients.iter().map(|c| c.certificate.clone()).collect();
     Ok(crate::api::tls::TlsFiles { cert: t.cert.clone(), key: t.key.clone(), peers })
-}
-
-/// The group writer of the request log named by `url` (opened and migrated by [`open_log`]).
-pub fn open_writer(url: &str) -> Result<writer::GroupWriter, Error> {
-    match url.strip_prefix("sqlite:") {
-        Some(path) if !path.is_empty() => writer::GroupWriter::start(std::path::Path::new(path)),
-        _ => Err(config_err(format!("store {url:?}: sqlite:PATH"))),
-    }
 }
 
 /// A running service (its listeners bound, its workers claiming).
@@ -134,7 +120,7 @@ pub async fn serve(o: ServeOptions) -> Result<(), Error> {
 /// Binds the listeners and starts the workers.
 pub async fn start(o: ServeOptions) -> Result<Running, Error> {
     let cluster = Cluster::load(&o.cluster)?;
-    let log = Arc::new(open_log(&o.store)?);
+    let log = store::RequestLog::open(&o.store).await?;
     let tls = match (o.dev_plaintext, &o.config.tls) {
         (true, _) if !o.http_listen.ip().is_loopback() => {
             return Err(config_err("--dev-plaintext serves on a loopback address only"))
@@ -154,7 +140,7 @@ pub async fn start(o: ServeOptions) -> Result<Running, Error> {
     let nodes = dkg_relay::connect_all(&cluster).await;
     let settings = Settings::with_timeout(Duration::from_millis(limits.signer_timeout_ms));
     let workers = worker::Workers::new(
-        open_writer(&o.store)?,
+        log.clone(),
         nodes,
         cluster.threshold,
         settings,
@@ -170,7 +156,6 @@ pub async fn start(o: ServeOptions) -> Result<Running, Error> {
         dev: o.dev_plaintext,
         max_open_per_client: limits.max_open_per_client,
         max_body_bytes: limits.max_body_bytes,
-        store: "sqlite",
     });
     let listener = tokio::net::TcpListener::bind(o.http_listen)
         .await
@@ -223,8 +208,11 @@ pub async fn start(o: ServeOptions) -> Result<Running, Error> {
     if let Some(l) = metrics {
         metrics_addr = Some(l.local_addr().map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?);
         let log = log_for_metrics;
-        let render = move || metrics::global().render(&log.counts().unwrap_or_default());
-        tasks.push(tokio::spawn(crate::node::metrics::serve_with(l, Arc::new(render))));
+        let render: crate::node::metrics::Render = Arc::new(move || {
+            let log = log.clone();
+            Box::pin(async move { metrics::global().render(&log.counts().await.unwrap_or_default()) })
+        });
+        tasks.push(tokio::spawn(crate::node::metrics::serve_with(l, render)));
     }
     Ok(Running { http: addr, grpc: grpc_addr, metrics: metrics_addr, tasks, workers })
 }

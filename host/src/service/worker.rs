@@ -6,9 +6,9 @@
 //! leaves for a node; a request whose key material cannot be fetched (the cluster unreachable)
 //! goes back to `pending` untouched, to be claimed again.
 
-use super::log::{Record, SqliteLog};
+use super::log::Record;
 use super::request::{ErrorView, NodeRefusal, Outcome, State, Target};
-use super::writer::GroupWriter;
+use super::store::RequestLog;
 use crate::coordinator::signer::SignerClient;
 use crate::coordinator::{psbt, Evidence, Reason, Settings, Signer, Signing};
 use frostgate_common::error::{Error, ErrorCode, RecoveryClass};
@@ -18,21 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 
-/// Runs blocking request-log work off the async threads.
-pub async fn db<T: Send + 'static>(
-    log: &Arc<SqliteLog>,
-    f: impl FnOnce(&SqliteLog) -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    let log = log.clone();
-    tokio::task::spawn_blocking(move || f(&log))
-        .await
-        .map_err(|e| Error::new(ErrorCode::Internal, format!("request log task: {e}")))?
-}
-
 /// The workers' shared state.
 pub struct Workers {
-    /// The log's group writer (every change to a request).
-    pub writer: GroupWriter,
+    /// The request log (every change to a request).
+    pub log: RequestLog,
     nodes: Vec<Arc<SignerClient>>,
     threshold: u16,
     settings: Settings,
@@ -58,7 +47,7 @@ impl Workers {
     /// Workers over `log` and the cluster's `nodes`, at most `concurrency` signings at once,
     /// each claim leased for `lease` (renewed while it runs).
     pub fn new(
-        writer: GroupWriter,
+        log: RequestLog,
         nodes: Vec<Arc<SignerClient>>,
         threshold: u16,
         settings: Settings,
@@ -67,7 +56,7 @@ impl Workers {
     ) -> Arc<Workers> {
         let owner = hex::encode(crate::random_bytes::<8>());
         Arc::new(Workers {
-            writer,
+            log,
             nodes,
             threshold,
             settings,
@@ -102,7 +91,7 @@ impl Workers {
             // Keys whose material is held: their requests are sent at once, marked by the claim.
             let ready: std::collections::HashSet<String> =
                 self.signings().iter().filter(|(_, c)| c.initialized()).map(|(k, _)| k.to_string()).collect();
-            match self.writer.write(move |w| w.claim(&owner, lease, n, &ready)).await {
+            match self.log.claim(&owner, lease, n, ready).await {
                 Ok(claimed) => {
                     let all = claimed.len() == n;
                     for (record, takeover) in claimed {
@@ -156,7 +145,7 @@ impl Workers {
 
     /// Puts a claimed request back to `pending` (to be claimed again), then waits a moment.
     async fn back_to_pending(&self, seq: i64, epoch: i64) {
-        let back = self.writer.write(move |w| w.finish(seq, epoch, State::Pending, &Outcome::default())).await;
+        let back = self.log.finish(seq, epoch, State::Pending, Outcome::default()).await;
         if let Err(e) = back {
             tracing::warn!(seq, code = %e.code(), "request log: {}", e.message());
         }
@@ -179,7 +168,7 @@ impl Workers {
             Step::Lost => return,
             Step::Done(state, outcome) => (state, *outcome),
         };
-        match self.writer.write(move |w| w.finish(seq, epoch, state, &outcome)).await {
+        match self.log.finish(seq, epoch, state, outcome).await {
             Ok(true) => {
                 let now =
                     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
@@ -204,7 +193,7 @@ impl Workers {
         };
         let (seq, epoch, lease) = (record.seq, record.lease_epoch, self.lease_ms());
         if !record.first_sent {
-            match self.writer.write(move |w| w.mark_sent(seq, epoch, lease)).await {
+            match self.log.mark_sent(seq, epoch, lease).await {
                 Ok(true) => {}
                 Ok(false) => return Step::Lost,
                 Err(e) => return Step::NotSent(e),
@@ -213,11 +202,11 @@ impl Workers {
         // The lease is renewed while the signing runs, and only while it runs (the guard stops
         // it however the signing ends); a write error is retried, a lost claim ends it.
         let _renewal = {
-            let (writer, every) = (self.writer.clone(), self.lease / 3);
+            let (log, every) = (self.log.clone(), self.lease / 3);
             AbortOnDrop(tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
-                    match writer.write(move |w| w.renew(seq, epoch, lease)).await {
+                    match log.renew(seq, epoch, lease).await {
                         Ok(true) | Err(_) => {}
                         Ok(false) => return,
                     }

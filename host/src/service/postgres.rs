@@ -1,0 +1,321 @@
+//! The request log on PostgreSQL, shared by several service instances: the same operations and
+//! rows as the SQLite log (`log.rs`), each in a transaction of its own.
+//!
+//! Invariants: a submit is serialized per client (`pg_advisory_xact_lock` on the client), so the
+//! bound on open requests and the idempotency check hold across instances; a claim takes rows
+//! with `FOR UPDATE SKIP LOCKED` (two instances never claim the same request at once) and raises
+//! its `lease_epoch`, the fencing token every later write of the claim names; the database
+//! unreachable is `store_unavailable`, and nothing is answered before its commit.
+
+use super::log::{unavailable, Filter, Record, Submitted};
+use super::request::{Outcome, State, Submission};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use frostgate_common::error::{Error, ErrorCode};
+use std::str::FromStr;
+use std::time::Duration;
+use tokio_postgres::{NoTls, Row};
+
+mod embedded {
+    refinery::embed_migrations!("migrations/postgres");
+}
+
+/// Connections per instance.
+const POOL_SIZE: usize = 16;
+/// How long an operation waits for a connection (or to make one) before `store_unavailable`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Serializes the migrations of instances starting together.
+const MIGRATION_LOCK: i64 = 0x6672_6f73_7467_6174; // "frostgat"
+
+const COLUMNS: &str = "seq, client, body, state, outcome, created_ms, updated_ms, lease_epoch, first_sent";
+
+fn record(row: &Row) -> Result<Record, Error> {
+    let bad = |what: &str| unavailable(format!("stored {what} does not decode"));
+    let body: String = row.try_get(2).map_err(unavailable)?;
+    let state: String = row.try_get(3).map_err(unavailable)?;
+    let outcome: Option<String> = row.try_get(4).map_err(unavailable)?;
+    Ok(Record {
+        seq: row.try_get(0).map_err(unavailable)?,
+        client: row.try_get(1).map_err(unavailable)?,
+        submission: serde_json::from_str(&body).map_err(|_| bad("body"))?,
+        state: State::from_name(&state).ok_or_else(|| bad("state"))?,
+        outcome: match outcome {
+            Some(o) => serde_json::from_str(&o).map_err(|_| bad("outcome"))?,
+            None => Outcome::default(),
+        },
+        created_ms: row.try_get(5).map_err(unavailable)?,
+        updated_ms: row.try_get(6).map_err(unavailable)?,
+        lease_epoch: row.try_get(7).map_err(unavailable)?,
+        first_sent: row.try_get(8).map_err(unavailable)?,
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The PostgreSQL request log (cheap to clone: a pool).
+#[derive(Clone)]
+pub struct PgLog {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PgLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgLog").finish_non_exhaustive()
+    }
+}
+
+impl PgLog {
+    /// Connects to `url` (`postgres://user@host:port/db`, without TLS: loopback or a private
+    /// network) and applies the migrations (one instance at a time).
+    pub async fn open(url: &str) -> Result<PgLog, Error> {
+        let mut config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| Error::new(ErrorCode::ConfigInvalid, format!("store URL: {e}")))?;
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(Error::new(ErrorCode::ConfigInvalid, "store URL: sslmode=require is not supported"));
+        }
+        config.connect_timeout(CONNECT_TIMEOUT);
+        let manager =
+            Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Verified });
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::new(ErrorCode::Internal, format!("PostgreSQL pool: {e}")))?;
+        let mut client = pool.get().await.map_err(unavailable)?;
+        client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.map_err(unavailable)?;
+        let migrated = embedded::migrations::runner().run_async(&mut **client).await;
+        client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await.map_err(unavailable)?;
+        migrated.map_err(|e| unavailable(format!("migrations: {e}")))?;
+        drop(client);
+        Ok(PgLog { pool })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, Error> {
+        self.pool.get().await.map_err(unavailable)
+    }
+
+    /// As [`super::log::Writes::submit`].
+    pub async fn submit(&self, client: &str, s: &Submission, max_open: usize) -> Result<Submitted, Error> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(unavailable)?;
+        tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&client]).await.map_err(unavailable)?;
+        let existing = tx
+            .query_opt(
+                &format!("SELECT {COLUMNS}, body_sha256 FROM sign_requests WHERE client = $1 AND request_id = $2"),
+                &[&client, &s.request_id],
+            )
+            .await
+            .map_err(unavailable)?;
+        if let Some(row) = existing {
+            let hash: Vec<u8> = row.try_get(9).map_err(unavailable)?;
+            if hash != s.body_sha256() {
+                return Err(Error::new(
+                    ErrorCode::RequestConflict,
+                    format!("request {} exists with another body", s.request_id),
+                ));
+            }
+            return Ok(Submitted::Existing(record(&row)?));
+        }
+        let open: i64 = tx
+            .query_one(
+                "SELECT COUNT(*) FROM sign_requests WHERE client = $1 AND state IN ('pending', 'running')",
+                &[&client],
+            )
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(unavailable)?;
+        if open as usize >= max_open {
+            return Err(Error::new(
+                ErrorCode::TooManyInFlight,
+                format!("this client has {open} requests pending or running (at most {max_open})"),
+            ));
+        }
+        let now = now_ms();
+        let body = serde_json::to_string(s).map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+        let (hash, key) = (s.body_sha256().to_vec(), s.key.to_ascii_lowercase());
+        let row = tx
+            .query_one(
+                &format!(
+                    "INSERT INTO sign_requests (client, request_id, body_sha256, body, key, kind, state, created_ms, updated_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7) RETURNING {COLUMNS}"
+                ),
+                &[&client, &s.request_id, &hash, &body, &key, &s.kind().name(), &now],
+            )
+            .await
+            .map_err(unavailable)?;
+        let r = record(&row)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Submitted::Accepted(r))
+    }
+
+    /// As [`super::log::Writes::cancel`].
+    pub async fn cancel(&self, client: &str, request_id: &str) -> Result<Record, Error> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(unavailable)?;
+        let changed = tx
+            .execute(
+                "UPDATE sign_requests SET state = 'cancelled', updated_ms = $3, lease_owner = NULL
+                 WHERE client = $1 AND request_id = $2 AND state IN ('pending', 'running') AND NOT first_sent",
+                &[&client, &request_id, &now_ms()],
+            )
+            .await
+            .map_err(unavailable)?;
+        let row = tx
+            .query_opt(
+                &format!("SELECT {COLUMNS} FROM sign_requests WHERE client = $1 AND request_id = $2"),
+                &[&client, &request_id],
+            )
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| Error::new(ErrorCode::RequestUnknown, format!("no request {request_id}")))?;
+        let r = record(&row)?;
+        tx.commit().await.map_err(unavailable)?;
+        if changed == 0 && r.state != State::Cancelled {
+            return Err(Error::new(
+                ErrorCode::RequestNotCancellable,
+                format!("request {request_id} is {}: a signing request may have reached a node", r.state.name()),
+            ));
+        }
+        Ok(r)
+    }
+
+    /// As [`super::log::Writes::claim`]; rows another instance is claiming are skipped.
+    pub async fn claim(
+        &self,
+        owner: &str,
+        lease_ms: i64,
+        n: usize,
+        ready: &std::collections::HashSet<String>,
+    ) -> Result<Vec<(Record, bool)>, Error> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(unavailable)?;
+        let now = now_ms();
+        let mut out = Vec::new();
+        while out.len() < n {
+            let next = tx
+                .query_opt(
+                    "SELECT seq, state, key FROM sign_requests AS r
+                     WHERE state = 'pending' OR (state = 'running' AND lease_until_ms < $1)
+                     ORDER BY (SELECT COUNT(*) FROM sign_requests AS o
+                               WHERE o.client = r.client AND o.state = 'running' AND o.lease_until_ms >= $1), seq
+                     LIMIT 1 FOR UPDATE SKIP LOCKED",
+                    &[&now],
+                )
+                .await
+                .map_err(unavailable)?;
+            let Some(row) = next else { break };
+            let (seq, was, key): (i64, String, String) = (
+                row.try_get(0).map_err(unavailable)?,
+                row.try_get(1).map_err(unavailable)?,
+                row.try_get(2).map_err(unavailable)?,
+            );
+            let row = tx
+                .query_one(
+                    &format!(
+                        "UPDATE sign_requests SET state = 'running', lease_owner = $2, lease_until_ms = $3,
+                         lease_epoch = lease_epoch + 1, updated_ms = $4, first_sent = first_sent OR $5
+                         WHERE seq = $1 RETURNING {COLUMNS}"
+                    ),
+                    &[&seq, &owner, &(now + lease_ms), &now, &ready.contains(&key)],
+                )
+                .await
+                .map_err(unavailable)?;
+            out.push((record(&row)?, was == State::Running.name()));
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(out)
+    }
+
+    /// As [`super::log::Writes::mark_sent`].
+    pub async fn mark_sent(&self, seq: i64, epoch: i64, lease_ms: i64) -> Result<bool, Error> {
+        let now = now_ms();
+        self.update(
+            "UPDATE sign_requests SET first_sent = TRUE, lease_until_ms = $3, updated_ms = $4
+             WHERE seq = $1 AND lease_epoch = $2 AND state = 'running'",
+            &[&seq, &epoch, &(now + lease_ms), &now],
+        )
+        .await
+    }
+
+    /// As [`super::log::Writes::renew`].
+    pub async fn renew(&self, seq: i64, epoch: i64, lease_ms: i64) -> Result<bool, Error> {
+        self.update(
+            "UPDATE sign_requests SET lease_until_ms = $3 WHERE seq = $1 AND lease_epoch = $2 AND state = 'running'",
+            &[&seq, &epoch, &(now_ms() + lease_ms)],
+        )
+        .await
+    }
+
+    /// As [`super::log::Writes::finish`].
+    pub async fn finish(&self, seq: i64, epoch: i64, state: State, outcome: &Outcome) -> Result<bool, Error> {
+        let text = serde_json::to_string(outcome).map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+        let outcome = (state != State::Pending).then_some(text);
+        self.update(
+            "UPDATE sign_requests SET state = $3, outcome = $4, updated_ms = $5, lease_owner = NULL, lease_until_ms = 0
+             WHERE seq = $1 AND lease_epoch = $2 AND state = 'running'",
+            &[&seq, &epoch, &state.name(), &outcome, &now_ms()],
+        )
+        .await
+    }
+
+    async fn update(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<bool, Error> {
+        let changed = self.client().await?.execute(sql, params).await.map_err(unavailable)?;
+        Ok(changed == 1)
+    }
+
+    /// As [`super::log::SqliteLog::get`].
+    pub async fn get(&self, client: &str, request_id: &str) -> Result<Option<Record>, Error> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!("SELECT {COLUMNS} FROM sign_requests WHERE client = $1 AND request_id = $2"),
+                &[&client, &request_id],
+            )
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(record).transpose()
+    }
+
+    /// As [`super::log::SqliteLog::list`].
+    pub async fn list(&self, client: &str, f: &Filter) -> Result<Vec<Record>, Error> {
+        let key = f.key.as_ref().map(|k| k.to_ascii_lowercase());
+        let state = f.state.map(State::name);
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM sign_requests WHERE client = $1 AND seq > $2
+                     AND ($3::TEXT IS NULL OR state = $3) AND ($4::TEXT IS NULL OR key = $4) ORDER BY seq LIMIT $5"
+                ),
+                &[&client, &f.after, &state, &key, &(f.limit as i64)],
+            )
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(record).collect()
+    }
+
+    /// As [`super::log::SqliteLog::counts`].
+    pub async fn counts(&self) -> Result<Vec<(State, u64)>, Error> {
+        let rows = self
+            .client()
+            .await?
+            .query("SELECT state, COUNT(*) FROM sign_requests GROUP BY state", &[])
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (state, n): (String, i64) =
+                (row.try_get(0).map_err(unavailable)?, row.try_get(1).map_err(unavailable)?);
+            if let Some(s) = State::from_name(&state) {
+                out.push((s, n as u64));
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,158 @@
+//! The request log's rules on both stores, through the one interface the service uses
+//! (`RequestLog`): embedded SQLite, and a real PostgreSQL server. Idempotency and conflicts per
+//! client, cancel until the first signing request, claims fenced by their lease epoch, takeover
+//! of an expired lease, fairness between clients, the bound on open requests, and (PostgreSQL)
+//! two instances claiming at once never sharing a request, and the server gone: store_unavailable,
+//! then recovered with nothing accepted lost.
+
+use frostgate_common::error::ErrorCode;
+use frostgate_host::service::log::{Filter, Submitted};
+use frostgate_host::service::request::{Outcome, State, Submission};
+use frostgate_host::service::store::RequestLog;
+use frostgate_tests::postgres::Postgres;
+use std::collections::{BTreeMap, HashSet};
+
+fn submission(id: &str, digest: u8) -> Submission {
+    Submission {
+        request_id: id.into(),
+        key: "ab".repeat(32),
+        digest: Some(format!("{digest:02x}").repeat(32)),
+        merkle_root: None,
+        untweaked: false,
+        path: None,
+        psbt: None,
+        labels: BTreeMap::new(),
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+async fn rules(log: &RequestLog) {
+    let none = HashSet::new;
+    // Idempotency per client; another body conflicts; another client may reuse the id.
+    let Submitted::Accepted(a) = log.submit("alice", &submission("r1", 1), 3).await.expect("new") else { panic!() };
+    let Submitted::Existing(again) = log.submit("alice", &submission("r1", 1), 3).await.expect("again") else {
+        panic!()
+    };
+    assert_eq!(a.seq, again.seq);
+    assert_eq!(
+        log.submit("alice", &submission("r1", 2), 3).await.expect_err("body").code(),
+        ErrorCode::RequestConflict
+    );
+    assert!(matches!(log.submit("bob", &submission("r1", 2), 3).await.expect("bob"), Submitted::Accepted(_)));
+    assert!(log.get("carol", "r1").await.expect("get").is_none());
+    assert_eq!(log.cancel("carol", "r1").await.expect_err("not hers").code(), ErrorCode::RequestUnknown);
+    assert_eq!(log.list("alice", Filter { limit: 10, ..Filter::default() }).await.expect("list").len(), 1);
+    // The bound on open requests.
+    log.submit("alice", &submission("r2", 2), 3).await.expect("r2");
+    log.submit("alice", &submission("r3", 3), 3).await.expect("r3");
+    assert_eq!(
+        log.submit("alice", &submission("r4", 4), 3).await.expect_err("bound").code(),
+        ErrorCode::TooManyInFlight
+    );
+    // Claims: alice has three pending, bob one; a batch of two gives bob his turn second.
+    let batch = log.claim("w1", 30_000, 2, none()).await.expect("claim");
+    let clients: Vec<&str> = batch.iter().map(|(r, _)| r.client.as_str()).collect();
+    assert_eq!(clients, ["alice", "bob"]);
+    let (r1, taken_over) = batch[0].clone();
+    assert!(!taken_over);
+    // Claimed, nothing sent: cancellable, and the claim is then lost (writes nothing).
+    assert_eq!(log.cancel("alice", "r1").await.expect("cancel").state, State::Cancelled);
+    assert!(!log.mark_sent(r1.seq, r1.lease_epoch, 30_000).await.expect("mark"));
+    assert!(!log.finish(r1.seq, r1.lease_epoch, State::Signed, Outcome::default()).await.expect("finish"));
+    // Sent: not cancellable; finished under its epoch.
+    let (bob, _) = batch[1].clone();
+    assert!(log.mark_sent(bob.seq, bob.lease_epoch, 30_000).await.expect("mark"));
+    assert_eq!(log.cancel("bob", "r1").await.expect_err("sent").code(), ErrorCode::RequestNotCancellable);
+    assert!(log.finish(bob.seq, bob.lease_epoch, State::Signed, Outcome::default()).await.expect("finish"));
+    // An expired lease is taken over with a new epoch, which fences the old claim.
+    let (first, _) = log.claim("w1", -1, 1, none()).await.expect("claim").pop().expect("r2");
+    let (second, takeover) = log.claim("w2", 30_000, 1, none()).await.expect("takeover").pop().expect("r2 again");
+    assert!(takeover);
+    assert_eq!((second.seq, second.lease_epoch), (first.seq, first.lease_epoch + 1));
+    assert!(!log.renew(first.seq, first.lease_epoch, 30_000).await.expect("old renew"));
+    assert!(!log.finish(first.seq, first.lease_epoch, State::Failed, Outcome::default()).await.expect("old"));
+    assert!(log.renew(second.seq, second.lease_epoch, 30_000).await.expect("renew"));
+    assert!(log.finish(second.seq, second.lease_epoch, State::Signed, Outcome::default()).await.expect("new"));
+    // A ready key's request is marked sent by its claim.
+    let ready = HashSet::from(["ab".repeat(32)]);
+    let (r3, _) = log.claim("w1", 30_000, 1, ready).await.expect("claim").pop().expect("r3");
+    assert!(r3.first_sent);
+    let counts: BTreeMap<&str, u64> =
+        log.counts().await.expect("counts").into_iter().map(|(s, n)| (s.name(), n)).collect();
+    assert_eq!(counts, BTreeMap::from([("cancelled", 1), ("running", 1), ("signed", 2)]));
+    let signed = Filter { state: Some(State::Signed), limit: 10, ..Filter::default() };
+    assert_eq!(log.list("alice", signed).await.expect("list").len(), 1);
+}
+
+#[test]
+fn the_rules_hold_on_sqlite() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite:{}", dir.path().join("requests.db").display());
+    rt().block_on(async { rules(&RequestLog::open(&url).await.expect("open")).await });
+}
+
+#[test]
+fn the_rules_hold_on_postgres_and_two_instances_never_claim_the_same_request() {
+    let pg = Postgres::start();
+    rt().block_on(async {
+        // Two instances migrate at once: one applies, the other finds it applied.
+        let url = pg.url();
+        let (a, b) = tokio::join!(RequestLog::open(&url), RequestLog::open(&url));
+        let (a, b) = (a.expect("instance a"), b.expect("instance b"));
+        rules(&a).await;
+        for i in 0..200u32 {
+            let log = if i % 2 == 0 { &a } else { &b };
+            log.submit(&format!("c{}", i % 5), &submission(&format!("x{i}"), i as u8), 1000).await.expect("submit");
+        }
+        // Both instances claim concurrently in small batches until nothing is left.
+        let claim_all = |log: RequestLog, owner: &'static str| async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = log.claim(owner, 60_000, 4, HashSet::new()).await.expect("claim");
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.into_iter().map(|(r, _)| r.seq));
+            }
+        };
+        let (x, y) = tokio::join!(claim_all(a.clone(), "a"), claim_all(b.clone(), "b"));
+        let mut all: Vec<i64> = x.iter().chain(&y).copied().collect();
+        let claimed = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!((claimed, all.len()), (200, 200), "every request claimed once: a {} b {}", x.len(), y.len());
+    });
+}
+
+#[test]
+fn postgres_gone_is_store_unavailable_and_nothing_accepted_is_lost() {
+    let pg = Postgres::start();
+    rt().block_on(async {
+        let log = RequestLog::open(&pg.url()).await.expect("open");
+        for i in 0..20u8 {
+            log.submit("alice", &submission(&format!("k{i}"), i), 100).await.expect("accepted");
+        }
+        pg.stop("immediate");
+        let e = log.submit("alice", &submission("lost", 99), 100).await.expect_err("server down");
+        assert_eq!(e.code(), ErrorCode::StoreUnavailable, "{e}");
+        assert_eq!(log.get("alice", "k1").await.expect_err("down").code(), ErrorCode::StoreUnavailable);
+        pg.restart();
+        // The pool reconnects; every accepted request is there, the refused one is not.
+        let mut back = None;
+        for _ in 0..50 {
+            match log.list("alice", Filter { limit: 100, ..Filter::default() }).await {
+                Ok(l) => {
+                    back = Some(l);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            }
+        }
+        let ids: Vec<String> = back.expect("recovered").into_iter().map(|r| r.submission.request_id).collect();
+        assert_eq!(ids, (0..20).map(|i| format!("k{i}")).collect::<Vec<_>>());
+        log.submit("alice", &submission("after", 1), 100).await.expect("accepted again");
+    });
+}
