@@ -1187,8 +1187,9 @@ pub struct RequestTag {
     pub request: crate::bounded::RequestName,
     /// When the service accepted the request (Unix seconds).
     pub accepted_unix: u64,
-    /// The service's signing attempt for the request (an instance that takes a request over
-    /// keeps it, and with it the session ids: it resumes).
+    /// The service's attempt at the request (its claim's lease epoch): each claim signs under
+    /// sessions of its own, so a late closing of an earlier claim's session never ends a later
+    /// one; what every claim must match is the request's binding.
     pub attempt: u32,
 }
 

@@ -16,9 +16,13 @@ fn text_label(s: &str) -> Label {
     Label::new(s.to_string()).unwrap_or_else(|_| unreachable!("a short constant"))
 }
 
+/// `s`, cut at a character boundary to the bound (a rule naming a request, 129 bytes, whole).
 fn text(s: &str) -> Text {
-    let cut: String = s.chars().take(Text::MAX_LEN / 4).collect();
-    Text::new(cut).unwrap_or_else(|_| unreachable!("cut below the bound"))
+    let mut end = s.len().min(Text::MAX_LEN);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Text::new(s[..end].to_string()).unwrap_or_else(|_| unreachable!("cut below the bound"))
 }
 
 /// The kept trail: entries in the order they were kept, and the signed ones counted apart.
@@ -43,10 +47,14 @@ impl Trail {
             self.signed += 1;
         }
         self.entries.push_back(entry);
-        // Only approvals and refusals make room; signed records wait for an acknowledgement.
+        // Refusals, approvals and requests' bindings make room (in that order); signed records wait
+        // for an acknowledgement.
         while self.entries.len() - self.signed > rules.max_entries {
             let oldest = |d: AuditDecision| self.entries.iter().position(|e| e.decision == d);
-            match oldest(AuditDecision::Refused).or_else(|| oldest(AuditDecision::Approved)) {
+            let oldest = oldest(AuditDecision::Refused)
+                .or_else(|| oldest(AuditDecision::Approved))
+                .or_else(|| oldest(AuditDecision::Requested));
+            match oldest {
                 Some(i) => drop(self.entries.remove(i)),
                 None => break,
             }

@@ -202,7 +202,8 @@ impl Engine {
             }
         }
         for (id, sess) in &s.sessions {
-            out.extend(sess.records(*id));
+            // A request's binding is written once below, from the registry.
+            out.extend(sess.records(*id).into_iter().filter(|r| !matches!(r, Record::RequestBound { .. })));
         }
         for (id, a) in &s.attempts {
             out.push(a.record(*id));

@@ -66,9 +66,9 @@ impl Engine {
     }
 
     /// Checks `tag` names a live request whose session under `key` (`input`: the PSBT input) is
-    /// `session`, and binds the request to `target` unless it is bound already (then the binding
-    /// must be the same). Returns the binding's record, written with the session's.
-    pub(super) fn claim_request(
+    /// `session`, and that the request is unbound or bound to `target`. Binds nothing (that is
+    /// [`Self::bind_request`], as the session is created). Returns the binding's record.
+    pub(super) fn check_request(
         &self,
         tag: &RequestTag,
         session: SessionId,
@@ -101,28 +101,57 @@ impl Engine {
             request: request.clone(),
             accepted_unix: tag.accepted_unix,
             key,
-            target: target.clone(),
+            target,
         };
-        let wanted = RequestBound { key, target, accepted_unix: tag.accepted_unix, audited: false };
-        let mut s = self.lock();
-        let id: RequestKey = (tag.client, request.clone());
-        if let Some(bound) = s.requests.get(&id) {
-            if (bound.key, &bound.target, bound.accepted_unix) == (wanted.key, &wanted.target, wanted.accepted_unix) {
-                return Ok(record);
-            }
-            return Err(err(
+        Self::bound_as(&self.lock(), &record)?;
+        Ok(record)
+    }
+
+    /// Whether the request `record` binds is bound (`true`) or unbound (`false`); a binding to
+    /// anything else is `request_conflict`.
+    fn bound_as(s: &State, record: &Record) -> Result<bool, Error> {
+        let Record::RequestBound { client, request, accepted_unix, key, target } = record else { return Ok(false) };
+        match s.requests.get(&(*client, request.clone())) {
+            None => Ok(false),
+            Some(b) if (b.key, &b.target, b.accepted_unix) == (*key, target, *accepted_unix) => Ok(true),
+            Some(_) => Err(err(
                 ErrorCode::RequestConflict,
                 format!("request {request} is bound to another key, target or acceptance time"),
-            ));
+            )),
         }
+    }
+
+    /// Under the state lock, as a session of the request is created: binds the request
+    /// (checked again: another session may have bound it since [`Self::check_request`]).
+    /// Bounded by `max_requests` (`registry_full`).
+    pub(super) fn bind_request(&self, s: &mut State, record: &Record) -> Result<(), Error> {
+        if Self::bound_as(s, record)? {
+            return Ok(());
+        }
+        let Record::RequestBound { client, request, accepted_unix, key, target } = record else { return Ok(()) };
         if s.requests.len() >= self.limits.max_requests {
-            Self::expire_requests(&mut s, now);
+            Self::expire_requests(s, unix_now());
             if s.requests.len() >= self.limits.max_requests {
                 return Err(err(ErrorCode::RegistryFull, format!("{} requests bound", s.requests.len())));
             }
         }
-        s.requests.insert(id, wanted);
-        Ok(record)
+        let bound = RequestBound { key: *key, target: target.clone(), accepted_unix: *accepted_unix, audited: false };
+        s.requests.insert((*client, request.clone()), bound);
+        Ok(())
+    }
+
+    /// After a failed write of a request's `Requested` entry: the next session writes it.
+    pub(super) fn request_unaudited(s: &mut State, record: &Option<Record>) {
+        let Some(Record::Audit(e)) = record else { return };
+        if e.decision != AuditDecision::Requested {
+            return;
+        }
+        if let Some((client, request)) = e.rule.as_inner().split_once('/') {
+            let client: Option<[u8; 32]> = hex::decode(client).ok().and_then(|c| c.try_into().ok());
+            if let Some(b) = client.and_then(|c| s.requests.get_mut(&(c, request.to_string()))) {
+                b.audited = false;
+            }
+        }
     }
 
     /// The `Requested` audit entry of the request `record` binds, the first time one of its

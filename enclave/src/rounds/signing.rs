@@ -46,7 +46,7 @@ impl Engine {
         let request = match request {
             Some(tag) => {
                 let target = RequestTarget::Digest { path: path.to_vec(), mode, message };
-                Some(self.claim_request(tag, id, key, None, target)?)
+                Some(self.check_request(tag, id, key, None, target)?)
             }
             None => None,
         };
@@ -82,6 +82,9 @@ impl Engine {
                 ));
             }
             self.room_for_session(&mut s, now)?;
+            if let Some(r) = &request {
+                self.bind_request(&mut s, r)?;
+            }
             let durable = binding(if write == Write::Now { Binding::Queued } else { Binding::Failed });
             let mut session = Session {
                 key,

@@ -234,7 +234,7 @@ impl Engine {
         let request = match request {
             Some(tag) => {
                 let target = crate::markers::RequestTarget::Psbt { txid: checked.txid };
-                Some(self.claim_request(tag, id, key, Some(input), target)?)
+                Some(self.check_request(tag, id, key, Some(input), target)?)
             }
             None => None,
         };
@@ -286,6 +286,9 @@ impl Engine {
                 return Err(err(ErrorCode::SessionConflict, format!("session {id} was bound concurrently")));
             }
             self.room_for_session(&mut s, now)?;
+            if let Some(r) = &request {
+                self.bind_request(&mut s, r)?;
+            }
             let durable = binding(if write == Write::Now { Binding::Queued } else { Binding::Failed });
             let mut session = Session {
                 key,
@@ -325,6 +328,7 @@ impl Engine {
                 let mut s = self.lock();
                 // With any attempt bound to it meanwhile (its nonces wiped): nothing of it signs.
                 Self::remove_sessions(&mut s, &BTreeSet::from([id]));
+                Self::request_unaudited(&mut s, &requested);
                 Self::forget_audit(&mut s, &requested);
                 Self::forget_audit(&mut s, &approval);
                 Err(persist_err(e))

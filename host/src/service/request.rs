@@ -34,8 +34,8 @@ pub fn check_request_id(id: &str) -> Result<(), Error> {
 
 /// The request as every enclave binds it: the client's certificate fingerprint (`cert:<hex>`;
 /// zero for the development client), its request id, its acceptance (Unix seconds) and the
-/// service's attempt (always 0: an instance that takes a request over resumes its sessions).
-pub fn request_tag(client: &str, request_id: &str, accepted_ms: i64) -> Result<RequestTag, Error> {
+/// service's attempt (the claim's lease epoch).
+pub fn request_tag(client: &str, request_id: &str, accepted_ms: i64, attempt: i64) -> Result<RequestTag, Error> {
     let client = match client.strip_prefix("cert:") {
         Some(h) => hex::decode(h)
             .ok()
@@ -44,7 +44,8 @@ pub fn request_tag(client: &str, request_id: &str, accepted_ms: i64) -> Result<R
         None => [0; 32],
     };
     let request = frostgate_common::bounded::RequestName::new(request_id.to_string()).map_err(invalid)?;
-    Ok(RequestTag { client, request, accepted_unix: u64::try_from(accepted_ms / 1000).unwrap_or(0), attempt: 0 })
+    let accepted_unix = u64::try_from(accepted_ms / 1000).unwrap_or(0);
+    Ok(RequestTag { client, request, accepted_unix, attempt: attempt as u32 })
 }
 
 /// What a request asks for.

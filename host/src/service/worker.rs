@@ -13,6 +13,7 @@ use crate::coordinator::signer::SignerClient;
 use crate::coordinator::{psbt, Evidence, Reason, Settings, Signer, Signing};
 use frostgate_common::error::{Error, ErrorCode, RecoveryClass};
 use frostgate_common::ids::KeyId;
+use frostgate_common::limits::REQUEST_TTL_SECS;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -186,6 +187,15 @@ impl Workers {
             Ok(b) => b,
             Err(e) => return Step::failed(&e),
         };
+        // The enclaves refuse a request past its TTL; one that could expire while it is signed
+        // (a PSBT's inputs one after another) is not started.
+        if age_ms(record) > (REQUEST_TTL_SECS - START_MARGIN_SECS) as i64 * 1000 {
+            let e = Error::new(
+                ErrorCode::RequestExpired,
+                format!("accepted more than {} s ago: submit a new request", REQUEST_TTL_SECS - START_MARGIN_SECS),
+            );
+            return Step::failed(&e);
+        }
         let signer = match self.signer(body.key).await {
             Ok(s) => s,
             Err(e) if e.recovery_class() == RecoveryClass::Retry && young(record) => return Step::NotSent(e),
@@ -213,7 +223,8 @@ impl Workers {
                 }
             }))
         };
-        let tag = match super::request::request_tag(&record.client, &record.submission.request_id, record.created_ms) {
+        let (client, id) = (&record.client, &record.submission.request_id);
+        let tag = match super::request::request_tag(client, id, record.created_ms, record.lease_epoch) {
             Ok(t) => t,
             Err(e) => return Step::failed(&e),
         };
@@ -282,10 +293,18 @@ fn retrying(record: &Record, outcome: &Outcome) -> bool {
     transient && young(record)
 }
 
+/// A request is started only this long before its TTL ends (see `sign`).
+const START_MARGIN_SECS: u64 = 120;
+
+/// How long ago `record` was accepted, ms.
+fn age_ms(record: &Record) -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    now.saturating_sub(record.created_ms)
+}
+
 /// Whether `record` was accepted less than [`RETRY_FOR`] ago.
 fn young(record: &Record) -> bool {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-    now.saturating_sub(record.created_ms) < RETRY_FOR.as_millis() as i64
+    age_ms(record) < RETRY_FOR.as_millis() as i64
 }
 
 fn internal() -> Error {
