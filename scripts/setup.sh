@@ -22,6 +22,10 @@ command -v iptables >/dev/null 2>&1 || need+=(iptables)
 for p in swtpm swtpm-tools libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus opencryptoki; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
+# The signing service's request log on PostgreSQL (tests/tests/service_faults.rs, request_log.rs):
+# Debian's server; the tests start private servers (initdb + pg_ctl in temp dirs), never the
+# system's. `runuser` (util-linux) runs them as `postgres` when the suite runs as root.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""

@@ -12,17 +12,20 @@ results=$(mktemp -t frostgate-test-results-XXXXXX)
 slotd_before=$(pgrep -x pkcsslotd || true)
 # Every frostgate process this run started must be gone at the end, whatever failed, and so must
 # every token daemon of its development clusters (swtpm, tpm2-abrmd and D-Bus under a node's
-# enclave/tpm/): any left is reported, killed, and fails the run.
+# enclave/tpm/) and every private PostgreSQL server of its tests: any left is reported, killed,
+# and fails the run.
 leftovers() {
   local status=$?
   rm -f "$results"
   local left
-  left=$( (pgrep -af "$PWD/target/[^ ]*/frostgate"; pgrep -af '^(swtpm|tpm2-abrmd|dbus-daemon) .*/enclave/tpm/') || true)
+  left=$( (pgrep -af "$PWD/target/[^ ]*/frostgate"; pgrep -af '^(swtpm|tpm2-abrmd|dbus-daemon) .*/enclave/tpm/';
+           pgrep -af 'postgres .*-D [^ ]*frostgate-pg') || true)
   if [ -n "$left" ]; then
     echo "FAIL: processes left running after the suite:" >&2
     echo "$left" >&2
     pkill -KILL -f "$PWD/target/[^ ]*/frostgate" || true
     pkill -KILL -f '^(swtpm|tpm2-abrmd|dbus-daemon) .*/enclave/tpm/' || true
+    pkill -KILL -f 'postgres .*-D [^ ]*frostgate-pg' || true
     status=1
   fi
   if [ -z "$slotd_before" ]; then

@@ -6,7 +6,7 @@
 //! then recovered with nothing accepted lost.
 
 use frostgate_common::error::ErrorCode;
-use frostgate_host::service::log::{Filter, Submitted};
+use frostgate_host::service::log::{ClaimAtAccept, Filter, Submitted};
 use frostgate_host::service::request::{Outcome, State, Submission};
 use frostgate_host::service::store::RequestLog;
 use frostgate_tests::postgres::Postgres;
@@ -32,24 +32,26 @@ fn rt() -> tokio::runtime::Runtime {
 async fn rules(log: &RequestLog) {
     let none = HashSet::new;
     // Idempotency per client; another body conflicts; another client may reuse the id.
-    let Submitted::Accepted(a) = log.submit("alice", &submission("r1", 1), 3).await.expect("new") else { panic!() };
-    let Submitted::Existing(again) = log.submit("alice", &submission("r1", 1), 3).await.expect("again") else {
+    let Submitted::Accepted(a) = log.submit("alice", &submission("r1", 1), 3, None).await.expect("new") else {
+        panic!()
+    };
+    let Submitted::Existing(again) = log.submit("alice", &submission("r1", 1), 3, None).await.expect("again") else {
         panic!()
     };
     assert_eq!(a.seq, again.seq);
     assert_eq!(
-        log.submit("alice", &submission("r1", 2), 3).await.expect_err("body").code(),
+        log.submit("alice", &submission("r1", 2), 3, None).await.expect_err("body").code(),
         ErrorCode::RequestConflict
     );
-    assert!(matches!(log.submit("bob", &submission("r1", 2), 3).await.expect("bob"), Submitted::Accepted(_)));
+    assert!(matches!(log.submit("bob", &submission("r1", 2), 3, None).await.expect("bob"), Submitted::Accepted(_)));
     assert!(log.get("carol", "r1").await.expect("get").is_none());
     assert_eq!(log.cancel("carol", "r1").await.expect_err("not hers").code(), ErrorCode::RequestUnknown);
     assert_eq!(log.list("alice", Filter { limit: 10, ..Filter::default() }).await.expect("list").len(), 1);
     // The bound on open requests.
-    log.submit("alice", &submission("r2", 2), 3).await.expect("r2");
-    log.submit("alice", &submission("r3", 3), 3).await.expect("r3");
+    log.submit("alice", &submission("r2", 2), 3, None).await.expect("r2");
+    log.submit("alice", &submission("r3", 3), 3, None).await.expect("r3");
     assert_eq!(
-        log.submit("alice", &submission("r4", 4), 3).await.expect_err("bound").code(),
+        log.submit("alice", &submission("r4", 4), 3, None).await.expect_err("bound").code(),
         ErrorCode::TooManyInFlight
     );
     // Claims: alice has three pending, bob one; a batch of two gives bob his turn second.
@@ -85,6 +87,18 @@ async fn rules(log: &RequestLog) {
     assert_eq!(counts, BTreeMap::from([("cancelled", 1), ("running", 1), ("signed", 2)]));
     let signed = Filter { state: Some(State::Signed), limit: 10, ..Filter::default() };
     assert_eq!(log.list("alice", signed).await.expect("list").len(), 1);
+    // A free worker claims a request in the accepting commit, unless an older one is pending.
+    let at = ClaimAtAccept { owner: "w3".into(), lease_ms: 30_000, ready: true };
+    let Submitted::Accepted(now) = log.submit("dave", &submission("d1", 1), 3, Some(at.clone())).await.expect("d1")
+    else {
+        panic!()
+    };
+    assert_eq!((now.state, now.lease_epoch, now.first_sent), (State::Running, 1, true));
+    log.submit("dave", &submission("d2", 2), 3, None).await.expect("d2 pending");
+    let Submitted::Accepted(later) = log.submit("dave", &submission("d3", 3), 3, Some(at)).await.expect("d3") else {
+        panic!()
+    };
+    assert_eq!((later.state, later.lease_epoch), (State::Pending, 0), "d2 is older and pending: it goes first");
 }
 
 #[test]
@@ -103,9 +117,25 @@ fn the_rules_hold_on_postgres_and_two_instances_never_claim_the_same_request() {
         let (a, b) = tokio::join!(RequestLog::open(&url), RequestLog::open(&url));
         let (a, b) = (a.expect("instance a"), b.expect("instance b"));
         rules(&a).await;
+        // One id submitted to both instances at once, far from the bound (no client lock): the
+        // same body is one request; another body is a conflict, whichever lands first.
+        for round in 0..20u8 {
+            let (id, other) = (format!("race-{round}"), if round % 2 == 0 { round } else { round + 100 });
+            let (first, second) = (submission(&id, round), submission(&id, other));
+            let (x, y) = tokio::join!(a.submit("erin", &first, 1000, None), b.submit("erin", &second, 1000, None));
+            let accepted = [&x, &y].iter().filter(|r| matches!(r, Ok(Submitted::Accepted(_)))).count();
+            assert_eq!(accepted, 1, "{x:?} {y:?}");
+            let second = if matches!(x, Ok(Submitted::Accepted(_))) { &y } else { &x };
+            match round % 2 {
+                0 => assert!(matches!(second, Ok(Submitted::Existing(_))), "{second:?}"),
+                _ => assert_eq!(second.as_ref().expect_err("conflict").code(), ErrorCode::RequestConflict),
+            }
+        }
         for i in 0..200u32 {
             let log = if i % 2 == 0 { &a } else { &b };
-            log.submit(&format!("c{}", i % 5), &submission(&format!("x{i}"), i as u8), 1000).await.expect("submit");
+            log.submit(&format!("c{}", i % 5), &submission(&format!("x{i}"), i as u8), 1000, None)
+                .await
+                .expect("submit");
         }
         // Both instances claim concurrently in small batches until nothing is left.
         let claim_all = |log: RequestLog, owner: &'static str| async move {
@@ -123,7 +153,8 @@ fn the_rules_hold_on_postgres_and_two_instances_never_claim_the_same_request() {
         let claimed = all.len();
         all.sort();
         all.dedup();
-        assert_eq!((claimed, all.len()), (200, 200), "every request claimed once: a {} b {}", x.len(), y.len());
+        // 200, the two `rules` left pending and the 20 races.
+        assert_eq!((claimed, all.len()), (222, 222), "every request claimed once: a {} b {}", x.len(), y.len());
     });
 }
 
@@ -133,10 +164,10 @@ fn postgres_gone_is_store_unavailable_and_nothing_accepted_is_lost() {
     rt().block_on(async {
         let log = RequestLog::open(&pg.url()).await.expect("open");
         for i in 0..20u8 {
-            log.submit("alice", &submission(&format!("k{i}"), i), 100).await.expect("accepted");
+            log.submit("alice", &submission(&format!("k{i}"), i), 100, None).await.expect("accepted");
         }
         pg.stop("immediate");
-        let e = log.submit("alice", &submission("lost", 99), 100).await.expect_err("server down");
+        let e = log.submit("alice", &submission("lost", 99), 100, None).await.expect_err("server down");
         assert_eq!(e.code(), ErrorCode::StoreUnavailable, "{e}");
         assert_eq!(log.get("alice", "k1").await.expect_err("down").code(), ErrorCode::StoreUnavailable);
         pg.restart();
@@ -153,6 +184,6 @@ fn postgres_gone_is_store_unavailable_and_nothing_accepted_is_lost() {
         }
         let ids: Vec<String> = back.expect("recovered").into_iter().map(|r| r.submission.request_id).collect();
         assert_eq!(ids, (0..20).map(|i| format!("k{i}")).collect::<Vec<_>>());
-        log.submit("alice", &submission("after", 1), 100).await.expect("accepted again");
+        log.submit("alice", &submission("after", 1), 100, None).await.expect("accepted again");
     });
 }

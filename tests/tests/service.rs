@@ -245,7 +245,10 @@ fn digests_and_psbts_are_signed_once_per_request_id_and_refusals_and_cancels_are
         c.kill(i);
     }
     let (status, pending) = call(&client, "POST", "/v1/sign-requests", Some(digest_body("wait-1", &second, 3)));
-    assert_eq!((status, pending["state"].as_str()), (201, Some("pending")));
+    // Accepted: pending, or running when a free worker took it at once (claimed in the accepting
+    // commit; with its key's material not fetched yet, nothing was sent).
+    assert_eq!(status, 201);
+    assert!(pending["state"] == "pending" || pending["state"] == "running", "{pending}");
     std::thread::sleep(std::time::Duration::from_secs(2));
     let (status, cancelled) = call(&client, "POST", "/v1/sign-requests/wait-1:cancel", None);
     assert_eq!((status, cancelled["state"].as_str()), (200, Some("cancelled")), "{cancelled}");
@@ -445,7 +448,7 @@ fn a_protoc_generated_python_client_uses_the_grpc_api() {
         .expect("python3");
     assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     let seen: Value = serde_json::from_slice(&o.stdout).expect("json");
-    assert_eq!(seen["submitted_state"], "pending", "{seen}");
+    assert!(seen["submitted_state"] == "pending" || seen["submitted_state"] == "running", "{seen}");
     let states = seen["watched_states"].as_array().expect("states");
     assert_eq!(states.last(), Some(&json!("signed")), "{seen}");
     assert!(verifies(&json!({"signature": seen["signature"], "output_key": seen["output_key"]}), 0xab), "{seen}");

@@ -65,6 +65,10 @@ pub struct BenchArgs {
     /// request log on SQLite; JSON over HTTP): requests/s and latency beside the direct run's.
     #[arg(long, conflicts_with_all = ["psbt", "count"])]
     service: bool,
+    /// With `--service`: the service's request log (`postgres://...`; default: SQLite in the
+    /// run's directory).
+    #[arg(long, requires = "service")]
+    store: Option<String>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -323,7 +327,8 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path, work: &std::path
             service = match &report["service"] {
                 serde_json::Value::Null => String::new(),
                 v => format!(
-                    "| through the service (SQLite): requests/s | {:.1} |\n| service latency p50 / p99 (ms) | {:.1} / {:.1} |\n| ratio service / direct | {:.3} |\n",
+                    "| through the service ({}): requests/s | {:.1} |\n| service latency p50 / p99 (ms) | {:.1} / {:.1} |\n| ratio service / direct | {:.3} |\n",
+                    v["store"].as_str().unwrap_or("?"),
                     v["requests_per_sec"].as_f64().unwrap_or(0.0),
                     v["latency_ms"]["p50"].as_f64().unwrap_or(0.0),
                     v["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
@@ -376,14 +381,17 @@ async fn through_service(
     let options = service::ServeOptions {
         config: service::config::ServiceConfig::default(),
         cluster: cluster_file.to_path_buf(),
-        store: format!("sqlite:{}", work.join("requests.db").display()),
+        store: a.store.clone().unwrap_or_else(|| format!("sqlite:{}", work.join("requests.db").display())),
         http_listen: "127.0.0.1:0".parse().map_err(|_| Error::new(ErrorCode::Internal, "address"))?,
         grpc_listen: None,
         metrics_listen: None,
         dev_plaintext: true,
     };
+    let store = if options.store.starts_with("sqlite:") { "sqlite" } else { "postgres" };
     let running = service::start(options).await?;
     let client = service::client::ServiceClient::new(&format!("http://{}", running.http), None)?;
+    // Request ids of this run only (a PostgreSQL log may hold earlier runs').
+    let run = hex::encode(frostgate_host::random_bytes::<4>());
     let deadline = Instant::now() + Duration::from_secs(a.seconds.unwrap_or(10));
     let (done, failures) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let latencies = Arc::new(Mutex::new(Vec::new()));
@@ -391,12 +399,12 @@ async fn through_service(
     let mut tasks = Vec::new();
     for worker in 0..a.concurrency {
         let (client, done, failures, latencies) = (client.clone(), done.clone(), failures.clone(), latencies.clone());
-        let key = key.to_string();
+        let (key, run) = (key.to_string(), run.clone());
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             while Instant::now() < deadline {
                 n += 1;
-                let id = format!("bench-{worker}-{n}");
+                let id = format!("bench-{run}-{worker}-{n}");
                 let body = serde_json::json!({
                     "request_id": id, "key": key, "digest": hex::encode(frostgate_host::random_bytes::<32>()),
                 });
@@ -426,7 +434,7 @@ async fn through_service(
     lat.sort_by(|x, y| x.total_cmp(y));
     let rate = signed as f64 / elapsed;
     Ok(serde_json::json!({
-        "store": "sqlite",
+        "store": store,
         "transport": "http (plaintext, loopback)",
         "requests": signed,
         "failures": failures.load(Ordering::SeqCst),

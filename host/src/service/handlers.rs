@@ -81,13 +81,19 @@ impl Api {
     pub async fn submit(&self, client: &Client, submission: Submission) -> Result<(bool, RequestView), Error> {
         submission.validate()?;
         client.authorize(&submission.key, submission.kind())?;
-        let (max_open, id) = (self.max_open_per_client, client.id.clone());
-        match self.log.submit(&id, &submission, max_open).await? {
+        // A free worker takes the request in the accepting commit.
+        let slot = self.workers.free_slot(&submission.key);
+        let claim = slot.as_ref().map(|(_, c)| c.clone());
+        match self.log.submit(&client.id, &submission, self.max_open_per_client, claim).await? {
             Submitted::Accepted(r) => {
                 tracing::info!(client = %client.name, request = %r.submission.request_id, seq = r.seq, "request accepted");
                 super::metrics::global().accepted(r.submission.kind());
-                self.workers.wake.notify_one();
-                Ok((true, r.view()))
+                let view = r.view();
+                match slot {
+                    Some((permit, _)) if r.state == State::Running => self.workers.start(r, permit),
+                    _ => self.workers.wake.notify_one(),
+                }
+                Ok((true, view))
             }
             Submitted::Existing(r) => Ok((false, r.view())),
         }

@@ -67,6 +67,18 @@ pub enum Submitted {
     Existing(Record),
 }
 
+/// A worker free when a request is accepted: it claims the request in the accepting commit (one
+/// commit less per request), unless older requests are pending (they go first).
+#[derive(Debug, Clone)]
+pub struct ClaimAtAccept {
+    /// The worker's owner name.
+    pub owner: String,
+    /// The lease, ms.
+    pub lease_ms: i64,
+    /// Whether the key's material is held (the request is then marked sent: it leaves at once).
+    pub ready: bool,
+}
+
 /// A page of a client's requests.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -244,6 +256,29 @@ impl Writes<'_> {
             lease_epoch: 0,
             first_sent: false,
         }))
+    }
+
+    /// Claims the just-accepted request `seq` for `c` when no older request is pending: the
+    /// claimed record, or `None` (it stays pending, for the workers' claims).
+    pub fn claim_accepted(&self, seq: i64, c: &ClaimAtAccept) -> Result<Option<Record>, Error> {
+        let now = now_ms();
+        let changed = self
+            .0
+            .execute(
+                "UPDATE sign_requests SET state = 'running', lease_owner = ?2, lease_until_ms = ?3,
+                 lease_epoch = lease_epoch + 1, updated_ms = ?4, first_sent = MAX(first_sent, ?5)
+                 WHERE seq = ?1 AND state = 'pending'
+                 AND NOT EXISTS (SELECT 1 FROM sign_requests WHERE state = 'pending' AND seq < ?1)",
+                params![seq, c.owner, now + c.lease_ms, now, i64::from(c.ready)],
+            )
+            .map_err(unavailable)?;
+        if changed == 0 {
+            return Ok(None);
+        }
+        self.0
+            .query_row(&format!("SELECT {COLUMNS} FROM sign_requests WHERE seq = ?1"), params![seq], record)
+            .map(Some)
+            .map_err(unavailable)
     }
 
     /// Cancels `client`'s request while no signing request can have reached a node

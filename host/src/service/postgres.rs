@@ -1,15 +1,16 @@
 //! The request log on PostgreSQL, shared by several service instances: the same operations and
 //! rows as the SQLite log (`log.rs`), each in a transaction of its own.
 //!
-//! Invariants: a submit is serialized per client (`pg_advisory_xact_lock` on the client), so the
-//! bound on open requests and the idempotency check hold across instances; a claim takes rows
+//! Invariants: the unique (client, request_id) key decides between submits of one id, so the
+//! idempotency check holds across instances; a client near its bound on open requests takes its
+//! lock (`pg_advisory_xact_lock`) before counting, so the bound holds exactly; a claim takes rows
 //! with `FOR UPDATE SKIP LOCKED` (two instances never claim the same request at once) and raises
 //! its `lease_epoch`, the fencing token every later write of the claim names; the database
 //! unreachable is `store_unavailable`, and nothing is answered before its commit.
 
-use super::log::{unavailable, Filter, Record, Submitted};
+use super::log::{unavailable, ClaimAtAccept, Filter, Record, Submitted};
 use super::request::{Outcome, State, Submission};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use frostgate_common::error::{Error, ErrorCode};
 use std::str::FromStr;
 use std::time::Duration;
@@ -26,7 +27,59 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Serializes the migrations of instances starting together.
 const MIGRATION_LOCK: i64 = 0x6672_6f73_7467_6174; // "frostgat"
 
-const COLUMNS: &str = "seq, client, body, state, outcome, created_ms, updated_ms, lease_epoch, first_sent";
+macro_rules! columns {
+    () => {
+        "seq, client, body, state, outcome, created_ms, updated_ms, lease_epoch, first_sent"
+    };
+}
+
+// Every statement is prepared once per connection (`prepare_cached`).
+const GET: &str = concat!("SELECT ", columns!(), " FROM sign_requests WHERE client = $1 AND request_id = $2");
+const GET_WITH_HASH: &str =
+    concat!("SELECT ", columns!(), ", body_sha256 FROM sign_requests WHERE client = $1 AND request_id = $2");
+const LOCK_CLIENT: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
+const OPEN_OF_CLIENT: &str = "SELECT COUNT(*) FROM sign_requests WHERE client = $1 AND state IN ('pending', 'running')";
+/// A new request, `running` under the claim ($8 owner, $9 lease end, $10 ready) when $11 asks
+/// for it and no other request is pending; an id already stored inserts nothing.
+const INSERT: &str = concat!(
+    "INSERT INTO sign_requests (client, request_id, body_sha256, body, key, kind, state, created_ms, updated_ms,
+                                lease_owner, lease_until_ms, lease_epoch, first_sent)
+     SELECT $1, $2, $3, $4, $5, $6, CASE WHEN c THEN 'running' ELSE 'pending' END, $7, $7,
+            CASE WHEN c THEN $8::TEXT END, CASE WHEN c THEN $9::BIGINT ELSE 0 END, CASE WHEN c THEN 1 ELSE 0 END,
+            c AND $10::BOOLEAN
+     FROM (SELECT $11::BOOLEAN AND NOT EXISTS (SELECT 1 FROM sign_requests WHERE state = 'pending') AS c) AS claim
+     ON CONFLICT (client, request_id) DO NOTHING RETURNING ",
+    columns!()
+);
+/// Below `max_open_per_client` by at least this many, a submit does not take its client's lock:
+/// more than the connections of 8 instances (16 each) committing at once.
+const LOCK_FREE_MARGIN: usize = 8 * POOL_SIZE;
+const CANCEL: &str = "UPDATE sign_requests SET state = 'cancelled', updated_ms = $3, lease_owner = NULL
+     WHERE client = $1 AND request_id = $2 AND state IN ('pending', 'running') AND NOT first_sent";
+const NEXT_CLAIMABLE: &str = "SELECT seq, state, key FROM sign_requests AS r
+     WHERE state = 'pending' OR (state = 'running' AND lease_until_ms < $1)
+     ORDER BY (SELECT COUNT(*) FROM sign_requests AS o
+               WHERE o.client = r.client AND o.state = 'running' AND o.lease_until_ms >= $1), seq
+     LIMIT 1 FOR UPDATE SKIP LOCKED";
+const CLAIM: &str = concat!(
+    "UPDATE sign_requests SET state = 'running', lease_owner = $2, lease_until_ms = $3,
+     lease_epoch = lease_epoch + 1, updated_ms = $4, first_sent = first_sent OR $5
+     WHERE seq = $1 RETURNING ",
+    columns!()
+);
+const MARK_SENT: &str = "UPDATE sign_requests SET first_sent = TRUE, lease_until_ms = $3, updated_ms = $4
+     WHERE seq = $1 AND lease_epoch = $2 AND state = 'running'";
+const RENEW: &str =
+    "UPDATE sign_requests SET lease_until_ms = $3 WHERE seq = $1 AND lease_epoch = $2 AND state = 'running'";
+const FINISH: &str = "UPDATE sign_requests SET state = $3, outcome = $4, updated_ms = $5, lease_owner = NULL,
+     lease_until_ms = 0 WHERE seq = $1 AND lease_epoch = $2 AND state = 'running'";
+const LIST: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM sign_requests WHERE client = $1 AND seq > $2
+     AND ($3::TEXT IS NULL OR state = $3) AND ($4::TEXT IS NULL OR key = $4) ORDER BY seq LIMIT $5"
+);
+const COUNTS: &str = "SELECT state, COUNT(*) FROM sign_requests GROUP BY state";
 
 fn record(row: &Row) -> Result<Record, Error> {
     let bad = |what: &str| unavailable(format!("stored {what} does not decode"));
@@ -47,6 +100,65 @@ fn record(row: &Row) -> Result<Record, Error> {
         lease_epoch: row.try_get(7).map_err(unavailable)?,
         first_sent: row.try_get(8).map_err(unavailable)?,
     })
+}
+
+/// A stored request under the submitted id: the same body answers it, another is a conflict.
+fn existing_or_conflict(row: &Row, s: &Submission) -> Result<Submitted, Error> {
+    let hash: Vec<u8> = row.try_get(9).map_err(unavailable)?;
+    if hash != s.body_sha256() {
+        return Err(Error::new(
+            ErrorCode::RequestConflict,
+            format!("request {} exists with another body", s.request_id),
+        ));
+    }
+    Ok(Submitted::Existing(record(row)?))
+}
+
+/// How many of `client`'s requests are pending or running, and the stored request under the
+/// submitted id (both asked at once: one round trip).
+async fn probe<C: GenericClient>(c: &C, client: &str, s: &Submission) -> Result<(i64, Option<Row>), Error> {
+    let (count, get) = (c.prepare_cached(OPEN_OF_CLIENT), c.prepare_cached(GET_WITH_HASH));
+    let (count, get) = tokio::join!(count, get);
+    let (count, get) = (count.map_err(unavailable)?, get.map_err(unavailable)?);
+    let (by_client, by_id): (
+        [&(dyn tokio_postgres::types::ToSql + Sync); 1],
+        [&(dyn tokio_postgres::types::ToSql + Sync); 2],
+    ) = ([&client], [&client, &s.request_id]);
+    let (open, existing) = tokio::join!(c.query_one(&count, &by_client), c.query_opt(&get, &by_id));
+    Ok((open.and_then(|r| r.try_get(0)).map_err(unavailable)?, existing.map_err(unavailable)?))
+}
+
+/// Inserts the request, claimed for `claim` when no other is pending; another submit of the same
+/// id that landed first is read instead (same body: it; another: a conflict).
+async fn insert<C: GenericClient>(
+    c: &C,
+    client: &str,
+    s: &Submission,
+    claim: Option<&ClaimAtAccept>,
+) -> Result<Submitted, Error> {
+    let now = now_ms();
+    let body = serde_json::to_string(s).map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+    let (hash, key) = (s.body_sha256().to_vec(), s.key.to_ascii_lowercase());
+    let (claiming, owner, until, ready) = match claim {
+        Some(c) => (true, c.owner.as_str(), now + c.lease_ms, c.ready),
+        None => (false, "", 0, false),
+    };
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 11] =
+        [&client, &s.request_id, &hash, &body, &key, &s.kind().name(), &now, &owner, &until, &ready, &claiming];
+    let inserted =
+        c.query_opt(&c.prepare_cached(INSERT).await.map_err(unavailable)?, &params).await.map_err(unavailable)?;
+    match inserted {
+        Some(row) => Ok(Submitted::Accepted(record(&row)?)),
+        None => {
+            let get = c.prepare_cached(GET_WITH_HASH).await.map_err(unavailable)?;
+            existing_or_conflict(&c.query_one(&get, &[&client, &s.request_id]).await.map_err(unavailable)?, s)
+        }
+    }
+}
+
+/// `sql` prepared on the transaction's connection (once per connection).
+async fn prepared(tx: &deadpool_postgres::Transaction<'_>, sql: &str) -> Result<tokio_postgres::Statement, Error> {
+    tx.prepare_cached(sql).await.map_err(unavailable)
 }
 
 fn now_ms() -> i64 {
@@ -98,77 +210,53 @@ impl PgLog {
         self.pool.get().await.map_err(unavailable)
     }
 
-    /// As [`super::log::Writes::submit`].
-    pub async fn submit(&self, client: &str, s: &Submission, max_open: usize) -> Result<Submitted, Error> {
+    /// As [`super::log::Writes::submit`], then [`super::log::Writes::claim_accepted`] with
+    /// `claim`, in the inserting statement. Far from the client's bound, without a transaction
+    /// (the unique key decides between submits of one id; the submits committing at once are at
+    /// most the instances' connections, fewer than the margin); near it, under the client's lock
+    /// (`pg_advisory_xact_lock`), counting again, so the bound is exact.
+    pub async fn submit(
+        &self,
+        client: &str,
+        s: &Submission,
+        max_open: usize,
+        claim: Option<&ClaimAtAccept>,
+    ) -> Result<Submitted, Error> {
         let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(unavailable)?;
-        tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&client]).await.map_err(unavailable)?;
-        let existing = tx
-            .query_opt(
-                &format!("SELECT {COLUMNS}, body_sha256 FROM sign_requests WHERE client = $1 AND request_id = $2"),
-                &[&client, &s.request_id],
-            )
-            .await
-            .map_err(unavailable)?;
+        let (open, existing) = probe(&c, client, s).await?;
         if let Some(row) = existing {
-            let hash: Vec<u8> = row.try_get(9).map_err(unavailable)?;
-            if hash != s.body_sha256() {
-                return Err(Error::new(
-                    ErrorCode::RequestConflict,
-                    format!("request {} exists with another body", s.request_id),
-                ));
-            }
-            return Ok(Submitted::Existing(record(&row)?));
+            return existing_or_conflict(&row, s);
         }
-        let open: i64 = tx
-            .query_one(
-                "SELECT COUNT(*) FROM sign_requests WHERE client = $1 AND state IN ('pending', 'running')",
-                &[&client],
-            )
+        if open as usize + LOCK_FREE_MARGIN < max_open {
+            return insert(&c, client, s, claim).await;
+        }
+        let tx = c.transaction().await.map_err(unavailable)?;
+        tx.execute(&tx.prepare_cached(LOCK_CLIENT).await.map_err(unavailable)?, &[&client])
             .await
-            .and_then(|r| r.try_get(0))
             .map_err(unavailable)?;
+        let (open, existing) = probe(&tx, client, s).await?;
+        if let Some(row) = existing {
+            return existing_or_conflict(&row, s);
+        }
         if open as usize >= max_open {
             return Err(Error::new(
                 ErrorCode::TooManyInFlight,
                 format!("this client has {open} requests pending or running (at most {max_open})"),
             ));
         }
-        let now = now_ms();
-        let body = serde_json::to_string(s).map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
-        let (hash, key) = (s.body_sha256().to_vec(), s.key.to_ascii_lowercase());
-        let row = tx
-            .query_one(
-                &format!(
-                    "INSERT INTO sign_requests (client, request_id, body_sha256, body, key, kind, state, created_ms, updated_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7) RETURNING {COLUMNS}"
-                ),
-                &[&client, &s.request_id, &hash, &body, &key, &s.kind().name(), &now],
-            )
-            .await
-            .map_err(unavailable)?;
-        let r = record(&row)?;
+        let submitted = insert(&tx, client, s, claim).await?;
         tx.commit().await.map_err(unavailable)?;
-        Ok(Submitted::Accepted(r))
+        Ok(submitted)
     }
 
     /// As [`super::log::Writes::cancel`].
     pub async fn cancel(&self, client: &str, request_id: &str) -> Result<Record, Error> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(unavailable)?;
-        let changed = tx
-            .execute(
-                "UPDATE sign_requests SET state = 'cancelled', updated_ms = $3, lease_owner = NULL
-                 WHERE client = $1 AND request_id = $2 AND state IN ('pending', 'running') AND NOT first_sent",
-                &[&client, &request_id, &now_ms()],
-            )
-            .await
-            .map_err(unavailable)?;
+        let changed =
+            tx.execute(&prepared(&tx, CANCEL).await?, &[&client, &request_id, &now_ms()]).await.map_err(unavailable)?;
         let row = tx
-            .query_opt(
-                &format!("SELECT {COLUMNS} FROM sign_requests WHERE client = $1 AND request_id = $2"),
-                &[&client, &request_id],
-            )
+            .query_opt(&prepared(&tx, GET).await?, &[&client, &request_id])
             .await
             .map_err(unavailable)?
             .ok_or_else(|| Error::new(ErrorCode::RequestUnknown, format!("no request {request_id}")))?;
@@ -196,17 +284,7 @@ impl PgLog {
         let now = now_ms();
         let mut out = Vec::new();
         while out.len() < n {
-            let next = tx
-                .query_opt(
-                    "SELECT seq, state, key FROM sign_requests AS r
-                     WHERE state = 'pending' OR (state = 'running' AND lease_until_ms < $1)
-                     ORDER BY (SELECT COUNT(*) FROM sign_requests AS o
-                               WHERE o.client = r.client AND o.state = 'running' AND o.lease_until_ms >= $1), seq
-                     LIMIT 1 FOR UPDATE SKIP LOCKED",
-                    &[&now],
-                )
-                .await
-                .map_err(unavailable)?;
+            let next = tx.query_opt(&prepared(&tx, NEXT_CLAIMABLE).await?, &[&now]).await.map_err(unavailable)?;
             let Some(row) = next else { break };
             let (seq, was, key): (i64, String, String) = (
                 row.try_get(0).map_err(unavailable)?,
@@ -215,11 +293,7 @@ impl PgLog {
             );
             let row = tx
                 .query_one(
-                    &format!(
-                        "UPDATE sign_requests SET state = 'running', lease_owner = $2, lease_until_ms = $3,
-                         lease_epoch = lease_epoch + 1, updated_ms = $4, first_sent = first_sent OR $5
-                         WHERE seq = $1 RETURNING {COLUMNS}"
-                    ),
+                    &prepared(&tx, CLAIM).await?,
                     &[&seq, &owner, &(now + lease_ms), &now, &ready.contains(&key)],
                 )
                 .await
@@ -233,49 +307,33 @@ impl PgLog {
     /// As [`super::log::Writes::mark_sent`].
     pub async fn mark_sent(&self, seq: i64, epoch: i64, lease_ms: i64) -> Result<bool, Error> {
         let now = now_ms();
-        self.update(
-            "UPDATE sign_requests SET first_sent = TRUE, lease_until_ms = $3, updated_ms = $4
-             WHERE seq = $1 AND lease_epoch = $2 AND state = 'running'",
-            &[&seq, &epoch, &(now + lease_ms), &now],
-        )
-        .await
+        self.update(MARK_SENT, &[&seq, &epoch, &(now + lease_ms), &now]).await
     }
 
     /// As [`super::log::Writes::renew`].
     pub async fn renew(&self, seq: i64, epoch: i64, lease_ms: i64) -> Result<bool, Error> {
-        self.update(
-            "UPDATE sign_requests SET lease_until_ms = $3 WHERE seq = $1 AND lease_epoch = $2 AND state = 'running'",
-            &[&seq, &epoch, &(now_ms() + lease_ms)],
-        )
-        .await
+        self.update(RENEW, &[&seq, &epoch, &(now_ms() + lease_ms)]).await
     }
 
     /// As [`super::log::Writes::finish`].
     pub async fn finish(&self, seq: i64, epoch: i64, state: State, outcome: &Outcome) -> Result<bool, Error> {
         let text = serde_json::to_string(outcome).map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
         let outcome = (state != State::Pending).then_some(text);
-        self.update(
-            "UPDATE sign_requests SET state = $3, outcome = $4, updated_ms = $5, lease_owner = NULL, lease_until_ms = 0
-             WHERE seq = $1 AND lease_epoch = $2 AND state = 'running'",
-            &[&seq, &epoch, &state.name(), &outcome, &now_ms()],
-        )
-        .await
+        self.update(FINISH, &[&seq, &epoch, &state.name(), &outcome, &now_ms()]).await
     }
 
     async fn update(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<bool, Error> {
-        let changed = self.client().await?.execute(sql, params).await.map_err(unavailable)?;
+        let c = self.client().await?;
+        let changed =
+            c.execute(&c.prepare_cached(sql).await.map_err(unavailable)?, params).await.map_err(unavailable)?;
         Ok(changed == 1)
     }
 
     /// As [`super::log::SqliteLog::get`].
     pub async fn get(&self, client: &str, request_id: &str) -> Result<Option<Record>, Error> {
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                &format!("SELECT {COLUMNS} FROM sign_requests WHERE client = $1 AND request_id = $2"),
-                &[&client, &request_id],
-            )
+        let c = self.client().await?;
+        let row = c
+            .query_opt(&c.prepare_cached(GET).await.map_err(unavailable)?, &[&client, &request_id])
             .await
             .map_err(unavailable)?;
         row.as_ref().map(record).transpose()
@@ -285,14 +343,10 @@ impl PgLog {
     pub async fn list(&self, client: &str, f: &Filter) -> Result<Vec<Record>, Error> {
         let key = f.key.as_ref().map(|k| k.to_ascii_lowercase());
         let state = f.state.map(State::name);
-        let rows = self
-            .client()
-            .await?
+        let c = self.client().await?;
+        let rows = c
             .query(
-                &format!(
-                    "SELECT {COLUMNS} FROM sign_requests WHERE client = $1 AND seq > $2
-                     AND ($3::TEXT IS NULL OR state = $3) AND ($4::TEXT IS NULL OR key = $4) ORDER BY seq LIMIT $5"
-                ),
+                &c.prepare_cached(LIST).await.map_err(unavailable)?,
                 &[&client, &f.after, &state, &key, &(f.limit as i64)],
             )
             .await
@@ -302,12 +356,8 @@ impl PgLog {
 
     /// As [`super::log::SqliteLog::counts`].
     pub async fn counts(&self) -> Result<Vec<(State, u64)>, Error> {
-        let rows = self
-            .client()
-            .await?
-            .query("SELECT state, COUNT(*) FROM sign_requests GROUP BY state", &[])
-            .await
-            .map_err(unavailable)?;
+        let c = self.client().await?;
+        let rows = c.query(&c.prepare_cached(COUNTS).await.map_err(unavailable)?, &[]).await.map_err(unavailable)?;
         let mut out = Vec::new();
         for row in rows {
             let (state, n): (String, i64) =

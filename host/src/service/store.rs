@@ -2,7 +2,7 @@
 //! instance; writes group-committed) or `postgres://...` (several instances). One set of
 //! operations for the handlers and workers, whichever it is.
 
-use super::log::{Filter, Record, SqliteLog, Submitted};
+use super::log::{ClaimAtAccept, Filter, Record, SqliteLog, Submitted};
 use super::postgres::PgLog;
 use super::request::{Outcome, State, Submission};
 use super::writer::GroupWriter;
@@ -57,14 +57,28 @@ impl RequestLog {
     }
 
     /// Stores a new request, answers the stored one (same body) or refuses (see
-    /// [`super::log::Writes::submit`]).
-    pub async fn submit(&self, client: &str, s: &Submission, max_open: usize) -> Result<Submitted, Error> {
+    /// [`super::log::Writes::submit`]); with `claim`, a new request is claimed in the same commit
+    /// when no older one is pending (it is then `running`).
+    pub async fn submit(
+        &self,
+        client: &str,
+        s: &Submission,
+        max_open: usize,
+        claim: Option<ClaimAtAccept>,
+    ) -> Result<Submitted, Error> {
         match self {
             RequestLog::Sqlite { writer, .. } => {
                 let (client, s) = (client.to_string(), s.clone());
-                writer.write(move |w| w.submit(&client, &s, max_open)).await
+                writer
+                    .write(move |w| match (w.submit(&client, &s, max_open)?, claim) {
+                        (Submitted::Accepted(r), Some(c)) => {
+                            Ok(Submitted::Accepted(w.claim_accepted(r.seq, &c)?.unwrap_or(r)))
+                        }
+                        (submitted, _) => Ok(submitted),
+                    })
+                    .await
             }
-            RequestLog::Postgres(pg) => pg.submit(client, s, max_open).await,
+            RequestLog::Postgres(pg) => pg.submit(client, s, max_open, claim.as_ref()).await,
         }
     }
 

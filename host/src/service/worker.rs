@@ -6,7 +6,7 @@
 //! leaves for a node; a request whose key material cannot be fetched (the cluster unreachable)
 //! goes back to `pending` untouched, to be claimed again.
 
-use super::log::Record;
+use super::log::{ClaimAtAccept, Record};
 use super::request::{ErrorView, NodeRefusal, Outcome, State, Target};
 use super::store::RequestLog;
 use crate::coordinator::signer::SignerClient;
@@ -120,6 +120,24 @@ impl Workers {
                 }
             }
         }
+    }
+
+    /// A free worker slot and the claim it makes at acceptance (`None`: every worker is busy).
+    pub fn free_slot(&self, key: &str) -> Option<(tokio::sync::OwnedSemaphorePermit, ClaimAtAccept)> {
+        let permit = self.slots.clone().try_acquire_owned().ok()?;
+        let key = key.to_ascii_lowercase();
+        let ready = self.signings().iter().any(|(k, c)| c.initialized() && k.to_string() == key);
+        Some((permit, ClaimAtAccept { owner: self.owner.clone(), lease_ms: self.lease_ms(), ready }))
+    }
+
+    /// Runs a request claimed at its acceptance on the slot `permit`.
+    pub fn start(self: &Arc<Self>, record: Record, permit: tokio::sync::OwnedSemaphorePermit) {
+        self.touched(record.seq);
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.run_one(record).await;
+            drop(permit);
+        });
     }
 
     fn signings(&self) -> std::sync::MutexGuard<'_, HashMap<KeyId, Arc<tokio::sync::OnceCell<Signing>>>> {
