@@ -348,8 +348,12 @@ fn clients_are_pinned_certificates_that_see_only_their_own_requests_and_keys() {
         ),
     )
     .expect("config");
-    let service =
-        Service::start(dir, &c.file(), &dir.join("requests.db"), &["--config", &config.display().to_string()]);
+    let service = Service::start(
+        dir,
+        &c.file(),
+        &dir.join("requests.db"),
+        &["--config", &config.display().to_string(), "--grpc-listen", "127.0.0.1:0"],
+    );
     let as_client = |cert: &Path, key: &Path| {
         let files = TlsFiles { cert: cert.into(), key: key.into(), peers: vec![service_cert.clone()] };
         ServiceClient::new(&service.url, Some(&files)).expect("client")
@@ -380,6 +384,47 @@ fn clients_are_pinned_certificates_that_see_only_their_own_requests_and_keys() {
     // A certificate the service does not pin gets no connection.
     let eve = as_client(&eve_cert, &eve_key);
     assert!(rt().block_on(eve.call("GET", "/healthz", None)).is_err(), "an unpinned client was served");
+    // The gRPC API over mutual TLS, with the same pinned certificates.
+    rt().block_on(async {
+        use frostgate_host::api::pb;
+        use pb::signing_service_client::SigningServiceClient;
+        let grpc = service.grpc.clone().expect("gRPC address");
+        let files = |cert: &Path, key: &Path| TlsFiles {
+            cert: cert.into(),
+            key: key.into(),
+            peers: vec![service_cert.clone()],
+        };
+        let connect = frostgate_host::coordinator::signer::connect;
+        let channel = connect(&grpc, Some(&files(&alice_cert, &alice_key))).await.expect("alice's channel");
+        let mut alice_grpc = SigningServiceClient::new(channel);
+        let submit = |id: &str, key: &str| pb::SubmitRequest {
+            request_id: id.into(),
+            key: key.into(),
+            target: Some(pb::submit_request::Target::Digest(pb::DigestTarget {
+                digest: hex::encode([3u8; 32]),
+                ..Default::default()
+            })),
+            labels: Default::default(),
+        };
+        assert_eq!(alice_grpc.submit(submit("g1", &key)).await.expect("submit").into_inner().request_id, "g1");
+        let done = alice_grpc.get(pb::GetSignRequest { request_id: "g1".into(), wait_seconds: 30 }).await;
+        let done = done.expect("get").into_inner();
+        assert_eq!(done.state, "signed", "{done:?}");
+        assert!(verifies(&json!({"signature": done.signature, "output_key": done.output_key}), 3));
+        let e = alice_grpc.submit(submit("g2", &other)).await.expect_err("another key");
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+        // Bob does not see alice's g1.
+        let channel = connect(&grpc, Some(&files(&bob_cert, &bob_key))).await.expect("bob's channel");
+        let mut bob_grpc = SigningServiceClient::new(channel);
+        let e = bob_grpc.get(pb::GetSignRequest { request_id: "g1".into(), wait_seconds: 0 }).await;
+        assert_eq!(e.expect_err("not his").code(), tonic::Code::NotFound);
+        // Eve's certificate is not pinned: no call goes through.
+        let refused = match connect(&grpc, Some(&files(&eve_cert, &eve_key))).await {
+            Err(_) => true,
+            Ok(ch) => SigningServiceClient::new(ch).get(pb::GetSignRequest::default()).await.is_err(),
+        };
+        assert!(refused, "an unpinned client was served over gRPC");
+    });
     // A body over the bound is refused before it is read as JSON.
     let big = json!({ "request_id": "big", "key": key, "psbt": "A".repeat(5000) });
     let (status, e) = call(&bob, "POST", "/v1/sign-requests", Some(big));

@@ -21,6 +21,16 @@ use std::time::Duration;
 mod common;
 use common::consensus_valid;
 
+/// What a fault run met (its seed, its kills, its outcome), where CI logs show it.
+macro_rules! report {
+    ($($arg:tt)*) => {{
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!($($arg)*);
+        }
+    }};
+}
+
 /// PSBT requests; each spends `SPEND` to the allowed destination (the window: twice their sum).
 const PSBTS: usize = 40;
 const DIGESTS: usize = 160;
@@ -235,14 +245,14 @@ fn two_instances_on_postgres_sign_every_request_once_through_kill_9_and_a_databa
     };
     // Instance A killed -9 at random points five times, restarted each time.
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64;
-    eprintln!("kill points seed: {seed:#x}");
+    report!("kill points seed: {seed:#x}");
     let mut rng = frostgate_tests::rng::SplitMix(seed);
     for round in 0..5 {
         std::thread::sleep(Duration::from_millis(rng.below(1500) + 200));
         a.kill();
         std::thread::sleep(Duration::from_millis(rng.below(800)));
         a = instance(work.path(), "a", &cluster.file(), &store, &config, port_a);
-        eprintln!("kill -9 of instance A, round {round}: restarted");
+        report!("kill -9 of instance A, round {round}: restarted");
     }
     // PostgreSQL stopped under load (clients get store_unavailable and retry) and started again.
     pg.stop("fast");
@@ -296,7 +306,7 @@ fn two_instances_on_postgres_sign_every_request_once_through_kill_9_and_a_databa
     assert!(windows.len() >= 2, "{windows:?}");
     assert!(all.is_superset(&bodies.iter().map(|(id, _)| id.clone()).collect()), "requests the enclaves bound");
     let logs = format!("{}{}", a.logs(), b.logs());
-    eprintln!(
+    report!(
         "fault run: 200 signed, {takeovers} with more than one attempt, {} lease takeovers logged",
         logs.matches("lease expired: taken over").count()
     );
@@ -350,5 +360,5 @@ fn an_instance_on_sqlite_killed_mid_request_finishes_it_after_restart() {
             assert!(verifies(&v, &digest(1000 + n)), "{id}");
         }
     });
-    eprintln!("killed with {} requests running; all 30 signed after the restart", running.len());
+    report!("killed with {} requests running; all 30 signed after the restart", running.len());
 }
