@@ -211,7 +211,14 @@ fn a_restarted_enclave_refuses_what_it_issued_before_and_the_coordinator_signs_o
         let nodes = dkg_relay::connect_all(&cluster).await;
         let signing = Signing::open(&nodes, &key, 2, Settings::default()).await.expect("key");
         let material = signing.material().clone();
-        let request = || SignRequest { key, message: random(), mode: TaprootMode::Bip86, psbt: None, path: Vec::new() };
+        let request = || SignRequest {
+            key,
+            message: random(),
+            mode: TaprootMode::Bip86,
+            psbt: None,
+            path: Vec::new(),
+            request: None,
+        };
         let signer = signing.signer();
         let sign = |r: SignRequest| {
             let signer = signer.clone();

@@ -81,19 +81,29 @@ impl Api {
     pub async fn submit(&self, client: &Client, submission: Submission) -> Result<(bool, RequestView), Error> {
         submission.validate()?;
         client.authorize(&submission.key, submission.kind())?;
-        // A free worker takes the request in the accepting commit.
-        let slot = self.workers.free_slot(&submission.key);
-        let claim = slot.as_ref().map(|(_, c)| c.clone());
-        match self.log.submit(&client.id, &submission, self.max_open_per_client, claim).await? {
+        // A free worker takes the request in the accepting commit. Stored and started in a task
+        // of its own: a caller that goes away meanwhile cannot leave a claimed request unstarted.
+        let (log, workers) = (self.log.clone(), self.workers.clone());
+        let (id, max_open) = (client.id.clone(), self.max_open_per_client);
+        let stored = tokio::spawn(async move {
+            let slot = workers.free_slot(&submission.key);
+            let claim = slot.as_ref().map(|(_, c)| c.clone());
+            let submitted = log.submit(&id, &submission, max_open, claim).await?;
+            if let Submitted::Accepted(r) = &submitted {
+                match slot {
+                    Some((permit, _)) if r.state == State::Running => workers.start(r.clone(), permit),
+                    _ => workers.wake.notify_one(),
+                }
+            }
+            Ok::<_, Error>(submitted)
+        });
+        let submitted =
+            stored.await.map_err(|e| Error::new(ErrorCode::Internal, format!("request log task: {e}")))??;
+        match submitted {
             Submitted::Accepted(r) => {
                 tracing::info!(client = %client.name, request = %r.submission.request_id, seq = r.seq, "request accepted");
                 super::metrics::global().accepted(r.submission.kind());
-                let view = r.view();
-                match slot {
-                    Some((permit, _)) if r.state == State::Running => self.workers.start(r, permit),
-                    _ => self.workers.wake.notify_one(),
-                }
-                Ok((true, view))
+                Ok((true, r.view()))
             }
             Submitted::Existing(r) => Ok((false, r.view())),
         }

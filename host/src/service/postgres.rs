@@ -24,6 +24,8 @@ mod embedded {
 const POOL_SIZE: usize = 16;
 /// How long an operation waits for a connection (or to make one) before `store_unavailable`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest one operation of the log may take (then `store_unavailable`).
+pub const OP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Serializes the migrations of instances starting together.
 const MIGRATION_LOCK: i64 = 0x6672_6f73_7467_6174; // "frostgat"
 
@@ -38,6 +40,7 @@ const GET: &str = concat!("SELECT ", columns!(), " FROM sign_requests WHERE clie
 const GET_WITH_HASH: &str =
     concat!("SELECT ", columns!(), ", body_sha256 FROM sign_requests WHERE client = $1 AND request_id = $2");
 const LOCK_CLIENT: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
+const LOCK_CLIENT_SHARED: &str = "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))";
 const OPEN_OF_CLIENT: &str = "SELECT COUNT(*) FROM sign_requests WHERE client = $1 AND state IN ('pending', 'running')";
 /// A new request, `running` under the claim ($8 owner, $9 lease end, $10 ready) when $11 asks
 /// for it and no other request is pending; an id already stored inserts nothing.
@@ -51,8 +54,8 @@ const INSERT: &str = concat!(
      ON CONFLICT (client, request_id) DO NOTHING RETURNING ",
     columns!()
 );
-/// Below `max_open_per_client` by at least this many, a submit does not take its client's lock:
-/// more than the connections of 8 instances (16 each) committing at once.
+/// Below `max_open_per_client` by at least this many, a submit holds its client's lock shared:
+/// more than the connections of 8 instances (16 each), each with one submit in flight.
 const LOCK_FREE_MARGIN: usize = 8 * POOL_SIZE;
 const CANCEL: &str = "UPDATE sign_requests SET state = 'cancelled', updated_ms = $3, lease_owner = NULL
      WHERE client = $1 AND request_id = $2 AND state IN ('pending', 'running') AND NOT first_sent";
@@ -187,6 +190,12 @@ impl PgLog {
             return Err(Error::new(ErrorCode::ConfigInvalid, "store URL: sslmode=require is not supported"));
         }
         config.connect_timeout(CONNECT_TIMEOUT);
+        // A database that stops answering (a cut network, a dead host) is found out in seconds,
+        // not after the system's keepalive (hours): every call then answers store_unavailable,
+        // and the server drops the locks of a transaction left idle.
+        config.keepalives_idle(Duration::from_secs(5));
+        config.tcp_user_timeout(OP_TIMEOUT);
+        config.options("-c statement_timeout=10000 -c idle_in_transaction_session_timeout=15000");
         let manager =
             Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Verified });
         let pool = Pool::builder(manager)
@@ -211,10 +220,10 @@ impl PgLog {
     }
 
     /// As [`super::log::Writes::submit`], then [`super::log::Writes::claim_accepted`] with
-    /// `claim`, in the inserting statement. Far from the client's bound, without a transaction
-    /// (the unique key decides between submits of one id; the submits committing at once are at
-    /// most the instances' connections, fewer than the margin); near it, under the client's lock
-    /// (`pg_advisory_xact_lock`), counting again, so the bound is exact.
+    /// `claim`, in the inserting statement. The unique key decides between submits of one id.
+    /// The bound is exact: far from it, a submit holds its client's lock shared (submits run side
+    /// by side; at most the instances' connections are in flight, fewer than the margin); near
+    /// it, exclusive, so it counts only once every submit in flight has committed.
     pub async fn submit(
         &self,
         client: &str,
@@ -223,12 +232,22 @@ impl PgLog {
         claim: Option<&ClaimAtAccept>,
     ) -> Result<Submitted, Error> {
         let mut c = self.client().await?;
-        let (open, existing) = probe(&c, client, s).await?;
-        if let Some(row) = existing {
-            return existing_or_conflict(&row, s);
-        }
-        if open as usize + LOCK_FREE_MARGIN < max_open {
-            return insert(&c, client, s, claim).await;
+        {
+            let tx = c.transaction().await.map_err(unavailable)?;
+            let lock = tx.prepare_cached(LOCK_CLIENT_SHARED).await.map_err(unavailable)?;
+            let by_client: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&client];
+            let (locked, probed) = tokio::join!(tx.execute(&lock, &by_client), probe(&tx, client, s));
+            locked.map_err(unavailable)?;
+            let (open, existing) = probed?;
+            if let Some(row) = existing {
+                return existing_or_conflict(&row, s);
+            }
+            if open as usize + LOCK_FREE_MARGIN < max_open {
+                let submitted = insert(&tx, client, s, claim).await?;
+                tx.commit().await.map_err(unavailable)?;
+                return Ok(submitted);
+            }
+            // Near the bound: this transaction ends (its shared lock with it), then exclusive.
         }
         let tx = c.transaction().await.map_err(unavailable)?;
         tx.execute(&tx.prepare_cached(LOCK_CLIENT).await.map_err(unavailable)?, &[&client])

@@ -3,7 +3,7 @@
 //! operations for the handlers and workers, whichever it is.
 
 use super::log::{ClaimAtAccept, Filter, Record, SqliteLog, Submitted};
-use super::postgres::PgLog;
+use super::postgres::{PgLog, OP_TIMEOUT};
 use super::request::{Outcome, State, Submission};
 use super::writer::GroupWriter;
 use frostgate_common::error::{Error, ErrorCode};
@@ -22,6 +22,17 @@ pub enum RequestLog {
     },
     /// Shared by several instances.
     Postgres(PgLog),
+}
+
+/// A PostgreSQL operation, bounded by [`OP_TIMEOUT`] (then `store_unavailable`).
+async fn timed<T>(op: impl std::future::Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    match tokio::time::timeout(OP_TIMEOUT, op).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::new(
+            ErrorCode::StoreUnavailable,
+            format!("request log: PostgreSQL did not answer within {} s", OP_TIMEOUT.as_secs()),
+        )),
+    }
 }
 
 impl RequestLog {
@@ -78,7 +89,7 @@ impl RequestLog {
                     })
                     .await
             }
-            RequestLog::Postgres(pg) => pg.submit(client, s, max_open, claim.as_ref()).await,
+            RequestLog::Postgres(pg) => timed(pg.submit(client, s, max_open, claim.as_ref())).await,
         }
     }
 
@@ -89,7 +100,7 @@ impl RequestLog {
                 let (client, id) = (client.to_string(), request_id.to_string());
                 writer.write(move |w| w.cancel(&client, &id)).await
             }
-            RequestLog::Postgres(pg) => pg.cancel(client, request_id).await,
+            RequestLog::Postgres(pg) => timed(pg.cancel(client, request_id)).await,
         }
     }
 
@@ -106,7 +117,7 @@ impl RequestLog {
                 let owner = owner.to_string();
                 writer.write(move |w| w.claim(&owner, lease_ms, n, &ready)).await
             }
-            RequestLog::Postgres(pg) => pg.claim(owner, lease_ms, n, &ready).await,
+            RequestLog::Postgres(pg) => timed(pg.claim(owner, lease_ms, n, &ready)).await,
         }
     }
 
@@ -114,7 +125,7 @@ impl RequestLog {
     pub async fn mark_sent(&self, seq: i64, epoch: i64, lease_ms: i64) -> Result<bool, Error> {
         match self {
             RequestLog::Sqlite { writer, .. } => writer.write(move |w| w.mark_sent(seq, epoch, lease_ms)).await,
-            RequestLog::Postgres(pg) => pg.mark_sent(seq, epoch, lease_ms).await,
+            RequestLog::Postgres(pg) => timed(pg.mark_sent(seq, epoch, lease_ms)).await,
         }
     }
 
@@ -122,7 +133,7 @@ impl RequestLog {
     pub async fn renew(&self, seq: i64, epoch: i64, lease_ms: i64) -> Result<bool, Error> {
         match self {
             RequestLog::Sqlite { writer, .. } => writer.write(move |w| w.renew(seq, epoch, lease_ms)).await,
-            RequestLog::Postgres(pg) => pg.renew(seq, epoch, lease_ms).await,
+            RequestLog::Postgres(pg) => timed(pg.renew(seq, epoch, lease_ms)).await,
         }
     }
 
@@ -131,7 +142,7 @@ impl RequestLog {
     pub async fn finish(&self, seq: i64, epoch: i64, state: State, outcome: Outcome) -> Result<bool, Error> {
         match self {
             RequestLog::Sqlite { writer, .. } => writer.write(move |w| w.finish(seq, epoch, state, &outcome)).await,
-            RequestLog::Postgres(pg) => pg.finish(seq, epoch, state, &outcome).await,
+            RequestLog::Postgres(pg) => timed(pg.finish(seq, epoch, state, &outcome)).await,
         }
     }
 
@@ -142,7 +153,7 @@ impl RequestLog {
                 let (client, id) = (client.to_string(), request_id.to_string());
                 Self::read(log, move |l| l.get(&client, &id)).await
             }
-            RequestLog::Postgres(pg) => pg.get(client, request_id).await,
+            RequestLog::Postgres(pg) => timed(pg.get(client, request_id)).await,
         }
     }
 
@@ -153,7 +164,7 @@ impl RequestLog {
                 let client = client.to_string();
                 Self::read(log, move |l| l.list(&client, &f)).await
             }
-            RequestLog::Postgres(pg) => pg.list(client, &f).await,
+            RequestLog::Postgres(pg) => timed(pg.list(client, &f)).await,
         }
     }
 
@@ -161,7 +172,7 @@ impl RequestLog {
     pub async fn counts(&self) -> Result<Vec<(State, u64)>, Error> {
         match self {
             RequestLog::Sqlite { log, .. } => Self::read(log, |l| l.counts()).await,
-            RequestLog::Postgres(pg) => pg.counts().await,
+            RequestLog::Postgres(pg) => timed(pg.counts()).await,
         }
     }
 }
