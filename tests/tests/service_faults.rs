@@ -4,7 +4,8 @@
 //! `signed` with one answer, the same from both instances; every signature verifies under
 //! libsecp256k1 and every transaction under Bitcoin Core's interpreter; each enclave charged its
 //! policy window once per transaction it signed; each enclave's audit trail names every request
-//! it bound, once.
+//! it bound, once. And with a request log lost, the enclaves refuse another body under a request
+//! id they bound, and sign the same body again.
 
 use bitcoin::consensus::encode::deserialize_hex;
 use bitcoin::Transaction;
@@ -375,4 +376,44 @@ fn an_instance_on_sqlite_killed_mid_request_finishes_it_after_restart() {
     let takeovers = service.logs().matches("lease expired: taken over").count();
     assert!(takeovers > 0, "no request was running at the kill");
     report!("killed with {} requests running; all 30 signed after the restart, {takeovers} taken over", running.len());
+}
+
+#[test]
+fn the_enclaves_refuse_another_target_under_a_request_that_a_lost_request_log_forgot() {
+    let work = tempfile::tempdir().expect("dir");
+    let allowed = random_address();
+    let cluster = cluster_with_window(work.path(), &allowed);
+    let key = cluster.keygen()["key"].as_str().expect("key").to_string();
+    let config = config(work.path());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let log = |name: &str| format!("sqlite:{}", work.path().join(format!("{name}.db")).display());
+    let body = |d: usize| json!({ "request_id": "dup-1", "key": key, "digest": hex::encode(digest(d)) });
+    // Signed by a service on its request log.
+    let first = instance(work.path(), "first", &cluster.file(), &log("first"), &config, 0);
+    let signed = rt.block_on(async {
+        submit(url(&first), body(1)).await;
+        final_state(&url(&first), "dup-1").await
+    });
+    assert_eq!(signed["state"], "signed", "{signed}");
+    assert!(verifies(&signed, &digest(1)));
+    drop(first);
+    // The log is lost: a service on a fresh one takes the same id with another digest. The
+    // database cannot know; the enclaves refuse it, and nothing is signed.
+    let second = instance(work.path(), "second", &cluster.file(), &log("second"), &config, 0);
+    let refused = rt.block_on(async {
+        submit(url(&second), body(2)).await;
+        final_state(&url(&second), "dup-1").await
+    });
+    assert_eq!(refused["state"], "failed", "{refused}");
+    assert_eq!(refused["error"]["code"], "request_conflict", "{refused}");
+    assert!(refused.get("signature").is_none_or(Value::is_null), "{refused}");
+    drop(second);
+    // The same request resubmitted to a third fresh log is the same request: signed again.
+    let third = instance(work.path(), "third", &cluster.file(), &log("third"), &config, 0);
+    let again = rt.block_on(async {
+        submit(url(&third), body(1)).await;
+        final_state(&url(&third), "dup-1").await
+    });
+    assert_eq!(again["state"], "signed", "{again}");
+    assert!(verifies(&again, &digest(1)));
 }

@@ -2,11 +2,12 @@
 //! racing, or one taking over from another that died) can sign anything else under a request.
 //!
 //! Invariants (beside the module's, in `rounds/mod.rs`):
-//! - A request (client, request id) is bound the first time a session of it is opened here, under
-//!   the state lock, to its key, its target (the digest with its derivation path and Taproot mode,
-//!   or the PSBT's txid) and its acceptance time. Until [`REQUEST_TTL_SECS`] after that time
-//!   every session of the request must name the same (`request_conflict`), and its session id
-//!   must be the request's own (`frostgate_public::request::session_id`).
+//! - A request (client, request id) is bound the first time a session of it is created here,
+//!   under the state lock that inserts the session, to its key and its target (the digest with
+//!   its derivation path and Taproot mode, or the PSBT's txid), from its acceptance time. Until
+//!   [`REQUEST_TTL_SECS`] after that first acceptance time every session of the request must name
+//!   the same key and target (`request_conflict`), and its session id must be the request's own
+//!   (`frostgate_public::request::session_id`).
 //! - The binding's record goes with each of the request's session bindings, so it is durable
 //!   before any share of the request leaves (no share leaves before its session's binding is).
 //! - The registry is bounded (`registry_full`); a request accepted longer than the TTL ago, or in
@@ -110,14 +111,15 @@ impl Engine {
     /// Whether the request `record` binds is bound (`true`) or unbound (`false`); a binding to
     /// anything else is `request_conflict`.
     fn bound_as(s: &State, record: &Record) -> Result<bool, Error> {
-        let Record::RequestBound { client, request, accepted_unix, key, target } = record else { return Ok(false) };
+        let Record::RequestBound { client, request, key, target, .. } = record else { return Ok(false) };
+        // The acceptance time the binding keeps is the first one (its TTL runs from there): the
+        // same request resubmitted after a lost request log is the same request.
         match s.requests.get(&(*client, request.clone())) {
             None => Ok(false),
-            Some(b) if (b.key, &b.target, b.accepted_unix) == (*key, target, *accepted_unix) => Ok(true),
-            Some(_) => Err(err(
-                ErrorCode::RequestConflict,
-                format!("request {request} is bound to another key, target or acceptance time"),
-            )),
+            Some(b) if (b.key, &b.target) == (*key, target) => Ok(true),
+            Some(_) => {
+                Err(err(ErrorCode::RequestConflict, format!("request {request} is bound to another key or target")))
+            }
         }
     }
 

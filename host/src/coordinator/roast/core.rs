@@ -19,7 +19,7 @@ use super::request::{SignRequest, Signed};
 use super::strategy::{Round1, Strategy};
 use crate::coordinator::taproot::Tweaked;
 use frost_secp256k1_tr::{Identifier, SigningPackage};
-use frostgate_common::error::{Error, ErrorCode};
+use frostgate_common::error::{Error, ErrorCode, RecoveryClass};
 use frostgate_common::ids::{AttemptId, ParticipantId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -292,14 +292,32 @@ impl<S: Strategy> Roast<S> {
             .filter(|e| e.reason == Reason::PolicyRefused)
             .map(|e| format!("node {}: {}", e.signer, e.message.as_deref().unwrap_or("")))
             .collect();
+        // Every excluded signer refused the request itself with one code the request must fix (a
+        // service request bound to another target, or expired): that is the answer too.
+        let codes: Vec<Option<ErrorCode>> = self.excluded.values().map(|e| e.code).collect();
+        let request_refusal = match codes.first() {
+            Some(Some(c))
+                if c.recovery_class() == RecoveryClass::FixRequest && codes.iter().all(|x| *x == Some(*c)) =>
+            {
+                Some(*c)
+            }
+            _ => None,
+        };
         // Operators' policies refused: that is the answer, not a signing fault.
-        let e = if refusals.is_empty() {
-            Error::new(
+        let e = match (refusals.is_empty(), request_refusal) {
+            (false, _) => Error::new(ErrorCode::PolicyViolation, format!("refused by policy: {}", refusals.join("; "))),
+            (true, Some(code)) => {
+                let why: Vec<String> = self
+                    .excluded
+                    .values()
+                    .map(|e| format!("node {}: {}", e.signer, e.message.as_deref().unwrap_or("")))
+                    .collect();
+                Error::new(code, format!("every signer refused the request: {}", why.join("; ")))
+            }
+            (true, None) => Error::new(
                 ErrorCode::SigningFailed,
                 format!("fewer than {} responsive, honest signers remain ({} excluded)", self.t, self.excluded.len()),
-            )
-        } else {
-            Error::new(ErrorCode::PolicyViolation, format!("refused by policy: {}", refusals.join("; ")))
+            ),
         };
         self.finish(Err(e), out)
     }

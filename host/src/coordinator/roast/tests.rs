@@ -321,6 +321,31 @@ fn policy_refusals_ask_every_node_and_the_answer_names_each_decision() {
 }
 
 #[test]
+fn every_signer_refusing_the_request_itself_is_the_answer_and_a_mix_is_a_signing_failure() {
+    let conflict = |q: P| Error::new(ErrorCode::RequestConflict, format!("request r1 is bound elsewhere at {q}"));
+    let mut c = Cluster::new(3, 2);
+    let request = c.request();
+    let core = c.roast(Interactive, &request, &[p(1), p(2), p(3)]);
+    let outcome = c.run(core, |_, _, signer, ask| match ask {
+        Ask::Open { .. } => Some(Err(conflict(signer))),
+        _ => None,
+    });
+    let (e, _) = outcome.expect_err("refused");
+    assert_eq!(e.code(), ErrorCode::RequestConflict, "{e}");
+    assert!(e.message().contains("every signer refused the request"), "{e}");
+    // One refuses, one is unreachable: nothing to say of the request itself.
+    let mut c = Cluster::new(3, 2);
+    let request = c.request();
+    let core = c.roast(Interactive, &request, &[p(1), p(2)]);
+    let outcome = c.run(core, |_, _, signer, ask| match (ask, signer == p(1)) {
+        (Ask::Open { .. }, true) => Some(Err(conflict(signer))),
+        (Ask::Open { .. }, false) => Some(Err(Error::new(ErrorCode::NodeUnavailable, "down"))),
+        _ => None,
+    });
+    assert_eq!(outcome.expect_err("failed").0.code(), ErrorCode::SigningFailed);
+}
+
+#[test]
 fn answers_the_core_did_not_ask_for_change_nothing() {
     let mut c = Cluster::new(3, 2);
     let request = c.request();
