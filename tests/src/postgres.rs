@@ -13,6 +13,8 @@ pub struct Postgres {
     bin: PathBuf,
     /// Its port on 127.0.0.1.
     pub port: u16,
+    /// Extra server settings (TLS).
+    options: String,
 }
 
 /// Debian's server binaries (the newest installed major version).
@@ -31,6 +33,12 @@ fn is_root() -> bool {
 impl Postgres {
     /// Initializes and starts a server (trust authentication, user `frostgate`, loopback only).
     pub fn start() -> Postgres {
+        Self::start_with_tls(false).0
+    }
+
+    /// [`Self::start`]; with `tls`, the server also serves TLS with a certificate for
+    /// `localhost` and 127.0.0.1 signed by a fresh authority, whose certificate (PEM) this returns.
+    pub fn start_with_tls(tls: bool) -> (Postgres, Option<PathBuf>) {
         let dir = tempfile::Builder::new().prefix("frostgate-pg").tempdir().expect("dir");
         let data = dir.path().join("data");
         if is_root() {
@@ -40,11 +48,40 @@ impl Postgres {
                 assert!(status.success(), "chown {}", p.display());
             }
         }
-        let pg = Postgres { port: crate::free_port(), bin: bin_dir(), data, _dir: dir };
+        let mut pg = Postgres { port: crate::free_port(), bin: bin_dir(), data, _dir: dir, options: String::new() };
         let d = pg.data.display().to_string();
         pg.run("initdb", &["-D", &d, "-A", "trust", "-U", "frostgate", "--no-sync", "-E", "UTF8"]);
+        let ca = tls.then(|| pg.certificates());
         pg.start_server();
-        pg
+        (pg, ca)
+    }
+
+    /// A fresh authority and the server's certificate and key (in the data directory, the key
+    /// readable by the server alone); the authority's certificate path.
+    fn certificates(&mut self) -> PathBuf {
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).expect("authority");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("p");
+        let cert = params.signed_by(&key, &issuer).expect("server certificate");
+        let (crt, pem) = (self.data.join("server.crt"), self.data.join("server.key"));
+        std::fs::write(&crt, cert.pem()).expect("crt");
+        std::fs::write(&pem, key.serialize_pem()).expect("key");
+        let ca = self._dir.path().join("ca.pem");
+        std::fs::write(&ca, ca_cert.pem()).expect("ca");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pem, std::fs::Permissions::from_mode(0o600)).expect("key mode");
+        if is_root() {
+            for p in [&crt, &pem] {
+                let status = Command::new("chown").arg("postgres:postgres").arg(p).status().expect("chown");
+                assert!(status.success());
+            }
+        }
+        self.options = format!(" -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}", crt.display(), pem.display());
+        ca
     }
 
     fn run(&self, tool: &str, args: &[&str]) {
@@ -68,7 +105,8 @@ impl Postgres {
     fn start_server(&self) {
         let d = self.data.display().to_string();
         let log = self.data.join("server.log").display().to_string();
-        let options = format!("-p {} -k {d} -c listen_addresses=127.0.0.1 -c max_connections=200", self.port);
+        let options =
+            format!("-p {} -k {d} -c listen_addresses=127.0.0.1 -c max_connections=200{}", self.port, self.options);
         self.run("pg_ctl", &["-D", &d, "-o", &options, "-l", &log, "-w", "-t", "60", "start"]);
         self.run(
             "psql",

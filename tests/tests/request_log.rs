@@ -105,7 +105,7 @@ async fn rules(log: &RequestLog) {
 fn the_rules_hold_on_sqlite() {
     let dir = tempfile::tempdir().expect("dir");
     let url = format!("sqlite:{}", dir.path().join("requests.db").display());
-    rt().block_on(async { rules(&RequestLog::open(&url).await.expect("open")).await });
+    rt().block_on(async { rules(&RequestLog::open(&url, None).await.expect("open")).await });
 }
 
 #[test]
@@ -114,7 +114,7 @@ fn the_rules_hold_on_postgres_and_two_instances_never_claim_the_same_request() {
     rt().block_on(async {
         // Two instances migrate at once: one applies, the other finds it applied.
         let url = pg.url();
-        let (a, b) = tokio::join!(RequestLog::open(&url), RequestLog::open(&url));
+        let (a, b) = tokio::join!(RequestLog::open(&url, None), RequestLog::open(&url, None));
         let (a, b) = (a.expect("instance a"), b.expect("instance b"));
         rules(&a).await;
         // One id submitted to both instances at once, far from the bound (no client lock): the
@@ -180,7 +180,7 @@ fn the_rules_hold_on_postgres_and_two_instances_never_claim_the_same_request() {
 fn postgres_gone_is_store_unavailable_and_nothing_accepted_is_lost() {
     let pg = Postgres::start();
     rt().block_on(async {
-        let log = RequestLog::open(&pg.url()).await.expect("open");
+        let log = RequestLog::open(&pg.url(), None).await.expect("open");
         for i in 0..20u8 {
             log.submit("alice", &submission(&format!("k{i}"), i), 100, None).await.expect("accepted");
         }
@@ -203,5 +203,31 @@ fn postgres_gone_is_store_unavailable_and_nothing_accepted_is_lost() {
         let ids: Vec<String> = back.expect("recovered").into_iter().map(|r| r.submission.request_id).collect();
         assert_eq!(ids, (0..20).map(|i| format!("k{i}")).collect::<Vec<_>>());
         log.submit("alice", &submission("after", 1), 100, None).await.expect("accepted again");
+    });
+}
+
+#[test]
+fn postgres_over_tls_verifies_the_server_against_the_configured_authority_only() {
+    let (pg, ca) = Postgres::start_with_tls(true);
+    let ca = ca.expect("authority");
+    rt().block_on(async {
+        // TLS against the authority: the rules hold as in plaintext.
+        let url = format!("postgres://frostgate@localhost:{}/postgres", pg.port);
+        let log = RequestLog::open(&url, Some(&ca)).await.expect("over TLS");
+        log.submit("alice", &submission("tls-1", 1), 10, None).await.expect("accepted over TLS");
+        // Every session of the log's pool is encrypted (psql's own is left out).
+        let sessions = "SELECT COUNT(*) FILTER (WHERE s.ssl), COUNT(*) FROM pg_stat_ssl AS s JOIN pg_stat_activity AS a
+                        USING (pid) WHERE a.usename = 'frostgate' AND a.application_name <> 'psql'";
+        let counts = pg.query(sessions);
+        let (encrypted, all) = counts.trim().split_once('|').expect("two counts");
+        assert!(all != "0" && encrypted == all, "{counts}");
+        // Another authority: no connection (never a plaintext fallback).
+        let (_other, other_ca) = Postgres::start_with_tls(true);
+        let e = RequestLog::open(&url, other_ca.as_deref()).await.expect_err("unknown authority");
+        assert_eq!(e.code(), ErrorCode::StoreUnavailable, "{e}");
+        assert!(e.message().contains("certificate"), "{e}");
+        // sslmode=require without an authority to verify against: refused as configured.
+        let e = RequestLog::open(&format!("{url}?sslmode=require"), None).await.expect_err("no authority");
+        assert_eq!(e.code(), ErrorCode::ConfigInvalid, "{e}");
     });
 }

@@ -188,6 +188,18 @@ pub fn server_config_http(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>,
     Ok(Arc::new(config))
 }
 
+/// A client configuration for a server with a certificate authority's certificate (the service's
+/// PostgreSQL): TLS 1.2 or 1.3, the server's certificate and name verified against `ca` alone.
+pub fn client_config_with_ca(ca: &Path) -> Result<rustls::ClientConfig, Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(load_cert(ca)?).map_err(tls_error)?;
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(tls_error)?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// A client configuration: its own certificate, the node's certificate pinned.
 pub fn client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, Error> {
     let verifier = Arc::new(PinnedServers(Pins::load(files)?));

@@ -44,8 +44,12 @@ pub struct ServiceConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// `sqlite:PATH` (the default: `requests.db` beside the config).
+    /// `sqlite:PATH` (the default: `requests.db` beside the config), or `postgres://...`.
     pub url: Option<String>,
+    /// PostgreSQL over TLS: the certificate authority (PEM) that signed the server's certificate.
+    /// With it the connection requires TLS and verifies the server's certificate and name
+    /// against it alone; without it, plaintext (loopback or a private network only).
+    pub ca: Option<PathBuf>,
 }
 
 /// A listener.

@@ -120,7 +120,7 @@ pub async fn serve(o: ServeOptions) -> Result<(), Error> {
 /// Binds the listeners and starts the workers.
 pub async fn start(o: ServeOptions) -> Result<Running, Error> {
     let cluster = Cluster::load(&o.cluster)?;
-    let log = store::RequestLog::open(&o.store).await?;
+    let log = store::RequestLog::open(&o.store, o.config.store.ca.as_deref()).await?;
     let tls = match (o.dev_plaintext, &o.config.tls) {
         (true, _) if !o.http_listen.ip().is_loopback() => {
             return Err(config_err("--dev-plaintext serves on a loopback address only"))

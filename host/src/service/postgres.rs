@@ -117,6 +117,17 @@ fn existing_or_conflict(row: &Row, s: &Submission) -> Result<Submitted, Error> {
     Ok(Submitted::Existing(record(row)?))
 }
 
+/// An error with its causes (a TLS handshake's reason is a cause of the pool's error).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
 /// How many of `client`'s requests are pending or running, and the stored request under the
 /// submitted id (both asked at once: one round trip).
 async fn probe<C: GenericClient>(c: &C, client: &str, s: &Submission) -> Result<(i64, Option<Row>), Error> {
@@ -181,13 +192,15 @@ impl std::fmt::Debug for PgLog {
 }
 
 impl PgLog {
-    /// Connects to `url` (`postgres://user@host:port/db`, without TLS: loopback or a private
-    /// network) and applies the migrations (one instance at a time).
-    pub async fn open(url: &str) -> Result<PgLog, Error> {
+    /// Connects to `url` (`postgres://user@host:port/db`) and applies the migrations (one
+    /// instance at a time). With `ca`, over TLS only, the server verified against `ca`; without,
+    /// plaintext (loopback or a private network).
+    pub async fn open(url: &str, ca: Option<&std::path::Path>) -> Result<PgLog, Error> {
+        use tokio_postgres::config::SslMode;
         let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|e| Error::new(ErrorCode::ConfigInvalid, format!("store URL: {e}")))?;
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(Error::new(ErrorCode::ConfigInvalid, "store URL: sslmode=require is not supported"));
+        if ca.is_none() && config.get_ssl_mode() == SslMode::Require {
+            return Err(Error::new(ErrorCode::ConfigInvalid, "store URL: sslmode=require needs [store] ca"));
         }
         config.connect_timeout(CONNECT_TIMEOUT);
         // A database that stops answering (a cut network, a dead host) is found out in seconds,
@@ -196,8 +209,16 @@ impl PgLog {
         config.keepalives_idle(Duration::from_secs(5));
         config.tcp_user_timeout(OP_TIMEOUT);
         config.options("-c statement_timeout=10000 -c idle_in_transaction_session_timeout=15000");
-        let manager =
-            Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Verified });
+        let recycling = ManagerConfig { recycling_method: RecyclingMethod::Verified };
+        let manager = match ca {
+            None => Manager::from_config(config, NoTls, recycling),
+            Some(ca) => {
+                // Never a plaintext fallback: TLS, or no connection.
+                config.ssl_mode(SslMode::Require);
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(crate::api::tls::client_config_with_ca(ca)?);
+                Manager::from_config(config, tls, recycling)
+            }
+        };
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .wait_timeout(Some(CONNECT_TIMEOUT))
@@ -206,7 +227,7 @@ impl PgLog {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| Error::new(ErrorCode::Internal, format!("PostgreSQL pool: {e}")))?;
-        let mut client = pool.get().await.map_err(unavailable)?;
+        let mut client = pool.get().await.map_err(|e| unavailable(chain(&e)))?;
         client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.map_err(unavailable)?;
         let migrated = embedded::migrations::runner().run_async(&mut **client).await;
         client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await.map_err(unavailable)?;
@@ -216,7 +237,7 @@ impl PgLog {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, Error> {
-        self.pool.get().await.map_err(unavailable)
+        self.pool.get().await.map_err(|e| unavailable(chain(&e)))
     }
 
     /// As [`super::log::Writes::submit`], then [`super::log::Writes::claim_accepted`] with

@@ -36,15 +36,18 @@ async fn timed<T>(op: impl std::future::Future<Output = Result<T, Error>>) -> Re
 }
 
 impl RequestLog {
-    /// Opens (creating or migrating) the log `url` names.
-    pub async fn open(url: &str) -> Result<RequestLog, Error> {
+    /// Opens (creating or migrating) the log `url` names (PostgreSQL over TLS with `ca`).
+    pub async fn open(url: &str, ca: Option<&std::path::Path>) -> Result<RequestLog, Error> {
         if let Some(path) = url.strip_prefix("sqlite:").filter(|p| !p.is_empty()) {
+            if ca.is_some() {
+                return Err(Error::new(ErrorCode::ConfigInvalid, "[store] ca is for a postgres:// store"));
+            }
             let path = std::path::Path::new(path);
             let log = Arc::new(SqliteLog::open(path)?);
             return Ok(RequestLog::Sqlite { log, writer: GroupWriter::start(path)? });
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(RequestLog::Postgres(PgLog::open(url).await?));
+            return Ok(RequestLog::Postgres(PgLog::open(url, ca).await?));
         }
         Err(Error::new(ErrorCode::ConfigInvalid, format!("store {url:?}: sqlite:PATH or postgres://...")))
     }
