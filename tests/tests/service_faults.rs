@@ -386,34 +386,28 @@ fn the_enclaves_refuse_another_target_under_a_request_that_a_lost_request_log_fo
     let key = cluster.keygen()["key"].as_str().expect("key").to_string();
     let config = config(work.path());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
-    let log = |name: &str| format!("sqlite:{}", work.path().join(format!("{name}.db")).display());
     let body = |d: usize| json!({ "request_id": "dup-1", "key": key, "digest": hex::encode(digest(d)) });
+    // A service on a fresh request log `name` takes `dup-1` for digest `d`: its final state.
+    let on_fresh_log = |name: &str, d: usize| {
+        let store = format!("sqlite:{}", work.path().join(format!("{name}.db")).display());
+        let service = instance(work.path(), name, &cluster.file(), &store, &config, 0);
+        rt.block_on(async {
+            submit(url(&service), body(d)).await;
+            final_state(&url(&service), "dup-1").await
+        })
+    };
     // Signed by a service on its request log.
-    let first = instance(work.path(), "first", &cluster.file(), &log("first"), &config, 0);
-    let signed = rt.block_on(async {
-        submit(url(&first), body(1)).await;
-        final_state(&url(&first), "dup-1").await
-    });
+    let signed = on_fresh_log("first", 1);
     assert_eq!(signed["state"], "signed", "{signed}");
     assert!(verifies(&signed, &digest(1)));
-    drop(first);
     // The log is lost: a service on a fresh one takes the same id with another digest. The
     // database cannot know; the enclaves refuse it, and nothing is signed.
-    let second = instance(work.path(), "second", &cluster.file(), &log("second"), &config, 0);
-    let refused = rt.block_on(async {
-        submit(url(&second), body(2)).await;
-        final_state(&url(&second), "dup-1").await
-    });
+    let refused = on_fresh_log("second", 2);
     assert_eq!(refused["state"], "failed", "{refused}");
     assert_eq!(refused["error"]["code"], "request_conflict", "{refused}");
     assert!(refused.get("signature").is_none_or(Value::is_null), "{refused}");
-    drop(second);
     // The same request resubmitted to a third fresh log is the same request: signed again.
-    let third = instance(work.path(), "third", &cluster.file(), &log("third"), &config, 0);
-    let again = rt.block_on(async {
-        submit(url(&third), body(1)).await;
-        final_state(&url(&third), "dup-1").await
-    });
+    let again = on_fresh_log("third", 1);
     assert_eq!(again["state"], "signed", "{again}");
     assert!(verifies(&again, &digest(1)));
 }

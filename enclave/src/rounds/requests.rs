@@ -142,17 +142,12 @@ impl Engine {
         Ok(())
     }
 
-    /// After a failed write of a request's `Requested` entry: the next session writes it.
-    pub(super) fn request_unaudited(s: &mut State, record: &Option<Record>) {
-        let Some(Record::Audit(e)) = record else { return };
-        if e.decision != AuditDecision::Requested {
-            return;
-        }
-        if let Some((client, request)) = e.rule.as_inner().split_once('/') {
-            let client: Option<[u8; 32]> = hex::decode(client).ok().and_then(|c| c.try_into().ok());
-            if let Some(b) = client.and_then(|c| s.requests.get_mut(&(c, request.to_string()))) {
-                b.audited = false;
-            }
+    /// After a failed write of the `Requested` entry of the request `record` binds: the next
+    /// session of it writes one.
+    pub(super) fn request_unaudited(s: &mut State, record: &Record) {
+        let Record::RequestBound { client, request, .. } = record else { return };
+        if let Some(b) = s.requests.get_mut(&(*client, request.clone())) {
+            b.audited = false;
         }
     }
 

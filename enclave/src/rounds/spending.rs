@@ -302,7 +302,7 @@ impl Engine {
                 charge,
                 derived: checked.derived.clone().map(Arc::new),
                 deferred: Vec::new(),
-                request,
+                request: request.clone(),
             };
             let mut records = session.records(id);
             let requested = session.request.as_ref().and_then(|r| self.request_audit(&mut s, r, &d, write));
@@ -328,7 +328,9 @@ impl Engine {
                 let mut s = self.lock();
                 // With any attempt bound to it meanwhile (its nonces wiped): nothing of it signs.
                 Self::remove_sessions(&mut s, &BTreeSet::from([id]));
-                Self::request_unaudited(&mut s, &requested);
+                if let (Some(_), Some(r)) = (&requested, &request) {
+                    Self::request_unaudited(&mut s, r);
+                }
                 Self::forget_audit(&mut s, &requested);
                 Self::forget_audit(&mut s, &approval);
                 Err(persist_err(e))

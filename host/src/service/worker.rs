@@ -125,8 +125,8 @@ impl Workers {
     /// A free worker slot and the claim it makes at acceptance (`None`: every worker is busy).
     pub fn free_slot(&self, key: &str) -> Option<(tokio::sync::OwnedSemaphorePermit, ClaimAtAccept)> {
         let permit = self.slots.clone().try_acquire_owned().ok()?;
-        let key = key.to_ascii_lowercase();
-        let ready = self.signings().iter().any(|(k, c)| c.initialized() && k.to_string() == key);
+        let ready =
+            key.parse::<KeyId>().ok().and_then(|k| self.signings().get(&k).map(|c| c.initialized())).unwrap_or(false);
         Some((permit, ClaimAtAccept { owner: self.owner.clone(), lease_ms: self.lease_ms(), ready }))
     }
 
