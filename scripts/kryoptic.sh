@@ -43,7 +43,7 @@ fi
 echo "kryoptic: module $module"
 
 FROSTGATE_TEST_PKCS11=kryoptic FROSTGATE_KRYOPTIC_MODULE="$module" \
-  cargo test --quiet --workspace --all-features --test custody_sealing --test custody_token --test custody_profiles
+  cargo test --quiet --workspace --all-features --test custody_sealing --test custody_token --test custody_profiles --test anchor
 # The end-to-end checks on a 2-of-3 cluster of kryoptic tokens (tests/tests/tokens.rs).
 FROSTGATE_KRYOPTIC_MODULE="$module" \
   cargo test --quiet -p frostgate-tests --all-features --test tokens kryoptic_end_to_end -- --ignored

@@ -242,8 +242,10 @@ fn probe_names_the_profile_and_changes_nothing() {
     assert_eq!(report["profile"], "full", "{report}");
     assert!(report["profiles"].as_array().expect("profiles").iter().all(|p| p["missing"] == serde_json::json!([])));
     let checks = report["object_checks"].as_array().expect("checks");
-    assert_eq!(checks.len(), 3, "{report}");
+    assert_eq!(checks.len(), 4, "{report}");
     assert!(checks.iter().all(|c| c["ok"] == true), "{report}");
+    let in_place = checks[3]["check"].as_str().expect("check");
+    assert!(in_place.starts_with("C_SetAttributeValue") && in_place.contains("anchor updated in place"), "{report}");
     assert!(report["mechanisms"].as_array().expect("mechanisms").iter().any(|m| m == "CKM_AES_GCM"), "{report}");
     let listing = String::from_utf8_lossy(&t.pkcs11_tool(&["-O"]).stdout).to_string();
     assert!(!listing.contains("frostgate"), "the probe left an object:\n{listing}");

@@ -442,7 +442,9 @@ fn a_store_load_sent_right_after_connecting_always_finds_its_connection() {
 
 /// The anchor can be deleted (from outside, with the PIN) or replaced by a forged object: either
 /// way the enclave refuses the store with a typed code, and signing never resumes on a store that
-/// could be a rollback. Putting the genuine anchor back makes the node serve again.
+/// could be a rollback. Putting the genuine anchor back makes the node serve again. The anchor is
+/// its slots: private data objects whose application is `frostgate-store-anchor` and whose label
+/// holds the head (what `pkcs11-tool` shows an auditor).
 #[test]
 fn a_deleted_or_forged_anchor_fails_closed() {
     let mut node = Node::new();
@@ -455,24 +457,59 @@ fn a_deleted_or_forged_anchor_fails_closed() {
         sign_fully(&c, &key, &[pid(1), pid(2)]).await;
     });
     node.kill();
-    let label = "frostgate-store-anchor";
+    let application = "frostgate-store-anchor";
     let list =
         |node: &Node| String::from_utf8_lossy(&node.token.pkcs11_tool(&["-O", "--type", "data"]).stdout).into_owned();
-    assert!(list(&node).contains(label), "token init created the anchor:\n{}", list(&node));
-    // Keep the genuine anchor's value to restore it later.
-    let genuine = node.tokens.path().join("anchor.bin");
-    let o = node.token.pkcs11_tool(&[
-        "--read-object",
-        "--type",
-        "data",
-        "--label",
-        label,
-        "-o",
-        genuine.to_str().expect("utf8"),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let value = std::fs::read(&genuine).expect("anchor value");
-    assert_eq!(value.len(), 72, "version | mac | tag");
+    // The labels of the objects whose application is the anchor's (the slots).
+    let slots = |node: &Node| -> Vec<String> {
+        let listing = list(node);
+        let mut label = String::new();
+        let mut out = Vec::new();
+        for line in listing.lines().map(str::trim) {
+            if let Some(l) = line.strip_prefix("label:") {
+                label = l.trim().trim_matches('\'').to_string();
+            } else if line.strip_prefix("application:").map(|a| a.trim().trim_matches('\'')) == Some(application) {
+                out.push(label.clone());
+            }
+        }
+        out
+    };
+    // Keep the genuine slots' labels to restore them later.
+    let genuine = slots(&node);
+    assert_eq!(genuine.len(), 2, "two slots after signing:\n{}", list(&node));
+    for l in &genuine {
+        let value = l.strip_prefix("anchor/v1/paired:").or_else(|| l.strip_prefix("anchor/v1:"));
+        assert_eq!(value.map(str::len), Some(144), "version | mac | tag: {l}");
+    }
+    let delete_all = |node: &Node| {
+        for _ in 0..4 {
+            if slots(node).is_empty() {
+                return;
+            }
+            let o = node.token.pkcs11_tool(&["--delete-object", "--type", "data", "--application-label", application]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+        assert!(slots(node).is_empty(), "slots left:\n{}", list(node));
+    };
+    let any = node.tokens.path().join("slot.bin");
+    std::fs::write(&any, b"slot").expect("file");
+    let write = |node: &Node, label: &str, private: bool| {
+        let mut args = vec![
+            "--write-object",
+            any.to_str().expect("utf8"),
+            "--type",
+            "data",
+            "--label",
+            label,
+            "--application-label",
+            application,
+        ];
+        if private {
+            args.push("--private");
+        }
+        let o = node.token.pkcs11_tool(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
 
     let expect_refused = |node: &mut Node, name: &str, db: &Path, expected: ErrorCode| {
         restore_db(db, &node.db);
@@ -481,15 +518,42 @@ fn a_deleted_or_forged_anchor_fails_closed() {
     let pristine = node.tokens.path().join("pristine.db");
     snapshot_db(&node.db, &pristine);
 
-    // 1. Deleted with pkcs11-tool: neither the current store nor an older copy is adopted.
-    let o = node.token.pkcs11_tool(&["--delete-object", "--type", "data", "--label", label]);
+    // 1. The newest slot deleted and the store rolled back by exactly that commit: refused, though
+    //    the partner holds a genuine head (an anchor missing its newest slot is adopted only by a
+    //    store ahead of the partner, the one case a crash leaves). The current store is adopted.
+    let version_of = |label: &str| -> i64 {
+        let value = hex::decode(label.rsplit(':').next().expect("hex")).expect("hex");
+        i64::from_be_bytes(value[..8].try_into().expect("8 bytes"))
+    };
+    let (newest, partner) = if version_of(&genuine[0]) > version_of(&genuine[1]) { (0, 1) } else { (1, 0) };
+    assert!(versions(&pristine).last().copied() >= Some(version_of(&genuine[newest])));
+    let o = node.token.pkcs11_tool(&["--delete-object", "--type", "data", "--label", &genuine[newest]]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(!list(&node).contains(label));
+    assert_eq!(slots(&node), vec![genuine[partner].clone()]);
+    let behind = node.tokens.path().join("behind.db");
+    snapshot_db(&pristine, &behind);
+    rusqlite::Connection::open(&behind)
+        .expect("open")
+        .execute("DELETE FROM records WHERE version > ?1", [version_of(&genuine[partner])])
+        .expect("truncate");
+    expect_refused(&mut node, "newest slot deleted, store one commit behind", &behind, ErrorCode::StoreAnchorInvalid);
+    // (A store cut inside the newest commit is refused too: `store_load.rs`.)
+    restore_db(&pristine, &node.db);
+    node.start();
+    rt().block_on(async {
+        let c = node.caller().await;
+        assert_eq!(health(&c).await.state, ServiceState::Ready, "the current store extends the partner");
+    });
+    node.kill();
+    write(&node, &genuine[newest], true);
+
+    // 2. Deleted with pkcs11-tool: neither the current store nor an older copy is adopted.
+    delete_all(&node);
     expect_refused(&mut node, "anchor deleted, current store", &pristine, ErrorCode::StoreAnchorMissing);
     expect_refused(&mut node, "anchor deleted, older store", &older, ErrorCode::StoreAnchorMissing);
 
-    // 2. Forged: a private data object with the anchor's label, the older store's head and a tag
-    //    that was not made with this token's store key.
+    // 3. Forged: a private slot with the older store's head and a tag that was not made with this
+    //    token's store key.
     let conn = rusqlite::Connection::open(&older).expect("open");
     let (version, mac): (i64, Vec<u8>) = conn
         .query_row("SELECT version, mac FROM records ORDER BY version DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -497,37 +561,18 @@ fn a_deleted_or_forged_anchor_fails_closed() {
     let mut forged = (version as u64).to_be_bytes().to_vec();
     forged.extend_from_slice(&mac);
     forged.extend_from_slice(&[0x5a; 32]);
-    let forged_file = node.tokens.path().join("forged.bin");
-    std::fs::write(&forged_file, &forged).expect("forged");
-    let write = |node: &Node, file: &Path, private: bool| {
-        let mut args = vec![
-            "--write-object",
-            file.to_str().expect("utf8"),
-            "--type",
-            "data",
-            "--label",
-            label,
-            "--application-label",
-            "frostgate",
-        ];
-        if private {
-            args.push("--private");
-        }
-        let o = node.token.pkcs11_tool(&args);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    };
-    write(&node, &forged_file, true);
+    write(&node, &format!("anchor/v1/paired:{}", hex::encode(&forged)), true);
     expect_refused(&mut node, "forged anchor, older store", &older, ErrorCode::StoreAnchorInvalid);
-    let o = node.token.pkcs11_tool(&["--delete-object", "--type", "data", "--label", label]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    // 3. The genuine value copied into a public object: refused (the enclave's anchor is private).
-    write(&node, &genuine, false);
+    delete_all(&node);
+    // 4. The genuine head copied into a public object: refused (the enclave's slots are private).
+    write(&node, &genuine[0], false);
     expect_refused(&mut node, "public copy of the anchor", &pristine, ErrorCode::StoreAnchorInvalid);
-    let o = node.token.pkcs11_tool(&["--delete-object", "--type", "data", "--label", label]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    delete_all(&node);
 
-    // 4. The genuine anchor restored by the operator: the genuine store boots and signs again.
-    write(&node, &genuine, true);
+    // 5. The genuine slots restored by the operator: the genuine store boots and signs again.
+    for l in &genuine {
+        write(&node, l, true);
+    }
     restore_db(&pristine, &node.db);
     node.start();
     rt().block_on(async {

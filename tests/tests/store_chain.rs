@@ -202,3 +202,43 @@ fn a_store_ahead_by_one_interrupted_multi_record_commit_loads() {
         ErrorCode::StoreRollbackDetected
     );
 }
+
+/// A commit's last record is MACed as its end, so a verified store says whether it ends on a
+/// commit boundary: a store cut inside a commit cannot pass for a whole one, and relabelling a
+/// record as an end (or the reverse) breaks its MAC.
+#[test]
+fn a_store_says_whether_it_ends_on_a_commit_boundary() {
+    let k = key();
+    let ends = |chain: &[StoreRecord]| {
+        let mut l = Loader::default();
+        l.push(&k, chain).expect("verifies");
+        l.finish_with_successor().expect("finish").ends_commit
+    };
+    let (first, head) = k.chain(Head::EMPTY, &records()).expect("seal");
+    let (second, _) = k.chain(head, &records()[..3]).expect("seal");
+    let both: Vec<StoreRecord> = first.iter().chain(&second).cloned().collect();
+    assert!(ends(&first) && ends(&both), "whole commits");
+    for cut in 1..first.len() {
+        assert!(!ends(&first[..cut]), "cut after record {cut} of the first commit");
+    }
+    for cut in 1..second.len() {
+        assert!(!ends(&both[..first.len() + cut]), "cut inside the second commit");
+    }
+    assert!(ends(&[]), "an empty store");
+    // One record alone is a commit's whole (its own end).
+    let (one, _) = k.chain(Head::EMPTY, &records()[..1]).expect("seal");
+    assert!(ends(&one));
+    // Whether a record ends its commit is inside its MAC: the same record at the same place,
+    // once in the middle of a commit and once at its end, has two MACs, and neither passes as
+    // the other.
+    let rs = records();
+    let (whole, _) = k.chain(Head::EMPTY, &rs).expect("seal");
+    let (short, _) = k.chain(Head::EMPTY, &rs[..2]).expect("seal");
+    assert_eq!((whole[0].mac, whole[1].prev_mac, &whole[1].body), (short[0].mac, short[1].prev_mac, &short[1].body));
+    assert_ne!(whole[1].mac, short[1].mac);
+    let mut middle_as_end = whole[..2].to_vec();
+    middle_as_end[1].mac = short[1].mac;
+    middle_as_end.push(whole[2].clone());
+    let mut l = Loader::default();
+    assert_eq!(l.push(&k, &middle_as_end).map_err(|e| e.code()), Err(ErrorCode::StoreTampered));
+}

@@ -70,7 +70,7 @@ fn token(label: &str) -> Arc<frostgate_enclave::custody::Custody> {
     let mut tokens = TOKENS.lock().unwrap_or_else(|p| p.into_inner());
     let (_, all) = tokens.get_or_insert_with(|| {
         let dir = TokenDir::new();
-        let all: Vec<_> = (1..=5).map(|i| dir.add_token(&format!("race{i}"))).collect();
+        let all: Vec<_> = (1..=6).map(|i| dir.add_token(&format!("race{i}"))).collect();
         all[0].export_env();
         (dir, all)
     });
@@ -217,4 +217,45 @@ async fn a_load_on_a_connection_that_ended_is_not_adopted() {
     // The next connection's load goes live.
     f.reload().await.expect("reload");
     f.store.persist(vec![record(2)]).await.expect("live");
+}
+
+/// The newest anchor slot deleted (with the PIN): a fresh process adopts the current store, but
+/// not one rolled back by that commit, nor one cut inside it (a commit's last record is MACed as
+/// its end), though both extend the partner slot's head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_its_newest_slot_the_anchor_adopts_only_whole_commits() {
+    use frostgate_enclave::store::anchor;
+    use frostgate_enclave::store::chain::{Head, StoreKey};
+    let f = Fixture::new("race6");
+    f.reload().await.expect("boot");
+    f.store.persist(vec![record(1)]).await.expect("commit 1");
+    f.store.persist(vec![record(2), record(3), record(4)]).await.expect("commit 2: three records");
+    let rows = f.rows();
+    assert_eq!(rows.len(), 4);
+    let key = StoreKey::new(f.custody.derive_store_key().expect("key"));
+    let newest = anchor::slot_label(&key, Head { version: 4, mac: rows[3].mac }, true);
+    f.custody
+        .token()
+        .with_session(|s| {
+            let app = cryptoki::object::Attribute::Application(anchor::label(&f.custody).into_bytes());
+            for h in s.find_objects(&[app]).expect("find") {
+                let attrs = s.get_attributes(h, &[cryptoki::object::AttributeType::Label]).expect("label");
+                if attrs.contains(&cryptoki::object::Attribute::Label(newest.clone())) {
+                    s.destroy_object(h).expect("destroy");
+                    return Ok(());
+                }
+            }
+            panic!("no slot holds head 4");
+        })
+        .expect("session");
+    let fresh = || ChainedStore::open(f.custody.clone(), 10_000).expect("open");
+    for cut in 1..4 {
+        let e = fresh().load_chunk(&load(rows[..cut].to_vec(), true, true)).expect_err("behind the deleted slot");
+        assert_eq!(e.code(), ErrorCode::StoreAnchorInvalid, "store cut after record {cut}: {e}");
+    }
+    let loaded = fresh().load_chunk(&load(rows, true, true)).expect("the whole store").done.expect("done");
+    assert_eq!(loaded.head.version, 4);
+    // Adopting it finished the anchor: complete again, at 4.
+    let a = anchor::read(&f.custody, &key).expect("anchor");
+    assert_eq!((a.head.version, a.complete), (4, true));
 }

@@ -167,7 +167,7 @@ pub struct HsmCalls {
     pub random: u64,
     /// Object searches (anchor, records, keys).
     pub find: u64,
-    /// Attribute reads.
+    /// Attribute reads and writes (`C_SetAttributeValue`: a store anchor slot rewritten in place).
     pub attributes: u64,
     /// Object creations (anchor, records).
     pub create: u64,

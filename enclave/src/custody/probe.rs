@@ -158,16 +158,26 @@ fn object_checks(
         "C_GenerateKey(GENERIC_SECRET), for cbc_hmac and full",
         session.generate_key(&Mechanism::GenericSecretKeyGen, &mac),
     );
-    record(
-        "C_CreateObject(private data object), for the store anchor and sealed records",
-        session.create_object(&[
-            Attribute::Class(ObjectClass::DATA),
-            Attribute::Token(false),
-            Attribute::Private(true),
-            Attribute::Label(b"frostgate-probe".to_vec()),
-            Attribute::Value(vec![0; 72]),
-        ]),
-    );
+    let data = session.create_object(&[
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Token(false),
+        Attribute::Private(true),
+        Attribute::Modifiable(true),
+        Attribute::Label(b"frostgate-probe".to_vec()),
+        Attribute::Value(vec![0; 72]),
+    ]);
+    // The store anchor's update: its slot's label rewritten in place (else create + destroy).
+    let relabelled = data.as_ref().ok().map(|h| session.update_attributes(*h, &[Attribute::Label(vec![b'a'; 154])]));
+    record("C_CreateObject(private data object), for the store anchor and sealed records", data);
+    checks.push(ObjectCheck {
+        check: "C_SetAttributeValue(a data object's label), the store anchor updated in place (else create + destroy)",
+        ok: matches!(relabelled, Some(Ok(()))),
+        detail: match relabelled {
+            Some(Ok(())) => None,
+            Some(Err(e)) => Some(e.to_string()),
+            None => Some("no data object to try it on".into()),
+        },
+    });
     let _ = session.logout();
     Ok(checks)
 }

@@ -148,6 +148,11 @@ impl Hsm<'_> {
         count(Call::Attributes);
         self.0.get_attributes(h, types)
     }
+    /// `C_SetAttributeValue` (counted with the attribute reads).
+    pub fn update_attributes(&self, h: ObjectHandle, template: &[Attribute]) -> CkResult<()> {
+        count(Call::Attributes);
+        self.0.update_attributes(h, template)
+    }
     /// `C_CreateObject`.
     pub fn create_object(&self, template: &[Attribute]) -> CkResult<ObjectHandle> {
         count(Call::Create);

@@ -1,7 +1,10 @@
 //! The MAC chain of the host store.
 //!
-//! `mac_n = HMAC-SHA256(K_s, "frostgate/store/v1" | version_n (u64 BE) | mac_{n-1} | body_n)`,
+//! `mac_n = HMAC-SHA256(K_s, domain | version_n (u64 BE) | mac_{n-1} | body_n)`,
 //! with `mac_0` = 32 zero bytes and `K_s` derived inside the HSM from the MAC root key at boot.
+//! `domain` is `"frostgate/store/v1/commit-end"` for the last record of each commit and
+//! `"frostgate/store/v1"` for the others, so a verified store says whether it ends on a commit
+//! boundary (a store cut inside a commit cannot pass for a whole one).
 //! Invariant: [`Loader`] accepts only a contiguous chain whose every MAC verifies, starting at
 //! version 1 or at a complete snapshot; anything else is `store_tampered`.
 
@@ -12,7 +15,11 @@ use frostgate_common::protocol::StoreRecord;
 use zeroize::Zeroizing;
 
 const DOMAIN: &[u8] = b"frostgate/store/v1";
+/// The domain of a commit's last record.
+const COMMIT_END_DOMAIN: &[u8] = b"frostgate/store/v1/commit-end";
 const ANCHOR_DOMAIN: &[u8] = b"frostgate/anchor/v1";
+/// The domain of an anchor slot that has a partner slot (see `store::anchor`).
+const PAIRED_ANCHOR_DOMAIN: &[u8] = b"frostgate/anchor/v1/paired";
 
 /// The chain head: the last record's version and MAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,24 +54,24 @@ impl StoreKey {
         ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.0.as_slice())
     }
 
-    fn input(version: u64, prev: &[u8; 32], body: &[u8]) -> Vec<u8> {
-        let mut m = Vec::with_capacity(DOMAIN.len() + 8 + 32 + body.len());
-        m.extend_from_slice(DOMAIN);
+    fn input(domain: &[u8], version: u64, prev: &[u8; 32], body: &[u8]) -> Vec<u8> {
+        let mut m = Vec::with_capacity(domain.len() + 8 + 32 + body.len());
+        m.extend_from_slice(domain);
         m.extend_from_slice(&version.to_be_bytes());
         m.extend_from_slice(prev);
         m.extend_from_slice(body);
         m
     }
 
-    fn mac(&self, version: u64, prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
-        let tag = ring::hmac::sign(&self.key(), &Self::input(version, prev, body));
+    fn mac(&self, domain: &[u8], version: u64, prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
+        let tag = ring::hmac::sign(&self.key(), &Self::input(domain, version, prev, body));
         let mut out = [0u8; 32];
         out.copy_from_slice(tag.as_ref());
         out
     }
 
-    /// Chains records after `head` (each MACed over its version, the previous MAC and its
-    /// body); returns them and the new head.
+    /// Chains one commit's records after `head` (each MACed over its version, the previous MAC
+    /// and its body; the last as the commit's end); returns them and the new head.
     pub fn chain(&self, head: Head, records: &[Record]) -> Result<(Vec<StoreRecord>, Head), Error> {
         let bodies = records
             .iter()
@@ -77,43 +84,58 @@ impl StoreKey {
         Ok(self.chain_bodies(head, bodies))
     }
 
-    /// Chains encoded bodies after `head`: [`Self::chain`] without the encoding.
+    /// Chains one commit's encoded bodies after `head`: [`Self::chain`] without the encoding.
     pub fn chain_bodies(&self, head: Head, bodies: Vec<RecordBody>) -> (Vec<StoreRecord>, Head) {
         let mut out = Vec::with_capacity(bodies.len());
         let mut h = head;
-        for body in bodies {
+        let last = bodies.len();
+        for (i, body) in bodies.into_iter().enumerate() {
             let version = h.version + 1;
-            let mac = self.mac(version, &h.mac, body.as_inner());
+            let domain = if i + 1 == last { COMMIT_END_DOMAIN } else { DOMAIN };
+            let mac = self.mac(domain, version, &h.mac, body.as_inner());
             out.push(StoreRecord { version, prev_mac: h.mac, body, mac });
             h = Head { version, mac };
         }
         (out, h)
     }
 
-    fn anchor_input(head: Head) -> Vec<u8> {
-        let mut m = Vec::with_capacity(ANCHOR_DOMAIN.len() + 8 + 32);
-        m.extend_from_slice(ANCHOR_DOMAIN);
+    fn anchor_input(head: Head, paired: bool) -> Vec<u8> {
+        let domain = if paired { PAIRED_ANCHOR_DOMAIN } else { ANCHOR_DOMAIN };
+        let mut m = Vec::with_capacity(domain.len() + 8 + 32);
+        m.extend_from_slice(domain);
         m.extend_from_slice(&head.version.to_be_bytes());
         m.extend_from_slice(&head.mac);
         m
     }
 
-    /// The HSM anchor object's authenticator for `head`.
-    pub fn anchor_tag(&self, head: Head) -> [u8; 32] {
-        let tag = ring::hmac::sign(&self.key(), &Self::anchor_input(head));
+    /// The HSM anchor's authenticator for `head`, held alone or (`paired`) with a partner slot.
+    pub fn anchor_tag(&self, head: Head, paired: bool) -> [u8; 32] {
+        let tag = ring::hmac::sign(&self.key(), &Self::anchor_input(head, paired));
         let mut out = [0u8; 32];
         out.copy_from_slice(tag.as_ref());
         out
     }
 
-    /// Whether `tag` authenticates `head` as an anchor (constant-time comparison).
-    pub fn verify_anchor_tag(&self, head: Head, tag: &[u8; 32]) -> bool {
-        ring::hmac::verify(&self.key(), &Self::anchor_input(head), tag).is_ok()
+    /// Whether `tag` authenticates `head` as an anchor held alone or (`paired`) with a partner
+    /// (constant-time comparison).
+    pub fn verify_anchor_tag(&self, head: Head, paired: bool, tag: &[u8; 32]) -> bool {
+        ring::hmac::verify(&self.key(), &Self::anchor_input(head, paired), tag).is_ok()
     }
 
-    fn verify(&self, r: &StoreRecord) -> bool {
-        // Constant-time comparison inside ring.
-        ring::hmac::verify(&self.key(), &Self::input(r.version, &r.prev_mac, r.body.as_inner()), &r.mac).is_ok()
+    /// `None` when `r`'s MAC does not verify; else whether it is a commit's last record
+    /// (constant-time comparisons inside ring).
+    fn verify(&self, r: &StoreRecord) -> Option<bool> {
+        let ok = |domain| {
+            ring::hmac::verify(&self.key(), &Self::input(domain, r.version, &r.prev_mac, r.body.as_inner()), &r.mac)
+                .is_ok()
+        };
+        if ok(DOMAIN) {
+            Some(false)
+        } else if ok(COMMIT_END_DOMAIN) {
+            Some(true)
+        } else {
+            None
+        }
     }
 }
 
@@ -130,6 +152,8 @@ pub struct Verified {
     pub records: Vec<Record>,
     /// The `prev_mac` of the record right after the anchored version, if present.
     pub successor_prev: Option<[u8; 32]>,
+    /// Whether the last record ends a commit (an empty store: `true`).
+    pub ends_commit: bool,
 }
 
 /// Verifies a streamed store, chunk by chunk.
@@ -142,6 +166,8 @@ pub struct Loader {
     /// The anchored version, and the `prev_mac` of the record right after it, once seen.
     anchor_version: Option<u64>,
     successor_prev: Option<[u8; 32]>,
+    /// Whether the last record pushed ends a commit (`None`: none pushed).
+    ends_commit: Option<bool>,
 }
 
 impl Loader {
@@ -164,9 +190,9 @@ impl Loader {
     /// Verifies and decodes the next records.
     pub fn push(&mut self, key: &StoreKey, chunk: &[StoreRecord]) -> Result<(), Error> {
         for r in chunk {
-            if !key.verify(r) {
+            let Some(ends_commit) = key.verify(r) else {
                 return Err(tampered(format!("record {} fails its MAC", r.version)));
-            }
+            };
             let record: Record = postcard::from_bytes(r.body.as_inner())
                 .map_err(|e| tampered(format!("record {} does not decode: {e}", r.version)))?;
             match self.head {
@@ -198,6 +224,7 @@ impl Loader {
                 self.successor_prev = Some(r.prev_mac);
             }
             self.head = Some(Head { version: r.version, mac: r.mac });
+            self.ends_commit = Some(ends_commit);
             self.records.push(record);
             self.count += 1;
         }
@@ -223,6 +250,7 @@ impl Loader {
             head: self.head.unwrap_or(Head::EMPTY),
             records: self.records,
             successor_prev: self.successor_prev,
+            ends_commit: self.ends_commit.unwrap_or(true),
         })
     }
 }

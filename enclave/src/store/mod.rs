@@ -134,7 +134,7 @@ impl ChainedStore {
         // A missing or invalid anchor does not stop the process: the enclave answers and names
         // the fault (health, status) while refusing every load and every signature.
         let (anchor, phase) = match anchor::read(&custody, &key) {
-            Ok(anchor) => (anchor, Phase::NotLoaded),
+            Ok(anchor) => (anchor.head, Phase::NotLoaded),
             Err(e) if matches!(e.code(), ErrorCode::StoreAnchorMissing | ErrorCode::StoreAnchorInvalid) => {
                 tracing::error!(code = %e.code(), "{}", e.message());
                 (Head::EMPTY, Phase::Failed(e.code()))
@@ -183,8 +183,8 @@ impl ChainedStore {
                 // Re-read: an operator may have restored the token's anchor.
                 match anchor::read(&self.shared.custody, &self.shared.key) {
                     Ok(anchor) => {
-                        i.anchor = anchor;
-                        i.head = anchor;
+                        i.anchor = anchor.head;
+                        i.head = anchor.head;
                         i.phase = Phase::NotLoaded;
                     }
                     Err(e) => return Err(e),
@@ -204,7 +204,7 @@ impl ChainedStore {
             // The HSM's word, not memory's: an anchor update whose old object could not be
             // destroyed leaves the HSM ahead of this process's copy.
             let anchor = anchor::read(&self.shared.custody, &self.shared.key)?;
-            *slot = Some(Loader::for_anchor(anchor.version));
+            *slot = Some(Loader::for_anchor(anchor.head.version));
         }
         let fail = |i: &mut Inner, e: Error| {
             if load.verify_only {
@@ -227,7 +227,7 @@ impl ChainedStore {
         }
         let Some(loader) = slot.take() else { return Ok(LoadProgress { records: count, done: None }) };
         let started_at = loader.anchor_version();
-        let chain::Verified { head, records, successor_prev } = match loader.finish_with_successor() {
+        let chain::Verified { head, records, successor_prev, ends_commit } = match loader.finish_with_successor() {
             Ok(x) => x,
             Err(e) => return Err(fail(&mut i, e)),
         };
@@ -239,16 +239,19 @@ impl ChainedStore {
             }
             Err(e) => return Err(e),
         };
-        if Some(anchor.version) != started_at {
+        if Some(anchor.head.version) != started_at {
             // A commit finished while the host streamed: its records may have been read before
             // the commit, so the stream may end behind the anchor without any rollback, and the
             // loader tracked the successor of a stale version. Not a verdict: load again.
             return Err(Error::new(ErrorCode::StoreNotLoaded, "the HSM anchor moved during the load; load again"));
         }
-        let ahead = match chain::check_against_anchor(head, successor_prev, anchor) {
+        let ahead = match chain::check_against_anchor(head, successor_prev, anchor.head) {
             Ok(ahead) => ahead,
             Err(e) => return Err(fail(&mut i, e)),
         };
+        if let Err(e) = anchor.confirm(ahead && ends_commit) {
+            return Err(fail(&mut i, e));
+        }
         if load.verify_only {
             return Ok(LoadProgress {
                 records: count,
@@ -261,7 +264,7 @@ impl ChainedStore {
         // Take no records until `adopt` installs the loaded head and its channel.
         i.phase = Phase::NotLoaded;
         if ahead {
-            anchor::update(&self.shared.custody, &self.shared.key, head, &self.shared.anchors)?;
+            anchor::finish(&self.shared.custody, &self.shared.key, anchor.head, head, &self.shared.anchors)?;
             tracing::info!(version = head.version, "finished an interrupted anchor update");
         }
         i.anchor = head;
@@ -437,7 +440,8 @@ impl ChainedStore {
             }
         }
         faults::crash_point(faults::AFTER_ACK_BEFORE_ANCHOR);
-        anchor::update(&shared.custody, &shared.key, new_head, &shared.anchors).map_err(PersistError::Unknown)?;
+        // `head` is the anchored head: a commit starts only after the previous one is anchored.
+        anchor::update(&shared.custody, &shared.key, head, new_head, &shared.anchors).map_err(PersistError::Unknown)?;
         faults::crash_point(faults::AFTER_ANCHOR_BEFORE_RELEASE);
         Ok(new_head)
     }
