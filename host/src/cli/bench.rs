@@ -119,6 +119,7 @@ fn calls_per_signature(before: HsmCalls, after: HsmCalls, signed: u64) -> serde_
         "sign": per(before.sign, after.sign),
         "random": per(before.random, after.random),
         "anchor_find": per(before.find, after.find),
+        // Reads, and the store anchor rewritten in place (one per commit).
         "attributes": per(before.attributes, after.attributes),
         "anchor_create": per(before.create, after.create),
         "anchor_destroy": per(before.destroy, after.destroy),
@@ -390,15 +391,19 @@ async fn through_service(
     let store = if options.store.starts_with("sqlite:") { "sqlite" } else { "postgres" };
     let running = service::start(options).await?;
     let client = service::client::ServiceClient::new(&format!("http://{}", running.http), None)?;
+    let writes_before = service::metrics::WRITES.map(|op| service::metrics::global().writes(op));
     // Request ids of this run only (a PostgreSQL log may hold earlier runs').
     let run = hex::encode(frostgate_host::random_bytes::<4>());
     let deadline = Instant::now() + Duration::from_secs(a.seconds.unwrap_or(10));
     let (done, failures) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let latencies = Arc::new(Mutex::new(Vec::new()));
+    let first_failure = Arc::new(Mutex::new(None::<String>));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for worker in 0..a.concurrency {
+        // Each client on a connection of its own, kept open between its requests.
         let (client, done, failures, latencies) = (client.clone(), done.clone(), failures.clone(), latencies.clone());
+        let first_failure = first_failure.clone();
         let (key, run) = (key.to_string(), run.clone());
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
@@ -419,7 +424,15 @@ async fn through_service(
                         latencies.lock().unwrap_or_else(|p| p.into_inner()).push(t.elapsed().as_secs_f64() * 1000.0);
                         done.fetch_add(1, Ordering::SeqCst);
                     }
-                    _ => drop(failures.fetch_add(1, Ordering::SeqCst)),
+                    other => {
+                        if failures.fetch_add(1, Ordering::SeqCst) == 0 {
+                            let what = match other {
+                                Ok(v) => v.to_string(),
+                                Err(e) => e.to_string(),
+                            };
+                            *first_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(what);
+                        }
+                    }
                 }
             }
         }));
@@ -433,11 +446,26 @@ async fn through_service(
     let mut lat = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
     lat.sort_by(|x, y| x.total_cmp(y));
     let rate = signed as f64 / elapsed;
+    // Each kind of write to the request log: how many per request, and their mean duration.
+    let mut writes = serde_json::Map::new();
+    for (op, (count0, sum0)) in service::metrics::WRITES.into_iter().zip(writes_before) {
+        let (count, sum) = service::metrics::global().writes(op);
+        let n = count - count0;
+        if n > 0 {
+            let per_request = if signed > 0 { n as f64 / signed as f64 } else { 0.0 };
+            writes.insert(
+                op.into(),
+                serde_json::json!({"per_request": per_request, "mean_ms": (sum - sum0) * 1000.0 / n as f64}),
+            );
+        }
+    }
     Ok(serde_json::json!({
         "store": store,
+        "log_writes": writes,
         "transport": "http (plaintext, loopback)",
         "requests": signed,
         "failures": failures.load(Ordering::SeqCst),
+        "first_failure": first_failure.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         "seconds": elapsed,
         "requests_per_sec": rate,
         "latency_ms": {"p50": percentile(&lat, 0.50), "p95": percentile(&lat, 0.95), "p99": percentile(&lat, 0.99)},

@@ -136,9 +136,14 @@ impl Api {
             if record.state.is_final() || tokio::time::Instant::now() >= deadline {
                 return Ok(record.view());
             }
-            // Woken when this request changes here; polled for changes another instance makes.
+            // Woken when this request changes here (with its final record as stored, when it
+            // has one: no need to read it back); polled for changes another instance makes.
             let poll = deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));
-            super::worker::next_change(&mut changed, record.seq, poll).await;
+            if let Some(stored) = super::worker::next_change(&mut changed, record.seq, poll).await {
+                if stored.state.is_final() && stored.client == client.id {
+                    return Ok(stored.view());
+                }
+            }
         }
     }
 

@@ -382,19 +382,22 @@ impl Writes<'_> {
     }
 
     /// Under the claim `epoch`: the final state and outcome (or back to pending, with no outcome,
-    /// when nothing was sent and the cluster was unreachable). False if the claim was lost.
-    pub fn finish(&self, seq: i64, epoch: i64, state: State, outcome: &Outcome) -> Result<bool, Error> {
+    /// when nothing was sent and the cluster was unreachable); the record as stored, or `None` if
+    /// the claim was lost.
+    pub fn finish(&self, seq: i64, epoch: i64, state: State, outcome: &Outcome) -> Result<Option<Record>, Error> {
         let text = serde_json::to_string(outcome).map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
         let outcome = (state != State::Pending).then_some(text);
-        let changed = self
-            .0
-            .execute(
-                "UPDATE sign_requests SET state = ?3, outcome = ?4, updated_ms = ?5, lease_owner = NULL, lease_until_ms = 0
-                 WHERE seq = ?1 AND lease_epoch = ?2 AND state = 'running'",
+        self.0
+            .query_row(
+                &format!(
+                    "UPDATE sign_requests SET state = ?3, outcome = ?4, updated_ms = ?5, lease_owner = NULL,
+                     lease_until_ms = 0 WHERE seq = ?1 AND lease_epoch = ?2 AND state = 'running' RETURNING {COLUMNS}"
+                ),
                 params![seq, epoch, state.name(), outcome, now_ms()],
+                record,
             )
-            .map_err(unavailable)?;
-        Ok(changed == 1)
+            .optional()
+            .map_err(unavailable)
     }
 }
 
@@ -455,13 +458,18 @@ mod tests {
         let (r1, _) = log.write(|w| w.claim("w", 30_000, 1, &Default::default())).expect("claim").pop().expect("r1");
         assert_eq!(log.write(|w| w.cancel("alice", "r1")).expect("cancel").state, State::Cancelled);
         assert!(!log.write(|w| w.mark_sent(r1.seq, r1.lease_epoch, 30_000)).expect("mark"));
-        assert!(!log.write(|w| w.finish(r1.seq, r1.lease_epoch, State::Signed, &Outcome::default())).expect("finish"));
+        assert!(log
+            .write(|w| w.finish(r1.seq, r1.lease_epoch, State::Signed, &Outcome::default()))
+            .expect("finish")
+            .is_none());
         assert_eq!(log.get("alice", "r1").expect("get").expect("r1").state, State::Cancelled);
         // Sent: not cancellable; finished under its epoch.
         let (r2, _) = log.write(|w| w.claim("w", 30_000, 1, &Default::default())).expect("claim").pop().expect("r2");
         assert!(log.write(|w| w.mark_sent(r2.seq, r2.lease_epoch, 30_000)).expect("mark"));
         assert_eq!(log.write(|w| w.cancel("alice", "r2")).expect_err("sent").code(), ErrorCode::RequestNotCancellable);
-        assert!(log.write(|w| w.finish(r2.seq, r2.lease_epoch, State::Signed, &Outcome::default())).expect("finish"));
+        let stored =
+            log.write(|w| w.finish(r2.seq, r2.lease_epoch, State::Signed, &Outcome::default())).expect("finish");
+        assert_eq!(stored.map(|r| (r.seq, r.state)), Some((r2.seq, State::Signed)), "the stored record answered");
         assert_eq!(
             log.write(|w| w.cancel("alice", "r2")).expect_err("signed").code(),
             ErrorCode::RequestNotCancellable
@@ -479,12 +487,14 @@ mod tests {
             log.write(|w| w.claim("w2", 30_000, 1, &Default::default())).expect("takeover").pop().expect("r1 again");
         assert!(!fresh && takeover);
         assert_eq!((second.seq, second.lease_epoch), (first.seq, first.lease_epoch + 1));
-        assert!(!log
+        assert!(log
             .write(|w| w.finish(first.seq, first.lease_epoch, State::Failed, &Outcome::default()))
-            .expect("old"));
+            .expect("old")
+            .is_none());
         assert!(log
             .write(|w| w.finish(second.seq, second.lease_epoch, State::Signed, &Outcome::default()))
-            .expect("new"));
+            .expect("new")
+            .is_some());
     }
 
     #[test]

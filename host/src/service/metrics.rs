@@ -16,6 +16,7 @@ pub struct ServiceMetrics {
     latency: HistogramVec,
     takeovers: IntCounter,
     by_state: IntGaugeVec,
+    writes: HistogramVec,
 }
 
 fn build() -> Result<ServiceMetrics, prometheus::Error> {
@@ -35,11 +36,17 @@ fn build() -> Result<ServiceMetrics, prometheus::Error> {
         "Running requests claimed again after their lease expired (their worker died or stalled)",
     )?;
     let by_state = IntGaugeVec::new(Opts::new("requests", "Requests in the log, by state"), &["state"])?;
+    let writes = HistogramVec::new(
+        HistogramOpts::new("log_write_seconds", "A write to the request log, from the call to its durable answer")
+            .buckets(prometheus::exponential_buckets(0.000_25, 2.0, 14)?),
+        &["op"],
+    )?;
     registry.register(Box::new(accepted.clone()))?;
     registry.register(Box::new(finished.clone()))?;
     registry.register(Box::new(latency.clone()))?;
     registry.register(Box::new(takeovers.clone()))?;
     registry.register(Box::new(by_state.clone()))?;
+    registry.register(Box::new(writes.clone()))?;
     // Every series exists from the start (at zero), so dashboards and alerts see it.
     for kind in [Kind::Digest, Kind::Psbt] {
         accepted.with_label_values(&[kind.name()]);
@@ -48,8 +55,14 @@ fn build() -> Result<ServiceMetrics, prometheus::Error> {
             finished.with_label_values(&[kind.name(), state.name()]);
         }
     }
-    Ok(ServiceMetrics { registry, accepted, finished, latency, takeovers, by_state })
+    for op in WRITES {
+        writes.with_label_values(&[op]);
+    }
+    Ok(ServiceMetrics { registry, accepted, finished, latency, takeovers, by_state, writes })
 }
+
+/// The request log's write operations (the `op` label).
+pub const WRITES: [&str; 6] = ["submit", "cancel", "claim", "mark_sent", "renew", "finish"];
 
 /// The process's service metrics.
 pub fn global() -> &'static ServiceMetrics {
@@ -68,6 +81,17 @@ impl ServiceMetrics {
     pub fn finished(&self, kind: Kind, state: State, seconds: f64) {
         self.finished.with_label_values(&[kind.name(), state.name()]).inc();
         self.latency.with_label_values(&[kind.name()]).observe(seconds.max(0.0));
+    }
+
+    /// A write `op` (one of [`WRITES`]) to the request log took `seconds`.
+    pub fn wrote(&self, op: &'static str, seconds: f64) {
+        self.writes.with_label_values(&[op]).observe(seconds);
+    }
+
+    /// The writes `op` so far: how many, and their total seconds.
+    pub fn writes(&self, op: &'static str) -> (u64, f64) {
+        let h = self.writes.with_label_values(&[op]);
+        (h.get_sample_count(), h.get_sample_sum())
     }
 
     /// A lease taken over.

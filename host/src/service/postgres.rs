@@ -40,7 +40,9 @@ const GET: &str = concat!("SELECT ", columns!(), " FROM sign_requests WHERE clie
 const GET_WITH_HASH: &str =
     concat!("SELECT ", columns!(), ", body_sha256 FROM sign_requests WHERE client = $1 AND request_id = $2");
 const LOCK_CLIENT: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
-const LOCK_CLIENT_SHARED: &str = "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))";
+/// A submit far from the bound, in one statement (migration V2): status, then the columns and
+/// the body hash.
+const SUBMIT: &str = "SELECT * FROM frostgate_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 const OPEN_OF_CLIENT: &str = "SELECT COUNT(*) FROM sign_requests WHERE client = $1 AND state IN ('pending', 'running')";
 /// A new request, `running` under the claim ($8 owner, $9 lease end, $10 ready) when $11 asks
 /// for it and no other request is pending; an id already stored inserts nothing.
@@ -74,8 +76,11 @@ const MARK_SENT: &str = "UPDATE sign_requests SET first_sent = TRUE, lease_until
      WHERE seq = $1 AND lease_epoch = $2 AND state = 'running'";
 const RENEW: &str =
     "UPDATE sign_requests SET lease_until_ms = $3 WHERE seq = $1 AND lease_epoch = $2 AND state = 'running'";
-const FINISH: &str = "UPDATE sign_requests SET state = $3, outcome = $4, updated_ms = $5, lease_owner = NULL,
-     lease_until_ms = 0 WHERE seq = $1 AND lease_epoch = $2 AND state = 'running'";
+const FINISH: &str = concat!(
+    "UPDATE sign_requests SET state = $3, outcome = $4, updated_ms = $5, lease_owner = NULL,
+     lease_until_ms = 0 WHERE seq = $1 AND lease_epoch = $2 AND state = 'running' RETURNING ",
+    columns!()
+);
 const LIST: &str = concat!(
     "SELECT ",
     columns!(),
@@ -85,36 +90,46 @@ const LIST: &str = concat!(
 const COUNTS: &str = "SELECT state, COUNT(*) FROM sign_requests GROUP BY state";
 
 fn record(row: &Row) -> Result<Record, Error> {
+    record_at(row, 0)
+}
+
+/// The record in `row`'s columns from `at` on ([`columns!`]'s order).
+fn record_at(row: &Row, at: usize) -> Result<Record, Error> {
     let bad = |what: &str| unavailable(format!("stored {what} does not decode"));
-    let body: String = row.try_get(2).map_err(unavailable)?;
-    let state: String = row.try_get(3).map_err(unavailable)?;
-    let outcome: Option<String> = row.try_get(4).map_err(unavailable)?;
+    let body: String = row.try_get(at + 2).map_err(unavailable)?;
+    let state: String = row.try_get(at + 3).map_err(unavailable)?;
+    let outcome: Option<String> = row.try_get(at + 4).map_err(unavailable)?;
     Ok(Record {
-        seq: row.try_get(0).map_err(unavailable)?,
-        client: row.try_get(1).map_err(unavailable)?,
+        seq: row.try_get(at).map_err(unavailable)?,
+        client: row.try_get(at + 1).map_err(unavailable)?,
         submission: serde_json::from_str(&body).map_err(|_| bad("body"))?,
         state: State::from_name(&state).ok_or_else(|| bad("state"))?,
         outcome: match outcome {
             Some(o) => serde_json::from_str(&o).map_err(|_| bad("outcome"))?,
             None => Outcome::default(),
         },
-        created_ms: row.try_get(5).map_err(unavailable)?,
-        updated_ms: row.try_get(6).map_err(unavailable)?,
-        lease_epoch: row.try_get(7).map_err(unavailable)?,
-        first_sent: row.try_get(8).map_err(unavailable)?,
+        created_ms: row.try_get(at + 5).map_err(unavailable)?,
+        updated_ms: row.try_get(at + 6).map_err(unavailable)?,
+        lease_epoch: row.try_get(at + 7).map_err(unavailable)?,
+        first_sent: row.try_get(at + 8).map_err(unavailable)?,
     })
 }
 
 /// A stored request under the submitted id: the same body answers it, another is a conflict.
 fn existing_or_conflict(row: &Row, s: &Submission) -> Result<Submitted, Error> {
-    let hash: Vec<u8> = row.try_get(9).map_err(unavailable)?;
+    existing_or_conflict_at(row, 0, s)
+}
+
+/// [`existing_or_conflict`] of the record from column `at` on, its body hash after it.
+fn existing_or_conflict_at(row: &Row, at: usize, s: &Submission) -> Result<Submitted, Error> {
+    let hash: Vec<u8> = row.try_get(at + 9).map_err(unavailable)?;
     if hash != s.body_sha256() {
         return Err(Error::new(
             ErrorCode::RequestConflict,
             format!("request {} exists with another body", s.request_id),
         ));
     }
-    Ok(Submitted::Existing(record(row)?))
+    Ok(Submitted::Existing(record_at(row, at)?))
 }
 
 /// An error with its causes (a TLS handshake's reason is a cause of the pool's error).
@@ -142,30 +157,73 @@ async fn probe<C: GenericClient>(c: &C, client: &str, s: &Submission) -> Result<
     Ok((open.and_then(|r| r.try_get(0)).map_err(unavailable)?, existing.map_err(unavailable)?))
 }
 
-/// Inserts the request, claimed for `claim` when no other is pending; another submit of the same
-/// id that landed first is read instead (same body: it; another: a conflict).
-async fn insert<C: GenericClient>(
-    c: &C,
-    client: &str,
-    s: &Submission,
-    claim: Option<&ClaimAtAccept>,
-) -> Result<Submitted, Error> {
-    let now = now_ms();
-    let body = serde_json::to_string(s).map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
-    let (hash, key) = (s.body_sha256().to_vec(), s.key.to_ascii_lowercase());
-    let (claiming, owner, until, ready) = match claim {
-        Some(c) => (true, c.owner.as_str(), now + c.lease_ms, c.ready),
-        None => (false, "", 0, false),
-    };
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 11] =
-        [&client, &s.request_id, &hash, &body, &key, &s.kind().name(), &now, &owner, &until, &ready, &claiming];
+type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+
+/// A new request's row: what the insert and `frostgate_submit` take as `$1`-`$11`, made once per
+/// submit.
+struct NewRow<'a> {
+    client: &'a str,
+    request_id: &'a str,
+    hash: Vec<u8>,
+    body: String,
+    key: String,
+    kind: &'static str,
+    now: i64,
+    owner: &'a str,
+    until: i64,
+    ready: bool,
+    claiming: bool,
+}
+
+impl<'a> NewRow<'a> {
+    fn new(client: &'a str, s: &'a Submission, claim: Option<&'a ClaimAtAccept>) -> Result<Self, Error> {
+        let now = now_ms();
+        let (claiming, owner, until, ready) = match claim {
+            Some(c) => (true, c.owner.as_str(), now + c.lease_ms, c.ready),
+            None => (false, "", 0, false),
+        };
+        Ok(NewRow {
+            client,
+            request_id: &s.request_id,
+            hash: s.body_sha256().to_vec(),
+            body: serde_json::to_string(s).map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?,
+            key: s.key.to_ascii_lowercase(),
+            kind: s.kind().name(),
+            now,
+            owner,
+            until,
+            ready,
+            claiming,
+        })
+    }
+
+    fn params(&self) -> [Param<'_>; 11] {
+        [
+            &self.client,
+            &self.request_id,
+            &self.hash,
+            &self.body,
+            &self.key,
+            &self.kind,
+            &self.now,
+            &self.owner,
+            &self.until,
+            &self.ready,
+            &self.claiming,
+        ]
+    }
+}
+
+/// Inserts the request, claimed when the row asks and no other is pending; another submit of the
+/// same id that landed first is read instead (same body: it; another: a conflict).
+async fn insert<C: GenericClient>(c: &C, row: &NewRow<'_>, s: &Submission) -> Result<Submitted, Error> {
     let inserted =
-        c.query_opt(&c.prepare_cached(INSERT).await.map_err(unavailable)?, &params).await.map_err(unavailable)?;
+        c.query_opt(&c.prepare_cached(INSERT).await.map_err(unavailable)?, &row.params()).await.map_err(unavailable)?;
     match inserted {
-        Some(row) => Ok(Submitted::Accepted(record(&row)?)),
+        Some(stored) => Ok(Submitted::Accepted(record(&stored)?)),
         None => {
             let get = c.prepare_cached(GET_WITH_HASH).await.map_err(unavailable)?;
-            existing_or_conflict(&c.query_one(&get, &[&client, &s.request_id]).await.map_err(unavailable)?, s)
+            existing_or_conflict(&c.query_one(&get, &[&row.client, &row.request_id]).await.map_err(unavailable)?, s)
         }
     }
 }
@@ -209,7 +267,9 @@ impl PgLog {
         config.keepalives_idle(Duration::from_secs(5));
         config.tcp_user_timeout(OP_TIMEOUT);
         config.options("-c statement_timeout=10000 -c idle_in_transaction_session_timeout=15000");
-        let recycling = ManagerConfig { recycling_method: RecyclingMethod::Verified };
+        // A pooled connection is reused unless closed (no test query per operation): a server
+        // that went away closes it, and a silent one fails the operation within the timeouts.
+        let recycling = ManagerConfig { recycling_method: RecyclingMethod::Fast };
         let manager = match ca {
             None => Manager::from_config(config, NoTls, recycling),
             Some(ca) => {
@@ -243,8 +303,9 @@ impl PgLog {
     /// As [`super::log::Writes::submit`], then [`super::log::Writes::claim_accepted`] with
     /// `claim`, in the inserting statement. The unique key decides between submits of one id.
     /// The bound is exact: far from it, a submit holds its client's lock shared (submits run side
-    /// by side; at most the instances' connections are in flight, fewer than the margin); near
-    /// it, exclusive, so it counts only once every submit in flight has committed.
+    /// by side; at most the instances' connections are in flight, fewer than the margin), all of
+    /// it one statement (`frostgate_submit`, migration V2: one round trip); near it, exclusive, so
+    /// it counts only once every submit in flight has committed.
     pub async fn submit(
         &self,
         client: &str,
@@ -253,22 +314,18 @@ impl PgLog {
         claim: Option<&ClaimAtAccept>,
     ) -> Result<Submitted, Error> {
         let mut c = self.client().await?;
-        {
-            let tx = c.transaction().await.map_err(unavailable)?;
-            let lock = tx.prepare_cached(LOCK_CLIENT_SHARED).await.map_err(unavailable)?;
-            let by_client: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&client];
-            let (locked, probed) = tokio::join!(tx.execute(&lock, &by_client), probe(&tx, client, s));
-            locked.map_err(unavailable)?;
-            let (open, existing) = probed?;
-            if let Some(row) = existing {
-                return existing_or_conflict(&row, s);
-            }
-            if open as usize + LOCK_FREE_MARGIN < max_open {
-                let submitted = insert(&tx, client, s, claim).await?;
-                tx.commit().await.map_err(unavailable)?;
-                return Ok(submitted);
-            }
-            // Near the bound: this transaction ends (its shared lock with it), then exclusive.
+        let new = NewRow::new(client, s, claim)?;
+        let (max, margin) = (max_open as i64, LOCK_FREE_MARGIN as i64);
+        let mut params = new.params().to_vec();
+        params.extend([&max as Param<'_>, &margin]);
+        let row =
+            c.query_one(&c.prepare_cached(SUBMIT).await.map_err(unavailable)?, &params).await.map_err(unavailable)?;
+        let status: String = row.try_get(0).map_err(unavailable)?;
+        match status.as_str() {
+            "accepted" => return Ok(Submitted::Accepted(record_at(&row, 1)?)),
+            "existing" => return existing_or_conflict_at(&row, 1, s),
+            // Near the bound: under the exclusive lock, below.
+            _ => {}
         }
         let tx = c.transaction().await.map_err(unavailable)?;
         tx.execute(&tx.prepare_cached(LOCK_CLIENT).await.map_err(unavailable)?, &[&client])
@@ -284,7 +341,7 @@ impl PgLog {
                 format!("this client has {open} requests pending or running (at most {max_open})"),
             ));
         }
-        let submitted = insert(&tx, client, s, claim).await?;
+        let submitted = insert(&tx, &new, s).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(submitted)
     }
@@ -356,10 +413,15 @@ impl PgLog {
     }
 
     /// As [`super::log::Writes::finish`].
-    pub async fn finish(&self, seq: i64, epoch: i64, state: State, outcome: &Outcome) -> Result<bool, Error> {
+    pub async fn finish(&self, seq: i64, epoch: i64, state: State, outcome: &Outcome) -> Result<Option<Record>, Error> {
         let text = serde_json::to_string(outcome).map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
         let outcome = (state != State::Pending).then_some(text);
-        self.update(FINISH, &[&seq, &epoch, &state.name(), &outcome, &now_ms()]).await
+        let c = self.client().await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+            [&seq, &epoch, &state.name(), &outcome, &now_ms()];
+        let row =
+            c.query_opt(&c.prepare_cached(FINISH).await.map_err(unavailable)?, &params).await.map_err(unavailable)?;
+        row.as_ref().map(record).transpose()
     }
 
     async fn update(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<bool, Error> {

@@ -35,6 +35,14 @@ async fn timed<T>(op: impl std::future::Future<Output = Result<T, Error>>) -> Re
     }
 }
 
+/// A write `op` to the log, its duration observed ([`super::metrics::ServiceMetrics::wrote`]).
+async fn observed<T>(op: &'static str, write: impl std::future::Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    let started = std::time::Instant::now();
+    let r = write.await;
+    super::metrics::global().wrote(op, started.elapsed().as_secs_f64());
+    r
+}
+
 impl RequestLog {
     /// Opens (creating or migrating) the log `url` names (PostgreSQL over TLS with `ca`).
     pub async fn open(url: &str, ca: Option<&std::path::Path>) -> Result<RequestLog, Error> {
@@ -80,31 +88,37 @@ impl RequestLog {
         max_open: usize,
         claim: Option<ClaimAtAccept>,
     ) -> Result<Submitted, Error> {
-        match self {
-            RequestLog::Sqlite { writer, .. } => {
-                let (client, s) = (client.to_string(), s.clone());
-                writer
-                    .write(move |w| match (w.submit(&client, &s, max_open)?, claim) {
-                        (Submitted::Accepted(r), Some(c)) => {
-                            Ok(Submitted::Accepted(w.claim_accepted(r.seq, &c)?.unwrap_or(r)))
-                        }
-                        (submitted, _) => Ok(submitted),
-                    })
-                    .await
+        observed("submit", async move {
+            match self {
+                RequestLog::Sqlite { writer, .. } => {
+                    let (client, s) = (client.to_string(), s.clone());
+                    writer
+                        .write(move |w| match (w.submit(&client, &s, max_open)?, claim) {
+                            (Submitted::Accepted(r), Some(c)) => {
+                                Ok(Submitted::Accepted(w.claim_accepted(r.seq, &c)?.unwrap_or(r)))
+                            }
+                            (submitted, _) => Ok(submitted),
+                        })
+                        .await
+                }
+                RequestLog::Postgres(pg) => timed(pg.submit(client, s, max_open, claim.as_ref())).await,
             }
-            RequestLog::Postgres(pg) => timed(pg.submit(client, s, max_open, claim.as_ref())).await,
-        }
+        })
+        .await
     }
 
     /// Cancels a request until its first signing request.
     pub async fn cancel(&self, client: &str, request_id: &str) -> Result<Record, Error> {
-        match self {
-            RequestLog::Sqlite { writer, .. } => {
-                let (client, id) = (client.to_string(), request_id.to_string());
-                writer.write(move |w| w.cancel(&client, &id)).await
+        observed("cancel", async move {
+            match self {
+                RequestLog::Sqlite { writer, .. } => {
+                    let (client, id) = (client.to_string(), request_id.to_string());
+                    writer.write(move |w| w.cancel(&client, &id)).await
+                }
+                RequestLog::Postgres(pg) => timed(pg.cancel(client, request_id)).await,
             }
-            RequestLog::Postgres(pg) => timed(pg.cancel(client, request_id)).await,
-        }
+        })
+        .await
     }
 
     /// Claims up to `n` requests for `owner` (see [`super::log::Writes::claim`]).
@@ -115,38 +129,50 @@ impl RequestLog {
         n: usize,
         ready: HashSet<String>,
     ) -> Result<Vec<(Record, bool)>, Error> {
-        match self {
-            RequestLog::Sqlite { writer, .. } => {
-                let owner = owner.to_string();
-                writer.write(move |w| w.claim(&owner, lease_ms, n, &ready)).await
+        observed("claim", async move {
+            match self {
+                RequestLog::Sqlite { writer, .. } => {
+                    let owner = owner.to_string();
+                    writer.write(move |w| w.claim(&owner, lease_ms, n, &ready)).await
+                }
+                RequestLog::Postgres(pg) => timed(pg.claim(owner, lease_ms, n, &ready)).await,
             }
-            RequestLog::Postgres(pg) => timed(pg.claim(owner, lease_ms, n, &ready)).await,
-        }
+        })
+        .await
     }
 
     /// Under the claim `epoch`: a signing request is about to leave. False if the claim was lost.
     pub async fn mark_sent(&self, seq: i64, epoch: i64, lease_ms: i64) -> Result<bool, Error> {
-        match self {
-            RequestLog::Sqlite { writer, .. } => writer.write(move |w| w.mark_sent(seq, epoch, lease_ms)).await,
-            RequestLog::Postgres(pg) => timed(pg.mark_sent(seq, epoch, lease_ms)).await,
-        }
+        observed("mark_sent", async move {
+            match self {
+                RequestLog::Sqlite { writer, .. } => writer.write(move |w| w.mark_sent(seq, epoch, lease_ms)).await,
+                RequestLog::Postgres(pg) => timed(pg.mark_sent(seq, epoch, lease_ms)).await,
+            }
+        })
+        .await
     }
 
     /// Under the claim `epoch`: extends the lease. False if the claim was lost.
     pub async fn renew(&self, seq: i64, epoch: i64, lease_ms: i64) -> Result<bool, Error> {
-        match self {
-            RequestLog::Sqlite { writer, .. } => writer.write(move |w| w.renew(seq, epoch, lease_ms)).await,
-            RequestLog::Postgres(pg) => timed(pg.renew(seq, epoch, lease_ms)).await,
-        }
+        observed("renew", async move {
+            match self {
+                RequestLog::Sqlite { writer, .. } => writer.write(move |w| w.renew(seq, epoch, lease_ms)).await,
+                RequestLog::Postgres(pg) => timed(pg.renew(seq, epoch, lease_ms)).await,
+            }
+        })
+        .await
     }
 
-    /// Under the claim `epoch`: the final state and outcome (or back to pending). False if the
-    /// claim was lost.
-    pub async fn finish(&self, seq: i64, epoch: i64, state: State, outcome: Outcome) -> Result<bool, Error> {
-        match self {
-            RequestLog::Sqlite { writer, .. } => writer.write(move |w| w.finish(seq, epoch, state, &outcome)).await,
-            RequestLog::Postgres(pg) => timed(pg.finish(seq, epoch, state, &outcome)).await,
-        }
+    /// Under the claim `epoch`: the final state and outcome (or back to pending); the record as
+    /// stored, or `None` if the claim was lost.
+    pub async fn finish(&self, seq: i64, epoch: i64, state: State, outcome: Outcome) -> Result<Option<Record>, Error> {
+        observed("finish", async move {
+            match self {
+                RequestLog::Sqlite { writer, .. } => writer.write(move |w| w.finish(seq, epoch, state, &outcome)).await,
+                RequestLog::Postgres(pg) => timed(pg.finish(seq, epoch, state, &outcome)).await,
+            }
+        })
+        .await
     }
 
     /// `client`'s request `request_id`.

@@ -33,8 +33,8 @@ pub struct Workers {
     signings: std::sync::Mutex<HashMap<KeyId, Arc<tokio::sync::OnceCell<Signing>>>>,
     /// Woken when a request is accepted.
     pub wake: Notify,
-    /// The position of every request that changes here (waits watch for their own).
-    pub changed: tokio::sync::broadcast::Sender<i64>,
+    /// Every request that changes here (waits watch for their own).
+    pub changed: tokio::sync::broadcast::Sender<Change>,
     slots: Arc<Semaphore>,
 }
 
@@ -76,7 +76,7 @@ impl Workers {
 
     /// Request `seq` changed.
     pub fn touched(&self, seq: i64) {
-        let _ = self.changed.send(seq);
+        let _ = self.changed.send(Change { seq, stored: None });
     }
 
     /// Claims and runs requests until the process ends: as many at once as there are free
@@ -188,13 +188,16 @@ impl Workers {
             Step::Done(state, outcome) => (state, *outcome),
         };
         match self.log.finish(seq, epoch, state, outcome).await {
-            Ok(true) => {
+            Ok(Some(stored)) => {
                 let now =
                     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
                 let seconds = (now as f64 - record.created_ms as f64) / 1000.0;
                 super::metrics::global().finished(record.submission.kind(), state, seconds);
+                // Waits for it answer with the record as stored, without reading it back.
+                let _ = self.changed.send(Change { seq, stored: Some(Arc::new(stored)) });
+                return;
             }
-            Ok(false) => tracing::warn!(seq, "request taken over before its outcome was stored"),
+            Ok(None) => tracing::warn!(seq, "request taken over before its outcome was stored"),
             Err(e) => tracing::warn!(seq, code = %e.code(), "request outcome not stored: {}", e.message()),
         }
         self.touched(seq);
@@ -362,12 +365,27 @@ impl Step {
     }
 }
 
-/// Waits until request `seq` changes here (or the channel lagged), or until `until`.
-pub async fn next_change(rx: &mut tokio::sync::broadcast::Receiver<i64>, seq: i64, until: tokio::time::Instant) {
+/// A request changed here.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// Its position in the log.
+    pub seq: i64,
+    /// Its final record as stored, when the change stored one.
+    pub stored: Option<Arc<Record>>,
+}
+
+/// Waits until request `seq` changes here (or the channel lagged), or until `until`; the final
+/// record as stored when the change carried it.
+pub async fn next_change(
+    rx: &mut tokio::sync::broadcast::Receiver<Change>,
+    seq: i64,
+    until: tokio::time::Instant,
+) -> Option<Arc<Record>> {
     loop {
         match tokio::time::timeout_at(until, rx.recv()).await {
-            Ok(Ok(s)) if s != seq => continue,
-            _ => return,
+            Ok(Ok(c)) if c.seq != seq => continue,
+            Ok(Ok(c)) => return c.stored,
+            _ => return None,
         }
     }
 }
