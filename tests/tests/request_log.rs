@@ -190,16 +190,54 @@ fn the_rules_hold_on_postgres_and_two_instances_never_claim_the_same_request() {
                 if got.is_empty() {
                     return mine;
                 }
-                mine.extend(got.into_iter().map(|(r, _)| r.seq));
+                mine.extend(got.into_iter().map(|(r, _)| (r.seq, r.lease_epoch)));
             }
         };
         let (x, y) = tokio::join!(claim_all(a.clone(), "a"), claim_all(b.clone(), "b"));
-        let mut all: Vec<i64> = x.iter().chain(&y).copied().collect();
+        let mut all: Vec<(i64, i64)> = x.iter().chain(&y).copied().collect();
         let claimed = all.len();
         all.sort();
-        all.dedup();
+        all.dedup_by_key(|(seq, _)| *seq);
         // 200, the three `rules` left pending, the 20 races and frank's 140.
         assert_eq!((claimed, all.len()), (363, 363), "every request claimed once: a {} b {}", x.len(), y.len());
+        // Outcomes written all at once from both instances go out in groups, each write fenced
+        // by its own claim: per request, its outcome and a repeat of it race (exactly one is
+        // stored, and the stored row is the one answered), a write under the previous epoch
+        // stores nothing.
+        let mut writes = Vec::new();
+        for (i, &(seq, epoch)) in all.iter().enumerate() {
+            // The outcome and its repeat through one instance (one group writer), the stale
+            // write through the other.
+            let (log, other) = if i % 2 == 0 { (a.clone(), b.clone()) } else { (b.clone(), a.clone()) };
+            writes.push(tokio::spawn(async move {
+                let (signed, failed, old) = tokio::join!(
+                    log.finish(seq, epoch, State::Signed, Outcome::default()),
+                    log.finish(seq, epoch, State::Failed, Outcome::default()),
+                    other.finish(seq, epoch - 1, State::Refused, Outcome::default()),
+                );
+                (seq, epoch, signed.expect("signed"), failed.expect("failed"), old.expect("old"))
+            }));
+        }
+        let mut stored = BTreeMap::new();
+        for t in writes {
+            let (seq, epoch, signed, failed, old) = t.await.expect("task");
+            assert!(old.is_none(), "a stale epoch stored an outcome: {old:?}");
+            // The caller answered is the one whose write was stored.
+            let won = match (signed, failed) {
+                (Some(r), None) if r.state == State::Signed => r,
+                (None, Some(r)) if r.state == State::Failed => r,
+                other => panic!("request {seq}: {other:?}"),
+            };
+            assert_eq!((won.seq, won.lease_epoch), (seq, epoch));
+            *stored.entry(won.state.name()).or_insert(0u64) += 1;
+        }
+        let counts: BTreeMap<&str, u64> =
+            a.counts().await.expect("counts").into_iter().map(|(s, n)| (s.name(), n)).collect();
+        let finished = counts.get("signed").copied().unwrap_or(0) + counts.get("failed").copied().unwrap_or(0);
+        // `rules` left two signed, and three running under claims of their own (r3, d1, g1).
+        assert_eq!(finished, 363 + 2, "{counts:?} {stored:?}");
+        assert_eq!(stored.values().sum::<u64>(), 363, "{stored:?}");
+        assert_eq!(counts.get("running"), Some(&3), "{counts:?}");
     });
 }
 

@@ -131,15 +131,24 @@ impl Api {
     pub async fn wait_for(&self, client: &Client, id: &str, wait_seconds: u64) -> Result<RequestView, Error> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(wait_seconds.min(MAX_WAIT_SECS));
         let mut changed = self.workers.changed.subscribe();
+        // A request a worker here runs is not final until its change is announced, after this
+        // subscription: the first wait needs no read.
+        let mut running = (wait_seconds > 0).then(|| self.workers.running_here(&client.id, id)).flatten();
         loop {
-            let record = self.record(client, id).await?;
-            if record.state.is_final() || tokio::time::Instant::now() >= deadline {
-                return Ok(record.view());
-            }
+            let seq = match running.take() {
+                Some(seq) => seq,
+                None => {
+                    let record = self.record(client, id).await?;
+                    if record.state.is_final() || tokio::time::Instant::now() >= deadline {
+                        return Ok(record.view());
+                    }
+                    record.seq
+                }
+            };
             // Woken when this request changes here (with its final record as stored, when it
             // has one: no need to read it back); polled for changes another instance makes.
             let poll = deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));
-            if let Some(stored) = super::worker::next_change(&mut changed, record.seq, poll).await {
+            if let Some(stored) = super::worker::next_change(&mut changed, seq, poll).await {
                 if stored.state.is_final() && stored.client == client.id {
                     return Ok(stored.view());
                 }

@@ -19,6 +19,7 @@ pub mod handlers;
 pub mod http;
 pub mod log;
 pub mod metrics;
+mod pg_group;
 pub mod postgres;
 pub mod request;
 pub mod store;

@@ -1,5 +1,7 @@
 //! The request log on PostgreSQL, shared by several service instances: the same operations and
-//! rows as the SQLite log (`log.rs`), each in a transaction of its own.
+//! rows as the SQLite log (`log.rs`), each in a transaction of its own, except submits far from
+//! their client's bound and outcomes: those arriving together are committed together
+//! ([`super::pg_group`]).
 //!
 //! Invariants: the unique (client, request_id) key decides between submits of one id, so the
 //! idempotency check holds across instances; a client near its bound on open requests takes its
@@ -9,6 +11,7 @@
 //! unreachable is `store_unavailable`, and nothing is answered before its commit.
 
 use super::log::{unavailable, ClaimAtAccept, Filter, Record, Submitted};
+use super::pg_group::{Grouped, OutcomeJob, Outcomes, SubmitJob, Submits};
 use super::request::{Outcome, State, Submission};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use frostgate_common::error::{Error, ErrorCode};
@@ -20,8 +23,8 @@ mod embedded {
     refinery::embed_migrations!("migrations/postgres");
 }
 
-/// Connections per instance.
-const POOL_SIZE: usize = 16;
+/// Connections per instance (and the group writers' own, [`super::pg_group::CONNECTIONS`]).
+pub(super) const POOL_SIZE: usize = 16;
 /// How long an operation waits for a connection (or to make one) before `store_unavailable`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest one operation of the log may take (then `store_unavailable`).
@@ -40,9 +43,6 @@ const GET: &str = concat!("SELECT ", columns!(), " FROM sign_requests WHERE clie
 const GET_WITH_HASH: &str =
     concat!("SELECT ", columns!(), ", body_sha256 FROM sign_requests WHERE client = $1 AND request_id = $2");
 const LOCK_CLIENT: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
-/// A submit far from the bound, in one statement (migration V2): status, then the columns and
-/// the body hash.
-const SUBMIT: &str = "SELECT * FROM frostgate_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 const OPEN_OF_CLIENT: &str = "SELECT COUNT(*) FROM sign_requests WHERE client = $1 AND state IN ('pending', 'running')";
 /// A new request, `running` under the claim ($8 owner, $9 lease end, $10 ready) when $11 asks
 /// for it and no other request is pending; an id already stored inserts nothing.
@@ -57,7 +57,7 @@ const INSERT: &str = concat!(
     columns!()
 );
 /// Below `max_open_per_client` by at least this many, a submit holds its client's lock shared:
-/// more than the connections of 8 instances (16 each), each with one submit in flight.
+/// more than the submit groups of 8 instances in flight at once (one each, of at most 16).
 const LOCK_FREE_MARGIN: usize = 8 * POOL_SIZE;
 const CANCEL: &str = "UPDATE sign_requests SET state = 'cancelled', updated_ms = $3, lease_owner = NULL
      WHERE client = $1 AND request_id = $2 AND state IN ('pending', 'running') AND NOT first_sent";
@@ -76,11 +76,6 @@ const MARK_SENT: &str = "UPDATE sign_requests SET first_sent = TRUE, lease_until
      WHERE seq = $1 AND lease_epoch = $2 AND state = 'running'";
 const RENEW: &str =
     "UPDATE sign_requests SET lease_until_ms = $3 WHERE seq = $1 AND lease_epoch = $2 AND state = 'running'";
-const FINISH: &str = concat!(
-    "UPDATE sign_requests SET state = $3, outcome = $4, updated_ms = $5, lease_owner = NULL,
-     lease_until_ms = 0 WHERE seq = $1 AND lease_epoch = $2 AND state = 'running' RETURNING ",
-    columns!()
-);
 const LIST: &str = concat!(
     "SELECT ",
     columns!(),
@@ -89,12 +84,12 @@ const LIST: &str = concat!(
 );
 const COUNTS: &str = "SELECT state, COUNT(*) FROM sign_requests GROUP BY state";
 
-fn record(row: &Row) -> Result<Record, Error> {
+pub(super) fn record(row: &Row) -> Result<Record, Error> {
     record_at(row, 0)
 }
 
 /// The record in `row`'s columns from `at` on ([`columns!`]'s order).
-fn record_at(row: &Row, at: usize) -> Result<Record, Error> {
+pub(super) fn record_at(row: &Row, at: usize) -> Result<Record, Error> {
     let bad = |what: &str| unavailable(format!("stored {what} does not decode"));
     let body: String = row.try_get(at + 2).map_err(unavailable)?;
     let state: String = row.try_get(at + 3).map_err(unavailable)?;
@@ -116,24 +111,22 @@ fn record_at(row: &Row, at: usize) -> Result<Record, Error> {
 }
 
 /// A stored request under the submitted id: the same body answers it, another is a conflict.
-fn existing_or_conflict(row: &Row, s: &Submission) -> Result<Submitted, Error> {
-    existing_or_conflict_at(row, 0, s)
+fn existing_or_conflict(row: &Row, new: &NewRow) -> Result<Submitted, Error> {
+    existing_or_conflict_at(row, 0, &new.hash, &new.request_id)
 }
 
-/// [`existing_or_conflict`] of the record from column `at` on, its body hash after it.
-fn existing_or_conflict_at(row: &Row, at: usize, s: &Submission) -> Result<Submitted, Error> {
-    let hash: Vec<u8> = row.try_get(at + 9).map_err(unavailable)?;
-    if hash != s.body_sha256() {
-        return Err(Error::new(
-            ErrorCode::RequestConflict,
-            format!("request {} exists with another body", s.request_id),
-        ));
+/// [`existing_or_conflict`] of the record from column `at` on, its body hash after it, for a
+/// submit of `request_id` whose body hashes to `hash`.
+pub(super) fn existing_or_conflict_at(row: &Row, at: usize, hash: &[u8], request_id: &str) -> Result<Submitted, Error> {
+    let stored: Vec<u8> = row.try_get(at + 9).map_err(unavailable)?;
+    if stored != hash {
+        return Err(Error::new(ErrorCode::RequestConflict, format!("request {request_id} exists with another body")));
     }
     Ok(Submitted::Existing(record_at(row, at)?))
 }
 
 /// An error with its causes (a TLS handshake's reason is a cause of the pool's error).
-fn chain(e: &dyn std::error::Error) -> String {
+pub(super) fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
@@ -145,14 +138,14 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 /// How many of `client`'s requests are pending or running, and the stored request under the
 /// submitted id (both asked at once: one round trip).
-async fn probe<C: GenericClient>(c: &C, client: &str, s: &Submission) -> Result<(i64, Option<Row>), Error> {
+async fn probe<C: GenericClient>(c: &C, client: &str, request_id: &str) -> Result<(i64, Option<Row>), Error> {
     let (count, get) = (c.prepare_cached(OPEN_OF_CLIENT), c.prepare_cached(GET_WITH_HASH));
     let (count, get) = tokio::join!(count, get);
     let (count, get) = (count.map_err(unavailable)?, get.map_err(unavailable)?);
     let (by_client, by_id): (
         [&(dyn tokio_postgres::types::ToSql + Sync); 1],
         [&(dyn tokio_postgres::types::ToSql + Sync); 2],
-    ) = ([&client], [&client, &s.request_id]);
+    ) = ([&client], [&client, &request_id]);
     let (open, existing) = tokio::join!(c.query_one(&count, &by_client), c.query_opt(&get, &by_id));
     Ok((open.and_then(|r| r.try_get(0)).map_err(unavailable)?, existing.map_err(unavailable)?))
 }
@@ -161,30 +154,31 @@ type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
 
 /// A new request's row: what the insert and `frostgate_submit` take as `$1`-`$11`, made once per
 /// submit.
-struct NewRow<'a> {
-    client: &'a str,
-    request_id: &'a str,
-    hash: Vec<u8>,
-    body: String,
-    key: String,
-    kind: &'static str,
-    now: i64,
-    owner: &'a str,
-    until: i64,
-    ready: bool,
-    claiming: bool,
+#[derive(Clone)]
+pub(super) struct NewRow {
+    pub(super) client: String,
+    pub(super) request_id: String,
+    pub(super) hash: Vec<u8>,
+    pub(super) body: String,
+    pub(super) key: String,
+    pub(super) kind: &'static str,
+    pub(super) now: i64,
+    pub(super) owner: String,
+    pub(super) until: i64,
+    pub(super) ready: bool,
+    pub(super) claiming: bool,
 }
 
-impl<'a> NewRow<'a> {
-    fn new(client: &'a str, s: &'a Submission, claim: Option<&'a ClaimAtAccept>) -> Result<Self, Error> {
+impl NewRow {
+    fn new(client: &str, s: &Submission, claim: Option<&ClaimAtAccept>) -> Result<Self, Error> {
         let now = now_ms();
         let (claiming, owner, until, ready) = match claim {
-            Some(c) => (true, c.owner.as_str(), now + c.lease_ms, c.ready),
-            None => (false, "", 0, false),
+            Some(c) => (true, c.owner.clone(), now + c.lease_ms, c.ready),
+            None => (false, String::new(), 0, false),
         };
         Ok(NewRow {
-            client,
-            request_id: &s.request_id,
+            client: client.to_string(),
+            request_id: s.request_id.clone(),
             hash: s.body_sha256().to_vec(),
             body: serde_json::to_string(s).map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?,
             key: s.key.to_ascii_lowercase(),
@@ -216,14 +210,14 @@ impl<'a> NewRow<'a> {
 
 /// Inserts the request, claimed when the row asks and no other is pending; another submit of the
 /// same id that landed first is read instead (same body: it; another: a conflict).
-async fn insert<C: GenericClient>(c: &C, row: &NewRow<'_>, s: &Submission) -> Result<Submitted, Error> {
+async fn insert<C: GenericClient>(c: &C, row: &NewRow) -> Result<Submitted, Error> {
     let inserted =
         c.query_opt(&c.prepare_cached(INSERT).await.map_err(unavailable)?, &row.params()).await.map_err(unavailable)?;
     match inserted {
         Some(stored) => Ok(Submitted::Accepted(record(&stored)?)),
         None => {
             let get = c.prepare_cached(GET_WITH_HASH).await.map_err(unavailable)?;
-            existing_or_conflict(&c.query_one(&get, &[&row.client, &row.request_id]).await.map_err(unavailable)?, s)
+            existing_or_conflict(&c.query_one(&get, &[&row.client, &row.request_id]).await.map_err(unavailable)?, row)
         }
     }
 }
@@ -233,7 +227,7 @@ async fn prepared(tx: &deadpool_postgres::Transaction<'_>, sql: &str) -> Result<
     tx.prepare_cached(sql).await.map_err(unavailable)
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
@@ -241,6 +235,10 @@ fn now_ms() -> i64 {
 #[derive(Clone)]
 pub struct PgLog {
     pool: Pool,
+    /// Submits far from their client's bound, group-committed.
+    submits: Grouped<Submits>,
+    /// Outcomes, group-committed.
+    outcomes: Grouped<Outcomes>,
 }
 
 impl std::fmt::Debug for PgLog {
@@ -267,33 +265,41 @@ impl PgLog {
         config.keepalives_idle(Duration::from_secs(5));
         config.tcp_user_timeout(OP_TIMEOUT);
         config.options("-c statement_timeout=10000 -c idle_in_transaction_session_timeout=15000");
-        // A pooled connection is reused unless closed (no test query per operation): a server
-        // that went away closes it, and a silent one fails the operation within the timeouts.
-        let recycling = ManagerConfig { recycling_method: RecyclingMethod::Fast };
-        let manager = match ca {
-            None => Manager::from_config(config, NoTls, recycling),
+        // Never a plaintext fallback with a CA: TLS, or no connection.
+        let tls = match ca {
+            None => None,
             Some(ca) => {
-                // Never a plaintext fallback: TLS, or no connection.
                 config.ssl_mode(SslMode::Require);
-                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(crate::api::tls::client_config_with_ca(ca)?);
-                Manager::from_config(config, tls, recycling)
+                Some(tokio_postgres_rustls::MakeRustlsConnect::new(crate::api::tls::client_config_with_ca(ca)?))
             }
         };
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .wait_timeout(Some(CONNECT_TIMEOUT))
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .recycle_timeout(Some(CONNECT_TIMEOUT))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(|e| Error::new(ErrorCode::Internal, format!("PostgreSQL pool: {e}")))?;
+        let pool = |size: usize| {
+            // A pooled connection is reused unless closed (no test query per operation): a
+            // server that went away closes it, and a silent one fails the operation within the
+            // timeouts.
+            let recycling = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+            let manager = match &tls {
+                None => Manager::from_config(config.clone(), NoTls, recycling),
+                Some(tls) => Manager::from_config(config.clone(), tls.clone(), recycling),
+            };
+            Pool::builder(manager)
+                .max_size(size)
+                .wait_timeout(Some(CONNECT_TIMEOUT))
+                .create_timeout(Some(CONNECT_TIMEOUT))
+                .recycle_timeout(Some(CONNECT_TIMEOUT))
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .build()
+                .map_err(|e| Error::new(ErrorCode::Internal, format!("PostgreSQL pool: {e}")))
+        };
+        let (pool, groups) = (pool(POOL_SIZE)?, pool(super::pg_group::CONNECTIONS)?);
         let mut client = pool.get().await.map_err(|e| unavailable(chain(&e)))?;
         client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.map_err(unavailable)?;
         let migrated = embedded::migrations::runner().run_async(&mut **client).await;
         client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await.map_err(unavailable)?;
         migrated.map_err(|e| unavailable(format!("migrations: {e}")))?;
         drop(client);
-        Ok(PgLog { pool })
+        let (submits, outcomes) = super::pg_group::start(groups)?;
+        Ok(PgLog { submits, outcomes, pool })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, Error> {
@@ -303,9 +309,9 @@ impl PgLog {
     /// As [`super::log::Writes::submit`], then [`super::log::Writes::claim_accepted`] with
     /// `claim`, in the inserting statement. The unique key decides between submits of one id.
     /// The bound is exact: far from it, a submit holds its client's lock shared (submits run side
-    /// by side; at most the instances' connections are in flight, fewer than the margin), all of
-    /// it one statement (`frostgate_submit`, migration V2: one round trip); near it, exclusive, so
-    /// it counts only once every submit in flight has committed.
+    /// by side; at most the instances' groups are in flight, fewer rows than the margin), all of
+    /// it `frostgate_submit` (migration V2) in a group with the submits arriving with it; near
+    /// it, exclusive, so it counts only once every submit in flight has committed.
     pub async fn submit(
         &self,
         client: &str,
@@ -313,27 +319,20 @@ impl PgLog {
         max_open: usize,
         claim: Option<&ClaimAtAccept>,
     ) -> Result<Submitted, Error> {
-        let mut c = self.client().await?;
         let new = NewRow::new(client, s, claim)?;
-        let (max, margin) = (max_open as i64, LOCK_FREE_MARGIN as i64);
-        let mut params = new.params().to_vec();
-        params.extend([&max as Param<'_>, &margin]);
-        let row =
-            c.query_one(&c.prepare_cached(SUBMIT).await.map_err(unavailable)?, &params).await.map_err(unavailable)?;
-        let status: String = row.try_get(0).map_err(unavailable)?;
-        match status.as_str() {
-            "accepted" => return Ok(Submitted::Accepted(record_at(&row, 1)?)),
-            "existing" => return existing_or_conflict_at(&row, 1, s),
-            // Near the bound: under the exclusive lock, below.
-            _ => {}
+        let job = SubmitJob { row: new.clone(), max_open: max_open as i64, margin: LOCK_FREE_MARGIN as i64 };
+        if let Some(done) = self.submits.write(job).await? {
+            return Ok(done);
         }
+        // Near the bound: under the exclusive lock.
+        let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(unavailable)?;
         tx.execute(&tx.prepare_cached(LOCK_CLIENT).await.map_err(unavailable)?, &[&client])
             .await
             .map_err(unavailable)?;
-        let (open, existing) = probe(&tx, client, s).await?;
+        let (open, existing) = probe(&tx, client, &s.request_id).await?;
         if let Some(row) = existing {
-            return existing_or_conflict(&row, s);
+            return existing_or_conflict(&row, &new);
         }
         if open as usize >= max_open {
             return Err(Error::new(
@@ -341,7 +340,7 @@ impl PgLog {
                 format!("this client has {open} requests pending or running (at most {max_open})"),
             ));
         }
-        let submitted = insert(&tx, &new, s).await?;
+        let submitted = insert(&tx, &new).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(submitted)
     }
@@ -412,16 +411,12 @@ impl PgLog {
         self.update(RENEW, &[&seq, &epoch, &(now_ms() + lease_ms)]).await
     }
 
-    /// As [`super::log::Writes::finish`].
+    /// As [`super::log::Writes::finish`], committed with the outcomes of other requests that
+    /// arrive meanwhile ([`super::pg_group`]).
     pub async fn finish(&self, seq: i64, epoch: i64, state: State, outcome: &Outcome) -> Result<Option<Record>, Error> {
         let text = serde_json::to_string(outcome).map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
         let outcome = (state != State::Pending).then_some(text);
-        let c = self.client().await?;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
-            [&seq, &epoch, &state.name(), &outcome, &now_ms()];
-        let row =
-            c.query_opt(&c.prepare_cached(FINISH).await.map_err(unavailable)?, &params).await.map_err(unavailable)?;
-        row.as_ref().map(record).transpose()
+        self.outcomes.write(OutcomeJob { seq, epoch, state, outcome }).await
     }
 
     async fn update(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<bool, Error> {

@@ -25,7 +25,7 @@ pub enum RequestLog {
 }
 
 /// A PostgreSQL operation, bounded by [`OP_TIMEOUT`] (then `store_unavailable`).
-async fn timed<T>(op: impl std::future::Future<Output = Result<T, Error>>) -> Result<T, Error> {
+pub(super) async fn timed<T>(op: impl std::future::Future<Output = Result<T, Error>>) -> Result<T, Error> {
     match tokio::time::timeout(OP_TIMEOUT, op).await {
         Ok(r) => r,
         Err(_) => Err(Error::new(

@@ -36,6 +36,8 @@ pub struct Workers {
     /// Every request that changes here (waits watch for their own).
     pub changed: tokio::sync::broadcast::Sender<Change>,
     slots: Arc<Semaphore>,
+    /// The requests a worker here runs, by (client, request id): their log position.
+    running: std::sync::Mutex<HashMap<(String, String), i64>>,
 }
 
 impl std::fmt::Debug for Workers {
@@ -67,6 +69,7 @@ impl Workers {
             wake: Notify::new(),
             changed: tokio::sync::broadcast::channel(1024).0,
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
+            running: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -80,41 +83,48 @@ impl Workers {
     }
 
     /// Claims and runs requests until the process ends: as many at once as there are free
-    /// slots, in one transaction.
+    /// slots, in one transaction; each runs once it has a slot (never more signings at once
+    /// than slots).
     pub async fn run(self: Arc<Self>) {
         loop {
+            // One slot is held while the claim commits; the others stay free for acceptances.
             let Ok(first) = self.slots.clone().acquire_owned().await else { return };
-            let mut permits = vec![first];
-            while let Ok(p) = self.slots.clone().try_acquire_owned() {
-                permits.push(p);
-            }
-            let (owner, lease, n) = (self.owner.clone(), self.lease_ms(), permits.len());
+            let (owner, lease, n) = (self.owner.clone(), self.lease_ms(), 1 + self.slots.available_permits());
             // Keys whose material is held: their requests are sent at once, marked by the claim.
             let ready: std::collections::HashSet<String> =
                 self.signings().iter().filter(|(_, c)| c.initialized()).map(|(k, _)| k.to_string()).collect();
             match self.log.claim(&owner, lease, n, ready).await {
                 Ok(claimed) => {
                     let all = claimed.len() == n;
+                    let mut first = Some(first);
                     for (record, takeover) in claimed {
                         if takeover {
                             tracing::warn!(seq = record.seq, "a request's lease expired: taken over");
                             super::metrics::global().takeover();
                         }
                         self.touched(record.seq);
-                        let (me, permit) = (self.clone(), permits.pop());
+                        let (me, held) = (self.clone(), first.take());
                         tokio::spawn(async move {
-                            me.run_one(record).await;
-                            drop(permit);
+                            // The others wait for the next free slots, ahead of later
+                            // acceptances (the semaphore serves waiters first).
+                            let permit = match held {
+                                Some(p) => p,
+                                None => match me.slots.clone().acquire_owned().await {
+                                    Ok(p) => p,
+                                    Err(_) => return,
+                                },
+                            };
+                            me.run_one(record, permit).await
                         });
                     }
-                    drop(permits);
+                    drop(first);
                     if !all {
                         // Woken by a new request, or polled (a lease that expired elsewhere).
                         let _ = tokio::time::timeout(Duration::from_secs(1), self.wake.notified()).await;
                     }
                 }
                 Err(e) => {
-                    drop(permits);
+                    drop(first);
                     tracing::warn!(code = %e.code(), "request log: {}", e.message());
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
@@ -134,10 +144,18 @@ impl Workers {
     pub fn start(self: &Arc<Self>, record: Record, permit: tokio::sync::OwnedSemaphorePermit) {
         self.touched(record.seq);
         let me = self.clone();
-        tokio::spawn(async move {
-            me.run_one(record).await;
-            drop(permit);
-        });
+        tokio::spawn(async move { me.run_one(record, permit).await });
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), i64>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The log position of `client`'s request `request_id` if a worker here runs it: it is not
+    /// final before that worker announces a change of it, and the announcement reaches every
+    /// receiver subscribed before this answer (the worker leaves this set first).
+    pub fn running_here(&self, client: &str, request_id: &str) -> Option<i64> {
+        self.running().get(&(client.to_string(), request_id.to_string())).copied()
     }
 
     fn signings(&self) -> std::sync::MutexGuard<'_, HashMap<KeyId, Arc<tokio::sync::OnceCell<Signing>>>> {
@@ -172,19 +190,35 @@ impl Workers {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
-    async fn run_one(self: &Arc<Self>, record: Record) {
+    /// Signs `record` on the worker slot `permit`, then announces its change. The slot is free
+    /// again before the announcement (the client that hears it and submits its next request
+    /// finds the slot free), and the request has left the running set.
+    async fn run_one(self: &Arc<Self>, record: Record, permit: tokio::sync::OwnedSemaphorePermit) {
+        let key = (record.client.clone(), record.submission.request_id.clone());
+        self.running().insert(key.clone(), record.seq);
+        let stored = self.run_claimed(&record).await;
+        self.running().remove(&key);
+        drop(permit);
+        // Waits answer with the record as stored, without reading it back.
+        let _ = self.changed.send(Change { seq: record.seq, stored: stored.map(Arc::new) });
+    }
+
+    /// Signs a claimed request and stores its outcome: the record as stored when final.
+    async fn run_claimed(self: &Arc<Self>, record: &Record) -> Option<Record> {
         let (seq, epoch) = (record.seq, record.lease_epoch);
-        let (state, outcome) = match self.sign(&record).await {
-            Step::Done(State::Failed, outcome) if retrying(&record, &outcome) => {
+        let (state, outcome) = match self.sign(record).await {
+            Step::Done(State::Failed, outcome) if retrying(record, &outcome) => {
                 let e = outcome.error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
                 tracing::warn!(seq, "signers unreachable: request back to pending, retried: {e}");
-                return self.back_to_pending(seq, epoch).await;
+                self.back_to_pending(seq, epoch).await;
+                return None;
             }
             Step::NotSent(e) => {
                 tracing::warn!(seq, code = %e.code(), "request back to pending: {}", e.message());
-                return self.back_to_pending(seq, epoch).await;
+                self.back_to_pending(seq, epoch).await;
+                return None;
             }
-            Step::Lost => return,
+            Step::Lost => return None,
             Step::Done(state, outcome) => (state, *outcome),
         };
         match self.log.finish(seq, epoch, state, outcome).await {
@@ -193,14 +227,12 @@ impl Workers {
                     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
                 let seconds = (now as f64 - record.created_ms as f64) / 1000.0;
                 super::metrics::global().finished(record.submission.kind(), state, seconds);
-                // Waits for it answer with the record as stored, without reading it back.
-                let _ = self.changed.send(Change { seq, stored: Some(Arc::new(stored)) });
-                return;
+                return Some(stored);
             }
             Ok(None) => tracing::warn!(seq, "request taken over before its outcome was stored"),
             Err(e) => tracing::warn!(seq, code = %e.code(), "request outcome not stored: {}", e.message()),
         }
-        self.touched(seq);
+        None
     }
 
     async fn sign(self: &Arc<Self>, record: &Record) -> Step {
