@@ -20,6 +20,7 @@ pub mod http;
 pub mod log;
 pub mod metrics;
 mod pg_group;
+mod pg_rows;
 pub mod postgres;
 pub mod request;
 pub mod store;

@@ -13,7 +13,7 @@
 //! per request and were no faster).
 
 use super::log::{unavailable, Record, Submitted};
-use super::postgres::{chain, existing_or_conflict_at, now_ms, record, record_at, NewRow};
+use super::pg_rows::{chain, existing_or_conflict_at, now_ms, record, record_at, timed, NewRow};
 use super::request::State;
 use deadpool_postgres::Pool;
 use frostgate_common::error::{Error, ErrorCode};
@@ -33,7 +33,7 @@ pub(super) trait GroupWrite: Send + 'static {
     /// The job's key.
     fn key(job: &Self::Job) -> Self::Key;
     /// Writes the group (ordered by key) in one commit: an answer per job, in order; `Err`
-    /// when nothing of it was committed.
+    /// when nothing of it was committed (after the commit, an error is its row's alone).
     fn write(
         pool: &Pool,
         group: &[Self::Job],
@@ -60,6 +60,10 @@ impl<W: GroupWrite> std::fmt::Debug for Grouped<W> {
     }
 }
 
+/// Most submits in one group: one group in flight per instance, so at most this many of an
+/// instance's submits are uncommitted at once (`postgres.rs`' lock-free margin counts on it).
+pub(super) const MAX_SUBMITS: usize = 16;
+
 /// The group writers' connections: one each.
 pub(super) const CONNECTIONS: usize = 2;
 
@@ -76,9 +80,17 @@ pub(super) fn start(pool: Pool) -> Result<(Grouped<Submits>, Grouped<Outcomes>),
     std::thread::Builder::new()
         .name("request-log-groups".into())
         .spawn(move || {
-            runtime.block_on(async move {
-                tokio::join!(run::<Submits>(pool.clone(), submit_queue), run::<Outcomes>(pool, outcome_queue));
-            })
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                runtime.block_on(async move {
+                    tokio::join!(run::<Submits>(pool.clone(), submit_queue), run::<Outcomes>(pool, outcome_queue));
+                })
+            }));
+            if ran.is_err() {
+                // Fail closed: an instance that accepts requests but can store nothing is
+                // worse than one its supervisor restarts.
+                tracing::error!("the request log's group writer panicked: stopping the service");
+                std::process::abort();
+            }
         })
         .map_err(|e| Error::new(ErrorCode::Internal, format!("request log writer: {e}")))?;
     Ok((Grouped { jobs: submits }, Grouped { jobs: outcomes }))
@@ -111,7 +123,8 @@ async fn run<W: GroupWrite>(pool: Pool, mut queue: mpsc::UnboundedReceiver<Waiti
             }
         }
         let (mut group, mut later, mut keys) = (Vec::new(), Vec::new(), HashSet::new());
-        for job in waiting.drain(..) {
+        // A write whose caller gave up (its operation timed out) is not made.
+        for job in waiting.drain(..).filter(|(_, answer)| !answer.is_closed()) {
             if group.len() < W::MAX && keys.insert(W::key(&job.0)) {
                 group.push(job);
             } else {
@@ -121,7 +134,7 @@ async fn run<W: GroupWrite>(pool: Pool, mut queue: mpsc::UnboundedReceiver<Waiti
         waiting = later;
         group.sort_by_key(|(job, _)| W::key(job));
         let (jobs, answers): (Vec<W::Job>, Vec<_>) = group.into_iter().unzip();
-        let written = super::store::timed(W::write(&pool, &jobs)).await;
+        let written = timed(W::write(&pool, &jobs)).await;
         let written = match written {
             Ok(each) if each.len() != answers.len() => {
                 Err(Error::new(ErrorCode::Internal, "request log: a group answered another number of rows"))
@@ -174,9 +187,7 @@ impl GroupWrite for Submits {
     type Job = SubmitJob;
     type Answer = SubmitAnswer;
     type Key = (String, String);
-    /// At most what one instance's connections had in flight before groups: the margin of
-    /// `frostgate_submit` counts on it (a client's rows not yet committed by other instances).
-    const MAX: usize = super::postgres::POOL_SIZE;
+    const MAX: usize = MAX_SUBMITS;
 
     fn key(job: &SubmitJob) -> (String, String) {
         (job.row.client.clone(), job.row.request_id.clone())
@@ -205,24 +216,28 @@ impl GroupWrite for Submits {
             )
             .await
             .map_err(unavailable)?;
+        // Committed: whatever fails from here is the error of its row alone.
         let mut answers: Vec<Option<Result<SubmitAnswer, Error>>> = group.iter().map(|_| None).collect();
         for row in &rows {
-            let i: i64 = row.try_get(0).map_err(unavailable)?;
-            let Some((slot, job)) = usize::try_from(i - 1).ok().and_then(|i| answers.get_mut(i).zip(group.get(i)))
+            let Some((slot, job)) = row
+                .try_get::<_, i64>(0)
+                .ok()
+                .and_then(|i| usize::try_from(i - 1).ok())
+                .and_then(|i| answers.get_mut(i).zip(group.get(i)))
             else {
-                return Err(Error::new(ErrorCode::Internal, "request log: a submit group answered an unknown row"));
+                continue;
             };
-            let status: String = row.try_get(1).map_err(unavailable)?;
-            *slot = Some(match status.as_str() {
-                "accepted" => record_at(row, 2).map(|r| Some(Submitted::Accepted(r))),
-                "existing" => existing_or_conflict_at(row, 2, &job.row.hash, &job.row.request_id).map(Some),
-                _ => Ok(None),
+            *slot = Some(match row.try_get::<_, String>(1).map_err(unavailable).as_deref() {
+                Ok("accepted") => record_at(row, 2).map(|r| Some(Submitted::Accepted(r))),
+                Ok("existing") => existing_or_conflict_at(row, 2, &job.row.hash, &job.row.request_id).map(Some),
+                Ok(_) => Ok(None),
+                Err(e) => Err(e.clone()),
             });
         }
-        answers
+        Ok(answers
             .into_iter()
-            .map(|a| a.ok_or_else(|| Error::new(ErrorCode::Internal, "request log: a submit went unanswered")))
-            .collect()
+            .map(|a| a.unwrap_or_else(|| Err(unavailable("request log: the submit's answer was lost"))))
+            .collect())
     }
 }
 
@@ -264,11 +279,13 @@ impl GroupWrite for Outcomes {
         let c = pool.get().await.map_err(|e| unavailable(chain(&e)))?;
         let statement = c.prepare_cached(FINISH_GROUP).await.map_err(unavailable)?;
         let rows = c.query(&statement, &[&seqs, &epochs, &states, &outcomes, &now_ms()]).await.map_err(unavailable)?;
+        // Committed: a row that does not decode is the error of its request alone.
         let mut written = std::collections::HashMap::with_capacity(rows.len());
         for row in &rows {
-            let r = record(row)?;
-            written.insert(r.seq, r);
+            if let Ok(seq) = row.try_get::<_, i64>(0) {
+                written.insert(seq, record(row));
+            }
         }
-        Ok(group.iter().map(|j| Ok(written.remove(&j.seq))).collect())
+        Ok(group.iter().map(|j| written.remove(&j.seq).transpose()).collect())
     }
 }

@@ -12,6 +12,7 @@
 
 use super::log::{unavailable, ClaimAtAccept, Filter, Record, Submitted};
 use super::pg_group::{Grouped, OutcomeJob, Outcomes, SubmitJob, Submits};
+use super::pg_rows::{chain, existing_or_conflict, now_ms, record, NewRow, OP_TIMEOUT};
 use super::request::{Outcome, State, Submission};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use frostgate_common::error::{Error, ErrorCode};
@@ -27,8 +28,6 @@ mod embedded {
 pub(super) const POOL_SIZE: usize = 16;
 /// How long an operation waits for a connection (or to make one) before `store_unavailable`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// The longest one operation of the log may take (then `store_unavailable`).
-pub const OP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Serializes the migrations of instances starting together.
 const MIGRATION_LOCK: i64 = 0x6672_6f73_7467_6174; // "frostgat"
 
@@ -58,7 +57,7 @@ const INSERT: &str = concat!(
 );
 /// Below `max_open_per_client` by at least this many, a submit holds its client's lock shared:
 /// more than the submit groups of 8 instances in flight at once (one each, of at most 16).
-const LOCK_FREE_MARGIN: usize = 8 * POOL_SIZE;
+const LOCK_FREE_MARGIN: usize = 8 * super::pg_group::MAX_SUBMITS;
 const CANCEL: &str = "UPDATE sign_requests SET state = 'cancelled', updated_ms = $3, lease_owner = NULL
      WHERE client = $1 AND request_id = $2 AND state IN ('pending', 'running') AND NOT first_sent";
 const NEXT_CLAIMABLE: &str = "SELECT seq, state, key FROM sign_requests AS r
@@ -84,58 +83,6 @@ const LIST: &str = concat!(
 );
 const COUNTS: &str = "SELECT state, COUNT(*) FROM sign_requests GROUP BY state";
 
-pub(super) fn record(row: &Row) -> Result<Record, Error> {
-    record_at(row, 0)
-}
-
-/// The record in `row`'s columns from `at` on ([`columns!`]'s order).
-pub(super) fn record_at(row: &Row, at: usize) -> Result<Record, Error> {
-    let bad = |what: &str| unavailable(format!("stored {what} does not decode"));
-    let body: String = row.try_get(at + 2).map_err(unavailable)?;
-    let state: String = row.try_get(at + 3).map_err(unavailable)?;
-    let outcome: Option<String> = row.try_get(at + 4).map_err(unavailable)?;
-    Ok(Record {
-        seq: row.try_get(at).map_err(unavailable)?,
-        client: row.try_get(at + 1).map_err(unavailable)?,
-        submission: serde_json::from_str(&body).map_err(|_| bad("body"))?,
-        state: State::from_name(&state).ok_or_else(|| bad("state"))?,
-        outcome: match outcome {
-            Some(o) => serde_json::from_str(&o).map_err(|_| bad("outcome"))?,
-            None => Outcome::default(),
-        },
-        created_ms: row.try_get(at + 5).map_err(unavailable)?,
-        updated_ms: row.try_get(at + 6).map_err(unavailable)?,
-        lease_epoch: row.try_get(at + 7).map_err(unavailable)?,
-        first_sent: row.try_get(at + 8).map_err(unavailable)?,
-    })
-}
-
-/// A stored request under the submitted id: the same body answers it, another is a conflict.
-fn existing_or_conflict(row: &Row, new: &NewRow) -> Result<Submitted, Error> {
-    existing_or_conflict_at(row, 0, &new.hash, &new.request_id)
-}
-
-/// [`existing_or_conflict`] of the record from column `at` on, its body hash after it, for a
-/// submit of `request_id` whose body hashes to `hash`.
-pub(super) fn existing_or_conflict_at(row: &Row, at: usize, hash: &[u8], request_id: &str) -> Result<Submitted, Error> {
-    let stored: Vec<u8> = row.try_get(at + 9).map_err(unavailable)?;
-    if stored != hash {
-        return Err(Error::new(ErrorCode::RequestConflict, format!("request {request_id} exists with another body")));
-    }
-    Ok(Submitted::Existing(record_at(row, at)?))
-}
-
-/// An error with its causes (a TLS handshake's reason is a cause of the pool's error).
-pub(super) fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    text
-}
-
 /// How many of `client`'s requests are pending or running, and the stored request under the
 /// submitted id (both asked at once: one round trip).
 async fn probe<C: GenericClient>(c: &C, client: &str, request_id: &str) -> Result<(i64, Option<Row>), Error> {
@@ -148,64 +95,6 @@ async fn probe<C: GenericClient>(c: &C, client: &str, request_id: &str) -> Resul
     ) = ([&client], [&client, &request_id]);
     let (open, existing) = tokio::join!(c.query_one(&count, &by_client), c.query_opt(&get, &by_id));
     Ok((open.and_then(|r| r.try_get(0)).map_err(unavailable)?, existing.map_err(unavailable)?))
-}
-
-type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
-
-/// A new request's row: what the insert and `frostgate_submit` take as `$1`-`$11`, made once per
-/// submit.
-#[derive(Clone)]
-pub(super) struct NewRow {
-    pub(super) client: String,
-    pub(super) request_id: String,
-    pub(super) hash: Vec<u8>,
-    pub(super) body: String,
-    pub(super) key: String,
-    pub(super) kind: &'static str,
-    pub(super) now: i64,
-    pub(super) owner: String,
-    pub(super) until: i64,
-    pub(super) ready: bool,
-    pub(super) claiming: bool,
-}
-
-impl NewRow {
-    fn new(client: &str, s: &Submission, claim: Option<&ClaimAtAccept>) -> Result<Self, Error> {
-        let now = now_ms();
-        let (claiming, owner, until, ready) = match claim {
-            Some(c) => (true, c.owner.clone(), now + c.lease_ms, c.ready),
-            None => (false, String::new(), 0, false),
-        };
-        Ok(NewRow {
-            client: client.to_string(),
-            request_id: s.request_id.clone(),
-            hash: s.body_sha256().to_vec(),
-            body: serde_json::to_string(s).map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?,
-            key: s.key.to_ascii_lowercase(),
-            kind: s.kind().name(),
-            now,
-            owner,
-            until,
-            ready,
-            claiming,
-        })
-    }
-
-    fn params(&self) -> [Param<'_>; 11] {
-        [
-            &self.client,
-            &self.request_id,
-            &self.hash,
-            &self.body,
-            &self.key,
-            &self.kind,
-            &self.now,
-            &self.owner,
-            &self.until,
-            &self.ready,
-            &self.claiming,
-        ]
-    }
 }
 
 /// Inserts the request, claimed when the row asks and no other is pending; another submit of the
@@ -225,10 +114,6 @@ async fn insert<C: GenericClient>(c: &C, row: &NewRow) -> Result<Submitted, Erro
 /// `sql` prepared on the transaction's connection (once per connection).
 async fn prepared(tx: &deadpool_postgres::Transaction<'_>, sql: &str) -> Result<tokio_postgres::Statement, Error> {
     tx.prepare_cached(sql).await.map_err(unavailable)
-}
-
-pub(super) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The PostgreSQL request log (cheap to clone: a pool).

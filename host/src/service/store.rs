@@ -3,7 +3,8 @@
 //! operations for the handlers and workers, whichever it is.
 
 use super::log::{ClaimAtAccept, Filter, Record, SqliteLog, Submitted};
-use super::postgres::{PgLog, OP_TIMEOUT};
+use super::pg_rows::timed;
+use super::postgres::PgLog;
 use super::request::{Outcome, State, Submission};
 use super::writer::GroupWriter;
 use frostgate_common::error::{Error, ErrorCode};
@@ -22,17 +23,6 @@ pub enum RequestLog {
     },
     /// Shared by several instances.
     Postgres(PgLog),
-}
-
-/// A PostgreSQL operation, bounded by [`OP_TIMEOUT`] (then `store_unavailable`).
-pub(super) async fn timed<T>(op: impl std::future::Future<Output = Result<T, Error>>) -> Result<T, Error> {
-    match tokio::time::timeout(OP_TIMEOUT, op).await {
-        Ok(r) => r,
-        Err(_) => Err(Error::new(
-            ErrorCode::StoreUnavailable,
-            format!("request log: PostgreSQL did not answer within {} s", OP_TIMEOUT.as_secs()),
-        )),
-    }
 }
 
 /// A write `op` to the log, its duration observed ([`super::metrics::ServiceMetrics::wrote`]).

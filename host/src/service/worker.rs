@@ -103,19 +103,28 @@ impl Workers {
                             super::metrics::global().takeover();
                         }
                         self.touched(record.seq);
-                        let (me, held) = (self.clone(), first.take());
-                        tokio::spawn(async move {
-                            // The others wait for the next free slots, ahead of later
-                            // acceptances (the semaphore serves waiters first).
-                            let permit = match held {
-                                Some(p) => p,
-                                None => match me.slots.clone().acquire_owned().await {
-                                    Ok(p) => p,
-                                    Err(_) => return,
-                                },
-                            };
-                            me.run_one(record, permit).await
-                        });
+                        // The others take the next free slots, ahead of later acceptances (the
+                        // semaphore serves waiters first), before anything is claimed again; one
+                        // that waited renews its claim first (a lost claim is not signed).
+                        let permit = match first.take() {
+                            Some(p) => p,
+                            None => match self.slots.clone().try_acquire_owned() {
+                                Ok(p) => p,
+                                Err(_) => {
+                                    let Ok(p) = self.slots.clone().acquire_owned().await else { return };
+                                    match self.log.renew(record.seq, record.lease_epoch, lease).await {
+                                        Ok(true) => {}
+                                        Ok(false) => continue,
+                                        Err(e) => {
+                                            tracing::warn!(seq = record.seq, code = %e.code(), "claim not renewed: {}", e.message())
+                                        }
+                                    }
+                                    p
+                                }
+                            },
+                        };
+                        let me = self.clone();
+                        tokio::spawn(async move { me.run_one(record, permit).await });
                     }
                     drop(first);
                     if !all {
@@ -194,10 +203,9 @@ impl Workers {
     /// again before the announcement (the client that hears it and submits its next request
     /// finds the slot free), and the request has left the running set.
     async fn run_one(self: &Arc<Self>, record: Record, permit: tokio::sync::OwnedSemaphorePermit) {
-        let key = (record.client.clone(), record.submission.request_id.clone());
-        self.running().insert(key.clone(), record.seq);
+        let running = Running::enter(self, &record);
         let stored = self.run_claimed(&record).await;
-        self.running().remove(&key);
+        drop(running);
         drop(permit);
         // Waits answer with the record as stored, without reading it back.
         let _ = self.changed.send(Change { seq: record.seq, stored: stored.map(Arc::new) });
@@ -221,16 +229,31 @@ impl Workers {
             Step::Lost => return None,
             Step::Done(state, outcome) => (state, *outcome),
         };
-        match self.log.finish(seq, epoch, state, outcome).await {
-            Ok(Some(stored)) => {
-                let now =
-                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-                let seconds = (now as f64 - record.created_ms as f64) / 1000.0;
-                super::metrics::global().finished(record.submission.kind(), state, seconds);
-                return Some(stored);
+        // Retried while the claim may hold (the epoch fences every try): an outcome lost to a
+        // failed write would be signed again after a takeover.
+        for attempt in 1..=OUTCOME_TRIES {
+            match self.log.finish(seq, epoch, state, outcome.clone()).await {
+                Ok(Some(stored)) => {
+                    let now =
+                        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+                    let seconds = (now as f64 - record.created_ms as f64) / 1000.0;
+                    super::metrics::global().finished(record.submission.kind(), state, seconds);
+                    return Some(stored);
+                }
+                // After a failed try, the write may have committed before its answer was lost.
+                Ok(None) if attempt > 1 => {
+                    let now = self.log.get(&record.client, &record.submission.request_id).await;
+                    return now.ok().flatten().filter(|r| r.lease_epoch == epoch && r.state == state);
+                }
+                Ok(None) => {
+                    tracing::warn!(seq, "request taken over before its outcome was stored");
+                    return None;
+                }
+                Err(e) => {
+                    tracing::warn!(seq, attempt, code = %e.code(), "request outcome not stored: {}", e.message());
+                    tokio::time::sleep(Duration::from_millis(500 * attempt as u64)).await;
+                }
             }
-            Ok(None) => tracing::warn!(seq, "request taken over before its outcome was stored"),
-            Err(e) => tracing::warn!(seq, code = %e.code(), "request outcome not stored: {}", e.message()),
         }
         None
     }
@@ -394,6 +417,29 @@ impl Step {
             && evidence.iter().all(|ev| matches!(ev.reason, Reason::Unreachable | Reason::Timeout));
         let outcome = Outcome { error: Some(ErrorView::from(e)), refusals, unreachable_only, ..Outcome::default() };
         Step::Done(state, Box::new(outcome))
+    }
+}
+
+/// How many times a worker tries to store an outcome.
+const OUTCOME_TRIES: u32 = 4;
+
+/// A request in the running set while this lives (left on any exit, a panic too).
+struct Running<'a> {
+    workers: &'a Workers,
+    key: (String, String),
+}
+
+impl<'a> Running<'a> {
+    fn enter(workers: &'a Workers, record: &Record) -> Self {
+        let key = (record.client.clone(), record.submission.request_id.clone());
+        workers.running().insert(key.clone(), record.seq);
+        Running { workers, key }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.workers.running().remove(&self.key);
     }
 }
 
