@@ -87,53 +87,51 @@ impl Workers {
     /// than slots).
     pub async fn run(self: Arc<Self>) {
         loop {
-            // One slot is held while the claim commits; the others stay free for acceptances.
-            let Ok(first) = self.slots.clone().acquire_owned().await else { return };
-            let (owner, lease, n) = (self.owner.clone(), self.lease_ms(), 1 + self.slots.available_permits());
+            // Claims as many as there are free slots, holding none while the claim commits (an
+            // acceptance meanwhile finds them free and claims its request itself).
+            match self.slots.clone().acquire_owned().await {
+                Ok(free) => drop(free),
+                Err(_) => return,
+            }
+            let (owner, lease, n) = (self.owner.clone(), self.lease_ms(), self.slots.available_permits().max(1));
             // Keys whose material is held: their requests are sent at once, marked by the claim.
             let ready: std::collections::HashSet<String> =
                 self.signings().iter().filter(|(_, c)| c.initialized()).map(|(k, _)| k.to_string()).collect();
             match self.log.claim(&owner, lease, n, ready).await {
                 Ok(claimed) => {
                     let all = claimed.len() == n;
-                    let mut first = Some(first);
                     for (record, takeover) in claimed {
                         if takeover {
                             tracing::warn!(seq = record.seq, "a request's lease expired: taken over");
                             super::metrics::global().takeover();
                         }
                         self.touched(record.seq);
-                        // The others take the next free slots, ahead of later acceptances (the
-                        // semaphore serves waiters first), before anything is claimed again; one
-                        // that waited renews its claim first (a lost claim is not signed).
-                        let permit = match first.take() {
-                            Some(p) => p,
-                            None => match self.slots.clone().try_acquire_owned() {
-                                Ok(p) => p,
-                                Err(_) => {
-                                    let Ok(p) = self.slots.clone().acquire_owned().await else { return };
-                                    match self.log.renew(record.seq, record.lease_epoch, lease).await {
-                                        Ok(true) => {}
-                                        Ok(false) => continue,
-                                        Err(e) => {
-                                            tracing::warn!(seq = record.seq, code = %e.code(), "claim not renewed: {}", e.message())
-                                        }
+                        // Each takes the next free slot, ahead of later acceptances (the semaphore
+                        // serves waiters first), before anything is claimed again; one that
+                        // waited renews its claim first (a lost claim is not signed).
+                        let permit = match self.slots.clone().try_acquire_owned() {
+                            Ok(p) => p,
+                            Err(_) => {
+                                let Ok(p) = self.slots.clone().acquire_owned().await else { return };
+                                match self.log.renew(record.seq, record.lease_epoch, lease).await {
+                                    Ok(true) => {}
+                                    Ok(false) => continue,
+                                    Err(e) => {
+                                        tracing::warn!(seq = record.seq, code = %e.code(), "claim not renewed: {}", e.message())
                                     }
-                                    p
                                 }
-                            },
+                                p
+                            }
                         };
                         let me = self.clone();
                         tokio::spawn(async move { me.run_one(record, permit).await });
                     }
-                    drop(first);
                     if !all {
                         // Woken by a new request, or polled (a lease that expired elsewhere).
                         let _ = tokio::time::timeout(Duration::from_secs(1), self.wake.notified()).await;
                     }
                 }
                 Err(e) => {
-                    drop(first);
                     tracing::warn!(code = %e.code(), "request log: {}", e.message());
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
