@@ -141,13 +141,23 @@ impl Postgres {
         self.start_server();
     }
 
+    fn psql(&self, sql: &str) -> Command {
+        let port = self.port.to_string();
+        let mut psql = Command::new(self.bin.join("psql"));
+        psql.args(["-h", "127.0.0.1", "-p", &port, "-U", "frostgate", "-d", "postgres", "-qAtc", sql]);
+        psql
+    }
+
     /// Runs one SQL statement with `psql`; its output (unaligned, tuples only).
     pub fn query(&self, sql: &str) -> String {
-        let port = self.port.to_string();
-        let args = ["-h", "127.0.0.1", "-p", &port, "-U", "frostgate", "-d", "postgres", "-qAtc", sql];
-        let out = Command::new(self.bin.join("psql")).args(args).output().expect("psql");
+        let out = self.psql(sql).output().expect("psql");
         assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `sql` (one transaction) in a session of its own, in the background.
+    pub fn session(&self, sql: &str) -> std::process::Child {
+        self.psql(sql).stdout(std::process::Stdio::null()).spawn().expect("psql")
     }
 
     /// Its data directory.

@@ -242,6 +242,35 @@ fn the_rules_hold_on_postgres_and_two_instances_never_claim_the_same_request() {
 }
 
 #[test]
+fn a_client_at_its_bound_does_not_hold_up_another_clients_submits() {
+    let pg = Postgres::start();
+    rt().block_on(async {
+        let log = RequestLog::open(&pg.url(), None).await.expect("open");
+        // Another instance's submit near alice's bound holds her lock exclusively.
+        let mut holder = pg.session(
+            "BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('alice', 0)); SELECT pg_sleep(30); COMMIT;",
+        );
+        while pg.query("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted").trim() != "1" {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let alice = {
+            let log = log.clone();
+            tokio::spawn(async move { log.submit("alice", &submission("a1", 1), 1000, None).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // Bob's submit is answered while alice's waits for her lock.
+        let bob = log.submit("bob", &submission("b1", 1), 1000, None).await.expect("bob");
+        assert!(matches!(bob, Submitted::Accepted(_)), "{bob:?}");
+        assert!(!alice.is_finished(), "alice's submit did not wait for her client's lock");
+        // Its session ends (the server ends it: a client gone unnoticed would keep the lock).
+        pg.query("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ExclusiveLock' AND granted");
+        let _ = holder.wait();
+        let alice = alice.await.expect("task").expect("alice, once the lock is free");
+        assert!(matches!(alice, Submitted::Accepted(_)), "{alice:?}");
+    });
+}
+
+#[test]
 fn postgres_gone_is_store_unavailable_and_nothing_accepted_is_lost() {
     let pg = Postgres::start();
     rt().block_on(async {

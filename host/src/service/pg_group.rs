@@ -45,7 +45,7 @@ type Waiting<W> = (<W as GroupWrite>::Job, oneshot::Sender<Result<<W as GroupWri
 /// The writer of one kind of write for one instance (cheap to clone; its task ends with the
 /// last clone).
 pub(super) struct Grouped<W: GroupWrite> {
-    jobs: mpsc::UnboundedSender<Waiting<W>>,
+    jobs: mpsc::Sender<Waiting<W>>,
 }
 
 impl<W: GroupWrite> Clone for Grouped<W> {
@@ -64,6 +64,10 @@ impl<W: GroupWrite> std::fmt::Debug for Grouped<W> {
 /// instance's submits are uncommitted at once (`postgres.rs`' lock-free margin counts on it).
 pub(super) const MAX_SUBMITS: usize = 16;
 
+/// Most writes of one kind waiting for their group: beyond, a write is refused at once
+/// (`store_unavailable`) rather than queued behind writes that could not finish in time.
+const QUEUED: usize = 4096;
+
 /// The group writers' connections: one each.
 pub(super) const CONNECTIONS: usize = 2;
 
@@ -71,8 +75,8 @@ pub(super) const CONNECTIONS: usize = 2;
 /// their own: their round trips to the server never wait behind the tasks of the service's
 /// runtime (signature checks, the API); the thread ends with the writers' last handle.
 pub(super) fn start(pool: Pool) -> Result<(Grouped<Submits>, Grouped<Outcomes>), Error> {
-    let (submits, submit_queue) = mpsc::unbounded_channel();
-    let (outcomes, outcome_queue) = mpsc::unbounded_channel();
+    let (submits, submit_queue) = mpsc::channel(QUEUED);
+    let (outcomes, outcome_queue) = mpsc::channel(QUEUED);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -101,13 +105,18 @@ impl<W: GroupWrite> Grouped<W> {
     pub(super) async fn write(&self, job: W::Job) -> Result<W::Answer, Error> {
         let stopped = || unavailable("the request log's group writer stopped");
         let (answer, answered) = oneshot::channel();
-        self.jobs.send((job, answer)).map_err(|_| stopped())?;
+        self.jobs.try_send((job, answer)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                unavailable(format!("the request log is overloaded: {QUEUED} writes are waiting"))
+            }
+            mpsc::error::TrySendError::Closed(_) => stopped(),
+        })?;
         answered.await.map_err(|_| stopped())?
     }
 }
 
 /// Takes what has arrived (up to `W::MAX`, one write per request), commits it, answers; repeats.
-async fn run<W: GroupWrite>(pool: Pool, mut queue: mpsc::UnboundedReceiver<Waiting<W>>) {
+async fn run<W: GroupWrite>(pool: Pool, mut queue: mpsc::Receiver<Waiting<W>>) {
     let mut waiting: Vec<Waiting<W>> = Vec::new();
     loop {
         if waiting.is_empty() {
