@@ -171,6 +171,64 @@ fn a_request_signs_one_digest_and_refuses_anything_else_under_it_across_a_restar
 }
 
 #[test]
+fn a_request_whose_first_session_closed_before_its_first_share_is_still_audited_when_it_signs() {
+    rt().block_on(async {
+        // A configured policy (raw digests allowed): the audit trail is kept.
+        let config: frostgate_enclave::policy::PolicyConfig =
+            toml::from_str("network = \"regtest\"\nallow_raw_digest = true\n").expect("policy");
+        let policy = frostgate_enclave::policy::Policy::from_config(&config).expect("valid");
+        let store = Arc::new(MemoryStore::new());
+        let engine = Engine::new(frostgate_tests::token::shared_custody(), store.clone(), Limits::default());
+        let service = Arc::new(Service::from_engine(Some(engine.with_policy(policy))));
+        let c = Caller::Service(service.clone());
+        let key = dealer(&c, 2, 3).await;
+        let (t, m) = (tag(3, "half-open"), random::<32>());
+        let r = digest(&t, key.key, m);
+        let RequestOpen::Digest(opened) = &r.open else { panic!() };
+
+        // The first session binds the request with its first share's marker, but that share is
+        // refused (its package signs another message) and the session is closed: no marker, so
+        // its `Requested` entry was never written.
+        let (p1, p2) = (pid(1), pid(2));
+        let mut chosen = BTreeMap::new();
+        for p in [p1, p2] {
+            let pre = c.request(Preprocess { key: key.key, seat: p, count: 1 }).await.expect("preprocess");
+            chosen.insert(p, pre.commitments.into_inner().remove(0));
+        }
+        let commitments: BTreeMap<ParticipantId, Vec<u8>> =
+            chosen.iter().map(|(p, c)| (*p, c.commitments.as_inner().clone())).collect();
+        let wrong = package(&commitments, &random::<32>());
+        let refused = c
+            .request(SignPreprocessed {
+                binding: SessionBinding::Request(r.clone()),
+                attempt: AttemptId::from_bytes(random()),
+                signers: Signers::new(vec![p1, p2]).expect("bound"),
+                seat: p1,
+                commitment: chosen[&p1].id,
+                signing_package: SigningPackageBytes::new(wrong).expect("bound"),
+                replenish: 0,
+                close: SessionIds::new(vec![]).expect("bound"),
+            })
+            .await;
+        assert!(refused.is_err(), "{refused:?}");
+        let closed = c.request(CloseSessions { sessions: SessionIds::new(vec![opened.session]).expect("bound") });
+        assert_eq!(closed.await.expect("closed").closed, 1);
+
+        // The request signs under a session of its own: its share leaves with a `Requested` entry.
+        assert!(matches!(sign(&c, &r, m).await.expect("signed"), AggregateOutcome::Signed { .. }));
+        let entries = service.engine().expect("engine").audit_after(0, 100);
+        let rule = format!("{}/half-open", hex::encode([3u8; 32]));
+        let requested = entries.iter().filter(|e| e.decision == AuditDecision::Requested).collect::<Vec<_>>();
+        assert_eq!(requested.len(), 1, "{entries:?}");
+        assert_eq!(requested[0].rule.as_inner(), &rule);
+        assert!(store
+            .records()
+            .iter()
+            .any(|r| matches!(r, Record::Audit(e) if e.decision == AuditDecision::Requested)));
+    });
+}
+
+#[test]
 fn the_request_registry_is_bounded() {
     rt().block_on(async {
         let limits = Limits { max_requests: 2, ..Limits::default() };

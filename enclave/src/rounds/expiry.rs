@@ -98,6 +98,20 @@ impl Engine {
     }
 
     pub(super) fn remove_sessions(s: &mut State, expired: &BTreeSet<SessionId>) {
+        // A request's session that leaves before its first marker was written takes its deferred
+        // `Requested` entry with it, unwritten: the request's next session writes one.
+        let unaudited: Vec<Record> = s
+            .sessions
+            .iter()
+            .filter(|(id, sess)| expired.contains(id) && *sess.durable.borrow() != Binding::Durable)
+            .filter(|(_, sess)| {
+                sess.deferred.iter().any(|r| matches!(r, Record::Audit(e) if e.decision == frostgate_common::protocol::AuditDecision::Requested))
+            })
+            .filter_map(|(_, sess)| sess.request.clone())
+            .collect();
+        for request in &unaudited {
+            Self::request_unaudited(s, request);
+        }
         let gone: BTreeSet<AttemptId> =
             s.attempts.iter().filter(|(_, a)| expired.contains(&a.session)).map(|(id, _)| *id).collect();
         s.sessions.retain(|id, _| !expired.contains(id));
