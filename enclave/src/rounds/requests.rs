@@ -12,6 +12,9 @@
 //!   before any share of the request leaves (no share leaves before its session's binding is).
 //! - The registry is bounded (`registry_full`); a request accepted longer than the TTL ago, or in
 //!   the future, is refused (`request_expired`), and its binding leaves with the sweep.
+//! - Its `Requested` audit entry goes with the first of its sessions whose binding is written; a
+//!   session that leaves before (closed or expired before its first marker) hands it on to the
+//!   request's next session, so no share of a request leaves without one.
 
 use super::spending::Decision;
 use super::*;
