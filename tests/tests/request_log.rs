@@ -271,6 +271,55 @@ fn a_client_at_its_bound_does_not_hold_up_another_clients_submits() {
 }
 
 #[test]
+fn writes_queued_past_the_bound_are_refused_at_once_with_store_unavailable() {
+    let pg = Postgres::start();
+    rt().block_on(async {
+        let log = RequestLog::open(&pg.url(), None).await.expect("open");
+        let at = ClaimAtAccept { owner: "w".into(), lease_ms: 60_000, ready: true };
+        let Submitted::Accepted(r) = log.submit("alice", &submission("q1", 1), 1000, Some(at)).await.expect("q1")
+        else {
+            panic!()
+        };
+        // Another session holds the request's row: its outcome's group cannot commit, and the
+        // outcomes that arrive meanwhile wait.
+        let mut holder = pg.session(&format!(
+            "BEGIN; SELECT 1 FROM sign_requests WHERE seq = {} FOR UPDATE; SELECT pg_sleep(30); COMMIT;",
+            r.seq
+        ));
+        while pg.query("SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' AND state = 'active' AND pid <> pg_backend_pid()").trim() != "1" {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let stuck = {
+            let log = log.clone();
+            tokio::spawn(async move { log.finish(r.seq, r.lease_epoch, State::Signed, Outcome::default()).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let mut waiting = Vec::new();
+        for seq in 0..4_200i64 {
+            let log = log.clone();
+            waiting.push(tokio::spawn(async move {
+                log.finish(-1 - seq, 1, State::Signed, Outcome::default()).await
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        pg.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' AND pid <> pg_backend_pid()");
+        let _ = holder.wait();
+        let (mut refused, mut answered) = (0, 0);
+        for t in waiting {
+            match t.await.expect("task") {
+                Ok(None) => answered += 1,
+                Err(e) if e.code() == ErrorCode::StoreUnavailable && e.message().contains("overloaded") => refused += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        // 4,096 wait in the queue; the rest are refused at once, nothing is written for them.
+        assert_eq!((answered, refused), (4_096, 104));
+        let stored = stuck.await.expect("task").expect("the held outcome, once the row is free");
+        assert_eq!(stored.map(|r| r.state), Some(State::Signed));
+    });
+}
+
+#[test]
 fn postgres_gone_is_store_unavailable_and_nothing_accepted_is_lost() {
     let pg = Postgres::start();
     rt().block_on(async {

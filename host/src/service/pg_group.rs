@@ -13,7 +13,7 @@
 //! per request and were no faster).
 
 use super::log::{unavailable, Record, Submitted};
-use super::pg_rows::{chain, existing_or_conflict_at, now_ms, record, record_at, timed, NewRow};
+use super::pg_rows::{chain, columns, existing_or_conflict_at, now_ms, record, record_at, timed, NewRow};
 use super::request::State;
 use deadpool_postgres::Pool;
 use frostgate_common::error::{Error, ErrorCode};
@@ -177,7 +177,7 @@ pub(super) type SubmitAnswer = Option<Submitted>;
 
 /// One submit: the row, the client's bound and the margin the function keeps from it.
 pub(super) struct SubmitJob {
-    pub(super) row: NewRow,
+    pub(super) row: std::sync::Arc<NewRow>,
     pub(super) max_open: i64,
     pub(super) margin: i64,
 }
@@ -263,11 +263,13 @@ pub(super) struct OutcomeJob {
 
 /// Every row of the group whose claim still holds takes its state and outcome; the rows written
 /// come back.
-const FINISH_GROUP: &str = "UPDATE sign_requests SET state = u.u_state, outcome = u.u_outcome, updated_ms = $5,
+const FINISH_GROUP: &str = concat!(
+    "UPDATE sign_requests SET state = u.u_state, outcome = u.u_outcome, updated_ms = $5,
          lease_owner = NULL, lease_until_ms = 0
      FROM unnest($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[]) AS u(u_seq, u_epoch, u_state, u_outcome)
-     WHERE seq = u.u_seq AND lease_epoch = u.u_epoch AND state = 'running'
-     RETURNING seq, client, body, state, outcome, created_ms, updated_ms, lease_epoch, first_sent";
+     WHERE seq = u.u_seq AND lease_epoch = u.u_epoch AND state = 'running' RETURNING ",
+    columns!()
+);
 
 impl GroupWrite for Outcomes {
     type Job = OutcomeJob;

@@ -9,6 +9,15 @@ use frostgate_common::error::{Error, ErrorCode};
 use std::time::Duration;
 use tokio_postgres::Row;
 
+/// The log's columns in the order [`record_at`] decodes them (every statement that answers
+/// records selects or returns these).
+macro_rules! columns {
+    () => {
+        "seq, client, body, state, outcome, created_ms, updated_ms, lease_epoch, first_sent"
+    };
+}
+pub(super) use columns;
+
 /// The longest one operation of the log may take (then `store_unavailable`).
 pub const OP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -28,8 +37,7 @@ pub(super) fn record(row: &Row) -> Result<Record, Error> {
     record_at(row, 0)
 }
 
-/// The record in `row`'s columns from `at` on (the log's column order: seq, client, body, state,
-/// outcome, created_ms, updated_ms, lease_epoch, first_sent).
+/// The record in `row`'s columns from `at` on ([`columns!`]'s order).
 pub(super) fn record_at(row: &Row, at: usize) -> Result<Record, Error> {
     let bad = |what: &str| unavailable(format!("stored {what} does not decode"));
     let body: String = row.try_get(at + 2).map_err(unavailable)?;
@@ -81,7 +89,6 @@ pub(super) type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
 
 /// A new request's row: what the insert and `frostgate_submit` take as `$1`-`$11`, made once per
 /// submit.
-#[derive(Clone)]
 pub(super) struct NewRow {
     pub(super) client: String,
     pub(super) request_id: String,

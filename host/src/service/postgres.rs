@@ -12,7 +12,7 @@
 
 use super::log::{unavailable, ClaimAtAccept, Filter, Record, Submitted};
 use super::pg_group::{Grouped, OutcomeJob, Outcomes, SubmitJob, Submits};
-use super::pg_rows::{chain, existing_or_conflict, now_ms, record, NewRow, OP_TIMEOUT};
+use super::pg_rows::{chain, columns, existing_or_conflict, now_ms, record, NewRow, OP_TIMEOUT};
 use super::request::{Outcome, State, Submission};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use frostgate_common::error::{Error, ErrorCode};
@@ -30,12 +30,6 @@ pub(super) const POOL_SIZE: usize = 16;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Serializes the migrations of instances starting together.
 const MIGRATION_LOCK: i64 = 0x6672_6f73_7467_6174; // "frostgat"
-
-macro_rules! columns {
-    () => {
-        "seq, client, body, state, outcome, created_ms, updated_ms, lease_epoch, first_sent"
-    };
-}
 
 // Every statement is prepared once per connection (`prepare_cached`).
 const GET: &str = concat!("SELECT ", columns!(), " FROM sign_requests WHERE client = $1 AND request_id = $2");
@@ -204,7 +198,8 @@ impl PgLog {
         max_open: usize,
         claim: Option<&ClaimAtAccept>,
     ) -> Result<Submitted, Error> {
-        let new = NewRow::new(client, s, claim)?;
+        // Shared with the group's job, not copied: the exclusive path below needs it again.
+        let new = std::sync::Arc::new(NewRow::new(client, s, claim)?);
         let job = SubmitJob { row: new.clone(), max_open: max_open as i64, margin: LOCK_FREE_MARGIN as i64 };
         if let Some(done) = self.submits.write(job).await? {
             return Ok(done);
