@@ -20,13 +20,13 @@ pub mod node;
 pub mod service;
 pub mod supervisor;
 
-/// Random bytes from the OS (ids for sessions, attempts, DKGs).
+/// Random bytes from the OS CSPRNG (`getrandom(2)`: no file opened per call) for ids of
+/// sessions, attempts and DKGs.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
-    use std::io::Read;
+    use rand_core::RngCore;
     let mut out = [0u8; N];
-    // Reading the OS CSPRNG cannot fail on Linux short of a broken system; fail loudly then.
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut out))
-        .unwrap_or_else(|e| panic!("/dev/urandom: {e}"));
+    // The OS CSPRNG cannot fail on Linux short of a broken system; `try_fill_bytes` would only
+    // move the panic here.
+    rand_core::OsRng.fill_bytes(&mut out);
     out
 }

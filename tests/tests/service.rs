@@ -188,6 +188,17 @@ fn digests_and_psbts_are_signed_once_per_request_id_and_refusals_and_cancels_are
     assert_eq!((status, conflict["error"]["code"].as_str()), (409, Some("request_conflict")), "{conflict}");
     let (_, still) = call(&client, "GET", "/v1/sign-requests/py-1", None);
     assert_eq!(still["signature"], out[2]["signature"]);
+    // Submitted and waited for in one call: answered once signed (201: new). The same call again
+    // answers the stored request (200); the wait is not part of the request.
+    let waiting = "/v1/sign-requests?wait_seconds=30";
+    let (status, waited) = call(&client, "POST", waiting, Some(digest_body("post-wait", &key, 6)));
+    assert_eq!((status, waited["state"].as_str()), (201, Some("signed")), "{waited}");
+    assert!(verifies(&waited, 6), "{waited}");
+    let (status, again) =
+        call(&client, "POST", "/v1/sign-requests?wait_seconds=2", Some(digest_body("post-wait", &key, 6)));
+    assert_eq!((status, &again["signature"]), (200, &waited["signature"]));
+    let (status, e) = call(&client, "POST", "/v1/sign-requests?wait_seconds=x", Some(digest_body("post-x", &key, 6)));
+    assert_eq!((status, e["error"]["code"].as_str()), (400, Some("request_invalid")), "{e}");
     // Signed: no longer cancellable.
     let (status, e) = call(&client, "POST", "/v1/sign-requests/py-1:cancel", None);
     assert_eq!((status, e["error"]["code"].as_str()), (409, Some("request_not_cancellable")), "{e}");
@@ -236,7 +247,7 @@ fn digests_and_psbts_are_signed_once_per_request_id_and_refusals_and_cancels_are
     let (status, e) = call(&client, "GET", "/v1/sign-requests/nope", None);
     assert_eq!((status, e["error"]["code"].as_str()), (404, Some("request_unknown")));
     let (status, health) = call(&client, "GET", "/healthz", None);
-    assert_eq!((status, health["requests"]["signed"].as_u64()), (200, Some(2)), "{health}");
+    assert_eq!((status, health["requests"]["signed"].as_u64()), (200, Some(3)), "{health}");
 
     // Nodes down and a key the service has not used: the request waits, pending, and is
     // cancelled before any signing request; then nothing is signed for it.
@@ -244,7 +255,11 @@ fn digests_and_psbts_are_signed_once_per_request_id_and_refusals_and_cancels_are
     for i in 1..=3 {
         c.kill(i);
     }
-    let (status, pending) = call(&client, "POST", "/v1/sign-requests", Some(digest_body("wait-1", &second, 3)));
+    // Waited for a second: not final then, answered as it is.
+    let t = std::time::Instant::now();
+    let (status, pending) =
+        call(&client, "POST", "/v1/sign-requests?wait_seconds=1", Some(digest_body("wait-1", &second, 3)));
+    assert!(t.elapsed() >= std::time::Duration::from_secs(1), "answered before the wait ended: {pending}");
     // Accepted: pending, or running when a free worker took it at once (claimed in the accepting
     // commit; with its key's material not fetched yet, nothing was sent).
     assert_eq!(status, 201);
@@ -280,16 +295,16 @@ fn digests_and_psbts_are_signed_once_per_request_id_and_refusals_and_cancels_are
     assert_eq!(page["requests"].as_array().map(Vec::len), Some(2));
     let token = page["next_page_token"].as_str().expect("more").to_string();
     let (_, rest) = call(&client, "GET", &format!("/v1/sign-requests?page_size=10&page_token={token}"), None);
-    assert_eq!(rest["requests"].as_array().map(Vec::len), Some(4), "{rest}");
+    assert_eq!(rest["requests"].as_array().map(Vec::len), Some(5), "{rest}");
     let (_, signed) = call(&client, "GET", "/v1/sign-requests?state=signed", None);
     let ids: Vec<&str> =
         signed["requests"].as_array().expect("list").iter().filter_map(|r| r["request_id"].as_str()).collect();
-    assert_eq!(ids, ["py-1", "psbt-1", "retry-1", "wait-2"]);
+    assert_eq!(ids, ["py-1", "post-wait", "psbt-1", "retry-1", "wait-2"]);
     // Metrics: counts by state and outcome, and nothing that names a request or a key.
     let metrics =
         scrape(service.daemon.ready.split_whitespace().find_map(|w| w.strip_prefix("metrics=")).expect("metrics"));
     assert!(metrics.contains("frostgate_service_requests{state=\"cancelled\"} 1"), "{metrics}");
-    assert!(metrics.contains("frostgate_service_requests{state=\"signed\"} 4"), "{metrics}");
+    assert!(metrics.contains("frostgate_service_requests{state=\"signed\"} 5"), "{metrics}");
     assert!(
         metrics.contains("frostgate_service_requests_finished_total{kind=\"digest\",state=\"signed\"} 2"),
         "{metrics}"
@@ -340,7 +355,7 @@ fn clients_are_pinned_certificates_that_see_only_their_own_requests_and_keys() {
     std::fs::write(
         &config,
         format!(
-            "[limits]\nmax_open_per_client = 2\nmax_body_bytes = 4096\n\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n\n[[clients]]\nname = \"alice\"\ncertificate = \"{}\"\nkeys = [\"{key}\", \"{third}\"]\nkinds = [\"digest\"]\n\n[[clients]]\nname = \"bob\"\ncertificate = \"{}\"\nkeys = [\"*\"]\n",
+            "[limits]\nmax_open_per_client = 2\nmax_calls_per_client = 2\nmax_body_bytes = 4096\n\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n\n[[clients]]\nname = \"alice\"\ncertificate = \"{}\"\nkeys = [\"{key}\", \"{third}\"]\nkinds = [\"digest\"]\n\n[[clients]]\nname = \"bob\"\ncertificate = \"{}\"\nkeys = [\"*\"]\n",
             service_cert.display(),
             service_key.display(),
             alice_cert.display(),
@@ -397,7 +412,7 @@ fn clients_are_pinned_certificates_that_see_only_their_own_requests_and_keys() {
         let connect = frostgate_host::coordinator::signer::connect;
         let channel = connect(&grpc, Some(&files(&alice_cert, &alice_key))).await.expect("alice's channel");
         let mut alice_grpc = SigningServiceClient::new(channel);
-        let submit = |id: &str, key: &str| pb::SubmitRequest {
+        let submit = |id: &str, key: &str, wait_seconds: u32| pb::SubmitRequest {
             request_id: id.into(),
             key: key.into(),
             target: Some(pb::submit_request::Target::Digest(pb::DigestTarget {
@@ -405,13 +420,18 @@ fn clients_are_pinned_certificates_that_see_only_their_own_requests_and_keys() {
                 ..Default::default()
             })),
             labels: Default::default(),
+            wait_seconds,
         };
-        assert_eq!(alice_grpc.submit(submit("g1", &key)).await.expect("submit").into_inner().request_id, "g1");
+        assert_eq!(alice_grpc.submit(submit("g1", &key, 0)).await.expect("submit").into_inner().request_id, "g1");
         let done = alice_grpc.get(pb::GetSignRequest { request_id: "g1".into(), wait_seconds: 30 }).await;
         let done = done.expect("get").into_inner();
         assert_eq!(done.state, "signed", "{done:?}");
         assert!(verifies(&json!({"signature": done.signature, "output_key": done.output_key}), 3));
-        let e = alice_grpc.submit(submit("g2", &other)).await.expect_err("another key");
+        // Submitted and waited for in one call.
+        let waited = alice_grpc.submit(submit("g3", &key, 30)).await.expect("submit").into_inner();
+        assert_eq!(waited.state, "signed", "{waited:?}");
+        assert!(verifies(&json!({"signature": waited.signature, "output_key": waited.output_key}), 3));
+        let e = alice_grpc.submit(submit("g2", &other, 0)).await.expect_err("another key");
         assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
         // Bob does not see alice's g1.
         let channel = connect(&grpc, Some(&files(&bob_cert, &bob_key))).await.expect("bob's channel");
@@ -442,6 +462,31 @@ fn clients_are_pinned_certificates_that_see_only_their_own_requests_and_keys() {
     assert_eq!((status, e["error"]["code"].as_str()), (429, Some("too_many_in_flight")), "{e}");
     let (status, _) = call(&bob, "POST", "/v1/sign-requests", Some(digest_body("b1", &third, 8)));
     assert_eq!(status, 201, "another client's flood does not stop bob");
+    // Alice's two long polls are all the calls she may have served at once: a third is refused
+    // at once (429), bob is still served, and alice again once her polls are answered.
+    let polls: Vec<_> = ["a1", "a2"]
+        .into_iter()
+        .map(|id| {
+            let alice = alice.clone();
+            let path = format!("/v1/sign-requests/{id}?wait_seconds=4");
+            std::thread::spawn(move || rt().block_on(alice.call("GET", &path, None)).expect("served"))
+        })
+        .collect();
+    let refused = (0..30).find_map(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let (status, e) = call(&alice, "GET", "/v1/sign-requests/a1", None);
+        (status == 429).then_some(e)
+    });
+    let e = refused.expect("a third call of alice's was served while two waited");
+    assert_eq!(e["error"]["code"], "too_many_in_flight", "{e}");
+    let (status, b1) = call(&bob, "GET", "/v1/sign-requests/b1", None);
+    assert_eq!(status, 200, "alice's calls do not stop bob's: {b1}");
+    for poll in polls {
+        let (status, a) = poll.join().expect("poll");
+        assert_eq!((status, a["state"].as_str().map(|s| s == "pending" || s == "running")), (200, Some(true)), "{a}");
+    }
+    let (status, a1) = call(&alice, "GET", "/v1/sign-requests/a1", None);
+    assert_eq!(status, 200, "alice served again: {a1}");
     c.up(&[]).expect("nodes up");
     let (_, b1) = call(&bob, "GET", "/v1/sign-requests/b1?wait_seconds=40", None);
     assert_eq!(b1["state"], "signed", "{b1}\n{}", service.daemon.logs());

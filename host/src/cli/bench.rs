@@ -279,7 +279,7 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path, work: &std::path
         false => pure_frost(a.nodes, a.threshold, signed.max(1), a.concurrency).await?,
     };
     let service = match a.service {
-        true => Some(through_service(a, cluster_file, work, &key, throughput).await?),
+        true => Some(through_service(a, cluster_file, work, &key, &nodes, throughput).await?),
         false => None,
     };
     let report = serde_json::json!({
@@ -369,13 +369,14 @@ async fn measure(a: &BenchArgs, cluster_file: &std::path::Path, work: &std::path
 }
 
 /// The same load through the signing service: `concurrency` clients, each submitting a digest
-/// request and waiting for it (long poll), for the run's seconds. Against `direct` (the direct
+/// request and waiting for it in the same call (`?wait_seconds=60`), for the run's seconds. Against `direct` (the direct
 /// coordinator's signatures/s in the same run).
 async fn through_service(
     a: &BenchArgs,
     cluster_file: &std::path::Path,
     work: &std::path::Path,
     key: &frostgate_common::ids::KeyId,
+    nodes: &[Arc<SignerClient>],
     direct: f64,
 ) -> Result<serde_json::Value, Error> {
     use frostgate_host::service;
@@ -392,6 +393,7 @@ async fn through_service(
     let running = service::start(options).await?;
     let client = service::client::ServiceClient::new(&format!("http://{}", running.http), None)?;
     let writes_before = service::metrics::WRITES.map(|op| service::metrics::global().writes(op));
+    let stores_before = store_counters(nodes).await;
     // Request ids of this run only (a PostgreSQL log may hold earlier runs').
     let run = hex::encode(frostgate_host::random_bytes::<4>());
     let deadline = Instant::now() + Duration::from_secs(a.seconds.unwrap_or(10));
@@ -414,11 +416,8 @@ async fn through_service(
                     "request_id": id, "key": key, "digest": hex::encode(frostgate_host::random_bytes::<32>()),
                 });
                 let t = Instant::now();
-                let signed = async {
-                    client.json("POST", "/v1/sign-requests", Some(&body)).await?;
-                    client.json("GET", &format!("/v1/sign-requests/{id}?wait_seconds=60"), None).await
-                }
-                .await;
+                // Submitted and waited for in one call.
+                let signed = client.json("POST", "/v1/sign-requests?wait_seconds=60", Some(&body)).await;
                 match signed {
                     Ok(v) if v["state"] == "signed" => {
                         latencies.lock().unwrap_or_else(|p| p.into_inner()).push(t.elapsed().as_secs_f64() * 1000.0);
@@ -442,6 +441,7 @@ async fn through_service(
     }
     let elapsed = started.elapsed().as_secs_f64();
     running.stop().await;
+    let stores = store_counters(nodes).await;
     let signed = done.load(Ordering::SeqCst);
     let mut lat = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
     lat.sort_by(|x, y| x.total_cmp(y));
@@ -470,7 +470,23 @@ async fn through_service(
         "requests_per_sec": rate,
         "latency_ms": {"p50": percentile(&lat, 0.50), "p95": percentile(&lat, 0.95), "p99": percentile(&lat, 0.99)},
         "ratio_to_direct": rate / direct,
+        // The nodes' marker commits per request, and markers per commit (smaller batches when
+        // fewer signings are in flight at the nodes).
+        "commits_per_request": per_request(stores.commits.saturating_sub(stores_before.commits), signed),
+        "mean_batch": per_request(
+            stores.records.saturating_sub(stores_before.records),
+            stores.commits.saturating_sub(stores_before.commits)
+        ),
     }))
+}
+
+/// `n / of`, 0 when `of` is 0.
+fn per_request(n: u64, of: u64) -> f64 {
+    if of > 0 {
+        n as f64 / of as f64
+    } else {
+        0.0
+    }
 }
 
 /// The same number of t-of-n signings with `frost-secp256k1-tr` alone, `concurrency` at a time:

@@ -222,11 +222,8 @@ pub async fn run(c: RequestCommand) -> Result<(), Error> {
                 _ => return Err(Error::new(ErrorCode::RequestInvalid, "exactly one of --digest and --psbt")),
             }
             let client = service.client()?;
-            let mut v = client.json("POST", "/v1/sign-requests", Some(&body)).await?;
-            if wait > 0 {
-                let path = format!("/v1/sign-requests/{request_id}?wait_seconds={}", wait.min(60));
-                v = client.json("GET", &path, None).await?;
-            }
+            let path = format!("/v1/sign-requests?wait_seconds={}", wait.min(60));
+            let v = client.json("POST", &path, Some(&body)).await?;
             show(&service, &v);
         }
         RequestCommand::Get { service, request_id, wait } => {

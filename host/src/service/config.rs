@@ -91,6 +91,9 @@ pub struct ClientConfig {
 pub struct ServiceLimits {
     /// Requests one client may have pending or running.
     pub max_open_per_client: usize,
+    /// Calls one client may have served at once, over all its connections and streams (each
+    /// until answered, a long poll while it waits, a watch while it lasts).
+    pub max_calls_per_client: usize,
     /// The largest request body, bytes.
     pub max_body_bytes: usize,
     /// Signings at once.
@@ -105,8 +108,8 @@ impl ServiceLimits {
     /// Refuses bounds that cannot serve (zero) or would overflow a lease's deadline.
     pub fn check(&self) -> Result<(), Error> {
         let bad = |m: &str| Err(config_err(format!("[limits] {m}")));
-        if self.max_open_per_client == 0 || self.workers == 0 || self.max_body_bytes == 0 {
-            return bad("max_open_per_client, workers and max_body_bytes must be at least 1");
+        if [self.max_open_per_client, self.max_calls_per_client, self.workers, self.max_body_bytes].contains(&0) {
+            return bad("max_open_per_client, max_calls_per_client, workers and max_body_bytes must be at least 1");
         }
         if !(1..=86_400).contains(&self.lease_secs) {
             return bad("lease_secs must be 1-86400");
@@ -122,6 +125,7 @@ impl Default for ServiceLimits {
     fn default() -> Self {
         ServiceLimits {
             max_open_per_client: 256,
+            max_calls_per_client: 256,
             max_body_bytes: 256 * 1024,
             workers: 32,
             lease_secs: 30,

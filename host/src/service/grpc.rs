@@ -103,7 +103,9 @@ type Watch = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::Servic
 impl pb::signing_service_server::SigningService for Grpc {
     async fn submit(&self, r: Request<pb::SubmitRequest>) -> Result<Response<pb::ServiceSignRequest>, Status> {
         let client = self.0.client(&caller(&r)).map_err(status)?;
-        let (_, v) = self.0.submit(&client, submission(r.into_inner())).await.map_err(status)?;
+        let r = r.into_inner();
+        let wait = u64::from(r.wait_seconds);
+        let (_, v) = self.0.submit(&client, submission(r), wait).await.map_err(status)?;
         Ok(Response::new(view(v)))
     }
 
@@ -141,13 +143,16 @@ impl pb::signing_service_server::SigningService for Grpc {
     async fn watch(&self, r: Request<pb::GetSignRequest>) -> Result<Response<Watch>, Status> {
         let client = self.0.client(&caller(&r)).map_err(status)?;
         let id = r.into_inner().request_id;
+        // One call while the watch lasts.
+        let admitted = self.0.admit(&client).map_err(status)?;
         let mut changed = self.0.workers.changed.subscribe();
-        let first = self.0.get(&client, &id).await.map_err(status)?;
-        let seq = self.0.seq(&client, &id).await.map_err(status)?;
+        let first = self.0.record(&client, &id).await.map_err(status)?;
+        let seq = first.seq;
         let api = self.0.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         tokio::spawn(async move {
-            let mut last = first;
+            let _admitted = admitted;
+            let mut last = first.view();
             if tx.send(Ok(view(last.clone()))).await.is_err() {
                 return;
             }
@@ -158,8 +163,8 @@ impl pb::signing_service_server::SigningService for Grpc {
                     _ = super::worker::next_change(&mut changed, seq, poll) => {}
                     _ = tx.closed() => return,
                 }
-                let now = match api.get(&client, &id).await {
-                    Ok(v) => v,
+                let now = match api.record(&client, &id).await {
+                    Ok(r) => r.view(),
                     Err(e) => {
                         let _ = tx.send(Err(status(e))).await;
                         return;

@@ -21,6 +21,33 @@ pub const MAX_WAIT_SECS: u64 = 60;
 /// Largest page.
 pub const MAX_PAGE_SIZE: usize = 500;
 
+/// The calls each client has being served, by client id.
+pub type Calls = Arc<std::sync::Mutex<HashMap<String, usize>>>;
+
+/// One call of a client, counted against its bound while this lives.
+#[derive(Debug)]
+pub struct Admitted {
+    calls: Calls,
+    client: String,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = calls.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                calls.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// When a wait of `wait_seconds` (at most [`MAX_WAIT_SECS`]) from now ends.
+fn deadline(wait_seconds: u64) -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(wait_seconds.min(MAX_WAIT_SECS))
+}
+
 /// What the operations share.
 #[derive(Debug)]
 pub struct Api {
@@ -34,6 +61,10 @@ pub struct Api {
     pub dev: bool,
     /// Requests one client may have open.
     pub max_open_per_client: usize,
+    /// Calls of one client served at once (each until answered; a watch while it lasts).
+    pub max_calls_per_client: usize,
+    /// The calls each client has being served.
+    pub calls: Calls,
     /// The largest body.
     pub max_body_bytes: usize,
 }
@@ -77,8 +108,51 @@ impl Api {
             .ok_or_else(|| Error::new(ErrorCode::ClientNotAuthorized, "this certificate is not a configured client"))
     }
 
-    /// Validates, authorizes and stores a submission: (whether it is new, the request).
-    pub async fn submit(&self, client: &Client, submission: Submission) -> Result<(bool, RequestView), Error> {
+    /// One more call of `client` (`too_many_in_flight` past [`Api::max_calls_per_client`]): a
+    /// client's flood of calls holds at most that many places in the request log's queues and
+    /// connections, whatever its connections and streams.
+    pub fn admit(&self, client: &Client) -> Result<Admitted, Error> {
+        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        let n = calls.entry(client.id.clone()).or_default();
+        if *n >= self.max_calls_per_client {
+            return Err(Error::new(
+                ErrorCode::TooManyInFlight,
+                format!("this client has {n} calls being served (at most {})", self.max_calls_per_client),
+            ));
+        }
+        *n += 1;
+        Ok(Admitted { calls: self.calls.clone(), client: client.id.clone() })
+    }
+
+    /// Validates, authorizes and stores a submission: (whether it is new, the request), answered
+    /// once final or after `wait_seconds` (at most [`MAX_WAIT_SECS`]; 0: at once).
+    pub async fn submit(
+        &self,
+        client: &Client,
+        submission: Submission,
+        wait_seconds: u64,
+    ) -> Result<(bool, RequestView), Error> {
+        let admitted = Arc::new(self.admit(client)?);
+        let deadline = deadline(wait_seconds);
+        // Subscribed before the request can start: its worker's announcement reaches this wait.
+        let changed = self.workers.changed.subscribe();
+        let (new, record, here) = self.store(client, submission, admitted.clone()).await?;
+        if wait_seconds == 0 || record.state.is_final() {
+            return Ok((new, record.view()));
+        }
+        let running = here.then_some(record.seq);
+        Ok((new, self.wait(client, &record.submission.request_id, deadline, changed, running).await?))
+    }
+
+    /// Stores a submission: whether it is new, the request, and whether a worker here started it.
+    /// The store's task holds `admitted` until its write is answered (a caller that goes away
+    /// does not free its place before its write leaves the queue).
+    async fn store(
+        &self,
+        client: &Client,
+        submission: Submission,
+        admitted: Arc<Admitted>,
+    ) -> Result<(bool, super::log::Record, bool), Error> {
         submission.validate()?;
         client.authorize(&submission.key, submission.kind())?;
         // A free worker takes the request in the accepting commit. Stored and started in a task
@@ -88,28 +162,35 @@ impl Api {
         let stored = tokio::spawn(async move {
             let slot = workers.free_slot(&submission.key);
             let claim = slot.as_ref().map(|(_, c)| c.clone());
-            let submitted = log.submit(&id, &submission, max_open, claim).await?;
+            let submitted = log.submit(&id, &submission, max_open, claim).await;
+            drop(admitted);
+            let submitted = submitted?;
+            let mut here = false;
             if let Submitted::Accepted(r) = &submitted {
                 match slot {
-                    Some((permit, _)) if r.state == State::Running => workers.start(r.clone(), permit),
+                    Some((permit, _)) if r.state == State::Running => {
+                        workers.start(r.clone(), permit);
+                        here = true;
+                    }
                     _ => workers.wake.notify_one(),
                 }
             }
-            Ok::<_, Error>(submitted)
+            Ok::<_, Error>((submitted, here))
         });
-        let submitted =
+        let (submitted, here) =
             stored.await.map_err(|e| Error::new(ErrorCode::Internal, format!("request log task: {e}")))??;
         match submitted {
             Submitted::Accepted(r) => {
                 tracing::info!(client = %client.name, request = %r.submission.request_id, seq = r.seq, "request accepted");
                 super::metrics::global().accepted(r.submission.kind());
-                Ok((true, r.view()))
+                Ok((true, r, here))
             }
-            Submitted::Existing(r) => Ok((false, r.view())),
+            Submitted::Existing(r) => Ok((false, r, false)),
         }
     }
 
-    async fn record(&self, client: &Client, id: &str) -> Result<super::log::Record, Error> {
+    /// `client`'s request `id` as stored (not a call of its own: its caller is admitted).
+    pub async fn record(&self, client: &Client, id: &str) -> Result<super::log::Record, Error> {
         check_request_id(id)?;
         self.log
             .get(&client.id, id)
@@ -117,23 +198,33 @@ impl Api {
             .ok_or_else(|| Error::new(ErrorCode::RequestUnknown, format!("no request {id}")))
     }
 
-    /// The log position of `client`'s request `id` (what change notices name).
-    pub async fn seq(&self, client: &Client, id: &str) -> Result<i64, Error> {
-        Ok(self.record(client, id).await?.seq)
-    }
-
     /// `client`'s request `id` now.
     pub async fn get(&self, client: &Client, id: &str) -> Result<RequestView, Error> {
+        let _admitted = self.admit(client)?;
         Ok(self.record(client, id).await?.view())
     }
 
     /// `client`'s request `id`, once final or after `wait_seconds` (at most [`MAX_WAIT_SECS`]).
     pub async fn wait_for(&self, client: &Client, id: &str, wait_seconds: u64) -> Result<RequestView, Error> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(wait_seconds.min(MAX_WAIT_SECS));
-        let mut changed = self.workers.changed.subscribe();
+        let _admitted = self.admit(client)?;
+        let changed = self.workers.changed.subscribe();
         // A request a worker here runs is not final until its change is announced, after this
         // subscription: the first wait needs no read.
-        let mut running = (wait_seconds > 0).then(|| self.workers.running_here(&client.id, id)).flatten();
+        let running = (wait_seconds > 0).then(|| self.workers.running_here(&client.id, id)).flatten();
+        self.wait(client, id, deadline(wait_seconds), changed, running).await
+    }
+
+    /// `client`'s request `id` once final or at `deadline`, hearing its changes on `changed`;
+    /// `running`: its log position when a worker here runs it and announces on `changed` after
+    /// the subscription (no first read).
+    async fn wait(
+        &self,
+        client: &Client,
+        id: &str,
+        deadline: tokio::time::Instant,
+        mut changed: tokio::sync::broadcast::Receiver<super::worker::Change>,
+        mut running: Option<i64>,
+    ) -> Result<RequestView, Error> {
         loop {
             let seq = match running.take() {
                 Some(seq) => seq,
@@ -153,11 +244,17 @@ impl Api {
                     return Ok(stored.view());
                 }
             }
+            // Still run by a worker here (the change was its start): not final before its
+            // announcement, which reaches this subscription; read again at the deadline.
+            if tokio::time::Instant::now() < deadline {
+                running = self.workers.running_here(&client.id, id);
+            }
         }
     }
 
     /// Cancels `client`'s request `id` (until its first signing request).
     pub async fn cancel(&self, client: &Client, id: &str) -> Result<RequestView, Error> {
+        let _admitted = self.admit(client)?;
         check_request_id(id)?;
         let record = self.log.cancel(&client.id, id).await?;
         self.workers.touched(record.seq);
@@ -166,6 +263,7 @@ impl Api {
 
     /// A page of `client`'s requests.
     pub async fn list(&self, client: &Client, q: ListQuery) -> Result<Page, Error> {
+        let _admitted = self.admit(client)?;
         let state = match q.state.as_deref().filter(|s| !s.is_empty()) {
             None => None,
             Some(s) => Some(State::from_name(s).ok_or_else(|| invalid(format!("state {s:?}")))?),

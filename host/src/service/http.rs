@@ -1,6 +1,6 @@
 //! The service's JSON API over HTTPS (mutual TLS, pinned client certificates; plaintext on
 //! loopback with `--dev-plaintext`), described by `host/openapi/service.json`:
-//! `POST /v1/sign-requests`, `GET /v1/sign-requests/{id}[?wait_seconds=N]`,
+//! `POST /v1/sign-requests[?wait_seconds=N]`, `GET /v1/sign-requests/{id}[?wait_seconds=N]`,
 //! `GET /v1/sign-requests?state=&key=&page_token=&page_size=`,
 //! `POST /v1/sign-requests/{id}:cancel`, `GET /healthz`.
 //!
@@ -74,14 +74,16 @@ pub fn router(api: Arc<Api>) -> Router {
 async fn submit(
     Shared(api): Shared<Arc<Api>>,
     Extension(caller): Extension<CallerId>,
+    wait: Result<Query<Wait>, QueryRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let client = api.client(&caller)?;
+    let Query(wait) = wait.map_err(|e| invalid(format!("query: {e}")))?;
     let bytes = axum::body::to_bytes(body, api.max_body_bytes)
         .await
         .map_err(|_| invalid(format!("the body exceeds {} bytes", api.max_body_bytes)))?;
     let submission: Submission = serde_json::from_slice(&bytes).map_err(|e| invalid(format!("body: {e}")))?;
-    let (new, view) = api.submit(&client, submission).await?;
+    let (new, view) = api.submit(&client, submission, wait.wait_seconds.unwrap_or(0)).await?;
     Ok(json(if new { StatusCode::CREATED } else { StatusCode::OK }, &view))
 }
 

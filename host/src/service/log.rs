@@ -100,7 +100,28 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-const COLUMNS: &str = "seq, client, body, state, outcome, created_ms, updated_ms, lease_epoch, first_sent";
+/// A record's columns, in the order [`record`] reads them (a macro: statements are literals,
+/// parsed once per connection from its statement cache).
+macro_rules! columns {
+    () => {
+        "seq, client, body, state, outcome, created_ms, updated_ms, lease_epoch, first_sent"
+    };
+}
+
+/// Runs `sql` (parsed once per connection: the connection's statement cache).
+fn execute(conn: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(p)
+}
+
+/// The one row `sql` answers, if any (the statement parsed once per connection).
+fn query_opt<T>(
+    conn: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+    f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Option<T>> {
+    conn.prepare_cached(sql)?.query_row(p, f).optional()
+}
 
 fn record(row: &Row<'_>) -> rusqlite::Result<Record> {
     let body: String = row.get(2)?;
@@ -156,22 +177,18 @@ impl SqliteLog {
 
     /// `client`'s request `request_id`.
     pub fn get(&self, client: &str, request_id: &str) -> Result<Option<Record>, Error> {
-        self.lock()
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM sign_requests WHERE client = ?1 AND request_id = ?2"),
-                params![client, request_id],
-                record,
-            )
-            .optional()
-            .map_err(unavailable)
+        let sql = concat!("SELECT ", columns!(), " FROM sign_requests WHERE client = ?1 AND request_id = ?2");
+        query_opt(&self.lock(), sql, params![client, request_id], record).map_err(unavailable)
     }
 
     /// A page of `client`'s requests, oldest first.
     pub fn list(&self, client: &str, f: &Filter) -> Result<Vec<Record>, Error> {
         let conn = self.lock();
         let mut stmt = conn
-            .prepare(&format!(
-                "SELECT {COLUMNS} FROM sign_requests WHERE client = ?1 AND seq > ?2
+            .prepare_cached(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM sign_requests WHERE client = ?1 AND seq > ?2
                  AND (?3 IS NULL OR state = ?3) AND (?4 IS NULL OR key = ?4) ORDER BY seq LIMIT ?5"
             ))
             .map_err(unavailable)?;
@@ -206,14 +223,11 @@ impl Writes<'_> {
     /// has `max_open` requests not final).
     pub fn submit(&self, client: &str, s: &Submission, max_open: usize) -> Result<Submitted, Error> {
         let tx = self.0;
-        let existing = tx
-            .query_row(
-                &format!("SELECT {COLUMNS}, body_sha256 FROM sign_requests WHERE client = ?1 AND request_id = ?2"),
-                params![client, s.request_id],
-                |row| Ok((record(row)?, row.get::<_, Vec<u8>>(9)?)),
-            )
-            .optional()
-            .map_err(unavailable)?;
+        let sql =
+            concat!("SELECT ", columns!(), ", body_sha256 FROM sign_requests WHERE client = ?1 AND request_id = ?2");
+        let existing =
+            query_opt(tx, sql, params![client, s.request_id], |row| Ok((record(row)?, row.get::<_, Vec<u8>>(9)?)))
+                .map_err(unavailable)?;
         if let Some((r, hash)) = existing {
             if hash != s.body_sha256() {
                 return Err(Error::new(
@@ -223,13 +237,14 @@ impl Writes<'_> {
             }
             return Ok(Submitted::Existing(r));
         }
-        let open: i64 = tx
-            .query_row(
-                "SELECT COUNT(*) FROM sign_requests WHERE client = ?1 AND state IN ('pending', 'running')",
-                params![client],
-                |row| row.get(0),
-            )
-            .map_err(unavailable)?;
+        let open: i64 = query_opt(
+            tx,
+            "SELECT COUNT(*) FROM sign_requests WHERE client = ?1 AND state IN ('pending', 'running')",
+            params![client],
+            |row| row.get(0),
+        )
+        .map_err(unavailable)?
+        .unwrap_or(0);
         if open as usize >= max_open {
             return Err(Error::new(
                 ErrorCode::TooManyInFlight,
@@ -238,7 +253,8 @@ impl Writes<'_> {
         }
         let now = now_ms();
         let body = serde_json::to_string(s).map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
-        tx.execute(
+        execute(
+            tx,
             "INSERT INTO sign_requests (client, request_id, body_sha256, body, key, kind, state, created_ms, updated_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7)",
             params![client, s.request_id, s.body_sha256().to_vec(), body, s.key.to_ascii_lowercase(), s.kind().name(), now],
@@ -262,22 +278,14 @@ impl Writes<'_> {
     /// claimed record, or `None` (it stays pending, for the workers' claims).
     pub fn claim_accepted(&self, seq: i64, c: &ClaimAtAccept) -> Result<Option<Record>, Error> {
         let now = now_ms();
-        let changed = self
-            .0
-            .execute(
-                "UPDATE sign_requests SET state = 'running', lease_owner = ?2, lease_until_ms = ?3,
-                 lease_epoch = lease_epoch + 1, updated_ms = ?4, first_sent = MAX(first_sent, ?5)
-                 WHERE seq = ?1 AND state = 'pending'
-                 AND NOT EXISTS (SELECT 1 FROM sign_requests WHERE state = 'pending' AND seq < ?1)",
-                params![seq, c.owner, now + c.lease_ms, now, i64::from(c.ready)],
-            )
-            .map_err(unavailable)?;
-        if changed == 0 {
-            return Ok(None);
-        }
-        self.0
-            .query_row(&format!("SELECT {COLUMNS} FROM sign_requests WHERE seq = ?1"), params![seq], record)
-            .map(Some)
+        let sql = concat!(
+            "UPDATE sign_requests SET state = 'running', lease_owner = ?2, lease_until_ms = ?3,
+             lease_epoch = lease_epoch + 1, updated_ms = ?4, first_sent = MAX(first_sent, ?5)
+             WHERE seq = ?1 AND state = 'pending'
+             AND NOT EXISTS (SELECT 1 FROM sign_requests WHERE state = 'pending' AND seq < ?1) RETURNING ",
+            columns!()
+        );
+        query_opt(self.0, sql, params![seq, c.owner, now + c.lease_ms, now, i64::from(c.ready)], record)
             .map_err(unavailable)
     }
 
@@ -285,20 +293,15 @@ impl Writes<'_> {
     /// (`request_not_cancellable` after; a cancelled one answers as it is).
     pub fn cancel(&self, client: &str, request_id: &str) -> Result<Record, Error> {
         let conn = self.0;
-        let changed = conn
-            .execute(
-                "UPDATE sign_requests SET state = 'cancelled', updated_ms = ?3, lease_owner = NULL
-                 WHERE client = ?1 AND request_id = ?2 AND state IN ('pending', 'running') AND first_sent = 0",
-                params![client, request_id, now_ms()],
-            )
-            .map_err(unavailable)?;
-        let r = conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM sign_requests WHERE client = ?1 AND request_id = ?2"),
-                params![client, request_id],
-                record,
-            )
-            .optional()
+        let changed = execute(
+            conn,
+            "UPDATE sign_requests SET state = 'cancelled', updated_ms = ?3, lease_owner = NULL
+             WHERE client = ?1 AND request_id = ?2 AND state IN ('pending', 'running') AND first_sent = 0",
+            params![client, request_id, now_ms()],
+        )
+        .map_err(unavailable)?;
+        let sql = concat!("SELECT ", columns!(), " FROM sign_requests WHERE client = ?1 AND request_id = ?2");
+        let r = query_opt(conn, sql, params![client, request_id], record)
             .map_err(unavailable)?
             .ok_or_else(|| Error::new(ErrorCode::RequestUnknown, format!("no request {request_id}")))?;
         if changed == 0 && r.state != State::Cancelled {
@@ -327,28 +330,28 @@ impl Writes<'_> {
         let now = now_ms();
         let mut out = Vec::new();
         while out.len() < n {
-            let next: Option<(i64, String, String)> = tx
-                .query_row(
-                    "SELECT seq, state, key FROM sign_requests AS r
+            let next: Option<(i64, String, String)> = query_opt(
+                tx,
+                "SELECT seq, state, key FROM sign_requests AS r
                      WHERE state = 'pending' OR (state = 'running' AND lease_until_ms < ?1)
                      ORDER BY (SELECT COUNT(*) FROM sign_requests AS o
                                WHERE o.client = r.client AND o.state = 'running' AND o.lease_until_ms >= ?1), seq
                      LIMIT 1",
-                    params![now],
-                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                )
-                .optional()
-                .map_err(unavailable)?;
-            let Some((seq, was, key)) = next else { break };
-            tx.execute(
-                "UPDATE sign_requests SET state = 'running', lease_owner = ?2, lease_until_ms = ?3,
-                 lease_epoch = lease_epoch + 1, updated_ms = ?4, first_sent = MAX(first_sent, ?5) WHERE seq = ?1",
-                params![seq, owner, now + lease_ms, now, i64::from(ready.contains(&key))],
+                params![now],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )
             .map_err(unavailable)?;
-            let r = tx
-                .query_row(&format!("SELECT {COLUMNS} FROM sign_requests WHERE seq = ?1"), params![seq], record)
-                .map_err(unavailable)?;
+            let Some((seq, was, key)) = next else { break };
+            let sql = concat!(
+                "UPDATE sign_requests SET state = 'running', lease_owner = ?2, lease_until_ms = ?3,
+                 lease_epoch = lease_epoch + 1, updated_ms = ?4, first_sent = MAX(first_sent, ?5) WHERE seq = ?1
+                 RETURNING ",
+                columns!()
+            );
+            let r =
+                query_opt(tx, sql, params![seq, owner, now + lease_ms, now, i64::from(ready.contains(&key))], record)
+                    .map_err(unavailable)?
+                    .ok_or_else(|| unavailable("a claimed request vanished"))?;
             out.push((r, was == State::Running.name()));
         }
         Ok(out)
@@ -358,26 +361,24 @@ impl Writes<'_> {
     /// lease runs `lease_ms` from now. False if the claim was lost (taken over or cancelled).
     pub fn mark_sent(&self, seq: i64, epoch: i64, lease_ms: i64) -> Result<bool, Error> {
         let now = now_ms();
-        let changed = self
-            .0
-            .execute(
-                "UPDATE sign_requests SET first_sent = 1, lease_until_ms = ?3, updated_ms = ?4
-                 WHERE seq = ?1 AND lease_epoch = ?2 AND state = 'running'",
-                params![seq, epoch, now + lease_ms, now],
-            )
-            .map_err(unavailable)?;
+        let changed = execute(
+            self.0,
+            "UPDATE sign_requests SET first_sent = 1, lease_until_ms = ?3, updated_ms = ?4
+             WHERE seq = ?1 AND lease_epoch = ?2 AND state = 'running'",
+            params![seq, epoch, now + lease_ms, now],
+        )
+        .map_err(unavailable)?;
         Ok(changed == 1)
     }
 
     /// Under the claim `epoch`: extends the lease. False if the claim was lost.
     pub fn renew(&self, seq: i64, epoch: i64, lease_ms: i64) -> Result<bool, Error> {
-        let changed = self
-            .0
-            .execute(
-                "UPDATE sign_requests SET lease_until_ms = ?3 WHERE seq = ?1 AND lease_epoch = ?2 AND state = 'running'",
-                params![seq, epoch, now_ms() + lease_ms],
-            )
-            .map_err(unavailable)?;
+        let changed = execute(
+            self.0,
+            "UPDATE sign_requests SET lease_until_ms = ?3 WHERE seq = ?1 AND lease_epoch = ?2 AND state = 'running'",
+            params![seq, epoch, now_ms() + lease_ms],
+        )
+        .map_err(unavailable)?;
         Ok(changed == 1)
     }
 
@@ -387,17 +388,12 @@ impl Writes<'_> {
     pub fn finish(&self, seq: i64, epoch: i64, state: State, outcome: &Outcome) -> Result<Option<Record>, Error> {
         let text = serde_json::to_string(outcome).map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
         let outcome = (state != State::Pending).then_some(text);
-        self.0
-            .query_row(
-                &format!(
-                    "UPDATE sign_requests SET state = ?3, outcome = ?4, updated_ms = ?5, lease_owner = NULL,
-                     lease_until_ms = 0 WHERE seq = ?1 AND lease_epoch = ?2 AND state = 'running' RETURNING {COLUMNS}"
-                ),
-                params![seq, epoch, state.name(), outcome, now_ms()],
-                record,
-            )
-            .optional()
-            .map_err(unavailable)
+        let sql = concat!(
+            "UPDATE sign_requests SET state = ?3, outcome = ?4, updated_ms = ?5, lease_owner = NULL,
+             lease_until_ms = 0 WHERE seq = ?1 AND lease_epoch = ?2 AND state = 'running' RETURNING ",
+            columns!()
+        );
+        query_opt(self.0, sql, params![seq, epoch, state.name(), outcome, now_ms()], record).map_err(unavailable)
     }
 }
 

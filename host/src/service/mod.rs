@@ -157,6 +157,8 @@ pub async fn start(o: ServeOptions) -> Result<Running, Error> {
         clients,
         dev: o.dev_plaintext,
         max_open_per_client: limits.max_open_per_client,
+        max_calls_per_client: limits.max_calls_per_client,
+        calls: Default::default(),
         max_body_bytes: limits.max_body_bytes,
     });
     let listener = tokio::net::TcpListener::bind(o.http_listen)

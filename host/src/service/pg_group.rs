@@ -1,6 +1,7 @@
-//! Group commit on PostgreSQL: the submits, and the outcome writes, that arrive while a group of
-//! their kind is being committed go out together next, each group as one statement and one
-//! commit (one round trip and one fsync for many requests, as the SQLite log's writer does).
+//! Group commit on PostgreSQL: the submits and the outcome writes that arrive while a group is
+//! being committed go out together next, each kind as one statement, both in one transaction
+//! sent at once (one round trip and one fsync for many requests, as the SQLite log's writer
+//! does).
 //!
 //! Invariants: every write in a group is what it is alone: a submit runs `frostgate_submit`
 //! (its client's lock, lookup, count, insert), an outcome is fenced by its own claim's
@@ -8,42 +9,46 @@
 //! the next group); submits take their clients' locks in key order, so groups of several
 //! instances cannot wait on each other in a circle (a deadlock PostgreSQL still detected would
 //! fail its group: `store_unavailable`, nothing written); every caller is answered only after
-//! the commit that holds its write, or with the error that failed the whole group. One group of
-//! each kind is in flight per instance (measured: two in flight took more of the server's CPU
-//! per request and were no faster).
+//! the commit that holds its write, or with the error that failed the whole group (both kinds:
+//! a failed statement rolls the transaction back). One group is in flight per instance
+//! (measured: two in flight took more of the server's CPU per request and were no faster; one
+//! commit for both kinds takes less than one for each).
 
 use super::log::{unavailable, Record, Submitted};
 use super::pg_rows::{chain, columns, existing_or_conflict_at, now_ms, record, record_at, timed, NewRow};
 use super::request::State;
-use deadpool_postgres::Pool;
+use deadpool_postgres::{GenericClient, Pool};
 use frostgate_common::error::{Error, ErrorCode};
 use std::collections::HashSet;
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
 
 /// One kind of write committed in groups.
 pub(super) trait GroupWrite: Send + 'static {
     /// One caller's write.
-    type Job: Send + 'static;
+    type Job: Send + Sync + 'static;
     /// What the caller hears once it is committed.
     type Answer: Send + 'static;
     /// What makes two writes the same request's (and orders a group).
     type Key: Ord + std::hash::Hash + Send;
     /// Most writes in one group.
     const MAX: usize;
+    /// The group's statement, over one array per column.
+    const SQL: &'static str;
     /// The job's key.
     fn key(job: &Self::Job) -> Self::Key;
-    /// Writes the group (ordered by key) in one commit: an answer per job, in order; `Err`
-    /// when nothing of it was committed (after the commit, an error is its row's alone).
-    fn write(
-        pool: &Pool,
-        group: &[Self::Job],
-    ) -> impl std::future::Future<Output = Result<Vec<Result<Self::Answer, Error>>, Error>> + Send;
+    /// The statement's parameters for `group` (ordered by key).
+    fn params(group: &[Self::Job]) -> Vec<Box<dyn ToSql + Sync + Send + '_>>;
+    /// An answer per job, in order, from the rows the committed statement returned (an error
+    /// here is its row's alone).
+    fn answers(rows: &[Row], group: &[Self::Job]) -> Vec<Result<Self::Answer, Error>>;
 }
 
 type Waiting<W> = (<W as GroupWrite>::Job, oneshot::Sender<Result<<W as GroupWrite>::Answer, Error>>);
 
-/// The writer of one kind of write for one instance (cheap to clone; its task ends with the
-/// last clone).
+/// The writer of one kind of write for one instance (cheap to clone; the writers' task ends
+/// with the last clone of both kinds).
 pub(super) struct Grouped<W: GroupWrite> {
     jobs: mpsc::Sender<Waiting<W>>,
 }
@@ -68,12 +73,12 @@ pub(super) const MAX_SUBMITS: usize = 16;
 /// (`store_unavailable`) rather than queued behind writes that could not finish in time.
 const QUEUED: usize = 4096;
 
-/// The group writers' connections: one each.
+/// The group writer's connections (one in use at a time; a spare while one is re-made).
 pub(super) const CONNECTIONS: usize = 2;
 
-/// Starts an instance's group writers on `pool` (of [`CONNECTIONS`]), on a thread and runtime of
-/// their own: their round trips to the server never wait behind the tasks of the service's
-/// runtime (signature checks, the API); the thread ends with the writers' last handle.
+/// Starts an instance's group writer on `pool` (of [`CONNECTIONS`]), on a thread and runtime of
+/// its own: its round trips to the server never wait behind the tasks of the service's runtime
+/// (signature checks, the API); the thread ends with the writers' last handle.
 pub(super) fn start(pool: Pool) -> Result<(Grouped<Submits>, Grouped<Outcomes>), Error> {
     let (submits, submit_queue) = mpsc::channel(QUEUED);
     let (outcomes, outcome_queue) = mpsc::channel(QUEUED);
@@ -85,9 +90,7 @@ pub(super) fn start(pool: Pool) -> Result<(Grouped<Submits>, Grouped<Outcomes>),
         .name("request-log-groups".into())
         .spawn(move || {
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                runtime.block_on(async move {
-                    tokio::join!(run::<Submits>(pool.clone(), submit_queue), run::<Outcomes>(pool, outcome_queue));
-                })
+                runtime.block_on(run(pool, Queue::new(submit_queue), Queue::new(outcome_queue)))
             }));
             if ran.is_err() {
                 // Fail closed: an instance that accepts requests but can store nothing is
@@ -115,55 +118,160 @@ impl<W: GroupWrite> Grouped<W> {
     }
 }
 
-/// Takes what has arrived (up to `W::MAX`, one write per request), commits it, answers; repeats.
-async fn run<W: GroupWrite>(pool: Pool, mut queue: mpsc::Receiver<Waiting<W>>) {
-    let mut waiting: Vec<Waiting<W>> = Vec::new();
-    loop {
-        if waiting.is_empty() {
-            match queue.recv().await {
-                Some(job) => waiting.push(job),
-                None => return,
+/// One kind's writes waiting for a group.
+struct Queue<W: GroupWrite> {
+    queue: mpsc::Receiver<Waiting<W>>,
+    waiting: Vec<Waiting<W>>,
+    closed: bool,
+}
+
+/// One kind's part of a group: its jobs (ordered by key) and their callers.
+struct Part<W: GroupWrite> {
+    jobs: Vec<W::Job>,
+    answers: Vec<oneshot::Sender<Result<W::Answer, Error>>>,
+}
+
+impl<W: GroupWrite> Queue<W> {
+    fn new(queue: mpsc::Receiver<Waiting<W>>) -> Self {
+        Queue { queue, waiting: Vec::new(), closed: false }
+    }
+
+    /// Takes what has arrived (a bounded look ahead).
+    fn arrived(&mut self) {
+        while self.waiting.len() < W::MAX * 4 {
+            match self.queue.try_recv() {
+                Ok(job) => self.waiting.push(job),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.closed = true;
+                    break;
+                }
             }
         }
-        while waiting.len() < W::MAX * 4 {
-            match queue.try_recv() {
-                Ok(job) => waiting.push(job),
-                Err(_) => break,
-            }
-        }
+    }
+
+    /// The next part: up to `W::MAX` writes, one per request (a second write of a request
+    /// waits for the next group); a write whose caller gave up (its operation timed out) is
+    /// not made.
+    fn part(&mut self) -> Part<W> {
         let (mut group, mut later, mut keys) = (Vec::new(), Vec::new(), HashSet::new());
-        // A write whose caller gave up (its operation timed out) is not made.
-        for job in waiting.drain(..).filter(|(_, answer)| !answer.is_closed()) {
+        for job in self.waiting.drain(..).filter(|(_, answer)| !answer.is_closed()) {
             if group.len() < W::MAX && keys.insert(W::key(&job.0)) {
                 group.push(job);
             } else {
                 later.push(job);
             }
         }
-        waiting = later;
+        self.waiting = later;
         group.sort_by_key(|(job, _)| W::key(job));
-        let (jobs, answers): (Vec<W::Job>, Vec<_>) = group.into_iter().unzip();
-        let written = timed(W::write(&pool, &jobs)).await;
+        let (jobs, answers) = group.into_iter().unzip();
+        Part { jobs, answers }
+    }
+
+    /// The next write, waiting for one; `None` once every handle is gone.
+    async fn next(&mut self) -> Option<Waiting<W>> {
+        if self.closed {
+            return std::future::pending().await;
+        }
+        let job = self.queue.recv().await;
+        self.closed = job.is_none();
+        job
+    }
+}
+
+impl<W: GroupWrite> Part<W> {
+    /// Answers every caller: its row's answer, or the error that failed the group.
+    fn answer(self, written: Result<Vec<Result<W::Answer, Error>>, Error>) {
         let written = match written {
-            Ok(each) if each.len() != answers.len() => {
+            Ok(each) if each.len() != self.answers.len() => {
                 Err(Error::new(ErrorCode::Internal, "request log: a group answered another number of rows"))
             }
             other => other,
         };
-        if let Err(e) = &written {
-            tracing::warn!(code = %e.code(), "request log group not committed: {}", e.message());
-        }
         match written {
             Ok(each) => {
-                for (answer, r) in answers.into_iter().zip(each) {
+                for (answer, r) in self.answers.into_iter().zip(each) {
                     let _ = answer.send(r);
                 }
             }
             Err(e) => {
-                for answer in answers {
+                for answer in self.answers {
                     let _ = answer.send(Err(e.clone()));
                 }
             }
+        }
+    }
+}
+
+/// Takes what has arrived of both kinds, commits it as one group, answers; repeats until both
+/// kinds' handles are gone.
+async fn run(pool: Pool, mut submits: Queue<Submits>, mut outcomes: Queue<Outcomes>) {
+    loop {
+        if submits.waiting.is_empty() && outcomes.waiting.is_empty() {
+            if submits.closed && outcomes.closed {
+                return;
+            }
+            tokio::select! {
+                Some(job) = submits.next() => submits.waiting.push(job),
+                Some(job) = outcomes.next() => outcomes.waiting.push(job),
+                else => continue,
+            }
+        }
+        submits.arrived();
+        outcomes.arrived();
+        let (s, o) = (submits.part(), outcomes.part());
+        let (s_written, o_written) = match timed(write(&pool, &s.jobs, &o.jobs)).await {
+            Ok((s_rows, o_rows)) => (Ok(Submits::answers(&s_rows, &s.jobs)), Ok(Outcomes::answers(&o_rows, &o.jobs))),
+            Err(e) => {
+                tracing::warn!(code = %e.code(), "request log group not committed: {}", e.message());
+                (Err(e.clone()), Err(e))
+            }
+        };
+        s.answer(s_written);
+        o.answer(o_written);
+    }
+}
+
+/// The parameters as the client takes them.
+fn refs<'a>(params: &'a [Box<dyn ToSql + Sync + Send + '_>]) -> Vec<&'a (dyn ToSql + Sync)> {
+    params.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)).collect()
+}
+
+/// Writes a group in one commit: each kind's part as one statement (a part alone commits as
+/// its statement; both together in one transaction, its four messages sent at once: one round
+/// trip). `Err` when nothing of it was committed.
+async fn write(pool: &Pool, s: &[SubmitJob], o: &[OutcomeJob]) -> Result<(Vec<Row>, Vec<Row>), Error> {
+    let c = pool.get().await.map_err(|e| unavailable(chain(&e)))?;
+    let (s_params, o_params) = (Submits::params(s), Outcomes::params(o));
+    let (s_refs, o_refs) = (refs(&s_params), refs(&o_params));
+    match (s.is_empty(), o.is_empty()) {
+        (true, true) => Ok((Vec::new(), Vec::new())),
+        (false, true) => {
+            let statement = c.prepare_cached(Submits::SQL).await.map_err(unavailable)?;
+            Ok((c.query(&statement, &s_refs).await.map_err(unavailable)?, Vec::new()))
+        }
+        (true, false) => {
+            let statement = c.prepare_cached(Outcomes::SQL).await.map_err(unavailable)?;
+            Ok((Vec::new(), c.query(&statement, &o_refs).await.map_err(unavailable)?))
+        }
+        (false, false) => {
+            let (s_statement, o_statement) = (
+                c.prepare_cached(Submits::SQL).await.map_err(unavailable)?,
+                c.prepare_cached(Outcomes::SQL).await.map_err(unavailable)?,
+            );
+            // Pipelined: sent in this order before any answer is read. A failed statement
+            // aborts the transaction, and COMMIT then rolls it back: the group is committed
+            // only when all four succeeded.
+            let (begin, s_rows, o_rows, commit) = tokio::join!(
+                c.batch_execute("BEGIN"),
+                c.query(&s_statement, &s_refs),
+                c.query(&o_statement, &o_refs),
+                c.batch_execute("COMMIT"),
+            );
+            begin.map_err(unavailable)?;
+            let (s_rows, o_rows) = (s_rows.map_err(unavailable)?, o_rows.map_err(unavailable)?);
+            commit.map_err(unavailable)?;
+            Ok((s_rows, o_rows))
         }
     }
 }
@@ -198,36 +306,43 @@ impl GroupWrite for Submits {
     type Key = (String, String);
     const MAX: usize = MAX_SUBMITS;
 
+    const SQL: &'static str = SUBMIT_GROUP;
+
     fn key(job: &SubmitJob) -> (String, String) {
         (job.row.client.clone(), job.row.request_id.clone())
     }
 
-    async fn write(pool: &Pool, group: &[SubmitJob]) -> Result<Vec<Result<SubmitAnswer, Error>>, Error> {
-        let column = |f: fn(&SubmitJob) -> &str| group.iter().map(f).collect::<Vec<&str>>();
-        let (clients, ids) = (column(|j| &j.row.client), column(|j| &j.row.request_id));
-        let (bodies, keys, kinds, owners) =
-            (column(|j| &j.row.body), column(|j| &j.row.key), column(|j| j.row.kind), column(|j| &j.row.owner));
+    fn params(group: &[SubmitJob]) -> Vec<Box<dyn ToSql + Sync + Send + '_>> {
+        let text = |f: fn(&SubmitJob) -> &str| -> Box<dyn ToSql + Sync + Send + '_> {
+            Box::new(group.iter().map(f).collect::<Vec<&str>>())
+        };
+        let number = |f: fn(&SubmitJob) -> i64| -> Box<dyn ToSql + Sync + Send + '_> {
+            Box::new(group.iter().map(f).collect::<Vec<i64>>())
+        };
+        let flag = |f: fn(&SubmitJob) -> bool| -> Box<dyn ToSql + Sync + Send + '_> {
+            Box::new(group.iter().map(f).collect::<Vec<bool>>())
+        };
         let hashes: Vec<&[u8]> = group.iter().map(|j| j.row.hash.as_slice()).collect();
-        let number = |f: fn(&SubmitJob) -> i64| group.iter().map(f).collect::<Vec<i64>>();
-        let (nows, untils) = (number(|j| j.row.now), number(|j| j.row.until));
-        let (maxes, margins) = (number(|j| j.max_open), number(|j| j.margin));
-        let flag = |f: fn(&SubmitJob) -> bool| group.iter().map(f).collect::<Vec<bool>>();
-        let (ready, claiming) = (flag(|j| j.row.ready), flag(|j| j.row.claiming));
-        let c = pool.get().await.map_err(|e| unavailable(chain(&e)))?;
-        let statement = c.prepare_cached(SUBMIT_GROUP).await.map_err(unavailable)?;
-        let rows = c
-            .query(
-                &statement,
-                &[
-                    &clients, &ids, &hashes, &bodies, &keys, &kinds, &nows, &owners, &untils, &ready, &claiming,
-                    &maxes, &margins,
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
-        // Committed: whatever fails from here is the error of its row alone.
+        vec![
+            text(|j| &j.row.client),
+            text(|j| &j.row.request_id),
+            Box::new(hashes),
+            text(|j| &j.row.body),
+            text(|j| &j.row.key),
+            text(|j| j.row.kind),
+            number(|j| j.row.now),
+            text(|j| &j.row.owner),
+            number(|j| j.row.until),
+            flag(|j| j.row.ready),
+            flag(|j| j.row.claiming),
+            number(|j| j.max_open),
+            number(|j| j.margin),
+        ]
+    }
+
+    fn answers(rows: &[Row], group: &[SubmitJob]) -> Vec<Result<SubmitAnswer, Error>> {
         let mut answers: Vec<Option<Result<SubmitAnswer, Error>>> = group.iter().map(|_| None).collect();
-        for row in &rows {
+        for row in rows {
             let Some((slot, job)) = row
                 .try_get::<_, i64>(0)
                 .ok()
@@ -243,10 +358,10 @@ impl GroupWrite for Submits {
                 Err(e) => Err(e.clone()),
             });
         }
-        Ok(answers
+        answers
             .into_iter()
             .map(|a| a.unwrap_or_else(|| Err(unavailable("request log: the submit's answer was lost"))))
-            .collect())
+            .collect()
     }
 }
 
@@ -278,25 +393,29 @@ impl GroupWrite for Outcomes {
     type Key = i64;
     const MAX: usize = 256;
 
+    const SQL: &'static str = FINISH_GROUP;
+
     fn key(job: &OutcomeJob) -> i64 {
         job.seq
     }
 
-    async fn write(pool: &Pool, group: &[OutcomeJob]) -> Result<Vec<Result<Option<Record>, Error>>, Error> {
-        let seqs: Vec<i64> = group.iter().map(|j| j.seq).collect();
-        let epochs: Vec<i64> = group.iter().map(|j| j.epoch).collect();
-        let states: Vec<&str> = group.iter().map(|j| j.state.name()).collect();
-        let outcomes: Vec<Option<&str>> = group.iter().map(|j| j.outcome.as_deref()).collect();
-        let c = pool.get().await.map_err(|e| unavailable(chain(&e)))?;
-        let statement = c.prepare_cached(FINISH_GROUP).await.map_err(unavailable)?;
-        let rows = c.query(&statement, &[&seqs, &epochs, &states, &outcomes, &now_ms()]).await.map_err(unavailable)?;
-        // Committed: a row that does not decode is the error of its request alone.
+    fn params(group: &[OutcomeJob]) -> Vec<Box<dyn ToSql + Sync + Send + '_>> {
+        vec![
+            Box::new(group.iter().map(|j| j.seq).collect::<Vec<i64>>()),
+            Box::new(group.iter().map(|j| j.epoch).collect::<Vec<i64>>()),
+            Box::new(group.iter().map(|j| j.state.name()).collect::<Vec<&str>>()),
+            Box::new(group.iter().map(|j| j.outcome.as_deref()).collect::<Vec<Option<&str>>>()),
+            Box::new(now_ms()),
+        ]
+    }
+
+    fn answers(rows: &[Row], group: &[OutcomeJob]) -> Vec<Result<Option<Record>, Error>> {
         let mut written = std::collections::HashMap::with_capacity(rows.len());
-        for row in &rows {
+        for row in rows {
             if let Ok(seq) = row.try_get::<_, i64>(0) {
                 written.insert(seq, record(row));
             }
         }
-        Ok(group.iter().map(|j| written.remove(&j.seq).transpose()).collect())
+        group.iter().map(|j| written.remove(&j.seq).transpose()).collect()
     }
 }

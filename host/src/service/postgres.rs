@@ -143,7 +143,12 @@ impl PgLog {
         // and the server drops the locks of a transaction left idle.
         config.keepalives_idle(Duration::from_secs(5));
         config.tcp_user_timeout(OP_TIMEOUT);
-        config.options("-c statement_timeout=10000 -c idle_in_transaction_session_timeout=15000");
+        // Every statement is fixed and prepared once per connection: planned once (a generic
+        // plan), not again at each execution with its values (the groups' arrays).
+        config.options(
+            "-c statement_timeout=10000 -c idle_in_transaction_session_timeout=15000 \
+             -c plan_cache_mode=force_generic_plan",
+        );
         // Never a plaintext fallback with a CA: TLS, or no connection.
         let tls = match ca {
             None => None,

@@ -105,7 +105,6 @@ impl Workers {
                             tracing::warn!(seq = record.seq, "a request's lease expired: taken over");
                             super::metrics::global().takeover();
                         }
-                        self.touched(record.seq);
                         // Each takes the next free slot, ahead of later acceptances (the semaphore
                         // serves waiters first), before anything is claimed again; one that
                         // waited renews its claim first (a lost claim is not signed).
@@ -123,8 +122,7 @@ impl Workers {
                                 p
                             }
                         };
-                        let me = self.clone();
-                        tokio::spawn(async move { me.run_one(record, permit).await });
+                        self.start(record, permit);
                     }
                     if !all {
                         // Woken by a new request, or polled (a lease that expired elsewhere).
@@ -147,11 +145,13 @@ impl Workers {
         Some((permit, ClaimAtAccept { owner: self.owner.clone(), lease_ms: self.lease_ms(), ready }))
     }
 
-    /// Runs a request claimed at its acceptance on the slot `permit`.
+    /// Runs a claimed request on the slot `permit`: in the running set from now (a wait that
+    /// finds it there hears its outcome), announced as started.
     pub fn start(self: &Arc<Self>, record: Record, permit: tokio::sync::OwnedSemaphorePermit) {
+        let running = Running::enter(self.clone(), &record);
         self.touched(record.seq);
         let me = self.clone();
-        tokio::spawn(async move { me.run_one(record, permit).await });
+        tokio::spawn(async move { me.run_one(record, permit, running).await });
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), i64>> {
@@ -200,8 +200,7 @@ impl Workers {
     /// Signs `record` on the worker slot `permit`, then announces its change. The slot is free
     /// again before the announcement (the client that hears it and submits its next request
     /// finds the slot free), and the request has left the running set.
-    async fn run_one(self: &Arc<Self>, record: Record, permit: tokio::sync::OwnedSemaphorePermit) {
-        let running = Running::enter(self, &record);
+    async fn run_one(self: &Arc<Self>, record: Record, permit: tokio::sync::OwnedSemaphorePermit, running: Running) {
         let stored = self.run_claimed(&record).await;
         drop(running);
         drop(permit);
@@ -422,20 +421,20 @@ impl Step {
 const OUTCOME_TRIES: u32 = 4;
 
 /// A request in the running set while this lives (left on any exit, a panic too).
-struct Running<'a> {
-    workers: &'a Workers,
+struct Running {
+    workers: Arc<Workers>,
     key: (String, String),
 }
 
-impl<'a> Running<'a> {
-    fn enter(workers: &'a Workers, record: &Record) -> Self {
+impl Running {
+    fn enter(workers: Arc<Workers>, record: &Record) -> Self {
         let key = (record.client.clone(), record.submission.request_id.clone());
         workers.running().insert(key.clone(), record.seq);
         Running { workers, key }
     }
 }
 
-impl Drop for Running<'_> {
+impl Drop for Running {
     fn drop(&mut self) {
         self.workers.running().remove(&self.key);
     }

@@ -89,7 +89,7 @@ fn commit(conn: &mut Connection, batch: Vec<Job>) {
             drop(job);
             continue;
         }
-        if let Err(e) = tx.execute_batch("SAVEPOINT job") {
+        if let Err(e) = run(&tx, &["SAVEPOINT job"]) {
             broken = Some(unavailable(e));
             drop(job);
             continue;
@@ -102,8 +102,8 @@ fn commit(conn: &mut Connection, batch: Vec<Job>) {
             broken = Some(unavailable("SQLite rolled the transaction back"));
             continue;
         }
-        let close = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-        if let Err(e) = tx.execute_batch(close) {
+        let close: &[&str] = if ok { &["RELEASE job"] } else { &["ROLLBACK TO job", "RELEASE job"] };
+        if let Err(e) = run(&tx, close) {
             broken = Some(unavailable(e));
         }
     }
@@ -118,4 +118,12 @@ fn commit(conn: &mut Connection, batch: Vec<Job>) {
     for finish in done {
         finish(outcome.clone());
     }
+}
+
+/// Runs each statement of `sql` (each parsed once per connection: the statement cache).
+fn run(conn: &Connection, sql: &[&str]) -> rusqlite::Result<()> {
+    for statement in sql {
+        conn.prepare_cached(statement)?.execute([])?;
+    }
+    Ok(())
 }
