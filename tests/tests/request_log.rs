@@ -320,6 +320,65 @@ fn writes_queued_past_the_bound_are_refused_at_once_with_store_unavailable() {
 }
 
 #[test]
+fn a_submit_and_an_outcome_committed_together_fail_together() {
+    let pg = Postgres::start();
+    rt().block_on(async {
+        let log = RequestLog::open(&pg.url(), None).await.expect("open");
+        let at = || Some(ClaimAtAccept { owner: "w".into(), lease_ms: 60_000, ready: true });
+        let claimed = |s| match s {
+            Submitted::Accepted(r) => r,
+            other => panic!("{other:?}"),
+        };
+        let x = claimed(log.submit("alice", &submission("x1", 1), 1000, at()).await.expect("x1"));
+        let y = claimed(log.submit("alice", &submission("y1", 2), 1000, at()).await.expect("y1"));
+        // y1's outcome cannot be stored: its update raises.
+        pg.query(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$; \
+             CREATE TRIGGER refuse BEFORE UPDATE ON sign_requests FOR EACH ROW \
+             WHEN (OLD.request_id = 'y1') EXECUTE FUNCTION refuse();",
+        );
+        // x1's row held elsewhere: the group of its outcome stays in flight, and a submit and
+        // y1's outcome that arrive meanwhile go out together in the next one.
+        let mut holder = pg.session(&format!(
+            "BEGIN; SELECT 1 FROM sign_requests WHERE seq = {} FOR UPDATE; SELECT pg_sleep(30); COMMIT;",
+            x.seq
+        ));
+        while pg.query("SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' AND state = 'active' AND pid <> pg_backend_pid()").trim() != "1" {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let spawn_finish = |seq, epoch| {
+            let log = log.clone();
+            tokio::spawn(async move { log.finish(seq, epoch, State::Signed, Outcome::default()).await })
+        };
+        let held = spawn_finish(x.seq, x.lease_epoch);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let submit = {
+            let log = log.clone();
+            tokio::spawn(async move { log.submit("bob", &submission("s1", 3), 1000, None).await })
+        };
+        let refused = spawn_finish(y.seq, y.lease_epoch);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        pg.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' AND pid <> pg_backend_pid()");
+        let _ = holder.wait();
+        assert!(held.await.expect("task").expect("x1's outcome").is_some());
+        // One transaction: y1's failed update rolled the submit back with it, and both callers
+        // heard it.
+        let e = submit.await.expect("task").expect_err("committed with a failed update");
+        assert_eq!(e.code(), ErrorCode::StoreUnavailable, "{e:?}");
+        let e = refused.await.expect("task").expect_err("y1's outcome");
+        assert_eq!(e.code(), ErrorCode::StoreUnavailable, "{e:?}");
+        assert!(log.get("bob", "s1").await.expect("get").is_none(), "the submit of a failed group was stored");
+        assert_eq!(log.get("alice", "y1").await.expect("get").map(|r| r.state), Some(State::Running));
+        // Once the update can be made, both are.
+        pg.query("DROP TRIGGER refuse ON sign_requests");
+        let again = log.submit("bob", &submission("s1", 3), 1000, None).await.expect("s1");
+        assert!(matches!(again, Submitted::Accepted(_)), "{again:?}");
+        let stored = log.finish(y.seq, y.lease_epoch, State::Signed, Outcome::default()).await.expect("y1");
+        assert_eq!(stored.map(|r| r.state), Some(State::Signed));
+    });
+}
+
+#[test]
 fn postgres_gone_is_store_unavailable_and_nothing_accepted_is_lost() {
     let pg = Postgres::start();
     rt().block_on(async {
