@@ -199,6 +199,23 @@ fn digests_and_psbts_are_signed_once_per_request_id_and_refusals_and_cancels_are
     assert_eq!((status, &again["signature"]), (200, &waited["signature"]));
     let (status, e) = call(&client, "POST", "/v1/sign-requests?wait_seconds=x", Some(digest_body("post-x", &key, 6)));
     assert_eq!((status, e["error"]["code"].as_str()), (400, Some("request_invalid")), "{e}");
+    // The CLI, as a user runs it: submit and wait, get, list; cancel refused once signed.
+    let cli = |args: &[&str]| {
+        let with: Vec<&str> =
+            ["request"].iter().chain(args).chain(&["--service", service.url.as_str(), "--json"]).copied().collect();
+        frostgate_tests::dev_cluster::run_json(&frostgate_tests::host_bin(), &with)
+    };
+    let digest = hex::encode([7u8; 32]);
+    let submitted = cli(&["submit", "--request-id", "cli-1", "--key", &key, "--digest", &digest, "--wait", "30"]);
+    let submitted = submitted.expect("request submit");
+    assert_eq!(submitted["state"], "signed", "{submitted}");
+    assert!(verifies(&submitted, 7), "{submitted}");
+    let got = cli(&["get", "--request-id", "cli-1"]).expect("request get");
+    assert_eq!(got["signature"], submitted["signature"]);
+    let listed = cli(&["list", "--state", "signed"]).expect("request list");
+    assert!(listed["requests"].as_array().expect("requests").iter().any(|r| r["request_id"] == "cli-1"), "{listed}");
+    let e = cli(&["cancel", "--request-id", "cli-1"]).expect_err("cancelled once signed");
+    assert!(e.contains("request_not_cancellable"), "{e}");
     // Signed: no longer cancellable.
     let (status, e) = call(&client, "POST", "/v1/sign-requests/py-1:cancel", None);
     assert_eq!((status, e["error"]["code"].as_str()), (409, Some("request_not_cancellable")), "{e}");
@@ -247,7 +264,7 @@ fn digests_and_psbts_are_signed_once_per_request_id_and_refusals_and_cancels_are
     let (status, e) = call(&client, "GET", "/v1/sign-requests/nope", None);
     assert_eq!((status, e["error"]["code"].as_str()), (404, Some("request_unknown")));
     let (status, health) = call(&client, "GET", "/healthz", None);
-    assert_eq!((status, health["requests"]["signed"].as_u64()), (200, Some(3)), "{health}");
+    assert_eq!((status, health["requests"]["signed"].as_u64()), (200, Some(4)), "{health}");
 
     // Nodes down and a key the service has not used: the request waits, pending, and is
     // cancelled before any signing request; then nothing is signed for it.
@@ -295,16 +312,16 @@ fn digests_and_psbts_are_signed_once_per_request_id_and_refusals_and_cancels_are
     assert_eq!(page["requests"].as_array().map(Vec::len), Some(2));
     let token = page["next_page_token"].as_str().expect("more").to_string();
     let (_, rest) = call(&client, "GET", &format!("/v1/sign-requests?page_size=10&page_token={token}"), None);
-    assert_eq!(rest["requests"].as_array().map(Vec::len), Some(5), "{rest}");
+    assert_eq!(rest["requests"].as_array().map(Vec::len), Some(6), "{rest}");
     let (_, signed) = call(&client, "GET", "/v1/sign-requests?state=signed", None);
     let ids: Vec<&str> =
         signed["requests"].as_array().expect("list").iter().filter_map(|r| r["request_id"].as_str()).collect();
-    assert_eq!(ids, ["py-1", "post-wait", "psbt-1", "retry-1", "wait-2"]);
+    assert_eq!(ids, ["py-1", "post-wait", "cli-1", "psbt-1", "retry-1", "wait-2"]);
     // Metrics: counts by state and outcome, and nothing that names a request or a key.
     let metrics =
         scrape(service.daemon.ready.split_whitespace().find_map(|w| w.strip_prefix("metrics=")).expect("metrics"));
     assert!(metrics.contains("frostgate_service_requests{state=\"cancelled\"} 1"), "{metrics}");
-    assert!(metrics.contains("frostgate_service_requests{state=\"signed\"} 5"), "{metrics}");
+    assert!(metrics.contains("frostgate_service_requests{state=\"signed\"} 6"), "{metrics}");
     assert!(
         metrics.contains("frostgate_service_requests_finished_total{kind=\"digest\",state=\"signed\"} 2"),
         "{metrics}"
