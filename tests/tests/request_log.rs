@@ -271,6 +271,49 @@ fn a_client_at_its_bound_does_not_hold_up_another_clients_submits() {
 }
 
 #[test]
+fn a_submit_group_without_a_free_slot_takes_the_exclusive_path() {
+    let pg = Postgres::start();
+    rt().block_on(async {
+        let log = RequestLog::open(&pg.url(), None).await.expect("open");
+        let granted = |n: usize| {
+            let q = "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted";
+            pg.query(q).trim() == n.to_string()
+        };
+        let wait_for = |n: usize| async move {
+            while !granted(n) {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        };
+        // Another session holds alice's lock shared, as a lock-free submit of hers does: a
+        // lock-free submit goes through beside it.
+        let mut shared = pg.session(
+            "BEGIN; SELECT pg_advisory_xact_lock_shared(hashtextextended('alice', 0)); SELECT pg_sleep(30); COMMIT;",
+        );
+        wait_for(1).await;
+        let free = log.submit("alice", &submission("s1", 1), 1000, None).await.expect("with a free slot");
+        assert!(matches!(free, Submitted::Accepted(_)), "{free:?}");
+        // Every group slot held (eight groups of other instances in flight): alice's submit is
+        // not lock-free; it waits for her lock exclusively, so for the shared holder to end.
+        let mut slots = pg.session(
+            "BEGIN; SELECT pg_advisory_xact_lock(1718055536, n) FROM generate_series(1, 8) AS n; SELECT pg_sleep(30); COMMIT;",
+        );
+        wait_for(9).await;
+        let held = {
+            let log = log.clone();
+            tokio::spawn(async move { log.submit("alice", &submission("s2", 2), 1000, None).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(!held.is_finished(), "a submit without a group slot went through lock-free");
+        pg.query("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ShareLock' AND granted");
+        let _ = shared.wait();
+        let s2 = held.await.expect("task").expect("once the lock is free");
+        assert!(matches!(s2, Submitted::Accepted(_)), "{s2:?}");
+        let _ = slots.kill();
+        let _ = slots.wait();
+    });
+}
+
+#[test]
 fn writes_queued_past_the_bound_are_refused_at_once_with_store_unavailable() {
     let pg = Postgres::start();
     rt().block_on(async {

@@ -65,8 +65,8 @@ impl<W: GroupWrite> std::fmt::Debug for Grouped<W> {
     }
 }
 
-/// Most submits in one group: one group in flight per instance, so at most this many of an
-/// instance's submits are uncommitted at once (`postgres.rs`' lock-free margin counts on it).
+/// Most submits in one group: with at most [`GROUP_SLOTS`] groups uncommitted at once, at most
+/// `GROUP_SLOTS * MAX_SUBMITS` lock-free submits are (`postgres.rs`' margin counts on it).
 pub(super) const MAX_SUBMITS: usize = 16;
 
 /// Most writes of one kind waiting for their group: beyond, a write is refused at once
@@ -290,14 +290,27 @@ pub(super) struct SubmitJob {
     pub(super) margin: i64,
 }
 
-/// Each row of the arrays through `frostgate_submit`, in order (a volatile function: each call
-/// sees the rows the calls before it wrote).
-const SUBMIT_GROUP: &str = "SELECT a.i, f.* FROM unnest($1::TEXT[], $2::TEXT[], $3::BYTEA[], $4::TEXT[], $5::TEXT[],
+/// Submit groups uncommitted at once over every instance of one log: each holds one of these
+/// slots (a transaction-level advisory lock, `(GROUP_SLOT_KEY, 1..=GROUP_SLOTS)`) until it ends.
+pub(super) const GROUP_SLOTS: usize = 8;
+/// The slots' first key ("fgrp"): the two-key lock space, apart from the clients' locks.
+const GROUP_SLOT_KEY: i32 = 0x6667_7270;
+
+/// A group slot first; then each row of the arrays through `frostgate_submit`, in order (a
+/// volatile function: each call sees the rows the calls before it wrote). Without a free slot
+/// (more groups in flight than the margin allows for: more instances than slots, or a group
+/// whose caller timed out still running) every row's margin is its bound: `near_bound`, and
+/// each submit takes the exclusive path. The slot is taken before any row: every row's margin
+/// reads it.
+const SUBMIT_GROUP: &str = "WITH slot AS MATERIALIZED (
+         SELECT EXISTS (SELECT 1 FROM generate_series(1, $14::INT) AS n
+                        WHERE pg_try_advisory_xact_lock($15::INT, n) LIMIT 1) AS held)
+     SELECT a.i, f.* FROM slot, unnest($1::TEXT[], $2::TEXT[], $3::BYTEA[], $4::TEXT[], $5::TEXT[],
          $6::TEXT[], $7::BIGINT[], $8::TEXT[], $9::BIGINT[], $10::BOOLEAN[], $11::BOOLEAN[], $12::BIGINT[],
          $13::BIGINT[]) WITH ORDINALITY
        AS a(client, request_id, hash, body, key, kind, now, owner, until, ready, claiming, max_open, margin, i),
      LATERAL frostgate_submit(a.client, a.request_id, a.hash, a.body, a.key, a.kind, a.now, a.owner, a.until,
-         a.ready, a.claiming, a.max_open, a.margin) AS f
+         a.ready, a.claiming, a.max_open, CASE WHEN slot.held THEN a.margin ELSE a.max_open END) AS f
      ORDER BY a.i";
 
 impl GroupWrite for Submits {
@@ -337,6 +350,8 @@ impl GroupWrite for Submits {
             flag(|j| j.row.claiming),
             number(|j| j.max_open),
             number(|j| j.margin),
+            Box::new(GROUP_SLOTS as i32),
+            Box::new(GROUP_SLOT_KEY),
         ]
     }
 

@@ -50,8 +50,9 @@ const INSERT: &str = concat!(
     columns!()
 );
 /// Below `max_open_per_client` by at least this many, a submit holds its client's lock shared:
-/// more than the submit groups of 8 instances in flight at once (one each, of at most 16).
-const LOCK_FREE_MARGIN: usize = 8 * super::pg_group::MAX_SUBMITS;
+/// as many as the submit groups uncommitted at once hold, whatever the number of instances (each
+/// group holds one of the log's slots; without one, its submits take the exclusive path).
+const LOCK_FREE_MARGIN: usize = super::pg_group::GROUP_SLOTS * super::pg_group::MAX_SUBMITS;
 const CANCEL: &str = "UPDATE sign_requests SET state = 'cancelled', updated_ms = $3, lease_owner = NULL
      WHERE client = $1 AND request_id = $2 AND state IN ('pending', 'running') AND NOT first_sent";
 const NEXT_CLAIMABLE: &str = "SELECT seq, state, key FROM sign_requests AS r
