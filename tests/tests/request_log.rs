@@ -6,7 +6,7 @@
 //! then recovered with nothing accepted lost.
 
 use frostgate_common::error::ErrorCode;
-use frostgate_host::service::log::{ClaimAtAccept, Filter, Submitted};
+use frostgate_host::service::log::{ClaimAtAccept, Filter, Record, Submitted};
 use frostgate_host::service::request::{Outcome, State, Submission};
 use frostgate_host::service::store::RequestLog;
 use frostgate_tests::postgres::Postgres;
@@ -363,7 +363,76 @@ fn writes_queued_past_the_bound_are_refused_at_once_with_store_unavailable() {
 }
 
 #[test]
-fn a_submit_and_an_outcome_committed_together_fail_together() {
+fn a_statement_refused_in_a_group_fails_its_own_kind_and_the_other_is_written_alone() {
+    let pg = Postgres::start();
+    rt().block_on(async {
+        let log = RequestLog::open(&pg.url(), None).await.expect("open");
+        let at = || Some(ClaimAtAccept { owner: "w".into(), lease_ms: 60_000, ready: true });
+        let claimed = |s| match s {
+            Submitted::Accepted(r) => r,
+            other => panic!("{other:?}"),
+        };
+        let mut rows = Vec::new();
+        for (id, digest) in [("x1", 1), ("y1", 2), ("x2", 3), ("z2", 4)] {
+            rows.push(claimed(log.submit("alice", &submission(id, digest), 1000, at()).await.expect(id)));
+        }
+        // The server refuses y1's outcome and the submit of "bad".
+        pg.query(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$; \
+             CREATE TRIGGER refuse BEFORE UPDATE OR INSERT ON sign_requests FOR EACH ROW \
+             WHEN (NEW.request_id IN ('y1', 'bad')) EXECUTE FUNCTION refuse();",
+        );
+        // Each round: x's row held elsewhere keeps a group in flight, so a submit and an outcome
+        // that arrive meanwhile go out together in the next one, in one transaction.
+        for (held, outcome, submit, submit_refused) in [(&rows[0], &rows[1], "s1", false), (&rows[2], &rows[3], "bad", true)] {
+            let mut holder = pg.session(&format!(
+                "BEGIN; SELECT 1 FROM sign_requests WHERE seq = {} FOR UPDATE; SELECT pg_sleep(30); COMMIT;",
+                held.seq
+            ));
+            while pg.query("SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' AND state = 'active' AND pid <> pg_backend_pid()").trim() != "1" {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            let finish = |r: &Record, state| {
+                let (log, seq, epoch) = (log.clone(), r.seq, r.lease_epoch);
+                tokio::spawn(async move { log.finish(seq, epoch, state, Outcome::default()).await })
+            };
+            let first = finish(held, State::Signed);
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let submitted = {
+                let (log, id) = (log.clone(), submit.to_string());
+                tokio::spawn(async move { log.submit("bob", &submission(&id, 5), 1000, None).await })
+            };
+            let finished = finish(outcome, State::Signed);
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            pg.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' AND pid <> pg_backend_pid()");
+            let _ = holder.wait();
+            assert!(first.await.expect("task").expect("the held outcome").is_some());
+            let submitted = submitted.await.expect("task");
+            let finished = finished.await.expect("task");
+            let stored = log.get("bob", submit).await.expect("get");
+            if submit_refused {
+                // The submit refused; the outcome, which never ran, written alone.
+                assert_eq!(submitted.expect_err("refused").code(), ErrorCode::StoreUnavailable);
+                assert!(stored.is_none(), "a refused submit was stored");
+            } else {
+                // The outcome refused; the submit, rolled back with it, written alone.
+                assert!(matches!(submitted.expect("written alone"), Submitted::Accepted(_)));
+                assert!(stored.is_some(), "an accepted submit was not stored");
+            }
+            let stored = log.get("alice", &outcome.submission.request_id).await.expect("get").map(|r| r.state);
+            if submit_refused {
+                assert_eq!(finished.expect("written alone").map(|r| r.state), Some(State::Signed));
+                assert_eq!(stored, Some(State::Signed));
+            } else {
+                assert_eq!(finished.expect_err("refused").code(), ErrorCode::StoreUnavailable);
+                assert_eq!(stored, Some(State::Running), "a refused outcome was stored");
+            }
+        }
+    });
+}
+
+#[test]
+fn a_submit_and_an_outcome_that_arrive_together_are_one_transaction() {
     let pg = Postgres::start();
     rt().block_on(async {
         let log = RequestLog::open(&pg.url(), None).await.expect("open");
@@ -374,50 +443,58 @@ fn a_submit_and_an_outcome_committed_together_fail_together() {
         };
         let x = claimed(log.submit("alice", &submission("x1", 1), 1000, at()).await.expect("x1"));
         let y = claimed(log.submit("alice", &submission("y1", 2), 1000, at()).await.expect("y1"));
-        // y1's outcome cannot be stored: its update raises.
-        pg.query(
-            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$; \
-             CREATE TRIGGER refuse BEFORE UPDATE ON sign_requests FOR EACH ROW \
-             WHEN (OLD.request_id = 'y1') EXECUTE FUNCTION refuse();",
-        );
-        // x1's row held elsewhere: the group of its outcome stays in flight, and a submit and
-        // y1's outcome that arrive meanwhile go out together in the next one.
-        let mut holder = pg.session(&format!(
-            "BEGIN; SELECT 1 FROM sign_requests WHERE seq = {} FOR UPDATE; SELECT pg_sleep(30); COMMIT;",
-            x.seq
-        ));
-        while pg.query("SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' AND state = 'active' AND pid <> pg_backend_pid()").trim() != "1" {
+        let active = |n: usize| {
+            let q = "SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' AND state = 'active' AND pid <> pg_backend_pid()";
+            pg.query(q).trim() == n.to_string()
+        };
+        let hold = |seq: i64| {
+            pg.session(&format!(
+                "BEGIN; SELECT 1 FROM sign_requests WHERE seq = {seq} FOR UPDATE; SELECT pg_sleep(30); COMMIT;"
+            ))
+        };
+        let release = |seq: i64| {
+            pg.query(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%seq = {seq} FOR UPDATE%' AND pid <> pg_backend_pid()"));
+        };
+        let (mut hold_x, mut hold_y) = (hold(x.seq), hold(y.seq));
+        while !active(2) {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        let spawn_finish = |seq, epoch| {
-            let log = log.clone();
+        let finish = |r: &Record| {
+            let (log, seq, epoch) = (log.clone(), r.seq, r.lease_epoch);
             tokio::spawn(async move { log.finish(seq, epoch, State::Signed, Outcome::default()).await })
         };
-        let held = spawn_finish(x.seq, x.lease_epoch);
+        // x1's outcome in flight, held; a submit and y1's outcome queue behind it.
+        let first = finish(&x);
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        let submit = {
+        let submitted = {
             let log = log.clone();
             tokio::spawn(async move { log.submit("bob", &submission("s1", 3), 1000, None).await })
         };
-        let refused = spawn_finish(y.seq, y.lease_epoch);
+        let second = finish(&y);
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        pg.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' AND pid <> pg_backend_pid()");
-        let _ = holder.wait();
-        assert!(held.await.expect("task").expect("x1's outcome").is_some());
-        // One transaction: y1's failed update rolled the submit back with it, and both callers
-        // heard it.
-        let e = submit.await.expect("task").expect_err("committed with a failed update");
-        assert_eq!(e.code(), ErrorCode::StoreUnavailable, "{e:?}");
-        let e = refused.await.expect("task").expect_err("y1's outcome");
-        assert_eq!(e.code(), ErrorCode::StoreUnavailable, "{e:?}");
-        assert!(log.get("bob", "s1").await.expect("get").is_none(), "the submit of a failed group was stored");
-        assert_eq!(log.get("alice", "y1").await.expect("get").map(|r| r.state), Some(State::Running));
-        // Once the update can be made, both are.
-        pg.query("DROP TRIGGER refuse ON sign_requests");
-        let again = log.submit("bob", &submission("s1", 3), 1000, None).await.expect("s1");
-        assert!(matches!(again, Submitted::Accepted(_)), "{again:?}");
-        let stored = log.finish(y.seq, y.lease_epoch, State::Signed, Outcome::default()).await.expect("y1");
-        assert_eq!(stored.map(|r| r.state), Some(State::Signed));
+        release(x.seq);
+        let _ = hold_x.wait();
+        assert!(first.await.expect("task").expect("x1").is_some());
+        // The next group waits for y1's row while still holding the group slot its submit took:
+        // the submit and the update are one transaction, and the submit is not visible yet.
+        let slot_and_waiting = "SELECT COUNT(*) FROM pg_locks AS slot JOIN pg_locks AS w ON w.pid = slot.pid \
+            WHERE slot.locktype = 'advisory' AND slot.classid = 1718055536 AND slot.objsubid = 2 AND slot.granted \
+            AND NOT w.granted";
+        let mut seen = false;
+        for _ in 0..60 {
+            if pg.query(slot_and_waiting).trim() == "1" {
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(seen, "no transaction held a group slot while it waited for y1's row");
+        assert_eq!(pg.query("SELECT COUNT(*) FROM sign_requests WHERE request_id = 's1'").trim(), "0");
+        assert!(!submitted.is_finished(), "the submit was answered before its transaction committed");
+        release(y.seq);
+        let _ = hold_y.wait();
+        assert!(matches!(submitted.await.expect("task").expect("s1"), Submitted::Accepted(_)));
+        assert_eq!(second.await.expect("task").expect("y1").map(|r| r.state), Some(State::Signed));
     });
 }
 

@@ -9,8 +9,9 @@
 //! the next group); submits take their clients' locks in key order, so groups of several
 //! instances cannot wait on each other in a circle (a deadlock PostgreSQL still detected would
 //! fail its group: `store_unavailable`, nothing written); every caller is answered only after
-//! the commit that holds its write, or with the error that failed the whole group (both kinds:
-//! a failed statement rolls the transaction back). One group is in flight per instance
+//! the commit that holds its write, or with the error that failed its part (a statement the
+//! server refuses fails its kind's part alone: the other kind's, rolled back with it, is written
+//! again on its own). One group is in flight per instance
 //! (measured: two in flight took more of the server's CPU per request and were no faster; one
 //! commit for both kinds takes less than one for each).
 
@@ -21,8 +22,9 @@ use deadpool_postgres::{GenericClient, Pool};
 use frostgate_common::error::{Error, ErrorCode};
 use std::collections::HashSet;
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Row;
+use tokio_postgres::{Row, Statement};
 
 /// One kind of write committed in groups.
 pub(super) trait GroupWrite: Send + 'static {
@@ -167,16 +169,6 @@ impl<W: GroupWrite> Queue<W> {
         let (jobs, answers) = group.into_iter().unzip();
         Part { jobs, answers }
     }
-
-    /// The next write, waiting for one; `None` once every handle is gone.
-    async fn next(&mut self) -> Option<Waiting<W>> {
-        if self.closed {
-            return std::future::pending().await;
-        }
-        let job = self.queue.recv().await;
-        self.closed = job.is_none();
-        job
-    }
 }
 
 impl<W: GroupWrite> Part<W> {
@@ -208,70 +200,106 @@ impl<W: GroupWrite> Part<W> {
 async fn run(pool: Pool, mut submits: Queue<Submits>, mut outcomes: Queue<Outcomes>) {
     loop {
         if submits.waiting.is_empty() && outcomes.waiting.is_empty() {
-            if submits.closed && outcomes.closed {
-                return;
-            }
+            // Waits for either kind; a kind whose handles are all gone is waited for no more.
             tokio::select! {
-                Some(job) = submits.next() => submits.waiting.push(job),
-                Some(job) = outcomes.next() => outcomes.waiting.push(job),
-                else => continue,
+                job = submits.queue.recv(), if !submits.closed => match job {
+                    Some(job) => submits.waiting.push(job),
+                    None => submits.closed = true,
+                },
+                job = outcomes.queue.recv(), if !outcomes.closed => match job {
+                    Some(job) => outcomes.waiting.push(job),
+                    None => outcomes.closed = true,
+                },
+                else => return,
             }
+            continue;
         }
         submits.arrived();
         outcomes.arrived();
         let (s, o) = (submits.part(), outcomes.part());
-        let (s_written, o_written) = match timed(write(&pool, &s.jobs, &o.jobs)).await {
-            Ok((s_rows, o_rows)) => (Ok(Submits::answers(&s_rows, &s.jobs)), Ok(Outcomes::answers(&o_rows, &o.jobs))),
-            Err(e) => {
-                tracing::warn!(code = %e.code(), "request log group not committed: {}", e.message());
-                (Err(e.clone()), Err(e))
-            }
+        let (s_rows, o_rows) = match timed(write(&pool, &s.jobs, &o.jobs)).await {
+            Ok(rows) => rows,
+            Err(e) => (Err(e.clone()), Err(e)),
         };
+        for e in [s_rows.as_ref().err(), o_rows.as_ref().err()].into_iter().flatten() {
+            tracing::warn!(code = %e.code(), "request log group not committed: {}", e.message());
+        }
+        let s_written = s_rows.map(|rows| Submits::answers(&rows, &s.jobs));
+        let o_written = o_rows.map(|rows| Outcomes::answers(&rows, &o.jobs));
         s.answer(s_written);
         o.answer(o_written);
     }
 }
+
+/// A part's rows as committed, or the error that failed it (nothing of it committed, or, for a
+/// lost connection, not known).
+type Rows = Result<Vec<Row>, Error>;
 
 /// The parameters as the client takes them.
 fn refs<'a>(params: &'a [Box<dyn ToSql + Sync + Send + '_>]) -> Vec<&'a (dyn ToSql + Sync)> {
     params.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)).collect()
 }
 
-/// Writes a group in one commit: each kind's part as one statement (a part alone commits as
-/// its statement; both together in one transaction, its four messages sent at once: one round
-/// trip). `Err` when nothing of it was committed.
-async fn write(pool: &Pool, s: &[SubmitJob], o: &[OutcomeJob]) -> Result<(Vec<Row>, Vec<Row>), Error> {
+/// One statement on its own (committed as it ends).
+async fn query(c: &deadpool_postgres::Object, statement: &Statement, params: &[&(dyn ToSql + Sync)]) -> Rows {
+    c.query(statement, params).await.map_err(unavailable)
+}
+
+/// A statement the server refused itself (not one it skipped because the transaction had
+/// already failed).
+fn failed_here(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|d| *d.code() != SqlState::IN_FAILED_SQL_TRANSACTION)
+}
+
+/// Writes a group: each kind's part as one statement; a part alone commits as its statement,
+/// both together in one transaction whose four messages leave at once (one round trip, one
+/// commit). A part whose statement the server refused fails alone: the other, rolled back with
+/// it or never run, is written again on its own. `Err` when neither part could be written.
+async fn write(pool: &Pool, s: &[SubmitJob], o: &[OutcomeJob]) -> Result<(Rows, Rows), Error> {
     let c = pool.get().await.map_err(|e| unavailable(chain(&e)))?;
     let (s_params, o_params) = (Submits::params(s), Outcomes::params(o));
     let (s_refs, o_refs) = (refs(&s_params), refs(&o_params));
+    let none = || Ok(Vec::new());
     match (s.is_empty(), o.is_empty()) {
-        (true, true) => Ok((Vec::new(), Vec::new())),
+        (true, true) => Ok((none(), none())),
         (false, true) => {
             let statement = c.prepare_cached(Submits::SQL).await.map_err(unavailable)?;
-            Ok((c.query(&statement, &s_refs).await.map_err(unavailable)?, Vec::new()))
+            Ok((query(&c, &statement, &s_refs).await, none()))
         }
         (true, false) => {
             let statement = c.prepare_cached(Outcomes::SQL).await.map_err(unavailable)?;
-            Ok((Vec::new(), c.query(&statement, &o_refs).await.map_err(unavailable)?))
+            Ok((none(), query(&c, &statement, &o_refs).await))
         }
         (false, false) => {
             let (s_statement, o_statement) = (
                 c.prepare_cached(Submits::SQL).await.map_err(unavailable)?,
                 c.prepare_cached(Outcomes::SQL).await.map_err(unavailable)?,
             );
-            // Pipelined: sent in this order before any answer is read. A failed statement
-            // aborts the transaction, and COMMIT then rolls it back: the group is committed
-            // only when all four succeeded.
+            // Polled in this order, each sends its message at its first poll: all four are
+            // queued before any answer is read. A failed statement aborts the transaction, and
+            // COMMIT then rolls it back: committed only when all four succeeded.
             let (begin, s_rows, o_rows, commit) = tokio::join!(
+                biased;
                 c.batch_execute("BEGIN"),
                 c.query(&s_statement, &s_refs),
                 c.query(&o_statement, &o_refs),
                 c.batch_execute("COMMIT"),
             );
-            begin.map_err(unavailable)?;
-            let (s_rows, o_rows) = (s_rows.map_err(unavailable)?, o_rows.map_err(unavailable)?);
-            commit.map_err(unavailable)?;
-            Ok((s_rows, o_rows))
+            match (begin, s_rows, o_rows, commit) {
+                (Ok(()), Ok(s_rows), Ok(o_rows), Ok(())) => Ok((Ok(s_rows), Ok(o_rows))),
+                // The submits refused; the outcomes never ran.
+                (Ok(()), Err(e), Err(_), Ok(())) if failed_here(&e) => {
+                    Ok((Err(unavailable(e)), query(&c, &o_statement, &o_refs).await))
+                }
+                // The outcomes refused; the submits rolled back with them.
+                (Ok(()), Ok(_), Err(e), Ok(())) if failed_here(&e) => {
+                    Ok((query(&c, &s_statement, &s_refs).await, Err(unavailable(e))))
+                }
+                (begin, s_rows, o_rows, commit) => {
+                    let first = begin.err().or(s_rows.err()).or(o_rows.err()).or(commit.err());
+                    Err(first.map_or_else(|| unavailable("a group failed"), unavailable))
+                }
+            }
         }
     }
 }
