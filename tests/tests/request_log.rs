@@ -25,6 +25,15 @@ fn submission(id: &str, digest: u8) -> Submission {
     }
 }
 
+/// `client`'s new request `id`, claimed at its acceptance (a worker "w" holds it, leased a minute).
+async fn claimed(log: &RequestLog, client: &str, id: &str, digest: u8) -> Record {
+    let at = ClaimAtAccept { owner: "w".into(), lease_ms: 60_000, ready: true };
+    match log.submit(client, &submission(id, digest), 1000, Some(at)).await.expect(id) {
+        Submitted::Accepted(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
 }
@@ -318,11 +327,7 @@ fn writes_queued_past_the_bound_are_refused_at_once_with_store_unavailable() {
     let pg = Postgres::start();
     rt().block_on(async {
         let log = RequestLog::open(&pg.url(), None).await.expect("open");
-        let at = ClaimAtAccept { owner: "w".into(), lease_ms: 60_000, ready: true };
-        let Submitted::Accepted(r) = log.submit("alice", &submission("q1", 1), 1000, Some(at)).await.expect("q1")
-        else {
-            panic!()
-        };
+        let r = claimed(&log, "alice", "q1", 1).await;
         // Another session holds the request's row: its outcome's group cannot commit, and the
         // outcomes that arrive meanwhile wait.
         let mut holder = pg.session(&format!(
@@ -367,14 +372,9 @@ fn a_statement_refused_in_a_group_fails_its_own_kind_and_the_other_is_written_al
     let pg = Postgres::start();
     rt().block_on(async {
         let log = RequestLog::open(&pg.url(), None).await.expect("open");
-        let at = || Some(ClaimAtAccept { owner: "w".into(), lease_ms: 60_000, ready: true });
-        let claimed = |s| match s {
-            Submitted::Accepted(r) => r,
-            other => panic!("{other:?}"),
-        };
         let mut rows = Vec::new();
         for (id, digest) in [("x1", 1), ("y1", 2), ("x2", 3), ("z2", 4)] {
-            rows.push(claimed(log.submit("alice", &submission(id, digest), 1000, at()).await.expect(id)));
+            rows.push(claimed(&log, "alice", id, digest).await);
         }
         // The server refuses y1's outcome and the submit of "bad".
         pg.query(
@@ -436,13 +436,7 @@ fn a_submit_and_an_outcome_that_arrive_together_are_one_transaction() {
     let pg = Postgres::start();
     rt().block_on(async {
         let log = RequestLog::open(&pg.url(), None).await.expect("open");
-        let at = || Some(ClaimAtAccept { owner: "w".into(), lease_ms: 60_000, ready: true });
-        let claimed = |s| match s {
-            Submitted::Accepted(r) => r,
-            other => panic!("{other:?}"),
-        };
-        let x = claimed(log.submit("alice", &submission("x1", 1), 1000, at()).await.expect("x1"));
-        let y = claimed(log.submit("alice", &submission("y1", 2), 1000, at()).await.expect("y1"));
+        let (x, y) = (claimed(&log, "alice", "x1", 1).await, claimed(&log, "alice", "y1", 2).await);
         let active = |n: usize| {
             let q = "SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' AND state = 'active' AND pid <> pg_backend_pid()";
             pg.query(q).trim() == n.to_string()
