@@ -472,8 +472,8 @@ async fn through_service(
         "ratio_to_direct": rate / direct,
         // The nodes' marker commits per request, and markers per commit (smaller batches when
         // fewer signings are in flight at the nodes).
-        "commits_per_request": per_request(stores.commits.saturating_sub(stores_before.commits), signed),
-        "mean_batch": per_request(
+        "commits_per_request": ratio(stores.commits.saturating_sub(stores_before.commits), signed),
+        "mean_batch": ratio(
             stores.records.saturating_sub(stores_before.records),
             stores.commits.saturating_sub(stores_before.commits)
         ),
@@ -481,7 +481,7 @@ async fn through_service(
 }
 
 /// `n / of`, 0 when `of` is 0.
-fn per_request(n: u64, of: u64) -> f64 {
+fn ratio(n: u64, of: u64) -> f64 {
     if of > 0 {
         n as f64 / of as f64
     } else {

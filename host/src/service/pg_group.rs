@@ -138,6 +138,14 @@ impl<W: GroupWrite> Queue<W> {
         Queue { queue, waiting: Vec::new(), closed: false }
     }
 
+    /// A write received, or `None`: every handle of this kind is gone.
+    fn received(&mut self, job: Option<Waiting<W>>) {
+        match job {
+            Some(job) => self.waiting.push(job),
+            None => self.closed = true,
+        }
+    }
+
     /// Takes what has arrived (a bounded look ahead).
     fn arrived(&mut self) {
         while self.waiting.len() < W::MAX * 4 {
@@ -172,7 +180,7 @@ impl<W: GroupWrite> Queue<W> {
 }
 
 impl<W: GroupWrite> Part<W> {
-    /// Answers every caller: its row's answer, or the error that failed the group.
+    /// Answers every caller: its row's answer, or the error that failed its part.
     fn answer(self, written: Result<Vec<Result<W::Answer, Error>>, Error>) {
         let written = match written {
             Ok(each) if each.len() != self.answers.len() => {
@@ -202,14 +210,8 @@ async fn run(pool: Pool, mut submits: Queue<Submits>, mut outcomes: Queue<Outcom
         if submits.waiting.is_empty() && outcomes.waiting.is_empty() {
             // Waits for either kind; a kind whose handles are all gone is waited for no more.
             tokio::select! {
-                job = submits.queue.recv(), if !submits.closed => match job {
-                    Some(job) => submits.waiting.push(job),
-                    None => submits.closed = true,
-                },
-                job = outcomes.queue.recv(), if !outcomes.closed => match job {
-                    Some(job) => outcomes.waiting.push(job),
-                    None => outcomes.closed = true,
-                },
+                job = submits.queue.recv(), if !submits.closed => submits.received(job),
+                job = outcomes.queue.recv(), if !outcomes.closed => outcomes.received(job),
                 else => return,
             }
             continue;
