@@ -145,9 +145,8 @@ impl pb::signing_service_server::SigningService for Grpc {
         let id = r.into_inner().request_id;
         // One call while the watch lasts.
         let admitted = self.0.admit(&client).map_err(status)?;
-        let mut changed = self.0.workers.changed.subscribe();
+        let mut changes = self.0.workers.changes.subscribe(&client.id, &id);
         let first = self.0.record(&client, &id).await.map_err(status)?;
-        let seq = first.seq;
         let api = self.0.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         tokio::spawn(async move {
@@ -160,7 +159,7 @@ impl pb::signing_service_server::SigningService for Grpc {
                 let poll = tokio::time::Instant::now() + Duration::from_secs(1);
                 // A client that went away ends its watch.
                 tokio::select! {
-                    _ = super::worker::next_change(&mut changed, seq, poll) => {}
+                    _ = changes.next(poll) => {}
                     _ = tx.closed() => return,
                 }
                 let now = match api.record(&client, &id).await {

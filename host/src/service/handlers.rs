@@ -4,6 +4,7 @@
 //! Invariant: the caller is found from its connection's certificate alone; every operation sees
 //! only that client's requests.
 
+use super::changes::Subscription;
 use super::config::Client;
 use super::log::{Filter, Submitted};
 use super::request::{check_request_id, RequestView, State, Submission};
@@ -135,13 +136,14 @@ impl Api {
         let admitted = Arc::new(self.admit(client)?);
         let deadline = deadline(wait_seconds);
         // Subscribed before the request can start: its worker's announcement reaches this wait.
-        let changed = self.workers.changed.subscribe();
+        let changes = (wait_seconds > 0).then(|| self.workers.changes.subscribe(&client.id, &submission.request_id));
         let (new, record, here) = self.store(client, submission, admitted.clone()).await?;
-        if wait_seconds == 0 || record.state.is_final() {
-            return Ok((new, record.view()));
+        match changes {
+            Some(changes) if !record.state.is_final() => {
+                Ok((new, self.wait(client, &record.submission.request_id, deadline, changes, here).await?))
+            }
+            _ => Ok((new, record.view())),
         }
-        let running = here.then_some(record.seq);
-        Ok((new, self.wait(client, &record.submission.request_id, deadline, changed, running).await?))
     }
 
     /// Stores a submission: whether it is new, the request, and whether a worker here started it.
@@ -207,48 +209,42 @@ impl Api {
     /// `client`'s request `id`, once final or after `wait_seconds` (at most [`MAX_WAIT_SECS`]).
     pub async fn wait_for(&self, client: &Client, id: &str, wait_seconds: u64) -> Result<RequestView, Error> {
         let _admitted = self.admit(client)?;
-        let changed = self.workers.changed.subscribe();
+        let changes = self.workers.changes.subscribe(&client.id, id);
         // A request a worker here runs is not final until its change is announced, after this
         // subscription: the first wait needs no read.
-        let running = (wait_seconds > 0).then(|| self.workers.running_here(&client.id, id)).flatten();
-        self.wait(client, id, deadline(wait_seconds), changed, running).await
+        let running = wait_seconds > 0 && self.workers.running_here(&client.id, id);
+        self.wait(client, id, deadline(wait_seconds), changes, running).await
     }
 
-    /// `client`'s request `id` once final or at `deadline`, hearing its changes on `changed`;
-    /// `running`: its log position when a worker here runs it and announces on `changed` after
-    /// the subscription (no first read).
+    /// `client`'s request `id` once final or at `deadline`, hearing its changes on `changes`;
+    /// `running`: a worker here runs it and announces on `changes` after the subscription (no
+    /// first read).
     async fn wait(
         &self,
         client: &Client,
         id: &str,
         deadline: tokio::time::Instant,
-        mut changed: tokio::sync::broadcast::Receiver<super::worker::Change>,
-        mut running: Option<i64>,
+        mut changes: Subscription,
+        mut running: bool,
     ) -> Result<RequestView, Error> {
         loop {
-            let seq = match running.take() {
-                Some(seq) => seq,
-                None => {
-                    let record = self.record(client, id).await?;
-                    if record.state.is_final() || tokio::time::Instant::now() >= deadline {
-                        return Ok(record.view());
-                    }
-                    record.seq
+            if !running {
+                let record = self.record(client, id).await?;
+                if record.state.is_final() || tokio::time::Instant::now() >= deadline {
+                    return Ok(record.view());
                 }
-            };
+            }
             // Woken when this request changes here (with its final record as stored, when it
             // has one: no need to read it back); polled for changes another instance makes.
             let poll = deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));
-            if let Some(stored) = super::worker::next_change(&mut changed, seq, poll).await {
+            if let Some(stored) = changes.next(poll).await {
                 if stored.state.is_final() && stored.client == client.id {
                     return Ok(stored.view());
                 }
             }
             // Still run by a worker here (the change was its start): not final before its
             // announcement, which reaches this subscription; read again at the deadline.
-            if tokio::time::Instant::now() < deadline {
-                running = self.workers.running_here(&client.id, id);
-            }
+            running = tokio::time::Instant::now() < deadline && self.workers.running_here(&client.id, id);
         }
     }
 
@@ -257,7 +253,7 @@ impl Api {
         let _admitted = self.admit(client)?;
         check_request_id(id)?;
         let record = self.log.cancel(&client.id, id).await?;
-        self.workers.touched(record.seq);
+        self.workers.touched(&record);
         Ok(record.view())
     }
 

@@ -12,6 +12,7 @@
 //! - [`grpc`]: the gRPC API (`service.proto`);
 //! - [`config`]: `service.toml` and the clients.
 
+pub mod changes;
 pub mod client;
 pub mod config;
 pub mod grpc;

@@ -6,6 +6,7 @@
 //! leaves for a node; a request whose key material cannot be fetched (the cluster unreachable)
 //! goes back to `pending` untouched, to be claimed again.
 
+use super::changes::{Change, Changes};
 use super::log::{ClaimAtAccept, Record};
 use super::request::{ErrorView, NodeRefusal, Outcome, State, Target};
 use super::store::RequestLog;
@@ -33,8 +34,8 @@ pub struct Workers {
     signings: std::sync::Mutex<HashMap<KeyId, Arc<tokio::sync::OnceCell<Signing>>>>,
     /// Woken when a request is accepted.
     pub wake: Notify,
-    /// Every request that changes here (waits watch for their own).
-    pub changed: tokio::sync::broadcast::Sender<Change>,
+    /// The changes made here, announced per request (each wait hears its own).
+    pub changes: Arc<Changes>,
     slots: Arc<Semaphore>,
     /// The requests a worker here runs, by (client, request id): their log position.
     running: std::sync::Mutex<HashMap<(String, String), i64>>,
@@ -67,7 +68,7 @@ impl Workers {
             lease,
             signings: std::sync::Mutex::new(HashMap::new()),
             wake: Notify::new(),
-            changed: tokio::sync::broadcast::channel(1024).0,
+            changes: Arc::default(),
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
             running: std::sync::Mutex::new(HashMap::new()),
         })
@@ -77,9 +78,10 @@ impl Workers {
         self.lease.as_millis() as i64
     }
 
-    /// Request `seq` changed.
-    pub fn touched(&self, seq: i64) {
-        let _ = self.changed.send(Change { seq, stored: None });
+    /// `record`'s request changed (read it back to see how).
+    pub fn touched(&self, record: &Record) {
+        let key = (record.client.clone(), record.submission.request_id.clone());
+        self.changes.announce(&key, Change { stored: None });
     }
 
     /// Claims and runs requests until the process ends: as many at once as there are free
@@ -149,7 +151,7 @@ impl Workers {
     /// finds it there hears its outcome), announced as started.
     pub fn start(self: &Arc<Self>, record: Record, permit: tokio::sync::OwnedSemaphorePermit) {
         let running = Running::enter(self.clone(), &record);
-        self.touched(record.seq);
+        self.touched(&record);
         let me = self.clone();
         tokio::spawn(async move { me.run_one(record, permit, running).await });
     }
@@ -158,11 +160,11 @@ impl Workers {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The log position of `client`'s request `request_id` if a worker here runs it: it is not
-    /// final before that worker announces a change of it, and the announcement reaches every
-    /// receiver subscribed before this answer (the worker leaves this set first).
-    pub fn running_here(&self, client: &str, request_id: &str) -> Option<i64> {
-        self.running().get(&(client.to_string(), request_id.to_string())).copied()
+    /// Whether a worker here runs `client`'s request `request_id`: it is then not final before
+    /// that worker announces a change of it, and the announcement reaches every subscription
+    /// made before this answer (the worker leaves this set first).
+    pub fn running_here(&self, client: &str, request_id: &str) -> bool {
+        self.running().contains_key(&(client.to_string(), request_id.to_string()))
     }
 
     fn signings(&self) -> std::sync::MutexGuard<'_, HashMap<KeyId, Arc<tokio::sync::OnceCell<Signing>>>> {
@@ -188,12 +190,13 @@ impl Workers {
     }
 
     /// Puts a claimed request back to `pending` (to be claimed again), then waits a moment.
-    async fn back_to_pending(&self, seq: i64, epoch: i64) {
+    async fn back_to_pending(&self, record: &Record) {
+        let (seq, epoch) = (record.seq, record.lease_epoch);
         let back = self.log.finish(seq, epoch, State::Pending, Outcome::default()).await;
         if let Err(e) = back {
             tracing::warn!(seq, code = %e.code(), "request log: {}", e.message());
         }
-        self.touched(seq);
+        self.touched(record);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
@@ -202,10 +205,11 @@ impl Workers {
     /// finds the slot free), and the request has left the running set.
     async fn run_one(self: &Arc<Self>, record: Record, permit: tokio::sync::OwnedSemaphorePermit, running: Running) {
         let stored = self.run_claimed(&record).await;
+        let key = running.key.clone();
         drop(running);
         drop(permit);
         // Waits answer with the record as stored, without reading it back.
-        let _ = self.changed.send(Change { seq: record.seq, stored: stored.map(Arc::new) });
+        self.changes.announce(&key, Change { stored: stored.map(Arc::new) });
     }
 
     /// Signs a claimed request and stores its outcome: the record as stored when final.
@@ -215,12 +219,12 @@ impl Workers {
             Step::Done(State::Failed, outcome) if retrying(record, &outcome) => {
                 let e = outcome.error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
                 tracing::warn!(seq, "signers unreachable: request back to pending, retried: {e}");
-                self.back_to_pending(seq, epoch).await;
+                self.back_to_pending(record).await;
                 return None;
             }
             Step::NotSent(e) => {
                 tracing::warn!(seq, code = %e.code(), "request back to pending: {}", e.message());
-                self.back_to_pending(seq, epoch).await;
+                self.back_to_pending(record).await;
                 return None;
             }
             Step::Lost => return None,
@@ -437,30 +441,5 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.workers.running().remove(&self.key);
-    }
-}
-
-/// A request changed here.
-#[derive(Debug, Clone)]
-pub struct Change {
-    /// Its position in the log.
-    pub seq: i64,
-    /// Its final record as stored, when the change stored one.
-    pub stored: Option<Arc<Record>>,
-}
-
-/// Waits until request `seq` changes here (or the channel lagged), or until `until`; the final
-/// record as stored when the change carried it.
-pub async fn next_change(
-    rx: &mut tokio::sync::broadcast::Receiver<Change>,
-    seq: i64,
-    until: tokio::time::Instant,
-) -> Option<Arc<Record>> {
-    loop {
-        match tokio::time::timeout_at(until, rx.recv()).await {
-            Ok(Ok(c)) if c.seq != seq => continue,
-            Ok(Ok(c)) => return c.stored,
-            _ => return None,
-        }
     }
 }
