@@ -96,9 +96,9 @@ async fn rules(log: &RequestLog) {
     let ready = HashSet::from(["ab".repeat(32)]);
     let (r3, _) = log.claim("w1", 30_000, 1, ready).await.expect("claim").pop().expect("r3");
     assert!(r3.first_sent);
-    let counts: BTreeMap<&str, u64> =
-        log.counts().await.expect("counts").into_iter().map(|(s, n)| (s.name(), n)).collect();
-    assert_eq!(counts, BTreeMap::from([("cancelled", 1), ("running", 1), ("signed", 2)]));
+    let open: BTreeMap<&str, u64> =
+        log.open_counts().await.expect("counts").into_iter().map(|(s, n)| (s.name(), n)).collect();
+    assert_eq!(open, BTreeMap::from([("running", 1)]));
     let signed = Filter { state: Some(State::Signed), limit: 10, ..Filter::default() };
     assert_eq!(log.list("alice", signed).await.expect("list").len(), 1);
     // A free worker claims a request in the accepting commit, far from the client's bound too
@@ -137,6 +137,31 @@ async fn rules(log: &RequestLog) {
     assert_eq!((g2.state, g2.lease_epoch), (State::Pending, 0), "far from the bound too");
 }
 
+/// Every request in the log by state, counted by the server.
+fn stored_counts(pg: &Postgres) -> BTreeMap<String, u64> {
+    let all = pg.query("SELECT state || '=' || COUNT(*) FROM sign_requests GROUP BY state");
+    all.lines()
+        .filter_map(|l| l.trim().split_once('='))
+        .map(|(s, n)| (s.to_string(), n.parse().expect("count")))
+        .collect()
+}
+
+/// The open requests by state (health, the gauge) match the log's, and are read from a partial
+/// index of open requests (the cost of the work in flight), not by a scan of the whole log.
+async fn open_counts_come_from_the_claim_index(pg: &Postgres, log: &RequestLog) {
+    let counted: BTreeMap<String, u64> =
+        log.open_counts().await.expect("counts").into_iter().map(|(s, n)| (s.name().to_string(), n)).collect();
+    let all = stored_counts(pg);
+    let stored: BTreeMap<String, u64> =
+        all.iter().filter(|(s, _)| *s == "pending" || *s == "running").map(|(s, n)| (s.clone(), *n)).collect();
+    assert!(all.contains_key("signed"), "the log holds final requests too: {all:?}");
+    assert_eq!((counted.len(), &counted), (2, &stored), "{all:?}");
+    let plan = pg.query(&format!("SET enable_seqscan = off; EXPLAIN {}", frostgate_host::service::log::OPEN_COUNTS));
+    // Either of V4's partial indexes, which hold open requests only.
+    let partial = ["sign_requests_claimable", "sign_requests_client_state"];
+    assert!(partial.iter().any(|i| plan.contains(i)) && !plan.contains("Seq Scan"), "{plan}");
+}
+
 #[test]
 fn the_rules_hold_on_sqlite() {
     let dir = tempfile::tempdir().expect("dir");
@@ -153,6 +178,7 @@ fn the_rules_hold_on_postgres_and_two_instances_never_claim_the_same_request() {
         let (a, b) = tokio::join!(RequestLog::open(&url, None), RequestLog::open(&url, None));
         let (a, b) = (a.expect("instance a"), b.expect("instance b"));
         rules(&a).await;
+        open_counts_come_from_the_claim_index(&pg, &a).await;
         // One id submitted to both instances at once, far from the bound (no client lock): the
         // same body is one request; another body is a conflict, whichever lands first.
         for round in 0..20u8 {
@@ -240,8 +266,7 @@ fn the_rules_hold_on_postgres_and_two_instances_never_claim_the_same_request() {
             assert_eq!((won.seq, won.lease_epoch), (seq, epoch));
             *stored.entry(won.state.name()).or_insert(0u64) += 1;
         }
-        let counts: BTreeMap<&str, u64> =
-            a.counts().await.expect("counts").into_iter().map(|(s, n)| (s.name(), n)).collect();
+        let counts = stored_counts(&pg);
         let finished = counts.get("signed").copied().unwrap_or(0) + counts.get("failed").copied().unwrap_or(0);
         // `rules` left two signed, and three running under claims of their own (r3, d1, g1).
         assert_eq!(finished, 363 + 2, "{counts:?} {stored:?}");

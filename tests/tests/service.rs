@@ -263,8 +263,9 @@ fn digests_and_psbts_are_signed_once_per_request_id_and_refusals_and_cancels_are
     }
     let (status, e) = call(&client, "GET", "/v1/sign-requests/nope", None);
     assert_eq!((status, e["error"]["code"].as_str()), (404, Some("request_unknown")));
+    // Health counts the open requests: none now that all four are signed.
     let (status, health) = call(&client, "GET", "/healthz", None);
-    assert_eq!((status, health["requests"]["signed"].as_u64()), (200, Some(4)), "{health}");
+    assert_eq!((status, &health["requests"]), (200, &json!({ "pending": 0, "running": 0 })), "{health}");
 
     // Nodes down and a key the service has not used: the request waits, pending, and is
     // cancelled before any signing request; then nothing is signed for it.
@@ -281,6 +282,9 @@ fn digests_and_psbts_are_signed_once_per_request_id_and_refusals_and_cancels_are
     // commit; with its key's material not fetched yet, nothing was sent).
     assert_eq!(status, 201);
     assert!(pending["state"] == "pending" || pending["state"] == "running", "{pending}");
+    let (_, health) = call(&client, "GET", "/healthz", None);
+    let open = ["pending", "running"].map(|s| health["requests"][s].as_u64().expect("count"));
+    assert_eq!(open.iter().sum::<u64>(), 1, "{health}");
     std::thread::sleep(std::time::Duration::from_secs(2));
     let (status, cancelled) = call(&client, "POST", "/v1/sign-requests/wait-1:cancel", None);
     assert_eq!((status, cancelled["state"].as_str()), (200, Some("cancelled")), "{cancelled}");
@@ -317,11 +321,13 @@ fn digests_and_psbts_are_signed_once_per_request_id_and_refusals_and_cancels_are
     let ids: Vec<&str> =
         signed["requests"].as_array().expect("list").iter().filter_map(|r| r["request_id"].as_str()).collect();
     assert_eq!(ids, ["py-1", "post-wait", "cli-1", "psbt-1", "retry-1", "wait-2"]);
-    // Metrics: counts by state and outcome, and nothing that names a request or a key.
+    // Metrics: open requests by state, outcomes by kind and state, and nothing that names a
+    // request or a key.
     let metrics =
         scrape(service.daemon.ready.split_whitespace().find_map(|w| w.strip_prefix("metrics=")).expect("metrics"));
-    assert!(metrics.contains("frostgate_service_requests{state=\"cancelled\"} 1"), "{metrics}");
-    assert!(metrics.contains("frostgate_service_requests{state=\"signed\"} 6"), "{metrics}");
+    assert!(metrics.contains("frostgate_service_requests{state=\"pending\"} 0"), "{metrics}");
+    assert!(metrics.contains("frostgate_service_requests{state=\"running\"} 0"), "{metrics}");
+    assert!(!metrics.contains("frostgate_service_requests{state=\"signed\""), "final states are counters: {metrics}");
     assert!(
         metrics.contains("frostgate_service_requests_finished_total{kind=\"digest\",state=\"signed\"} 2"),
         "{metrics}"

@@ -199,10 +199,11 @@ impl SqliteLog {
         rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
     }
 
-    /// How many requests are in each state.
-    pub fn counts(&self) -> Result<Vec<(State, u64)>, Error> {
+    /// How many requests are open (pending, running), by state: read from the claim index, so
+    /// it costs the work in flight, however long the log grows.
+    pub fn open_counts(&self) -> Result<Vec<(State, u64)>, Error> {
         let conn = self.lock();
-        let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM sign_requests GROUP BY state").map_err(unavailable)?;
+        let mut stmt = conn.prepare_cached(OPEN_COUNTS).map_err(unavailable)?;
         let rows = stmt
             .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))
             .map_err(unavailable)?
@@ -211,6 +212,10 @@ impl SqliteLog {
         Ok(rows.into_iter().filter_map(|(s, n)| Some((State::from_name(&s)?, n as u64))).collect())
     }
 }
+
+/// The open requests by state (both [`SqliteLog::open_counts`] and the PostgreSQL log's).
+pub const OPEN_COUNTS: &str =
+    "SELECT state, COUNT(*) FROM sign_requests WHERE state IN ('pending', 'running') GROUP BY state";
 
 /// The log's writes, inside a transaction: [`SqliteLog::write`] (one transaction each) or
 /// [`super::writer::GroupWriter::write`] (many writers' operations committed together, each atomic on its own).
@@ -506,9 +511,31 @@ mod tests {
         let batch = log.write(|w| w.claim("w", 30_000, 2, &Default::default())).expect("claim");
         let clients: Vec<&str> = batch.iter().map(|(r, _)| r.client.as_str()).collect();
         assert_eq!(clients, ["flood", "quiet"]);
-        let counts: BTreeMap<&str, u64> =
-            log.counts().expect("counts").into_iter().map(|(s, n)| (s.name(), n)).collect();
-        assert_eq!(counts, BTreeMap::from([("pending", 2), ("running", 2)]));
+        let open = |log: &SqliteLog| -> BTreeMap<&str, u64> {
+            log.open_counts().expect("counts").into_iter().map(|(s, n)| (s.name(), n)).collect()
+        };
+        assert_eq!(open(&log), BTreeMap::from([("pending", 2), ("running", 2)]));
+        // A final request is no longer counted.
+        let (r, _) = &batch[1];
+        log.write(|w| w.finish(r.seq, r.lease_epoch, State::Signed, &Outcome::default()))
+            .expect("finish")
+            .expect("held");
+        assert_eq!(open(&log), BTreeMap::from([("pending", 2), ("running", 1)]));
+    }
+
+    #[test]
+    fn open_requests_are_counted_from_the_claim_index_not_by_a_scan_of_the_log() {
+        let (_dir, log) = log();
+        let conn = log.lock();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {OPEN_COUNTS}"))
+            .expect("explain")
+            .query_map([], |row| row.get::<_, String>(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert!(plan.iter().any(|step| step.contains("INDEX sign_requests_claim (state=?)")), "{plan:?}");
+        assert!(!plan.iter().any(|step| step.starts_with("SCAN sign_requests")), "{plan:?}");
     }
 
     #[test]

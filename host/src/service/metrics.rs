@@ -35,7 +35,8 @@ fn build() -> Result<ServiceMetrics, prometheus::Error> {
         "lease_takeovers_total",
         "Running requests claimed again after their lease expired (their worker died or stalled)",
     )?;
-    let by_state = IntGaugeVec::new(Opts::new("requests", "Requests in the log, by state"), &["state"])?;
+    let by_state =
+        IntGaugeVec::new(Opts::new("requests", "Open requests in the log (pending, running), by state"), &["state"])?;
     let writes = HistogramVec::new(
         HistogramOpts::new("log_write_seconds", "A write to the request log, from the call to its durable answer")
             .buckets(prometheus::exponential_buckets(0.000_25, 2.0, 14)?),
@@ -99,10 +100,10 @@ impl ServiceMetrics {
         self.takeovers.inc();
     }
 
-    /// The text exposition, with the log's counts by state.
-    pub fn render(&self, counts: &[(State, u64)]) -> String {
-        for s in State::ALL {
-            let n = counts.iter().find(|(c, _)| *c == s).map_or(0, |(_, n)| *n);
+    /// The text exposition, with the log's open requests by state (`open`).
+    pub fn render(&self, open: &[(State, u64)]) -> String {
+        for s in State::OPEN {
+            let n = open.iter().find(|(c, _)| *c == s).map_or(0, |(_, n)| *n);
             self.by_state.with_label_values(&[s.name()]).set(n as i64);
         }
         let mut buf = Vec::new();

@@ -215,7 +215,7 @@ pub async fn start(o: ServeOptions) -> Result<Running, Error> {
         let log = log_for_metrics;
         let render: crate::node::metrics::Render = Arc::new(move || {
             let log = log.clone();
-            Box::pin(async move { metrics::global().render(&log.counts().await.unwrap_or_default()) })
+            Box::pin(async move { metrics::global().render(&log.open_counts().await.unwrap_or_default()) })
         });
         tasks.push(tokio::spawn(crate::node::metrics::serve_with(l, render)));
     }

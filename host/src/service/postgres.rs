@@ -76,8 +76,6 @@ const LIST: &str = concat!(
     " FROM sign_requests WHERE client = $1 AND seq > $2
      AND ($3::TEXT IS NULL OR state = $3) AND ($4::TEXT IS NULL OR key = $4) ORDER BY seq LIMIT $5"
 );
-const COUNTS: &str = "SELECT state, COUNT(*) FROM sign_requests GROUP BY state";
-
 /// How many of `client`'s requests are pending or running, and the stored request under the
 /// submitted id (both asked at once: one round trip).
 async fn probe<C: GenericClient>(c: &C, client: &str, request_id: &str) -> Result<(i64, Option<Row>), Error> {
@@ -337,10 +335,13 @@ impl PgLog {
         rows.iter().map(record).collect()
     }
 
-    /// As [`super::log::SqliteLog::counts`].
-    pub async fn counts(&self) -> Result<Vec<(State, u64)>, Error> {
+    /// As [`super::log::SqliteLog::open_counts`].
+    pub async fn open_counts(&self) -> Result<Vec<(State, u64)>, Error> {
         let c = self.client().await?;
-        let rows = c.query(&c.prepare_cached(COUNTS).await.map_err(unavailable)?, &[]).await.map_err(unavailable)?;
+        let rows = c
+            .query(&c.prepare_cached(super::log::OPEN_COUNTS).await.map_err(unavailable)?, &[])
+            .await
+            .map_err(unavailable)?;
         let mut out = Vec::new();
         for row in rows {
             let (state, n): (String, i64) =

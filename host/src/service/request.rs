@@ -96,6 +96,9 @@ impl State {
     pub const ALL: [State; 6] =
         [State::Pending, State::Running, State::Signed, State::Refused, State::Failed, State::Cancelled];
 
+    /// The open states (not final).
+    pub const OPEN: [State; 2] = [State::Pending, State::Running];
+
     /// The stable name.
     pub fn name(self) -> &'static str {
         match self {

@@ -187,11 +187,12 @@ impl RequestLog {
         }
     }
 
-    /// How many requests are in each state.
-    pub async fn counts(&self) -> Result<Vec<(State, u64)>, Error> {
+    /// How many requests are open (pending, running), by state; at the cost of the work in
+    /// flight, not of the log's length.
+    pub async fn open_counts(&self) -> Result<Vec<(State, u64)>, Error> {
         match self {
-            RequestLog::Sqlite { log, .. } => Self::read(log, |l| l.counts()).await,
-            RequestLog::Postgres(pg) => timed(pg.counts()).await,
+            RequestLog::Sqlite { log, .. } => Self::read(log, |l| l.open_counts()).await,
+            RequestLog::Postgres(pg) => timed(pg.open_counts()).await,
         }
     }
 }
