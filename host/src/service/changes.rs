@@ -38,7 +38,7 @@ impl Changes {
     pub fn subscribe(self: &Arc<Self>, client: &str, request_id: &str) -> Subscription {
         let key = (client.to_string(), request_id.to_string());
         let rx = self.channels().entry(key.clone()).or_insert_with(|| broadcast::channel(CAPACITY).0).subscribe();
-        Subscription { rx, key, changes: self.clone() }
+        Subscription { rx: Some(rx), key, changes: self.clone() }
     }
 
     /// Announces a change to the request `key` to its subscribers.
@@ -57,7 +57,8 @@ impl Changes {
 /// One subscriber of one request's changes; its channel goes with its last subscriber.
 #[derive(Debug)]
 pub struct Subscription {
-    rx: broadcast::Receiver<Change>,
+    /// Taken only by drop, under the channels' lock.
+    rx: Option<broadcast::Receiver<Change>>,
     key: RequestKey,
     changes: Arc<Changes>,
 }
@@ -66,7 +67,8 @@ impl Subscription {
     /// Waits for the next change, until `until`: the final record as stored when the change
     /// carried it; `None` at `until`, when the channel lagged, or when the change carried none.
     pub async fn next(&mut self, until: tokio::time::Instant) -> Option<Arc<Record>> {
-        match tokio::time::timeout_at(until, self.rx.recv()).await {
+        let rx = self.rx.as_mut()?;
+        match tokio::time::timeout_at(until, rx.recv()).await {
             Ok(Ok(change)) => change.stored,
             _ => None,
         }
@@ -75,10 +77,11 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        // The receiver goes under the lock, so the last of several subscribers leaving at once
+        // sees a count of zero and removes the channel (no channel is left behind).
         let mut channels = self.changes.channels();
-        // Under the lock no subscriber can join: this one (not dropped yet) is the last if the
-        // count is one.
-        if channels.get(&self.key).is_some_and(|tx| tx.receiver_count() <= 1) {
+        drop(self.rx.take());
+        if channels.get(&self.key).is_some_and(|tx| tx.receiver_count() == 0) {
             channels.remove(&self.key);
         }
     }
@@ -149,6 +152,27 @@ mod tests {
         assert_eq!(changes.open_channels(), 0);
         // Nobody listens: the announcement is dropped, no channel is made.
         changes.announce(&key("alice", "r1"), signed("alice", "r1"));
+        assert_eq!(changes.open_channels(), 0);
+    }
+
+    #[test]
+    fn subscribers_of_one_request_leaving_at_once_leave_no_channel_behind() {
+        let changes = Arc::new(Changes::default());
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let changes = changes.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..2_000 {
+                        let s = changes.subscribe("alice", "r1");
+                        changes.announce(&key("alice", "r1"), Change { stored: None });
+                        drop(s);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
         assert_eq!(changes.open_channels(), 0);
     }
 
