@@ -162,6 +162,28 @@ async fn open_counts_come_from_the_claim_index(pg: &Postgres, log: &RequestLog) 
     assert!(partial.iter().any(|i| plan.contains(i)) && !plan.contains("Seq Scan"), "{plan}");
 }
 
+/// Whether any request is pending (asked by every submit that may claim its request) is answered
+/// by the claim index, ordered as it is, from its first entry: not by a scan of the per-client
+/// index, which also holds the entries of requests finished since the last vacuum. Both submit
+/// paths ask the same: the exclusive one (`postgres.rs`) and `frostgate_submit` (migration V5).
+fn the_pending_check_is_answered_by_the_claim_index(pg: &Postgres) {
+    let check = frostgate_host::service::postgres::NONE_PENDING;
+    let source = pg.query("SELECT prosrc FROM pg_proc WHERE proname = 'frostgate_submit'");
+    assert!(source.contains(check), "frostgate_submit asks another pending check: {source}");
+    // Planned as the service's sessions plan (generic plans), with many finished requests of one
+    // client in the log and statistics that know it.
+    pg.query(
+        "INSERT INTO sign_requests (client, request_id, body_sha256, body, key, kind, state, created_ms, updated_ms)
+         SELECT 'zed', 'done-' || n, '\\x00', '{}', 'k', 'digest', 'signed', 0, 0 FROM generate_series(1, 5000) AS n;
+         ANALYZE sign_requests",
+    );
+    let plan =
+        pg.query(&format!("SET plan_cache_mode = force_generic_plan; PREPARE p AS SELECT {check}; EXPLAIN EXECUTE p"));
+    pg.query("DELETE FROM sign_requests WHERE client = 'zed'; ANALYZE sign_requests");
+    assert!(plan.contains("Index Only Scan using sign_requests_claimable"), "{plan}");
+    assert!(plan.contains("Limit"), "{plan}");
+}
+
 #[test]
 fn the_rules_hold_on_sqlite() {
     let dir = tempfile::tempdir().expect("dir");
@@ -179,6 +201,7 @@ fn the_rules_hold_on_postgres_and_two_instances_never_claim_the_same_request() {
         let (a, b) = (a.expect("instance a"), b.expect("instance b"));
         rules(&a).await;
         open_counts_come_from_the_claim_index(&pg, &a).await;
+        the_pending_check_is_answered_by_the_claim_index(&pg);
         // One id submitted to both instances at once, far from the bound (no client lock): the
         // same body is one request; another body is a conflict, whichever lands first.
         for round in 0..20u8 {

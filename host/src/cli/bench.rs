@@ -62,7 +62,8 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value = "softhsm")]
     token: super::dev_tokens::TokenKind,
     /// Then the same load through the signing service (`frostgate serve`, in this process, its
-    /// request log on SQLite; JSON over HTTP): requests/s and latency beside the direct run's.
+    /// request log on SQLite; JSON over HTTP), after one request that opens its signing (as the
+    /// direct run opens its own before its clock): requests/s and latency beside the direct run's.
     #[arg(long, conflicts_with_all = ["psbt", "count"])]
     service: bool,
     /// With `--service`: the service's request log (`postgres://...`; default: SQLite in the
@@ -392,10 +393,24 @@ async fn through_service(
     let store = if options.store.starts_with("sqlite:") { "sqlite" } else { "postgres" };
     let running = service::start(options).await?;
     let client = service::client::ServiceClient::new(&format!("http://{}", running.http), None)?;
-    let writes_before = service::metrics::WRITES.map(|op| service::metrics::global().writes(op));
-    let stores_before = store_counters(nodes).await;
     // Request ids of this run only (a PostgreSQL log may hold earlier runs').
     let run = hex::encode(frostgate_host::random_bytes::<4>());
+    // One request before the clock and the counters start, as the direct phase opens its signing
+    // before its clock: the service opens its signing for the key (material fetched, nonces
+    // preprocessed) on its first request, which is not the steady state measured.
+    let warm_up = serde_json::json!({
+        "request_id": format!("bench-{run}-warm-up"), "key": key.to_string(),
+        "digest": hex::encode(frostgate_host::random_bytes::<32>()),
+    });
+    match client.json("POST", "/v1/sign-requests?wait_seconds=60", Some(&warm_up)).await {
+        Ok(v) if v["state"] == "signed" => {}
+        other => {
+            running.stop().await;
+            return Err(Error::new(ErrorCode::Internal, format!("the service's first request: {other:?}")));
+        }
+    }
+    let writes_before = service::metrics::WRITES.map(|op| service::metrics::global().writes(op));
+    let stores_before = store_counters(nodes).await;
     let deadline = Instant::now() + Duration::from_secs(a.seconds.unwrap_or(10));
     let (done, failures) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let latencies = Arc::new(Mutex::new(Vec::new()));

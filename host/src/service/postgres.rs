@@ -37,6 +37,16 @@ const GET_WITH_HASH: &str =
     concat!("SELECT ", columns!(), ", body_sha256 FROM sign_requests WHERE client = $1 AND request_id = $2");
 const LOCK_CLIENT: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
 const OPEN_OF_CLIENT: &str = "SELECT COUNT(*) FROM sign_requests WHERE client = $1 AND state IN ('pending', 'running')";
+/// No request is pending: asked in the claim index's order, so that index answers from its first
+/// entry (not a scan of the per-client index, which holds the entries of requests finished since
+/// the last vacuum). `frostgate_submit` (migration V5) asks the same.
+macro_rules! none_pending {
+    () => {
+        "(SELECT r.seq FROM sign_requests AS r WHERE r.state = 'pending' ORDER BY r.lease_until_ms, r.seq LIMIT 1) IS NULL"
+    };
+}
+/// [`none_pending!`] (tests pin its plan, and that `frostgate_submit` asks the same).
+pub const NONE_PENDING: &str = none_pending!();
 /// A new request, `running` under the claim ($8 owner, $9 lease end, $10 ready) when $11 asks
 /// for it and no other request is pending; an id already stored inserts nothing.
 const INSERT: &str = concat!(
@@ -45,7 +55,9 @@ const INSERT: &str = concat!(
      SELECT $1, $2, $3, $4, $5, $6, CASE WHEN c THEN 'running' ELSE 'pending' END, $7, $7,
             CASE WHEN c THEN $8::TEXT END, CASE WHEN c THEN $9::BIGINT ELSE 0 END, CASE WHEN c THEN 1 ELSE 0 END,
             c AND $10::BOOLEAN
-     FROM (SELECT $11::BOOLEAN AND NOT EXISTS (SELECT 1 FROM sign_requests WHERE state = 'pending') AS c) AS claim
+     FROM (SELECT $11::BOOLEAN AND ",
+    none_pending!(),
+    " AS c) AS claim
      ON CONFLICT (client, request_id) DO NOTHING RETURNING ",
     columns!()
 );
