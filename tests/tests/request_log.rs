@@ -184,6 +184,51 @@ fn the_pending_check_is_answered_by_the_claim_index(pg: &Postgres) {
     assert!(plan.contains("Limit"), "{plan}");
 }
 
+/// Every statement keeps the plan it was written for on a log whose statistics mislead the
+/// planner: empty, then accepted and finished in bulk and never vacuumed nor analyzed (a new
+/// log's first busy minutes). Planned as the service's sessions plan (`SESSION_SETTINGS`), each
+/// is served by its index: no sequential scan, no bitmap scan (which never marks the entries of
+/// finished requests dead), no partial index for a row found by its key. Under the planner's
+/// defaults, the same logs make the outcome update a sequential scan and the per-client count a
+/// bitmap scan: the hazards the settings avoid.
+#[test]
+fn statements_keep_their_plans_on_a_log_never_vacuumed() {
+    use frostgate_host::service::postgres::{PINNED_PLANS, SESSION_SETTINGS};
+    let pg = Postgres::start();
+    rt().block_on(async { RequestLog::open(&pg.url(), None).await.expect("open") });
+    pg.query("ALTER TABLE sign_requests SET (autovacuum_enabled = off)");
+    let explain = |settings: &str, sql: &str, args: &str| -> String {
+        let run = if args.is_empty() { "EXECUTE p".to_string() } else { format!("EXECUTE p({args})") };
+        pg.query(&format!("{settings} PREPARE p AS {sql}; EXPLAIN {run}"))
+    };
+    let session: String = SESSION_SETTINGS.iter().map(|(k, v)| format!("SET {k} = '{v}'; ")).collect();
+    let pinned = |log: &str| {
+        for (sql, args, indexes) in PINNED_PLANS {
+            let plan = explain(&session, sql, args);
+            assert!(indexes.iter().any(|i| plan.contains(i)), "{log}: {sql}\n{plan}");
+            assert!(!plan.contains("Bitmap") && !plan.contains("Seq Scan"), "{log}: {sql}\n{plan}");
+        }
+    };
+    let generic = "SET plan_cache_mode = force_generic_plan;";
+    // An empty log: under the planner's defaults, the outcome update reads the whole table.
+    let update = PINNED_PLANS.iter().find(|(sql, ..)| sql.contains("unnest")).expect("the outcome update");
+    let defaults = explain(generic, update.0, update.1);
+    assert!(defaults.contains("Seq Scan"), "not the hazardous statistics: {defaults}");
+    pinned("empty");
+    pg.query(
+        "INSERT INTO sign_requests (client, request_id, body_sha256, body, key, kind, state, created_ms, updated_ms,
+                                    lease_until_ms, lease_epoch)
+         SELECT 'dev', 'r-' || n, '\\x00', repeat('b', 250), 'k', 'digest', 'running', n, n, n, 1
+         FROM generate_series(1, 16000) AS n",
+    );
+    pg.query("UPDATE sign_requests SET state = 'signed', outcome = repeat('o', 250), lease_until_ms = 0 WHERE seq % 500 <> 0");
+    // Grown and never analyzed: under the defaults, the per-client count is a bitmap scan.
+    let count = PINNED_PLANS.iter().find(|(sql, ..)| sql.contains("COUNT(*)")).expect("the per-client count");
+    let defaults = explain(generic, count.0, count.1);
+    assert!(defaults.contains("Bitmap Heap Scan"), "not the hazardous statistics: {defaults}");
+    pinned("grown, never vacuumed");
+}
+
 #[test]
 fn the_rules_hold_on_sqlite() {
     let dir = tempfile::tempdir().expect("dir");

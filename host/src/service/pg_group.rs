@@ -422,12 +422,13 @@ pub(super) struct OutcomeJob {
 }
 
 /// Every row of the group whose claim still holds takes its state and outcome; the rows written
-/// come back.
-const FINISH_GROUP: &str = concat!(
+/// come back. The state checked is a parameter ($6, `running`), so each row is found by its
+/// primary key, not in a partial index of open requests (see `postgres::RUNNING`).
+pub(super) const FINISH_GROUP: &str = concat!(
     "UPDATE sign_requests SET state = u.u_state, outcome = u.u_outcome, updated_ms = $5,
          lease_owner = NULL, lease_until_ms = 0
      FROM unnest($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[]) AS u(u_seq, u_epoch, u_state, u_outcome)
-     WHERE seq = u.u_seq AND lease_epoch = u.u_epoch AND state = 'running' RETURNING ",
+     WHERE seq = u.u_seq AND lease_epoch = u.u_epoch AND state = $6 RETURNING ",
     columns!()
 );
 
@@ -451,6 +452,7 @@ impl GroupWrite for Outcomes {
             Box::new(group.iter().map(|j| j.state.name()).collect::<Vec<&str>>()),
             Box::new(group.iter().map(|j| j.outcome.as_deref()).collect::<Vec<Option<&str>>>()),
             Box::new(now_ms()),
+            Box::new(State::Running.name()),
         ]
     }
 

@@ -65,10 +65,37 @@ const INSERT: &str = concat!(
 /// as many as the submit groups uncommitted at once hold, whatever the number of instances (each
 /// group holds one of the log's slots; without one, its submits take the exclusive path).
 const LOCK_FREE_MARGIN: usize = super::pg_group::GROUP_SLOTS * super::pg_group::MAX_SUBMITS;
+/// Every session's settings. Each statement is fixed and prepared once per connection: planned
+/// once (a generic plan), not again at each execution with its values (the groups' arrays). That
+/// plan is made with the statistics of the moment and kept until they change, and a log's
+/// statistics mislead while it is young (empty, or grown and never analyzed). Every statement
+/// reads a few rows by an index, so the other ways are turned off (a plan falls back to one only
+/// where no index serves it, and none of these statements is such):
+/// - no sequential scans: planned on an empty log, the outcome update read the whole table for
+///   every group (153 buffers per row by the end of a run, against 11);
+/// - no bitmap scans: a bitmap scan never marks the index entries of finished requests dead, so
+///   each per-client count read every entry of requests finished since the last vacuum (2,817 per
+///   count on average over a run, against 13-24 with the index-only scan).
+pub const SESSION_SETTINGS: [(&str, &str); 5] = [
+    ("statement_timeout", "10000"),
+    ("idle_in_transaction_session_timeout", "15000"),
+    ("plan_cache_mode", "force_generic_plan"),
+    ("enable_seqscan", "off"),
+    ("enable_bitmapscan", "off"),
+];
+/// The states a statement that finds its row by a key checks: parameters, not literals. Planned
+/// generically, a statement with a state parameter cannot be proven to match a partial index of
+/// open requests, so its row is found by its key (primary or unique) whatever the statistics
+/// were when its connection planned it; with the literal, a log never vacuumed yet made the
+/// planner scan every open request's entry (and those of requests finished since) for it.
+const RUNNING: &str = "running";
+/// As [`RUNNING`]: the open states.
+const OPEN: [&str; 2] = ["pending", "running"];
 const CANCEL: &str = "UPDATE sign_requests SET state = 'cancelled', updated_ms = $3, lease_owner = NULL
-     WHERE client = $1 AND request_id = $2 AND state IN ('pending', 'running') AND NOT first_sent";
+     WHERE client = $1 AND request_id = $2 AND state = ANY($4::TEXT[]) AND NOT first_sent";
+/// Served by a partial index of open requests (the literal states prove it).
 const NEXT_CLAIMABLE: &str = "SELECT seq, state, key FROM sign_requests AS r
-     WHERE state = 'pending' OR (state = 'running' AND lease_until_ms < $1)
+     WHERE state IN ('pending', 'running') AND (state = 'pending' OR lease_until_ms < $1)
      ORDER BY (SELECT COUNT(*) FROM sign_requests AS o
                WHERE o.client = r.client AND o.state = 'running' AND o.lease_until_ms >= $1), seq
      LIMIT 1 FOR UPDATE SKIP LOCKED";
@@ -79,9 +106,26 @@ const CLAIM: &str = concat!(
     columns!()
 );
 const MARK_SENT: &str = "UPDATE sign_requests SET first_sent = TRUE, lease_until_ms = $3, updated_ms = $4
-     WHERE seq = $1 AND lease_epoch = $2 AND state = 'running'";
-const RENEW: &str =
-    "UPDATE sign_requests SET lease_until_ms = $3 WHERE seq = $1 AND lease_epoch = $2 AND state = 'running'";
+     WHERE seq = $1 AND lease_epoch = $2 AND state = $5";
+const RENEW: &str = "UPDATE sign_requests SET lease_until_ms = $3 WHERE seq = $1 AND lease_epoch = $2 AND state = $4";
+/// The statements whose plans `tests/tests/request_log.rs` pins, planned as the service's sessions
+/// plan them, on a log never vacuumed (statistics under which the planner's defaults pick a
+/// bitmap scan, or a partial index for a row found by its key): (statement, arguments for
+/// `EXPLAIN EXECUTE`, the indexes of which one must serve it).
+pub const PINNED_PLANS: [(&str, &str, &[&str]); 8] = [
+    (
+        super::pg_group::FINISH_GROUP,
+        "'{1}', '{1}', '{signed}', '{x}', 1, 'running'",
+        &["Index Scan using sign_requests_pkey"],
+    ),
+    (MARK_SENT, "1, 1, 2, 3, 'running'", &["Index Scan using sign_requests_pkey"]),
+    (RENEW, "1, 1, 2, 'running'", &["Index Scan using sign_requests_pkey"]),
+    (CANCEL, "'dev', 'x', 1, '{pending,running}'", &["Index Scan using sign_requests_client_request_id_key"]),
+    (GET_WITH_HASH, "'dev', 'x'", &["Index Scan using sign_requests_client_request_id_key"]),
+    (OPEN_OF_CLIENT, "'dev'", &["Index Only Scan using sign_requests_client_state"]),
+    (concat!("SELECT ", none_pending!()), "", &["Index Only Scan using sign_requests_claimable"]),
+    (NEXT_CLAIMABLE, "5", &["Index Scan using sign_requests_claimable", "Index Scan using sign_requests_client_state"]),
+];
 const LIST: &str = concat!(
     "SELECT ",
     columns!(),
@@ -154,12 +198,8 @@ impl PgLog {
         // and the server drops the locks of a transaction left idle.
         config.keepalives_idle(Duration::from_secs(5));
         config.tcp_user_timeout(OP_TIMEOUT);
-        // Every statement is fixed and prepared once per connection: planned once (a generic
-        // plan), not again at each execution with its values (the groups' arrays).
-        config.options(
-            "-c statement_timeout=10000 -c idle_in_transaction_session_timeout=15000 \
-             -c plan_cache_mode=force_generic_plan",
-        );
+        let options: Vec<String> = SESSION_SETTINGS.iter().map(|(k, v)| format!("-c {k}={v}")).collect();
+        config.options(options.join(" "));
         // Never a plaintext fallback with a CA: TLS, or no connection.
         let tls = match ca {
             None => None,
@@ -245,8 +285,10 @@ impl PgLog {
     pub async fn cancel(&self, client: &str, request_id: &str) -> Result<Record, Error> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(unavailable)?;
-        let changed =
-            tx.execute(&prepared(&tx, CANCEL).await?, &[&client, &request_id, &now_ms()]).await.map_err(unavailable)?;
+        let changed = tx
+            .execute(&prepared(&tx, CANCEL).await?, &[&client, &request_id, &now_ms(), &&OPEN[..]])
+            .await
+            .map_err(unavailable)?;
         let row = tx
             .query_opt(&prepared(&tx, GET).await?, &[&client, &request_id])
             .await
@@ -299,12 +341,12 @@ impl PgLog {
     /// As [`super::log::Writes::mark_sent`].
     pub async fn mark_sent(&self, seq: i64, epoch: i64, lease_ms: i64) -> Result<bool, Error> {
         let now = now_ms();
-        self.update(MARK_SENT, &[&seq, &epoch, &(now + lease_ms), &now]).await
+        self.update(MARK_SENT, &[&seq, &epoch, &(now + lease_ms), &now, &RUNNING]).await
     }
 
     /// As [`super::log::Writes::renew`].
     pub async fn renew(&self, seq: i64, epoch: i64, lease_ms: i64) -> Result<bool, Error> {
-        self.update(RENEW, &[&seq, &epoch, &(now_ms() + lease_ms)]).await
+        self.update(RENEW, &[&seq, &epoch, &(now_ms() + lease_ms), &RUNNING]).await
     }
 
     /// As [`super::log::Writes::finish`], committed with the outcomes of other requests that
