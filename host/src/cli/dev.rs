@@ -338,7 +338,7 @@ fn init(a: InitArgs) -> Result<(), Error> {
             std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(mode))
                 .map_err(|e| io("node dir permissions", e))?;
         }
-        let port = free_port()?;
+        let port = free_port(&nodes.iter().map(|n: &NodeEntry| n.api.clone()).collect::<Vec<_>>())?;
         let (config, identity) = new_token(&ed, id, a.token, &dir)?;
         // Attested: every enclave runs ceremonies only with peers attested as pinned.
         let attested = pki.as_ref().map(|p| format!(", {}", p.group_pins(&pcrs))).unwrap_or_default();
@@ -500,12 +500,12 @@ fn chown_r(path: &Path, who: &Account) -> Result<(), Error> {
     std::os::unix::fs::lchown(path, Some(who.uid), Some(who.gid)).map_err(|e| io("chown", e))
 }
 
-/// A free loopback port now (the node binds it at `up`).
 /// A free port for a node's API, chosen below the kernel's ephemeral range: a port is chosen at
 /// `init` and bound at `up`, and a port from the ephemeral range could meanwhile become the local
 /// port of any outgoing connection (many run in parallel in the test suite). Random, so clusters
-/// made at the same time rarely pick the same one; checked bindable now.
-fn free_port() -> Result<u16, Error> {
+/// made at the same time rarely pick the same one; checked bindable now, and none of the
+/// cluster's other nodes' (`taken`: their API addresses), which are not bound yet either.
+fn free_port(taken: &[String]) -> Result<u16, Error> {
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|t| t.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
@@ -514,7 +514,8 @@ fn free_port() -> Result<u16, Error> {
     for _ in 0..64 {
         let r = u16::from_be_bytes(frostgate_host::random_bytes::<2>());
         let port = from + r % (to - from);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let used = taken.iter().any(|a| a.rsplit(':').next() == Some(port.to_string().as_str()));
+        if !used && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return Ok(port);
         }
     }
@@ -794,4 +795,24 @@ fn sighash(a: SighashArgs) -> Result<(), Error> {
         .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
     out(&format!("{}\n", hex::encode(sighash.to_byte_array())));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_nodes_port_is_none_the_cluster_has_taken() {
+        // Every port of the range below the ephemeral one taken: the pick falls back to a port
+        // the kernel gives (never one of the taken).
+        let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|t| t.split_whitespace().next().and_then(|p| p.parse().ok()))
+            .unwrap_or(32768);
+        let taken: Vec<String> = (low.saturating_sub(12_000)..low).map(|p| format!("127.0.0.1:{p}")).collect();
+        for _ in 0..4 {
+            let port = super::free_port(&taken).expect("port");
+            assert!(!taken.contains(&format!("127.0.0.1:{port}")), "{port}");
+        }
+        let one = super::free_port(&[]).expect("port");
+        assert!(one < low, "{one}: from below the ephemeral range");
+    }
 }
