@@ -112,7 +112,7 @@ const RENEW: &str = "UPDATE sign_requests SET lease_until_ms = $3 WHERE seq = $1
 /// plan them, on a log never vacuumed (statistics under which the planner's defaults pick a
 /// bitmap scan, or a partial index for a row found by its key): (statement, arguments for
 /// `EXPLAIN EXECUTE`, the indexes of which one must serve it).
-pub const PINNED_PLANS: [(&str, &str, &[&str]); 8] = [
+pub const PINNED_PLANS: [(&str, &str, &[&str]); 9] = [
     (
         super::pg_group::FINISH_GROUP,
         "'{1}', '{1}', '{signed}', '{x}', 1, 'running'",
@@ -125,6 +125,9 @@ pub const PINNED_PLANS: [(&str, &str, &[&str]); 8] = [
     (OPEN_OF_CLIENT, "'dev'", &["Index Only Scan using sign_requests_client_state"]),
     (concat!("SELECT ", none_pending!()), "", &["Index Only Scan using sign_requests_claimable"]),
     (NEXT_CLAIMABLE, "5", &["Index Scan using sign_requests_claimable", "Index Scan using sign_requests_client_state"]),
+    // A page reads the client's requests by the unique index and sorts them by seq (no (client,
+    // seq) index: one would cost every submit an entry, and planners pick it for key lookups).
+    (LIST, "'dev', 0, NULL, NULL, 50", &["Index Scan using sign_requests_client_request_id_key"]),
 ];
 const LIST: &str = concat!(
     "SELECT ",
