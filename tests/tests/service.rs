@@ -263,7 +263,7 @@ fn digests_and_psbts_are_signed_once_per_request_id_and_refusals_and_cancels_are
     }
     let (status, e) = call(&client, "GET", "/v1/sign-requests/nope", None);
     assert_eq!((status, e["error"]["code"].as_str()), (404, Some("request_unknown")));
-    // Health counts the open requests: none now that all four are signed.
+    // Health counts the open requests: none now that every request so far is final.
     let (status, health) = call(&client, "GET", "/healthz", None);
     assert_eq!((status, &health["requests"]), (200, &json!({ "pending": 0, "running": 0 })), "{health}");
 

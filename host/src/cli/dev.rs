@@ -514,13 +514,24 @@ fn free_port(taken: &[String]) -> Result<u16, Error> {
     for _ in 0..64 {
         let r = u16::from_be_bytes(frostgate_host::random_bytes::<2>());
         let port = from + r % (to - from);
-        let used = taken.iter().any(|a| a.rsplit(':').next() == Some(port.to_string().as_str()));
-        if !used && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !used(taken, port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return Ok(port);
         }
     }
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| io("free port", e))?;
-    Ok(l.local_addr().map_err(|e| io("free port", e))?.port())
+    // Then one the kernel gives, none of the taken either.
+    for _ in 0..64 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| io("free port", e))?;
+        let port = l.local_addr().map_err(|e| io("free port", e))?.port();
+        if !used(taken, port) {
+            return Ok(port);
+        }
+    }
+    Err(Error::new(ErrorCode::ConfigInvalid, "no free loopback port for a node"))
+}
+
+/// Whether `port` is that of one of the addresses `taken`.
+fn used(taken: &[String], port: u16) -> bool {
+    taken.iter().any(|a| a.rsplit(':').next() == Some(port.to_string().as_str()))
 }
 
 /// A self-signed certificate `DIR/NAME.crt` and its key `DIR/NAME.key` (mode 0600).

@@ -306,7 +306,7 @@ async fn write(pool: &Pool, s: &[SubmitJob], o: &[OutcomeJob]) -> Result<(Rows, 
     }
 }
 
-/// Submits far from their clients' bounds (`frostgate_submit`, migration V2, for each).
+/// Submits far from their clients' bounds (`frostgate_submit`, migrations V2, V3, V5, for each).
 pub(super) struct Submits;
 
 /// A submit's answer: `None` when its client is near its bound (nothing written: the caller

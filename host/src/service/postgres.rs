@@ -112,7 +112,7 @@ const RENEW: &str = "UPDATE sign_requests SET lease_until_ms = $3 WHERE seq = $1
 /// plan them, on a log never vacuumed (statistics under which the planner's defaults pick a
 /// bitmap scan, or a partial index for a row found by its key): (statement, arguments for
 /// `EXPLAIN EXECUTE`, the indexes of which one must serve it).
-pub const PINNED_PLANS: [(&str, &str, &[&str]); 9] = [
+pub const PINNED_PLANS: [(&str, &str, &[&str]); 10] = [
     (
         super::pg_group::FINISH_GROUP,
         "'{1}', '{1}', '{signed}', '{x}', 1, 'running'",
@@ -124,7 +124,19 @@ pub const PINNED_PLANS: [(&str, &str, &[&str]); 9] = [
     (GET_WITH_HASH, "'dev', 'x'", &["Index Scan using sign_requests_client_request_id_key"]),
     (OPEN_OF_CLIENT, "'dev'", &["Index Only Scan using sign_requests_client_state"]),
     (concat!("SELECT ", none_pending!()), "", &["Index Only Scan using sign_requests_claimable"]),
-    (NEXT_CLAIMABLE, "5", &["Index Scan using sign_requests_claimable", "Index Scan using sign_requests_client_state"]),
+    (
+        NEXT_CLAIMABLE,
+        "5",
+        &[
+            "Index Scan using sign_requests_claimable on sign_requests r",
+            "Index Scan using sign_requests_client_state on sign_requests r",
+        ],
+    ),
+    (
+        super::log::OPEN_COUNTS,
+        "",
+        &["Index Only Scan using sign_requests_claimable", "Index Only Scan using sign_requests_client_state"],
+    ),
     // A page reads the client's requests by the unique index and sorts them by seq (no (client,
     // seq) index: one would cost every submit an entry, and planners pick it for key lookups).
     (LIST, "'dev', 0, NULL, NULL, 50", &["Index Scan using sign_requests_client_request_id_key"]),
@@ -248,7 +260,7 @@ impl PgLog {
     /// `claim`, in the inserting statement. The unique key decides between submits of one id.
     /// The bound is exact: far from it, a submit holds its client's lock shared (submits run side
     /// by side; at most the instances' groups are in flight, fewer rows than the margin), all of
-    /// it `frostgate_submit` (migration V2) in a group with the submits arriving with it; near
+    /// it `frostgate_submit` (migrations V2, V3, V5) in a group with the submits arriving with it; near
     /// it, exclusive, so it counts only once every submit in flight has committed.
     pub async fn submit(
         &self,
