@@ -328,6 +328,8 @@ fn digests_and_psbts_are_signed_once_per_request_id_and_refusals_and_cancels_are
     assert!(metrics.contains("frostgate_service_requests{state=\"pending\"} 0"), "{metrics}");
     assert!(metrics.contains("frostgate_service_requests{state=\"running\"} 0"), "{metrics}");
     assert!(!metrics.contains("frostgate_service_requests{state=\"signed\""), "final states are counters: {metrics}");
+    // Every wait has been answered: none of their change channels is left behind.
+    assert!(metrics.contains("frostgate_service_requests_waited_for 0"), "{metrics}");
     assert!(
         metrics.contains("frostgate_service_requests_finished_total{kind=\"digest\",state=\"signed\"} 2"),
         "{metrics}"

@@ -4,7 +4,7 @@
 //! payload.
 
 use super::request::{Kind, State};
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use std::sync::OnceLock;
 
 /// The service's metrics.
@@ -16,6 +16,7 @@ pub struct ServiceMetrics {
     latency: HistogramVec,
     takeovers: IntCounter,
     by_state: IntGaugeVec,
+    waited: IntGauge,
     writes: HistogramVec,
 }
 
@@ -37,6 +38,10 @@ fn build() -> Result<ServiceMetrics, prometheus::Error> {
     )?;
     let by_state =
         IntGaugeVec::new(Opts::new("requests", "Open requests in the log (pending, running), by state"), &["state"])?;
+    let waited = IntGauge::new(
+        "requests_waited_for",
+        "Requests someone waits for on this instance (a long poll, a submit that waits, a watch)",
+    )?;
     let writes = HistogramVec::new(
         HistogramOpts::new("log_write_seconds", "A write to the request log, from the call to its durable answer")
             .buckets(prometheus::exponential_buckets(0.000_25, 2.0, 14)?),
@@ -47,6 +52,7 @@ fn build() -> Result<ServiceMetrics, prometheus::Error> {
     registry.register(Box::new(latency.clone()))?;
     registry.register(Box::new(takeovers.clone()))?;
     registry.register(Box::new(by_state.clone()))?;
+    registry.register(Box::new(waited.clone()))?;
     registry.register(Box::new(writes.clone()))?;
     // Every series exists from the start (at zero), so dashboards and alerts see it.
     for kind in [Kind::Digest, Kind::Psbt] {
@@ -59,7 +65,7 @@ fn build() -> Result<ServiceMetrics, prometheus::Error> {
     for op in WRITES {
         writes.with_label_values(&[op]);
     }
-    Ok(ServiceMetrics { registry, accepted, finished, latency, takeovers, by_state, writes })
+    Ok(ServiceMetrics { registry, accepted, finished, latency, takeovers, by_state, waited, writes })
 }
 
 /// The request log's write operations (the `op` label).
@@ -100,8 +106,10 @@ impl ServiceMetrics {
         self.takeovers.inc();
     }
 
-    /// The text exposition, with the log's open requests by state (`open`).
-    pub fn render(&self, open: &[(State, u64)]) -> String {
+    /// The text exposition, with the log's open requests by state (`open`) and the requests
+    /// waited for here (`waited`: their change channels, [`super::changes::Changes`]).
+    pub fn render(&self, open: &[(State, u64)], waited: usize) -> String {
+        self.waited.set(waited as i64);
         for s in State::OPEN {
             let n = open.iter().find(|(c, _)| *c == s).map_or(0, |(_, n)| *n);
             self.by_state.with_label_values(&[s.name()]).set(n as i64);

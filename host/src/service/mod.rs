@@ -212,10 +212,12 @@ pub async fn start(o: ServeOptions) -> Result<Running, Error> {
     let mut metrics_addr = None;
     if let Some(l) = metrics {
         metrics_addr = Some(l.local_addr().map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?);
-        let log = log_for_metrics;
+        let (log, changes) = (log_for_metrics, workers.changes.clone());
         let render: crate::node::metrics::Render = Arc::new(move || {
-            let log = log.clone();
-            Box::pin(async move { metrics::global().render(&log.open_counts().await.unwrap_or_default()) })
+            let (log, changes) = (log.clone(), changes.clone());
+            Box::pin(async move {
+                metrics::global().render(&log.open_counts().await.unwrap_or_default(), changes.open_channels())
+            })
         });
         tasks.push(tokio::spawn(crate::node::metrics::serve_with(l, render)));
     }
