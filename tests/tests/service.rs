@@ -605,3 +605,28 @@ fn the_bench_drives_the_same_load_through_the_service() {
     assert!(service["ratio_to_direct"].as_f64().is_some_and(|r| r > 0.0), "{report}");
     assert!(service["latency_ms"]["p50"].as_f64().is_some_and(|ms| ms > 0.0), "{report}");
 }
+
+/// `frostgate bench` that fails (here: its service's store unreachable) stops the nodes it
+/// started: its cluster's directory goes with the run, and nodes left behind could not be
+/// stopped by anyone.
+#[test]
+fn a_bench_that_fails_leaves_no_node_running() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let o = std::process::Command::new(host_bin())
+        .env("TMPDIR", tmp.path())
+        .args(["bench", "--nodes", "3", "--threshold", "2", "--concurrency", "2", "--seconds", "1"])
+        .args(["--service", "--store", "postgres://frostgate@127.0.0.1:1/none", "--no-pure", "--json"])
+        .output()
+        .expect("bench");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains("store_unavailable"), "{stderr}");
+    let ours = tmp.path().to_string_lossy().into_owned();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .expect("proc")
+        .flatten()
+        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&ours))
+        .collect();
+    assert!(left.is_empty(), "left running: {left:?}");
+}

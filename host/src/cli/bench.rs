@@ -164,10 +164,19 @@ pub async fn run(a: BenchArgs) -> Result<(), Error> {
         None
     };
     let cluster_file = dev::create_cluster(&dir, a.nodes, a.threshold, a.tls, policy, a.token)?;
+    let _stopped = StopOnDrop(&dir);
     dev::start_cluster(&dir)?;
-    let result = measure(&a, &cluster_file, tmp.path()).await;
-    let _ = dev::stop_cluster(&dir);
-    result
+    measure(&a, &cluster_file, tmp.path()).await
+}
+
+/// Stops the run's cluster however the run ends, a node that failed to start included: the
+/// cluster's directory goes with the run, and nodes left behind could not be stopped by anyone.
+struct StopOnDrop<'a>(&'a std::path::Path);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = dev::stop_cluster(self.0);
+    }
 }
 
 async fn measure(a: &BenchArgs, cluster_file: &std::path::Path, work: &std::path::Path) -> Result<(), Error> {
