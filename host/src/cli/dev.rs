@@ -310,6 +310,7 @@ fn init(a: InitArgs) -> Result<(), Error> {
         Err(_) => std::fs::create_dir_all(&dir).map_err(|e| io("cluster dir", e))?,
     }
     let mut nodes = Vec::new();
+    let mut ports = Vec::new();
     let mut pins = Vec::new();
     let pki = match a.attestation {
         DevAttestation::None => None,
@@ -338,7 +339,8 @@ fn init(a: InitArgs) -> Result<(), Error> {
             std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(mode))
                 .map_err(|e| io("node dir permissions", e))?;
         }
-        let port = free_port(&nodes.iter().map(|n: &NodeEntry| n.api.clone()).collect::<Vec<_>>())?;
+        let port = free_port(&ports)?;
+        ports.push(port);
         let (config, identity) = new_token(&ed, id, a.token, &dir)?;
         // Attested: every enclave runs ceremonies only with peers attested as pinned.
         let attested = pki.as_ref().map(|p| format!(", {}", p.group_pins(&pcrs))).unwrap_or_default();
@@ -504,8 +506,8 @@ fn chown_r(path: &Path, who: &Account) -> Result<(), Error> {
 /// `init` and bound at `up`, and a port from the ephemeral range could meanwhile become the local
 /// port of any outgoing connection (many run in parallel in the test suite). Random, so clusters
 /// made at the same time rarely pick the same one; checked bindable now, and none of the
-/// cluster's other nodes' (`taken`: their API addresses), which are not bound yet either.
-fn free_port(taken: &[String]) -> Result<u16, Error> {
+/// cluster's other nodes' (`taken`), which are not bound yet either.
+fn free_port(taken: &[u16]) -> Result<u16, Error> {
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|t| t.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
@@ -514,7 +516,7 @@ fn free_port(taken: &[String]) -> Result<u16, Error> {
     for _ in 0..64 {
         let r = u16::from_be_bytes(frostgate_host::random_bytes::<2>());
         let port = from + r % (to - from);
-        if !used(taken, port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !taken.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return Ok(port);
         }
     }
@@ -522,16 +524,11 @@ fn free_port(taken: &[String]) -> Result<u16, Error> {
     for _ in 0..64 {
         let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| io("free port", e))?;
         let port = l.local_addr().map_err(|e| io("free port", e))?.port();
-        if !used(taken, port) {
+        if !taken.contains(&port) {
             return Ok(port);
         }
     }
     Err(Error::new(ErrorCode::ConfigInvalid, "no free loopback port for a node"))
-}
-
-/// Whether `port` is that of one of the addresses `taken`.
-fn used(taken: &[String], port: u16) -> bool {
-    taken.iter().any(|a| a.rsplit(':').next() == Some(port.to_string().as_str()))
 }
 
 /// A self-signed certificate `DIR/NAME.crt` and its key `DIR/NAME.key` (mode 0600).
@@ -818,10 +815,10 @@ mod tests {
             .ok()
             .and_then(|t| t.split_whitespace().next().and_then(|p| p.parse().ok()))
             .unwrap_or(32768);
-        let taken: Vec<String> = (low.saturating_sub(12_000)..low).map(|p| format!("127.0.0.1:{p}")).collect();
+        let taken: Vec<u16> = (low.saturating_sub(12_000)..low).collect();
         for _ in 0..4 {
             let port = super::free_port(&taken).expect("port");
-            assert!(!taken.contains(&format!("127.0.0.1:{port}")), "{port}");
+            assert!(!taken.contains(&port), "{port}");
         }
         let one = super::free_port(&[]).expect("port");
         assert!(one < low, "{one}: from below the ephemeral range");

@@ -278,10 +278,8 @@ impl Api {
     /// The open requests (pending, running) by state, every open state named.
     pub async fn health(&self) -> Result<serde_json::Value, Error> {
         let open = self.log.open_counts().await?;
-        let counts: serde_json::Map<String, serde_json::Value> = State::OPEN
-            .into_iter()
-            .map(|s| (s.name().to_string(), open.iter().find(|(o, _)| *o == s).map_or(0, |(_, n)| *n).into()))
-            .collect();
+        let counts: serde_json::Map<String, serde_json::Value> =
+            State::every_open(&open).into_iter().map(|(s, n)| (s.name().to_string(), n.into())).collect();
         Ok(serde_json::json!({ "status": "ok", "store": self.log.kind(), "requests": counts }))
     }
 }

@@ -110,8 +110,7 @@ impl ServiceMetrics {
     /// waited for here (`waited`: their change channels, [`super::changes::Changes`]).
     pub fn render(&self, open: &[(State, u64)], waited: usize) -> String {
         self.waited.set(waited as i64);
-        for s in State::OPEN {
-            let n = open.iter().find(|(c, _)| *c == s).map_or(0, |(_, n)| *n);
+        for (s, n) in State::every_open(open) {
             self.by_state.with_label_values(&[s.name()]).set(n as i64);
         }
         let mut buf = Vec::new();

@@ -99,6 +99,11 @@ impl State {
     /// The open states (not final).
     pub const OPEN: [State; 2] = [State::Pending, State::Running];
 
+    /// Every open state with its count in `counts` (0 where it has none).
+    pub fn every_open(counts: &[(State, u64)]) -> [(State, u64); 2] {
+        State::OPEN.map(|s| (s, counts.iter().find(|(c, _)| *c == s).map_or(0, |(_, n)| *n)))
+    }
+
     /// The stable name.
     pub fn name(self) -> &'static str {
         match self {
