@@ -335,6 +335,13 @@ fn digests_and_psbts_are_signed_once_per_request_id_and_refusals_and_cancels_are
         "{metrics}"
     );
     assert!(metrics.contains("frostgate_service_request_seconds_count{kind=\"digest\"} 2"), "{metrics}");
+    // Every write to the log was committed in one group commit: the groups hold them all.
+    let value = |line: &str| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).expect("a value");
+    let writes: f64 =
+        metrics.lines().filter(|l| l.starts_with("frostgate_service_log_write_seconds_count{")).map(value).sum();
+    let grouped =
+        metrics.lines().find(|l| l.starts_with("frostgate_service_log_group_writes_sum ")).map(value).expect("groups");
+    assert!(writes >= 4.0 && grouped == writes, "{writes} writes, {grouped} in groups: {metrics}");
     for secret in ["wait-2", "py-1", key.as_str()] {
         assert!(!metrics.contains(secret), "metrics name {secret}");
     }

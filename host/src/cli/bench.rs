@@ -419,6 +419,7 @@ async fn through_service(
         }
     }
     let writes_before = service::metrics::WRITES.map(|op| service::metrics::global().writes(op));
+    let groups_before = service::metrics::global().groups();
     let stores_before = store_counters(nodes).await;
     let deadline = Instant::now() + Duration::from_secs(a.seconds.unwrap_or(10));
     let (done, failures) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -483,9 +484,14 @@ async fn through_service(
             );
         }
     }
+    let groups = service::metrics::global().groups();
+    let (group_commits, grouped_writes) = (groups.0 - groups_before.0, groups.1 - groups_before.1);
     Ok(serde_json::json!({
         "store": store,
         "log_writes": writes,
+        // The request log's group commits (paced: `service::pacing`) per request, and writes each.
+        "log_commits_per_request": ratio(group_commits, signed),
+        "log_writes_per_commit": if group_commits > 0 { grouped_writes / group_commits as f64 } else { 0.0 },
         "transport": "http (plaintext, loopback)",
         "requests": signed,
         "failures": failures.load(Ordering::SeqCst),

@@ -4,7 +4,9 @@
 //! payload.
 
 use super::request::{Kind, State};
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 use std::sync::OnceLock;
 
 /// The service's metrics.
@@ -18,6 +20,7 @@ pub struct ServiceMetrics {
     by_state: IntGaugeVec,
     waited: IntGauge,
     writes: HistogramVec,
+    groups: Histogram,
 }
 
 fn build() -> Result<ServiceMetrics, prometheus::Error> {
@@ -47,6 +50,10 @@ fn build() -> Result<ServiceMetrics, prometheus::Error> {
             .buckets(prometheus::exponential_buckets(0.000_25, 2.0, 14)?),
         &["op"],
     )?;
+    let groups = Histogram::with_opts(
+        HistogramOpts::new("log_group_writes", "Writes committed together in one group commit of the request log")
+            .buckets(prometheus::exponential_buckets(1.0, 2.0, 9)?),
+    )?;
     registry.register(Box::new(accepted.clone()))?;
     registry.register(Box::new(finished.clone()))?;
     registry.register(Box::new(latency.clone()))?;
@@ -54,6 +61,7 @@ fn build() -> Result<ServiceMetrics, prometheus::Error> {
     registry.register(Box::new(by_state.clone()))?;
     registry.register(Box::new(waited.clone()))?;
     registry.register(Box::new(writes.clone()))?;
+    registry.register(Box::new(groups.clone()))?;
     // Every series exists from the start (at zero), so dashboards and alerts see it.
     for kind in [Kind::Digest, Kind::Psbt] {
         accepted.with_label_values(&[kind.name()]);
@@ -65,7 +73,7 @@ fn build() -> Result<ServiceMetrics, prometheus::Error> {
     for op in WRITES {
         writes.with_label_values(&[op]);
     }
-    Ok(ServiceMetrics { registry, accepted, finished, latency, takeovers, by_state, waited, writes })
+    Ok(ServiceMetrics { registry, accepted, finished, latency, takeovers, by_state, waited, writes, groups })
 }
 
 /// The request log's write operations (the `op` label).
@@ -99,6 +107,16 @@ impl ServiceMetrics {
     pub fn writes(&self, op: &'static str) -> (u64, f64) {
         let h = self.writes.with_label_values(&[op]);
         (h.get_sample_count(), h.get_sample_sum())
+    }
+
+    /// A group commit of `writes` writes to the request log.
+    pub fn grouped(&self, writes: usize) {
+        self.groups.observe(writes as f64);
+    }
+
+    /// The group commits so far: how many, and the writes they held.
+    pub fn groups(&self) -> (u64, f64) {
+        (self.groups.get_sample_count(), self.groups.get_sample_sum())
     }
 
     /// A lease taken over.

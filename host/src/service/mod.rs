@@ -5,7 +5,7 @@
 //!
 //! - [`request`]: the request schema, states and outcome;
 //! - [`log`]: the request log (idempotency, cancel, leases);
-//! - [`writer`]: its group commit;
+//! - [`writer`]: its group commit on SQLite (`pg_group.rs` on PostgreSQL), paced by [`pacing`];
 //! - [`worker`]: claims and signs;
 //! - [`handlers`]: the operations both APIs share;
 //! - [`http`]: the JSON API;
@@ -20,6 +20,7 @@ pub mod handlers;
 pub mod http;
 pub mod log;
 pub mod metrics;
+pub mod pacing;
 mod pg_group;
 mod pg_rows;
 pub mod postgres;

@@ -1,5 +1,6 @@
 //! Group commit on PostgreSQL: the submits and the outcome writes that arrive while a group is
-//! being committed go out together next, each kind as one statement, both in one transaction
+//! being committed (and, when others are writing, within [`super::pacing::WINDOW`] of the
+//! group's first) go out together next, each kind as one statement, both in one transaction
 //! sent at once (one round trip and one fsync for many requests, as the SQLite log's writer
 //! does).
 //!
@@ -16,6 +17,7 @@
 //! commit for both kinds takes less than one for each).
 
 use super::log::{unavailable, Record, Submitted};
+use super::pacing::Pacing;
 use super::pg_rows::{chain, columns, existing_or_conflict_at, now_ms, record, record_at, timed, NewRow};
 use super::request::State;
 use deadpool_postgres::{GenericClient, Pool};
@@ -206,6 +208,7 @@ impl<W: GroupWrite> Part<W> {
 /// Takes what has arrived of both kinds, commits it as one group, answers; repeats until both
 /// kinds' handles are gone.
 async fn run(pool: Pool, mut submits: Queue<Submits>, mut outcomes: Queue<Outcomes>) {
+    let mut pacing = Pacing::default();
     loop {
         if submits.waiting.is_empty() && outcomes.waiting.is_empty() {
             // Waits for either kind; a kind whose handles are all gone is waited for no more.
@@ -216,9 +219,15 @@ async fn run(pool: Pool, mut submits: Queue<Submits>, mut outcomes: Queue<Outcom
             }
             continue;
         }
+        // Others writing: the group waits a moment for more (one commit for them all).
+        let window = pacing.window();
+        if !window.is_zero() {
+            tokio::time::sleep(window).await;
+        }
         submits.arrived();
         outcomes.arrived();
         let (s, o) = (submits.part(), outcomes.part());
+        pacing.committed(s.jobs.len() + o.jobs.len());
         let (s_rows, o_rows) = match timed(write(&pool, &s.jobs, &o.jobs)).await {
             Ok(rows) => rows,
             Err(e) => (Err(e.clone()), Err(e)),

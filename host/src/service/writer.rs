@@ -1,11 +1,13 @@
 //! Group commit for the request log: every writer's operations that arrive while a commit is in
-//! progress are committed together by one thread on its own connection (one fsync for many).
+//! progress (and, when others are writing, within [`super::pacing::WINDOW`] of the group's
+//! first) are committed together by one thread on its own connection (one fsync for many).
 //!
 //! Invariants: each operation is atomic on its own (a savepoint: one refused rolls back alone);
 //! each caller is answered only after the commit that holds its operation (or with
 //! `store_unavailable` when that commit failed).
 
 use super::log::{unavailable, Writes};
+use super::pacing::Pacing;
 use frostgate_common::error::{Error, ErrorCode};
 use rusqlite::Connection;
 use std::path::Path;
@@ -33,14 +35,10 @@ impl GroupWriter {
         std::thread::Builder::new()
             .name("request-log-writer".into())
             .spawn(move || {
+                let mut pacing = Pacing::default();
                 while let Ok(first) = queue.recv() {
-                    let mut batch = vec![first];
-                    while batch.len() < MAX_GROUP {
-                        match queue.try_recv() {
-                            Ok(j) => batch.push(j),
-                            Err(_) => break,
-                        }
-                    }
+                    let batch = gather(&queue, first, pacing.window());
+                    pacing.committed(batch.len());
                     commit(&mut conn, batch);
                 }
             })
@@ -65,6 +63,24 @@ impl GroupWriter {
         self.jobs.send(job).map_err(|_| unavailable("the writer stopped"))?;
         rx.await.map_err(|_| unavailable("the writer stopped"))?
     }
+}
+
+/// A group: `first`, what is queued, and what arrives within `window` of now (at most
+/// [`MAX_GROUP`]).
+fn gather<J>(queue: &std::sync::mpsc::Receiver<J>, first: J, window: std::time::Duration) -> Vec<J> {
+    let until = std::time::Instant::now() + window;
+    let mut batch = vec![first];
+    while batch.len() < MAX_GROUP {
+        let next = match until.checked_duration_since(std::time::Instant::now()) {
+            Some(left) if !left.is_zero() => queue.recv_timeout(left).ok(),
+            _ => queue.try_recv().ok(),
+        };
+        match next {
+            Some(j) => batch.push(j),
+            None => break,
+        }
+    }
+    batch
 }
 
 type Finish = Box<dyn FnOnce(Result<(), Error>) + Send>;
@@ -126,4 +142,45 @@ fn run(conn: &Connection, sql: &[&str]) -> rusqlite::Result<()> {
         conn.prepare_cached(statement)?.execute([])?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn without_a_window_a_group_is_what_is_queued() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for i in 1..=3 {
+            tx.send(i).expect("queued");
+        }
+        assert_eq!(gather(&rx, 0, Duration::ZERO), vec![0, 1, 2, 3]);
+        assert_eq!(gather(&rx, 9, Duration::ZERO), vec![9], "nothing queued: the first alone");
+    }
+
+    #[test]
+    fn a_window_takes_the_writes_that_arrive_in_it_up_to_a_group() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Sent after the group began: taken only because the window waits for them (the window
+        // is far longer than they take; the group ends when full, not when the window does).
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            for i in 1..=MAX_GROUP {
+                tx.send(i).expect("queued");
+            }
+        });
+        let group = gather(&rx, 0, Duration::from_secs(600));
+        assert_eq!(group, (0..MAX_GROUP).collect::<Vec<_>>(), "in order, at most a group");
+        sender.join().expect("sender");
+        assert_eq!(gather(&rx, 0, Duration::ZERO), vec![0, MAX_GROUP], "the rest waits for the next group");
+    }
+
+    #[test]
+    fn a_window_ends_when_its_writers_are_gone() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        tx.send(1).expect("queued");
+        drop(tx);
+        assert_eq!(gather(&rx, 0, Duration::from_secs(600)), vec![0, 1]);
+    }
 }
