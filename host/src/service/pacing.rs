@@ -1,42 +1,61 @@
 //! When the request log commits a group (both stores' group writers, [`super::writer`] and
-//! `pg_group.rs`): at once after a lone write, a moment later when others are writing, so that
-//! one commit (one fsync, one round trip) holds more writes.
+//! `pg_group.rs`): at once when few are writing, a moment later when many are, so that one
+//! commit (one fsync, one round trip) holds more writes.
+//!
+//! The rule: after a group of at least [`BUSY`] writes, the next group waits up to [`WINDOW`]
+//! after its first write until it holds as many writes as that group did (the writers of the last
+//! group are back); after a smaller group it is committed with what has arrived. A client that
+//! waits for each answer before its next write (most do) is then never waited for in vain at low
+//! concurrency, where a window would only add latency.
 //!
 //! Invariants: pacing only delays a commit, by at most [`WINDOW`] after the group's first write;
 //! it never reorders, drops or merges writes, and every caller is still answered only after the
-//! commit that holds its write. A write alone (a quiet log) is committed without delay.
+//! commit that holds its write.
 //!
-//! Measured (BENCHMARKS.md, "Group commit pacing"): at 32 requests in flight, SQLite's commits
-//! went from 2.1 writes each to about 8, and PostgreSQL's from 3.5 to about 10, for 2 ms more
-//! per write.
+//! Measured (BENCHMARKS.md, "Group commit pacing").
 
 use std::time::Duration;
 
-/// How long a group waits for more writes after its first, when the log is busy.
-pub const WINDOW: Duration = Duration::from_millis(2);
+/// Longest a group waits for more writes after its first.
+pub const WINDOW: Duration = Duration::from_millis(3);
 
-/// Writes in one group from which the log counts as busy (others were writing meanwhile).
-const BUSY: usize = 2;
+/// Writes in one group from which the log counts as busy (many writing at once).
+pub const BUSY: usize = 4;
+
+/// How long the next group may wait, and for how many writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wait {
+    /// Longest wait after the group's first write.
+    pub window: Duration,
+    /// The group stops waiting once it holds this many writes.
+    pub writes: usize,
+}
+
+impl Wait {
+    /// Whether a group of `held` writes, `elapsed` after its first, waits for more.
+    pub fn more(&self, held: usize, elapsed: Duration) -> bool {
+        held < self.writes && elapsed < self.window
+    }
+}
 
 /// The pacing of one group writer.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Pacing {
-    busy: bool,
+    last: usize,
 }
 
 impl Pacing {
-    /// How long the next group waits for more writes after its first: [`WINDOW`] when the last
-    /// group held several writes, nothing after a lone one.
-    pub fn window(&self) -> Duration {
-        match self.busy {
-            true => WINDOW,
-            false => Duration::ZERO,
+    /// How the next group waits for more writes after its first (see the module's rule).
+    pub fn wait(&self) -> Wait {
+        match self.last >= BUSY {
+            true => Wait { window: WINDOW, writes: self.last },
+            false => Wait { window: Duration::ZERO, writes: 0 },
         }
     }
 
-    /// A group of `writes` was committed (or failed): the next one's window follows from it.
+    /// A group of `writes` was committed (or failed): the next one's wait follows from it.
     pub fn committed(&mut self, writes: usize) {
-        self.busy = writes >= BUSY;
+        self.last = writes;
         super::metrics::global().grouped(writes);
     }
 }
@@ -45,19 +64,23 @@ impl Pacing {
 mod tests {
     use super::*;
 
+    const MS: Duration = Duration::from_millis(1);
+
     #[test]
-    fn a_lone_write_is_not_delayed_and_a_busy_log_waits_one_window() {
+    fn a_group_waits_only_after_a_busy_one_and_only_for_as_many_writes_as_it_held() {
         let mut p = Pacing::default();
-        assert_eq!(p.window(), Duration::ZERO, "a fresh writer commits at once");
-        p.committed(1);
-        assert_eq!(p.window(), Duration::ZERO, "after a lone write: at once");
+        assert!(!p.wait().more(1, Duration::ZERO), "a fresh writer commits at once");
+        p.committed(BUSY - 1);
+        assert!(!p.wait().more(1, Duration::ZERO), "a few writing: at once");
+        p.committed(10);
+        let w = p.wait();
+        assert_eq!(w, Wait { window: WINDOW, writes: 10 });
+        assert!(w.more(1, Duration::ZERO) && w.more(9, WINDOW - MS), "waits for the last group's writers");
+        assert!(!w.more(10, MS), "they are back: committed without waiting out the window");
+        assert!(!w.more(3, WINDOW), "the window is the longest wait");
         p.committed(2);
-        assert_eq!(p.window(), WINDOW, "others were writing: wait for more");
-        p.committed(40);
-        assert_eq!(p.window(), WINDOW);
-        p.committed(1);
-        assert_eq!(p.window(), Duration::ZERO, "quiet again: at once");
+        assert!(!p.wait().more(1, Duration::ZERO), "quiet again: at once");
         p.committed(0);
-        assert_eq!(p.window(), Duration::ZERO);
+        assert!(!p.wait().more(1, Duration::ZERO));
     }
 }

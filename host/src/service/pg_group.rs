@@ -1,6 +1,6 @@
 //! Group commit on PostgreSQL: the submits and the outcome writes that arrive while a group is
-//! being committed (and, when others are writing, within [`super::pacing::WINDOW`] of the
-//! group's first) go out together next, each kind as one statement, both in one transaction
+//! being committed (and, when many are writing, some that arrive just after:
+//! [`super::pacing`]) go out together next, each kind as one statement, both in one transaction
 //! sent at once (one round trip and one fsync for many requests, as the SQLite log's writer
 //! does).
 //!
@@ -219,13 +219,18 @@ async fn run(pool: Pool, mut submits: Queue<Submits>, mut outcomes: Queue<Outcom
             }
             continue;
         }
-        // Others writing: the group waits a moment for more (one commit for them all).
-        let window = pacing.window();
-        if !window.is_zero() {
-            tokio::time::sleep(window).await;
-        }
+        // Many writing: the group waits a moment for more (one commit for them all).
+        let (wait, began) = (pacing.wait(), tokio::time::Instant::now());
         submits.arrived();
         outcomes.arrived();
+        while wait.more(submits.waiting.len() + outcomes.waiting.len(), began.elapsed()) {
+            let until = began + wait.window;
+            tokio::select! {
+                job = submits.queue.recv(), if !submits.closed => submits.received(job),
+                job = outcomes.queue.recv(), if !outcomes.closed => outcomes.received(job),
+                () = tokio::time::sleep_until(until) => break,
+            }
+        }
         let (s, o) = (submits.part(), outcomes.part());
         pacing.committed(s.jobs.len() + o.jobs.len());
         let (s_rows, o_rows) = match timed(write(&pool, &s.jobs, &o.jobs)).await {

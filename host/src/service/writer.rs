@@ -1,13 +1,13 @@
 //! Group commit for the request log: every writer's operations that arrive while a commit is in
-//! progress (and, when others are writing, within [`super::pacing::WINDOW`] of the group's
-//! first) are committed together by one thread on its own connection (one fsync for many).
+//! progress (and, when many are writing, some that arrive just after: [`super::pacing`]) are
+//! committed together by one thread on its own connection (one fsync for many).
 //!
 //! Invariants: each operation is atomic on its own (a savepoint: one refused rolls back alone);
 //! each caller is answered only after the commit that holds its operation (or with
 //! `store_unavailable` when that commit failed).
 
 use super::log::{unavailable, Writes};
-use super::pacing::Pacing;
+use super::pacing::{Pacing, Wait};
 use frostgate_common::error::{Error, ErrorCode};
 use rusqlite::Connection;
 use std::path::Path;
@@ -37,7 +37,7 @@ impl GroupWriter {
             .spawn(move || {
                 let mut pacing = Pacing::default();
                 while let Ok(first) = queue.recv() {
-                    let batch = gather(&queue, first, pacing.window());
+                    let batch = gather(&queue, first, pacing.wait());
                     pacing.committed(batch.len());
                     commit(&mut conn, batch);
                 }
@@ -65,15 +65,16 @@ impl GroupWriter {
     }
 }
 
-/// A group: `first`, what is queued, and what arrives within `window` of now (at most
-/// [`MAX_GROUP`]).
-fn gather<J>(queue: &std::sync::mpsc::Receiver<J>, first: J, window: std::time::Duration) -> Vec<J> {
-    let until = std::time::Instant::now() + window;
+/// A group: `first`, what is queued, and what arrives while `wait` says to wait for more (at
+/// most [`MAX_GROUP`]).
+fn gather<J>(queue: &std::sync::mpsc::Receiver<J>, first: J, wait: Wait) -> Vec<J> {
+    let began = std::time::Instant::now();
     let mut batch = vec![first];
     while batch.len() < MAX_GROUP {
-        let next = match until.checked_duration_since(std::time::Instant::now()) {
-            Some(left) if !left.is_zero() => queue.recv_timeout(left).ok(),
-            _ => queue.try_recv().ok(),
+        let elapsed = began.elapsed();
+        let next = match wait.more(batch.len(), elapsed) {
+            true => queue.recv_timeout(wait.window.saturating_sub(elapsed)).ok(),
+            false => queue.try_recv().ok(),
         };
         match next {
             Some(j) => batch.push(j),
@@ -149,38 +150,46 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    const NO_WAIT: Wait = Wait { window: Duration::ZERO, writes: 0 };
+
     #[test]
-    fn without_a_window_a_group_is_what_is_queued() {
+    fn without_a_wait_a_group_is_what_is_queued() {
         let (tx, rx) = std::sync::mpsc::channel();
         for i in 1..=3 {
             tx.send(i).expect("queued");
         }
-        assert_eq!(gather(&rx, 0, Duration::ZERO), vec![0, 1, 2, 3]);
-        assert_eq!(gather(&rx, 9, Duration::ZERO), vec![9], "nothing queued: the first alone");
+        assert_eq!(gather(&rx, 0, NO_WAIT), vec![0, 1, 2, 3]);
+        assert_eq!(gather(&rx, 9, NO_WAIT), vec![9], "nothing queued: the first alone");
     }
 
     #[test]
-    fn a_window_takes_the_writes_that_arrive_in_it_up_to_a_group() {
+    fn a_wait_takes_the_writes_that_arrive_until_the_group_holds_its_count() {
         let (tx, rx) = std::sync::mpsc::channel();
-        // Sent after the group began: taken only because the window waits for them (the window
-        // is far longer than they take; the group ends when full, not when the window does).
+        // Sent after the group began: taken only because the group waits for them (the window
+        // is far longer than they take: the group ends at its count, not at the window).
         let sender = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
-            for i in 1..=MAX_GROUP {
+            for i in 1..=6 {
+                std::thread::sleep(Duration::from_millis(5));
                 tx.send(i).expect("queued");
             }
+            tx
         });
-        let group = gather(&rx, 0, Duration::from_secs(600));
-        assert_eq!(group, (0..MAX_GROUP).collect::<Vec<_>>(), "in order, at most a group");
-        sender.join().expect("sender");
-        assert_eq!(gather(&rx, 0, Duration::ZERO), vec![0, MAX_GROUP], "the rest waits for the next group");
+        let wait = Wait { window: Duration::from_secs(600), writes: 4 };
+        assert_eq!(gather(&rx, 0, wait), vec![0, 1, 2, 3], "in order, up to the count");
+        let tx = sender.join().expect("sender");
+        assert_eq!(gather(&rx, 0, NO_WAIT), vec![0, 4, 5, 6], "the rest in the next group");
+        drop(tx);
     }
 
     #[test]
-    fn a_window_ends_when_its_writers_are_gone() {
+    fn a_wait_takes_at_most_a_group_and_ends_when_its_writers_are_gone() {
         let (tx, rx) = std::sync::mpsc::channel();
-        tx.send(1).expect("queued");
+        for i in 1..=MAX_GROUP + 1 {
+            tx.send(i).expect("queued");
+        }
+        let wait = Wait { window: Duration::from_secs(600), writes: MAX_GROUP * 2 };
+        assert_eq!(gather(&rx, 0, wait).len(), MAX_GROUP);
         drop(tx);
-        assert_eq!(gather(&rx, 0, Duration::from_secs(600)), vec![0, 1]);
+        assert_eq!(gather(&rx, 0, wait), vec![0, MAX_GROUP, MAX_GROUP + 1], "no writer left: no wait");
     }
 }
