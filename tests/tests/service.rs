@@ -323,8 +323,8 @@ fn digests_and_psbts_are_signed_once_per_request_id_and_refusals_and_cancels_are
     assert_eq!(ids, ["py-1", "post-wait", "cli-1", "psbt-1", "retry-1", "wait-2"]);
     // Metrics: open requests by state, outcomes by kind and state, and nothing that names a
     // request or a key.
-    let metrics =
-        scrape(service.daemon.ready.split_whitespace().find_map(|w| w.strip_prefix("metrics=")).expect("metrics"));
+    let metrics_at = service.daemon.ready.split_whitespace().find_map(|w| w.strip_prefix("metrics=")).expect("metrics");
+    let metrics = scrape(metrics_at);
     assert!(metrics.contains("frostgate_service_requests{state=\"pending\"} 0"), "{metrics}");
     assert!(metrics.contains("frostgate_service_requests{state=\"running\"} 0"), "{metrics}");
     assert!(!metrics.contains("frostgate_service_requests{state=\"signed\""), "final states are counters: {metrics}");
@@ -335,12 +335,25 @@ fn digests_and_psbts_are_signed_once_per_request_id_and_refusals_and_cancels_are
         "{metrics}"
     );
     assert!(metrics.contains("frostgate_service_request_seconds_count{kind=\"digest\"} 2"), "{metrics}");
-    // Every write to the log was committed in one group commit: the groups hold them all.
+    // Every write to the (SQLite) log was in one group commit: the groups hold them all. A
+    // write is counted in its group before its commit and timed after its answer: an idle
+    // worker's claim may be between the two, so the metrics are read again until it is not.
     let value = |line: &str| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).expect("a value");
-    let writes: f64 =
-        metrics.lines().filter(|l| l.starts_with("frostgate_service_log_write_seconds_count{")).map(value).sum();
-    let grouped =
-        metrics.lines().find(|l| l.starts_with("frostgate_service_log_group_writes_sum ")).map(value).expect("groups");
+    let counted = |m: &str| {
+        let writes: f64 =
+            m.lines().filter(|l| l.starts_with("frostgate_service_log_write_seconds_count{")).map(value).sum();
+        let grouped = m.lines().find(|l| l.starts_with("frostgate_service_log_group_writes_sum ")).map(value);
+        (writes, grouped.expect("groups"))
+    };
+    let mut tries = 0;
+    let (writes, grouped) = loop {
+        let (writes, grouped) = counted(&scrape(metrics_at));
+        tries += 1;
+        if writes == grouped || tries == 50 {
+            break (writes, grouped);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     assert!(writes >= 4.0 && grouped == writes, "{writes} writes, {grouped} in groups: {metrics}");
     for secret in ["wait-2", "py-1", key.as_str()] {
         assert!(!metrics.contains(secret), "metrics name {secret}");

@@ -489,9 +489,10 @@ async fn through_service(
     Ok(serde_json::json!({
         "store": store,
         "log_writes": writes,
-        // The request log's group commits (paced: `service::pacing`) per request, and writes each.
-        "log_commits_per_request": ratio(group_commits, signed),
-        "log_writes_per_commit": if group_commits > 0 { grouped_writes / group_commits as f64 } else { 0.0 },
+        // The request log's group commits (paced: `service::pacing`; on PostgreSQL submits and
+        // outcomes only) per request, and the writes each held.
+        "log_group_commits_per_request": ratio(group_commits, signed),
+        "log_writes_per_group_commit": if group_commits > 0 { grouped_writes / group_commits as f64 } else { 0.0 },
         "transport": "http (plaintext, loopback)",
         "requests": signed,
         "failures": failures.load(Ordering::SeqCst),

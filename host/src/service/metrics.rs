@@ -51,7 +51,7 @@ fn build() -> Result<ServiceMetrics, prometheus::Error> {
         &["op"],
     )?;
     let groups = Histogram::with_opts(
-        HistogramOpts::new("log_group_writes", "Writes committed together in one group commit of the request log")
+        HistogramOpts::new("log_group_writes", "Writes in one group commit of the request log (committed or failed together; on PostgreSQL submits and outcomes only)")
             .buckets(prometheus::exponential_buckets(1.0, 2.0, 9)?),
     )?;
     registry.register(Box::new(accepted.clone()))?;

@@ -1,14 +1,16 @@
-//! When the request log commits a group (both stores' group writers, [`super::writer`] and
-//! `pg_group.rs`): at once when few are writing, a moment later when many are, so that one
+//! When the request log commits a group (both stores' group writers: [`super::writer`] for
+//! every write on SQLite, `pg_group.rs` for PostgreSQL's submits and outcomes; its other writes
+//! commit on their own): at once when few are writing, a moment later when many are, so that one
 //! commit (one fsync, one round trip) holds more writes.
 //!
 //! The rule: after a group of at least [`BUSY`] writes, the next group waits up to [`WINDOW`]
-//! after its first write until it holds as many writes as that group did (the writers of the last
+//! after the writer takes its first write until it holds as many writes as that group did (the writers of the last
 //! group are back); after a smaller group it is committed with what has arrived. A client that
 //! waits for each answer before its next write (most do) is then never waited for in vain at low
 //! concurrency, where a window would only add latency.
 //!
-//! Invariants: pacing only delays a commit, by at most [`WINDOW`] after the group's first write;
+//! Invariants: pacing only delays a commit, by at most [`WINDOW`] after the writer takes the
+//! group's first write;
 //! it never reorders, drops or merges writes, and every caller is still answered only after the
 //! commit that holds its write.
 //!
@@ -72,6 +74,8 @@ mod tests {
         assert!(!p.wait().more(1, Duration::ZERO), "a fresh writer commits at once");
         p.committed(BUSY - 1);
         assert!(!p.wait().more(1, Duration::ZERO), "a few writing: at once");
+        p.committed(BUSY);
+        assert_eq!(p.wait(), Wait { window: WINDOW, writes: BUSY }, "busy from BUSY writes");
         p.committed(10);
         let w = p.wait();
         assert_eq!(w, Wait { window: WINDOW, writes: 10 });

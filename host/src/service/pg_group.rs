@@ -17,7 +17,7 @@
 //! commit for both kinds takes less than one for each).
 
 use super::log::{unavailable, Record, Submitted};
-use super::pacing::Pacing;
+use super::pacing::{Pacing, Wait};
 use super::pg_rows::{chain, columns, existing_or_conflict_at, now_ms, record, record_at, timed, NewRow};
 use super::request::State;
 use deadpool_postgres::{GenericClient, Pool};
@@ -148,9 +148,22 @@ impl<W: GroupWrite> Queue<W> {
         }
     }
 
+    /// Whether this kind can take more writes now (its handles live, within its look-ahead).
+    fn takes_more(&self) -> bool {
+        !self.closed && self.waiting.len() < Self::LOOK_AHEAD
+    }
+
+    /// How many of the writes waiting could join the next group, at most.
+    fn ready(&self) -> usize {
+        self.waiting.len().min(W::MAX)
+    }
+
+    /// Most writes taken ahead of their group.
+    const LOOK_AHEAD: usize = W::MAX * 4;
+
     /// Takes what has arrived (a bounded look ahead).
     fn arrived(&mut self) {
-        while self.waiting.len() < W::MAX * 4 {
+        while self.waiting.len() < Self::LOOK_AHEAD {
             match self.queue.try_recv() {
                 Ok(job) => self.waiting.push(job),
                 Err(mpsc::error::TryRecvError::Empty) => break,
@@ -205,6 +218,21 @@ impl<W: GroupWrite> Part<W> {
     }
 }
 
+/// Takes what has arrived of both kinds and, while `wait` says to wait for more, what arrives
+/// after (each kind within its look-ahead bound; no wait once neither kind can take more).
+async fn gather<A: GroupWrite, B: GroupWrite>(a: &mut Queue<A>, b: &mut Queue<B>, wait: Wait) {
+    let began = tokio::time::Instant::now();
+    a.arrived();
+    b.arrived();
+    while wait.more(a.ready() + b.ready(), began.elapsed()) && (a.takes_more() || b.takes_more()) {
+        tokio::select! {
+            job = a.queue.recv(), if a.takes_more() => a.received(job),
+            job = b.queue.recv(), if b.takes_more() => b.received(job),
+            () = tokio::time::sleep_until(began + wait.window) => break,
+        }
+    }
+}
+
 /// Takes what has arrived of both kinds, commits it as one group, answers; repeats until both
 /// kinds' handles are gone.
 async fn run(pool: Pool, mut submits: Queue<Submits>, mut outcomes: Queue<Outcomes>) {
@@ -220,18 +248,12 @@ async fn run(pool: Pool, mut submits: Queue<Submits>, mut outcomes: Queue<Outcom
             continue;
         }
         // Many writing: the group waits a moment for more (one commit for them all).
-        let (wait, began) = (pacing.wait(), tokio::time::Instant::now());
-        submits.arrived();
-        outcomes.arrived();
-        while wait.more(submits.waiting.len() + outcomes.waiting.len(), began.elapsed()) {
-            let until = began + wait.window;
-            tokio::select! {
-                job = submits.queue.recv(), if !submits.closed => submits.received(job),
-                job = outcomes.queue.recv(), if !outcomes.closed => outcomes.received(job),
-                () = tokio::time::sleep_until(until) => break,
-            }
-        }
+        gather(&mut submits, &mut outcomes, pacing.wait()).await;
         let (s, o) = (submits.part(), outcomes.part());
+        if s.jobs.is_empty() && o.jobs.is_empty() {
+            // Every caller waiting gave up: nothing to write.
+            continue;
+        }
         pacing.committed(s.jobs.len() + o.jobs.len());
         let (s_rows, o_rows) = match timed(write(&pool, &s.jobs, &o.jobs)).await {
             Ok(rows) => rows,
@@ -478,5 +500,90 @@ impl GroupWrite for Outcomes {
             }
         }
         group.iter().map(|j| written.remove(&j.seq).transpose()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    type Sender = mpsc::Sender<Waiting<Outcomes>>;
+
+    /// A queue of outcome writes (the kind needs no server to be queued) and its handle.
+    fn queue() -> (Sender, Queue<Outcomes>) {
+        let (tx, rx) = mpsc::channel(QUEUED);
+        (tx, Queue::new(rx))
+    }
+
+    async fn send(tx: &Sender, seq: i64) {
+        let (answer, _) = oneshot::channel();
+        let job = OutcomeJob { seq, epoch: 1, state: State::Signed, outcome: None };
+        tx.send((job, answer)).await.expect("queued");
+    }
+
+    fn seqs(q: &Queue<Outcomes>) -> Vec<i64> {
+        q.waiting.iter().map(|(j, _)| j.seq).collect()
+    }
+
+    const NO_WAIT: Wait = Wait { window: Duration::ZERO, writes: 0 };
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_wait_a_group_is_what_has_arrived() {
+        let ((ta, mut a), (tb, mut b)) = (queue(), queue());
+        send(&ta, 1).await;
+        send(&tb, 2).await;
+        let began = Instant::now();
+        gather(&mut a, &mut b, NO_WAIT).await;
+        assert_eq!((seqs(&a), seqs(&b), began.elapsed()), (vec![1], vec![2], Duration::ZERO));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_ends_when_the_group_holds_its_count_or_at_its_window() {
+        let ((ta, mut a), (tb, mut b)) = (queue(), queue());
+        send(&ta, 1).await;
+        let later = tokio::spawn(async move {
+            for seq in [2, 3, 4] {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                send(&tb, seq).await;
+            }
+            tb
+        });
+        let began = Instant::now();
+        gather(&mut a, &mut b, Wait { window: Duration::from_secs(1), writes: 3 }).await;
+        assert_eq!((seqs(&a), seqs(&b)), (vec![1], vec![2, 3]), "both kinds count, up to the count");
+        assert_eq!(began.elapsed(), Duration::from_millis(20), "not the window");
+        let tb = later.await.expect("sender");
+        // Nothing more comes: the window ends the wait (its handle still alive).
+        let (ta2, mut c) = queue();
+        send(&ta2, 9).await;
+        let began = Instant::now();
+        gather(&mut c, &mut b, Wait { window: Duration::from_millis(3), writes: 10 }).await;
+        assert_eq!((seqs(&c), seqs(&b)), (vec![9], vec![2, 3, 4]));
+        assert_eq!(began.elapsed(), Duration::from_millis(3));
+        drop((ta, tb, ta2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_wait_once_neither_kind_can_take_more() {
+        // Both kinds' handles gone: nothing can come.
+        let ((ta, mut a), (tb, mut b)) = (queue(), queue());
+        send(&ta, 1).await;
+        drop((ta, tb));
+        let began = Instant::now();
+        gather(&mut a, &mut b, Wait { window: Duration::from_secs(1), writes: 10 }).await;
+        assert_eq!((seqs(&a), began.elapsed()), (vec![1], Duration::ZERO));
+        assert!(a.closed && b.closed);
+        // One kind at its look-ahead and the other closed: the look-ahead holds, no wait.
+        let ((ta, mut a), (tb, mut b)) = (queue(), queue());
+        for seq in 0..(Queue::<Outcomes>::LOOK_AHEAD as i64 + 10) {
+            send(&ta, seq).await;
+        }
+        drop(tb);
+        let began = Instant::now();
+        gather(&mut a, &mut b, Wait { window: Duration::from_secs(1), writes: 10_000 }).await;
+        assert_eq!((a.waiting.len(), began.elapsed()), (Queue::<Outcomes>::LOOK_AHEAD, Duration::ZERO));
+        drop(ta);
     }
 }

@@ -148,7 +148,7 @@ fn run(conn: &Connection, sql: &[&str]) -> rusqlite::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     const NO_WAIT: Wait = Wait { window: Duration::ZERO, writes: 0 };
 
@@ -165,19 +165,32 @@ mod tests {
     #[test]
     fn a_wait_takes_the_writes_that_arrive_until_the_group_holds_its_count() {
         let (tx, rx) = std::sync::mpsc::channel();
-        // Sent after the group began: taken only because the group waits for them (the window
-        // is far longer than they take: the group ends at its count, not at the window).
+        let (go, gone) = std::sync::mpsc::channel::<()>();
+        // 1-3 are sent after the group began: taken only because the group waits for them; 4-6
+        // only once the group is answered, so they can only be the next group's.
         let sender = std::thread::spawn(move || {
-            for i in 1..=6 {
+            for i in 1..=3 {
                 std::thread::sleep(Duration::from_millis(5));
                 tx.send(i).expect("queued");
             }
-            tx
+            gone.recv().expect("go");
+            for i in 4..=6 {
+                tx.send(i).expect("queued");
+            }
         });
-        let wait = Wait { window: Duration::from_secs(600), writes: 4 };
+        let wait = Wait { window: Duration::from_secs(2), writes: 4 };
         assert_eq!(gather(&rx, 0, wait), vec![0, 1, 2, 3], "in order, up to the count");
-        let tx = sender.join().expect("sender");
+        go.send(()).expect("go");
+        sender.join().expect("sender");
         assert_eq!(gather(&rx, 0, NO_WAIT), vec![0, 4, 5, 6], "the rest in the next group");
+    }
+
+    #[test]
+    fn a_wait_ends_at_its_window() {
+        let (tx, rx) = std::sync::mpsc::channel::<usize>();
+        let began = Instant::now();
+        assert_eq!(gather(&rx, 0, Wait { window: Duration::from_millis(20), writes: 10 }), vec![0]);
+        assert!(began.elapsed() >= Duration::from_millis(20), "waited out its window");
         drop(tx);
     }
 
@@ -190,6 +203,9 @@ mod tests {
         let wait = Wait { window: Duration::from_secs(600), writes: MAX_GROUP * 2 };
         assert_eq!(gather(&rx, 0, wait).len(), MAX_GROUP);
         drop(tx);
-        assert_eq!(gather(&rx, 0, wait), vec![0, MAX_GROUP, MAX_GROUP + 1], "no writer left: no wait");
+        let began = Instant::now();
+        assert_eq!(gather(&rx, 0, wait), vec![0, MAX_GROUP, MAX_GROUP + 1]);
+        // Not a timing bound: a wait that outlived its writers would take the 600 s window.
+        assert!(began.elapsed() < Duration::from_secs(300), "no writer left: no wait");
     }
 }
