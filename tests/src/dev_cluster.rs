@@ -47,6 +47,9 @@ pub struct DevCluster {
     _tmp: tempfile::TempDir,
 }
 
+/// How many times a cluster is made again after losing a port to another test's cluster.
+pub const PORT_RACES: usize = 3;
+
 impl Drop for DevCluster {
     fn drop(&mut self) {
         let _ = self.run(&["dev", "cluster", "down", "--dir", &self.dir.display().to_string()]);
@@ -60,10 +63,20 @@ impl DevCluster {
     }
 
     /// As [`DevCluster::start`], the nodes started with `env` added to their environment.
+    ///
+    /// A node's port is chosen at `init` and bound at `up`: a cluster another test made meanwhile
+    /// may have chosen the same port (tests run in parallel). Only then is the cluster made again,
+    /// with other ports (at most [`PORT_RACES`] times); any other failure fails the test.
     pub fn start_with_env(bin: &Path, nodes: u16, threshold: u16, extra: &[&str], env: &[(&str, &str)]) -> DevCluster {
-        let cluster = Self::init(bin, nodes, threshold, extra);
-        cluster.up(env).expect("up");
-        cluster
+        let mut races = 0;
+        loop {
+            let cluster = Self::init(bin, nodes, threshold, extra);
+            match cluster.up(env) {
+                Ok(()) => return cluster,
+                Err(e) if e.contains("Address already in use") && races < PORT_RACES => races += 1,
+                Err(e) => panic!("up: {e}"),
+            }
+        }
     }
 
     /// `dev cluster init` only: configured, nothing started.

@@ -2,7 +2,7 @@
 //! without `--force`, `dev cluster init` writes only into a new or empty directory, `dev cluster
 //! down` signals only its own nodes' daemons, and node logs are private to their owner.
 
-use frostgate_tests::dev_cluster::DevCluster;
+use frostgate_tests::dev_cluster::{DevCluster, Process};
 use frostgate_tests::host_bin;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -133,4 +133,35 @@ fn dev_cluster_logs_are_private_to_their_owner() {
         let mode = std::fs::metadata(cluster.dir.join("node1").join(log)).expect("log").permissions().mode();
         assert_eq!(mode & 0o077, 0, "{log} mode {mode:o}");
     }
+}
+
+/// A node's port is chosen at `init` and bound at `up`: if something took it meanwhile, `up`
+/// names the node, the address and the cause, starts the nodes that can start, and a second `up`
+/// once the port is free starts the rest.
+#[test]
+fn dev_cluster_up_names_a_taken_port_and_starts_the_node_once_it_is_free() {
+    let cluster = DevCluster::init(&host_bin(), 2, 2, &["--dev-plaintext"]);
+    let toml = std::fs::read_to_string(cluster.dir.join("cluster.toml")).expect("cluster.toml");
+    let apis: Vec<&str> =
+        toml.lines().filter_map(|l| l.trim().strip_prefix("api = \"")).filter_map(|l| l.strip_suffix('"')).collect();
+    assert_eq!(apis.len(), 2, "{toml}");
+    let taken = std::net::TcpListener::bind(apis[1]).expect("the second node's port is free before up");
+    let e = cluster.up(&[]).expect_err("a taken port");
+    assert!(
+        e.contains("enclave_unavailable")
+            && e.contains("node 2")
+            && e.contains(apis[1])
+            && e.contains("Address already in use"),
+        "{e}"
+    );
+    assert!(!e.contains("node 1"), "node 1 started: {e}");
+    assert!(cluster.pid(1, Process::Host).is_some(), "the node that could start runs");
+    drop(taken);
+    cluster.up(&[]).expect("up once the port is free");
+    for node in 1..=2 {
+        assert!(cluster.pid(node, Process::Host).is_some() && cluster.pid(node, Process::Enclave).is_some());
+    }
+    let key = cluster.keygen()["key"].as_str().expect("key").to_string();
+    let signed = cluster.sign(&key, &"ab".repeat(32)).expect("signs with both nodes");
+    assert!(signed["signature"].is_string(), "{signed}");
 }
