@@ -492,7 +492,7 @@ async fn through_service(
         // The request log's group commits (paced: `service::pacing`; on PostgreSQL submits and
         // outcomes only) per request, and the writes each held.
         "log_group_commits_per_request": ratio(group_commits, signed),
-        "log_writes_per_group_commit": if group_commits > 0 { grouped_writes / group_commits as f64 } else { 0.0 },
+        "log_writes_per_group_commit": ratio(grouped_writes as u64, group_commits),
         "transport": "http (plaintext, loopback)",
         "requests": signed,
         "failures": failures.load(Ordering::SeqCst),

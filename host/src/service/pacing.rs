@@ -4,15 +4,14 @@
 //! commit (one fsync, one round trip) holds more writes.
 //!
 //! The rule: after a group of at least [`BUSY`] writes, the next group waits up to [`WINDOW`]
-//! after the writer takes its first write until it holds as many writes as that group did (the writers of the last
-//! group are back); after a smaller group it is committed with what has arrived. A client that
-//! waits for each answer before its next write (most do) is then never waited for in vain at low
-//! concurrency, where a window would only add latency.
+//! after the writer takes its first write, until it holds as many writes as that group did (the
+//! writers of the last group are back); after a smaller group it is committed with what has
+//! arrived. A client that waits for each answer before its next write (most do) is then never
+//! waited for in vain at low concurrency, where a window would only add latency.
 //!
 //! Invariants: pacing only delays a commit, by at most [`WINDOW`] after the writer takes the
-//! group's first write;
-//! it never reorders, drops or merges writes, and every caller is still answered only after the
-//! commit that holds its write.
+//! group's first write; it never reorders, drops or merges writes, and every caller is still
+//! answered only after the commit that holds its write.
 //!
 //! Measured (BENCHMARKS.md, "Group commit pacing").
 
@@ -34,6 +33,9 @@ pub struct Wait {
 }
 
 impl Wait {
+    /// No wait: the group is what has arrived.
+    pub const NONE: Wait = Wait { window: Duration::ZERO, writes: 0 };
+
     /// Whether a group of `held` writes, `elapsed` after its first, waits for more.
     pub fn more(&self, held: usize, elapsed: Duration) -> bool {
         held < self.writes && elapsed < self.window
@@ -51,7 +53,7 @@ impl Pacing {
     pub fn wait(&self) -> Wait {
         match self.last >= BUSY {
             true => Wait { window: WINDOW, writes: self.last },
-            false => Wait { window: Duration::ZERO, writes: 0 },
+            false => Wait::NONE,
         }
     }
 

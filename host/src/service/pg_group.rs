@@ -527,15 +527,13 @@ mod tests {
         q.waiting.iter().map(|(j, _)| j.seq).collect()
     }
 
-    const NO_WAIT: Wait = Wait { window: Duration::ZERO, writes: 0 };
-
     #[tokio::test(start_paused = true)]
     async fn without_a_wait_a_group_is_what_has_arrived() {
         let ((ta, mut a), (tb, mut b)) = (queue(), queue());
         send(&ta, 1).await;
         send(&tb, 2).await;
         let began = Instant::now();
-        gather(&mut a, &mut b, NO_WAIT).await;
+        gather(&mut a, &mut b, Wait::NONE).await;
         assert_eq!((seqs(&a), seqs(&b), began.elapsed()), (vec![1], vec![2], Duration::ZERO));
     }
 

@@ -150,16 +150,14 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
-    const NO_WAIT: Wait = Wait { window: Duration::ZERO, writes: 0 };
-
     #[test]
     fn without_a_wait_a_group_is_what_is_queued() {
         let (tx, rx) = std::sync::mpsc::channel();
         for i in 1..=3 {
             tx.send(i).expect("queued");
         }
-        assert_eq!(gather(&rx, 0, NO_WAIT), vec![0, 1, 2, 3]);
-        assert_eq!(gather(&rx, 9, NO_WAIT), vec![9], "nothing queued: the first alone");
+        assert_eq!(gather(&rx, 0, Wait::NONE), vec![0, 1, 2, 3]);
+        assert_eq!(gather(&rx, 9, Wait::NONE), vec![9], "nothing queued: the first alone");
     }
 
     #[test]
@@ -182,7 +180,7 @@ mod tests {
         assert_eq!(gather(&rx, 0, wait), vec![0, 1, 2, 3], "in order, up to the count");
         go.send(()).expect("go");
         sender.join().expect("sender");
-        assert_eq!(gather(&rx, 0, NO_WAIT), vec![0, 4, 5, 6], "the rest in the next group");
+        assert_eq!(gather(&rx, 0, Wait::NONE), vec![0, 4, 5, 6], "the rest in the next group");
     }
 
     #[test]
